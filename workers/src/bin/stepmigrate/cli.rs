@@ -1,0 +1,237 @@
+//! Arguments, and the call each command makes into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use stepmigrate::config::{parse_duration, Settings};
+use stepmigrate::db::Database;
+use stepmigrate::migration::MigrationSet;
+use stepmigrate::runner::{new_run_id, Migrator, Resolution};
+use stepmigrate::Error;
+
+use crate::output::{self, Output};
+
+#[derive(Parser)]
+#[command(
+    name = "stepmigrate",
+    version,
+    about = "Apply PostgreSQL migrations step by step, with an event-sourced ledger"
+)]
+pub struct Args {
+    /// PostgreSQL URL, e.g. postgres://user@localhost:5432/app.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+
+    /// Directory of the migration files.
+    #[arg(
+        long,
+        env = "STEPMIGRATE_MIGRATIONS_DIR",
+        default_value = "migrations",
+        global = true
+    )]
+    pub migrations_dir: PathBuf,
+
+    /// Print one JSON document on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors and the final summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log more (-v: each step, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Overrides of the STEPMIGRATE_* variables.
+#[derive(ClapArgs)]
+pub struct SettingsArgs {
+    /// lock_timeout of each migration [env: STEPMIGRATE_LOCK_TIMEOUT, default 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub lock_timeout: Option<std::time::Duration>,
+    /// statement_timeout of each migration [env: STEPMIGRATE_STATEMENT_TIMEOUT, default 15min].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub statement_timeout: Option<std::time::Duration>,
+    /// Tries after a migration hit its lock_timeout [env: STEPMIGRATE_LOCK_RETRIES, default 3].
+    #[arg(long, value_name = "N", global = true)]
+    pub lock_retries: Option<u32>,
+    /// How long to wait for another runner [env: STEPMIGRATE_LOCK_WAIT, default 10min].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub lock_wait: Option<std::time::Duration>,
+    /// How long to wait for a connection [env: STEPMIGRATE_CONNECT_TIMEOUT, default 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub connect_timeout: Option<std::time::Duration>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Every migration and its state: applied, pending, failed, dirty, drift, unknown-applied.
+    Status,
+    /// What `up` would apply, without applying anything (the old runner's dry run).
+    Plan {
+        /// Stop at this version (inclusive).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+    },
+    /// Apply the pending migrations in order, stopping at the first failure.
+    Up {
+        /// Stop at this version (inclusive).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Only show what would be applied (same as `plan`).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Record what you found when checking a dirty migration by hand.
+    Resolve {
+        /// The dirty migration's version, e.g. 004.
+        version: String,
+        /// It is fully applied: mark it applied.
+        #[arg(
+            long,
+            conflicts_with = "not_applied",
+            required_unless_present = "not_applied"
+        )]
+        applied: bool,
+        /// It left nothing behind (or you undid it): make it pending again.
+        #[arg(long)]
+        not_applied: bool,
+    },
+    /// Create the next-numbered migration file.
+    New {
+        /// snake_case description, e.g. add_user_email_index.
+        description: String,
+    },
+    /// Maintain the ledger.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum LedgerAction {
+    /// Verify that schema_migrations equals the fold of its events.
+    Check,
+    /// Rebuild schema_migrations from its events.
+    Rebuild,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Plan { .. } | Command::Up { dry_run: true, .. } => "plan",
+            Command::Up { .. } => "up",
+            Command::Resolve { .. } => "resolve",
+            Command::New { .. } => "new",
+            Command::Ledger {
+                action: LedgerAction::Check,
+            } => "ledger check",
+            Command::Ledger {
+                action: LedgerAction::Rebuild,
+            } => "ledger rebuild",
+        }
+    }
+}
+
+impl Args {
+    fn settings(&self) -> Result<Settings, Error> {
+        let mut s = Settings::from_env(|k| std::env::var(k).ok())?;
+        let a = &self.settings;
+        s.lock_timeout = a.lock_timeout.unwrap_or(s.lock_timeout);
+        s.statement_timeout = a.statement_timeout.unwrap_or(s.statement_timeout);
+        s.lock_retries = a.lock_retries.unwrap_or(s.lock_retries);
+        s.lock_wait = a.lock_wait.unwrap_or(s.lock_wait);
+        s.connect_timeout = a.connect_timeout.unwrap_or(s.connect_timeout);
+        Ok(s)
+    }
+
+    fn migrator(&self) -> Result<Migrator, Error> {
+        let settings = self.settings()?;
+        let set = MigrationSet::load(&self.migrations_dir)?;
+        let url = self.database_url.as_deref().ok_or_else(|| Error::Config {
+            variable: "DATABASE_URL".into(),
+            reason: "not set; set it or pass --database-url postgres://USER@HOST:PORT/DATABASE"
+                .into(),
+        })?;
+        let db = Database::from_url(url, "DATABASE_URL", settings.connect_timeout)?;
+        Ok(Migrator { db, set, settings })
+    }
+}
+
+pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
+    let command = args.command.name();
+    match &args.command {
+        Command::New { description } => {
+            let path = output::new_migration_file(&args.migrations_dir, description)?;
+            out.created(&path);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let m = args.migrator()?;
+            let (ledger, plan) = m.plan(None).await?;
+            out.status(&m.db, ledger.kind, &plan);
+            Ok(match plan.ensure_runnable() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => output::exit_code(e.kind()),
+            })
+        }
+        Command::Plan { to } | Command::Up { to, dry_run: true } => {
+            let m = args.migrator()?;
+            let (_, plan) = m.plan(to.as_deref()).await?;
+            plan.ensure_runnable()?;
+            out.plan(command, &m.db, &plan);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { to, dry_run: false } => {
+            let m = args.migrator()?;
+            let run_id = new_run_id("cli");
+            let mut progress = out.progress(&m.db);
+            let report = m.up(to.as_deref(), &run_id, &mut progress).await?;
+            Ok(out.up(&report))
+        }
+        Command::Resolve {
+            version, applied, ..
+        } => {
+            let m = args.migrator()?;
+            let resolution = if *applied {
+                Resolution::Applied
+            } else {
+                Resolution::NotApplied
+            };
+            let name = m
+                .resolve(version, resolution, &new_run_id("resolve"))
+                .await?;
+            out.resolved(&name, resolution);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            action: LedgerAction::Check,
+        } => {
+            let m = args.migrator()?;
+            let differences = m.ledger_check().await?;
+            if !differences.is_empty() {
+                return Err(Error::LedgerInconsistent { differences });
+            }
+            out.ledger_consistent();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            action: LedgerAction::Rebuild,
+        } => {
+            let m = args.migrator()?;
+            let rows = m.ledger_rebuild(&new_run_id("rebuild")).await?;
+            out.ledger_rebuilt(rows);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! `stepmigrate`: the steps of the state machine, run in one process against `DATABASE_URL`.
+
+mod cli;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    output::init_logging(args.verbose, args.quiet);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let out = output::Output::new(args.json, args.quiet);
+    let command = args.command.name();
+    match runtime.block_on(cli::run(args, &out)) {
+        Ok(code) => code,
+        Err(error) => out.error(command, &error),
+    }
+}

@@ -1,0 +1,413 @@
+//! Human and `--json` output, exit codes and logging of the command.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stepmigrate::apply::Outcome;
+use stepmigrate::db::Database;
+use stepmigrate::ledger::LedgerKind;
+use stepmigrate::migration::Migration;
+use stepmigrate::plan::{Plan, State};
+use stepmigrate::runner::{MigrationResult, Progress, Resolution, UpReport};
+use stepmigrate::{Error, ErrorKind};
+
+/// The exit code of each error name (documented in the README).
+pub fn exit_code_number(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::SqlFailed => 1,
+        ErrorKind::InvalidInput | ErrorKind::ConfigError => 2,
+        ErrorKind::InvalidMigrationSet | ErrorKind::ChecksumMismatch => 3,
+        ErrorKind::Dirty => 4,
+        ErrorKind::ConnectionFailed => 5,
+        ErrorKind::LockTimeout => 6,
+        ErrorKind::LedgerInconsistent => 7,
+        ErrorKind::DatabaseError => 8,
+    }
+}
+
+pub fn exit_code(kind: ErrorKind) -> ExitCode {
+    ExitCode::from(exit_code_number(kind))
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) | (false, 0) => "error",
+        (false, 1) => "stepmigrate=info",
+        _ => "stepmigrate=debug,info",
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub use stepmigrate::migration::create_next as new_migration_file;
+
+pub struct Output {
+    json: bool,
+    quiet: bool,
+}
+
+impl Output {
+    pub fn new(json: bool, quiet: bool) -> Output {
+        Output { json, quiet }
+    }
+
+    fn emit(&self, doc: Value) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = serde_json::to_writer_pretty(&mut stdout, &doc);
+        let _ = writeln!(stdout);
+    }
+
+    fn say(&self, line: impl AsRef<str>) {
+        if !self.json && !self.quiet {
+            println!("{}", line.as_ref());
+        }
+    }
+
+    pub fn error(&self, command: &str, error: &Error) -> ExitCode {
+        let code = exit_code(error.kind());
+        if self.json {
+            self.emit(json!({
+                "command": command,
+                "ok": false,
+                "error": { "name": error.kind(), "message": error.to_string(), "exit_code": exit_code_number(error.kind()), "details": error.details() },
+            }));
+        } else {
+            eprintln!("error[{}]: {error}", error.kind());
+        }
+        code
+    }
+
+    pub fn created(&self, path: &Path) {
+        if self.json {
+            self.emit(json!({ "command": "new", "ok": true, "path": path }));
+        } else {
+            println!(
+                "created {} (write its SQL: an empty migration is rejected)",
+                path.display()
+            );
+        }
+    }
+
+    pub fn status(&self, db: &Database, ledger: LedgerKind, plan: &Plan) {
+        if self.json {
+            self.emit(json!({
+                "command": "status",
+                "ok": plan.ensure_runnable().is_ok(),
+                "database": db.to_string(),
+                "ledger": ledger,
+                "migrations": plan.entries,
+                "summary": summary(plan),
+                "warnings": plan.warnings,
+            }));
+            return;
+        }
+        println!("database {db} (ledger: {})", ledger_label(ledger));
+        let width = plan.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        for e in &plan.entries {
+            let mut line = format!("  {:<width$}  {:<15}", e.name, state_label(e.state));
+            if let Some(at) = e.applied_at {
+                line.push_str(&format!("  {}", at.format("%Y-%m-%d %H:%M:%S UTC")));
+            }
+            if let (Some(ms), State::Applied | State::UnknownApplied) =
+                (e.execution_time_ms, e.state)
+            {
+                line.push_str(&format!("  {ms} ms"));
+            }
+            if let Some(err) = e
+                .error
+                .as_ref()
+                .filter(|_| matches!(e.state, State::Failed | State::Dirty))
+            {
+                line.push_str(&format!("  last error: {err}"));
+            }
+            if e.state == State::Drift {
+                line.push_str(&format!(
+                    "  recorded {} file {}",
+                    e.recorded_checksum.as_deref().unwrap_or("?"),
+                    e.checksum.as_deref().unwrap_or("?")
+                ));
+            }
+            println!("{line}");
+        }
+        let s = summary(plan);
+        println!(
+            "{} applied, {} pending ({} failed before), {} dirty, {} drifted, {} unknown-applied",
+            s["applied"], s["pending"], s["failed"], s["dirty"], s["drift"], s["unknown_applied"]
+        );
+        warnings(&plan.warnings);
+    }
+
+    pub fn plan(&self, command: &str, db: &Database, plan: &Plan) {
+        let pending: Vec<_> = plan.pending().collect();
+        if self.json {
+            self.emit(json!({
+                "command": command,
+                "ok": true,
+                "dry_run": true,
+                "database": db.to_string(),
+                "target": plan.target,
+                "pending": pending,
+                "summary": summary(plan),
+                "warnings": plan.warnings,
+            }));
+            return;
+        }
+        if pending.is_empty() {
+            println!("{db} is up to date: nothing to apply");
+        } else {
+            println!("would apply {} migration(s) to {db}:", pending.len());
+            for e in &pending {
+                let mut notes = Vec::new();
+                if e.state == State::Failed {
+                    notes.push("retry after a failure".to_owned());
+                }
+                if e.transactional_off {
+                    notes.push("outside a transaction".to_owned());
+                }
+                if e.out_of_order {
+                    notes.push("out of order".to_owned());
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", notes.join(", "))
+                };
+                println!("  {}{notes}", e.name);
+            }
+        }
+        warnings(&plan.warnings);
+    }
+
+    pub fn progress(&self, db: &Database) -> HumanProgress {
+        HumanProgress {
+            enabled: !self.json && !self.quiet,
+            database: db.to_string(),
+            tty: std::io::stdout().is_terminal(),
+        }
+    }
+
+    pub fn up(&self, report: &UpReport) -> ExitCode {
+        let error = report.error();
+        let code = error
+            .as_ref()
+            .map_or(ExitCode::SUCCESS, |e| exit_code(e.kind()));
+        if self.json {
+            let mut doc = json!({
+                "command": "up",
+                "ok": error.is_none(),
+                "run_id": report.run_id,
+                "database": report.database,
+                "pending": report.pending,
+                "applied": report.applied(),
+                "results": report.results,
+                "elapsed_ms": report.elapsed_ms,
+                "warnings": report.warnings,
+            });
+            if let Some(e) = &error {
+                doc["error"] = json!({ "name": e.kind(), "message": e.to_string(), "exit_code": exit_code_number(e.kind()), "details": e.details() });
+            }
+            self.emit(doc);
+            return code;
+        }
+        warnings(&report.warnings);
+        match (&report.failure, report.pending) {
+            (Some(f), _) => {
+                eprintln!(
+                    "error[{}]: migration {} failed: {}",
+                    error.as_ref().map_or(ErrorKind::SqlFailed, |e| e.kind()),
+                    f.name,
+                    f.error
+                );
+                if let Some(statement) = &f.error.statement {
+                    eprintln!("  statement: {}", one_line(statement, 200));
+                }
+                if let Some(w) = &f.error.where_ {
+                    eprintln!("  context: {w}");
+                }
+                eprintln!(
+                    "  {} applied before it; {} not run. Fix {} and run `stepmigrate up` again.",
+                    report.applied(),
+                    report.pending - report.results.len(),
+                    f.file.display()
+                );
+                if !f.transactional {
+                    eprintln!("  It ran outside a transaction and is now dirty: check the database, then `stepmigrate resolve {} --applied` or `--not-applied`.", f.version);
+                }
+            }
+            (None, 0) => {
+                if !self.quiet {
+                    println!("{} is up to date: nothing to apply", report.database);
+                }
+            }
+            (None, _) => {
+                if !self.quiet {
+                    println!(
+                        "applied {} migration(s) in {} ms",
+                        report.applied(),
+                        report.elapsed_ms
+                    );
+                }
+            }
+        }
+        code
+    }
+
+    pub fn resolved(&self, name: &str, resolution: Resolution) {
+        if self.json {
+            self.emit(
+                json!({ "command": "resolve", "ok": true, "name": name, "resolution": resolution }),
+            );
+        } else {
+            match resolution {
+                Resolution::Applied => println!("{name} is recorded as applied"),
+                Resolution::NotApplied => {
+                    println!("{name} is pending again: the next `up` runs it")
+                }
+            }
+        }
+    }
+
+    pub fn ledger_consistent(&self) {
+        if self.json {
+            self.emit(json!({ "command": "ledger check", "ok": true, "differences": [] }));
+        } else {
+            self.say("the ledger is consistent: schema_migrations equals the fold of its events");
+        }
+    }
+
+    pub fn ledger_rebuilt(&self, rows: u64) {
+        if self.json {
+            self.emit(json!({ "command": "ledger rebuild", "ok": true, "rows": rows }));
+        } else {
+            self.say(format!(
+                "rebuilt schema_migrations from its events: {rows} rows"
+            ));
+        }
+    }
+}
+
+fn summary(plan: &Plan) -> Value {
+    json!({
+        "applied": plan.count(State::Applied),
+        "pending": plan.pending().count(),
+        "failed": plan.count(State::Failed),
+        "dirty": plan.count(State::Dirty),
+        "drift": plan.count(State::Drift),
+        "unknown_applied": plan.count(State::UnknownApplied),
+    })
+}
+
+fn state_label(state: State) -> &'static str {
+    match state {
+        State::Applied => "applied",
+        State::Pending => "pending",
+        State::Failed => "failed (retry)",
+        State::Dirty => "DIRTY",
+        State::Drift => "DRIFT",
+        State::UnknownApplied => "unknown-applied",
+    }
+}
+
+fn ledger_label(kind: LedgerKind) -> &'static str {
+    match kind {
+        LedgerKind::Missing => "none yet",
+        LedgerKind::Legacy => "old runner's table, adopted on the next up",
+        LedgerKind::EventSourced => "event-sourced",
+    }
+}
+
+fn warnings(list: &[String]) {
+    for w in list {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}...", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// Prints each migration as it runs, with its time and the run's progress.
+pub struct HumanProgress {
+    enabled: bool,
+    database: String,
+    tty: bool,
+}
+
+impl Progress for HumanProgress {
+    fn waiting_for_lock(&mut self) {
+        if self.enabled {
+            eprintln!(
+                "another runner is applying migrations to {}; waiting for it to finish...",
+                self.database
+            );
+        }
+    }
+
+    fn starting(&mut self, index: usize, total: usize, m: &Migration) {
+        if !self.enabled {
+            return;
+        }
+        if index == 0 {
+            println!("applying {total} migration(s) to {}", self.database);
+        }
+        if self.tty {
+            print!(
+                "  [{:>w$}/{total}] {} ... ",
+                index + 1,
+                m.name,
+                w = digits(total)
+            );
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    fn retrying(&mut self, m: &Migration, attempt: u32, delay: Duration, reason: &str) {
+        if self.enabled {
+            eprintln!(
+                "  {} hit {reason}; try {} in {:.1} s",
+                m.name,
+                attempt + 1,
+                delay.as_secs_f32()
+            );
+        }
+    }
+
+    fn finished(&mut self, index: usize, total: usize, r: &MigrationResult) {
+        if !self.enabled {
+            return;
+        }
+        let what = match &r.outcome {
+            Outcome::Applied { execution_time_ms } => format!("ok ({execution_time_ms} ms)"),
+            Outcome::AlreadyApplied => "already applied by another runner".to_owned(),
+            Outcome::Failed { failure } => format!("FAILED: {}", failure.error),
+            Outcome::Busy => "busy".to_owned(),
+        };
+        if self.tty {
+            println!("{what}");
+        } else {
+            println!(
+                "  [{:>w$}/{total}] {} ... {what}",
+                index + 1,
+                r.name,
+                w = digits(total)
+            );
+        }
+    }
+}
+
+fn digits(n: usize) -> usize {
+    n.to_string().len()
+}

@@ -1,0 +1,156 @@
+//! Runner settings: timeouts and retry policy, read from environment variables with errors
+//! that name the variable.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// How the runner treats the live database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    /// `lock_timeout` of each migration: a migration waiting for a table lock fails fast
+    /// instead of queueing the application's queries behind it.
+    #[serde(with = "duration")]
+    pub lock_timeout: Duration,
+    /// `statement_timeout` of each migration.
+    #[serde(with = "duration")]
+    pub statement_timeout: Duration,
+    /// How many times a migration that hit its `lock_timeout` is tried again, with back-off.
+    pub lock_retries: u32,
+    /// How long a runner waits for another runner to finish before giving up.
+    #[serde(with = "duration")]
+    pub lock_wait: Duration,
+    /// How long to wait for a database connection.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(15 * 60),
+            lock_retries: 3,
+            lock_wait: Duration::from_secs(10 * 60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub const ENV_LOCK_TIMEOUT: &str = "STEPMIGRATE_LOCK_TIMEOUT";
+pub const ENV_STATEMENT_TIMEOUT: &str = "STEPMIGRATE_STATEMENT_TIMEOUT";
+pub const ENV_LOCK_RETRIES: &str = "STEPMIGRATE_LOCK_RETRIES";
+pub const ENV_LOCK_WAIT: &str = "STEPMIGRATE_LOCK_WAIT";
+pub const ENV_CONNECT_TIMEOUT: &str = "STEPMIGRATE_CONNECT_TIMEOUT";
+
+impl Settings {
+    /// Defaults overridden by the `STEPMIGRATE_*` variables that `lookup` finds.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+        let mut s = Settings::default();
+        let duration = |var: &str, target: &mut Duration| -> Result<(), Error> {
+            if let Some(v) = lookup(var) {
+                *target = parse_duration(&v).map_err(|reason| Error::Config {
+                    variable: var.to_owned(),
+                    reason,
+                })?;
+            }
+            Ok(())
+        };
+        duration(ENV_LOCK_TIMEOUT, &mut s.lock_timeout)?;
+        duration(ENV_STATEMENT_TIMEOUT, &mut s.statement_timeout)?;
+        duration(ENV_LOCK_WAIT, &mut s.lock_wait)?;
+        duration(ENV_CONNECT_TIMEOUT, &mut s.connect_timeout)?;
+        if let Some(v) = lookup(ENV_LOCK_RETRIES) {
+            s.lock_retries = v.trim().parse().map_err(|_| Error::Config {
+                variable: ENV_LOCK_RETRIES.to_owned(),
+                reason: format!("`{v}` is not a whole number of retries"),
+            })?;
+        }
+        Ok(s)
+    }
+}
+
+/// Parses `500ms`, `5s`, `15min`, `1h` or `0` (no limit), as PostgreSQL spells them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a duration; write e.g. 500ms, 5s, 15min, 1h, or 0 for no limit")
+    })?;
+    let ms =
+        match unit.trim() {
+            "ms" => n,
+            "s" => n * 1000,
+            "min" => n * 60_000,
+            "h" => n * 3_600_000,
+            _ => return Err(format!(
+                "`{text}` has no known unit; write e.g. 500ms, 5s, 15min, 1h, or 0 for no limit"
+            )),
+        };
+    Ok(Duration::from_millis(ms))
+}
+
+/// The value PostgreSQL's `SET lock_timeout`/`statement_timeout` take.
+pub fn pg_interval(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Durations serialize as PostgreSQL-style strings, e.g. `"5000ms"`.
+pub(crate) mod duration {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::pg_interval(*d))
+    }
+}
+
+pub(crate) mod duration_opt {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::pg_interval(*d)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration(" 5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("15min"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let err =
+            Settings::from_env(|k| (k == ENV_LOCK_TIMEOUT).then(|| "soon".to_owned())).unwrap_err();
+        assert!(
+            err.to_string().contains("STEPMIGRATE_LOCK_TIMEOUT"),
+            "{err}"
+        );
+        let err =
+            Settings::from_env(|k| (k == ENV_LOCK_RETRIES).then(|| "-1".to_owned())).unwrap_err();
+        assert!(
+            err.to_string().contains("STEPMIGRATE_LOCK_RETRIES"),
+            "{err}"
+        );
+        let s =
+            Settings::from_env(|k| (k == ENV_STATEMENT_TIMEOUT).then(|| "1h".to_owned())).unwrap();
+        assert_eq!(s.statement_timeout, Duration::from_secs(3600));
+    }
+}

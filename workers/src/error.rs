@@ -1,0 +1,282 @@
+//! Errors of the library, and their stable names: the names Step Functions' Retry and Catch
+//! match, the CLI's `--json` output carries and the exit codes derive from. This is the one
+//! list of them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The stable name of an error, as Step Functions and scripts see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ErrorKind {
+    /// A migration waited longer than its `lock_timeout` (SQLSTATE 55P03), or another runner
+    /// held the migration lock for longer than the wait allowed. Transient: retry.
+    LockTimeout,
+    /// The database could not be reached, or the connection broke. Transient: retry.
+    ConnectionFailed,
+    /// A migration's SQL failed. Not retried: the file needs fixing.
+    SqlFailed,
+    /// An applied migration's file changed.
+    ChecksumMismatch,
+    /// The migrations directory is malformed.
+    InvalidMigrationSet,
+    /// A migration that runs outside a transaction failed or was interrupted part way;
+    /// an operator must resolve it.
+    Dirty,
+    /// The request (CLI arguments, execution input) is not valid.
+    InvalidInput,
+    /// A setting (environment variable) is missing or malformed.
+    ConfigError,
+    /// The ledger's projection differs from the fold of its events.
+    LedgerInconsistent,
+    /// The database answered the runner's own bookkeeping with an unexpected error.
+    DatabaseError,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::LockTimeout,
+        ErrorKind::ConnectionFailed,
+        ErrorKind::SqlFailed,
+        ErrorKind::ChecksumMismatch,
+        ErrorKind::InvalidMigrationSet,
+        ErrorKind::Dirty,
+        ErrorKind::InvalidInput,
+        ErrorKind::ConfigError,
+        ErrorKind::LedgerInconsistent,
+        ErrorKind::DatabaseError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::LockTimeout => "LockTimeout",
+            ErrorKind::ConnectionFailed => "ConnectionFailed",
+            ErrorKind::SqlFailed => "SqlFailed",
+            ErrorKind::ChecksumMismatch => "ChecksumMismatch",
+            ErrorKind::InvalidMigrationSet => "InvalidMigrationSet",
+            ErrorKind::Dirty => "Dirty",
+            ErrorKind::InvalidInput => "InvalidInput",
+            ErrorKind::ConfigError => "ConfigError",
+            ErrorKind::LedgerInconsistent => "LedgerInconsistent",
+            ErrorKind::DatabaseError => "DatabaseError",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem of a migration set, naming the file (and line, where there is one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetProblem {
+    pub file: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl SetProblem {
+    pub fn new(file: &std::path::Path, line: Option<usize>, message: String) -> SetProblem {
+        SetProblem {
+            file: file.to_owned(),
+            line,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for SetProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// An applied migration whose file changed since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub version: String,
+    pub name: String,
+    pub file: PathBuf,
+    /// The checksum the ledger recorded when the migration was applied.
+    pub recorded: String,
+    /// The checksum of the file now.
+    pub actual: String,
+}
+
+/// A migration left half-done outside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirtyMigration {
+    pub version: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What PostgreSQL said about a failed migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SqlError {
+    pub sqlstate: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// 1-based line in the migration file, where PostgreSQL gave a position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// The statement that failed, where it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// PostgreSQL's context (e.g. the PL/pgSQL line), where given.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_: Option<String>,
+}
+
+impl SqlError {
+    /// SQLSTATE 55P03: `lock_timeout` expired.
+    pub fn is_lock_timeout(&self) -> bool {
+        self.sqlstate == "55P03"
+    }
+}
+
+impl fmt::Display for SqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.sqlstate)?;
+        if let Some(line) = self.line {
+            write!(f, " at line {line}")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, "; detail: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A migration that failed, with the database's error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationFailure {
+    pub version: String,
+    pub name: String,
+    pub file: PathBuf,
+    pub transactional: bool,
+    pub error: SqlError,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid migration set in {}:\n{}", dir.display(), join_lines(problems))]
+    InvalidMigrationSet {
+        dir: PathBuf,
+        problems: Vec<SetProblem>,
+    },
+
+    #[error("applied migrations changed since they were applied; nothing was applied:\n{}", drift.iter().map(|d| format!("  {}: recorded checksum {}, file now {}", d.file.display(), d.recorded, d.actual)).collect::<Vec<_>>().join("\n"))]
+    ChecksumMismatch { drift: Vec<Drift> },
+
+    #[error("dirty migrations: {} failed or was interrupted outside a transaction and may be half-applied; check the database by hand, then run `stepmigrate resolve VERSION --applied` or `--not-applied`", migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))]
+    Dirty { migrations: Vec<DirtyMigration> },
+
+    #[error("migration {} failed: {}", failure.name, failure.error)]
+    MigrationFailed { failure: Box<MigrationFailure> },
+
+    #[error("another runner held the migration lock for {}s; gave up waiting (STEPMIGRATE_LOCK_WAIT)", waited.as_secs())]
+    LockNotAcquired { waited: Duration },
+
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    ConnectionFailed { target: String, reason: String },
+
+    #[error("{variable}: {reason}")]
+    Config { variable: String, reason: String },
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("the ledger's schema_migrations differs from the fold of its events (run `stepmigrate ledger rebuild` to restore it):\n{}", differences.join("\n"))]
+    LedgerInconsistent { differences: Vec<String> },
+
+    #[error("{context}: {message}")]
+    Database { context: String, message: String },
+}
+
+fn join_lines<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| format!("  {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidMigrationSet { .. } => ErrorKind::InvalidMigrationSet,
+            Error::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
+            Error::Dirty { .. } => ErrorKind::Dirty,
+            Error::MigrationFailed { failure } if failure.error.is_lock_timeout() => {
+                ErrorKind::LockTimeout
+            }
+            Error::MigrationFailed { .. } => ErrorKind::SqlFailed,
+            Error::LockNotAcquired { .. } => ErrorKind::LockTimeout,
+            Error::ConnectionFailed { .. } => ErrorKind::ConnectionFailed,
+            Error::Config { .. } => ErrorKind::ConfigError,
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::LedgerInconsistent { .. } => ErrorKind::LedgerInconsistent,
+            Error::Database { .. } => ErrorKind::DatabaseError,
+        }
+    }
+
+    /// Wraps an error of the runner's own queries. A broken connection is `ConnectionFailed`
+    /// (transient), anything else `DatabaseError`; the message never carries the URL.
+    pub fn database(context: impl Into<String>, err: sqlx::Error) -> Error {
+        let context = context.into();
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_) => Error::ConnectionFailed {
+                target: context,
+                reason: err.to_string(),
+            },
+            sqlx::Error::Database(db) => {
+                let code = db
+                    .code()
+                    .map(|c| format!(" (SQLSTATE {c})"))
+                    .unwrap_or_default();
+                Error::Database {
+                    context,
+                    message: format!("{}{code}", db.message()),
+                }
+            }
+            other => Error::Database {
+                context,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Structured details for `--json` output and execution results.
+    pub fn details(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Error::InvalidMigrationSet { problems, .. } => json!({ "problems": problems }),
+            Error::ChecksumMismatch { drift } => json!({ "drift": drift }),
+            Error::Dirty { migrations } => json!({ "dirty": migrations }),
+            Error::MigrationFailed { failure } => json!({ "migration": failure }),
+            Error::LedgerInconsistent { differences } => json!({ "differences": differences }),
+            Error::Config { variable, .. } => json!({ "variable": variable }),
+            _ => json!({}),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+-- The stepmigrate ledger (migration 000). Run by the tool, in one transaction, under the
+-- migration lock; every statement is idempotent so that it also upgrades an older ledger or
+-- adopts the table of the old Python runner in place.
+
+-- The projection, with the old runner's columns first: its queries and recipes keep working.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version varchar(255) PRIMARY KEY,
+    name varchar(255) NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    checksum varchar(64),
+    execution_time_ms bigint,
+    success boolean NOT NULL DEFAULT true
+);
+ALTER TABLE schema_migrations
+    ADD COLUMN IF NOT EXISTS dirty boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS run_id text,
+    ADD COLUMN IF NOT EXISTS error text,
+    ADD COLUMN IF NOT EXISTS event_id bigint;
+
+DO $$
+DECLARE
+    rel regclass := 'schema_migrations'::regclass;
+BEGIN
+    -- The old runner's table may use timestamp without time zone and integer; its values are
+    -- read in this session's time zone, as the old runner wrote them.
+    IF (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = rel AND attname = 'applied_at')
+            <> 'timestamp with time zone' THEN
+        ALTER TABLE schema_migrations ALTER COLUMN applied_at TYPE timestamptz;
+    END IF;
+    IF (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = rel AND attname = 'execution_time_ms')
+            <> 'bigint' THEN
+        ALTER TABLE schema_migrations ALTER COLUMN execution_time_ms TYPE bigint;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = rel AND i.indisunique AND i.indnkeyatts = 1 AND a.attname = 'version'
+    ) THEN
+        CREATE UNIQUE INDEX schema_migrations_version_key ON schema_migrations (version);
+    END IF;
+END $$;
+
+-- The append-only event log: the source of truth.
+CREATE TABLE IF NOT EXISTS schema_migration_events (
+    id bigserial PRIMARY KEY,
+    occurred_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    run_id text NOT NULL,
+    version varchar(255) NOT NULL,
+    name varchar(255) NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('applied', 'failed', 'started', 'resolved_applied',
+                                       'resolved_not_applied', 'deleted', 'rolled_back')),
+    checksum varchar(64),
+    execution_time_ms bigint,
+    dirty boolean NOT NULL DEFAULT false,
+    error jsonb,
+    actor text NOT NULL DEFAULT current_user
+);
+CREATE INDEX IF NOT EXISTS schema_migration_events_version_idx ON schema_migration_events (version, id);
+
+CREATE OR REPLACE FUNCTION schema_migration_events_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'schema_migration_events is append-only: % is not allowed', TG_OP
+        USING HINT = 'to re-run a migration, DELETE its row from schema_migrations instead';
+END $$;
+DROP TRIGGER IF EXISTS schema_migration_events_append_only ON schema_migration_events;
+CREATE TRIGGER schema_migration_events_append_only BEFORE UPDATE OR DELETE ON schema_migration_events
+    FOR EACH ROW EXECUTE FUNCTION schema_migration_events_append_only();
+DROP TRIGGER IF EXISTS schema_migration_events_no_truncate ON schema_migration_events;
+CREATE TRIGGER schema_migration_events_no_truncate BEFORE TRUNCATE ON schema_migration_events
+    FOR EACH STATEMENT EXECUTE FUNCTION schema_migration_events_append_only();
+
+-- The fold, in one place: the projection row an event leaves behind (none for events that
+-- make a migration pending again). The latest event of a version decides its row.
+CREATE OR REPLACE FUNCTION schema_migrations_row(e schema_migration_events)
+RETURNS TABLE (version varchar, name varchar, applied_at timestamptz, checksum varchar,
+               execution_time_ms bigint, success boolean, dirty boolean, run_id text,
+               error text, event_id bigint)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT e.version, e.name, e.occurred_at, e.checksum, e.execution_time_ms,
+           e.kind IN ('applied', 'resolved_applied'), e.dirty, e.run_id, e.error ->> 'message', e.id
+    WHERE e.kind IN ('applied', 'failed', 'started', 'resolved_applied')
+$$;
+
+CREATE OR REPLACE VIEW schema_migrations_folded AS
+SELECT r.*
+FROM (SELECT DISTINCT ON (e.version) e FROM schema_migration_events e ORDER BY e.version, e.id DESC) latest
+CROSS JOIN LATERAL schema_migrations_row(latest.e) r;
+
+-- Each event updates the projection in its own transaction: a migration and its row commit
+-- together or not at all.
+CREATE OR REPLACE FUNCTION schema_migration_events_project() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM schema_migrations m WHERE m.version = NEW.version;
+    INSERT INTO schema_migrations (version, name, applied_at, checksum, execution_time_ms,
+                                   success, dirty, run_id, error, event_id)
+    SELECT * FROM schema_migrations_row(NEW);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS schema_migration_events_project ON schema_migration_events;
+CREATE TRIGGER schema_migration_events_project AFTER INSERT ON schema_migration_events
+    FOR EACH ROW EXECUTE FUNCTION schema_migration_events_project();
+
+-- The old recipe `DELETE FROM schema_migrations WHERE version = '004'` (re-run a migration)
+-- becomes an event, so the projection still equals the fold. Deletions made by the
+-- projection itself (trigger depth > 1) or by a rebuild are not events.
+CREATE OR REPLACE FUNCTION schema_migrations_record_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_trigger_depth() = 1 AND coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' THEN
+        INSERT INTO schema_migration_events (run_id, version, name, kind, checksum)
+        VALUES ('manual', OLD.version, OLD.name, 'deleted', OLD.checksum);
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS schema_migrations_record_delete ON schema_migrations;
+CREATE TRIGGER schema_migrations_record_delete AFTER DELETE ON schema_migrations
+    FOR EACH ROW EXECUTE FUNCTION schema_migrations_record_delete();
+
+CREATE OR REPLACE FUNCTION schema_migrations_record_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' THEN
+        INSERT INTO schema_migration_events (run_id, version, name, kind, checksum)
+        SELECT 'manual', m.version, m.name, 'deleted', m.checksum FROM schema_migrations m ORDER BY m.version;
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS schema_migrations_record_truncate ON schema_migrations;
+CREATE TRIGGER schema_migrations_record_truncate BEFORE TRUNCATE ON schema_migrations
+    FOR EACH STATEMENT EXECUTE FUNCTION schema_migrations_record_truncate();
+
+-- Checked first in every migration's transaction: a second line of defence behind the
+-- runner's session lock (a runner whose lock session died, an orphaned backend still running
+-- a killed runner's migration). Never blocks: it tries a transaction-scoped lock.
+CREATE OR REPLACE FUNCTION schema_migrations_guard(p_version text, p_previous text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('stepmigrate.apply.' || coalesce(current_schema(), ''), 0)) THEN
+        RAISE EXCEPTION 'another session is applying a migration' USING ERRCODE = 'SM002';
+    END IF;
+    IF EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_version AND (m.success OR m.dirty)) THEN
+        RAISE EXCEPTION 'migration % is already applied', p_version USING ERRCODE = 'SM001';
+    END IF;
+    IF p_previous IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_previous AND m.success) THEN
+        RAISE EXCEPTION 'migration % is not applied, so % cannot run', p_previous, p_version USING ERRCODE = 'SM003';
+    END IF;
+END $$;
+
+-- Adoption: the old runner's rows become the history, once, in their order.
+INSERT INTO schema_migration_events (occurred_at, run_id, version, name, kind, checksum, execution_time_ms)
+SELECT coalesce(m.applied_at, now()), 'adopted', m.version, coalesce(m.name, m.version),
+       CASE WHEN coalesce(m.success, true) THEN 'applied' ELSE 'failed' END, m.checksum, m.execution_time_ms
+FROM schema_migrations m
+WHERE NOT EXISTS (SELECT 1 FROM schema_migration_events)
+ORDER BY m.applied_at NULLS FIRST, m.version;

@@ -1,0 +1,767 @@
+//! The migration set: the `.sql` files of a directory, validated as a whole. Pure: reading the
+//! directory is the only I/O, and [`MigrationSet::from_files`] takes the files in memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, SetProblem};
+use crate::sql;
+
+/// A migration version: the decimal number of the file name, ordered numerically, and the
+/// digits as written (the ledger stores them as text, e.g. `"004"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version {
+    number: u64,
+    text: String,
+}
+
+impl Version {
+    /// Parses the digits of a version; `None` if they are not 1..=19 decimal digits.
+    pub fn parse(text: &str) -> Option<Version> {
+        if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Version {
+            number: text.parse().ok()?,
+            text: text.to_owned(),
+        })
+    }
+
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.number
+            .cmp(&other.number)
+            .then_with(|| self.text.cmp(&other.text))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// Lowercase hex SHA-256 of a file's raw bytes: the old runner's checksum, so its ledger rows
+/// compare as they are.
+pub fn checksum(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use fmt::Write;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// Whether `recorded` is the checksum of `bytes` with other line endings or a byte-order mark:
+/// such a change (a checkout with `core.autocrlf`, an editor adding a BOM) leaves the SQL the
+/// same, so it is a warning, not drift.
+pub fn differs_only_in_line_endings(bytes: &[u8], recorded: &str) -> bool {
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut lf = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'\r' && body.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        lf.push(body[i]);
+        i += 1;
+    }
+    let mut crlf = Vec::with_capacity(lf.len() + lf.len() / 16);
+    for &b in &lf {
+        if b == b'\n' {
+            crlf.push(b'\r');
+        }
+        crlf.push(b);
+    }
+    let bom = |v: &[u8]| [b"\xEF\xBB\xBF".as_slice(), v].concat();
+    [lf.clone(), crlf.clone(), bom(&lf), bom(&crlf)]
+        .iter()
+        .any(|v| checksum(v) == recorded)
+}
+
+/// Settings a migration's header may override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Directives {
+    /// Run outside a transaction, one statement at a time (for `CREATE INDEX CONCURRENTLY`).
+    pub no_transaction: bool,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::config::duration_opt"
+    )]
+    pub lock_timeout: Option<Duration>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::config::duration_opt"
+    )]
+    pub statement_timeout: Option<Duration>,
+}
+
+/// The prefix that marks a header directive line.
+pub const DIRECTIVE_PREFIX: &str = "stepmigrate:";
+
+/// A rollback script paired with its migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownMigration {
+    pub path: PathBuf,
+    pub sql: String,
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub version: Version,
+    /// The file name without `.sql`, e.g. `004_add_new_feature`: the ledger's `name` column.
+    pub name: String,
+    pub path: PathBuf,
+    pub sql: String,
+    pub checksum: String,
+    pub directives: Directives,
+    pub down: Option<DownMigration>,
+}
+
+impl Migration {
+    pub fn transactional(&self) -> bool {
+        !self.directives.no_transaction
+    }
+}
+
+/// A validated, ordered set of migrations.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationSet {
+    pub dir: PathBuf,
+    migrations: Vec<Migration>,
+}
+
+/// One file as read from disk.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+impl MigrationSet {
+    /// Loads and validates the `.sql` files of `dir` (not recursive; other files are ignored).
+    pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::InvalidMigrationSet {
+            dir: dir.to_owned(),
+            problems: vec![SetProblem::new(
+                dir,
+                None,
+                format!("cannot read the migrations directory: {e}"),
+            )],
+        })?;
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(SetProblem::new(
+                        dir,
+                        None,
+                        format!("cannot list the directory: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let looks_like_sql = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("sql"));
+            if !looks_like_sql || path.is_dir() {
+                continue;
+            }
+            match std::fs::read(&path) {
+                Ok(bytes) => files.push(SourceFile { path, bytes }),
+                Err(e) => problems.push(SetProblem::new(
+                    &path,
+                    None,
+                    format!("cannot read the file: {e}"),
+                )),
+            }
+        }
+        let result = MigrationSet::from_files(dir, files);
+        match (result, problems.is_empty()) {
+            (Ok(set), true) => Ok(set),
+            (Ok(_), false) => Err(Error::InvalidMigrationSet {
+                dir: dir.to_owned(),
+                problems,
+            }),
+            (
+                Err(Error::InvalidMigrationSet {
+                    problems: mut more, ..
+                }),
+                _,
+            ) => {
+                problems.append(&mut more);
+                Err(Error::InvalidMigrationSet {
+                    dir: dir.to_owned(),
+                    problems,
+                })
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// Validates a set from files in memory; every problem is reported at once.
+    pub fn from_files(dir: &Path, mut files: Vec<SourceFile>) -> Result<MigrationSet, Error> {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut problems = Vec::new();
+        let mut ups: BTreeMap<u64, Vec<Migration>> = BTreeMap::new();
+        let mut downs: Vec<(Version, String, DownMigration)> = Vec::new();
+        // Every well-named migration counts for gaps, even one with other problems: a gap
+        // report must not follow from a file that is reported already.
+        let mut numbered: BTreeMap<u64, PathBuf> = BTreeMap::new();
+
+        for file in files {
+            let Some(file_name) = file
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+            else {
+                problems.push(SetProblem::new(
+                    &file.path,
+                    None,
+                    "the file name is not valid UTF-8".into(),
+                ));
+                continue;
+            };
+            let (name, is_down) = match parse_file_name(&file_name) {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    problems.push(SetProblem::new(&file.path, None, why));
+                    continue;
+                }
+            };
+            let version = Version::parse(name.split('_').next().unwrap_or_default())
+                .expect("checked by parse_file_name");
+            if version.number() == 0 {
+                problems.push(SetProblem::new(
+                    &file.path,
+                    None,
+                    "version 000 is reserved for the ledger itself (schema_migrations); number your migrations from 001".into(),
+                ));
+                continue;
+            }
+            if !is_down {
+                numbered
+                    .entry(version.number())
+                    .or_insert_with(|| file.path.clone());
+            }
+            let sql = match String::from_utf8(file.bytes.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    let line =
+                        sql::line_of_byte(std::str::from_utf8(&file.bytes[..at]).unwrap_or(""), at);
+                    problems.push(SetProblem::new(
+                        &file.path,
+                        Some(line),
+                        format!("the file is not valid UTF-8 (byte {at})"),
+                    ));
+                    continue;
+                }
+            };
+            let sql_body = sql.strip_prefix('\u{feff}').unwrap_or(&sql);
+            let file_checksum = checksum(&file.bytes);
+            if is_down {
+                if sql::split_statements(sql_body).is_empty() {
+                    problems.push(SetProblem::new(
+                        &file.path,
+                        None,
+                        "the down migration is empty: it holds no SQL statement".into(),
+                    ));
+                    continue;
+                }
+                downs.push((
+                    version,
+                    name,
+                    DownMigration {
+                        path: file.path,
+                        sql: sql_body.to_owned(),
+                        checksum: file_checksum,
+                    },
+                ));
+                continue;
+            }
+            let directives = match parse_directives(sql_body) {
+                Ok(d) => d,
+                Err(errs) => {
+                    problems.extend(
+                        errs.into_iter()
+                            .map(|(line, why)| SetProblem::new(&file.path, Some(line), why)),
+                    );
+                    continue;
+                }
+            };
+            let statements = sql::split_statements(sql_body);
+            if statements.is_empty() {
+                problems.push(SetProblem::new(
+                    &file.path,
+                    None,
+                    "the migration is empty: it holds no SQL statement".into(),
+                ));
+                continue;
+            }
+            if !directives.no_transaction {
+                for s in &statements {
+                    if sql::is_transaction_control(&s.keywords) {
+                        problems.push(SetProblem::new(
+                            &file.path,
+                            Some(s.line),
+                            format!(
+                                "`{}` ends or starts a transaction, which would break the migration's atomicity: the runner wraps each migration in its own transaction; remove it, or add `-- {DIRECTIVE_PREFIX} no-transaction`",
+                                s.keywords.join(" ")
+                            ),
+                        ));
+                    } else if let Some(what) = sql::requires_no_transaction(&s.keywords) {
+                        problems.push(SetProblem::new(
+                            &file.path,
+                            Some(s.line),
+                            format!("{what} cannot run inside a transaction block: add the header line `-- {DIRECTIVE_PREFIX} no-transaction`"),
+                        ));
+                    }
+                }
+            }
+            ups.entry(version.number()).or_default().push(Migration {
+                version,
+                name,
+                path: file.path,
+                sql: sql_body.to_owned(),
+                checksum: file_checksum,
+                directives,
+                down: None,
+            });
+        }
+
+        // Duplicates (also `004` against `0004`), then gaps, on the numeric order.
+        let mut migrations = Vec::new();
+        for (_, group) in ups {
+            if group.len() > 1 {
+                let names: Vec<String> = group.iter().map(|m| display_name(&m.path)).collect();
+                for m in &group {
+                    problems.push(SetProblem::new(
+                        &m.path,
+                        None,
+                        format!(
+                            "duplicate version {}: {} share it",
+                            m.version.number(),
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                continue;
+            }
+            migrations.extend(group);
+        }
+        let mut expected = 1u64;
+        for (&number, path) in &numbered {
+            if number != expected {
+                let missing = if number == expected + 1 {
+                    format!("{expected}")
+                } else {
+                    format!("{expected} to {}", number - 1)
+                };
+                problems.push(SetProblem::new(
+                    path,
+                    None,
+                    format!("gap in the sequence: version {missing} is missing before this file"),
+                ));
+            }
+            expected = number + 1;
+        }
+
+        for (version, name, down) in downs {
+            match migrations
+                .iter_mut()
+                .find(|m| m.version.number() == version.number())
+            {
+                Some(m) if m.name == name => m.down = Some(down),
+                Some(m) => problems.push(SetProblem::new(
+                    &down.path,
+                    None,
+                    format!(
+                        "the down migration's name does not match its migration {}",
+                        display_name(&m.path)
+                    ),
+                )),
+                None => problems.push(SetProblem::new(
+                    &down.path,
+                    None,
+                    format!("down migration without a migration {name}.sql"),
+                )),
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(MigrationSet {
+                dir: dir.to_owned(),
+                migrations,
+            })
+        } else {
+            problems.sort_by(|a, b| a.file.cmp(&b.file).then(a.line.cmp(&b.line)));
+            Err(Error::InvalidMigrationSet {
+                dir: dir.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    pub fn migrations(&self) -> &[Migration] {
+        &self.migrations
+    }
+
+    pub fn get(&self, version: &str) -> Option<&Migration> {
+        let v = Version::parse(version)?;
+        self.migrations
+            .iter()
+            .find(|m| m.version.number() == v.number())
+    }
+
+    /// A digest of the whole set: changes when any migration is added, removed or edited.
+    pub fn digest(&self) -> String {
+        let mut all = String::new();
+        for m in &self.migrations {
+            all.push_str(&m.name);
+            all.push(':');
+            all.push_str(&m.checksum);
+            all.push('\n');
+        }
+        checksum(all.as_bytes())
+    }
+}
+
+/// Writes the next-numbered migration file for `description` (snake_case) in `dir`, holding
+/// only a header comment: an empty migration is rejected until its SQL is written.
+pub fn create_next(dir: &Path, description: &str) -> Result<PathBuf, Error> {
+    let set = if dir.exists() {
+        MigrationSet::load(dir)?
+    } else {
+        MigrationSet::default()
+    };
+    let (next, width) = set.migrations().last().map_or((1, 3), |m| {
+        (m.version.number() + 1, m.version.as_str().len().max(3))
+    });
+    let name = format!("{next:0width$}_{description}");
+    parse_file_name(&format!("{name}.sql"))
+        .map_err(|why| Error::InvalidInput(format!("description `{description}`: {why}")))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::InvalidInput(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{name}.sql"));
+    let header = format!(
+        "-- Migration: {}\n-- Date: {}\n--\n-- Header directives, if needed:\n--   -- {DIRECTIVE_PREFIX} no-transaction   (for CREATE INDEX CONCURRENTLY)\n--   -- {DIRECTIVE_PREFIX} lock_timeout = 10s\n\n",
+        description.replace('_', " "),
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, header.as_bytes()))
+        .map_err(|e| Error::InvalidInput(format!("cannot create {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// `004_add_new_feature.sql` -> (`004_add_new_feature`, false); `.down.sql` -> (.., true).
+fn parse_file_name(file_name: &str) -> Result<(String, bool), String> {
+    const FORMAT: &str = "expected {version}_{description}.sql: a version of at least three digits, then a snake_case description (lowercase letters, digits, underscores), e.g. 004_add_new_feature.sql";
+    let Some(stem) = file_name.strip_suffix(".sql") else {
+        return Err(format!("the extension must be a lowercase .sql; {FORMAT}"));
+    };
+    let (stem, is_down) = match stem.strip_suffix(".down") {
+        Some(s) => (s, true),
+        None => (stem, false),
+    };
+    let Some((digits, description)) = stem.split_once('_') else {
+        return Err(format!("malformed migration file name; {FORMAT}"));
+    };
+    if digits.len() < 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("malformed version `{digits}`; {FORMAT}"));
+    }
+    if Version::parse(digits).is_none() {
+        return Err(format!(
+            "version `{digits}` is too long (at most 19 digits)"
+        ));
+    }
+    let snake = !description.is_empty()
+        && description.split('_').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    if !snake {
+        return Err(format!("malformed description `{description}`; {FORMAT}"));
+    }
+    Ok((stem.to_owned(), is_down))
+}
+
+/// Reads the directives of the leading comment block: `-- stepmigrate: KEY [= VALUE]` lines.
+/// A directive anywhere after the header would be silently ignored, so it is an error too.
+fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
+    let mut directives = Directives::default();
+    let mut errors = Vec::new();
+    let mut in_header = true;
+    for (index, line) in sql.lines().enumerate() {
+        let line_no = index + 1;
+        let trimmed = line.trim();
+        let comment = trimmed.strip_prefix("--").map(str::trim);
+        if in_header && !trimmed.is_empty() && comment.is_none() {
+            in_header = false;
+        }
+        let Some(body) = comment.and_then(|c| strip_prefix_ignore_case(c, DIRECTIVE_PREFIX)) else {
+            continue;
+        };
+        if !in_header {
+            errors.push((
+                line_no,
+                "directive after the first SQL statement: directives go in the leading comment block".to_owned(),
+            ));
+            continue;
+        }
+        if let Err(why) = apply_directive(&mut directives, body.trim()) {
+            errors.push((line_no, why));
+        }
+    }
+    if errors.is_empty() {
+        Ok(directives)
+    } else {
+        Err(errors)
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
+    let (key, value) = match body.split_once('=') {
+        Some((k, v)) => (k.trim(), Some(v.trim())),
+        None => (body, None),
+    };
+    let key = key.to_ascii_lowercase().replace('_', "-");
+    match (key.as_str(), value) {
+        ("no-transaction", None) => d.no_transaction = true,
+        ("lock-timeout", Some(v)) => d.lock_timeout = Some(crate::config::parse_duration(v).map_err(|e| format!("lock_timeout: {e}"))?),
+        ("statement-timeout", Some(v)) => {
+            d.statement_timeout = Some(crate::config::parse_duration(v).map_err(|e| format!("statement_timeout: {e}"))?)
+        }
+        ("no-transaction", Some(_)) => return Err("no-transaction takes no value".to_owned()),
+        ("lock-timeout" | "statement-timeout", None) => return Err(format!("{key} needs a value, e.g. `{key} = 10s`")),
+        _ => {
+            return Err(format!(
+                "unknown directive `{body}`; known: `no-transaction`, `lock_timeout = DURATION`, `statement_timeout = DURATION`"
+            ))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, sql: &str) -> SourceFile {
+        SourceFile {
+            path: PathBuf::from("m").join(name),
+            bytes: sql.as_bytes().to_vec(),
+        }
+    }
+
+    fn problems(files: Vec<SourceFile>) -> Vec<String> {
+        match MigrationSet::from_files(Path::new("m"), files) {
+            Ok(_) => vec![],
+            Err(Error::InvalidMigrationSet { problems, .. }) => {
+                problems.iter().map(|p| p.to_string()).collect()
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn loads_in_numeric_order_with_checksums() {
+        let set = MigrationSet::from_files(
+            Path::new("m"),
+            vec![
+                file("010_ten.sql", "SELECT 10"),
+                file("002_two.sql", "SELECT 2"),
+                file("001_one.sql", "SELECT 1"),
+            ]
+            .into_iter()
+            .chain((3..=9).map(|v| file(&format!("{v:03}_n.sql"), "SELECT 1")))
+            .collect(),
+        )
+        .unwrap();
+        let versions: Vec<u64> = set
+            .migrations()
+            .iter()
+            .map(|m| m.version.number())
+            .collect();
+        assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+        assert_eq!(set.migrations()[0].name, "001_one");
+        assert_eq!(set.migrations()[0].checksum, checksum(b"SELECT 1"));
+        assert_eq!(
+            checksum(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_at_once_naming_files() {
+        let p = problems(vec![
+            file("001_ok.sql", "SELECT 1"),
+            file("002_Bad-Name.sql", "SELECT 1"),
+            file("02_short.sql", "SELECT 1"),
+            file("003_a.sql", "SELECT 1"),
+            file("0003_b.sql", "SELECT 1"),
+            file("000_mine.sql", "SELECT 1"),
+            file("004_empty.sql", "-- nothing here\n"),
+            file("005_directive.sql", "-- stepmigrate: fast-please\nSELECT 1"),
+            SourceFile {
+                path: "m/006_latin1.sql".into(),
+                bytes: b"SELECT '\xe9'".to_vec(),
+            },
+            file("008_after_gap.sql", "SELECT 1"),
+            file("009_x.SQL", "SELECT 1"),
+        ]);
+        let joined = p.join("\n");
+        for needle in [
+            "002_Bad-Name.sql: malformed description",
+            "02_short.sql: malformed version",
+            "0003_b.sql: duplicate version 3",
+            "003_a.sql: duplicate version 3",
+            "000_mine.sql: version 000 is reserved",
+            "004_empty.sql: the migration is empty",
+            "005_directive.sql:1: unknown directive `fast-please`",
+            "006_latin1.sql:1: the file is not valid UTF-8",
+            "008_after_gap.sql: gap in the sequence: version 7 is missing",
+            "009_x.SQL: the extension must be a lowercase .sql",
+        ] {
+            assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn directives_are_read_from_the_header() {
+        let set = MigrationSet::from_files(
+            Path::new("m"),
+            vec![file(
+                "001_index.sql",
+                "-- Migration: index\n-- stepmigrate: no-transaction\n--stepmigrate:lock_timeout = 10s\n-- stepmigrate: statement_timeout=2min\n\nCREATE INDEX CONCURRENTLY i ON t (x);",
+            )],
+        )
+        .unwrap();
+        let d = &set.migrations()[0].directives;
+        assert!(d.no_transaction);
+        assert_eq!(d.lock_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(d.statement_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn statements_that_break_the_transaction_are_rejected() {
+        let p = problems(vec![
+            file(
+                "001_a.sql",
+                "CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY i ON t (x);",
+            ),
+            file("002_b.sql", "BEGIN;\nCREATE TABLE u (x int);\nCOMMIT;"),
+            file(
+                "003_c.sql",
+                "CREATE TABLE v (x int);\n-- stepmigrate: no-transaction\n",
+            ),
+        ])
+        .join("\n");
+        assert!(p.contains("001_a.sql:2: an index built or dropped CONCURRENTLY cannot run inside a transaction block"), "{p}");
+        assert!(
+            p.contains("002_b.sql:1: `BEGIN` ends or starts a transaction"),
+            "{p}"
+        );
+        assert!(p.contains("002_b.sql:3: `COMMIT`"), "{p}");
+        assert!(
+            p.contains("003_c.sql:2: directive after the first SQL statement"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn down_migrations_pair_with_their_migration() {
+        let set = MigrationSet::from_files(
+            Path::new("m"),
+            vec![
+                file("001_a.sql", "CREATE TABLE a (x int)"),
+                file("001_a.down.sql", "DROP TABLE a"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(set.migrations().len(), 1);
+        assert_eq!(
+            set.migrations()[0].down.as_ref().unwrap().sql,
+            "DROP TABLE a"
+        );
+        let p = problems(vec![
+            file("001_a.sql", "SELECT 1"),
+            file("001_b.down.sql", "SELECT 1"),
+            file("002_c.down.sql", "SELECT 1"),
+        ])
+        .join("\n");
+        assert!(
+            p.contains("001_b.down.sql: the down migration's name does not match"),
+            "{p}"
+        );
+        assert!(
+            p.contains("002_c.down.sql: down migration without a migration 002_c.sql"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn line_ending_changes_are_recognised() {
+        let lf = b"CREATE TABLE a (x int);\nSELECT 1;\n";
+        let crlf = b"CREATE TABLE a (x int);\r\nSELECT 1;\r\n";
+        let bom = b"\xEF\xBB\xBFCREATE TABLE a (x int);\nSELECT 1;\n";
+        assert!(differs_only_in_line_endings(crlf, &checksum(lf)));
+        assert!(differs_only_in_line_endings(lf, &checksum(crlf)));
+        assert!(differs_only_in_line_endings(bom, &checksum(lf)));
+        assert!(!differs_only_in_line_endings(
+            b"CREATE TABLE a (x bigint);\nSELECT 1;\n",
+            &checksum(lf)
+        ));
+    }
+}

@@ -1,0 +1,447 @@
+//! The plan: a pure function of the migration set and the ledger that says, for every
+//! version, what state it is in and what `up` would do.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{DirtyMigration, Drift, Error, SetProblem};
+use crate::ledger::{Ledger, LedgerRow};
+use crate::migration::{differs_only_in_line_endings, Migration, MigrationSet, Version};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Applied,
+    Pending,
+    /// Failed before; pending again (retried by the next run, once the file is fixed).
+    Failed,
+    /// Interrupted or failed outside a transaction: runs refuse to continue.
+    Dirty,
+    /// Applied, but the file changed since.
+    Drift,
+    /// Applied, but no file knows it (e.g. older code after a rollback): reported only.
+    UnknownApplied,
+}
+
+/// One version's line in the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub version: String,
+    pub name: String,
+    pub state: State,
+    /// The migration's file, when the set has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<std::path::PathBuf>,
+    /// The file's checksum (the ledger's for unknown-applied migrations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_checksum: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_time_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Pending, but newer migrations are applied already (a re-run, or a merged branch).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_order: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub transactional_off: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub entries: Vec<Entry>,
+    pub warnings: Vec<String>,
+    /// Apply pending migrations up to this version only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl Plan {
+    /// Compares the set with the ledger. Fails only on what makes the comparison itself
+    /// meaningless (an unknown target, a version renumbered under an applied row).
+    pub fn new(set: &MigrationSet, ledger: &Ledger, target: Option<&str>) -> Result<Plan, Error> {
+        let target = match target {
+            None => None,
+            Some(t) => Some(set.get(t).map(|m| m.version.clone()).ok_or_else(|| {
+                Error::InvalidInput(format!("target version `{t}` is not in the migration set"))
+            })?),
+        };
+        let mut by_number: HashMap<u64, &LedgerRow> = HashMap::new();
+        let mut unparsable = Vec::new();
+        for row in ledger.migration_rows() {
+            match Version::parse(&row.version) {
+                Some(v) => {
+                    by_number.insert(v.number(), row);
+                }
+                None => unparsable.push(row),
+            }
+        }
+
+        let mut entries = Vec::new();
+        let mut warnings = Vec::new();
+        let mut renumbered = Vec::new();
+        let newest_applied = ledger
+            .migration_rows()
+            .filter(|r| r.success)
+            .filter_map(|r| Version::parse(&r.version))
+            .map(|v| v.number())
+            .max();
+
+        for m in set.migrations() {
+            let row = by_number.remove(&m.version.number());
+            if let Some(row) = row {
+                if row.version != m.version.as_str() {
+                    renumbered.push(SetProblem::new(
+                        &m.path,
+                        None,
+                        format!(
+                            "the ledger recorded this migration as version {}; rename the file back so that versions match as text",
+                            row.version
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            entries.push(entry_for(m, row, newest_applied, &mut warnings));
+        }
+        if !renumbered.is_empty() {
+            return Err(Error::InvalidMigrationSet {
+                dir: set.dir.clone(),
+                problems: renumbered,
+            });
+        }
+
+        let mut unknown: Vec<&LedgerRow> = by_number.into_values().chain(unparsable).collect();
+        unknown.sort_by(|a, b| a.version.cmp(&b.version));
+        for row in unknown {
+            if row.success || row.dirty {
+                entries.push(Entry {
+                    version: row.version.clone(),
+                    name: row.name.clone(),
+                    state: if row.dirty {
+                        State::Dirty
+                    } else {
+                        State::UnknownApplied
+                    },
+                    file: None,
+                    checksum: row.checksum.clone(),
+                    recorded_checksum: row.checksum.clone(),
+                    applied_at: row.applied_at,
+                    execution_time_ms: row.execution_time_ms,
+                    error: row.error.clone(),
+                    out_of_order: false,
+                    transactional_off: false,
+                });
+            } else {
+                warnings.push(format!(
+                    "{} failed in an earlier run and has no file any more",
+                    row.name
+                ));
+            }
+        }
+        entries.sort_by(|a, b| {
+            let key = |e: &Entry| Version::parse(&e.version).map_or(u64::MAX, |v| v.number());
+            key(a).cmp(&key(b)).then_with(|| a.version.cmp(&b.version))
+        });
+        Ok(Plan {
+            entries,
+            warnings,
+            target: target.map(|t| t.as_str().to_owned()),
+        })
+    }
+
+    /// The migrations `up` would apply, in order, respecting the target.
+    pub fn pending(&self) -> impl Iterator<Item = &Entry> {
+        let limit = self
+            .target
+            .as_deref()
+            .and_then(Version::parse)
+            .map_or(u64::MAX, |v| v.number());
+        self.entries.iter().filter(move |e| {
+            matches!(e.state, State::Pending | State::Failed)
+                && Version::parse(&e.version).is_some_and(|v| v.number() <= limit)
+        })
+    }
+
+    pub fn count(&self, state: State) -> usize {
+        self.entries.iter().filter(|e| e.state == state).count()
+    }
+
+    /// Refuses to run on drift or dirty migrations, naming each.
+    pub fn ensure_runnable(&self) -> Result<(), Error> {
+        let dirty: Vec<DirtyMigration> = self
+            .entries
+            .iter()
+            .filter(|e| e.state == State::Dirty)
+            .map(|e| DirtyMigration {
+                version: e.version.clone(),
+                name: e.name.clone(),
+                error: e.error.clone(),
+            })
+            .collect();
+        if !dirty.is_empty() {
+            return Err(Error::Dirty { migrations: dirty });
+        }
+        let drift: Vec<Drift> = self.drift().collect();
+        if !drift.is_empty() {
+            return Err(Error::ChecksumMismatch { drift });
+        }
+        Ok(())
+    }
+
+    fn drift(&self) -> impl Iterator<Item = Drift> + '_ {
+        self.entries
+            .iter()
+            .filter(|e| e.state == State::Drift)
+            .map(|e| Drift {
+                version: e.version.clone(),
+                name: e.name.clone(),
+                file: e
+                    .file
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.sql", e.name).into()),
+                recorded: e.recorded_checksum.clone().unwrap_or_default(),
+                actual: e.checksum.clone().unwrap_or_default(),
+            })
+    }
+}
+
+fn entry_for(
+    m: &Migration,
+    row: Option<&LedgerRow>,
+    newest_applied: Option<u64>,
+    warnings: &mut Vec<String>,
+) -> Entry {
+    let mut entry = Entry {
+        version: m.version.as_str().to_owned(),
+        name: m.name.clone(),
+        state: State::Pending,
+        file: Some(m.path.clone()),
+        checksum: Some(m.checksum.clone()),
+        recorded_checksum: row.and_then(|r| r.checksum.clone()),
+        applied_at: row.and_then(|r| r.applied_at),
+        execution_time_ms: row.and_then(|r| r.execution_time_ms),
+        error: row.and_then(|r| r.error.clone()),
+        out_of_order: false,
+        transactional_off: !m.transactional(),
+    };
+    entry.state = match row {
+        None => State::Pending,
+        Some(r) if r.dirty => State::Dirty,
+        Some(r) if !r.success => State::Failed,
+        Some(r) => match r.checksum.as_deref() {
+            Some(recorded) if recorded == m.checksum => State::Applied,
+            Some(recorded) if differs_only_in_line_endings(m.sql.as_bytes(), recorded) => {
+                warnings.push(format!(
+                    "{}: only line endings or a byte-order mark changed since it was applied (recorded checksum {recorded}, file now {}); not treated as drift",
+                    m.path.display(),
+                    m.checksum
+                ));
+                State::Applied
+            }
+            Some(_) => State::Drift,
+            None => {
+                warnings.push(format!(
+                    "{}: the ledger recorded no checksum, so changes cannot be detected",
+                    m.path.display()
+                ));
+                State::Applied
+            }
+        },
+    };
+    if matches!(entry.state, State::Pending | State::Failed) {
+        entry.out_of_order = newest_applied.is_some_and(|n| n > m.version.number());
+        if entry.out_of_order {
+            warnings.push(format!(
+                "{} is pending although newer migrations are applied; it will run now",
+                m.name
+            ));
+        }
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerKind;
+    use crate::migration::{checksum, SourceFile};
+    use std::path::{Path, PathBuf};
+
+    fn set(files: &[(&str, &str)]) -> MigrationSet {
+        MigrationSet::from_files(
+            Path::new("m"),
+            files
+                .iter()
+                .map(|(n, s)| SourceFile {
+                    path: PathBuf::from("m").join(n),
+                    bytes: s.as_bytes().to_vec(),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn row(version: &str, sql: &str, success: bool, dirty: bool) -> LedgerRow {
+        LedgerRow {
+            version: version.into(),
+            name: format!("{version}_x"),
+            applied_at: None,
+            checksum: Some(checksum(sql.as_bytes())),
+            execution_time_ms: Some(1),
+            success,
+            dirty,
+            run_id: None,
+            error: (!success).then(|| "boom".into()),
+        }
+    }
+
+    fn ledger(rows: Vec<LedgerRow>) -> Ledger {
+        Ledger {
+            kind: LedgerKind::EventSourced,
+            rows,
+        }
+    }
+
+    fn states(p: &Plan) -> Vec<(String, State)> {
+        p.entries
+            .iter()
+            .map(|e| (e.version.clone(), e.state))
+            .collect()
+    }
+
+    const A: &str = "CREATE TABLE a (x int);";
+    const B: &str = "CREATE TABLE b (x int);";
+    const C: &str = "CREATE TABLE c (x int);";
+
+    #[test]
+    fn fresh_database_has_everything_pending() {
+        let s = set(&[("001_a.sql", A), ("002_b.sql", B)]);
+        let p = Plan::new(&s, &Ledger::empty(), None).unwrap();
+        assert_eq!(
+            p.pending().map(|e| e.version.as_str()).collect::<Vec<_>>(),
+            vec!["001", "002"]
+        );
+        p.ensure_runnable().unwrap();
+    }
+
+    #[test]
+    fn applied_failed_and_target() {
+        let s = set(&[("001_a.sql", A), ("002_b.sql", B), ("003_c.sql", C)]);
+        let l = ledger(vec![
+            row("001", A, true, false),
+            row("002", B, false, false),
+        ]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        assert_eq!(
+            states(&p),
+            vec![
+                ("001".into(), State::Applied),
+                ("002".into(), State::Failed),
+                ("003".into(), State::Pending)
+            ]
+        );
+        assert_eq!(p.pending().count(), 2, "a failed migration is retried");
+        let to_two = Plan::new(&s, &l, Some("002")).unwrap();
+        assert_eq!(
+            to_two
+                .pending()
+                .map(|e| e.version.as_str())
+                .collect::<Vec<_>>(),
+            vec!["002"]
+        );
+        assert!(matches!(
+            Plan::new(&s, &l, Some("009")),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn drift_blocks_with_both_checksums() {
+        let s = set(&[
+            ("001_a.sql", "CREATE TABLE a (x bigint);"),
+            ("002_b.sql", B),
+        ]);
+        let l = ledger(vec![row("001", A, true, false)]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        assert_eq!(p.entries[0].state, State::Drift);
+        match p.ensure_runnable() {
+            Err(Error::ChecksumMismatch { drift }) => {
+                assert_eq!(drift[0].recorded, checksum(A.as_bytes()));
+                assert_eq!(drift[0].actual, checksum(b"CREATE TABLE a (x bigint);"));
+                assert_eq!(drift[0].file, PathBuf::from("m/001_a.sql"));
+            }
+            other => panic!("expected drift, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn line_endings_only_is_a_warning() {
+        let s = set(&[("001_a.sql", "CREATE TABLE a (x int);\r\nSELECT 1;\r\n")]);
+        let l = ledger(vec![row(
+            "001",
+            "CREATE TABLE a (x int);\nSELECT 1;\n",
+            true,
+            false,
+        )]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        assert_eq!(p.entries[0].state, State::Applied);
+        assert!(p.warnings[0].contains("line endings"), "{:?}", p.warnings);
+        p.ensure_runnable().unwrap();
+    }
+
+    #[test]
+    fn dirty_blocks_and_names_the_migration() {
+        let s = set(&[("001_a.sql", A), ("002_b.sql", B)]);
+        let l = ledger(vec![row("001", A, false, true)]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        let err = p.ensure_runnable().unwrap_err();
+        assert!(matches!(err, Error::Dirty { .. }));
+        assert!(err.to_string().contains("001_a"), "{err}");
+    }
+
+    #[test]
+    fn unknown_applied_is_reported_not_an_error() {
+        let s = set(&[("001_a.sql", A)]);
+        let l = ledger(vec![
+            row("001", A, true, false),
+            row("002", B, true, false),
+            row("000", "ledger", true, false),
+        ]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        assert_eq!(
+            states(&p),
+            vec![
+                ("001".into(), State::Applied),
+                ("002".into(), State::UnknownApplied)
+            ]
+        );
+        p.ensure_runnable().unwrap();
+        assert_eq!(p.pending().count(), 0);
+    }
+
+    #[test]
+    fn re_run_after_deleting_a_row_is_out_of_order_but_pending() {
+        let s = set(&[("001_a.sql", A), ("002_b.sql", B), ("003_c.sql", C)]);
+        let l = ledger(vec![row("001", A, true, false), row("003", C, true, false)]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        let pending: Vec<&Entry> = p.pending().collect();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].out_of_order);
+    }
+
+    #[test]
+    fn renumbered_file_is_an_invalid_set() {
+        let s = set(&[("0001_a.sql", A)]);
+        let l = ledger(vec![row("001", A, true, false)]);
+        assert!(matches!(
+            Plan::new(&s, &l, None),
+            Err(Error::InvalidMigrationSet { .. })
+        ));
+    }
+}

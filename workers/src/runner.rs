@@ -1,0 +1,431 @@
+//! The steps, wired to a database: status, plan, up, apply-one, record, resolve and the
+//! ledger's maintenance. Each reads the ledger, plans with the pure planner and applies with
+//! the applier; the CLI and the Lambda workers call these and only format the result.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::PgConnection;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::apply::{self, Outcome};
+use crate::config::Settings;
+use crate::db::Database;
+use crate::error::{Error, MigrationFailure, SqlError};
+use crate::ledger::{self, EventKind, Ledger, LedgerKind, NewEvent};
+use crate::lock::{backoff, MigrationLock};
+use crate::migration::{Migration, MigrationSet};
+use crate::plan::{Plan, State};
+
+/// Live progress of a run, for the human output of the CLI.
+pub trait Progress {
+    fn waiting_for_lock(&mut self) {}
+    fn starting(&mut self, _index: usize, _total: usize, _migration: &Migration) {}
+    fn retrying(&mut self, _migration: &Migration, _attempt: u32, _delay: Duration, _reason: &str) {
+    }
+    fn finished(&mut self, _index: usize, _total: usize, _result: &MigrationResult) {}
+}
+
+/// Progress nobody watches.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// The result of one migration in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationResult {
+    pub version: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// What `up` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    pub run_id: String,
+    pub database: String,
+    /// How many migrations were pending when the run began (under the lock).
+    pub pending: usize,
+    pub results: Vec<MigrationResult>,
+    pub warnings: Vec<String>,
+    /// The migration that failed and stopped the run, already recorded in the ledger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Box<MigrationFailure>>,
+    pub elapsed_ms: u64,
+}
+
+impl UpReport {
+    pub fn applied(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Applied { .. }))
+            .count()
+    }
+
+    /// The run's failure as an error, for exit codes and error names.
+    pub fn error(&self) -> Option<Error> {
+        self.failure
+            .as_ref()
+            .map(|f| Error::MigrationFailed { failure: f.clone() })
+    }
+}
+
+/// How an operator resolved a dirty migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Applied,
+    NotApplied,
+}
+
+/// A database, a migration set and the settings to apply one to the other.
+pub struct Migrator {
+    pub db: Database,
+    pub set: MigrationSet,
+    pub settings: Settings,
+}
+
+/// A run id for a run that has no execution to name it.
+pub fn new_run_id(prefix: &str) -> String {
+    use rand::Rng;
+    format!(
+        "{prefix}-{}-{:06x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::thread_rng().gen_range(0..0xFF_FFFF)
+    )
+}
+
+impl Migrator {
+    /// The plan as it stands, without taking the lock or writing anything.
+    pub async fn plan(&self, target: Option<&str>) -> Result<(Ledger, Plan), Error> {
+        let mut conn = self.db.connect().await?;
+        let ledger = ledger::read(&mut conn).await?;
+        let plan = Plan::new(&self.set, &ledger, target)?;
+        Ok((ledger, plan))
+    }
+
+    /// Applies the pending migrations in order, up to `target`, stopping at the first failure
+    /// (which is recorded before this returns).
+    pub async fn up(
+        &self,
+        target: Option<&str>,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<UpReport, Error> {
+        let span = info_span!("run", run_id, database = %self.db);
+        async {
+            let started = Instant::now();
+            let mut report = UpReport {
+                run_id: run_id.to_owned(),
+                database: self.db.to_string(),
+                pending: 0,
+                results: Vec::new(),
+                warnings: Vec::new(),
+                failure: None,
+                elapsed_ms: 0,
+            };
+            let mut conn = self.db.connect().await?;
+            let ledger = ledger::read(&mut conn).await?;
+            let plan = Plan::new(&self.set, &ledger, target)?;
+            plan.ensure_runnable()?;
+            if plan.pending().next().is_none() && ledger.is_current() {
+                // Nothing to do: no lock, no write.
+                report.warnings = plan.warnings;
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                return Ok(report);
+            }
+
+            let lock = self.lock(progress).await?;
+            let plan = self
+                .prepare_locked(&mut conn, ledger, target, run_id)
+                .await?;
+            report.warnings = plan.warnings.clone();
+            let pending: Vec<&Migration> = plan
+                .pending()
+                .filter_map(|e| self.set.get(&e.version))
+                .collect();
+            report.pending = pending.len();
+            info!(pending = pending.len(), "planned");
+
+            for (index, m) in pending.iter().enumerate() {
+                progress.starting(index, pending.len(), m);
+                let outcome = self
+                    .apply_with_retries(&mut conn, m, run_id, progress)
+                    .await?;
+                let result = MigrationResult {
+                    version: m.version.as_str().to_owned(),
+                    name: m.name.clone(),
+                    outcome,
+                };
+                progress.finished(index, pending.len(), &result);
+                let failed = match &result.outcome {
+                    Outcome::Failed { failure } => Some(failure.clone()),
+                    _ => None,
+                };
+                report.results.push(result);
+                if let Some(failure) = failed {
+                    apply::record_failure(&mut conn, &failure, Some(&m.checksum), run_id).await?;
+                    report.failure = Some(failure);
+                    break;
+                }
+            }
+            lock.release().await?;
+            report.elapsed_ms = started.elapsed().as_millis() as u64;
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The apply-one step: under the lock, re-reads the ledger and checks that `version` is
+    /// still pending, that the migrations before it are applied and that its file is the one
+    /// the plan saw (`checksum`), then applies it. A failure is returned, not recorded (the
+    /// record step does that).
+    pub async fn apply_one(
+        &self,
+        version: &str,
+        checksum: &str,
+        run_id: &str,
+    ) -> Result<MigrationResult, Error> {
+        let m = self.set.get(version).ok_or_else(|| {
+            Error::InvalidInput(format!("version `{version}` is not in the migration set"))
+        })?;
+        if m.checksum != checksum {
+            return Err(Error::ChecksumMismatch {
+                drift: vec![crate::error::Drift {
+                    version: version.to_owned(),
+                    name: m.name.clone(),
+                    file: m.path.clone(),
+                    recorded: checksum.to_owned(),
+                    actual: m.checksum.clone(),
+                }],
+            });
+        }
+        let mut conn = self.db.connect().await?;
+        let ledger = ledger::read(&mut conn).await?;
+        let lock = self.lock(&mut Quiet).await?;
+        let plan = self.prepare_locked(&mut conn, ledger, None, run_id).await?;
+        let entry = plan
+            .entries
+            .iter()
+            .find(|e| e.version == m.version.as_str());
+        let outcome = match entry.map(|e| e.state) {
+            Some(State::Applied) => Outcome::AlreadyApplied,
+            _ => {
+                if let Some(blocker) = plan.pending().find(|e| {
+                    e.version != m.version.as_str()
+                        && self
+                            .set
+                            .get(&e.version)
+                            .is_some_and(|p| p.version < m.version)
+                }) {
+                    lock.release().await?;
+                    return Err(Error::InvalidInput(format!(
+                        "{} cannot run before {}, which is pending",
+                        m.name, blocker.name
+                    )));
+                }
+                self.apply_with_retries(&mut conn, m, run_id, &mut Quiet)
+                    .await?
+            }
+        };
+        lock.release().await?;
+        Ok(MigrationResult {
+            version: m.version.as_str().to_owned(),
+            name: m.name.clone(),
+            outcome,
+        })
+    }
+
+    /// The record step: records a failure the migration's transaction could not.
+    pub async fn record_failure(
+        &self,
+        failure: &MigrationFailure,
+        run_id: &str,
+    ) -> Result<(), Error> {
+        let mut conn = self.db.connect().await?;
+        let checksum = self.set.get(&failure.version).map(|m| m.checksum.clone());
+        apply::record_failure(&mut conn, failure, checksum.as_deref(), run_id).await
+    }
+
+    /// Records what an operator found when checking a dirty migration by hand.
+    pub async fn resolve(
+        &self,
+        version: &str,
+        resolution: Resolution,
+        run_id: &str,
+    ) -> Result<String, Error> {
+        let mut conn = self.db.connect().await?;
+        let lock = self.lock(&mut Quiet).await?;
+        let ledger = ledger::read(&mut conn).await?;
+        let row = ledger
+            .migration_rows()
+            .find(|r| {
+                crate::migration::Version::parse(&r.version).map(|v| v.number())
+                    == crate::migration::Version::parse(version).map(|v| v.number())
+            })
+            .filter(|r| r.dirty)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "migration {version} is not dirty: there is nothing to resolve"
+                ))
+            })?
+            .clone();
+        let kind = match resolution {
+            Resolution::Applied => EventKind::ResolvedApplied,
+            Resolution::NotApplied => EventKind::ResolvedNotApplied,
+        };
+        ledger::append(
+            &mut conn,
+            &NewEvent {
+                run_id,
+                version: &row.version,
+                name: &row.name,
+                kind,
+                checksum: row.checksum.as_deref(),
+                execution_time_ms: None,
+                dirty: false,
+                error: None,
+            },
+        )
+        .await?;
+        lock.release().await?;
+        Ok(row.name)
+    }
+
+    /// Differences between the projection and its events (empty: consistent).
+    pub async fn ledger_check(&self) -> Result<Vec<String>, Error> {
+        let mut conn = self.db.connect().await?;
+        match ledger::read(&mut conn).await?.kind {
+            LedgerKind::EventSourced => ledger::check(&mut conn).await,
+            LedgerKind::Missing => Err(Error::InvalidInput("there is no ledger in this database yet: nothing to check".into())),
+            LedgerKind::Legacy => Err(Error::InvalidInput(
+                "schema_migrations is the old runner's table, not adopted yet: any stepmigrate write (up) adopts it".into(),
+            )),
+        }
+    }
+
+    /// Rewrites the projection from the events; returns the number of rows.
+    pub async fn ledger_rebuild(&self, run_id: &str) -> Result<u64, Error> {
+        let mut conn = self.db.connect().await?;
+        let ledger = ledger::read(&mut conn).await?;
+        let lock = self.lock(&mut Quiet).await?;
+        if !ledger.is_current() {
+            ledger::install(&mut conn, run_id).await?;
+        }
+        let rows = ledger::rebuild(&mut conn).await?;
+        lock.release().await?;
+        Ok(rows)
+    }
+
+    async fn lock(&self, progress: &mut dyn Progress) -> Result<MigrationLock, Error> {
+        let conn = self.db.connect().await?;
+        MigrationLock::acquire(conn, self.settings.lock_wait, || {
+            info!("another runner holds the migration lock; waiting");
+            progress.waiting_for_lock()
+        })
+        .await
+    }
+
+    /// Under the lock: installs or upgrades the ledger if needed, then plans again from a
+    /// fresh read (another runner may have moved on while this one waited).
+    async fn prepare_locked(
+        &self,
+        conn: &mut PgConnection,
+        seen: Ledger,
+        target: Option<&str>,
+        run_id: &str,
+    ) -> Result<Plan, Error> {
+        let mut ledger = ledger::read(conn).await?;
+        if !ledger.is_current() {
+            if seen.kind == LedgerKind::Legacy || ledger.kind == LedgerKind::Legacy {
+                info!("adopting the old runner's schema_migrations");
+            }
+            ledger::install(conn, run_id).await?;
+            ledger = ledger::read(conn).await?;
+        }
+        let plan = Plan::new(&self.set, &ledger, target)?;
+        plan.ensure_runnable()?;
+        Ok(plan)
+    }
+
+    /// Applies one migration; a lock timeout is retried with back-off (`lock_retries`), and
+    /// a busy guard until the lock wait runs out.
+    async fn apply_with_retries(
+        &self,
+        conn: &mut PgConnection,
+        m: &Migration,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Outcome, Error> {
+        let span = info_span!("migration", version = m.version.as_str(), name = %m.name, transactional = m.transactional());
+        async {
+            let previous = self.previous_of(m);
+            let started = Instant::now();
+            let mut lock_timeouts = 0u32;
+            let mut busy = 0u32;
+            loop {
+                let outcome = apply::apply(conn, m, previous, run_id, &self.settings).await?;
+                let (reason, delay) = match &outcome {
+                    Outcome::Failed { failure }
+                        if failure.error.is_lock_timeout()
+                            && lock_timeouts < self.settings.lock_retries =>
+                    {
+                        lock_timeouts += 1;
+                        ("lock_timeout", lock_retry_delay(lock_timeouts))
+                    }
+                    Outcome::Busy if started.elapsed() < self.settings.lock_wait => {
+                        busy += 1;
+                        (
+                            "another session is inside a migration",
+                            backoff(busy, Duration::from_secs(1)),
+                        )
+                    }
+                    Outcome::Busy => {
+                        return Err(Error::LockNotAcquired {
+                            waited: started.elapsed(),
+                        });
+                    }
+                    _ => {
+                        log_outcome(m, &outcome);
+                        return Ok(outcome);
+                    }
+                };
+                warn!(reason, delay_ms = delay.as_millis() as u64, "retrying");
+                progress.retrying(m, lock_timeouts + busy, delay, reason);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn previous_of(&self, m: &Migration) -> Option<&str> {
+        let all = self.set.migrations();
+        let index = all.iter().position(|x| x.version == m.version)?;
+        index.checked_sub(1).map(|i| all[i].version.as_str())
+    }
+}
+
+/// 1 s, 2 s, 4 s ... (capped at 30 s), with jitter, between tries of a migration that hit its
+/// lock_timeout: the application's queries get the table between tries.
+fn lock_retry_delay(attempt: u32) -> Duration {
+    backoff(attempt + 7, Duration::from_secs(30))
+}
+
+fn log_outcome(m: &Migration, outcome: &Outcome) {
+    match outcome {
+        Outcome::Applied { execution_time_ms } => info!(execution_time_ms, "applied {}", m.name),
+        Outcome::AlreadyApplied => info!("{} was applied by another runner", m.name),
+        Outcome::Failed { failure } => {
+            let SqlError {
+                sqlstate,
+                message,
+                line,
+                ..
+            } = &failure.error;
+            warn!(sqlstate, line, "{} failed: {message}", m.name)
+        }
+        Outcome::Busy => {}
+    }
+}

@@ -1,0 +1,334 @@
+//! A small lexer for PostgreSQL SQL text: enough to split a script into top-level statements
+//! (for migrations that run outside a transaction, where PostgreSQL needs one statement per
+//! query), to map an error position back to a line, and to spot statements that cannot run
+//! inside a transaction block.
+//!
+//! It understands what can hide a `;`: `--` and nested `/* */` comments, quoted strings
+//! (standard, `E''` with backslash escapes), quoted identifiers, dollar-quoted bodies, and
+//! SQL-standard function bodies (`BEGIN ATOMIC ... END`).
+
+/// One top-level statement of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement<'a> {
+    /// The statement's text, without the terminating `;`, trimmed of surrounding whitespace
+    /// (comments before the statement are kept: PostgreSQL ignores them).
+    pub text: &'a str,
+    /// Byte offset of `text` in the script.
+    pub offset: usize,
+    /// 1-based line of the first character of `text`.
+    pub line: usize,
+    /// The first words of the statement (upper case, comments skipped), for classification.
+    pub keywords: Vec<String>,
+}
+
+/// Splits `script` into its top-level statements. Statements that hold only comments or
+/// whitespace are dropped.
+pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
+    let bytes = script.as_bytes();
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut atomic_depth = 0usize;
+    let mut words: Vec<String> = Vec::new();
+
+    let mut finish = |start: usize, end: usize, words: &mut Vec<String>| {
+        let raw = &script[start..end];
+        let leading = raw.len() - raw.trim_start().len();
+        let text = raw.trim();
+        if !words.is_empty() {
+            let offset = start + leading;
+            statements.push(Statement {
+                text,
+                offset,
+                line: line_of_byte(script, offset),
+                keywords: words.iter().take(4).cloned().collect(),
+            });
+        }
+        words.clear();
+    };
+
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = memchr(b'\n', bytes, i).map_or(bytes.len(), |n| n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = skip_block_comment(bytes, i);
+            }
+            b'\'' => {
+                let escapes = i > 0
+                    && matches!(bytes[i - 1], b'e' | b'E')
+                    && !is_ident_byte_at(bytes, i.wrapping_sub(2));
+                i = skip_quoted(bytes, i, b'\'', escapes);
+            }
+            b'"' => {
+                i = skip_quoted(bytes, i, b'"', false);
+            }
+            b'$' if !(i > 0 && is_ident_byte(bytes[i - 1])) => {
+                if let Some(tag_end) = dollar_tag_end(bytes, i) {
+                    let tag = &bytes[i..=tag_end];
+                    i = find_subslice(bytes, tag, tag_end + 1)
+                        .map_or(bytes.len(), |p| p + tag.len());
+                } else {
+                    i += 1;
+                }
+            }
+            b';' if atomic_depth == 0 => {
+                finish(start, i, &mut words);
+                i += 1;
+                start = i;
+            }
+            c if is_ident_start(c) => {
+                let word_start = i;
+                while i < bytes.len() && is_ident_byte(bytes[i]) {
+                    i += 1;
+                }
+                let word = script[word_start..i].to_ascii_uppercase();
+                if word == "ATOMIC" && words.last().map(String::as_str) == Some("BEGIN") {
+                    atomic_depth += 1;
+                } else if word == "CASE" && atomic_depth > 0 {
+                    atomic_depth += 1; // its END is not the body's
+                } else if word == "END" && atomic_depth > 0 {
+                    atomic_depth -= 1;
+                }
+                // Only the first few words classify a statement; the ATOMIC check needs the
+                // previous word, so keep a short tail too.
+                if words.len() < 8 {
+                    words.push(word);
+                } else {
+                    words[7] = word;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    finish(start, bytes.len(), &mut words);
+    statements
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of_byte(script: &str, offset: usize) -> usize {
+    script.as_bytes()[..offset.min(script.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Byte offset of the `chars`-th character (0-based), as PostgreSQL counts error positions
+/// in characters, not bytes.
+pub fn byte_of_char(script: &str, chars: usize) -> usize {
+    script
+        .char_indices()
+        .nth(chars)
+        .map_or(script.len(), |(b, _)| b)
+}
+
+/// The statement that contains the byte `offset`, if any.
+pub fn statement_at(script: &str, offset: usize) -> Option<Statement<'_>> {
+    split_statements(script)
+        .into_iter()
+        .find(|s| offset >= s.offset && offset <= s.offset + s.text.len())
+}
+
+/// Quotes a value as a standard SQL string literal (`standard_conforming_strings` is on in
+/// every supported PostgreSQL), for the few values the runner inlines into its own scripts.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Why a statement cannot run inside a transaction block, if it cannot.
+pub fn requires_no_transaction(keywords: &[String]) -> Option<&'static str> {
+    let k: Vec<&str> = keywords.iter().map(String::as_str).collect();
+    match k.as_slice() {
+        ["CREATE", "INDEX", "CONCURRENTLY", ..]
+        | ["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY", ..]
+        | ["DROP", "INDEX", "CONCURRENTLY", ..] => Some("an index built or dropped CONCURRENTLY"),
+        ["REINDEX", ..] if k.contains(&"CONCURRENTLY") => Some("REINDEX CONCURRENTLY"),
+        ["VACUUM", ..] => Some("VACUUM"),
+        ["CREATE", "DATABASE", ..] | ["DROP", "DATABASE", ..] => Some("CREATE/DROP DATABASE"),
+        ["CREATE", "TABLESPACE", ..] | ["DROP", "TABLESPACE", ..] => Some("CREATE/DROP TABLESPACE"),
+        ["ALTER", "SYSTEM", ..] => Some("ALTER SYSTEM"),
+        _ => None,
+    }
+}
+
+/// Whether a statement ends or starts a transaction, which would break the atomicity the
+/// runner gives a transactional migration.
+pub fn is_transaction_control(keywords: &[String]) -> bool {
+    let k: Vec<&str> = keywords.iter().map(String::as_str).collect();
+    match k.as_slice() {
+        ["BEGIN", "ATOMIC", ..] => false,
+        ["BEGIN", ..] | ["COMMIT", ..] | ["END", ..] | ["ABORT", ..] => true,
+        ["START", "TRANSACTION", ..] => true,
+        ["ROLLBACK", rest @ ..] => !rest.contains(&"TO"),
+        _ => false,
+    }
+}
+
+fn memchr(needle: u8, bytes: &[u8], from: usize) -> Option<usize> {
+    bytes[from..]
+        .iter()
+        .position(|&b| b == needle)
+        .map(|p| p + from)
+}
+
+fn find_subslice(bytes: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if from > bytes.len() {
+        return None;
+    }
+    bytes[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < bytes.len() {
+        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
+}
+
+fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> usize {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if backslash_escapes && c == b'\\' {
+            i += 2;
+        } else if c == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return i + 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
+}
+
+/// If a dollar-quote tag (`$$` or `$tag$`) starts at `start`, the index of its closing `$`.
+fn dollar_tag_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    if bytes.get(i).is_some_and(|b| b.is_ascii_digit()) {
+        return None; // `$1` is a parameter, not a tag
+    }
+    while i < bytes.len() && is_ident_byte(bytes[i]) && bytes[i] != b'$' {
+        i += 1;
+    }
+    (bytes.get(i) == Some(&b'$')).then_some(i)
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+fn is_ident_byte_at(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i).is_some_and(|&b| is_ident_byte(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(script: &str) -> Vec<&str> {
+        split_statements(script)
+            .into_iter()
+            .map(|s| s.text)
+            .collect()
+    }
+
+    #[test]
+    fn splits_on_top_level_semicolons_only() {
+        let script = "CREATE TABLE a (x text DEFAULT ';');\n-- a ; comment\nINSERT INTO a VALUES ($$;$$), (E'\\';'), (\"we;ird\");\n/* ; /* nested ; */ ; */ SELECT 1";
+        assert_eq!(
+            texts(script),
+            vec![
+                "CREATE TABLE a (x text DEFAULT ';')",
+                "-- a ; comment\nINSERT INTO a VALUES ($$;$$), (E'\\';'), (\"we;ird\")",
+                "/* ; /* nested ; */ ; */ SELECT 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn dollar_tags_and_parameters() {
+        let script = "CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $$ not the end $$; $body$ LANGUAGE sql;\nPREPARE p AS SELECT $1; SELECT 2";
+        let s = texts(script);
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(s[0].ends_with("LANGUAGE sql"));
+        assert_eq!(s[1], "PREPARE p AS SELECT $1");
+    }
+
+    #[test]
+    fn begin_atomic_bodies_stay_whole() {
+        let script = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\nSELECT 3;";
+        let s = texts(script);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert!(s[0].ends_with("END"));
+    }
+
+    #[test]
+    fn comment_only_scripts_have_no_statement() {
+        assert!(split_statements("-- only a comment\n\n/* and this */\n;;").is_empty());
+    }
+
+    #[test]
+    fn lines_and_keywords() {
+        let script = "-- header\n\nCREATE INDEX CONCURRENTLY i ON t (x);\n\n  create unique index concurrently j on t(y)";
+        let s = split_statements(script);
+        assert_eq!(s[0].line, 1); // the leading comment belongs to the first statement
+        assert_eq!(s[1].line, 5);
+        assert_eq!(
+            s[1].keywords,
+            vec!["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY"]
+        );
+        assert!(requires_no_transaction(&s[0].keywords).is_some());
+        assert!(requires_no_transaction(&s[1].keywords).is_some());
+    }
+
+    #[test]
+    fn transaction_control_is_recognised() {
+        let kw = |s: &str| split_statements(s).remove(0).keywords;
+        assert!(is_transaction_control(&kw("COMMIT")));
+        assert!(is_transaction_control(&kw("begin;")));
+        assert!(is_transaction_control(&kw("ROLLBACK")));
+        assert!(!is_transaction_control(&kw("ROLLBACK TO SAVEPOINT a")));
+        assert!(!is_transaction_control(&kw("SAVEPOINT a")));
+        assert!(!is_transaction_control(&kw("CREATE TABLE t (x int)")));
+    }
+
+    #[test]
+    fn character_positions_map_to_bytes() {
+        let script = "SELECT 'é';\nSELEC 1";
+        let byte = byte_of_char(script, 12);
+        assert_eq!(&script[byte..byte + 5], "SELEC");
+        assert_eq!(line_of_byte(script, byte), 2);
+        assert_eq!(statement_at(script, byte).unwrap().text, "SELEC 1");
+    }
+
+    #[test]
+    fn quotes_literals() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}
