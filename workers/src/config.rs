@@ -83,16 +83,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits.parse().map_err(|_| {
         format!("`{text}` is not a duration; write e.g. 500ms, 5s, 15min, 1h, or 0 for no limit")
     })?;
-    let ms =
-        match unit.trim() {
-            "ms" => n,
-            "s" => n * 1000,
-            "min" => n * 60_000,
-            "h" => n * 3_600_000,
-            _ => return Err(format!(
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n * 1000,
+        "min" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => {
+            return Err(format!(
                 "`{text}` has no known unit; write e.g. 500ms, 5s, 15min, 1h, or 0 for no limit"
-            )),
-        };
+            ))
+        }
+    };
     Ok(Duration::from_millis(ms))
 }
 

@@ -182,7 +182,7 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             out.status(&m.db, ledger.kind, &plan);
             Ok(match plan.ensure_runnable() {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => output::exit_code(e.kind()),
+                Err(e) => out.problem(&e),
             })
         }
         Command::Plan { to } | Command::Up { to, dry_run: true } => {

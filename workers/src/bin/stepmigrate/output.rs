@@ -85,6 +85,14 @@ impl Output {
         code
     }
 
+    /// A problem the command's document already shows: human output names it on stderr.
+    pub fn problem(&self, error: &Error) -> ExitCode {
+        if !self.json {
+            eprintln!("error[{}]: {error}", error.kind());
+        }
+        exit_code(error.kind())
+    }
+
     pub fn created(&self, path: &Path) {
         if self.json {
             self.emit(json!({ "command": "new", "ok": true, "path": path }));
