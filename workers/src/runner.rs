@@ -127,8 +127,15 @@ impl Migrator {
             let mut conn = self.db.connect().await?;
             let ledger = ledger::read(&mut conn).await?;
             let plan = Plan::new(&self.set, &ledger, target)?;
-            plan.ensure_runnable()?;
-            if plan.pending().next().is_none() && ledger.is_current() {
+            // A dirty row seen without the lock may be a migration another runner is running
+            // right now: only the plan made under the lock may call it dirty.
+            if plan.count(State::Dirty) == 0 {
+                plan.ensure_runnable()?;
+            }
+            if plan.pending().next().is_none()
+                && plan.count(State::Dirty) == 0
+                && ledger.is_current()
+            {
                 // Nothing to do: no lock, no write.
                 report.warnings = plan.warnings;
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -293,16 +300,16 @@ impl Migrator {
         Ok(row.name)
     }
 
-    /// Differences between the projection and its events (empty: consistent).
-    pub async fn ledger_check(&self) -> Result<Vec<String>, Error> {
+    /// Differences between the projection and its events (empty: consistent). A database
+    /// without an event-sourced ledger yet has nothing to differ.
+    pub async fn ledger_check(&self) -> Result<(LedgerKind, Vec<String>), Error> {
         let mut conn = self.db.connect().await?;
-        match ledger::read(&mut conn).await?.kind {
-            LedgerKind::EventSourced => ledger::check(&mut conn).await,
-            LedgerKind::Missing => Err(Error::InvalidInput("there is no ledger in this database yet: nothing to check".into())),
-            LedgerKind::Legacy => Err(Error::InvalidInput(
-                "schema_migrations is the old runner's table, not adopted yet: any stepmigrate write (up) adopts it".into(),
-            )),
-        }
+        let kind = ledger::read(&mut conn).await?.kind;
+        let differences = match kind {
+            LedgerKind::EventSourced => ledger::check(&mut conn).await?,
+            LedgerKind::Missing | LedgerKind::Legacy => Vec::new(),
+        };
+        Ok((kind, differences))
     }
 
     /// Rewrites the projection from the events; returns the number of rows.

@@ -218,11 +218,11 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             action: LedgerAction::Check,
         } => {
             let m = args.migrator()?;
-            let differences = m.ledger_check().await?;
+            let (kind, differences) = m.ledger_check().await?;
             if !differences.is_empty() {
                 return Err(Error::LedgerInconsistent { differences });
             }
-            out.ledger_consistent();
+            out.ledger_consistent(kind);
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {

@@ -283,12 +283,22 @@ impl Output {
         }
     }
 
-    pub fn ledger_consistent(&self) {
+    pub fn ledger_consistent(&self, kind: LedgerKind) {
         if self.json {
-            self.emit(json!({ "command": "ledger check", "ok": true, "differences": [] }));
-        } else {
-            self.say("the ledger is consistent: schema_migrations equals the fold of its events");
+            self.emit(
+                json!({ "command": "ledger check", "ok": true, "ledger": kind, "differences": [] }),
+            );
+            return;
         }
+        self.say(match kind {
+            LedgerKind::EventSourced => {
+                "the ledger is consistent: schema_migrations equals the fold of its events"
+            }
+            LedgerKind::Missing => "there is no ledger in this database yet: nothing to check",
+            LedgerKind::Legacy => {
+                "schema_migrations is the old runner's table; the next `stepmigrate up` adopts it"
+            }
+        });
     }
 
     pub fn ledger_rebuilt(&self, rows: u64) {
