@@ -33,6 +33,17 @@ pub enum Outcome {
     Busy,
 }
 
+/// How a transactional migration's commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Wait for the WAL flush: the migration is durable when `apply` returns.
+    Durable,
+    /// Don't wait (`synchronous_commit = off`): for all but the last migration of a run. A
+    /// server crash can then lose only the newest commits, each whole with its ledger event
+    /// and in order; the run's last, durable commit flushes all of them before it reports.
+    Deferred,
+}
+
 /// Applies `m`, whose predecessor in the set is `previous`, writing its ledger event in the
 /// same transaction (or, outside a transaction, a `started` event before and the outcome
 /// after).
@@ -42,6 +53,7 @@ pub async fn apply(
     previous: Option<&str>,
     run_id: &str,
     settings: &Settings,
+    commit: Commit,
 ) -> Result<Outcome, Error> {
     let lock_timeout = pg_interval(m.directives.lock_timeout.unwrap_or(settings.lock_timeout));
     let statement_timeout = pg_interval(
@@ -55,7 +67,16 @@ pub async fn apply(
         previous.map_or_else(|| "NULL".to_owned(), quote_literal)
     );
     if m.transactional() {
-        apply_in_transaction(conn, m, run_id, &guard, &lock_timeout, &statement_timeout).await
+        apply_in_transaction(
+            conn,
+            m,
+            run_id,
+            &guard,
+            &lock_timeout,
+            &statement_timeout,
+            commit,
+        )
+        .await
     } else {
         apply_outside_transaction(conn, m, run_id, &guard, &lock_timeout, &statement_timeout).await
     }
@@ -71,9 +92,15 @@ async fn apply_in_transaction(
     guard: &str,
     lock_timeout: &str,
     statement_timeout: &str,
+    commit: Commit,
 ) -> Result<Outcome, Error> {
+    let deferred = if commit == Commit::Deferred {
+        "SET LOCAL synchronous_commit = off;"
+    } else {
+        ""
+    };
     let prefix = format!(
-        "BEGIN;SET LOCAL lock_timeout = '{lock_timeout}';SET LOCAL statement_timeout = '{statement_timeout}';{guard};\n"
+        "BEGIN;SET LOCAL lock_timeout = '{lock_timeout}';SET LOCAL statement_timeout = '{statement_timeout}';{deferred}{guard};\n"
     );
     let event = NewEvent {
         run_id,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::apply::{self, Outcome};
+use crate::apply::{self, Commit, Outcome};
 use crate::config::Settings;
 use crate::db::Database;
 use crate::error::{Error, MigrationFailure, SqlError};
@@ -156,8 +156,13 @@ impl Migrator {
 
             for (index, m) in pending.iter().enumerate() {
                 progress.starting(index, pending.len(), m);
+                let commit = if index + 1 == pending.len() {
+                    Commit::Durable
+                } else {
+                    Commit::Deferred
+                };
                 let outcome = self
-                    .apply_with_retries(&mut conn, m, run_id, progress)
+                    .apply_with_retries(&mut conn, m, run_id, commit, progress)
                     .await?;
                 let result = MigrationResult {
                     version: m.version.as_str().to_owned(),
@@ -232,7 +237,7 @@ impl Migrator {
                         m.name, blocker.name
                     )));
                 }
-                self.apply_with_retries(&mut conn, m, run_id, &mut Quiet)
+                self.apply_with_retries(&mut conn, m, run_id, Commit::Durable, &mut Quiet)
                     .await?
             }
         };
@@ -363,6 +368,7 @@ impl Migrator {
         conn: &mut PgConnection,
         m: &Migration,
         run_id: &str,
+        commit: Commit,
         progress: &mut dyn Progress,
     ) -> Result<Outcome, Error> {
         let span = info_span!("migration", version = m.version.as_str(), name = %m.name, transactional = m.transactional());
@@ -372,7 +378,8 @@ impl Migrator {
             let mut lock_timeouts = 0u32;
             let mut busy = 0u32;
             loop {
-                let outcome = apply::apply(conn, m, previous, run_id, &self.settings).await?;
+                let outcome =
+                    apply::apply(conn, m, previous, run_id, &self.settings, commit).await?;
                 let (reason, delay) = match &outcome {
                     Outcome::Failed { failure }
                         if failure.error.is_lock_timeout()
