@@ -1,10 +1,13 @@
-//! Database connections: parsed once, opened with a deadline, described without secrets.
+//! Database connections: parsed once, pooled (a Lambda instance reuses them across warm
+//! invocations), opened with a deadline, described without secrets.
 
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::ConnectOptions;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Postgres};
 
 use crate::error::Error;
 
@@ -14,7 +17,13 @@ use crate::error::Error;
 pub struct Database {
     options: PgConnectOptions,
     connect_timeout: Duration,
+    // Created on first use, inside the async runtime; two sessions at most: the migration
+    // session and the lock's.
+    pool: Arc<OnceLock<PgPool>>,
 }
+
+/// A connection from the database's pool.
+pub type Connection = PoolConnection<Postgres>;
 
 impl Database {
     /// Parses a `postgres://` URL. `source` names where it came from (e.g. `DATABASE_URL`)
@@ -41,22 +50,48 @@ impl Database {
         Database {
             options,
             connect_timeout,
+            pool: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Opens a connection, failing within the connect timeout with the host named.
-    pub async fn connect(&self) -> Result<PgConnection, Error> {
+    /// A connection from the pool (opened if needed), failing within the connect timeout
+    /// with the host named.
+    pub async fn connect(&self) -> Result<Connection, Error> {
+        let pool = self.pool.get_or_init(|| {
+            PgPoolOptions::new()
+                .max_connections(4)
+                .min_connections(0)
+                .acquire_timeout(self.connect_timeout)
+                .idle_timeout(Duration::from_secs(300))
+                .connect_lazy_with(self.options.clone())
+        });
+        match pool.acquire().await {
+            Ok(conn) => Ok(conn),
+            // The pool retries a refused connection until its deadline and then says only
+            // that it timed out: one direct attempt tells why.
+            Err(sqlx::Error::PoolTimedOut) => Err(self.diagnose().await),
+            Err(e) => Err(Error::ConnectionFailed {
+                target: self.to_string(),
+                reason: describe(&e),
+            }),
+        }
+    }
+
+    async fn diagnose(&self) -> Error {
         let connecting = self.options.connect();
         match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(Error::ConnectionFailed { target: self.to_string(), reason: describe(&e) }),
-            Err(_) => Err(Error::ConnectionFailed {
+            Ok(Ok(_)) => Error::ConnectionFailed {
+                target: self.to_string(),
+                reason: format!("no connection became available within {} s", self.connect_timeout.as_secs_f32()),
+            },
+            Ok(Err(e)) => Error::ConnectionFailed { target: self.to_string(), reason: describe(&e) },
+            Err(_) => Error::ConnectionFailed {
                 target: self.to_string(),
                 reason: format!(
                     "no answer within {} s (STEPMIGRATE_CONNECT_TIMEOUT); check the host, port, security group and that the server is up",
                     self.connect_timeout.as_secs_f32()
                 ),
-            }),
+            },
         }
     }
 

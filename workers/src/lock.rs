@@ -7,16 +7,26 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use sqlx::PgConnection;
 
+use crate::db::Connection;
 use crate::error::Error;
 
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrate.runner.' || coalesce(current_schema(), ''), 0))";
 const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || coalesce(current_schema(), ''), 0))";
 
-/// The held migration lock. Dropping it closes its session, which releases the lock too.
+/// The held migration lock. Dropped without [`MigrationLock::release`] (an error path), its
+/// session is closed rather than returned to the pool, which releases the lock too.
 pub struct MigrationLock {
-    conn: PgConnection,
+    conn: Connection,
+    released: bool,
+}
+
+impl Drop for MigrationLock {
+    fn drop(&mut self) {
+        if !self.released {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// Exponential back-off with jitter, from 10 ms up to `cap`.
@@ -31,7 +41,7 @@ impl MigrationLock {
     /// Takes the lock on `conn`, polling until `wait` has passed. `on_wait` is told once
     /// when another runner holds it, so the caller can say so.
     pub async fn acquire(
-        mut conn: PgConnection,
+        mut conn: Connection,
         wait: Duration,
         mut on_wait: impl FnMut(),
     ) -> Result<MigrationLock, Error> {
@@ -39,11 +49,14 @@ impl MigrationLock {
         let mut attempt = 0;
         loop {
             let (got,): (bool,) = sqlx::query_as(TRY_LOCK)
-                .fetch_one(&mut conn)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(|e| Error::database("taking the migration lock", e))?;
             if got {
-                return Ok(MigrationLock { conn });
+                return Ok(MigrationLock {
+                    conn,
+                    released: false,
+                });
             }
             if attempt == 0 {
                 on_wait();
@@ -60,9 +73,10 @@ impl MigrationLock {
 
     pub async fn release(mut self) -> Result<(), Error> {
         sqlx::query(UNLOCK)
-            .execute(&mut self.conn)
+            .execute(&mut *self.conn)
             .await
             .map_err(|e| Error::database("releasing the migration lock", e))?;
+        self.released = true;
         Ok(())
     }
 }
