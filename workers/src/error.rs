@@ -164,7 +164,7 @@ impl fmt::Display for SqlError {
 }
 
 /// A migration that failed, with the database's error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MigrationFailure {
     pub version: String,
     pub name: String,

@@ -5,15 +5,20 @@
 //! migration under the [`lock`], and the [`runner`] that wires them to a [`db::Database`] as
 //! the steps (status, plan, up, apply-one, record, resolve). Binaries only parse and call.
 
+pub mod alert;
 pub mod apply;
 pub mod config;
 pub mod db;
 pub mod error;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod ledger;
 pub mod lock;
+pub mod metrics;
 pub mod migration;
 pub mod plan;
 pub mod runner;
 pub mod sql;
+pub mod steps;
 
 pub use error::{Error, ErrorKind};

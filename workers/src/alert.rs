@@ -1,0 +1,230 @@
+//! The failure alert: one SNS message a person can act on without opening the console.
+//! Email gets readable text; Slack, through AWS Chatbot (an `https` subscription), gets a
+//! custom-notification card. Pure: `notify` publishes what this builds.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::steps::FailureReport;
+
+/// What `notify` receives: the execution and the failure (from `record`, or the caught error
+/// of a step that failed before any migration ran).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotifyRequest {
+    /// The execution ARN (`$$.Execution.Id`).
+    #[serde(default)]
+    pub execution: String,
+    pub failure: FailureReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub subject: String,
+    pub text: String,
+    /// The AWS Chatbot custom notification (`version` 1.0, `source` custom).
+    pub chatbot: Value,
+    /// SNS message attributes, for subscription filter policies.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Alert {
+    pub fn new(request: &NotifyRequest) -> Alert {
+        let mut f = request.failure.clone();
+        // A plan failure carries the Lambda's error message: JSON with the human `message`.
+        if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<Value>(&f.message) {
+            if let Some(Value::String(m)) = doc.get("message") {
+                f.message = m.clone();
+            }
+        }
+        let f = &f;
+        let region = request
+            .execution
+            .split(':')
+            .nth(3)
+            .filter(|r| !r.is_empty())
+            .unwrap_or("us-east-1");
+        let console = format!(
+            "https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{}",
+            request.execution
+        );
+        let subject = truncate(
+            &format!("stepmigrate FAILED {} on {}", f.name, f.database),
+            99,
+        );
+
+        let mut what = vec![
+            format!("Migration {} failed on database {}.", f.name, f.database),
+            String::new(),
+        ];
+        what.push(format!("Error: {}", f.error));
+        what.push(format!("Message: {}", f.message));
+        if let Some(s) = &f.sqlstate {
+            what.push(format!("SQLSTATE: {s}"));
+        }
+        if let Some(line) = f.line {
+            what.push(format!("Line: {line} of {}.sql", f.name));
+        }
+        if let Some(st) = &f.statement {
+            what.push(format!(
+                "Statement: {}",
+                truncate(&st.split_whitespace().collect::<Vec<_>>().join(" "), 500)
+            ));
+        }
+        what.push(String::new());
+        what.push(format!("Execution: {}", request.execution));
+        what.push(format!("Run: {}", f.run_id));
+        what.push(format!("Console: {console}"));
+        what.push(String::new());
+        what.push("What to do next:".to_owned());
+        let steps = next_steps(f);
+        for (i, s) in steps.iter().enumerate() {
+            what.push(format!("  {}. {s}", i + 1));
+        }
+        let text = what.join("\n");
+
+        let mut description = format!("*{}*: {}", f.error, truncate(&f.message, 600));
+        if let Some(s) = &f.sqlstate {
+            description.push_str(&format!("\nSQLSTATE `{s}`"));
+            if let Some(line) = f.line {
+                description.push_str(&format!(", line {line}"));
+            }
+        }
+        description.push_str(&format!("\n<{console}|Open the execution>"));
+        let chatbot = json!({
+            "version": "1.0",
+            "source": "custom",
+            "id": f.run_id,
+            "content": {
+                "textType": "client-markdown",
+                "title": format!(":rotating_light: {subject}"),
+                "description": description,
+                "nextSteps": steps,
+            },
+            "metadata": {
+                "threadId": format!("stepmigrate-{}", f.database),
+                "enableCustomActions": false,
+                "additionalContext": { "execution": request.execution, "version": f.version, "database": f.database },
+            },
+        });
+        let attributes = vec![
+            ("status".to_owned(), "FAILED".to_owned()),
+            ("database".to_owned(), f.database.clone()),
+            ("error".to_owned(), f.error.clone()),
+        ];
+        Alert {
+            subject,
+            text,
+            chatbot,
+            attributes,
+        }
+    }
+
+    /// The SNS message with `MessageStructure=json`: text for email and every other
+    /// protocol, the Chatbot card for `https` (AWS Chatbot's subscription).
+    pub fn sns_message(&self) -> String {
+        json!({ "default": self.text, "email": self.text, "https": self.chatbot.to_string() })
+            .to_string()
+    }
+}
+
+fn next_steps(f: &FailureReport) -> Vec<String> {
+    let mut steps = Vec::new();
+    if f.dirty {
+        steps.push(format!(
+            "{} ran outside a transaction and may be half-applied: check the database, then run `stepmigrate resolve {} --applied` or `--not-applied`.",
+            f.name, f.version
+        ));
+    }
+    match f.error.as_str() {
+        "LockTimeout" => steps.push("Another session held a lock the migration needed: find it in pg_stat_activity, then start the execution again.".into()),
+        "ConnectionFailed" => steps.push("Check the database is up and reachable from the workers (security group, secret), then start the execution again.".into()),
+        "ChecksumMismatch" => steps.push("An applied migration file was edited: restore it and put the change in a new migration.".into()),
+        "Dirty" => steps.push("Resolve the dirty migration with `stepmigrate resolve`, then start the execution again.".into()),
+        _ => steps.push(format!("Fix migrations/{}.sql (or the data it trips on) and deploy again; nothing after it was applied.", f.name)),
+    }
+    steps
+        .push("Check the ledger: SELECT * FROM schema_migrations ORDER BY applied_at DESC;".into());
+    steps
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_owned();
+    }
+    let mut t: String = text.chars().take(max_chars.saturating_sub(3)).collect();
+    t.push_str("...");
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> FailureReport {
+        FailureReport {
+            run_id: "exec-1".into(),
+            database: "tutor".into(),
+            version: "004".into(),
+            name: "004_add_new_feature".into(),
+            error: "SqlFailed".into(),
+            message: "004_add_new_feature failed: relation \"users\" does not exist (SQLSTATE 42P01) at line 3".into(),
+            sqlstate: Some("42P01".into()),
+            line: Some(3),
+            statement: Some("ALTER TABLE users\n  ADD COLUMN x int".into()),
+            recorded: true,
+            dirty: false,
+        }
+    }
+
+    #[test]
+    fn email_text_can_be_acted_on() {
+        let alert = Alert::new(&NotifyRequest {
+            execution: "arn:aws:states:eu-west-1:123456789012:execution:Migrations:exec-1".into(),
+            failure: report(),
+        });
+        assert_eq!(
+            alert.subject,
+            "stepmigrate FAILED 004_add_new_feature on tutor"
+        );
+        for needle in [
+            "SQLSTATE: 42P01",
+            "Line: 3 of 004_add_new_feature.sql",
+            "Statement: ALTER TABLE users ADD COLUMN x int",
+            "Execution: arn:aws:states:eu-west-1:123456789012:execution:Migrations:exec-1",
+            "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/arn:aws:states:eu-west-1",
+            "What to do next:",
+            "Fix migrations/004_add_new_feature.sql",
+        ] {
+            assert!(alert.text.contains(needle), "missing {needle:?} in\n{}", alert.text);
+        }
+        assert!(alert
+            .attributes
+            .contains(&("status".into(), "FAILED".into())));
+    }
+
+    #[test]
+    fn chatbot_card_and_subject_limits() {
+        let mut f = report();
+        f.name = format!("004_{}", "very_long_name_".repeat(10));
+        f.dirty = true;
+        let alert = Alert::new(&NotifyRequest {
+            execution: String::new(),
+            failure: f,
+        });
+        assert!(alert.subject.chars().count() < 100);
+        assert_eq!(alert.chatbot["version"], "1.0");
+        assert_eq!(alert.chatbot["source"], "custom");
+        assert!(alert.chatbot["content"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("FAILED"));
+        assert!(alert.chatbot["content"]["nextSteps"][0]
+            .as_str()
+            .unwrap()
+            .contains("stepmigrate resolve 004"));
+        let message: Value = serde_json::from_str(&alert.sns_message()).unwrap();
+        assert_eq!(message["default"], alert.text);
+        let card: Value = serde_json::from_str(message["https"].as_str().unwrap()).unwrap();
+        assert_eq!(card["source"], "custom");
+    }
+}

@@ -1,0 +1,12 @@
+//! The `notify` worker: publishes the failure alert to SNS and the failure metric.
+use stepmigrate::lambda::{self, Notifier};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::serve(
+        "notify",
+        Notifier::from_env(),
+        |notifier, request, _| async move { notifier.notify(request).await },
+    )
+    .await
+}

@@ -1,0 +1,11 @@
+//! The `plan` worker: validates the execution input, reads the ledger and plans.
+use stepmigrate::{lambda, steps};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let init = async { Ok((lambda::migrator_from_env().await?, lambda::batch_size()?)) };
+    lambda::serve("plan", init, |state, request, _| async move {
+        steps::plan(&state.0, request, state.1).await
+    })
+    .await
+}

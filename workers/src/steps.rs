@@ -1,0 +1,474 @@
+//! The state machine's steps as plain functions with typed (serde) inputs and outputs:
+//! `plan`, `apply-one` and `record`. The Lambda binaries deserialize, call and serialize;
+//! `statemachine/README.md` documents each shape with an example.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::apply::Outcome;
+use crate::error::{Error, ErrorKind, MigrationFailure};
+use crate::metrics::{Metric, MetricLine};
+use crate::plan::{Entry, State};
+use crate::runner::Migrator;
+
+/// The actions an execution accepts.
+pub const ACTIONS: [&str; 2] = ["status", "migrate"];
+/// The fields an execution input accepts.
+pub const INPUT_FIELDS: [&str; 4] = ["action", "dry_run", "target", "source"];
+
+/// An execution's input, as a person types it in the console: `{}` means migrate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecutionInput {
+    pub action: Action,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Status,
+    Migrate,
+}
+
+impl ExecutionInput {
+    /// Validates a raw execution input; the error lists what is accepted.
+    pub fn parse(raw: &Value) -> Result<ExecutionInput, Error> {
+        let accepted = || {
+            format!(
+                "accepted input: {{\"action\": \"status\" | \"migrate\" (default), \"dry_run\": true | false, \"target\": \"VERSION\", \"source\": \"TEXT\"}}, e.g. {{\"action\": \"migrate\", \"dry_run\": true}}"
+            )
+        };
+        let invalid = |why: String| Error::InvalidInput(format!("{why}; {}", accepted()));
+        let object = match raw {
+            Value::Null => {
+                return Ok(ExecutionInput {
+                    action: Action::Migrate,
+                    dry_run: false,
+                    target: None,
+                    source: None,
+                })
+            }
+            Value::Object(o) => o,
+            other => {
+                return Err(invalid(format!(
+                    "the input must be a JSON object, not {other}"
+                )))
+            }
+        };
+        if let Some(unknown) = object.keys().find(|k| !INPUT_FIELDS.contains(&k.as_str())) {
+            return Err(invalid(format!("unknown field `{unknown}`")));
+        }
+        let action = match object.get("action") {
+            None | Some(Value::Null) => Action::Migrate,
+            Some(Value::String(a)) if a == "status" => Action::Status,
+            Some(Value::String(a)) if a == "migrate" => Action::Migrate,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "unknown action {other}: the action must be one of {}",
+                    ACTIONS.join(", ")
+                )))
+            }
+        };
+        let dry_run = match object.get("dry_run") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`dry_run` must be true or false, not {other}"
+                )))
+            }
+        };
+        let target = match object.get("target") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) if crate::migration::Version::parse(t).is_some() => {
+                Some(t.clone())
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`target` must be a version such as \"004\", not {other}"
+                )))
+            }
+        };
+        let source = match object.get("source") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => return Err(invalid(format!("`source` must be a string, not {other}"))),
+        };
+        Ok(ExecutionInput {
+            action,
+            dry_run,
+            target,
+            source,
+        })
+    }
+}
+
+/// The plan step's input: the execution's input and who runs it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PlanRequest {
+    #[serde(default)]
+    pub input: Value,
+    /// The execution ARN (`$$.Execution.Id`); the run id is its name.
+    #[serde(default)]
+    pub execution: Option<String>,
+}
+
+/// A migration to apply, as the Map iterates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMigration {
+    pub version: String,
+    pub name: String,
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanOutput {
+    pub run_id: String,
+    pub action: Action,
+    pub dry_run: bool,
+    pub database: String,
+    /// What this execution applies, in order (at most one batch).
+    pub pending: Vec<PendingMigration>,
+    /// How many of them: what this execution applies.
+    pub to_apply: usize,
+    /// How many pending migrations are left for a following execution.
+    pub remaining: usize,
+    pub applied: usize,
+    pub unknown_applied: Vec<String>,
+    /// Every migration and its state (for `status` and dry runs; empty for `migrate`, where
+    /// an execution's payload must stay small).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<Entry>,
+    pub warnings: Vec<String>,
+}
+
+/// How many migrations one execution applies. An inline Map iteration with one Task costs 7
+/// history events; 2,500 of them (17,500) leave room for retries under the 25,000 limit.
+pub const DEFAULT_BATCH_SIZE: usize = 2500;
+
+/// The plan step: validates the input, reads the ledger and plans. A `migrate` plan refuses
+/// drift and dirty migrations; `status` and dry runs report them.
+#[tracing::instrument(name = "plan", skip_all, fields(execution = request.execution.as_deref().unwrap_or_default()))]
+pub async fn plan(
+    migrator: &Migrator,
+    request: PlanRequest,
+    batch_size: usize,
+) -> Result<PlanOutput, Error> {
+    let input = ExecutionInput::parse(&request.input)?;
+    let run_id = request
+        .execution
+        .as_deref()
+        .and_then(|arn| arn.rsplit(':').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::runner::new_run_id("run"));
+    let (_, plan) = migrator.plan(input.target.as_deref()).await?;
+    let report_only = input.action == Action::Status || input.dry_run;
+    if !report_only {
+        plan.ensure_runnable()?;
+    }
+    let all: Vec<PendingMigration> = plan
+        .pending()
+        .map(|e| PendingMigration {
+            version: e.version.clone(),
+            name: e.name.clone(),
+            checksum: e.checksum.clone().unwrap_or_default(),
+        })
+        .collect();
+    let batch = batch_size.max(1).min(all.len());
+    MetricLine::new(migrator.db.name())
+        .with(Metric::PendingMigrations, all.len() as f64)
+        .property("run_id", &run_id)
+        .emit();
+    Ok(PlanOutput {
+        run_id,
+        action: input.action,
+        dry_run: input.dry_run,
+        database: migrator.db.name().to_owned(),
+        to_apply: if report_only { 0 } else { batch },
+        remaining: if report_only { 0 } else { all.len() - batch },
+        pending: if report_only {
+            all
+        } else {
+            all.into_iter().take(batch).collect()
+        },
+        applied: plan.count(State::Applied),
+        unknown_applied: plan
+            .entries
+            .iter()
+            .filter(|e| e.state == State::UnknownApplied)
+            .map(|e| e.name.clone())
+            .collect(),
+        migrations: if report_only {
+            plan.entries.clone()
+        } else {
+            Vec::new()
+        },
+        warnings: plan.warnings,
+    })
+}
+
+/// The apply-one step's input: one item of the plan and the run.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApplyRequest {
+    pub run_id: String,
+    pub migration: PendingMigration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyOutput {
+    pub version: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// The apply-one step. A failed migration is an error (`SqlFailed`, or `LockTimeout` to be
+/// retried) whose message is the JSON of the failure, for the record step.
+#[tracing::instrument(name = "apply_one", skip_all, fields(run_id = %request.run_id, version = %request.migration.version))]
+pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<ApplyOutput, Error> {
+    let m = &request.migration;
+    let result = migrator
+        .apply_one(&m.version, &m.checksum, &request.run_id)
+        .await?;
+    match result.outcome {
+        Outcome::Failed { failure } => Err(Error::MigrationFailed { failure }),
+        outcome => {
+            if let Outcome::Applied { execution_time_ms } = outcome {
+                MetricLine::new(migrator.db.name())
+                    .with(Metric::MigrationDuration, execution_time_ms as f64)
+                    .with(Metric::MigrationsApplied, 1.0)
+                    .property("version", &m.version)
+                    .property("run_id", &request.run_id)
+                    .emit();
+            }
+            Ok(ApplyOutput {
+                version: result.version,
+                name: result.name,
+                outcome,
+            })
+        }
+    }
+}
+
+/// What a caught error looks like in Step Functions: `{"Error": ..., "Cause": ...}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaughtError {
+    #[serde(rename = "Error", default)]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+/// The record step's input: the migration that failed and the error Step Functions caught.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordRequest {
+    pub run_id: String,
+    pub migration: PendingMigration,
+    pub error: CaughtError,
+}
+
+/// A failure as the alert and the execution's error present it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReport {
+    pub run_id: String,
+    pub database: String,
+    pub version: String,
+    pub name: String,
+    /// The error name (`SqlFailed`, `LockTimeout`, ...).
+    pub error: String,
+    /// One line: the migration and the database's error.
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// Whether the ledger now holds the failure (false when the error came before the
+    /// migration ran, e.g. a connection failure).
+    pub recorded: bool,
+    /// Dirty: a migration outside a transaction failed part way.
+    pub dirty: bool,
+}
+
+/// The record step: records a migration's failure in the ledger (when the error carries
+/// one) and reports the failure metric. Returns the report the alert and the execution's
+/// error show.
+#[tracing::instrument(name = "record", skip_all, fields(run_id = %request.run_id, version = %request.migration.version))]
+pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<FailureReport, Error> {
+    let m = &request.migration;
+    let failure = failure_from_cause(&request.error.cause);
+    let mut report = FailureReport {
+        run_id: request.run_id.clone(),
+        database: migrator.db.name().to_owned(),
+        version: m.version.clone(),
+        name: m.name.clone(),
+        error: request.error.error.clone(),
+        message: format!("{} failed: {}", m.name, cause_message(&request.error.cause)),
+        sqlstate: None,
+        line: None,
+        statement: None,
+        recorded: false,
+        dirty: false,
+    };
+    if let Some(failure) = failure {
+        migrator.record_failure(&failure, &request.run_id).await?;
+        report.message = format!("{} failed: {}", failure.name, failure.error);
+        report.sqlstate = Some(failure.error.sqlstate.clone());
+        report.line = failure.error.line;
+        report.statement = failure.error.statement.clone();
+        report.recorded = true;
+        report.dirty = !failure.transactional;
+    }
+    MetricLine::new(migrator.db.name())
+        .with(Metric::MigrationsFailed, 1.0)
+        .property("version", &m.version)
+        .property("run_id", &request.run_id)
+        .property("error", &request.error.error)
+        .emit();
+    Ok(report)
+}
+
+/// The message of an error as a Lambda reports it: a JSON document with the human `message`,
+/// the stable `error` name and the structured `details`.
+pub fn error_message(error: &Error) -> String {
+    serde_json::json!({ "error": error.kind(), "message": error.to_string(), "details": error.details() }).to_string()
+}
+
+/// The failure inside a caught apply-one error, if it carries one.
+pub fn failure_from_cause(cause: &str) -> Option<MigrationFailure> {
+    let doc: Value = serde_json::from_str(cause).ok()?;
+    let kind = doc.get("error")?.as_str()?;
+    if kind != ErrorKind::SqlFailed.as_str() && kind != ErrorKind::LockTimeout.as_str() {
+        return None;
+    }
+    serde_json::from_value(doc.get("details")?.get("migration")?.clone()).ok()
+}
+
+fn cause_message(cause: &str) -> String {
+    serde_json::from_str::<Value>(cause)
+        .ok()
+        .and_then(|d| d.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| cause.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empty_input_means_migrate() {
+        let input = ExecutionInput::parse(&json!({})).unwrap();
+        assert_eq!(input.action, Action::Migrate);
+        assert!(!input.dry_run);
+        assert_eq!(
+            ExecutionInput::parse(&Value::Null).unwrap().action,
+            Action::Migrate
+        );
+    }
+
+    #[test]
+    fn the_seed_inputs_are_accepted() {
+        assert_eq!(
+            ExecutionInput::parse(&json!({"action": "status"}))
+                .unwrap()
+                .action,
+            Action::Status
+        );
+        let dry = ExecutionInput::parse(&json!({"action": "migrate", "dry_run": true})).unwrap();
+        assert!(dry.dry_run);
+        let cdk =
+            ExecutionInput::parse(&json!({"action": "migrate", "source": "cdk", "target": "004"}))
+                .unwrap();
+        assert_eq!(cdk.target.as_deref(), Some("004"));
+    }
+
+    #[test]
+    fn bad_input_says_what_is_accepted() {
+        for bad in [
+            json!({"action": "rollback"}),
+            json!({"dry_run": "yes"}),
+            json!({"actoin": "status"}),
+            json!([1]),
+            json!({"target": "four"}),
+        ] {
+            let err = ExecutionInput::parse(&bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("accepted input"), "{err}");
+        }
+        let err = ExecutionInput::parse(&json!({"action": "rollback"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("status, migrate"), "{err}");
+    }
+
+    #[test]
+    fn a_failure_survives_the_round_trip_through_step_functions() {
+        let failure = MigrationFailure {
+            version: "004".into(),
+            name: "004_x".into(),
+            file: "migrations/004_x.sql".into(),
+            transactional: true,
+            error: crate::error::SqlError {
+                sqlstate: "42P01".into(),
+                message: "no".into(),
+                line: Some(3),
+                ..Default::default()
+            },
+        };
+        let cause = error_message(&Error::MigrationFailed {
+            failure: Box::new(failure.clone()),
+        });
+        assert_eq!(failure_from_cause(&cause), Some(failure));
+        assert_eq!(failure_from_cause("not json"), None);
+        assert!(cause_message(&cause).starts_with("migration 004_x failed"));
+    }
+}
+
+#[cfg(test)]
+mod definition_tests {
+    use crate::error::ErrorKind;
+    use serde_json::Value;
+
+    /// Every error name the state machine matches is one the workers raise (or one of Step
+    /// Functions' own): a renamed error cannot silently stop matching.
+    #[test]
+    fn the_definition_matches_only_known_error_names() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../statemachine/stepmigrate.asl.json"
+        ))
+        .unwrap();
+        let definition: Value = serde_json::from_str(&text).unwrap();
+        let mut names = Vec::new();
+        collect(&definition, &mut names);
+        assert!(names.iter().any(|n| n == "LockTimeout"), "{names:?}");
+        for name in names {
+            let known = ErrorKind::ALL.iter().any(|k| k.as_str() == name)
+                || name.starts_with("Lambda.")
+                || name.starts_with("States.");
+            assert!(known, "the definition matches unknown error {name}");
+        }
+    }
+
+    fn collect(v: &Value, names: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::Array(errors)) = o.get("ErrorEquals") {
+                    names.extend(errors.iter().filter_map(|e| e.as_str().map(str::to_owned)));
+                }
+                if let Some(Value::String(e)) = o.get("Error") {
+                    names.push(e.clone());
+                }
+                o.values().for_each(|x| collect(x, names));
+            }
+            Value::Array(a) => a.iter().for_each(|x| collect(x, names)),
+            _ => {}
+        }
+    }
+}
