@@ -37,12 +37,8 @@ pub enum Action {
 impl ExecutionInput {
     /// Validates a raw execution input; the error lists what is accepted.
     pub fn parse(raw: &Value) -> Result<ExecutionInput, Error> {
-        let accepted = || {
-            format!(
-                "accepted input: {{\"action\": \"status\" | \"migrate\" (default), \"dry_run\": true | false, \"target\": \"VERSION\", \"source\": \"TEXT\"}}, e.g. {{\"action\": \"migrate\", \"dry_run\": true}}"
-            )
-        };
-        let invalid = |why: String| Error::InvalidInput(format!("{why}; {}", accepted()));
+        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default), \"dry_run\": true | false, \"target\": \"VERSION\", \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true}";
+        let invalid = |why: String| Error::InvalidInput(format!("{why}; {ACCEPTED}"));
         let object = match raw {
             Value::Null => {
                 return Ok(ExecutionInput {
