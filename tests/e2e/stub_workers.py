@@ -5,8 +5,9 @@
 * 200 with the function's JSON result;
 * 500 with `{"errorType": ..., "errorMessage": ...}` and no `X-Amz-Function-Error` for a function
   error (exactly what cargo lambda watch does);
-* 404 `{"title": "Missing function", ...}` for a name it does not serve, and for a full ARN
-  (cargo lambda watch only knows binary names: the proxy must strip ARNs).
+* 404 `{"title": "Missing function", ...}` for a name it does not serve (with `--functions`), and
+  for a full ARN or any name no Cargo binary can have (cargo lambda watch only knows binary
+  names: the proxy must strip ARNs).
 
 What the stub does is driven by the payload (a JSON object), so one stub serves every test:
 * `"sleep": SECONDS`: wait first;
@@ -27,8 +28,12 @@ import json
 import sys
 import threading
 import time
+import re
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+VALID_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class Stub(ThreadingHTTPServer):
@@ -85,7 +90,9 @@ class Handler(BaseHTTPRequestHandler):
         name = urllib.parse.unquote(parts[3])
         raw = self._body()
         known = self.server.functions
-        if ":" in name or (known is not None and name not in known):
+        # cargo lambda watch serves binary names only: a full ARN, or a name no Cargo binary can
+        # have, is a missing function.
+        if not VALID_NAME.match(name) or (known is not None and name not in known):
             return self._reply(404, {
                 "title": "Missing function",
                 "detail": f"that function doesn't exist as a binary in your project. "

@@ -21,9 +21,9 @@ def test_workers_answer_invokes_through_the_proxy(e2e_workers, fresh_database, a
     for key in ("DATABASE_URL", "SNS_TOPIC_ARN", "AWS_ENDPOINT_URL", "STEPMIGRATE_MIGRATIONS_DIR"):
         assert environ[key] == e2e_workers.env[key], key
     assert environ["DATABASE_URL"] == fresh_database.url
-    # A name no binary has: cargo lambda watch answers 404 "Missing function"; the proxy passes
-    # that through (it only mends 500s that carry a Lambda error body).
-    arn = harness.function_arn("e2e-no-such-function")
+    # A name no Cargo binary can have: cargo lambda watch answers 404 "Missing function"; the
+    # proxy passes that through.
+    arn = harness.function_arn("e2e.no-such-function")
     req = urllib.request.Request(f"{aws_endpoint}/2015-03-31/functions/{arn}/invocations",
                                  data=b"{}", method="POST", headers={"Content-Type": "application/json"})
     try:
