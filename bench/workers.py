@@ -133,6 +133,12 @@ def main() -> int:
             AWS_SECRET_ACCESS_KEY="bench",
             # No AWS service here: notify's invocation fails fast against a closed port.
             AWS_ENDPOINT_URL="http://127.0.0.1:9",
+            # What the Lambda service sets, and lambda_runtime requires.
+            AWS_LAMBDA_FUNCTION_NAME="bench",
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
+            AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/bench",
+            AWS_LAMBDA_LOG_STREAM_NAME="bench",
         )
         first = sorted((ROOT / "migrations").glob("001_*.sql"))[0]
         import hashlib

@@ -30,11 +30,11 @@ pub struct Alert {
 impl Alert {
     pub fn new(request: &NotifyRequest) -> Alert {
         let mut f = request.failure.clone();
-        // A plan failure carries the Lambda's error message: JSON with the human `message`.
-        if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<Value>(&f.message) {
-            if let Some(Value::String(m)) = doc.get("message") {
-                f.message = m.clone();
-            }
+        // A plan failure carries the caught Cause: the worker's JSON message, maybe wrapped.
+        if let Some(Value::String(m)) =
+            crate::steps::unwrap_cause(&f.message).and_then(|d| d.get("message").cloned())
+        {
+            f.message = m;
         }
         let f = &f;
         let region = request

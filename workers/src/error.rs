@@ -33,10 +33,12 @@ pub enum ErrorKind {
     LedgerInconsistent,
     /// The database answered the runner's own bookkeeping with an unexpected error.
     DatabaseError,
+    /// An AWS service (SNS, CloudWatch, Secrets Manager) refused a call.
+    ServiceError,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::LockTimeout,
         ErrorKind::ConnectionFailed,
         ErrorKind::SqlFailed,
@@ -47,6 +49,7 @@ impl ErrorKind {
         ErrorKind::ConfigError,
         ErrorKind::LedgerInconsistent,
         ErrorKind::DatabaseError,
+        ErrorKind::ServiceError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::ConfigError => "ConfigError",
             ErrorKind::LedgerInconsistent => "LedgerInconsistent",
             ErrorKind::DatabaseError => "DatabaseError",
+            ErrorKind::ServiceError => "ServiceError",
         }
     }
 }
@@ -207,6 +211,9 @@ pub enum Error {
 
     #[error("{context}: {message}")]
     Database { context: String, message: String },
+
+    #[error("{service} refused the call: {message}")]
+    Service { service: String, message: String },
 }
 
 fn join_lines<T: fmt::Display>(items: &[T]) -> String {
@@ -233,6 +240,7 @@ impl Error {
             Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::LedgerInconsistent { .. } => ErrorKind::LedgerInconsistent,
             Error::Database { .. } => ErrorKind::DatabaseError,
+            Error::Service { .. } => ErrorKind::ServiceError,
         }
     }
 

@@ -291,7 +291,7 @@ impl Notifier {
             .subject(&alert.subject)
             .message_structure("json")
             .message(alert.sns_message());
-        for (key, value) in &alert.attributes {
+        for (key, value) in alert.attributes.iter().filter(|(_, v)| !v.is_empty()) {
             let attribute = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)
@@ -299,9 +299,9 @@ impl Notifier {
                 .map_err(|e| Error::InvalidInput(format!("message attribute {key}: {e}")))?;
             publish = publish.message_attributes(key, attribute);
         }
-        let sent = publish.send().await.map_err(|e| Error::ConnectionFailed {
-            target: "SNS".into(),
-            reason: aws_sdk_sns::error::DisplayErrorContext(&e).to_string(),
+        let sent = publish.send().await.map_err(|e| Error::Service {
+            service: "SNS".into(),
+            message: aws_sdk_sns::error::DisplayErrorContext(&e).to_string(),
         })?;
         let datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
             .metric_name(crate::metrics::Metric::MigrationFailures.name())
@@ -320,9 +320,9 @@ impl Notifier {
             .metric_data(datum)
             .send()
             .await
-            .map_err(|e| Error::ConnectionFailed {
-                target: "CloudWatch".into(),
-                reason: aws_sdk_cloudwatch::error::DisplayErrorContext(&e).to_string(),
+            .map_err(|e| Error::Service {
+                service: "CloudWatch".into(),
+                message: aws_sdk_cloudwatch::error::DisplayErrorContext(&e).to_string(),
             })?;
         Ok(NotifyOutput {
             message_id: sent.message_id().unwrap_or_default().to_owned(),

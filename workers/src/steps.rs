@@ -335,9 +335,19 @@ pub fn error_message(error: &Error) -> String {
     serde_json::json!({ "error": error.kind(), "message": error.to_string(), "details": error.details() }).to_string()
 }
 
-/// The failure inside a caught apply-one error, if it carries one.
-pub fn failure_from_cause(cause: &str) -> Option<MigrationFailure> {
+/// The worker's message inside a caught error's `Cause`. Step Functions wraps a Lambda
+/// function error as `{"errorType": ..., "errorMessage": ...}`; our message is JSON again.
+pub(crate) fn unwrap_cause(cause: &str) -> Option<Value> {
     let doc: Value = serde_json::from_str(cause).ok()?;
+    match doc.get("errorMessage").and_then(Value::as_str) {
+        Some(inner) => serde_json::from_str(inner).ok(),
+        None => Some(doc),
+    }
+}
+
+/// The failure inside a caught apply-one error, if it carries one.
+pub(crate) fn failure_from_cause(cause: &str) -> Option<MigrationFailure> {
+    let doc = unwrap_cause(cause)?;
     let kind = doc.get("error")?.as_str()?;
     if kind != ErrorKind::SqlFailed.as_str() && kind != ErrorKind::LockTimeout.as_str() {
         return None;
@@ -346,8 +356,7 @@ pub fn failure_from_cause(cause: &str) -> Option<MigrationFailure> {
 }
 
 fn cause_message(cause: &str) -> String {
-    serde_json::from_str::<Value>(cause)
-        .ok()
+    unwrap_cause(cause)
         .and_then(|d| d.get("message").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| cause.to_owned())
 }
@@ -422,6 +431,13 @@ mod tests {
         });
         assert_eq!(failure_from_cause(&cause), Some(failure));
         assert_eq!(failure_from_cause("not json"), None);
+        let wrapped =
+            serde_json::json!({"errorType": "SqlFailed", "errorMessage": cause}).to_string();
+        assert_eq!(
+            failure_from_cause(&wrapped).map(|f| f.version),
+            Some("004".to_owned())
+        );
+        assert!(cause_message(&wrapped).starts_with("migration 004_x failed"));
         assert!(cause_message(&cause).starts_with("migration 004_x failed"));
     }
 }

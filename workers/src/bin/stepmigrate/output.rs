@@ -25,6 +25,7 @@ pub fn exit_code_number(kind: ErrorKind) -> u8 {
         ErrorKind::LockTimeout => 6,
         ErrorKind::LedgerInconsistent => 7,
         ErrorKind::DatabaseError => 8,
+        ErrorKind::ServiceError => 9,
     }
 }
 
