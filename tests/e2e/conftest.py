@@ -44,7 +44,7 @@ def moto_server(ports, e2e_logs):
     for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         env.pop(var, None)
     proc = harness.ManagedProcess(
-        "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
+        "moto", [sys.executable, str(harness.E2E_DIR / "moto_server.py"), "-H", "127.0.0.1", "-p", str(ports["moto"])],
         e2e_logs / "moto.log", env=env).start()
     try:
         proc.wait_for_port(ports["moto"], timeout=60)

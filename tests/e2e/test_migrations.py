@@ -237,3 +237,24 @@ def test_drift_fails_the_plan_and_alerts(workers, fresh_database, migrations_dir
     assert fresh_database.query("SELECT to_regclass('more') IS NULL") == [(True,)]
     body = alerts.messages(expect=1, timeout=20)[0]["body"]
     assert "ChecksumMismatch" in body and "changed since they were applied" in body, body
+
+
+def test_ten_thousand_pending_migrations_complete_in_one_execution(workers, fresh_database, migrations_dir,
+                                                                    state_machine, run_execution):
+    n = 10_000
+    files = {"00001_create_counter.sql": "CREATE TABLE counter (i int);\n"}
+    files.update({f"{i:05d}_count_{i}.sql": f"INSERT INTO counter VALUES ({i});\n" for i in range(2, n + 1)})
+    use_migrations(workers, fresh_database, migrations_dir if write(migrations_dir, files) else migrations_dir)
+    started = time.monotonic()
+    run = run_execution(state_machine, {}, timeout=1500)
+    elapsed = time.monotonic() - started
+    assert run.status == "SUCCEEDED", run.dump()[-3000:]
+    assert run.output["applied_count"] == n
+    # The plan grouped them: at most 2,500 iterations, so the history stays under 25,000 events.
+    assert len(run.events_of("MapIterationSucceeded")) == 2500
+    assert len(run.events) < 25_000, len(run.events)
+    assert fresh_database.query("SELECT count(*) FROM counter") == [(n - 1,)]
+    assert fresh_database.query(
+        "SELECT count(*), bool_and(version::int = rn) FROM (SELECT version, row_number() OVER (ORDER BY id) AS rn"
+        " FROM schema_migration_events WHERE kind = 'applied' AND version <> '000') s") == [(n, True)]
+    print(f"10,000 migrations through the state machine: {elapsed:.1f} s, {len(run.events)} history events")

@@ -320,36 +320,3 @@ def test_idempotent_start_by_name_and_tracing_logging_config(sfn, fn):
     assert first == again  # same name and input while RUNNING: the same execution
     with pytest.raises(sfn.exceptions.ExecutionAlreadyExists):
         sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps({"other": 1}))
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "moto 5.2.5: every Step Functions service integration passes the ASL Parameters to botocore "
-    "as they are (StateTaskService._normalise_parameters is a no-op, LocalStack's converts them), "
-    "so states:startExecution[.sync[:2]] and aws-sdk:sfn:startExecution fail with "
-    "States.Runtime \"'StateMachineArn'\" (botocore wants stateMachineArn)"))
-def test_continue_in_new_execution_with_start_execution_sync2(sfn, fn):
-    """`arn:aws:states:::states:startExecution.sync:2` on `$$.StateMachine.Id`: the nested
-    execution runs through moto's API (via the proxy), the parent waits for it. Named: moto
-    names an unnamed execution "None", so a second unnamed one would already exist."""
-    definition = {
-        "StartAt": "Step",
-        "States": {
-            "Step": {"Type": "Task", "Resource": "${A}",
-                     "Parameters": {"result": {"remaining.$": "States.MathAdd($.remaining, -1)"}},
-                     "Next": "More?"},
-            "More?": {"Type": "Choice",
-                      "Choices": [{"Variable": "$.remaining", "NumericGreaterThan": 0, "Next": "Continue"}],
-                      "Default": "Done"},
-            "Continue": {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution.sync:2",
-                         "Parameters": {"StateMachineArn.$": "$$.StateMachine.Id",
-                                        "Name.$": "States.Format('{}-{}', $$.Execution.Name, $.remaining)",
-                                        "Input": {"remaining.$": "$.remaining"}},
-                         "OutputPath": "$.Output", "Next": "Done"},
-            "Done": {"Type": "Pass", "End": True},
-        },
-    }
-    ex = run(sfn, definition, {"remaining": 3}, fn)
-    assert ex.status == "SUCCEEDED", ex.dump()
-    assert ex.output == {"remaining": 0}
-    children = sfn.list_executions(stateMachineArn=ex.description["stateMachineArn"])["executions"]
-    assert len(children) == 3, children

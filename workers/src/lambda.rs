@@ -23,7 +23,7 @@ pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 pub const ENV_DB_SECRET_ARN: &str = "DB_SECRET_ARN";
 pub const ENV_DB_CA_BUNDLE: &str = "DB_CA_BUNDLE";
 pub const ENV_MIGRATIONS_DIR: &str = "STEPMIGRATE_MIGRATIONS_DIR";
-pub const ENV_BATCH_SIZE: &str = "STEPMIGRATE_BATCH_SIZE";
+pub const ENV_MAX_ITERATIONS: &str = "STEPMIGRATE_MAX_ITERATIONS";
 pub const ENV_TOPIC_ARN: &str = "SNS_TOPIC_ARN";
 
 /// A library error as Lambda reports it: `errorType` is the stable name Step Functions
@@ -163,18 +163,18 @@ pub async fn migrator_from_env() -> Result<Migrator, Error> {
     Ok(Migrator { db, set, settings })
 }
 
-/// How many migrations one execution applies (`STEPMIGRATE_BATCH_SIZE`).
-pub fn batch_size() -> Result<usize, Error> {
-    match env(ENV_BATCH_SIZE) {
-        None => Ok(steps::DEFAULT_BATCH_SIZE),
+/// How many Map iterations one execution runs at most (`STEPMIGRATE_MAX_ITERATIONS`).
+pub fn max_iterations() -> Result<usize, Error> {
+    match env(ENV_MAX_ITERATIONS) {
+        None => Ok(steps::DEFAULT_MAX_ITERATIONS),
         Some(v) => v
             .trim()
             .parse()
             .ok()
             .filter(|n: &usize| *n > 0)
             .ok_or_else(|| Error::Config {
-                variable: ENV_BATCH_SIZE.into(),
-                reason: format!("`{v}` is not a positive number of migrations"),
+                variable: ENV_MAX_ITERATIONS.into(),
+                reason: format!("`{v}` is not a positive number of iterations"),
             }),
     }
 }

@@ -189,10 +189,8 @@ impl Migrator {
         .await
     }
 
-    /// The apply-one step: under the lock, re-reads the ledger and checks that `version` is
-    /// still pending, that the migrations before it are applied and that its file is the one
-    /// the plan saw (`checksum`), then applies it. A failure is returned, not recorded (the
-    /// record step does that).
+    /// Applies one migration, as the apply-one step does; `checksum` is the one the plan
+    /// saw. See [`Migrator::apply_range`].
     pub async fn apply_one(
         &self,
         version: &str,
@@ -213,43 +211,86 @@ impl Migrator {
                 }],
             });
         }
+        let mut results = self.apply_range(version, version, run_id).await?;
+        Ok(results.remove(0))
+    }
+
+    /// The apply-one step: under the lock, re-reads the ledger and applies the migrations
+    /// `first..=last` of the set in order, each checked to be still pending with everything
+    /// before it applied (one already applied by another runner is skipped). The first
+    /// failure stops it and is returned as the error, not recorded (the record step does).
+    pub async fn apply_range(
+        &self,
+        first: &str,
+        last: &str,
+        run_id: &str,
+    ) -> Result<Vec<MigrationResult>, Error> {
+        let position = |v: &str| {
+            let number = crate::migration::Version::parse(v).map(|v| v.number());
+            self.set
+                .migrations()
+                .iter()
+                .position(|m| Some(m.version.number()) == number)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("version `{v}` is not in the migration set"))
+                })
+        };
+        let (from, to) = (position(first)?, position(last)?);
+        if from > to {
+            return Err(Error::InvalidInput(format!(
+                "the range {first}..{last} is empty"
+            )));
+        }
+        let range = &self.set.migrations()[from..=to];
         let mut conn = self.db.connect().await?;
         let ledger = ledger::read(&mut conn).await?;
         let lock = self.lock(&mut Quiet).await?;
         let plan = self.prepare_locked(&mut conn, ledger, None, run_id).await?;
-        let entry = plan
-            .entries
-            .iter()
-            .find(|e| e.version == m.version.as_str());
-        let outcome = match entry.map(|e| e.state) {
-            Some(State::Applied) => Outcome::AlreadyApplied,
-            _ => {
-                if let Some(blocker) = plan.pending().find(|e| {
-                    e.version != m.version.as_str()
-                        && self
-                            .set
-                            .get(&e.version)
-                            .is_some_and(|p| p.version < m.version)
-                }) {
-                    lock.release().await?;
-                    return Err(Error::InvalidInput(format!(
-                        "{} cannot run before {}, which is pending",
-                        m.name, blocker.name
-                    )));
-                }
-                self.apply_with_retries(&mut conn, m, run_id, Commit::Durable, &mut Quiet)
-                    .await?
-            }
+        let applied = |m: &Migration| {
+            plan.entries
+                .iter()
+                .any(|e| e.version == m.version.as_str() && e.state == State::Applied)
         };
+        if let Some(blocker) = plan.pending().find(|e| {
+            self.set
+                .get(&e.version)
+                .is_some_and(|p| p.version < range[0].version)
+        }) {
+            lock.release().await?;
+            return Err(Error::InvalidInput(format!(
+                "{} cannot run before {}, which is pending",
+                range[0].name, blocker.name
+            )));
+        }
+        let mut results = Vec::with_capacity(range.len());
+        let last_pending = range.iter().rposition(|m| !applied(m));
+        for (i, m) in range.iter().enumerate() {
+            let outcome = if applied(m) {
+                Outcome::AlreadyApplied
+            } else {
+                let commit = if Some(i) == last_pending {
+                    Commit::Durable
+                } else {
+                    Commit::Deferred
+                };
+                self.apply_with_retries(&mut conn, m, run_id, commit, &mut Quiet)
+                    .await?
+            };
+            if let Outcome::Failed { failure } = outcome {
+                lock.release().await?;
+                return Err(Error::MigrationFailed { failure });
+            }
+            results.push(MigrationResult {
+                version: m.version.as_str().to_owned(),
+                name: m.name.clone(),
+                outcome,
+            });
+        }
         lock.release().await?;
-        Ok(MigrationResult {
-            version: m.version.as_str().to_owned(),
-            name: m.name.clone(),
-            outcome,
-        })
+        Ok(results)
     }
 
-    /// The record step: records a failure the migration's transaction could not.
+    /// The record step: records a failure the migration's own transaction could not.
     pub async fn record_failure(
         &self,
         failure: &MigrationFailure,

@@ -113,12 +113,16 @@ pub struct PlanRequest {
     pub execution: Option<String>,
 }
 
-/// A migration to apply, as the Map iterates it.
+/// One Map item: the migrations one apply-one invocation applies, `first..=last` in the
+/// set's order. Usually one migration (then `name` says which); past
+/// `STEPMIGRATE_MAX_ITERATIONS` pending migrations the plan groups them, so that a backlog of
+/// any size completes in one execution under the history limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingMigration {
-    pub version: String,
-    pub name: String,
-    pub checksum: String,
+pub struct MigrationRange {
+    pub first: String,
+    pub last: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,24 +131,34 @@ pub struct PlanOutput {
     pub action: Action,
     pub dry_run: bool,
     pub database: String,
-    /// What this execution applies, in order (at most one batch).
-    pub pending: Vec<PendingMigration>,
-    /// How many of them: what this execution applies.
+    /// The digest of the packaged migration set the plan was made with; apply-one refuses
+    /// to work from another.
+    pub set_digest: String,
+    /// What this execution applies, in order: the Map's items.
+    pub pending: Vec<MigrationRange>,
+    /// How many migrations that is.
     pub to_apply: usize,
-    /// How many pending migrations are left for a following execution.
-    pub remaining: usize,
+    /// How many migrations each item holds (1 unless the backlog is large).
+    pub per_iteration: usize,
     pub applied: usize,
     pub unknown_applied: Vec<String>,
-    /// Every migration and its state (for `status` and dry runs; empty for `migrate`, where
-    /// an execution's payload must stay small).
+    /// Every migration and its state (for `status` and dry runs): all of them up to
+    /// [`LISTED_MIGRATIONS`], else those not applied and the newest applied ones, with
+    /// `truncated` set, so the output stays far below the 256 KB payload limit.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<Entry>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     pub warnings: Vec<String>,
 }
 
-/// How many migrations one execution applies. An inline Map iteration with one Task costs 7
-/// history events; 2,500 of them (17,500) leave room for retries under the 25,000 limit.
-pub const DEFAULT_BATCH_SIZE: usize = 2500;
+/// How many Map iterations one execution runs at most. An inline Map iteration with one Task
+/// costs 7 history events; 2,500 of them (17,500) leave room for retries and the rest of the
+/// run under the 25,000-event limit.
+pub const DEFAULT_MAX_ITERATIONS: usize = 2500;
+
+/// How many migrations a status lists in full before it truncates.
+pub const LISTED_MIGRATIONS: usize = 500;
 
 /// The plan step: validates the input, reads the ledger and plans. A `migrate` plan refuses
 /// drift and dirty migrations; `status` and dry runs report them.
@@ -152,7 +166,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 2500;
 pub async fn plan(
     migrator: &Migrator,
     request: PlanRequest,
-    batch_size: usize,
+    max_iterations: usize,
 ) -> Result<PlanOutput, Error> {
     let input = ExecutionInput::parse(&request.input)?;
     let run_id = request
@@ -166,31 +180,37 @@ pub async fn plan(
     if !report_only {
         plan.ensure_runnable()?;
     }
-    let all: Vec<PendingMigration> = plan
-        .pending()
-        .map(|e| PendingMigration {
-            version: e.version.clone(),
-            name: e.name.clone(),
-            checksum: e.checksum.clone().unwrap_or_default(),
+    let pending: Vec<&Entry> = plan.pending().collect();
+    let per_iteration = pending.len().div_ceil(max_iterations.max(1)).max(1);
+    let items: Vec<MigrationRange> = pending
+        .chunks(per_iteration)
+        .map(|group| MigrationRange {
+            first: group[0].version.clone(),
+            last: group[group.len() - 1].version.clone(),
+            // Names make the console's Map view readable; a long backlog leaves them out to
+            // keep the payload small.
+            name: (group.len() == 1 && pending.len() <= LISTED_MIGRATIONS)
+                .then(|| group[0].name.clone()),
         })
         .collect();
-    let batch = batch_size.max(1).min(all.len());
     MetricLine::new(migrator.db.name())
-        .with(Metric::PendingMigrations, all.len() as f64)
+        .with(Metric::PendingMigrations, pending.len() as f64)
         .property("run_id", &run_id)
         .emit();
+    let (migrations, truncated) = if report_only {
+        listed(&plan.entries)
+    } else {
+        (Vec::new(), false)
+    };
     Ok(PlanOutput {
         run_id,
         action: input.action,
         dry_run: input.dry_run,
         database: migrator.db.name().to_owned(),
-        to_apply: if report_only { 0 } else { batch },
-        remaining: if report_only { 0 } else { all.len() - batch },
-        pending: if report_only {
-            all
-        } else {
-            all.into_iter().take(batch).collect()
-        },
+        set_digest: migrator.set.digest(),
+        to_apply: if report_only { 0 } else { pending.len() },
+        per_iteration,
+        pending: items,
         applied: plan.count(State::Applied),
         unknown_applied: plan
             .entries
@@ -198,56 +218,72 @@ pub async fn plan(
             .filter(|e| e.state == State::UnknownApplied)
             .map(|e| e.name.clone())
             .collect(),
-        migrations: if report_only {
-            plan.entries.clone()
-        } else {
-            Vec::new()
-        },
+        migrations,
+        truncated,
         warnings: plan.warnings,
     })
+}
+
+fn listed(entries: &[Entry]) -> (Vec<Entry>, bool) {
+    if entries.len() <= LISTED_MIGRATIONS {
+        return (entries.to_vec(), false);
+    }
+    let newest_applied: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.state == State::Applied)
+        .map(|(i, _)| i)
+        .rev()
+        .take(20)
+        .collect();
+    let kept = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| e.state != State::Applied || newest_applied.contains(i))
+        .map(|(_, e)| e.clone())
+        .take(LISTED_MIGRATIONS)
+        .collect();
+    (kept, true)
 }
 
 /// The apply-one step's input: one item of the plan and the run.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApplyRequest {
     pub run_id: String,
-    pub migration: PendingMigration,
+    pub set_digest: String,
+    pub range: MigrationRange,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplyOutput {
-    pub version: String,
-    pub name: String,
-    #[serde(flatten)]
-    pub outcome: Outcome,
+    pub results: Vec<crate::runner::MigrationResult>,
 }
 
 /// The apply-one step. A failed migration is an error (`SqlFailed`, or `LockTimeout` to be
-/// retried) whose message is the JSON of the failure, for the record step.
-#[tracing::instrument(name = "apply_one", skip_all, fields(run_id = %request.run_id, version = %request.migration.version))]
+/// retried) whose message carries the failure, for the record step.
+#[tracing::instrument(name = "apply_one", skip_all, fields(run_id = %request.run_id, first = %request.range.first, last = %request.range.last))]
 pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<ApplyOutput, Error> {
-    let m = &request.migration;
-    let result = migrator
-        .apply_one(&m.version, &m.checksum, &request.run_id)
+    let digest = migrator.set.digest();
+    if digest != request.set_digest {
+        return Err(Error::InvalidInput(format!(
+            "the migrations packaged with this worker (set digest {digest}) are not the ones the plan saw ({}): the workers were updated during the run; start a new execution",
+            request.set_digest
+        )));
+    }
+    let results = migrator
+        .apply_range(&request.range.first, &request.range.last, &request.run_id)
         .await?;
-    match result.outcome {
-        Outcome::Failed { failure } => Err(Error::MigrationFailed { failure }),
-        outcome => {
-            if let Outcome::Applied { execution_time_ms } = outcome {
-                MetricLine::new(migrator.db.name())
-                    .with(Metric::MigrationDuration, execution_time_ms as f64)
-                    .with(Metric::MigrationsApplied, 1.0)
-                    .property("version", &m.version)
-                    .property("run_id", &request.run_id)
-                    .emit();
-            }
-            Ok(ApplyOutput {
-                version: result.version,
-                name: result.name,
-                outcome,
-            })
+    for r in &results {
+        if let Outcome::Applied { execution_time_ms } = r.outcome {
+            MetricLine::new(migrator.db.name())
+                .with(Metric::MigrationDuration, execution_time_ms as f64)
+                .with(Metric::MigrationsApplied, 1.0)
+                .property("version", &r.version)
+                .property("run_id", &request.run_id)
+                .emit();
         }
     }
+    Ok(ApplyOutput { results })
 }
 
 /// What a caught error looks like in Step Functions: `{"Error": ..., "Cause": ...}`.
@@ -259,11 +295,12 @@ pub struct CaughtError {
     pub cause: String,
 }
 
-/// The record step's input: the migration that failed and the error Step Functions caught.
+/// The record step's input: the item whose migration failed and the error Step Functions
+/// caught.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RecordRequest {
     pub run_id: String,
-    pub migration: PendingMigration,
+    pub range: MigrationRange,
     pub error: CaughtError,
 }
 
@@ -294,17 +331,31 @@ pub struct FailureReport {
 /// The record step: records a migration's failure in the ledger (when the error carries
 /// one) and reports the failure metric. Returns the report the alert and the execution's
 /// error show.
-#[tracing::instrument(name = "record", skip_all, fields(run_id = %request.run_id, version = %request.migration.version))]
+#[tracing::instrument(name = "record", skip_all, fields(run_id = %request.run_id, first = %request.range.first))]
 pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<FailureReport, Error> {
-    let m = &request.migration;
     let failure = failure_from_cause(&request.error.cause);
+    // The failed migration is in the error; an error before any migration ran (a lost
+    // connection) is the item's first one.
+    let (version, name) = match &failure {
+        Some(f) => (f.version.clone(), f.name.clone()),
+        None => {
+            let first = &request.range.first;
+            (
+                first.clone(),
+                migrator
+                    .set
+                    .get(first)
+                    .map_or_else(|| first.clone(), |m| m.name.clone()),
+            )
+        }
+    };
     let mut report = FailureReport {
         run_id: request.run_id.clone(),
         database: migrator.db.name().to_owned(),
-        version: m.version.clone(),
-        name: m.name.clone(),
+        version: version.clone(),
+        name: name.clone(),
         error: request.error.error.clone(),
-        message: format!("{} failed: {}", m.name, cause_message(&request.error.cause)),
+        message: format!("{name} failed: {}", cause_message(&request.error.cause)),
         sqlstate: None,
         line: None,
         statement: None,
@@ -322,7 +373,7 @@ pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<Failu
     }
     MetricLine::new(migrator.db.name())
         .with(Metric::MigrationsFailed, 1.0)
-        .property("version", &m.version)
+        .property("version", &version)
         .property("run_id", &request.run_id)
         .property("error", &request.error.error)
         .emit();

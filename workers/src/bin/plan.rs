@@ -3,7 +3,12 @@ use stepmigrate::{lambda, steps};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let init = async { Ok((lambda::migrator_from_env().await?, lambda::batch_size()?)) };
+    let init = async {
+        Ok((
+            lambda::migrator_from_env().await?,
+            lambda::max_iterations()?,
+        ))
+    };
     lambda::serve("plan", init, |state, request, _| async move {
         steps::plan(&state.0, request, state.1).await
     })
