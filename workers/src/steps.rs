@@ -250,6 +250,9 @@ fn listed(entries: &[Entry]) -> (Vec<Entry>, bool) {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApplyRequest {
     pub run_id: String,
+    /// The execution ARN, for the logs.
+    #[serde(default)]
+    pub execution: String,
     pub set_digest: String,
     pub range: MigrationRange,
 }
@@ -261,7 +264,7 @@ pub struct ApplyOutput {
 
 /// The apply-one step. A failed migration is an error (`SqlFailed`, or `LockTimeout` to be
 /// retried) whose message carries the failure, for the record step.
-#[tracing::instrument(name = "apply_one", skip_all, fields(run_id = %request.run_id, first = %request.range.first, last = %request.range.last))]
+#[tracing::instrument(name = "apply_one", skip_all, fields(execution = %request.execution, run_id = %request.run_id, first = %request.range.first, last = %request.range.last))]
 pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<ApplyOutput, Error> {
     let digest = migrator.set.digest();
     if digest != request.set_digest {
@@ -300,6 +303,8 @@ pub struct CaughtError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RecordRequest {
     pub run_id: String,
+    #[serde(default)]
+    pub execution: String,
     pub range: MigrationRange,
     pub error: CaughtError,
 }
@@ -331,7 +336,7 @@ pub struct FailureReport {
 /// The record step: records a migration's failure in the ledger (when the error carries
 /// one) and reports the failure metric. Returns the report the alert and the execution's
 /// error show.
-#[tracing::instrument(name = "record", skip_all, fields(run_id = %request.run_id, first = %request.range.first))]
+#[tracing::instrument(name = "record", skip_all, fields(execution = %request.execution, run_id = %request.run_id, first = %request.range.first))]
 pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<FailureReport, Error> {
     let failure = failure_from_cause(&request.error.cause);
     // The failed migration is in the error; an error before any migration ran (a lost
