@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 
 use crate::config::{pg_interval, Settings};
 use crate::error::{Error, MigrationFailure, SqlError};
-use crate::ledger::{self, EventKind, NewEvent};
+use crate::ledger::{EventKind, NewEvent};
 use crate::migration::Migration;
 use crate::sql::{self, quote_literal};
 
@@ -31,6 +31,8 @@ pub enum Outcome {
     /// Another session is inside a migration's transaction (e.g. an orphaned backend of a
     /// killed runner): try again shortly.
     Busy,
+    /// The ledger says it is dirty: a run outside a transaction failed or was interrupted.
+    Dirty,
 }
 
 /// How a transactional migration's commit waits for the disk.
@@ -116,7 +118,12 @@ async fn apply_in_transaction(
     };
     // The newline ends a trailing `--` comment of the file; the `;` a last statement
     // written without one.
-    let script = format!("{prefix}{}\n;{};COMMIT;", m.sql, event.insert_sql());
+    // RESET ALL: a migration's own `SET` must not outlive it on a pooled connection.
+    let script = format!(
+        "{prefix}{}\n;{};COMMIT;RESET ALL;",
+        m.sql,
+        event.insert_sql()
+    );
     let started = Instant::now();
     match sqlx::raw_sql(&script).execute(&mut *conn).await {
         Ok(_) => Ok(Outcome::Applied {
@@ -124,7 +131,9 @@ async fn apply_in_transaction(
         }),
         Err(sqlx::Error::Database(db)) => {
             // A syntax error aborts the script before BEGIN runs; ROLLBACK then only warns.
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            let _ = sqlx::raw_sql("ROLLBACK;RESET ALL")
+                .execute(&mut *conn)
+                .await;
             let pg = db.try_downcast_ref::<PgDatabaseError>();
             let position = pg.and_then(|e| match e.position() {
                 Some(PgErrorPosition::Original(p)) => p.checked_sub(1 + prefix.chars().count()),
@@ -207,7 +216,7 @@ async fn apply_outside_transaction(
                     .get_or_insert_with(|| statement.text.to_owned());
                 failure.error.line.get_or_insert(statement.line);
             }
-            let _ = sqlx::raw_sql("RESET lock_timeout;RESET statement_timeout")
+            let _ = sqlx::raw_sql("ROLLBACK;RESET ALL")
                 .execute(&mut *conn)
                 .await;
             return Ok(outcome);
@@ -215,13 +224,16 @@ async fn apply_outside_transaction(
     }
     let elapsed = started.elapsed().as_millis() as u64;
     let finish = format!(
-        "RESET lock_timeout;RESET statement_timeout;{}",
+        "RESET ALL;{}",
         event(EventKind::Applied, Some(elapsed), None)
     );
-    sqlx::raw_sql(&finish)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| Error::database(format!("recording {} as applied (left dirty)", m.name), e))?;
+    if let Err(e) = sqlx::raw_sql(&finish).execute(&mut *conn).await {
+        let _ = sqlx::raw_sql("RESET ALL").execute(&mut *conn).await;
+        return Err(Error::database(
+            format!("recording {} as applied (left dirty)", m.name),
+            e,
+        ));
+    }
     Ok(Outcome::Applied {
         execution_time_ms: elapsed,
     })
@@ -239,6 +251,7 @@ fn classify(
     match code {
         Some("SM001") => return Outcome::AlreadyApplied,
         Some("SM002") => return Outcome::Busy,
+        Some("SM004") => return Outcome::Dirty,
         _ => {}
     }
     let mut error = SqlError {
@@ -253,7 +266,8 @@ fn classify(
     if let Some((chars, base)) = position {
         let text = &m.sql[base..];
         let byte = base + sql::byte_of_char(text, chars);
-        if byte <= m.sql.len() {
+        // A position past the file is in the runner's own statements: no line of the file.
+        if chars < text.chars().count() {
             error.line = Some(sql::line_of_byte(&m.sql, byte));
             error.statement = sql::statement_at(&m.sql, byte).map(|s| s.text.to_owned());
         }
@@ -277,18 +291,19 @@ pub async fn record_failure(
     checksum: Option<&str>,
     run_id: &str,
 ) -> Result<(), Error> {
-    ledger::append(
-        conn,
-        &NewEvent {
-            run_id,
-            version: &failure.version,
-            name: &failure.name,
-            kind: EventKind::Failed,
-            checksum,
-            execution_time_ms: None,
-            dirty: !failure.transactional,
-            error: Some(&failure.error),
-        },
-    )
-    .await
+    let event = NewEvent {
+        run_id,
+        version: &failure.version,
+        name: &failure.name,
+        kind: EventKind::Failed,
+        checksum,
+        execution_time_ms: None,
+        dirty: !failure.transactional,
+        error: Some(&failure.error),
+    };
+    sqlx::raw_sql(&event.insert_unless_applied_sql())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::database(format!("recording the failure of {}", failure.name), e))?;
+    Ok(())
 }

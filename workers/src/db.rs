@@ -65,6 +65,9 @@ impl Database {
                 .idle_timeout(Duration::from_secs(300))
                 .connect_lazy_with(self.options.clone())
         });
+        if pool.size() == 0 {
+            self.probe().await?;
+        }
         match pool.acquire().await {
             Ok(conn) => Ok(conn),
             // The pool retries a refused connection until its deadline and then says only
@@ -74,6 +77,26 @@ impl Database {
                 target: self.to_string(),
                 reason: describe(&e),
             }),
+        }
+    }
+
+    /// The pool retries a refused connection until its deadline (a server still starting);
+    /// a runner wants to hear at once that nothing listens. One TCP connect tells.
+    async fn probe(&self) -> Result<(), Error> {
+        let host = self.options.get_host();
+        if host.starts_with('/') {
+            return Ok(()); // a Unix socket directory: nothing to probe cheaply
+        }
+        let connecting = tokio::net::TcpStream::connect((host, self.options.get_port()));
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(Error::ConnectionFailed {
+                    target: self.to_string(),
+                    reason: format!("{e}: is PostgreSQL running and listening there?"),
+                })
+            }
+            // Anything else (a timeout, a name that does not resolve) the real connect reports.
+            _ => Ok(()),
         }
     }
 

@@ -230,7 +230,10 @@ impl Error {
             Error::InvalidMigrationSet { .. } => ErrorKind::InvalidMigrationSet,
             Error::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
             Error::Dirty { .. } => ErrorKind::Dirty,
-            Error::MigrationFailed { failure } if failure.error.is_lock_timeout() => {
+            // Retrying is safe only where the migration rolled back whole.
+            Error::MigrationFailed { failure }
+                if failure.error.is_lock_timeout() && failure.transactional =>
+            {
                 ErrorKind::LockTimeout
             }
             Error::MigrationFailed { .. } => ErrorKind::SqlFailed,

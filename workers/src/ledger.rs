@@ -14,7 +14,11 @@ use crate::sql::quote_literal;
 /// The ledger's own DDL: migration 000.
 pub const LEDGER_SQL: &str = include_str!("ledger.sql");
 pub const LEDGER_VERSION: &str = "000";
-pub const LEDGER_NAME: &str = "000_stepmigrate_ledger";
+/// The ledger's schema version, in the name of its 000 row. Bump it when `ledger.sql` changes
+/// what older code can't read; a ledger newer than the code (older code after a rollback) is
+/// left alone.
+pub const LEDGER_SCHEMA_VERSION: u32 = 1;
+pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v1";
 
 /// The checksum recorded for migration 000: a ledger whose 000 row differs is upgraded.
 pub fn ledger_checksum() -> String {
@@ -92,6 +96,19 @@ impl NewEvent<'_> {
             error,
         )
     }
+    /// The `INSERT`, unless the migration's row says it is applied: a late failure record
+    /// (a retry of the record step, a runner that lost a race) never overwrites a success.
+    pub fn insert_unless_applied_sql(&self) -> String {
+        let insert = self.insert_sql();
+        let (head, values) = insert
+            .split_once(" VALUES (")
+            .expect("insert_sql writes VALUES");
+        format!(
+            "{head} SELECT {} WHERE NOT EXISTS (SELECT 1 FROM schema_migrations WHERE version = {} AND success)",
+            values.strip_suffix(')').unwrap_or(values),
+            quote_literal(self.version)
+        )
+    }
 }
 
 /// One row of `schema_migrations`.
@@ -137,12 +154,24 @@ impl Ledger {
 
     /// Whether the ledger exists and its DDL is this version's: nothing to create or upgrade.
     pub fn is_current(&self) -> bool {
-        self.kind == LedgerKind::EventSourced
-            && self.rows.iter().any(|r| {
-                r.version == LEDGER_VERSION
-                    && r.success
-                    && r.checksum.as_deref() == Some(ledger_checksum().as_str())
-            })
+        if self.kind != LedgerKind::EventSourced {
+            return false;
+        }
+        let Some(row) = self
+            .rows
+            .iter()
+            .find(|r| r.version == LEDGER_VERSION && r.success)
+        else {
+            return false;
+        };
+        let version = row
+            .name
+            .rsplit_once("_v")
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        version > LEDGER_SCHEMA_VERSION
+            || (version == LEDGER_SCHEMA_VERSION
+                && row.checksum.as_deref() == Some(ledger_checksum().as_str()))
     }
 
     /// The rows of user migrations (000 excluded).
@@ -276,6 +305,38 @@ pub async fn rebuild(conn: &mut PgConnection) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn marker(name: &str, checksum: &str) -> Ledger {
+        Ledger {
+            kind: LedgerKind::EventSourced,
+            rows: vec![LedgerRow {
+                version: "000".into(),
+                name: name.into(),
+                applied_at: None,
+                checksum: Some(checksum.into()),
+                execution_time_ms: None,
+                success: true,
+                dirty: false,
+                run_id: None,
+                error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_newer_ledger_is_left_alone_an_older_one_upgraded() {
+        assert!(marker(LEDGER_NAME, &ledger_checksum()).is_current());
+        assert!(
+            !marker(LEDGER_NAME, "edited").is_current(),
+            "same version, other DDL: reinstall"
+        );
+        assert!(
+            marker("000_stepmigrate_ledger_v9", "whatever").is_current(),
+            "newer code's ledger"
+        );
+        assert!(!marker("000_stepmigrate_ledger", "old").is_current());
+        assert!(!Ledger::empty().is_current());
+    }
 
     #[test]
     fn event_insert_quotes_every_value() {

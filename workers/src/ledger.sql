@@ -140,8 +140,11 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('stepmigrate.apply.' || coalesce(current_schema(), ''), 0)) THEN
         RAISE EXCEPTION 'another session is applying a migration' USING ERRCODE = 'SM002';
     END IF;
-    IF EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_version AND (m.success OR m.dirty)) THEN
+    IF EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_version AND m.success) THEN
         RAISE EXCEPTION 'migration % is already applied', p_version USING ERRCODE = 'SM001';
+    END IF;
+    IF EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_version AND m.dirty) THEN
+        RAISE EXCEPTION 'migration % is dirty: resolve it first', p_version USING ERRCODE = 'SM004';
     END IF;
     IF p_previous IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_previous AND m.success) THEN

@@ -328,18 +328,25 @@ impl MigrationSet {
                 ));
                 continue;
             }
-            if !directives.no_transaction {
-                for s in &statements {
-                    if sql::is_transaction_control(&s.keywords) {
-                        problems.push(SetProblem::new(
-                            &file.path,
-                            Some(s.line),
-                            format!(
-                                "`{}` ends or starts a transaction, which would break the migration's atomicity: the runner wraps each migration in its own transaction; remove it, or add `-- {DIRECTIVE_PREFIX} no-transaction`",
-                                s.keywords.join(" ")
-                            ),
-                        ));
-                    } else if let Some(what) = sql::requires_no_transaction(&s.keywords) {
+            for s in &statements {
+                if sql::is_transaction_control(&s.keywords) {
+                    // Inside the runner's transaction it breaks atomicity; outside one it hides
+                    // a half-done migration from the dirty tracking.
+                    let remedy = if directives.no_transaction {
+                        "a migration that runs outside a transaction runs each statement on its own; remove it"
+                    } else {
+                        "the runner wraps each migration in its own transaction; remove it"
+                    };
+                    problems.push(SetProblem::new(
+                        &file.path,
+                        Some(s.line),
+                        format!(
+                            "`{}` ends or starts a transaction: {remedy}",
+                            s.keywords.join(" ")
+                        ),
+                    ));
+                } else if !directives.no_transaction {
+                    if let Some(what) = sql::requires_no_transaction(&s.keywords) {
                         problems.push(SetProblem::new(
                             &file.path,
                             Some(s.line),

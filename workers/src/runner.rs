@@ -297,8 +297,11 @@ impl Migrator {
         run_id: &str,
     ) -> Result<(), Error> {
         let mut conn = self.db.connect().await?;
+        // Under the lock: another runner may be applying this very migration right now.
+        let lock = self.lock(&mut Quiet).await?;
         let checksum = self.set.get(&failure.version).map(|m| m.checksum.clone());
-        apply::record_failure(&mut conn, failure, checksum.as_deref(), run_id).await
+        apply::record_failure(&mut conn, failure, checksum.as_deref(), run_id).await?;
+        lock.release().await
     }
 
     /// Records what an operator found when checking a dirty migration by hand.
@@ -424,6 +427,7 @@ impl Migrator {
                 let (reason, delay) = match &outcome {
                     Outcome::Failed { failure }
                         if failure.error.is_lock_timeout()
+                            && m.transactional()
                             && lock_timeouts < self.settings.lock_retries =>
                     {
                         lock_timeouts += 1;
@@ -439,6 +443,15 @@ impl Migrator {
                     Outcome::Busy => {
                         return Err(Error::LockNotAcquired {
                             waited: started.elapsed(),
+                        });
+                    }
+                    Outcome::Dirty => {
+                        return Err(Error::Dirty {
+                            migrations: vec![crate::error::DirtyMigration {
+                                version: m.version.as_str().to_owned(),
+                                name: m.name.clone(),
+                                error: None,
+                            }],
                         });
                     }
                     _ => {
@@ -481,6 +494,6 @@ fn log_outcome(m: &Migration, outcome: &Outcome) {
             } = &failure.error;
             warn!(sqlstate, line, "{} failed: {message}", m.name)
         }
-        Outcome::Busy => {}
+        Outcome::Busy | Outcome::Dirty => {}
     }
 }

@@ -29,6 +29,8 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
     let mut start = 0;
     let mut i = 0;
     let mut atomic_depth = 0usize;
+    // `;` inside parentheses does not end a statement (CREATE RULE ... DO ALSO (a; b)).
+    let mut paren_depth = 0usize;
     let mut words: Vec<String> = Vec::new();
 
     let mut finish = |start: usize, end: usize, words: &mut Vec<String>| {
@@ -74,7 +76,15 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                     i += 1;
                 }
             }
-            b';' if atomic_depth == 0 => {
+            b'(' => {
+                paren_depth += 1;
+                i += 1;
+            }
+            b')' => {
+                paren_depth = paren_depth.saturating_sub(1);
+                i += 1;
+            }
+            b';' if atomic_depth == 0 && paren_depth == 0 => {
                 finish(start, i, &mut words);
                 i += 1;
                 start = i;
@@ -85,7 +95,11 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                     i += 1;
                 }
                 let word = script[word_start..i].to_ascii_uppercase();
-                if word == "ATOMIC" && words.last().map(String::as_str) == Some("BEGIN") {
+                // Only a function or procedure body is BEGIN ATOMIC ... END.
+                if word == "ATOMIC"
+                    && words.last().map(String::as_str) == Some("BEGIN")
+                    && words.first().map(String::as_str) == Some("CREATE")
+                {
                     atomic_depth += 1;
                 } else if word == "CASE" && atomic_depth > 0 {
                     atomic_depth += 1; // its END is not the body's
@@ -162,6 +176,7 @@ pub fn is_transaction_control(keywords: &[String]) -> bool {
         ["BEGIN", "ATOMIC", ..] => false,
         ["BEGIN", ..] | ["COMMIT", ..] | ["END", ..] | ["ABORT", ..] => true,
         ["START", "TRANSACTION", ..] => true,
+        ["PREPARE", "TRANSACTION", ..] => true,
         ["ROLLBACK", rest @ ..] => !rest.contains(&"TO"),
         _ => false,
     }
@@ -286,6 +301,14 @@ mod tests {
         let s = texts(script);
         assert_eq!(s.len(), 2, "{s:?}");
         assert!(s[0].ends_with("END"));
+        // Not a body: a column named `atomic` after a `begin` column.
+        assert_eq!(texts("SELECT begin atomic FROM x; COMMIT").len(), 2);
+    }
+
+    #[test]
+    fn parentheses_hold_semicolons() {
+        let script = "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2));\nSELECT 1";
+        assert_eq!(texts(script).len(), 2);
     }
 
     #[test]

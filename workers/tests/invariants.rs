@@ -234,3 +234,75 @@ async fn create_index_concurrently_does_not_deadlock_with_a_waiting_runner() {
         "true"
     );
 }
+
+#[tokio::test]
+async fn a_non_transactional_migration_that_hits_its_lock_timeout_is_dirty_not_retried() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);"),
+        (
+            "002_index.sql",
+            "-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY t_id_idx ON t (id);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let mut holder = db.conn().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN SHARE MODE;")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let run = db.cli(
+        dir.path(),
+        &[
+            "--json",
+            "up",
+            "--lock-timeout",
+            "300ms",
+            "--lock-retries",
+            "3",
+        ],
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Retrying would find its own `started` row and call it applied: it must fail, dirty.
+    run.assert_code(1);
+    let doc = run.json();
+    assert_eq!(
+        doc["error"]["name"], "SqlFailed",
+        "not LockTimeout: a retry is not safe outside a transaction"
+    );
+    assert_eq!(
+        doc["error"]["details"]["migration"]["error"]["sqlstate"],
+        "55P03"
+    );
+    db.cli(dir.path(), &["up"]).assert_code(4);
+    assert_eq!(db.applied().await, vec!["001"]);
+}
+
+#[tokio::test]
+async fn a_late_failure_record_never_overwrites_an_applied_migration() {
+    let db = TestDb::new().await;
+    let dir = numbered_tables(1);
+    let m = db.migrator(dir.path(), common::settings());
+    m.apply_range("001", "001", "run-1").await.unwrap();
+    let failure = stepmigrate::error::MigrationFailure {
+        version: "001".into(),
+        name: "001_create_t1".into(),
+        file: dir.file("001_create_t1.sql"),
+        transactional: true,
+        error: stepmigrate::error::SqlError {
+            sqlstate: "40P01".into(),
+            message: "deadlock detected".into(),
+            ..Default::default()
+        },
+    };
+    m.record_failure(&failure, "run-0").await.unwrap();
+    assert_eq!(db.applied().await, vec!["001"], "still applied");
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM schema_migration_events WHERE kind = 'failed'")
+            .await[0],
+        "0"
+    );
+}

@@ -413,6 +413,7 @@ impl Progress for HumanProgress {
             Outcome::AlreadyApplied => "already applied by another runner".to_owned(),
             Outcome::Failed { failure } => format!("FAILED: {}", failure.error),
             Outcome::Busy => "busy".to_owned(),
+            Outcome::Dirty => "DIRTY".to_owned(),
         };
         if self.tty {
             println!("{what}");
