@@ -140,14 +140,18 @@ def main() -> int:
             AWS_LAMBDA_LOG_GROUP_NAME="/aws/lambda/bench",
             AWS_LAMBDA_LOG_STREAM_NAME="bench",
         )
-        first = sorted((ROOT / "migrations").glob("001_*.sql"))[0]
         import hashlib
 
-        migration = {"version": "001", "name": first.stem, "checksum": hashlib.sha256(first.read_bytes()).hexdigest()}
+        files = sorted(p for p in (ROOT / "migrations").glob("[0-9]*.sql") if not p.name.endswith(".down.sql"))
+        first = files[0]
+        # The set digest the plan hands to apply-one: sha256 over "name:checksum\n" lines.
+        digest = hashlib.sha256("".join(f"{p.stem}:{hashlib.sha256(p.read_bytes()).hexdigest()}\n"
+                                        for p in files).encode()).hexdigest()
+        item = {"first": "001", "last": "001", "name": first.stem}
         events = {
             "plan": {"input": {"action": "status"}, "execution": "arn:aws:states:us-east-1:1:execution:m:bench"},
-            "apply-one": {"run_id": "bench", "migration": migration},
-            "record": {"run_id": "bench", "migration": migration, "error": {"Error": "SqlFailed", "Cause": "{}"}},
+            "apply-one": {"run_id": "bench", "set_digest": digest, "range": item},
+            "record": {"run_id": "bench", "range": item, "error": {"Error": "SqlFailed", "Cause": "{}"}},
             "notify": {"execution": "arn:aws:states:us-east-1:1:execution:m:bench", "failure": {
                 "run_id": "bench", "database": db, "version": "001", "name": first.stem, "error": "SqlFailed",
                 "message": "bench", "recorded": True, "dirty": False}},
