@@ -65,15 +65,7 @@ async fn sigkill_during_a_long_migration_leaves_a_consistent_ledger() {
     );
     let mut child = db.spawn_cli(dir.path(), &["up"]);
     // Wait until the migration is running inside the server, then kill the runner.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let running = db.query("SELECT count(*)::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' AND state = 'active' AND pid <> pg_backend_pid()").await;
-        if running[0] != "0" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the migration never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_active_query("pg_sleep(2)").await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert_consistent(&db, &dir, 3).await;
@@ -170,11 +162,7 @@ async fn a_killed_non_transactional_migration_is_dirty_and_resolve_applied_conti
         ("003_after.sql", "CREATE TABLE after (id int);"),
     ]);
     let mut child = db.spawn_cli(dir.path(), &["up"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while db.query("SELECT count(*)::text FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' AND state = 'active' AND pid <> pg_backend_pid()").await[0] == "0" {
-        assert!(Instant::now() < deadline, "the migration never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    db.wait_for_active_query("pg_sleep(1.5)").await;
     child.kill().unwrap();
     child.wait().unwrap();
     let run = db.cli(dir.path(), &["--json", "up"]);

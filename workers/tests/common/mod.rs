@@ -70,6 +70,22 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Waits (up to 20 s) until another session runs a query containing `fragment`.
+    pub async fn wait_for_active_query(&self, fragment: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let sql = format!(
+            "SELECT count(*)::text FROM pg_stat_activity WHERE strpos(query, '{}') > 0 AND state = 'active' AND pid <> pg_backend_pid()",
+            fragment.replace('\'', "''")
+        );
+        while self.query(&sql).await[0] == "0" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no session ran {fragment} within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn table_exists(&self, table: &str) -> bool {
         self.query(&format!(
             "SELECT (to_regclass('{table}') IS NOT NULL)::text"
