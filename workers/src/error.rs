@@ -33,12 +33,15 @@ pub enum ErrorKind {
     LedgerInconsistent,
     /// The database answered the runner's own bookkeeping with an unexpected error.
     DatabaseError,
-    /// An AWS service (SNS, CloudWatch, Secrets Manager) refused a call.
+    /// An AWS service (SNS, CloudWatch, Secrets Manager, Step Functions) refused a call.
     ServiceError,
+    /// A state machine execution that the trigger or `stepmigrate remote` waited for
+    /// failed, timed out or was aborted.
+    ExecutionFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::LockTimeout,
         ErrorKind::ConnectionFailed,
         ErrorKind::SqlFailed,
@@ -50,6 +53,7 @@ impl ErrorKind {
         ErrorKind::LedgerInconsistent,
         ErrorKind::DatabaseError,
         ErrorKind::ServiceError,
+        ErrorKind::ExecutionFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl ErrorKind {
             ErrorKind::LedgerInconsistent => "LedgerInconsistent",
             ErrorKind::DatabaseError => "DatabaseError",
             ErrorKind::ServiceError => "ServiceError",
+            ErrorKind::ExecutionFailed => "ExecutionFailed",
         }
     }
 }
@@ -214,6 +219,16 @@ pub enum Error {
 
     #[error("{service} refused the call: {message}")]
     Service { service: String, message: String },
+
+    /// `message` names the failed migration and the database's error when the execution
+    /// failed on one (its Fail state's Cause), else what ended it.
+    #[error("{message} (execution {status}: {execution})")]
+    ExecutionFailed {
+        execution: String,
+        status: String,
+        error: String,
+        message: String,
+    },
 }
 
 fn join_lines<T: fmt::Display>(items: &[T]) -> String {
@@ -244,6 +259,7 @@ impl Error {
             Error::LedgerInconsistent { .. } => ErrorKind::LedgerInconsistent,
             Error::Database { .. } => ErrorKind::DatabaseError,
             Error::Service { .. } => ErrorKind::ServiceError,
+            Error::ExecutionFailed { .. } => ErrorKind::ExecutionFailed,
         }
     }
 
@@ -287,6 +303,12 @@ impl Error {
             Error::MigrationFailed { failure } => json!({ "migration": failure }),
             Error::LedgerInconsistent { differences } => json!({ "differences": differences }),
             Error::Config { variable, .. } => json!({ "variable": variable }),
+            Error::ExecutionFailed {
+                execution,
+                status,
+                error,
+                ..
+            } => json!({ "execution": execution, "status": status, "error": error }),
             _ => json!({}),
         }
     }

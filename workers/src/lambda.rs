@@ -27,21 +27,29 @@ pub const ENV_MAX_ITERATIONS: &str = "STEPMIGRATE_MAX_ITERATIONS";
 pub const ENV_TOPIC_ARN: &str = "SNS_TOPIC_ARN";
 
 /// A library error as Lambda reports it: `errorType` is the stable name Step Functions
-/// matches in Retry and Catch; `errorMessage` is JSON with the message and details.
+/// matches in Retry and Catch; `errorMessage` is JSON with the message and details, which the
+/// next steps read ([`MessageFormat::Json`]), or the message alone where a person reads it
+/// ([`MessageFormat::Text`]: CloudFormation shows the trigger's errors as they are).
 #[derive(Debug)]
-pub struct StepError(pub Error);
+pub struct StepError {
+    pub error: Error,
+    pub format: MessageFormat,
+}
 
-impl From<Error> for StepError {
-    fn from(e: Error) -> Self {
-        StepError(e)
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    Json,
+    Text,
 }
 
 impl From<StepError> for Diagnostic {
     fn from(e: StepError) -> Diagnostic {
         Diagnostic {
-            error_type: e.0.kind().as_str().to_owned(),
-            error_message: steps::error_message(&e.0),
+            error_type: e.error.kind().as_str().to_owned(),
+            error_message: match e.format {
+                MessageFormat::Json => steps::error_message(&e.error),
+                MessageFormat::Text => e.error.to_string(),
+            },
         }
     }
 }
@@ -77,6 +85,24 @@ where
     Handler: Fn(Arc<S>, Req, String) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, Error>>,
 {
+    serve_with(step, MessageFormat::Json, init, handler).await
+}
+
+/// [`serve`], with error messages in the given format.
+pub async fn serve_with<S, Req, Resp, Init, Handler, Fut>(
+    step: &'static str,
+    format: MessageFormat,
+    init: Init,
+    handler: Handler,
+) -> Result<(), lambda_runtime::Error>
+where
+    S: Send + Sync + 'static,
+    Init: Future<Output = Result<S, Error>>,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    Handler: Fn(Arc<S>, Req, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Error>>,
+{
     init_logging();
     let state = match init.await {
         Ok(s) => Ok(Arc::new(s)),
@@ -95,13 +121,13 @@ where
             async move {
                 let state = match state {
                     Ok(s) => s,
-                    Err(e) => return Err(StepError(Error::Config { variable: config_variable(&e), reason: config_reason(&e) })),
+                    Err(e) => return Err(StepError { error: Error::Config { variable: config_variable(&e), reason: config_reason(&e) }, format }),
                 };
                 let result = handler(state, event.payload, event.context.request_id.clone()).await;
                 if let Err(e) = &result {
                     error!(error_name = e.kind().as_str(), error = %e, "step failed");
                 }
-                result.map_err(StepError)
+                result.map_err(|error| StepError { error, format })
             }
             .instrument(span)
             .await
@@ -343,14 +369,29 @@ mod tests {
 
     #[test]
     fn errors_reach_step_functions_by_their_stable_name() {
-        let d: Diagnostic = StepError(Error::InvalidInput("bad".into())).into();
+        let json = |error| StepError {
+            error,
+            format: MessageFormat::Json,
+        };
+        let d: Diagnostic = json(Error::InvalidInput("bad".into())).into();
         assert_eq!(d.error_type, "InvalidInput");
         let message: serde_json::Value = serde_json::from_str(&d.error_message).unwrap();
         assert_eq!(message["message"], "bad");
-        let d: Diagnostic = StepError(Error::LockNotAcquired {
+        let d: Diagnostic = json(Error::LockNotAcquired {
             waited: std::time::Duration::from_secs(3),
         })
         .into();
         assert_eq!(d.error_type, "LockTimeout");
+    }
+
+    #[test]
+    fn text_messages_are_for_people() {
+        let d: Diagnostic = StepError {
+            error: Error::InvalidInput("bad input".into()),
+            format: MessageFormat::Text,
+        }
+        .into();
+        assert_eq!(d.error_type, "InvalidInput");
+        assert_eq!(d.error_message, "bad input");
     }
 }

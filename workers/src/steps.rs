@@ -411,7 +411,7 @@ pub(crate) fn failure_from_cause(cause: &str) -> Option<MigrationFailure> {
     serde_json::from_value(doc.get("details")?.get("migration")?.clone()).ok()
 }
 
-fn cause_message(cause: &str) -> String {
+pub(crate) fn cause_message(cause: &str) -> String {
     unwrap_cause(cause)
         .and_then(|d| d.get("message").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| cause.to_owned())

@@ -115,6 +115,9 @@ pub enum Command {
         #[command(subcommand)]
         action: LedgerAction,
     },
+    /// Start and follow executions of the deployed state machine (AWS credentials needed).
+    #[cfg(feature = "lambda")]
+    Remote(crate::remote::RemoteArgs),
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -139,6 +142,8 @@ impl Command {
             Command::Ledger {
                 action: LedgerAction::Rebuild,
             } => "ledger rebuild",
+            #[cfg(feature = "lambda")]
+            Command::Remote(remote) => remote.name(),
         }
     }
 }
@@ -225,6 +230,8 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             out.ledger_consistent(kind);
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "lambda")]
+        Command::Remote(remote) => crate::remote::run(remote, out).await,
         Command::Ledger {
             action: LedgerAction::Rebuild,
         } => {

@@ -2,6 +2,8 @@
 
 mod cli;
 mod output;
+#[cfg(feature = "lambda")]
+mod remote;
 
 use std::process::ExitCode;
 

@@ -26,6 +26,7 @@ pub fn exit_code_number(kind: ErrorKind) -> u8 {
         ErrorKind::LedgerInconsistent => 7,
         ErrorKind::DatabaseError => 8,
         ErrorKind::ServiceError => 9,
+        ErrorKind::ExecutionFailed => 10,
     }
 }
 
@@ -60,7 +61,15 @@ impl Output {
         Output { json, quiet }
     }
 
-    fn emit(&self, doc: Value) {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    pub fn emit(&self, doc: Value) {
         let mut stdout = std::io::stdout().lock();
         let _ = serde_json::to_writer_pretty(&mut stdout, &doc);
         let _ = writeln!(stdout);

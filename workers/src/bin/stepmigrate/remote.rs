@@ -1,0 +1,267 @@
+//! `stepmigrate remote`: start and follow the deployed state machine's executions through the
+//! Step Functions API (credentials, region and endpoint as every AWS tool reads them).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use serde_json::json;
+use stepmigrate::execution::{console_url, execution_arn, Executions, Milestone, Summary};
+use stepmigrate::steps::{Action, ExecutionInput};
+use stepmigrate::Error;
+
+use crate::output::Output;
+
+const ENV_STATE_MACHINE: &str = "STEPMIGRATE_STATE_MACHINE_ARN";
+
+#[derive(ClapArgs)]
+pub struct RemoteArgs {
+    /// The state machine's ARN (the stack's output `StateMachineArn`).
+    #[arg(long, env = ENV_STATE_MACHINE, global = true)]
+    state_machine: Option<String>,
+
+    /// Seconds between two looks at a running execution.
+    #[arg(long, default_value_t = 2.0, global = true)]
+    poll: f64,
+
+    #[command(subcommand)]
+    command: RemoteCommand,
+}
+
+#[derive(Subcommand)]
+enum RemoteCommand {
+    /// Start an execution (`migrate` unless told otherwise) and, with --watch, follow it.
+    Start {
+        #[arg(long, value_enum, default_value_t = RemoteAction::Migrate)]
+        action: RemoteAction,
+        /// Only plan: report what would be applied.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop at this version (inclusive).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// The execution's name (default: generated). Starting the same name twice while it
+        /// runs returns the same execution.
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the execution until it ends; the exit code says how it ended.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// How an execution stands (the newest one unless named).
+    Status {
+        /// An execution ARN, or a name of the state machine's executions.
+        execution: Option<String>,
+    },
+    /// Follow an execution (the newest one unless named) migration by migration until it ends.
+    Watch {
+        /// An execution ARN, or a name of the state machine's executions.
+        execution: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RemoteAction {
+    Migrate,
+    Status,
+}
+
+impl RemoteArgs {
+    pub fn name(&self) -> &'static str {
+        match self.command {
+            RemoteCommand::Start { .. } => "remote start",
+            RemoteCommand::Status { .. } => "remote status",
+            RemoteCommand::Watch { .. } => "remote watch",
+        }
+    }
+
+    fn state_machine(&self) -> Result<&str, Error> {
+        self.state_machine.as_deref().ok_or_else(|| Error::Config {
+            variable: ENV_STATE_MACHINE.into(),
+            reason:
+                "not set; set it or pass --state-machine ARN (the stack's StateMachineArn output)"
+                    .into(),
+        })
+    }
+
+    /// An ARN as given; a name within the state machine; else the newest execution.
+    async fn execution(
+        &self,
+        executions: &Executions,
+        given: Option<&str>,
+    ) -> Result<String, Error> {
+        match given {
+            Some(arn) if arn.starts_with("arn:") => Ok(arn.to_owned()),
+            Some(name) => Ok(execution_arn(self.state_machine()?, name)),
+            None => {
+                let sm = self.state_machine()?;
+                executions.latest(sm).await?.ok_or_else(|| {
+                    Error::InvalidInput(format!("the state machine {sm} has no executions yet"))
+                })
+            }
+        }
+    }
+}
+
+pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let executions = Executions::new(&config);
+    let poll = Duration::from_secs_f64(args.poll.clamp(0.1, 60.0));
+    let command = args.name();
+    match &args.command {
+        RemoteCommand::Start {
+            action,
+            dry_run,
+            to,
+            name,
+            watch,
+        } => {
+            let input = ExecutionInput {
+                action: match action {
+                    RemoteAction::Migrate => Action::Migrate,
+                    RemoteAction::Status => Action::Status,
+                },
+                dry_run: *dry_run,
+                target: to.clone(),
+                source: Some("stepmigrate remote".into()),
+            };
+            let input = serde_json::to_string(&input).expect("input serializes");
+            let name = name.clone().unwrap_or_else(generated_name);
+            let arn = executions
+                .start(args.state_machine()?, &name, &input)
+                .await?;
+            if !*watch {
+                if out.json() {
+                    out.emit(json!({ "command": command, "ok": true, "execution": arn, "input": serde_json::from_str::<serde_json::Value>(&input).unwrap_or_default(), "console": console_url(&arn) }));
+                } else {
+                    println!("started {arn}");
+                    println!("  input:   {input}");
+                    println!("  console: {}", console_url(&arn));
+                    println!("  follow:  stepmigrate remote watch {name}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            follow(&executions, &arn, poll, command, out).await
+        }
+        RemoteCommand::Status { execution } => {
+            let arn = args.execution(&executions, execution.as_deref()).await?;
+            let summary = executions.describe(&arn).await?;
+            if out.json() {
+                out.emit(json!({ "command": command, "ok": summary.outcome().is_ok(), "execution": summary, "console": console_url(&arn) }));
+            } else {
+                print_summary(&summary);
+            }
+            Ok(match summary.outcome() {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => out.problem(&e),
+            })
+        }
+        RemoteCommand::Watch { execution } => {
+            let arn = args.execution(&executions, execution.as_deref()).await?;
+            follow(&executions, &arn, poll, command, out).await
+        }
+    }
+}
+
+fn generated_name() -> String {
+    let now = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    format!("cli-{now}-{:08x}", rand::random::<u32>())
+}
+
+async fn follow(
+    executions: &Executions,
+    arn: &str,
+    poll: Duration,
+    command: &str,
+    out: &Output,
+) -> Result<ExitCode, Error> {
+    let human = !out.json() && !out.quiet();
+    if human {
+        println!("following {arn}");
+        println!("  console: {}", console_url(arn));
+    }
+    let mut milestones = Vec::new();
+    let mut applied = 0usize;
+    let mut planned = 0u64;
+    let summary = executions
+        .follow(arn, poll, |m| {
+            if human {
+                print_milestone(m, &mut applied, planned);
+            }
+            if let Milestone::Planned { to_apply, .. } = m {
+                planned = *to_apply;
+            }
+            milestones.push(m.clone());
+        })
+        .await?;
+    if out.json() {
+        out.emit(json!({ "command": command, "ok": summary.outcome().is_ok(), "execution": summary, "milestones": milestones }));
+    } else if !human {
+        print_summary(&summary);
+    }
+    Ok(match summary.outcome() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => out.problem(&e),
+    })
+}
+
+fn print_milestone(m: &Milestone, applied: &mut usize, planned: u64) {
+    match m {
+        Milestone::Started => println!("  started"),
+        Milestone::Planned {
+            database,
+            to_apply,
+            report_only,
+            ..
+        } => {
+            let what = if *report_only {
+                "would apply"
+            } else {
+                "to apply"
+            };
+            println!("  plan: {to_apply} migration(s) {what} to {database}");
+        }
+        Milestone::Migration {
+            name,
+            outcome,
+            execution_time_ms,
+            ..
+        } => {
+            *applied += 1;
+            let time = execution_time_ms.map_or(String::new(), |ms| format!(" ({ms} ms)"));
+            let total = if planned > 0 {
+                format!("/{planned}")
+            } else {
+                String::new()
+            };
+            println!(
+                "  [{applied}{total}] {name} ... {}{time}",
+                outcome.replace('_', " ")
+            );
+        }
+        Milestone::StepFailed { error, message } => {
+            println!("  step failed: {error}: {message} (retried if transient)")
+        }
+        Milestone::Succeeded { applied_count } => {
+            println!("succeeded: {applied_count} migration(s) applied")
+        }
+        Milestone::Failed { error, message } => eprintln!("FAILED: {error}: {message}"),
+        Milestone::TimedOut => eprintln!("TIMED OUT"),
+        Milestone::Aborted => eprintln!("ABORTED"),
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!("{} {}", s.arn, s.status);
+    println!("  started: {}", s.started_at);
+    if let Some(stopped) = &s.stopped_at {
+        println!("  stopped: {stopped}");
+    }
+    if s.status == stepmigrate::execution::Status::Succeeded {
+        println!("  applied: {}", s.applied_count());
+    }
+    if let (Some(error), true) = (&s.error, s.outcome().is_err()) {
+        println!("  error:   {error}: {}", s.failure_message());
+    }
+    println!("  console: {}", console_url(&s.arn));
+}

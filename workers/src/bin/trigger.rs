@@ -1,0 +1,15 @@
+//! The `trigger` worker: the CDK custom resource's onEvent or isComplete function
+//! (`STEPMIGRATE_TRIGGER_HANDLER`), which starts the migration run on deploy and waits for it.
+use stepmigrate::lambda::{self, MessageFormat};
+use stepmigrate::trigger::Trigger;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::serve_with(
+        "trigger",
+        MessageFormat::Text,
+        Trigger::from_env(),
+        |trigger, event, _| async move { trigger.handle(event).await },
+    )
+    .await
+}

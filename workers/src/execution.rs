@@ -1,0 +1,620 @@
+//! Executions of the state machine, as the deploy-time trigger and `stepmigrate remote` see
+//! them: start one idempotently by name, read how it ended, and follow its history migration
+//! by migration. The reading is pure ([`Summary`], [`Milestone::from_event`]); [`Executions`]
+//! only moves those values to and from the Step Functions API.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// How an execution stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Aborted,
+    PendingRedrive,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "RUNNING" => Status::Running,
+            "SUCCEEDED" => Status::Succeeded,
+            "FAILED" => Status::Failed,
+            "TIMED_OUT" => Status::TimedOut,
+            "ABORTED" => Status::Aborted,
+            "PENDING_REDRIVE" => Status::PendingRedrive,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "RUNNING",
+            Status::Succeeded => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::TimedOut => "TIMED_OUT",
+            Status::Aborted => "ABORTED",
+            Status::PendingRedrive => "PENDING_REDRIVE",
+        }
+    }
+
+    pub fn is_running(self) -> bool {
+        self == Status::Running
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What DescribeExecution says of an execution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub arn: String,
+    pub name: String,
+    pub status: Status,
+    /// The execution's output (the `Done` or `Report` state's document), when it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+}
+
+impl Summary {
+    /// `Ok(None)` while it runs, `Ok(Some(output))` when it succeeded, and an
+    /// [`Error::ExecutionFailed`] naming the migration and the database's error otherwise.
+    pub fn outcome(&self) -> Result<Option<&Value>, Error> {
+        match self.status {
+            Status::Running => Ok(None),
+            Status::Succeeded => Ok(Some(self.output.as_ref().unwrap_or(&Value::Null))),
+            status => Err(Error::ExecutionFailed {
+                execution: self.arn.clone(),
+                status: status.as_str().to_owned(),
+                error: self.error.clone().unwrap_or_default(),
+                message: self.failure_message(),
+            }),
+        }
+    }
+
+    /// One line a person can act on: the Fail state's error name and its cause, which names
+    /// the migration and carries the database's error (SQLSTATE, message, line).
+    pub fn failure_message(&self) -> String {
+        let error = self.error.as_deref().unwrap_or("").trim();
+        let cause = self
+            .cause
+            .as_deref()
+            .map(crate::steps::cause_message)
+            .unwrap_or_default();
+        let cause = cause.trim();
+        let what = match self.status {
+            Status::TimedOut => "the migration run timed out",
+            Status::Aborted => "the migration run was stopped",
+            _ => "the migration run failed",
+        };
+        let text = match (error.is_empty(), cause.is_empty()) {
+            (true, true) => what.to_owned(),
+            (false, true) => format!("{what}: {error}"),
+            (true, false) => cause.to_owned(),
+            (false, false) => format!("{error}: {cause}"),
+        };
+        truncate(&text, 1500)
+    }
+
+    /// `applied_count` of the `Done` state's output (0 for a report or an empty run).
+    pub fn applied_count(&self) -> u64 {
+        self.output
+            .as_ref()
+            .and_then(|o| o.get("applied_count"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    format!("{}...", text.chars().take(max).collect::<String>())
+}
+
+/// The ARN an execution of `state_machine_arn` named `name` has.
+pub fn execution_arn(state_machine_arn: &str, name: &str) -> String {
+    format!(
+        "{}:{name}",
+        state_machine_arn.replacen(":stateMachine:", ":execution:", 1)
+    )
+}
+
+/// The Step Functions console page of an execution.
+pub fn console_url(execution_arn: &str) -> String {
+    let region = execution_arn.split(':').nth(3).unwrap_or("us-east-1");
+    format!("https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}")
+}
+
+/// One event of an execution's history, reduced to what [`Milestone`]s are read from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryEvent {
+    pub id: i64,
+    /// The event type, e.g. `LambdaFunctionSucceeded`.
+    pub kind: String,
+    pub timestamp: String,
+    /// The state's name (`...StateEntered` events).
+    pub state: Option<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// What a person following a run wants to see, in history order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Milestone {
+    Started,
+    /// The plan step finished.
+    Planned {
+        database: String,
+        to_apply: u64,
+        dry_run: bool,
+        /// A status or dry-run execution reports and stops.
+        report_only: bool,
+    },
+    /// One migration an apply-one step applied (or found applied).
+    Migration {
+        version: String,
+        name: String,
+        outcome: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        execution_time_ms: Option<u64>,
+    },
+    /// A step failed; Step Functions may retry it (LockTimeout, ConnectionFailed).
+    StepFailed {
+        error: String,
+        message: String,
+    },
+    Succeeded {
+        applied_count: u64,
+    },
+    Failed {
+        error: String,
+        message: String,
+    },
+    TimedOut,
+    Aborted,
+}
+
+impl Milestone {
+    /// The milestones one history event stands for (most stand for none).
+    pub fn from_event(event: &HistoryEvent) -> Vec<Milestone> {
+        let output = || {
+            event
+                .output
+                .as_deref()
+                .and_then(|o| serde_json::from_str::<Value>(o).ok())
+                .unwrap_or(Value::Null)
+        };
+        match event.kind.as_str() {
+            "ExecutionStarted" => vec![Milestone::Started],
+            "LambdaFunctionSucceeded" | "TaskSucceeded" => {
+                let out = output();
+                if let Some(results) = out.get("results").and_then(Value::as_array) {
+                    results.iter().map(migration_milestone).collect()
+                } else if let Some(to_apply) = out.get("to_apply").and_then(Value::as_u64) {
+                    let dry_run = out.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
+                    let status = out.get("action").and_then(Value::as_str) == Some("status");
+                    vec![Milestone::Planned {
+                        database: text(&out, "database"),
+                        to_apply,
+                        dry_run,
+                        report_only: dry_run || status,
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            "LambdaFunctionFailed" | "LambdaFunctionTimedOut" | "TaskFailed" | "TaskTimedOut" => {
+                vec![Milestone::StepFailed {
+                    error: event.error.clone().unwrap_or_default(),
+                    message: event
+                        .cause
+                        .as_deref()
+                        .map(crate::steps::cause_message)
+                        .unwrap_or_default(),
+                }]
+            }
+            "ExecutionSucceeded" => vec![Milestone::Succeeded {
+                applied_count: output()
+                    .get("applied_count")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            }],
+            "ExecutionFailed" => vec![Milestone::Failed {
+                error: event.error.clone().unwrap_or_default(),
+                message: event
+                    .cause
+                    .as_deref()
+                    .map(crate::steps::cause_message)
+                    .unwrap_or_default(),
+            }],
+            "ExecutionTimedOut" => vec![Milestone::TimedOut],
+            "ExecutionAborted" => vec![Milestone::Aborted],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the execution ended with this milestone.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Milestone::Succeeded { .. }
+                | Milestone::Failed { .. }
+                | Milestone::TimedOut
+                | Milestone::Aborted
+        )
+    }
+}
+
+fn text(doc: &Value, key: &str) -> String {
+    doc.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn migration_milestone(result: &Value) -> Milestone {
+    Milestone::Migration {
+        version: text(result, "version"),
+        name: text(result, "name"),
+        outcome: text(result, "outcome"),
+        execution_time_ms: result.get("execution_time_ms").and_then(Value::as_u64),
+    }
+}
+
+#[cfg(feature = "lambda")]
+pub use client::Executions;
+
+#[cfg(feature = "lambda")]
+mod client {
+    use aws_sdk_sfn::error::DisplayErrorContext;
+
+    use super::{execution_arn, HistoryEvent, Status, Summary};
+    use crate::error::Error;
+
+    fn service_error(e: impl std::error::Error) -> Error {
+        Error::Service {
+            service: "Step Functions".into(),
+            message: DisplayErrorContext(e).to_string(),
+        }
+    }
+
+    /// The Step Functions calls of the trigger and `stepmigrate remote`.
+    #[derive(Clone, Debug)]
+    pub struct Executions {
+        client: aws_sdk_sfn::Client,
+    }
+
+    impl Executions {
+        pub fn new(config: &aws_config::SdkConfig) -> Executions {
+            Executions {
+                client: aws_sdk_sfn::Client::new(config),
+            }
+        }
+
+        /// Starts an execution named `name`, or finds the one a retried request already
+        /// started: a Standard workflow answers a running execution's name and input with
+        /// that execution, and a closed one's with ExecutionAlreadyExists.
+        pub async fn start(
+            &self,
+            state_machine_arn: &str,
+            name: &str,
+            input: &str,
+        ) -> Result<String, Error> {
+            let started = self
+                .client
+                .start_execution()
+                .state_machine_arn(state_machine_arn)
+                .name(name)
+                .input(input)
+                .send()
+                .await;
+            match started {
+                Ok(out) => Ok(out.execution_arn().to_owned()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_execution_already_exists()) =>
+                {
+                    let arn = execution_arn(state_machine_arn, name);
+                    self.describe(&arn).await?;
+                    tracing::info!(execution = %arn, "the execution was already started by an earlier delivery of this request");
+                    Ok(arn)
+                }
+                Err(e) => Err(service_error(e)),
+            }
+        }
+
+        pub async fn describe(&self, arn: &str) -> Result<Summary, Error> {
+            let out = self
+                .client
+                .describe_execution()
+                .execution_arn(arn)
+                .send()
+                .await
+                .map_err(service_error)?;
+            Ok(Summary {
+                arn: out.execution_arn().to_owned(),
+                name: out.name().unwrap_or_default().to_owned(),
+                status: Status::parse(out.status().as_str()).unwrap_or(Status::Running),
+                output: out.output().and_then(|o| serde_json::from_str(o).ok()),
+                error: out.error().map(str::to_owned),
+                cause: out.cause().map(str::to_owned),
+                started_at: out.start_date().to_string(),
+                stopped_at: out.stop_date().map(|d| d.to_string()),
+            })
+        }
+
+        /// The newest execution of the state machine, if it has any.
+        pub async fn latest(&self, state_machine_arn: &str) -> Result<Option<String>, Error> {
+            let out = self
+                .client
+                .list_executions()
+                .state_machine_arn(state_machine_arn)
+                .max_results(1)
+                .send()
+                .await
+                .map_err(service_error)?;
+            Ok(out
+                .executions()
+                .first()
+                .map(|e| e.execution_arn().to_owned()))
+        }
+
+        /// The history events after `after` (an event id), oldest first.
+        pub async fn history_since(
+            &self,
+            arn: &str,
+            after: i64,
+        ) -> Result<Vec<HistoryEvent>, Error> {
+            let mut events = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .get_execution_history()
+                    .execution_arn(arn)
+                    .max_results(1000)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(service_error)?;
+                events.extend(
+                    page.events()
+                        .iter()
+                        .filter(|e| e.id() > after)
+                        .map(history_event),
+                );
+                match page.next_token() {
+                    Some(t) => token = Some(t.to_owned()),
+                    None => return Ok(events),
+                }
+            }
+        }
+    }
+
+    impl Executions {
+        /// Polls the history every `interval` until the execution ends, handing each
+        /// milestone to `seen` as it appears; returns how the execution ended.
+        pub async fn follow(
+            &self,
+            arn: &str,
+            interval: std::time::Duration,
+            mut seen: impl FnMut(&super::Milestone),
+        ) -> Result<Summary, Error> {
+            let mut last = 0;
+            loop {
+                let events = self.history_since(arn, last).await?;
+                let mut ended = false;
+                for event in &events {
+                    last = last.max(event.id);
+                    for milestone in super::Milestone::from_event(event) {
+                        ended |= milestone.is_final();
+                        seen(&milestone);
+                    }
+                }
+                if ended {
+                    return self.describe(arn).await;
+                }
+                let summary = self.describe(arn).await?;
+                if !summary.status.is_running() && events.is_empty() {
+                    return Ok(summary);
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }
+    }
+
+    fn history_event(e: &aws_sdk_sfn::types::HistoryEvent) -> HistoryEvent {
+        let mut event = HistoryEvent {
+            id: e.id(),
+            kind: e.r#type().as_str().to_owned(),
+            timestamp: e.timestamp().to_string(),
+            ..HistoryEvent::default()
+        };
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        if let Some(d) = e.state_entered_event_details() {
+            event.state = Some(d.name().to_owned());
+            event.input = owned(d.input());
+        }
+        if let Some(d) = e.lambda_function_succeeded_event_details() {
+            event.output = owned(d.output());
+        }
+        if let Some(d) = e.task_succeeded_event_details() {
+            event.output = owned(d.output());
+        }
+        if let Some(d) = e.lambda_function_failed_event_details() {
+            event.error = owned(d.error());
+            event.cause = owned(d.cause());
+        }
+        if let Some(d) = e.lambda_function_timed_out_event_details() {
+            event.error = owned(d.error());
+            event.cause = owned(d.cause());
+        }
+        if let Some(d) = e.task_failed_event_details() {
+            event.error = owned(d.error());
+            event.cause = owned(d.cause());
+        }
+        if let Some(d) = e.execution_succeeded_event_details() {
+            event.output = owned(d.output());
+        }
+        if let Some(d) = e.execution_failed_event_details() {
+            event.error = owned(d.error());
+            event.cause = owned(d.cause());
+        }
+        event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn summary(status: Status, error: Option<&str>, cause: Option<&str>) -> Summary {
+        Summary {
+            arn: "arn:aws:states:eu-west-1:1:execution:sm:run".into(),
+            name: "run".into(),
+            status,
+            output: None,
+            error: error.map(Into::into),
+            cause: cause.map(Into::into),
+            started_at: "t0".into(),
+            stopped_at: None,
+        }
+    }
+
+    #[test]
+    fn execution_arn_follows_the_state_machine_arn() {
+        assert_eq!(
+            execution_arn(
+                "arn:aws:states:eu-west-1:123:stateMachine:Migrations",
+                "run-1"
+            ),
+            "arn:aws:states:eu-west-1:123:execution:Migrations:run-1"
+        );
+        assert!(console_url("arn:aws:states:eu-west-1:123:execution:M:r")
+            .starts_with("https://eu-west-1.console.aws.amazon.com/states/"));
+    }
+
+    #[test]
+    fn a_failed_migration_names_itself_and_the_database_error() {
+        let s = summary(
+            Status::Failed,
+            Some("SqlFailed"),
+            Some(
+                "002_add_email failed: column \"email\" already exists (SQLSTATE 42701) at line 3",
+            ),
+        );
+        let err = s.outcome().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::ExecutionFailed);
+        let text = err.to_string();
+        assert!(text.starts_with("SqlFailed: 002_add_email failed: column \"email\" already exists (SQLSTATE 42701) at line 3"), "{text}");
+        assert!(text.contains("execution FAILED: arn:aws:states"), "{text}");
+    }
+
+    #[test]
+    fn a_plan_failure_cause_is_unwrapped_from_the_lambda_error() {
+        let inner = json!({"error": "ChecksumMismatch", "message": "applied migrations changed: 001_a.sql", "details": {}}).to_string();
+        let cause = json!({"errorType": "ChecksumMismatch", "errorMessage": inner}).to_string();
+        let s = summary(Status::Failed, Some("ChecksumMismatch"), Some(&cause));
+        assert_eq!(
+            s.failure_message(),
+            "ChecksumMismatch: applied migrations changed: 001_a.sql"
+        );
+    }
+
+    #[test]
+    fn timed_out_and_aborted_say_so() {
+        assert_eq!(
+            summary(Status::TimedOut, None, None).failure_message(),
+            "the migration run timed out"
+        );
+        assert!(summary(Status::Aborted, None, None).outcome().is_err());
+        assert_eq!(
+            summary(Status::Running, None, None).outcome().unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn success_reports_the_applied_count() {
+        let mut s = summary(Status::Succeeded, None, None);
+        s.output = Some(json!({"status": "SUCCEEDED", "applied_count": 3}));
+        assert_eq!(s.outcome().unwrap().unwrap()["applied_count"], 3);
+        assert_eq!(s.applied_count(), 3);
+    }
+
+    #[test]
+    fn milestones_follow_plan_migrations_and_the_end() {
+        let plan = HistoryEvent {
+            kind: "LambdaFunctionSucceeded".into(),
+            output: Some(json!({"run_id": "r", "action": "migrate", "dry_run": false, "database": "tutor", "to_apply": 2, "pending": []}).to_string()),
+            ..HistoryEvent::default()
+        };
+        assert_eq!(
+            Milestone::from_event(&plan),
+            vec![Milestone::Planned {
+                database: "tutor".into(),
+                to_apply: 2,
+                dry_run: false,
+                report_only: false
+            }]
+        );
+        let applied = HistoryEvent {
+            kind: "LambdaFunctionSucceeded".into(),
+            output: Some(json!({"results": [
+                {"version": "001", "name": "001_a", "outcome": "applied", "execution_time_ms": 12},
+                {"version": "002", "name": "002_b", "outcome": "already_applied"}
+            ]}).to_string()),
+            ..HistoryEvent::default()
+        };
+        let m = Milestone::from_event(&applied);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0],
+            Milestone::Migration {
+                version: "001".into(),
+                name: "001_a".into(),
+                outcome: "applied".into(),
+                execution_time_ms: Some(12)
+            }
+        );
+        let failed = HistoryEvent {
+            kind: "ExecutionFailed".into(),
+            error: Some("SqlFailed".into()),
+            cause: Some("002_b failed: boom (SQLSTATE 42601) at line 1".into()),
+            ..HistoryEvent::default()
+        };
+        let end = Milestone::from_event(&failed);
+        assert!(end[0].is_final());
+        assert!(!m[0].is_final());
+        let ignored = HistoryEvent {
+            kind: "MapIterationStarted".into(),
+            ..HistoryEvent::default()
+        };
+        assert!(Milestone::from_event(&ignored).is_empty());
+    }
+}
