@@ -128,6 +128,8 @@ def workers_env(aws_endpoint, sns_topic_arn, session_database) -> dict[str, str]
         "AWS_DEFAULT_REGION": harness.REGION,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
+        # The trigger's onEvent role; test_trigger.py runs a second set for isComplete.
+        "STEPMIGRATE_TRIGGER_HANDLER": "on_event",
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
         "RUST_BACKTRACE": "1",
     }

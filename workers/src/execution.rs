@@ -169,7 +169,10 @@ pub enum Milestone {
     /// The plan step finished.
     Planned {
         database: String,
+        /// How many migrations this execution applies (0 when it only reports).
         to_apply: u64,
+        /// How many migrations are pending.
+        pending: u64,
         dry_run: bool,
         /// A status or dry-run execution reports and stops.
         report_only: bool,
@@ -220,6 +223,7 @@ impl Milestone {
                     vec![Milestone::Planned {
                         database: text(&out, "database"),
                         to_apply,
+                        pending: pending_count(&out, to_apply),
                         dry_run,
                         report_only: dry_run || status,
                     }]
@@ -274,6 +278,34 @@ fn text(doc: &Value, key: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The plan's pending count: `to_apply` when it applies them; for a report, its Map items
+/// (one per migration unless the backlog is grouped) or else its listed pending entries.
+fn pending_count(plan: &Value, to_apply: u64) -> u64 {
+    if to_apply > 0 {
+        return to_apply;
+    }
+    let len = |key: &str| plan.get(key).and_then(Value::as_array);
+    if plan
+        .get("per_iteration")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        <= 1
+    {
+        return len("pending").map_or(0, |p| p.len() as u64);
+    }
+    len("migrations").map_or(0, |entries| {
+        entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.get("state").and_then(Value::as_str),
+                    Some("pending" | "failed")
+                )
+            })
+            .count() as u64
+    })
 }
 
 fn migration_milestone(result: &Value) -> Milestone {
@@ -425,6 +457,7 @@ mod client {
             mut seen: impl FnMut(&super::Milestone),
         ) -> Result<Summary, Error> {
             let mut last = 0;
+            let mut quiet_looks = 0;
             loop {
                 let events = self.history_since(arn, last).await?;
                 let mut ended = false;
@@ -439,8 +472,14 @@ mod client {
                     return self.describe(arn).await;
                 }
                 let summary = self.describe(arn).await?;
-                if !summary.status.is_running() && events.is_empty() {
-                    return Ok(summary);
+                // The status can change before the history shows the final events (moto
+                // does this; the API is eventually consistent): give the history a few
+                // more looks before answering from the status alone.
+                if !summary.status.is_running() {
+                    quiet_looks += 1;
+                    if quiet_looks > 5 {
+                        return Ok(summary);
+                    }
                 }
                 tokio::time::sleep(interval).await;
             }
@@ -579,10 +618,26 @@ mod tests {
             vec![Milestone::Planned {
                 database: "tutor".into(),
                 to_apply: 2,
+                pending: 2,
                 dry_run: false,
                 report_only: false
             }]
         );
+        let dry_run = HistoryEvent {
+            kind: "LambdaFunctionSucceeded".into(),
+            output: Some(json!({"action": "migrate", "dry_run": true, "database": "tutor", "to_apply": 0, "per_iteration": 1,
+                                "pending": [{"first": "003", "last": "003"}]}).to_string()),
+            ..HistoryEvent::default()
+        };
+        assert!(matches!(
+            Milestone::from_event(&dry_run)[0],
+            Milestone::Planned {
+                to_apply: 0,
+                pending: 1,
+                report_only: true,
+                ..
+            }
+        ));
         let applied = HistoryEvent {
             kind: "LambdaFunctionSucceeded".into(),
             output: Some(json!({"results": [

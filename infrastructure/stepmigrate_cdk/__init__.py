@@ -1,0 +1,27 @@
+"""stepmigrate's AWS CDK construct: PostgreSQL migrations applied by a Step Functions state
+machine of Rust Lambda workers on every deployment."""
+
+from .construct import DEFINITION_PLACEHOLDERS, DefinitionError, StepMigrate, StepMigrateProps
+from .packaging import (
+    ARCHITECTURE_CONTEXT_KEY,
+    DEFAULT_CA_BUNDLE,
+    PackagingError,
+    WorkerPackages,
+    build_worker_packages,
+    choose_architecture,
+    migration_set_digest,
+)
+
+__all__ = [
+    "ARCHITECTURE_CONTEXT_KEY",
+    "DEFAULT_CA_BUNDLE",
+    "DEFINITION_PLACEHOLDERS",
+    "DefinitionError",
+    "PackagingError",
+    "StepMigrate",
+    "StepMigrateProps",
+    "WorkerPackages",
+    "build_worker_packages",
+    "choose_architecture",
+    "migration_set_digest",
+]

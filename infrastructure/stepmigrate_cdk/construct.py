@@ -1,0 +1,514 @@
+"""The StepMigrate construct: the workers, the state machine, alerts, a dashboard and the
+deploy-time trigger that applies the pending migrations on every `cdk deploy`."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aws_cdk import ArnFormat, Aws, CustomResource, Duration, Names, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import custom_resources as cr
+from constructs import Construct, IConstruct
+
+from . import nag
+from .packaging import Architecture, WorkerPackages, parse_architecture
+
+#: The definition this repository ships (statemachine/ at the repository's root).
+DEFAULT_DEFINITION_FILE = Path(__file__).resolve().parents[2] / "statemachine" / "stepmigrate.asl.json"
+
+#: Each `${...}` placeholder of the definition and the worker whose ARN replaces it.
+DEFINITION_PLACEHOLDERS: Mapping[str, str] = {
+    "PlanFunctionArn": "plan",
+    "ApplyOneFunctionArn": "apply-one",
+    "RecordFunctionArn": "record",
+    "NotifyFunctionArn": "notify",
+}
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+#: The keys of `StepMigrate.functions`.
+TRIGGER_ON_EVENT = "trigger-on-event"
+TRIGGER_IS_COMPLETE = "trigger-is-complete"
+
+
+class DefinitionError(ValueError):
+    """The state machine definition does not fit the construct (e.g. an unknown placeholder)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepMigrateProps:
+    """What `StepMigrate` is configured with (its constructor takes these as keyword arguments)."""
+
+    #: The database's VPC: the database workers (plan, apply-one, record) run in it.
+    vpc: ec2.IVpc
+    #: The database (e.g. an `rds.DatabaseInstance`): its security group is opened to the
+    #: workers' security group on its default port.
+    database: ec2.IConnectable
+    #: The database's Secrets Manager secret in the RDS format (JSON with `username`,
+    #: `password`, `host`, `port`, `dbname`), e.g. `rds.DatabaseInstance.secret`.
+    database_secret: secretsmanager.ISecret
+    #: The database's name: the `Database` dimension of the metrics the workers report (they
+    #: report the secret's `dbname`), used by the alarm and the dashboard.
+    database_name: str
+    #: The worker packages (`build_worker_packages` or `WorkerPackages.from_directory`).
+    packages: WorkerPackages
+    #: The subnets of the database workers and of the Secrets Manager endpoint. Default: the
+    #: VPC's private subnets as CDK picks them (with egress if there are any, else isolated).
+    vpc_subnets: ec2.SubnetSelection | None = None
+    #: The workers' architecture; default (None) the packages'. It must match the packages.
+    architecture: lambda_.Architecture | None = None
+    #: Email addresses subscribed to the alert topic (each must confirm its subscription).
+    alarm_emails: Sequence[str] = ()
+    #: Retention of every log group the construct creates.
+    log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
+    #: What happens to those log groups when they leave the stack; default RETAIN (CDK's).
+    log_removal_policy: RemovalPolicy | None = None
+    #: Default `lock_timeout` of each migration (STEPMIGRATE_LOCK_TIMEOUT, e.g. "5s"); None
+    #: keeps the workers' default.
+    lock_timeout: str | None = None
+    #: Default `statement_timeout` of each migration (STEPMIGRATE_STATEMENT_TIMEOUT, e.g.
+    #: "10min"); None keeps the workers' default.
+    statement_timeout: str | None = None
+    #: The CloudWatch namespace of the workers' metrics (STEPMIGRATE_METRIC_NAMESPACE).
+    metric_namespace: str = "Stepmigrate"
+    #: Create an interface VPC endpoint for Secrets Manager in `vpc_subnets`: the database
+    #: workers have no internet egress. Turn it off when the VPC has one already (a second
+    #: endpoint with private DNS for the same service cannot be created), and let the workers
+    #: reach it: `endpoint.connections.allow_default_port_from(stepmigrate.security_group)`.
+    create_secrets_manager_endpoint: bool = True
+    #: The Amazon States Language definition, with `${...}` placeholders for the workers' ARNs.
+    definition_file: Path = field(default=DEFAULT_DEFINITION_FILE)
+    #: The dashboard's name; default (None) a name CloudFormation generates.
+    dashboard_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.database_name:
+            raise ValueError("database_name must not be empty: it is the metrics' Database dimension")
+        if not self.metric_namespace:
+            raise ValueError("metric_namespace must not be empty")
+        if self.architecture is not None and self.architecture.name != self.packages.architecture:
+            raise ValueError(f"architecture {self.architecture.name} does not match the worker packages, "
+                             f"built for {self.packages.architecture}")
+
+    @property
+    def lambda_architecture(self) -> lambda_.Architecture:
+        return self.architecture or _lambda_architecture(self.packages.architecture)
+
+
+def _lambda_architecture(architecture: Architecture) -> lambda_.Architecture:
+    return lambda_.Architecture.ARM_64 if parse_architecture(architecture) == "arm64" else lambda_.Architecture.X86_64
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    """How one Lambda function of the construct is configured."""
+
+    key: str  # the key in StepMigrate.functions
+    construct_id: str
+    package: str  # the worker package it runs
+    description: str
+    memory_mb: int
+    timeout: Duration
+    in_vpc: bool
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+_WORKER_SPECS: tuple[_WorkerSpec, ...] = (
+    _WorkerSpec("plan", "Plan", "plan", "stepmigrate plan: validates the migration set, reads the ledger, plans",
+                256, Duration.minutes(2), in_vpc=True),
+    # A migration may run long (an index build, a backfill): Lambda's maximum.
+    _WorkerSpec("apply-one", "ApplyOne", "apply-one", "stepmigrate apply-one: applies one Map item's migrations",
+                256, Duration.minutes(15), in_vpc=True),
+    _WorkerSpec("record", "Record", "record", "stepmigrate record: records a failed migration in the ledger",
+                256, Duration.minutes(2), in_vpc=True),
+    _WorkerSpec("notify", "Notify", "notify", "stepmigrate notify: publishes the failure alert",
+                128, Duration.seconds(30), in_vpc=False),
+    _WorkerSpec(TRIGGER_ON_EVENT, "TriggerOnEvent", "trigger",
+                "stepmigrate trigger (custom resource on_event): starts the migrations' execution",
+                128, Duration.minutes(1), in_vpc=False, extra_env={"STEPMIGRATE_TRIGGER_HANDLER": "on_event"}),
+    _WorkerSpec(TRIGGER_IS_COMPLETE, "TriggerIsComplete", "trigger",
+                "stepmigrate trigger (custom resource is_complete): reports the execution's outcome",
+                128, Duration.minutes(1), in_vpc=False, extra_env={"STEPMIGRATE_TRIGGER_HANDLER": "is_complete"}),
+)
+
+
+class StepMigrate(Construct):
+    """Applies a repository's PostgreSQL migrations through a Step Functions state machine
+    of Rust Lambda workers, on every deployment, and alerts when one fails.
+
+    Creates: the workers (plan, apply-one and record in the database's VPC; notify and the
+    trigger outside it), a Standard state machine from the ASL definition (X-Ray, logging of
+    everything), an SNS alert topic encrypted with a customer-managed key, alarms on failed
+    executions and on the `MigrationFailures` metric, a dashboard, and a custom resource that
+    starts an execution whenever the migration set changes and waits for it (at most an hour):
+    the deployment fails when a migration fails.
+
+    Application resources that need the migrated schema deploy after it with
+    `stepmigrate.run_after(fn)` (or `fn.node.add_dependency(stepmigrate.migrations_applied)`).
+
+    Keyword arguments: the fields of `StepMigrateProps`.
+    """
+
+    props: StepMigrateProps
+    #: The Lambda functions by step: plan, apply-one, record, notify, trigger-on-event,
+    #: trigger-is-complete.
+    functions: dict[str, lambda_.Function]
+    state_machine: sfn.StateMachine
+    #: The alert topic: `notify` publishes each failed migration, the alarms their state.
+    topic: sns.Topic
+    alarms: list[cloudwatch.Alarm]
+    dashboard: cloudwatch.Dashboard
+    #: The security group of the database workers (outbound: the database and the endpoint).
+    security_group: ec2.SecurityGroup
+    #: The Secrets Manager endpoint, unless `create_secrets_manager_endpoint` is False.
+    secrets_manager_endpoint: ec2.InterfaceVpcEndpoint | None
+    #: The CDK Provider that runs the trigger functions for the custom resource.
+    trigger_provider: cr.Provider
+    #: The custom resource that completes when the pending migrations are applied.
+    migrations_applied: CustomResource
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        database: ec2.IConnectable,
+        database_secret: secretsmanager.ISecret,
+        database_name: str,
+        packages: WorkerPackages,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        architecture: lambda_.Architecture | None = None,
+        alarm_emails: Sequence[str] = (),
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        log_removal_policy: RemovalPolicy | None = None,
+        lock_timeout: str | None = None,
+        statement_timeout: str | None = None,
+        metric_namespace: str = "Stepmigrate",
+        create_secrets_manager_endpoint: bool = True,
+        definition_file: Path = DEFAULT_DEFINITION_FILE,
+        dashboard_name: str | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.props = StepMigrateProps(
+            vpc=vpc, database=database, database_secret=database_secret, database_name=database_name,
+            packages=packages, vpc_subnets=vpc_subnets, architecture=architecture, alarm_emails=alarm_emails,
+            log_retention=log_retention, log_removal_policy=log_removal_policy, lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout, metric_namespace=metric_namespace,
+            create_secrets_manager_endpoint=create_secrets_manager_endpoint, definition_file=definition_file,
+            dashboard_name=dashboard_name)
+        # Read first: a definition that does not fit fails the synth before anything is built.
+        definition = load_definition(self.props.definition_file)
+
+        self.security_group = self._worker_security_group()
+        self.secrets_manager_endpoint = self._secrets_manager_endpoint()
+        self.topic = self._alert_topic()
+        self.functions = {spec.key: self._worker(spec) for spec in _WORKER_SPECS}
+        self._grant_workers()
+        self.state_machine = self._state_machine(definition)
+        self._grant_trigger()
+        self.alarms = self._alarms()
+        self.dashboard = self._dashboard()
+        self.migrations_applied = self._trigger()
+        nag.suppress_construct_findings(self)
+
+    # --- public helpers ------------------------------------------------------------------------
+
+    def run_after(self, *constructs: IConstruct) -> None:
+        """Deploys `constructs` (e.g. the application's Lambda functions) only after the
+        pending migrations are applied."""
+        for construct in constructs:
+            construct.node.add_dependency(self.migrations_applied)
+
+    def metric(self, metric_name: str, *, statistic: str = "Sum", period: Duration | None = None,
+               label: str | None = None) -> cloudwatch.Metric:
+        """A metric the workers report (namespace `metric_namespace`, dimension `Database`),
+        by default summed over 5 minutes."""
+        return cloudwatch.Metric(namespace=self.props.metric_namespace, metric_name=metric_name,
+                                 dimensions_map={"Database": self.props.database_name},
+                                 statistic=statistic, period=period or Duration.minutes(5), label=label)
+
+    # --- networking ----------------------------------------------------------------------------
+
+    def _worker_security_group(self) -> ec2.SecurityGroup:
+        # No outbound rule but those added below: the database's port and the endpoint's 443.
+        sg = ec2.SecurityGroup(self, "WorkerSecurityGroup", vpc=self.props.vpc, allow_all_outbound=False,
+                               description="stepmigrate database workers (plan, apply-one, record)")
+        self.props.database.connections.allow_default_port_from(sg, "stepmigrate database workers")
+        return sg
+
+    def _secrets_manager_endpoint(self) -> ec2.InterfaceVpcEndpoint | None:
+        if not self.props.create_secrets_manager_endpoint:
+            return None
+        endpoint_sg = ec2.SecurityGroup(self, "SecretsManagerEndpointSecurityGroup", vpc=self.props.vpc,
+                                        allow_all_outbound=False,
+                                        description="Secrets Manager endpoint of the stepmigrate workers")
+        selection = self.props.vpc_subnets or ec2.SubnetSelection()
+        subnets = self.props.vpc.select_subnets(
+            availability_zones=selection.availability_zones, one_per_az=selection.one_per_az,
+            subnet_filters=selection.subnet_filters, subnet_group_name=selection.subnet_group_name,
+            subnets=selection.subnets, subnet_type=selection.subnet_type)
+        endpoint = ec2.InterfaceVpcEndpoint(
+            self, "SecretsManagerEndpoint", vpc=self.props.vpc,
+            service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+            # An interface endpoint takes one subnet per availability zone.
+            subnets=ec2.SubnetSelection(subnets=subnets.subnets, one_per_az=True),
+            private_dns_enabled=True, open=False, security_groups=[endpoint_sg])
+        endpoint.connections.allow_default_port_from(self.security_group, "stepmigrate database workers")
+        return endpoint
+
+    # --- alerts ------------------------------------------------------------------------------------
+
+    def _alert_topic(self) -> sns.Topic:
+        key = kms.Key(self, "AlertKey", enable_key_rotation=True,
+                      description="Encrypts the stepmigrate alert topic")
+        # CloudWatch alarms publish to an encrypted topic only if the key lets them.
+        key.add_to_resource_policy(iam.PolicyStatement(
+            sid="AllowCloudWatchAlarmsToPublish",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            resources=["*"]))  # in a key policy, "*" is this key
+        topic = sns.Topic(self, "AlertTopic", display_name="stepmigrate alerts", master_key=key, enforce_ssl=True)
+        for email in self.props.alarm_emails:
+            topic.add_subscription(subscriptions.EmailSubscription(email))
+        return topic
+
+    # --- the workers -----------------------------------------------------------------------------
+
+    def _worker(self, spec: _WorkerSpec) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{spec.construct_id}LogGroup", retention=self.props.log_retention,
+                                  removal_policy=self.props.log_removal_policy)
+        environment = {"STEPMIGRATE_METRIC_NAMESPACE": self.props.metric_namespace, **spec.extra_env}
+        if spec.in_vpc:
+            environment.update(self._database_environment())
+        return lambda_.Function(
+            self, spec.construct_id,
+            description=spec.description,
+            runtime=lambda_.Runtime.PROVIDED_AL2023,
+            handler="bootstrap",
+            architecture=self.props.lambda_architecture,
+            code=lambda_.Code.from_asset(str(self.props.packages.directory(spec.package))),
+            memory_size=spec.memory_mb,
+            timeout=spec.timeout,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            role=self._worker_role(spec, log_group),
+            environment=environment,
+            vpc=self.props.vpc if spec.in_vpc else None,
+            vpc_subnets=self.props.vpc_subnets if spec.in_vpc else None,
+            security_groups=[self.security_group] if spec.in_vpc else None,
+        )
+
+    def _database_environment(self) -> dict[str, str]:
+        env = {"DB_SECRET_ARN": self.props.database_secret.secret_arn}
+        if self.props.lock_timeout is not None:
+            env["STEPMIGRATE_LOCK_TIMEOUT"] = self.props.lock_timeout
+        if self.props.statement_timeout is not None:
+            env["STEPMIGRATE_STATEMENT_TIMEOUT"] = self.props.statement_timeout
+        return env
+
+    def _worker_role(self, spec: _WorkerSpec, log_group: logs.LogGroup) -> iam.Role:
+        """A role of its own per function, with its log group only (rather than the
+        AWSLambdaBasicExecutionRole managed policy: logs on every log group)."""
+        role = iam.Role(self, f"{spec.construct_id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                        description=f"stepmigrate {spec.key} worker")
+        role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                                               resources=[log_group.log_group_arn]))
+        if spec.in_vpc:
+            # What AWSLambdaVPCAccessExecutionRole grants: Lambda manages the function's network
+            # interfaces with the role. EC2 supports no resource scoping for the Describe calls.
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+                         "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
+                         "ec2:UnassignPrivateIpAddresses"],
+                resources=["*"]))
+        return role
+
+    def _grant_workers(self) -> None:
+        for key in ("plan", "apply-one", "record"):
+            self.props.database_secret.grant_read(self.functions[key])
+        notify = self.functions["notify"]
+        notify.add_environment("SNS_TOPIC_ARN", self.topic.topic_arn)
+        self.topic.grant_publish(notify)
+        # PutMetricData takes no resource; the condition keeps it to our namespace.
+        notify.add_to_role_policy(iam.PolicyStatement(
+            actions=["cloudwatch:PutMetricData"], resources=["*"],
+            conditions={"StringEquals": {"cloudwatch:namespace": self.props.metric_namespace}}))
+
+    # --- the state machine -------------------------------------------------------------------------
+
+    def _state_machine(self, definition: str) -> sfn.StateMachine:
+        log_group = logs.LogGroup(
+            self, "StateMachineLogGroup",
+            # Step Functions' vended-logs prefix keeps the CloudWatch Logs resource policy small.
+            log_group_name=f"/aws/vendedlogs/states/{Names.unique_id(self)}-StateMachine",
+            retention=self.props.log_retention, removal_policy=self.props.log_removal_policy)
+        state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            comment="stepmigrate: applies the pending PostgreSQL migrations, one traced step per migration",
+            definition_body=sfn.DefinitionBody.from_string(definition),
+            definition_substitutions={placeholder: self.functions[worker].function_arn
+                                      for placeholder, worker in DEFINITION_PLACEHOLDERS.items()},
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        )
+        # Exactly the four functions the definition invokes, unqualified as it names them.
+        state_machine.add_to_role_policy(iam.PolicyStatement(
+            actions=["lambda:InvokeFunction"],
+            resources=[self.functions[worker].function_arn for worker in DEFINITION_PLACEHOLDERS.values()]))
+        return state_machine
+
+    def _grant_trigger(self) -> None:
+        on_event, is_complete = self.functions[TRIGGER_ON_EVENT], self.functions[TRIGGER_IS_COMPLETE]
+        self.state_machine.grant_start_execution(on_event)
+        executions = Stack.of(self).format_arn(
+            service="states", resource="execution",
+            resource_name=f"{self.state_machine.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        for fn in (on_event, is_complete):
+            fn.add_to_role_policy(iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[executions]))
+        # on_event never fails a rollback: it asks whether its own stack is rolling back.
+        on_event.add_to_role_policy(iam.PolicyStatement(actions=["cloudformation:DescribeStacks"],
+                                                        resources=[Aws.STACK_ID]))
+
+    # --- alarms and dashboard ----------------------------------------------------------------------
+
+    def _alarms(self) -> list[cloudwatch.Alarm]:
+        five_minutes = Duration.minutes(5)
+        sm = self.state_machine
+        # One alarm per way an execution can end badly: the alarm's name says which.
+        executions = (
+            ("ExecutionsFailed", "failed", sm.metric_failed(period=five_minutes, statistic="Sum")),
+            ("ExecutionsTimedOut", "timed out", sm.metric_timed_out(period=five_minutes, statistic="Sum")),
+            ("ExecutionsAborted", "was aborted", sm.metric_aborted(period=five_minutes, statistic="Sum")),
+        )
+        alarms = [self._alarm(f"{name}Alarm", metric,
+                              f"A stepmigrate execution {what}: see the state machine's executions")
+                  for name, what, metric in executions]
+        alarms.append(self._alarm(
+            "MigrationFailuresAlarm", self.metric("MigrationFailures"),
+            f"A migration of {self.props.database_name} failed (MigrationFailures, reported by notify)"))
+        return alarms
+
+    def _alarm(self, construct_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self, construct_id, metric=metric, alarm_description=description, threshold=1, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        return alarm
+
+    def _dashboard(self) -> cloudwatch.Dashboard:
+        sm = self.state_machine
+        workers = [self.functions[key] for key in ("plan", "apply-one", "record", "notify")]
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=self.props.dashboard_name)
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Executions", width=12, left=[
+                sm.metric_started(statistic="Sum"), sm.metric_succeeded(statistic="Sum"),
+                sm.metric_failed(statistic="Sum"), sm.metric_timed_out(statistic="Sum"),
+                sm.metric_aborted(statistic="Sum")]),
+            cloudwatch.GraphWidget(title=f"Migration duration (ms), {self.props.database_name}", width=12, left=[
+                self.metric("MigrationDuration", statistic="Average", label="average"),
+                self.metric("MigrationDuration", statistic="p99", label="p99"),
+                self.metric("MigrationDuration", statistic="Maximum", label="maximum")]),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title=f"Migrations, {self.props.database_name}", width=12, left=[
+                self.metric("MigrationsApplied", label="applied"),
+                self.metric("MigrationsFailed", label="failed"),
+                self.metric("MigrationFailures", label="alerted failures")]),
+            cloudwatch.GraphWidget(title=f"Pending migrations at plan, {self.props.database_name}", width=12, left=[
+                self.metric("PendingMigrations", statistic="Maximum", label="pending")]),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Worker errors", width=12,
+                                   left=[fn.metric_errors(statistic="Sum") for fn in workers]),
+            cloudwatch.GraphWidget(title="Worker duration (p99, ms)", width=12,
+                                   left=[fn.metric_duration(statistic="p99") for fn in workers]),
+        )
+        return dashboard
+
+    # --- the deploy-time trigger -------------------------------------------------------------------
+
+    def _trigger(self) -> CustomResource:
+        provider_logs = logs.LogGroup(self, "TriggerProviderLogGroup", retention=self.props.log_retention,
+                                      removal_policy=self.props.log_removal_policy)
+        waiter_logs = logs.LogGroup(
+            self, "TriggerWaiterLogGroup",
+            log_group_name=f"/aws/vendedlogs/states/{Names.unique_id(self)}-TriggerWaiter",
+            retention=self.props.log_retention, removal_policy=self.props.log_removal_policy)
+        self.trigger_provider = provider = cr.Provider(
+            self, "TriggerProvider",
+            on_event_handler=self.functions[TRIGGER_ON_EVENT],
+            is_complete_handler=self.functions[TRIGGER_IS_COMPLETE],
+            query_interval=Duration.seconds(15),
+            total_timeout=Duration.hours(1),
+            log_group=provider_logs,
+            # CDK leaves the waiter's logging off unless told otherwise.
+            disable_waiter_state_machine_logging=False,
+            waiter_state_machine_log_options=cr.LogOptions(destination=waiter_logs, level=sfn.LogLevel.ALL))
+        resource = CustomResource(
+            self, "MigrationsApplied",
+            service_token=provider.service_token,
+            resource_type="Custom::StepMigrateMigrations",
+            properties={
+                "StateMachineArn": self.state_machine.state_machine_arn,
+                # A new digest (a migration added or edited) is an update: a new execution.
+                "MigrationSetHash": self.props.packages.migration_set_digest,
+            })
+        # The execution needs more than the state machine it names: the workers' policies, the
+        # database itself and the network paths to it and to Secrets Manager, none of which the
+        # properties reference.
+        for dependency in self._execution_prerequisites():
+            resource.node.add_dependency(dependency)
+        return resource
+
+    def _execution_prerequisites(self) -> list[IConstruct]:
+        prerequisites: list[IConstruct] = [self.state_machine, self.security_group, *self.functions.values()]
+        if self.secrets_manager_endpoint is not None:
+            prerequisites.append(self.secrets_manager_endpoint)
+            prerequisites.extend(self.secrets_manager_endpoint.connections.security_groups)
+        for candidate in (self.props.database, self.props.database_secret):
+            if isinstance(candidate, Construct):
+                prerequisites.append(candidate)
+        prerequisites.extend(self.props.database.connections.security_groups)
+        return prerequisites
+
+
+
+def load_definition(path: Path) -> str:
+    """The definition as a compact JSON string, checked against the placeholders the
+    construct substitutes: an unknown placeholder, or a missing one, fails the synth."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DefinitionError(f"cannot read the state machine definition {path}: {err}") from err
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    found = set(_PLACEHOLDER.findall(text))
+    unknown = sorted(found - DEFINITION_PLACEHOLDERS.keys())
+    missing = sorted(DEFINITION_PLACEHOLDERS.keys() - found)
+    if unknown:
+        raise DefinitionError(
+            f"{path} has placeholders that StepMigrate does not substitute: "
+            f"{', '.join('${' + p + '}' for p in unknown)}; it substitutes "
+            f"{', '.join('${' + p + '}' for p in DEFINITION_PLACEHOLDERS)} "
+            "(stepmigrate_cdk/construct.py, DEFINITION_PLACEHOLDERS)")
+    if missing:
+        raise DefinitionError(
+            f"{path} does not use {', '.join('${' + p + '}' for p in missing)}: the construct would grant "
+            "the state machine a function it never invokes; update DEFINITION_PLACEHOLDERS with the definition")
+    return text

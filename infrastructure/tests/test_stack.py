@@ -1,0 +1,403 @@
+"""The synthesized backend stack: the workers, the state machine, alerts, the trigger and the
+least-privilege IAM, checked on the CloudFormation template (placeholder packages, no cargo)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk.assertions import Match
+from conftest import REPO_MIGRATIONS, REPO_ROOT, Synth, SynthFn, make_fake_packages
+
+from stepmigrate_cdk import DEFINITION_PLACEHOLDERS, DefinitionError, StepMigrate, WorkerPackages
+from stepmigrate_cdk.construct import load_definition
+from stepmigrate_cdk.packaging import migration_set_digest
+
+ASL_FILE = REPO_ROOT / "statemachine" / "stepmigrate.asl.json"
+WORKER_KEYS = ("plan", "apply-one", "record", "notify", "trigger-on-event", "trigger-is-complete")
+DB_WORKER_KEYS = ("plan", "apply-one", "record")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def function_ids(backend: Synth) -> dict[str, str]:
+    """Logical id of each worker function, from the construct (not hard-coded)."""
+    return {key: backend.logical_id(fn) for key, fn in backend.stack.stepmigrate.functions.items()}
+
+
+def of_type(backend: Synth, cfn_type: str) -> dict[str, dict[str, Any]]:
+    return {lid: r for lid, r in backend.resources.items() if r["Type"] == cfn_type}
+
+
+def only(resources: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    assert len(resources) == 1, list(resources)
+    return next(iter(resources.items()))
+
+
+def role_id_of(backend: Synth, function_id: str) -> str:
+    role = backend.resources[function_id]["Properties"]["Role"]
+    return role["Fn::GetAtt"][0]
+
+
+def statements_of_role(backend: Synth, role_id: str) -> list[dict[str, Any]]:
+    """Every statement of every AWS::IAM::Policy attached to the role, plus inline ones."""
+    statements: list[dict[str, Any]] = []
+    for policy in of_type(backend, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    for inline in backend.resources[role_id]["Properties"].get("Policies", []):
+        statements += inline["PolicyDocument"]["Statement"]
+    return statements
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    value = statement["Action"]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def resources(statement: dict[str, Any]) -> list[Any]:
+    value = statement["Resource"]
+    return value if isinstance(value, list) else [value]
+
+
+def statements_with(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [s for s in statements if s["Effect"] == "Allow" and action in actions(s)]
+
+
+def granted_actions(backend: Synth, function_key: str) -> set[str]:
+    fid = function_ids(backend)[function_key]
+    return {a for s in statements_of_role(backend, role_id_of(backend, fid)) for a in actions(s)}
+
+
+# --- the workers ---------------------------------------------------------------------------------
+
+
+def test_the_workers_are_provided_al2023_arm64_functions(backend: Synth) -> None:
+    ids = function_ids(backend)
+    assert set(ids) == set(WORKER_KEYS)
+    for key, fid in ids.items():
+        props = backend.resources[fid]["Properties"]
+        assert props["Runtime"] == "provided.al2023", key
+        assert props["Handler"] == "bootstrap", key
+        assert props["Architectures"] == ["arm64"], key
+        assert props["TracingConfig"] == {"Mode": "Active"}, key
+        assert props["Environment"]["Variables"]["STEPMIGRATE_METRIC_NAMESPACE"] == "Stepmigrate", key
+        assert 128 <= props["MemorySize"] <= 256, key
+        log_group = props["LoggingConfig"]["LogGroup"]["Ref"]
+        assert backend.resources[log_group]["Properties"]["RetentionInDays"] == 30, key
+    timeouts = {key: backend.resources[fid]["Properties"]["Timeout"] for key, fid in ids.items()}
+    assert timeouts == {"plan": 120, "apply-one": 900, "record": 120, "notify": 30,
+                        "trigger-on-event": 60, "trigger-is-complete": 60}
+    # Ours, the example application function and the Provider framework's three: nothing else.
+    functions = of_type(backend, "AWS::Lambda::Function")
+    assert sum(f["Properties"].get("Runtime") == "provided.al2023" for f in functions.values()) == 6
+    assert len(functions) == 10
+
+
+def test_x86_64_when_the_packages_are(synth: SynthFn, tmp_path: Path) -> None:
+    packages = WorkerPackages.from_directory(make_fake_packages(tmp_path / "p", "x86_64"))
+    backend = synth(packages, nag=False)
+    for fid in function_ids(backend).values():
+        assert backend.resources[fid]["Properties"]["Architectures"] == ["x86_64"]
+
+
+def test_an_architecture_that_contradicts_the_packages_is_refused(tmp_path: Path) -> None:
+    packages = WorkerPackages.from_directory(make_fake_packages(tmp_path / "p", "arm64"))
+    stack, vpc, database, secret = minimal_database_stack()
+    with pytest.raises(ValueError, match="does not match the worker packages"):
+        StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
+                    database_name="db", packages=packages, architecture=lambda_.Architecture.X86_64)
+
+
+def test_database_workers_run_in_the_vpc_and_the_others_do_not(backend: Synth) -> None:
+    ids = function_ids(backend)
+    worker_sg = backend.logical_id(backend.stack.stepmigrate.security_group)
+    secret_ref = {"Ref": backend.logical_id(backend.stack.database.secret)}  # the attached secret
+    for key in WORKER_KEYS:
+        props = backend.resources[ids[key]]["Properties"]
+        env = props["Environment"]["Variables"]
+        if key in DB_WORKER_KEYS:
+            assert props["VpcConfig"]["SecurityGroupIds"] == [{"Fn::GetAtt": [worker_sg, "GroupId"]}], key
+            assert len(props["VpcConfig"]["SubnetIds"]) == 2, key
+            assert env["DB_SECRET_ARN"] == secret_ref, key
+            # The stack leaves the workers' default timeouts alone.
+            assert "STEPMIGRATE_LOCK_TIMEOUT" not in env and "STEPMIGRATE_STATEMENT_TIMEOUT" not in env
+        else:
+            assert "VpcConfig" not in props, key
+            assert "DB_SECRET_ARN" not in env, key
+    assert backend.resources[ids["notify"]]["Properties"]["Environment"]["Variables"]["SNS_TOPIC_ARN"] == {
+        "Ref": backend.logical_id(backend.stack.stepmigrate.topic)}
+    handlers = {key: backend.resources[ids[key]]["Properties"]["Environment"]["Variables"]
+                ["STEPMIGRATE_TRIGGER_HANDLER"] for key in ("trigger-on-event", "trigger-is-complete")}
+    assert handlers == {"trigger-on-event": "on_event", "trigger-is-complete": "is_complete"}
+
+
+def test_the_network_paths_of_the_database_workers(backend: Synth) -> None:
+    worker_sg = backend.logical_id(backend.stack.stepmigrate.security_group)
+    db_sg = backend.logical_id(backend.stack.database.connections.security_groups[0])
+    ingress = [r["Properties"] for r in of_type(backend, "AWS::EC2::SecurityGroupIngress").values()
+               if r["Properties"]["GroupId"] == {"Fn::GetAtt": [db_sg, "GroupId"]}]
+    assert len(ingress) == 1
+    assert ingress[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": [worker_sg, "GroupId"]}
+    assert ingress[0]["FromPort"] == {"Fn::GetAtt": [backend.logical_id(backend.stack.database), "Endpoint.Port"]}
+    # Outbound: the database and the Secrets Manager endpoint only.
+    egress = [r["Properties"] for r in of_type(backend, "AWS::EC2::SecurityGroupEgress").values()
+              if r["Properties"]["GroupId"] == {"Fn::GetAtt": [worker_sg, "GroupId"]}]
+    assert sorted(str(e.get("FromPort")) for e in egress) == sorted(
+        [str(ingress[0]["FromPort"]), "443"])
+    _, endpoint = only(of_type(backend, "AWS::EC2::VPCEndpoint"))
+    assert endpoint["Properties"]["VpcEndpointType"] == "Interface"
+    assert endpoint["Properties"]["PrivateDnsEnabled"] is True
+    assert "secretsmanager" in json.dumps(endpoint["Properties"]["ServiceName"])
+    assert not of_type(backend, "AWS::EC2::NatGateway")
+
+
+# --- the state machine ---------------------------------------------------------------------------
+
+
+def test_the_definition_is_inline_with_the_workers_substituted(backend: Synth) -> None:
+    sm_id = backend.logical_id(backend.stack.stepmigrate.state_machine)
+    props = backend.resources[sm_id]["Properties"]
+    assert "DefinitionS3Location" not in props and "Definition" not in props
+    assert isinstance(props["DefinitionString"], str)
+    assert json.loads(props["DefinitionString"]) == json.loads(ASL_FILE.read_text())
+    ids = function_ids(backend)
+    expected = {"PlanFunctionArn": "plan", "ApplyOneFunctionArn": "apply-one",
+                "RecordFunctionArn": "record", "NotifyFunctionArn": "notify"}
+    assert props["DefinitionSubstitutions"] == {
+        placeholder: {"Fn::GetAtt": [ids[key], "Arn"]} for placeholder, key in expected.items()}
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    logging = props["LoggingConfiguration"]
+    assert logging["Level"] == "ALL" and logging["IncludeExecutionData"] is True
+    log_group = logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+    assert backend.resources[log_group]["Properties"]["RetentionInDays"] == 30
+
+
+def test_the_state_machine_invokes_exactly_the_four_step_functions(backend: Synth) -> None:
+    sm_role = backend.logical_id(backend.stack.stepmigrate.state_machine.role)
+    invokes = statements_with(statements_of_role(backend, sm_role), "lambda:InvokeFunction")
+    targets = [r for s in invokes for r in resources(s)]
+    ids = function_ids(backend)
+    assert sorted(json.dumps(t) for t in targets) == sorted(
+        json.dumps({"Fn::GetAtt": [ids[k], "Arn"]}) for k in ("plan", "apply-one", "record", "notify"))
+
+
+def test_the_definition_placeholders_are_checked(tmp_path: Path) -> None:
+    document = json.loads(ASL_FILE.read_text())
+    assert set(DEFINITION_PLACEHOLDERS) == {"PlanFunctionArn", "ApplyOneFunctionArn", "RecordFunctionArn",
+                                            "NotifyFunctionArn"}
+    assert json.loads(load_definition(ASL_FILE)) == document
+
+    unknown = tmp_path / "unknown.asl.json"
+    unknown.write_text(ASL_FILE.read_text().replace("${NotifyFunctionArn}", "${AlertTopicArn}", 1))
+    with pytest.raises(DefinitionError, match=r"does not substitute: \$\{AlertTopicArn\}"):
+        load_definition(unknown)
+
+    missing = tmp_path / "missing.asl.json"
+    missing.write_text(ASL_FILE.read_text().replace("${RecordFunctionArn}", "arn:aws:lambda:x"))
+    with pytest.raises(DefinitionError, match=r"does not use \$\{RecordFunctionArn\}"):
+        load_definition(missing)
+
+
+def test_an_unknown_placeholder_fails_the_synth(tmp_path: Path, fake_packages: Path) -> None:
+    definition = tmp_path / "def.asl.json"
+    definition.write_text(ASL_FILE.read_text().replace("${PlanFunctionArn}", "${PlanFunctionAlias}"))
+    stack, vpc, database, secret = minimal_database_stack()
+    with pytest.raises(DefinitionError, match="PlanFunctionAlias"):
+        StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
+                    database_name="db", packages=WorkerPackages.from_directory(fake_packages),
+                    definition_file=definition)
+
+
+# --- alerts --------------------------------------------------------------------------------------
+
+
+def test_the_topic_is_encrypted_tls_only_and_usable_by_alarms(backend: Synth) -> None:
+    topic_id = backend.logical_id(backend.stack.stepmigrate.topic)
+    topic = backend.resources[topic_id]["Properties"]
+    key_id = topic["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = backend.resources[key_id]
+    assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
+    alarms_statement = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
+                        if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert len(alarms_statement) == 1
+    assert sorted(actions(alarms_statement[0])) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    _, policy = only(of_type(backend, "AWS::SNS::TopicPolicy"))
+    assert policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert len(deny) == 1 and "sns:Publish" in actions(deny[0])
+    assert deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_alarms_publish_to_the_topic(backend: Synth) -> None:
+    topic_ref = {"Ref": backend.logical_id(backend.stack.stepmigrate.topic)}
+    sm_ref = {"Ref": backend.logical_id(backend.stack.stepmigrate.state_machine)}
+    alarms = list(of_type(backend, "AWS::CloudWatch::Alarm").values())
+    by_metric = {a["Properties"]["MetricName"]: a["Properties"] for a in alarms}
+    assert set(by_metric) == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted", "MigrationFailures"}
+    for name, alarm in by_metric.items():
+        assert alarm["AlarmActions"] == [topic_ref], name
+        assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
+        assert alarm["TreatMissingData"] == "notBreaching", name
+        assert alarm["Statistic"] == "Sum" and alarm["Period"] == 300, name
+    for name in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"):
+        assert by_metric[name]["Namespace"] == "AWS/States"
+        assert by_metric[name]["Dimensions"] == [{"Name": "StateMachineArn", "Value": sm_ref}]
+    failures = by_metric["MigrationFailures"]
+    assert failures["Namespace"] == "Stepmigrate"
+    assert failures["Dimensions"] == [{"Name": "Database", "Value": "tutor_system"}]
+
+
+def test_the_dashboard_shows_executions_migrations_and_workers(backend: Synth) -> None:
+    _, dashboard = only(of_type(backend, "AWS::CloudWatch::Dashboard"))
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for needle in ("ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "MigrationDuration", "p99",
+                   "Maximum", "MigrationsApplied", "MigrationsFailed", "PendingMigrations", "tutor_system",
+                   "AWS/Lambda", "Errors", "Duration"):
+        assert needle in body, needle
+
+
+# --- the deploy-time trigger ---------------------------------------------------------------------
+
+
+def test_the_custom_resource_carries_the_migration_set_hash(backend: Synth) -> None:
+    cr_id, custom = only(of_type(backend, "Custom::StepMigrateMigrations"))
+    assert cr_id == backend.logical_id(backend.stack.stepmigrate.migrations_applied)
+    props = custom["Properties"]
+    assert props["MigrationSetHash"] == migration_set_digest(REPO_MIGRATIONS)
+    assert props["StateMachineArn"] == {"Ref": backend.logical_id(backend.stack.stepmigrate.state_machine)}
+    # It runs after everything an execution needs, not only what its properties reference.
+    depends_on = set(custom["DependsOn"])
+    ids = function_ids(backend)
+    assert set(ids.values()) <= depends_on
+    assert backend.logical_id(backend.stack.database) in depends_on
+    assert backend.logical_id(backend.stack.stepmigrate.secrets_manager_endpoint) in depends_on
+    db_ingress = [lid for lid, r in of_type(backend, "AWS::EC2::SecurityGroupIngress").items()
+                  if "Database" in lid]
+    assert db_ingress and set(db_ingress) <= depends_on
+
+
+def test_the_provider_waits_at_most_an_hour(backend: Synth) -> None:
+    provider = backend.stack.stepmigrate.trigger_provider
+    on_event = provider.on_event_handler
+    is_complete = provider.is_complete_handler
+    assert on_event is backend.stack.stepmigrate.functions["trigger-on-event"]
+    assert is_complete is backend.stack.stepmigrate.functions["trigger-is-complete"]
+    waiter = [r for lid, r in of_type(backend, "AWS::StepFunctions::StateMachine").items() if "waiter" in lid]
+    assert len(waiter) == 1
+    definition = json.dumps(waiter[0]["Properties"]["DefinitionString"])
+    # 15 s between polls, 240 attempts: one hour.
+    assert '\\"IntervalSeconds\\":15' in definition and '\\"MaxAttempts\\":240' in definition
+    assert waiter[0]["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_the_application_function_deploys_after_the_migrations(backend: Synth) -> None:
+    cr_id = backend.logical_id(backend.stack.stepmigrate.migrations_applied)
+    api_id = backend.logical_id(backend.stack.api_function)
+    assert cr_id in backend.resources[api_id]["DependsOn"]
+
+
+def test_outputs(backend: Synth) -> None:
+    outputs = backend.template.to_json()["Outputs"]
+    assert {"MigrationsStateMachineArn", "MigrationsAlertTopicArn", "MigrationsDashboardName",
+            "MigrationsDashboardUrl"} <= set(outputs)
+
+
+def test_the_hash_and_the_assets_follow_the_migrations(synth: SynthFn, tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(REPO_MIGRATIONS, migrations)
+
+    def synthesize() -> tuple[str, str]:
+        root = make_fake_packages(tmp_path / "packages", migrations=migrations)
+        backend = synth(WorkerPackages.from_directory(root), nag=False)
+        _, custom = only(of_type(backend, "Custom::StepMigrateMigrations"))
+        plan = backend.resources[function_ids(backend)["plan"]]["Properties"]["Code"]["S3Key"]
+        return custom["Properties"]["MigrationSetHash"], plan
+
+    hash_before, asset_before = synthesize()
+    first = sorted(migrations.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited\n")
+    hash_after, asset_after = synthesize()
+    assert hash_before == migration_set_digest(REPO_MIGRATIONS)
+    assert hash_after == migration_set_digest(migrations) != hash_before
+    assert asset_after != asset_before
+
+
+# --- least privilege -----------------------------------------------------------------------------
+
+
+def test_the_trigger_can_start_only_its_state_machine(backend: Synth) -> None:
+    ids = function_ids(backend)
+    sm_ref = {"Ref": backend.logical_id(backend.stack.stepmigrate.state_machine)}
+    on_event = statements_of_role(backend, role_id_of(backend, ids["trigger-on-event"]))
+    starts = statements_with(on_event, "states:StartExecution")
+    assert [resources(s) for s in starts] == [[sm_ref]]
+    describe = statements_with(on_event, "states:DescribeExecution")
+    assert len(describe) == 1
+    execution_arn = json.dumps(resources(describe[0]))
+    assert ":execution:" in execution_arn
+    assert backend.logical_id(backend.stack.stepmigrate.state_machine) in execution_arn
+    stacks = statements_with(on_event, "cloudformation:DescribeStacks")
+    assert [resources(s) for s in stacks] == [[{"Ref": "AWS::StackId"}]]
+    assert granted_actions(backend, "trigger-on-event") == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+        "states:StartExecution", "states:DescribeExecution", "cloudformation:DescribeStacks"}
+    assert granted_actions(backend, "trigger-is-complete") == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+        "states:DescribeExecution"}
+
+
+def test_notify_publishes_and_puts_metrics_in_its_namespace_only(backend: Synth) -> None:
+    ids = function_ids(backend)
+    statements = statements_of_role(backend, role_id_of(backend, ids["notify"]))
+    put = statements_with(statements, "cloudwatch:PutMetricData")
+    assert len(put) == 1
+    assert put[0]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Stepmigrate"}}
+    publish = statements_with(statements, "sns:Publish")
+    assert [resources(s) for s in publish] == [[{"Ref": backend.logical_id(backend.stack.stepmigrate.topic)}]]
+    assert "secretsmanager:GetSecretValue" not in granted_actions(backend, "notify")
+
+
+def test_database_workers_read_the_secret_and_cannot_publish(backend: Synth) -> None:
+    for key in DB_WORKER_KEYS:
+        granted = granted_actions(backend, key)
+        assert "secretsmanager:GetSecretValue" in granted, key
+        assert not {a for a in granted if a.startswith(("sns:", "states:", "cloudwatch:"))}, key
+    # Each function has a role of its own with its log group only: no managed policies.
+    for fid in function_ids(backend).values():
+        assert "ManagedPolicyArns" not in backend.resources[role_id_of(backend, fid)]["Properties"]
+
+
+# --- the database --------------------------------------------------------------------------------
+
+
+def test_the_database_requires_tls_and_is_encrypted(backend: Synth) -> None:
+    db = backend.resources[backend.logical_id(backend.stack.database)]["Properties"]
+    assert db["Engine"] == "postgres" and db["EngineVersion"].startswith("16.")
+    assert db["StorageEncrypted"] is True and db["DBName"] == "tutor_system"
+    assert db["MultiAZ"] is False and db["DeletionProtection"] is False
+    params = backend.resources[db["DBParameterGroupName"]["Ref"]]["Properties"]["Parameters"]
+    assert params == {"rds.force_ssl": "1"}
+    backend.template.has_resource_properties("AWS::SecretsManager::Secret", {
+        "GenerateSecretString": Match.object_like({"SecretStringTemplate": '{"username":"tutor_admin"}'})})
+
+
+def minimal_database_stack() -> tuple[Stack, ec2.Vpc, rds.DatabaseInstance, secretsmanager.ISecret]:
+    stack = Stack(App(), "Minimal")
+    vpc = ec2.Vpc(stack, "Vpc", nat_gateways=0, subnet_configuration=[
+        ec2.SubnetConfiguration(name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)])
+    database = rds.DatabaseInstance(
+        stack, "Db", vpc=vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+        engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_13))
+    assert database.secret is not None
+    return stack, vpc, database, database.secret
