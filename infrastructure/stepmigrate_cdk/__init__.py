@@ -1,5 +1,5 @@
 """stepmigrate's AWS CDK construct: PostgreSQL migrations applied by a Step Functions state
-machine of Rust Lambda workers on every deployment."""
+machine of Rust Lambda workers, during the deployment that changes the migration set."""
 
 from .construct import DEFINITION_PLACEHOLDERS, DefinitionError, StepMigrate, StepMigrateProps
 from .packaging import (

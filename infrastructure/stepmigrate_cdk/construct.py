@@ -1,5 +1,6 @@
 """The StepMigrate construct: the workers, the state machine, alerts, a dashboard and the
-deploy-time trigger that applies the pending migrations on every `cdk deploy`."""
+deploy-time trigger that applies the pending migrations during `cdk deploy` whenever the
+migration set changed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Aws, CustomResource, Duration, Names, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, CustomResource, Duration, Fn, Names, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
@@ -58,10 +59,12 @@ class StepMigrateProps:
     #: workers' security group on its default port.
     database: ec2.IConnectable
     #: The database's Secrets Manager secret in the RDS format (JSON with `username`,
-    #: `password`, `host`, `port`, `dbname`), e.g. `rds.DatabaseInstance.secret`.
+    #: `password`, `host`, `port`; its `dbname` is not used: see `database_name`), e.g.
+    #: `rds.DatabaseInstance.secret`.
     database_secret: secretsmanager.ISecret
-    #: The database's name: the `Database` dimension of the metrics the workers report (they
-    #: report the secret's `dbname`), used by the alarm and the dashboard.
+    #: The database to migrate: env `DB_NAME` of the database workers (which use it over the
+    #: secret's `dbname`), and the `Database` dimension of the metrics they report, used by the
+    #: alarm and the dashboard (the two always match).
     database_name: str
     #: The worker packages (`build_worker_packages` or `WorkerPackages.from_directory`).
     packages: WorkerPackages
@@ -147,14 +150,17 @@ _WORKER_SPECS: tuple[_WorkerSpec, ...] = (
 
 class StepMigrate(Construct):
     """Applies a repository's PostgreSQL migrations through a Step Functions state machine
-    of Rust Lambda workers, on every deployment, and alerts when one fails.
+    of Rust Lambda workers, during the deployment that changes the migration set, and alerts
+    when one fails.
 
     Creates: the workers (plan, apply-one and record in the database's VPC; notify and the
     trigger outside it), a Standard state machine from the ASL definition (X-Ray, logging of
     everything), an SNS alert topic encrypted with a customer-managed key, alarms on failed
     executions and on the `MigrationFailures` metric, a dashboard, and a custom resource that
-    starts an execution whenever the migration set changes and waits for it (at most an hour):
-    the deployment fails when a migration fails.
+    starts an execution and waits for it (at most 55 minutes) when it is created and whenever
+    its properties change: the migration set's digest (a migration added or edited) or the
+    state machine's ARN. A deployment that changes neither (only the workers' code, or the
+    application) starts no execution. The deployment fails when a migration fails.
 
     Application resources that need the migrated schema deploy after it with
     `stepmigrate.run_after(fn)` (or `fn.node.add_dependency(stepmigrate.migrations_applied)`).
@@ -275,13 +281,27 @@ class StepMigrate(Construct):
     def _alert_topic(self) -> sns.Topic:
         key = kms.Key(self, "AlertKey", enable_key_rotation=True,
                       description="Encrypts the stepmigrate alert topic")
-        # CloudWatch alarms publish to an encrypted topic only if the key lets them.
+        # CloudWatch alarms publish to an encrypted topic only if the key lets them. The
+        # statement is AWS's documented one, without conditions: whether CloudWatch sends
+        # aws:SourceAccount on its KMS calls is not documented, and an alarm that cannot
+        # publish fails silently. Which alarms may publish is limited on the topic instead.
         key.add_to_resource_policy(iam.PolicyStatement(
             sid="AllowCloudWatchAlarmsToPublish",
             principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
             actions=["kms:Decrypt", "kms:GenerateDataKey*"],
             resources=["*"]))  # in a key policy, "*" is this key
         topic = sns.Topic(self, "AlertTopic", display_name="stepmigrate alerts", master_key=key, enforce_ssl=True)
+        # enforce_ssl gives the topic a policy holding only its Deny statement, which replaces
+        # the default policy that let CloudWatch alarms publish: allow this account's alarms.
+        topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="AllowCloudWatchAlarmsToPublish",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions={
+                "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                "ArnLike": {"aws:SourceArn": f"arn:{Aws.PARTITION}:cloudwatch:{Aws.REGION}:{Aws.ACCOUNT_ID}:alarm:*"},
+            }))
         for email in self.props.alarm_emails:
             topic.add_subscription(subscriptions.EmailSubscription(email))
         return topic
@@ -313,7 +333,9 @@ class StepMigrate(Construct):
         )
 
     def _database_environment(self) -> dict[str, str]:
-        env = {"DB_SECRET_ARN": self.props.database_secret.secret_arn}
+        # DB_NAME wins over the secret's dbname (which a secret generated by RDS may lack): the
+        # database the workers migrate is the one the metrics' Database dimension names.
+        env = {"DB_SECRET_ARN": self.props.database_secret.secret_arn, "DB_NAME": self.props.database_name}
         if self.props.lock_timeout is not None:
             env["STEPMIGRATE_LOCK_TIMEOUT"] = self.props.lock_timeout
         if self.props.statement_timeout is not None:
@@ -354,7 +376,8 @@ class StepMigrate(Construct):
         log_group = logs.LogGroup(
             self, "StateMachineLogGroup",
             # Step Functions' vended-logs prefix keeps the CloudWatch Logs resource policy small.
-            log_group_name=f"/aws/vendedlogs/states/{Names.unique_id(self)}-StateMachine",
+            # The stack's UUID makes the name unique per stack instance (see _vended_log_group_name).
+            log_group_name=self._vended_log_group_name("StateMachine"),
             retention=self.props.log_retention, removal_policy=self.props.log_removal_policy)
         state_machine = sfn.StateMachine(
             self, "StateMachine",
@@ -449,14 +472,20 @@ class StepMigrate(Construct):
                                       removal_policy=self.props.log_removal_policy)
         waiter_logs = logs.LogGroup(
             self, "TriggerWaiterLogGroup",
-            log_group_name=f"/aws/vendedlogs/states/{Names.unique_id(self)}-TriggerWaiter",
+            log_group_name=self._vended_log_group_name("TriggerWaiter"),
             retention=self.props.log_retention, removal_policy=self.props.log_removal_policy)
         self.trigger_provider = provider = cr.Provider(
             self, "TriggerProvider",
             on_event_handler=self.functions[TRIGGER_ON_EVENT],
             is_complete_handler=self.functions[TRIGGER_IS_COMPLETE],
             query_interval=Duration.seconds(15),
-            total_timeout=Duration.hours(1),
+            # CloudFormation gives a custom resource one hour: the Provider gives up first, so
+            # the deployment fails with its timeout message rather than CloudFormation's. The
+            # execution is NOT stopped when the Provider gives up: it runs on, and its outcome
+            # is in the state machine's executions (console, `aws stepfunctions list-executions
+            # --state-machine-arn <MigrationsStateMachineArn>`; the execution's name starts with
+            # the stack's name), its log group and the alarms.
+            total_timeout=Duration.minutes(55),
             log_group=provider_logs,
             # CDK leaves the waiter's logging off unless told otherwise.
             disable_waiter_state_machine_logging=False,
@@ -465,6 +494,8 @@ class StepMigrate(Construct):
             self, "MigrationsApplied",
             service_token=provider.service_token,
             resource_type="Custom::StepMigrateMigrations",
+            # Only a change of these properties is an update (and starts an execution): a
+            # deployment that changes only the workers' code or the application runs nothing.
             properties={
                 "StateMachineArn": self.state_machine.state_machine_arn,
                 # A new digest (a migration added or edited) is an update: a new execution.
@@ -476,6 +507,14 @@ class StepMigrate(Construct):
         for dependency in self._execution_prerequisites():
             resource.node.add_dependency(dependency)
         return resource
+
+    def _vended_log_group_name(self, suffix: str) -> str:
+        """`/aws/vendedlogs/states/<unique id>-<suffix>-<the stack's UUID>`. The log groups are
+        retained by default: with a fixed name, a stack whose first deployment rolled back (or
+        that was deleted) could not be created again ("already exists"). The UUID of the stack
+        id (`arn:...:stack/<name>/<uuid>`) is new for every stack instance."""
+        stack_uuid = Fn.select(2, Fn.split("/", Aws.STACK_ID))
+        return f"/aws/vendedlogs/states/{Names.unique_id(self)}-{suffix}-{stack_uuid}"
 
     def _execution_prerequisites(self) -> list[IConstruct]:
         prerequisites: list[IConstruct] = [self.state_machine, self.security_group, *self.functions.values()]

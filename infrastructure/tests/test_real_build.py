@@ -35,7 +35,7 @@ ELF_MACHINES = {"x86_64": 0x3E, "arm64": 0xB7}
 
 def run_app(tmp_path: Path, context: dict[str, str]) -> subprocess.CompletedProcess[str]:
     home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     env = {name: value for name, value in os.environ.items()
            if name in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR")
            or name.startswith("JSII_")}
@@ -85,6 +85,6 @@ def test_python_app_builds_the_worker_packages_it_needs_then_reuses_them(tmp_pat
     started = time.monotonic()
     second = run_app(tmp_path / "second", {})
     assert second.returncode == 0, second.stderr[-6000:]
-    assert "stepmigrate: building the workers" not in second.stderr, "nothing changed: no build"
+    assert "lambda build --release" not in second.stderr, "nothing changed: no build"
     assert (packages / "plan" / "bootstrap").stat().st_mtime_ns == built_at
     print(f"second synth, packages reused: {time.monotonic() - started:.1f} s")

@@ -218,6 +218,17 @@ def test_a_bad_request_is_named(e2e_workers, stack_id):
     assert "ResourceProperties.StateMachineArn" in error["errorMessage"]
 
 
+def test_create_fails_at_once_when_the_stack_status_cannot_be_read(e2e_workers, state_machine, sfn):
+    """The rollback check must work before it is needed: on Create, a stack the trigger cannot
+    describe (here: one that does not exist) fails the deploy with what is missing."""
+    missing = "arn:aws:cloudformation:us-east-1:123456789012:stack/NoSuchStack/00000000-0000-0000-0000-000000000000"
+    ok, error = invoke(e2e_workers, request("Create", missing, state_machine, "eeee"))
+    assert not ok
+    assert error["errorType"] == "ServiceError"
+    assert "cloudformation:DescribeStacks" in error["errorMessage"] and "NoSuchStack" in error["errorMessage"]
+    assert executions_of(sfn, state_machine) == []
+
+
 def remote(aws_endpoint, *args: str, state_machine: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ENDPOINT_URL=aws_endpoint, AWS_REGION=harness.REGION, AWS_ACCESS_KEY_ID="testing",
@@ -261,9 +272,13 @@ def test_remote_start_watch_and_status(workers, fresh_database, migrations_dir, 
     use_migrations(workers, fresh_database, migrations_dir)
     started = remote(aws_endpoint, "start", "--name", "broken-run", state_machine=state_machine)
     assert started.returncode == 0 and "started arn:aws:states:" in started.stdout, started
+    reused = remote(aws_endpoint, "start", "--name", "broken-run", "--dry-run", state_machine=state_machine)
+    assert reused.returncode == 2 and "already exists with another input" in reused.stderr, reused
     watched = remote(aws_endpoint, "watch", "broken-run", "--poll", "0.2", state_machine=state_machine)
     assert watched.returncode == 10, watched
     assert "FAILED: SqlFailed: 003_broken failed: relation \"no_such_table\" does not exist" in watched.stderr, watched
+    again = remote(aws_endpoint, "start", "--name", "broken-run", state_machine=state_machine)
+    assert again.returncode == 2 and "already ran (FAILED)" in again.stderr, again
     status = remote(aws_endpoint, "status", state_machine=state_machine)
     assert status.returncode == 10, status
     assert "FAILED" in status.stdout and "003_broken" in status.stdout, status

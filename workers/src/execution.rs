@@ -63,6 +63,9 @@ pub struct Summary {
     pub arn: String,
     pub name: String,
     pub status: Status,
+    /// The execution's input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
     /// The execution's output (the `Done` or `Report` state's document), when it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
@@ -112,7 +115,7 @@ impl Summary {
             (true, false) => cause.to_owned(),
             (false, false) => format!("{error}: {cause}"),
         };
-        truncate(&text, 1500)
+        truncate_bytes(&text, 1000)
     }
 
     /// `applied_count` of the `Done` state's output (0 for a report or an empty run).
@@ -125,11 +128,17 @@ impl Summary {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+/// At most `max` bytes (on a character boundary): CloudFormation keeps a custom resource's
+/// whole response under 4 KB, and the Provider adds to the message.
+fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_owned();
     }
-    format!("{}...", text.chars().take(max).collect::<String>())
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// The ARN an execution of `state_machine_arn` named `name` has.
@@ -349,12 +358,15 @@ mod client {
 
         /// Starts an execution named `name`, or finds the one a retried request already
         /// started: a Standard workflow answers a running execution's name and input with
-        /// that execution, and a closed one's with ExecutionAlreadyExists.
+        /// that execution, and a closed one's with ExecutionAlreadyExists, which is that
+        /// execution too when its input is the same and `reuse_closed` allows it (the trigger's
+        /// redelivered request); otherwise it is an error naming the conflict.
         pub async fn start(
             &self,
             state_machine_arn: &str,
             name: &str,
             input: &str,
+            reuse_closed: bool,
         ) -> Result<String, Error> {
             let started = self
                 .client
@@ -371,7 +383,20 @@ mod client {
                         .is_some_and(|s| s.is_execution_already_exists()) =>
                 {
                     let arn = execution_arn(state_machine_arn, name);
-                    self.describe(&arn).await?;
+                    let existing = self.describe(&arn).await?;
+                    let wanted: Option<serde_json::Value> = serde_json::from_str(input).ok();
+                    if existing.input != wanted {
+                        return Err(Error::InvalidInput(format!(
+                            "an execution named `{name}` already exists with another input ({}); choose another name",
+                            existing.input.map_or("none".to_owned(), |i| i.to_string())
+                        )));
+                    }
+                    if !reuse_closed && !existing.status.is_running() {
+                        return Err(Error::InvalidInput(format!(
+                            "an execution named `{name}` already ran ({}); names are unique for 90 days: choose another name",
+                            existing.status
+                        )));
+                    }
                     tracing::info!(execution = %arn, "the execution was already started by an earlier delivery of this request");
                     Ok(arn)
                 }
@@ -391,6 +416,7 @@ mod client {
                 arn: out.execution_arn().to_owned(),
                 name: out.name().unwrap_or_default().to_owned(),
                 status: Status::parse(out.status().as_str()).unwrap_or(Status::Running),
+                input: out.input().and_then(|i| serde_json::from_str(i).ok()),
                 output: out.output().and_then(|o| serde_json::from_str(o).ok()),
                 error: out.error().map(str::to_owned),
                 cause: out.cause().map(str::to_owned),
@@ -415,7 +441,9 @@ mod client {
                 .map(|e| e.execution_arn().to_owned()))
         }
 
-        /// The history events after `after` (an event id), oldest first.
+        /// The history events after `after` (an event id), oldest first. Asks for the newest
+        /// first and stops paging at the first event already seen, so following a long run
+        /// reads one page per poll, not the whole history again.
         pub async fn history_since(
             &self,
             arn: &str,
@@ -428,22 +456,30 @@ mod client {
                     .client
                     .get_execution_history()
                     .execution_arn(arn)
+                    .reverse_order(true)
                     .max_results(1000)
                     .set_next_token(token.take())
                     .send()
                     .await
                     .map_err(service_error)?;
+                let ids: Vec<i64> = page.events().iter().map(|e| e.id()).collect();
                 events.extend(
                     page.events()
                         .iter()
                         .filter(|e| e.id() > after)
                         .map(history_event),
                 );
+                // An endpoint that ignores reverseOrder (moto) pages oldest first: only a
+                // newest-first page that reached a seen event ends the reading early.
+                let newest_first = ids.first() > ids.last();
+                let reached_seen = ids.iter().any(|&id| id <= after);
                 match page.next_token() {
-                    Some(t) => token = Some(t.to_owned()),
-                    None => return Ok(events),
+                    Some(t) if !(newest_first && reached_seen) => token = Some(t.to_owned()),
+                    _ => break,
                 }
             }
+            events.sort_by_key(|e| e.id);
+            Ok(events)
         }
     }
 
@@ -537,6 +573,7 @@ mod tests {
             arn: "arn:aws:states:eu-west-1:1:execution:sm:run".into(),
             name: "run".into(),
             status,
+            input: None,
             output: None,
             error: error.map(Into::into),
             cause: cause.map(Into::into),
@@ -583,6 +620,14 @@ mod tests {
             s.failure_message(),
             "ChecksumMismatch: applied migrations changed: 001_a.sql"
         );
+    }
+
+    #[test]
+    fn long_messages_are_cut_in_bytes_on_a_character_boundary() {
+        let cause = format!("001_a failed: {}", "é".repeat(2000));
+        let message = summary(Status::Failed, Some("SqlFailed"), Some(&cause)).failure_message();
+        assert!(message.len() <= 1003, "{}", message.len());
+        assert!(message.starts_with("SqlFailed: 001_a failed: é") && message.ends_with("..."));
     }
 
     #[test]

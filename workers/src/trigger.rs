@@ -232,12 +232,29 @@ impl Trigger {
     pub async fn on_event(&self, event: &ResourceEvent) -> Result<OnEventResponse, Error> {
         let physical_resource_id = event.physical_id();
         let mut data = Map::new();
+        let rolling_back = match event.request_type {
+            RequestType::Delete => false,
+            // On Create a failed lookup fails the deploy: a missing permission shows on the
+            // first deploy, not in the middle of a rollback.
+            RequestType::Create => self.stack_rolling_back(&event.stack_id).await?,
+            RequestType::Update => self
+                .stack_rolling_back(&event.stack_id)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "cannot tell whether the stack is rolling back; running (the older code's run finds nothing to do)");
+                    false
+                }),
+        };
         match event.request_type {
             RequestType::Delete => {
                 info!("delete: nothing to do (migrations stay applied)");
             }
-            RequestType::Update if self.stack_rolling_back(&event.stack_id).await => {
-                info!("update during a rollback: no execution (the database keeps its newer migrations; the older code sees them as unknown-applied)");
+            RequestType::Update | RequestType::Create if rolling_back => {
+                info!("request during a rollback: no execution (the database keeps its newer migrations; the older code sees them as unknown-applied)");
+                // The same attributes as a run's, so that nothing reading them fails the rollback.
+                data.insert("ExecutionArn".into(), json!(""));
+                data.insert("ExecutionName".into(), json!(""));
+                data.insert("AppliedCount".into(), json!("0"));
                 data.insert("Skipped".into(), json!("rollback"));
             }
             RequestType::Create | RequestType::Update => {
@@ -250,7 +267,7 @@ impl Trigger {
                 );
                 let arn = self
                     .executions
-                    .start(&props.state_machine_arn, &name, EXECUTION_INPUT)
+                    .start(&props.state_machine_arn, &name, EXECUTION_INPUT, true)
                     .await?;
                 info!(execution = %arn, console = %console_url(&arn), "migration run started");
                 data.insert("ExecutionArn".into(), json!(arn));
@@ -270,7 +287,7 @@ impl Trigger {
         };
         let Some(arn) = event
             .data("ExecutionArn")
-            .filter(|_| event.request_type != RequestType::Delete)
+            .filter(|arn| !arn.is_empty() && event.request_type != RequestType::Delete)
         else {
             return Ok(done(Map::new()));
         };
@@ -297,29 +314,31 @@ impl Trigger {
         }
     }
 
-    /// A failed lookup is not a rollback: starting the (idempotent) run is the safe default,
-    /// since the older code's run finds nothing to do.
-    async fn stack_rolling_back(&self, stack_id: &str) -> bool {
+    /// Whether the stack is rolling back, from its status (cloudformation:DescribeStacks on
+    /// the stack's own ARN).
+    async fn stack_rolling_back(&self, stack_id: &str) -> Result<bool, Error> {
         if stack_id.is_empty() {
-            return false;
+            return Err(Error::InvalidInput("the request has no StackId".into()));
         }
-        let described = self
+        let out = self
             .cloudformation
             .describe_stacks()
             .stack_name(stack_id)
             .send()
-            .await;
-        match described {
-            Ok(out) => out
-                .stacks()
-                .first()
-                .and_then(|s| s.stack_status())
-                .is_some_and(|status| is_rolling_back(status.as_str())),
-            Err(e) => {
-                warn!(error = %aws_sdk_cloudformation::error::DisplayErrorContext(&e), "cannot read the stack's status; assuming it is not rolling back");
-                false
-            }
-        }
+            .await
+            .map_err(|e| Error::Service {
+                service: "CloudFormation".into(),
+                message: format!(
+                    "cannot read the status of stack {} (the trigger needs cloudformation:DescribeStacks on it): {}",
+                    stack_name(stack_id),
+                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+                ),
+            })?;
+        Ok(out
+            .stacks()
+            .first()
+            .and_then(|s| s.stack_status())
+            .is_some_and(|status| is_rolling_back(status.as_str())))
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
             let input = serde_json::to_string(&input).expect("input serializes");
             let name = name.clone().unwrap_or_else(generated_name);
             let arn = executions
-                .start(args.state_machine()?, &name, &input)
+                .start(args.state_machine()?, &name, &input, false)
                 .await?;
             if !*watch {
                 if out.json() {
