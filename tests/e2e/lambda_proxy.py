@@ -36,6 +36,8 @@ import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from servers import serve_until_stopped
+
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<fn>[^/?]+)/invocations$")
 ARN_FUNCTION = re.compile(
     r"^(?:arn:[^:]+:lambda:[^:]*:)?(?:\d{12}:)?function:(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?$"
@@ -327,21 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     port = server.server_address[1]
     print(f"lambda_proxy listening on http://{args.host}:{port} moto={args.moto_url} "
           f"workers={args.workers_url}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
+    return serve_until_stopped(server)
 
 
 if __name__ == "__main__":
-    import signal
-
-    signal.signal(signal.SIGTERM, _on_sigterm)
     sys.exit(main())

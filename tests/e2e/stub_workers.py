@@ -32,6 +32,8 @@ import re
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from servers import serve_until_stopped
+
 
 VALID_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -142,21 +144,8 @@ def main(argv=None) -> int:
     functions = {f for f in args.functions.split(",") if f} or None
     server = Stub((args.host, args.port), functions)
     print(f"stub_workers listening on http://{args.host}:{server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
+    return serve_until_stopped(server)
 
 
 if __name__ == "__main__":
-    import signal
-
-    signal.signal(signal.SIGTERM, _on_sigterm)
     sys.exit(main())

@@ -31,22 +31,9 @@ impl Alert {
     pub fn new(request: &NotifyRequest) -> Alert {
         let mut f = request.failure.clone();
         // A plan failure carries the caught Cause: the worker's JSON message, maybe wrapped.
-        if let Some(Value::String(m)) =
-            crate::steps::unwrap_cause(&f.message).and_then(|d| d.get("message").cloned())
-        {
-            f.message = m;
-        }
+        f.message = crate::steps::cause_message(&f.message);
         let f = &f;
-        let region = request
-            .execution
-            .split(':')
-            .nth(3)
-            .filter(|r| !r.is_empty())
-            .unwrap_or("us-east-1");
-        let console = format!(
-            "https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{}",
-            request.execution
-        );
+        let console = crate::execution::console_url(&request.execution);
         let subject = truncate(
             &format!("stepmigrate FAILED {} on {}", f.name, f.database),
             99,

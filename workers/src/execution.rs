@@ -151,7 +151,11 @@ pub fn execution_arn(state_machine_arn: &str, name: &str) -> String {
 
 /// The Step Functions console page of an execution.
 pub fn console_url(execution_arn: &str) -> String {
-    let region = execution_arn.split(':').nth(3).unwrap_or("us-east-1");
+    let region = execution_arn
+        .split(':')
+        .nth(3)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("us-east-1");
     format!("https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}")
 }
 
@@ -651,13 +655,20 @@ mod tests {
         assert_eq!(s.applied_count(), 3);
     }
 
+    /// A Lambda task's success event with that output.
+    fn succeeded(output: Value) -> HistoryEvent {
+        HistoryEvent {
+            kind: "LambdaFunctionSucceeded".into(),
+            output: Some(output.to_string()),
+            ..HistoryEvent::default()
+        }
+    }
+
     #[test]
     fn milestones_follow_plan_migrations_and_the_end() {
-        let plan = HistoryEvent {
-            kind: "LambdaFunctionSucceeded".into(),
-            output: Some(json!({"run_id": "r", "action": "migrate", "dry_run": false, "database": "tutor", "to_apply": 2, "pending": []}).to_string()),
-            ..HistoryEvent::default()
-        };
+        let plan = succeeded(
+            json!({"run_id": "r", "action": "migrate", "dry_run": false, "database": "tutor", "to_apply": 2, "pending": []}),
+        );
         assert_eq!(
             Milestone::from_event(&plan),
             vec![Milestone::Planned {
@@ -668,12 +679,10 @@ mod tests {
                 report_only: false
             }]
         );
-        let dry_run = HistoryEvent {
-            kind: "LambdaFunctionSucceeded".into(),
-            output: Some(json!({"action": "migrate", "dry_run": true, "database": "tutor", "to_apply": 0, "per_iteration": 1,
-                                "pending": [{"first": "003", "last": "003"}]}).to_string()),
-            ..HistoryEvent::default()
-        };
+        let dry_run = succeeded(
+            json!({"action": "migrate", "dry_run": true, "database": "tutor", "to_apply": 0, "per_iteration": 1,
+                                "pending": [{"first": "003", "last": "003"}]}),
+        );
         assert!(matches!(
             Milestone::from_event(&dry_run)[0],
             Milestone::Planned {
@@ -683,14 +692,10 @@ mod tests {
                 ..
             }
         ));
-        let applied = HistoryEvent {
-            kind: "LambdaFunctionSucceeded".into(),
-            output: Some(json!({"results": [
-                {"version": "001", "name": "001_a", "outcome": "applied", "execution_time_ms": 12},
-                {"version": "002", "name": "002_b", "outcome": "already_applied"}
-            ]}).to_string()),
-            ..HistoryEvent::default()
-        };
+        let applied = succeeded(json!({"results": [
+            {"version": "001", "name": "001_a", "outcome": "applied", "execution_time_ms": 12},
+            {"version": "002", "name": "002_b", "outcome": "already_applied"}
+        ]}));
         let m = Milestone::from_event(&applied);
         assert_eq!(m.len(), 2);
         assert_eq!(

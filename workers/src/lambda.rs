@@ -74,25 +74,9 @@ pub fn init_logging() {
 
 /// Runs a worker: builds its state once per instance with `init` (a configuration error is
 /// logged at start and answered to every invocation as `ConfigError`, so the execution says
-/// what is wrong), then serves `handler` for each event in a span naming the step.
+/// what is wrong), then serves `handler` for each event in a span naming the step; errors
+/// reach Lambda with their stable name and a message in `format`.
 pub async fn serve<S, Req, Resp, Init, Handler, Fut>(
-    step: &'static str,
-    init: Init,
-    handler: Handler,
-) -> Result<(), lambda_runtime::Error>
-where
-    S: Send + Sync + 'static,
-    Init: Future<Output = Result<S, Error>>,
-    Req: DeserializeOwned + Send + 'static,
-    Resp: Serialize + Send + 'static,
-    Handler: Fn(Arc<S>, Req, String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, Error>>,
-{
-    serve_with(step, MessageFormat::Json, init, handler).await
-}
-
-/// [`serve`], with error messages in the given format.
-pub async fn serve_with<S, Req, Resp, Init, Handler, Fut>(
     step: &'static str,
     format: MessageFormat,
     init: Init,

@@ -13,11 +13,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use tracing::{info, warn, Instrument};
 
 use crate::error::Error;
 use crate::execution::{console_url, Executions};
+use crate::migration::checksum;
 
 pub const ENV_HANDLER: &str = "STEPMIGRATE_TRIGGER_HANDLER";
 
@@ -156,9 +156,7 @@ pub fn execution_name(
     set_hash: &str,
     request_id: &str,
 ) -> String {
-    let request = hex(&Sha256::digest(format!(
-        "{stack_id}\n{logical_id}\n{request_id}"
-    )));
+    let request = checksum(format!("{stack_id}\n{logical_id}\n{request_id}").as_bytes());
     format!(
         "{}-{}-{}-{}",
         clean(stack_name(stack_id), 30),
@@ -185,10 +183,6 @@ fn clean(text: &str, max: usize) -> String {
     } else {
         cleaned
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether CloudFormation is rolling the stack back (an Update then restores the previous

@@ -1,5 +1,6 @@
 //! The `plan` worker: validates the execution input, reads the ledger and plans.
-use stepmigrate::{lambda, steps};
+use stepmigrate::lambda::{self, MessageFormat};
+use stepmigrate::steps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -9,8 +10,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             lambda::max_iterations()?,
         ))
     };
-    lambda::serve("plan", init, |state, request, _| async move {
-        steps::plan(&state.0, request, state.1).await
-    })
+    lambda::serve(
+        "plan",
+        MessageFormat::Json,
+        init,
+        |state, request, _| async move { steps::plan(&state.0, request, state.1).await },
+    )
     .await
 }

@@ -5,7 +5,7 @@ use stepmigrate::trigger::Trigger;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda::serve_with(
+    lambda::serve(
         "trigger",
         MessageFormat::Text,
         Trigger::from_env(),

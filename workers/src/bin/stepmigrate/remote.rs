@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use serde_json::json;
 use stepmigrate::execution::{console_url, execution_arn, Executions, Milestone, Summary};
+use stepmigrate::runner::new_run_id;
 use stepmigrate::steps::{Action, ExecutionInput};
 use stepmigrate::Error;
 
@@ -126,7 +127,7 @@ pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
                 source: Some("stepmigrate remote".into()),
             };
             let input = serde_json::to_string(&input).expect("input serializes");
-            let name = name.clone().unwrap_or_else(generated_name);
+            let name = name.clone().unwrap_or_else(|| new_run_id("cli"));
             let arn = executions
                 .start(args.state_machine()?, &name, &input, false)
                 .await?;
@@ -161,11 +162,6 @@ pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
             follow(&executions, &arn, poll, command, out).await
         }
     }
-}
-
-fn generated_name() -> String {
-    let now = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    format!("cli-{now}-{:08x}", rand::random::<u32>())
 }
 
 async fn follow(
