@@ -4,31 +4,21 @@ directory from CDK_OUTDIR, the context from CDK_CONTEXT_JSON, prebuilt placehold
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import INFRA, cdk_json_context
+from conftest import run_app
 
 from stepmigrate_cdk.packaging import migration_set_digest
 
 STACK_TEMPLATE = "BackendStack-dev.template.json"
 
 
-def run_app(tmp_path: Path, context: dict[str, Any], extra_env: dict[str, str] | None = None) -> Path:
-    home = tmp_path / "home"  # empty: no ~/.aws, no ~/.cdk.json
-    home.mkdir()
-    out = tmp_path / "cdk.out"
-    # Only what running needs: no AWS_* variable reaches the app.
-    env = {name: value for name, value in os.environ.items()
-           if name in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV") or name.startswith("JSII_")}
-    env.update(HOME=str(home), CDK_OUTDIR=str(out),
-               CDK_CONTEXT_JSON=json.dumps({**cdk_json_context(), **context}), **(extra_env or {}))
-    result = subprocess.run([sys.executable, "app.py"], cwd=INFRA, env=env, capture_output=True, text=True,
-                            timeout=300, check=False)
+def synthesized(tmp_path: Path, context: dict[str, Any]) -> Path:
+    """Runs the app, which must succeed and write the stack's template; its output directory."""
+    result = run_app(tmp_path, context)
     assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "cdk.out"
     assert (out / STACK_TEMPLATE).is_file(), sorted(p.name for p in out.iterdir())
     return out
 
@@ -42,7 +32,7 @@ def errors_in(out: Path) -> list[str]:
 
 
 def test_app_synthesizes_with_prebuilt_packages_from_the_context(tmp_path: Path, fake_packages: Path) -> None:
-    out = run_app(tmp_path, {"stepmigrate:packages": str(fake_packages), "stepmigrate:architecture": "x86_64"})
+    out = synthesized(tmp_path, {"stepmigrate:packages": str(fake_packages), "stepmigrate:architecture": "x86_64"})
     assert errors_in(out) == []
     template = json.loads((out / STACK_TEMPLATE).read_text())
     functions = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"

@@ -7,15 +7,12 @@ with `-m "not build"`."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import INFRA, REPO_ROOT, cdk_json_context
+from conftest import REPO_ROOT, run_app
 
 from stepmigrate_cdk.packaging import (
     DB_WORKERS,
@@ -33,21 +30,6 @@ AL2023_GLIBC_MINOR = 34
 ELF_MACHINES = {"x86_64": 0x3E, "arm64": 0xB7}
 
 
-def run_app(tmp_path: Path, context: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    home = tmp_path / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {name: value for name, value in os.environ.items()
-           if name in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR")
-           or name.startswith("JSII_")}
-    # cargo and rustup live under the real HOME unless told otherwise.
-    env.setdefault("CARGO_HOME", os.environ.get("CARGO_HOME", str(Path.home() / ".cargo")))
-    env.setdefault("RUSTUP_HOME", os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")))
-    env.update(HOME=str(home), CDK_OUTDIR=str(tmp_path / "cdk.out"),
-               CDK_CONTEXT_JSON=json.dumps({**cdk_json_context(), **context}))
-    return subprocess.run([sys.executable, "app.py"], cwd=INFRA, env=env, capture_output=True, text=True,
-                          timeout=3600, check=False)
-
-
 def glibc_minor_versions(binary: Path) -> list[int]:
     return [int(m) for m in re.findall(rb"GLIBC_2\.(\d+)", binary.read_bytes())]
 
@@ -60,7 +42,7 @@ def test_python_app_builds_the_worker_packages_it_needs_then_reuses_them(tmp_pat
     if manifest.exists():
         manifest.unlink()  # stale as far as the app can tell: it must build
 
-    first = run_app(tmp_path / "first", {})
+    first = run_app(tmp_path / "first", {}, timeout=3600)
     assert first.returncode == 0, first.stderr[-6000:]
     assert "stepmigrate: building the workers for" in first.stderr
     if not arm64_available:
@@ -83,7 +65,7 @@ def test_python_app_builds_the_worker_packages_it_needs_then_reuses_them(tmp_pat
 
     built_at = (packages / "plan" / "bootstrap").stat().st_mtime_ns
     started = time.monotonic()
-    second = run_app(tmp_path / "second", {})
+    second = run_app(tmp_path / "second", {}, timeout=3600)
     assert second.returncode == 0, second.stderr[-6000:]
     assert "lambda build --release" not in second.stderr, "nothing changed: no build"
     assert (packages / "plan" / "bootstrap").stat().st_mtime_ns == built_at
