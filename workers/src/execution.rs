@@ -485,9 +485,7 @@ mod client {
             events.sort_by_key(|e| e.id);
             Ok(events)
         }
-    }
 
-    impl Executions {
         /// Polls the history every `interval` until the execution ends, handing each
         /// milestone to `seen` as it appears; returns how the execution ended.
         pub async fn follow(
