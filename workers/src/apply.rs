@@ -2,7 +2,7 @@
 //! the database re-checks inside the migration's own transaction (`schema_migrations_guard`)
 //! that the migration is still pending and that the one before it is applied.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sqlx::postgres::{PgDatabaseError, PgErrorPosition};
@@ -10,7 +10,9 @@ use sqlx::PgConnection;
 
 use crate::config::{pg_interval, Settings};
 use crate::error::{Error, MigrationFailure, SqlError};
-use crate::ledger::{EventKind, NewEvent};
+use crate::ledger::{
+    self, EventKind, LedgerSchema, NewEvent, LOST_TRANSACTION_MESSAGE, LOST_TRANSACTION_SQLSTATE,
+};
 use crate::migration::Migration;
 use crate::sql::{self, quote_literal};
 
@@ -33,6 +35,9 @@ pub enum Outcome {
     Busy,
     /// The ledger says it is dirty: a run outside a transaction failed or was interrupted.
     Dirty,
+    /// The runner's migration lock is gone (its session ended): nothing was applied, and the
+    /// run must stop.
+    LockLost,
 }
 
 /// How a transactional migration's commit waits for the disk.
@@ -46,140 +51,266 @@ pub enum Commit {
     Deferred,
 }
 
-/// Applies `m`, whose predecessor in the set is `previous`, writing its ledger event in the
-/// same transaction (or, outside a transaction, a `started` event before and the outcome
-/// after).
-pub async fn apply(
-    conn: &mut PgConnection,
-    m: &Migration,
-    previous: Option<&str>,
-    run_id: &str,
-    settings: &Settings,
-    commit: Commit,
-) -> Result<Outcome, Error> {
-    let lock_timeout = pg_interval(m.directives.lock_timeout.unwrap_or(settings.lock_timeout));
-    let statement_timeout = pg_interval(
-        m.directives
-            .statement_timeout
-            .unwrap_or(settings.statement_timeout),
-    );
-    let guard = format!(
-        "SELECT schema_migrations_guard({}, {})",
-        quote_literal(m.version.as_str()),
-        previous.map_or_else(|| "NULL".to_owned(), quote_literal)
-    );
-    if m.transactional() {
-        apply_in_transaction(
-            conn,
-            m,
+/// Session state a migration may change that `RESET ALL` leaves alone (the role), reset
+/// after every migration so that the next one starts as the runner.
+pub const RESET_SESSION: &str = "RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL;";
+
+/// One attempt at one migration: everything the SQL it sends depends on. Building the text is
+/// pure ([`Attempt::transaction`], [`Attempt::start_outside`], [`Attempt::finish_outside`]),
+/// so it can be tested without a database, and wrapped (e.g. in a transaction that is
+/// rolled back) without touching how it is sent.
+pub struct Attempt<'a> {
+    pub migration: &'a Migration,
+    /// The migration before it in the set, which must be applied.
+    pub previous: Option<&'a str>,
+    pub run_id: &'a str,
+    pub schema: &'a LedgerSchema,
+    /// The backend holding the runner's migration lock: the guard checks it still does.
+    pub lock_pid: Option<i32>,
+    /// Marks this attempt's transaction (see `schema_migrations_guard`).
+    pub token: String,
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub commit: Commit,
+}
+
+/// A transactional attempt's text, and where the migration's own text starts in it (in
+/// characters, as PostgreSQL counts error positions).
+pub struct Transaction {
+    pub script: String,
+    pub migration_offset_chars: usize,
+}
+
+impl<'a> Attempt<'a> {
+    pub fn new(
+        migration: &'a Migration,
+        previous: Option<&'a str>,
+        run_id: &'a str,
+        schema: &'a LedgerSchema,
+        lock_pid: Option<i32>,
+        settings: &Settings,
+        commit: Commit,
+    ) -> Attempt<'a> {
+        use rand::Rng;
+        Attempt {
+            migration,
+            previous,
             run_id,
-            &guard,
-            &lock_timeout,
-            &statement_timeout,
+            schema,
+            lock_pid,
+            token: format!(
+                "{run_id}/{}/{:016x}",
+                migration.version,
+                rand::thread_rng().gen::<u64>()
+            ),
+            lock_timeout: migration
+                .directives
+                .lock_timeout
+                .unwrap_or(settings.lock_timeout),
+            statement_timeout: migration
+                .directives
+                .statement_timeout
+                .unwrap_or(settings.statement_timeout),
             commit,
+        }
+    }
+
+    fn guard(&self) -> String {
+        format!(
+            "SELECT {}({}, {}, {}, {})",
+            self.schema.qualify("schema_migrations_guard"),
+            quote_literal(self.migration.version.as_str()),
+            self.previous
+                .map_or_else(|| "NULL".to_owned(), quote_literal),
+            self.lock_pid
+                .map_or_else(|| "NULL".to_owned(), |p| p.to_string()),
+            quote_literal(&self.token),
         )
-        .await
-    } else {
-        apply_outside_transaction(conn, m, run_id, &guard, &lock_timeout, &statement_timeout).await
+    }
+
+    fn event(&self, kind: EventKind, execution_time_ms: Option<String>) -> NewEvent<'_> {
+        NewEvent {
+            run_id: self.run_id,
+            version: self.migration.version.as_str(),
+            name: &self.migration.name,
+            kind,
+            checksum: Some(&self.migration.checksum),
+            execution_time_ms,
+            dirty: kind != EventKind::Applied,
+            error: None,
+        }
+    }
+
+    /// The whole transactional attempt as one simple query: the transaction, its timeouts,
+    /// the guard, the migration, the runner's role back, the ledger event (checked to be in
+    /// the guard's transaction), the commit and the session reset. The server measures the
+    /// duration itself (`statement_timestamp()` is when the query arrived).
+    pub fn transaction(&self) -> Transaction {
+        let deferred = if self.commit == Commit::Deferred {
+            "SET LOCAL synchronous_commit = off;"
+        } else {
+            ""
+        };
+        let prefix = format!(
+            "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{deferred}{};\n",
+            pg_interval(self.lock_timeout),
+            pg_interval(self.statement_timeout),
+            self.guard()
+        );
+        let event = self
+            .event(
+                EventKind::Applied,
+                Some(
+                    "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint"
+                        .into(),
+                ),
+            )
+            .insert_in_guarded_transaction_sql(self.schema, &self.token);
+        // The newline ends a trailing `--` comment of the file; the `;` a last statement
+        // written without one.
+        Transaction {
+            migration_offset_chars: prefix.chars().count(),
+            script: format!(
+                "{prefix}{}\n;RESET SESSION AUTHORIZATION;RESET ROLE;{event};COMMIT;{RESET_SESSION}",
+                self.migration.sql
+            ),
+        }
+    }
+
+    /// Outside a transaction: the guard and a `started` event, committed first (the migration
+    /// is dirty until its outcome is recorded), then the session's timeouts.
+    pub fn start_outside(&self) -> String {
+        format!(
+            "BEGIN;{};{};COMMIT;SET lock_timeout = '{}';SET statement_timeout = '{}';",
+            self.guard(),
+            self.event(EventKind::Started, None).insert_sql(self.schema),
+            pg_interval(self.lock_timeout),
+            pg_interval(self.statement_timeout),
+        )
+    }
+
+    /// Outside a transaction, after the last statement: the session reset and the outcome.
+    pub fn finish_outside(&self, elapsed_ms: u64) -> String {
+        format!(
+            "{RESET_SESSION}{}",
+            self.event(EventKind::Applied, Some(elapsed_ms.to_string()))
+                .insert_sql(self.schema)
+        )
     }
 }
 
-/// One round trip: the transaction, its timeouts, the guard, the migration, its event and
-/// the commit travel as one simple query. The duration is measured by the server itself
-/// (`statement_timestamp()` is when the query arrived).
+/// Applies one attempt, writing its ledger event in the same transaction (or, outside a
+/// transaction, a `started` event before and the outcome after).
+pub async fn apply(conn: &mut PgConnection, attempt: &Attempt<'_>) -> Result<Outcome, Error> {
+    if attempt.migration.transactional() {
+        apply_in_transaction(conn, attempt).await
+    } else {
+        apply_outside_transaction(conn, attempt).await
+    }
+}
+
 async fn apply_in_transaction(
     conn: &mut PgConnection,
-    m: &Migration,
-    run_id: &str,
-    guard: &str,
-    lock_timeout: &str,
-    statement_timeout: &str,
-    commit: Commit,
+    attempt: &Attempt<'_>,
 ) -> Result<Outcome, Error> {
-    let deferred = if commit == Commit::Deferred {
-        "SET LOCAL synchronous_commit = off;"
-    } else {
-        ""
-    };
-    let prefix = format!(
-        "BEGIN;SET LOCAL lock_timeout = '{lock_timeout}';SET LOCAL statement_timeout = '{statement_timeout}';{deferred}{guard};\n"
-    );
-    let event = NewEvent {
-        run_id,
-        version: m.version.as_str(),
-        name: &m.name,
-        kind: EventKind::Applied,
-        checksum: Some(&m.checksum),
-        execution_time_ms: Some(
-            "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint".into(),
-        ),
-        dirty: false,
-        error: None,
-    };
-    // The newline ends a trailing `--` comment of the file; the `;` a last statement
-    // written without one.
-    // RESET ALL: a migration's own `SET` must not outlive it on a pooled connection.
-    let script = format!(
-        "{prefix}{}\n;{};COMMIT;RESET ALL;",
-        m.sql,
-        event.insert_sql()
-    );
+    use futures_util::TryStreamExt;
+    use sqlx::Row;
+    let m = attempt.migration;
+    let tx = attempt.transaction();
     let started = Instant::now();
-    match sqlx::raw_sql(&script).execute(&mut *conn).await {
-        Ok(_) => Ok(Outcome::Applied {
+    let mut outcome_kind: Option<String> = None;
+    let sent = {
+        let mut results = sqlx::raw_sql(&tx.script).fetch_many(&mut *conn);
+        loop {
+            match results.try_next().await {
+                Ok(Some(sqlx::Either::Right(row))) => {
+                    if let Ok(kind) = row.try_get::<String, _>("stepmigrate_outcome") {
+                        outcome_kind = Some(kind);
+                    }
+                }
+                Ok(Some(sqlx::Either::Left(_))) => {}
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        }
+    };
+    match sent {
+        Ok(()) if outcome_kind.as_deref() == Some("failed") => {
+            // The ledger holds a dirty failure already (written in place of the event).
+            let mut failure = failure_of(m, lost_transaction_error());
+            failure.dirty = true;
+            Ok(Outcome::Failed {
+                failure: Box::new(failure),
+            })
+        }
+        Ok(()) => Ok(Outcome::Applied {
             execution_time_ms: started.elapsed().as_millis() as u64,
         }),
         Err(sqlx::Error::Database(db)) => {
             // A syntax error aborts the script before BEGIN runs; ROLLBACK then only warns.
-            let _ = sqlx::raw_sql("ROLLBACK;RESET ALL")
-                .execute(&mut *conn)
-                .await;
+            // Whether the guard's transaction committed anyway (a COMMIT inside the migration)
+            // is in the session: then part of the migration may remain, and it is dirty.
+            let committed = after_failure(conn, &attempt.token).await;
             let pg = db.try_downcast_ref::<PgDatabaseError>();
             let position = pg.and_then(|e| match e.position() {
-                Some(PgErrorPosition::Original(p)) => p.checked_sub(1 + prefix.chars().count()),
+                Some(PgErrorPosition::Original(p)) => p.checked_sub(1 + tx.migration_offset_chars),
                 _ => None,
             });
-            Ok(classify(
+            let mut outcome = classify(
                 m,
                 pg,
                 db.message(),
                 db.code().as_deref(),
                 position.map(|p| (p, 0)),
-            ))
+            );
+            if let (Outcome::Failed { failure }, true) = (&mut outcome, committed) {
+                failure.dirty = true;
+            }
+            Ok(outcome)
         }
         Err(e) => Err(Error::database(format!("applying {}", m.name), e)),
     }
 }
 
+/// After a failed attempt: rolls back, tells whether the attempt's guard committed (its token
+/// outlived the rollback), and resets the session. A connection too broken to answer has
+/// rolled back whatever was open.
+async fn after_failure(conn: &mut PgConnection, token: &str) -> bool {
+    use sqlx::Row;
+    let sql = format!(
+        "ROLLBACK;SELECT coalesce(current_setting('stepmigrate.applying', true), '') = {} AS committed;{RESET_SESSION}",
+        quote_literal(token)
+    );
+    match sqlx::raw_sql(&sql).fetch_all(&mut *conn).await {
+        Ok(rows) => rows
+            .iter()
+            .any(|r| r.try_get::<bool, _>("committed").unwrap_or(false)),
+        Err(_) => false,
+    }
+}
+
+fn lost_transaction_error() -> SqlError {
+    SqlError {
+        sqlstate: LOST_TRANSACTION_SQLSTATE.to_owned(),
+        message: LOST_TRANSACTION_MESSAGE.to_owned(),
+        ..SqlError::default()
+    }
+}
+
 /// Outside a transaction PostgreSQL needs one statement per query (a multi-statement query is
 /// an implicit transaction block, where `CREATE INDEX CONCURRENTLY` is refused). A `started`
-/// event, committed first, leaves the migration dirty until its outcome is recorded.
+/// event, committed first, leaves the migration dirty until its outcome is recorded. After
+/// each statement the session must be idle again: a statement that left a transaction open
+/// would hold the rest (and the outcome event) uncommitted.
 async fn apply_outside_transaction(
     conn: &mut PgConnection,
-    m: &Migration,
-    run_id: &str,
-    guard: &str,
-    lock_timeout: &str,
-    statement_timeout: &str,
+    attempt: &Attempt<'_>,
 ) -> Result<Outcome, Error> {
-    let event = |kind, execution_time_ms: Option<u64>, error: Option<&SqlError>| {
-        NewEvent {
-            run_id,
-            version: m.version.as_str(),
-            name: &m.name,
-            kind,
-            checksum: Some(&m.checksum),
-            execution_time_ms: execution_time_ms.map(|ms| ms.to_string()),
-            dirty: kind != EventKind::Applied,
-            error,
-        }
-        .insert_sql()
-    };
-    let start = format!(
-        "BEGIN;{guard};{};COMMIT;SET lock_timeout = '{lock_timeout}';SET statement_timeout = '{statement_timeout}';",
-        event(EventKind::Started, None, None)
-    );
-    if let Err(e) = sqlx::raw_sql(&start).execute(&mut *conn).await {
+    let m = attempt.migration;
+    if let Err(e) = sqlx::raw_sql(&attempt.start_outside())
+        .execute(&mut *conn)
+        .await
+    {
         return match e {
             sqlx::Error::Database(db) => {
                 let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
@@ -196,39 +327,58 @@ async fn apply_outside_transaction(
     }
     let started = Instant::now();
     for statement in sql::split_statements(&m.sql) {
-        if let Err(e) = sqlx::raw_sql(statement.text).execute(&mut *conn).await {
-            let sqlx::Error::Database(db) = e else {
+        let result = match sqlx::raw_sql(statement.text).execute(&mut *conn).await {
+            Ok(_) => in_transaction_block(conn).await.map(|open| {
+                open.then(|| SqlError {
+                    sqlstate: OPEN_TRANSACTION_SQLSTATE.to_owned(),
+                    message: "the statement left a transaction open (transaction control the validator did not see); it was rolled back".to_owned(),
+                    ..SqlError::default()
+                })
+            }),
+            Err(e) => Err(e),
+        };
+        let failed = match result {
+            Ok(None) => continue,
+            Ok(Some(error)) => failure_of(m, error),
+            Err(sqlx::Error::Database(db)) => {
+                let pg = db.try_downcast_ref::<PgDatabaseError>();
+                let position = pg.and_then(|e| match e.position() {
+                    Some(PgErrorPosition::Original(p)) => {
+                        Some((p.saturating_sub(1), statement.offset))
+                    }
+                    _ => None,
+                });
+                match classify(m, pg, db.message(), db.code().as_deref(), position) {
+                    Outcome::Failed { failure } => *failure,
+                    other => return Ok(other),
+                }
+            }
+            Err(e) => {
                 return Err(Error::database(
                     format!("applying {} (left dirty)", m.name),
                     e,
-                ));
-            };
-            let pg = db.try_downcast_ref::<PgDatabaseError>();
-            let position = pg.and_then(|e| match e.position() {
-                Some(PgErrorPosition::Original(p)) => Some((p.saturating_sub(1), statement.offset)),
-                _ => None,
-            });
-            let mut outcome = classify(m, pg, db.message(), db.code().as_deref(), position);
-            if let Outcome::Failed { failure } = &mut outcome {
-                failure
-                    .error
-                    .statement
-                    .get_or_insert_with(|| statement.text.to_owned());
-                failure.error.line.get_or_insert(statement.line);
+                ))
             }
-            let _ = sqlx::raw_sql("ROLLBACK;RESET ALL")
-                .execute(&mut *conn)
-                .await;
-            return Ok(outcome);
-        }
+        };
+        let mut failure = failed;
+        failure
+            .error
+            .statement
+            .get_or_insert_with(|| statement.text.to_owned());
+        failure.error.line.get_or_insert(statement.line);
+        let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+            .execute(&mut *conn)
+            .await;
+        return Ok(Outcome::Failed {
+            failure: Box::new(failure),
+        });
     }
     let elapsed = started.elapsed().as_millis() as u64;
-    let finish = format!(
-        "RESET ALL;{}",
-        event(EventKind::Applied, Some(elapsed), None)
-    );
-    if let Err(e) = sqlx::raw_sql(&finish).execute(&mut *conn).await {
-        let _ = sqlx::raw_sql("RESET ALL").execute(&mut *conn).await;
+    if let Err(e) = sqlx::raw_sql(&attempt.finish_outside(elapsed))
+        .execute(&mut *conn)
+        .await
+    {
+        let _ = sqlx::raw_sql(RESET_SESSION).execute(&mut *conn).await;
         return Err(Error::database(
             format!("recording {} as applied (left dirty)", m.name),
             e,
@@ -237,6 +387,31 @@ async fn apply_outside_transaction(
     Ok(Outcome::Applied {
         execution_time_ms: elapsed,
     })
+}
+
+/// The SQLSTATE recorded when a statement outside a transaction left one open.
+pub const OPEN_TRANSACTION_SQLSTATE: &str = "SM007";
+
+/// Whether the session is inside a transaction block: there, `now()` is the block's start,
+/// earlier than this query's own arrival.
+async fn in_transaction_block(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Row;
+    // A simple query: the extended protocol restamps the statement at each message.
+    let row = sqlx::raw_sql("SELECT now() <> statement_timestamp()")
+        .fetch_one(&mut *conn)
+        .await?;
+    row.try_get(0)
+}
+
+fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {
+    MigrationFailure {
+        version: m.version.as_str().to_owned(),
+        name: m.name.clone(),
+        file: m.path.clone(),
+        transactional: m.transactional(),
+        dirty: false,
+        error,
+    }
 }
 
 /// Turns the database's answer into an outcome. `position` is PostgreSQL's 0-based character
@@ -252,6 +427,7 @@ fn classify(
         Some("SM001") => return Outcome::AlreadyApplied,
         Some("SM002") => return Outcome::Busy,
         Some("SM004") => return Outcome::Dirty,
+        Some("SM006") => return Outcome::LockLost,
         _ => {}
     }
     let mut error = SqlError {
@@ -273,20 +449,16 @@ fn classify(
         }
     }
     Outcome::Failed {
-        failure: Box::new(MigrationFailure {
-            version: m.version.as_str().to_owned(),
-            name: m.name.clone(),
-            file: m.path.clone(),
-            transactional: m.transactional(),
-            error,
-        }),
+        failure: Box::new(failure_of(m, error)),
     }
 }
 
 /// Records a failure as an event (and a `success = false` row) in its own transaction, after
-/// the migration's transaction rolled back. A non-transactional migration stays dirty.
+/// the migration's transaction rolled back. A non-transactional migration, or one whose
+/// transaction did not survive, stays dirty.
 pub async fn record_failure(
     conn: &mut PgConnection,
+    schema: &LedgerSchema,
     failure: &MigrationFailure,
     checksum: Option<&str>,
     run_id: &str,
@@ -298,12 +470,8 @@ pub async fn record_failure(
         kind: EventKind::Failed,
         checksum,
         execution_time_ms: None,
-        dirty: !failure.transactional,
+        dirty: failure.is_dirty(),
         error: Some(&failure.error),
     };
-    sqlx::raw_sql(&event.insert_unless_applied_sql())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| Error::database(format!("recording the failure of {}", failure.name), e))?;
-    Ok(())
+    ledger::record_failure(conn, schema, &event).await
 }

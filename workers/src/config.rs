@@ -25,6 +25,10 @@ pub struct Settings {
     /// How long to wait for a database connection.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
+    /// The schema the ledger lives in; `None`: where an existing ledger (or the old runner's
+    /// table) is, else `public`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_schema: Option<String>,
 }
 
 impl Default for Settings {
@@ -35,6 +39,7 @@ impl Default for Settings {
             lock_retries: 3,
             lock_wait: Duration::from_secs(10 * 60),
             connect_timeout: Duration::from_secs(5),
+            ledger_schema: None,
         }
     }
 }
@@ -44,6 +49,7 @@ pub const ENV_STATEMENT_TIMEOUT: &str = "STEPMIGRATE_STATEMENT_TIMEOUT";
 pub const ENV_LOCK_RETRIES: &str = "STEPMIGRATE_LOCK_RETRIES";
 pub const ENV_LOCK_WAIT: &str = "STEPMIGRATE_LOCK_WAIT";
 pub const ENV_CONNECT_TIMEOUT: &str = "STEPMIGRATE_CONNECT_TIMEOUT";
+pub const ENV_LEDGER_SCHEMA: &str = "STEPMIGRATE_LEDGER_SCHEMA";
 
 impl Settings {
     /// Defaults overridden by the `STEPMIGRATE_*` variables that `lookup` finds.
@@ -62,6 +68,12 @@ impl Settings {
         duration(ENV_STATEMENT_TIMEOUT, &mut s.statement_timeout)?;
         duration(ENV_LOCK_WAIT, &mut s.lock_wait)?;
         duration(ENV_CONNECT_TIMEOUT, &mut s.connect_timeout)?;
+        if let Some(v) = lookup(ENV_LEDGER_SCHEMA) {
+            s.ledger_schema = Some(parse_schema_name(&v).map_err(|reason| Error::Config {
+                variable: ENV_LEDGER_SCHEMA.to_owned(),
+                reason,
+            })?);
+        }
         if let Some(v) = lookup(ENV_LOCK_RETRIES) {
             s.lock_retries = v.trim().parse().map_err(|_| Error::Config {
                 variable: ENV_LOCK_RETRIES.to_owned(),
@@ -72,6 +84,9 @@ impl Settings {
     }
 }
 
+/// The longest duration PostgreSQL's `lock_timeout` and `statement_timeout` take.
+pub const MAX_DURATION_MS: u64 = i32::MAX as u64;
+
 /// Parses `500ms`, `5s`, `15min`, `1h` or `0` (no limit), as PostgreSQL spells them.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -80,21 +95,45 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("`{text}` is not a duration; write e.g. 500ms, 5s, 15min, 1h, or 0 for no limit")
-    })?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "s" => n * 1000,
-        "min" => n * 60_000,
-        "h" => n * 3_600_000,
+    let n: u64 = match digits.parse() {
+        Ok(n) => n,
+        Err(_) if !digits.is_empty() => u64::MAX, // all digits, too many of them
+        Err(_) => {
+            return Err(format!(
+                "`{text}` is not a duration; write e.g. 500ms, 5s, 15min, 1h, or 0 for no limit"
+            ))
+        }
+    };
+    let unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        "h" => 3_600_000,
         _ => {
             return Err(format!(
                 "`{text}` has no known unit; write e.g. 500ms, 5s, 15min, 1h, or 0 for no limit"
             ))
         }
     };
-    Ok(Duration::from_millis(ms))
+    // PostgreSQL's timeouts are int milliseconds: a longer one would wrap or be refused
+    // mid-run, failing an innocent migration.
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms <= MAX_DURATION_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "`{text}` is too long: at most {MAX_DURATION_MS}ms (24 days), or 0 for no limit"
+        )),
+    }
+}
+
+/// A schema name as written (it is quoted wherever it is used, so any name works).
+pub fn parse_schema_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() || name.len() > 63 || name.contains(['\0', '$']) {
+        return Err(format!(
+            "`{text}` is not a schema name: 1 to 63 bytes without `$`, e.g. public or migrations"
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 /// The value PostgreSQL's `SET lock_timeout`/`statement_timeout` take.
@@ -134,6 +173,19 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(
+            parse_duration("2147483647ms"),
+            Ok(Duration::from_millis(2_147_483_647))
+        );
+        for too_long in [
+            "2147483648ms",
+            "597h",
+            "99999999999999999999h",
+            "18446744073709551615s",
+        ] {
+            let err = parse_duration(too_long).unwrap_err();
+            assert!(err.contains("too long"), "{too_long}: {err}");
+        }
     }
 
     #[test]

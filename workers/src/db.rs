@@ -27,36 +27,50 @@ pub type Connection = PoolConnection<Postgres>;
 
 impl Database {
     /// Parses a `postgres://` URL. `source` names where it came from (e.g. `DATABASE_URL`)
-    /// for the error message, which never repeats the URL (it may hold a password).
+    /// for the error message, which never repeats any part of the URL's user information.
     pub fn from_url(url: &str, source: &str, connect_timeout: Duration) -> Result<Database, Error> {
-        if url.trim().is_empty() {
-            return Err(Error::Config {
-                variable: source.to_owned(),
-                reason: "empty; set it to postgres://USER@HOST:PORT/DATABASE".into(),
-            });
-        }
-        let options = PgConnectOptions::from_str(url).map_err(|e| Error::Config {
+        let invalid = |reason: String| Error::Config {
             variable: source.to_owned(),
-            reason: format!("not a valid PostgreSQL URL ({}); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE", redact_reason(&e.to_string(), url)),
+            reason,
+        };
+        if url.trim().is_empty() {
+            return Err(invalid(
+                "empty; set it to postgres://USER@HOST:PORT/DATABASE".into(),
+            ));
+        }
+        check_userinfo(url).map_err(invalid)?;
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            invalid(format!(
+                "not a valid PostgreSQL URL ({}); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                redact_reason(&e.to_string(), url)
+            ))
         })?;
         Ok(Database::from_options(options, connect_timeout))
     }
 
+    /// `connect_timeout` zero means no limit.
     pub fn from_options(options: PgConnectOptions, connect_timeout: Duration) -> Database {
+        install_crypto_provider();
         let options = options
             .application_name("stepmigrate")
             // Migration SQL may hold secrets (CREATE ROLE ... PASSWORD): never log statements.
             .disable_statement_logging();
         Database {
             options,
-            connect_timeout,
+            connect_timeout: if connect_timeout.is_zero() {
+                NO_LIMIT
+            } else {
+                connect_timeout
+            },
             pool: Arc::new(OnceLock::new()),
         }
     }
 
     /// A connection from the pool (opened if needed), failing within the connect timeout
-    /// with the host named.
+    /// (all of it: the probe, the handshake and the wait for a free connection) with the
+    /// host named.
     pub async fn connect(&self) -> Result<Connection, Error> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let pool = self.pool.get_or_init(|| {
             PgPoolOptions::new()
                 .max_connections(4)
@@ -66,55 +80,52 @@ impl Database {
                 .connect_lazy_with(self.options.clone())
         });
         if pool.size() == 0 {
-            self.probe().await?;
+            self.probe(deadline).await?;
         }
-        match pool.acquire().await {
-            Ok(conn) => Ok(conn),
-            // The pool retries a refused connection until its deadline and then says only
-            // that it timed out: one direct attempt tells why.
-            Err(sqlx::Error::PoolTimedOut) => Err(self.diagnose().await),
-            Err(e) => Err(Error::ConnectionFailed {
+        match tokio::time::timeout_at(deadline, pool.acquire()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(self.no_answer()),
+            Ok(Err(e)) => Err(Error::ConnectionFailed {
                 target: self.to_string(),
                 reason: describe(&e),
             }),
         }
     }
 
-    /// The pool retries a refused connection until its deadline (a server still starting);
-    /// a runner wants to hear at once that nothing listens. One TCP connect tells.
-    async fn probe(&self) -> Result<(), Error> {
+    /// The pool retries a failed connection until its deadline (a server still starting)
+    /// and then says only that it timed out: a runner wants to hear at once that the name
+    /// does not resolve or nothing listens. One TCP connect tells.
+    async fn probe(&self, deadline: tokio::time::Instant) -> Result<(), Error> {
         let host = self.options.get_host();
         if host.starts_with('/') {
             return Ok(()); // a Unix socket directory: nothing to probe cheaply
         }
+        // `[::1]` as written in a URL is `::1` to the resolver.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let connecting = tokio::net::TcpStream::connect((host, self.options.get_port()));
-        match tokio::time::timeout(self.connect_timeout, connecting).await {
+        match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 Err(Error::ConnectionFailed {
                     target: self.to_string(),
                     reason: format!("{e}: is PostgreSQL running and listening there?"),
                 })
             }
-            // Anything else (a timeout, a name that does not resolve) the real connect reports.
-            _ => Ok(()),
+            Ok(Err(e)) => Err(Error::ConnectionFailed {
+                target: self.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(self.no_answer()),
         }
     }
 
-    async fn diagnose(&self) -> Error {
-        let connecting = self.options.connect();
-        match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(_)) => Error::ConnectionFailed {
-                target: self.to_string(),
-                reason: format!("no connection became available within {} s", self.connect_timeout.as_secs_f32()),
-            },
-            Ok(Err(e)) => Error::ConnectionFailed { target: self.to_string(), reason: describe(&e) },
-            Err(_) => Error::ConnectionFailed {
-                target: self.to_string(),
-                reason: format!(
-                    "no answer within {} s (STEPMIGRATE_CONNECT_TIMEOUT); check the host, port, security group and that the server is up",
-                    self.connect_timeout.as_secs_f32()
-                ),
-            },
+    fn no_answer(&self) -> Error {
+        Error::ConnectionFailed {
+            target: self.to_string(),
+            reason: format!(
+                "no answer within {} s (STEPMIGRATE_CONNECT_TIMEOUT); check the host, port, security group and that the server is up",
+                self.connect_timeout.as_secs_f32()
+            ),
         }
     }
 
@@ -148,6 +159,37 @@ fn describe(e: &sqlx::Error) -> String {
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),
     }
+}
+
+/// What "no limit" waits: long enough never to matter, short enough for any clock.
+const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// sqlx's rustls needs a process-wide crypto provider for some modes (`sslmode=verify-ca`
+/// asks for one and panics without it).
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A `/`, `?` or `#` in the user name or password ends the URL's authority early: the rest
+/// of the password would become the database name, and be shown. Refused before parsing,
+/// naming the character, never the text.
+fn check_userinfo(url: &str) -> Result<(), String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    let Some(at) = rest.rfind('@') else {
+        return Ok(());
+    };
+    let userinfo = &rest[..at];
+    if let Some(c) = userinfo.chars().find(|c| matches!(c, '/' | '?' | '#')) {
+        return Err(format!(
+            "the user name or password holds a `{c}`, which must be percent-encoded in a URL (`/` is %2F, `?` %3F, `#` %23, `@` %40); the URL is not shown"
+        ));
+    }
+    Ok(())
 }
 
 /// An error about a URL must not echo it back.
@@ -187,6 +229,15 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("DATABASE_URL"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
+        let err = Database::from_url(
+            "postgres://u:1234/s3cretPW@host/db",
+            "DATABASE_URL",
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("percent-encoded"), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains("1234"), "{text}");
         let err = Database::from_url("", "DATABASE_URL", Duration::from_secs(1)).unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL: empty"), "{err}");
     }

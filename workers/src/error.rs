@@ -83,6 +83,7 @@ impl fmt::Display for ErrorKind {
 /// One problem of a migration set, naming the file (and line, where there is one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetProblem {
+    #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
@@ -113,6 +114,7 @@ impl fmt::Display for SetProblem {
 pub struct Drift {
     pub version: String,
     pub name: String,
+    #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,
     /// The checksum the ledger recorded when the migration was applied.
     pub recorded: String,
@@ -177,9 +179,26 @@ impl fmt::Display for SqlError {
 pub struct MigrationFailure {
     pub version: String,
     pub name: String,
+    #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,
     pub transactional: bool,
+    /// Part of a transactional migration may be committed: its transaction ended early.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dirty: bool,
     pub error: SqlError,
+}
+
+impl MigrationFailure {
+    /// Whether the failure leaves the migration dirty (possibly half-applied).
+    pub fn is_dirty(&self) -> bool {
+        !self.transactional || self.dirty
+    }
+}
+
+/// Paths as text, with anything that is not UTF-8 replaced: a file name must never make the
+/// output fail.
+pub fn lossy_path<S: serde::Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,8 +215,11 @@ pub enum Error {
     #[error("dirty migrations: {} failed or was interrupted outside a transaction and may be half-applied; check the database by hand, then run `stepmigrate resolve VERSION --applied` or `--not-applied`", migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))]
     Dirty { migrations: Vec<DirtyMigration> },
 
-    #[error("migration {} failed: {}", failure.name, failure.error)]
+    #[error("migration {} failed: {}{}", failure.name, failure.error, if failure.is_dirty() { "; it may be half-applied and is now dirty: check the database, then run `stepmigrate resolve VERSION --applied` or `--not-applied`" } else { "" })]
     MigrationFailed { failure: Box<MigrationFailure> },
+
+    #[error("the migration lock was lost (its database session ended) after {applied} migration(s) of this run were applied; nothing more was applied. Run again to continue")]
+    LockLost { applied: usize },
 
     #[error("another runner held the migration lock for {}s; gave up waiting (STEPMIGRATE_LOCK_WAIT)", waited.as_secs())]
     LockNotAcquired { waited: Duration },
@@ -247,12 +269,14 @@ impl Error {
             Error::Dirty { .. } => ErrorKind::Dirty,
             // Retrying is safe only where the migration rolled back whole.
             Error::MigrationFailed { failure }
-                if failure.error.is_lock_timeout() && failure.transactional =>
+                if failure.error.is_lock_timeout() && !failure.is_dirty() =>
             {
                 ErrorKind::LockTimeout
             }
             Error::MigrationFailed { .. } => ErrorKind::SqlFailed,
             Error::LockNotAcquired { .. } => ErrorKind::LockTimeout,
+            // Transient: a new run takes the lock again and finds where this one stopped.
+            Error::LockLost { .. } => ErrorKind::ConnectionFailed,
             Error::ConnectionFailed { .. } => ErrorKind::ConnectionFailed,
             Error::Config { .. } => ErrorKind::ConfigError,
             Error::InvalidInput(_) => ErrorKind::InvalidInput,

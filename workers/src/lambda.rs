@@ -173,7 +173,7 @@ pub async fn migrator_from_env() -> Result<Migrator, Error> {
             })
         }
     };
-    Ok(Migrator { db, set, settings })
+    Ok(Migrator::new(db, set, settings))
 }
 
 /// How many Map iterations one execution runs at most (`STEPMIGRATE_MAX_ITERATIONS`).

@@ -11,7 +11,7 @@ use crate::error::{Error, SqlError};
 use crate::migration::checksum;
 use crate::sql::quote_literal;
 
-/// The ledger's own DDL: migration 000.
+/// The ledger's own DDL (migration 000), with its schema left open: see [`LedgerSchema::ddl`].
 pub const LEDGER_SQL: &str = include_str!("ledger.sql");
 pub const LEDGER_VERSION: &str = "000";
 /// The ledger's schema version, in the name of its 000 row. Bump it when `ledger.sql` changes
@@ -23,6 +23,101 @@ pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v1";
 /// The checksum recorded for migration 000: a ledger whose 000 row differs is upgraded.
 pub fn ledger_checksum() -> String {
     checksum(LEDGER_SQL.as_bytes())
+}
+
+/// The schema the ledger lives in. Every statement of the runner names it, so that nothing a
+/// migration does to `search_path`, and no schema named after the login user, redirects or
+/// hides the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct LedgerSchema {
+    name: String,
+    quoted: String,
+}
+
+impl From<LedgerSchema> for String {
+    fn from(s: LedgerSchema) -> String {
+        s.name
+    }
+}
+
+impl LedgerSchema {
+    pub fn new(name: &str) -> LedgerSchema {
+        LedgerSchema {
+            name: name.to_owned(),
+            quoted: format!("\"{}\"", name.replace('"', "\"\"")),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `"schema".object`
+    pub fn qualify(&self, object: &str) -> String {
+        format!("{}.{object}", self.quoted)
+    }
+
+    /// The ledger's DDL for this schema.
+    pub fn ddl(&self) -> String {
+        LEDGER_SQL
+            .replace("@L@", &self.quoted)
+            .replace("@N@", &quote_literal(&self.name))
+    }
+
+    /// Where the ledger is: `configured`, else the one schema that holds an event-sourced
+    /// ledger, else the one that holds the old runner's `schema_migrations` (`public` first),
+    /// else `public`. Several candidates and no setting is an error that lists them.
+    pub async fn locate(
+        conn: &mut PgConnection,
+        configured: Option<&str>,
+    ) -> Result<LedgerSchema, Error> {
+        if let Some(name) = configured {
+            return Ok(LedgerSchema::new(name));
+        }
+        let found: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT n.nspname::text, bool_or(c.relname = 'schema_migration_events')
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relname IN ('schema_migrations', 'schema_migration_events')
+               AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%'
+             GROUP BY n.nspname ORDER BY n.nspname",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| Error::database("locating the ledger", e))?;
+        choose_schema(&found).map(|name| LedgerSchema::new(&name))
+    }
+}
+
+/// The pure choice behind [`LedgerSchema::locate`]: `found` lists the schemas holding a
+/// `schema_migrations` or `schema_migration_events` table, and whether they hold the events.
+fn choose_schema(found: &[(String, bool)]) -> Result<String, Error> {
+    let ambiguous = |names: Vec<&str>| {
+        Error::Config {
+        variable: crate::config::ENV_LEDGER_SCHEMA.to_owned(),
+        reason: format!(
+            "not set, and ledgers exist in several schemas ({}): set it to the schema whose ledger this database's migrations are recorded in",
+            names.join(", ")
+        ),
+    }
+    };
+    let event_sourced: Vec<&str> = found
+        .iter()
+        .filter(|(_, events)| *events)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    match event_sourced.as_slice() {
+        [one] => return Ok((*one).to_owned()),
+        [] => {}
+        _ => return Err(ambiguous(event_sourced)),
+    }
+    let legacy: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    match legacy.as_slice() {
+        [] => Ok("public".to_owned()),
+        [one] => Ok((*one).to_owned()),
+        many if many.contains(&"public") => Ok("public".to_owned()),
+        _ => Err(ambiguous(legacy)),
+    }
 }
 
 /// What happened to a migration, as the event log records it.
@@ -72,20 +167,14 @@ pub struct NewEvent<'a> {
 
 impl NewEvent<'_> {
     /// The `INSERT` statement, with values inlined so that it can share one round trip with
-    /// the migration it records.
-    pub fn insert_sql(&self) -> String {
+    /// the migration it records. Only the runner's own values are inlined (versions, names,
+    /// checksums, run ids; `standard_conforming_strings` is checked to be on); a database's
+    /// error text is bound as a parameter instead (see [`record_failure`]).
+    pub fn insert_sql(&self, schema: &LedgerSchema) -> String {
         let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), quote_literal);
-        let error = self.error.map_or_else(
-            || "NULL".to_owned(),
-            |e| {
-                format!(
-                    "{}::jsonb",
-                    quote_literal(&serde_json::to_string(e).unwrap_or_default())
-                )
-            },
-        );
         format!(
-            "INSERT INTO schema_migration_events (run_id, version, name, kind, checksum, execution_time_ms, dirty, error) VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
+            "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty) VALUES ({}, {}, {}, {}, {}, {}, {})",
+            schema.qualify("schema_migration_events"),
             quote_literal(self.run_id),
             quote_literal(self.version),
             quote_literal(self.name),
@@ -93,22 +182,70 @@ impl NewEvent<'_> {
             opt(self.checksum),
             self.execution_time_ms.as_deref().unwrap_or("NULL"),
             self.dirty,
-            error,
         )
     }
-    /// The `INSERT`, unless the migration's row says it is applied: a late failure record
-    /// (a retry of the record step, a runner that lost a race) never overwrites a success.
-    pub fn insert_unless_applied_sql(&self) -> String {
-        let insert = self.insert_sql();
-        let (head, values) = insert
-            .split_once(" VALUES (")
-            .expect("insert_sql writes VALUES");
+}
+
+impl NewEvent<'_> {
+    /// The `INSERT` of an `applied` event that ends a migration's transaction, checked to be
+    /// in the transaction the guard marked with `token`: if transaction control inside the
+    /// migration ended that transaction early, the migration is recorded as a dirty failure
+    /// instead (part of it may be committed, part not). Returns the event's `kind`.
+    pub fn insert_in_guarded_transaction_sql(&self, schema: &LedgerSchema, token: &str) -> String {
+        let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), quote_literal);
         format!(
-            "{head} SELECT {} WHERE NOT EXISTS (SELECT 1 FROM schema_migrations WHERE version = {} AND success)",
-            values.strip_suffix(')').unwrap_or(values),
-            quote_literal(self.version)
+            "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error) \
+             SELECT {}, {}, {}, CASE WHEN g.ok THEN 'applied' ELSE 'failed' END, {}, {}, NOT g.ok, \
+             CASE WHEN g.ok THEN NULL ELSE jsonb_build_object('sqlstate', '{LOST_TRANSACTION_SQLSTATE}', 'message', {}) END \
+             FROM (SELECT current_setting('stepmigrate.guard', true) IS NOT DISTINCT FROM {} AS ok) g \
+             RETURNING kind::text AS stepmigrate_outcome",
+            schema.qualify("schema_migration_events"),
+            quote_literal(self.run_id),
+            quote_literal(self.version),
+            quote_literal(self.name),
+            opt(self.checksum),
+            self.execution_time_ms.as_deref().unwrap_or("NULL"),
+            quote_literal(LOST_TRANSACTION_MESSAGE),
+            quote_literal(token),
         )
     }
+}
+
+/// The SQLSTATE the runner records when a migration's transaction did not survive to its
+/// ledger event.
+pub const LOST_TRANSACTION_SQLSTATE: &str = "SM005";
+pub const LOST_TRANSACTION_MESSAGE: &str = "the migration's transaction ended before its ledger entry (transaction control inside the migration, e.g. a COMMIT the validator did not see): part of it may be committed";
+
+/// Records a failure as an event (and a `success = false` row) in its own transaction, unless
+/// the migration's row says it is applied: a late failure record (a retry of the record step,
+/// a runner that lost a race) never overwrites a success. The error is bound, never inlined.
+pub async fn record_failure(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    event: &NewEvent<'_>,
+) -> Result<(), Error> {
+    let error = event
+        .error
+        .map(|e| serde_json::to_value(e).unwrap_or_default());
+    let sql = format!(
+        "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error)
+         SELECT $1, $2, $3, $4, $5, NULL, $6, $7
+         WHERE NOT EXISTS (SELECT 1 FROM {} WHERE version = $2 AND success)",
+        schema.qualify("schema_migration_events"),
+        schema.qualify("schema_migrations"),
+    );
+    sqlx::query(&sql)
+        .bind(event.run_id)
+        .bind(event.version)
+        .bind(event.name)
+        .bind(event.kind.as_str())
+        .bind(event.checksum)
+        .bind(event.dirty)
+        .bind(error)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::database(format!("recording the failure of {}", event.name), e))?;
+    Ok(())
 }
 
 /// One row of `schema_migrations`.
@@ -142,6 +279,9 @@ pub enum LedgerKind {
 pub struct Ledger {
     pub kind: LedgerKind,
     pub rows: Vec<LedgerRow>,
+    /// The events are there but `schema_migrations` was dropped: the rows are the fold.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub projection_missing: bool,
 }
 
 impl Ledger {
@@ -149,12 +289,13 @@ impl Ledger {
         Ledger {
             kind: LedgerKind::Missing,
             rows: Vec::new(),
+            projection_missing: false,
         }
     }
 
     /// Whether the ledger exists and its DDL is this version's: nothing to create or upgrade.
     pub fn is_current(&self) -> bool {
-        if self.kind != LedgerKind::EventSourced {
+        if self.kind != LedgerKind::EventSourced || self.projection_missing {
             return false;
         }
         let Some(row) = self
@@ -180,37 +321,63 @@ impl Ledger {
     }
 }
 
-/// Reads the ledger without changing anything: read-only commands never create it.
-pub async fn read(conn: &mut PgConnection) -> Result<Ledger, Error> {
-    let (has_projection, has_events): (bool, bool) = sqlx::query_as(
-        "SELECT to_regclass('schema_migrations') IS NOT NULL, to_regclass('schema_migration_events') IS NOT NULL",
-    )
+/// Reads the ledger without changing anything: read-only commands never create it. A
+/// projection dropped by hand is read from the fold of the events (the next run that takes
+/// the lock rebuilds it). Refuses a session whose `standard_conforming_strings` is off: the
+/// runner's reading of the migrations' strings would not be PostgreSQL's.
+pub async fn read(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Ledger, Error> {
+    let (has_projection, has_events, conforming): (bool, bool, String) = sqlx::query_as(&format!(
+        "SELECT to_regclass({}) IS NOT NULL, to_regclass({}) IS NOT NULL, current_setting('standard_conforming_strings')",
+        quote_literal(&schema.qualify("schema_migrations")),
+        quote_literal(&schema.qualify("schema_migration_events")),
+    ))
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| Error::database("reading the ledger", e))?;
+    if conforming != "on" {
+        return Err(Error::Config {
+            variable: "standard_conforming_strings".into(),
+            reason: "is off for this database or role: backslashes in strings would then be read otherwise than the runner reads them, so it refuses to run. Turn it back on (the default since PostgreSQL 9.1): ALTER DATABASE ... RESET standard_conforming_strings".into(),
+        });
+    }
     let kind = match (has_projection, has_events) {
-        (false, _) => return Ok(Ledger::empty()),
+        (false, false) => return Ok(Ledger::empty()),
         (true, false) => LedgerKind::Legacy,
-        (true, true) => LedgerKind::EventSourced,
+        (_, true) => LedgerKind::EventSourced,
     };
-    let query = match kind {
-        LedgerKind::EventSourced => {
-            "SELECT version::text AS version, name::text AS name, applied_at, checksum::text AS checksum, execution_time_ms, success, dirty, run_id, error FROM schema_migrations"
-        }
-        _ => {
-            "SELECT version::text AS version, coalesce(name, version)::text AS name, applied_at::timestamptz AS applied_at, checksum::text AS checksum, execution_time_ms::bigint AS execution_time_ms, coalesce(success, true) AS success, false AS dirty, NULL::text AS run_id, NULL::text AS error FROM schema_migrations"
-        }
+    let columns = "version::text AS version, name::text AS name, applied_at, checksum::text AS checksum, execution_time_ms, success, dirty, run_id, error";
+    let query = match (kind, has_projection) {
+        (LedgerKind::EventSourced, true) => format!(
+            "SELECT {columns} FROM {}",
+            schema.qualify("schema_migrations")
+        ),
+        (LedgerKind::EventSourced, false) => format!(
+            "SELECT {columns} FROM {}",
+            schema.qualify("schema_migrations_folded")
+        ),
+        _ => format!(
+            "SELECT version::text AS version, coalesce(name, version)::text AS name, applied_at::timestamptz AS applied_at, checksum::text AS checksum, execution_time_ms::bigint AS execution_time_ms, coalesce(success, true) AS success, false AS dirty, NULL::text AS run_id, NULL::text AS error FROM {}",
+            schema.qualify("schema_migrations")
+        ),
     };
-    let rows = sqlx::query_as::<_, LedgerRow>(query)
+    let rows = sqlx::query_as::<_, LedgerRow>(&query)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| Error::database("reading schema_migrations", e))?;
-    Ok(Ledger { kind, rows })
+    Ok(Ledger {
+        kind,
+        rows,
+        projection_missing: kind == LedgerKind::EventSourced && !has_projection,
+    })
 }
 
 /// Creates the ledger, adopts the old runner's table or upgrades an older ledger, in one
 /// transaction. Call it holding the migration lock.
-pub async fn install(conn: &mut PgConnection, run_id: &str) -> Result<(), Error> {
+pub async fn install(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    run_id: &str,
+) -> Result<(), Error> {
     let marker = NewEvent {
         run_id,
         version: LEDGER_VERSION,
@@ -221,8 +388,8 @@ pub async fn install(conn: &mut PgConnection, run_id: &str) -> Result<(), Error>
         dirty: false,
         error: None,
     }
-    .insert_sql();
-    let script = format!("BEGIN;\n{LEDGER_SQL}\n;{marker};\nCOMMIT;");
+    .insert_sql(schema);
+    let script = format!("BEGIN;\n{}\n;{marker};\nCOMMIT;", schema.ddl());
     if let Err(e) = sqlx::raw_sql(&script).execute(&mut *conn).await {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         return Err(Error::database(
@@ -234,8 +401,12 @@ pub async fn install(conn: &mut PgConnection, run_id: &str) -> Result<(), Error>
 }
 
 /// Appends one event in its own transaction (the projection follows in it).
-pub async fn append(conn: &mut PgConnection, event: &NewEvent<'_>) -> Result<(), Error> {
-    sqlx::raw_sql(&event.insert_sql())
+pub async fn append(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    event: &NewEvent<'_>,
+) -> Result<(), Error> {
+    sqlx::raw_sql(&event.insert_sql(schema))
         .execute(&mut *conn)
         .await
         .map_err(|e| {
@@ -252,25 +423,28 @@ pub async fn append(conn: &mut PgConnection, event: &NewEvent<'_>) -> Result<(),
 }
 
 /// Differences between the projection and the fold of the events, one line each.
-pub async fn check(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
-    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+pub async fn check(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Vec<String>, Error> {
+    let sql = format!(
         "SELECT coalesce(f.version, m.version)::text,
                 CASE WHEN f.version IS NULL THEN 'has a row that no event explains'
                      WHEN m.version IS NULL THEN 'has no row, but its events leave one'
                      ELSE 'has a row that differs from its events' END,
                 CASE WHEN f.version IS NOT NULL THEN row_to_json(f)::text END,
                 CASE WHEN m.version IS NOT NULL THEN row_to_json(m)::text END
-         FROM schema_migrations_folded f
+         FROM {folded} f
          FULL JOIN (SELECT version, name, applied_at, checksum, execution_time_ms, success, dirty, run_id, error, event_id
-                    FROM schema_migrations) m ON m.version = f.version
+                    FROM {projection}) m ON m.version = f.version
          WHERE (f.version, f.name, f.applied_at, f.checksum, f.execution_time_ms, f.success, f.dirty, f.run_id, f.error, f.event_id)
                IS DISTINCT FROM
                (m.version, m.name, m.applied_at, m.checksum, m.execution_time_ms, m.success, m.dirty, m.run_id, m.error, m.event_id)
          ORDER BY 1",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| Error::database("checking the ledger", e))?;
+        folded = schema.qualify("schema_migrations_folded"),
+        projection = schema.qualify("schema_migrations"),
+    );
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(&sql)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| Error::database("checking the ledger", e))?;
     Ok(rows
         .into_iter()
         .map(|(version, what, expected, actual)| {
@@ -284,18 +458,22 @@ pub async fn check(conn: &mut PgConnection) -> Result<Vec<String>, Error> {
 }
 
 /// Rewrites the projection from the events. Call it holding the migration lock.
-pub async fn rebuild(conn: &mut PgConnection) -> Result<u64, Error> {
-    let script = "BEGIN;
+pub async fn rebuild(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<u64, Error> {
+    let projection = schema.qualify("schema_migrations");
+    let script = format!(
+        "BEGIN;
         SET LOCAL stepmigrate.rebuilding = 'on';
-        DELETE FROM schema_migrations;
-        INSERT INTO schema_migrations (version, name, applied_at, checksum, execution_time_ms, success, dirty, run_id, error, event_id)
-        SELECT * FROM schema_migrations_folded;
-        COMMIT;";
-    if let Err(e) = sqlx::raw_sql(script).execute(&mut *conn).await {
+        DELETE FROM {projection};
+        INSERT INTO {projection} (version, name, applied_at, checksum, execution_time_ms, success, dirty, run_id, error, event_id)
+        SELECT * FROM {};
+        COMMIT;",
+        schema.qualify("schema_migrations_folded")
+    );
+    if let Err(e) = sqlx::raw_sql(&script).execute(&mut *conn).await {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         return Err(Error::database("rebuilding schema_migrations", e));
     }
-    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM schema_migrations")
+    let (rows,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {projection}"))
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| Error::database("rebuilding schema_migrations", e))?;
@@ -320,6 +498,7 @@ mod tests {
                 run_id: None,
                 error: None,
             }],
+            projection_missing: false,
         }
     }
 
@@ -339,12 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn event_insert_quotes_every_value() {
-        let error = SqlError {
-            sqlstate: "42P01".into(),
-            message: "relation \"x\" doesn't exist".into(),
-            ..Default::default()
-        };
+    fn event_insert_quotes_every_value_and_names_the_schema() {
         let sql = NewEvent {
             run_id: "run'1",
             version: "004",
@@ -353,14 +527,64 @@ mod tests {
             checksum: Some("ab"),
             execution_time_ms: Some("12".into()),
             dirty: true,
-            error: Some(&error),
+            error: None,
         }
-        .insert_sql();
+        .insert_sql(&LedgerSchema::new("my \"ledger\""));
         assert!(
-            sql.contains("'run''1', '004', '004_x', 'failed', 'ab', 12, true, '{"),
+            sql.starts_with("INSERT INTO \"my \"\"ledger\"\"\".schema_migration_events ("),
             "{sql}"
         );
-        assert!(sql.contains("doesn''t exist"), "{sql}");
-        assert!(sql.ends_with("'::jsonb)"), "{sql}");
+        assert!(
+            sql.contains("'run''1', '004', '004_x', 'failed', 'ab', 12, true)"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn the_ddl_names_its_schema_everywhere() {
+        let ddl = LedgerSchema::new("ledger").ddl();
+        assert!(!ddl.contains("@L@") && !ddl.contains("@N@"));
+        // Every mention of a ledger object outside comments and messages is qualified.
+        for line in ddl.lines().filter(|l| !l.trim_start().starts_with("--")) {
+            for object in ["schema_migrations", "schema_migration_events"] {
+                for (at, _) in line.match_indices(object) {
+                    let before = &line[..at];
+                    let qualified = before.ends_with("\"ledger\".")
+                        || before.ends_with("%I.")
+                        || before.ends_with('\'')
+                        || before.ends_with("TRIGGER ")
+                        || before.ends_with("EXISTS ")
+                        || before.ends_with("INDEX ")
+                        || line[at..].starts_with(&format!("{object}_"))
+                        || line.contains("RAISE")
+                        || line.contains("HINT");
+                    assert!(qualified, "unqualified `{object}` in: {line}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_ledger_is_where_it_already_is() {
+        let f = |v: &[(&str, bool)]| {
+            choose_schema(
+                &v.iter()
+                    .map(|(n, e)| (n.to_string(), *e))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(f(&[]).unwrap(), "public");
+        assert_eq!(f(&[("app", false)]).unwrap(), "app");
+        assert_eq!(
+            f(&[("postgres", false), ("public", false)]).unwrap(),
+            "public"
+        );
+        assert_eq!(f(&[("ledger", true), ("public", false)]).unwrap(), "ledger");
+        let err = f(&[("a", true), ("b", true)]).unwrap_err().to_string();
+        assert!(
+            err.contains("STEPMIGRATE_LEDGER_SCHEMA") && err.contains("a, b"),
+            "{err}"
+        );
+        assert!(f(&[("a", false), ("b", false)]).is_err());
     }
 }

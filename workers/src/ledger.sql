@@ -2,8 +2,17 @@
 -- migration lock; every statement is idempotent so that it also upgrades an older ledger or
 -- adopts the table of the old Python runner in place.
 
+-- Every name is qualified with the ledger's schema (@L@, quoted; @N@ is its name as a string
+-- literal), inside function bodies too: nothing a migration does to search_path redirects it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = @N@) THEN
+        EXECUTE format('CREATE SCHEMA %I', @N@);
+    END IF;
+END $$;
+
 -- The projection, with the old runner's columns first: its queries and recipes keep working.
-CREATE TABLE IF NOT EXISTS schema_migrations (
+CREATE TABLE IF NOT EXISTS @L@.schema_migrations (
     version varchar(255) PRIMARY KEY,
     name varchar(255) NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now(),
@@ -11,7 +20,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     execution_time_ms bigint,
     success boolean NOT NULL DEFAULT true
 );
-ALTER TABLE schema_migrations
+ALTER TABLE @L@.schema_migrations
     ADD COLUMN IF NOT EXISTS dirty boolean NOT NULL DEFAULT false,
     ADD COLUMN IF NOT EXISTS run_id text,
     ADD COLUMN IF NOT EXISTS error text,
@@ -19,29 +28,29 @@ ALTER TABLE schema_migrations
 
 DO $$
 DECLARE
-    rel regclass := 'schema_migrations'::regclass;
+    rel regclass := to_regclass(format('%I.schema_migrations', @N@));
 BEGIN
     -- The old runner's table may use timestamp without time zone and integer; its values are
     -- read in this session's time zone, as the old runner wrote them.
     IF (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = rel AND attname = 'applied_at')
             <> 'timestamp with time zone' THEN
-        ALTER TABLE schema_migrations ALTER COLUMN applied_at TYPE timestamptz;
+        ALTER TABLE @L@.schema_migrations ALTER COLUMN applied_at TYPE timestamptz;
     END IF;
     IF (SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = rel AND attname = 'execution_time_ms')
             <> 'bigint' THEN
-        ALTER TABLE schema_migrations ALTER COLUMN execution_time_ms TYPE bigint;
+        ALTER TABLE @L@.schema_migrations ALTER COLUMN execution_time_ms TYPE bigint;
     END IF;
     IF NOT EXISTS (
         SELECT 1 FROM pg_index i
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
         WHERE i.indrelid = rel AND i.indisunique AND i.indnkeyatts = 1 AND a.attname = 'version'
     ) THEN
-        CREATE UNIQUE INDEX schema_migrations_version_key ON schema_migrations (version);
+        CREATE UNIQUE INDEX schema_migrations_version_key ON @L@.schema_migrations (version);
     END IF;
 END $$;
 
 -- The append-only event log: the source of truth.
-CREATE TABLE IF NOT EXISTS schema_migration_events (
+CREATE TABLE IF NOT EXISTS @L@.schema_migration_events (
     id bigserial PRIMARY KEY,
     occurred_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     run_id text NOT NULL,
@@ -55,24 +64,24 @@ CREATE TABLE IF NOT EXISTS schema_migration_events (
     error jsonb,
     actor text NOT NULL DEFAULT current_user
 );
-CREATE INDEX IF NOT EXISTS schema_migration_events_version_idx ON schema_migration_events (version, id);
+CREATE INDEX IF NOT EXISTS schema_migration_events_version_idx ON @L@.schema_migration_events (version, id);
 
-CREATE OR REPLACE FUNCTION schema_migration_events_append_only() RETURNS trigger
+CREATE OR REPLACE FUNCTION @L@.schema_migration_events_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'schema_migration_events is append-only: % is not allowed', TG_OP
         USING HINT = 'to re-run a migration, DELETE its row from schema_migrations instead';
 END $$;
-DROP TRIGGER IF EXISTS schema_migration_events_append_only ON schema_migration_events;
-CREATE TRIGGER schema_migration_events_append_only BEFORE UPDATE OR DELETE ON schema_migration_events
-    FOR EACH ROW EXECUTE FUNCTION schema_migration_events_append_only();
-DROP TRIGGER IF EXISTS schema_migration_events_no_truncate ON schema_migration_events;
-CREATE TRIGGER schema_migration_events_no_truncate BEFORE TRUNCATE ON schema_migration_events
-    FOR EACH STATEMENT EXECUTE FUNCTION schema_migration_events_append_only();
+DROP TRIGGER IF EXISTS schema_migration_events_append_only ON @L@.schema_migration_events;
+CREATE TRIGGER schema_migration_events_append_only BEFORE UPDATE OR DELETE ON @L@.schema_migration_events
+    FOR EACH ROW EXECUTE FUNCTION @L@.schema_migration_events_append_only();
+DROP TRIGGER IF EXISTS schema_migration_events_no_truncate ON @L@.schema_migration_events;
+CREATE TRIGGER schema_migration_events_no_truncate BEFORE TRUNCATE ON @L@.schema_migration_events
+    FOR EACH STATEMENT EXECUTE FUNCTION @L@.schema_migration_events_append_only();
 
 -- The fold, in one place: the projection row an event leaves behind (none for events that
 -- make a migration pending again). The latest event of a version decides its row.
-CREATE OR REPLACE FUNCTION schema_migrations_row(e schema_migration_events)
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_row(e @L@.schema_migration_events)
 RETURNS TABLE (version varchar, name varchar, applied_at timestamptz, checksum varchar,
                execution_time_ms bigint, success boolean, dirty boolean, run_id text,
                error text, event_id bigint)
@@ -82,80 +91,103 @@ LANGUAGE sql IMMUTABLE AS $$
     WHERE e.kind IN ('applied', 'failed', 'started', 'resolved_applied')
 $$;
 
-CREATE OR REPLACE VIEW schema_migrations_folded AS
+CREATE OR REPLACE VIEW @L@.schema_migrations_folded AS
 SELECT r.*
-FROM (SELECT DISTINCT ON (e.version) e FROM schema_migration_events e ORDER BY e.version, e.id DESC) latest
-CROSS JOIN LATERAL schema_migrations_row(latest.e) r;
+FROM (SELECT DISTINCT ON (e.version) e FROM @L@.schema_migration_events e ORDER BY e.version, e.id DESC) latest
+CROSS JOIN LATERAL @L@.schema_migrations_row(latest.e) r;
 
 -- Each event updates the projection in its own transaction: a migration and its row commit
 -- together or not at all.
-CREATE OR REPLACE FUNCTION schema_migration_events_project() RETURNS trigger
+CREATE OR REPLACE FUNCTION @L@.schema_migration_events_project() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM schema_migrations m WHERE m.version = NEW.version;
-    INSERT INTO schema_migrations (version, name, applied_at, checksum, execution_time_ms,
+    DELETE FROM @L@.schema_migrations m WHERE m.version = NEW.version;
+    INSERT INTO @L@.schema_migrations (version, name, applied_at, checksum, execution_time_ms,
                                    success, dirty, run_id, error, event_id)
-    SELECT * FROM schema_migrations_row(NEW);
+    SELECT * FROM @L@.schema_migrations_row(NEW);
     RETURN NULL;
 END $$;
-DROP TRIGGER IF EXISTS schema_migration_events_project ON schema_migration_events;
-CREATE TRIGGER schema_migration_events_project AFTER INSERT ON schema_migration_events
-    FOR EACH ROW EXECUTE FUNCTION schema_migration_events_project();
+DROP TRIGGER IF EXISTS schema_migration_events_project ON @L@.schema_migration_events;
+CREATE TRIGGER schema_migration_events_project AFTER INSERT ON @L@.schema_migration_events
+    FOR EACH ROW EXECUTE FUNCTION @L@.schema_migration_events_project();
 
 -- The old recipe `DELETE FROM schema_migrations WHERE version = '004'` (re-run a migration)
 -- becomes an event, so the projection still equals the fold. Deletions made by the
 -- projection itself (trigger depth > 1) or by a rebuild are not events.
-CREATE OR REPLACE FUNCTION schema_migrations_record_delete() RETURNS trigger
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_record_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF pg_trigger_depth() = 1 AND coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' THEN
-        INSERT INTO schema_migration_events (run_id, version, name, kind, checksum)
+        INSERT INTO @L@.schema_migration_events (run_id, version, name, kind, checksum)
         VALUES ('manual', OLD.version, OLD.name, 'deleted', OLD.checksum);
     END IF;
     RETURN NULL;
 END $$;
-DROP TRIGGER IF EXISTS schema_migrations_record_delete ON schema_migrations;
-CREATE TRIGGER schema_migrations_record_delete AFTER DELETE ON schema_migrations
-    FOR EACH ROW EXECUTE FUNCTION schema_migrations_record_delete();
+DROP TRIGGER IF EXISTS schema_migrations_record_delete ON @L@.schema_migrations;
+CREATE TRIGGER schema_migrations_record_delete AFTER DELETE ON @L@.schema_migrations
+    FOR EACH ROW EXECUTE FUNCTION @L@.schema_migrations_record_delete();
 
-CREATE OR REPLACE FUNCTION schema_migrations_record_truncate() RETURNS trigger
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_record_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' THEN
-        INSERT INTO schema_migration_events (run_id, version, name, kind, checksum)
-        SELECT 'manual', m.version, m.name, 'deleted', m.checksum FROM schema_migrations m ORDER BY m.version;
+        INSERT INTO @L@.schema_migration_events (run_id, version, name, kind, checksum)
+        SELECT 'manual', m.version, m.name, 'deleted', m.checksum FROM @L@.schema_migrations m ORDER BY m.version;
     END IF;
     RETURN NULL;
 END $$;
-DROP TRIGGER IF EXISTS schema_migrations_record_truncate ON schema_migrations;
-CREATE TRIGGER schema_migrations_record_truncate BEFORE TRUNCATE ON schema_migrations
-    FOR EACH STATEMENT EXECUTE FUNCTION schema_migrations_record_truncate();
+DROP TRIGGER IF EXISTS schema_migrations_record_truncate ON @L@.schema_migrations;
+CREATE TRIGGER schema_migrations_record_truncate BEFORE TRUNCATE ON @L@.schema_migrations
+    FOR EACH STATEMENT EXECUTE FUNCTION @L@.schema_migrations_record_truncate();
 
 -- Checked first in every migration's transaction: a second line of defence behind the
 -- runner's session lock (a runner whose lock session died, an orphaned backend still running
--- a killed runner's migration). Never blocks: it tries a transaction-scoped lock.
-CREATE OR REPLACE FUNCTION schema_migrations_guard(p_version text, p_previous text) RETURNS void
+-- a killed runner's migration). Never blocks: it tries a transaction-scoped lock. It also
+-- marks the transaction with the attempt's token: `stepmigrate.guard` lives as long as this
+-- transaction (the ledger event checks it is still there), `stepmigrate.applying` as long as
+-- the session if this transaction commits (the runner checks it after a failure). Either way a
+-- migration whose transaction ended early (transaction control the validator missed) is seen
+-- by what happened, not by reading its text.
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_guard(p_version text, p_previous text, p_lock_pid int, p_token text) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    k bigint := hashtextextended('stepmigrate.runner.' || @N@, 0);
 BEGIN
-    IF NOT pg_try_advisory_xact_lock(hashtextextended('stepmigrate.apply.' || coalesce(current_schema(), ''), 0)) THEN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('stepmigrate.apply.' || @N@, 0)) THEN
         RAISE EXCEPTION 'another session is applying a migration' USING ERRCODE = 'SM002';
     END IF;
-    IF EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_version AND m.success) THEN
+    IF p_lock_pid IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.pid = p_lock_pid AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid::bigint = ((k >> 32) & 4294967295) AND l.objid::bigint = (k & 4294967295)
+    ) THEN
+        RAISE EXCEPTION 'the runner lost its migration lock (its session ended)' USING ERRCODE = 'SM006';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.success) THEN
         RAISE EXCEPTION 'migration % is already applied', p_version USING ERRCODE = 'SM001';
     END IF;
-    IF EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_version AND m.dirty) THEN
+    IF EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.dirty) THEN
         RAISE EXCEPTION 'migration % is dirty: resolve it first', p_version USING ERRCODE = 'SM004';
     END IF;
     IF p_previous IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM schema_migrations m WHERE m.version = p_previous AND m.success) THEN
+       AND NOT EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_previous AND m.success) THEN
         RAISE EXCEPTION 'migration % is not applied, so % cannot run', p_previous, p_version USING ERRCODE = 'SM003';
     END IF;
+    PERFORM set_config('stepmigrate.guard', p_token, true);
+    PERFORM set_config('stepmigrate.applying', p_token, false);
 END $$;
 
 -- Adoption: the old runner's rows become the history, once, in their order.
-INSERT INTO schema_migration_events (occurred_at, run_id, version, name, kind, checksum, execution_time_ms)
+INSERT INTO @L@.schema_migration_events (occurred_at, run_id, version, name, kind, checksum, execution_time_ms)
 SELECT coalesce(m.applied_at, now()), 'adopted', m.version, coalesce(m.name, m.version),
        CASE WHEN coalesce(m.success, true) THEN 'applied' ELSE 'failed' END, m.checksum, m.execution_time_ms
-FROM schema_migrations m
-WHERE NOT EXISTS (SELECT 1 FROM schema_migration_events)
+FROM @L@.schema_migrations m
+WHERE NOT EXISTS (SELECT 1 FROM @L@.schema_migration_events)
 ORDER BY m.applied_at NULLS FIRST, m.version;
+
+-- A projection dropped by hand is rebuilt from the events, not started afresh: the history is
+-- in the events, and an empty projection would make every migration pending again.
+INSERT INTO @L@.schema_migrations (version, name, applied_at, checksum, execution_time_ms, success, dirty, run_id, error, event_id)
+SELECT * FROM @L@.schema_migrations_folded
+WHERE NOT EXISTS (SELECT 1 FROM @L@.schema_migrations);

@@ -10,14 +10,22 @@ use rand::Rng;
 
 use crate::db::Connection;
 use crate::error::Error;
+use crate::ledger::LedgerSchema;
 
-const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrate.runner.' || coalesce(current_schema(), ''), 0))";
-const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || coalesce(current_schema(), ''), 0))";
+// The key is the ledger's schema: one lock per ledger (`schema_migrations_guard` checks the
+// same key, by the holder's backend).
+const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrate.runner.' || $1, 0)), pg_backend_pid()";
+const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || $1, 0))";
+// The lock session idles while the migrations run on another: a server-wide
+// idle_session_timeout must not end it (and the lock with it) half-way through a run.
+const KEEP_ALIVE: &str = "SELECT set_config(name, '0', false) FROM pg_catalog.pg_settings WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')";
 
 /// The held migration lock. Dropped without [`MigrationLock::release`] (an error path), its
 /// session is closed rather than returned to the pool, which releases the lock too.
 pub struct MigrationLock {
     conn: Connection,
+    key: String,
+    backend_pid: i32,
     released: bool,
 }
 
@@ -42,19 +50,28 @@ impl MigrationLock {
     /// when another runner holds it, so the caller can say so.
     pub async fn acquire(
         mut conn: Connection,
+        schema: &LedgerSchema,
         wait: Duration,
         mut on_wait: impl FnMut(),
     ) -> Result<MigrationLock, Error> {
         let started = Instant::now();
         let mut attempt = 0;
+        let key = schema.name().to_owned();
         loop {
-            let (got,): (bool,) = sqlx::query_as(TRY_LOCK)
+            let (got, backend_pid): (bool, i32) = sqlx::query_as(TRY_LOCK)
+                .bind(&key)
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(|e| Error::database("taking the migration lock", e))?;
             if got {
+                sqlx::query(KEEP_ALIVE)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| Error::database("taking the migration lock", e))?;
                 return Ok(MigrationLock {
                     conn,
+                    key,
+                    backend_pid,
                     released: false,
                 });
             }
@@ -71,8 +88,15 @@ impl MigrationLock {
         }
     }
 
+    /// The backend that holds the lock: each migration's guard checks it still does, so a
+    /// lost lock session (terminated, timed out) stops the run before the next migration.
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid
+    }
+
     pub async fn release(mut self) -> Result<(), Error> {
         sqlx::query(UNLOCK)
+            .bind(&self.key)
             .execute(&mut *self.conn)
             .await
             .map_err(|e| Error::database("releasing the migration lock", e))?;

@@ -197,9 +197,28 @@ impl MigrationSet {
                 .extension()
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| e.eq_ignore_ascii_case("sql"));
-            // The directory entry knows its type: no stat per file.
-            if looks_like_sql && !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                paths.push(path);
+            if !looks_like_sql {
+                continue;
+            }
+            // The directory entry knows its type: no stat per regular file. Anything else (a
+            // FIFO would block the read forever, a device never end) is named, not read.
+            match entry.file_type() {
+                Ok(t) if t.is_file() => paths.push(path),
+                Ok(t) if t.is_dir() => {}
+                _ => match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => paths.push(path),
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => problems.push(SetProblem::new(
+                        &path,
+                        None,
+                        "not a regular file (a FIFO, socket or device, or a link to one): a migration must be a file".into(),
+                    )),
+                    Err(e) => problems.push(SetProblem::new(
+                        &path,
+                        None,
+                        format!("cannot read the file: {e}"),
+                    )),
+                },
             }
         }
         let (files, mut unreadable) = read_all(paths);
@@ -288,16 +307,17 @@ impl MigrationSet {
                 }
             };
             let sql_body = sql.strip_prefix('\u{feff}').unwrap_or(&sql);
+            if let Some(at) = sql_body.find('\0') {
+                problems.push(SetProblem::new(
+                    &file.path,
+                    Some(sql::line_of_byte(sql_body, at)),
+                    "the file holds a NUL byte, which PostgreSQL cannot receive in a query; is it a binary file?".into(),
+                ));
+                continue;
+            }
             let file_checksum = checksum(&file.bytes);
             if is_down {
-                if sql::split_statements(sql_body).is_empty() {
-                    problems.push(SetProblem::new(
-                        &file.path,
-                        None,
-                        "the down migration is empty: it holds no SQL statement".into(),
-                    ));
-                    continue;
-                }
+                // An empty or comment-only down file is valid: there is nothing to undo.
                 downs.push((
                     version,
                     name,
@@ -344,6 +364,12 @@ impl MigrationSet {
                             "`{}` ends or starts a transaction: {remedy}",
                             s.keywords.join(" ")
                         ),
+                    ));
+                } else if let Some(why) = sql::unsupported(s) {
+                    problems.push(SetProblem::new(
+                        &file.path,
+                        Some(s.line),
+                        format!("`{}`: {why}", s.keywords.join(" ")),
                     ));
                 } else if !directives.no_transaction {
                     if let Some(what) = sql::requires_no_transaction(&s.keywords) {

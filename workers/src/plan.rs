@@ -33,6 +33,7 @@ pub struct Entry {
     pub state: State,
     /// The migration's file, when the set has one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "lossy_opt_path")]
     pub file: Option<std::path::PathBuf>,
     /// The file's checksum (the ledger's for unknown-applied migrations).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -266,6 +267,16 @@ fn entry_for(
     entry
 }
 
+fn lossy_opt_path<S: serde::Serializer>(
+    path: &Option<std::path::PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => crate::error::lossy_path(p, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +316,7 @@ mod tests {
         Ledger {
             kind: LedgerKind::EventSourced,
             rows,
+            projection_missing: false,
         }
     }
 

@@ -8,11 +8,13 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::apply::{self, Commit, Outcome};
+use std::sync::OnceLock;
+
+use crate::apply::{self, Attempt, Commit, Outcome};
 use crate::config::Settings;
 use crate::db::Database;
-use crate::error::{Error, MigrationFailure, SqlError};
-use crate::ledger::{self, EventKind, Ledger, LedgerKind, NewEvent};
+use crate::error::{Error, ErrorKind, MigrationFailure, SqlError};
+use crate::ledger::{self, EventKind, Ledger, LedgerKind, LedgerSchema, NewEvent};
 use crate::lock::{backoff, MigrationLock};
 use crate::migration::{Migration, MigrationSet};
 use crate::plan::{Plan, State};
@@ -48,9 +50,16 @@ pub struct UpReport {
     pub pending: usize,
     pub results: Vec<MigrationResult>,
     pub warnings: Vec<String>,
-    /// The migration that failed and stopped the run, already recorded in the ledger.
+    /// The migration that failed and stopped the run, recorded in the ledger (unless
+    /// `record_error` says why it could not be).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Box<MigrationFailure>>,
+    /// Why recording the failure failed, beside the failure itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_error: Option<String>,
+    /// The migration lock was lost: the run stopped before the next migration.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lock_lost: bool,
     pub elapsed_ms: u64,
 }
 
@@ -64,9 +73,12 @@ impl UpReport {
 
     /// The run's failure as an error, for exit codes and error names.
     pub fn error(&self) -> Option<Error> {
-        self.failure
-            .as_ref()
-            .map(|f| Error::MigrationFailed { failure: f.clone() })
+        if let Some(f) = &self.failure {
+            return Some(Error::MigrationFailed { failure: f.clone() });
+        }
+        self.lock_lost.then(|| Error::LockLost {
+            applied: self.applied(),
+        })
     }
 }
 
@@ -83,6 +95,8 @@ pub struct Migrator {
     pub db: Database,
     pub set: MigrationSet,
     pub settings: Settings,
+    /// Located on first use, then kept: the ledger does not move during a process's life.
+    ledger_schema: OnceLock<LedgerSchema>,
 }
 
 /// A run id for a run that has no execution to name it.
@@ -95,11 +109,44 @@ pub fn new_run_id(prefix: &str) -> String {
     )
 }
 
+/// How the apply loop ended.
+struct Applied {
+    results: Vec<MigrationResult>,
+    /// The migration that failed and stopped the loop (not recorded yet).
+    failure: Option<Box<MigrationFailure>>,
+    /// The lock's session ended: the loop stopped before the next migration.
+    lock_lost: bool,
+}
+
 impl Migrator {
+    pub fn new(db: Database, set: MigrationSet, settings: Settings) -> Migrator {
+        Migrator {
+            db,
+            set,
+            settings,
+            ledger_schema: OnceLock::new(),
+        }
+    }
+
+    /// The schema the ledger lives in (see [`LedgerSchema::locate`]).
+    pub async fn ledger_schema(&self, conn: &mut PgConnection) -> Result<LedgerSchema, Error> {
+        if let Some(schema) = self.ledger_schema.get() {
+            return Ok(schema.clone());
+        }
+        let schema = LedgerSchema::locate(conn, self.settings.ledger_schema.as_deref()).await?;
+        Ok(self.ledger_schema.get_or_init(|| schema).clone())
+    }
+
+    async fn read_ledger(&self, conn: &mut PgConnection) -> Result<(LedgerSchema, Ledger), Error> {
+        let schema = self.ledger_schema(conn).await?;
+        let ledger = ledger::read(conn, &schema).await?;
+        Ok((schema, ledger))
+    }
+
     /// The plan as it stands, without taking the lock or writing anything.
     pub async fn plan(&self, target: Option<&str>) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
-        let ledger = ledger::read(&mut conn).await?;
+        let (_, ledger) = self.read_ledger(&mut conn).await?;
         let plan = Plan::new(&self.set, &ledger, target)?;
         Ok((ledger, plan))
     }
@@ -122,10 +169,12 @@ impl Migrator {
                 results: Vec::new(),
                 warnings: Vec::new(),
                 failure: None,
+                record_error: None,
+                lock_lost: false,
                 elapsed_ms: 0,
             };
             let mut conn = self.db.connect().await?;
-            let ledger = ledger::read(&mut conn).await?;
+            let (schema, ledger) = self.read_ledger(&mut conn).await?;
             let plan = Plan::new(&self.set, &ledger, target)?;
             // A dirty row seen without the lock may be a migration another runner is running
             // right now: only the plan made under the lock may call it dirty.
@@ -142,9 +191,9 @@ impl Migrator {
                 return Ok(report);
             }
 
-            let lock = self.lock(progress).await?;
+            let lock = self.lock(&schema, progress).await?;
             let plan = self
-                .prepare_locked(&mut conn, ledger, target, run_id)
+                .prepare_locked(&mut conn, &schema, ledger, target, run_id)
                 .await?;
             report.warnings = plan.warnings.clone();
             let pending: Vec<&Migration> = plan
@@ -154,39 +203,96 @@ impl Migrator {
             report.pending = pending.len();
             info!(pending = pending.len(), "planned");
 
-            for (index, m) in pending.iter().enumerate() {
-                progress.starting(index, pending.len(), m);
-                let commit = if index + 1 == pending.len() {
-                    Commit::Durable
-                } else {
-                    Commit::Deferred
-                };
-                let outcome = self
-                    .apply_with_retries(&mut conn, m, run_id, commit, progress)
-                    .await?;
-                let result = MigrationResult {
-                    version: m.version.as_str().to_owned(),
-                    name: m.name.clone(),
-                    outcome,
-                };
-                progress.finished(index, pending.len(), &result);
-                let failed = match &result.outcome {
-                    Outcome::Failed { failure } => Some(failure.clone()),
-                    _ => None,
-                };
-                report.results.push(result);
-                if let Some(failure) = failed {
-                    apply::record_failure(&mut conn, &failure, Some(&m.checksum), run_id).await?;
-                    report.failure = Some(failure);
-                    break;
+            let applied = self
+                .apply_in_order(
+                    &mut conn,
+                    &schema,
+                    &lock,
+                    &pending,
+                    |_| false,
+                    run_id,
+                    progress,
+                )
+                .await?;
+            report.results = applied.results;
+            report.lock_lost = applied.lock_lost;
+            if let Some(failure) = applied.failure {
+                let checksum = self.set.get(&failure.version).map(|m| m.checksum.as_str());
+                if let Err(e) = self
+                    .record_with(&mut conn, &schema, &failure, checksum, run_id)
+                    .await
+                {
+                    // The migration's own error stays the run's error; this goes beside it.
+                    warn!(error = %e, "could not record the failure of {}", failure.name);
+                    report.record_error = Some(e.to_string());
                 }
+                report.failure = Some(failure);
             }
-            lock.release().await?;
+            if !report.lock_lost {
+                lock.release().await?;
+            }
             report.elapsed_ms = started.elapsed().as_millis() as u64;
             Ok(report)
         }
         .instrument(span)
         .await
+    }
+
+    /// The one apply loop, under the lock: applies `migrations` in order (those for which
+    /// `applied` holds are reported already applied), each checked by the database to be still
+    /// pending with its predecessor applied and the lock still held. Stops at the first
+    /// failure, which the caller records, or when the lock is lost.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_in_order(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        lock: &MigrationLock,
+        migrations: &[&Migration],
+        applied: impl Fn(&Migration) -> bool,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Applied, Error> {
+        let mut end = Applied {
+            results: Vec::with_capacity(migrations.len()),
+            failure: None,
+            lock_lost: false,
+        };
+        let last_pending = migrations.iter().rposition(|m| !applied(m));
+        for (index, m) in migrations.iter().enumerate() {
+            let outcome = if applied(m) {
+                Outcome::AlreadyApplied
+            } else {
+                progress.starting(index, migrations.len(), m);
+                // Deferred durability for all but the last: see `Commit`.
+                let commit = if Some(index) == last_pending {
+                    Commit::Durable
+                } else {
+                    Commit::Deferred
+                };
+                self.apply_with_retries(conn, schema, lock, m, run_id, commit, progress)
+                    .await?
+            };
+            if outcome == Outcome::LockLost {
+                warn!("the migration lock was lost; stopping before {}", m.name);
+                end.lock_lost = true;
+                break;
+            }
+            let result = MigrationResult {
+                version: m.version.as_str().to_owned(),
+                name: m.name.clone(),
+                outcome,
+            };
+            progress.finished(index, migrations.len(), &result);
+            if let Outcome::Failed { failure } = &result.outcome {
+                end.failure = Some(failure.clone());
+            }
+            end.results.push(result);
+            if end.failure.is_some() {
+                break;
+            }
+        }
+        Ok(end)
     }
 
     /// Applies one migration, as the apply-one step does; `checksum` is the one the plan
@@ -241,16 +347,13 @@ impl Migrator {
                 "the range {first}..{last} is empty"
             )));
         }
-        let range = &self.set.migrations()[from..=to];
+        let range: Vec<&Migration> = self.set.migrations()[from..=to].iter().collect();
         let mut conn = self.db.connect().await?;
-        let ledger = ledger::read(&mut conn).await?;
-        let lock = self.lock(&mut Quiet).await?;
-        let plan = self.prepare_locked(&mut conn, ledger, None, run_id).await?;
-        let applied = |m: &Migration| {
-            plan.entries
-                .iter()
-                .any(|e| e.version == m.version.as_str() && e.state == State::Applied)
-        };
+        let (schema, ledger) = self.read_ledger(&mut conn).await?;
+        let lock = self.lock(&schema, &mut Quiet).await?;
+        let plan = self
+            .prepare_locked(&mut conn, &schema, ledger, None, run_id)
+            .await?;
         if let Some(blocker) = plan.pending().find(|e| {
             self.set
                 .get(&e.version)
@@ -262,32 +365,26 @@ impl Migrator {
                 range[0].name, blocker.name
             )));
         }
-        let mut results = Vec::with_capacity(range.len());
-        let last_pending = range.iter().rposition(|m| !applied(m));
-        for (i, m) in range.iter().enumerate() {
-            let outcome = if applied(m) {
-                Outcome::AlreadyApplied
-            } else {
-                let commit = if Some(i) == last_pending {
-                    Commit::Durable
-                } else {
-                    Commit::Deferred
-                };
-                self.apply_with_retries(&mut conn, m, run_id, commit, &mut Quiet)
-                    .await?
-            };
-            if let Outcome::Failed { failure } = outcome {
-                lock.release().await?;
-                return Err(Error::MigrationFailed { failure });
-            }
-            results.push(MigrationResult {
-                version: m.version.as_str().to_owned(),
-                name: m.name.clone(),
-                outcome,
+        let applied = |m: &Migration| {
+            plan.entries
+                .iter()
+                .any(|e| e.version == m.version.as_str() && e.state == State::Applied)
+        };
+        let end = self
+            .apply_in_order(
+                &mut conn, &schema, &lock, &range, applied, run_id, &mut Quiet,
+            )
+            .await?;
+        if end.lock_lost {
+            return Err(Error::LockLost {
+                applied: end.results.len(),
             });
         }
         lock.release().await?;
-        Ok(results)
+        match end.failure {
+            Some(failure) => Err(Error::MigrationFailed { failure }),
+            None => Ok(end.results),
+        }
     }
 
     /// The record step: records a failure the migration's own transaction could not.
@@ -297,11 +394,32 @@ impl Migrator {
         run_id: &str,
     ) -> Result<(), Error> {
         let mut conn = self.db.connect().await?;
+        let schema = self.ledger_schema(&mut conn).await?;
         // Under the lock: another runner may be applying this very migration right now.
-        let lock = self.lock(&mut Quiet).await?;
+        let lock = self.lock(&schema, &mut Quiet).await?;
         let checksum = self.set.get(&failure.version).map(|m| m.checksum.clone());
-        apply::record_failure(&mut conn, failure, checksum.as_deref(), run_id).await?;
+        self.record_with(&mut conn, &schema, failure, checksum.as_deref(), run_id)
+            .await?;
         lock.release().await
+    }
+
+    /// Records a failure on `conn`, or, when that connection broke with the migration (a
+    /// migration that ended its own session), on a new one.
+    async fn record_with(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        failure: &MigrationFailure,
+        checksum: Option<&str>,
+        run_id: &str,
+    ) -> Result<(), Error> {
+        match apply::record_failure(conn, schema, failure, checksum, run_id).await {
+            Err(e) if e.kind() == ErrorKind::ConnectionFailed => {
+                let mut fresh = self.db.connect().await?;
+                apply::record_failure(&mut fresh, schema, failure, checksum, run_id).await
+            }
+            other => other,
+        }
     }
 
     /// Records what an operator found when checking a dirty migration by hand.
@@ -312,8 +430,9 @@ impl Migrator {
         run_id: &str,
     ) -> Result<String, Error> {
         let mut conn = self.db.connect().await?;
-        let lock = self.lock(&mut Quiet).await?;
-        let ledger = ledger::read(&mut conn).await?;
+        let schema = self.ledger_schema(&mut conn).await?;
+        let lock = self.lock(&schema, &mut Quiet).await?;
+        let ledger = ledger::read(&mut conn, &schema).await?;
         let row = ledger
             .migration_rows()
             .find(|r| {
@@ -333,6 +452,7 @@ impl Migrator {
         };
         ledger::append(
             &mut conn,
+            &schema,
             &NewEvent {
                 run_id,
                 version: &row.version,
@@ -353,30 +473,38 @@ impl Migrator {
     /// without an event-sourced ledger yet has nothing to differ.
     pub async fn ledger_check(&self) -> Result<(LedgerKind, Vec<String>), Error> {
         let mut conn = self.db.connect().await?;
-        let kind = ledger::read(&mut conn).await?.kind;
-        let differences = match kind {
-            LedgerKind::EventSourced => ledger::check(&mut conn).await?,
+        let (schema, ledger) = self.read_ledger(&mut conn).await?;
+        let differences = match ledger.kind {
+            LedgerKind::EventSourced if ledger.projection_missing => vec![format!(
+                "  {} is missing; its events are there (the next `stepmigrate up`, or `stepmigrate ledger rebuild`, restores it)",
+                schema.qualify("schema_migrations")
+            )],
+            LedgerKind::EventSourced => ledger::check(&mut conn, &schema).await?,
             LedgerKind::Missing | LedgerKind::Legacy => Vec::new(),
         };
-        Ok((kind, differences))
+        Ok((ledger.kind, differences))
     }
 
     /// Rewrites the projection from the events; returns the number of rows.
     pub async fn ledger_rebuild(&self, run_id: &str) -> Result<u64, Error> {
         let mut conn = self.db.connect().await?;
-        let ledger = ledger::read(&mut conn).await?;
-        let lock = self.lock(&mut Quiet).await?;
+        let (schema, ledger) = self.read_ledger(&mut conn).await?;
+        let lock = self.lock(&schema, &mut Quiet).await?;
         if !ledger.is_current() {
-            ledger::install(&mut conn, run_id).await?;
+            ledger::install(&mut conn, &schema, run_id).await?;
         }
-        let rows = ledger::rebuild(&mut conn).await?;
+        let rows = ledger::rebuild(&mut conn, &schema).await?;
         lock.release().await?;
         Ok(rows)
     }
 
-    async fn lock(&self, progress: &mut dyn Progress) -> Result<MigrationLock, Error> {
+    async fn lock(
+        &self,
+        schema: &LedgerSchema,
+        progress: &mut dyn Progress,
+    ) -> Result<MigrationLock, Error> {
         let conn = self.db.connect().await?;
-        MigrationLock::acquire(conn, self.settings.lock_wait, || {
+        MigrationLock::acquire(conn, schema, self.settings.lock_wait, || {
             info!("another runner holds the migration lock; waiting");
             progress.waiting_for_lock()
         })
@@ -388,17 +516,21 @@ impl Migrator {
     async fn prepare_locked(
         &self,
         conn: &mut PgConnection,
+        schema: &LedgerSchema,
         seen: Ledger,
         target: Option<&str>,
         run_id: &str,
     ) -> Result<Plan, Error> {
-        let mut ledger = ledger::read(conn).await?;
+        let mut ledger = ledger::read(conn, schema).await?;
         if !ledger.is_current() {
             if seen.kind == LedgerKind::Legacy || ledger.kind == LedgerKind::Legacy {
                 info!("adopting the old runner's schema_migrations");
             }
-            ledger::install(conn, run_id).await?;
-            ledger = ledger::read(conn).await?;
+            if ledger.projection_missing {
+                warn!("schema_migrations was dropped; rebuilding it from its events");
+            }
+            ledger::install(conn, schema, run_id).await?;
+            ledger = ledger::read(conn, schema).await?;
         }
         let plan = Plan::new(&self.set, &ledger, target)?;
         plan.ensure_runnable()?;
@@ -407,9 +539,12 @@ impl Migrator {
 
     /// Applies one migration; a lock timeout is retried with back-off (`lock_retries`), and
     /// a busy guard until the lock wait runs out.
+    #[allow(clippy::too_many_arguments)]
     async fn apply_with_retries(
         &self,
         conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        lock: &MigrationLock,
         m: &Migration,
         run_id: &str,
         commit: Commit,
@@ -422,12 +557,20 @@ impl Migrator {
             let mut lock_timeouts = 0u32;
             let mut busy = 0u32;
             loop {
-                let outcome =
-                    apply::apply(conn, m, previous, run_id, &self.settings, commit).await?;
+                let attempt = Attempt::new(
+                    m,
+                    previous,
+                    run_id,
+                    schema,
+                    Some(lock.backend_pid()),
+                    &self.settings,
+                    commit,
+                );
+                let outcome = apply::apply(conn, &attempt).await?;
                 let (reason, delay) = match &outcome {
                     Outcome::Failed { failure }
                         if failure.error.is_lock_timeout()
-                            && m.transactional()
+                            && !failure.is_dirty()
                             && lock_timeouts < self.settings.lock_retries =>
                     {
                         lock_timeouts += 1;
@@ -494,6 +637,6 @@ fn log_outcome(m: &Migration, outcome: &Outcome) {
             } = &failure.error;
             warn!(sqlstate, line, "{} failed: {message}", m.name)
         }
-        Outcome::Busy | Outcome::Dirty => {}
+        Outcome::Busy | Outcome::Dirty | Outcome::LockLost => {}
     }
 }

@@ -22,7 +22,7 @@ pub struct Statement<'a> {
 }
 
 /// Splits `script` into its top-level statements. Statements that hold only comments or
-/// whitespace are dropped.
+/// whitespace are dropped. Linear in the script's length.
 pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
     let bytes = script.as_bytes();
     let mut statements = Vec::new();
@@ -32,31 +32,49 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
     // `;` inside parentheses does not end a statement (CREATE RULE ... DO ALSO (a; b)).
     let mut paren_depth = 0usize;
     let mut words: Vec<String> = Vec::new();
+    // Whether the previous token was a top-level `BEGIN`: only `BEGIN ATOMIC`, adjacent, opens
+    // a function body (`(begin, atomic)` names two columns).
+    let mut after_begin = false;
+    // Lines are counted as the scan goes: one pass, whatever the file's size.
+    let mut lines = LineCounter::default();
 
-    let mut finish = |start: usize, end: usize, words: &mut Vec<String>| {
-        let raw = &script[start..end];
-        let leading = raw.len() - raw.trim_start().len();
-        let text = raw.trim();
-        if !words.is_empty() {
-            let offset = start + leading;
-            statements.push(Statement {
-                text,
-                offset,
-                line: line_of_byte(script, offset),
-                keywords: words.iter().take(4).cloned().collect(),
-            });
-        }
-        words.clear();
-    };
+    let mut finish =
+        |start: usize, end: usize, words: &mut Vec<String>, lines: &mut LineCounter| {
+            let raw = &script[start..end];
+            let leading = raw.len() - raw.trim_start().len();
+            let text = raw.trim();
+            if !words.is_empty() {
+                let offset = start + leading;
+                statements.push(Statement {
+                    text,
+                    offset,
+                    line: lines.line_at(bytes, offset),
+                    keywords: words.iter().take(4).cloned().collect(),
+                });
+            }
+            words.clear();
+        };
 
     while i < bytes.len() {
         let c = bytes[i];
+        let token_start = i;
+        let mut is_begin = false;
         match c {
+            // PostgreSQL ends a `--` comment at a newline or a carriage return.
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = memchr(b'\n', bytes, i).map_or(bytes.len(), |n| n + 1);
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n' || b == b'\r')
+                    .map_or(bytes.len(), |n| i + n + 1);
+                continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
                 i = skip_block_comment(bytes, i);
+                continue;
+            }
+            c if c.is_ascii_whitespace() => {
+                i += 1;
+                continue;
             }
             b'\'' => {
                 let escapes = i > 0
@@ -85,19 +103,19 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                 i += 1;
             }
             b';' if atomic_depth == 0 && paren_depth == 0 => {
-                finish(start, i, &mut words);
+                finish(start, i, &mut words, &mut lines);
                 i += 1;
                 start = i;
             }
             c if is_ident_start(c) => {
-                let word_start = i;
                 while i < bytes.len() && is_ident_byte(bytes[i]) {
                     i += 1;
                 }
-                let word = script[word_start..i].to_ascii_uppercase();
+                let word = script[token_start..i].to_ascii_uppercase();
                 // Only a function or procedure body is BEGIN ATOMIC ... END.
                 if word == "ATOMIC"
-                    && words.last().map(String::as_str) == Some("BEGIN")
+                    && after_begin
+                    && paren_depth == 0
                     && words.first().map(String::as_str) == Some("CREATE")
                 {
                     atomic_depth += 1;
@@ -106,8 +124,9 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                 } else if word == "END" && atomic_depth > 0 {
                     atomic_depth -= 1;
                 }
+                is_begin = word == "BEGIN" && paren_depth == 0;
                 // Only the first few words classify a statement; the ATOMIC check needs the
-                // previous word, so keep a short tail too.
+                // first one.
                 if words.len() < 8 {
                     words.push(word);
                 } else {
@@ -116,9 +135,32 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
             }
             _ => i += 1,
         }
+        after_begin = is_begin;
     }
-    finish(start, bytes.len(), &mut words);
+    finish(start, bytes.len(), &mut words, &mut lines);
     statements
+}
+
+/// Counts lines up to increasing offsets in one pass.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    line: usize,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, bytes: &[u8], offset: usize) -> usize {
+        let offset = offset.min(bytes.len());
+        if offset < self.offset {
+            *self = LineCounter::default();
+        }
+        self.line += bytes[self.offset..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.offset = offset;
+        self.line + 1
+    }
 }
 
 /// 1-based line number of a byte offset.
@@ -168,6 +210,39 @@ pub fn requires_no_transaction(keywords: &[String]) -> Option<&'static str> {
     }
 }
 
+/// Why the runner cannot run a statement at all, if it cannot: it would need data the runner
+/// cannot send, or it changes how the rest of the session is read.
+pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
+    let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+    let setting = match k.as_slice() {
+        ["SET", "SESSION" | "LOCAL", name, ..] | ["SET" | "RESET", name, ..] => Some(*name),
+        _ => None,
+    };
+    match setting {
+        Some("CLIENT_ENCODING" | "NAMES") => {
+            return Some("changing client_encoding makes the server's messages unreadable to the runner; the migration's text is UTF-8 already")
+        }
+        Some("STANDARD_CONFORMING_STRINGS") => {
+            return Some("changing standard_conforming_strings changes how the rest of the migration's strings are read; the runner requires it on")
+        }
+        _ => {}
+    }
+    if k.first() == Some(&"COPY") {
+        let upper = statement.text.to_ascii_uppercase();
+        let mut tokens = upper
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+            .filter(|t| !t.is_empty());
+        let mut previous = "";
+        for t in tokens.by_ref() {
+            if (previous == "FROM" && t == "STDIN") || (previous == "TO" && t == "STDOUT") {
+                return Some("COPY FROM STDIN / TO STDOUT exchanges data with a client the runner is not; load data with INSERT, or COPY from a file on the server");
+            }
+            previous = t;
+        }
+    }
+    None
+}
+
 /// Whether a statement ends or starts a transaction, which would break the atomicity the
 /// runner gives a transactional migration.
 pub fn is_transaction_control(keywords: &[String]) -> bool {
@@ -180,13 +255,6 @@ pub fn is_transaction_control(keywords: &[String]) -> bool {
         ["ROLLBACK", rest @ ..] => !rest.contains(&"TO"),
         _ => false,
     }
-}
-
-fn memchr(needle: u8, bytes: &[u8], from: usize) -> Option<usize> {
-    bytes[from..]
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| p + from)
 }
 
 fn find_subslice(bytes: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -348,6 +416,60 @@ mod tests {
         assert_eq!(&script[byte..byte + 5], "SELEC");
         assert_eq!(line_of_byte(script, byte), 2);
         assert_eq!(statement_at(script, byte).unwrap().text, "SELEC 1");
+    }
+
+    #[test]
+    fn begin_atomic_only_when_adjacent_at_top_level() {
+        // Two columns named begin and atomic hide no COMMIT.
+        let s = split_statements("CREATE INDEX i ON t (begin, atomic);\nCOMMIT;\nSELECT 1");
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(is_transaction_control(&s[1].keywords));
+        let s = split_statements("CREATE TABLE t (x int, begin atomic);\nCOMMIT");
+        assert_eq!(s.len(), 2, "{s:?}");
+        let s = split_statements(
+            "CREATE PROCEDURE p() LANGUAGE sql BEGIN /* c */ ATOMIC INSERT INTO t VALUES (1); END;\nCOMMIT",
+        );
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert!(s[0].text.ends_with("END"));
+    }
+
+    #[test]
+    fn a_carriage_return_ends_a_line_comment() {
+        let s = split_statements("SELECT 1; -- note\rCOMMIT;\rSELECT 2");
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(is_transaction_control(&s[1].keywords), "{s:?}");
+    }
+
+    #[test]
+    fn lines_are_counted_in_one_pass() {
+        let script = "SELECT 1;\n".repeat(100_000);
+        let s = split_statements(&script);
+        assert_eq!(s.len(), 100_000);
+        assert_eq!(s[99_999].line, 100_000);
+    }
+
+    #[test]
+    fn statements_the_runner_cannot_run() {
+        fn first(sql: &str) -> Statement<'_> {
+            split_statements(sql).remove(0)
+        }
+        for sql in [
+            "COPY t (a, b) FROM STDIN WITH (FORMAT csv)",
+            "copy t from stdin",
+            "COPY (SELECT 1) TO STDOUT",
+            "SET client_encoding = 'LATIN1'",
+            "SET NAMES 'LATIN1'",
+            "set session standard_conforming_strings = off",
+        ] {
+            assert!(unsupported(&first(sql)).is_some(), "{sql}");
+        }
+        for sql in [
+            "COPY t FROM '/srv/data.csv'",
+            "SET search_path = a, public",
+            "SELECT 'FROM STDIN'",
+        ] {
+            assert!(unsupported(&first(sql)).is_none(), "{sql}");
+        }
     }
 
     #[test]

@@ -474,6 +474,7 @@ mod tests {
             version: "004".into(),
             name: "004_x".into(),
             file: "migrations/004_x.sql".into(),
+            dirty: false,
             transactional: true,
             error: crate::error::SqlError {
                 sqlstate: "42P01".into(),

@@ -279,6 +279,7 @@ async fn a_late_failure_record_never_overwrites_an_applied_migration() {
         version: "001".into(),
         name: "001_create_t1".into(),
         file: dir.file("001_create_t1.sql"),
+        dirty: false,
         transactional: true,
         error: stepmigrate::error::SqlError {
             sqlstate: "40P01".into(),

@@ -103,11 +103,11 @@ impl TestDb {
     }
 
     pub fn migrator(&self, dir: &Path, settings: Settings) -> Migrator {
-        Migrator {
-            db: Database::from_url(&self.url, "DATABASE_URL", settings.connect_timeout).unwrap(),
-            set: MigrationSet::load(dir).unwrap(),
+        Migrator::new(
+            Database::from_url(&self.url, "DATABASE_URL", settings.connect_timeout).unwrap(),
+            MigrationSet::load(dir).unwrap(),
             settings,
-        }
+        )
     }
 
     /// Runs the real `stepmigrate` binary against this database.

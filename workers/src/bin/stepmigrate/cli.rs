@@ -169,7 +169,7 @@ impl Args {
                 .into(),
         })?;
         let db = Database::from_url(url, "DATABASE_URL", settings.connect_timeout)?;
-        Ok(Migrator { db, set, settings })
+        Ok(Migrator::new(db, set, settings))
     }
 }
 

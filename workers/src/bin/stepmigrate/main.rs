@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = match cli::Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return output::argument_error(e),
+    };
     output::init_logging(args.verbose, args.quiet);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -14,6 +14,24 @@ use stepmigrate::plan::{Plan, State};
 use stepmigrate::runner::{MigrationResult, Progress, Resolution, UpReport};
 use stepmigrate::{Error, ErrorKind};
 
+/// `println!` that never panics: a closed pipe (`stepmigrate status | head -1`) or a full
+/// disk loses the rest of the output, not the run.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use {errln, outln};
+
 /// The exit code of each error name (documented in the README).
 pub fn exit_code_number(kind: ErrorKind) -> u8 {
     match kind {
@@ -32,6 +50,30 @@ pub fn exit_code_number(kind: ErrorKind) -> u8 {
 
 pub fn exit_code(kind: ErrorKind) -> ExitCode {
     ExitCode::from(exit_code_number(kind))
+}
+
+/// Bad arguments: clap's text for people, or, with `--json` among the arguments, one JSON
+/// document on stdout like every other outcome. Help and version print as usual.
+pub fn argument_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Clap;
+    if matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion)
+        || !std::env::args_os().any(|a| a == "--json")
+    {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let kind = match e.kind() {
+        Clap::InvalidValue | Clap::ValueValidation => ErrorKind::ConfigError,
+        _ => ErrorKind::InvalidInput,
+    };
+    let message = e.render().to_string();
+    let message = message.trim().trim_start_matches("error: ");
+    Output::new(true, false).emit(json!({
+        "command": null,
+        "ok": false,
+        "error": { "name": kind, "message": message, "exit_code": exit_code_number(kind), "details": {} },
+    }));
+    exit_code(kind)
 }
 
 pub fn init_logging(verbose: u8, quiet: bool) {
@@ -73,11 +115,12 @@ impl Output {
         let mut stdout = std::io::stdout().lock();
         let _ = serde_json::to_writer_pretty(&mut stdout, &doc);
         let _ = writeln!(stdout);
+        let _ = stdout.flush();
     }
 
     fn say(&self, line: impl AsRef<str>) {
         if !self.json && !self.quiet {
-            println!("{}", line.as_ref());
+            outln!("{}", line.as_ref());
         }
     }
 
@@ -90,7 +133,7 @@ impl Output {
                 "error": { "name": error.kind(), "message": error.to_string(), "exit_code": exit_code_number(error.kind()), "details": error.details() },
             }));
         } else {
-            eprintln!("error[{}]: {error}", error.kind());
+            errln!("error[{}]: {error}", error.kind());
         }
         code
     }
@@ -98,16 +141,16 @@ impl Output {
     /// A problem the command's document already shows: human output names it on stderr.
     pub fn problem(&self, error: &Error) -> ExitCode {
         if !self.json {
-            eprintln!("error[{}]: {error}", error.kind());
+            errln!("error[{}]: {error}", error.kind());
         }
         exit_code(error.kind())
     }
 
     pub fn created(&self, path: &Path) {
         if self.json {
-            self.emit(json!({ "command": "new", "ok": true, "path": path }));
+            self.emit(json!({ "command": "new", "ok": true, "path": path.to_string_lossy() }));
         } else {
-            println!(
+            outln!(
                 "created {} (write its SQL: an empty migration is rejected)",
                 path.display()
             );
@@ -127,7 +170,7 @@ impl Output {
             }));
             return;
         }
-        println!("database {db} (ledger: {})", ledger_label(ledger));
+        outln!("database {db} (ledger: {})", ledger_label(ledger));
         let width = plan.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
         for e in &plan.entries {
             let mut line = format!("  {:<width$}  {:<15}", e.name, state_label(e.state));
@@ -153,12 +196,17 @@ impl Output {
                     e.checksum.as_deref().unwrap_or("?")
                 ));
             }
-            println!("{line}");
+            outln!("{line}");
         }
         let s = summary(plan);
-        println!(
+        outln!(
             "{} applied, {} pending ({} failed before), {} dirty, {} drifted, {} unknown-applied",
-            s["applied"], s["pending"], s["failed"], s["dirty"], s["drift"], s["unknown_applied"]
+            s["applied"],
+            s["pending"],
+            s["failed"],
+            s["dirty"],
+            s["drift"],
+            s["unknown_applied"]
         );
         warnings(&plan.warnings);
     }
@@ -179,9 +227,9 @@ impl Output {
             return;
         }
         if pending.is_empty() {
-            println!("{db} is up to date: nothing to apply");
+            outln!("{db} is up to date: nothing to apply");
         } else {
-            println!("would apply {} migration(s) to {db}:", pending.len());
+            outln!("would apply {} migration(s) to {db}:", pending.len());
             for e in &pending {
                 let mut notes = Vec::new();
                 if e.state == State::Failed {
@@ -198,7 +246,7 @@ impl Output {
                 } else {
                     format!("  ({})", notes.join(", "))
                 };
-                println!("  {}{notes}", e.name);
+                outln!("  {}{notes}", e.name);
             }
         }
         warnings(&plan.warnings);
@@ -238,36 +286,36 @@ impl Output {
         warnings(&report.warnings);
         match (&report.failure, report.pending) {
             (Some(f), _) => {
-                eprintln!(
+                errln!(
                     "error[{}]: migration {} failed: {}",
                     error.as_ref().map_or(ErrorKind::SqlFailed, |e| e.kind()),
                     f.name,
                     f.error
                 );
                 if let Some(statement) = &f.error.statement {
-                    eprintln!("  statement: {}", one_line(statement, 200));
+                    errln!("  statement: {}", one_line(statement, 200));
                 }
                 if let Some(w) = &f.error.where_ {
-                    eprintln!("  context: {w}");
+                    errln!("  context: {w}");
                 }
-                eprintln!(
+                errln!(
                     "  {} applied before it; {} not run. Fix {} and run `stepmigrate up` again.",
                     report.applied(),
                     report.pending - report.results.len(),
                     f.file.display()
                 );
                 if !f.transactional {
-                    eprintln!("  It ran outside a transaction and is now dirty: check the database, then `stepmigrate resolve {} --applied` or `--not-applied`.", f.version);
+                    errln!("  It ran outside a transaction and is now dirty: check the database, then `stepmigrate resolve {} --applied` or `--not-applied`.", f.version);
                 }
             }
             (None, 0) => {
                 if !self.quiet {
-                    println!("{} is up to date: nothing to apply", report.database);
+                    outln!("{} is up to date: nothing to apply", report.database);
                 }
             }
             (None, _) => {
                 if !self.quiet {
-                    println!(
+                    outln!(
                         "applied {} migration(s) in {} ms",
                         report.applied(),
                         report.elapsed_ms
@@ -285,9 +333,9 @@ impl Output {
             );
         } else {
             match resolution {
-                Resolution::Applied => println!("{name} is recorded as applied"),
+                Resolution::Applied => outln!("{name} is recorded as applied"),
                 Resolution::NotApplied => {
-                    println!("{name} is pending again: the next `up` runs it")
+                    outln!("{name} is pending again: the next `up` runs it")
                 }
             }
         }
@@ -354,7 +402,7 @@ fn ledger_label(kind: LedgerKind) -> &'static str {
 
 fn warnings(list: &[String]) {
     for w in list {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 }
 
@@ -377,7 +425,7 @@ pub struct HumanProgress {
 impl Progress for HumanProgress {
     fn waiting_for_lock(&mut self) {
         if self.enabled {
-            eprintln!(
+            errln!(
                 "another runner is applying migrations to {}; waiting for it to finish...",
                 self.database
             );
@@ -389,22 +437,24 @@ impl Progress for HumanProgress {
             return;
         }
         if index == 0 {
-            println!("applying {total} migration(s) to {}", self.database);
+            outln!("applying {total} migration(s) to {}", self.database);
         }
         if self.tty {
-            print!(
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(
+                stdout,
                 "  [{:>w$}/{total}] {} ... ",
                 index + 1,
                 m.name,
                 w = digits(total)
             );
-            let _ = std::io::stdout().flush();
+            let _ = stdout.flush();
         }
     }
 
     fn retrying(&mut self, m: &Migration, attempt: u32, delay: Duration, reason: &str) {
         if self.enabled {
-            eprintln!(
+            errln!(
                 "  {} hit {reason}; try {} in {:.1} s",
                 m.name,
                 attempt + 1,
@@ -423,11 +473,12 @@ impl Progress for HumanProgress {
             Outcome::Failed { failure } => format!("FAILED: {}", failure.error),
             Outcome::Busy => "busy".to_owned(),
             Outcome::Dirty => "DIRTY".to_owned(),
+            Outcome::LockLost => "not run: the migration lock was lost".to_owned(),
         };
         if self.tty {
-            println!("{what}");
+            outln!("{what}");
         } else {
-            println!(
+            outln!(
                 "  [{:>w$}/{total}] {} ... {what}",
                 index + 1,
                 r.name,

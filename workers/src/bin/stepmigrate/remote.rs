@@ -1,6 +1,7 @@
 //! `stepmigrate remote`: start and follow the deployed state machine's executions through the
 //! Step Functions API (credentials, region and endpoint as every AWS tool reads them).
 
+use crate::output::{errln, outln};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -135,10 +136,10 @@ pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
                 if out.json() {
                     out.emit(json!({ "command": command, "ok": true, "execution": arn, "input": serde_json::from_str::<serde_json::Value>(&input).unwrap_or_default(), "console": console_url(&arn) }));
                 } else {
-                    println!("started {arn}");
-                    println!("  input:   {input}");
-                    println!("  console: {}", console_url(&arn));
-                    println!("  follow:  stepmigrate remote watch {name}");
+                    outln!("started {arn}");
+                    outln!("  input:   {input}");
+                    outln!("  console: {}", console_url(&arn));
+                    outln!("  follow:  stepmigrate remote watch {name}");
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -173,8 +174,8 @@ async fn follow(
 ) -> Result<ExitCode, Error> {
     let human = !out.json() && !out.quiet();
     if human {
-        println!("following {arn}");
-        println!("  console: {}", console_url(arn));
+        outln!("following {arn}");
+        outln!("  console: {}", console_url(arn));
     }
     let mut milestones = Vec::new();
     let mut applied = 0usize;
@@ -203,7 +204,7 @@ async fn follow(
 
 fn print_milestone(m: &Milestone, applied: &mut usize, planned: u64) {
     match m {
-        Milestone::Started => println!("  started"),
+        Milestone::Started => outln!("  started"),
         Milestone::Planned {
             database,
             to_apply,
@@ -215,7 +216,7 @@ fn print_milestone(m: &Milestone, applied: &mut usize, planned: u64) {
             } else {
                 "to apply"
             };
-            println!("  plan: {to_apply} migration(s) {what} to {database}");
+            outln!("  plan: {to_apply} migration(s) {what} to {database}");
         }
         Milestone::Migration {
             name,
@@ -230,34 +231,34 @@ fn print_milestone(m: &Milestone, applied: &mut usize, planned: u64) {
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "  [{applied}{total}] {name} ... {}{time}",
                 outcome.replace('_', " ")
             );
         }
         Milestone::StepFailed { error, message } => {
-            println!("  step failed: {error}: {message} (retried if transient)")
+            outln!("  step failed: {error}: {message} (retried if transient)")
         }
         Milestone::Succeeded { applied_count } => {
-            println!("succeeded: {applied_count} migration(s) applied")
+            outln!("succeeded: {applied_count} migration(s) applied")
         }
-        Milestone::Failed { error, message } => eprintln!("FAILED: {error}: {message}"),
-        Milestone::TimedOut => eprintln!("TIMED OUT"),
-        Milestone::Aborted => eprintln!("ABORTED"),
+        Milestone::Failed { error, message } => errln!("FAILED: {error}: {message}"),
+        Milestone::TimedOut => errln!("TIMED OUT"),
+        Milestone::Aborted => errln!("ABORTED"),
     }
 }
 
 fn print_summary(s: &Summary) {
-    println!("{} {}", s.arn, s.status);
-    println!("  started: {}", s.started_at);
+    outln!("{} {}", s.arn, s.status);
+    outln!("  started: {}", s.started_at);
     if let Some(stopped) = &s.stopped_at {
-        println!("  stopped: {stopped}");
+        outln!("  stopped: {stopped}");
     }
     if s.status == stepmigrate::execution::Status::Succeeded {
-        println!("  applied: {}", s.applied_count());
+        outln!("  applied: {}", s.applied_count());
     }
     if let (Some(error), true) = (&s.error, s.outcome().is_err()) {
-        println!("  error:   {error}: {}", s.failure_message());
+        outln!("  error:   {error}: {}", s.failure_message());
     }
-    println!("  console: {}", console_url(&s.arn));
+    outln!("  console: {}", console_url(&s.arn));
 }
