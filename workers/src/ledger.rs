@@ -76,7 +76,10 @@ impl LedgerSchema {
             return Ok(LedgerSchema::new(name));
         }
         let found: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT n.nspname::text, bool_or(c.relname = 'schema_migration_events')
+            "SELECT n.nspname::text,
+                    bool_or(c.relname = 'schema_migration_events'
+                            AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                                        WHERE p.pronamespace = n.oid AND p.proname = 'schema_migrations_row'))
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relname IN ('schema_migrations', 'schema_migration_events')
                AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%'
@@ -90,7 +93,8 @@ impl LedgerSchema {
 }
 
 /// The pure choice behind [`LedgerSchema::locate`]: `found` lists the schemas holding a
-/// `schema_migrations` or `schema_migration_events` table, and whether they hold the events.
+/// `schema_migrations` or `schema_migration_events` table, and whether they hold a ledger of
+/// ours (the events and the fold's function: a table that merely has the name does not count).
 fn choose_schema(found: &[(String, bool)]) -> Result<String, Error> {
     let ambiguous = |names: Vec<&str>| {
         Error::Config {

@@ -1,0 +1,646 @@
+//! The promises a hostile test of the tool broke once (issue 8, section 1): each test here
+//! failed before its fix.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{cli_command, settings, Dir, TestDb};
+use stepmigrate::apply::{self, Attempt, Commit, Outcome};
+use stepmigrate::ledger::LedgerSchema;
+use stepmigrate::migration::{Directives, Migration, Version};
+use stepmigrate::runner::Quiet;
+
+/// A migration built by hand, past the validator: what the runtime checks must catch when
+/// the lexer and PostgreSQL disagree.
+fn unvalidated(version: &str, sql: &str, no_transaction: bool) -> Migration {
+    Migration {
+        version: Version::parse(version).unwrap(),
+        name: format!("{version}_unvalidated"),
+        path: PathBuf::from(format!("{version}_unvalidated.sql")),
+        sql: sql.to_owned(),
+        checksum: stepmigrate::migration::checksum(sql.as_bytes()),
+        directives: Directives {
+            no_transaction,
+            ..Directives::default()
+        },
+        down: None,
+    }
+}
+
+/// Applies `m` (whose predecessor is 001, applied first) outside the validator.
+async fn apply_unvalidated(db: &TestDb, m: &Migration) -> Outcome {
+    let dir = Dir::new(&[("001_first.sql", "CREATE TABLE first (id int);")]);
+    let migrator = db.migrator(dir.path(), settings());
+    migrator.up(None, "test", &mut Quiet).await.unwrap();
+    let mut conn = db.conn().await;
+    let schema = LedgerSchema::new("public");
+    let attempt = Attempt::new(
+        m,
+        Some("001"),
+        "test",
+        &schema,
+        None,
+        &settings(),
+        Commit::Durable,
+    );
+    apply::apply(&mut conn, &attempt).await.unwrap()
+}
+
+fn failure_of(outcome: Outcome) -> Box<stepmigrate::error::MigrationFailure> {
+    match outcome {
+        Outcome::Failed { failure } => failure,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+// --- The ledger's location -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_schema_named_after_the_user_does_not_hide_the_ledger() {
+    let db = TestDb::new().await;
+    // The old runner's table in public, and a schema first in the default search_path.
+    let first = "CREATE TABLE t1 (id int);";
+    db.exec(&format!(
+        "CREATE TABLE public.schema_migrations (version varchar(255) PRIMARY KEY, name varchar(255), applied_at timestamp DEFAULT now(), checksum varchar(64), execution_time_ms integer, success boolean DEFAULT true);
+         CREATE TABLE t1 (id int);
+         INSERT INTO public.schema_migrations (version, name, checksum) VALUES ('001', '001_create_t1', '{}');
+         CREATE SCHEMA postgres;",
+        stepmigrate::migration::checksum(first.as_bytes())
+    ))
+    .await;
+    let dir = Dir::new(&[
+        ("001_create_t1.sql", first),
+        ("002_create_t2.sql", "CREATE TABLE t2 (id int);"),
+    ]);
+    // 001 stays applied: never re-run into a second, empty ledger in schema `postgres`.
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, vec!["001", "002"]);
+    assert!(!db.table_exists("postgres.schema_migrations").await);
+}
+
+#[tokio::test]
+async fn a_migration_changing_search_path_cannot_redirect_the_ledger() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_other.sql",
+            "CREATE SCHEMA other;\nCREATE TABLE other.schema_migration_events (id int);\nCREATE TABLE other.schema_migrations (version text);",
+        ),
+        (
+            "002_local.sql",
+            "SET LOCAL search_path = other, public;\nCREATE TABLE in_other (id int);",
+        ),
+        (
+            "003_session.sql",
+            "SET search_path = other;\nCREATE TABLE also_in_other (id int);",
+        ),
+        ("004_after.sql", "CREATE TABLE after_all (id int);"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, vec!["001", "002", "003", "004"]);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM other.schema_migration_events")
+            .await,
+        vec!["0"]
+    );
+    assert!(db.table_exists("other.in_other").await);
+    assert!(
+        db.table_exists("public.after_all").await,
+        "the session's search_path was reset"
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn the_ledger_schema_can_be_configured() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_t.sql", "CREATE TABLE t (id int);")]);
+    let run = |args: &[&str]| {
+        common::Run::from(
+            cli_command(&db.url, dir.path(), args)
+                .env("STEPMIGRATE_LEDGER_SCHEMA", "Ledger Schema")
+                .output()
+                .unwrap(),
+        )
+    };
+    run(&["up"]).assert_code(0);
+    assert!(db.table_exists("\"Ledger Schema\".schema_migrations").await);
+    assert!(!db.table_exists("public.schema_migrations").await);
+    assert_eq!(run(&["--json", "status"]).json()["summary"]["applied"], 1);
+    // Found where it is even without the setting.
+    assert_eq!(
+        db.cli(dir.path(), &["--json", "status"]).json()["summary"]["applied"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_projection_is_rebuilt_from_its_events() {
+    let db = TestDb::new().await;
+    let dir = common::numbered_tables(3);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    db.exec("DROP TABLE schema_migrations").await;
+    let status = db.cli(dir.path(), &["--json", "status"]);
+    assert_eq!(status.json()["summary"]["applied"], 3, "{}", status.stdout);
+    let up = db.cli(dir.path(), &["--json", "up"]);
+    up.assert_code(0);
+    assert_eq!(up.json()["applied"], 0, "nothing re-run");
+    assert_eq!(db.applied().await, vec!["001", "002", "003"]);
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+// --- Transaction control the validator misses ------------------------------------------------
+
+#[tokio::test]
+async fn lexer_cases_postgresql_reads_as_transaction_control_are_refused() {
+    let db = TestDb::new().await;
+    for sql in [
+        "CREATE TABLE t (a int, b int);\nCREATE INDEX i ON t (begin, atomic);\nCOMMIT;\nCREATE TABLE u (id int);",
+        "CREATE TABLE t (id int); -- a comment ended by a carriage return\rCOMMIT;\rCREATE TABLE u (id int);",
+    ] {
+        let dir = Dir::new(&[("001_hidden.sql", sql)]);
+        let run = db.cli(dir.path(), &["up"]);
+        run.assert_code(3);
+        assert!(run.stderr.contains("`COMMIT` ends or starts a transaction"), "{}", run.stderr);
+    }
+    assert!(!db.table_exists("t").await);
+}
+
+#[tokio::test]
+async fn a_database_without_standard_conforming_strings_is_refused() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "ALTER DATABASE {} SET standard_conforming_strings = off",
+        db.name
+    ))
+    .await;
+    let dir = Dir::new(&[("001_t.sql", "SELECT 'x\\''; COMMIT; --';")]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(2);
+    let error = &run.json()["error"];
+    assert_eq!(error["name"], "ConfigError");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("standard_conforming_strings: is off"),
+        "{error}"
+    );
+    assert!(!db.table_exists("schema_migrations").await);
+}
+
+#[tokio::test]
+async fn a_transaction_ended_inside_a_migration_is_recorded_dirty_not_failed() {
+    // COMMIT then success: the event is not in the guard's transaction.
+    let db = TestDb::new().await;
+    let m = unvalidated(
+        "002",
+        "CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);",
+        false,
+    );
+    let failure = failure_of(apply_unvalidated(&db, &m).await);
+    assert!(failure.dirty);
+    assert_eq!(failure.error.sqlstate, "SM005");
+    assert!(db.table_exists("a").await && db.table_exists("b").await);
+    assert_eq!(
+        db.query(
+            "SELECT dirty::text || success::text FROM schema_migrations WHERE version = '002'"
+        )
+        .await,
+        vec!["truefalse"]
+    );
+
+    // COMMIT then a failure: half of it committed, so dirty (the ledger said `failed`).
+    let db = TestDb::new().await;
+    let m = unvalidated(
+        "002",
+        "CREATE TABLE a (id int);\nCOMMIT;\nSELECT 1/0;",
+        false,
+    );
+    let failure = failure_of(apply_unvalidated(&db, &m).await);
+    assert!(failure.dirty, "{failure:?}");
+    assert_eq!(failure.error.sqlstate, "22012");
+    assert!(db.table_exists("a").await);
+    let mut conn = db.conn().await;
+    apply::record_failure(&mut conn, &LedgerSchema::new("public"), &failure, None, "t")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.query("SELECT dirty::text FROM schema_migrations WHERE version = '002'")
+            .await,
+        vec!["true"]
+    );
+
+    // ROLLBACK then more: the rest committed on its own, so dirty.
+    let db = TestDb::new().await;
+    let m = unvalidated(
+        "002",
+        "CREATE TABLE a (id int);\nROLLBACK;\nCREATE TABLE b (id int);",
+        false,
+    );
+    let failure = failure_of(apply_unvalidated(&db, &m).await);
+    assert!(failure.dirty);
+    assert!(!db.table_exists("a").await && db.table_exists("b").await);
+
+    // An ordinary failure is not dirty: nothing of it remains.
+    let db = TestDb::new().await;
+    let m = unvalidated("002", "CREATE TABLE a (id int);\nSELECT 1/0;", false);
+    let failure = failure_of(apply_unvalidated(&db, &m).await);
+    assert!(!failure.dirty);
+    assert!(!db.table_exists("a").await);
+}
+
+#[tokio::test]
+async fn a_no_transaction_statement_that_leaves_a_transaction_open_fails_dirty() {
+    let db = TestDb::new().await;
+    let m = unvalidated("002", "BEGIN;\nCREATE TABLE x (id int);", true);
+    let failure = failure_of(apply_unvalidated(&db, &m).await);
+    assert_eq!(failure.error.sqlstate, "SM007");
+    assert_eq!(failure.error.line, Some(1));
+    assert!(failure.is_dirty());
+    assert!(!db.table_exists("x").await, "rolled back");
+    // The outcome is the ledger's: dirty, never applied.
+    assert_eq!(
+        db.query(
+            "SELECT dirty::text || success::text FROM schema_migrations WHERE version = '002'"
+        )
+        .await,
+        vec!["truefalse"]
+    );
+}
+
+// --- Session state -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn set_role_and_session_authorization_do_not_leak_into_the_next_migration() {
+    let db = TestDb::new().await;
+    let role = format!("{}_role", db.name);
+    let dir = Dir::new(&[
+        ("001_role.sql", &format!("CREATE ROLE {role} NOLOGIN;")),
+        ("002_set_role.sql", &format!("SET ROLE {role};\nSELECT 1;")),
+        ("003_owned.sql", "CREATE TABLE owned_a (id int);"),
+        (
+            "004_set_auth.sql",
+            &format!("SET SESSION AUTHORIZATION {role};\nSELECT 1;"),
+        ),
+        ("005_owned.sql", "CREATE TABLE owned_b (id int);"),
+    ]);
+    let run = db.cli(dir.path(), &["up"]);
+    let owners = db
+        .query("SELECT tableowner::text FROM pg_tables WHERE tablename IN ('owned_a', 'owned_b')")
+        .await;
+    let actors = db
+        .query("SELECT DISTINCT actor FROM schema_migration_events")
+        .await;
+    db.exec(&format!("DROP ROLE {role}")).await;
+    run.assert_code(0);
+    assert_eq!(owners, vec!["postgres", "postgres"]);
+    assert_eq!(actors, vec!["postgres"]);
+}
+
+// --- The lock ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn losing_the_lock_session_stops_the_run_before_the_next_migration() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);"),
+        (
+            "002_kill_lock.sql",
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database());",
+        ),
+        ("003_c.sql", "CREATE TABLE c (id int);"),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(5);
+    let doc = run.json();
+    assert_eq!(doc["error"]["name"], "ConnectionFailed");
+    let listed: Vec<&str> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec!["001_a", "002_kill_lock"]);
+    assert!(!db.table_exists("c").await);
+    assert_eq!(db.applied().await, vec!["001", "002"]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, vec!["001", "002", "003"]);
+}
+
+#[tokio::test]
+async fn idle_session_timeout_does_not_end_the_lock_session() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "ALTER DATABASE {} SET idle_session_timeout = '300ms'",
+        db.name
+    ))
+    .await;
+    let dir = Dir::new(&[
+        ("001_slow.sql", "SELECT pg_sleep(1);"),
+        ("002_t.sql", "CREATE TABLE t (id int);"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, vec!["001", "002"]);
+}
+
+// --- Settings ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn durations_beyond_what_postgresql_takes_are_refused_naming_them() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_t.sql", "CREATE TABLE t (id int);")]);
+    let run = db.cli(dir.path(), &["--json", "--lock-timeout", "597h", "up"]);
+    run.assert_code(2);
+    let error = &run.json()["error"];
+    assert_eq!(error["name"], "ConfigError");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("--lock-timeout"),
+        "{error}"
+    );
+
+    let run = common::Run::from(
+        cli_command(&db.url, dir.path(), &["up"])
+            .env("STEPMIGRATE_STATEMENT_TIMEOUT", "99999999999999999999h")
+            .output()
+            .unwrap(),
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("STEPMIGRATE_STATEMENT_TIMEOUT"),
+        "{}",
+        run.stderr
+    );
+
+    let dir = Dir::new(&[(
+        "001_t.sql",
+        "-- stepmigrate: no-transaction\n-- stepmigrate: statement_timeout = 1000h\nCREATE TABLE t (id int);",
+    )]);
+    let run = db.cli(dir.path(), &["up"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr.contains("001_t.sql:2: statement_timeout"),
+        "{}",
+        run.stderr
+    );
+    assert!(!db.table_exists("t").await);
+}
+
+// --- Failures and how they are reported --------------------------------------------------------
+
+#[tokio::test]
+async fn a_migration_that_ends_its_own_session_is_reported_and_recorded() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);"),
+        (
+            "002_suicide.sql",
+            "CREATE TABLE b (id int);\nSELECT pg_terminate_backend(pg_backend_pid());",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(1);
+    let doc = run.json();
+    assert_eq!(doc["error"]["name"], "SqlFailed");
+    assert_eq!(
+        doc["error"]["details"]["migration"]["error"]["sqlstate"],
+        "57P01"
+    );
+    assert!(doc.get("record_error").is_none(), "{doc}");
+    assert!(!db.table_exists("b").await);
+    assert_eq!(
+        db.query("SELECT success::text FROM schema_migrations WHERE version = '002'")
+            .await,
+        vec!["false"]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_message_with_quotes_and_backslashes_is_recorded_as_it_is() {
+    let db = TestDb::new().await;
+    let message = r#"it's a "quote", a \ backslash and a ' lone quote"#;
+    let dir = Dir::new(&[(
+        "001_raise.sql",
+        &format!(
+            "DO $body$ BEGIN RAISE EXCEPTION '%', {}; END $body$;",
+            stepmigrate::sql::quote_literal(message)
+        ),
+    )]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(1);
+    assert_eq!(
+        run.json()["error"]["details"]["migration"]["error"]["message"],
+        message
+    );
+    assert_eq!(
+        db.query("SELECT error FROM schema_migrations WHERE version = '001'")
+            .await,
+        vec![message]
+    );
+}
+
+#[tokio::test]
+async fn statements_the_runner_cannot_carry_are_refused_before_anything_runs() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (a int, b int);"),
+        (
+            "002_copy.sql",
+            "CREATE TABLE u (id int);\nCOPY t (a, b) FROM STDIN;",
+        ),
+        (
+            "003_encoding.sql",
+            "SET client_encoding = 'LATIN1';\nSELECT 1;",
+        ),
+    ]);
+    dir.write_bytes("004_nul.sql", b"SELECT 1;\nSELECT '\0';\n");
+    let run = db.cli(dir.path(), &["up"]);
+    run.assert_code(3);
+    for needle in [
+        "002_copy.sql:2: `COPY T A B`: COPY FROM STDIN",
+        "003_encoding.sql:1: `SET CLIENT_ENCODING`",
+        "004_nul.sql:2: the file holds a NUL byte",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "missing {needle:?}:\n{}",
+            run.stderr
+        );
+    }
+    assert!(!db.table_exists("t").await);
+}
+
+// --- Crashes, hangs, leaks ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn non_utf8_file_names_still_give_one_json_document() {
+    use std::os::unix::ffi::OsStrExt;
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_t.sql", "SELECT 1;")]);
+    std::fs::write(
+        dir.path()
+            .join(std::ffi::OsStr::from_bytes(b"002_caf\xe9.sql")),
+        "SELECT 2;",
+    )
+    .unwrap();
+    let run = db.cli(dir.path(), &["--json", "status"]);
+    run.assert_code(3);
+    let problems = run.json()["error"]["details"]["problems"].clone();
+    assert!(
+        problems.to_string().contains("002_caf\u{fffd}.sql"),
+        "{problems}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_or_full_stdout_ends_quietly() {
+    let db = TestDb::new().await;
+    let dir = common::numbered_tables(50);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    // `stepmigrate status | head -0`: the reader is gone before the first line.
+    let mut child = cli_command(&db.url, dir.path(), &["status"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    // A full disk.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = cli_command(&db.url, dir.path(), &["status"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[tokio::test]
+async fn verify_ca_does_not_panic() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_t.sql", "SELECT 1;")]);
+    let cert = dir.path().join("root.crt");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let url = format!(
+        "{}?sslmode=verify-ca&sslrootcert={}",
+        db.url,
+        cert.display()
+    );
+    let run = common::run_cli(&url, dir.path(), &["status"]);
+    assert!(matches!(run.code, 2 | 5), "{run:?}");
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn fifos_and_devices_in_the_directory_are_named_not_read() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_t.sql", "SELECT 1;")]);
+    let fifo = dir.path().join("002_fifo.sql");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("003_zero.sql")).unwrap();
+    let run = db.cli(dir.path(), &["status"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr.contains("002_fifo.sql: not a regular file"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("003_zero.sql: not a regular file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_password_with_a_slash_is_never_shown() {
+    let dir = Dir::new(&[("001_t.sql", "SELECT 1;")]);
+    for args in [&["status"][..], &["--json", "status"][..]] {
+        let run = common::run_cli(
+            "postgres://app:1234/s3cretPW@127.0.0.1:5432/db",
+            dir.path(),
+            args,
+        );
+        run.assert_code(2);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(all.contains("DATABASE_URL"), "{all}");
+        assert!(!all.contains("s3cret") && !all.contains("1234"), "{all}");
+    }
+}
+
+#[tokio::test]
+async fn bad_arguments_with_json_give_one_json_document() {
+    let dir = Dir::new(&[]);
+    let run = common::run_cli(
+        "postgres://x@127.0.0.1/x",
+        dir.path(),
+        &["--json", "frobnicate"],
+    );
+    run.assert_code(2);
+    assert_eq!(run.json()["error"]["name"], "InvalidInput");
+    assert_eq!(run.json()["ok"], false);
+}
+
+#[tokio::test]
+async fn connect_timeouts_mean_what_they_say() {
+    let dir = Dir::new(&[("001_t.sql", "SELECT 1;")]);
+    // A server that accepts and never answers: the whole attempt takes the timeout, once.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let run = common::run_cli(
+        &format!("postgres://x@127.0.0.1:{port}/x"),
+        dir.path(),
+        &["--connect-timeout", "2s", "status"],
+    );
+    let took = started.elapsed();
+    run.assert_code(5);
+    assert!(
+        took < Duration::from_millis(3500),
+        "took {took:?}: {}",
+        run.stderr
+    );
+    drop(silent);
+    // Refused on IPv6 loopback: at once, not after the timeout.
+    let started = Instant::now();
+    let run = common::run_cli(
+        "postgres://x@[::1]:1/x",
+        dir.path(),
+        &["--connect-timeout", "20s", "status"],
+    );
+    run.assert_code(5);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{}",
+        run.stderr
+    );
+    // 0 means no limit, as for the other durations.
+    let db = TestDb::new().await;
+    let run = common::Run::from(
+        cli_command(&db.url, dir.path(), &["status"])
+            .env("STEPMIGRATE_CONNECT_TIMEOUT", "0")
+            .output()
+            .unwrap(),
+    );
+    run.assert_code(0);
+}
