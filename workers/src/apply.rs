@@ -14,6 +14,7 @@ use crate::ledger::{
     self, EventKind, LedgerSchema, NewEvent, LOST_TRANSACTION_MESSAGE, LOST_TRANSACTION_SQLSTATE,
 };
 use crate::migration::Migration;
+use crate::notices;
 use crate::sql::{self, quote_literal};
 
 /// What applying one migration came to.
@@ -22,14 +23,15 @@ use crate::sql::{self, quote_literal};
 pub enum Outcome {
     Applied {
         execution_time_ms: u64,
+        /// What PostgreSQL said while it ran (NOTICEs, WARNINGs).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        notices: Vec<String>,
     },
     /// Another runner applied it first: not an error.
     AlreadyApplied,
     /// The database refused it; nothing of a transactional migration remains. Not recorded
     /// yet: see [`record_failure`].
-    Failed {
-        failure: Box<MigrationFailure>,
-    },
+    Failed { failure: Box<MigrationFailure> },
     /// Another session is inside a migration's transaction (e.g. an orphaned backend of a
     /// killed runner): try again shortly.
     Busy,
@@ -128,7 +130,12 @@ impl<'a> Attempt<'a> {
         )
     }
 
-    fn event(&self, kind: EventKind, execution_time_ms: Option<String>) -> NewEvent<'_> {
+    fn event<'e>(
+        &'e self,
+        kind: EventKind,
+        execution_time_ms: Option<String>,
+        notices: &'e [String],
+    ) -> NewEvent<'e> {
         NewEvent {
             run_id: self.run_id,
             version: self.migration.version.as_str(),
@@ -138,6 +145,7 @@ impl<'a> Attempt<'a> {
             execution_time_ms,
             dirty: kind != EventKind::Applied,
             error: None,
+            notices,
         }
     }
 
@@ -164,6 +172,7 @@ impl<'a> Attempt<'a> {
                     "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint"
                         .into(),
                 ),
+                &[],
             )
             .insert_in_guarded_transaction_sql(self.schema, &self.token);
         // The newline ends a trailing `--` comment of the file; the `;` a last statement
@@ -183,19 +192,26 @@ impl<'a> Attempt<'a> {
         format!(
             "BEGIN;{};{};COMMIT;SET lock_timeout = '{}';SET statement_timeout = '{}';",
             self.guard(),
-            self.event(EventKind::Started, None).insert_sql(self.schema),
+            self.event(EventKind::Started, None, &[])
+                .insert_sql(self.schema),
             pg_interval(self.lock_timeout),
             pg_interval(self.statement_timeout),
         )
     }
 
     /// Outside a transaction, after the last statement: the session reset and the outcome.
-    pub fn finish_outside(&self, elapsed_ms: u64) -> String {
+    pub fn finish_outside(&self, elapsed_ms: u64, notices: &[String]) -> String {
         format!(
             "{RESET_SESSION}{}",
-            self.event(EventKind::Applied, Some(elapsed_ms.to_string()))
+            self.event(EventKind::Applied, Some(elapsed_ms.to_string()), notices)
                 .insert_sql(self.schema)
         )
+    }
+
+    /// After a transactional migration that raised notices: they follow its `applied` event.
+    pub fn notices_event(&self, notices: &[String]) -> String {
+        self.event(EventKind::Notices, None, notices)
+            .insert_sql(self.schema)
     }
 }
 
@@ -218,10 +234,10 @@ async fn apply_in_transaction(
     let m = attempt.migration;
     let tx = attempt.transaction();
     let started = Instant::now();
-    let mut outcome_kind: Option<String> = None;
-    let sent = {
+    let ((sent, outcome_kind), notices) = notices::capture(async {
+        let mut outcome_kind: Option<String> = None;
         let mut results = sqlx::raw_sql(&tx.script).fetch_many(&mut *conn);
-        loop {
+        let sent = loop {
             match results.try_next().await {
                 Ok(Some(sqlx::Either::Right(row))) => {
                     if let Ok(kind) = row.try_get::<String, _>("stepmigrate_outcome") {
@@ -232,20 +248,35 @@ async fn apply_in_transaction(
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
-        }
-    };
+        };
+        (sent, outcome_kind)
+    })
+    .await;
     match sent {
         Ok(()) if outcome_kind.as_deref() == Some("failed") => {
             // The ledger holds a dirty failure already (written in place of the event).
             let mut failure = failure_of(m, lost_transaction_error());
             failure.dirty = true;
+            failure.notices = notices;
             Ok(Outcome::Failed {
                 failure: Box::new(failure),
             })
         }
-        Ok(()) => Ok(Outcome::Applied {
-            execution_time_ms: started.elapsed().as_millis() as u64,
-        }),
+        Ok(()) => {
+            let execution_time_ms = started.elapsed().as_millis() as u64;
+            if !notices.is_empty() {
+                sqlx::raw_sql(&attempt.notices_event(&notices))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        Error::database(format!("recording the notices of {}", m.name), e)
+                    })?;
+            }
+            Ok(Outcome::Applied {
+                execution_time_ms,
+                notices,
+            })
+        }
         Err(sqlx::Error::Database(db)) => {
             // A syntax error aborts the script before BEGIN runs; ROLLBACK then only warns.
             // Whether the guard's transaction committed anyway (a COMMIT inside the migration)
@@ -263,8 +294,12 @@ async fn apply_in_transaction(
                 db.code().as_deref(),
                 position.map(|p| (p, 0)),
             );
-            if let (Outcome::Failed { failure }, true) = (&mut outcome, committed) {
-                failure.dirty = true;
+            if let Outcome::Failed { failure } = &mut outcome {
+                failure.dirty = committed;
+                failure.notices = notices;
+                if failure.error.line.is_none() && !committed {
+                    locate_statement(conn, attempt, &mut failure.error).await;
+                }
             }
             Ok(outcome)
         }
@@ -287,6 +322,53 @@ async fn after_failure(conn: &mut PgConnection, token: &str) -> bool {
             .any(|r| r.try_get::<bool, _>("committed").unwrap_or(false)),
         Err(_) => false,
     }
+}
+
+/// PostgreSQL gives no position for many errors (a duplicate key, a missing relation inside
+/// a trigger, a RAISE): psql names the line because it sends one statement at a time. So
+/// does this, after the fact: the migration's statements run again one by one in a
+/// transaction that is rolled back, with the same timeouts, and the first one that fails
+/// with the same SQLSTATE is the one. Only for errors a replay reproduces cheaply: never
+/// after a timeout, a cancel or a broken session.
+async fn locate_statement(conn: &mut PgConnection, attempt: &Attempt<'_>, error: &mut SqlError) {
+    let statements = sql::split_statements(&attempt.migration.sql);
+    if let [only] = statements.as_slice() {
+        error.line = Some(only.line);
+        error.statement = Some(only.text.to_owned());
+        return;
+    }
+    let class = error.sqlstate.get(..2).unwrap_or_default();
+    if !matches!(
+        class,
+        "0A" | "21" | "22" | "23" | "2B" | "2F" | "38" | "39" | "3F" | "42" | "44" | "P0"
+    ) {
+        return;
+    }
+    let begin = format!(
+        "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';",
+        pg_interval(attempt.lock_timeout),
+        pg_interval(attempt.statement_timeout)
+    );
+    if sqlx::raw_sql(&begin).execute(&mut *conn).await.is_err() {
+        let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+            .execute(&mut *conn)
+            .await;
+        return;
+    }
+    for statement in &statements {
+        match sqlx::raw_sql(statement.text).execute(&mut *conn).await {
+            Ok(_) => continue,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(&error.sqlstate) => {
+                error.line = Some(statement.line);
+                error.statement = Some(statement.text.to_owned());
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+        .execute(&mut *conn)
+        .await;
 }
 
 fn lost_transaction_error() -> SqlError {
@@ -326,8 +408,12 @@ async fn apply_outside_transaction(
         };
     }
     let started = Instant::now();
+    let mut notices = Vec::new();
     for statement in sql::split_statements(&m.sql) {
-        let result = match sqlx::raw_sql(statement.text).execute(&mut *conn).await {
+        let (executed, raised) =
+            notices::capture(sqlx::raw_sql(statement.text).execute(&mut *conn)).await;
+        notices.extend(raised);
+        let result = match executed {
             Ok(_) => in_transaction_block(conn).await.map(|open| {
                 open.then(|| SqlError {
                     sqlstate: OPEN_TRANSACTION_SQLSTATE.to_owned(),
@@ -366,6 +452,7 @@ async fn apply_outside_transaction(
             .statement
             .get_or_insert_with(|| statement.text.to_owned());
         failure.error.line.get_or_insert(statement.line);
+        failure.notices = notices;
         let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
             .execute(&mut *conn)
             .await;
@@ -374,7 +461,7 @@ async fn apply_outside_transaction(
         });
     }
     let elapsed = started.elapsed().as_millis() as u64;
-    if let Err(e) = sqlx::raw_sql(&attempt.finish_outside(elapsed))
+    if let Err(e) = sqlx::raw_sql(&attempt.finish_outside(elapsed, &notices))
         .execute(&mut *conn)
         .await
     {
@@ -386,6 +473,7 @@ async fn apply_outside_transaction(
     }
     Ok(Outcome::Applied {
         execution_time_ms: elapsed,
+        notices,
     })
 }
 
@@ -411,6 +499,7 @@ fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {
         transactional: m.transactional(),
         dirty: false,
         error,
+        notices: Vec::new(),
     }
 }
 
@@ -472,6 +561,7 @@ pub async fn record_failure(
         execution_time_ms: None,
         dirty: failure.is_dirty(),
         error: Some(&failure.error),
+        notices: &failure.notices,
     };
     ledger::record_failure(conn, schema, &event).await
 }

@@ -129,6 +129,14 @@ impl Database {
         }
     }
 
+    /// Closes the pool's sessions properly (a Terminate each): call it before the process
+    /// ends.
+    pub async fn close(&self) {
+        if let Some(pool) = self.pool.get() {
+            pool.close().await;
+        }
+    }
+
     /// The database's name, for metrics and messages.
     pub fn name(&self) -> &str {
         self.options.get_database().unwrap_or("postgres")

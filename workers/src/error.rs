@@ -186,6 +186,9 @@ pub struct MigrationFailure {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dirty: bool,
     pub error: SqlError,
+    /// What PostgreSQL said before the error (NOTICEs, WARNINGs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 impl MigrationFailure {

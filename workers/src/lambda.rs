@@ -60,15 +60,20 @@ impl From<StepError> for Diagnostic {
 /// JSON logs on stdout (CloudWatch Logs), one object per event, with the span's fields
 /// (execution, run id, step, version). `RUST_LOG` tunes the level; default `info`.
 pub fn init_logging() {
+    use tracing_subscriber::prelude::*;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(true)
-        .with_span_list(false)
-        .flatten_event(true)
-        .without_time()
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .flatten_event(true)
+                .without_time()
+                .with_filter(filter),
+        )
+        .with(crate::notices::NoticeLayer::filtered())
         .try_init();
 }
 

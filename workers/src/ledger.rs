@@ -17,8 +17,10 @@ pub const LEDGER_VERSION: &str = "000";
 /// The ledger's schema version, in the name of its 000 row. Bump it when `ledger.sql` changes
 /// what older code can't read; a ledger newer than the code (older code after a rollback) is
 /// left alone.
-pub const LEDGER_SCHEMA_VERSION: u32 = 1;
-pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v1";
+/// v2: `notices` events and column (older code's fold would take a `notices` event for the
+/// migration's latest state).
+pub const LEDGER_SCHEMA_VERSION: u32 = 2;
+pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v2";
 
 /// The checksum recorded for migration 000: a ledger whose 000 row differs is upgraded.
 pub fn ledger_checksum() -> String {
@@ -140,6 +142,8 @@ pub enum EventKind {
     ResolvedNotApplied,
     /// Its `schema_migrations` row was deleted by hand (to re-run it).
     Deleted,
+    /// What PostgreSQL said while a transactional migration ran, after its `applied` event.
+    Notices,
 }
 
 impl EventKind {
@@ -151,6 +155,7 @@ impl EventKind {
             EventKind::ResolvedApplied => "resolved_applied",
             EventKind::ResolvedNotApplied => "resolved_not_applied",
             EventKind::Deleted => "deleted",
+            EventKind::Notices => "notices",
         }
     }
 }
@@ -167,6 +172,8 @@ pub struct NewEvent<'a> {
     pub execution_time_ms: Option<String>,
     pub dirty: bool,
     pub error: Option<&'a SqlError>,
+    /// NOTICEs and WARNINGs the migration raised.
+    pub notices: &'a [String],
 }
 
 impl NewEvent<'_> {
@@ -177,7 +184,7 @@ impl NewEvent<'_> {
     pub fn insert_sql(&self, schema: &LedgerSchema) -> String {
         let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), quote_literal);
         format!(
-            "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty) VALUES ({}, {}, {}, {}, {}, {}, {})",
+            "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, notices) VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
             schema.qualify("schema_migration_events"),
             quote_literal(self.run_id),
             quote_literal(self.version),
@@ -186,6 +193,7 @@ impl NewEvent<'_> {
             opt(self.checksum),
             self.execution_time_ms.as_deref().unwrap_or("NULL"),
             self.dirty,
+            notices_literal(self.notices),
         )
     }
 }
@@ -215,6 +223,17 @@ impl NewEvent<'_> {
     }
 }
 
+/// The notices as a `jsonb` literal, or NULL when there are none.
+fn notices_literal(notices: &[String]) -> String {
+    if notices.is_empty() {
+        return "NULL".to_owned();
+    }
+    format!(
+        "{}::jsonb",
+        quote_literal(&serde_json::to_string(notices).unwrap_or_default())
+    )
+}
+
 /// The SQLSTATE the runner records when a migration's transaction did not survive to its
 /// ledger event.
 pub const LOST_TRANSACTION_SQLSTATE: &str = "SM005";
@@ -232,8 +251,8 @@ pub async fn record_failure(
         .error
         .map(|e| serde_json::to_value(e).unwrap_or_default());
     let sql = format!(
-        "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error)
-         SELECT $1, $2, $3, $4, $5, NULL, $6, $7
+        "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error, notices)
+         SELECT $1, $2, $3, $4, $5, NULL, $6, $7, $8
          WHERE NOT EXISTS (SELECT 1 FROM {} WHERE version = $2 AND success)",
         schema.qualify("schema_migration_events"),
         schema.qualify("schema_migrations"),
@@ -246,6 +265,7 @@ pub async fn record_failure(
         .bind(event.checksum)
         .bind(event.dirty)
         .bind(error)
+        .bind((!event.notices.is_empty()).then(|| serde_json::json!(event.notices)))
         .execute(&mut *conn)
         .await
         .map_err(|e| Error::database(format!("recording the failure of {}", event.name), e))?;
@@ -391,6 +411,7 @@ pub async fn install(
         execution_time_ms: None,
         dirty: false,
         error: None,
+        notices: &[],
     }
     .insert_sql(schema);
     let script = format!("BEGIN;\n{}\n;{marker};\nCOMMIT;", schema.ddl());
@@ -532,6 +553,7 @@ mod tests {
             execution_time_ms: Some("12".into()),
             dirty: true,
             error: None,
+            notices: &[],
         }
         .insert_sql(&LedgerSchema::new("my \"ledger\""));
         assert!(
@@ -539,7 +561,7 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("'run''1', '004', '004_x', 'failed', 'ab', 12, true)"),
+            sql.contains("'run''1', '004', '004_x', 'failed', 'ab', 12, true, NULL)"),
             "{sql}"
         );
     }

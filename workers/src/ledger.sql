@@ -56,14 +56,21 @@ CREATE TABLE IF NOT EXISTS @L@.schema_migration_events (
     run_id text NOT NULL,
     version varchar(255) NOT NULL,
     name varchar(255) NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('applied', 'failed', 'started', 'resolved_applied',
-                                       'resolved_not_applied', 'deleted', 'rolled_back')),
+    kind text NOT NULL,
     checksum varchar(64),
     execution_time_ms bigint,
     dirty boolean NOT NULL DEFAULT false,
     error jsonb,
     actor text NOT NULL DEFAULT current_user
 );
+-- Added after the first version: what PostgreSQL said while the migration ran (NOTICEs,
+-- WARNINGs). A transactional migration's notices are known only once its one round trip is
+-- back, so they follow its `applied` event as a `notices` event, which the fold skips.
+ALTER TABLE @L@.schema_migration_events ADD COLUMN IF NOT EXISTS notices jsonb;
+ALTER TABLE @L@.schema_migration_events DROP CONSTRAINT IF EXISTS schema_migration_events_kind_check;
+ALTER TABLE @L@.schema_migration_events ADD CONSTRAINT schema_migration_events_kind_check
+    CHECK (kind IN ('applied', 'failed', 'started', 'resolved_applied', 'resolved_not_applied',
+                    'deleted', 'rolled_back', 'notices'));
 CREATE INDEX IF NOT EXISTS schema_migration_events_version_idx ON @L@.schema_migration_events (version, id);
 
 CREATE OR REPLACE FUNCTION @L@.schema_migration_events_append_only() RETURNS trigger
@@ -93,7 +100,8 @@ $$;
 
 CREATE OR REPLACE VIEW @L@.schema_migrations_folded AS
 SELECT r.*
-FROM (SELECT DISTINCT ON (e.version) e FROM @L@.schema_migration_events e ORDER BY e.version, e.id DESC) latest
+FROM (SELECT DISTINCT ON (e.version) e FROM @L@.schema_migration_events e
+      WHERE e.kind <> 'notices' ORDER BY e.version, e.id DESC) latest
 CROSS JOIN LATERAL @L@.schema_migrations_row(latest.e) r;
 
 -- Each event updates the projection in its own transaction: a migration and its row commit
@@ -101,6 +109,9 @@ CROSS JOIN LATERAL @L@.schema_migrations_row(latest.e) r;
 CREATE OR REPLACE FUNCTION @L@.schema_migration_events_project() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NEW.kind = 'notices' THEN
+        RETURN NULL;
+    END IF;
     DELETE FROM @L@.schema_migrations m WHERE m.version = NEW.version;
     INSERT INTO @L@.schema_migrations (version, name, applied_at, checksum, execution_time_ms,
                                    success, dirty, run_id, error, event_id)

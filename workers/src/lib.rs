@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod lock;
 pub mod metrics;
 pub mod migration;
+pub mod notices;
 pub mod plan;
 pub mod runner;
 pub mod sql;

@@ -372,7 +372,7 @@ impl MigrationSet {
                         format!("`{}`: {why}", s.keywords.join(" ")),
                     ));
                 } else if !directives.no_transaction {
-                    if let Some(what) = sql::requires_no_transaction(&s.keywords) {
+                    if let Some(what) = sql::requires_no_transaction(s) {
                         problems.push(SetProblem::new(
                             &file.path,
                             Some(s.line),

@@ -462,6 +462,7 @@ impl Migrator {
                 execution_time_ms: None,
                 dirty: false,
                 error: None,
+                notices: &[],
             },
         )
         .await?;
@@ -626,7 +627,15 @@ fn lock_retry_delay(attempt: u32) -> Duration {
 
 fn log_outcome(m: &Migration, outcome: &Outcome) {
     match outcome {
-        Outcome::Applied { execution_time_ms } => info!(execution_time_ms, "applied {}", m.name),
+        Outcome::Applied {
+            execution_time_ms,
+            notices,
+        } => {
+            info!(execution_time_ms, "applied {}", m.name);
+            for notice in notices {
+                info!(notice = %notice, "{} said", m.name);
+            }
+        }
         Outcome::AlreadyApplied => info!("{} was applied by another runner", m.name),
         Outcome::Failed { failure } => {
             let SqlError {

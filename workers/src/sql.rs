@@ -26,7 +26,6 @@ pub struct Statement<'a> {
 pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
     let bytes = script.as_bytes();
     let mut statements = Vec::new();
-    let mut start = 0;
     let mut i = 0;
     let mut atomic_depth = 0usize;
     // `;` inside parentheses does not end a statement (CREATE RULE ... DO ALSO (a; b)).
@@ -38,15 +37,14 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
     // Lines are counted as the scan goes: one pass, whatever the file's size.
     let mut lines = LineCounter::default();
 
+    // Where the current statement's first token is.
+    let mut first_token: Option<usize> = None;
+
     let mut finish =
-        |start: usize, end: usize, words: &mut Vec<String>, lines: &mut LineCounter| {
-            let raw = &script[start..end];
-            let leading = raw.len() - raw.trim_start().len();
-            let text = raw.trim();
-            if !words.is_empty() {
-                let offset = start + leading;
+        |first: Option<usize>, end: usize, words: &mut Vec<String>, lines: &mut LineCounter| {
+            if let (Some(offset), false) = (first, words.is_empty()) {
                 statements.push(Statement {
-                    text,
+                    text: script[offset..end].trim_end(),
                     offset,
                     line: lines.line_at(bytes, offset),
                     keywords: words.iter().take(4).cloned().collect(),
@@ -59,6 +57,13 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
         let c = bytes[i];
         let token_start = i;
         let mut is_begin = false;
+        if !(c.is_ascii_whitespace()
+            || c == b';'
+            || (c == b'-' && bytes.get(i + 1) == Some(&b'-'))
+            || (c == b'/' && bytes.get(i + 1) == Some(&b'*')))
+        {
+            first_token.get_or_insert(i);
+        }
         match c {
             // PostgreSQL ends a `--` comment at a newline or a carriage return.
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
@@ -103,9 +108,12 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                 i += 1;
             }
             b';' if atomic_depth == 0 && paren_depth == 0 => {
-                finish(start, i, &mut words, &mut lines);
+                finish(first_token.take(), i, &mut words, &mut lines);
                 i += 1;
-                start = i;
+            }
+            b';' => {
+                first_token.get_or_insert(i);
+                i += 1;
             }
             c if is_ident_start(c) => {
                 while i < bytes.len() && is_ident_byte(bytes[i]) {
@@ -137,7 +145,7 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
         }
         after_begin = is_begin;
     }
-    finish(start, bytes.len(), &mut words, &mut lines);
+    finish(first_token, bytes.len(), &mut words, &mut lines);
     statements
 }
 
@@ -195,8 +203,8 @@ pub fn quote_literal(value: &str) -> String {
 }
 
 /// Why a statement cannot run inside a transaction block, if it cannot.
-pub fn requires_no_transaction(keywords: &[String]) -> Option<&'static str> {
-    let k: Vec<&str> = keywords.iter().map(String::as_str).collect();
+pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str> {
+    let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
     match k.as_slice() {
         ["CREATE", "INDEX", "CONCURRENTLY", ..]
         | ["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY", ..]
@@ -206,8 +214,19 @@ pub fn requires_no_transaction(keywords: &[String]) -> Option<&'static str> {
         ["CREATE", "DATABASE", ..] | ["DROP", "DATABASE", ..] => Some("CREATE/DROP DATABASE"),
         ["CREATE", "TABLESPACE", ..] | ["DROP", "TABLESPACE", ..] => Some("CREATE/DROP TABLESPACE"),
         ["ALTER", "SYSTEM", ..] => Some("ALTER SYSTEM"),
+        ["ALTER", "TABLE", ..] if detaches_concurrently(statement.text) => {
+            Some("ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY")
+        }
         _ => None,
     }
+}
+
+/// `ALTER TABLE t DETACH PARTITION p CONCURRENTLY`: the keywords come after names of any
+/// length, so the words are read from the text.
+fn detaches_concurrently(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let mut words = upper.split_ascii_whitespace();
+    words.any(|w| w == "DETACH") && words.any(|w| w == "CONCURRENTLY")
 }
 
 /// Why the runner cannot run a statement at all, if it cannot: it would need data the runner
@@ -348,8 +367,8 @@ mod tests {
             texts(script),
             vec![
                 "CREATE TABLE a (x text DEFAULT ';')",
-                "-- a ; comment\nINSERT INTO a VALUES ($$;$$), (E'\\';'), (\"we;ird\")",
-                "/* ; /* nested ; */ ; */ SELECT 1",
+                "INSERT INTO a VALUES ($$;$$), (E'\\';'), (\"we;ird\")",
+                "SELECT 1",
             ]
         );
     }
@@ -388,14 +407,19 @@ mod tests {
     fn lines_and_keywords() {
         let script = "-- header\n\nCREATE INDEX CONCURRENTLY i ON t (x);\n\n  create unique index concurrently j on t(y)";
         let s = split_statements(script);
-        assert_eq!(s[0].line, 1); // the leading comment belongs to the first statement
+        assert_eq!(s[0].line, 3); // the statement's own line, not its leading comment's
         assert_eq!(s[1].line, 5);
         assert_eq!(
             s[1].keywords,
             vec!["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY"]
         );
-        assert!(requires_no_transaction(&s[0].keywords).is_some());
-        assert!(requires_no_transaction(&s[1].keywords).is_some());
+        assert!(requires_no_transaction(&s[0]).is_some());
+        assert!(requires_no_transaction(&s[1]).is_some());
+        let detach = split_statements(
+            "ALTER TABLE measurements DETACH PARTITION m2020 CONCURRENTLY;\nALTER TABLE m DETACH PARTITION p;",
+        );
+        assert!(requires_no_transaction(&detach[0]).is_some());
+        assert!(requires_no_transaction(&detach[1]).is_none());
     }
 
     #[test]

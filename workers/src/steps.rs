@@ -277,7 +277,10 @@ pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<App
         .apply_range(&request.range.first, &request.range.last, &request.run_id)
         .await?;
     for r in &results {
-        if let Outcome::Applied { execution_time_ms } = r.outcome {
+        if let Outcome::Applied {
+            execution_time_ms, ..
+        } = r.outcome
+        {
             MetricLine::new(migrator.db.name())
                 .with(Metric::MigrationDuration, execution_time_ms as f64)
                 .with(Metric::MigrationsApplied, 1.0)
@@ -475,6 +478,7 @@ mod tests {
             name: "004_x".into(),
             file: "migrations/004_x.sql".into(),
             dirty: false,
+            notices: Vec::new(),
             transactional: true,
             error: crate::error::SqlError {
                 sqlstate: "42P01".into(),

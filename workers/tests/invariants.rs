@@ -280,6 +280,7 @@ async fn a_late_failure_record_never_overwrites_an_applied_migration() {
         name: "001_create_t1".into(),
         file: dir.file("001_create_t1.sql"),
         dirty: false,
+        notices: Vec::new(),
         transactional: true,
         error: stepmigrate::error::SqlError {
             sqlstate: "40P01".into(),

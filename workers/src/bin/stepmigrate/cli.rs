@@ -174,15 +174,28 @@ impl Args {
 }
 
 pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
-    let command = args.command.name();
     match &args.command {
         Command::New { description } => {
             let path = output::new_migration_file(&args.migrations_dir, description)?;
             out.created(&path);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status => {
+        #[cfg(feature = "lambda")]
+        Command::Remote(remote) => crate::remote::run(remote, out).await,
+        command => {
             let m = args.migrator()?;
+            let result = run_on(&m, command, out).await;
+            // Every session ends with a Terminate, not a reset connection in the server log.
+            m.db.close().await;
+            result
+        }
+    }
+}
+
+/// The commands that work on the database.
+async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCode, Error> {
+    match command {
+        Command::Status => {
             let (ledger, plan) = m.plan(None).await?;
             out.status(&m.db, ledger.kind, &plan);
             Ok(match plan.ensure_runnable() {
@@ -191,14 +204,12 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             })
         }
         Command::Plan { to } | Command::Up { to, dry_run: true } => {
-            let m = args.migrator()?;
             let (_, plan) = m.plan(to.as_deref()).await?;
             plan.ensure_runnable()?;
-            out.plan(command, &m.db, &plan);
+            out.plan(command.name(), &m.db, &plan);
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { to, dry_run: false } => {
-            let m = args.migrator()?;
             let run_id = new_run_id("cli");
             let mut progress = out.progress(&m.db);
             let report = m.up(to.as_deref(), &run_id, &mut progress).await?;
@@ -207,7 +218,6 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         Command::Resolve {
             version, applied, ..
         } => {
-            let m = args.migrator()?;
             let resolution = if *applied {
                 Resolution::Applied
             } else {
@@ -222,7 +232,6 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         Command::Ledger {
             action: LedgerAction::Check,
         } => {
-            let m = args.migrator()?;
             let (kind, differences) = m.ledger_check().await?;
             if !differences.is_empty() {
                 return Err(Error::LedgerInconsistent { differences });
@@ -230,15 +239,15 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             out.ledger_consistent(kind);
             Ok(ExitCode::SUCCESS)
         }
-        #[cfg(feature = "lambda")]
-        Command::Remote(remote) => crate::remote::run(remote, out).await,
         Command::Ledger {
             action: LedgerAction::Rebuild,
         } => {
-            let m = args.migrator()?;
             let rows = m.ledger_rebuild(&new_run_id("rebuild")).await?;
             out.ledger_rebuilt(rows);
             Ok(ExitCode::SUCCESS)
         }
+        Command::New { .. } => unreachable!("`new` needs no database"),
+        #[cfg(feature = "lambda")]
+        Command::Remote(_) => unreachable!("`remote` works on the state machine"),
     }
 }

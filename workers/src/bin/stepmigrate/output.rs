@@ -82,12 +82,18 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "stepmigrate=info",
         _ => "stepmigrate=debug,info",
     };
+    use tracing_subscriber::prelude::*;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false)
+                .with_filter(filter),
+        )
+        .with(stepmigrate::notices::NoticeLayer::filtered())
         .init();
 }
 
@@ -315,6 +321,7 @@ impl Output {
             }
             (None, _) => {
                 if !self.quiet {
+                    slowest(&report.results);
                     outln!(
                         "applied {} migration(s) in {} ms",
                         report.applied(),
@@ -468,7 +475,9 @@ impl Progress for HumanProgress {
             return;
         }
         let what = match &r.outcome {
-            Outcome::Applied { execution_time_ms } => format!("ok ({execution_time_ms} ms)"),
+            Outcome::Applied {
+                execution_time_ms, ..
+            } => format!("ok ({execution_time_ms} ms)"),
             Outcome::AlreadyApplied => "already applied by another runner".to_owned(),
             Outcome::Failed { failure } => format!("FAILED: {}", failure.error),
             Outcome::Busy => "busy".to_owned(),
@@ -485,6 +494,38 @@ impl Progress for HumanProgress {
                 w = digits(total)
             );
         }
+        let notices = match &r.outcome {
+            Outcome::Applied { notices, .. } => notices.as_slice(),
+            Outcome::Failed { failure } => failure.notices.as_slice(),
+            _ => &[],
+        };
+        for notice in notices {
+            outln!("      {}", one_line(notice, 300));
+        }
+    }
+}
+
+/// After a long run the few migrations that took the time are worth a line each: the
+/// progress lines are long gone from the screen.
+fn slowest(results: &[MigrationResult]) {
+    const LONG_RUN: usize = 20;
+    const SHOWN: usize = 5;
+    if results.len() < LONG_RUN {
+        return;
+    }
+    let mut timed: Vec<(&str, u64)> = results
+        .iter()
+        .filter_map(|r| match r.outcome {
+            Outcome::Applied {
+                execution_time_ms, ..
+            } => Some((r.name.as_str(), execution_time_ms)),
+            _ => None,
+        })
+        .collect();
+    timed.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    outln!("slowest:");
+    for (name, ms) in timed.iter().take(SHOWN) {
+        outln!("  {ms:>8} ms  {name}");
     }
 }
 
