@@ -1,29 +1,19 @@
-//! stepmigrate: PostgreSQL migrations applied step by step.
-//!
-//! The domain, as DESIGN.md names it: a [`migration::MigrationSet`] loaded and validated from
-//! a directory, the event-sourced [`ledger`], the pure [`plan`], the [`apply`]er that runs one
-//! migration under the [`lock`], and the [`runner`] that wires them to a [`db::Database`] as
-//! the steps (status, plan, up, apply-one, record, resolve); [`execution`] and [`trigger`] start
-//! and follow the state machine's executions. Binaries only parse and call.
+//! stepmigrate's AWS side: the Lambda workers' runtime and configuration ([`lambda`]), the
+//! typed step contracts ([`steps`]) that the state machine, the trigger and `stepmigrate
+//! remote` share, the alert ([`alert`]) and metrics ([`metrics`]), and starting and following
+//! executions ([`execution`], [`trigger`]). The domain is `stepmigrate-core`, re-exported
+//! here under its own module names.
+
+pub use stepmigrate_core::{
+    apply, config, db, error, ledger, lock, migration, notices, plan, runner, sql, Error,
+    ErrorKind,
+};
 
 pub mod alert;
-pub mod apply;
-pub mod config;
-pub mod db;
-pub mod error;
 pub mod execution;
 #[cfg(feature = "lambda")]
 pub mod lambda;
-pub mod ledger;
-pub mod lock;
 pub mod metrics;
-pub mod migration;
-pub mod notices;
-pub mod plan;
-pub mod runner;
-pub mod sql;
 pub mod steps;
 #[cfg(feature = "lambda")]
 pub mod trigger;
-
-pub use error::{Error, ErrorKind};

@@ -1,0 +1,20 @@
+//! stepmigrate's domain, as DESIGN.md names it, with no AWS and no command line: a
+//! [`migration::MigrationSet`] loaded and validated from a directory (with its [`sql`]
+//! lexing), the event-sourced [`ledger`], the pure [`plan`], the [`apply`]er that runs one
+//! migration's [`apply::Attempt`], the runners' [`lock`], [`config`] settings and [`error`]s,
+//! and the [`runner`] that wires them to a [`db::Database`] as the steps (status, plan, up,
+//! apply a range, record, resolve). [`notices`] carries what PostgreSQL says along the way.
+
+pub mod apply;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ledger;
+pub mod lock;
+pub mod migration;
+pub mod notices;
+pub mod plan;
+pub mod runner;
+pub mod sql;
+
+pub use error::{Error, ErrorKind};
