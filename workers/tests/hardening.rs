@@ -310,7 +310,8 @@ async fn losing_the_lock_session_stops_the_run_before_the_next_migration() {
         ("001_a.sql", "CREATE TABLE a (id int);"),
         (
             "002_kill_lock.sql",
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database());",
+            // Waits (up to 5 s) until the lock's backend is gone.
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database());",
         ),
         ("003_c.sql", "CREATE TABLE c (id int);"),
     ]);
