@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::apply::Outcome;
 use crate::error::{Error, ErrorKind, MigrationFailure};
 use crate::metrics::{Metric, MetricLine};
+use crate::migration::Version;
 use crate::plan::{Entry, State};
 use crate::runner::Migrator;
 
@@ -22,7 +23,7 @@ pub struct ExecutionInput {
     pub action: Action,
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<Version>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
@@ -80,9 +81,7 @@ impl ExecutionInput {
         };
         let target = match object.get("target") {
             None | Some(Value::Null) => None,
-            Some(Value::String(t)) if crate::migration::Version::parse(t).is_some() => {
-                Some(t.clone())
-            }
+            Some(Value::String(t)) if Version::parse(t).is_some() => Version::parse(t),
             Some(other) => {
                 return Err(invalid(format!(
                     "`target` must be a version such as \"004\", not {other}"
@@ -119,8 +118,8 @@ pub struct PlanRequest {
 /// any size completes in one execution under the history limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationRange {
-    pub first: String,
-    pub last: String,
+    pub first: Version,
+    pub last: Version,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
@@ -175,7 +174,7 @@ pub async fn plan(
         .and_then(|arn| arn.rsplit(':').next())
         .map(str::to_owned)
         .unwrap_or_else(|| crate::runner::new_run_id("run"));
-    let (_, plan) = migrator.plan(input.target.as_deref()).await?;
+    let (_, plan) = migrator.plan(input.target.as_ref()).await?;
     let report_only = input.action == Action::Status || input.dry_run;
     if !report_only {
         plan.ensure_runnable()?;
@@ -284,7 +283,7 @@ pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<App
             MetricLine::new(migrator.db.name())
                 .with(Metric::MigrationDuration, execution_time_ms as f64)
                 .with(Metric::MigrationsApplied, 1.0)
-                .property("version", &r.version)
+                .property("version", r.version.as_str())
                 .property("run_id", &request.run_id)
                 .emit();
         }
@@ -345,15 +344,15 @@ pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<Failu
     // The failed migration is in the error; an error before any migration ran (a lost
     // connection) is the item's first one.
     let (version, name) = match &failure {
-        Some(f) => (f.version.clone(), f.name.clone()),
+        Some(f) => (f.version.to_string(), f.name.clone()),
         None => {
             let first = &request.range.first;
             (
-                first.clone(),
+                first.to_string(),
                 migrator
                     .set
                     .get(first)
-                    .map_or_else(|| first.clone(), |m| m.name.clone()),
+                    .map_or_else(|| first.to_string(), |m| m.name.clone()),
             )
         }
     };
@@ -377,7 +376,7 @@ pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<Failu
         report.line = failure.error.line;
         report.statement = failure.error.statement.clone();
         report.recorded = true;
-        report.dirty = !failure.transactional;
+        report.dirty = failure.is_dirty();
     }
     MetricLine::new(migrator.db.name())
         .with(Metric::MigrationsFailed, 1.0)
@@ -449,7 +448,7 @@ mod tests {
         let cdk =
             ExecutionInput::parse(&json!({"action": "migrate", "source": "cdk", "target": "004"}))
                 .unwrap();
-        assert_eq!(cdk.target.as_deref(), Some("004"));
+        assert_eq!(cdk.target.as_ref().map(Version::as_str), Some("004"));
     }
 
     #[test]
@@ -474,7 +473,7 @@ mod tests {
     #[test]
     fn a_failure_survives_the_round_trip_through_step_functions() {
         let failure = MigrationFailure {
-            version: "004".into(),
+            version: Version::parse("004").unwrap(),
             name: "004_x".into(),
             file: "migrations/004_x.sql".into(),
             dirty: false,
@@ -496,7 +495,7 @@ mod tests {
             serde_json::json!({"errorType": "SqlFailed", "errorMessage": cause}).to_string();
         assert_eq!(
             failure_from_cause(&wrapped).map(|f| f.version),
-            Some("004".to_owned())
+            Version::parse("004")
         );
         assert!(cause_message(&wrapped).starts_with("migration 004_x failed"));
         assert!(cause_message(&cause).starts_with("migration 004_x failed"));

@@ -37,9 +37,10 @@ async fn apply_unvalidated(db: &TestDb, m: &Migration) -> Outcome {
     migrator.up(None, "test", &mut Quiet).await.unwrap();
     let mut conn = db.conn().await;
     let schema = LedgerSchema::new("public");
+    let first = Version::parse("001").unwrap();
     let attempt = Attempt::new(
         m,
-        Some("001"),
+        Some(&first),
         "test",
         &schema,
         None,

@@ -274,9 +274,11 @@ async fn a_late_failure_record_never_overwrites_an_applied_migration() {
     let db = TestDb::new().await;
     let dir = numbered_tables(1);
     let m = db.migrator(dir.path(), common::settings());
-    m.apply_range("001", "001", "run-1").await.unwrap();
+    m.apply_range(&"001".parse().unwrap(), &"001".parse().unwrap(), "run-1")
+        .await
+        .unwrap();
     let failure = stepmigrate::error::MigrationFailure {
-        version: "001".into(),
+        version: "001".parse().unwrap(),
         name: "001_create_t1".into(),
         file: dir.file("001_create_t1.sql"),
         dirty: false,

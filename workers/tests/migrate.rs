@@ -372,21 +372,33 @@ async fn apply_one_rechecks_under_the_lock() {
     let m = db.migrator(dir.path(), settings());
     let sum = |i: u32| checksum(format!("CREATE TABLE t{i} (id int);\n").as_bytes());
 
-    let err = m.apply_one("002", &sum(2), "run-1").await.unwrap_err();
+    let err = m
+        .apply_one(&"002".parse().unwrap(), &sum(2), "run-1")
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("002_create_t2 cannot run before 001_create_t1"),
         "{err}"
     );
-    let err = m.apply_one("001", &sum(9), "run-1").await.unwrap_err();
+    let err = m
+        .apply_one(&"001".parse().unwrap(), &sum(9), "run-1")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
 
-    let first = m.apply_one("001", &sum(1), "run-1").await.unwrap();
+    let first = m
+        .apply_one(&"001".parse().unwrap(), &sum(1), "run-1")
+        .await
+        .unwrap();
     assert!(
         matches!(first.outcome, Outcome::Applied { .. }),
         "{first:?}"
     );
-    let again = m.apply_one("001", &sum(1), "run-2").await.unwrap();
+    let again = m
+        .apply_one(&"001".parse().unwrap(), &sum(1), "run-2")
+        .await
+        .unwrap();
     assert_eq!(again.outcome, Outcome::AlreadyApplied);
     assert_eq!(db.applied().await, vec!["001"]);
 }

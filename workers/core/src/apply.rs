@@ -13,7 +13,7 @@ use crate::error::{Error, MigrationFailure, SqlError};
 use crate::ledger::{
     self, EventKind, LedgerSchema, NewEvent, LOST_TRANSACTION_MESSAGE, LOST_TRANSACTION_SQLSTATE,
 };
-use crate::migration::Migration;
+use crate::migration::{Migration, Version};
 use crate::notices;
 use crate::sql::{self, quote_literal};
 
@@ -64,7 +64,7 @@ pub const RESET_SESSION: &str = "RESET SESSION AUTHORIZATION;RESET ROLE;RESET AL
 pub struct Attempt<'a> {
     pub migration: &'a Migration,
     /// The migration before it in the set, which must be applied.
-    pub previous: Option<&'a str>,
+    pub previous: Option<&'a Version>,
     pub run_id: &'a str,
     pub schema: &'a LedgerSchema,
     /// The backend holding the runner's migration lock: the guard checks it still does.
@@ -86,7 +86,7 @@ pub struct Transaction {
 impl<'a> Attempt<'a> {
     pub fn new(
         migration: &'a Migration,
-        previous: Option<&'a str>,
+        previous: Option<&'a Version>,
         run_id: &'a str,
         schema: &'a LedgerSchema,
         lock_pid: Option<i32>,
@@ -123,7 +123,7 @@ impl<'a> Attempt<'a> {
             self.schema.qualify("schema_migrations_guard"),
             quote_literal(self.migration.version.as_str()),
             self.previous
-                .map_or_else(|| "NULL".to_owned(), quote_literal),
+                .map_or_else(|| "NULL".to_owned(), |v| quote_literal(v.as_str())),
             self.lock_pid
                 .map_or_else(|| "NULL".to_owned(), |p| p.to_string()),
             quote_literal(&self.token),
@@ -493,7 +493,7 @@ async fn in_transaction_block(conn: &mut PgConnection) -> Result<bool, sqlx::Err
 
 fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {
     MigrationFailure {
-        version: m.version.as_str().to_owned(),
+        version: m.version.clone(),
         name: m.name.clone(),
         file: m.path.clone(),
         transactional: m.transactional(),
@@ -554,7 +554,7 @@ pub async fn record_failure(
 ) -> Result<(), Error> {
     let event = NewEvent {
         run_id,
-        version: &failure.version,
+        version: failure.version.as_str(),
         name: &failure.name,
         kind: EventKind::Failed,
         checksum,

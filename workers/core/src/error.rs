@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::migration::Version;
+
 /// The stable name of an error, as Step Functions and scripts see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ErrorKind {
@@ -112,7 +114,7 @@ impl fmt::Display for SetProblem {
 /// An applied migration whose file changed since.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Drift {
-    pub version: String,
+    pub version: Version,
     pub name: String,
     #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,
@@ -125,7 +127,7 @@ pub struct Drift {
 /// A migration left half-done outside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DirtyMigration {
-    pub version: String,
+    pub version: Version,
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -177,7 +179,7 @@ impl fmt::Display for SqlError {
 /// A migration that failed, with the database's error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MigrationFailure {
-    pub version: String,
+    pub version: Version,
     pub name: String,
     #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,

@@ -272,7 +272,8 @@ pub async fn record_failure(
     Ok(())
 }
 
-/// One row of `schema_migrations`.
+/// One row of `schema_migrations`. `version` is the text as stored (see
+/// [`LedgerRow::parsed_version`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LedgerRow {
     pub version: String,

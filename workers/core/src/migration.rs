@@ -67,6 +67,23 @@ impl Serialize for Version {
     }
 }
 
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Version, String> {
+        Version::parse(text).ok_or_else(|| {
+            format!("`{text}` is not a version: decimal digits (at most 19), e.g. 004")
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Lowercase hex SHA-256 of a file's raw bytes: the old runner's checksum, so its ledger rows
 /// compare as they are.
 pub fn checksum(bytes: &[u8]) -> String {
@@ -469,11 +486,22 @@ impl MigrationSet {
         &self.migrations
     }
 
-    pub fn get(&self, version: &str) -> Option<&Migration> {
-        let v = Version::parse(version)?;
+    /// The migration of a version (by number: `4` finds `004`).
+    pub fn get(&self, version: &Version) -> Option<&Migration> {
+        self.position(version).map(|i| &self.migrations[i])
+    }
+
+    /// Where a version is in the set's order.
+    pub fn position(&self, version: &Version) -> Option<usize> {
         self.migrations
-            .iter()
-            .find(|m| m.version.number() == v.number())
+            .binary_search_by_key(&version.number(), |m| m.version.number())
+            .ok()
+    }
+
+    /// The migration before `version` in the set: the one that must be applied first.
+    pub fn previous(&self, version: &Version) -> Option<&Migration> {
+        let i = self.position(version)?;
+        i.checked_sub(1).map(|p| &self.migrations[p])
     }
 
     /// A digest of the whole set: changes when any migration is added, removed or edited.

@@ -28,7 +28,7 @@ pub enum State {
 /// One version's line in the plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
-    pub version: String,
+    pub version: Version,
     pub name: String,
     pub state: State,
     /// The migration's file, when the set has one.
@@ -59,25 +59,29 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Apply pending migrations up to this version only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<Version>,
 }
 
 impl Plan {
     /// Compares the set with the ledger. Fails only on what makes the comparison itself
     /// meaningless (an unknown target, a version renumbered under an applied row).
-    pub fn new(set: &MigrationSet, ledger: &Ledger, target: Option<&str>) -> Result<Plan, Error> {
+    pub fn new(
+        set: &MigrationSet,
+        ledger: &Ledger,
+        target: Option<&Version>,
+    ) -> Result<Plan, Error> {
         let target = match target {
             None => None,
             Some(t) => Some(set.get(t).map(|m| m.version.clone()).ok_or_else(|| {
                 Error::InvalidInput(format!("target version `{t}` is not in the migration set"))
             })?),
         };
-        let mut by_number: HashMap<u64, &LedgerRow> = HashMap::new();
+        let mut by_number: HashMap<u64, (Version, &LedgerRow)> = HashMap::new();
         let mut unparsable = Vec::new();
         for row in ledger.migration_rows() {
             match Version::parse(&row.version) {
                 Some(v) => {
-                    by_number.insert(v.number(), row);
+                    by_number.insert(v.number(), (v, row));
                 }
                 None => unparsable.push(row),
             }
@@ -86,15 +90,14 @@ impl Plan {
         let mut entries = Vec::new();
         let mut warnings = Vec::new();
         let mut renumbered = Vec::new();
-        let newest_applied = ledger
-            .migration_rows()
-            .filter(|r| r.success)
-            .filter_map(|r| Version::parse(&r.version))
-            .map(|v| v.number())
+        let newest_applied = by_number
+            .values()
+            .filter(|(_, r)| r.success)
+            .map(|(v, _)| v.number())
             .max();
 
         for m in set.migrations() {
-            let row = by_number.remove(&m.version.number());
+            let row = by_number.remove(&m.version.number()).map(|(_, row)| row);
             if let Some(row) = row {
                 if row.version != m.version.as_str() {
                     renumbered.push(SetProblem::new(
@@ -117,12 +120,18 @@ impl Plan {
             });
         }
 
-        let mut unknown: Vec<&LedgerRow> = by_number.into_values().chain(unparsable).collect();
-        unknown.sort_by(|a, b| a.version.cmp(&b.version));
-        for row in unknown {
+        for row in unparsable {
+            warnings.push(format!(
+                "the ledger has a row with version `{}` ({}), which is not a version: ignored",
+                row.version, row.name
+            ));
+        }
+        let mut unknown: Vec<(Version, &LedgerRow)> = by_number.into_values().collect();
+        unknown.sort_by(|a, b| a.0.cmp(&b.0));
+        for (version, row) in unknown {
             if row.success || row.dirty {
                 entries.push(Entry {
-                    version: row.version.clone(),
+                    version,
                     name: row.name.clone(),
                     state: if row.dirty {
                         State::Dirty
@@ -145,27 +154,19 @@ impl Plan {
                 ));
             }
         }
-        entries.sort_by(|a, b| {
-            let key = |e: &Entry| Version::parse(&e.version).map_or(u64::MAX, |v| v.number());
-            key(a).cmp(&key(b)).then_with(|| a.version.cmp(&b.version))
-        });
+        entries.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(Plan {
             entries,
             warnings,
-            target: target.map(|t| t.as_str().to_owned()),
+            target,
         })
     }
 
     /// The migrations `up` would apply, in order, respecting the target.
     pub fn pending(&self) -> impl Iterator<Item = &Entry> {
-        let limit = self
-            .target
-            .as_deref()
-            .and_then(Version::parse)
-            .map_or(u64::MAX, |v| v.number());
+        let limit = self.target.as_ref().map_or(u64::MAX, Version::number);
         self.entries.iter().filter(move |e| {
-            matches!(e.state, State::Pending | State::Failed)
-                && Version::parse(&e.version).is_some_and(|v| v.number() <= limit)
+            matches!(e.state, State::Pending | State::Failed) && e.version.number() <= limit
         })
     }
 
@@ -219,7 +220,7 @@ fn entry_for(
     warnings: &mut Vec<String>,
 ) -> Entry {
     let mut entry = Entry {
-        version: m.version.as_str().to_owned(),
+        version: m.version.clone(),
         name: m.name.clone(),
         state: State::Pending,
         file: Some(m.path.clone()),
@@ -312,6 +313,10 @@ mod tests {
         }
     }
 
+    fn v(text: &str) -> Version {
+        Version::parse(text).unwrap()
+    }
+
     fn ledger(rows: Vec<LedgerRow>) -> Ledger {
         Ledger {
             kind: LedgerKind::EventSourced,
@@ -323,7 +328,7 @@ mod tests {
     fn states(p: &Plan) -> Vec<(String, State)> {
         p.entries
             .iter()
-            .map(|e| (e.version.clone(), e.state))
+            .map(|e| (e.version.to_string(), e.state))
             .collect()
     }
 
@@ -359,7 +364,7 @@ mod tests {
             ]
         );
         assert_eq!(p.pending().count(), 2, "a failed migration is retried");
-        let to_two = Plan::new(&s, &l, Some("002")).unwrap();
+        let to_two = Plan::new(&s, &l, Some(&v("002"))).unwrap();
         assert_eq!(
             to_two
                 .pending()
@@ -368,7 +373,7 @@ mod tests {
             vec!["002"]
         );
         assert!(matches!(
-            Plan::new(&s, &l, Some("009")),
+            Plan::new(&s, &l, Some(&v("009"))),
             Err(Error::InvalidInput(_))
         ));
     }

@@ -16,7 +16,7 @@ use crate::db::Database;
 use crate::error::{Error, ErrorKind, MigrationFailure, SqlError};
 use crate::ledger::{self, EventKind, Ledger, LedgerKind, LedgerSchema, NewEvent};
 use crate::lock::{backoff, MigrationLock};
-use crate::migration::{Migration, MigrationSet};
+use crate::migration::{Migration, MigrationSet, Version};
 use crate::plan::{Plan, State};
 
 /// Live progress of a run, for the human output of the CLI.
@@ -35,7 +35,7 @@ impl Progress for Quiet {}
 /// The result of one migration in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationResult {
-    pub version: String,
+    pub version: Version,
     pub name: String,
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -144,7 +144,7 @@ impl Migrator {
     }
 
     /// The plan as it stands, without taking the lock or writing anything.
-    pub async fn plan(&self, target: Option<&str>) -> Result<(Ledger, Plan), Error> {
+    pub async fn plan(&self, target: Option<&Version>) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
         let (_, ledger) = self.read_ledger(&mut conn).await?;
         let plan = Plan::new(&self.set, &ledger, target)?;
@@ -155,7 +155,7 @@ impl Migrator {
     /// (which is recorded before this returns).
     pub async fn up(
         &self,
-        target: Option<&str>,
+        target: Option<&Version>,
         run_id: &str,
         progress: &mut dyn Progress,
     ) -> Result<UpReport, Error> {
@@ -279,7 +279,7 @@ impl Migrator {
                 break;
             }
             let result = MigrationResult {
-                version: m.version.as_str().to_owned(),
+                version: m.version.clone(),
                 name: m.name.clone(),
                 outcome,
             };
@@ -299,7 +299,7 @@ impl Migrator {
     /// saw. See [`Migrator::apply_range`].
     pub async fn apply_one(
         &self,
-        version: &str,
+        version: &Version,
         checksum: &str,
         run_id: &str,
     ) -> Result<MigrationResult, Error> {
@@ -309,7 +309,7 @@ impl Migrator {
         if m.checksum != checksum {
             return Err(Error::ChecksumMismatch {
                 drift: vec![crate::error::Drift {
-                    version: version.to_owned(),
+                    version: m.version.clone(),
                     name: m.name.clone(),
                     file: m.path.clone(),
                     recorded: checksum.to_owned(),
@@ -327,19 +327,14 @@ impl Migrator {
     /// failure stops it and is returned as the error, not recorded (the record step does).
     pub async fn apply_range(
         &self,
-        first: &str,
-        last: &str,
+        first: &Version,
+        last: &Version,
         run_id: &str,
     ) -> Result<Vec<MigrationResult>, Error> {
-        let position = |v: &str| {
-            let number = crate::migration::Version::parse(v).map(|v| v.number());
-            self.set
-                .migrations()
-                .iter()
-                .position(|m| Some(m.version.number()) == number)
-                .ok_or_else(|| {
-                    Error::InvalidInput(format!("version `{v}` is not in the migration set"))
-                })
+        let position = |v: &Version| {
+            self.set.position(v).ok_or_else(|| {
+                Error::InvalidInput(format!("version `{v}` is not in the migration set"))
+            })
         };
         let (from, to) = (position(first)?, position(last)?);
         if from > to {
@@ -354,11 +349,7 @@ impl Migrator {
         let plan = self
             .prepare_locked(&mut conn, &schema, ledger, None, run_id)
             .await?;
-        if let Some(blocker) = plan.pending().find(|e| {
-            self.set
-                .get(&e.version)
-                .is_some_and(|p| p.version < range[0].version)
-        }) {
+        if let Some(blocker) = plan.pending().find(|e| e.version < range[0].version) {
             lock.release().await?;
             return Err(Error::InvalidInput(format!(
                 "{} cannot run before {}, which is pending",
@@ -368,7 +359,7 @@ impl Migrator {
         let applied = |m: &Migration| {
             plan.entries
                 .iter()
-                .any(|e| e.version == m.version.as_str() && e.state == State::Applied)
+                .any(|e| e.version == m.version && e.state == State::Applied)
         };
         let end = self
             .apply_in_order(
@@ -425,7 +416,7 @@ impl Migrator {
     /// Records what an operator found when checking a dirty migration by hand.
     pub async fn resolve(
         &self,
-        version: &str,
+        version: &Version,
         resolution: Resolution,
         run_id: &str,
     ) -> Result<String, Error> {
@@ -435,10 +426,7 @@ impl Migrator {
         let ledger = ledger::read(&mut conn, &schema).await?;
         let row = ledger
             .migration_rows()
-            .find(|r| {
-                crate::migration::Version::parse(&r.version).map(|v| v.number())
-                    == crate::migration::Version::parse(version).map(|v| v.number())
-            })
+            .find(|r| Version::parse(&r.version).is_some_and(|v| v.number() == version.number()))
             .filter(|r| r.dirty)
             .ok_or_else(|| {
                 Error::InvalidInput(format!(
@@ -519,7 +507,7 @@ impl Migrator {
         conn: &mut PgConnection,
         schema: &LedgerSchema,
         seen: Ledger,
-        target: Option<&str>,
+        target: Option<&Version>,
         run_id: &str,
     ) -> Result<Plan, Error> {
         let mut ledger = ledger::read(conn, schema).await?;
@@ -553,7 +541,7 @@ impl Migrator {
     ) -> Result<Outcome, Error> {
         let span = info_span!("migration", version = m.version.as_str(), name = %m.name, transactional = m.transactional());
         async {
-            let previous = self.previous_of(m);
+            let previous = self.set.previous(&m.version).map(|p| &p.version);
             let started = Instant::now();
             let mut lock_timeouts = 0u32;
             let mut busy = 0u32;
@@ -592,7 +580,7 @@ impl Migrator {
                     Outcome::Dirty => {
                         return Err(Error::Dirty {
                             migrations: vec![crate::error::DirtyMigration {
-                                version: m.version.as_str().to_owned(),
+                                version: m.version.clone(),
                                 name: m.name.clone(),
                                 error: None,
                             }],
@@ -610,12 +598,6 @@ impl Migrator {
         }
         .instrument(span)
         .await
-    }
-
-    fn previous_of(&self, m: &Migration) -> Option<&str> {
-        let all = self.set.migrations();
-        let index = all.iter().position(|x| x.version == m.version)?;
-        index.checked_sub(1).map(|i| all[i].version.as_str())
     }
 }
 

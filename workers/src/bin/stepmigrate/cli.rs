@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use stepmigrate::config::{parse_duration, Settings};
 use stepmigrate::db::Database;
-use stepmigrate::migration::MigrationSet;
+use stepmigrate::migration::{MigrationSet, Version};
 use stepmigrate::runner::{new_run_id, Migrator, Resolution};
 use stepmigrate::Error;
 
@@ -78,14 +78,14 @@ pub enum Command {
     /// What `up` would apply, without applying anything (the old runner's dry run).
     Plan {
         /// Stop at this version (inclusive).
-        #[arg(long, value_name = "VERSION")]
-        to: Option<String>,
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: Option<Version>,
     },
     /// Apply the pending migrations in order, stopping at the first failure.
     Up {
         /// Stop at this version (inclusive).
-        #[arg(long, value_name = "VERSION")]
-        to: Option<String>,
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: Option<Version>,
         /// Only show what would be applied (same as `plan`).
         #[arg(long)]
         dry_run: bool,
@@ -93,7 +93,8 @@ pub enum Command {
     /// Record what you found when checking a dirty migration by hand.
     Resolve {
         /// The dirty migration's version, e.g. 004.
-        version: String,
+        #[arg(value_parser = parse_version)]
+        version: Version,
         /// It is fully applied: mark it applied.
         #[arg(
             long,
@@ -146,6 +147,11 @@ impl Command {
             Command::Remote(remote) => remote.name(),
         }
     }
+}
+
+/// A version argument (`004`), checked as the library checks file names.
+pub fn parse_version(text: &str) -> Result<Version, String> {
+    text.parse()
 }
 
 impl Args {
@@ -204,7 +210,7 @@ async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCod
             })
         }
         Command::Plan { to } | Command::Up { to, dry_run: true } => {
-            let (_, plan) = m.plan(to.as_deref()).await?;
+            let (_, plan) = m.plan(to.as_ref()).await?;
             plan.ensure_runnable()?;
             out.plan(command.name(), &m.db, &plan);
             Ok(ExitCode::SUCCESS)
@@ -212,7 +218,7 @@ async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCod
         Command::Up { to, dry_run: false } => {
             let run_id = new_run_id("cli");
             let mut progress = out.progress(&m.db);
-            let report = m.up(to.as_deref(), &run_id, &mut progress).await?;
+            let report = m.up(to.as_ref(), &run_id, &mut progress).await?;
             Ok(out.up(&report))
         }
         Command::Resolve {

@@ -12,7 +12,9 @@ use stepmigrate::runner::new_run_id;
 use stepmigrate::steps::{Action, ExecutionInput};
 use stepmigrate::Error;
 
+use crate::cli::parse_version;
 use crate::output::Output;
+use stepmigrate::migration::Version;
 
 const ENV_STATE_MACHINE: &str = "STEPMIGRATE_STATE_MACHINE_ARN";
 
@@ -40,8 +42,8 @@ enum RemoteCommand {
         #[arg(long)]
         dry_run: bool,
         /// Stop at this version (inclusive).
-        #[arg(long, value_name = "VERSION")]
-        to: Option<String>,
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: Option<Version>,
         /// The execution's name (default: generated). Starting the same name twice while it
         /// runs returns the same execution.
         #[arg(long)]
