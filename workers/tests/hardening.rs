@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{cli_command, settings, Dir, TestDb};
 use stepmigrate::apply::{self, Attempt, Commit, Outcome};
 use stepmigrate::ledger::LedgerSchema;
-use stepmigrate::migration::{Directives, Migration, Version};
+use stepmigrate::migration::{Directives, Migration, Mode, Version};
 use stepmigrate::runner::Quiet;
 
 /// A migration built by hand, past the validator: what the runtime checks must catch when
@@ -23,7 +23,11 @@ fn unvalidated(version: &str, sql: &str, no_transaction: bool) -> Migration {
         sql: sql.to_owned(),
         checksum: stepmigrate::migration::checksum(sql.as_bytes()),
         directives: Directives {
-            no_transaction,
+            mode: if no_transaction {
+                Mode::NoTransaction
+            } else {
+                Mode::Transactional
+            },
             ..Directives::default()
         },
         down: None,

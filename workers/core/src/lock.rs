@@ -20,8 +20,9 @@ const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.ru
 // idle_session_timeout must not end it (and the lock with it) half-way through a run.
 const KEEP_ALIVE: &str = "SELECT set_config(name, '0', false) FROM pg_catalog.pg_settings WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')";
 
-/// The held migration lock. Dropped without [`MigrationLock::release`] (an error path), its
-/// session is closed rather than returned to the pool, which releases the lock too.
+/// The held migration lock: see [`MigrationLock::hold`]. Dropped unreleased (a panic, a
+/// release that failed), its session is closed rather than returned to the pool, which
+/// releases the lock too.
 pub struct MigrationLock {
     conn: Connection,
     key: String,
@@ -94,14 +95,25 @@ impl MigrationLock {
         self.backend_pid
     }
 
-    pub async fn release(mut self) -> Result<(), Error> {
-        sqlx::query(UNLOCK)
+    /// Runs `work` holding the lock, then releases it, whatever `work` returned: the one way
+    /// the runner holds it, so no path forgets to let go. A release that fails (the session
+    /// is gone) closes the session instead, which releases the lock just as well.
+    pub async fn hold<T>(
+        mut self,
+        work: impl AsyncFnOnce(&MigrationLock) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let result = work(&self).await;
+        match sqlx::query(UNLOCK)
             .bind(&self.key)
             .execute(&mut *self.conn)
             .await
-            .map_err(|e| Error::database("releasing the migration lock", e))?;
-        self.released = true;
-        Ok(())
+        {
+            Ok(_) => self.released = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the migration lock; closing its session")
+            }
+        }
+        result
     }
 }
 

@@ -124,11 +124,22 @@ pub fn differs_only_in_line_endings(bytes: &[u8], recorded: &str) -> bool {
         .any(|v| checksum(v) == recorded)
 }
 
+/// How a migration runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// In one transaction with its ledger event: all of it or nothing.
+    #[default]
+    Transactional,
+    /// Outside a transaction, one statement at a time (for `CREATE INDEX CONCURRENTLY`); a
+    /// failure part way leaves it dirty.
+    NoTransaction,
+}
+
 /// Settings a migration's header may override.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Directives {
-    /// Run outside a transaction, one statement at a time (for `CREATE INDEX CONCURRENTLY`).
-    pub no_transaction: bool,
+    pub mode: Mode,
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "crate::config::duration_opt"
@@ -166,7 +177,7 @@ pub struct Migration {
 
 impl Migration {
     pub fn transactional(&self) -> bool {
-        !self.directives.no_transaction
+        self.directives.mode == Mode::Transactional
     }
 }
 
@@ -369,7 +380,7 @@ impl MigrationSet {
                 if sql::is_transaction_control(&s.keywords) {
                     // Inside the runner's transaction it breaks atomicity; outside one it hides
                     // a half-done migration from the dirty tracking.
-                    let remedy = if directives.no_transaction {
+                    let remedy = if directives.mode == Mode::NoTransaction {
                         "a migration that runs outside a transaction runs each statement on its own; remove it"
                     } else {
                         "the runner wraps each migration in its own transaction; remove it"
@@ -388,7 +399,7 @@ impl MigrationSet {
                         Some(s.line),
                         format!("`{}`: {why}", s.keywords.join(" ")),
                     ));
-                } else if !directives.no_transaction {
+                } else if directives.mode == Mode::Transactional {
                     if let Some(what) = sql::requires_no_transaction(s) {
                         problems.push(SetProblem::new(
                             &file.path,
@@ -663,7 +674,7 @@ fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
     };
     let key = key.to_ascii_lowercase().replace('_', "-");
     match (key.as_str(), value) {
-        ("no-transaction", None) => d.no_transaction = true,
+        ("no-transaction", None) => d.mode = Mode::NoTransaction,
         ("lock-timeout", Some(v)) => d.lock_timeout = Some(crate::config::parse_duration(v).map_err(|e| format!("lock_timeout: {e}"))?),
         ("statement-timeout", Some(v)) => {
             d.statement_timeout = Some(crate::config::parse_duration(v).map_err(|e| format!("statement_timeout: {e}"))?)
@@ -774,7 +785,7 @@ mod tests {
         )
         .unwrap();
         let d = &set.migrations()[0].directives;
-        assert!(d.no_transaction);
+        assert_eq!(d.mode, Mode::NoTransaction);
         assert_eq!(d.lock_timeout, Some(Duration::from_secs(10)));
         assert_eq!(d.statement_timeout, Some(Duration::from_secs(120)));
     }

@@ -192,45 +192,46 @@ impl Migrator {
             }
 
             let lock = self.lock(&schema, progress).await?;
-            let plan = self
-                .prepare_locked(&mut conn, &schema, ledger, target, run_id)
-                .await?;
-            report.warnings = plan.warnings.clone();
-            let pending: Vec<&Migration> = plan
-                .pending()
-                .filter_map(|e| self.set.get(&e.version))
-                .collect();
-            report.pending = pending.len();
-            info!(pending = pending.len(), "planned");
+            lock.hold(async |lock| {
+                let plan = self
+                    .prepare_locked(&mut conn, &schema, ledger, target, run_id)
+                    .await?;
+                report.warnings = plan.warnings.clone();
+                let pending: Vec<&Migration> = plan
+                    .pending()
+                    .filter_map(|e| self.set.get(&e.version))
+                    .collect();
+                report.pending = pending.len();
+                info!(pending = pending.len(), "planned");
 
-            let applied = self
-                .apply_in_order(
-                    &mut conn,
-                    &schema,
-                    &lock,
-                    &pending,
-                    |_| false,
-                    run_id,
-                    progress,
-                )
-                .await?;
-            report.results = applied.results;
-            report.lock_lost = applied.lock_lost;
-            if let Some(failure) = applied.failure {
-                let checksum = self.set.get(&failure.version).map(|m| m.checksum.as_str());
-                if let Err(e) = self
-                    .record_with(&mut conn, &schema, &failure, checksum, run_id)
-                    .await
-                {
-                    // The migration's own error stays the run's error; this goes beside it.
-                    warn!(error = %e, "could not record the failure of {}", failure.name);
-                    report.record_error = Some(e.to_string());
+                let applied = self
+                    .apply_in_order(
+                        &mut conn,
+                        &schema,
+                        lock,
+                        &pending,
+                        |_| false,
+                        run_id,
+                        progress,
+                    )
+                    .await?;
+                report.results = applied.results;
+                report.lock_lost = applied.lock_lost;
+                if let Some(failure) = applied.failure {
+                    let checksum = self.set.get(&failure.version).map(|m| m.checksum.as_str());
+                    if let Err(e) = self
+                        .record_with(&mut conn, &schema, &failure, checksum, run_id)
+                        .await
+                    {
+                        // The migration's own error stays the run's error; this goes beside it.
+                        warn!(error = %e, "could not record the failure of {}", failure.name);
+                        report.record_error = Some(e.to_string());
+                    }
+                    report.failure = Some(failure);
                 }
-                report.failure = Some(failure);
-            }
-            if !report.lock_lost {
-                lock.release().await?;
-            }
+                Ok(())
+            })
+            .await?;
             report.elapsed_ms = started.elapsed().as_millis() as u64;
             Ok(report)
         }
@@ -346,32 +347,33 @@ impl Migrator {
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.read_ledger(&mut conn).await?;
         let lock = self.lock(&schema, &mut Quiet).await?;
-        let plan = self
-            .prepare_locked(&mut conn, &schema, ledger, None, run_id)
-            .await?;
-        if let Some(blocker) = plan.pending().find(|e| e.version < range[0].version) {
-            lock.release().await?;
-            return Err(Error::InvalidInput(format!(
-                "{} cannot run before {}, which is pending",
-                range[0].name, blocker.name
-            )));
-        }
-        let applied = |m: &Migration| {
-            plan.entries
-                .iter()
-                .any(|e| e.version == m.version && e.state == State::Applied)
-        };
-        let end = self
-            .apply_in_order(
-                &mut conn, &schema, &lock, &range, applied, run_id, &mut Quiet,
-            )
+        let end = lock
+            .hold(async |lock| {
+                let plan = self
+                    .prepare_locked(&mut conn, &schema, ledger, None, run_id)
+                    .await?;
+                if let Some(blocker) = plan.pending().find(|e| e.version < range[0].version) {
+                    return Err(Error::InvalidInput(format!(
+                        "{} cannot run before {}, which is pending",
+                        range[0].name, blocker.name
+                    )));
+                }
+                let applied = |m: &Migration| {
+                    plan.entries
+                        .iter()
+                        .any(|e| e.version == m.version && e.state == State::Applied)
+                };
+                self.apply_in_order(
+                    &mut conn, &schema, lock, &range, applied, run_id, &mut Quiet,
+                )
+                .await
+            })
             .await?;
         if end.lock_lost {
             return Err(Error::LockLost {
                 applied: end.results.len(),
             });
         }
-        lock.release().await?;
         match end.failure {
             Some(failure) => Err(Error::MigrationFailed { failure }),
             None => Ok(end.results),
@@ -387,11 +389,14 @@ impl Migrator {
         let mut conn = self.db.connect().await?;
         let schema = self.ledger_schema(&mut conn).await?;
         // Under the lock: another runner may be applying this very migration right now.
-        let lock = self.lock(&schema, &mut Quiet).await?;
-        let checksum = self.set.get(&failure.version).map(|m| m.checksum.clone());
-        self.record_with(&mut conn, &schema, failure, checksum.as_deref(), run_id)
-            .await?;
-        lock.release().await
+        let checksum = self.set.get(&failure.version).map(|m| m.checksum.as_str());
+        self.lock(&schema, &mut Quiet)
+            .await?
+            .hold(async |_| {
+                self.record_with(&mut conn, &schema, failure, checksum, run_id)
+                    .await
+            })
+            .await
     }
 
     /// Records a failure on `conn`, or, when that connection broke with the migration (a
@@ -423,39 +428,43 @@ impl Migrator {
         let mut conn = self.db.connect().await?;
         let schema = self.ledger_schema(&mut conn).await?;
         let lock = self.lock(&schema, &mut Quiet).await?;
-        let ledger = ledger::read(&mut conn, &schema).await?;
-        let row = ledger
-            .migration_rows()
-            .find(|r| Version::parse(&r.version).is_some_and(|v| v.number() == version.number()))
-            .filter(|r| r.dirty)
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "migration {version} is not dirty: there is nothing to resolve"
-                ))
-            })?
-            .clone();
-        let kind = match resolution {
-            Resolution::Applied => EventKind::ResolvedApplied,
-            Resolution::NotApplied => EventKind::ResolvedNotApplied,
-        };
-        ledger::append(
-            &mut conn,
-            &schema,
-            &NewEvent {
-                run_id,
-                version: &row.version,
-                name: &row.name,
-                kind,
-                checksum: row.checksum.as_deref(),
-                execution_time_ms: None,
-                dirty: false,
-                error: None,
-                notices: &[],
-            },
-        )
-        .await?;
-        lock.release().await?;
-        Ok(row.name)
+        lock.hold(async |_| {
+            let ledger = ledger::read(&mut conn, &schema).await?;
+            let row = ledger
+                .migration_rows()
+                .find(|r| {
+                    Version::parse(&r.version).is_some_and(|v| v.number() == version.number())
+                })
+                .filter(|r| r.dirty)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "migration {version} is not dirty: there is nothing to resolve"
+                    ))
+                })?
+                .clone();
+            let kind = match resolution {
+                Resolution::Applied => EventKind::ResolvedApplied,
+                Resolution::NotApplied => EventKind::ResolvedNotApplied,
+            };
+            ledger::append(
+                &mut conn,
+                &schema,
+                &NewEvent {
+                    run_id,
+                    version: &row.version,
+                    name: &row.name,
+                    kind,
+                    checksum: row.checksum.as_deref(),
+                    execution_time_ms: None,
+                    dirty: false,
+                    error: None,
+                    notices: &[],
+                },
+            )
+            .await?;
+            Ok(row.name)
+        })
+        .await
     }
 
     /// Differences between the projection and its events (empty: consistent). A database
@@ -478,13 +487,15 @@ impl Migrator {
     pub async fn ledger_rebuild(&self, run_id: &str) -> Result<u64, Error> {
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.read_ledger(&mut conn).await?;
-        let lock = self.lock(&schema, &mut Quiet).await?;
-        if !ledger.is_current() {
-            ledger::install(&mut conn, &schema, run_id).await?;
-        }
-        let rows = ledger::rebuild(&mut conn, &schema).await?;
-        lock.release().await?;
-        Ok(rows)
+        self.lock(&schema, &mut Quiet)
+            .await?
+            .hold(async |_| {
+                if !ledger.is_current() {
+                    ledger::install(&mut conn, &schema, run_id).await?;
+                }
+                ledger::rebuild(&mut conn, &schema).await
+            })
+            .await
     }
 
     async fn lock(
