@@ -103,13 +103,13 @@ async fn notices_and_warnings_are_shown_under_their_migration_and_kept() {
 
     // --json carries them; -q stays quiet; the tool's own (a ledger reinstall) never show.
     dir.write("004_more.sql", "DROP TABLE IF EXISTS still_nothing;");
-    db.exec("UPDATE schema_migrations SET checksum = 'older' WHERE version = '000'")
+    db.tamper("UPDATE schema_migrations SET checksum = 'older' WHERE version = '000'")
         .await;
     let run = db.cli(dir.path(), &["-q", "up"]);
     run.assert_code(0);
     assert_eq!(run.stdout, "", "{run:?}");
     dir.write("005_more.sql", "SELECT 1;");
-    db.exec("UPDATE schema_migrations SET checksum = 'older' WHERE version = '000'")
+    db.tamper("UPDATE schema_migrations SET checksum = 'older' WHERE version = '000'")
         .await;
     let run = db.cli(dir.path(), &["up"]);
     run.assert_code(0);

@@ -232,7 +232,7 @@ async fn ledger_check_finds_tampering_and_rebuild_restores() {
     let db = TestDb::new().await;
     let dir = numbered_tables(3);
     db.cli(dir.path(), &["up"]).assert_code(0);
-    db.exec(
+    db.tamper(
         "UPDATE schema_migrations SET checksum = 'edited', success = false WHERE version = '002'",
     )
     .await;

@@ -69,8 +69,6 @@ pub struct Attempt<'a> {
     pub schema: &'a LedgerSchema,
     /// The backend holding the runner's migration lock: the guard checks it still does.
     pub lock_pid: Option<i32>,
-    /// Marks this attempt's transaction (see `schema_migrations_guard`).
-    pub token: String,
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
     pub commit: Commit,
@@ -93,18 +91,12 @@ impl<'a> Attempt<'a> {
         settings: &Settings,
         commit: Commit,
     ) -> Attempt<'a> {
-        use rand::Rng;
         Attempt {
             migration,
             previous,
             run_id,
             schema,
             lock_pid,
-            token: format!(
-                "{run_id}/{}/{:016x}",
-                migration.version,
-                rand::thread_rng().gen::<u64>()
-            ),
             lock_timeout: migration
                 .directives
                 .lock_timeout
@@ -117,16 +109,16 @@ impl<'a> Attempt<'a> {
         }
     }
 
+    /// The guard's call; its one row, `stepmigrate_guard`, is its transaction's id.
     fn guard(&self) -> String {
         format!(
-            "SELECT {}({}, {}, {}, {})",
+            "SELECT {}({}, {}, {}) AS stepmigrate_guard",
             self.schema.qualify("schema_migrations_guard"),
             quote_literal(self.migration.version.as_str()),
             self.previous
                 .map_or_else(|| "NULL".to_owned(), |v| quote_literal(v.as_str())),
             self.lock_pid
                 .map_or_else(|| "NULL".to_owned(), |p| p.to_string()),
-            quote_literal(&self.token),
         )
     }
 
@@ -174,7 +166,7 @@ impl<'a> Attempt<'a> {
                 ),
                 &[],
             )
-            .insert_in_guarded_transaction_sql(self.schema, &self.token);
+            .insert_in_guarded_transaction_sql(self.schema);
         // The newline ends a trailing `--` comment of the file; the `;` a last statement
         // written without one.
         Transaction {
@@ -234,13 +226,18 @@ async fn apply_in_transaction(
     let m = attempt.migration;
     let tx = attempt.transaction();
     let started = Instant::now();
-    let ((sent, outcome_kind), notices) = notices::capture(async {
+    // The guard's transaction id and the event's kind come back as rows among the
+    // migration's own, as they are produced: an error later in the script keeps them.
+    let ((sent, guard_xid, outcome_kind), notices) = notices::capture(async {
+        let mut guard_xid: Option<String> = None;
         let mut outcome_kind: Option<String> = None;
         let mut results = sqlx::raw_sql(&tx.script).fetch_many(&mut *conn);
         let sent = loop {
             match results.try_next().await {
                 Ok(Some(sqlx::Either::Right(row))) => {
-                    if let Ok(kind) = row.try_get::<String, _>("stepmigrate_outcome") {
+                    if let Ok(xid) = row.try_get::<String, _>("stepmigrate_guard") {
+                        guard_xid.get_or_insert(xid);
+                    } else if let Ok(kind) = row.try_get::<String, _>("stepmigrate_outcome") {
                         outcome_kind = Some(kind);
                     }
                 }
@@ -249,7 +246,7 @@ async fn apply_in_transaction(
                 Err(e) => break Err(e),
             }
         };
-        (sent, outcome_kind)
+        (sent, guard_xid, outcome_kind)
     })
     .await;
     match sent {
@@ -281,7 +278,7 @@ async fn apply_in_transaction(
             // A syntax error aborts the script before BEGIN runs; ROLLBACK then only warns.
             // Whether the guard's transaction committed anyway (a COMMIT inside the migration)
             // is in the session: then part of the migration may remain, and it is dirty.
-            let committed = after_failure(conn, &attempt.token).await;
+            let committed = after_failure(conn, guard_xid.as_deref()).await;
             let pg = db.try_downcast_ref::<PgDatabaseError>();
             let position = pg.and_then(|e| match e.position() {
                 Some(PgErrorPosition::Original(p)) => p.checked_sub(1 + tx.migration_offset_chars),
@@ -307,15 +304,16 @@ async fn apply_in_transaction(
     }
 }
 
-/// After a failed attempt: rolls back, tells whether the attempt's guard committed (its token
-/// outlived the rollback), and resets the session. A connection too broken to answer has
-/// rolled back whatever was open.
-async fn after_failure(conn: &mut PgConnection, token: &str) -> bool {
+/// After a failed attempt: rolls back, tells whether the attempt's guard committed (its
+/// transaction, whose id the guard returned, is committed although the script failed), and
+/// resets the session. A connection too broken to answer has rolled back whatever was open.
+async fn after_failure(conn: &mut PgConnection, guard_xid: Option<&str>) -> bool {
     use sqlx::Row;
-    let sql = format!(
-        "ROLLBACK;SELECT coalesce(current_setting('stepmigrate.applying', true), '') = {} AS committed;{RESET_SESSION}",
-        quote_literal(token)
-    );
+    let committed = match guard_xid.and_then(|x| x.parse::<i64>().ok()) {
+        Some(xid) => format!("txid_status({xid}) = 'committed'"),
+        None => "false".to_owned(),
+    };
+    let sql = format!("ROLLBACK;SELECT {committed} AS committed;{RESET_SESSION}");
     match sqlx::raw_sql(&sql).fetch_all(&mut *conn).await {
         Ok(rows) => rows
             .iter()
@@ -357,13 +355,20 @@ async fn locate_statement(conn: &mut PgConnection, attempt: &Attempt<'_>, error:
     }
     for statement in &statements {
         match sqlx::raw_sql(statement.text).execute(&mut *conn).await {
-            Ok(_) => continue,
+            Ok(_) => {}
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(&error.sqlstate) => {
                 error.line = Some(statement.line);
                 error.statement = Some(statement.text.to_owned());
                 break;
             }
             Err(_) => break,
+        }
+        // Sent one at a time, the next statement is read with the session as this one left
+        // it: stop unless it is still the transaction, and strings and encoding as the
+        // lexer read them.
+        match session_state(conn).await {
+            Ok(state) if state.in_transaction && state.problem().is_none() => {}
+            _ => break,
         }
     }
     let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
@@ -414,12 +419,16 @@ async fn apply_outside_transaction(
             notices::capture(sqlx::raw_sql(statement.text).execute(&mut *conn)).await;
         notices.extend(raised);
         let result = match executed {
-            Ok(_) => in_transaction_block(conn).await.map(|open| {
-                open.then(|| SqlError {
-                    sqlstate: OPEN_TRANSACTION_SQLSTATE.to_owned(),
-                    message: "the statement left a transaction open (transaction control the validator did not see); it was rolled back".to_owned(),
-                    ..SqlError::default()
-                })
+            Ok(_) => session_state(conn).await.map(|state| {
+                if state.in_transaction {
+                    Some(SqlError {
+                        sqlstate: OPEN_TRANSACTION_SQLSTATE.to_owned(),
+                        message: "the statement left a transaction open (transaction control the validator did not see); it was rolled back".to_owned(),
+                        ..SqlError::default()
+                    })
+                } else {
+                    state.problem()
+                }
             }),
             Err(e) => Err(e),
         };
@@ -480,15 +489,49 @@ async fn apply_outside_transaction(
 /// The SQLSTATE recorded when a statement outside a transaction left one open.
 pub const OPEN_TRANSACTION_SQLSTATE: &str = "SM007";
 
-/// Whether the session is inside a transaction block: there, `now()` is the block's start,
-/// earlier than this query's own arrival.
-async fn in_transaction_block(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+/// The SQLSTATE recorded when a statement changed how the rest would be read.
+pub const SESSION_CHANGED_SQLSTATE: &str = "SM008";
+
+/// What a statement may have left behind that changes how the next one is read.
+struct SessionState {
+    /// Inside a transaction block: there, `now()` is the block's start, earlier than this
+    /// query's own arrival.
+    in_transaction: bool,
+    standard_conforming_strings: String,
+    client_encoding: String,
+}
+
+impl SessionState {
+    /// Why the runner cannot send the next statement as its lexer read it, if it cannot.
+    fn problem(&self) -> Option<SqlError> {
+        let what = if self.standard_conforming_strings != "on" {
+            "standard_conforming_strings"
+        } else if !self.client_encoding.eq_ignore_ascii_case("UTF8") {
+            "client_encoding"
+        } else {
+            return None;
+        };
+        Some(SqlError {
+            sqlstate: SESSION_CHANGED_SQLSTATE.to_owned(),
+            message: format!("the statement changed {what}, so the rest of the migration would not be read as the runner reads it; nothing after it was run"),
+            ..SqlError::default()
+        })
+    }
+}
+
+async fn session_state(conn: &mut PgConnection) -> Result<SessionState, sqlx::Error> {
     use sqlx::Row;
     // A simple query: the extended protocol restamps the statement at each message.
-    let row = sqlx::raw_sql("SELECT now() <> statement_timestamp()")
-        .fetch_one(&mut *conn)
-        .await?;
-    row.try_get(0)
+    let row = sqlx::raw_sql(
+        "SELECT now() <> statement_timestamp(), current_setting('standard_conforming_strings'), current_setting('client_encoding')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(SessionState {
+        in_transaction: row.try_get(0)?,
+        standard_conforming_strings: row.try_get(1)?,
+        client_encoding: row.try_get(2)?,
+    })
 }
 
 fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {

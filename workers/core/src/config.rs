@@ -133,6 +133,11 @@ pub fn parse_schema_name(text: &str) -> Result<String, String> {
             "`{text}` is not a schema name: 1 to 63 bytes without `$`, e.g. public or migrations"
         ));
     }
+    if name.to_ascii_lowercase().starts_with("pg_") {
+        return Err(format!(
+            "`{text}`: names starting with pg_ are PostgreSQL's own (pg_catalog, pg_temp); choose another, e.g. migrations"
+        ));
+    }
     Ok(name.to_owned())
 }
 

@@ -77,6 +77,12 @@ impl Database {
                 .min_connections(0)
                 .acquire_timeout(self.connect_timeout)
                 .idle_timeout(Duration::from_secs(300))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query(KEEP_ALIVE).execute(conn).await?;
+                        Ok(())
+                    })
+                })
                 .connect_lazy_with(self.options.clone())
         });
         if pool.size() == 0 {
@@ -87,7 +93,7 @@ impl Database {
             Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(self.no_answer()),
             Ok(Err(e)) => Err(Error::ConnectionFailed {
                 target: self.to_string(),
-                reason: describe(&e),
+                reason: self.describe(&e),
             }),
         }
     }
@@ -119,6 +125,21 @@ impl Database {
         }
     }
 
+    /// Why a connection failed, without the user name (PostgreSQL quotes it in `role "x"
+    /// does not exist`; a password typed into its place must not be shown).
+    fn describe(&self, e: &sqlx::Error) -> String {
+        let text = match e {
+            sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        };
+        let user = self.options.get_username();
+        if user.is_empty() {
+            text
+        } else {
+            text.replace(&format!("\"{user}\""), "\"<user>\"")
+        }
+    }
+
     fn no_answer(&self) -> Error {
         Error::ConnectionFailed {
             target: self.to_string(),
@@ -143,15 +164,16 @@ impl Database {
     }
 }
 
+/// Host, port and database: never any part of the user information (a password typed into
+/// the user name's place would be shown).
 impl std::fmt::Display for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}:{}/{} as {}",
+            "{}:{}/{}",
             self.options.get_host(),
             self.options.get_port(),
-            self.name(),
-            self.options.get_username()
+            self.name()
         )
     }
 }
@@ -162,12 +184,10 @@ impl std::fmt::Debug for Database {
     }
 }
 
-fn describe(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        other => other.to_string(),
-    }
-}
+/// A runner's sessions idle by design: the lock's while the migrations run on another, both
+/// while a runner waits its turn. A server-wide `idle_session_timeout` must not end them (and
+/// the lock with them) half-way through a run.
+const KEEP_ALIVE: &str = "SELECT set_config(name, '0', false) FROM pg_catalog.pg_settings WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')";
 
 /// What "no limit" waits: long enough never to matter, short enough for any clock.
 const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -222,7 +242,7 @@ mod tests {
         )
         .unwrap();
         let shown = db.to_string();
-        assert_eq!(shown, "db.example.com:6543/tutor as app");
+        assert_eq!(shown, "db.example.com:6543/tutor");
         assert!(!format!("{db:?}").contains("s3cret"));
     }
 

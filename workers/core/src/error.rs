@@ -258,6 +258,12 @@ pub enum Error {
     },
 }
 
+/// SQLSTATEs that say the session ended (an operator or a timeout terminated it, the server
+/// is shutting down, the connection broke): nothing about the SQL, so transient.
+pub fn is_session_ended(sqlstate: &str) -> bool {
+    sqlstate.starts_with("57P") || sqlstate.starts_with("08")
+}
+
 fn join_lines<T: fmt::Display>(items: &[T]) -> String {
     items
         .iter()
@@ -277,6 +283,13 @@ impl Error {
                 if failure.error.is_lock_timeout() && !failure.is_dirty() =>
             {
                 ErrorKind::LockTimeout
+            }
+            // Its session was ended under it (by an operator, a failover, a timeout, or the
+            // migration itself): it rolled back whole, so a new run may try again.
+            Error::MigrationFailed { failure }
+                if is_session_ended(&failure.error.sqlstate) && !failure.is_dirty() =>
+            {
+                ErrorKind::ConnectionFailed
             }
             Error::MigrationFailed { .. } => ErrorKind::SqlFailed,
             Error::LockNotAcquired { .. } => ErrorKind::LockTimeout,
@@ -306,13 +319,15 @@ impl Error {
                 reason: err.to_string(),
             },
             sqlx::Error::Database(db) => {
-                let code = db
-                    .code()
-                    .map(|c| format!(" (SQLSTATE {c})"))
-                    .unwrap_or_default();
-                Error::Database {
-                    context,
-                    message: format!("{}{code}", db.message()),
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                let message = format!("{} (SQLSTATE {code})", db.message());
+                if is_session_ended(&code) {
+                    Error::ConnectionFailed {
+                        target: context,
+                        reason: message,
+                    }
+                } else {
+                    Error::Database { context, message }
                 }
             }
             other => Error::Database {

@@ -69,19 +69,22 @@ impl LedgerSchema {
 
     /// Where the ledger is: `configured`, else the one schema that holds an event-sourced
     /// ledger, else the one that holds the old runner's `schema_migrations` (`public` first),
-    /// else `public`. Several candidates and no setting is an error that lists them.
+    /// else `public`. Several candidates and no setting is an error that lists them; so is a
+    /// setting that would hide a ledger elsewhere, and another tool's `schema_migrations`
+    /// where the ledger would go.
     pub async fn locate(
         conn: &mut PgConnection,
         configured: Option<&str>,
     ) -> Result<LedgerSchema, Error> {
-        if let Some(name) = configured {
-            return Ok(LedgerSchema::new(name));
-        }
-        let found: Vec<(String, bool)> = sqlx::query_as(
+        let rows: Vec<(String, bool, bool)> = sqlx::query_as(
             "SELECT n.nspname::text,
                     bool_or(c.relname = 'schema_migration_events'
                             AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
-                                        WHERE p.pronamespace = n.oid AND p.proname = 'schema_migrations_row'))
+                                        WHERE p.pronamespace = n.oid AND p.proname = 'schema_migrations_row')),
+                    bool_or(c.relname = 'schema_migrations'
+                            AND (SELECT count(*) FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = c.oid AND NOT a.attisdropped
+                                   AND a.attname IN ('version', 'name', 'applied_at')) = 3)
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relname IN ('schema_migrations', 'schema_migration_events')
                AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%'
@@ -90,40 +93,86 @@ impl LedgerSchema {
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| Error::database("locating the ledger", e))?;
-        choose_schema(&found).map(|name| LedgerSchema::new(&name))
+        let found: Vec<Found> = rows
+            .into_iter()
+            .map(|(schema, ours, old_runner)| Found {
+                schema,
+                ours,
+                old_runner,
+            })
+            .collect();
+        choose_schema(&found, configured).map(|name| LedgerSchema::new(&name))
     }
 }
 
-/// The pure choice behind [`LedgerSchema::locate`]: `found` lists the schemas holding a
-/// `schema_migrations` or `schema_migration_events` table, and whether they hold a ledger of
-/// ours (the events and the fold's function: a table that merely has the name does not count).
-fn choose_schema(found: &[(String, bool)]) -> Result<String, Error> {
-    let ambiguous = |names: Vec<&str>| {
-        Error::Config {
+/// A schema holding a table named like the ledger's.
+#[derive(Debug, Clone)]
+struct Found {
+    schema: String,
+    /// A ledger of ours: the events and the fold's function (a table that merely has the
+    /// name does not count).
+    ours: bool,
+    /// A `schema_migrations` with the old runner's columns.
+    old_runner: bool,
+}
+
+/// The pure choice behind [`LedgerSchema::locate`].
+fn choose_schema(found: &[Found], configured: Option<&str>) -> Result<String, Error> {
+    let config = |reason: String| Error::Config {
         variable: crate::config::ENV_LEDGER_SCHEMA.to_owned(),
-        reason: format!(
-            "not set, and ledgers exist in several schemas ({}): set it to the schema whose ledger this database's migrations are recorded in",
-            names.join(", ")
-        ),
-    }
+        reason,
     };
-    let event_sourced: Vec<&str> = found
+    let ours: Vec<&str> = found
         .iter()
-        .filter(|(_, events)| *events)
-        .map(|(n, _)| n.as_str())
+        .filter(|f| f.ours)
+        .map(|f| f.schema.as_str())
         .collect();
-    match event_sourced.as_slice() {
-        [one] => return Ok((*one).to_owned()),
-        [] => {}
-        _ => return Err(ambiguous(event_sourced)),
+    let chosen = match configured {
+        Some(name) => {
+            if !ours.is_empty() && !ours.contains(&name) {
+                return Err(config(format!(
+                    "`{name}` holds no ledger, but {} does: a new ledger there would make every migration pending again. Unset it to use that one, or move the ledger first",
+                    ours.join(", ")
+                )));
+            }
+            name.to_owned()
+        }
+        None => {
+            let old: Vec<&str> = found
+                .iter()
+                .filter(|f| f.old_runner)
+                .map(|f| f.schema.as_str())
+                .collect();
+            match (ours.as_slice(), old.as_slice()) {
+                ([one], _) => (*one).to_owned(),
+                ([], []) => "public".to_owned(),
+                ([], [one]) => (*one).to_owned(),
+                ([], many) if many.contains(&"public") => "public".to_owned(),
+                (several, _) if !several.is_empty() => {
+                    return Err(config(format!(
+                        "not set, and ledgers exist in several schemas ({}): set it to the schema whose ledger this database's migrations are recorded in",
+                        several.join(", ")
+                    )))
+                }
+                (_, several) => {
+                    return Err(config(format!(
+                        "not set, and the old runner's schema_migrations exists in several schemas ({}): set it to the one to adopt",
+                        several.join(", ")
+                    )))
+                }
+            }
+        }
+    };
+    // Where the ledger goes, another tool's table of the same name would be taken for it.
+    if let Some(f) = found.iter().find(|f| f.schema == chosen) {
+        if !f.ours && !f.old_runner {
+            return Err(config(format!(
+                "{chosen}.schema_migrations exists but is neither a stepmigrate ledger nor the old runner's table (another tool's?): set {} to another schema for stepmigrate's ledger",
+                crate::config::ENV_LEDGER_SCHEMA
+            )));
+        }
     }
-    let legacy: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
-    match legacy.as_slice() {
-        [] => Ok("public".to_owned()),
-        [one] => Ok((*one).to_owned()),
-        many if many.contains(&"public") => Ok("public".to_owned()),
-        _ => Err(ambiguous(legacy)),
-    }
+    Ok(chosen)
 }
 
 /// What happened to a migration, as the event log records it.
@@ -200,16 +249,16 @@ impl NewEvent<'_> {
 
 impl NewEvent<'_> {
     /// The `INSERT` of an `applied` event that ends a migration's transaction, checked to be
-    /// in the transaction the guard marked with `token`: if transaction control inside the
-    /// migration ended that transaction early, the migration is recorded as a dirty failure
-    /// instead (part of it may be committed, part not). Returns the event's `kind`.
-    pub fn insert_in_guarded_transaction_sql(&self, schema: &LedgerSchema, token: &str) -> String {
+    /// in the transaction the guard locked: if transaction control inside the migration ended
+    /// that transaction early, the migration is recorded as a dirty failure instead (part of
+    /// it may be committed, part not). Returns the event's `kind`.
+    pub fn insert_in_guarded_transaction_sql(&self, schema: &LedgerSchema) -> String {
         let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), quote_literal);
         format!(
             "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error) \
              SELECT {}, {}, {}, CASE WHEN g.ok THEN 'applied' ELSE 'failed' END, {}, {}, NOT g.ok, \
              CASE WHEN g.ok THEN NULL ELSE jsonb_build_object('sqlstate', '{LOST_TRANSACTION_SQLSTATE}', 'message', {}) END \
-             FROM (SELECT current_setting('stepmigrate.guard', true) IS NOT DISTINCT FROM {} AS ok) g \
+             FROM (SELECT {}() AS ok) g \
              RETURNING kind::text AS stepmigrate_outcome",
             schema.qualify("schema_migration_events"),
             quote_literal(self.run_id),
@@ -218,7 +267,7 @@ impl NewEvent<'_> {
             opt(self.checksum),
             self.execution_time_ms.as_deref().unwrap_or("NULL"),
             quote_literal(LOST_TRANSACTION_MESSAGE),
-            quote_literal(token),
+            schema.qualify("schema_migrations_in_guarded_transaction"),
         )
     }
 }
@@ -593,25 +642,52 @@ mod tests {
 
     #[test]
     fn the_ledger_is_where_it_already_is() {
-        let f = |v: &[(&str, bool)]| {
-            choose_schema(
-                &v.iter()
-                    .map(|(n, e)| (n.to_string(), *e))
-                    .collect::<Vec<_>>(),
-            )
+        let f = |v: &[(&str, bool, bool)], configured: Option<&str>| {
+            let found: Vec<Found> = v
+                .iter()
+                .map(|(n, ours, old)| Found {
+                    schema: n.to_string(),
+                    ours: *ours,
+                    old_runner: *old,
+                })
+                .collect();
+            choose_schema(&found, configured)
         };
-        assert_eq!(f(&[]).unwrap(), "public");
-        assert_eq!(f(&[("app", false)]).unwrap(), "app");
+        assert_eq!(f(&[], None).unwrap(), "public");
+        assert_eq!(f(&[("app", false, true)], None).unwrap(), "app");
         assert_eq!(
-            f(&[("postgres", false), ("public", false)]).unwrap(),
+            f(&[("postgres", false, true), ("public", false, true)], None).unwrap(),
             "public"
         );
-        assert_eq!(f(&[("ledger", true), ("public", false)]).unwrap(), "ledger");
-        let err = f(&[("a", true), ("b", true)]).unwrap_err().to_string();
+        assert_eq!(
+            f(&[("ledger", true, true), ("public", false, true)], None).unwrap(),
+            "ledger"
+        );
+        let err = f(&[("a", true, true), ("b", true, true)], None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("STEPMIGRATE_LEDGER_SCHEMA") && err.contains("a, b"),
             "{err}"
         );
-        assert!(f(&[("a", false), ("b", false)]).is_err());
+        assert!(f(&[("a", false, true), ("b", false, true)], None).is_err());
+        // Another tool's table where the ledger would go.
+        let err = f(&[("public", false, false)], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another tool"), "{err}");
+        assert_eq!(
+            f(&[("public", false, false)], Some("ledger")).unwrap(),
+            "ledger"
+        );
+        // A setting that would hide the ledger.
+        let err = f(&[("public", true, true)], Some("newsch"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no ledger, but public does"), "{err}");
+        assert_eq!(
+            f(&[("public", true, true)], Some("public")).unwrap(),
+            "public"
+        );
     }
 }

@@ -82,9 +82,11 @@ END $$;
 DROP TRIGGER IF EXISTS schema_migration_events_append_only ON @L@.schema_migration_events;
 CREATE TRIGGER schema_migration_events_append_only BEFORE UPDATE OR DELETE ON @L@.schema_migration_events
     FOR EACH ROW EXECUTE FUNCTION @L@.schema_migration_events_append_only();
+ALTER TABLE @L@.schema_migration_events ENABLE ALWAYS TRIGGER schema_migration_events_append_only;
 DROP TRIGGER IF EXISTS schema_migration_events_no_truncate ON @L@.schema_migration_events;
 CREATE TRIGGER schema_migration_events_no_truncate BEFORE TRUNCATE ON @L@.schema_migration_events
     FOR EACH STATEMENT EXECUTE FUNCTION @L@.schema_migration_events_append_only();
+ALTER TABLE @L@.schema_migration_events ENABLE ALWAYS TRIGGER schema_migration_events_no_truncate;
 
 -- The fold, in one place: the projection row an event leaves behind (none for events that
 -- make a migration pending again). The latest event of a version decides its row.
@@ -121,6 +123,7 @@ END $$;
 DROP TRIGGER IF EXISTS schema_migration_events_project ON @L@.schema_migration_events;
 CREATE TRIGGER schema_migration_events_project AFTER INSERT ON @L@.schema_migration_events
     FOR EACH ROW EXECUTE FUNCTION @L@.schema_migration_events_project();
+ALTER TABLE @L@.schema_migration_events ENABLE ALWAYS TRIGGER schema_migration_events_project;
 
 -- The old recipe `DELETE FROM schema_migrations WHERE version = '004'` (re-run a migration)
 -- becomes an event, so the projection still equals the fold. Deletions made by the
@@ -137,6 +140,7 @@ END $$;
 DROP TRIGGER IF EXISTS schema_migrations_record_delete ON @L@.schema_migrations;
 CREATE TRIGGER schema_migrations_record_delete AFTER DELETE ON @L@.schema_migrations
     FOR EACH ROW EXECUTE FUNCTION @L@.schema_migrations_record_delete();
+ALTER TABLE @L@.schema_migrations ENABLE ALWAYS TRIGGER schema_migrations_record_delete;
 
 CREATE OR REPLACE FUNCTION @L@.schema_migrations_record_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -150,16 +154,17 @@ END $$;
 DROP TRIGGER IF EXISTS schema_migrations_record_truncate ON @L@.schema_migrations;
 CREATE TRIGGER schema_migrations_record_truncate BEFORE TRUNCATE ON @L@.schema_migrations
     FOR EACH STATEMENT EXECUTE FUNCTION @L@.schema_migrations_record_truncate();
+ALTER TABLE @L@.schema_migrations ENABLE ALWAYS TRIGGER schema_migrations_record_truncate;
 
 -- Checked first in every migration's transaction: a second line of defence behind the
 -- runner's session lock (a runner whose lock session died, an orphaned backend still running
--- a killed runner's migration). Never blocks: it tries a transaction-scoped lock. It also
--- marks the transaction with the attempt's token: `stepmigrate.guard` lives as long as this
--- transaction (the ledger event checks it is still there), `stepmigrate.applying` as long as
--- the session if this transaction commits (the runner checks it after a failure). Either way a
--- migration whose transaction ended early (transaction control the validator missed) is seen
--- by what happened, not by reading its text.
-CREATE OR REPLACE FUNCTION @L@.schema_migrations_guard(p_version text, p_previous text, p_lock_pid int, p_token text) RETURNS void
+-- a killed runner's migration). Never blocks: it tries a transaction-scoped lock, which also
+-- marks the transaction: the ledger event checks this session still holds it (a COMMIT or
+-- ROLLBACK inside the migration released it), and the runner, after a failure, asks whether
+-- the transaction whose id the guard returns committed. Neither depends on reading the
+-- migration's text, nor on settings the migration could reset.
+DROP FUNCTION IF EXISTS @L@.schema_migrations_guard(text, text, int, text);
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_guard(p_version text, p_previous text, p_lock_pid int) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     k bigint := hashtextextended('stepmigrate.runner.' || @N@, 0);
@@ -185,9 +190,36 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_previous AND m.success) THEN
         RAISE EXCEPTION 'migration % is not applied, so % cannot run', p_previous, p_version USING ERRCODE = 'SM003';
     END IF;
-    PERFORM set_config('stepmigrate.guard', p_token, true);
-    PERFORM set_config('stepmigrate.applying', p_token, false);
+    RETURN txid_current()::text;
 END $$;
+
+-- Whether this session still holds the guard's transaction-scoped lock: false once the
+-- guard's transaction ended.
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_in_guarded_transaction() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks l,
+             LATERAL (SELECT hashtextextended('stepmigrate.apply.' || @N@, 0) AS k) key
+        WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid() AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid::bigint = ((key.k >> 32) & 4294967295) AND l.objid::bigint = (key.k & 4294967295))
+$$;
+
+-- The projection is written by the fold alone (and by a rebuild): an UPDATE or INSERT by
+-- hand would make the plan disagree with the events, e.g. re-run an applied migration.
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_written_by_the_fold() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_trigger_depth() = 1 AND coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' THEN
+        RAISE EXCEPTION 'schema_migrations is the projection of schema_migration_events: % by hand is not allowed', TG_OP
+            USING HINT = 'to re-run a migration, DELETE its row; to settle a dirty one, run stepmigrate resolve';
+    END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS schema_migrations_written_by_the_fold ON @L@.schema_migrations;
+CREATE TRIGGER schema_migrations_written_by_the_fold BEFORE INSERT OR UPDATE ON @L@.schema_migrations
+    FOR EACH ROW EXECUTE FUNCTION @L@.schema_migrations_written_by_the_fold();
+ALTER TABLE @L@.schema_migrations ENABLE ALWAYS TRIGGER schema_migrations_written_by_the_fold;
 
 -- Adoption: the old runner's rows become the history, once, in their order.
 INSERT INTO @L@.schema_migration_events (occurred_at, run_id, version, name, kind, checksum, execution_time_ms)
@@ -199,6 +231,8 @@ ORDER BY m.applied_at NULLS FIRST, m.version;
 
 -- A projection dropped by hand is rebuilt from the events, not started afresh: the history is
 -- in the events, and an empty projection would make every migration pending again.
+SELECT set_config('stepmigrate.rebuilding', 'on', true);
 INSERT INTO @L@.schema_migrations (version, name, applied_at, checksum, execution_time_ms, success, dirty, run_id, error, event_id)
 SELECT * FROM @L@.schema_migrations_folded
 WHERE NOT EXISTS (SELECT 1 FROM @L@.schema_migrations);
+SELECT set_config('stepmigrate.rebuilding', '', true);

@@ -16,9 +16,6 @@ use crate::ledger::LedgerSchema;
 // same key, by the holder's backend).
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrate.runner.' || $1, 0)), pg_backend_pid()";
 const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || $1, 0))";
-// The lock session idles while the migrations run on another: a server-wide
-// idle_session_timeout must not end it (and the lock with it) half-way through a run.
-const KEEP_ALIVE: &str = "SELECT set_config(name, '0', false) FROM pg_catalog.pg_settings WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')";
 
 /// The held migration lock: see [`MigrationLock::hold`]. Dropped unreleased (a panic, a
 /// release that failed), its session is closed rather than returned to the pool, which
@@ -65,10 +62,6 @@ impl MigrationLock {
                 .await
                 .map_err(|e| Error::database("taking the migration lock", e))?;
             if got {
-                sqlx::query(KEEP_ALIVE)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| Error::database("taking the migration lock", e))?;
                 return Ok(MigrationLock {
                     conn,
                     key,

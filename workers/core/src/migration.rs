@@ -101,27 +101,39 @@ pub fn checksum(bytes: &[u8]) -> String {
 /// same, so it is a warning, not drift.
 pub fn differs_only_in_line_endings(bytes: &[u8], recorded: &str) -> bool {
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    // The text with every line break (`\r\n`, `\n`, a lone `\r`) as `\n`...
     let mut lf = Vec::with_capacity(body.len());
     let mut i = 0;
     while i < body.len() {
-        if body[i] == b'\r' && body.get(i + 1) == Some(&b'\n') {
+        if body[i] == b'\r' {
+            lf.push(b'\n');
+            i += if body.get(i + 1) == Some(&b'\n') {
+                2
+            } else {
+                1
+            };
+        } else {
+            lf.push(body[i]);
             i += 1;
-            continue;
         }
-        lf.push(body[i]);
-        i += 1;
     }
-    let mut crlf = Vec::with_capacity(lf.len() + lf.len() / 16);
-    for &b in &lf {
-        if b == b'\n' {
-            crlf.push(b'\r');
+    // ...then as `\r\n` and as `\r`, each with and without a byte-order mark.
+    let with_breaks = |newline: &[u8]| -> Vec<u8> {
+        let mut out = Vec::with_capacity(lf.len() + lf.len() / 16);
+        for &b in &lf {
+            if b == b'\n' {
+                out.extend_from_slice(newline);
+            } else {
+                out.push(b);
+            }
         }
-        crlf.push(b);
-    }
+        out
+    };
     let bom = |v: &[u8]| [b"\xEF\xBB\xBF".as_slice(), v].concat();
-    [lf.clone(), crlf.clone(), bom(&lf), bom(&crlf)]
+    let (crlf, cr) = (with_breaks(b"\r\n"), with_breaks(b"\r"));
+    [&lf, &crlf, &cr]
         .iter()
-        .any(|v| checksum(v) == recorded)
+        .any(|v| checksum(v) == recorded || checksum(&bom(v)) == recorded)
 }
 
 /// How a migration runs.
@@ -232,10 +244,18 @@ impl MigrationSet {
             // FIFO would block the read forever, a device never end) is named, not read.
             match entry.file_type() {
                 Ok(t) if t.is_file() => paths.push(path),
-                Ok(t) if t.is_dir() => {}
+                Ok(t) if t.is_dir() => problems.push(SetProblem::new(
+                    &path,
+                    None,
+                    "a directory named like a migration: migrations are files (the directory is not searched recursively)".into(),
+                )),
                 _ => match std::fs::metadata(&path) {
                     Ok(m) if m.is_file() => paths.push(path),
-                    Ok(m) if m.is_dir() => {}
+                    Ok(m) if m.is_dir() => problems.push(SetProblem::new(
+                        &path,
+                        None,
+                        "a directory named like a migration: migrations are files (the directory is not searched recursively)".into(),
+                    )),
                     Ok(_) => problems.push(SetProblem::new(
                         &path,
                         None,
@@ -367,7 +387,21 @@ impl MigrationSet {
                     continue;
                 }
             };
-            let statements = sql::split_statements(sql_body);
+            let sql::Lexed {
+                statements,
+                unterminated,
+            } = sql::lex(sql_body);
+            if let Some(open) = unterminated {
+                problems.push(SetProblem::new(
+                    &file.path,
+                    Some(open.line),
+                    format!(
+                        "unterminated {} starting here: PostgreSQL would refuse the file",
+                        open.what
+                    ),
+                ));
+                continue;
+            }
             if statements.is_empty() {
                 problems.push(SetProblem::new(
                     &file.path,
@@ -634,7 +668,7 @@ fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
     let mut directives = Directives::default();
     let mut errors = Vec::new();
     let mut in_header = true;
-    for (index, line) in sql.lines().enumerate() {
+    for (index, line) in lines(sql).enumerate() {
         let line_no = index + 1;
         let trimmed = line.trim();
         let comment = trimmed.strip_prefix("--").map(str::trim);
@@ -660,6 +694,25 @@ fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
     } else {
         Err(errors)
     }
+}
+
+/// The lines of a text as PostgreSQL counts them: ended by `\n`, `\r\n` or a lone `\r`.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.find(['\n', '\r']) {
+            Some(i) => {
+                let skip = if t[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&t[i + skip..]);
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -855,6 +908,9 @@ mod tests {
         assert!(differs_only_in_line_endings(crlf, &checksum(lf)));
         assert!(differs_only_in_line_endings(lf, &checksum(crlf)));
         assert!(differs_only_in_line_endings(bom, &checksum(lf)));
+        let cr = b"CREATE TABLE a (x int);\rSELECT 1;\r";
+        assert!(differs_only_in_line_endings(cr, &checksum(lf)));
+        assert!(differs_only_in_line_endings(lf, &checksum(cr)));
         assert!(!differs_only_in_line_endings(
             b"CREATE TABLE a (x bigint);\nSELECT 1;\n",
             &checksum(lf)

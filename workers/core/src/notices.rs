@@ -41,7 +41,7 @@ impl NoticeLayer {
         S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
         NoticeLayer.with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target() == TARGET && *m.level() <= Level::INFO
+            m.target() == TARGET
         }))
     }
 }
@@ -51,10 +51,12 @@ impl<S: Subscriber> Layer<S> for NoticeLayer {
         if event.metadata().target() != TARGET {
             return;
         }
-        let severity = if *event.metadata().level() <= Level::WARN {
-            "WARNING"
-        } else {
-            "NOTICE"
+        // The driver logs NOTICE at INFO, WARNING at WARN, INFO (`RAISE INFO`) at TRACE.
+        let severity = match *event.metadata().level() {
+            Level::ERROR | Level::WARN => "WARNING",
+            Level::INFO => "NOTICE",
+            Level::DEBUG => "DEBUG",
+            Level::TRACE => "INFO",
         };
         let mut message = MessageField(String::new());
         event.record(&mut message);

@@ -10,48 +10,107 @@
 /// One top-level statement of a script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement<'a> {
-    /// The statement's text, without the terminating `;`, trimmed of surrounding whitespace
-    /// (comments before the statement are kept: PostgreSQL ignores them).
+    /// The statement's text, from its first token to the terminating `;` (excluded), trimmed:
+    /// comments before it belong to no statement.
     pub text: &'a str,
     /// Byte offset of `text` in the script.
     pub offset: usize,
-    /// 1-based line of the first character of `text`.
+    /// 1-based line of the statement's first token, counted from the file's first line.
     pub line: usize,
-    /// The first words of the statement (upper case, comments skipped), for classification.
+    /// The first words of the statement (upper case; quoted identifiers unquoted; comments
+    /// skipped), for classification.
     pub keywords: Vec<String>,
+    /// `COPY ... FROM STDIN` or `... TO STDOUT` somewhere in it.
+    pub copies_with_client: bool,
+    /// `DETACH ... CONCURRENTLY` somewhere in it.
+    pub detaches_concurrently: bool,
+}
+
+/// A script as the lexer read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lexed<'a> {
+    pub statements: Vec<Statement<'a>>,
+    /// A string, quoted identifier, dollar quote or block comment that the script never
+    /// closes: PostgreSQL would refuse it, and the runner's own SQL after it would be read as
+    /// part of it.
+    pub unterminated: Option<Unterminated>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unterminated {
+    /// What is left open, e.g. "quoted string".
+    pub what: &'static str,
+    /// 1-based line where it starts.
+    pub line: usize,
 }
 
 /// Splits `script` into its top-level statements. Statements that hold only comments or
 /// whitespace are dropped. Linear in the script's length.
 pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
+    lex(script).statements
+}
+
+/// What the lexer keeps of the statement it is in.
+#[derive(Default)]
+struct Current {
+    first_token: Option<usize>,
+    words: Vec<String>,
+    previous_word: String,
+    copies_with_client: bool,
+    detach: bool,
+    detaches_concurrently: bool,
+}
+
+impl Current {
+    fn word(&mut self, word: String) {
+        match (self.previous_word.as_str(), word.as_str()) {
+            ("FROM", "STDIN") | ("TO", "STDOUT") => self.copies_with_client = true,
+            (_, "DETACH") => self.detach = true,
+            (_, "CONCURRENTLY") if self.detach => self.detaches_concurrently = true,
+            _ => {}
+        }
+        // Only the first few words classify a statement; the ATOMIC check needs the first.
+        if self.words.len() < 8 {
+            self.words.push(word.clone());
+        }
+        self.previous_word = word;
+    }
+}
+
+/// Reads `script` once: its statements, and whatever it leaves unterminated.
+pub fn lex(script: &str) -> Lexed<'_> {
     let bytes = script.as_bytes();
     let mut statements = Vec::new();
+    let mut unterminated = None;
     let mut i = 0;
     let mut atomic_depth = 0usize;
     // `;` inside parentheses does not end a statement (CREATE RULE ... DO ALSO (a; b)).
     let mut paren_depth = 0usize;
-    let mut words: Vec<String> = Vec::new();
     // Whether the previous token was a top-level `BEGIN`: only `BEGIN ATOMIC`, adjacent, opens
     // a function body (`(begin, atomic)` names two columns).
     let mut after_begin = false;
     // Lines are counted as the scan goes: one pass, whatever the file's size.
     let mut lines = LineCounter::default();
+    let mut current = Current::default();
 
-    // Where the current statement's first token is.
-    let mut first_token: Option<usize> = None;
-
-    let mut finish =
-        |first: Option<usize>, end: usize, words: &mut Vec<String>, lines: &mut LineCounter| {
-            if let (Some(offset), false) = (first, words.is_empty()) {
-                statements.push(Statement {
-                    text: script[offset..end].trim_end(),
-                    offset,
-                    line: lines.line_at(bytes, offset),
-                    keywords: words.iter().take(4).cloned().collect(),
-                });
-            }
-            words.clear();
-        };
+    let mut finish = |current: Current, end: usize, lines: &mut LineCounter| {
+        if let (Some(offset), false) = (current.first_token, current.words.is_empty()) {
+            statements.push(Statement {
+                text: script[offset..end].trim_end(),
+                offset,
+                line: lines.line_at(bytes, offset),
+                keywords: current.words.into_iter().take(4).collect(),
+                copies_with_client: current.copies_with_client,
+                detaches_concurrently: current.detaches_concurrently,
+            });
+        }
+    };
+    let mut open = |what: &'static str, at: usize, lines: &mut LineCounter| {
+        unterminated.get_or_insert(Unterminated {
+            what,
+            line: lines.line_at(bytes, at),
+        });
+    };
 
     while i < bytes.len() {
         let c = bytes[i];
@@ -62,7 +121,7 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
             || (c == b'-' && bytes.get(i + 1) == Some(&b'-'))
             || (c == b'/' && bytes.get(i + 1) == Some(&b'*')))
         {
-            first_token.get_or_insert(i);
+            current.first_token.get_or_insert(i);
         }
         match c {
             // PostgreSQL ends a `--` comment at a newline or a carriage return.
@@ -74,7 +133,10 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                 continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = skip_block_comment(bytes, i);
+                i = skip_block_comment(bytes, i).unwrap_or_else(|| {
+                    open("/* comment", token_start, &mut lines);
+                    bytes.len()
+                });
                 continue;
             }
             c if c.is_ascii_whitespace() => {
@@ -85,16 +147,32 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                 let escapes = i > 0
                     && matches!(bytes[i - 1], b'e' | b'E')
                     && !is_ident_byte_at(bytes, i.wrapping_sub(2));
-                i = skip_quoted(bytes, i, b'\'', escapes);
+                i = skip_quoted(bytes, i, b'\'', escapes).unwrap_or_else(|| {
+                    open("quoted string", token_start, &mut lines);
+                    bytes.len()
+                });
             }
             b'"' => {
-                i = skip_quoted(bytes, i, b'"', false);
+                i = skip_quoted(bytes, i, b'"', false).unwrap_or_else(|| {
+                    open("quoted identifier", token_start, &mut lines);
+                    bytes.len()
+                });
+                // A quoted identifier classifies like the word it spells: `SET
+                // "client_encoding"` is `SET client_encoding` (settings ignore case).
+                let inner = script[token_start + 1..i.saturating_sub(1).max(token_start + 1)]
+                    .replace("\"\"", "\"");
+                current.word(inner.to_ascii_uppercase());
             }
             b'$' if !(i > 0 && is_ident_byte(bytes[i - 1])) => {
                 if let Some(tag_end) = dollar_tag_end(bytes, i) {
                     let tag = &bytes[i..=tag_end];
-                    i = find_subslice(bytes, tag, tag_end + 1)
-                        .map_or(bytes.len(), |p| p + tag.len());
+                    i = match find_subslice(bytes, tag, tag_end + 1) {
+                        Some(p) => p + tag.len(),
+                        None => {
+                            open("dollar-quoted string", token_start, &mut lines);
+                            bytes.len()
+                        }
+                    };
                 } else {
                     i += 1;
                 }
@@ -108,11 +186,11 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                 i += 1;
             }
             b';' if atomic_depth == 0 && paren_depth == 0 => {
-                finish(first_token.take(), i, &mut words, &mut lines);
+                finish(std::mem::take(&mut current), i, &mut lines);
                 i += 1;
             }
             b';' => {
-                first_token.get_or_insert(i);
+                current.first_token.get_or_insert(i);
                 i += 1;
             }
             c if is_ident_start(c) => {
@@ -124,7 +202,7 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                 if word == "ATOMIC"
                     && after_begin
                     && paren_depth == 0
-                    && words.first().map(String::as_str) == Some("CREATE")
+                    && current.words.first().map(String::as_str) == Some("CREATE")
                 {
                     atomic_depth += 1;
                 } else if word == "CASE" && atomic_depth > 0 {
@@ -133,23 +211,21 @@ pub fn split_statements(script: &str) -> Vec<Statement<'_>> {
                     atomic_depth -= 1;
                 }
                 is_begin = word == "BEGIN" && paren_depth == 0;
-                // Only the first few words classify a statement; the ATOMIC check needs the
-                // first one.
-                if words.len() < 8 {
-                    words.push(word);
-                } else {
-                    words[7] = word;
-                }
+                current.word(word);
             }
             _ => i += 1,
         }
         after_begin = is_begin;
     }
-    finish(first_token, bytes.len(), &mut words, &mut lines);
-    statements
+    finish(current, bytes.len(), &mut lines);
+    Lexed {
+        statements,
+        unterminated,
+    }
 }
 
-/// Counts lines up to increasing offsets in one pass.
+/// Counts lines up to increasing offsets in one pass. A line ends at `\n`, `\r\n` or a lone
+/// `\r`, as PostgreSQL's own lexer sees them.
 #[derive(Default)]
 struct LineCounter {
     offset: usize,
@@ -162,22 +238,22 @@ impl LineCounter {
         if offset < self.offset {
             *self = LineCounter::default();
         }
-        self.line += bytes[self.offset..offset]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
+        self.line += line_breaks(bytes, self.offset, offset);
         self.offset = offset;
         self.line + 1
     }
 }
 
+/// Line breaks in `bytes[from..to]`: each `\n`, and each `\r` not followed by `\n`.
+fn line_breaks(bytes: &[u8], from: usize, to: usize) -> usize {
+    (from..to)
+        .filter(|&i| bytes[i] == b'\n' || (bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count()
+}
+
 /// 1-based line number of a byte offset.
 pub fn line_of_byte(script: &str, offset: usize) -> usize {
-    script.as_bytes()[..offset.min(script.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    line_breaks(script.as_bytes(), 0, offset.min(script.len())) + 1
 }
 
 /// Byte offset of the `chars`-th character (0-based), as PostgreSQL counts error positions
@@ -214,19 +290,13 @@ pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str
         ["CREATE", "DATABASE", ..] | ["DROP", "DATABASE", ..] => Some("CREATE/DROP DATABASE"),
         ["CREATE", "TABLESPACE", ..] | ["DROP", "TABLESPACE", ..] => Some("CREATE/DROP TABLESPACE"),
         ["ALTER", "SYSTEM", ..] => Some("ALTER SYSTEM"),
-        ["ALTER", "TABLE", ..] if detaches_concurrently(statement.text) => {
+        ["ALTER", "TABLE", ..] if statement.detaches_concurrently => {
             Some("ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY")
         }
+        ["CLUSTER"] | ["CLUSTER", "VERBOSE"] => Some("CLUSTER of the whole database"),
+        ["DISCARD", "ALL", ..] => Some("DISCARD ALL"),
         _ => None,
     }
-}
-
-/// `ALTER TABLE t DETACH PARTITION p CONCURRENTLY`: the keywords come after names of any
-/// length, so the words are read from the text.
-fn detaches_concurrently(text: &str) -> bool {
-    let upper = text.to_ascii_uppercase();
-    let mut words = upper.split_ascii_whitespace();
-    words.any(|w| w == "DETACH") && words.any(|w| w == "CONCURRENTLY")
 }
 
 /// Why the runner cannot run a statement at all, if it cannot: it would need data the runner
@@ -246,18 +316,8 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
         }
         _ => {}
     }
-    if k.first() == Some(&"COPY") {
-        let upper = statement.text.to_ascii_uppercase();
-        let mut tokens = upper
-            .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
-            .filter(|t| !t.is_empty());
-        let mut previous = "";
-        for t in tokens.by_ref() {
-            if (previous == "FROM" && t == "STDIN") || (previous == "TO" && t == "STDOUT") {
-                return Some("COPY FROM STDIN / TO STDOUT exchanges data with a client the runner is not; load data with INSERT, or COPY from a file on the server");
-            }
-            previous = t;
-        }
+    if k.first() == Some(&"COPY") && statement.copies_with_client {
+        return Some("COPY FROM STDIN / TO STDOUT exchanges data with a client the runner is not; load data with INSERT, or COPY from a file on the server");
     }
     None
 }
@@ -286,7 +346,7 @@ fn find_subslice(bytes: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|p| p + from)
 }
 
-fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
+fn skip_block_comment(bytes: &[u8], start: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = start;
     while i < bytes.len() {
@@ -297,16 +357,16 @@ fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
             depth -= 1;
             i += 2;
             if depth == 0 {
-                return i;
+                return Some(i);
             }
         } else {
             i += 1;
         }
     }
-    bytes.len()
+    None
 }
 
-fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> usize {
+fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) -> Option<usize> {
     let mut i = start + 1;
     while i < bytes.len() {
         let c = bytes[i];
@@ -316,13 +376,13 @@ fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslash_escapes: bool) -
             if bytes.get(i + 1) == Some(&quote) {
                 i += 2;
             } else {
-                return i + 1;
+                return Some(i + 1);
             }
         } else {
             i += 1;
         }
     }
-    bytes.len()
+    None
 }
 
 /// If a dollar-quote tag (`$$` or `$tag$`) starts at `start`, the index of its closing `$`.

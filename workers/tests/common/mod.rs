@@ -62,6 +62,15 @@ impl TestDb {
             .collect()
     }
 
+    /// Writes to `schema_migrations` behind the ledger's back (its triggers refuse UPDATE and
+    /// INSERT by hand): what a tampering superuser could do.
+    pub async fn tamper(&self, sql: &str) {
+        self.exec(&format!(
+            "BEGIN; ALTER TABLE schema_migrations DISABLE TRIGGER schema_migrations_written_by_the_fold; {sql}; ALTER TABLE schema_migrations ENABLE ALWAYS TRIGGER schema_migrations_written_by_the_fold; COMMIT;"
+        ))
+        .await;
+    }
+
     pub async fn exec(&self, sql: &str) {
         let mut c = self.conn().await;
         sqlx::raw_sql(sql)

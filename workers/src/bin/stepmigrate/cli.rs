@@ -149,6 +149,20 @@ impl Command {
     }
 }
 
+/// An empty `DATABASE_URL=` or `STEPMIGRATE_*=` is an unset one: it must neither override a
+/// flag nor fail as "a value is required". Called first thing, while the process has one
+/// thread.
+pub fn forget_empty_variables() {
+    for (name, value) in std::env::vars_os() {
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n == "DATABASE_URL" || n.starts_with("STEPMIGRATE_"));
+        if ours && value.to_string_lossy().trim().is_empty() {
+            std::env::remove_var(&name);
+        }
+    }
+}
+
 /// A version argument (`004`), checked as the library checks file names.
 pub fn parse_version(text: &str) -> Result<Version, String> {
     text.parse()
@@ -156,8 +170,27 @@ pub fn parse_version(text: &str) -> Result<Version, String> {
 
 impl Args {
     fn settings(&self) -> Result<Settings, Error> {
-        let mut s = Settings::from_env(|k| std::env::var(k).ok())?;
+        use stepmigrate::config::{
+            ENV_CONNECT_TIMEOUT, ENV_LOCK_RETRIES, ENV_LOCK_TIMEOUT, ENV_LOCK_WAIT,
+            ENV_STATEMENT_TIMEOUT,
+        };
         let a = &self.settings;
+        // A flag wins over its variable, which is then not even read; an empty variable is
+        // an unset one.
+        let flag_given = |var: &str| match var {
+            ENV_LOCK_TIMEOUT => a.lock_timeout.is_some(),
+            ENV_STATEMENT_TIMEOUT => a.statement_timeout.is_some(),
+            ENV_LOCK_RETRIES => a.lock_retries.is_some(),
+            ENV_LOCK_WAIT => a.lock_wait.is_some(),
+            ENV_CONNECT_TIMEOUT => a.connect_timeout.is_some(),
+            _ => false,
+        };
+        let mut s = Settings::from_env(|var| {
+            if flag_given(var) {
+                return None;
+            }
+            std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+        })?;
         s.lock_timeout = a.lock_timeout.unwrap_or(s.lock_timeout);
         s.statement_timeout = a.statement_timeout.unwrap_or(s.statement_timeout);
         s.lock_retries = a.lock_retries.unwrap_or(s.lock_retries);

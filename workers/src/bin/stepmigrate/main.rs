@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    cli::forget_empty_variables();
     let args = match cli::Args::try_parse() {
         Ok(args) => args,
         Err(e) => return output::argument_error(e),

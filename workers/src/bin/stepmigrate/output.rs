@@ -283,6 +283,12 @@ impl Output {
                 "elapsed_ms": report.elapsed_ms,
                 "warnings": report.warnings,
             });
+            if report.lock_lost {
+                doc["lock_lost"] = json!(true);
+            }
+            if let Some(e) = &report.record_error {
+                doc["record_error"] = json!(e);
+            }
             if let Some(e) = &error {
                 doc["error"] = json!({ "name": e.kind(), "message": e.to_string(), "exit_code": exit_code_number(e.kind()), "details": e.details() });
             }
@@ -292,26 +298,33 @@ impl Output {
         warnings(&report.warnings);
         match (&report.failure, report.pending) {
             (Some(f), _) => {
-                errln!(
-                    "error[{}]: migration {} failed: {}",
-                    error.as_ref().map_or(ErrorKind::SqlFailed, |e| e.kind()),
-                    f.name,
-                    f.error
-                );
+                let kind = error.as_ref().map_or(ErrorKind::SqlFailed, |e| e.kind());
+                errln!("error[{kind}]: migration {} failed: {}", f.name, f.error);
                 if let Some(statement) = &f.error.statement {
                     errln!("  statement: {}", one_line(statement, 200));
                 }
                 if let Some(w) = &f.error.where_ {
                     errln!("  context: {w}");
                 }
-                errln!(
-                    "  {} applied before it; {} not run. Fix {} and run `stepmigrate up` again.",
-                    report.applied(),
-                    report.pending - report.results.len(),
-                    f.file.display()
-                );
-                if !f.transactional {
-                    errln!("  It ran outside a transaction and is now dirty: check the database, then `stepmigrate resolve {} --applied` or `--not-applied`.", f.version);
+                if let Some(e) = &report.record_error {
+                    errln!("  the failure could not be recorded in the ledger: {e}");
+                }
+                let not_run = report.pending - report.results.len();
+                let applied = report.applied();
+                if f.is_dirty() {
+                    errln!("  {applied} applied before it; {not_run} not run. It may be half-applied and is now dirty: check the database, then `stepmigrate resolve {} --applied` or `--not-applied`.", f.version);
+                } else if kind == ErrorKind::ConnectionFailed {
+                    errln!("  {applied} applied before it; {not_run} not run. Its session was ended under it (an operator, a failover, a timeout, or the migration itself); nothing of it remains. Run `stepmigrate up` again.");
+                } else {
+                    errln!(
+                        "  {applied} applied before it; {not_run} not run. Fix {} and run `stepmigrate up` again.",
+                        f.file.display()
+                    );
+                }
+            }
+            (None, _) if report.lock_lost => {
+                if let Some(e) = &error {
+                    errln!("error[{}]: {e}", e.kind());
                 }
             }
             (None, 0) => {
@@ -413,8 +426,16 @@ fn warnings(list: &[String]) {
     }
 }
 
+/// A text on one line, at most `max` characters, with control characters (a notice's escape
+/// codes) shown, not obeyed.
 fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
     if flat.chars().count() > max {
         format!("{}...", flat.chars().take(max).collect::<String>())
     } else {
