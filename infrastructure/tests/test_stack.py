@@ -131,11 +131,16 @@ def test_database_workers_run_in_the_vpc_and_the_others_do_not(backend: Synth) -
             assert env["DB_SECRET_ARN"] == secret_ref, key
             # The database they migrate is the one the metrics' Database dimension names.
             assert env["DB_NAME"] == "tutor_system", key
-            # The stack leaves the workers' default timeouts alone.
-            assert "STEPMIGRATE_LOCK_TIMEOUT" not in env and "STEPMIGRATE_STATEMENT_TIMEOUT" not in env
+            # The stack leaves the workers' default lock_timeout alone; the lock wait and the
+            # statement timeout are the construct's, which nest in the function's timeout
+            # (test_the_database_workers_timeouts_nest_in_their_lambda_timeouts).
+            assert "STEPMIGRATE_LOCK_TIMEOUT" not in env
+            assert {"STEPMIGRATE_LOCK_WAIT", "STEPMIGRATE_STATEMENT_TIMEOUT"} <= set(env), key
         else:
             assert "VpcConfig" not in props, key
-            assert "DB_SECRET_ARN" not in env and "DB_NAME" not in env, key
+            assert "DB_SECRET_ARN" not in env, key
+            # notify names the database of a plan failure's alert; the trigger needs none.
+            assert ("DB_NAME" in env) == (key == "notify"), key
     assert backend.resources[ids["notify"]]["Properties"]["Environment"]["Variables"]["SNS_TOPIC_ARN"] == {
         "Ref": backend.logical_id(backend.stack.stepmigrate.topic)}
     handlers = {key: backend.resources[ids[key]]["Properties"]["Environment"]["Variables"]
