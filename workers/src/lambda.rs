@@ -232,6 +232,10 @@ impl LazyMigrator {
             if settings != self.settings {
                 info!(configured = ?self.settings, fitted = ?settings, "timeouts fitted into the function's timeout");
             }
+            let outlasting = outlasting_migrations(&self.set, settings.statement_timeout);
+            if !outlasting.is_empty() {
+                warn!(migrations = ?outlasting, limit = ?settings.statement_timeout, "these migrations' own statement_timeout directive is longer than the function's timeout leaves: Lambda may stop the worker before PostgreSQL does");
+            }
             Ok(Migrator {
                 db,
                 set: self.set.clone(),
@@ -240,6 +244,20 @@ impl LazyMigrator {
         }))
         .await
     }
+}
+
+/// The migrations whose header directive sets a statement timeout (0: none) longer than
+/// `limit`, which the worker's timeouts do not cap.
+pub fn outlasting_migrations(set: &MigrationSet, limit: Duration) -> Vec<&str> {
+    set.migrations()
+        .iter()
+        .filter(|m| {
+            m.directives
+                .statement_timeout
+                .is_some_and(|t| t.is_zero() || t > limit)
+        })
+        .map(|m| m.name.as_str())
+        .collect()
 }
 
 /// The value in `cell`, or `init`'s, kept in `cell` only when it succeeded: a failure is
@@ -689,5 +707,33 @@ mod tests {
         );
         assert_eq!(alert_database(" ", None), None);
         assert_eq!(alert_database("", Some("")), None);
+    }
+
+    #[test]
+    fn migrations_whose_own_statement_timeout_outlasts_the_function_are_named() {
+        use crate::migration::SourceFile;
+        let file = |name: &str, sql: &str| SourceFile {
+            path: format!("migrations/{name}").into(),
+            bytes: sql.as_bytes().to_vec(),
+        };
+        let set = MigrationSet::from_files(
+            std::path::Path::new("migrations"),
+            vec![
+                file("001_plain.sql", "CREATE TABLE a (id int);\n"),
+                file(
+                    "002_long.sql",
+                    "-- stepmigrate: statement_timeout = 1h\nCREATE TABLE b (id int);\n",
+                ),
+                file(
+                    "003_short.sql",
+                    "-- stepmigrate: statement_timeout = 2min\nCREATE TABLE c (id int);\n",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            outlasting_migrations(&set, Duration::from_secs(600)),
+            vec!["002_long"]
+        );
     }
 }
