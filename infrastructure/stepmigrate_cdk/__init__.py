@@ -1,7 +1,7 @@
 """stepmigrate's AWS CDK construct: PostgreSQL migrations applied by a Step Functions state
 machine of Rust Lambda workers, during the deployment that changes the migration set."""
 
-from .construct import DEFINITION_PLACEHOLDERS, DefinitionError, StepMigrate, StepMigrateProps
+from .construct import DEFINITION_PLACEHOLDERS, DefinitionError, StepMigrate, StepMigrateProps, TimeoutsError
 from .packaging import (
     ARCHITECTURE_CONTEXT_KEY,
     DEFAULT_CA_BUNDLE,
@@ -20,6 +20,7 @@ __all__ = [
     "PackagingError",
     "StepMigrate",
     "StepMigrateProps",
+    "TimeoutsError",
     "WorkerPackages",
     "build_worker_packages",
     "choose_architecture",

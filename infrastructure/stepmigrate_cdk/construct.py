@@ -49,6 +49,60 @@ class DefinitionError(ValueError):
     """The state machine definition does not fit the construct (e.g. an unknown placeholder)."""
 
 
+class TimeoutsError(ValueError):
+    """Configured timeouts that do not nest: a worker's connect timeout + lock wait + statement
+    timeout (+ a margin) past its Lambda timeout, which would stop the worker before
+    PostgreSQL's timeouts answer (`Lambda.Unknown`, nothing recorded); or a deploy-time run that
+    cannot report within the Provider's wait."""
+
+
+#: CloudFormation's limit for a custom resource, and the Provider's wait within it: the
+#: deployment fails with the Provider's message, not CloudFormation's.
+CLOUDFORMATION_CUSTOM_RESOURCE_LIMIT = Duration.hours(1)
+PROVIDER_TOTAL_TIMEOUT = Duration.minutes(55)
+PROVIDER_QUERY_INTERVAL = Duration.seconds(15)
+#: The workers' connect timeout (STEPMIGRATE_CONNECT_TIMEOUT, not set by the construct).
+WORKER_CONNECT_TIMEOUT_SECONDS = 5
+#: What a worker keeps of its Lambda timeout for itself: a tenth, at least 5 s (the workers'
+#: own `lambda::deadline_margin`, which caps the timeouts at run time the same way).
+MIN_DEADLINE_MARGIN_SECONDS = 5
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration as the workers read it: `500ms`, `5s`, `15min`, `1h`, `0` (no limit)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(ms|s|min|h)?\s*", text)
+    if not match or (match.group(2) is None and match.group(1) != "0"):
+        raise TimeoutsError(f"`{text}` is not a duration; write e.g. 500ms, 5s, 15min, 1h")
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "min": 60, "h": 3600, None: 0}[match.group(2)]
+
+
+def deadline_margin(function_timeout_seconds: float) -> float:
+    return max(MIN_DEADLINE_MARGIN_SECONDS, function_timeout_seconds / 10)
+
+
+def check_timeouts_nest(worker: str, function_timeout: Duration, *, lock_wait: str, statement_timeout: str,
+                        lock_timeout: str | None = None) -> None:
+    """Fails (TimeoutsError) unless connect timeout + lock wait + statement timeout + the margin
+    fit in the worker's Lambda timeout, and the lock timeout in the statement timeout."""
+    limit = function_timeout.to_seconds()
+    wait, statement = parse_duration(lock_wait), parse_duration(statement_timeout)
+    if statement == 0:
+        raise TimeoutsError(f"{worker}: statement_timeout 0 (no limit) cannot fit in its Lambda timeout of "
+                            f"{limit:.0f} s; set a limit")
+    margin = deadline_margin(limit)
+    total = WORKER_CONNECT_TIMEOUT_SECONDS + wait + statement + margin
+    if total > limit:
+        raise TimeoutsError(
+            f"{worker}: lock_wait {lock_wait} + statement_timeout {statement_timeout} + connect timeout "
+            f"{WORKER_CONNECT_TIMEOUT_SECONDS}s + margin {margin:.0f}s = {total:.0f} s, more than the function's "
+            f"Lambda timeout of {limit:.0f} s: Lambda would stop the worker before PostgreSQL's timeouts answer "
+            f"(Lambda.Unknown, nothing recorded). Lower statement_timeout or lock_wait (they must sum to at most "
+            f"{limit - margin - WORKER_CONNECT_TIMEOUT_SECONDS:.0f} s).")
+    if lock_timeout is not None and parse_duration(lock_timeout) > statement:
+        raise TimeoutsError(f"{worker}: lock_timeout {lock_timeout} is longer than statement_timeout "
+                            f"{statement_timeout}, which ends the statement first")
+
+
 @dataclass(frozen=True, kw_only=True)
 class StepMigrateProps:
     """What `StepMigrate` is configured with (its constructor takes these as keyword arguments)."""
@@ -82,9 +136,13 @@ class StepMigrateProps:
     #: Default `lock_timeout` of each migration (STEPMIGRATE_LOCK_TIMEOUT, e.g. "5s"); None
     #: keeps the workers' default.
     lock_timeout: str | None = None
-    #: Default `statement_timeout` of each migration (STEPMIGRATE_STATEMENT_TIMEOUT, e.g.
-    #: "10min"); None keeps the workers' default.
+    #: Default `statement_timeout` of each migration (apply-one's STEPMIGRATE_STATEMENT_TIMEOUT,
+    #: e.g. "10min"); None: 10min. With `lock_wait` it must fit in apply-one's 15-minute Lambda
+    #: timeout (less a margin of 90 s and the 5 s connect timeout), or the synth fails.
     statement_timeout: str | None = None
+    #: How long apply-one waits for another runner's migration lock (STEPMIGRATE_LOCK_WAIT);
+    #: None: 3min.
+    lock_wait: str | None = None
     #: The CloudWatch namespace of the workers' metrics (STEPMIGRATE_METRIC_NAMESPACE).
     metric_namespace: str = "Stepmigrate"
     #: Create an interface VPC endpoint for Secrets Manager in `vpc_subnets`: the database
@@ -102,9 +160,30 @@ class StepMigrateProps:
             raise ValueError("database_name must not be empty: it is the metrics' Database dimension")
         if not self.metric_namespace:
             raise ValueError("metric_namespace must not be empty")
+        self.check_timeouts()
         if self.architecture is not None and self.architecture.name != self.packages.architecture:
             raise ValueError(f"architecture {self.architecture.name} does not match the worker packages, "
                              f"built for {self.packages.architecture}")
+
+    def worker_timeouts(self, worker: str) -> dict[str, str]:
+        """The timeouts of a database worker (its STEPMIGRATE_* variables): apply-one runs the
+        migrations with the configured ones; plan and record run only the ledger's bookkeeping
+        in their 2 minutes."""
+        if worker == "apply-one":
+            timeouts = {"lock_wait": self.lock_wait or APPLY_ONE_LOCK_WAIT,
+                        "statement_timeout": self.statement_timeout or APPLY_ONE_STATEMENT_TIMEOUT}
+        else:
+            timeouts = {"lock_wait": BOOKKEEPING_LOCK_WAIT, "statement_timeout": BOOKKEEPING_STATEMENT_TIMEOUT}
+        if self.lock_timeout is not None:
+            timeouts["lock_timeout"] = self.lock_timeout
+        return timeouts
+
+    def check_timeouts(self) -> None:
+        """Fails the synth (TimeoutsError) when a database worker's timeouts do not nest in its
+        Lambda timeout."""
+        for spec in _WORKER_SPECS:
+            if spec.in_vpc:
+                check_timeouts_nest(spec.key, spec.timeout, **self.worker_timeouts(spec.key))
 
     @property
     def lambda_architecture(self) -> lambda_.Architecture:
@@ -128,6 +207,13 @@ class _WorkerSpec:
     in_vpc: bool
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
+
+#: apply-one's default timeouts: 3 min + 10 min + 5 s + 90 s margin = 14 min 35 s of its 15 min.
+APPLY_ONE_LOCK_WAIT = "3min"
+APPLY_ONE_STATEMENT_TIMEOUT = "10min"
+#: plan's and record's: 20 s + 60 s + 5 s + 12 s margin = 97 s of their 2 min.
+BOOKKEEPING_LOCK_WAIT = "20s"
+BOOKKEEPING_STATEMENT_TIMEOUT = "1min"
 
 _WORKER_SPECS: tuple[_WorkerSpec, ...] = (
     _WorkerSpec("plan", "Plan", "plan", "stepmigrate plan: validates the migration set, reads the ledger, plans",
@@ -203,6 +289,7 @@ class StepMigrate(Construct):
         log_removal_policy: RemovalPolicy | None = None,
         lock_timeout: str | None = None,
         statement_timeout: str | None = None,
+        lock_wait: str | None = None,
         metric_namespace: str = "Stepmigrate",
         create_secrets_manager_endpoint: bool = True,
         definition_file: Path = DEFAULT_DEFINITION_FILE,
@@ -213,11 +300,12 @@ class StepMigrate(Construct):
             vpc=vpc, database=database, database_secret=database_secret, database_name=database_name,
             packages=packages, vpc_subnets=vpc_subnets, architecture=architecture, alarm_emails=alarm_emails,
             log_retention=log_retention, log_removal_policy=log_removal_policy, lock_timeout=lock_timeout,
-            statement_timeout=statement_timeout, metric_namespace=metric_namespace,
+            statement_timeout=statement_timeout, lock_wait=lock_wait, metric_namespace=metric_namespace,
             create_secrets_manager_endpoint=create_secrets_manager_endpoint, definition_file=definition_file,
             dashboard_name=dashboard_name)
         # Read first: a definition that does not fit fails the synth before anything is built.
         definition = load_definition(self.props.definition_file)
+        check_deploy_time_run(json.loads(definition))
 
         self.security_group = self._worker_security_group()
         self.secrets_manager_endpoint = self._secrets_manager_endpoint()
@@ -313,7 +401,7 @@ class StepMigrate(Construct):
                                   removal_policy=self.props.log_removal_policy)
         environment = {"STEPMIGRATE_METRIC_NAMESPACE": self.props.metric_namespace, **spec.extra_env}
         if spec.in_vpc:
-            environment.update(self._database_environment())
+            environment.update(self._database_environment(spec.key))
         return lambda_.Function(
             self, spec.construct_id,
             description=spec.description,
@@ -332,14 +420,16 @@ class StepMigrate(Construct):
             security_groups=[self.security_group] if spec.in_vpc else None,
         )
 
-    def _database_environment(self) -> dict[str, str]:
+    def _database_environment(self, worker: str) -> dict[str, str]:
         # DB_NAME wins over the secret's dbname (which a secret generated by RDS may lack): the
         # database the workers migrate is the one the metrics' Database dimension names.
         env = {"DB_SECRET_ARN": self.props.database_secret.secret_arn, "DB_NAME": self.props.database_name}
-        if self.props.lock_timeout is not None:
-            env["STEPMIGRATE_LOCK_TIMEOUT"] = self.props.lock_timeout
-        if self.props.statement_timeout is not None:
-            env["STEPMIGRATE_STATEMENT_TIMEOUT"] = self.props.statement_timeout
+        # Timeouts that nest in the function's (checked by StepMigrateProps; the workers also
+        # cap them at run time from the invocation's deadline).
+        variables = {"lock_wait": "STEPMIGRATE_LOCK_WAIT", "statement_timeout": "STEPMIGRATE_STATEMENT_TIMEOUT",
+                     "lock_timeout": "STEPMIGRATE_LOCK_TIMEOUT"}
+        for key, value in self.props.worker_timeouts(worker).items():
+            env[variables[key]] = value
         return env
 
     def _worker_role(self, spec: _WorkerSpec, log_group: logs.LogGroup) -> iam.Role:
@@ -364,6 +454,9 @@ class StepMigrate(Construct):
             self.props.database_secret.grant_read(self.functions[key])
         notify = self.functions["notify"]
         notify.add_environment("SNS_TOPIC_ARN", self.topic.topic_arn)
+        # The database a plan failure's alert and metric name (the failure has none): the
+        # alarm's Database dimension.
+        notify.add_environment("DB_NAME", self.props.database_name)
         self.topic.grant_publish(notify)
         # PutMetricData takes no resource; the condition keeps it to our namespace.
         notify.add_to_role_policy(iam.PolicyStatement(
@@ -478,14 +571,14 @@ class StepMigrate(Construct):
             self, "TriggerProvider",
             on_event_handler=self.functions[TRIGGER_ON_EVENT],
             is_complete_handler=self.functions[TRIGGER_IS_COMPLETE],
-            query_interval=Duration.seconds(15),
+            query_interval=PROVIDER_QUERY_INTERVAL,
             # CloudFormation gives a custom resource one hour: the Provider gives up first, so
             # the deployment fails with its timeout message rather than CloudFormation's. The
             # execution is NOT stopped when the Provider gives up: it runs on, and its outcome
             # is in the state machine's executions (console, `aws stepfunctions list-executions
             # --state-machine-arn <MigrationsStateMachineArn>`; the execution's name starts with
             # the stack's name), its log group and the alarms.
-            total_timeout=Duration.minutes(55),
+            total_timeout=PROVIDER_TOTAL_TIMEOUT,
             log_group=provider_logs,
             # CDK leaves the waiter's logging off unless told otherwise.
             disable_waiter_state_machine_logging=False,
@@ -551,3 +644,56 @@ def load_definition(path: Path) -> str:
             f"{path} does not use {', '.join('${' + p + '}' for p in missing)}: the construct would grant "
             "the state machine a function it never invokes; update DEFINITION_PLACEHOLDERS with the definition")
     return text
+
+
+def _retry_delays(retrier: Mapping[str, object]) -> float:
+    """The longest a retrier waits in all, without jitter."""
+    interval = float(retrier.get("IntervalSeconds", 1))  # type: ignore[arg-type]
+    rate = float(retrier.get("BackoffRate", 2.0))  # type: ignore[arg-type]
+    cap = retrier.get("MaxDelaySeconds")
+    delays = (interval * rate ** i for i in range(int(retrier.get("MaxAttempts", 3))))  # type: ignore[call-overload]
+    return sum(min(d, float(cap)) if cap else d for d in delays)  # type: ignore[arg-type]
+
+
+def _states(states: Mapping[str, object]) -> dict[str, Mapping[str, object]]:
+    found: dict[str, Mapping[str, object]] = {}
+    for name, state in states.items():
+        assert isinstance(state, Mapping)
+        found[name] = state
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if isinstance(processor, Mapping):
+            found.update(_states(processor["States"]))
+    return found
+
+
+#: The Task states a deploy-time run that fails on its first migration goes through, and the
+#: worker each invokes.
+_FAILING_RUN_PATH: Mapping[str, str] = {"Plan": "plan", "ApplyOne": "apply-one", "Record": "record",
+                                        "NotifyFailure": "notify"}
+
+
+def check_deploy_time_run(definition: Mapping[str, object]) -> None:
+    """Fails the synth (TimeoutsError) unless the Provider gives up within CloudFormation's hour,
+    and a deploy-time run whose first migration fails can report it within the Provider's wait:
+    onEvent, then one attempt of each step on that path (plan, apply-one, record, notify: their
+    Lambda timeouts) and every retry delay the definition gives those steps, then one poll."""
+    if PROVIDER_TOTAL_TIMEOUT.to_seconds() + PROVIDER_QUERY_INTERVAL.to_seconds() > \
+            CLOUDFORMATION_CUSTOM_RESOURCE_LIMIT.to_seconds():
+        raise TimeoutsError("the Provider's total timeout must end within CloudFormation's hour")
+    states = _states(definition["States"])  # type: ignore[arg-type]
+    timeouts = {spec.key: spec.timeout.to_seconds() for spec in _WORKER_SPECS}
+    parts = [("onEvent", timeouts[TRIGGER_ON_EVENT]), ("one poll", PROVIDER_QUERY_INTERVAL.to_seconds())]
+    for state_name, worker in _FAILING_RUN_PATH.items():
+        state = states.get(state_name)
+        if state is None:
+            raise TimeoutsError(f"the definition has no state {state_name}")
+        retries = sum(_retry_delays(r) for r in state.get("Retry", []))  # type: ignore[union-attr]
+        parts.append((f"{state_name} ({worker} {timeouts[worker]:.0f} s + retries {retries:.0f} s)",
+                      timeouts[worker] + retries))
+    total = sum(seconds for _, seconds in parts)
+    if total > PROVIDER_TOTAL_TIMEOUT.to_seconds():
+        raise TimeoutsError(
+            f"a deploy-time run that fails on its first migration may take {total:.0f} s ("
+            + " + ".join(name for name, _ in parts)
+            + f"), more than the Provider's {PROVIDER_TOTAL_TIMEOUT.to_seconds():.0f} s: CloudFormation would "
+            "fail the deployment without the migration's error. Shorten the definition's retries.")

@@ -131,11 +131,16 @@ def test_database_workers_run_in_the_vpc_and_the_others_do_not(backend: Synth) -
             assert env["DB_SECRET_ARN"] == secret_ref, key
             # The database they migrate is the one the metrics' Database dimension names.
             assert env["DB_NAME"] == "tutor_system", key
-            # The stack leaves the workers' default timeouts alone.
-            assert "STEPMIGRATE_LOCK_TIMEOUT" not in env and "STEPMIGRATE_STATEMENT_TIMEOUT" not in env
+            # The stack leaves the workers' default lock_timeout alone; the lock wait and the
+            # statement timeout are the construct's, which nest in the function's timeout
+            # (test_the_database_workers_timeouts_nest_in_their_lambda_timeouts).
+            assert "STEPMIGRATE_LOCK_TIMEOUT" not in env
+            assert {"STEPMIGRATE_LOCK_WAIT", "STEPMIGRATE_STATEMENT_TIMEOUT"} <= set(env), key
         else:
             assert "VpcConfig" not in props, key
-            assert "DB_SECRET_ARN" not in env and "DB_NAME" not in env, key
+            assert "DB_SECRET_ARN" not in env, key
+            # notify names the database of a plan failure's alert; the trigger needs none.
+            assert ("DB_NAME" in env) == (key == "notify"), key
     assert backend.resources[ids["notify"]]["Properties"]["Environment"]["Variables"]["SNS_TOPIC_ARN"] == {
         "Ref": backend.logical_id(backend.stack.stepmigrate.topic)}
     handlers = {key: backend.resources[ids[key]]["Properties"]["Environment"]["Variables"]
@@ -465,3 +470,86 @@ def minimal_database_stack() -> tuple[Stack, ec2.Vpc, rds.DatabaseInstance, secr
         engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16))
     assert database.secret is not None
     return stack, vpc, database, database.secret
+
+
+# --- timeouts and the alert's database -----------------------------------------------------------
+
+
+def test_notify_knows_the_database_a_plan_failure_alerts_about(backend: Synth) -> None:
+    """A plan failure has no database of its own: notify names (and puts the metric under)
+    DB_NAME, the alarm's Database dimension, never an empty one."""
+    env = backend.resources[function_ids(backend)["notify"]]["Properties"]["Environment"]["Variables"]
+    assert env["DB_NAME"] == backend.stack.stepmigrate.props.database_name != ""
+
+
+def seconds(duration: str) -> float:
+    from stepmigrate_cdk.construct import parse_duration
+
+    return parse_duration(duration)
+
+
+def test_the_database_workers_timeouts_nest_in_their_lambda_timeouts(backend: Synth) -> None:
+    """connect timeout + lock wait + statement timeout + a margin (a tenth, at least 5 s) within
+    each function's timeout; unset, the workers' defaults (10 min lock wait, 15 min statement
+    timeout) would not fit even apply-one's 15 minutes."""
+    for key in DB_WORKER_KEYS:
+        props = backend.resources[function_ids(backend)[key]]["Properties"]
+        env = props["Environment"]["Variables"]
+        limit = props["Timeout"]
+        wait = seconds(env.get("STEPMIGRATE_LOCK_WAIT", "10min"))
+        statement = seconds(env.get("STEPMIGRATE_STATEMENT_TIMEOUT", "15min"))
+        assert 0 < statement and 5 + wait + statement + max(5, limit / 10) <= limit, (key, env, limit)
+    apply_one = backend.resources[function_ids(backend)["apply-one"]]["Properties"]["Environment"]["Variables"]
+    assert seconds(apply_one["STEPMIGRATE_STATEMENT_TIMEOUT"]) >= 600, "migrations keep 10 minutes"
+
+
+@pytest.mark.parametrize("timeouts, message", [
+    ({"statement_timeout": "15min"}, r"apply-one: lock_wait 3min \+ statement_timeout 15min .* more than the "
+                                     r"function's Lambda timeout of 900 s"),
+    ({"lock_wait": "10min"}, r"apply-one: lock_wait 10min \+ statement_timeout 10min"),
+    ({"statement_timeout": "0"}, r"apply-one: statement_timeout 0 \(no limit\)"),
+    ({"lock_timeout": "15min"}, r"lock_timeout 15min is longer than statement_timeout"),
+    ({"statement_timeout": "ten minutes"}, r"is not a duration"),
+])
+def test_timeouts_that_do_not_nest_fail_the_synth(fake_packages: Path, timeouts: dict[str, str],
+                                                  message: str) -> None:
+    from stepmigrate_cdk import TimeoutsError
+
+    stack, vpc, database, secret = minimal_database_stack()
+    with pytest.raises(TimeoutsError, match=message):
+        StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
+                    database_name="db", packages=WorkerPackages.from_directory(fake_packages), **timeouts)
+
+
+def test_timeouts_that_nest_are_passed_to_apply_one_only(fake_packages: Path) -> None:
+    stack, vpc, database, secret = minimal_database_stack()
+    migrations = StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
+                             database_name="db", packages=WorkerPackages.from_directory(fake_packages),
+                             statement_timeout="12min", lock_wait="1min", lock_timeout="2s")
+    from aws_cdk.assertions import Template
+
+    template = Template.from_stack(stack).to_json()["Resources"]
+    variables = {key: template[stack.get_logical_id(migrations.functions[key].node.default_child)]["Properties"]
+                 ["Environment"]["Variables"] for key in DB_WORKER_KEYS}
+    assert variables["apply-one"]["STEPMIGRATE_STATEMENT_TIMEOUT"] == "12min"
+    assert variables["apply-one"]["STEPMIGRATE_LOCK_WAIT"] == "1min"
+    assert all(v["STEPMIGRATE_LOCK_TIMEOUT"] == "2s" for v in variables.values())
+    # plan and record only keep the ledger: their own timeouts, within their 2 minutes.
+    assert variables["record"]["STEPMIGRATE_STATEMENT_TIMEOUT"] == "1min"
+    assert variables["plan"]["STEPMIGRATE_LOCK_WAIT"] == "20s"
+
+
+def test_a_deploy_time_run_that_cannot_report_within_the_providers_wait_fails_the_synth(
+        tmp_path: Path, fake_packages: Path) -> None:
+    from stepmigrate_cdk import TimeoutsError
+
+    document = json.loads(ASL_FILE.read_text())
+    apply_one = document["States"]["ApplyEach"]["ItemProcessor"]["States"]["ApplyOne"]
+    apply_one["Retry"][0].update(IntervalSeconds=60, MaxAttempts=40, MaxDelaySeconds=600)
+    definition = tmp_path / "slow.asl.json"
+    definition.write_text(json.dumps(document))
+    stack, vpc, database, secret = minimal_database_stack()
+    with pytest.raises(TimeoutsError, match=r"may take \d+ s \(onEvent.*ApplyOne \(apply-one 900 s.*Provider's 3300 s"):
+        StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
+                    database_name="db", packages=WorkerPackages.from_directory(fake_packages),
+                    definition_file=definition)

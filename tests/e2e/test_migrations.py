@@ -21,6 +21,8 @@ FUNCTIONS = {
     "RecordFunctionArn": harness.function_arn("record"),
     "NotifyFunctionArn": harness.function_arn("notify"),
 }
+#: Step Functions' limit on a state's input, output or result (and an execution's).
+PAYLOAD_LIMIT = 256 * 1024
 REPO_MIGRATIONS = sorted(p.stem for p in (harness.REPO / "migrations").glob("[0-9]*.sql") if not p.stem.endswith(".down"))
 
 
@@ -239,6 +241,55 @@ def test_drift_fails_the_plan_and_alerts(workers, fresh_database, migrations_dir
     assert "ChecksumMismatch" in body and "changed since they were applied" in body, body
 
 
+def notify_invocations(run) -> list[dict]:
+    """The Notify tasks' Lambda invocations (retries included) of an execution."""
+    scheduled = [e for e in run.events if e["type"] == "TaskStateEntered"
+                 and e["stateEnteredEventDetails"]["name"].startswith("Notify")]
+    assert scheduled, run.dump()
+    return [d for d in run.details("LambdaFunctionScheduled") if ":notify" in d.get("resource", "")]
+
+
+def test_a_plan_failure_alerts_once_naming_the_configured_database(workers, fresh_database, migrations_dir,
+                                                                  state_machine, run_execution, alerts, cloudwatch):
+    """A malformed packaged set fails the plan as InvalidMigrationSet (not ConfigError); the
+    plan's failure names no database: notify names DB_NAME's, in the alert and the metric's
+    Database dimension (an empty one makes CloudWatch refuse the metric)."""
+    write(migrations_dir, {"001_create_users.sql": "CREATE TABLE users (id int);\n",
+                           "2_misnamed.sql": "CREATE TABLE misnamed (id int);\n"})
+    use_migrations(workers, fresh_database, migrations_dir, DB_NAME=fresh_database.name)
+    run = run_execution(state_machine, {})
+    assert run.status == "FAILED", run.dump()
+    assert run.error == "InvalidMigrationSet", (run.error, run.cause)
+    assert "2_misnamed.sql" in run.cause, run.cause
+    messages = alerts.messages(expect=1, timeout=20)
+    time.sleep(1)
+    messages = alerts.messages()
+    assert len(messages) == 1, messages
+    assert messages[0]["attributes"]["database"]["StringValue"] == fresh_database.name
+    assert f"on database {fresh_database.name}" in messages[0]["body"], messages[0]["body"]
+    metrics = cloudwatch.list_metrics(Namespace="Stepmigrate", MetricName="MigrationFailures")["Metrics"]
+    assert any(m["Dimensions"] == [{"Name": "Database", "Value": fresh_database.name}] for m in metrics), metrics
+    assert not any(d["Value"] == "" for m in metrics for d in m["Dimensions"]), metrics
+
+
+def test_an_alert_is_published_once_even_when_the_metric_cannot_be_put(workers, fresh_database, migrations_dir,
+                                                                      state_machine, run_execution, alerts):
+    """CloudWatch refusing the metric after SNS published the alert: the step still succeeds,
+    so the definition does not run it again (once, the alert went out four times)."""
+    write(migrations_dir, {"001_broken.sql": "INSERT INTO no_such_table VALUES (1);\n"})
+    use_migrations(workers, fresh_database, migrations_dir, DB_NAME=fresh_database.name,
+                   AWS_ENDPOINT_URL_CLOUDWATCH=f"http://127.0.0.1:{harness.free_port()}", AWS_MAX_ATTEMPTS="1")
+    run = run_execution(state_machine, {})
+    assert run.status == "FAILED", run.dump()
+    assert run.error == "SqlFailed", (run.error, run.cause)
+    alerts.messages(expect=1, timeout=20)
+    time.sleep(2)
+    messages = alerts.messages()
+    assert len(messages) == 1, [m["body"][:80] for m in messages]
+    assert len(notify_invocations(run)) == 1, run.dump()
+    assert [d.get("error") for d in run.details("LambdaFunctionFailed")] == ["SqlFailed"], run.dump()
+
+
 def test_ten_thousand_pending_migrations_complete_in_one_execution(workers, fresh_database, migrations_dir,
                                                                     state_machine, run_execution):
     n = 10_000
@@ -253,6 +304,19 @@ def test_ten_thousand_pending_migrations_complete_in_one_execution(workers, fres
     # The plan grouped them: at most 2,500 iterations, so the history stays under 25,000 events.
     assert len(run.events_of("MapIterationSucceeded")) == 2500
     assert len(run.events) < 25_000, len(run.events)
+    # The 256 KB payload limit: no state's input or output reaches it, nor the Map's collected
+    # result (every iteration's output: the output of its last state, ApplyOne's).
+    payloads = [(e["type"], len(d[key].encode())) for e in run.events
+                for k, d in e.items() if k.endswith("EventDetails") and isinstance(d, dict)
+                for key in ("input", "output") if isinstance(d.get(key), str)]
+    largest = max(payloads, key=lambda p: p[1])
+    assert largest[1] < PAYLOAD_LIMIT, largest
+    iteration_outputs = [d["output"] for e in run.events if e["type"] == "TaskStateExited"
+                         for d in [e["stateExitedEventDetails"]] if d["name"] == "ApplyOne"]
+    assert len(iteration_outputs) == 2500
+    collected = 2 + sum(len(o.encode()) + 1 for o in iteration_outputs)
+    assert collected < PAYLOAD_LIMIT / 10, f"the Map collects {collected} bytes"
+    print(f"largest state payload: {largest}; the Map's collected result: {collected} bytes")
     assert fresh_database.query("SELECT count(*) FROM counter") == [(n - 1,)]
     assert fresh_database.query(
         "SELECT count(*), bool_and(version::int = rn) FROM (SELECT version, row_number() OVER (ORDER BY id) AS rn"

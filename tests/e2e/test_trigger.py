@@ -25,7 +25,7 @@ from test_migrations import (  # noqa: F401 - migrations_dir is a fixture
     DEFINITION, FUNCTIONS, REPO_MIGRATIONS, applied_events, ledger, migrations_dir, use_migrations, write)
 
 STACK_TEMPLATE = json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}})
-CLI = harness.REPO / "target" / "release" / "stepmigrate"
+CLI = Path(os.environ.get("CARGO_TARGET_DIR") or harness.REPO / "target") / "release" / "stepmigrate"
 
 
 @pytest.fixture(scope="session")
@@ -301,3 +301,35 @@ def test_the_constructs_set_hash_is_the_digest_the_plan_reports(e2e_workers, sta
     report = run_execution(state_machine, {"action": "migrate", "dry_run": True})
     assert report.status == "SUCCEEDED", report.dump()
     assert report.output["set_digest"] == migration_set_digest(harness.REPO / "migrations")
+
+
+def test_a_transient_describe_failure_is_not_complete_yet_not_a_failed_deploy(
+        e2e_workers, workers_env, fresh_database, state_machine, stack_id, e2e_logs, sfn):
+    """isComplete polls every 15 s for 55 minutes: one throttled or lost DescribeExecution must
+    not fail the deployment. Step Functions unreachable (a closed port): not complete yet; a
+    permanent error (the execution does not exist) still fails."""
+    event = request("Create", stack_id, state_machine, "dddd4444")
+    ok, started = invoke(e2e_workers, event)
+    assert ok, started
+    unreachable = harness.Workers({**workers_env, "STEPMIGRATE_TRIGGER_HANDLER": "is_complete",
+                                   "AWS_ENDPOINT_URL": f"http://127.0.0.1:{harness.free_port()}",
+                                   "AWS_MAX_ATTEMPTS": "1"},
+                                  e2e_logs / "unreachable_completion_workers.log")
+    unreachable.prebuilt = True
+    try:
+        unreachable.ensure()
+        ok, answer = invoke(unreachable, {**event, **started})
+        assert ok, answer
+        assert answer == {"IsComplete": False}, answer
+    finally:
+        unreachable.stop()
+
+
+def test_an_execution_that_does_not_exist_fails_is_complete(completion_workers, state_machine, stack_id):
+    event = request("Create", stack_id, state_machine, "eeee5555")
+    gone = {"PhysicalResourceId": "stepmigrate:x:y",
+            "Data": {"ExecutionArn": state_machine.replace(":stateMachine:", ":execution:") + ":never-started"}}
+    ok, error = invoke(completion_workers, {**event, **gone})
+    assert not ok, error
+    assert error["errorType"] == "ServiceError", error
+    assert "ExecutionDoesNotExist" in error["errorMessage"], error

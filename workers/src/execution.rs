@@ -331,7 +331,29 @@ fn migration_milestone(result: &Value) -> Milestone {
 }
 
 #[cfg(feature = "lambda")]
-pub use client::Executions;
+pub use client::{DescribeFailure, Executions};
+
+/// Whether a Step Functions error may go away by itself (throttling, a 5xx, a timeout), from
+/// its error code and HTTP status: then the caller asks again later. Anything else (an
+/// execution that does not exist, a missing permission, a malformed ARN) is permanent.
+pub fn is_transient_error(code: Option<&str>, http_status: Option<u16>) -> bool {
+    const TRANSIENT_CODES: [&str; 12] = [
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalServerError",
+        "InternalFailure",
+        "RequestTimeoutException",
+    ];
+    code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+        || http_status.is_some_and(|s| s == 429 || s >= 500)
+}
 
 #[cfg(feature = "lambda")]
 mod client {
@@ -344,6 +366,37 @@ mod client {
         Error::Service {
             service: "Step Functions".into(),
             message: DisplayErrorContext(e).to_string(),
+        }
+    }
+
+    /// A failed DescribeExecution: the error, and whether it may go away by itself
+    /// ([`super::is_transient_error`]; timeouts and failed connections are transient too).
+    #[derive(Debug)]
+    pub struct DescribeFailure {
+        pub error: Error,
+        pub transient: bool,
+    }
+
+    fn describe_failure(
+        e: aws_sdk_sfn::error::SdkError<
+            aws_sdk_sfn::operation::describe_execution::DescribeExecutionError,
+            aws_sdk_sfn::config::http::HttpResponse,
+        >,
+    ) -> DescribeFailure {
+        use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
+        let transient = match &e {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(context) => super::is_transient_error(
+                context.err().code(),
+                Some(context.raw().status().as_u16()),
+            ),
+            _ => false,
+        };
+        DescribeFailure {
+            error: service_error(e),
+            transient,
         }
     }
 
@@ -409,13 +462,18 @@ mod client {
         }
 
         pub async fn describe(&self, arn: &str) -> Result<Summary, Error> {
+            self.describe_classified(arn).await.map_err(|f| f.error)
+        }
+
+        /// [`Executions::describe`], telling a transient failure from a permanent one.
+        pub async fn describe_classified(&self, arn: &str) -> Result<Summary, DescribeFailure> {
             let out = self
                 .client
                 .describe_execution()
                 .execution_arn(arn)
                 .send()
                 .await
-                .map_err(service_error)?;
+                .map_err(describe_failure)?;
             Ok(Summary {
                 arn: out.execution_arn().to_owned(),
                 name: out.name().unwrap_or_default().to_owned(),
@@ -567,6 +625,30 @@ mod client {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn throttling_server_errors_are_transient_missing_executions_and_denials_are_not() {
+        for code in [
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "ServiceUnavailable",
+            "InternalFailure",
+        ] {
+            assert!(is_transient_error(Some(code), Some(400)), "{code}");
+        }
+        assert!(is_transient_error(None, Some(503)));
+        assert!(is_transient_error(Some("Whatever"), Some(500)));
+        assert!(is_transient_error(None, Some(429)));
+        for code in [
+            "ExecutionDoesNotExist",
+            "AccessDeniedException",
+            "InvalidArn",
+        ] {
+            assert!(!is_transient_error(Some(code), Some(400)), "{code}");
+        }
+        assert!(!is_transient_error(None, None));
+    }
+
     use super::*;
     use serde_json::json;
 

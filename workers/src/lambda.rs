@@ -1,16 +1,22 @@
 //! What the Lambda workers share: configuration from the environment (checked once per
 //! instance), stable error names for Step Functions, JSON logs in `tracing` spans, and the
 //! runtime loop. Each binary is one call to [`serve`].
+//!
+//! The database workers read their secret lazily, at the first invocation that needs it
+//! ([`LazyMigrator`]), and fit their lock wait and statement timeout into the invocation's
+//! deadline ([`fit_to_deadline`]), so Lambda never stops a worker before PostgreSQL's own
+//! timeouts answer.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use lambda_runtime::{service_fn, Context, Diagnostic, LambdaEvent};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
-use tracing::{error, info_span, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::Settings;
 use crate::db::Database;
@@ -47,13 +53,18 @@ pub enum MessageFormat {
 
 impl From<StepError> for Diagnostic {
     fn from(e: StepError) -> Diagnostic {
-        Diagnostic {
-            error_type: e.error.kind().as_str().to_owned(),
-            error_message: match e.format {
-                MessageFormat::Json => steps::error_message(&e.error),
-                MessageFormat::Text => e.error.to_string(),
-            },
-        }
+        diagnostic(&e.error, e.format)
+    }
+}
+
+/// An error as Lambda reports it: its stable name as `errorType`, the message in `format`.
+pub fn diagnostic(error: &Error, format: MessageFormat) -> Diagnostic {
+    Diagnostic {
+        error_type: error.kind().as_str().to_owned(),
+        error_message: match format {
+            MessageFormat::Json => steps::error_message(error),
+            MessageFormat::Text => error.to_string(),
+        },
     }
 }
 
@@ -77,10 +88,13 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Runs a worker: builds its state once per instance with `init` (a configuration error is
-/// logged at start and answered to every invocation as `ConfigError`, so the execution says
-/// what is wrong), then serves `handler` for each event in a span naming the step; errors
-/// reach Lambda with their stable name and a message in `format`.
+/// Runs a worker: builds its state once per instance with `init` (an error there, a
+/// malformed setting or packaged migration set, cannot change during the instance's life: it
+/// is logged at start and answered to every invocation under its own stable name, e.g.
+/// `ConfigError` or `InvalidMigrationSet`), then serves `handler` for each event in a span
+/// naming the step; errors reach Lambda with their stable name and a message in `format`.
+/// What may succeed later (reading the database's secret) belongs in the handler, not in
+/// `init`: see [`LazyMigrator`].
 pub async fn serve<S, Req, Resp, Init, Handler, Fut>(
     step: &'static str,
     format: MessageFormat,
@@ -92,15 +106,15 @@ where
     Init: Future<Output = Result<S, Error>>,
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    Handler: Fn(Arc<S>, Req, String) -> Fut + Send + Sync + 'static,
+    Handler: Fn(Arc<S>, Req, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, Error>>,
 {
     init_logging();
-    let state = match init.await {
+    let state: Result<Arc<S>, Arc<Diagnostic>> = match init.await {
         Ok(s) => Ok(Arc::new(s)),
         Err(e) => {
-            error!(step, error = %e, error_name = e.kind().as_str(), "configuration error");
-            Err(Arc::new(e))
+            error!(step, error = %e, error_name = e.kind().as_str(), "the worker cannot start");
+            Err(Arc::new(init_failure(&e, format)))
         }
     };
     let handler = Arc::new(handler);
@@ -113,13 +127,13 @@ where
             async move {
                 let state = match state {
                     Ok(s) => s,
-                    Err(e) => return Err(StepError { error: Error::Config { variable: config_variable(&e), reason: config_reason(&e) }, format }),
+                    Err(d) => return Err(Diagnostic::clone(&d)),
                 };
-                let result = handler(state, event.payload, event.context.request_id.clone()).await;
+                let result = handler(state, event.payload, event.context).await;
                 if let Err(e) = &result {
                     error!(error_name = e.kind().as_str(), error = %e, "step failed");
                 }
-                result.map_err(|error| StepError { error, format })
+                result.map_err(|error| diagnostic(&error, format))
             }
             .instrument(span)
             .await
@@ -128,18 +142,10 @@ where
     .await
 }
 
-fn config_variable(e: &Error) -> String {
-    match e {
-        Error::Config { variable, .. } => variable.clone(),
-        _ => "configuration".to_owned(),
-    }
-}
-
-fn config_reason(e: &Error) -> String {
-    match e {
-        Error::Config { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
+/// What every invocation of a worker that could not start answers: the start's error under
+/// its own stable name (a malformed packaged migration set is `InvalidMigrationSet`).
+fn init_failure(error: &Error, format: MessageFormat) -> Diagnostic {
+    diagnostic(error, format)
 }
 
 fn env(name: &str) -> Option<String> {
@@ -158,27 +164,170 @@ fn package_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The migrator of a database worker: settings, the migrations packaged next to the binary
-/// (or `STEPMIGRATE_MIGRATIONS_DIR`), and the database from `DATABASE_URL` or, in AWS, the
-/// Secrets Manager secret `DB_SECRET_ARN` (RDS format, TLS verify-full with the RDS CA
-/// bundle packaged as `rds-ca-bundle.pem` or at `DB_CA_BUNDLE`).
-pub async fn migrator_from_env() -> Result<Migrator, Error> {
-    let settings = Settings::from_env(env)?;
-    let dir = env(ENV_MIGRATIONS_DIR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| package_dir().join("migrations"));
-    let set = MigrationSet::load(&dir)?;
-    let db = match (env(ENV_DATABASE_URL), env(ENV_DB_SECRET_ARN)) {
-        (Some(url), _) => Database::from_url(&url, ENV_DATABASE_URL, settings.connect_timeout)?,
-        (None, Some(arn)) => Database::from_options(options_from_secret(&arn).await?, settings.connect_timeout),
-        (None, None) => {
-            return Err(Error::Config {
-                variable: ENV_DB_SECRET_ARN.into(),
-                reason: format!("not set (nor {ENV_DATABASE_URL}): the workers need the database's Secrets Manager secret"),
-            })
+/// The migrator of a database worker, built at the first invocation that needs it: the
+/// settings and the migrations packaged next to the binary (or `STEPMIGRATE_MIGRATIONS_DIR`)
+/// are read at start ([`LazyMigrator::from_env`]: a malformed one is permanent), the database
+/// from `DATABASE_URL` or, in AWS, the Secrets Manager secret `DB_SECRET_ARN` (RDS format,
+/// TLS verify-full with the RDS CA bundle packaged as `rds-ca-bundle.pem` or at
+/// `DB_CA_BUNDLE`) at the first invocation ([`LazyMigrator::get`]). A failed read of the
+/// secret (Secrets Manager unreachable, an endpoint still starting) is `ServiceError`, which
+/// the state machine retries, and is never kept: the next invocation reads it again.
+pub struct LazyMigrator {
+    settings: Settings,
+    set: MigrationSet,
+    source: DatabaseSource,
+    ready: Mutex<Option<Arc<Migrator>>>,
+}
+
+enum DatabaseSource {
+    Url(Box<Database>),
+    Secret { arn: String, ca_bundle: PathBuf },
+}
+
+impl LazyMigrator {
+    pub fn from_env() -> Result<LazyMigrator, Error> {
+        let settings = Settings::from_env(env)?;
+        let dir = env(ENV_MIGRATIONS_DIR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| package_dir().join("migrations"));
+        let set = MigrationSet::load(&dir)?;
+        let source = match (env(ENV_DATABASE_URL), env(ENV_DB_SECRET_ARN)) {
+            (Some(url), _) => DatabaseSource::Url(Box::new(Database::from_url(
+                &url,
+                ENV_DATABASE_URL,
+                settings.connect_timeout,
+            )?)),
+            (None, Some(arn)) => DatabaseSource::Secret {
+                arn,
+                ca_bundle: ca_bundle()?,
+            },
+            (None, None) => {
+                return Err(Error::Config {
+                    variable: ENV_DB_SECRET_ARN.into(),
+                    reason: format!("not set (nor {ENV_DATABASE_URL}): the workers need the database's Secrets Manager secret"),
+                })
+            }
+        };
+        Ok(LazyMigrator {
+            settings,
+            set,
+            source,
+            ready: Mutex::new(None),
+        })
+    }
+
+    /// The migrator, built at the first call that succeeds and kept for the instance's life.
+    /// Its lock wait and statement timeout are fitted into this invocation's deadline (every
+    /// invocation of a function has the same timeout).
+    pub async fn get(&self, context: &Context) -> Result<Arc<Migrator>, Error> {
+        // Boxed: the SDK's futures nest deep enough to overflow the compiler's layout depth
+        // inside the handlers' futures.
+        get_or_try_init(&self.ready, Box::pin(async {
+            let db = match &self.source {
+                DatabaseSource::Url(db) => Database::clone(db),
+                DatabaseSource::Secret { arn, ca_bundle } => Database::from_options(
+                    Box::pin(options_from_secret(arn, ca_bundle)).await?,
+                    self.settings.connect_timeout,
+                ),
+            };
+            let settings = match remaining(context.deadline, SystemTime::now()) {
+                Some(left) => fit_to_deadline(&self.settings, left),
+                None => self.settings.clone(),
+            };
+            let changed = (settings.lock_wait, settings.statement_timeout, settings.lock_timeout)
+                != (self.settings.lock_wait, self.settings.statement_timeout, self.settings.lock_timeout);
+            if changed {
+                info!(configured = ?self.settings, fitted = ?settings, "timeouts fitted into the function's timeout");
+            }
+            let outlasting = outlasting_migrations(&self.set, settings.statement_timeout);
+            if !outlasting.is_empty() {
+                warn!(migrations = ?outlasting, limit = ?settings.statement_timeout, "these migrations' own statement_timeout directive is longer than the function's timeout leaves: capped to the limit (run them outside Lambda if they need longer)");
+            }
+            Ok(Migrator::new(db, self.set.clone(), settings))
+        }))
+        .await
+    }
+}
+
+/// The migrations whose header directive sets a statement timeout (0: none) longer than
+/// `limit`, which the worker's timeouts do not cap.
+pub fn outlasting_migrations(set: &MigrationSet, limit: Duration) -> Vec<&str> {
+    set.migrations()
+        .iter()
+        .filter(|m| {
+            m.directives
+                .statement_timeout
+                .is_some_and(|t| t.is_zero() || t > limit)
+        })
+        .map(|m| m.name.as_str())
+        .collect()
+}
+
+/// The value in `cell`, or `init`'s, kept in `cell` only when it succeeded: a failure is
+/// answered once and tried again by the next caller, never cached.
+async fn get_or_try_init<T>(
+    cell: &Mutex<Option<Arc<T>>>,
+    init: impl Future<Output = Result<T, Error>>,
+) -> Result<Arc<T>, Error> {
+    if let Some(ready) = cell.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        return Ok(ready);
+    }
+    let value = Arc::new(init.await?);
+    let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(slot.get_or_insert(value).clone())
+}
+
+/// What is left of an invocation whose deadline is `deadline_ms` (milliseconds since the
+/// epoch, as Lambda gives it); None when there is no deadline (0) or it already passed.
+pub fn remaining(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    deadline.duration_since(now).ok().filter(|d| !d.is_zero())
+}
+
+/// What a worker keeps of its time for itself: answering, recording, logging after
+/// PostgreSQL's timeouts fired. A tenth of the time, at least [`MIN_DEADLINE_MARGIN`].
+pub fn deadline_margin(remaining: Duration) -> Duration {
+    (remaining / 10).max(MIN_DEADLINE_MARGIN)
+}
+
+pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The shortest timeout a fitted setting gets: PostgreSQL reads 0 as no limit at all.
+const MIN_FITTED: Duration = Duration::from_secs(1);
+
+/// The settings with their timeouts capped so that they nest in `remaining`, the time left of
+/// the invocation: connect timeout + lock wait (at most a quarter of what is left) + statement
+/// timeout (the rest) + [`deadline_margin`] fit in it. A timeout that already fits is kept; 0
+/// (no limit) becomes the cap. So a migration that runs too long fails with PostgreSQL's
+/// error (recorded, alerted) and a runner that waits too long for another one with
+/// `LockTimeout` (retried), instead of Lambda stopping the worker with nothing recorded.
+/// Each try of each migration gets the statement timeout: the caps bound one try.
+pub fn fit_to_deadline(settings: &Settings, remaining: Duration) -> Settings {
+    let budget = remaining
+        .saturating_sub(deadline_margin(remaining))
+        .saturating_sub(settings.connect_timeout);
+    let cap = |configured: Duration, limit: Duration| {
+        let limit = limit.max(MIN_FITTED);
+        if configured.is_zero() {
+            limit
+        } else {
+            configured.min(limit)
         }
     };
-    Ok(Migrator::new(db, set, settings))
+    let lock_wait = cap(settings.lock_wait, budget / 4);
+    let statement_timeout = cap(settings.statement_timeout, budget.saturating_sub(lock_wait));
+    let lock_timeout = cap(settings.lock_timeout, statement_timeout);
+    Settings {
+        lock_wait,
+        statement_timeout,
+        lock_timeout,
+        // A migration's own directive may not outlast the function either.
+        timeout_ceiling: Some(statement_timeout),
+        ..settings.clone()
+    }
 }
 
 /// How many Map iterations one execution runs at most (`STEPMIGRATE_MAX_ITERATIONS`).
@@ -208,7 +357,9 @@ struct RdsSecret {
     dbname: Option<String>,
 }
 
-async fn options_from_secret(arn: &str) -> Result<PgConnectOptions, Error> {
+/// The RDS CA bundle the database's TLS is verified against (checked at start: a package
+/// without it is permanent).
+fn ca_bundle() -> Result<PathBuf, Error> {
     let ca = env(ENV_DB_CA_BUNDLE)
         .map(PathBuf::from)
         .unwrap_or_else(|| package_dir().join("rds-ca-bundle.pem"));
@@ -221,6 +372,19 @@ async fn options_from_secret(arn: &str) -> Result<PgConnectOptions, Error> {
             ),
         });
     }
+    Ok(ca)
+}
+
+/// A failed read of the secret: Secrets Manager (or the way to it) may answer the next time,
+/// so it is `ServiceError`, which the state machine retries, never `ConfigError`.
+fn secret_read_error(arn: &str, error: impl std::fmt::Display) -> Error {
+    Error::Service {
+        service: "Secrets Manager".into(),
+        message: format!("cannot read the database secret {arn} ({ENV_DB_SECRET_ARN}): {error}"),
+    }
+}
+
+async fn options_from_secret(arn: &str, ca: &std::path::Path) -> Result<PgConnectOptions, Error> {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
     let secret = client
@@ -228,12 +392,8 @@ async fn options_from_secret(arn: &str) -> Result<PgConnectOptions, Error> {
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| Error::Config {
-            variable: ENV_DB_SECRET_ARN.into(),
-            reason: format!(
-                "cannot read the secret: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-            ),
+        .map_err(|e| {
+            secret_read_error(arn, aws_sdk_secretsmanager::error::DisplayErrorContext(&e))
         })?;
     let text = secret.secret_string().unwrap_or_default();
     let parsed: RdsSecret = serde_json::from_str(text).map_err(|e| Error::Config {
@@ -279,11 +439,24 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-/// The notify worker's clients: SNS for the alert, CloudWatch for the failure metric.
+/// The notify worker's clients: SNS for the alert, CloudWatch for the failure metric, and the
+/// database's name (`DB_NAME`) for an alert whose input does not name it (a plan failure).
 pub struct Notifier {
     pub topic_arn: String,
+    pub database: Option<String>,
     pub sns: aws_sdk_sns::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+/// The database an alert names: the failure's, else the configured one (`DB_NAME`); None
+/// when neither is known (the metric then has no `Database` to report under).
+pub fn alert_database(failure: &str, configured: Option<&str>) -> Option<String> {
+    [Some(failure), configured]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|d| !d.is_empty())
+        .map(str::to_owned)
 }
 
 impl Notifier {
@@ -295,18 +468,23 @@ impl Notifier {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         Ok(Notifier {
             topic_arn,
+            database: env(ENV_DB_NAME),
             sns: aws_sdk_sns::Client::new(&config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
         })
     }
 
-    /// Publishes the alert and the `MigrationFailures` metric. The X-Ray trace header of the
-    /// invocation (`_X_AMZN_TRACE_ID`) travels with both calls.
+    /// Publishes the alert, then puts the `MigrationFailures` metric. Once the alert is
+    /// published the step succeeds: a metric that cannot be put is logged, never an error
+    /// (the state machine would run the step again and publish the alert twice). The X-Ray
+    /// trace header of the invocation (`_X_AMZN_TRACE_ID`) travels with both calls.
     pub async fn notify(
         &self,
-        request: crate::alert::NotifyRequest,
+        mut request: crate::alert::NotifyRequest,
     ) -> Result<NotifyOutput, Error> {
         use aws_sdk_sns::types::MessageAttributeValue;
+        let database = alert_database(&request.failure.database, self.database.as_deref());
+        request.failure.database = database.clone().unwrap_or_default();
         let alert = crate::alert::Alert::new(&request);
         let mut publish = self
             .sns
@@ -327,12 +505,35 @@ impl Notifier {
             service: "SNS".into(),
             message: aws_sdk_sns::error::DisplayErrorContext(&e).to_string(),
         })?;
+        let message_id = sent.message_id().unwrap_or_default().to_owned();
+        info!(message_id = %message_id, "alert published");
+        let metric_reported = match database {
+            Some(database) => match self.put_failure_metric(&database).await {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "the alert is published, but the MigrationFailures metric could not be put");
+                    false
+                }
+            },
+            None => {
+                warn!(variable = ENV_DB_NAME, "no database name (neither in the failure nor in DB_NAME): the MigrationFailures metric is not put");
+                false
+            }
+        };
+        Ok(NotifyOutput {
+            message_id,
+            subject: alert.subject,
+            metric_reported,
+        })
+    }
+
+    async fn put_failure_metric(&self, database: &str) -> Result<(), Error> {
         let datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
             .metric_name(crate::metrics::Metric::MigrationFailures.name())
             .dimensions(
                 aws_sdk_cloudwatch::types::Dimension::builder()
                     .name("Database")
-                    .value(&request.failure.database)
+                    .value(database)
                     .build(),
             )
             .unit(aws_sdk_cloudwatch::types::StandardUnit::Count)
@@ -348,10 +549,7 @@ impl Notifier {
                 service: "CloudWatch".into(),
                 message: aws_sdk_cloudwatch::error::DisplayErrorContext(&e).to_string(),
             })?;
-        Ok(NotifyOutput {
-            message_id: sent.message_id().unwrap_or_default().to_owned(),
-            subject: alert.subject,
-        })
+        Ok(())
     }
 }
 
@@ -359,6 +557,8 @@ impl Notifier {
 pub struct NotifyOutput {
     pub message_id: String,
     pub subject: String,
+    /// Whether the `MigrationFailures` metric was put (it is logged when it was not).
+    pub metric_reported: bool,
 }
 
 #[cfg(test)]
@@ -391,5 +591,160 @@ mod tests {
         .into();
         assert_eq!(d.error_type, "InvalidInput");
         assert_eq!(d.error_message, "bad input");
+    }
+
+    #[test]
+    fn errors_at_start_keep_their_names() {
+        let set = Error::InvalidMigrationSet {
+            dir: "migrations".into(),
+            problems: Vec::new(),
+        };
+        let d = init_failure(&set, MessageFormat::Json);
+        assert_eq!(d.error_type, "InvalidMigrationSet");
+        let d = init_failure(
+            &Error::Config {
+                variable: ENV_TOPIC_ARN.into(),
+                reason: "not set".into(),
+            },
+            MessageFormat::Json,
+        );
+        assert_eq!(d.error_type, "ConfigError");
+        assert!(
+            d.error_message.contains(ENV_TOPIC_ARN),
+            "{}",
+            d.error_message
+        );
+    }
+
+    #[test]
+    fn a_failed_secret_read_is_a_retryable_service_error() {
+        let e = secret_read_error("arn:aws:secretsmanager:eu-west-1:1:secret:db", "timed out");
+        assert_eq!(e.kind(), crate::error::ErrorKind::ServiceError);
+        assert!(e.to_string().contains(ENV_DB_SECRET_ARN), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_initialisation_is_never_cached() {
+        let cell: Mutex<Option<Arc<u32>>> = Mutex::new(None);
+        let failed = get_or_try_init(&cell, async {
+            Err::<u32, _>(secret_read_error("arn", "unreachable"))
+        })
+        .await;
+        assert_eq!(
+            failed.unwrap_err().kind(),
+            crate::error::ErrorKind::ServiceError
+        );
+        assert!(cell.lock().unwrap().is_none(), "the failure is not kept");
+        assert_eq!(*get_or_try_init(&cell, async { Ok(7) }).await.unwrap(), 7);
+        let kept = get_or_try_init(&cell, async { panic!("built twice") }).await;
+        assert_eq!(*kept.unwrap(), 7);
+    }
+
+    fn nests(s: &Settings, function_timeout: Duration) -> bool {
+        s.connect_timeout + s.lock_wait + s.statement_timeout + deadline_margin(function_timeout)
+            <= function_timeout
+    }
+
+    #[test]
+    fn the_default_timeouts_are_fitted_into_each_function_timeout() {
+        let defaults = Settings::default();
+        // The construct's functions: apply-one 15 min, plan and record 2 min. The defaults
+        // (10 min lock wait, 15 min statement timeout) fit neither.
+        for seconds in [900, 120] {
+            let timeout = Duration::from_secs(seconds);
+            assert!(!nests(&defaults, timeout));
+            let fitted = fit_to_deadline(&defaults, timeout);
+            assert!(nests(&fitted, timeout), "{seconds}s: {fitted:?}");
+            assert!(
+                fitted.lock_timeout <= fitted.statement_timeout,
+                "{fitted:?}"
+            );
+            assert!(!fitted.statement_timeout.is_zero() && !fitted.lock_wait.is_zero());
+            assert_eq!(fitted.lock_retries, defaults.lock_retries);
+            assert_eq!(fitted.connect_timeout, defaults.connect_timeout);
+        }
+        let apply_one = fit_to_deadline(&defaults, Duration::from_secs(900));
+        assert!(
+            apply_one.statement_timeout >= Duration::from_secs(9 * 60),
+            "{apply_one:?}"
+        );
+    }
+
+    #[test]
+    fn timeouts_that_fit_are_kept_and_no_limit_becomes_the_cap() {
+        let small = Settings {
+            lock_wait: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        assert_eq!(
+            fit_to_deadline(&small, Duration::from_secs(900)),
+            Settings {
+                timeout_ceiling: Some(small.statement_timeout),
+                ..small.clone()
+            }
+        );
+        let unlimited = Settings {
+            statement_timeout: Duration::ZERO,
+            lock_timeout: Duration::ZERO,
+            ..small
+        };
+        let fitted = fit_to_deadline(&unlimited, Duration::from_secs(120));
+        assert!(!fitted.statement_timeout.is_zero(), "0 would be no limit");
+        assert!(nests(&fitted, Duration::from_secs(120)), "{fitted:?}");
+        assert_eq!(fitted.lock_timeout, fitted.statement_timeout);
+        // Even a deadline already almost gone gives PostgreSQL a limit, never 0.
+        let late = fit_to_deadline(&Settings::default(), Duration::from_millis(300));
+        assert!(!late.statement_timeout.is_zero() && !late.lock_wait.is_zero());
+    }
+
+    #[test]
+    fn remaining_time_comes_from_the_deadline() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(remaining(1_900_000, now), Some(Duration::from_secs(900)));
+        assert_eq!(remaining(0, now), None, "no deadline");
+        assert_eq!(remaining(999_000, now), None, "already passed");
+    }
+
+    #[test]
+    fn the_alert_names_the_configured_database_when_the_failure_does_not() {
+        assert_eq!(
+            alert_database("", Some("tutor_system")).as_deref(),
+            Some("tutor_system")
+        );
+        assert_eq!(
+            alert_database("other", Some("tutor_system")).as_deref(),
+            Some("other")
+        );
+        assert_eq!(alert_database(" ", None), None);
+        assert_eq!(alert_database("", Some("")), None);
+    }
+
+    #[test]
+    fn migrations_whose_own_statement_timeout_outlasts_the_function_are_named() {
+        use crate::migration::SourceFile;
+        let file = |name: &str, sql: &str| SourceFile {
+            path: format!("migrations/{name}").into(),
+            bytes: sql.as_bytes().to_vec(),
+        };
+        let set = MigrationSet::from_files(
+            std::path::Path::new("migrations"),
+            vec![
+                file("001_plain.sql", "CREATE TABLE a (id int);\n"),
+                file(
+                    "002_long.sql",
+                    "-- stepmigrate: statement_timeout = 1h\nCREATE TABLE b (id int);\n",
+                ),
+                file(
+                    "003_short.sql",
+                    "-- stepmigrate: statement_timeout = 2min\nCREATE TABLE c (id int);\n",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            outlasting_migrations(&set, Duration::from_secs(600)),
+            vec!["002_long"]
+        );
     }
 }

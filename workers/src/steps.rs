@@ -315,6 +315,9 @@ pub struct RecordRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureReport {
     pub run_id: String,
+    /// The database; absent (empty) in a plan failure, which `notify` completes from its
+    /// configuration (`DB_NAME`).
+    #[serde(default)]
     pub database: String,
     pub version: String,
     pub name: String,

@@ -9,7 +9,9 @@
 //!   back starts nothing, so a rollback never fails on the database.
 //! - `is_complete`: describes the execution. Running is not complete; succeeded is complete
 //!   with the applied count as data; failed, timed out or aborted is an error whose message
-//!   (shown by CloudFormation) names the migration and the database's error.
+//!   (shown by CloudFormation) names the migration and the database's error. A transient
+//!   failure to describe it (throttling, a 5xx, the network) is not complete yet, logged; a
+//!   permanent one (the execution does not exist, access denied) fails.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -285,7 +287,19 @@ impl Trigger {
         else {
             return Ok(done(Map::new()));
         };
-        let summary = self.executions.describe(arn).await?;
+        let summary = match self.executions.describe_classified(arn).await {
+            Ok(summary) => summary,
+            // Throttling, a 5xx, a lost connection: ask again at the next poll (the Provider
+            // gives up after its total timeout) rather than fail the deployment.
+            Err(failure) if failure.transient => {
+                warn!(execution = %arn, error = %failure.error, "cannot describe the execution for now; asking again at the next poll");
+                return Ok(IsCompleteResponse {
+                    is_complete: false,
+                    data: Map::new(),
+                });
+            }
+            Err(failure) => return Err(failure.error),
+        };
         match summary.outcome() {
             Ok(None) => Ok(IsCompleteResponse {
                 is_complete: false,

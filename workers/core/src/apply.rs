@@ -91,20 +91,29 @@ impl<'a> Attempt<'a> {
         settings: &Settings,
         commit: Commit,
     ) -> Attempt<'a> {
+        // 0 means no limit: under a ceiling, the ceiling.
+        let ceiling = |d: Duration| match settings.timeout_ceiling {
+            Some(c) if d.is_zero() || d > c => c,
+            _ => d,
+        };
         Attempt {
             migration,
             previous,
             run_id,
             schema,
             lock_pid,
-            lock_timeout: migration
-                .directives
-                .lock_timeout
-                .unwrap_or(settings.lock_timeout),
-            statement_timeout: migration
-                .directives
-                .statement_timeout
-                .unwrap_or(settings.statement_timeout),
+            lock_timeout: ceiling(
+                migration
+                    .directives
+                    .lock_timeout
+                    .unwrap_or(settings.lock_timeout),
+            ),
+            statement_timeout: ceiling(
+                migration
+                    .directives
+                    .statement_timeout
+                    .unwrap_or(settings.statement_timeout),
+            ),
             commit,
         }
     }
@@ -607,4 +616,100 @@ pub async fn record_failure(
         notices: &failure.notices,
     };
     ledger::record_failure(conn, schema, &event).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::{Directives, Mode};
+
+    fn migration(directives: Directives) -> Migration {
+        Migration {
+            version: Version::parse("002").unwrap(),
+            name: "002_x".into(),
+            path: "002_x.sql".into(),
+            sql: "CREATE TABLE x (id int);".into(),
+            checksum: "c".into(),
+            directives,
+            down: None,
+        }
+    }
+
+    #[test]
+    fn the_transaction_is_one_script_around_the_migration() {
+        let m = migration(Directives::default());
+        let previous = Version::parse("001").unwrap();
+        let schema = LedgerSchema::new("public");
+        let attempt = Attempt::new(
+            &m,
+            Some(&previous),
+            "run-1",
+            &schema,
+            Some(42),
+            &Settings::default(),
+            Commit::Deferred,
+        );
+        let tx = attempt.transaction();
+        assert!(tx.script.starts_with("BEGIN;SET LOCAL lock_timeout = '5000ms';SET LOCAL statement_timeout = '900000ms';SET LOCAL synchronous_commit = off;SELECT \"public\".schema_migrations_guard('002', '001', 42) AS stepmigrate_guard;\n"), "{}", tx.script);
+        assert_eq!(
+            &tx.script[tx
+                .script
+                .char_indices()
+                .nth(tx.migration_offset_chars)
+                .unwrap()
+                .0..][..m.sql.len()],
+            m.sql
+        );
+        assert!(tx.script.contains("\n;RESET SESSION AUTHORIZATION;RESET ROLE;INSERT INTO \"public\".schema_migration_events"));
+        assert!(tx.script.ends_with(&format!(";COMMIT;{RESET_SESSION}")));
+        let outside = Attempt::new(
+            &migration(Directives {
+                mode: Mode::NoTransaction,
+                ..Directives::default()
+            }),
+            None,
+            "run-1",
+            &schema,
+            None,
+            &Settings::default(),
+            Commit::Durable,
+        )
+        .start_outside();
+        assert!(
+            outside
+                .starts_with("BEGIN;SELECT \"public\".schema_migrations_guard('002', NULL, NULL)"),
+            "{outside}"
+        );
+    }
+
+    #[test]
+    fn a_ceiling_caps_the_migrations_own_timeouts_too() {
+        let m = migration(Directives {
+            statement_timeout: Some(Duration::from_secs(3600)),
+            lock_timeout: Some(Duration::ZERO),
+            ..Directives::default()
+        });
+        let schema = LedgerSchema::new("public");
+        let settings = Settings {
+            timeout_ceiling: Some(Duration::from_secs(600)),
+            ..Settings::default()
+        };
+        let a = Attempt::new(&m, None, "r", &schema, None, &settings, Commit::Durable);
+        assert_eq!(a.statement_timeout, Duration::from_secs(600));
+        assert_eq!(
+            a.lock_timeout,
+            Duration::from_secs(600),
+            "0 (no limit) is capped too"
+        );
+        let a = Attempt::new(
+            &m,
+            None,
+            "r",
+            &schema,
+            None,
+            &Settings::default(),
+            Commit::Durable,
+        );
+        assert_eq!(a.statement_timeout, Duration::from_secs(3600));
+    }
 }

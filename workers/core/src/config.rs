@@ -25,6 +25,10 @@ pub struct Settings {
     /// How long to wait for a database connection.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
+    /// The longest `lock_timeout` / `statement_timeout` any migration gets, its own header
+    /// directives included (a Lambda worker sets it from its function's timeout).
+    #[serde(skip_serializing_if = "Option::is_none", with = "duration_opt")]
+    pub timeout_ceiling: Option<Duration>,
     /// The schema the ledger lives in; `None`: where an existing ledger (or the old runner's
     /// table) is, else `public`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,6 +43,7 @@ impl Default for Settings {
             lock_retries: 3,
             lock_wait: Duration::from_secs(10 * 60),
             connect_timeout: Duration::from_secs(5),
+            timeout_ceiling: None,
             ledger_schema: None,
         }
     }

@@ -1,5 +1,5 @@
 //! The `apply-one` worker: applies one migration under the lock, with its ledger entry.
-use stepmigrate::lambda::{self, MessageFormat};
+use stepmigrate::lambda::{self, LazyMigrator, MessageFormat};
 use stepmigrate::steps;
 
 #[tokio::main]
@@ -7,8 +7,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::serve(
         "apply-one",
         MessageFormat::Json,
-        lambda::migrator_from_env(),
-        |migrator, request, _| async move { steps::apply_one(&migrator, request).await },
+        async { LazyMigrator::from_env() },
+        |migrator, request, context| async move {
+            steps::apply_one(&*migrator.get(&context).await?, request).await
+        },
     )
     .await
 }

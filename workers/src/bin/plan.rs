@@ -1,20 +1,17 @@
 //! The `plan` worker: validates the execution input, reads the ledger and plans.
-use stepmigrate::lambda::{self, MessageFormat};
+use stepmigrate::lambda::{self, LazyMigrator, MessageFormat};
 use stepmigrate::steps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let init = async {
-        Ok((
-            lambda::migrator_from_env().await?,
-            lambda::max_iterations()?,
-        ))
-    };
+    let init = async { Ok((LazyMigrator::from_env()?, lambda::max_iterations()?)) };
     lambda::serve(
         "plan",
         MessageFormat::Json,
         init,
-        |state, request, _| async move { steps::plan(&state.0, request, state.1).await },
+        |state, request, context| async move {
+            steps::plan(&*state.0.get(&context).await?, request, state.1).await
+        },
     )
     .await
 }

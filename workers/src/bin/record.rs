@@ -1,5 +1,5 @@
 //! The `record` worker: records a failure the migration's own transaction could not.
-use stepmigrate::lambda::{self, MessageFormat};
+use stepmigrate::lambda::{self, LazyMigrator, MessageFormat};
 use stepmigrate::steps;
 
 #[tokio::main]
@@ -7,8 +7,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::serve(
         "record",
         MessageFormat::Json,
-        lambda::migrator_from_env(),
-        |migrator, request, _| async move { steps::record(&migrator, request).await },
+        async { LazyMigrator::from_env() },
+        |migrator, request, context| async move {
+            steps::record(&*migrator.get(&context).await?, request).await
+        },
     )
     .await
 }

@@ -1,0 +1,93 @@
+"""Static checks of statemachine/stepmigrate.asl.json against what the real service does, read
+from the JSON (no server): retries of the errors Lambda raises before or around an invocation,
+the Notify task never retried on its own errors (a retry would publish the alert again), the
+Map's iterations returning nothing, and no empty database name handed to notify."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import harness
+
+#: Lambda's errors that Step Functions recommends retrying, plus the two the real service raises
+#: for an idle VPC function (Inactive until it is invoked again: ResourceNotReady, for minutes)
+#: and for a slow invocation (ClientExecutionTimeout).
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException", "Lambda.ResourceNotReadyException",
+    "Lambda.ClientExecutionTimeoutException",
+}
+#: Lambda needs minutes to bring an Inactive function back: retry for at least two.
+MIN_LAMBDA_RETRY_SECONDS = 120
+
+
+def definition() -> dict[str, Any]:
+    return json.loads(harness.DEFINITION.read_text())
+
+
+def states(states_map: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every state, those of Map iterations and Parallel branches included."""
+    for name, state in states_map.items():
+        yield name, state
+        if "ItemProcessor" in state or "Iterator" in state:
+            yield from states((state.get("ItemProcessor") or state["Iterator"])["States"])
+        for branch in state.get("Branches", []):
+            yield from states(branch["States"])
+
+
+def lambda_tasks() -> dict[str, dict[str, Any]]:
+    tasks = {name: s for name, s in states(definition()["States"])
+             if s["Type"] == "Task" and "FunctionArn}" in s["Resource"]}
+    assert set(tasks) >= {"Plan", "ApplyOne", "Record", "NotifyFailure", "NotifyPlanFailure"}, tasks
+    return tasks
+
+
+def retry_delays(retrier: dict[str, Any]) -> list[float]:
+    """The waits before each retry as the service computes them (without jitter)."""
+    interval = retrier.get("IntervalSeconds", 1)
+    rate = retrier.get("BackoffRate", 2.0)
+    cap = retrier.get("MaxDelaySeconds")
+    delays = [interval * rate ** i for i in range(retrier.get("MaxAttempts", 3))]
+    return [min(d, cap) if cap else d for d in delays]
+
+
+def test_every_lambda_task_retries_lambdas_own_errors_for_at_least_two_minutes():
+    for name, task in lambda_tasks().items():
+        # The first retrier whose ErrorEquals names the error is the one that applies.
+        for error in sorted(LAMBDA_SERVICE_ERRORS):
+            retrier = next((r for r in task.get("Retry", [])
+                            if error in r["ErrorEquals"] or "States.ALL" in r["ErrorEquals"]), None)
+            assert retrier is not None, f"{name} does not retry {error}"
+            total = sum(retry_delays(retrier))
+            assert total >= MIN_LAMBDA_RETRY_SECONDS, (
+                f"{name} retries {error} for {total:.0f} s at most, less than {MIN_LAMBDA_RETRY_SECONDS} s")
+            # FULL jitter waits a random part of each delay: the minimum would be ~0.
+            assert retrier.get("JitterStrategy", "NONE") == "NONE", (name, error, retrier)
+
+
+def test_notify_is_retried_only_on_lambdas_errors_never_its_own():
+    for name in ("NotifyFailure", "NotifyPlanFailure"):
+        task = lambda_tasks()[name]
+        retried = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
+        assert retried <= LAMBDA_SERVICE_ERRORS, (
+            f"{name} retries {sorted(retried - LAMBDA_SERVICE_ERRORS)}: a retry after the alert was "
+            "published publishes it again")
+
+
+def test_map_iterations_return_nothing_the_definition_does_not_need():
+    """The Map collects every iteration's output; ApplyOne ends the iteration on success, and
+    with `ResultPath: null` alone its output is its whole input (~400 bytes a item, 1 MB at
+    2,500 items: past the 256 KB payload limit, an error no Catch sees)."""
+    processor = definition()["States"]["ApplyEach"]["ItemProcessor"]["States"]
+    ends = {name: s for name, s in processor.items() if s.get("End") and s["Type"] != "Fail"}
+    assert set(ends) == {"ApplyOne"}, ends
+    assert "OutputPath" in ends["ApplyOne"] and ends["ApplyOne"]["OutputPath"] is None, ends["ApplyOne"]
+
+
+def test_no_state_hands_notify_an_empty_database_name():
+    """An empty `Database` dimension makes PutMetricData fail; notify fills the name from its
+    DB_NAME when the failure has none."""
+    for name, state in states(definition()["States"]):
+        params = state.get("Parameters") or {}
+        assert params.get("database", "x") != "", f"{name} sets database to an empty string"
