@@ -52,7 +52,7 @@ BOOTSTRAP = "bootstrap"
 #: source stamp of the binaries in it.
 MANIFEST_NAME = "stepmigrate-packages.json"
 
-# The migration file name rule of workers/src/migration.rs (`parse_file_name`): a version of
+# The migration file name rule of workers/core/src/migration.rs (`parse_file_name`): a version of
 # 3 to 19 decimal digits, `_`, a snake_case description of [a-z0-9]+ words, an optional
 # `.down`, and a lowercase `.sql`.
 _MIGRATION_NAME = re.compile(r"^(?P<version>\d{3,19})_[a-z0-9]+(?:_[a-z0-9]+)*(?P<down>\.down)?\.sql$")
@@ -229,11 +229,14 @@ def build_worker_packages(
 
 
 def source_stamp(repo_root: Path, architecture: Architecture) -> str:
-    """A hash over what the binaries are built from: the workspace manifests and lock file,
-    every file under workers/src, and the architecture."""
+    """A hash over what the binaries are built from: the workspace manifest and lock file,
+    and each crate under workers/ (its Cargo.toml and every file under its src/), and the
+    architecture."""
     digest = hashlib.sha256(f"architecture={architecture}\n".encode())
-    inputs = [repo_root / "Cargo.toml", repo_root / "Cargo.lock", repo_root / "workers" / "Cargo.toml"]
-    inputs += sorted(p for p in (repo_root / "workers" / "src").rglob("*") if p.is_file())
+    inputs = [repo_root / "Cargo.toml", repo_root / "Cargo.lock"]
+    workers = repo_root / "workers"
+    inputs += sorted(workers.glob("*/Cargo.toml"))
+    inputs += sorted(p for p in workers.glob("*/src/**/*") if p.is_file())
     for path in inputs:
         relative = path.relative_to(repo_root).as_posix()
         content = path.read_bytes() if path.is_file() else b"<missing>"

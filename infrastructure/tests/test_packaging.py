@@ -145,10 +145,12 @@ def fake_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A repository with the files the build stamps, and a PATH whose only cargo and rustc
     are stand-ins (the sysroot has the x86_64 target only, like this machine)."""
     repo = tmp_path / "repo"
-    write(repo / "Cargo.toml", "[workspace]\nmembers = ['workers']\n")
+    write(repo / "Cargo.toml", "[workspace]\nmembers = ['workers/core', 'workers/lambda']\n")
     write(repo / "Cargo.lock", "# lock\n")
-    write(repo / "workers" / "Cargo.toml", "[package]\nname = 'stepmigrate'\n")
-    write(repo / "workers" / "src" / "lib.rs", "// lib\n")
+    write(repo / "workers" / "core" / "Cargo.toml", "[package]\nname = 'stepmigrate-core'\n")
+    write(repo / "workers" / "core" / "src" / "lib.rs", "// lib\n")
+    write(repo / "workers" / "lambda" / "Cargo.toml", "[package]\nname = 'stepmigrate-lambda'\n")
+    write(repo / "workers" / "lambda" / "src" / "lib.rs", "// lib\n")
     write(repo / "migrations" / "001_create_a.sql", A_SQL)
     write(repo / "migrations" / "README.md", "not packaged\n")
     bin_dir = tmp_path / "bin"
@@ -203,13 +205,18 @@ def test_build_only_when_the_sources_change(fake_repo: Path, tmp_path: Path) -> 
     build_worker_packages(fake_repo, out, "x86_64", CA_BUNDLE)
     assert not (out / "apply-one" / "migrations" / "002_create_b.sql").exists()
 
-    write(fake_repo / "workers" / "src" / "bin" / "trigger.rs", "fn main() {}\n")
+    write(fake_repo / "workers" / "lambda" / "src" / "bin" / "trigger.rs", "fn main() {}\n")
     build_worker_packages(fake_repo, out, "x86_64", CA_BUNDLE)
     assert len(cargo_runs(fake_repo)) == 2
 
-    (out / "notify" / "bootstrap").unlink()
+    # The domain crate is part of every worker.
+    write(fake_repo / "workers" / "core" / "src" / "ledger.sql", "-- changed\n")
     build_worker_packages(fake_repo, out, "x86_64", CA_BUNDLE)
     assert len(cargo_runs(fake_repo)) == 3
+
+    (out / "notify" / "bootstrap").unlink()
+    build_worker_packages(fake_repo, out, "x86_64", CA_BUNDLE)
+    assert len(cargo_runs(fake_repo)) == 4
 
 
 def test_build_for_an_uninstalled_target_says_what_to_do(fake_repo: Path, tmp_path: Path) -> None:

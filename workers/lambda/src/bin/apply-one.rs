@@ -1,6 +1,6 @@
 //! The `apply-one` worker: applies one migration under the lock, with its ledger entry.
-use stepmigrate::lambda::{self, LazyMigrator, MessageFormat};
-use stepmigrate::steps;
+use stepmigrate_lambda::lambda::{self, LazyMigrator, MessageFormat};
+use stepmigrate_lambda::steps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -516,7 +516,7 @@ mod definition_tests {
     fn the_definition_matches_only_known_error_names() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../statemachine/stepmigrate.asl.json"
+            "/../../statemachine/stepmigrate.asl.json"
         ))
         .unwrap();
         let definition: Value = serde_json::from_str(&text).unwrap();

@@ -1,5 +1,5 @@
 //! The `notify` worker: publishes the failure alert to SNS and the failure metric.
-use stepmigrate::lambda::{self, MessageFormat, Notifier};
+use stepmigrate_lambda::lambda::{self, MessageFormat, Notifier};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -277,14 +277,14 @@ async fn a_late_failure_record_never_overwrites_an_applied_migration() {
     m.apply_range(&"001".parse().unwrap(), &"001".parse().unwrap(), "run-1")
         .await
         .unwrap();
-    let failure = stepmigrate::error::MigrationFailure {
+    let failure = stepmigrate_core::error::MigrationFailure {
         version: "001".parse().unwrap(),
         name: "001_create_t1".into(),
         file: dir.file("001_create_t1.sql"),
         dirty: false,
         notices: Vec::new(),
         transactional: true,
-        error: stepmigrate::error::SqlError {
+        error: stepmigrate_core::error::SqlError {
             sqlstate: "40P01".into(),
             message: "deadlock detected".into(),
             ..Default::default()

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use serde_json::json;
-use stepmigrate::execution::{console_url, execution_arn, Executions, Milestone, Summary};
-use stepmigrate::runner::new_run_id;
-use stepmigrate::steps::{Action, ExecutionInput};
-use stepmigrate::Error;
+use stepmigrate_core::runner::new_run_id;
+use stepmigrate_core::Error;
+use stepmigrate_lambda::execution::{console_url, execution_arn, Executions, Milestone, Summary};
+use stepmigrate_lambda::steps::{Action, ExecutionInput};
 
 use crate::cli::parse_version;
 use crate::output::Output;
-use stepmigrate::migration::Version;
+use stepmigrate_core::migration::Version;
 
 const ENV_STATE_MACHINE: &str = "STEPMIGRATE_STATE_MACHINE_ARN";
 
@@ -108,8 +108,7 @@ impl RemoteArgs {
 }
 
 pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let executions = Executions::new(&config);
+    let executions = Executions::from_default_config().await;
     let poll = Duration::from_secs_f64(args.poll.clamp(0.1, 60.0));
     let command = args.name();
     match &args.command {
@@ -256,7 +255,7 @@ fn print_summary(s: &Summary) {
     if let Some(stopped) = &s.stopped_at {
         outln!("  stopped: {stopped}");
     }
-    if s.status == stepmigrate::execution::Status::Succeeded {
+    if s.status == stepmigrate_lambda::execution::Status::Succeeded {
         outln!("  applied: {}", s.applied_count());
     }
     if let (Some(error), true) = (&s.error, s.outcome().is_err()) {

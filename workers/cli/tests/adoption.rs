@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Dir, TestDb};
-use stepmigrate::migration::checksum;
+use stepmigrate_core::migration::checksum;
 
 const A: &str = "CREATE TABLE a (id int);\n";
 const B: &str = "CREATE TABLE b (id int);\n";

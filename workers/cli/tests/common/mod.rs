@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
-use stepmigrate::config::Settings;
-use stepmigrate::db::Database;
-use stepmigrate::migration::MigrationSet;
-use stepmigrate::runner::Migrator;
+use stepmigrate_core::config::Settings;
+use stepmigrate_core::db::Database;
+use stepmigrate_core::migration::MigrationSet;
+use stepmigrate_core::runner::Migrator;
 
 /// The server the tests use; CI starts it (see .ci/run).
 pub fn admin_url() -> String {

@@ -10,9 +10,7 @@ pub use stepmigrate_core::{
 
 pub mod alert;
 pub mod execution;
-#[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod metrics;
 pub mod steps;
-#[cfg(feature = "lambda")]
 pub mod trigger;

@@ -8,10 +8,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{cli_command, settings, Dir, TestDb};
-use stepmigrate::apply::{self, Attempt, Commit, Outcome};
-use stepmigrate::ledger::LedgerSchema;
-use stepmigrate::migration::{Directives, Migration, Mode, Version};
-use stepmigrate::runner::Quiet;
+use stepmigrate_core::apply::{self, Attempt, Commit, Outcome};
+use stepmigrate_core::ledger::LedgerSchema;
+use stepmigrate_core::migration::{Directives, Migration, Mode, Version};
+use stepmigrate_core::runner::Quiet;
 
 /// A migration built by hand, past the validator: what the runtime checks must catch when
 /// the lexer and PostgreSQL disagree.
@@ -21,7 +21,7 @@ fn unvalidated(version: &str, sql: &str, no_transaction: bool) -> Migration {
         name: format!("{version}_unvalidated"),
         path: PathBuf::from(format!("{version}_unvalidated.sql")),
         sql: sql.to_owned(),
-        checksum: stepmigrate::migration::checksum(sql.as_bytes()),
+        checksum: stepmigrate_core::migration::checksum(sql.as_bytes()),
         directives: Directives {
             mode: if no_transaction {
                 Mode::NoTransaction
@@ -54,7 +54,7 @@ async fn apply_unvalidated(db: &TestDb, m: &Migration) -> Outcome {
     apply::apply(&mut conn, &attempt).await.unwrap()
 }
 
-fn failure_of(outcome: Outcome) -> Box<stepmigrate::error::MigrationFailure> {
+fn failure_of(outcome: Outcome) -> Box<stepmigrate_core::error::MigrationFailure> {
     match outcome {
         Outcome::Failed { failure } => failure,
         other => panic!("expected a failure, got {other:?}"),
@@ -73,7 +73,7 @@ async fn a_schema_named_after_the_user_does_not_hide_the_ledger() {
          CREATE TABLE t1 (id int);
          INSERT INTO public.schema_migrations (version, name, checksum) VALUES ('001', '001_create_t1', '{}');
          CREATE SCHEMA postgres;",
-        stepmigrate::migration::checksum(first.as_bytes())
+        stepmigrate_core::migration::checksum(first.as_bytes())
     ))
     .await;
     let dir = Dir::new(&[
@@ -436,7 +436,7 @@ async fn a_failure_message_with_quotes_and_backslashes_is_recorded_as_it_is() {
         "001_raise.sql",
         &format!(
             "DO $body$ BEGIN RAISE EXCEPTION '%', {}; END $body$;",
-            stepmigrate::sql::quote_literal(message)
+            stepmigrate_core::sql::quote_literal(message)
         ),
     )]);
     let run = db.cli(dir.path(), &["--json", "up"]);

@@ -1,6 +1,6 @@
 //! The `record` worker: records a failure the migration's own transaction could not.
-use stepmigrate::lambda::{self, LazyMigrator, MessageFormat};
-use stepmigrate::steps;
+use stepmigrate_lambda::lambda::{self, LazyMigrator, MessageFormat};
+use stepmigrate_lambda::steps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

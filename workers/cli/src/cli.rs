@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use stepmigrate::config::{parse_duration, Settings};
-use stepmigrate::db::Database;
-use stepmigrate::migration::{MigrationSet, Version};
-use stepmigrate::runner::{new_run_id, Migrator, Resolution};
-use stepmigrate::Error;
+use stepmigrate_core::config::{parse_duration, Settings};
+use stepmigrate_core::db::Database;
+use stepmigrate_core::migration::{MigrationSet, Version};
+use stepmigrate_core::runner::{new_run_id, Migrator, Resolution};
+use stepmigrate_core::Error;
 
 use crate::output::{self, Output};
 
@@ -117,7 +117,7 @@ pub enum Command {
         action: LedgerAction,
     },
     /// Start and follow executions of the deployed state machine (AWS credentials needed).
-    #[cfg(feature = "lambda")]
+    #[cfg(feature = "remote")]
     Remote(crate::remote::RemoteArgs),
 }
 
@@ -143,7 +143,7 @@ impl Command {
             Command::Ledger {
                 action: LedgerAction::Rebuild,
             } => "ledger rebuild",
-            #[cfg(feature = "lambda")]
+            #[cfg(feature = "remote")]
             Command::Remote(remote) => remote.name(),
         }
     }
@@ -170,7 +170,7 @@ pub fn parse_version(text: &str) -> Result<Version, String> {
 
 impl Args {
     fn settings(&self) -> Result<Settings, Error> {
-        use stepmigrate::config::{
+        use stepmigrate_core::config::{
             ENV_CONNECT_TIMEOUT, ENV_LOCK_RETRIES, ENV_LOCK_TIMEOUT, ENV_LOCK_WAIT,
             ENV_STATEMENT_TIMEOUT,
         };
@@ -219,7 +219,7 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             out.created(&path);
             Ok(ExitCode::SUCCESS)
         }
-        #[cfg(feature = "lambda")]
+        #[cfg(feature = "remote")]
         Command::Remote(remote) => crate::remote::run(remote, out).await,
         command => {
             let m = args.migrator()?;
@@ -286,7 +286,7 @@ async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::New { .. } => unreachable!("`new` needs no database"),
-        #[cfg(feature = "lambda")]
+        #[cfg(feature = "remote")]
         Command::Remote(_) => unreachable!("`remote` works on the state machine"),
     }
 }

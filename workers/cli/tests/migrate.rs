@@ -4,9 +4,9 @@
 mod common;
 
 use common::{numbered_tables, settings, Dir, TestDb};
-use stepmigrate::apply::Outcome;
-use stepmigrate::migration::checksum;
-use stepmigrate::Error;
+use stepmigrate_core::apply::Outcome;
+use stepmigrate_core::migration::checksum;
+use stepmigrate_core::Error;
 
 #[tokio::test]
 async fn applies_everything_in_order_then_nothing() {

@@ -330,7 +330,6 @@ fn migration_milestone(result: &Value) -> Milestone {
     }
 }
 
-#[cfg(feature = "lambda")]
 pub use client::{DescribeFailure, Executions};
 
 /// Whether a Step Functions error may go away by itself (throttling, a 5xx, a timeout), from
@@ -355,7 +354,6 @@ pub fn is_transient_error(code: Option<&str>, http_status: Option<u16>) -> bool 
         || http_status.is_some_and(|s| s == 429 || s >= 500)
 }
 
-#[cfg(feature = "lambda")]
 mod client {
     use aws_sdk_sfn::error::DisplayErrorContext;
 
@@ -407,6 +405,12 @@ mod client {
     }
 
     impl Executions {
+        /// With the credentials and region the AWS CLI would use.
+        pub async fn from_default_config() -> Executions {
+            let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            Executions::new(&config)
+        }
+
         pub fn new(config: &aws_config::SdkConfig) -> Executions {
             Executions {
                 client: aws_sdk_sfn::Client::new(config),

@@ -1,6 +1,6 @@
 //! The `plan` worker: validates the execution input, reads the ledger and plans.
-use stepmigrate::lambda::{self, LazyMigrator, MessageFormat};
-use stepmigrate::steps;
+use stepmigrate_lambda::lambda::{self, LazyMigrator, MessageFormat};
+use stepmigrate_lambda::steps;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

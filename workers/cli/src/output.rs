@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stepmigrate::apply::Outcome;
-use stepmigrate::db::Database;
-use stepmigrate::ledger::LedgerKind;
-use stepmigrate::migration::Migration;
-use stepmigrate::plan::{Plan, State};
-use stepmigrate::runner::{MigrationResult, Progress, Resolution, UpReport};
-use stepmigrate::{Error, ErrorKind};
+use stepmigrate_core::apply::Outcome;
+use stepmigrate_core::db::Database;
+use stepmigrate_core::ledger::LedgerKind;
+use stepmigrate_core::migration::Migration;
+use stepmigrate_core::plan::{Plan, State};
+use stepmigrate_core::runner::{MigrationResult, Progress, Resolution, UpReport};
+use stepmigrate_core::{Error, ErrorKind};
 
 /// `println!` that never panics: a closed pipe (`stepmigrate status | head -1`) or a full
 /// disk loses the rest of the output, not the run.
@@ -93,11 +93,11 @@ pub fn init_logging(verbose: u8, quiet: bool) {
                 .with_target(false)
                 .with_filter(filter),
         )
-        .with(stepmigrate::notices::NoticeLayer::filtered())
+        .with(stepmigrate_core::notices::NoticeLayer::filtered())
         .init();
 }
 
-pub use stepmigrate::migration::create_next as new_migration_file;
+pub use stepmigrate_core::migration::create_next as new_migration_file;
 
 pub struct Output {
     json: bool,

@@ -2,7 +2,7 @@
 
 mod cli;
 mod output;
-#[cfg(feature = "lambda")]
+#[cfg(feature = "remote")]
 mod remote;
 
 use std::process::ExitCode;
