@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stepmigrate_core::apply::Outcome;
 use stepmigrate_core::db::Database;
+use stepmigrate_core::error::ErrorReport;
 use stepmigrate_core::ledger::LedgerKind;
 use stepmigrate_core::migration::Migration;
 use stepmigrate_core::plan::{Plan, State};
@@ -46,6 +47,14 @@ pub fn exit_code_number(kind: ErrorKind) -> u8 {
         ErrorKind::ServiceError => 9,
         ErrorKind::ExecutionFailed => 10,
     }
+}
+
+/// The error document of `--json` output: the library's one shape, with the exit code.
+fn error_document(error: &Error) -> Value {
+    json!(ErrorReport {
+        exit_code: Some(exit_code_number(error.kind())),
+        ..error.report()
+    })
 }
 
 pub fn exit_code(kind: ErrorKind) -> ExitCode {
@@ -136,7 +145,7 @@ impl Output {
             self.emit(json!({
                 "command": command,
                 "ok": false,
-                "error": { "name": error.kind(), "message": error.to_string(), "exit_code": exit_code_number(error.kind()), "details": error.details() },
+                "error": error_document(error),
             }));
         } else {
             errln!("error[{}]: {error}", error.kind());
@@ -290,7 +299,7 @@ impl Output {
                 doc["record_error"] = json!(e);
             }
             if let Some(e) = &error {
-                doc["error"] = json!({ "name": e.kind(), "message": e.to_string(), "exit_code": exit_code_number(e.kind()), "details": e.details() });
+                doc["error"] = error_document(e);
             }
             self.emit(doc);
             return code;

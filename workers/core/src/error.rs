@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::migration::Version;
 
 /// The stable name of an error, as Step Functions and scripts see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     /// A migration waited longer than its `lock_timeout` (SQLSTATE 55P03), or another runner
     /// held the migration lock for longer than the wait allowed. Transient: retry.
@@ -83,7 +83,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// One problem of a migration set, naming the file (and line, where there is one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SetProblem {
     #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,
@@ -112,7 +112,7 @@ impl fmt::Display for SetProblem {
 }
 
 /// An applied migration whose file changed since.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Drift {
     pub version: Version,
     pub name: String,
@@ -125,7 +125,7 @@ pub struct Drift {
 }
 
 /// A migration left half-done outside a transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DirtyMigration {
     pub version: Version,
     pub name: String,
@@ -337,23 +337,82 @@ impl Error {
         }
     }
 
-    /// Structured details for `--json` output and execution results.
-    pub fn details(&self) -> serde_json::Value {
-        use serde_json::json;
+    /// The error as every output shows it: the CLI's `--json`, a worker's `errorMessage`.
+    pub fn report(&self) -> ErrorReport {
+        ErrorReport {
+            name: self.kind(),
+            message: self.to_string(),
+            details: self.details(),
+            exit_code: None,
+        }
+    }
+
+    /// The structured part of [`Error::report`].
+    pub fn details(&self) -> ErrorDetails {
+        let mut d = ErrorDetails::default();
         match self {
-            Error::InvalidMigrationSet { problems, .. } => json!({ "problems": problems }),
-            Error::ChecksumMismatch { drift } => json!({ "drift": drift }),
-            Error::Dirty { migrations } => json!({ "dirty": migrations }),
-            Error::MigrationFailed { failure } => json!({ "migration": failure }),
-            Error::LedgerInconsistent { differences } => json!({ "differences": differences }),
-            Error::Config { variable, .. } => json!({ "variable": variable }),
+            Error::InvalidMigrationSet { problems, .. } => d.problems = Some(problems.clone()),
+            Error::ChecksumMismatch { drift } => d.drift = Some(drift.clone()),
+            Error::Dirty { migrations } => d.dirty = Some(migrations.clone()),
+            Error::MigrationFailed { failure } => d.migration = Some(failure.clone()),
+            Error::LedgerInconsistent { differences } => d.differences = Some(differences.clone()),
+            Error::Config { variable, .. } => d.variable = Some(variable.clone()),
             Error::ExecutionFailed {
                 execution,
                 status,
                 error,
                 ..
-            } => json!({ "execution": execution, "status": status, "error": error }),
-            _ => json!({}),
+            } => {
+                d.execution = Some(execution.clone());
+                d.status = Some(status.clone());
+                d.error = Some(error.clone());
+            }
+            _ => {}
         }
+        d
     }
+}
+
+/// One error, in the one JSON shape every output uses: `{"name", "message", "details"}`
+/// (and, from the CLI, `exit_code`). A worker's `errorMessage` is this document, which the
+/// record step reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorReport {
+    /// The stable name: Step Functions' `Error`, the CLI's exit code.
+    pub name: ErrorKind,
+    pub message: String,
+    #[serde(default)]
+    pub details: ErrorDetails,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u8>,
+}
+
+/// What an error carries beyond its message, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorDetails {
+    /// `InvalidMigrationSet`: every problem, with file and line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<SetProblem>>,
+    /// `ChecksumMismatch`: each changed file with both checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Vec<Drift>>,
+    /// `Dirty`: the migrations to resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<Vec<DirtyMigration>>,
+    /// A failed migration (`SqlFailed`, `LockTimeout`, `ConnectionFailed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Box<MigrationFailure>>,
+    /// `LedgerInconsistent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differences: Option<Vec<String>>,
+    /// `ConfigError`: the variable (or setting) at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variable: Option<String>,
+    /// `ExecutionFailed`: the execution, its status and its error name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

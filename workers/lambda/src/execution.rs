@@ -701,7 +701,7 @@ mod tests {
 
     #[test]
     fn a_plan_failure_cause_is_unwrapped_from_the_lambda_error() {
-        let inner = json!({"error": "ChecksumMismatch", "message": "applied migrations changed: 001_a.sql", "details": {}}).to_string();
+        let inner = json!({"name": "ChecksumMismatch", "message": "applied migrations changed: 001_a.sql", "details": {}}).to_string();
         let cause = json!({"errorType": "ChecksumMismatch", "errorMessage": inner}).to_string();
         let s = summary(Status::Failed, Some("ChecksumMismatch"), Some(&cause));
         assert_eq!(

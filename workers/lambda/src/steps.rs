@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::apply::Outcome;
-use crate::error::{Error, ErrorKind, MigrationFailure};
+use crate::error::{Error, ErrorReport, MigrationFailure};
 use crate::metrics::{Metric, MetricLine};
 use crate::migration::Version;
 use crate::plan::{Entry, State};
@@ -390,41 +390,40 @@ pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<Failu
     Ok(report)
 }
 
-/// The message of an error as a Lambda reports it: a JSON document with the human `message`,
-/// the stable `error` name and the structured `details`.
+/// The message of an error as a Lambda reports it: the one error document
+/// ([`crate::error::ErrorReport`]) that the CLI's `--json` prints too.
 pub fn error_message(error: &Error) -> String {
-    serde_json::json!({ "error": error.kind(), "message": error.to_string(), "details": error.details() }).to_string()
+    serde_json::to_string(&error.report()).unwrap_or_else(|_| error.to_string())
 }
 
-/// The worker's message inside a caught error's `Cause`. Step Functions wraps a Lambda
-/// function error as `{"errorType": ..., "errorMessage": ...}`; our message is JSON again.
-pub(crate) fn unwrap_cause(cause: &str) -> Option<Value> {
-    let doc: Value = serde_json::from_str(cause).ok()?;
-    match doc.get("errorMessage").and_then(Value::as_str) {
-        Some(inner) => serde_json::from_str(inner).ok(),
-        None => Some(doc),
+/// The worker's error document inside a caught error's `Cause`. Step Functions wraps a Lambda
+/// function error as `{"errorType": ..., "errorMessage": ...}`, whose message is the document.
+pub(crate) fn report_from_cause(cause: &str) -> Option<ErrorReport> {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        #[serde(rename = "errorMessage")]
+        error_message: String,
+    }
+    match serde_json::from_str::<Wrapped>(cause) {
+        Ok(wrapped) => serde_json::from_str(&wrapped.error_message).ok(),
+        Err(_) => serde_json::from_str(cause).ok(),
     }
 }
 
-/// The failure inside a caught apply-one error, if it carries one.
+/// The failure inside a caught apply-one error, if it carries one (whatever its name: a
+/// migration whose session was ended is `ConnectionFailed`, and still recorded).
 pub(crate) fn failure_from_cause(cause: &str) -> Option<MigrationFailure> {
-    let doc = unwrap_cause(cause)?;
-    let kind = doc.get("error")?.as_str()?;
-    if kind != ErrorKind::SqlFailed.as_str() && kind != ErrorKind::LockTimeout.as_str() {
-        return None;
-    }
-    serde_json::from_value(doc.get("details")?.get("migration")?.clone()).ok()
+    report_from_cause(cause)?.details.migration.map(|f| *f)
 }
 
 pub(crate) fn cause_message(cause: &str) -> String {
-    unwrap_cause(cause)
-        .and_then(|d| d.get("message").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| cause.to_owned())
+    report_from_cause(cause).map_or_else(|| cause.to_owned(), |r| r.message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use serde_json::json;
 
     #[test]
@@ -492,7 +491,26 @@ mod tests {
         let cause = error_message(&Error::MigrationFailed {
             failure: Box::new(failure.clone()),
         });
-        assert_eq!(failure_from_cause(&cause), Some(failure));
+        assert_eq!(failure_from_cause(&cause), Some(failure.clone()));
+        // Wrapped by Lambda, and whatever its name: a migration whose session was ended is
+        // ConnectionFailed (retried), and its failure is still recorded.
+        let ended = MigrationFailure {
+            error: crate::error::SqlError {
+                sqlstate: "57P01".into(),
+                message: "terminating connection due to administrator command".into(),
+                ..Default::default()
+            },
+            ..failure
+        };
+        let error = Error::MigrationFailed {
+            failure: Box::new(ended.clone()),
+        };
+        assert_eq!(error.kind(), ErrorKind::ConnectionFailed);
+        let cause = serde_json::json!({"errorType": "ConnectionFailed", "errorMessage": error_message(&error)}).to_string();
+        assert_eq!(failure_from_cause(&cause), Some(ended));
+        let report: serde_json::Value = serde_json::from_str(&error_message(&error)).unwrap();
+        assert_eq!(report["name"], "ConnectionFailed");
+        assert_eq!(report["details"]["migration"]["version"], "004");
         assert_eq!(failure_from_cause("not json"), None);
         let wrapped =
             serde_json::json!({"errorType": "SqlFailed", "errorMessage": cause}).to_string();
