@@ -506,8 +506,8 @@ mod tests {
             failure: Box::new(ended.clone()),
         };
         assert_eq!(error.kind(), ErrorKind::ConnectionFailed);
-        let cause = serde_json::json!({"errorType": "ConnectionFailed", "errorMessage": error_message(&error)}).to_string();
-        assert_eq!(failure_from_cause(&cause), Some(ended));
+        let ended_cause = serde_json::json!({"errorType": "ConnectionFailed", "errorMessage": error_message(&error)}).to_string();
+        assert_eq!(failure_from_cause(&ended_cause), Some(ended));
         let report: serde_json::Value = serde_json::from_str(&error_message(&error)).unwrap();
         assert_eq!(report["name"], "ConnectionFailed");
         assert_eq!(report["details"]["migration"]["version"], "004");
