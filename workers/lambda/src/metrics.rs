@@ -5,10 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-/// The metric namespace: `STEPMIGRATE_METRIC_NAMESPACE`, default `Stepmigrate`.
-pub fn namespace() -> String {
-    std::env::var("STEPMIGRATE_METRIC_NAMESPACE").unwrap_or_else(|_| "Stepmigrate".to_owned())
-}
+pub use crate::lambda::metric_namespace as namespace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
@@ -91,14 +88,10 @@ impl MetricLine {
         Value::Object(doc).to_string()
     }
 
-    /// Prints the line on stdout, where Lambda's log shipping picks it up. Only in Lambda (or
-    /// when asked): the command-line tool's stdout belongs to its output.
+    /// Prints the line on stdout, where Lambda's log shipping picks it up. Only the workers'
+    /// steps emit metrics (the command-line tool, whose stdout is its output, calls none).
     pub fn emit(&self) {
-        if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
-            || std::env::var_os("STEPMIGRATE_EMF").is_some()
-        {
-            println!("{}", self.render(chrono::Utc::now().timestamp_millis()));
-        }
+        println!("{}", self.render(chrono::Utc::now().timestamp_millis()));
     }
 }
 

@@ -202,7 +202,7 @@ pub struct Trigger {
 
 impl Trigger {
     pub async fn from_env() -> Result<Trigger, Error> {
-        let handler = Handler::from_env_value(std::env::var(ENV_HANDLER).ok().as_deref())?;
+        let handler = Handler::from_env_value(crate::lambda::env(ENV_HANDLER).as_deref())?;
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         Ok(Trigger {
             executions: Executions::new(&config),
