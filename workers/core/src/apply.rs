@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgDatabaseError, PgErrorPosition};
 use sqlx::PgConnection;
 
@@ -18,13 +18,13 @@ use crate::notices;
 use crate::sql::{self, quote_literal};
 
 /// What applying one migration came to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Applied {
         execution_time_ms: u64,
         /// What PostgreSQL said while it ran (NOTICEs, WARNINGs).
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         notices: Vec<String>,
     },
     /// Another runner applied it first: not an error.
@@ -40,6 +40,20 @@ pub enum Outcome {
     /// The runner's migration lock is gone (its session ended): nothing was applied, and the
     /// run must stop.
     LockLost,
+}
+
+impl Outcome {
+    /// Its name in outputs (`applied`, `already_applied`, `failed`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Applied { .. } => "applied",
+            Outcome::AlreadyApplied => "already_applied",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Busy => "busy",
+            Outcome::Dirty => "dirty",
+            Outcome::LockLost => "lock_lost",
+        }
+    }
 }
 
 /// How a transactional migration's commit waits for the disk.

@@ -33,7 +33,7 @@ pub struct Quiet;
 impl Progress for Quiet {}
 
 /// The result of one migration in a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MigrationResult {
     pub version: Version,
     pub name: String,

@@ -5,10 +5,13 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::apply::Outcome;
 use crate::error::Error;
+use crate::runner::MigrationResult;
+use crate::steps::{ApplyOutput, PlanOutput, RunOutput};
 
 /// How an execution stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -122,9 +125,9 @@ impl Summary {
     pub fn applied_count(&self) -> u64 {
         self.output
             .as_ref()
-            .and_then(|o| o.get("applied_count"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
+            .and_then(|o| RunOutput::deserialize(o).ok())
+            .unwrap_or_default()
+            .applied_count
     }
 }
 
@@ -217,28 +220,28 @@ pub enum Milestone {
 impl Milestone {
     /// The milestones one history event stands for (most stand for none).
     pub fn from_event(event: &HistoryEvent) -> Vec<Milestone> {
-        let output = || {
+        fn output<T: serde::de::DeserializeOwned>(event: &HistoryEvent) -> Option<T> {
+            serde_json::from_str(event.output.as_deref()?).ok()
+        }
+        let message = || {
             event
-                .output
+                .cause
                 .as_deref()
-                .and_then(|o| serde_json::from_str::<Value>(o).ok())
-                .unwrap_or(Value::Null)
+                .map(crate::steps::cause_message)
+                .unwrap_or_default()
         };
         match event.kind.as_str() {
             "ExecutionStarted" => vec![Milestone::Started],
             "LambdaFunctionSucceeded" | "TaskSucceeded" => {
-                let out = output();
-                if let Some(results) = out.get("results").and_then(Value::as_array) {
-                    results.iter().map(migration_milestone).collect()
-                } else if let Some(to_apply) = out.get("to_apply").and_then(Value::as_u64) {
-                    let dry_run = out.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-                    let status = out.get("action").and_then(Value::as_str) == Some("status");
+                if let Some(applied) = output::<ApplyOutput>(event) {
+                    applied.results.iter().map(migration_milestone).collect()
+                } else if let Some(plan) = output::<PlanOutput>(event) {
                     vec![Milestone::Planned {
-                        database: text(&out, "database"),
-                        to_apply,
-                        pending: pending_count(&out, to_apply),
-                        dry_run,
-                        report_only: dry_run || status,
+                        database: plan.database.clone(),
+                        to_apply: plan.to_apply as u64,
+                        pending: plan.pending_count() as u64,
+                        dry_run: plan.dry_run,
+                        report_only: plan.report_only(),
                     }]
                 } else {
                     Vec::new()
@@ -247,26 +250,15 @@ impl Milestone {
             "LambdaFunctionFailed" | "LambdaFunctionTimedOut" | "TaskFailed" | "TaskTimedOut" => {
                 vec![Milestone::StepFailed {
                     error: event.error.clone().unwrap_or_default(),
-                    message: event
-                        .cause
-                        .as_deref()
-                        .map(crate::steps::cause_message)
-                        .unwrap_or_default(),
+                    message: message(),
                 }]
             }
             "ExecutionSucceeded" => vec![Milestone::Succeeded {
-                applied_count: output()
-                    .get("applied_count")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
+                applied_count: output::<RunOutput>(event).unwrap_or_default().applied_count,
             }],
             "ExecutionFailed" => vec![Milestone::Failed {
                 error: event.error.clone().unwrap_or_default(),
-                message: event
-                    .cause
-                    .as_deref()
-                    .map(crate::steps::cause_message)
-                    .unwrap_or_default(),
+                message: message(),
             }],
             "ExecutionTimedOut" => vec![Milestone::TimedOut],
             "ExecutionAborted" => vec![Milestone::Aborted],
@@ -286,47 +278,17 @@ impl Milestone {
     }
 }
 
-fn text(doc: &Value, key: &str) -> String {
-    doc.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The plan's pending count: `to_apply` when it applies them; for a report, its Map items
-/// (one per migration unless the backlog is grouped) or else its listed pending entries.
-fn pending_count(plan: &Value, to_apply: u64) -> u64 {
-    if to_apply > 0 {
-        return to_apply;
-    }
-    let len = |key: &str| plan.get(key).and_then(Value::as_array);
-    if plan
-        .get("per_iteration")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        <= 1
-    {
-        return len("pending").map_or(0, |p| p.len() as u64);
-    }
-    len("migrations").map_or(0, |entries| {
-        entries
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.get("state").and_then(Value::as_str),
-                    Some("pending" | "failed")
-                )
-            })
-            .count() as u64
-    })
-}
-
-fn migration_milestone(result: &Value) -> Milestone {
+fn migration_milestone(result: &MigrationResult) -> Milestone {
     Milestone::Migration {
-        version: text(result, "version"),
-        name: text(result, "name"),
-        outcome: text(result, "outcome"),
-        execution_time_ms: result.get("execution_time_ms").and_then(Value::as_u64),
+        version: result.version.to_string(),
+        name: result.name.clone(),
+        outcome: result.outcome.name().to_owned(),
+        execution_time_ms: match result.outcome {
+            Outcome::Applied {
+                execution_time_ms, ..
+            } => Some(execution_time_ms),
+            _ => None,
+        },
     }
 }
 

@@ -28,10 +28,11 @@ pub struct ExecutionInput {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Status,
+    #[default]
     Migrate,
 }
 
@@ -124,31 +125,78 @@ pub struct MigrationRange {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The plan step's output: what the state machine routes on and hands the Map, and what
+/// `stepmigrate remote` and the trigger read back from the history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanOutput {
+    #[serde(default)]
     pub run_id: String,
+    #[serde(default)]
     pub action: Action,
+    #[serde(default)]
     pub dry_run: bool,
+    #[serde(default)]
     pub database: String,
     /// The digest of the packaged migration set the plan was made with; apply-one refuses
     /// to work from another.
+    #[serde(default)]
     pub set_digest: String,
     /// What this execution applies, in order: the Map's items.
+    #[serde(default)]
     pub pending: Vec<MigrationRange>,
     /// How many migrations that is.
     pub to_apply: usize,
     /// How many migrations each item holds (1 unless the backlog is large).
+    #[serde(default = "one")]
     pub per_iteration: usize,
+    #[serde(default)]
     pub applied: usize,
+    #[serde(default)]
     pub unknown_applied: Vec<String>,
     /// Every migration and its state (for `status` and dry runs): all of them up to
     /// [`LISTED_MIGRATIONS`], else those not applied and the newest applied ones, with
     /// `truncated` set, so the output stays far below the 256 KB payload limit.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<Entry>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+impl PlanOutput {
+    /// How many migrations the plan found pending: `to_apply` when it applies them; for a
+    /// report, its Map items (one per migration unless the backlog is grouped) or else its
+    /// listed entries not applied.
+    pub fn pending_count(&self) -> usize {
+        if self.to_apply > 0 {
+            return self.to_apply;
+        }
+        if self.per_iteration <= 1 {
+            return self.pending.len();
+        }
+        self.migrations
+            .iter()
+            .filter(|e| matches!(e.state, State::Pending | State::Failed))
+            .count()
+    }
+
+    /// A status or dry-run execution reports and stops.
+    pub fn report_only(&self) -> bool {
+        self.dry_run || self.action == Action::Status
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The output of a run that succeeded (the definition's `Done` state): the part its readers
+/// use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunOutput {
+    #[serde(default)]
+    pub applied_count: u64,
 }
 
 /// How many Map iterations one execution runs at most. An inline Map iteration with one Task
@@ -256,7 +304,8 @@ pub struct ApplyRequest {
     pub range: MigrationRange,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The apply-one step's output (the Map keeps none of it: the definition discards it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyOutput {
     pub results: Vec<crate::runner::MigrationResult>,
 }
