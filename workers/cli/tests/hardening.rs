@@ -199,7 +199,19 @@ async fn a_database_without_standard_conforming_strings_is_refused() {
 
 #[tokio::test]
 async fn a_transaction_ended_inside_a_migration_is_recorded_dirty_not_failed() {
-    // COMMIT then success: the event is not in the guard's transaction.
+    let record = |db: &TestDb, failure: Box<stepmigrate_core::error::MigrationFailure>| {
+        let url = db.url.clone();
+        async move {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            apply::record_failure(&mut conn, &LedgerSchema::new("public"), &failure, None, "t")
+                .await
+                .unwrap();
+        }
+    };
+    // COMMIT then success: what ran before the COMMIT is committed, the rest is not, and no
+    // `applied` event is written outside the guard's transaction.
     let db = TestDb::new().await;
     let m = unvalidated(
         "002",
@@ -209,7 +221,8 @@ async fn a_transaction_ended_inside_a_migration_is_recorded_dirty_not_failed() {
     let failure = failure_of(apply_unvalidated(&db, &m).await);
     assert!(failure.dirty);
     assert_eq!(failure.error.sqlstate, "SM005");
-    assert!(db.table_exists("a").await && db.table_exists("b").await);
+    assert!(db.table_exists("a").await && !db.table_exists("b").await);
+    record(&db, failure).await;
     assert_eq!(
         db.query(
             "SELECT dirty::text || success::text FROM schema_migrations WHERE version = '002'"
@@ -229,17 +242,15 @@ async fn a_transaction_ended_inside_a_migration_is_recorded_dirty_not_failed() {
     assert!(failure.dirty, "{failure:?}");
     assert_eq!(failure.error.sqlstate, "22012");
     assert!(db.table_exists("a").await);
-    let mut conn = db.conn().await;
-    apply::record_failure(&mut conn, &LedgerSchema::new("public"), &failure, None, "t")
-        .await
-        .unwrap();
+    record(&db, failure).await;
     assert_eq!(
         db.query("SELECT dirty::text FROM schema_migrations WHERE version = '002'")
             .await,
         vec!["true"]
     );
 
-    // ROLLBACK then more: the rest committed on its own, so dirty.
+    // ROLLBACK then more: nothing of it remains (the rest is aborted with the release of the
+    // savepoint), so a plain failure, never `applied`.
     let db = TestDb::new().await;
     let m = unvalidated(
         "002",
@@ -247,8 +258,10 @@ async fn a_transaction_ended_inside_a_migration_is_recorded_dirty_not_failed() {
         false,
     );
     let failure = failure_of(apply_unvalidated(&db, &m).await);
-    assert!(failure.dirty);
-    assert!(!db.table_exists("a").await && db.table_exists("b").await);
+    assert!(!failure.dirty);
+    assert_eq!(failure.error.sqlstate, "SM005");
+    assert!(failure.error.message.contains("nothing of it remains"));
+    assert!(!db.table_exists("a").await && !db.table_exists("b").await);
 
     // An ordinary failure is not dirty: nothing of it remains.
     let db = TestDb::new().await;

@@ -12,6 +12,7 @@ use crate::config::{pg_interval, Settings};
 use crate::error::{Error, MigrationFailure, SqlError};
 use crate::ledger::{
     self, EventKind, LedgerSchema, NewEvent, LOST_TRANSACTION_MESSAGE, LOST_TRANSACTION_SQLSTATE,
+    ROLLED_BACK_TRANSACTION_MESSAGE,
 };
 use crate::migration::{Migration, Version};
 use crate::notices;
@@ -66,6 +67,9 @@ pub enum Commit {
     /// and in order; the run's last, durable commit flushes all of them before it reports.
     Deferred,
 }
+
+/// The savepoint a transactional migration runs in (see [`Attempt::transaction`]).
+pub const MIGRATION_SAVEPOINT: &str = "stepmigrate_migration";
 
 /// Session state a migration may change that `RESET ALL` leaves alone (the role), reset
 /// after every migration so that the next one starts as the runner.
@@ -165,9 +169,12 @@ impl<'a> Attempt<'a> {
     }
 
     /// The whole transactional attempt as one simple query: the transaction, its timeouts,
-    /// the guard, the migration, the runner's role back, the ledger event (checked to be in
-    /// the guard's transaction), the commit and the session reset. The server measures the
-    /// duration itself (`statement_timestamp()` is when the query arrived).
+    /// the guard, the migration inside a savepoint, the runner's role back, the ledger event,
+    /// the commit and the session reset. Releasing the savepoint fails if transaction control
+    /// inside the migration ended the transaction (whatever the migration did to its
+    /// settings), which aborts what ran after it: the event is never written outside the
+    /// guard's transaction. The server measures the duration itself (`statement_timestamp()`
+    /// is when the query arrived).
     pub fn transaction(&self) -> Transaction {
         let deferred = if self.commit == Commit::Deferred {
             "SET LOCAL synchronous_commit = off;"
@@ -175,7 +182,7 @@ impl<'a> Attempt<'a> {
             ""
         };
         let prefix = format!(
-            "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{deferred}{};\n",
+            "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{deferred}{};SAVEPOINT {MIGRATION_SAVEPOINT};\n",
             pg_interval(self.lock_timeout),
             pg_interval(self.statement_timeout),
             self.guard()
@@ -189,13 +196,13 @@ impl<'a> Attempt<'a> {
                 ),
                 &[],
             )
-            .insert_in_guarded_transaction_sql(self.schema);
+            .insert_sql(self.schema);
         // The newline ends a trailing `--` comment of the file; the `;` a last statement
         // written without one.
         Transaction {
             migration_offset_chars: prefix.chars().count(),
             script: format!(
-                "{prefix}{}\n;RESET SESSION AUTHORIZATION;RESET ROLE;{event};COMMIT;{RESET_SESSION}",
+                "{prefix}{}\n;RELEASE SAVEPOINT {MIGRATION_SAVEPOINT};RESET SESSION AUTHORIZATION;RESET ROLE;{event};COMMIT;{RESET_SESSION}",
                 self.migration.sql
             ),
         }
@@ -249,39 +256,25 @@ async fn apply_in_transaction(
     let m = attempt.migration;
     let tx = attempt.transaction();
     let started = Instant::now();
-    // The guard's transaction id and the event's kind come back as rows among the
-    // migration's own, as they are produced: an error later in the script keeps them.
-    let ((sent, guard_xid, outcome_kind), notices) = notices::capture(async {
+    // The guard's transaction id comes back as a row among the migration's own, as they are
+    // produced: an error later in the script keeps it.
+    let ((sent, guard_xid), notices) = notices::capture(async {
         let mut guard_xid: Option<String> = None;
-        let mut outcome_kind: Option<String> = None;
         let mut results = sqlx::raw_sql(&tx.script).fetch_many(&mut *conn);
         let sent = loop {
             match results.try_next().await {
-                Ok(Some(sqlx::Either::Right(row))) => {
-                    if let Ok(xid) = row.try_get::<String, _>("stepmigrate_guard") {
-                        guard_xid.get_or_insert(xid);
-                    } else if let Ok(kind) = row.try_get::<String, _>("stepmigrate_outcome") {
-                        outcome_kind = Some(kind);
-                    }
+                Ok(Some(sqlx::Either::Right(row))) if guard_xid.is_none() => {
+                    guard_xid = row.try_get::<String, _>("stepmigrate_guard").ok();
                 }
-                Ok(Some(sqlx::Either::Left(_))) => {}
+                Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
         };
-        (sent, guard_xid, outcome_kind)
+        (sent, guard_xid)
     })
     .await;
     match sent {
-        Ok(()) if outcome_kind.as_deref() == Some("failed") => {
-            // The ledger holds a dirty failure already (written in place of the event).
-            let mut failure = failure_of(m, lost_transaction_error());
-            failure.dirty = true;
-            failure.notices = notices;
-            Ok(Outcome::Failed {
-                failure: Box::new(failure),
-            })
-        }
         Ok(()) => {
             let execution_time_ms = started.elapsed().as_millis() as u64;
             if !notices.is_empty() {
@@ -307,6 +300,16 @@ async fn apply_in_transaction(
                 Some(PgErrorPosition::Original(p)) => p.checked_sub(1 + tx.migration_offset_chars),
                 _ => None,
             });
+            if ended_inside(db.code().as_deref(), db.message()) {
+                // Transaction control inside the migration ended its transaction; the
+                // release of its savepoint said so. Dirty if any of it committed.
+                let mut failure = failure_of(m, lost_transaction_error(committed));
+                failure.dirty = committed;
+                failure.notices = notices;
+                return Ok(Outcome::Failed {
+                    failure: Box::new(failure),
+                });
+            }
             let mut outcome = classify(
                 m,
                 pg,
@@ -399,10 +402,25 @@ async fn locate_statement(conn: &mut PgConnection, attempt: &Attempt<'_>, error:
         .await;
 }
 
-fn lost_transaction_error() -> SqlError {
+/// Whether an error is the runner's savepoint release finding the migration's transaction
+/// gone (`savepoint ... does not exist`, or no transaction block at all).
+fn ended_inside(code: Option<&str>, message: &str) -> bool {
+    match code {
+        Some("3B001") => message.contains(MIGRATION_SAVEPOINT),
+        Some("25P01") => true,
+        _ => false,
+    }
+}
+
+fn lost_transaction_error(committed: bool) -> SqlError {
     SqlError {
         sqlstate: LOST_TRANSACTION_SQLSTATE.to_owned(),
-        message: LOST_TRANSACTION_MESSAGE.to_owned(),
+        message: if committed {
+            LOST_TRANSACTION_MESSAGE
+        } else {
+            ROLLED_BACK_TRANSACTION_MESSAGE
+        }
+        .to_owned(),
         ..SqlError::default()
     }
 }
@@ -664,7 +682,7 @@ mod tests {
             Commit::Deferred,
         );
         let tx = attempt.transaction();
-        assert!(tx.script.starts_with("BEGIN;SET LOCAL lock_timeout = '5000ms';SET LOCAL statement_timeout = '900000ms';SET LOCAL synchronous_commit = off;SELECT \"public\".schema_migrations_guard('002', '001', 42) AS stepmigrate_guard;\n"), "{}", tx.script);
+        assert!(tx.script.starts_with("BEGIN;SET LOCAL lock_timeout = '5000ms';SET LOCAL statement_timeout = '900000ms';SET LOCAL synchronous_commit = off;SELECT \"public\".schema_migrations_guard('002', '001', 42) AS stepmigrate_guard;SAVEPOINT stepmigrate_migration;\n"), "{}", tx.script);
         assert_eq!(
             &tx.script[tx
                 .script
@@ -674,7 +692,7 @@ mod tests {
                 .0..][..m.sql.len()],
             m.sql
         );
-        assert!(tx.script.contains("\n;RESET SESSION AUTHORIZATION;RESET ROLE;INSERT INTO \"public\".schema_migration_events"));
+        assert!(tx.script.contains("\n;RELEASE SAVEPOINT stepmigrate_migration;RESET SESSION AUTHORIZATION;RESET ROLE;INSERT INTO \"public\".schema_migration_events"));
         assert!(tx.script.ends_with(&format!(";COMMIT;{RESET_SESSION}")));
         let outside = Attempt::new(
             &migration(Directives {

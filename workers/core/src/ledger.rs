@@ -247,31 +247,6 @@ impl NewEvent<'_> {
     }
 }
 
-impl NewEvent<'_> {
-    /// The `INSERT` of an `applied` event that ends a migration's transaction, checked to be
-    /// in the transaction the guard locked: if transaction control inside the migration ended
-    /// that transaction early, the migration is recorded as a dirty failure instead (part of
-    /// it may be committed, part not). Returns the event's `kind`.
-    pub fn insert_in_guarded_transaction_sql(&self, schema: &LedgerSchema) -> String {
-        let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), quote_literal);
-        format!(
-            "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error) \
-             SELECT {}, {}, {}, CASE WHEN g.ok THEN 'applied' ELSE 'failed' END, {}, {}, NOT g.ok, \
-             CASE WHEN g.ok THEN NULL ELSE jsonb_build_object('sqlstate', '{LOST_TRANSACTION_SQLSTATE}', 'message', {}) END \
-             FROM (SELECT {}() AS ok) g \
-             RETURNING kind::text AS stepmigrate_outcome",
-            schema.qualify("schema_migration_events"),
-            quote_literal(self.run_id),
-            quote_literal(self.version),
-            quote_literal(self.name),
-            opt(self.checksum),
-            self.execution_time_ms.as_deref().unwrap_or("NULL"),
-            quote_literal(LOST_TRANSACTION_MESSAGE),
-            schema.qualify("schema_migrations_in_guarded_transaction"),
-        )
-    }
-}
-
 /// The notices as a `jsonb` literal, or NULL when there are none.
 fn notices_literal(notices: &[String]) -> String {
     if notices.is_empty() {
@@ -287,6 +262,7 @@ fn notices_literal(notices: &[String]) -> String {
 /// ledger event.
 pub const LOST_TRANSACTION_SQLSTATE: &str = "SM005";
 pub const LOST_TRANSACTION_MESSAGE: &str = "the migration's transaction ended before its ledger entry (transaction control inside the migration, e.g. a COMMIT the validator did not see): part of it may be committed";
+pub const ROLLED_BACK_TRANSACTION_MESSAGE: &str = "the migration's transaction was rolled back inside it (a ROLLBACK the validator did not see): nothing of it remains";
 
 /// Records a failure as an event (and a `success = false` row) in its own transaction, unless
 /// the migration's row says it is applied: a late failure record (a retry of the record step,

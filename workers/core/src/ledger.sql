@@ -158,26 +158,21 @@ ALTER TABLE @L@.schema_migrations ENABLE ALWAYS TRIGGER schema_migrations_record
 
 -- Checked first in every migration's transaction: a second line of defence behind the
 -- runner's session lock (a runner whose lock session died, an orphaned backend still running
--- a killed runner's migration). Never blocks: it tries a transaction-scoped lock, which also
--- marks the transaction: the ledger event checks this session still holds it (a COMMIT or
--- ROLLBACK inside the migration released it), and the runner, after a failure, asks whether
--- the transaction whose id the guard returns committed. Neither depends on reading the
--- migration's text, nor on settings the migration could reset.
+-- a killed runner's migration). Never blocks: it tries a transaction-scoped lock. It returns
+-- its transaction's id: after a failure the runner asks whether that transaction committed
+-- anyway (a COMMIT inside the migration), without reading the migration's text.
 DROP FUNCTION IF EXISTS @L@.schema_migrations_guard(text, text, int, text);
 CREATE OR REPLACE FUNCTION @L@.schema_migrations_guard(p_version text, p_previous text, p_lock_pid int) RETURNS text
 LANGUAGE plpgsql AS $$
-DECLARE
-    k bigint := hashtextextended('stepmigrate.runner.' || @N@, 0);
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('stepmigrate.apply.' || @N@, 0)) THEN
         RAISE EXCEPTION 'another session is applying a migration' USING ERRCODE = 'SM002';
     END IF;
-    IF p_lock_pid IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM pg_locks l
-        WHERE l.locktype = 'advisory' AND l.granted AND l.pid = p_lock_pid AND l.objsubid = 1
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid::bigint = ((k >> 32) & 4294967295) AND l.objid::bigint = (k & 4294967295)
-    ) THEN
+    -- The lock's session still alive is the lock still held: a session lock ends only with
+    -- its session (the runner never unlocks mid-run). pg_stat_get_activity(pid) looks at one
+    -- backend, far cheaper than reading the whole lock table.
+    IF p_lock_pid IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(p_lock_pid) a WHERE a.pid = p_lock_pid) THEN
         RAISE EXCEPTION 'the runner lost its migration lock (its session ended)' USING ERRCODE = 'SM006';
     END IF;
     IF EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.success) THEN
@@ -193,17 +188,7 @@ BEGIN
     RETURN txid_current()::text;
 END $$;
 
--- Whether this session still holds the guard's transaction-scoped lock: false once the
--- guard's transaction ended.
-CREATE OR REPLACE FUNCTION @L@.schema_migrations_in_guarded_transaction() RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM pg_locks l,
-             LATERAL (SELECT hashtextextended('stepmigrate.apply.' || @N@, 0) AS k) key
-        WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid() AND l.objsubid = 1
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid::bigint = ((key.k >> 32) & 4294967295) AND l.objid::bigint = (key.k & 4294967295))
-$$;
+DROP FUNCTION IF EXISTS @L@.schema_migrations_in_guarded_transaction();
 
 -- The projection is written by the fold alone (and by a rebuild): an UPDATE or INSERT by
 -- hand would make the plan disagree with the events, e.g. re-run an applied migration.
