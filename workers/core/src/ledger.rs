@@ -76,6 +76,25 @@ impl LedgerSchema {
         conn: &mut PgConnection,
         configured: Option<&str>,
     ) -> Result<LedgerSchema, Error> {
+        // The usual case, cheaply (a fresh session pays for each catalog it first reads): one
+        // schema holding both tables and no other candidate is a ledger of ours.
+        let names: Vec<(String, String)> = sqlx::query_as(
+            "SELECT n.nspname::text, c.relname::text
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relname IN ('schema_migrations', 'schema_migration_events')
+               AND c.relkind IN ('r', 'p') AND n.nspname NOT LIKE 'pg\\_%'",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| Error::database("locating the ledger", e))?;
+        if let [(a, _), (b, _)] = names.as_slice() {
+            if a == b && configured.is_none_or(|c| c == a) {
+                return Ok(LedgerSchema::new(a));
+            }
+        }
+        if names.is_empty() {
+            return choose_schema(&[], configured).map(|name| LedgerSchema::new(&name));
+        }
         let rows: Vec<(String, bool, bool)> = sqlx::query_as(
             "SELECT n.nspname::text,
                     bool_or(c.relname = 'schema_migration_events'
