@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Print only errors and the final summary.
+    /// Print only errors (nothing on success).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 

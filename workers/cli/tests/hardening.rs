@@ -321,18 +321,23 @@ async fn set_role_and_session_authorization_do_not_leak_into_the_next_migration(
 
 // --- The lock ------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn losing_the_lock_session_stops_the_run_before_the_next_migration() {
-    let db = TestDb::new().await;
-    let dir = Dir::new(&[
+/// 001, then 002 that ends the runner's lock session (waiting up to 5 s until its backend is
+/// gone), then 003.
+fn lock_killing_migrations() -> Dir {
+    Dir::new(&[
         ("001_a.sql", "CREATE TABLE a (id int);"),
         (
             "002_kill_lock.sql",
-            // Waits (up to 5 s) until the lock's backend is gone.
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database());",
         ),
         ("003_c.sql", "CREATE TABLE c (id int);"),
-    ]);
+    ])
+}
+
+#[tokio::test]
+async fn losing_the_lock_session_stops_the_run_before_the_next_migration() {
+    let db = TestDb::new().await;
+    let dir = lock_killing_migrations();
     let run = db.cli(dir.path(), &["--json", "up"]);
     run.assert_code(5);
     let doc = run.json();
@@ -928,14 +933,7 @@ async fn the_user_name_is_never_shown_and_empty_variables_are_unset() {
 #[tokio::test]
 async fn a_lost_lock_says_so_in_both_outputs() {
     let db = TestDb::new().await;
-    let dir = Dir::new(&[
-        ("001_a.sql", "CREATE TABLE a (id int);"),
-        (
-            "002_kill_lock.sql",
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database());",
-        ),
-        ("003_c.sql", "CREATE TABLE c (id int);"),
-    ]);
+    let dir = lock_killing_migrations();
     let run = db.cli(dir.path(), &["--json", "up"]);
     run.assert_code(5);
     assert_eq!(run.json()["lock_lost"], true);
