@@ -124,11 +124,10 @@ async fn the_ledger_schema_can_be_configured() {
     let db = TestDb::new().await;
     let dir = Dir::new(&[("001_t.sql", "CREATE TABLE t (id int);")]);
     let run = |args: &[&str]| {
-        common::Run::from(
-            cli_command(&db.url, dir.path(), args)
-                .env("STEPMIGRATE_LEDGER_SCHEMA", "Ledger Schema")
-                .output()
-                .unwrap(),
+        db.cli_env(
+            dir.path(),
+            args,
+            &[("STEPMIGRATE_LEDGER_SCHEMA", "Ledger Schema")],
         )
     };
     run(&["up"]).assert_code(0);
@@ -389,11 +388,10 @@ async fn durations_beyond_what_postgresql_takes_are_refused_naming_them() {
         "{error}"
     );
 
-    let run = common::Run::from(
-        cli_command(&db.url, dir.path(), &["up"])
-            .env("STEPMIGRATE_STATEMENT_TIMEOUT", "99999999999999999999h")
-            .output()
-            .unwrap(),
+    let run = db.cli_env(
+        dir.path(),
+        &["up"],
+        &[("STEPMIGRATE_STATEMENT_TIMEOUT", "99999999999999999999h")],
     );
     run.assert_code(2);
     assert!(
@@ -661,11 +659,10 @@ async fn connect_timeouts_mean_what_they_say() {
     );
     // 0 means no limit, as for the other durations.
     let db = TestDb::new().await;
-    let run = common::Run::from(
-        cli_command(&db.url, dir.path(), &["status"])
-            .env("STEPMIGRATE_CONNECT_TIMEOUT", "0")
-            .output()
-            .unwrap(),
+    let run = db.cli_env(
+        dir.path(),
+        &["status"],
+        &[("STEPMIGRATE_CONNECT_TIMEOUT", "0")],
     );
     run.assert_code(0);
 }
@@ -785,11 +782,10 @@ async fn a_ledger_schema_setting_that_would_hide_the_ledger_is_refused() {
     let db = TestDb::new().await;
     let dir = common::numbered_tables(2);
     db.cli(dir.path(), &["up"]).assert_code(0);
-    let run = common::Run::from(
-        cli_command(&db.url, dir.path(), &["up"])
-            .env("STEPMIGRATE_LEDGER_SCHEMA", "newsch")
-            .output()
-            .unwrap(),
+    let run = db.cli_env(
+        dir.path(),
+        &["up"],
+        &[("STEPMIGRATE_LEDGER_SCHEMA", "newsch")],
     );
     run.assert_code(2);
     assert!(
@@ -808,11 +804,10 @@ async fn another_tools_schema_migrations_is_named_not_misread() {
     let run = db.cli(dir.path(), &["up"]);
     run.assert_code(2);
     assert!(run.stderr.contains("another tool"), "{}", run.stderr);
-    let run = common::Run::from(
-        cli_command(&db.url, dir.path(), &["up"])
-            .env("STEPMIGRATE_LEDGER_SCHEMA", "stepmigrate")
-            .output()
-            .unwrap(),
+    let run = db.cli_env(
+        dir.path(),
+        &["up"],
+        &[("STEPMIGRATE_LEDGER_SCHEMA", "stepmigrate")],
     );
     run.assert_code(0);
 }
@@ -901,31 +896,27 @@ async fn the_user_name_is_never_shown_and_empty_variables_are_unset() {
         run.stderr
     );
     let db = TestDb::new().await;
-    let run = common::Run::from(
-        cli_command(
-            &db.url,
-            std::path::Path::new("/nonexistent"),
-            &[
-                "--migrations-dir",
-                dir.path().to_str().unwrap(),
-                "--lock-timeout",
-                "1s",
-                "status",
-            ],
-        )
-        .env("STEPMIGRATE_MIGRATIONS_DIR", "")
-        .env("STEPMIGRATE_LOCK_TIMEOUT", "")
-        .env("STEPMIGRATE_STATEMENT_TIMEOUT", "")
-        .output()
-        .unwrap(),
+    let run = db.cli_env(
+        std::path::Path::new("/nonexistent"),
+        &[
+            "--migrations-dir",
+            dir.path().to_str().unwrap(),
+            "--lock-timeout",
+            "1s",
+            "status",
+        ],
+        &[
+            ("STEPMIGRATE_MIGRATIONS_DIR", ""),
+            ("STEPMIGRATE_LOCK_TIMEOUT", ""),
+            ("STEPMIGRATE_STATEMENT_TIMEOUT", ""),
+        ],
     );
     run.assert_code(0);
     // A flag wins over a malformed variable, which is not even read.
-    let run = common::Run::from(
-        cli_command(&db.url, dir.path(), &["--lock-timeout", "1s", "status"])
-            .env("STEPMIGRATE_LOCK_TIMEOUT", "soon")
-            .output()
-            .unwrap(),
+    let run = db.cli_env(
+        dir.path(),
+        &["--lock-timeout", "1s", "status"],
+        &[("STEPMIGRATE_LOCK_TIMEOUT", "soon")],
     );
     run.assert_code(0);
 }

@@ -71,9 +71,17 @@ pub enum Commit {
 /// The savepoint a transactional migration runs in (see [`Attempt::transaction`]).
 pub const MIGRATION_SAVEPOINT: &str = "stepmigrate_migration";
 
+/// The runner's own role back (`RESET ALL` leaves the role alone): before a migration's
+/// ledger event, and in [`RESET_SESSION`].
+macro_rules! reset_role {
+    () => {
+        "RESET SESSION AUTHORIZATION;RESET ROLE;"
+    };
+}
+
 /// Session state a migration may change that `RESET ALL` leaves alone (the role), reset
 /// after every migration so that the next one starts as the runner.
-pub const RESET_SESSION: &str = "RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL;";
+pub const RESET_SESSION: &str = concat!(reset_role!(), "RESET ALL;");
 
 /// One attempt at one migration: everything the SQL it sends depends on. Building the text is
 /// pure ([`Attempt::transaction`], [`Attempt::start_outside`], [`Attempt::finish_outside`]),
@@ -202,8 +210,9 @@ impl<'a> Attempt<'a> {
         Transaction {
             migration_offset_chars: prefix.chars().count(),
             script: format!(
-                "{prefix}{}\n;RELEASE SAVEPOINT {MIGRATION_SAVEPOINT};RESET SESSION AUTHORIZATION;RESET ROLE;{event};COMMIT;{RESET_SESSION}",
-                self.migration.sql
+                "{prefix}{}\n;RELEASE SAVEPOINT {MIGRATION_SAVEPOINT};{}{event};COMMIT;{RESET_SESSION}",
+                self.migration.sql,
+                reset_role!()
             ),
         }
     }

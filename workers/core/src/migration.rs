@@ -244,18 +244,10 @@ impl MigrationSet {
             // FIFO would block the read forever, a device never end) is named, not read.
             match entry.file_type() {
                 Ok(t) if t.is_file() => paths.push(path),
-                Ok(t) if t.is_dir() => problems.push(SetProblem::new(
-                    &path,
-                    None,
-                    "a directory named like a migration: migrations are files (the directory is not searched recursively)".into(),
-                )),
+                Ok(t) if t.is_dir() => problems.push(directory_problem(&path)),
                 _ => match std::fs::metadata(&path) {
                     Ok(m) if m.is_file() => paths.push(path),
-                    Ok(m) if m.is_dir() => problems.push(SetProblem::new(
-                        &path,
-                        None,
-                        "a directory named like a migration: migrations are files (the directory is not searched recursively)".into(),
-                    )),
+                    Ok(m) if m.is_dir() => problems.push(directory_problem(&path)),
                     Ok(_) => problems.push(SetProblem::new(
                         &path,
                         None,
@@ -560,6 +552,14 @@ impl MigrationSet {
         }
         checksum(all.as_bytes())
     }
+}
+
+fn directory_problem(path: &Path) -> SetProblem {
+    SetProblem::new(
+        path,
+        None,
+        "a directory named like a migration: migrations are files (the directory is not searched recursively)".into(),
+    )
 }
 
 /// Reads the files on two threads: a no-op run over a thousand migrations is mostly this.

@@ -124,6 +124,11 @@ impl TestDb {
         run_cli(&self.url, dir, args)
     }
 
+    /// Runs the real `stepmigrate` binary with extra environment variables.
+    pub fn cli_env(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        run_cli_env(&self.url, dir, args, vars)
+    }
+
     pub fn spawn_cli(&self, dir: &Path, args: &[&str]) -> std::process::Child {
         cli_command(&self.url, dir, args)
             .stdout(Stdio::piped())
@@ -174,6 +179,12 @@ pub fn run_cli(url: &str, dir: &Path, args: &[&str]) -> Run {
             .output()
             .expect("run stepmigrate"),
     )
+}
+
+pub fn run_cli_env(url: &str, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Run {
+    let mut cmd = cli_command(url, dir, args);
+    cmd.envs(vars.iter().copied());
+    Run::from(cmd.output().expect("run stepmigrate"))
 }
 
 /// A finished CLI run.
