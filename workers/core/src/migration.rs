@@ -662,6 +662,12 @@ fn parse_file_name(file_name: &str) -> Result<(String, bool), String> {
     Ok((stem.to_owned(), is_down))
 }
 
+/// The mode a script's header asks for; transactional when its header is malformed (the
+/// loader reports that), which is the runner's default.
+pub fn mode_of(sql: &str) -> Mode {
+    parse_directives(sql).map(|d| d.mode).unwrap_or_default()
+}
+
 /// Reads the directives of the leading comment block: `-- stepmigrate: KEY [= VALUE]` lines.
 /// A directive anywhere after the header would be silently ignored, so it is an error too.
 fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {

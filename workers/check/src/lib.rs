@@ -1,0 +1,221 @@
+//! The review of a migration set before anything runs: every statement read by PostgreSQL's own
+//! grammar (libpg_query, PL/pgSQL bodies included), then squawk's lint rules and a few of our
+//! own, each knowing whether its file runs inside a transaction. No database.
+//!
+//! The result is a list of [`Finding`]s; how they are shown (human, JSON, GitHub annotations)
+//! is the caller's business.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use stepmigrate_core::migration::{MigrationSet, Mode};
+use stepmigrate_core::Error;
+
+pub mod lint;
+pub mod syntax;
+
+pub use lint::{LintRules, RuleSetting};
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Severity, String> {
+        match s {
+            "warning" => Ok(Severity::Warning),
+            "error" => Ok(Severity::Error),
+            other => Err(format!("unknown severity {other:?}: use error or warning")),
+        }
+    }
+}
+
+/// The rule name of a problem the migration set's own loader found (naming, gaps, directives,
+/// statements the runner refuses): the same problems `up` would stop on.
+pub const SET_RULE: &str = "migration-set";
+/// The rule name of a statement PostgreSQL's grammar rejects.
+pub const SYNTAX_RULE: &str = "syntax";
+
+/// One thing worth a reviewer's attention, at a place in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    #[serde(serialize_with = "path_text")]
+    pub file: PathBuf,
+    /// 1-based; 0 when the finding is about the whole file.
+    pub line: usize,
+    /// 1-based, in characters; 0 when unknown.
+    pub column: usize,
+    pub rule: String,
+    pub severity: Severity,
+    pub message: String,
+    /// How to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+fn path_text<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// What `check` found in a migration set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// The migration files read (up and down).
+    pub files: usize,
+    pub findings: Vec<Finding>,
+}
+
+impl CheckReport {
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
+
+    /// The most severe finding's severity, if any.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+}
+
+/// One file to review: its text and whether the runner wraps it in a transaction.
+#[derive(Debug, Clone)]
+pub struct Script<'a> {
+    pub path: &'a Path,
+    pub sql: &'a str,
+    pub mode: Mode,
+}
+
+/// Reviews one script: syntax first; the lint rules only read a script PostgreSQL can parse
+/// (squawk's own parser is more forgiving, and a finding on a misread statement misleads).
+pub fn check_script(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    let syntax = syntax::check(script.path, script.sql);
+    if !syntax.is_empty() {
+        return syntax;
+    }
+    lint::lint(script, rules)
+}
+
+/// Reviews every migration of `dir`: the loader's problems (what `up` would refuse), then each
+/// up and down file's syntax and lint findings, in file order. A set the loader refuses is
+/// still read file by file, so one bad name does not hide the other files' findings.
+pub fn check_dir(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
+    let mut report = CheckReport::default();
+    match MigrationSet::load(dir) {
+        Ok(set) => {
+            for m in set.migrations() {
+                let up = Script {
+                    path: &m.path,
+                    sql: &m.sql,
+                    mode: m.directives.mode,
+                };
+                report.files += 1;
+                report.findings.extend(check_script(&up, rules));
+                if let Some(down) = &m.down {
+                    report.files += 1;
+                    let down = Script {
+                        path: &down.path,
+                        sql: &down.sql,
+                        mode: m.directives.mode,
+                    };
+                    report.findings.extend(check_script(&down, rules));
+                }
+            }
+        }
+        Err(Error::InvalidMigrationSet { problems, .. }) => {
+            let broken: Vec<&Path> = problems.iter().map(|p| p.file.as_path()).collect();
+            for p in &problems {
+                report.findings.push(Finding {
+                    file: p.file.clone(),
+                    line: p.line.unwrap_or(0),
+                    column: 0,
+                    rule: SET_RULE.into(),
+                    severity: Severity::Error,
+                    message: p.message.clone(),
+                    help: None,
+                });
+            }
+            // The files the loader had nothing against still get their syntax and lint
+            // review, as transactional files unless they say otherwise.
+            for path in sql_files(dir) {
+                if broken.contains(&path.as_path()) {
+                    continue;
+                }
+                let Ok(sql) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                report.files += 1;
+                let mode = stepmigrate_core::migration::mode_of(&sql);
+                let script = Script {
+                    path: &path,
+                    sql: &sql,
+                    mode,
+                };
+                report.findings.extend(check_script(&script, rules));
+            }
+        }
+        Err(other) => return Err(other),
+    }
+    report
+        .findings
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    Ok(report)
+}
+
+fn sql_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql") && p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_characters() {
+        let text = "ab\ncé d\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 3), (2, 1));
+        // 'd' is after a two-byte character.
+        assert_eq!(line_column(text, 7), (2, 4));
+        assert_eq!(line_column(text, 999), (3, 1));
+    }
+}

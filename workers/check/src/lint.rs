@@ -1,0 +1,416 @@
+//! Lint: squawk's rules (as a library), told whether each file runs inside a transaction, and
+//! the few rules squawk has none for. Which rules run and how much each matters is
+//! configurable ([`LintRules`]); `-- squawk-ignore RULE` above a statement silences a rule
+//! there, for our rules as for squawk's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use squawk_linter::{Linter, Rule};
+use stepmigrate_core::migration::Mode;
+use stepmigrate_core::sql;
+
+use crate::{line_column, Finding, Script, Severity};
+
+/// Our rules, for what squawk does not look at.
+pub const UPDATE_WITHOUT_WHERE: &str = "update-without-where";
+pub const DELETE_WITHOUT_WHERE: &str = "delete-without-where";
+const OUR_RULES: [&str; 2] = [UPDATE_WITHOUT_WHERE, DELETE_WITHOUT_WHERE];
+
+/// squawk rules that fail the check unless configured otherwise: they lose data, or they break
+/// the runner's all-or-nothing promise for the file.
+const ERRORS_BY_DEFAULT: [&str; 7] = [
+    "ban-drop-database",
+    "ban-drop-table",
+    "ban-drop-column",
+    "ban-truncate-cascade",
+    "transaction-nesting",
+    "ban-concurrent-index-creation-in-transaction",
+    "ban-uncommitted-transaction",
+];
+
+/// squawk rules that are on in squawk but off here: the runner sets `lock_timeout` and
+/// `statement_timeout` for every migration itself (a file's header may change them).
+const OFF_BY_DEFAULT: [&str; 2] = ["require-lock-timeout", "require-statement-timeout"];
+
+/// How a configuration sets one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleSetting {
+    Off,
+    On(Severity),
+}
+
+impl std::str::FromStr for RuleSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RuleSetting, String> {
+        match s {
+            "off" => Ok(RuleSetting::Off),
+            "error" => Ok(RuleSetting::On(Severity::Error)),
+            "warning" => Ok(RuleSetting::On(Severity::Warning)),
+            other => Err(format!(
+                "unknown severity {other:?}: use \"error\", \"warning\" or \"off\""
+            )),
+        }
+    }
+}
+
+/// The rules a check runs, each with its severity.
+#[derive(Debug, Clone)]
+pub struct LintRules {
+    enabled: BTreeMap<String, Severity>,
+    pg_version: Option<squawk_linter::Version>,
+}
+
+impl Default for LintRules {
+    /// squawk's default rules (minus the timeout ones, see above) and ours, as warnings, with
+    /// the data-losing and transaction-breaking ones as errors.
+    fn default() -> LintRules {
+        let mut enabled = BTreeMap::new();
+        for rule in enum_iterator::all::<Rule>() {
+            let name = rule.to_string();
+            if rule.is_opt_in()
+                || !rule.expands_to().is_empty()
+                || OFF_BY_DEFAULT.contains(&name.as_str())
+                || rule == Rule::UnusedIgnore
+            {
+                continue;
+            }
+            let severity = if ERRORS_BY_DEFAULT.contains(&name.as_str()) {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            enabled.insert(name, severity);
+        }
+        for name in OUR_RULES {
+            enabled.insert(name.to_owned(), Severity::Warning);
+        }
+        LintRules {
+            enabled,
+            pg_version: None,
+        }
+    }
+}
+
+impl LintRules {
+    /// Every rule name a configuration may use, sorted.
+    pub fn known_rules() -> BTreeSet<String> {
+        enum_iterator::all::<Rule>()
+            .filter(|r| *r != Rule::UnusedIgnore)
+            .map(|r| r.to_string())
+            .chain(OUR_RULES.iter().map(|r| r.to_string()))
+            .collect()
+    }
+
+    /// The canonical name of `name`, or why it is not a rule.
+    fn canonical(name: &str) -> Result<Vec<String>, String> {
+        if OUR_RULES.contains(&name) {
+            return Ok(vec![name.to_owned()]);
+        }
+        match name.parse::<Rule>() {
+            Ok(Rule::UnusedIgnore) | Err(_) => Err(unknown_rule(name)),
+            Ok(rule) if !rule.expands_to().is_empty() => {
+                Ok(rule.expands_to().iter().map(Rule::to_string).collect())
+            }
+            Ok(rule) => Ok(vec![rule.to_string()]),
+        }
+    }
+
+    /// Switches a rule on (an opt-in rule, or one that is off here by default) with its
+    /// default severity, warning.
+    pub fn enable(&mut self, name: &str) -> Result<(), String> {
+        for rule in Self::canonical(name)? {
+            self.enabled.entry(rule).or_insert(Severity::Warning);
+        }
+        Ok(())
+    }
+
+    pub fn disable(&mut self, name: &str) -> Result<(), String> {
+        for rule in Self::canonical(name)? {
+            self.enabled.remove(&rule);
+        }
+        Ok(())
+    }
+
+    /// Sets a rule's severity (which switches it on), or switches it off.
+    pub fn set(&mut self, name: &str, setting: RuleSetting) -> Result<(), String> {
+        for rule in Self::canonical(name)? {
+            match setting {
+                RuleSetting::Off => self.enabled.remove(&rule),
+                RuleSetting::On(severity) => self.enabled.insert(rule, severity),
+            };
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL version the migrations will run on (some advice depends on it, e.g. a
+    /// column with a constant default is cheap from 11 on).
+    pub fn set_pg_version(&mut self, version: &str) -> Result<(), String> {
+        let parsed = version
+            .parse::<squawk_linter::Version>()
+            .map_err(|e| format!("invalid PostgreSQL version {version:?}: {e:?}"))?;
+        self.pg_version = Some(parsed);
+        Ok(())
+    }
+
+    pub fn severity(&self, rule: &str) -> Option<Severity> {
+        self.enabled.get(rule).copied()
+    }
+
+    fn squawk_rules(&self) -> Vec<Rule> {
+        self.enabled
+            .keys()
+            .filter_map(|name| name.parse::<Rule>().ok())
+            .collect()
+    }
+}
+
+fn unknown_rule(name: &str) -> String {
+    let suggestion = LintRules::known_rules()
+        .into_iter()
+        .min_by_key(|known| edit_distance(known, name))
+        .filter(|known| edit_distance(known, name) <= 3)
+        .map(|known| format!(" (did you mean {known:?}?)"))
+        .unwrap_or_default();
+    format!("unknown lint rule {name:?}{suggestion}; `stepmigrate check --list-rules` lists them")
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// The lint findings of a script PostgreSQL's grammar accepts.
+pub fn lint(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    let mut findings = squawk_findings(script, rules);
+    findings.extend(our_findings(script, rules));
+    findings.sort_by_key(|f| (f.line, f.column));
+    findings
+}
+
+fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    let squawk_rules = rules.squawk_rules();
+    if squawk_rules.is_empty() {
+        return Vec::new();
+    }
+    let parse = squawk_syntax::SourceFile::parse(script.sql);
+    let mut linter = Linter::from(squawk_rules);
+    // The runner wraps a transactional file in a transaction: squawk must judge its
+    // statements as running inside one (CONCURRENTLY is then an error, not advice).
+    linter.settings.assume_in_transaction = script.mode == Mode::Transactional;
+    if let Some(version) = &rules.pg_version {
+        linter.settings.pg_version = version.clone();
+    }
+    linter
+        .lint(&parse, script.sql)
+        .into_iter()
+        .filter_map(|v| {
+            let rule = v.code.to_string();
+            let severity = rules.severity(&rule)?;
+            let (line, column) = line_column(script.sql, usize::from(v.text_range.start()));
+            let docs = format!("https://squawkhq.com/docs/{rule}");
+            let help = match v.help {
+                Some(help) => format!("{help} ({docs})"),
+                None => docs,
+            };
+            Some(Finding {
+                file: script.path.to_owned(),
+                line,
+                column,
+                rule,
+                severity,
+                message: v.message,
+                help: Some(help),
+            })
+        })
+        .collect()
+}
+
+fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    let update = rules.severity(UPDATE_WITHOUT_WHERE);
+    let delete = rules.severity(DELETE_WITHOUT_WHERE);
+    if update.is_none() && delete.is_none() {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    for statement in sql::lex(script.sql).statements {
+        let Ok(parsed) = pg_query::parse(statement.text, 0) else {
+            continue;
+        };
+        for (node, _, _, _) in parsed.protobuf.nodes() {
+            let (rule, severity, table, verb) = match node {
+                pg_query::NodeRef::UpdateStmt(u) if u.where_clause.is_none() => (
+                    UPDATE_WITHOUT_WHERE,
+                    update,
+                    u.relation.as_ref().map(|r| r.relname.clone()),
+                    "UPDATE",
+                ),
+                pg_query::NodeRef::DeleteStmt(d) if d.where_clause.is_none() => (
+                    DELETE_WITHOUT_WHERE,
+                    delete,
+                    d.relation.as_ref().map(|r| r.relname.clone()),
+                    "DELETE",
+                ),
+                _ => continue,
+            };
+            let Some(severity) = severity else { continue };
+            if ignored(script.sql, statement.line, rule) {
+                continue;
+            }
+            let (line, column) = line_column(script.sql, statement.offset);
+            let table = table.unwrap_or_default();
+            findings.push(Finding {
+                file: script.path.to_owned(),
+                line,
+                column,
+                rule: rule.to_owned(),
+                severity,
+                message: format!(
+                    "{verb} without WHERE touches every row of {table}: on a large table it runs long, locks every row until the migration commits and leaves as many dead rows"
+                ),
+                help: Some(format!(
+                    "Add a WHERE clause, or move a backfill of a large table to a batched data migration. If every row is meant, say so with `-- squawk-ignore {rule}` on the line above."
+                )),
+            });
+        }
+    }
+    findings
+}
+
+/// Whether a `-- squawk-ignore` comment on the lines right above `line` (or a
+/// `-- squawk-ignore-file` anywhere) names `rule`, as squawk reads them for its own rules.
+fn ignored(script: &str, line: usize, rule: &str) -> bool {
+    let names = |rest: &str| -> bool {
+        let rest = rest.split("--").next().unwrap_or("").trim();
+        rest.is_empty() || rest.split(',').any(|r| r.trim() == rule)
+    };
+    let lines: Vec<&str> = script.lines().collect();
+    let file_wide = lines.iter().any(|l| {
+        l.trim()
+            .strip_prefix("--")
+            .map(str::trim)
+            .and_then(|c| c.strip_prefix("squawk-ignore-file"))
+            .is_some_and(names)
+    });
+    if file_wide {
+        return true;
+    }
+    lines[..line.saturating_sub(1).min(lines.len())]
+        .iter()
+        .rev()
+        .map_while(|l| l.trim().strip_prefix("--").map(str::trim))
+        .any(|c| {
+            c.strip_prefix("squawk-ignore")
+                .filter(|rest| !rest.starts_with("-file"))
+                .is_some_and(|rest| !rest.trim().is_empty() && names(rest))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn rules_found(sql: &str, mode: Mode, rules: &LintRules) -> Vec<String> {
+        let script = Script {
+            path: Path::new("m.sql"),
+            sql,
+            mode,
+        };
+        lint(&script, rules).into_iter().map(|f| f.rule).collect()
+    }
+
+    fn found(sql: &str) -> Vec<String> {
+        rules_found(sql, Mode::Transactional, &LintRules::default())
+    }
+
+    #[test]
+    fn update_and_delete_without_where() {
+        assert_eq!(found("UPDATE users SET active = true;"), [UPDATE_WITHOUT_WHERE]);
+        assert_eq!(found("DELETE FROM users;"), [DELETE_WITHOUT_WHERE]);
+        assert!(found("UPDATE users SET active = true WHERE id < 100;").is_empty());
+        assert!(found("DELETE FROM users WHERE id = 1;").is_empty());
+        // Inside a CTE too.
+        assert_eq!(
+            found("WITH gone AS (DELETE FROM users RETURNING id) SELECT count(*) FROM gone;"),
+            [DELETE_WITHOUT_WHERE]
+        );
+    }
+
+    #[test]
+    fn squawk_ignore_silences_our_rules() {
+        assert!(found("-- squawk-ignore update-without-where\nUPDATE users SET a = 1;").is_empty());
+        assert!(found("-- squawk-ignore-file\nSELECT 1;\nDELETE FROM t;").is_empty());
+        assert_eq!(
+            found("-- squawk-ignore ban-drop-column\nUPDATE users SET a = 1;"),
+            [UPDATE_WITHOUT_WHERE]
+        );
+    }
+
+    #[test]
+    fn the_transaction_mode_decides_about_concurrently() {
+        let sql = "SELECT 1;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);";
+        assert_eq!(
+            rules_found(sql, Mode::Transactional, &LintRules::default()),
+            ["ban-concurrent-index-creation-in-transaction"]
+        );
+        assert!(rules_found(sql, Mode::NoTransaction, &LintRules::default()).is_empty());
+        // Outside a transaction a failed statement is retried by hand: squawk asks for
+        // statements that can run twice.
+        assert_eq!(
+            rules_found(
+                "CREATE INDEX CONCURRENTLY users_email ON users (email);",
+                Mode::NoTransaction,
+                &LintRules::default()
+            ),
+            ["prefer-robust-stmts"]
+        );
+    }
+
+    #[test]
+    fn rules_are_configurable() {
+        let sql = "ALTER TABLE users DROP COLUMN email;";
+        let script = Script {
+            path: Path::new("m.sql"),
+            sql,
+            mode: Mode::Transactional,
+        };
+        let default = lint(&script, &LintRules::default());
+        assert_eq!(default.len(), 1);
+        assert_eq!(default[0].severity, Severity::Error);
+
+        let mut lowered = LintRules::default();
+        lowered
+            .set("ban-drop-column", RuleSetting::On(Severity::Warning))
+            .unwrap();
+        assert_eq!(lint(&script, &lowered)[0].severity, Severity::Warning);
+
+        let mut off = LintRules::default();
+        off.disable("ban-drop-column").unwrap();
+        assert!(lint(&script, &off).is_empty());
+
+        let err = LintRules::default().enable("ban-drop-colum").unwrap_err();
+        assert!(err.contains("did you mean \"ban-drop-column\""), "{err}");
+    }
+
+    #[test]
+    fn timeouts_are_the_runners_business_unless_asked() {
+        let sql = "ALTER TABLE users ADD COLUMN note text;";
+        assert!(found(sql).is_empty(), "{:?}", found(sql));
+        let mut strict = LintRules::default();
+        strict.enable("require-timeout-settings").unwrap();
+        let rules = rules_found(sql, Mode::Transactional, &strict);
+        assert!(rules.contains(&"require-lock-timeout".to_owned()), "{rules:?}");
+    }
+}
