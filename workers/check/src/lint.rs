@@ -337,7 +337,10 @@ mod tests {
 
     #[test]
     fn update_and_delete_without_where() {
-        assert_eq!(found("UPDATE users SET active = true;"), [UPDATE_WITHOUT_WHERE]);
+        assert_eq!(
+            found("UPDATE users SET active = true;"),
+            [UPDATE_WITHOUT_WHERE]
+        );
         assert_eq!(found("DELETE FROM users;"), [DELETE_WITHOUT_WHERE]);
         assert!(found("UPDATE users SET active = true WHERE id < 100;").is_empty());
         assert!(found("DELETE FROM users WHERE id = 1;").is_empty());
@@ -360,7 +363,8 @@ mod tests {
 
     #[test]
     fn the_transaction_mode_decides_about_concurrently() {
-        let sql = "SELECT 1;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);";
+        let sql =
+            "SELECT 1;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);";
         assert_eq!(
             rules_found(sql, Mode::Transactional, &LintRules::default()),
             ["ban-concurrent-index-creation-in-transaction"]
@@ -411,6 +415,9 @@ mod tests {
         let mut strict = LintRules::default();
         strict.enable("require-timeout-settings").unwrap();
         let rules = rules_found(sql, Mode::Transactional, &strict);
-        assert!(rules.contains(&"require-lock-timeout".to_owned()), "{rules:?}");
+        assert!(
+            rules.contains(&"require-lock-timeout".to_owned()),
+            "{rules:?}"
+        );
     }
 }

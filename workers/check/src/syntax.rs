@@ -147,7 +147,9 @@ fn plpgsql_bodies(
             N::CreateFunctionStmt(f) => {
                 let language = def_string(&f.options, "language");
                 if f.sql_body.is_none()
-                    && language.as_deref().is_some_and(|l| l.eq_ignore_ascii_case("plpgsql"))
+                    && language
+                        .as_deref()
+                        .is_some_and(|l| l.eq_ignore_ascii_case("plpgsql"))
                 {
                     let body = def_string(&f.options, "as");
                     let offset = body.as_deref().and_then(|b| statement.find(b));
@@ -221,7 +223,9 @@ mod tests {
 
     #[test]
     fn a_syntax_error_names_line_and_column() {
-        let found = errors("CREATE TABLE t (id int);\n\nALTER TABLE t\n  ADD COLUMN x int NOT NULL DEFALT 0;\n");
+        let found = errors(
+            "CREATE TABLE t (id int);\n\nALTER TABLE t\n  ADD COLUMN x int NOT NULL DEFALT 0;\n",
+        );
         assert_eq!(found.len(), 1, "{found:?}");
         let (line, column, message) = &found[0];
         assert_eq!((*line, *column), (4, 29), "{message}");
@@ -261,6 +265,9 @@ mod tests {
     #[test]
     fn an_unterminated_string_is_named() {
         let found = errors("SELECT 1;\nSELECT 'oops;\n");
-        assert!(found.iter().any(|f| f.2.contains("unterminated")), "{found:?}");
+        assert!(
+            found.iter().any(|f| f.2.contains("unterminated")),
+            "{found:?}"
+        );
     }
 }

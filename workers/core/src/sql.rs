@@ -286,6 +286,7 @@ pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str
         | ["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY", ..]
         | ["DROP", "INDEX", "CONCURRENTLY", ..] => Some("an index built or dropped CONCURRENTLY"),
         ["REINDEX", ..] if k.contains(&"CONCURRENTLY") => Some("REINDEX CONCURRENTLY"),
+        ["REINDEX", ..] if reindexes_many(&k) => Some("REINDEX DATABASE/SYSTEM"),
         ["VACUUM", ..] => Some("VACUUM"),
         ["CREATE", "DATABASE", ..] | ["DROP", "DATABASE", ..] => Some("CREATE/DROP DATABASE"),
         ["CREATE", "TABLESPACE", ..] | ["DROP", "TABLESPACE", ..] => Some("CREATE/DROP TABLESPACE"),
@@ -297,6 +298,21 @@ pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str
         ["DISCARD", "ALL", ..] => Some("DISCARD ALL"),
         _ => None,
     }
+}
+
+/// `REINDEX [(options)] DATABASE|SYSTEM`: the kind is the first word after the options.
+fn reindexes_many(keywords: &[&str]) -> bool {
+    keywords
+        .iter()
+        .skip(1)
+        .find(|w| {
+            w.chars().all(|c| c.is_ascii_alphabetic())
+                && !matches!(
+                    **w,
+                    "VERBOSE" | "TABLESPACE" | "TRUE" | "FALSE" | "ON" | "OFF"
+                )
+        })
+        .is_some_and(|w| matches!(*w, "DATABASE" | "SYSTEM"))
 }
 
 /// Why the runner cannot run a statement at all, if it cannot: it would need data the runner
