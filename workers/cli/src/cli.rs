@@ -111,6 +111,9 @@ pub enum Command {
         /// snake_case description, e.g. add_user_email_index.
         description: String,
     },
+    /// Review the migration files without a database: PostgreSQL's grammar and lint rules.
+    #[cfg(feature = "check")]
+    Check(crate::check::CheckArgs),
     /// Maintain the ledger.
     Ledger {
         #[command(subcommand)]
@@ -137,6 +140,8 @@ impl Command {
             Command::Up { .. } => "up",
             Command::Resolve { .. } => "resolve",
             Command::New { .. } => "new",
+            #[cfg(feature = "check")]
+            Command::Check(_) => "check",
             Command::Ledger {
                 action: LedgerAction::Check,
             } => "ledger check",
@@ -221,6 +226,11 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         }
         #[cfg(feature = "remote")]
         Command::Remote(remote) => crate::remote::run(remote, out).await,
+        #[cfg(feature = "check")]
+        Command::Check(check) => {
+            let rules = stepmigrate_check::LintRules::default();
+            crate::check::run(check, &args.migrations_dir, rules, out)
+        }
         command => {
             let m = args.migrator()?;
             let result = run_on(&m, command, out).await;
@@ -286,6 +296,8 @@ async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::New { .. } => unreachable!("`new` needs no database"),
+        #[cfg(feature = "check")]
+        Command::Check(_) => unreachable!("`check` needs no database"),
         #[cfg(feature = "remote")]
         Command::Remote(_) => unreachable!("`remote` works on the state machine"),
     }

@@ -1,5 +1,7 @@
 //! `stepmigrate`: the steps of the state machine, run in one process against `DATABASE_URL`.
 
+#[cfg(feature = "check")]
+mod check;
 mod cli;
 mod output;
 #[cfg(feature = "remote")]

@@ -1,0 +1,183 @@
+//! Every lint rule that is on by default fires on a bad example and not on its fixed form, as
+//! `check` runs it (the file's transaction mode included).
+
+use std::path::Path;
+
+use stepmigrate_check::{check_script, LintRules, Script};
+use stepmigrate_core::migration::Mode;
+
+use Mode::{NoTransaction as OUT, Transactional as TX};
+
+/// (rule, mode the file runs in, bad example, fixed form)
+const CASES: &[(&str, Mode, &str, &str)] = &[
+    ("adding-field-with-default", TX,
+        "ALTER TABLE t ADD COLUMN c timestamptz DEFAULT clock_timestamp();",
+        "ALTER TABLE t ADD COLUMN c timestamptz DEFAULT now();"),
+    ("adding-foreign-key-constraint", TX,
+        "ALTER TABLE t ADD CONSTRAINT t_u FOREIGN KEY (u) REFERENCES users (id);",
+        "ALTER TABLE t ADD CONSTRAINT t_u FOREIGN KEY (u) REFERENCES users (id) NOT VALID;"),
+    ("adding-not-nullable-field", TX,
+        "ALTER TABLE t ALTER COLUMN c SET NOT NULL;",
+        "ALTER TABLE t ADD CONSTRAINT c_not_null CHECK (c IS NOT NULL) NOT VALID;"),
+    ("adding-required-field", TX,
+        "ALTER TABLE t ADD COLUMN c text NOT NULL;",
+        "ALTER TABLE t ADD COLUMN c text NOT NULL DEFAULT '';"),
+    ("adding-serial-primary-key-field", TX,
+        "ALTER TABLE t ADD PRIMARY KEY (id);",
+        "ALTER TABLE t ADD CONSTRAINT t_pk PRIMARY KEY USING INDEX t_pk_idx;"),
+    ("ban-alter-domain-with-add-constraint", TX,
+        "ALTER DOMAIN d ADD CONSTRAINT d_positive CHECK (VALUE > 0);",
+        "ALTER DOMAIN d OWNER TO app;"),
+    ("ban-alter-identity", TX,
+        "ALTER TABLE t ALTER COLUMN id DROP IDENTITY;",
+        "ALTER TABLE t ALTER COLUMN id SET STATISTICS 100;"),
+    ("ban-char-field", TX,
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, code char(2));",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, code text);"),
+    ("ban-concurrent-index-creation-in-transaction", TX,
+        "SELECT 1;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c);",
+        "SELECT 1;\nCREATE INDEX IF NOT EXISTS i ON t (c);"),
+    ("ban-create-domain-with-constraint", TX,
+        "CREATE DOMAIN d AS int CHECK (VALUE > 0);",
+        "CREATE DOMAIN d AS int;"),
+    ("ban-drop-column", TX,
+        "ALTER TABLE t DROP COLUMN c;",
+        "ALTER TABLE t ALTER COLUMN c DROP DEFAULT;"),
+    ("ban-drop-constraint", TX,
+        "ALTER TABLE t DROP CONSTRAINT t_check;",
+        "ALTER TABLE t VALIDATE CONSTRAINT t_check;"),
+    ("ban-drop-database", TX, "DROP DATABASE d;", "SELECT 1;"),
+    ("ban-drop-default", TX,
+        "ALTER TABLE t ALTER COLUMN c DROP DEFAULT;",
+        "ALTER TABLE t ALTER COLUMN c SET STATISTICS 10;"),
+    ("ban-drop-domain", TX, "DROP DOMAIN d;", "ALTER DOMAIN d OWNER TO app;"),
+    ("ban-drop-extension", TX, "DROP EXTENSION pgcrypto;", "CREATE EXTENSION IF NOT EXISTS pgcrypto;"),
+    ("ban-drop-function", TX, "DROP FUNCTION f();", "ALTER FUNCTION f() OWNER TO app;"),
+    ("ban-drop-generated-expression", TX,
+        "ALTER TABLE t ALTER COLUMN c DROP EXPRESSION;",
+        "ALTER TABLE t ALTER COLUMN c SET STATISTICS 10;"),
+    ("ban-drop-not-null", TX,
+        "ALTER TABLE t ALTER COLUMN c DROP NOT NULL;",
+        "ALTER TABLE t ALTER COLUMN c SET STATISTICS 10;"),
+    ("ban-drop-schema", TX, "DROP SCHEMA s;", "CREATE SCHEMA IF NOT EXISTS s;"),
+    ("ban-drop-sequence", TX, "DROP SEQUENCE s;", "ALTER SEQUENCE s OWNER TO app;"),
+    ("ban-drop-table", TX, "DROP TABLE t;", "ALTER TABLE t OWNER TO app;"),
+    ("ban-drop-type", TX, "DROP TYPE mood;", "ALTER TYPE mood OWNER TO app;"),
+    ("ban-drop-view", TX, "DROP VIEW v;", "ALTER VIEW v OWNER TO app;"),
+    ("ban-duplicate-column-assignments", TX,
+        "UPDATE t SET a = 1, a = 2 WHERE id = 1;",
+        "UPDATE t SET a = 1, b = 2 WHERE id = 1;"),
+    ("ban-set-schema", TX, "ALTER TABLE t SET SCHEMA archive;", "ALTER TABLE t OWNER TO app;"),
+    ("ban-truncate-cascade", TX, "TRUNCATE t CASCADE;", "TRUNCATE t;"),
+    ("ban-uncommitted-transaction", OUT, "BEGIN;\nALTER TABLE t ADD COLUMN IF NOT EXISTS c text;", "SELECT 1;"),
+    ("changing-column-type", TX,
+        "ALTER TABLE t ALTER COLUMN c TYPE bigint;",
+        "ALTER TABLE t ADD COLUMN c_new bigint;"),
+    ("constraint-missing-not-valid", TX,
+        "ALTER TABLE t ADD CONSTRAINT t_c CHECK (c > 0);",
+        "ALTER TABLE t ADD CONSTRAINT t_c CHECK (c > 0) NOT VALID;"),
+    ("delete-without-where", TX, "DELETE FROM t;", "DELETE FROM t WHERE id < 100;"),
+    ("disallowed-unique-constraint", TX,
+        "ALTER TABLE t ADD CONSTRAINT t_u UNIQUE (c);",
+        "ALTER TABLE t ADD CONSTRAINT t_u UNIQUE USING INDEX t_u_idx;"),
+    ("identifier-too-long", TX,
+        "CREATE TABLE this_table_name_is_far_too_long_for_postgresql_which_cuts_it_at_63_bytes (id bigint GENERATED ALWAYS AS IDENTITY);",
+        "CREATE TABLE a_short_name (id bigint GENERATED ALWAYS AS IDENTITY);"),
+    ("prefer-bigint-over-int", TX,
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, n int);",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, n bigint);"),
+    ("prefer-bigint-over-smallint", TX,
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, n smallint);",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, n bigint);"),
+    ("prefer-identity", TX,
+        "CREATE TABLE t (id bigserial);",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY);"),
+    ("prefer-robust-stmts", OUT,
+        "CREATE INDEX CONCURRENTLY i ON t (c);",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c);"),
+    ("prefer-text-field", TX,
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, name varchar(100));",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, name text);"),
+    ("prefer-timestamp-tz", TX,
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at timestamp);",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz);"),
+    ("renaming-column", TX, "ALTER TABLE t RENAME COLUMN a TO b;", "ALTER TABLE t ADD COLUMN b text;"),
+    ("renaming-object", TX, "ALTER VIEW v RENAME TO w;", "ALTER VIEW v OWNER TO app;"),
+    ("renaming-table", TX, "ALTER TABLE t RENAME TO u;", "ALTER TABLE t OWNER TO app;"),
+    ("require-concurrent-index-creation", OUT,
+        "CREATE INDEX IF NOT EXISTS i ON t (c);",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c);"),
+    ("require-concurrent-index-deletion", OUT,
+        "DROP INDEX IF EXISTS i;",
+        "DROP INDEX CONCURRENTLY IF EXISTS i;"),
+    ("require-concurrent-partition-detach", TX,
+        "ALTER TABLE p DETACH PARTITION p1;",
+        "SELECT 1;"),
+    ("require-concurrent-reindex", OUT,
+        "REINDEX INDEX i;",
+        "REINDEX INDEX CONCURRENTLY i;"),
+    ("require-enum-value-ordering", TX,
+        "ALTER TYPE mood ADD VALUE 'meh';",
+        "ALTER TYPE mood ADD VALUE 'meh' AFTER 'ok';"),
+    ("transaction-nesting", TX, "BEGIN;\nSELECT 1;\nCOMMIT;", "SELECT 1;"),
+    ("update-without-where", TX, "UPDATE t SET a = 1;", "UPDATE t SET a = 1 WHERE id < 100;"),
+];
+
+fn rules_of(sql: &str, mode: Mode) -> Vec<String> {
+    let script = Script {
+        path: Path::new("m.sql"),
+        sql,
+        mode,
+    };
+    check_script(&script, &LintRules::default())
+        .into_iter()
+        .map(|f| f.rule)
+        .collect()
+}
+
+#[test]
+fn every_default_rule_fires_on_its_bad_example_and_not_on_the_fixed_one() {
+    let mut problems = Vec::new();
+    for (rule, mode, bad, fixed) in CASES {
+        let on_bad = rules_of(bad, *mode);
+        if !on_bad.iter().any(|r| r == rule) {
+            problems.push(format!("{rule} did not fire on {bad:?} (found {on_bad:?})"));
+        }
+        let on_fixed = rules_of(fixed, *mode);
+        if on_fixed.iter().any(|r| r == rule) {
+            problems.push(format!("{rule} fired on the fixed {fixed:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_rule_on_by_default_has_a_case() {
+    let defaults = LintRules::default();
+    let missing: Vec<String> = LintRules::known_rules()
+        .into_iter()
+        .filter(|r| defaults.severity(r).is_some())
+        .filter(|r| !CASES.iter().any(|(rule, ..)| rule == r) && r != "prefer-repack")
+        .collect();
+    assert!(missing.is_empty(), "rules without a case: {missing:?}");
+}
+
+/// REPACK exists from PostgreSQL 19 on: before, VACUUM FULL is the only way and not advice.
+#[test]
+fn prefer_repack_depends_on_the_postgresql_version() {
+    let script = Script {
+        path: Path::new("m.sql"),
+        sql: "VACUUM FULL t;",
+        mode: OUT,
+    };
+    let rules_on = |version: &str| {
+        let mut rules = LintRules::default();
+        rules.set_pg_version(version).unwrap();
+        check_script(&script, &rules)
+            .into_iter()
+            .map(|f| f.rule)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rules_on("19"), ["prefer-repack"]);
+    assert!(rules_on("15").is_empty());
+}
