@@ -1,0 +1,180 @@
+//! `stepmigrate check`: no database, findings with file, line and column, three renderings,
+//! exit codes by severity.
+
+mod common;
+
+use common::{run_cli, run_cli_env, Dir};
+
+/// No database is read: the URL points nowhere.
+const NOWHERE: &str = "postgres://nobody@127.0.0.1:1/none";
+
+fn set() -> Dir {
+    Dir::new(&[
+        ("001_create_users.sql", "CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text);\n"),
+        ("002_backfill.sql", "-- every row on purpose? no\nUPDATE users SET email = lower(email);\n"),
+        ("003_bad.sql", "ALTER TABLE users\n  ADD COLUMN note text DEFALT 'x';\n"),
+        ("004_drop.sql", "ALTER TABLE users DROP COLUMN email;\n"),
+    ])
+}
+
+#[test]
+fn findings_name_file_line_column_rule_and_fix() {
+    let dir = set();
+    let run = run_cli(NOWHERE, dir.path(), &["check"]);
+    run.assert_code(1);
+    let out = &run.stdout;
+    assert!(
+        out.contains("003_bad.sql:2:24: error[syntax] syntax error at or near \"DEFALT\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("002_backfill.sql:2:1: warning[update-without-where]"),
+        "{out}"
+    );
+    assert!(out.contains("004_drop.sql:1:"), "{out}");
+    assert!(out.contains("error[ban-drop-column]"), "{out}");
+    assert!(out.contains("    help: "), "{out}");
+    assert!(
+        out.contains("checked 4 files: 2 errors, 1 warning"),
+        "{out}"
+    );
+}
+
+#[test]
+fn json_and_exit_codes_follow_the_severity() {
+    let dir = set();
+    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
+        .assert_code(1)
+        .json();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["errors"], 2);
+    assert_eq!(doc["warnings"], 1);
+    let syntax = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "syntax")
+        .unwrap();
+    assert_eq!(syntax["line"], 2);
+    assert_eq!(syntax["column"], 24);
+    assert!(syntax["file"].as_str().unwrap().ends_with("003_bad.sql"));
+
+    // Only warnings left: success, unless warnings fail too.
+    dir.remove("003_bad.sql");
+    dir.remove("004_drop.sql");
+    run_cli(NOWHERE, dir.path(), &["check"]).assert_code(0);
+    run_cli(NOWHERE, dir.path(), &["check", "--fail-on", "warning"]).assert_code(1);
+    // Raised to an error by a flag; or switched off.
+    run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--rule", "update-without-where=error"],
+    )
+    .assert_code(1);
+    let clean = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--json", "--disable", "update-without-where"],
+    );
+    assert_eq!(
+        clean.assert_code(0).json()["findings"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn github_actions_get_annotations() {
+    let dir = set();
+    let run = run_cli_env(
+        NOWHERE,
+        dir.path(),
+        &["check"],
+        &[("GITHUB_ACTIONS", "true")],
+    );
+    run.assert_code(1);
+    let annotations: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(annotations.len(), 3, "{}", run.stdout);
+    assert!(
+        annotations.iter().any(|a| a.starts_with("::error file=")
+            && a.contains("003_bad.sql,line=2,col=24,title=stepmigrate syntax::syntax error")),
+        "{annotations:?}"
+    );
+    assert!(
+        annotations.iter().any(|a| a.starts_with("::warning ")),
+        "{annotations:?}"
+    );
+}
+
+#[test]
+fn the_loaders_problems_are_findings_and_do_not_hide_the_other_files() {
+    let dir = set();
+    dir.write("5_badly_named.sql", "SELECT 1;\n");
+    dir.write(
+        "005_concurrently.sql",
+        "CREATE INDEX CONCURRENTLY users_email ON users (email);\n",
+    );
+    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
+        .assert_code(1)
+        .json();
+    let rules: Vec<(String, String)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let file = f["file"].as_str().unwrap();
+            let name = file.rsplit('/').next().unwrap().to_owned();
+            (name, f["rule"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert!(
+        rules.contains(&("5_badly_named.sql".into(), "migration-set".into())),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&("005_concurrently.sql".into(), "migration-set".into())),
+        "{rules:?}"
+    );
+    // The other files were still read.
+    assert!(
+        rules.contains(&("003_bad.sql".into(), "syntax".into())),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&("004_drop.sql".into(), "ban-drop-column".into())),
+        "{rules:?}"
+    );
+}
+
+#[test]
+fn a_bad_rule_setting_names_the_flag_and_suggests() {
+    let dir = set();
+    let run = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "ban-drop-colum"],
+    );
+    run.assert_code(2);
+    assert!(run.stderr.contains("--disable"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did you mean \"ban-drop-column\""),
+        "{}",
+        run.stderr
+    );
+    let run = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--rule", "ban-drop-column=fatal"],
+    );
+    run.assert_code(2);
+    assert!(run.stderr.contains("unknown severity"), "{}", run.stderr);
+}
+
+#[test]
+fn the_shipped_migrations_have_no_error() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let doc = run_cli(NOWHERE, &dir, &["check", "--json"])
+        .assert_code(0)
+        .json();
+    assert_eq!(doc["errors"], 0, "{doc}");
+    assert_eq!(doc["files"], 7);
+}
