@@ -115,6 +115,27 @@ pub fn check_script(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
 /// up and down file's syntax and lint findings, in file order. A set the loader refuses is
 /// still read file by file, so one bad name does not hide the other files' findings.
 pub fn check_dir(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
+    with_deep_stack(|| check_dir_here(dir, rules))
+}
+
+/// Runs `work` on a thread with a stack deep enough for any statement libpg_query accepts:
+/// its own depth check stops a deeper one, but squawk's recursive parser and the tree walks
+/// go deeper per level than it does, and a main thread's 8 MiB overflow on a few thousand
+/// nested parentheses (an abort, not an error).
+pub fn with_deep_stack<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    const STACK: usize = 1 << 30;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("check".into())
+            .stack_size(STACK)
+            .spawn_scoped(scope, work)
+            .map(|handle| handle.join())
+    })
+    .unwrap_or_else(|spawn_error| panic!("cannot start the check thread: {spawn_error}"))
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
     let mut report = CheckReport::default();
     match MigrationSet::load(dir) {
         Ok(set) => {

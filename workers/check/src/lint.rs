@@ -210,7 +210,7 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     // statements as running inside one (CONCURRENTLY is then an error, not advice).
     linter.settings.assume_in_transaction = script.mode == Mode::Transactional;
     if let Some(version) = &rules.pg_version {
-        linter.settings.pg_version = version.clone();
+        linter.settings.pg_version = *version;
     }
     linter
         .lint(&parse, script.sql)

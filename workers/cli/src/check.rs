@@ -179,7 +179,7 @@ fn annotation(f: &Finding) -> String {
     ));
     let mut message = f.message.clone();
     if let Some(help) = &f.help {
-        message.push_str("\n");
+        message.push('\n');
         message.push_str(help);
     }
     format!(

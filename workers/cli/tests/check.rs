@@ -178,3 +178,37 @@ fn the_shipped_migrations_have_no_error() {
     assert_eq!(doc["errors"], 0, "{doc}");
     assert_eq!(doc["files"], 7);
 }
+
+/// Deep nesting that PostgreSQL's grammar accepts must be checked, not overflow a stack (an
+/// abort, which loses every other finding); a PL/pgSQL body too deep to render is still fine.
+#[test]
+fn deeply_nested_statements_are_checked_not_crashed() {
+    let dir = Dir::new(&[
+        (
+            "001_parentheses.sql",
+            &format!("SELECT {}1{};\n", "(".repeat(3000), ")".repeat(3000)),
+        ),
+        (
+            "002_plpgsql.sql",
+            &format!(
+                "DO $$BEGIN {} NULL; {} END$$;\n",
+                "IF true THEN ".repeat(2000),
+                "END IF; ".repeat(2000)
+            ),
+        ),
+        (
+            "003_too_deep.sql",
+            &format!("SELECT {}1{};\n", "1+".repeat(20000), ""),
+        ),
+    ]);
+    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
+        .assert_code(1)
+        .json();
+    let findings = doc["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{doc}");
+    assert!(findings[0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("003_too_deep.sql"));
+    assert_eq!(findings[0]["message"], "stack depth limit exceeded");
+}
