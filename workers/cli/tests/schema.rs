@@ -226,3 +226,39 @@ fn bad_snapshot_files_are_input_errors_naming_the_file() {
     )
     .assert_code(0);
 }
+
+#[tokio::test]
+async fn capture_inside_a_transaction_sees_it_and_leaves_it_open() {
+    use sqlx::Connection;
+    use stepmigrate_core::schema::{diff, ChangeType, ObjectKind, Snapshot, SnapshotOptions};
+
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let options = SnapshotOptions::default();
+    let before = Snapshot::capture(&mut conn, &options).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::raw_sql("CREATE TABLE pending (id int)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let during = Snapshot::capture(&mut tx, &options).await.unwrap();
+    // Still the caller's transaction: it can go on, and roll back.
+    sqlx::raw_sql("ALTER TABLE pending ADD COLUMN name text")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let after = Snapshot::capture(&mut conn, &options).await.unwrap();
+
+    let changes = diff(&before, &during);
+    let added: Vec<_> = changes
+        .changes()
+        .map(|c| (c.kind, c.name.as_str(), c.change))
+        .collect();
+    assert_eq!(
+        added,
+        [(ObjectKind::Table, "public.pending", ChangeType::Added)]
+    );
+    assert!(diff(&before, &after).is_empty());
+    assert_eq!(before.to_json_pretty(), after.to_json_pretty());
+}

@@ -316,21 +316,25 @@ impl Snapshot {
     /// Reads the schema of the database `conn` is connected to. One round trip, inside a
     /// read-only repeatable-read transaction (one consistent view) whose `search_path` is
     /// `pg_catalog` alone, so that every name the catalog functions print is qualified the
-    /// same way whatever the session's settings.
+    /// same way whatever the session's settings. Within a transaction begun through sqlx
+    /// (`conn.begin()`), it reads in a savepoint and sees that transaction's changes; a
+    /// transaction begun by a raw `BEGIN` is not known to sqlx and must not be open.
     #[tracing::instrument(name = "snapshot", skip_all)]
     pub async fn capture(
         conn: &mut PgConnection,
         options: &SnapshotOptions,
     ) -> Result<Snapshot, Error> {
         let context = "reading the schema from the catalogs";
-        let mut tx = conn
-            .begin()
-            .await
-            .map_err(|e| Error::database(context, e))?;
-        let mut sql = String::from(
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-             SET LOCAL search_path = pg_catalog;\n",
-        );
+        // Inside a caller's transaction, a savepoint: its view of the schema (e.g. a
+        // migration not yet committed) is the one to read, and it stays the caller's to end.
+        let mut tx = if conn.is_in_transaction() {
+            conn.begin().await
+        } else {
+            conn.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+        }
+        .map_err(|e| Error::database(context, e))?;
+        let mut sql = String::from("SET LOCAL search_path = pg_catalog;\n");
         for (_, query) in queries(options) {
             sql.push_str(&query);
             sql.push_str(";\n");
