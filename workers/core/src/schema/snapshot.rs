@@ -692,4 +692,97 @@ mod tests {
         assert!(s.schemas[0].grants.is_empty());
         assert_eq!(s.schemas[0].comment.as_deref(), Some("c"));
     }
+
+    fn named_table(schema: &str, name: &str) -> Table {
+        Table {
+            schema: schema.into(),
+            name: name.into(),
+            kind: "table".into(),
+            persistence: "permanent".into(),
+            partition_key: None,
+            partition_of: None,
+            partition_bound: None,
+            inherits: vec![],
+            row_security: false,
+            force_row_security: false,
+            options: vec![],
+            columns: vec![],
+            constraints: vec![],
+            indexes: vec![],
+            triggers: vec![],
+            comment: None,
+            grants: vec![],
+        }
+    }
+
+    fn schema(name: &str) -> Schema {
+        Schema {
+            name: name.into(),
+            comment: None,
+            grants: vec![],
+        }
+    }
+
+    fn names(s: &Snapshot) -> Vec<String> {
+        s.schemas
+            .iter()
+            .map(|x| x.name.clone())
+            .chain(s.tables.iter().map(|t| format!("{}.{}", t.schema, t.name)))
+            .collect()
+    }
+
+    #[test]
+    fn the_ledger_and_its_own_schema_are_left_out() {
+        let mut s = Snapshot {
+            schemas: vec![schema("ops"), schema("public")],
+            tables: vec![
+                named_table("ops", "schema_migrations"),
+                named_table("ops", "schema_migration_events"),
+                // Not a ledger schema: a table of the application that happens to match.
+                named_table("public", "schema_migrations_archive"),
+                named_table("public", "users"),
+            ],
+            ..Snapshot::default()
+        };
+        let mut auto = s.clone();
+        auto.remove_ledger(&LedgerFilter::Auto);
+        assert_eq!(
+            names(&auto),
+            ["public", "public.schema_migrations_archive", "public.users"]
+        );
+        let mut keep = s.clone();
+        keep.remove_ledger(&LedgerFilter::Keep);
+        assert_eq!(keep, s);
+        // The ledger in public: public stays.
+        s.tables[0].schema = "public".into();
+        s.tables[1].schema = "public".into();
+        s.remove_ledger(&LedgerFilter::Schema("public".into()));
+        assert_eq!(names(&s), ["ops", "public", "public.users"]);
+    }
+
+    #[test]
+    fn normalize_sorts_and_moves_not_valid_into_validated() {
+        let mut t = named_table("public", "orders");
+        for name in ["b_check", "a_check"] {
+            t.constraints.push(Constraint {
+                name: name.into(),
+                kind: "check".into(),
+                definition: "CHECK ((total >= 0)) NOT VALID".into(),
+                validated: false,
+                references: None,
+                on_update: None,
+                on_delete: None,
+                comment: None,
+            });
+        }
+        let mut s = Snapshot {
+            tables: vec![t, named_table("app", "z"), named_table("Public", "a")],
+            ..Snapshot::default()
+        };
+        s.normalize();
+        assert_eq!(names(&s), ["Public.a", "app.z", "public.orders"]);
+        let orders = &s.tables[2];
+        assert_eq!(orders.constraints[0].name, "a_check");
+        assert_eq!(orders.constraints[0].definition, "CHECK ((total >= 0))");
+    }
 }
