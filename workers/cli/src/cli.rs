@@ -8,6 +8,7 @@ use stepmigrate_core::config::{parse_duration, Settings};
 use stepmigrate_core::db::Database;
 use stepmigrate_core::migration::{MigrationSet, Version};
 use stepmigrate_core::runner::{new_run_id, Migrator, Resolution};
+use stepmigrate_core::schema::{diff, LedgerFilter, Snapshot, SnapshotOptions};
 use stepmigrate_core::Error;
 
 use crate::output::{self, Output};
@@ -122,6 +123,38 @@ pub enum Command {
     /// Start and follow executions of the deployed state machine (AWS credentials needed).
     #[cfg(feature = "remote")]
     Remote(crate::remote::RemoteArgs),
+    /// Print a JSON snapshot of the database's schema, read from its catalogs (the ledger
+    /// left out).
+    Snapshot {
+        /// Write it to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        scope: SchemaScope,
+    },
+    /// Compare two schemas, each a database URL or a snapshot file; exit 1 when they differ.
+    Diff {
+        /// A postgres:// URL or a file written by `stepmigrate snapshot`.
+        from: String,
+        /// A postgres:// URL or a file written by `stepmigrate snapshot`.
+        to: String,
+        #[command(flatten)]
+        scope: SchemaScope,
+    },
+}
+
+/// What `snapshot` and `diff` cover.
+#[derive(ClapArgs, Clone)]
+pub struct SchemaScope {
+    /// Only this schema (repeat for several; default: every schema but the system's).
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schemas: Vec<String>,
+    /// Leave this schema out (repeat for several).
+    #[arg(long = "exclude-schema", value_name = "NAME")]
+    pub exclude_schemas: Vec<String>,
+    /// Include privileges (GRANTs).
+    #[arg(long)]
+    pub grants: bool,
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -150,6 +183,8 @@ impl Command {
             } => "ledger rebuild",
             #[cfg(feature = "remote")]
             Command::Remote(remote) => remote.name(),
+            Command::Snapshot { .. } => "snapshot",
+            Command::Diff { .. } => "diff",
         }
     }
 }
@@ -231,6 +266,10 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             let rules = stepmigrate_check::LintRules::default();
             crate::check::run(check, &args.migrations_dir, rules, out)
         }
+        Command::Snapshot { output, scope } => {
+            snapshot_command(&args, output.as_deref(), scope, out).await
+        }
+        Command::Diff { from, to, scope } => diff_command(&args, from, to, scope, out).await,
         command => {
             let m = args.migrator()?;
             let result = run_on(&m, command, out).await;
@@ -298,7 +337,86 @@ async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCod
         Command::New { .. } => unreachable!("`new` needs no database"),
         #[cfg(feature = "check")]
         Command::Check(_) => unreachable!("`check` needs no database"),
+        Command::Snapshot { .. } | Command::Diff { .. } => {
+            unreachable!("`snapshot` and `diff` need no migration set")
+        }
         #[cfg(feature = "remote")]
         Command::Remote(_) => unreachable!("`remote` works on the state machine"),
     }
+}
+
+// `snapshot` and `diff`: the catalog snapshot and the structural diff (no migration set).
+
+impl SchemaScope {
+    fn options(&self, settings: &Settings) -> SnapshotOptions {
+        SnapshotOptions {
+            include_schemas: self.schemas.clone(),
+            exclude_schemas: self.exclude_schemas.clone(),
+            grants: self.grants,
+            ledger: match &settings.ledger_schema {
+                Some(schema) => LedgerFilter::Schema(schema.clone()),
+                None => LedgerFilter::Auto,
+            },
+            ..SnapshotOptions::default()
+        }
+    }
+}
+
+/// A `diff` operand: a URL is a database to snapshot, anything else a snapshot file.
+async fn load_schema(
+    operand: &str,
+    role: &str,
+    options: &SnapshotOptions,
+    settings: &Settings,
+) -> Result<Snapshot, Error> {
+    if operand.starts_with("postgres://") || operand.starts_with("postgresql://") {
+        let db = Database::from_url(operand, role, settings.connect_timeout)?;
+        let result = Snapshot::capture_database(&db, options).await;
+        db.close().await;
+        result
+    } else {
+        let mut snapshot = Snapshot::read(std::path::Path::new(operand))?;
+        snapshot.restrict(options);
+        Ok(snapshot)
+    }
+}
+
+async fn snapshot_command(
+    args: &Args,
+    output: Option<&std::path::Path>,
+    scope: &SchemaScope,
+    out: &Output,
+) -> Result<ExitCode, Error> {
+    let settings = args.settings()?;
+    let url = args.database_url.as_deref().ok_or_else(|| Error::Config {
+        variable: "DATABASE_URL".into(),
+        reason: "not set; set it or pass --database-url postgres://USER@HOST:PORT/DATABASE".into(),
+    })?;
+    let db = Database::from_url(url, "DATABASE_URL", settings.connect_timeout)?;
+    let result = Snapshot::capture_database(&db, &scope.options(&settings)).await;
+    db.close().await;
+    let snapshot = result?;
+    out.snapshot(&db, &snapshot, output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn diff_command(
+    args: &Args,
+    from: &str,
+    to: &str,
+    scope: &SchemaScope,
+    out: &Output,
+) -> Result<ExitCode, Error> {
+    let settings = args.settings()?;
+    let options = scope.options(&settings);
+    let old = load_schema(from, "FROM", &options, &settings).await?;
+    let new = load_schema(to, "TO", &options, &settings).await?;
+    let changes = diff(&old, &new);
+    out.schema_diff(&changes);
+    // Like diff(1): 0 identical, 1 different.
+    Ok(if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

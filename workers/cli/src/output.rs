@@ -562,3 +562,61 @@ fn slowest(results: &[MigrationResult]) {
 fn digits(n: usize) -> usize {
     n.to_string().len()
 }
+
+// `snapshot` and `diff`.
+
+impl Output {
+    /// The snapshot document on stdout, or written to `file` (then, human: one line saying
+    /// so; `--json`: where and how many objects).
+    pub fn snapshot(
+        &self,
+        db: &Database,
+        snapshot: &stepmigrate_core::schema::Snapshot,
+        file: Option<&Path>,
+    ) -> Result<(), Error> {
+        let text = snapshot.to_json_pretty();
+        let Some(file) = file else {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+            return Ok(());
+        };
+        std::fs::write(file, text).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{}: cannot write the snapshot: {e}",
+                file.display()
+            ))
+        })?;
+        if self.json {
+            self.emit(json!({
+                "command": "snapshot",
+                "ok": true,
+                "database": db.to_string(),
+                "path": file.to_string_lossy(),
+                "objects": snapshot.object_count(),
+            }));
+        } else {
+            self.say(format!(
+                "wrote the schema of {db} ({} objects) to {}",
+                snapshot.object_count(),
+                file.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Human: one line per change (nothing when identical, unless verbose enough to say
+    /// so); `--json`: `{"changes": [...]}`.
+    pub fn schema_diff(&self, diff: &stepmigrate_core::schema::SchemaDiff) {
+        if self.json {
+            self.emit(json!(diff));
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(diff.render_text().as_bytes());
+        let _ = stdout.flush();
+    }
+}

@@ -238,6 +238,11 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// A snapshot file (`stepmigrate diff`) that cannot be read, is not JSON, or is of
+    /// another format.
+    #[error("{}: {reason}", file.display())]
+    InvalidSnapshot { file: PathBuf, reason: String },
+
     #[error("the ledger's schema_migrations differs from the fold of its events (run `stepmigrate ledger rebuild` to restore it):\n{}", differences.join("\n"))]
     LedgerInconsistent { differences: Vec<String> },
 
@@ -297,7 +302,7 @@ impl Error {
             Error::LockLost { .. } => ErrorKind::ConnectionFailed,
             Error::ConnectionFailed { .. } => ErrorKind::ConnectionFailed,
             Error::Config { .. } => ErrorKind::ConfigError,
-            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::InvalidInput(_) | Error::InvalidSnapshot { .. } => ErrorKind::InvalidInput,
             Error::LedgerInconsistent { .. } => ErrorKind::LedgerInconsistent,
             Error::Database { .. } => ErrorKind::DatabaseError,
             Error::Service { .. } => ErrorKind::ServiceError,

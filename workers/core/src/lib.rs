@@ -3,7 +3,8 @@
 //! lexing), the event-sourced [`ledger`], the pure [`plan`], the [`apply`]er that runs one
 //! migration's [`apply::Attempt`], the runners' [`lock`], [`config`] settings and [`error`]s,
 //! and the [`runner`] that wires them to a [`db::Database`] as the steps (status, plan, up,
-//! apply a range, record, resolve). [`notices`] carries what PostgreSQL says along the way.
+//! apply a range, record, resolve). [`notices`] carries what PostgreSQL says along the way. [`schema`] snapshots a
+//! database's schema from its catalogs and diffs two snapshots.
 
 pub mod apply;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod migration;
 pub mod notices;
 pub mod plan;
 pub mod runner;
+pub mod schema;
 pub mod sql;
 
 pub use error::{Error, ErrorKind};

@@ -1,0 +1,469 @@
+//! Reading a snapshot from the system catalogs: one query per kind of object, all sent in
+//! one round trip inside one read-only transaction, each answering one JSON document.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sqlx::{Connection as _, PgConnection, Row};
+
+use super::snapshot::{
+    sha256_hex, Column, CompositeType, Constraint, Domain, Enum, Extension, Function, Grant, Index,
+    Schema, Sequence, Snapshot, SnapshotOptions, Table, Trigger, View, FORMAT_VERSION,
+};
+use crate::db::Database;
+use crate::error::Error;
+
+/// The system's schemas, left out in SQL already (the options narrow further in Rust).
+const USER_SCHEMA: &str =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'";
+
+/// Objects that belong to an extension come and go with it: its row stands for them.
+fn not_in_extension(catalog: &str, oid: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.classid = '{catalog}'::regclass AND dep.objid = {oid} AND dep.deptype = 'e')"
+    )
+}
+
+fn comment(enabled: bool, catalog: &str, oid: &str, subid: &str) -> String {
+    if !enabled {
+        return "NULL::text".into();
+    }
+    format!(
+        "(SELECT d.description FROM pg_description d WHERE d.classoid = '{catalog}'::regclass AND d.objoid = {oid} AND d.objsubid = {subid})"
+    )
+}
+
+/// Grantee, privilege and grant option of an ACL; the grantor is left out (who granted is
+/// history, not structure). Sorted and deduplicated in Rust.
+fn grants(enabled: bool, acl: &str) -> String {
+    if !enabled {
+        return "'[]'::json".into();
+    }
+    format!(
+        "coalesce((SELECT json_agg(json_build_object(
+             'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END,
+             'privilege', a.privilege_type, 'grantable', a.is_grantable))
+          FROM aclexplode({acl}) a), '[]')"
+    )
+}
+
+/// A collation other than the type's default, named as `COLLATE` takes it.
+fn collation(coll: &str, type_coll: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN cn.nspname = 'pg_catalog' THEN quote_ident(co.collname)
+                      ELSE quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END
+          FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+          WHERE co.oid = {coll} AND {coll} <> {type_coll})"
+    )
+}
+
+fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
+    let (g, c) = (o.grants, o.comments);
+    let rel_comment = comment(c, "pg_class", "cl.oid", "0");
+    let wrap = |kind: &'static str, select: String| {
+        (
+            kind,
+            format!(
+                "SELECT '{kind}'::text, coalesce(json_agg(x), '[]'::json)::text FROM ({select}) x"
+            ),
+        )
+    };
+    vec![
+        wrap(
+            "schemas",
+            format!(
+                "SELECT n.nspname AS name, {} AS comment, {} AS grants
+                 FROM pg_namespace n WHERE {USER_SCHEMA} AND {}",
+                comment(c, "pg_namespace", "n.oid", "0"),
+                grants(g, "n.nspacl"),
+                not_in_extension("pg_namespace", "n.oid"),
+            ),
+        ),
+        wrap(
+            "extensions",
+            "SELECT e.extname AS name, e.extversion AS version, n.nspname AS schema
+             FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+                .into(),
+        ),
+        wrap(
+            "enums",
+            format!(
+                "SELECT n.nspname AS schema, t.typname AS name,
+                        coalesce((SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid), '[]') AS labels,
+                        {} AS comment
+                 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE t.typtype = 'e' AND {USER_SCHEMA} AND {}",
+                comment(c, "pg_type", "t.oid", "0"),
+                not_in_extension("pg_type", "t.oid"),
+            ),
+        ),
+        wrap(
+            "domains",
+            format!(
+                "SELECT n.nspname AS schema, t.typname AS name, format_type(t.typbasetype, t.typtypmod) AS type,
+                        t.typnotnull AS not_null, t.typdefault AS default,
+                        {} AS collation,
+                        coalesce((SELECT json_agg(json_build_object('name', con.conname, 'definition', pg_get_constraintdef(con.oid), 'validated', con.convalidated))
+                         FROM pg_constraint con WHERE con.contypid = t.oid), '[]') AS constraints,
+                        {} AS comment
+                 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE t.typtype = 'd' AND {USER_SCHEMA} AND {}",
+                collation("t.typcollation", "(SELECT b.typcollation FROM pg_type b WHERE b.oid = t.typbasetype)"),
+                comment(c, "pg_type", "t.oid", "0"),
+                not_in_extension("pg_type", "t.oid"),
+            ),
+        ),
+        wrap(
+            "composite_types",
+            format!(
+                "SELECT n.nspname AS schema, t.typname AS name,
+                        coalesce((SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
+                                                           'collation', {}) ORDER BY a.attnum)
+                         FROM pg_attribute a JOIN pg_type at ON at.oid = a.atttypid
+                         WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS attributes,
+                        {} AS comment
+                 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_class cl ON cl.oid = t.typrelid
+                 WHERE t.typtype = 'c' AND cl.relkind = 'c' AND {USER_SCHEMA} AND {}",
+                collation("a.attcollation", "at.typcollation"),
+                comment(c, "pg_type", "t.oid", "0"),
+                not_in_extension("pg_type", "t.oid"),
+            ),
+        ),
+        wrap(
+            "sequences",
+            // Identity columns' sequences are the column's business (deptype 'i').
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS name, format_type(s.seqtypid, NULL) AS type,
+                        s.seqstart AS start, s.seqincrement AS increment, s.seqmin AS min, s.seqmax AS max,
+                        s.seqcache AS cache, s.seqcycle AS cycle,
+                        (SELECT tn.nspname || '.' || tc.relname || '.' || a.attname
+                         FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
+                         JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+                         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = cl.oid
+                           AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a') AS owned_by,
+                        {rel_comment} AS comment, {} AS grants
+                 FROM pg_sequence s JOIN pg_class cl ON cl.oid = s.seqrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE {USER_SCHEMA}
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = cl.oid AND d.deptype IN ('i', 'e'))",
+                grants(g, "cl.relacl"),
+            ),
+        ),
+        wrap(
+            "tables",
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS name,
+                        CASE cl.relkind WHEN 'p' THEN 'partitioned' ELSE 'table' END AS kind,
+                        CASE cl.relpersistence WHEN 'u' THEN 'unlogged' ELSE 'permanent' END AS persistence,
+                        CASE WHEN cl.relkind = 'p' THEN pg_get_partkeydef(cl.oid) END AS partition_key,
+                        (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = cl.oid AND cl.relispartition) AS partition_of,
+                        CASE WHEN cl.relispartition THEN pg_get_expr(cl.relpartbound, cl.oid) END AS partition_bound,
+                        coalesce((SELECT json_agg(i.inhparent::regclass::text ORDER BY i.inhseqno) FROM pg_inherits i
+                                  WHERE i.inhrelid = cl.oid AND NOT cl.relispartition), '[]') AS inherits,
+                        cl.relrowsecurity AS row_security, cl.relforcerowsecurity AS force_row_security,
+                        coalesce(to_json(cl.reloptions), '[]') AS options,
+                        {rel_comment} AS comment, {} AS grants
+                 FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA} AND {}",
+                grants(g, "cl.relacl"),
+                not_in_extension("pg_class", "cl.oid"),
+            ),
+        ),
+        wrap(
+            "columns",
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS table, a.attnum AS position, a.attname AS name,
+                        format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+                        CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END AS default,
+                        CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END AS identity,
+                        CASE WHEN a.attgenerated = 's' THEN pg_get_expr(ad.adbin, ad.adrelid) END AS generated,
+                        {} AS collation,
+                        {} AS comment
+                 FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = cl.relnamespace JOIN pg_type at ON at.oid = a.atttypid
+                 LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                 WHERE cl.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {USER_SCHEMA}
+                 ORDER BY a.attrelid, a.attnum",
+                collation("a.attcollation", "at.typcollation"),
+                comment(c, "pg_class", "cl.oid", "a.attnum"),
+            ),
+        ),
+        wrap(
+            "constraints",
+            // A foreign key to a partitioned table has a clone per partition on the same
+            // table (conparentid): the parent constraint stands for them.
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS table, con.conname AS name,
+                        CASE con.contype WHEN 'p' THEN 'primary_key' WHEN 'u' THEN 'unique' WHEN 'f' THEN 'foreign_key'
+                             WHEN 'c' THEN 'check' WHEN 'x' THEN 'exclusion' ELSE 'trigger' END AS kind,
+                        pg_get_constraintdef(con.oid) AS definition, con.convalidated AS validated,
+                        CASE WHEN con.contype = 'f' THEN con.confrelid::regclass::text END AS references,
+                        CASE WHEN con.contype = 'f' THEN {} END AS on_update,
+                        CASE WHEN con.contype = 'f' THEN {} END AS on_delete,
+                        {} AS comment
+                 FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA}
+                   AND NOT (con.conparentid <> 0 AND EXISTS (SELECT 1 FROM pg_constraint p WHERE p.oid = con.conparentid AND p.conrelid = con.conrelid))",
+                fk_action("con.confupdtype"),
+                fk_action("con.confdeltype"),
+                comment(c, "pg_constraint", "con.oid", "0"),
+            ),
+        ),
+        wrap(
+            "indexes",
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS table, ic.relname AS name,
+                        pg_get_indexdef(i.indexrelid) AS definition, i.indisunique AS unique,
+                        i.indisprimary AS primary, i.indisvalid AS valid,
+                        {} AS comment
+                 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class cl ON cl.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE cl.relkind IN ('r', 'p', 'm') AND {USER_SCHEMA}",
+                comment(c, "pg_class", "ic.oid", "0"),
+            ),
+        ),
+        wrap(
+            "triggers",
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS table, t.tgname AS name,
+                        pg_get_triggerdef(t.oid) AS definition,
+                        CASE t.tgenabled WHEN 'O' THEN 'enabled' WHEN 'D' THEN 'disabled'
+                                         WHEN 'R' THEN 'replica' ELSE 'always' END AS enabled,
+                        {} AS comment
+                 FROM pg_trigger t JOIN pg_class cl ON cl.oid = t.tgrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE NOT t.tgisinternal AND {USER_SCHEMA}",
+                comment(c, "pg_trigger", "t.oid", "0"),
+            ),
+        ),
+        wrap(
+            "views",
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS name, cl.relkind = 'm' AS materialized,
+                        pg_get_viewdef(cl.oid, true) AS definition,
+                        coalesce(to_json(cl.reloptions), '[]') AS options,
+                        {rel_comment} AS comment, {} AS grants
+                 FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE cl.relkind IN ('v', 'm') AND {USER_SCHEMA} AND {}",
+                grants(g, "cl.relacl"),
+                not_in_extension("pg_class", "cl.oid"),
+            ),
+        ),
+        wrap(
+            "functions",
+            // pg_get_functiondef refuses aggregates: their parts stand for the definition.
+            format!(
+                "SELECT n.nspname AS schema, p.proname AS name,
+                        CASE p.prokind WHEN 'f' THEN 'function' WHEN 'p' THEN 'procedure'
+                                       WHEN 'a' THEN 'aggregate' ELSE 'window' END AS kind,
+                        oidvectortypes(p.proargtypes) AS argument_types,
+                        pg_get_function_identity_arguments(p.oid) AS arguments,
+                        pg_get_function_result(p.oid) AS result,
+                        l.lanname AS language,
+                        CASE p.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable' ELSE 'volatile' END AS volatility,
+                        p.prosecdef AS security_definer,
+                        CASE WHEN p.prokind = 'a' THEN
+                            (SELECT format('aggregate sfunc=%s stype=%s finalfunc=%s combinefunc=%s initcond=%s sortop=%s',
+                                           ag.aggtransfn::regproc, format_type(ag.aggtranstype, NULL), ag.aggfinalfn::regproc,
+                                           ag.aggcombinefn::regproc, ag.agginitval, ag.aggsortop::regoperator)
+                             FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid)
+                        ELSE pg_get_functiondef(p.oid) END AS definition,
+                        {} AS comment, {} AS grants
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
+                 WHERE {USER_SCHEMA} AND {}",
+                comment(c, "pg_proc", "p.oid", "0"),
+                grants(g, "p.proacl"),
+                not_in_extension("pg_proc", "p.oid"),
+            ),
+        ),
+    ]
+}
+
+fn fk_action(column: &str) -> String {
+    format!(
+        "CASE {column} WHEN 'a' THEN 'no action' WHEN 'r' THEN 'restrict' WHEN 'c' THEN 'cascade'
+                       WHEN 'n' THEN 'set null' ELSE 'set default' END"
+    )
+}
+
+/// A row of an object that lives under a table (or view).
+#[derive(Deserialize)]
+struct Owned<T> {
+    schema: String,
+    table: String,
+    #[serde(flatten)]
+    item: T,
+}
+
+/// A function as the catalog query answers it, before its definition becomes a hash.
+#[derive(Deserialize)]
+struct FunctionRow {
+    schema: String,
+    name: String,
+    kind: String,
+    argument_types: String,
+    arguments: String,
+    result: Option<String>,
+    language: String,
+    volatility: String,
+    security_definer: bool,
+    definition: Option<String>,
+    comment: Option<String>,
+    grants: Vec<Grant>,
+}
+
+impl Snapshot {
+    /// Reads the schema of the database `conn` is connected to. One round trip, inside a
+    /// read-only repeatable-read transaction (one consistent view) whose `search_path` is
+    /// `pg_catalog` alone, so that every name the catalog functions print is qualified the
+    /// same way whatever the session's settings. Within a transaction begun through sqlx
+    /// (`conn.begin()`), it reads in a savepoint and sees that transaction's changes; a
+    /// transaction begun by a raw `BEGIN` is not known to sqlx and must not be open.
+    #[tracing::instrument(name = "snapshot", skip_all)]
+    pub async fn capture(
+        conn: &mut PgConnection,
+        options: &SnapshotOptions,
+    ) -> Result<Snapshot, Error> {
+        let context = "reading the schema from the catalogs";
+        // Inside a caller's transaction, a savepoint: its view of the schema (e.g. a
+        // migration not yet committed) is the one to read, and it stays the caller's to end.
+        let mut tx = if conn.is_in_transaction() {
+            conn.begin().await
+        } else {
+            conn.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+        }
+        .map_err(|e| Error::database(context, e))?;
+        let mut sql = String::from("SET LOCAL search_path = pg_catalog;\n");
+        for (_, query) in queries(options) {
+            sql.push_str(&query);
+            sql.push_str(";\n");
+        }
+        let rows = sqlx::raw_sql(&sql)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| Error::database(context, e))?;
+        tx.rollback()
+            .await
+            .map_err(|e| Error::database(context, e))?;
+        let mut docs: HashMap<String, String> = HashMap::new();
+        for row in rows {
+            let kind: String = row.try_get(0).map_err(|e| Error::database(context, e))?;
+            let doc: String = row.try_get(1).map_err(|e| Error::database(context, e))?;
+            docs.insert(kind, doc);
+        }
+        let snapshot = assemble(&docs, options)?;
+        tracing::debug!(objects = snapshot.object_count(), "snapshot taken");
+        Ok(snapshot)
+    }
+
+    /// [`Snapshot::capture`] on a connection of `db`.
+    pub async fn capture_database(
+        db: &Database,
+        options: &SnapshotOptions,
+    ) -> Result<Snapshot, Error> {
+        let mut conn = db.connect().await?;
+        Snapshot::capture(&mut conn, options).await
+    }
+}
+
+fn parse<T: DeserializeOwned>(docs: &HashMap<String, String>, kind: &str) -> Result<Vec<T>, Error> {
+    let text = docs.get(kind).map(String::as_str).unwrap_or("[]");
+    serde_json::from_str(text).map_err(|e| Error::Database {
+        context: format!("reading {kind} from the catalogs"),
+        message: format!("unexpected answer: {e}"),
+    })
+}
+
+fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snapshot, Error> {
+    let wants = |schema: &str| o.wants_schema(schema);
+    let mut schemas: Vec<Schema> = parse(docs, "schemas")?;
+    schemas.retain(|s| wants(&s.name));
+    let mut extensions: Vec<Extension> = parse(docs, "extensions")?;
+    extensions.retain(|e| o.include_schemas.is_empty() || o.include_schemas.contains(&e.schema));
+    let mut enums: Vec<Enum> = parse(docs, "enums")?;
+    enums.retain(|x| wants(&x.schema));
+    let mut domains: Vec<Domain> = parse(docs, "domains")?;
+    domains.retain(|x| wants(&x.schema));
+    let mut composite_types: Vec<CompositeType> = parse(docs, "composite_types")?;
+    composite_types.retain(|x| wants(&x.schema));
+    let mut sequences: Vec<Sequence> = parse(docs, "sequences")?;
+    sequences.retain(|x| wants(&x.schema));
+    let mut tables: Vec<Table> = parse(docs, "tables")?;
+    tables.retain(|x| wants(&x.schema));
+    let mut views: Vec<View> = parse(docs, "views")?;
+    views.retain(|x| wants(&x.schema));
+    let functions: Vec<Function> = parse::<FunctionRow>(docs, "functions")?
+        .into_iter()
+        .filter(|f| wants(&f.schema))
+        .map(|f| Function {
+            definition_hash: sha256_hex(f.definition.as_deref().unwrap_or("")),
+            schema: f.schema,
+            name: f.name,
+            kind: f.kind,
+            argument_types: f.argument_types,
+            arguments: f.arguments,
+            result: f.result,
+            language: f.language,
+            volatility: f.volatility,
+            security_definer: f.security_definer,
+            comment: f.comment,
+            grants: f.grants,
+        })
+        .collect();
+
+    // Children go to their table (or view); those of relations left out are dropped.
+    let table_at: HashMap<(String, String), usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((t.schema.clone(), t.name.clone()), i))
+        .collect();
+    let view_at: HashMap<(String, String), usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((v.schema.clone(), v.name.clone()), i))
+        .collect();
+    // Columns arrive in attnum order, which the push keeps.
+    for c in parse::<Owned<Column>>(docs, "columns")? {
+        if let Some(&i) = table_at.get(&(c.schema, c.table)) {
+            tables[i].columns.push(c.item);
+        }
+    }
+    for c in parse::<Owned<Constraint>>(docs, "constraints")? {
+        if let Some(&i) = table_at.get(&(c.schema, c.table)) {
+            tables[i].constraints.push(c.item);
+        }
+    }
+    for x in parse::<Owned<Index>>(docs, "indexes")? {
+        let key = (x.schema, x.table);
+        if let Some(&i) = table_at.get(&key) {
+            tables[i].indexes.push(x.item);
+        } else if let Some(&i) = view_at.get(&key) {
+            views[i].indexes.push(x.item);
+        }
+    }
+    for t in parse::<Owned<Trigger>>(docs, "triggers")? {
+        let key = (t.schema, t.table);
+        if let Some(&i) = table_at.get(&key) {
+            tables[i].triggers.push(t.item);
+        } else if let Some(&i) = view_at.get(&key) {
+            views[i].triggers.push(t.item);
+        }
+    }
+
+    let mut snapshot = Snapshot {
+        format: FORMAT_VERSION,
+        schemas,
+        extensions,
+        enums,
+        domains,
+        composite_types,
+        sequences,
+        tables,
+        views,
+        functions,
+    };
+    snapshot.remove_ledger(&o.ledger);
+    snapshot.normalize();
+    Ok(snapshot)
+}

@@ -1,0 +1,816 @@
+//! The structural diff of two snapshots: which objects were added, dropped or changed, and
+//! for a changed one which attributes, old and new.
+//!
+//! Objects are matched by kind and qualified name; columns, constraints and triggers by
+//! their table's name and their own. Nothing in the catalogs tells a rename from a drop and
+//! an add, so a renamed object shows as both. A table (or view) added or dropped is one
+//! change: its columns, constraints, indexes and triggers go with it unlisted. Columns are
+//! matched by name, so a change of column order alone is not reported.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::{Grant, Snapshot, Table, View};
+
+/// The kinds of object, in the order a diff lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Schema,
+    Extension,
+    Enum,
+    Domain,
+    CompositeType,
+    Sequence,
+    Table,
+    Column,
+    Constraint,
+    Index,
+    Trigger,
+    View,
+    MaterializedView,
+    Function,
+    Procedure,
+    Aggregate,
+}
+
+impl ObjectKind {
+    /// As the human output names it: `materialized view`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Schema => "schema",
+            ObjectKind::Extension => "extension",
+            ObjectKind::Enum => "enum",
+            ObjectKind::Domain => "domain",
+            ObjectKind::CompositeType => "composite type",
+            ObjectKind::Sequence => "sequence",
+            ObjectKind::Table => "table",
+            ObjectKind::Column => "column",
+            ObjectKind::Constraint => "constraint",
+            ObjectKind::Index => "index",
+            ObjectKind::Trigger => "trigger",
+            ObjectKind::View => "view",
+            ObjectKind::MaterializedView => "materialized view",
+            ObjectKind::Function => "function",
+            ObjectKind::Procedure => "procedure",
+            ObjectKind::Aggregate => "aggregate",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeType {
+    Added,
+    Dropped,
+    Changed,
+}
+
+impl ChangeType {
+    /// `+`, `-` or `~`.
+    pub fn sign(self) -> char {
+        match self {
+            ChangeType::Added => '+',
+            ChangeType::Dropped => '-',
+            ChangeType::Changed => '~',
+        }
+    }
+}
+
+/// One attribute of a changed object; `None` is "not set" (no default, no comment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeChange {
+    pub attribute: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// One object added, dropped or changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ObjectKind,
+    /// Qualified: `public.users`, `public.users.email` (a column), `public.users_email_idx`
+    /// (an index: its name is unique in its schema), `public.add(integer, integer)`.
+    pub name: String,
+    /// The table (or view) of a column, constraint, index or trigger: `public.users`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub change: ChangeType,
+    /// What changed, for [`ChangeType::Changed`]; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeChange>,
+}
+
+/// Everything that differs between two snapshots, ordered by kind, then name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaDiff {
+    pub changes: Vec<Change>,
+}
+
+impl SchemaDiff {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn changes(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter()
+    }
+
+    /// How many objects were added, dropped and changed.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let count = |t| self.changes.iter().filter(|c| c.change == t).count();
+        (
+            count(ChangeType::Added),
+            count(ChangeType::Dropped),
+            count(ChangeType::Changed),
+        )
+    }
+
+    /// The human text: one line per added or dropped object, one per changed attribute:
+    /// `+ table public.users`, `~ column public.users.email: type text → character varying(320)`,
+    /// `- index public.users_email_idx`. Empty when nothing differs.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.changes {
+            if c.attributes.is_empty() {
+                out.push_str(&format!("{} {} {}\n", c.change.sign(), c.kind, c.name));
+            }
+            for a in &c.attributes {
+                out.push_str(&format!(
+                    "{} {} {}: {}\n",
+                    c.change.sign(),
+                    c.kind,
+                    c.name,
+                    a.render()
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for SchemaDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render_text())
+    }
+}
+
+/// Values longer than this, or of several lines (a view's definition), are not repeated in
+/// the human text; the JSON has them whole.
+const LONG_VALUE: usize = 100;
+
+impl AttributeChange {
+    /// `type text → character varying(320)`; `definition changed` for long values; hashes
+    /// shortened to 12 digits.
+    pub fn render(&self) -> String {
+        let long = |v: &Option<String>| {
+            v.as_ref()
+                .is_some_and(|v| v.len() > LONG_VALUE || v.contains('\n'))
+        };
+        if long(&self.old) || long(&self.new) {
+            return format!("{} changed", self.attribute);
+        }
+        let hash = self.attribute.ends_with("_hash");
+        let show = |v: &Option<String>| match v {
+            None => "(none)".to_owned(),
+            Some(v) if hash => v.chars().take(12).collect(),
+            Some(v) if v.is_empty() => "''".to_owned(),
+            Some(v) => v.clone(),
+        };
+        format!(
+            "{} {} → {}",
+            self.attribute,
+            show(&self.old),
+            show(&self.new)
+        )
+    }
+}
+
+/// One object of a snapshot, flattened for matching.
+struct Entry {
+    parent: Option<(ObjectKind, String)>,
+    attributes: Vec<(&'static str, Option<String>)>,
+}
+
+type Flat = BTreeMap<(ObjectKind, String), Entry>;
+
+/// What differs from `from` to `to`.
+pub fn diff(from: &Snapshot, to: &Snapshot) -> SchemaDiff {
+    let old = flatten(from);
+    let new = flatten(to);
+    let mut changes = Vec::new();
+    // Merge the two ordered maps: the result is in (kind, name) order.
+    let mut keys: Vec<&(ObjectKind, String)> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let parent_name = |e: &Entry| e.parent.as_ref().map(|(_, n)| n.clone());
+        match (old.get(key), new.get(key)) {
+            (Some(o), Some(n)) => {
+                let attributes = changed_attributes(&o.attributes, &n.attributes);
+                if !attributes.is_empty() {
+                    changes.push(Change {
+                        kind: key.0,
+                        name: key.1.clone(),
+                        parent: parent_name(n),
+                        change: ChangeType::Changed,
+                        attributes,
+                    });
+                }
+            }
+            (None, Some(n)) => {
+                // A new table's columns come with it.
+                if n.parent.as_ref().is_none_or(|p| old.contains_key(p)) {
+                    changes.push(Change {
+                        kind: key.0,
+                        name: key.1.clone(),
+                        parent: parent_name(n),
+                        change: ChangeType::Added,
+                        attributes: Vec::new(),
+                    });
+                }
+            }
+            (Some(o), None) => {
+                if o.parent.as_ref().is_none_or(|p| new.contains_key(p)) {
+                    changes.push(Change {
+                        kind: key.0,
+                        name: key.1.clone(),
+                        parent: parent_name(o),
+                        change: ChangeType::Dropped,
+                        attributes: Vec::new(),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    SchemaDiff { changes }
+}
+
+fn changed_attributes(
+    old: &[(&'static str, Option<String>)],
+    new: &[(&'static str, Option<String>)],
+) -> Vec<AttributeChange> {
+    // Both lists come from the same code for the same kind: same names, same order.
+    old.iter()
+        .zip(new)
+        .filter(|((_, o), (_, n))| o != n)
+        .map(|((name, o), (_, n))| AttributeChange {
+            attribute: (*name).to_owned(),
+            old: o.clone(),
+            new: n.clone(),
+        })
+        .collect()
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+fn flag(b: bool) -> Option<String> {
+    Some(b.to_string())
+}
+
+fn list(items: &[String]) -> Option<String> {
+    (!items.is_empty()).then(|| items.join(", "))
+}
+
+fn grants(g: &[Grant]) -> Option<String> {
+    (!g.is_empty()).then(|| {
+        g.iter()
+            .map(|g| {
+                format!(
+                    "{} {}{}",
+                    g.grantee,
+                    g.privilege,
+                    if g.grantable {
+                        " WITH GRANT OPTION"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+fn flatten(s: &Snapshot) -> Flat {
+    let mut flat = Flat::new();
+    let mut put = |kind: ObjectKind,
+                   name: String,
+                   parent: Option<(ObjectKind, String)>,
+                   attributes: Vec<(&'static str, Option<String>)>| {
+        flat.insert((kind, name), Entry { parent, attributes });
+    };
+    for x in &s.schemas {
+        put(
+            ObjectKind::Schema,
+            x.name.clone(),
+            None,
+            vec![
+                ("comment", x.comment.clone()),
+                ("grants", grants(&x.grants)),
+            ],
+        );
+    }
+    for x in &s.extensions {
+        put(
+            ObjectKind::Extension,
+            x.name.clone(),
+            None,
+            vec![("version", some(&x.version)), ("schema", some(&x.schema))],
+        );
+    }
+    for x in &s.enums {
+        let labels: Vec<String> = x.labels.iter().map(|l| format!("'{l}'")).collect();
+        put(
+            ObjectKind::Enum,
+            format!("{}.{}", x.schema, x.name),
+            None,
+            vec![("labels", list(&labels)), ("comment", x.comment.clone())],
+        );
+    }
+    for x in &s.domains {
+        let constraints: Vec<String> = x
+            .constraints
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}{}",
+                    c.name,
+                    c.definition,
+                    if c.validated { "" } else { " (not validated)" }
+                )
+            })
+            .collect();
+        put(
+            ObjectKind::Domain,
+            format!("{}.{}", x.schema, x.name),
+            None,
+            vec![
+                ("type", some(&x.type_)),
+                ("not_null", flag(x.not_null)),
+                ("default", x.default.clone()),
+                ("collation", x.collation.clone()),
+                ("constraints", list(&constraints)),
+                ("comment", x.comment.clone()),
+            ],
+        );
+    }
+    for x in &s.composite_types {
+        let attributes: Vec<String> = x
+            .attributes
+            .iter()
+            .map(|a| match &a.collation {
+                Some(c) => format!("{} {} COLLATE {c}", a.name, a.type_),
+                None => format!("{} {}", a.name, a.type_),
+            })
+            .collect();
+        put(
+            ObjectKind::CompositeType,
+            format!("{}.{}", x.schema, x.name),
+            None,
+            vec![
+                ("attributes", list(&attributes)),
+                ("comment", x.comment.clone()),
+            ],
+        );
+    }
+    for x in &s.sequences {
+        put(
+            ObjectKind::Sequence,
+            format!("{}.{}", x.schema, x.name),
+            None,
+            vec![
+                ("type", some(&x.type_)),
+                ("start", Some(x.start.to_string())),
+                ("increment", Some(x.increment.to_string())),
+                ("min", Some(x.min.to_string())),
+                ("max", Some(x.max.to_string())),
+                ("cache", Some(x.cache.to_string())),
+                ("cycle", flag(x.cycle)),
+                ("owned_by", x.owned_by.clone()),
+                ("comment", x.comment.clone()),
+                ("grants", grants(&x.grants)),
+            ],
+        );
+    }
+    for t in &s.tables {
+        flatten_table(t, &mut put);
+    }
+    for v in &s.views {
+        flatten_view(v, &mut put);
+    }
+    for f in &s.functions {
+        let kind = match f.kind.as_str() {
+            "procedure" => ObjectKind::Procedure,
+            "aggregate" => ObjectKind::Aggregate,
+            _ => ObjectKind::Function,
+        };
+        put(
+            kind,
+            f.signature(),
+            None,
+            vec![
+                ("kind", some(&f.kind)),
+                ("arguments", some(&f.arguments)),
+                ("result", f.result.clone()),
+                ("language", some(&f.language)),
+                ("volatility", some(&f.volatility)),
+                ("security_definer", flag(f.security_definer)),
+                ("definition_hash", some(&f.definition_hash)),
+                ("comment", f.comment.clone()),
+                ("grants", grants(&f.grants)),
+            ],
+        );
+    }
+    flat
+}
+
+type Put<'a> = dyn FnMut(ObjectKind, String, Option<(ObjectKind, String)>, Vec<(&'static str, Option<String>)>)
+    + 'a;
+
+fn flatten_table(t: &Table, put: &mut Put<'_>) {
+    let name = format!("{}.{}", t.schema, t.name);
+    let parent = Some((ObjectKind::Table, name.clone()));
+    put(
+        ObjectKind::Table,
+        name.clone(),
+        None,
+        vec![
+            ("kind", some(&t.kind)),
+            ("persistence", some(&t.persistence)),
+            ("partition_key", t.partition_key.clone()),
+            ("partition_of", t.partition_of.clone()),
+            ("partition_bound", t.partition_bound.clone()),
+            ("inherits", list(&t.inherits)),
+            ("row_security", flag(t.row_security)),
+            ("force_row_security", flag(t.force_row_security)),
+            ("options", list(&t.options)),
+            ("comment", t.comment.clone()),
+            ("grants", grants(&t.grants)),
+        ],
+    );
+    for c in &t.columns {
+        put(
+            ObjectKind::Column,
+            format!("{name}.{}", c.name),
+            parent.clone(),
+            vec![
+                ("type", some(&c.type_)),
+                ("not_null", flag(c.not_null)),
+                ("default", c.default.clone()),
+                ("identity", c.identity.clone()),
+                ("generated", c.generated.clone()),
+                ("collation", c.collation.clone()),
+                ("comment", c.comment.clone()),
+            ],
+        );
+    }
+    for c in &t.constraints {
+        put(
+            ObjectKind::Constraint,
+            format!("{name}.{}", c.name),
+            parent.clone(),
+            vec![
+                ("kind", some(&c.kind)),
+                ("definition", some(&c.definition)),
+                ("validated", flag(c.validated)),
+                ("comment", c.comment.clone()),
+            ],
+        );
+    }
+    for i in &t.indexes {
+        put(
+            ObjectKind::Index,
+            format!("{}.{}", t.schema, i.name),
+            parent.clone(),
+            index_attributes(i),
+        );
+    }
+    for tr in &t.triggers {
+        put(
+            ObjectKind::Trigger,
+            format!("{name}.{}", tr.name),
+            parent.clone(),
+            trigger_attributes(tr),
+        );
+    }
+}
+
+fn index_attributes(i: &super::snapshot::Index) -> Vec<(&'static str, Option<String>)> {
+    // Unique and primary are part of the definition (and of the constraint, if any).
+    vec![
+        ("definition", some(&i.definition)),
+        ("valid", flag(i.valid)),
+        ("comment", i.comment.clone()),
+    ]
+}
+
+fn trigger_attributes(t: &super::snapshot::Trigger) -> Vec<(&'static str, Option<String>)> {
+    vec![
+        ("definition", some(&t.definition)),
+        ("enabled", some(&t.enabled)),
+        ("comment", t.comment.clone()),
+    ]
+}
+
+fn flatten_view(v: &View, put: &mut Put<'_>) {
+    let kind = if v.materialized {
+        ObjectKind::MaterializedView
+    } else {
+        ObjectKind::View
+    };
+    let name = format!("{}.{}", v.schema, v.name);
+    let parent = Some((kind, name.clone()));
+    put(
+        kind,
+        name.clone(),
+        None,
+        vec![
+            ("definition", some(&v.definition)),
+            ("options", list(&v.options)),
+            ("comment", v.comment.clone()),
+            ("grants", grants(&v.grants)),
+        ],
+    );
+    for i in &v.indexes {
+        put(
+            ObjectKind::Index,
+            format!("{}.{}", v.schema, i.name),
+            parent.clone(),
+            index_attributes(i),
+        );
+    }
+    for tr in &v.triggers {
+        put(
+            ObjectKind::Trigger,
+            format!("{name}.{}", tr.name),
+            parent.clone(),
+            trigger_attributes(tr),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::snapshot::*;
+
+    fn column(name: &str, type_: &str) -> Column {
+        Column {
+            name: name.into(),
+            type_: type_.into(),
+            not_null: false,
+            default: None,
+            identity: None,
+            generated: None,
+            collation: None,
+            comment: None,
+        }
+    }
+
+    fn table(name: &str, columns: Vec<Column>) -> Table {
+        Table {
+            schema: "public".into(),
+            name: name.into(),
+            kind: "table".into(),
+            persistence: "permanent".into(),
+            partition_key: None,
+            partition_of: None,
+            partition_bound: None,
+            inherits: vec![],
+            row_security: false,
+            force_row_security: false,
+            options: vec![],
+            columns,
+            constraints: vec![],
+            indexes: vec![],
+            triggers: vec![],
+            comment: None,
+            grants: vec![],
+        }
+    }
+
+    fn index(name: &str, definition: &str) -> Index {
+        Index {
+            name: name.into(),
+            definition: definition.into(),
+            unique: false,
+            primary: false,
+            valid: true,
+            comment: None,
+        }
+    }
+
+    fn base() -> Snapshot {
+        let mut users = table(
+            "users",
+            vec![column("id", "bigint"), column("email", "text")],
+        );
+        users.indexes.push(index(
+            "users_email_idx",
+            "CREATE INDEX users_email_idx ON public.users USING btree (email)",
+        ));
+        users.constraints.push(Constraint {
+            name: "users_email_check".into(),
+            kind: "check".into(),
+            definition: "CHECK ((email <> ''::text))".into(),
+            validated: false,
+            references: None,
+            on_update: None,
+            on_delete: None,
+            comment: None,
+        });
+        Snapshot {
+            schemas: vec![Schema {
+                name: "public".into(),
+                comment: None,
+                grants: vec![],
+            }],
+            enums: vec![Enum {
+                schema: "public".into(),
+                name: "mood".into(),
+                labels: vec!["sad".into(), "happy".into()],
+                comment: None,
+            }],
+            tables: vec![
+                users,
+                table("audit", vec![column("at", "timestamp with time zone")]),
+            ],
+            functions: vec![Function {
+                schema: "public".into(),
+                name: "add".into(),
+                kind: "function".into(),
+                argument_types: "integer, integer".into(),
+                arguments: "a integer, b integer".into(),
+                result: Some("integer".into()),
+                language: "sql".into(),
+                volatility: "immutable".into(),
+                security_definer: false,
+                definition_hash: "a".repeat(64),
+                comment: None,
+                grants: vec![],
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn equal_snapshots_have_an_empty_diff() {
+        let d = diff(&base(), &base());
+        assert!(d.is_empty());
+        assert_eq!(d.render_text(), "");
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({"changes": []})
+        );
+    }
+
+    #[test]
+    fn added_dropped_and_changed_in_kind_then_name_order() {
+        let old = base();
+        let mut new = base();
+        let users = &mut new.tables[0];
+        users.columns[1].type_ = "character varying(320)".into();
+        users.columns[1].not_null = true;
+        users.columns.push(column("name", "text"));
+        users.indexes.clear();
+        users.constraints[0].validated = true;
+        new.tables.remove(1); // audit
+        new.tables
+            .push(table("orders", vec![column("id", "bigint")]));
+        new.enums[0].labels.push("ok".into());
+        new.functions[0].definition_hash = "b".repeat(64);
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.render_text(),
+            "\
+~ enum public.mood: labels 'sad', 'happy' → 'sad', 'happy', 'ok'
+- table public.audit
++ table public.orders
+~ column public.users.email: type text → character varying(320)
+~ column public.users.email: not_null false → true
++ column public.users.name
+~ constraint public.users.users_email_check: validated false → true
+- index public.users_email_idx
+~ function public.add(integer, integer): definition_hash aaaaaaaaaaaa → bbbbbbbbbbbb
+"
+        );
+        assert_eq!(d.counts(), (2, 2, 4));
+        // The columns of a table added or dropped go with it, unlisted.
+        assert!(!d.changes().any(|c| c.name.starts_with("public.orders.")));
+        assert!(!d.changes().any(|c| c.name.starts_with("public.audit.")));
+        let index = d.changes().find(|c| c.kind == ObjectKind::Index).unwrap();
+        assert_eq!(index.parent.as_deref(), Some("public.users"));
+        assert_eq!(index.change, ChangeType::Dropped);
+    }
+
+    #[test]
+    fn a_rename_is_a_drop_and_an_add() {
+        let old = base();
+        let mut new = base();
+        new.tables[0].columns[1].name = "mail".into();
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.render_text(),
+            "- column public.users.email\n+ column public.users.mail\n"
+        );
+    }
+
+    #[test]
+    fn json_names_kind_change_and_attributes() {
+        let old = base();
+        let mut new = base();
+        new.tables[0].columns[0].default = Some("nextval('users_id_seq'::regclass)".into());
+        let d = diff(&old, &new);
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({"changes": [{
+                "kind": "column",
+                "name": "public.users.id",
+                "parent": "public.users",
+                "change": "changed",
+                "attributes": [{"attribute": "default", "old": null, "new": "nextval('users_id_seq'::regclass)"}],
+            }]})
+        );
+        assert_eq!(
+            d.render_text(),
+            "~ column public.users.id: default (none) → nextval('users_id_seq'::regclass)\n"
+        );
+    }
+
+    #[test]
+    fn long_definitions_are_named_not_repeated() {
+        let view = |definition: &str| View {
+            schema: "public".into(),
+            name: "active_users".into(),
+            materialized: false,
+            definition_hash: String::new(),
+            definition: definition.into(),
+            options: vec![],
+            indexes: vec![],
+            triggers: vec![],
+            comment: None,
+            grants: vec![],
+        };
+        let mut old = base();
+        old.views.push(view(" SELECT users.id\n   FROM users;"));
+        let mut new = base();
+        new.views
+            .push(view(" SELECT users.id,\n    users.email\n   FROM users;"));
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.render_text(),
+            "~ view public.active_users: definition changed\n"
+        );
+        assert_eq!(
+            d.changes[0].attributes[0].new.as_deref(),
+            Some(" SELECT users.id,\n    users.email\n   FROM users;")
+        );
+    }
+
+    #[test]
+    fn a_view_that_becomes_materialized_is_dropped_and_added() {
+        let v = View {
+            schema: "public".into(),
+            name: "totals".into(),
+            materialized: false,
+            definition_hash: String::new(),
+            definition: "SELECT 1".into(),
+            options: vec![],
+            indexes: vec![],
+            triggers: vec![],
+            comment: None,
+            grants: vec![],
+        };
+        let mut old = base();
+        old.views.push(v.clone());
+        let mut new = base();
+        new.views.push(View {
+            materialized: true,
+            indexes: vec![index(
+                "totals_idx",
+                "CREATE INDEX totals_idx ON public.totals",
+            )],
+            ..v
+        });
+        assert_eq!(
+            diff(&old, &new).render_text(),
+            "- view public.totals\n+ materialized view public.totals\n"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The catalog snapshot and the structural diff: what a database's schema is, read from the
+//! system catalogs into a normalized, deterministic document ([`Snapshot`]), and what differs
+//! between two of them ([`SchemaDiff`]).
+//!
+//! A snapshot names objects, never OIDs: two databases built by the same migrations give
+//! byte-identical JSON, so a snapshot can be committed, compared across servers and diffed.
+//! The diff is a pure function of two snapshots; renames show as a drop and an add (nothing in
+//! the catalogs says that two objects are one renamed).
+
+mod capture;
+mod diff;
+mod snapshot;
+
+pub use diff::{diff, AttributeChange, Change, ChangeType, ObjectKind, SchemaDiff};
+pub use snapshot::{
+    Column, CompositeAttribute, CompositeType, Constraint, Domain, DomainConstraint, Enum,
+    Extension, Function, Grant, Index, LedgerFilter, Schema, Sequence, Snapshot, SnapshotOptions,
+    Table, Trigger, View, FORMAT_VERSION, LEDGER_PREFIX,
+};

@@ -1,0 +1,788 @@
+//! The snapshot document: its types, its options, and reading it back from a file.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The snapshot document's format. Bump it when a field changes meaning or a kind of object
+/// is added: a snapshot of another format is refused rather than diffed into noise.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Every object of the ledger is named with this prefix (tables, their indexes, sequence,
+/// triggers, functions, view): see `ledger.sql`.
+pub const LEDGER_PREFIX: &str = "schema_migration";
+
+/// Which schemas hold the ledger, whose objects a snapshot leaves out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LedgerFilter {
+    /// Every schema that holds a table named `schema_migrations` or
+    /// `schema_migration_events` (ours, or the old runner's that ours adopts).
+    #[default]
+    Auto,
+    /// This schema only (`STEPMIGRATE_LEDGER_SCHEMA`).
+    Schema(String),
+    /// Leave the ledger in the snapshot.
+    Keep,
+}
+
+/// What a snapshot covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Only these schemas (empty: every schema but the system's).
+    pub include_schemas: Vec<String>,
+    /// Never these schemas.
+    pub exclude_schemas: Vec<String>,
+    /// Privileges (`aclexplode`) of schemas, tables, views, sequences and functions. Off by
+    /// default: roles differ between environments more often than schemas do.
+    pub grants: bool,
+    /// `COMMENT ON` texts.
+    pub comments: bool,
+    pub ledger: LedgerFilter,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            include_schemas: Vec::new(),
+            exclude_schemas: Vec::new(),
+            grants: false,
+            comments: true,
+            ledger: LedgerFilter::Auto,
+        }
+    }
+}
+
+impl SnapshotOptions {
+    /// Whether objects of `schema` belong in the snapshot (the system's schemas never do).
+    pub fn wants_schema(&self, schema: &str) -> bool {
+        !is_system_schema(schema)
+            && (self.include_schemas.is_empty() || self.include_schemas.iter().any(|s| s == schema))
+            && !self.exclude_schemas.iter().any(|s| s == schema)
+    }
+}
+
+/// pg_catalog, information_schema, pg_toast and the temporary schemas.
+pub fn is_system_schema(schema: &str) -> bool {
+    schema == "pg_catalog"
+        || schema == "information_schema"
+        || schema.starts_with("pg_toast")
+        || schema.starts_with("pg_temp_")
+}
+
+/// A database's schema. Every list is sorted by schema and name (byte order), columns and
+/// labels keep their order in the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub format: u32,
+    #[serde(default)]
+    pub schemas: Vec<Schema>,
+    #[serde(default)]
+    pub extensions: Vec<Extension>,
+    #[serde(default)]
+    pub enums: Vec<Enum>,
+    #[serde(default)]
+    pub domains: Vec<Domain>,
+    #[serde(default)]
+    pub composite_types: Vec<CompositeType>,
+    #[serde(default)]
+    pub sequences: Vec<Sequence>,
+    #[serde(default)]
+    pub tables: Vec<Table>,
+    #[serde(default)]
+    pub views: Vec<View>,
+    #[serde(default)]
+    pub functions: Vec<Function>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            format: FORMAT_VERSION,
+            schemas: Vec::new(),
+            extensions: Vec::new(),
+            enums: Vec::new(),
+            domains: Vec::new(),
+            composite_types: Vec::new(),
+            sequences: Vec::new(),
+            tables: Vec::new(),
+            views: Vec::new(),
+            functions: Vec::new(),
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Grant {
+    /// A role name, or `PUBLIC`.
+    pub grantee: String,
+    /// `SELECT`, `USAGE`, `EXECUTE`, ...
+    pub privilege: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grantable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    pub name: String,
+    pub version: String,
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enum {
+    pub schema: String,
+    pub name: String,
+    /// In their sort order.
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainConstraint {
+    pub name: String,
+    pub definition: String,
+    #[serde(default = "yes")]
+    pub validated: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Domain {
+    pub schema: String,
+    pub name: String,
+    /// The base type, as `format_type` writes it.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub not_null: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<DomainConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompositeAttribute {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompositeType {
+    pub schema: String,
+    pub name: String,
+    pub attributes: Vec<CompositeAttribute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// A sequence's definition; never its current value (that is data, and differs between any
+/// two databases that were ever used).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequence {
+    pub schema: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    #[serde(default)]
+    pub cycle: bool,
+    /// `schema.table.column` of an `OWNED BY` (serial) sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    /// `table` or `partitioned`.
+    pub kind: String,
+    /// `permanent` or `unlogged`.
+    pub persistence: String,
+    /// `PARTITION BY` of a partitioned table (`pg_get_partkeydef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+    /// The parent of a partition, qualified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_of: Option<String>,
+    /// `FOR VALUES ...` of a partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_bound: Option<String>,
+    /// Parents by plain (not partition) inheritance, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherits: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub row_security: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force_row_security: bool,
+    /// Storage parameters (`fillfactor=70`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// In the table's column order.
+    #[serde(default)]
+    pub columns: Vec<Column>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<Index>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    /// As `format_type` writes it: `character varying(320)`, `public.mood`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub not_null: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// `always` or `by default` for an identity column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The expression of a `GENERATED ALWAYS AS (...) STORED` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<String>,
+    /// Only where it differs from the type's default collation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    pub name: String,
+    /// `primary_key`, `unique`, `foreign_key`, `check`, `exclusion` or `trigger`.
+    pub kind: String,
+    /// `pg_get_constraintdef`: `FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE`.
+    pub definition: String,
+    /// False for a `NOT VALID` constraint not validated since.
+    pub validated: bool,
+    /// A foreign key's referenced table, qualified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_update: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_delete: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// Unique within the schema.
+    pub name: String,
+    /// `pg_get_indexdef`.
+    pub definition: String,
+    #[serde(default)]
+    pub unique: bool,
+    #[serde(default)]
+    pub primary: bool,
+    /// False for an index whose `CREATE INDEX CONCURRENTLY` failed (`indisvalid`).
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub name: String,
+    /// `pg_get_triggerdef`.
+    pub definition: String,
+    /// `enabled`, `disabled`, `replica` or `always`.
+    pub enabled: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// A view or a materialized view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    pub schema: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub materialized: bool,
+    /// SHA-256 of `definition`, lowercase hex.
+    #[serde(default)]
+    pub definition_hash: String,
+    /// `pg_get_viewdef(view, true)`.
+    pub definition: String,
+    /// `check_option=local`, `security_barrier=true`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// A materialized view's indexes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<Index>,
+    /// A view's `INSTEAD OF` triggers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+}
+
+/// A function, procedure, aggregate or window function. Its identity is its name and input
+/// argument types (`public.add(integer, integer)`), as in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub schema: String,
+    pub name: String,
+    /// `function`, `procedure`, `aggregate` or `window`.
+    pub kind: String,
+    /// The input argument types: the identity.
+    pub argument_types: String,
+    /// `pg_get_function_identity_arguments` (names and modes too).
+    pub arguments: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    pub language: String,
+    pub volatility: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub security_definer: bool,
+    /// SHA-256 of `pg_get_functiondef` (of the aggregate's parts for an aggregate): the body,
+    /// its settings and attributes.
+    pub definition_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+}
+
+impl Function {
+    /// `schema.name(argument types)`.
+    pub fn signature(&self) -> String {
+        format!("{}.{}({})", self.schema, self.name, self.argument_types)
+    }
+}
+
+/// `pg_get_constraintdef` ends an unvalidated constraint with ` NOT VALID`: `validated` says
+/// so already, and one change (a `VALIDATE CONSTRAINT`) must be one changed attribute.
+fn strip_not_valid(definition: &mut String) {
+    if let Some(rest) = definition.strip_suffix(" NOT VALID") {
+        definition.truncate(rest.len());
+    }
+}
+
+/// SHA-256, lowercase hex.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    crate::migration::checksum(text.as_bytes())
+}
+
+impl Snapshot {
+    /// The document, pretty-printed, with a final newline: what `stepmigrate snapshot` writes
+    /// and a golden file holds.
+    pub fn to_json_pretty(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Reads a snapshot document; `source` (a file name) names it in the errors.
+    pub fn from_json(text: &str, source: &Path) -> Result<Snapshot, Error> {
+        let invalid = |reason: String| Error::InvalidSnapshot {
+            file: source.to_owned(),
+            reason,
+        };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            invalid(format!(
+                "not JSON ({e}); expected the output of `stepmigrate snapshot`"
+            ))
+        })?;
+        match value.get("format") {
+            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(FORMAT_VERSION)) => {}
+            Some(other) => {
+                return Err(invalid(format!(
+                    "snapshot format {other}, but this stepmigrate reads format {FORMAT_VERSION}; take the snapshot again with this version"
+                )))
+            }
+            None => {
+                return Err(invalid(
+                    "no `format` field: not a snapshot written by `stepmigrate snapshot`".into(),
+                ))
+            }
+        }
+        serde_json::from_value(value).map_err(|e| invalid(format!("malformed snapshot: {e}")))
+    }
+
+    /// Reads a snapshot file.
+    pub fn read(path: &Path) -> Result<Snapshot, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidSnapshot {
+            file: path.to_owned(),
+            reason: format!("cannot read it: {e}"),
+        })?;
+        Snapshot::from_json(&text, path)
+    }
+
+    /// Narrows a snapshot to what `options` would have captured: its schemas, and grants and
+    /// comments only if asked for. Diffing a file taken with other options against a live
+    /// database then compares like with like.
+    pub fn restrict(&mut self, options: &SnapshotOptions) {
+        let keep = |schema: &str| options.wants_schema(schema);
+        self.schemas.retain(|s| keep(&s.name));
+        self.extensions.retain(|e| {
+            options.include_schemas.is_empty() || options.include_schemas.contains(&e.schema)
+        });
+        self.enums.retain(|o| keep(&o.schema));
+        self.domains.retain(|o| keep(&o.schema));
+        self.composite_types.retain(|o| keep(&o.schema));
+        self.sequences.retain(|o| keep(&o.schema));
+        self.tables.retain(|o| keep(&o.schema));
+        self.views.retain(|o| keep(&o.schema));
+        self.functions.retain(|o| keep(&o.schema));
+        if !options.grants {
+            self.schemas.iter_mut().for_each(|o| o.grants.clear());
+            self.sequences.iter_mut().for_each(|o| o.grants.clear());
+            self.tables.iter_mut().for_each(|o| o.grants.clear());
+            self.views.iter_mut().for_each(|o| o.grants.clear());
+            self.functions.iter_mut().for_each(|o| o.grants.clear());
+        }
+        if !options.comments {
+            self.strip_comments();
+        }
+    }
+
+    fn strip_comments(&mut self) {
+        self.schemas.iter_mut().for_each(|o| o.comment = None);
+        self.enums.iter_mut().for_each(|o| o.comment = None);
+        self.domains.iter_mut().for_each(|o| o.comment = None);
+        self.composite_types
+            .iter_mut()
+            .for_each(|o| o.comment = None);
+        self.sequences.iter_mut().for_each(|o| o.comment = None);
+        self.functions.iter_mut().for_each(|o| o.comment = None);
+        for t in &mut self.tables {
+            t.comment = None;
+            t.columns.iter_mut().for_each(|o| o.comment = None);
+            t.constraints.iter_mut().for_each(|o| o.comment = None);
+            t.indexes.iter_mut().for_each(|o| o.comment = None);
+            t.triggers.iter_mut().for_each(|o| o.comment = None);
+        }
+        for v in &mut self.views {
+            v.comment = None;
+            v.indexes.iter_mut().for_each(|o| o.comment = None);
+            v.triggers.iter_mut().for_each(|o| o.comment = None);
+        }
+    }
+
+    /// Puts every list in its canonical order (schema, then name, byte order; a table's
+    /// columns stay in their order) and every derived field in place: what makes two
+    /// snapshots of equal schemas equal documents.
+    pub fn normalize(&mut self) {
+        fn by<T, K: Ord>(list: &mut [T], key: impl Fn(&T) -> K) {
+            list.sort_by_key(|o| key(o));
+        }
+        by(&mut self.schemas, |o| o.name.clone());
+        by(&mut self.extensions, |o| o.name.clone());
+        by(&mut self.enums, |o| (o.schema.clone(), o.name.clone()));
+        by(&mut self.domains, |o| (o.schema.clone(), o.name.clone()));
+        by(&mut self.composite_types, |o| {
+            (o.schema.clone(), o.name.clone())
+        });
+        by(&mut self.sequences, |o| (o.schema.clone(), o.name.clone()));
+        by(&mut self.tables, |o| (o.schema.clone(), o.name.clone()));
+        by(&mut self.views, |o| (o.schema.clone(), o.name.clone()));
+        by(&mut self.functions, |o| {
+            (o.schema.clone(), o.name.clone(), o.argument_types.clone())
+        });
+        for d in &mut self.domains {
+            by(&mut d.constraints, |o| o.name.clone());
+            for c in &mut d.constraints {
+                strip_not_valid(&mut c.definition);
+            }
+        }
+        for t in &mut self.tables {
+            by(&mut t.constraints, |o| o.name.clone());
+            for c in &mut t.constraints {
+                strip_not_valid(&mut c.definition);
+            }
+            by(&mut t.indexes, |o| o.name.clone());
+            by(&mut t.triggers, |o| o.name.clone());
+            t.options.sort();
+            t.grants.sort();
+            t.grants.dedup();
+        }
+        for v in &mut self.views {
+            by(&mut v.indexes, |o| o.name.clone());
+            by(&mut v.triggers, |o| o.name.clone());
+            v.options.sort();
+            v.definition_hash = sha256_hex(&v.definition);
+            v.grants.sort();
+            v.grants.dedup();
+        }
+        for g in self
+            .schemas
+            .iter_mut()
+            .map(|o| &mut o.grants)
+            .chain(self.sequences.iter_mut().map(|o| &mut o.grants))
+            .chain(self.functions.iter_mut().map(|o| &mut o.grants))
+        {
+            g.sort();
+            g.dedup();
+        }
+    }
+
+    /// Leaves out the ledger's objects (named `schema_migration*` in a ledger schema), and a
+    /// ledger schema other than `public` that holds nothing else: a database before its
+    /// first run and after it differ by what the migrations did, not by the ledger.
+    pub(crate) fn remove_ledger(&mut self, filter: &LedgerFilter) {
+        let schemas: BTreeSet<String> = match filter {
+            LedgerFilter::Keep => return,
+            LedgerFilter::Schema(s) => [s.clone()].into(),
+            LedgerFilter::Auto => self
+                .tables
+                .iter()
+                .filter(|t| t.name == "schema_migrations" || t.name == "schema_migration_events")
+                .map(|t| t.schema.clone())
+                .collect(),
+        };
+        let ledger =
+            |schema: &str, name: &str| schemas.contains(schema) && name.starts_with(LEDGER_PREFIX);
+        self.tables.retain(|o| !ledger(&o.schema, &o.name));
+        self.views.retain(|o| !ledger(&o.schema, &o.name));
+        self.sequences.retain(|o| !ledger(&o.schema, &o.name));
+        self.functions.retain(|o| !ledger(&o.schema, &o.name));
+        let used: BTreeSet<&str> = self
+            .enums
+            .iter()
+            .map(|o| o.schema.as_str())
+            .chain(self.domains.iter().map(|o| o.schema.as_str()))
+            .chain(self.composite_types.iter().map(|o| o.schema.as_str()))
+            .chain(self.sequences.iter().map(|o| o.schema.as_str()))
+            .chain(self.tables.iter().map(|o| o.schema.as_str()))
+            .chain(self.views.iter().map(|o| o.schema.as_str()))
+            .chain(self.functions.iter().map(|o| o.schema.as_str()))
+            .chain(self.extensions.iter().map(|o| o.schema.as_str()))
+            .collect();
+        let empty_ledger_schemas: BTreeSet<String> = schemas
+            .iter()
+            .filter(|s| s.as_str() != "public" && !used.contains(s.as_str()))
+            .cloned()
+            .collect();
+        self.schemas
+            .retain(|s| !empty_ledger_schemas.contains(&s.name));
+    }
+
+    /// How many objects (top-level and within tables and views) the snapshot holds.
+    pub fn object_count(&self) -> usize {
+        self.schemas.len()
+            + self.extensions.len()
+            + self.enums.len()
+            + self.domains.len()
+            + self.composite_types.len()
+            + self.sequences.len()
+            + self.functions.len()
+            + self
+                .tables
+                .iter()
+                .map(|t| {
+                    1 + t.columns.len() + t.constraints.len() + t.indexes.len() + t.triggers.len()
+                })
+                .sum::<usize>()
+            + self
+                .views
+                .iter()
+                .map(|v| 1 + v.indexes.len() + v.triggers.len())
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_a_snapshot_is_named_in_the_error() {
+        let path = Path::new("before.json");
+        let err = Snapshot::from_json("not json", path).unwrap_err();
+        assert!(
+            err.to_string().starts_with("before.json: not JSON"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        let err = Snapshot::from_json(r#"{"format": 99, "tables": []}"#, path).unwrap_err();
+        assert!(
+            err.to_string().contains("snapshot format 99")
+                && err.to_string().contains("before.json"),
+            "{err}"
+        );
+        let err = Snapshot::from_json(r#"{"tables": []}"#, path).unwrap_err();
+        assert!(err.to_string().contains("no `format` field"), "{err}");
+        let err =
+            Snapshot::from_json(r#"{"format": 1, "tables": [{"name": 3}]}"#, path).unwrap_err();
+        assert!(err.to_string().contains("malformed snapshot"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut s = Snapshot::default();
+        s.schemas.push(Schema {
+            name: "public".into(),
+            comment: None,
+            grants: vec![],
+        });
+        let text = s.to_json_pretty();
+        assert_eq!(Snapshot::from_json(&text, Path::new("x")).unwrap(), s);
+    }
+
+    #[test]
+    fn restrict_drops_other_schemas_and_grants() {
+        let mut s = Snapshot::default();
+        for name in ["app", "audit"] {
+            s.schemas.push(Schema {
+                name: name.into(),
+                comment: Some("c".into()),
+                grants: vec![Grant {
+                    grantee: "PUBLIC".into(),
+                    privilege: "USAGE".into(),
+                    grantable: false,
+                }],
+            });
+        }
+        s.restrict(&SnapshotOptions {
+            include_schemas: vec!["app".into()],
+            ..SnapshotOptions::default()
+        });
+        assert_eq!(s.schemas.len(), 1);
+        assert_eq!(s.schemas[0].name, "app");
+        assert!(s.schemas[0].grants.is_empty());
+        assert_eq!(s.schemas[0].comment.as_deref(), Some("c"));
+    }
+
+    fn named_table(schema: &str, name: &str) -> Table {
+        Table {
+            schema: schema.into(),
+            name: name.into(),
+            kind: "table".into(),
+            persistence: "permanent".into(),
+            partition_key: None,
+            partition_of: None,
+            partition_bound: None,
+            inherits: vec![],
+            row_security: false,
+            force_row_security: false,
+            options: vec![],
+            columns: vec![],
+            constraints: vec![],
+            indexes: vec![],
+            triggers: vec![],
+            comment: None,
+            grants: vec![],
+        }
+    }
+
+    fn schema(name: &str) -> Schema {
+        Schema {
+            name: name.into(),
+            comment: None,
+            grants: vec![],
+        }
+    }
+
+    fn names(s: &Snapshot) -> Vec<String> {
+        s.schemas
+            .iter()
+            .map(|x| x.name.clone())
+            .chain(s.tables.iter().map(|t| format!("{}.{}", t.schema, t.name)))
+            .collect()
+    }
+
+    #[test]
+    fn the_ledger_and_its_own_schema_are_left_out() {
+        let mut s = Snapshot {
+            schemas: vec![schema("ops"), schema("public")],
+            tables: vec![
+                named_table("ops", "schema_migrations"),
+                named_table("ops", "schema_migration_events"),
+                // Not a ledger schema: a table of the application that happens to match.
+                named_table("public", "schema_migrations_archive"),
+                named_table("public", "users"),
+            ],
+            ..Snapshot::default()
+        };
+        let mut auto = s.clone();
+        auto.remove_ledger(&LedgerFilter::Auto);
+        assert_eq!(
+            names(&auto),
+            ["public", "public.schema_migrations_archive", "public.users"]
+        );
+        let mut keep = s.clone();
+        keep.remove_ledger(&LedgerFilter::Keep);
+        assert_eq!(keep, s);
+        // The ledger in public: public stays.
+        s.tables[0].schema = "public".into();
+        s.tables[1].schema = "public".into();
+        s.remove_ledger(&LedgerFilter::Schema("public".into()));
+        assert_eq!(names(&s), ["ops", "public", "public.users"]);
+    }
+
+    #[test]
+    fn normalize_sorts_and_moves_not_valid_into_validated() {
+        let mut t = named_table("public", "orders");
+        for name in ["b_check", "a_check"] {
+            t.constraints.push(Constraint {
+                name: name.into(),
+                kind: "check".into(),
+                definition: "CHECK ((total >= 0)) NOT VALID".into(),
+                validated: false,
+                references: None,
+                on_update: None,
+                on_delete: None,
+                comment: None,
+            });
+        }
+        let mut s = Snapshot {
+            tables: vec![t, named_table("app", "z"), named_table("Public", "a")],
+            ..Snapshot::default()
+        };
+        s.normalize();
+        assert_eq!(names(&s), ["Public.a", "app.z", "public.orders"]);
+        let orders = &s.tables[2];
+        assert_eq!(orders.constraints[0].name, "a_check");
+        assert_eq!(orders.constraints[0].definition, "CHECK ((total >= 0))");
+    }
+}
