@@ -225,7 +225,9 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             let result = run_on(&m, command, out).await;
             // Every session ends with a Terminate, not a reset connection in the server log.
             m.db.close().await;
-            result
+            result.map_err(|e| {
+                project::attribute_error(e, project.as_ref(), |var| std::env::var(var).ok())
+            })
         }
     }
 }

@@ -189,6 +189,8 @@ pub struct Project {
     pub file: PathBuf,
     pub migrations_dir: Option<PathBuf>,
     pub ledger_schema: Option<String>,
+    /// `FILE:LINE:COLUMN: ledger_schema`, for the library's errors about that schema.
+    pub ledger_schema_source: Option<String>,
     pub lock_timeout: Option<Duration>,
     pub statement_timeout: Option<Duration>,
     pub lock_retries: Option<u32>,
@@ -313,6 +315,10 @@ impl Project {
             Some(v) => Some(dir.join(v.get_ref())),
             None => None,
         };
+        let ledger_schema_source = raw.ledger_schema.as_ref().map(|v| {
+            let (line, column) = line_column(text, v.span().start);
+            format!("{}:{line}:{column}: ledger_schema", file.display())
+        });
         let ledger_schema = raw
             .ledger_schema
             .map(|v| parse_schema_name(v.get_ref()).map_err(|reason| here(v.span(), reason)))
@@ -361,6 +367,7 @@ impl Project {
             file: file.to_owned(),
             migrations_dir,
             ledger_schema,
+            ledger_schema_source,
             lock_timeout: duration(raw.lock_timeout)?,
             statement_timeout: duration(raw.statement_timeout)?,
             lock_retries,
@@ -605,6 +612,29 @@ pub fn layered_settings(
     s.lock_wait = flags.lock_wait.unwrap_or(s.lock_wait);
     s.connect_timeout = flags.connect_timeout.unwrap_or(s.connect_timeout);
     Ok(s)
+}
+
+/// Points an error about the ledger's schema at the file when the file chose the schema: the
+/// library names `STEPMIGRATE_LEDGER_SCHEMA`, wherever the setting came from.
+pub fn attribute_error(
+    error: Error,
+    project: Option<&Project>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Error {
+    let from_file = env(ENV_LEDGER_SCHEMA)
+        .filter(|v| !v.trim().is_empty())
+        .is_none();
+    match (error, project.and_then(|p| p.ledger_schema_source.clone())) {
+        (Error::Config { variable, reason }, Some(source))
+            if from_file && variable == ENV_LEDGER_SCHEMA =>
+        {
+            Error::Config {
+                variable: source,
+                reason,
+            }
+        }
+        (error, _) => error,
+    }
 }
 
 /// The settings given as flags.

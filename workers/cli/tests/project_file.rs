@@ -111,6 +111,10 @@ async fn status_finds_the_file_upward_and_takes_its_directory_and_ledger_schema(
         message.contains("`elsewhere` holds no ledger, but ledger_x does"),
         "{doc}"
     );
+    assert!(
+        message.contains("stepmigrate.toml:2:17: ledger_schema: "),
+        "the error points at the file, not the variable: {doc}"
+    );
     // ... unless the variable says otherwise: environment over file.
     let doc = p
         .run(

@@ -194,6 +194,12 @@ pub fn migration_changes(
         .collect::<Vec<_>>()
         .join("/");
 
+    if base.starts_with('-') {
+        // git would read it as an option.
+        return Err(ChangesError::UnknownRef {
+            base: base.to_owned(),
+        });
+    }
     let commit = git(
         &repo,
         &[
@@ -709,6 +715,8 @@ mod tests {
             e.to_string().contains("`origin/nope` does not exist"),
             "{e}"
         );
+        let e = migration_changes(&r.dir(), "--output=x").unwrap_err();
+        assert!(matches!(e, ChangesError::UnknownRef { .. }), "{e}");
 
         r.write("other/001_a.sql", "SELECT 1;\n");
         let e = migration_changes(&r.tmp.path().join("other"), "main").unwrap_err();

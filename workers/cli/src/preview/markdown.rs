@@ -237,6 +237,7 @@ fn changes_section(report: &PreviewReport, budget: usize) -> (String, usize) {
         return (String::new(), 0);
     }
     let mut out = String::from("### Changes to existing migrations\n\n");
+    let mut used = chars(&out);
     let mut shown = 0;
     for f in findings {
         let icon = severity_icon(f.severity);
@@ -252,9 +253,11 @@ fn changes_section(report: &PreviewReport, budget: usize) -> (String, usize) {
             code(&f.file),
             inline(&f.message)
         );
-        if chars(&out) + chars(&line) > budget {
+        let n = chars(&line);
+        if used + n > budget {
             break;
         }
+        used += n;
         out.push_str(&line);
         shown += 1;
     }
@@ -378,7 +381,8 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
             );
         }
     }
-    let head_len = chars(&out) + chars(&body) + chars(closing);
+    // Counted as it grows: recounting the whole body per finding is quadratic.
+    let mut used = chars(&out) + chars(&body) + chars(closing);
     let mut shown = 0;
     for finding in &f.findings {
         let mut item = format!(
@@ -392,9 +396,11 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
         if let Some(help) = &finding.help {
             let _ = writeln!(item, "  <br>_{}_", inline(help));
         }
-        if head_len + chars(&body) + chars(&item) + 60 > budget {
+        let n = chars(&item);
+        if used + n + 60 > budget {
             break;
         }
+        used += n;
         body.push_str(&item);
         shown += 1;
     }
@@ -419,6 +425,7 @@ fn schema_section(report: &PreviewReport, budget: usize) -> (String, usize) {
         return (out, n);
     }
     let mut lines = String::new();
+    let mut used = chars(&out);
     let mut shown = 0;
     for c in &report.schema_diff {
         let sign = match c.change {
@@ -431,9 +438,11 @@ fn schema_section(report: &PreviewReport, budget: usize) -> (String, usize) {
             let _ = write!(line, ": {}", one_line(d));
         }
         line.push('\n');
-        if chars(&out) + chars(&lines) + chars(&line) + 40 > budget {
+        let n = chars(&line);
+        if used + n + 40 > budget {
             break;
         }
+        used += n;
         lines.push_str(&line);
         shown += 1;
     }
