@@ -41,6 +41,17 @@ pub fn render(report: &PreviewReport, options: RenderOptions) -> String {
     let mut report = report.clone();
     report.normalize();
     let summary = report.summary();
+    // A report whose messages alone are far over the limit cannot fit: skip building the
+    // full comment (megabytes, for a generated migration with thousands of findings).
+    let messages: usize = report
+        .files
+        .iter()
+        .flat_map(|f| &f.findings)
+        .map(|f| f.message.len())
+        .sum();
+    if messages > 2 * options.max_chars {
+        return fallback(&report, &summary, options);
+    }
     let head = head(&report, &summary, options);
     let tail = cannot_know();
 
@@ -57,21 +68,16 @@ pub fn render(report: &PreviewReport, options: RenderOptions) -> String {
     if chars(&full) <= options.max_chars {
         return full;
     }
-    fallback(&report, &summary, options, chars(&full))
+    fallback(&report, &summary, options)
 }
 
 /// The comment cut to fit: the table, a note, and as much of each part as the budget allows,
 /// file by file.
-fn fallback(
-    report: &PreviewReport,
-    summary: &Summary,
-    options: RenderOptions,
-    full_chars: usize,
-) -> String {
+fn fallback(report: &PreviewReport, summary: &Summary, options: RenderOptions) -> String {
     let mut out = head(report, summary, options);
     let _ = writeln!(
         out,
-        "> [!NOTE]\n> Details were cut: the full preview has {full_chars} characters, more than a comment may hold ({} here). Run `stepmigrate preview --format markdown` (or `--format json`) for all of it; the job summary may hold more.\n",
+        "> [!NOTE]\n> Details were cut: the full preview is longer than a comment may hold ({} characters). `stepmigrate preview --format json` prints all of it.\n",
         options.max_chars
     );
     let tail = cannot_know();
