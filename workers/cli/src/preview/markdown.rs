@@ -497,13 +497,22 @@ fn ms(n: u64) -> String {
     }
 }
 
-/// `a`, `b` and `c` as code, comma-separated.
+/// The most items a list in the summary names: the rest are counted, so the summary itself
+/// stays small whatever the report holds.
+const LIST_MAX: usize = 10;
+
+/// `a`, `b` and `c` as code, comma-separated; past [`LIST_MAX`], "and N more".
 fn list(items: &[String]) -> String {
-    items
+    let mut out = items
         .iter()
+        .take(LIST_MAX)
         .map(|i| format!("`{}`", code(i)))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if items.len() > LIST_MAX {
+        let _ = write!(out, " and {} more", items.len() - LIST_MAX);
+    }
+    out
 }
 
 fn chars(s: &str) -> usize {
