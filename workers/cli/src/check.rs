@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args as ClapArgs;
 use serde_json::json;
 use stepmigrate_check::{CheckReport, Finding, LintRules, RuleSetting, Severity};
+use stepmigrate_cli::project::{self, Project, RuleRef};
 use stepmigrate_core::Error;
 
 use crate::output::{outln, Output};
@@ -69,6 +70,45 @@ impl CheckArgs {
     fn fail_on(&self) -> Severity {
         self.fail_on.parse().unwrap_or(Severity::Error)
     }
+}
+
+/// The rules of the project file's `[lint]` section over the defaults; an unknown rule names
+/// the file and line it is written on.
+pub fn project_rules(project: Option<&Project>) -> Result<LintRules, Error> {
+    let mut rules = LintRules::default();
+    let Some(project) = project else {
+        return Ok(rules);
+    };
+    let lint = &project.lint;
+    let at = |r: &RuleRef, key: &str, reason: String| Error::Config {
+        variable: format!("{}:{}: lint.{key}", r.file.display(), r.line),
+        reason,
+    };
+    if let Some(v) = lint.pg_version {
+        rules
+            .set_pg_version(&format!("{}.{}", v.major, v.minor))
+            .map_err(|reason| Error::Config {
+                variable: format!("{}: lint.pg_version", project.file.display()),
+                reason,
+            })?;
+    }
+    for r in &lint.enable {
+        rules.enable(&r.name).map_err(|e| at(r, "enable", e))?;
+    }
+    for r in &lint.disable {
+        rules.disable(&r.name).map_err(|e| at(r, "disable", e))?;
+    }
+    for (r, severity) in &lint.severity {
+        let setting = match severity {
+            project::Severity::Off => RuleSetting::Off,
+            project::Severity::Warning => RuleSetting::On(Severity::Warning),
+            project::Severity::Error => RuleSetting::On(Severity::Error),
+        };
+        rules
+            .set(&r.name, setting)
+            .map_err(|e| at(r, &format!("severity.{}", r.name), e))?;
+    }
+    Ok(rules)
 }
 
 pub fn run(

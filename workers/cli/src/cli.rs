@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use stepmigrate_cli::project::{self, FlagSettings, Project, Source, ENV_CONFIG};
 use stepmigrate_core::config::{parse_duration, Settings};
 use stepmigrate_core::db::Database;
 use stepmigrate_core::migration::{MigrationSet, Version};
@@ -24,14 +25,15 @@ pub struct Args {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
 
-    /// Directory of the migration files.
-    #[arg(
-        long,
-        env = "STEPMIGRATE_MIGRATIONS_DIR",
-        default_value = "migrations",
-        global = true
-    )]
-    pub migrations_dir: PathBuf,
+    /// Directory of the migration files [default: migrations, beside stepmigrate.toml when
+    /// there is one, else in the working directory].
+    #[arg(long, env = "STEPMIGRATE_MIGRATIONS_DIR", global = true)]
+    pub migrations_dir: Option<PathBuf>,
+
+    /// The project file [env: STEPMIGRATE_CONFIG; default: the nearest stepmigrate.toml
+    /// in the working directory or a parent].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
 
     /// Print one JSON document on stdout instead of human output.
     #[arg(long, global = true)]
@@ -209,39 +211,33 @@ pub fn parse_version(text: &str) -> Result<Version, String> {
 }
 
 impl Args {
-    fn settings(&self) -> Result<Settings, Error> {
-        use stepmigrate_core::config::{
-            ENV_CONNECT_TIMEOUT, ENV_LOCK_RETRIES, ENV_LOCK_TIMEOUT, ENV_LOCK_WAIT,
-            ENV_STATEMENT_TIMEOUT,
-        };
-        let a = &self.settings;
-        // A flag wins over its variable, which is then not even read; an empty variable is
-        // an unset one.
-        let flag_given = |var: &str| match var {
-            ENV_LOCK_TIMEOUT => a.lock_timeout.is_some(),
-            ENV_STATEMENT_TIMEOUT => a.statement_timeout.is_some(),
-            ENV_LOCK_RETRIES => a.lock_retries.is_some(),
-            ENV_LOCK_WAIT => a.lock_wait.is_some(),
-            ENV_CONNECT_TIMEOUT => a.connect_timeout.is_some(),
-            _ => false,
-        };
-        let mut s = Settings::from_env(|var| {
-            if flag_given(var) {
-                return None;
-            }
-            std::env::var(var).ok().filter(|v| !v.trim().is_empty())
-        })?;
-        s.lock_timeout = a.lock_timeout.unwrap_or(s.lock_timeout);
-        s.statement_timeout = a.statement_timeout.unwrap_or(s.statement_timeout);
-        s.lock_retries = a.lock_retries.unwrap_or(s.lock_retries);
-        s.lock_wait = a.lock_wait.unwrap_or(s.lock_wait);
-        s.connect_timeout = a.connect_timeout.unwrap_or(s.connect_timeout);
-        Ok(s)
+    /// The project file, if one is named or found (`remote` needs none).
+    fn project(&self) -> Result<Option<Project>, Error> {
+        let source = Source::from_args(self.config.clone(), std::env::var_os(ENV_CONFIG));
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::InvalidInput(format!("cannot read the working directory: {e}")))?;
+        Ok(Project::locate(&source, &cwd)?)
     }
 
-    fn migrator(&self) -> Result<Migrator, Error> {
-        let settings = self.settings()?;
-        let set = MigrationSet::load(&self.migrations_dir)?;
+    fn migrations_dir(&self, project: Option<&Project>) -> PathBuf {
+        project::migrations_dir(self.migrations_dir.as_deref(), project)
+    }
+
+    fn settings(&self, project: Option<&Project>) -> Result<Settings, Error> {
+        let a = &self.settings;
+        let flags = FlagSettings {
+            lock_timeout: a.lock_timeout,
+            statement_timeout: a.statement_timeout,
+            lock_retries: a.lock_retries,
+            lock_wait: a.lock_wait,
+            connect_timeout: a.connect_timeout,
+        };
+        project::layered_settings(&flags, |var| std::env::var(var).ok(), project)
+    }
+
+    fn migrator(&self, project: Option<&Project>) -> Result<Migrator, Error> {
+        let settings = self.settings(project)?;
+        let set = MigrationSet::load(&self.migrations_dir(project))?;
         let url = self.database_url.as_deref().ok_or_else(|| Error::Config {
             variable: "DATABASE_URL".into(),
             reason: "not set; set it or pass --database-url postgres://USER@HOST:PORT/DATABASE"
@@ -255,7 +251,9 @@ impl Args {
 pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
     match &args.command {
         Command::New { description } => {
-            let path = output::new_migration_file(&args.migrations_dir, description)?;
+            let project = args.project()?;
+            let path =
+                output::new_migration_file(&args.migrations_dir(project.as_ref()), description)?;
             out.created(&path);
             Ok(ExitCode::SUCCESS)
         }
@@ -263,19 +261,23 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         Command::Remote(remote) => crate::remote::run(remote, out).await,
         #[cfg(feature = "check")]
         Command::Check(check) => {
-            let rules = stepmigrate_check::LintRules::default();
-            crate::check::run(check, &args.migrations_dir, rules, out)
+            let project = args.project()?;
+            let rules = crate::check::project_rules(project.as_ref())?;
+            crate::check::run(check, &args.migrations_dir(project.as_ref()), rules, out)
         }
         Command::Snapshot { output, scope } => {
             snapshot_command(&args, output.as_deref(), scope, out).await
         }
         Command::Diff { from, to, scope } => diff_command(&args, from, to, scope, out).await,
         command => {
-            let m = args.migrator()?;
+            let project = args.project()?;
+            let m = args.migrator(project.as_ref())?;
             let result = run_on(&m, command, out).await;
             // Every session ends with a Terminate, not a reset connection in the server log.
             m.db.close().await;
-            result
+            result.map_err(|e| {
+                project::attribute_error(e, project.as_ref(), |var| std::env::var(var).ok())
+            })
         }
     }
 }
@@ -387,7 +389,7 @@ async fn snapshot_command(
     scope: &SchemaScope,
     out: &Output,
 ) -> Result<ExitCode, Error> {
-    let settings = args.settings()?;
+    let settings = args.settings(args.project()?.as_ref())?;
     let url = args.database_url.as_deref().ok_or_else(|| Error::Config {
         variable: "DATABASE_URL".into(),
         reason: "not set; set it or pass --database-url postgres://USER@HOST:PORT/DATABASE".into(),
@@ -407,7 +409,7 @@ async fn diff_command(
     scope: &SchemaScope,
     out: &Output,
 ) -> Result<ExitCode, Error> {
-    let settings = args.settings()?;
+    let settings = args.settings(args.project()?.as_ref())?;
     let options = scope.options(&settings);
     let old = load_schema(from, "FROM", &options, &settings).await?;
     let new = load_schema(to, "TO", &options, &settings).await?;

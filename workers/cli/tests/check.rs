@@ -212,3 +212,65 @@ fn deeply_nested_statements_are_checked_not_crashed() {
         .ends_with("003_too_deep.sql"));
     assert_eq!(findings[0]["message"], "stack depth limit exceeded");
 }
+
+/// The project file's `[lint]` section sets the rules; flags come after it; an unknown rule in
+/// it names the file and line.
+#[test]
+fn the_project_files_lint_section_configures_the_rules() {
+    let dir = set();
+    dir.write("003_bad.sql", "SELECT 1;\n");
+    let project = dir.file("stepmigrate.toml");
+    std::fs::write(
+        &project,
+        "migrations_dir = \".\"\n[lint]\npg_version = \"15\"\ndisable = [\"update-without-where\"]\n[lint.severity]\n\"ban-drop-column\" = \"warning\"\n",
+    )
+    .unwrap();
+    let config = project.to_str().unwrap();
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["--config", config, "check", "--json"],
+    )
+    .assert_code(0)
+    .json();
+    let rules: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["ban-drop-column"], "{doc}");
+    assert_eq!(doc["findings"][0]["severity"], "warning");
+    // A flag wins over the file.
+    run_cli(
+        NOWHERE,
+        dir.path(),
+        &[
+            "--config",
+            config,
+            "check",
+            "--rule",
+            "ban-drop-column=error",
+        ],
+    )
+    .assert_code(1);
+
+    std::fs::write(
+        &project,
+        "[lint]\nenable = [\n  \"require-timeout-setting\",\n]\n",
+    )
+    .unwrap();
+    let run = run_cli(NOWHERE, dir.path(), &["--config", config, "check"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("stepmigrate.toml:3: lint.enable"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("did you mean \"require-timeout-settings\""),
+        "{}",
+        run.stderr
+    );
+}

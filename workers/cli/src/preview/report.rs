@@ -1,0 +1,293 @@
+//! The pull-request preview as data: what changed, and for each new migration its lint
+//! findings and what running it on a scratch database showed, plus the schema diff. The
+//! `preview` command fills it from `check`, `verify` and `diff`; [`super::markdown`] renders
+//! it, and `--format json` serializes it as it is.
+
+use serde::Serialize;
+use stepmigrate_core::migration::Version;
+
+use super::changes::MigrationChanges;
+
+/// How much a finding counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingSeverity {
+    Error,
+    Warning,
+}
+
+/// One lint finding in a migration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LintFinding {
+    /// The path relative to the repository's root, as the pull request shows it.
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub rule: String,
+    pub severity: FindingSeverity,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+/// A lock a migration held, read before its transaction was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct LockReport {
+    /// `schema.name` of the table, index or sequence.
+    pub relation: String,
+    /// PostgreSQL's name, e.g. `AccessExclusiveLock`, `ShareLock`.
+    pub mode: String,
+    /// The relation existed before the migration (a lock on a new one blocks nobody).
+    pub existing: bool,
+}
+
+impl LockReport {
+    pub fn is_access_exclusive(&self) -> bool {
+        self.mode == "AccessExclusiveLock"
+    }
+
+    /// The lock that blocks every reader and writer of a table the application uses.
+    pub fn blocks_everyone(&self) -> bool {
+        self.existing && self.is_access_exclusive()
+    }
+}
+
+/// An index the migration created.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NewIndex {
+    pub name: String,
+    pub table: String,
+    /// `pg_index.indisvalid`: an invalid index (a failed `CREATE INDEX CONCURRENTLY`) is
+    /// still maintained on writes but never used.
+    pub valid: bool,
+}
+
+/// How running a migration on the scratch database went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum VerifyOutcome {
+    Ok,
+    Failed { error: String },
+}
+
+/// What `verify` saw for one migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub outcome: VerifyOutcome,
+    pub duration_ms: u64,
+    pub statements: usize,
+    pub locks: Vec<LockReport>,
+    /// Any lock is an `AccessExclusiveLock` on a relation that existed before.
+    pub access_exclusive_on_existing: bool,
+    /// Tables and indexes rewritten (their relfilenode changed), `schema.name`.
+    pub rewrites: Vec<String>,
+    pub new_indexes: Vec<NewIndex>,
+    /// It ran outside a transaction (`-- stepmigrate: no-transaction`): on the scratch
+    /// database it ran for real, and in production a failure part way leaves it dirty.
+    pub non_transactional: bool,
+}
+
+impl Verification {
+    /// A verification with its lists in stable order and its flag derived from its locks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        outcome: VerifyOutcome,
+        duration_ms: u64,
+        statements: usize,
+        mut locks: Vec<LockReport>,
+        mut rewrites: Vec<String>,
+        mut new_indexes: Vec<NewIndex>,
+        non_transactional: bool,
+    ) -> Verification {
+        locks.sort();
+        locks.dedup();
+        rewrites.sort();
+        rewrites.dedup();
+        new_indexes.sort();
+        let access_exclusive_on_existing = locks.iter().any(LockReport::blocks_everyone);
+        Verification {
+            outcome,
+            duration_ms,
+            statements,
+            locks,
+            access_exclusive_on_existing,
+            rewrites,
+            new_indexes,
+            non_transactional,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, VerifyOutcome::Failed { .. })
+    }
+}
+
+/// One new (or edited) migration of the pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileReport {
+    pub version: Version,
+    pub name: String,
+    /// The path relative to the repository's root.
+    pub file: String,
+    pub findings: Vec<LintFinding>,
+    /// `None` when it was not run (e.g. an earlier migration failed).
+    pub verification: Option<Verification>,
+}
+
+impl FileReport {
+    pub fn count(&self, severity: FindingSeverity) -> usize {
+        let lint = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count();
+        let failed = usize::from(
+            severity == FindingSeverity::Error
+                && self.verification.as_ref().is_some_and(Verification::failed),
+        );
+        lint + failed
+    }
+}
+
+/// Added, dropped or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaChangeKind {
+    Added,
+    Dropped,
+    Changed,
+}
+
+/// One object of the structural schema diff, base → branch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SchemaChange {
+    pub change: SchemaChangeKind,
+    /// `table`, `column`, `index`, `constraint`, `function`, ...
+    pub kind: String,
+    /// The object's qualified name, e.g. `public.users.email`.
+    pub name: String,
+    /// What changed, for `changed` (e.g. `type text → varchar(255)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Time spent on the scratch database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScratchTiming {
+    /// Creating it and bringing it to the base's schema.
+    pub setup_ms: u64,
+    /// Verifying the new migrations on it.
+    pub verify_ms: u64,
+    /// Everything, snapshots and diff included.
+    pub total_ms: u64,
+}
+
+/// The whole preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviewReport {
+    pub changes: MigrationChanges,
+    /// One per new migration, in version order.
+    pub files: Vec<FileReport>,
+    pub schema_diff: Vec<SchemaChange>,
+    pub scratch: ScratchTiming,
+    /// How the base's migrations were applied to the scratch database (how many).
+    pub base_migrations_applied: usize,
+}
+
+/// The preview's one-word answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Something must change before merging: an error finding, a failed migration, drift
+    /// in the making.
+    Errors,
+    /// Nothing fails, but a reviewer should look (warnings, blocking locks, rewrites).
+    Review,
+    /// Nothing found.
+    Clean,
+}
+
+/// Totals over the report, as the summary shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub errors: usize,
+    pub warnings: usize,
+    pub locks: usize,
+    /// `relation` of each AccessExclusive lock on an existing relation, sorted, unique.
+    pub access_exclusive_on_existing: Vec<String>,
+    pub rewrites: Vec<String>,
+    pub failed: usize,
+    /// Names of the migrations that run outside a transaction.
+    pub non_transactional: Vec<String>,
+    pub new_indexes_invalid: usize,
+}
+
+impl PreviewReport {
+    /// Puts every list in its stable order: files by version; findings by place and rule;
+    /// the schema diff by object name, kind and change.
+    pub fn normalize(&mut self) {
+        self.changes.findings.sort_by(|a, b| {
+            (&a.version, a.kind, &a.name, &a.message)
+                .cmp(&(&b.version, b.kind, &b.name, &b.message))
+        });
+        self.files.sort_by(|a, b| a.version.cmp(&b.version));
+        for f in &mut self.files {
+            f.findings.sort_by(|a, b| {
+                (a.line, a.column, &a.rule, a.severity, &a.message)
+                    .cmp(&(b.line, b.column, &b.rule, b.severity, &b.message))
+            });
+        }
+        self.schema_diff.sort_by(|a, b| {
+            (&a.name, &a.kind, a.change, &a.detail).cmp(&(&b.name, &b.kind, b.change, &b.detail))
+        });
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for f in &self.changes.findings {
+            match f.severity {
+                FindingSeverity::Error => s.errors += 1,
+                FindingSeverity::Warning => s.warnings += 1,
+            }
+        }
+        for f in &self.files {
+            s.errors += f.count(FindingSeverity::Error);
+            s.warnings += f.count(FindingSeverity::Warning);
+            if let Some(v) = &f.verification {
+                s.locks += v.locks.len();
+                s.access_exclusive_on_existing.extend(
+                    v.locks
+                        .iter()
+                        .filter(|l| l.blocks_everyone())
+                        .map(|l| l.relation.clone()),
+                );
+                s.rewrites.extend(v.rewrites.iter().cloned());
+                s.failed += usize::from(v.failed());
+                if v.non_transactional {
+                    s.non_transactional.push(f.name.clone());
+                }
+                s.new_indexes_invalid += v.new_indexes.iter().filter(|i| !i.valid).count();
+            }
+        }
+        s.access_exclusive_on_existing.sort();
+        s.access_exclusive_on_existing.dedup();
+        s.rewrites.sort();
+        s.rewrites.dedup();
+        s
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        let s = self.summary();
+        if s.errors > 0 {
+            Verdict::Errors
+        } else if s.warnings > 0
+            || !s.access_exclusive_on_existing.is_empty()
+            || !s.rewrites.is_empty()
+            || s.new_indexes_invalid > 0
+        {
+            Verdict::Review
+        } else {
+            Verdict::Clean
+        }
+    }
+}
