@@ -16,5 +16,6 @@ pub mod notices;
 pub mod plan;
 pub mod runner;
 pub mod sql;
+pub mod verify;
 
 pub use error::{Error, ErrorKind};
