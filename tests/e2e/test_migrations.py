@@ -322,3 +322,38 @@ def test_ten_thousand_pending_migrations_complete_in_one_execution(workers, fres
         "SELECT count(*), bool_and(version::int = rn) FROM (SELECT version, row_number() OVER (ORDER BY id) AS rn"
         " FROM schema_migration_events WHERE kind = 'applied' AND version <> '000') s") == [(n, True)]
     print(f"10,000 migrations through the state machine: {elapsed:.1f} s, {len(run.events)} history events")
+
+
+def test_verify_runs_the_pending_migrations_rolled_back_and_changes_nothing_but_its_events(
+        workers, fresh_database, migrations_dir, state_machine, run_execution):
+    write(migrations_dir, {
+        "001_create_users.sql": "CREATE TABLE users (id int PRIMARY KEY, age int);\nINSERT INTO users SELECT g, g FROM generate_series(1, 100) g;\n",
+    })
+    use_migrations(workers, fresh_database, migrations_dir)
+    assert run_execution(state_machine, {"action": "migrate"}).status == "SUCCEEDED"
+    write(migrations_dir, {
+        "002_widen_age.sql": "ALTER TABLE users ALTER COLUMN age TYPE bigint;\n",
+        "003_create_posts.sql": "CREATE TABLE posts (id int, user_id int REFERENCES users);\n",
+    })
+    use_migrations(workers, fresh_database, migrations_dir)
+    catalog = ("SELECT string_agg(format('%s %s %s', c.relname, c.relkind, c.relfilenode), ',' ORDER BY c.oid) "
+               "FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace")
+    before = (fresh_database.query(catalog), fresh_database.query("SELECT * FROM schema_migrations ORDER BY version"),
+              fresh_database.query("SELECT * FROM schema_migration_events ORDER BY id"))
+
+    run = run_execution(state_machine, {"action": "verify"})
+    assert run.status == "SUCCEEDED", run.dump()
+    out = run.output
+    assert (out["verified"], out["failed"], out["skipped"]) == (2, 0, 0), out
+    widen, posts = out["migrations"]
+    assert widen["name"] == "002_widen_age" and widen["outcome"] == "ok"
+    assert widen["rewrites"] == 2 and widen["access_exclusive_on_existing"] == ["public.users"], widen
+    assert posts["name"] == "003_create_posts" and posts["rewrites"] == 0
+    assert len(json.dumps(out)) < PAYLOAD_LIMIT
+
+    assert fresh_database.query(catalog) == before[0]
+    assert fresh_database.query("SELECT * FROM schema_migrations ORDER BY version") == before[1]
+    events = fresh_database.query("SELECT * FROM schema_migration_events ORDER BY id")
+    assert events[:len(before[2])] == before[2]
+    assert [(e[3], e[5]) for e in events[len(before[2]):]] == [("002", "verified"), ("003", "verified")], events
+    assert ledger(fresh_database) == [("001", True, False)]

@@ -93,6 +93,30 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the pending migrations in a transaction that is rolled back and report, per
+    /// statement, its time, the locks it takes, rewrites and new indexes. By default on a
+    /// scratch database (created on the target's server and dropped afterwards, or
+    /// --dev-url) with the target's history applied; the target is only read.
+    Verify {
+        /// Stop at this version (inclusive).
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: Option<Version>,
+        /// An empty database to verify on instead of a scratch one created on the target's
+        /// server (like Atlas' dev database); emptied again afterwards.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "STEPMIGRATE_DEV_URL",
+            hide_env_values = true,
+            conflicts_with = "in_transaction_only"
+        )]
+        dev_url: Option<String>,
+        /// Verify on the target itself (meant for staging): all pending transactional
+        /// migrations in one transaction, rolled back; a short lock_timeout (2s unless
+        /// --lock-timeout); records a `verified` event per migration.
+        #[arg(long)]
+        in_transaction_only: bool,
+    },
     /// Record what you found when checking a dirty migration by hand.
     Resolve {
         /// The dirty migration's version, e.g. 004.
@@ -173,6 +197,7 @@ impl Command {
             Command::Status => "status",
             Command::Plan { .. } | Command::Up { dry_run: true, .. } => "plan",
             Command::Up { .. } => "up",
+            Command::Verify { .. } => "verify",
             Command::Resolve { .. } => "resolve",
             Command::New { .. } => "new",
             #[cfg(feature = "check")]
@@ -235,6 +260,19 @@ impl Args {
         project::layered_settings(&flags, |var| std::env::var(var).ok(), project)
     }
 
+    /// The lock_timeout the user asked for (flag, variable or project file), if any: verify
+    /// on a live database has a shorter default than `up`.
+    fn lock_timeout_given(&self, project: Option<&Project>) -> Option<std::time::Duration> {
+        self.settings
+            .lock_timeout
+            .or_else(|| {
+                std::env::var(stepmigrate_core::config::ENV_LOCK_TIMEOUT)
+                    .ok()
+                    .and_then(|v| parse_duration(v.trim()).ok())
+            })
+            .or_else(|| project.and_then(|p| p.lock_timeout))
+    }
+
     fn migrator(&self, project: Option<&Project>) -> Result<Migrator, Error> {
         let settings = self.settings(project)?;
         let set = MigrationSet::load(&self.migrations_dir(project))?;
@@ -272,7 +310,8 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         command => {
             let project = args.project()?;
             let m = args.migrator(project.as_ref())?;
-            let result = run_on(&m, command, out).await;
+            let lock_timeout = args.lock_timeout_given(project.as_ref());
+            let result = run_on(&m, command, lock_timeout, project.as_ref(), out).await;
             // Every session ends with a Terminate, not a reset connection in the server log.
             m.db.close().await;
             result.map_err(|e| {
@@ -283,7 +322,13 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
 }
 
 /// The commands that work on the database.
-async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCode, Error> {
+async fn run_on(
+    m: &Migrator,
+    command: &Command,
+    lock_timeout: Option<std::time::Duration>,
+    project: Option<&Project>,
+    out: &Output,
+) -> Result<ExitCode, Error> {
     match command {
         Command::Status => {
             let (ledger, plan) = m.plan(None).await?;
@@ -304,6 +349,22 @@ async fn run_on(m: &Migrator, command: &Command, out: &Output) -> Result<ExitCod
             let mut progress = out.progress(&m.db);
             let report = m.up(to.as_ref(), &run_id, &mut progress).await?;
             Ok(out.up(&report))
+        }
+        Command::Verify {
+            to,
+            dev_url,
+            in_transaction_only,
+        } => {
+            let dev_url = project::dev_url(dev_url.as_deref(), |v| std::env::var(v).ok(), project);
+            verify(
+                m,
+                to.as_ref(),
+                dev_url.as_ref(),
+                *in_transaction_only,
+                lock_timeout,
+                out,
+            )
+            .await
         }
         Command::Resolve {
             version, applied, ..
@@ -421,4 +482,45 @@ async fn diff_command(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `verify`: on a scratch (or dev) database that is dropped (or emptied) on every path,
+/// Ctrl-C included, or in a rolled-back transaction on the target.
+async fn verify(
+    m: &Migrator,
+    to: Option<&Version>,
+    dev_url: Option<&project::DevUrl>,
+    in_transaction_only: bool,
+    lock_timeout: Option<std::time::Duration>,
+    out: &Output,
+) -> Result<ExitCode, Error> {
+    use stepmigrate_core::verify::{ScratchDatabase, IN_TRANSACTION_LOCK_TIMEOUT};
+    let run_id = new_run_id("verify");
+    if in_transaction_only {
+        let report = m
+            .verify_in_transaction(
+                to,
+                lock_timeout.unwrap_or(IN_TRANSACTION_LOCK_TIMEOUT),
+                &run_id,
+            )
+            .await?;
+        return Ok(out.verify(&report));
+    }
+    let scratch = match dev_url {
+        Some(dev) => {
+            let dev =
+                Database::from_url(dev.url.expose(), &dev.source, m.settings.connect_timeout)?;
+            ScratchDatabase::dev(dev).await?
+        }
+        None => ScratchDatabase::create(&m.db, "stepmigrate_verify").await?,
+    };
+    let result = tokio::select! {
+        r = m.verify_on_scratch(&scratch, to, &run_id) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::InvalidInput("interrupted".into())),
+    };
+    let name = scratch.name().to_owned();
+    if let Err(e) = scratch.drop().await {
+        output::errln!("warning: could not remove the scratch database {name}: {e}");
+    }
+    Ok(out.verify(&result?))
 }

@@ -13,6 +13,7 @@ use stepmigrate_core::ledger::LedgerKind;
 use stepmigrate_core::migration::Migration;
 use stepmigrate_core::plan::{Plan, State};
 use stepmigrate_core::runner::{MigrationResult, Progress, Resolution, UpReport};
+use stepmigrate_core::verify::{Method as VerifyMethod, VerifyOutcome, VerifyReport};
 use stepmigrate_core::{Error, ErrorKind};
 
 /// `println!` that never panics: a closed pipe (`stepmigrate status | head -1`) or a full
@@ -351,6 +352,117 @@ impl Output {
                     );
                 }
             }
+        }
+        code
+    }
+
+    /// `verify`: per migration ✓/✗, its time, the locks of each statement (an ACCESS
+    /// EXCLUSIVE lock on a relation that existed before flagged), rewrites and new indexes.
+    pub fn verify(&self, report: &VerifyReport) -> ExitCode {
+        let error = report.error();
+        let code = error
+            .as_ref()
+            .map_or(ExitCode::SUCCESS, |e| exit_code(e.kind()));
+        if self.json {
+            let mut doc = json!({
+                "command": "verify",
+                "ok": error.is_none(),
+                "report": report,
+            });
+            if let Some(e) = &error {
+                doc["error"] = error_document(e);
+            }
+            self.emit(doc);
+            return code;
+        }
+        warnings(&report.warnings);
+        if !self.quiet {
+            match report.method {
+                VerifyMethod::Scratch => outln!(
+                    "verifying {} pending migration(s) of {} on the scratch database {}",
+                    report.migrations.len(),
+                    report.database,
+                    report.verified_on
+                ),
+                VerifyMethod::InTransaction => outln!(
+                    "verifying {} pending migration(s) on {} itself, in one transaction that was rolled back",
+                    report.migrations.len(),
+                    report.database
+                ),
+            }
+        }
+        for m in &report.migrations {
+            match &m.outcome {
+                VerifyOutcome::Ok if self.quiet => continue,
+                VerifyOutcome::Ok => outln!("  \u{2713} {}  {:.1} ms", m.name, m.duration_ms),
+                VerifyOutcome::Failed { error } => {
+                    outln!("  \u{2717} {}  FAILED: {error}", m.name);
+                    if let Some(statement) = &error.statement {
+                        outln!("      statement: {}", one_line(statement, 200));
+                    }
+                }
+                VerifyOutcome::Skipped { reason } => {
+                    if !self.quiet {
+                        outln!("  - {}  skipped: {reason}", m.name)
+                    }
+                    continue;
+                }
+            }
+            if self.quiet {
+                continue;
+            }
+            if m.flags.non_transactional {
+                outln!("      runs outside a transaction: it ran for real on the scratch database (no lock detail)");
+            }
+            for st in &m.statements {
+                let time = st
+                    .duration_ms
+                    .map_or_else(String::new, |d| format!("  ({d:.1} ms)"));
+                outln!(
+                    "      line {}: {}{time}",
+                    st.line,
+                    one_line(&st.summary, 80)
+                );
+                for l in &st.locks {
+                    let mark = if l.access_exclusive_on_existing() {
+                        "  \u{26a0} ACCESS EXCLUSIVE on an existing relation"
+                    } else {
+                        ""
+                    };
+                    let new = if l.existing { "" } else { " (new)" };
+                    outln!(
+                        "        {} on {} {}{new}: blocks {}{mark}",
+                        l.mode,
+                        l.relkind,
+                        l.relation,
+                        l.blocks
+                    );
+                }
+            }
+            for r in &m.rewrites {
+                outln!("      \u{26a0} rewrites {} {}", r.relkind, r.relation);
+            }
+            for i in &m.new_indexes {
+                let valid = if i.valid { "valid" } else { "\u{26a0} INVALID" };
+                outln!("      new index {} on {} ({valid})", i.name, i.table);
+            }
+        }
+        if !self.quiet {
+            let committed = match report.method {
+                VerifyMethod::Scratch => "nothing was written to",
+                VerifyMethod::InTransaction => "only the verified events were committed to",
+            };
+            outln!(
+                "{} verified, {} failed, {} skipped in {} ms; {committed} {}",
+                report.count("ok"),
+                report.count("failed"),
+                report.count("skipped"),
+                report.elapsed_ms,
+                report.database
+            );
+        }
+        if let Some(e) = &error {
+            errln!("error[{}]: {e}", e.kind());
         }
         code
     }

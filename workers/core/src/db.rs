@@ -158,6 +158,12 @@ impl Database {
         }
     }
 
+    /// Another database on the same server, with the same credentials and settings (and a
+    /// pool of its own): for a scratch database.
+    pub fn with_database(&self, name: &str) -> Database {
+        Database::from_options(self.options.clone().database(name), self.connect_timeout)
+    }
+
     /// The database's name, for metrics and messages.
     pub fn name(&self) -> &str {
         self.options.get_database().unwrap_or("postgres")

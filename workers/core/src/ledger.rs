@@ -19,8 +19,10 @@ pub const LEDGER_VERSION: &str = "000";
 /// left alone.
 /// v2: `notices` events and column (older code's fold would take a `notices` event for the
 /// migration's latest state).
-pub const LEDGER_SCHEMA_VERSION: u32 = 2;
-pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v2";
+/// v3: `verified` events (older code's CHECK would refuse them, and its fold take them for
+/// the migration's state).
+pub const LEDGER_SCHEMA_VERSION: u32 = 3;
+pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v3";
 
 /// The checksum recorded for migration 000: a ledger whose 000 row differs is upgraded.
 pub fn ledger_checksum() -> String {
@@ -212,6 +214,9 @@ pub enum EventKind {
     Deleted,
     /// What PostgreSQL said while a transactional migration ran, after its `applied` event.
     Notices,
+    /// `verify --in-transaction-only` ran it in a transaction that was rolled back (its
+    /// outcome in `error` when it failed). Not a state: the fold skips it.
+    Verified,
 }
 
 impl EventKind {
@@ -224,6 +229,7 @@ impl EventKind {
             EventKind::ResolvedNotApplied => "resolved_not_applied",
             EventKind::Deleted => "deleted",
             EventKind::Notices => "notices",
+            EventKind::Verified => "verified",
         }
     }
 }

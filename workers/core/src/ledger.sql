@@ -66,11 +66,13 @@ CREATE TABLE IF NOT EXISTS @L@.schema_migration_events (
 -- Added after the first version: what PostgreSQL said while the migration ran (NOTICEs,
 -- WARNINGs). A transactional migration's notices are known only once its one round trip is
 -- back, so they follow its `applied` event as a `notices` event, which the fold skips.
+-- `verified` (v3): `stepmigrate verify --in-transaction-only` ran the migration in a
+-- transaction that was rolled back; it changes no migration's state, so the fold skips it too.
 ALTER TABLE @L@.schema_migration_events ADD COLUMN IF NOT EXISTS notices jsonb;
 ALTER TABLE @L@.schema_migration_events DROP CONSTRAINT IF EXISTS schema_migration_events_kind_check;
 ALTER TABLE @L@.schema_migration_events ADD CONSTRAINT schema_migration_events_kind_check
     CHECK (kind IN ('applied', 'failed', 'started', 'resolved_applied', 'resolved_not_applied',
-                    'deleted', 'rolled_back', 'notices'));
+                    'deleted', 'rolled_back', 'notices', 'verified'));
 CREATE INDEX IF NOT EXISTS schema_migration_events_version_idx ON @L@.schema_migration_events (version, id);
 
 CREATE OR REPLACE FUNCTION @L@.schema_migration_events_append_only() RETURNS trigger
@@ -103,7 +105,7 @@ $$;
 CREATE OR REPLACE VIEW @L@.schema_migrations_folded AS
 SELECT r.*
 FROM (SELECT DISTINCT ON (e.version) e FROM @L@.schema_migration_events e
-      WHERE e.kind <> 'notices' ORDER BY e.version, e.id DESC) latest
+      WHERE e.kind NOT IN ('notices', 'verified') ORDER BY e.version, e.id DESC) latest
 CROSS JOIN LATERAL @L@.schema_migrations_row(latest.e) r;
 
 -- Each event updates the projection in its own transaction: a migration and its row commit
@@ -111,7 +113,7 @@ CROSS JOIN LATERAL @L@.schema_migrations_row(latest.e) r;
 CREATE OR REPLACE FUNCTION @L@.schema_migration_events_project() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.kind = 'notices' THEN
+    IF NEW.kind IN ('notices', 'verified') THEN
         RETURN NULL;
     END IF;
     DELETE FROM @L@.schema_migrations m WHERE m.version = NEW.version;

@@ -18,5 +18,6 @@ pub mod plan;
 pub mod runner;
 pub mod schema;
 pub mod sql;
+pub mod verify;
 
 pub use error::{Error, ErrorKind};

@@ -137,7 +137,7 @@ pub fn differs_only_in_line_endings(bytes: &[u8], recorded: &str) -> bool {
 }
 
 /// How a migration runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// In one transaction with its ledger event: all of it or nothing.

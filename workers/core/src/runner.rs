@@ -137,7 +137,10 @@ impl Migrator {
         Ok(self.ledger_schema.get_or_init(|| schema).clone())
     }
 
-    async fn read_ledger(&self, conn: &mut PgConnection) -> Result<(LedgerSchema, Ledger), Error> {
+    pub(crate) async fn read_ledger(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<(LedgerSchema, Ledger), Error> {
         let schema = self.ledger_schema(conn).await?;
         let ledger = ledger::read(conn, &schema).await?;
         Ok((schema, ledger))
@@ -498,7 +501,7 @@ impl Migrator {
             .await
     }
 
-    async fn lock(
+    pub(crate) async fn lock(
         &self,
         schema: &LedgerSchema,
         progress: &mut dyn Progress,
@@ -513,7 +516,7 @@ impl Migrator {
 
     /// Under the lock: installs or upgrades the ledger if needed, then plans again from a
     /// fresh read (another runner may have moved on while this one waited).
-    async fn prepare_locked(
+    pub(crate) async fn prepare_locked(
         &self,
         conn: &mut PgConnection,
         schema: &LedgerSchema,

@@ -5,7 +5,8 @@
 //! here under its own module names.
 
 pub use stepmigrate_core::{
-    apply, config, db, error, ledger, lock, migration, notices, plan, runner, sql, Error, ErrorKind,
+    apply, config, db, error, ledger, lock, migration, notices, plan, runner, sql, verify, Error,
+    ErrorKind,
 };
 
 pub mod alert;

@@ -13,7 +13,7 @@ use crate::plan::{Entry, State};
 use crate::runner::Migrator;
 
 /// The actions an execution accepts.
-pub const ACTIONS: [&str; 2] = ["status", "migrate"];
+pub const ACTIONS: [&str; 3] = ["status", "migrate", "verify"];
 /// The fields an execution input accepts.
 pub const INPUT_FIELDS: [&str; 4] = ["action", "dry_run", "target", "source"];
 
@@ -34,12 +34,15 @@ pub enum Action {
     Status,
     #[default]
     Migrate,
+    /// Run the pending migrations in a transaction that is rolled back, on the target itself
+    /// (see [`verify`]).
+    Verify,
 }
 
 impl ExecutionInput {
     /// Validates a raw execution input; the error lists what is accepted.
     pub fn parse(raw: &Value) -> Result<ExecutionInput, Error> {
-        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default), \"dry_run\": true | false, \"target\": \"VERSION\", \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true}";
+        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default) | \"verify\", \"dry_run\": true | false, \"target\": \"VERSION\", \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true}";
         let invalid = |why: String| Error::InvalidInput(format!("{why}; {ACCEPTED}"));
         let object = match raw {
             Value::Null => {
@@ -64,6 +67,7 @@ impl ExecutionInput {
             None | Some(Value::Null) => Action::Migrate,
             Some(Value::String(a)) if a == "status" => Action::Status,
             Some(Value::String(a)) if a == "migrate" => Action::Migrate,
+            Some(Value::String(a)) if a == "verify" => Action::Verify,
             Some(other) => {
                 return Err(invalid(format!(
                     "unknown action {other}: the action must be one of {}",
@@ -183,7 +187,7 @@ impl PlanOutput {
 
     /// A status or dry-run execution reports and stops.
     pub fn report_only(&self) -> bool {
-        self.dry_run || self.action == Action::Status
+        self.dry_run || self.action != Action::Migrate
     }
 }
 
@@ -223,7 +227,7 @@ pub async fn plan(
         .map(str::to_owned)
         .unwrap_or_else(|| crate::runner::new_run_id("run"));
     let (_, plan) = migrator.plan(input.target.as_ref()).await?;
-    let report_only = input.action == Action::Status || input.dry_run;
+    let report_only = input.action != Action::Migrate || input.dry_run;
     if !report_only {
         plan.ensure_runnable()?;
     }
@@ -338,6 +342,87 @@ pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<App
         }
     }
     Ok(ApplyOutput { results })
+}
+
+/// What the apply-one worker is asked: apply a range (the Map's items), or verify (the
+/// `verify` action's one Task, which needs the same database access, lock and timeouts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ApplyOneRequest {
+    Verify(VerifyRequest),
+    Apply(ApplyRequest),
+}
+
+/// The verify Task's input: the execution input and who runs it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerifyRequest {
+    /// The execution's input (`{"action": "verify", "target": ...}`).
+    pub verify: Value,
+    #[serde(default)]
+    pub execution: Option<String>,
+}
+
+/// What the apply-one worker answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApplyOneOutput {
+    Verified(Box<crate::verify::VerifySummary>),
+    Applied(ApplyOutput),
+}
+
+/// How many migrations a verify output lists: each is a few hundred bytes, far below the
+/// 256 KB a state may output.
+pub const VERIFIED_LISTED: usize = 200;
+
+/// The `verify` action: under the migration lock, the pending migrations run on the target in
+/// ONE transaction that is rolled back (lock_timeout at most 2 s), then one `verified` event
+/// each. A migration that fails verification is the step's error (`SqlFailed`, or
+/// `LockTimeout` when it waited too long for a lock), naming it, after its event is recorded.
+#[tracing::instrument(name = "verify", skip_all, fields(execution = request.execution.as_deref().unwrap_or_default()))]
+pub async fn verify(
+    migrator: &Migrator,
+    request: VerifyRequest,
+) -> Result<crate::verify::VerifySummary, Error> {
+    let input = ExecutionInput::parse(&request.verify)?;
+    if input.action != Action::Verify {
+        return Err(Error::InvalidInput(format!(
+            "the verify step was given the action `{:?}`",
+            input.action
+        )));
+    }
+    if input.dry_run {
+        return Err(Error::InvalidInput(
+            "`dry_run` does not apply to verify: it never applies anything".into(),
+        ));
+    }
+    let run_id = request
+        .execution
+        .as_deref()
+        .and_then(|arn| arn.rsplit(':').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::runner::new_run_id("verify"));
+    let lock_timeout =
+        crate::verify::IN_TRANSACTION_LOCK_TIMEOUT.min(migrator.settings.lock_timeout);
+    let report = migrator
+        .verify_in_transaction(input.target.as_ref(), lock_timeout, &run_id)
+        .await?;
+    if let Some(e) = report.error() {
+        return Err(e);
+    }
+    Ok(report.summary(VERIFIED_LISTED))
+}
+
+/// The apply-one worker's one entry point.
+pub async fn apply_one_or_verify(
+    migrator: &Migrator,
+    request: ApplyOneRequest,
+) -> Result<ApplyOneOutput, Error> {
+    match request {
+        ApplyOneRequest::Apply(r) => apply_one(migrator, r).await.map(ApplyOneOutput::Applied),
+        ApplyOneRequest::Verify(r) => verify(migrator, r)
+            .await
+            .map(|s| ApplyOneOutput::Verified(Box::new(s))),
+    }
 }
 
 /// What a caught error looks like in Step Functions: `{"Error": ..., "Cause": ...}`.

@@ -1,4 +1,5 @@
-//! The `apply-one` worker: applies one migration under the lock, with its ledger entry.
+//! The `apply-one` worker: applies one migration under the lock, with its ledger entry; and
+//! the `verify` action's Task (the same database access, lock and timeouts).
 use stepmigrate_lambda::lambda::{self, LazyMigrator, MessageFormat};
 use stepmigrate_lambda::steps;
 
@@ -9,7 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         MessageFormat::Json,
         async { LazyMigrator::from_env() },
         |migrator, request, context| async move {
-            steps::apply_one(&*migrator.get(&context).await?, request).await
+            steps::apply_one_or_verify(&*migrator.get(&context).await?, request).await
         },
     )
     .await

@@ -1,0 +1,279 @@
+//! `stepmigrate verify` against a real PostgreSQL: each kind of finding reported as such, and
+//! the target left as it was (in scratch mode not a byte of it written; with
+//! `--in-transaction-only` only its `verified` events).
+
+mod common;
+
+use common::{Dir, TestDb};
+use serde_json::Value;
+
+const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, c int);\nINSERT INTO t SELECT g, g FROM generate_series(1, 500) g;\nCREATE TABLE s (id int);\n";
+const REWRITE: &str = "ALTER TABLE t ALTER COLUMN c TYPE bigint;\n";
+const ACCESS_EXCLUSIVE: &str = "-- no rewrite, but every query on s waits for it\nALTER TABLE s ADD COLUMN d int;\nCREATE TABLE u (id int);\n";
+const CONCURRENT_INDEX: &str =
+    "-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY t_c_idx ON t (c);\n";
+const FAILING: &str = "UPDATE t SET c = c + 1;\n\nSELECT * FROM missing_table;\n";
+
+/// The catalog of the user schemas (relations, their storage, columns, indexes and their
+/// validity), t's rows and the whole ledger: what "unchanged" means here.
+async fn fingerprint(db: &TestDb) -> Vec<String> {
+    let user = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'";
+    let mut all = Vec::new();
+    for sql in [
+        format!("SELECT string_agg(format('%s %s %s %s', c.oid, c.relname, c.relkind, c.relfilenode), ',' ORDER BY c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {user}"),
+        format!("SELECT string_agg(format('%s %s %s', a.attrelid, a.attname, a.atttypid), ',' ORDER BY a.attrelid, a.attnum) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {user} AND a.attnum > 0"),
+        format!("SELECT string_agg(format('%s %s %s', i.indexrelid, i.indrelid, i.indisvalid), ',' ORDER BY i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {user}"),
+        "SELECT string_agg(t::text, ',' ORDER BY id) FROM t".to_owned(),
+        "SELECT string_agg(m::text, ',' ORDER BY version) FROM schema_migrations m".to_owned(),
+        "SELECT string_agg(e::text, ',' ORDER BY id) FROM schema_migration_events e WHERE kind <> 'verified'".to_owned(),
+    ] {
+        all.extend(db.query(&sql).await);
+    }
+    all
+}
+
+async fn verified_events(db: &TestDb) -> Vec<String> {
+    db.query("SELECT version || ' ' || coalesce(error ->> 'sqlstate', 'ok') FROM schema_migration_events WHERE kind = 'verified' ORDER BY id").await
+}
+
+fn migration<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["report"]["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
+}
+
+fn locks(m: &Value) -> Vec<(String, String, bool)> {
+    m["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["locks"].as_array().unwrap())
+        .map(|l| {
+            (
+                l["relation"].as_str().unwrap().to_owned(),
+                l["mode"].as_str().unwrap().to_owned(),
+                l["existing"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// 001 applied; 002 rewrites t, 003 locks it ACCESS EXCLUSIVE without a rewrite, 004 builds
+/// an index concurrently, 005 fails on its line 3.
+async fn fixture() -> (TestDb, Dir) {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", TABLE),
+        ("002_rewrite.sql", REWRITE),
+        ("003_lock.sql", ACCESS_EXCLUSIVE),
+        ("004_index.sql", CONCURRENT_INDEX),
+        ("005_fail.sql", FAILING),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    (db, dir)
+}
+
+#[tokio::test]
+async fn scratch_mode_reports_each_finding_and_never_writes_to_the_target() {
+    let (db, dir) = fixture().await;
+    let before = fingerprint(&db).await;
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    run.assert_code(1);
+    let doc = run.json();
+    assert_eq!(doc["error"]["name"], "SqlFailed", "{doc:#}");
+    assert_eq!(doc["report"]["method"], "scratch");
+
+    let rewrite = migration(&doc, "002_rewrite");
+    assert_eq!(rewrite["outcome"], "ok");
+    assert_eq!(rewrite["flags"]["rewrites"], true);
+    let rewritten: Vec<&str> = rewrite["rewrites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["relation"].as_str().unwrap())
+        .collect();
+    assert_eq!(rewritten, ["public.t", "public.t_pkey"]);
+
+    let lock = migration(&doc, "003_lock");
+    assert_eq!(lock["outcome"], "ok");
+    assert_eq!(lock["flags"]["access_exclusive_on_existing"], true);
+    assert_eq!(lock["flags"]["rewrites"], false);
+    let taken = locks(lock);
+    assert!(taken.contains(&("public.s".into(), "AccessExclusiveLock".into(), true)));
+    assert!(
+        taken.contains(&("public.u".into(), "AccessExclusiveLock".into(), false)),
+        "a table the migration creates is not existing: {taken:?}"
+    );
+    let first = &lock["statements"][0];
+    assert_eq!(first["line"], 2);
+    assert!(first["locks"][0]["blocks"]
+        .as_str()
+        .unwrap()
+        .contains("reads and writes"));
+
+    let index = migration(&doc, "004_index");
+    assert_eq!(index["outcome"], "ok");
+    assert_eq!(index["mode"], "no_transaction");
+    assert_eq!(index["flags"]["non_transactional"], true);
+    assert_eq!(index["new_indexes"][0]["name"], "public.t_c_idx");
+    assert_eq!(index["new_indexes"][0]["valid"], true);
+
+    let failing = migration(&doc, "005_fail");
+    assert_eq!(failing["outcome"], "failed");
+    assert_eq!(failing["error"]["sqlstate"], "42P01");
+    assert_eq!(failing["error"]["line"], 3);
+    assert_eq!(failing["error"]["statement"], "SELECT * FROM missing_table");
+
+    assert_eq!(fingerprint(&db).await, before, "the target was only read");
+    assert!(verified_events(&db).await.is_empty());
+    let scratch = doc["report"]["verified_on"].as_str().unwrap();
+    let scratch = scratch.rsplit('/').next().unwrap();
+    assert!(scratch.starts_with("stepmigrate_verify_"));
+    let left = db
+        .query(&format!(
+            "SELECT count(*)::text FROM pg_database WHERE datname = '{scratch}'"
+        ))
+        .await;
+    assert_eq!(left, ["0"], "the scratch database is dropped");
+
+    // Human output: the marks and the flag.
+    let run = db.cli(dir.path(), &["verify", "--to", "004"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("\u{2713} 002_rewrite"),
+        "{}",
+        run.stdout
+    );
+    assert!(run
+        .stdout
+        .contains("ACCESS EXCLUSIVE on an existing relation"));
+    assert!(run.stdout.contains("rewrites table public.t"));
+    assert!(run
+        .stdout
+        .contains("new index public.t_c_idx on public.t (valid)"));
+    assert_eq!(fingerprint(&db).await, before);
+}
+
+#[tokio::test]
+async fn in_transaction_only_rolls_everything_back_and_records_only_verified_events() {
+    let (db, dir) = fixture().await;
+    // Without the migration outside a transaction, so that the failure is reached.
+    dir.remove("004_index.sql");
+    dir.write("004_index.sql", "CREATE INDEX s_d_idx ON s (d);\n");
+    let before = fingerprint(&db).await;
+    let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+    run.assert_code(1);
+    let doc = run.json();
+    assert_eq!(doc["report"]["method"], "in_transaction");
+    // Later migrations see the earlier ones: 004 indexes the column 003 adds.
+    assert_eq!(migration(&doc, "002_rewrite")["flags"]["rewrites"], true);
+    assert_eq!(
+        migration(&doc, "003_lock")["flags"]["access_exclusive_on_existing"],
+        true
+    );
+    let index = migration(&doc, "004_index");
+    assert_eq!(index["new_indexes"][0]["valid"], true);
+    assert!(locks(index).contains(&("public.s".into(), "ShareLock".into(), true)));
+    assert_eq!(migration(&doc, "005_fail")["error"]["line"], 3);
+
+    assert_eq!(fingerprint(&db).await, before, "nothing but events");
+    assert_eq!(
+        verified_events(&db).await,
+        ["002 ok", "003 ok", "004 ok", "005 42P01"]
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001"]);
+    // The events change no state: `up` still applies what verify ran.
+    dir.write("005_fail.sql", "SELECT 1;\n");
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002", "003", "004", "005"]);
+}
+
+#[tokio::test]
+async fn in_transaction_only_skips_what_runs_outside_a_transaction_and_waits_briefly_for_locks() {
+    let (db, dir) = fixture().await;
+    let run = db.cli(
+        dir.path(),
+        &["--json", "verify", "--in-transaction-only", "--to", "004"],
+    );
+    run.assert_code(0);
+    let doc = run.json();
+    let index = migration(&doc, "004_index");
+    assert_eq!(index["outcome"], "skipped");
+    assert!(index["reason"]
+        .as_str()
+        .unwrap()
+        .contains("outside a transaction"));
+    assert_eq!(verified_events(&db).await, ["002 ok", "003 ok"]);
+
+    // A session holding t: the rewrite gives up after the short lock_timeout, reported.
+    let mut holder = db.conn().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE;")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let run = db.cli(
+        dir.path(),
+        &[
+            "--json",
+            "verify",
+            "--in-transaction-only",
+            "--to",
+            "002",
+            "--lock-timeout",
+            "200ms",
+        ],
+    );
+    run.assert_code(6);
+    assert_eq!(run.json()["error"]["name"], "LockTimeout");
+    assert_eq!(
+        migration(&run.json(), "002_rewrite")["error"]["sqlstate"],
+        "55P03"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_dev_database_must_be_empty_and_is_emptied_again() {
+    let (db, dir) = fixture().await;
+    let dev = TestDb::new().await;
+    let run = db.cli(
+        dir.path(),
+        &["--json", "verify", "--to", "003", "--dev-url", &db.url],
+    );
+    run.assert_code(2);
+    assert!(
+        run.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not empty (relation public."),
+        "{}",
+        run.stdout
+    );
+    let run = db.cli(
+        dir.path(),
+        &["--json", "verify", "--to", "003", "--dev-url", &dev.url],
+    );
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["report"]["migrations"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(
+        dev.query("SELECT count(*)::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'")
+            .await,
+        ["0"]
+    );
+    // Empty again: it can be used again.
+    db.cli(
+        dir.path(),
+        &["verify", "--to", "003", "--dev-url", &dev.url],
+    )
+    .assert_code(0);
+}

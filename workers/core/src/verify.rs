@@ -1,0 +1,1281 @@
+//! `verify`: runs pending migrations on a real database inside a transaction that is rolled
+//! back, one statement at a time, and reports what each statement did to the database: how
+//! long it took, the relation locks it took (read from `pg_locks` before the rollback),
+//! tables and indexes it rewrote (their `relfilenode` changed), the indexes it built and
+//! whether they are valid.
+//!
+//! Two ways to run it:
+//! - on a **scratch database** ([`ScratchDatabase`]: created on the target's server, or a
+//!   given empty one), brought to the target's applied history through the normal runner;
+//!   each pending migration is verified (rolled back) and then applied for real so the next
+//!   one sees its effects. The target is only read.
+//! - **in the target's own transaction** ([`Migrator::verify_in_transaction`], for staging):
+//!   every pending transactional migration in ONE transaction, each between savepoints, all
+//!   rolled back; then one `verified` event per verified migration, which the fold skips.
+//!
+//! The pure parts (what a lock mode blocks, the lock and catalog differences, the flags, the
+//! bounded summary) are separate from the database I/O and tested without a database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgDatabaseError, PgErrorPosition};
+use sqlx::PgConnection;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::apply::{Attempt, Commit, RESET_SESSION};
+use crate::config::{pg_interval, Settings};
+use crate::db::Database;
+use crate::error::{lossy_path, Error, MigrationFailure, SqlError};
+use crate::ledger::{EventKind, LedgerSchema};
+use crate::migration::{Migration, Mode, Version};
+use crate::plan::State;
+use crate::runner::{Migrator, Quiet};
+use crate::sql::{self, quote_literal, Statement};
+
+/// The SQLSTATE reported for a statement that verify refuses to send because it would end
+/// the transaction that keeps the verification from committing.
+pub const TRANSACTION_CONTROL_SQLSTATE: &str = "SM009";
+
+/// The default `lock_timeout` of `verify --in-transaction-only`: it runs on a live database,
+/// and every lock it takes is held until the rollback.
+pub const IN_TRANSACTION_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the migrations were verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// On a scratch database with the target's history applied.
+    Scratch,
+    /// In one rolled-back transaction on the target itself.
+    InTransaction,
+}
+
+/// What `verify` found, migration by migration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub run_id: String,
+    pub method: Method,
+    /// The database whose pending migrations were verified (host, port, name; no secret).
+    pub database: String,
+    /// Where they ran: the scratch database, or the target itself.
+    pub verified_on: String,
+    pub migrations: Vec<MigrationVerification>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+/// One migration's verification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrationVerification {
+    pub version: Version,
+    pub name: String,
+    #[serde(serialize_with = "lossy_path")]
+    pub file: PathBuf,
+    pub mode: Mode,
+    #[serde(flatten)]
+    pub outcome: VerifyOutcome,
+    pub duration_ms: f64,
+    pub statements: Vec<StatementReport>,
+    /// Tables, indexes, materialized views and sequences whose storage was replaced.
+    pub rewrites: Vec<Rewrite>,
+    pub new_indexes: Vec<NewIndex>,
+    pub flags: Flags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum VerifyOutcome {
+    Ok,
+    Failed { error: SqlError },
+    Skipped { reason: String },
+}
+
+impl VerifyOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            VerifyOutcome::Ok => "ok",
+            VerifyOutcome::Failed { .. } => "failed",
+            VerifyOutcome::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+/// One statement of a migration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatementReport {
+    /// 1-based line of its first token in the file.
+    pub line: usize,
+    /// Its first words, on one line.
+    pub summary: String,
+    /// Round trip, in milliseconds; absent where it was not run on its own (a migration
+    /// outside a transaction runs through the runner, which times it whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// Relation locks it took that the transaction did not hold before it.
+    pub locks: Vec<LockTaken>,
+}
+
+/// A relation lock a statement took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockTaken {
+    /// `schema.name`, quoted where needed.
+    pub relation: String,
+    /// `table`, `index`, `sequence`, `view`, ...
+    pub relkind: String,
+    /// As `pg_locks` names it, e.g. `AccessExclusiveLock`.
+    pub mode: String,
+    /// The relation existed before the migration (a lock on a table the migration created is
+    /// nobody's problem).
+    pub existing: bool,
+    /// What the lock keeps other sessions from doing until the transaction ends.
+    pub blocks: String,
+}
+
+impl LockTaken {
+    pub fn access_exclusive_on_existing(&self) -> bool {
+        self.existing && self.mode == "AccessExclusiveLock"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewrite {
+    pub relation: String,
+    pub relkind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewIndex {
+    pub name: String,
+    pub table: String,
+    /// `pg_index.indisvalid`: an index a failed `CREATE INDEX CONCURRENTLY` left behind is
+    /// invalid (not used by queries, still maintained by writes).
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    pub access_exclusive_on_existing: bool,
+    pub rewrites: bool,
+    pub non_transactional: bool,
+}
+
+impl VerifyReport {
+    /// The first migration that failed verification.
+    pub fn failed(&self) -> Option<&MigrationVerification> {
+        self.migrations
+            .iter()
+            .find(|m| matches!(m.outcome, VerifyOutcome::Failed { .. }))
+    }
+
+    /// The failed verification as the error commands and steps report (`SqlFailed`).
+    pub fn error(&self) -> Option<Error> {
+        let m = self.failed()?;
+        let VerifyOutcome::Failed { error } = &m.outcome else {
+            return None;
+        };
+        Some(Error::MigrationFailed {
+            failure: Box::new(MigrationFailure {
+                version: m.version.clone(),
+                name: m.name.clone(),
+                file: m.file.clone(),
+                transactional: true,
+                dirty: false,
+                error: error.clone(),
+                notices: Vec::new(),
+            }),
+        })
+    }
+
+    pub fn count(&self, outcome: &str) -> usize {
+        self.migrations
+            .iter()
+            .filter(|m| m.outcome.name() == outcome)
+            .count()
+    }
+
+    /// A bounded digest for places with a size limit (a Step Functions state output): per
+    /// migration its name, outcome, duration and counts, at most `max_migrations` of them.
+    pub fn summary(&self, max_migrations: usize) -> VerifySummary {
+        const MAX_TEXT: usize = 500;
+        let migrations = self
+            .migrations
+            .iter()
+            .take(max_migrations)
+            .map(|m| MigrationDigest {
+                version: m.version.clone(),
+                name: m.name.clone(),
+                outcome: m.outcome.name().to_owned(),
+                error: match &m.outcome {
+                    VerifyOutcome::Failed { error } => Some(truncate(&error.to_string(), MAX_TEXT)),
+                    VerifyOutcome::Skipped { reason } => Some(truncate(reason, MAX_TEXT)),
+                    VerifyOutcome::Ok => None,
+                },
+                duration_ms: m.duration_ms.round() as u64,
+                statements: m.statements.len(),
+                locks: m.statements.iter().map(|s| s.locks.len()).sum(),
+                access_exclusive_on_existing: m
+                    .statements
+                    .iter()
+                    .flat_map(|s| &s.locks)
+                    .filter(|l| l.access_exclusive_on_existing())
+                    .map(|l| l.relation.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .take(10)
+                    .collect(),
+                rewrites: m.rewrites.len(),
+                new_indexes: m.new_indexes.len(),
+                invalid_indexes: m.new_indexes.iter().filter(|i| !i.valid).count(),
+            })
+            .collect();
+        VerifySummary {
+            run_id: self.run_id.clone(),
+            method: self.method,
+            verified: self.count("ok"),
+            failed: self.count("failed"),
+            skipped: self.count("skipped"),
+            truncated: self.migrations.len() > max_migrations,
+            migrations,
+            elapsed_ms: self.elapsed_ms,
+        }
+    }
+}
+
+/// [`VerifyReport::summary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifySummary {
+    pub run_id: String,
+    pub method: Method,
+    pub verified: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// More migrations were verified than are listed.
+    pub truncated: bool,
+    pub migrations: Vec<MigrationDigest>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationDigest {
+    pub version: Version,
+    pub name: String,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub statements: usize,
+    pub locks: usize,
+    /// Existing relations it would lock against reads and writes (at most 10).
+    pub access_exclusive_on_existing: Vec<String>,
+    pub rewrites: usize,
+    pub new_indexes: usize,
+    pub invalid_indexes: usize,
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}...", text.chars().take(max).collect::<String>())
+    }
+}
+
+/// What a relation lock mode keeps other sessions from doing (PostgreSQL's conflict table, in
+/// plain words).
+pub fn blocks(mode: &str) -> &'static str {
+    match mode {
+        "AccessShareLock" => "only ACCESS EXCLUSIVE locks (DROP, most ALTER TABLE); reads and writes go on",
+        "RowShareLock" => "EXCLUSIVE and ACCESS EXCLUSIVE locks; reads and writes go on",
+        "RowExclusiveLock" => "SHARE and stronger locks (CREATE INDEX without CONCURRENTLY, most ALTER TABLE); reads and writes go on",
+        "ShareUpdateExclusiveLock" => "schema changes, VACUUM, ANALYZE and CREATE INDEX CONCURRENTLY on it; reads and writes go on",
+        "ShareLock" => "writes (INSERT, UPDATE, DELETE); reads go on",
+        "ShareRowExclusiveLock" => "writes (INSERT, UPDATE, DELETE) and SHARE locks; reads go on",
+        "ExclusiveLock" => "writes and SELECT ... FOR UPDATE/SHARE; plain reads go on",
+        "AccessExclusiveLock" => "reads and writes: every query on it waits",
+        _ => "unknown lock mode",
+    }
+}
+
+/// `pg_class.relkind` in words.
+pub fn relkind_name(relkind: &str) -> &'static str {
+    match relkind {
+        "r" => "table",
+        "p" => "partitioned table",
+        "i" => "index",
+        "I" => "partitioned index",
+        "S" => "sequence",
+        "v" => "view",
+        "m" => "materialized view",
+        "f" => "foreign table",
+        "t" => "TOAST table",
+        "c" => "composite type",
+        _ => "relation",
+    }
+}
+
+/// A user relation as the catalog has it at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub name: String,
+    pub relkind: String,
+    pub relfilenode: i64,
+    /// For an index: `indisvalid`, and its table.
+    pub index: Option<(bool, String)>,
+}
+
+/// The user relations by oid: the before/after that rewrites and new indexes are read from.
+pub type Catalog = BTreeMap<i64, Relation>;
+
+/// A relation lock this backend holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HeldLock {
+    pub oid: i64,
+    pub mode: String,
+    /// Name and relkind, when the relation is still in the catalog (not dropped).
+    pub relation: Option<(String, String)>,
+}
+
+/// The locks in `after` that were not in `before`, described against the catalog as it was
+/// before the migration (`existing`, and the name of a relation the statement dropped).
+pub fn new_locks(
+    before: &[HeldLock],
+    after: &[HeldLock],
+    catalog_before: &Catalog,
+) -> Vec<LockTaken> {
+    let held: BTreeSet<(i64, &str)> = before.iter().map(|l| (l.oid, l.mode.as_str())).collect();
+    let mut taken: Vec<LockTaken> = after
+        .iter()
+        .filter(|l| !held.contains(&(l.oid, l.mode.as_str())))
+        .filter_map(|l| {
+            let known = catalog_before.get(&l.oid);
+            let (relation, relkind) = match (&l.relation, known) {
+                (Some((name, kind)), _) => (name.clone(), relkind_name(kind).to_owned()),
+                (None, Some(r)) => (
+                    format!("{} (dropped)", r.name),
+                    relkind_name(&r.relkind).to_owned(),
+                ),
+                // Neither before nor after: a relation the statement made and dropped itself
+                // (the new heap of a table rewrite), locked by nobody else.
+                (None, None) => return None,
+            };
+            Some(LockTaken {
+                relation,
+                relkind,
+                blocks: blocks(&l.mode).to_owned(),
+                mode: l.mode.clone(),
+                existing: known.is_some(),
+            })
+        })
+        .collect();
+    taken.sort_by(|a, b| a.relation.cmp(&b.relation).then(a.mode.cmp(&b.mode)));
+    taken
+}
+
+/// Relations whose storage changed, and indexes that did not exist before.
+pub fn compare_catalogs(before: &Catalog, after: &Catalog) -> (Vec<Rewrite>, Vec<NewIndex>) {
+    let mut rewrites = Vec::new();
+    let mut new_indexes = Vec::new();
+    for (oid, rel) in after {
+        match before.get(oid) {
+            // Mapped and partitioned relations have relfilenode 0.
+            Some(old) if old.relfilenode != 0 && rel.relfilenode != old.relfilenode => rewrites
+                .push(Rewrite {
+                    relation: rel.name.clone(),
+                    relkind: relkind_name(&rel.relkind).to_owned(),
+                }),
+            Some(_) => {}
+            None => {
+                if let Some((valid, table)) = &rel.index {
+                    new_indexes.push(NewIndex {
+                        name: rel.name.clone(),
+                        table: table.clone(),
+                        valid: *valid,
+                    });
+                }
+            }
+        }
+    }
+    rewrites.sort_by(|a, b| a.relation.cmp(&b.relation));
+    new_indexes.sort_by(|a, b| a.name.cmp(&b.name));
+    (rewrites, new_indexes)
+}
+
+fn flags(m: &Migration, statements: &[StatementReport], rewrites: &[Rewrite]) -> Flags {
+    Flags {
+        access_exclusive_on_existing: statements
+            .iter()
+            .flat_map(|s| &s.locks)
+            .any(LockTaken::access_exclusive_on_existing),
+        rewrites: !rewrites.is_empty(),
+        non_transactional: !m.transactional(),
+    }
+}
+
+/// A statement's first words, on one line.
+fn summary_of(text: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    truncate(&flat, 80)
+}
+
+fn skipped(m: &Migration, reason: String) -> MigrationVerification {
+    MigrationVerification {
+        version: m.version.clone(),
+        name: m.name.clone(),
+        file: m.path.clone(),
+        mode: m.directives.mode,
+        outcome: VerifyOutcome::Skipped { reason },
+        duration_ms: 0.0,
+        statements: Vec::new(),
+        rewrites: Vec::new(),
+        new_indexes: Vec::new(),
+        flags: Flags {
+            non_transactional: !m.transactional(),
+            ..Flags::default()
+        },
+    }
+}
+
+// User relations only: the catalogs (which the observation queries lock themselves), TOAST
+// and temporary schemas are left out.
+const USER_NAMESPACE: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// A row of [`read_catalog`]'s query: oid, name, relkind, relfilenode, indisvalid, table.
+type CatalogRow = (i64, String, String, i64, Option<bool>, Option<String>);
+
+async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
+    let sql = format!(
+        "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relfilenode::int8,
+                i.indisvalid, CASE WHEN t.oid IS NOT NULL THEN format('%I.%I', tn.nspname, t.relname) END
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+         LEFT JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+         LEFT JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+         WHERE {USER_NAMESPACE} AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'm', 'v', 'f')"
+    );
+    let rows: Vec<CatalogRow> = sqlx::query_as(&sql)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| Error::database("reading the catalog", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(oid, name, relkind, relfilenode, valid, table)| {
+            (
+                oid,
+                Relation {
+                    name,
+                    relkind,
+                    relfilenode,
+                    index: valid.map(|v| (v, table.unwrap_or_default())),
+                },
+            )
+        })
+        .collect())
+}
+
+async fn read_locks(conn: &mut PgConnection) -> Result<Vec<HeldLock>, sqlx::Error> {
+    let sql = format!(
+        "SELECT l.relation::int8, l.mode, CASE WHEN c.oid IS NOT NULL THEN format('%I.%I', n.nspname, c.relname) END, c.relkind::text
+         FROM pg_catalog.pg_locks l
+         LEFT JOIN pg_catalog.pg_class c ON c.oid = l.relation
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+           AND (c.oid IS NULL OR ({USER_NAMESPACE}))"
+    );
+    let rows: Vec<(i64, String, Option<String>, Option<String>)> =
+        sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+    let mut locks: Vec<HeldLock> = rows
+        .into_iter()
+        .map(|(oid, mode, name, relkind)| HeldLock {
+            oid,
+            mode,
+            relation: name.zip(relkind),
+        })
+        .collect();
+    locks.sort();
+    Ok(locks)
+}
+
+/// The timeouts a migration gets, as `up` would give it, with the lock wait capped (0, no
+/// limit, capped too) where verify runs on a live database.
+fn timeouts(
+    m: &Migration,
+    settings: &Settings,
+    lock_cap: Option<Duration>,
+) -> (Duration, Duration) {
+    let schema = LedgerSchema::new("public");
+    let a = Attempt::new(m, None, "", &schema, None, settings, Commit::Durable);
+    let lock = match lock_cap {
+        Some(cap) if a.lock_timeout.is_zero() || a.lock_timeout > cap => cap,
+        _ => a.lock_timeout,
+    };
+    (lock, a.statement_timeout)
+}
+
+fn sql_error(db: &dyn sqlx::error::DatabaseError, statement: &Statement<'_>) -> SqlError {
+    let pg = db.try_downcast_ref::<PgDatabaseError>();
+    // A position inside the statement moves the line down to where it points.
+    let line = match pg.and_then(|e| e.position()) {
+        Some(PgErrorPosition::Original(p)) => {
+            let byte = sql::byte_of_char(statement.text, p.saturating_sub(1));
+            statement.line + statement.text[..byte].matches('\n').count()
+        }
+        _ => statement.line,
+    };
+    SqlError {
+        sqlstate: db
+            .code()
+            .map(|c| c.into_owned())
+            .unwrap_or_else(|| "XX000".into()),
+        message: db.message().to_owned(),
+        detail: pg.and_then(|e| e.detail()).map(str::to_owned),
+        hint: pg.and_then(|e| e.hint()).map(str::to_owned),
+        line: Some(line),
+        statement: Some(statement.text.to_owned()),
+        where_: pg.and_then(|e| e.r#where()).map(str::to_owned),
+    }
+}
+
+const SAVEPOINT: &str = "stepmigrate_verify";
+
+/// Verifies one transactional migration inside the transaction open on `conn`, in a
+/// savepoint: statement by statement, reading this backend's locks after each, and the
+/// catalog before and after. A failure rolls back to the savepoint; success releases it when
+/// `keep` (the next migration sees this one's effects), else rolls back to it too.
+async fn verify_in_open_transaction(
+    conn: &mut PgConnection,
+    m: &Migration,
+    (lock_timeout, statement_timeout): (Duration, Duration),
+    keep: bool,
+) -> Result<MigrationVerification, Error> {
+    let setup = format!(
+        "SAVEPOINT {SAVEPOINT};SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';",
+        pg_interval(lock_timeout),
+        pg_interval(statement_timeout)
+    );
+    sqlx::raw_sql(&setup)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::database(format!("starting the verification of {}", m.name), e))?;
+    let before = read_catalog(conn).await?;
+    let mut held = read_locks(conn)
+        .await
+        .map_err(|e| Error::database("reading pg_locks", e))?;
+    let started = Instant::now();
+    let mut statements = Vec::new();
+    let mut failure = None;
+    for statement in sql::split_statements(&m.sql) {
+        if sql::is_transaction_control(&statement.keywords) {
+            failure = Some(SqlError {
+                sqlstate: TRANSACTION_CONTROL_SQLSTATE.to_owned(),
+                message: "transaction control would end the transaction that keeps the verification from committing; not run".to_owned(),
+                line: Some(statement.line),
+                statement: Some(statement.text.to_owned()),
+                ..SqlError::default()
+            });
+            break;
+        }
+        let t = Instant::now();
+        let result = sqlx::raw_sql(statement.text).execute(&mut *conn).await;
+        let duration_ms = Some(ms(t.elapsed()));
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) => {
+                statements.push(StatementReport {
+                    line: statement.line,
+                    summary: summary_of(statement.text),
+                    duration_ms,
+                    locks: Vec::new(),
+                });
+                failure = Some(sql_error(db.as_ref(), &statement));
+                break;
+            }
+            Err(e) => return Err(Error::database(format!("verifying {}", m.name), e)),
+        }
+        let now = read_locks(conn)
+            .await
+            .map_err(|e| Error::database("reading pg_locks", e))?;
+        statements.push(StatementReport {
+            line: statement.line,
+            summary: summary_of(statement.text),
+            duration_ms,
+            locks: new_locks(&held, &now, &before),
+        });
+        held = now;
+    }
+    let duration_ms = ms(started.elapsed());
+    let (rewrites, new_indexes) = if failure.is_none() {
+        let after = read_catalog(conn).await?;
+        compare_catalogs(&before, &after)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let end = if failure.is_none() && keep {
+        format!("RELEASE SAVEPOINT {SAVEPOINT}")
+    } else {
+        format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
+    };
+    sqlx::raw_sql(&end)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::database(format!("ending the verification of {}", m.name), e))?;
+    let flags = flags(m, &statements, &rewrites);
+    Ok(MigrationVerification {
+        version: m.version.clone(),
+        name: m.name.clone(),
+        file: m.path.clone(),
+        mode: m.directives.mode,
+        outcome: failure.map_or(VerifyOutcome::Ok, |error| VerifyOutcome::Failed { error }),
+        duration_ms,
+        statements,
+        rewrites,
+        new_indexes,
+        flags,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+/// A database that verify may change at will: one it created on the target's server (dropped
+/// by [`ScratchDatabase::drop`]), or an empty one the user gave (`--dev-url`; emptied again
+/// afterwards).
+pub struct ScratchDatabase {
+    /// A session on the server it was created from, to drop it.
+    server: Option<Database>,
+    db: Database,
+    name: String,
+}
+
+/// Counts and names user objects: a dev database must have none.
+const USER_OBJECTS: &str = "SELECT coalesce(string_agg(what, ', '), '') FROM (
+    SELECT 'relation ' || format('%I.%I', n.nspname, c.relname) AS what FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    UNION ALL SELECT 'schema ' || quote_ident(nspname) FROM pg_catalog.pg_namespace
+      WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname NOT LIKE 'pg\\_%'
+    UNION ALL SELECT 'extension ' || quote_ident(extname) FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql'
+    LIMIT 5) objects";
+
+/// Empties a dev database again: what verify's migrations created in it.
+const EMPTY_DEV: &str = r#"DO $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT nspname FROM pg_catalog.pg_namespace
+             WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname NOT LIKE 'pg\_%' LOOP
+        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', r.nspname);
+    END LOOP;
+    FOR r IN SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' LOOP
+        EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
+    END LOOP;
+    FOR r IN SELECT relname, relkind FROM pg_catalog.pg_class
+             WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'S', 'f') LOOP
+        EXECUTE format('DROP %s IF EXISTS public.%I CASCADE',
+            CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                           WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.relname);
+    END LOOP;
+    FOR r IN SELECT oid::regprocedure AS f, prokind FROM pg_catalog.pg_proc WHERE pronamespace = 'public'::regnamespace LOOP
+        EXECUTE format('DROP %s IF EXISTS %s CASCADE',
+            CASE r.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END, r.f);
+    END LOOP;
+    FOR r IN SELECT t.typname, t.typtype FROM pg_catalog.pg_type t
+             WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd', 'r', 'c')
+               AND (t.typrelid = 0 OR (SELECT relkind FROM pg_catalog.pg_class WHERE oid = t.typrelid) = 'c') LOOP
+        EXECUTE format('DROP %s IF EXISTS public.%I CASCADE',
+            CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.typname);
+    END LOOP;
+END $$"#;
+
+impl ScratchDatabase {
+    /// Creates `<prefix>_<random>` on `server`'s server (needs `CREATEDB`).
+    pub async fn create(server: &Database, prefix: &str) -> Result<ScratchDatabase, Error> {
+        let name = format!("{prefix}_{:08x}", rand::random::<u32>());
+        let mut conn = server.connect().await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| {
+                Error::database(
+                    format!("creating the scratch database {name} on {server}'s server (the role needs CREATEDB; or pass --dev-url with an empty database)"),
+                    e,
+                )
+            })?;
+        info!(scratch = %name, "created the scratch database");
+        Ok(ScratchDatabase {
+            server: Some(server.clone()),
+            db: server.with_database(&name),
+            name,
+        })
+    }
+
+    /// A database the user gave, which must hold no user objects (like Atlas' dev database).
+    pub async fn dev(db: Database) -> Result<ScratchDatabase, Error> {
+        let mut conn = db.connect().await?;
+        let (objects,): (String,) = sqlx::query_as(USER_OBJECTS)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::database("checking that the dev database is empty", e))?;
+        drop(conn);
+        if !objects.is_empty() {
+            db.close().await;
+            return Err(Error::InvalidInput(format!(
+                "--dev-url: {db} is not empty ({objects}); verify applies migrations there and empties it afterwards, so give it an empty database of its own"
+            )));
+        }
+        Ok(ScratchDatabase {
+            server: None,
+            name: db.name().to_owned(),
+            db,
+        })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A migrator of `set` on the scratch database, to apply to it through the normal runner.
+    pub fn migrator(&self, set: &crate::migration::MigrationSet, settings: &Settings) -> Migrator {
+        Migrator::new(self.db.clone(), set.clone(), settings.clone())
+    }
+
+    /// Applies `set` up to `to` (inclusive) through the normal runner; a failure is an error.
+    pub async fn apply(
+        &self,
+        migrator: &Migrator,
+        to: &Version,
+        run_id: &str,
+    ) -> Result<(), Error> {
+        migrator_apply(migrator, to, run_id).await
+    }
+
+    /// Drops a created scratch database (ending any session still in it), or empties a dev
+    /// database. Call it on every path, failures included.
+    pub async fn drop(self) -> Result<(), Error> {
+        match &self.server {
+            Some(server) => {
+                self.db.close().await;
+                let mut conn = server.connect().await?;
+                sqlx::raw_sql(&format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    self.name
+                ))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| {
+                    Error::database(format!("dropping the scratch database {}", self.name), e)
+                })?;
+                info!(scratch = %self.name, "dropped the scratch database");
+            }
+            None => {
+                let mut conn = self.db.connect().await?;
+                let result = sqlx::raw_sql(EMPTY_DEV).execute(&mut *conn).await;
+                drop(conn);
+                self.db.close().await;
+                result.map_err(|e| Error::database("emptying the dev database", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Verifies `pending` (in order) on a scratch database that `migrator` applies to: before
+/// each, everything before it in the set is applied through the runner; a transactional
+/// migration is verified in a transaction that is rolled back, then applied for real; a
+/// migration outside a transaction is applied for real and observed from the catalog. After
+/// a failure the rest are skipped. The lead's `preview` uses it the same way.
+pub async fn verify_pending(
+    migrator: &Migrator,
+    pending: &[&Migration],
+    run_id: &str,
+) -> Result<Vec<MigrationVerification>, Error> {
+    let mut results = Vec::with_capacity(pending.len());
+    let mut failed: Option<String> = None;
+    for m in pending {
+        if let Some(name) = &failed {
+            results.push(skipped(m, format!("not verified: {name} failed before it")));
+            continue;
+        }
+        let span = info_span!("verify", version = m.version.as_str(), name = %m.name);
+        let result = verify_one_on_scratch(migrator, m, run_id)
+            .instrument(span)
+            .await?;
+        if matches!(result.outcome, VerifyOutcome::Failed { .. }) {
+            failed = Some(m.name.clone());
+        }
+        results.push(result);
+    }
+    Ok(results)
+}
+
+async fn verify_one_on_scratch(
+    migrator: &Migrator,
+    m: &Migration,
+    run_id: &str,
+) -> Result<MigrationVerification, Error> {
+    if let Some(previous) = migrator.set.previous(&m.version) {
+        migrator_apply(migrator, &previous.version, run_id).await?;
+    }
+    let mut conn = migrator.db.connect().await?;
+    if m.transactional() {
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::database("starting the verification", e))?;
+        let verified =
+            verify_in_open_transaction(&mut conn, m, timeouts(m, &migrator.settings, None), false)
+                .await;
+        // Whatever happened, nothing of it stays.
+        let rolled_back = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+            .execute(&mut *conn)
+            .await;
+        let verified = verified?;
+        rolled_back.map_err(|e| Error::database("rolling back the verification", e))?;
+        drop(conn);
+        if verified.outcome == VerifyOutcome::Ok {
+            // For real, so the next migration sees it.
+            let report = migrator.up(Some(&m.version), run_id, &mut Quiet).await?;
+            if let Some(f) = &report.failure {
+                return Ok(MigrationVerification {
+                    outcome: VerifyOutcome::Failed {
+                        error: f.error.clone(),
+                    },
+                    ..verified
+                });
+            }
+        }
+        return Ok(verified);
+    }
+    // Outside a transaction it can only run for real: through the runner, on the scratch
+    // database, observed from the catalog.
+    let before = read_catalog(&mut conn).await?;
+    drop(conn);
+    let started = Instant::now();
+    let report = migrator.up(Some(&m.version), run_id, &mut Quiet).await?;
+    let duration_ms = ms(started.elapsed());
+    let mut conn = migrator.db.connect().await?;
+    let after = read_catalog(&mut conn).await?;
+    let (rewrites, new_indexes) = compare_catalogs(&before, &after);
+    let statements: Vec<StatementReport> = sql::split_statements(&m.sql)
+        .iter()
+        .map(|s| StatementReport {
+            line: s.line,
+            summary: summary_of(s.text),
+            duration_ms: None,
+            locks: Vec::new(),
+        })
+        .collect();
+    let outcome = match (&report.failure, report.applied()) {
+        (Some(f), _) => VerifyOutcome::Failed {
+            error: f.error.clone(),
+        },
+        (None, 1) => VerifyOutcome::Ok,
+        (None, _) => VerifyOutcome::Failed {
+            error: SqlError {
+                sqlstate: "XX000".into(),
+                message: "the runner did not apply it on the scratch database".into(),
+                ..SqlError::default()
+            },
+        },
+    };
+    let flags = flags(m, &statements, &rewrites);
+    Ok(MigrationVerification {
+        version: m.version.clone(),
+        name: m.name.clone(),
+        file: m.path.clone(),
+        mode: m.directives.mode,
+        outcome,
+        duration_ms,
+        statements,
+        rewrites,
+        new_indexes,
+        flags,
+    })
+}
+
+async fn migrator_apply(migrator: &Migrator, to: &Version, run_id: &str) -> Result<(), Error> {
+    let report = migrator.up(Some(to), run_id, &mut Quiet).await?;
+    match report.error() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Migrator {
+    /// The pending migrations up to `to`, as the target's ledger has them (read only; drift
+    /// and dirty migrations refuse, as `up` would).
+    async fn pending_for_verify(
+        &self,
+        to: Option<&Version>,
+    ) -> Result<(Vec<&Migration>, Vec<String>), Error> {
+        let (_, plan) = self.plan(to).await?;
+        plan.ensure_runnable()?;
+        let mut warnings = plan.warnings.clone();
+        let unknown = plan.count(State::UnknownApplied);
+        if unknown > 0 {
+            warnings.push(format!("{unknown} applied migration(s) have no file here: the scratch database cannot have them"));
+        }
+        let pending = plan
+            .pending()
+            .filter_map(|e| self.set.get(&e.version))
+            .collect();
+        Ok((pending, warnings))
+    }
+
+    /// Scratch mode: verifies the target's pending migrations (up to `to`) on `scratch`,
+    /// which the caller created and drops. The target is only read.
+    pub async fn verify_on_scratch(
+        &self,
+        scratch: &ScratchDatabase,
+        to: Option<&Version>,
+        run_id: &str,
+    ) -> Result<VerifyReport, Error> {
+        let started = Instant::now();
+        let (pending, warnings) = self.pending_for_verify(to).await?;
+        let migrator = scratch.migrator(&self.set, &self.settings);
+        // The scratch database's sessions end with `ScratchDatabase::drop`.
+        let migrations = verify_pending(&migrator, &pending, run_id).await?;
+        Ok(VerifyReport {
+            run_id: run_id.to_owned(),
+            method: Method::Scratch,
+            database: self.db.to_string(),
+            verified_on: scratch.database().to_string(),
+            migrations,
+            warnings,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// On the target itself (meant for staging): under the migration lock, every pending
+    /// transactional migration (up to `to`) in ONE transaction, each between savepoints so the
+    /// later ones see the earlier ones, all rolled back; `lock_timeout` caps each one's lock
+    /// wait. A migration outside a transaction, and everything after it, is skipped. Then one
+    /// `verified` event per verified migration (the fold skips them). The ledger is created or
+    /// upgraded first if it is not current, as `up` would.
+    pub async fn verify_in_transaction(
+        &self,
+        to: Option<&Version>,
+        lock_timeout: Duration,
+        run_id: &str,
+    ) -> Result<VerifyReport, Error> {
+        let span = info_span!("verify", run_id, database = %self.db, method = "in_transaction");
+        async {
+            let started = Instant::now();
+            let mut conn = self.db.connect().await?;
+            let (schema, ledger) = self.read_ledger(&mut conn).await?;
+            let plan = crate::plan::Plan::new(&self.set, &ledger, to)?;
+            if plan.count(State::Dirty) == 0 {
+                plan.ensure_runnable()?;
+            }
+            let lock = self.lock(&schema, &mut Quiet).await?;
+            let (migrations, warnings) = lock
+                .hold(async |_| {
+                    let plan = self
+                        .prepare_locked(&mut conn, &schema, ledger, to, run_id)
+                        .await?;
+                    let pending: Vec<&Migration> = plan
+                        .pending()
+                        .filter_map(|e| self.set.get(&e.version))
+                        .collect();
+                    let migrations = self
+                        .verify_pending_in_one_transaction(&mut conn, &pending, lock_timeout)
+                        .await?;
+                    record_verified(&mut conn, &schema, &migrations, &pending, run_id).await?;
+                    Ok((migrations, plan.warnings))
+                })
+                .await?;
+            Ok(VerifyReport {
+                run_id: run_id.to_owned(),
+                method: Method::InTransaction,
+                database: self.db.to_string(),
+                verified_on: self.db.to_string(),
+                migrations,
+                warnings,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn verify_pending_in_one_transaction(
+        &self,
+        conn: &mut PgConnection,
+        pending: &[&Migration],
+        lock_timeout: Duration,
+    ) -> Result<Vec<MigrationVerification>, Error> {
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::database("starting the verification", e))?;
+        let mut results = Vec::with_capacity(pending.len());
+        let mut stop: Option<String> = None;
+        let mut outcome = Ok(());
+        for m in pending {
+            if let Some(reason) = &stop {
+                results.push(skipped(m, reason.clone()));
+                continue;
+            }
+            if !m.transactional() {
+                results.push(skipped(m, "runs outside a transaction: --in-transaction-only cannot verify it without running it for real (verify it on a scratch database)".into()));
+                stop = Some(format!(
+                    "not verified: it comes after {}, which runs outside a transaction",
+                    m.name
+                ));
+                continue;
+            }
+            let limits = timeouts(m, &self.settings, Some(lock_timeout));
+            match verify_in_open_transaction(conn, m, limits, true).await {
+                Ok(v) => {
+                    if matches!(v.outcome, VerifyOutcome::Failed { .. }) {
+                        stop = Some(format!("not verified: {} failed before it", m.name));
+                    }
+                    results.push(v);
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        // Nothing of it commits, whatever happened.
+        let rolled_back = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+            .execute(&mut *conn)
+            .await;
+        outcome?;
+        rolled_back.map_err(|e| Error::database("rolling back the verification", e))?;
+        Ok(results)
+    }
+}
+
+/// One `verified` event per migration that ran (skipped ones have none), in one transaction.
+async fn record_verified(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    migrations: &[MigrationVerification],
+    pending: &[&Migration],
+    run_id: &str,
+) -> Result<(), Error> {
+    let sql = format!(
+        "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error)
+         VALUES ($1, $2, $3, {}, $4, $5, false, $6)",
+        schema.qualify("schema_migration_events"),
+        quote_literal(EventKind::Verified.as_str()),
+    );
+    let record = async {
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+        for v in migrations {
+            let error = match &v.outcome {
+                VerifyOutcome::Ok => None,
+                VerifyOutcome::Failed { error } => serde_json::to_value(error).ok(),
+                VerifyOutcome::Skipped { .. } => continue,
+            };
+            let checksum = pending
+                .iter()
+                .find(|m| m.version == v.version)
+                .map(|m| m.checksum.as_str());
+            sqlx::query(&sql)
+                .bind(run_id)
+                .bind(v.version.as_str())
+                .bind(&v.name)
+                .bind(checksum)
+                .bind(v.duration_ms.round() as i64)
+                .bind(error)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    if let Err(e) = record {
+        warn!(error = %e, "could not record the verified events");
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        return Err(Error::database("recording the verified events", e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(name: &str, relkind: &str, relfilenode: i64, index: Option<(bool, &str)>) -> Relation {
+        Relation {
+            name: name.into(),
+            relkind: relkind.into(),
+            relfilenode,
+            index: index.map(|(v, t)| (v, t.into())),
+        }
+    }
+
+    fn lock(oid: i64, mode: &str, name: Option<(&str, &str)>) -> HeldLock {
+        HeldLock {
+            oid,
+            mode: mode.into(),
+            relation: name.map(|(n, k)| (n.into(), k.into())),
+        }
+    }
+
+    #[test]
+    fn every_lock_mode_says_what_it_blocks() {
+        assert!(blocks("AccessExclusiveLock").contains("reads and writes"));
+        assert!(blocks("ShareLock").starts_with("writes"));
+        assert!(blocks("ShareRowExclusiveLock").starts_with("writes"));
+        assert!(blocks("AccessShareLock").contains("reads and writes go on"));
+        assert_eq!(blocks("Nonsense"), "unknown lock mode");
+    }
+
+    #[test]
+    fn only_new_locks_count_and_existing_is_from_before_the_migration() {
+        let catalog: Catalog = [(1, rel("public.t", "r", 10, None))].into();
+        let before = vec![lock(1, "AccessShareLock", Some(("public.t", "r")))];
+        let after = vec![
+            lock(1, "AccessShareLock", Some(("public.t", "r"))),
+            lock(1, "AccessExclusiveLock", Some(("public.t", "r"))),
+            lock(2, "AccessExclusiveLock", Some(("public.new", "r"))),
+            lock(3, "AccessExclusiveLock", None),
+        ];
+        let taken = new_locks(&before, &after, &catalog);
+        assert_eq!(taken.len(), 2, "{taken:?}");
+        let t = taken.iter().find(|l| l.relation == "public.t").unwrap();
+        assert!(t.existing && t.access_exclusive_on_existing());
+        assert_eq!(t.relkind, "table");
+        let new = taken.iter().find(|l| l.relation == "public.new").unwrap();
+        assert!(!new.existing && !new.access_exclusive_on_existing());
+        // Made and dropped by the statement itself (a rewrite's new heap): left out. Dropped
+        // by it, having existed before: named from before.
+        assert!(!taken.iter().any(|l| l.relation.contains("oid 3")));
+        let catalog: Catalog = [(4, rel("public.gone", "r", 10, None))].into();
+        let taken = new_locks(&[], &[lock(4, "AccessExclusiveLock", None)], &catalog);
+        assert_eq!(taken[0].relation, "public.gone (dropped)");
+        assert!(taken[0].access_exclusive_on_existing());
+    }
+
+    #[test]
+    fn a_changed_relfilenode_is_a_rewrite_and_a_new_index_carries_its_validity() {
+        let before: Catalog = [
+            (1, rel("public.t", "r", 10, None)),
+            (2, rel("public.t_pkey", "i", 11, Some((true, "public.t")))),
+            (3, rel("public.p", "p", 0, None)),
+        ]
+        .into();
+        let after: Catalog = [
+            (1, rel("public.t", "r", 20, None)),
+            (2, rel("public.t_pkey", "i", 21, Some((true, "public.t")))),
+            (3, rel("public.p", "p", 0, None)),
+            (4, rel("public.t_c_idx", "i", 30, Some((false, "public.t")))),
+        ]
+        .into();
+        let (rewrites, new_indexes) = compare_catalogs(&before, &after);
+        assert_eq!(
+            rewrites
+                .iter()
+                .map(|r| r.relation.as_str())
+                .collect::<Vec<_>>(),
+            ["public.t", "public.t_pkey"]
+        );
+        assert_eq!(
+            new_indexes,
+            [NewIndex {
+                name: "public.t_c_idx".into(),
+                table: "public.t".into(),
+                valid: false
+            }]
+        );
+        let (rewrites, new_indexes) = compare_catalogs(&before, &before);
+        assert!(rewrites.is_empty() && new_indexes.is_empty());
+    }
+
+    #[test]
+    fn the_summary_is_bounded() {
+        let m = |i: usize| MigrationVerification {
+            version: Version::parse(&format!("{i:03}")).unwrap(),
+            name: format!("{i:03}_m"),
+            file: PathBuf::from("x.sql"),
+            mode: Mode::Transactional,
+            outcome: if i == 2 {
+                VerifyOutcome::Failed {
+                    error: SqlError {
+                        sqlstate: "42P01".into(),
+                        message: "x".repeat(5000),
+                        ..SqlError::default()
+                    },
+                }
+            } else {
+                VerifyOutcome::Ok
+            },
+            duration_ms: 1.4,
+            statements: vec![StatementReport {
+                line: 1,
+                summary: "ALTER TABLE t".into(),
+                duration_ms: Some(1.0),
+                locks: vec![LockTaken {
+                    relation: "public.t".into(),
+                    relkind: "table".into(),
+                    mode: "AccessExclusiveLock".into(),
+                    existing: true,
+                    blocks: blocks("AccessExclusiveLock").into(),
+                }],
+            }],
+            rewrites: Vec::new(),
+            new_indexes: Vec::new(),
+            flags: Flags::default(),
+        };
+        let report = VerifyReport {
+            run_id: "r".into(),
+            method: Method::InTransaction,
+            database: "d".into(),
+            verified_on: "d".into(),
+            migrations: (1..=300).map(m).collect(),
+            warnings: Vec::new(),
+            elapsed_ms: 5,
+        };
+        let s = report.summary(50);
+        assert_eq!((s.verified, s.failed, s.migrations.len()), (299, 1, 50));
+        assert!(s.truncated);
+        assert_eq!(s.migrations[0].access_exclusive_on_existing, ["public.t"]);
+        assert!(s.migrations[1].error.as_ref().unwrap().len() < 600);
+        assert!(serde_json::to_string(&s).unwrap().len() < 30_000);
+        assert_eq!(report.error().unwrap().kind(), crate::ErrorKind::SqlFailed);
+    }
+
+    #[test]
+    fn a_cap_limits_the_lock_wait_even_of_a_migration_asking_for_none() {
+        let mut m = Migration {
+            version: Version::parse("001").unwrap(),
+            name: "001_x".into(),
+            path: "001_x.sql".into(),
+            sql: "SELECT 1".into(),
+            checksum: "c".into(),
+            directives: Default::default(),
+            down: None,
+        };
+        let s = Settings::default();
+        assert_eq!(
+            timeouts(&m, &s, Some(Duration::from_secs(2))).0,
+            Duration::from_secs(2)
+        );
+        assert_eq!(timeouts(&m, &s, None).0, s.lock_timeout);
+        m.directives.lock_timeout = Some(Duration::ZERO);
+        assert_eq!(
+            timeouts(&m, &s, Some(Duration::from_secs(2))).0,
+            Duration::from_secs(2)
+        );
+        m.directives.lock_timeout = Some(Duration::from_millis(500));
+        assert_eq!(
+            timeouts(&m, &s, Some(Duration::from_secs(2))).0,
+            Duration::from_millis(500)
+        );
+    }
+}
