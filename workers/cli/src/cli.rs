@@ -117,6 +117,30 @@ pub enum Command {
         #[arg(long)]
         in_transaction_only: bool,
     },
+    /// The pull-request preview: the migrations added or edited since a base git ref, linted,
+    /// verified on a scratch database that has the base's migrations, and the schema diff
+    /// they make, as one Markdown comment (or JSON).
+    #[cfg(feature = "check")]
+    Preview {
+        /// The git ref the branch merges into, e.g. origin/main.
+        #[arg(long, value_name = "REF")]
+        base: String,
+        /// markdown: the comment a workflow posts; json: the whole report.
+        #[arg(long, value_name = "FORMAT", default_value = "markdown", value_parser = ["markdown", "json"])]
+        format: String,
+        /// An empty database for the scratch work, instead of one created (and dropped) on
+        /// DATABASE_URL's server; emptied again afterwards.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "STEPMIGRATE_DEV_URL",
+            hide_env_values = true
+        )]
+        dev_url: Option<String>,
+        /// Leave durations out (for output compared byte for byte).
+        #[arg(long)]
+        no_timings: bool,
+    },
     /// Record what you found when checking a dirty migration by hand.
     Resolve {
         /// The dirty migration's version, e.g. 004.
@@ -202,6 +226,8 @@ impl Command {
             Command::New { .. } => "new",
             #[cfg(feature = "check")]
             Command::Check(_) => "check",
+            #[cfg(feature = "check")]
+            Command::Preview { .. } => "preview",
             Command::Ledger {
                 action: LedgerAction::Check,
             } => "ledger check",
@@ -303,6 +329,23 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             let rules = crate::check::project_rules(project.as_ref())?;
             crate::check::run(check, &args.migrations_dir(project.as_ref()), rules, out)
         }
+        #[cfg(feature = "check")]
+        Command::Preview {
+            base,
+            format,
+            dev_url,
+            no_timings,
+        } => {
+            preview_command(
+                &args,
+                base,
+                format == "json",
+                dev_url.as_deref(),
+                *no_timings,
+                out,
+            )
+            .await
+        }
         Command::Snapshot { output, scope } => {
             snapshot_command(&args, output.as_deref(), scope, out).await
         }
@@ -399,7 +442,9 @@ async fn run_on(
         }
         Command::New { .. } => unreachable!("`new` needs no database"),
         #[cfg(feature = "check")]
-        Command::Check(_) => unreachable!("`check` needs no database"),
+        Command::Check(_) | Command::Preview { .. } => {
+            unreachable!("`check` and `preview` need no target database")
+        }
         Command::Snapshot { .. } | Command::Diff { .. } => {
             unreachable!("`snapshot` and `diff` need no migration set")
         }
@@ -523,4 +568,60 @@ async fn verify(
         output::errln!("warning: could not remove the scratch database {name}: {e}");
     }
     Ok(out.verify(&result?))
+}
+
+/// `preview`: the report, then the comment (or JSON) on stdout; exit 1 when it holds an error
+/// (a finding, a failed migration, an edited one), 0 otherwise, warnings included.
+#[cfg(feature = "check")]
+async fn preview_command(
+    args: &Args,
+    base: &str,
+    json: bool,
+    dev_url: Option<&str>,
+    no_timings: bool,
+    out: &Output,
+) -> Result<ExitCode, Error> {
+    use stepmigrate_cli::preview::{self, report::Verdict, run::Scratch};
+    let project = args.project()?;
+    let settings = args.settings(project.as_ref())?;
+    let rules = crate::check::project_rules(project.as_ref())?;
+    let dir = args.migrations_dir(project.as_ref());
+    let dev = project::dev_url(dev_url, |v| std::env::var(v).ok(), project.as_ref());
+    let scratch = match (&dev, args.database_url.as_deref()) {
+        (Some(dev), _) => Scratch::Dev(Database::from_url(
+            dev.url.expose(),
+            &dev.source,
+            settings.connect_timeout,
+        )?),
+        (None, Some(url)) => {
+            Scratch::CreateOn(Database::from_url(url, "DATABASE_URL", settings.connect_timeout)?)
+        }
+        (None, None) => {
+            return Err(Error::Config {
+                variable: "DATABASE_URL".into(),
+                reason: "not set: preview needs a PostgreSQL server to create its scratch database on (DATABASE_URL, whose database is not touched), or an empty database of its own (--dev-url, STEPMIGRATE_DEV_URL or dev_url in stepmigrate.toml)".into(),
+            })
+        }
+    };
+    let report = preview::run::preview(&dir, base, &rules, &settings, scratch).await?;
+    if json || out.json() {
+        out.emit(serde_json::json!({
+            "command": "preview",
+            "ok": report.verdict() != Verdict::Errors,
+            "verdict": report.verdict(),
+            "summary": report.summary(),
+            "report": report,
+        }));
+    } else {
+        let options = preview::RenderOptions {
+            timings: !no_timings,
+            ..preview::RenderOptions::default()
+        };
+        output::outln!("{}", preview::render(&report, options));
+    }
+    Ok(if report.verdict() == Verdict::Errors {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

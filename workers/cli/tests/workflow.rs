@@ -58,7 +58,6 @@ fn the_workflow_matches_the_code() {
 /// TODO(preview): un-ignore when `stepmigrate preview` exists; it then proves the workflow's
 /// flags are the command's.
 #[test]
-#[ignore = "the `preview` command is not written yet"]
 fn the_workflow_flags_exist() {
     let help = std::process::Command::new(common::bin())
         .args(["preview", "--help"])

@@ -541,6 +541,27 @@ impl MigrationSet {
         i.checked_sub(1).map(|p| &self.migrations[p])
     }
 
+    /// This set with `more` added in version order (a pull request's new migrations on top of
+    /// its base): each was validated in its own set already. One whose version this set holds
+    /// is not added but returned.
+    pub fn with_migrations(
+        &self,
+        more: impl IntoIterator<Item = Migration>,
+    ) -> (MigrationSet, Vec<Migration>) {
+        let mut set = self.clone();
+        let mut refused = Vec::new();
+        for m in more {
+            match set
+                .migrations
+                .binary_search_by_key(&m.version.number(), |x| x.version.number())
+            {
+                Ok(_) => refused.push(m),
+                Err(at) => set.migrations.insert(at, m),
+            }
+        }
+        (set, refused)
+    }
+
     /// A digest of the whole set: changes when any migration is added, removed or edited.
     pub fn digest(&self) -> String {
         let mut all = String::new();

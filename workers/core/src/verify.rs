@@ -675,8 +675,14 @@ BEGIN
     FOR r IN SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' LOOP
         EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
     END LOOP;
-    FOR r IN SELECT relname, relkind FROM pg_catalog.pg_class
-             WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'S', 'f') LOOP
+    -- A sequence owned by a column (serial, identity) goes with its table: dropping it on
+    -- its own is refused.
+    FOR r IN SELECT relname, relkind FROM pg_catalog.pg_class c
+             WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                               WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                                 AND d.deptype IN ('a', 'i'))
+             ORDER BY relkind = 'S' LOOP
         EXECUTE format('DROP %s IF EXISTS public.%I CASCADE',
             CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
                            WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.relname);

@@ -157,11 +157,25 @@ impl MigrationChanges {
 
 /// Compares the migrations of `base` (a ref or commit of the repository holding
 /// `migrations_dir`) with the working tree's set in `migrations_dir`.
-#[tracing::instrument(level = "debug", skip_all, fields(base = base))]
 pub fn migration_changes(
     migrations_dir: &Path,
     base: &str,
 ) -> Result<MigrationChanges, ChangesError> {
+    sides(migrations_dir, base).map(|s| s.changes)
+}
+
+/// Both sides of the comparison, and the comparison.
+#[derive(Debug, Clone)]
+pub struct Sides {
+    pub changes: MigrationChanges,
+    /// The base's migration set, read from git (paths as if in the working tree).
+    pub base: MigrationSet,
+    pub working: MigrationSet,
+}
+
+/// [`migration_changes`], keeping the two sets it compared: the preview applies the base's.
+#[tracing::instrument(level = "debug", skip_all, fields(base = base))]
+pub fn sides(migrations_dir: &Path, base: &str) -> Result<Sides, ChangesError> {
     let working = MigrationSet::load(migrations_dir).map_err(ChangesError::WorkingTree)?;
     let dir_abs = std::fs::canonicalize(migrations_dir).map_err(|e| {
         ChangesError::WorkingTree(Error::InvalidMigrationSet {
@@ -221,7 +235,11 @@ pub fn migration_changes(
         },
         other => ChangesError::WorkingTree(other),
     })?;
-    Ok(compare(base, &commit, &rel, &base_set, &working))
+    Ok(Sides {
+        changes: compare(base, &commit, &rel, &base_set, &working),
+        base: base_set,
+        working,
+    })
 }
 
 /// The `.sql` files of `rel` at `commit`, as the loader would read them from `dir`.

@@ -7,6 +7,8 @@
 pub mod changes;
 pub mod markdown;
 pub mod report;
+#[cfg(feature = "check")]
+pub mod run;
 
 pub use changes::{migration_changes, ChangesError, MigrationChanges};
 pub use markdown::{render, RenderOptions, MARKER, MAX_CHARS};

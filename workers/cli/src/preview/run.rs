@@ -1,0 +1,248 @@
+//! The preview itself: what the branch changes against its base, each new migration's lint
+//! findings, the base's migrations applied to a scratch database, the new ones verified on it
+//! (each rolled back, then applied so the next sees it), and the schema diff of the scratch
+//! database before and after them.
+
+use std::path::Path;
+use std::time::Instant;
+
+use stepmigrate_check::{check_script, LintRules, Script, Severity};
+use stepmigrate_core::config::Settings;
+use stepmigrate_core::db::Database;
+use stepmigrate_core::migration::{Migration, Mode};
+use stepmigrate_core::runner::new_run_id;
+use stepmigrate_core::schema::{diff, ChangeType, LedgerFilter, Snapshot, SnapshotOptions};
+use stepmigrate_core::verify::{self, verify_pending, MigrationVerification, ScratchDatabase};
+use stepmigrate_core::Error;
+use tracing::{error, info};
+
+use super::changes::{sides, AddedMigration, Sides};
+use super::report::{
+    FileReport, FindingSeverity, LintFinding, LockReport, NewIndex, PreviewReport, SchemaChange,
+    SchemaChangeKind, ScratchTiming, Verification, VerifyOutcome,
+};
+
+/// Where the scratch database comes from.
+pub enum Scratch {
+    /// Created (and dropped) on this database's server.
+    CreateOn(Database),
+    /// An empty database of the user's (`--dev-url`), emptied again afterwards.
+    Dev(Database),
+}
+
+/// Builds the whole preview of the working tree's `migrations_dir` against `base`.
+pub async fn preview(
+    migrations_dir: &Path,
+    base: &str,
+    rules: &LintRules,
+    settings: &Settings,
+    scratch: Scratch,
+) -> Result<PreviewReport, Error> {
+    let started = Instant::now();
+    let sides = sides(migrations_dir, base)?;
+    let mut files: Vec<FileReport> = sides
+        .changes
+        .added
+        .iter()
+        .filter_map(|added| {
+            let m = sides.working.get(&added.migration.version)?;
+            Some(FileReport {
+                version: m.version.clone(),
+                name: m.name.clone(),
+                file: added.migration.file.clone(),
+                findings: lint(m, added, rules),
+                verification: None,
+            })
+        })
+        .collect();
+
+    let scratch = match scratch {
+        Scratch::CreateOn(server) => {
+            ScratchDatabase::create(&server, "stepmigrate_preview").await?
+        }
+        Scratch::Dev(db) => ScratchDatabase::dev(db).await?,
+    };
+    let outcome = on_scratch(&scratch, &sides, settings).await;
+    let name = scratch.name().to_owned();
+    if let Err(e) = scratch.drop().await {
+        error!(scratch = %name, error = %e, "could not remove (or empty) the scratch database: remove it by hand");
+    }
+    let run = outcome?;
+
+    for file in &mut files {
+        file.verification = run
+            .verified
+            .iter()
+            .find(|v| v.version == file.version)
+            .and_then(verification);
+    }
+    let mut report = PreviewReport {
+        changes: sides.changes,
+        files,
+        schema_diff: run.schema_diff,
+        scratch: ScratchTiming {
+            setup_ms: run.setup_ms,
+            verify_ms: run.verify_ms,
+            total_ms: started.elapsed().as_millis() as u64,
+        },
+        base_migrations_applied: sides.base.migrations().len(),
+    };
+    report.normalize();
+    Ok(report)
+}
+
+/// What the scratch database showed.
+struct ScratchRun {
+    verified: Vec<MigrationVerification>,
+    schema_diff: Vec<SchemaChange>,
+    setup_ms: u64,
+    verify_ms: u64,
+}
+
+async fn on_scratch(
+    scratch: &ScratchDatabase,
+    sides: &Sides,
+    settings: &Settings,
+) -> Result<ScratchRun, Error> {
+    let run_id = new_run_id("preview");
+    let added: Vec<Migration> = sides
+        .changes
+        .added
+        .iter()
+        .filter_map(|a| sides.working.get(&a.migration.version).cloned())
+        .collect();
+    // A new migration whose version the base has already (a collision the changes report) is
+    // not run: the base's stays.
+    let (set, _collisions) = sides.base.with_migrations(added);
+    let migrator = scratch.migrator(&set, settings);
+
+    let setup = Instant::now();
+    if let Some(newest) = sides.base.migrations().last() {
+        scratch
+            .apply(&migrator, &newest.version, &run_id)
+            .await
+            .map_err(|e| base_failed(&sides.changes.base, e))?;
+    }
+    let options = SnapshotOptions {
+        ledger: match &settings.ledger_schema {
+            Some(schema) => LedgerFilter::Schema(schema.clone()),
+            None => LedgerFilter::Auto,
+        },
+        ..SnapshotOptions::default()
+    };
+    let before = Snapshot::capture_database(scratch.database(), &options).await?;
+    let setup_ms = setup.elapsed().as_millis() as u64;
+    info!(
+        base = sides.base.migrations().len(),
+        setup_ms, "the scratch database has the base's schema"
+    );
+
+    let verifying = Instant::now();
+    let pending: Vec<&Migration> = sides
+        .changes
+        .added
+        .iter()
+        .filter_map(|a| set.get(&a.migration.version))
+        .filter(|m| sides.base.get(&m.version).is_none())
+        .collect();
+    let verified = verify_pending(&migrator, &pending, &run_id).await?;
+    let verify_ms = verifying.elapsed().as_millis() as u64;
+    let after = Snapshot::capture_database(scratch.database(), &options).await?;
+    Ok(ScratchRun {
+        verified,
+        schema_diff: schema_changes(&before, &after),
+        setup_ms,
+        verify_ms,
+    })
+}
+
+/// The base's own migrations must apply to an empty database: if not, the preview has
+/// nothing to stand on, and says so.
+fn base_failed(base: &str, e: Error) -> Error {
+    Error::InvalidInput(format!(
+        "the base `{base}`'s migrations do not apply to an empty scratch database, so the preview cannot start from them: {e}"
+    ))
+}
+
+fn lint(m: &Migration, added: &AddedMigration, rules: &LintRules) -> Vec<LintFinding> {
+    let script = Script {
+        path: &m.path,
+        sql: &m.sql,
+        mode: m.directives.mode,
+    };
+    check_script(&script, rules)
+        .into_iter()
+        .map(|f| LintFinding {
+            // As the pull request shows it, not as it lies on this disk.
+            file: added.migration.file.clone(),
+            line: f.line,
+            column: f.column,
+            rule: f.rule,
+            severity: match f.severity {
+                Severity::Error => FindingSeverity::Error,
+                Severity::Warning => FindingSeverity::Warning,
+            },
+            message: f.message,
+            help: f.help,
+        })
+        .collect()
+}
+
+/// The report's view of a verification; none for one that was skipped (an earlier one failed).
+fn verification(v: &MigrationVerification) -> Option<Verification> {
+    let outcome = match &v.outcome {
+        verify::VerifyOutcome::Ok => VerifyOutcome::Ok,
+        verify::VerifyOutcome::Failed { error } => VerifyOutcome::Failed {
+            error: error.to_string(),
+        },
+        verify::VerifyOutcome::Skipped { .. } => return None,
+    };
+    let locks = v
+        .statements
+        .iter()
+        .flat_map(|s| &s.locks)
+        .map(|l| LockReport {
+            relation: l.relation.clone(),
+            mode: l.mode.clone(),
+            existing: l.existing,
+        })
+        .collect();
+    Some(Verification::new(
+        outcome,
+        v.duration_ms.round() as u64,
+        v.statements.len(),
+        locks,
+        v.rewrites.iter().map(|r| r.relation.clone()).collect(),
+        v.new_indexes
+            .iter()
+            .map(|i| NewIndex {
+                name: i.name.clone(),
+                table: i.table.clone(),
+                valid: i.valid,
+            })
+            .collect(),
+        v.mode == Mode::NoTransaction,
+    ))
+}
+
+fn schema_changes(before: &Snapshot, after: &Snapshot) -> Vec<SchemaChange> {
+    diff(before, after)
+        .changes()
+        .map(|c| SchemaChange {
+            change: match c.change {
+                ChangeType::Added => SchemaChangeKind::Added,
+                ChangeType::Dropped => SchemaChangeKind::Dropped,
+                ChangeType::Changed => SchemaChangeKind::Changed,
+            },
+            kind: c.kind.as_str().to_owned(),
+            name: c.name.clone(),
+            detail: (!c.attributes.is_empty()).then(|| {
+                c.attributes
+                    .iter()
+                    .map(|a| a.render())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+        })
+        .collect()
+}

@@ -1,0 +1,200 @@
+//! `stepmigrate preview`, end to end: a git repository with a base commit and a branch that
+//! adds two migrations (one dangerous) and edits an old one; the comment is compared with a
+//! golden file (no timings), the JSON report is read, and the scratch database is gone.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{run_cli, run_cli_env, TestDb};
+
+/// A repository with `migrations/` committed on `main` (fixed dates: the base commit's hash is
+/// part of the golden comment), then changed in the working tree.
+struct Repo {
+    tmp: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new(files: &[(&str, &str)]) -> Repo {
+        let repo = Repo {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(repo.dir()).unwrap();
+        for (name, sql) in files {
+            repo.write(name, sql);
+        }
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", "base"]);
+        repo
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("migrations")
+    }
+
+    fn write(&self, name: &str, sql: &str) {
+        std::fs::write(self.dir().join(name), sql).unwrap();
+    }
+
+    fn git(&self, args: &[&str]) {
+        let status = Command::new("git")
+            .current_dir(self.tmp.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+}
+
+fn pull_request() -> Repo {
+    let repo = Repo::new(&[
+        (
+            "001_create_users.sql",
+            "CREATE TABLE users (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL);\n",
+        ),
+        (
+            "002_create_orders.sql",
+            "CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id int NOT NULL REFERENCES users (id));\n",
+        ),
+        (
+            "003_index_orders_user.sql",
+            "CREATE INDEX orders_user_id_idx ON orders (user_id);\n",
+        ),
+    ]);
+    // The branch: a dangerous migration (a rewrite under ACCESS EXCLUSIVE), an index built
+    // concurrently outside a transaction, and an edit of a migration the base has.
+    repo.write(
+        "004_widen_user_ids.sql",
+        "ALTER TABLE users ALTER COLUMN id TYPE bigint;\nALTER TABLE orders ALTER COLUMN user_id TYPE bigint;\n",
+    );
+    repo.write(
+        "005_index_users_email.sql",
+        "-- stepmigrate: no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);\n",
+    );
+    repo.write(
+        "002_create_orders.sql",
+        "CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id int NOT NULL REFERENCES users (id), note text);\n",
+    );
+    repo
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn the_comment_of_a_pull_request() {
+    let server = TestDb::new().await;
+    let repo = pull_request();
+    let run = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--no-timings"],
+    );
+    // The edit of 002 is an error: exit 1, comment printed all the same.
+    run.assert_code(1);
+    golden("preview_command.md", &run.stdout);
+    // Its database was only a server to make the scratch database on.
+    assert!(server
+        .query("SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace")
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn the_json_report_and_the_dev_database_left_empty() {
+    let dev = TestDb::new().await;
+    let repo = pull_request();
+    let run = run_cli_env(
+        "",
+        &repo.dir(),
+        &["preview", "--base", "main", "--format", "json"],
+        &[("STEPMIGRATE_DEV_URL", &dev.url)],
+    );
+    let doc = run.assert_code(1).json();
+    assert_eq!(doc["verdict"], "errors");
+    let summary = &doc["summary"];
+    assert_eq!(
+        summary["access_exclusive_on_existing"][0], "public.orders",
+        "{summary}"
+    );
+    let rewrites = summary["rewrites"].as_array().unwrap();
+    assert!(rewrites.iter().any(|r| r == "public.users"), "{summary}");
+    assert_eq!(summary["non_transactional"][0], "005_index_users_email");
+    let files = doc["report"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[1]["verification"]["new_indexes"][0]["valid"], true);
+    assert_eq!(
+        doc["report"]["changes"]["edited"][0]["name"],
+        "002_create_orders"
+    );
+    // The dev database is empty again.
+    assert!(dev
+        .query("SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace")
+        .await
+        .is_empty());
+    // Once the edit is undone: warnings only, exit 0.
+    repo.git(&["checkout", "-q", "--", "migrations/002_create_orders.sql"]);
+    let run = run_cli_env(
+        "",
+        &repo.dir(),
+        &["preview", "--base", "main", "--format", "json"],
+        &[("STEPMIGRATE_DEV_URL", &dev.url)],
+    );
+    assert_eq!(run.assert_code(0).json()["verdict"], "review");
+}
+
+#[tokio::test]
+async fn a_failing_migration_and_bad_input() {
+    let server = TestDb::new().await;
+    let repo = pull_request();
+    repo.git(&["checkout", "-q", "--", "migrations/002_create_orders.sql"]);
+    repo.write("006_broken.sql", "ALTER TABLE nowhere ADD COLUMN x int;\n");
+    let doc = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--json"],
+    )
+    .assert_code(1)
+    .json();
+    let broken = &doc["report"]["files"][2]["verification"]["outcome"];
+    assert_eq!(broken["status"], "failed", "{doc}");
+    assert!(
+        broken["error"].as_str().unwrap().contains("nowhere"),
+        "{broken}"
+    );
+
+    let run = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "no-such-branch"],
+    );
+    run.assert_code(2);
+    assert!(run.stderr.contains("no-such-branch"), "{}", run.stderr);
+    let run = run_cli("", &repo.dir(), &["preview", "--base", "main"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("DATABASE_URL"), "{}", run.stderr);
+}
