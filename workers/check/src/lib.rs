@@ -104,11 +104,16 @@ pub struct Script<'a> {
 /// Reviews one script: syntax first; the lint rules only read a script PostgreSQL can parse
 /// (squawk's own parser is more forgiving, and a finding on a misread statement misleads).
 pub fn check_script(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
-    let syntax = syntax::check(script.path, script.sql);
-    if !syntax.is_empty() {
-        return syntax;
+    let mut findings = syntax::check(script.path, script.sql);
+    // A PL/pgSQL body's error leaves the statements themselves readable.
+    if findings
+        .iter()
+        .all(|f| f.message.starts_with(syntax::IN_PLPGSQL))
+    {
+        findings.extend(lint::lint(script, rules));
+        findings.sort_by_key(|f| (f.line, f.column));
     }
-    lint::lint(script, rules)
+    findings
 }
 
 /// Reviews every migration of `dir`: the loader's problems (what `up` would refuse), then each
@@ -149,6 +154,7 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                 report.findings.extend(check_script(&up, rules));
                 if let Some(down) = &m.down {
                     report.files += 1;
+                    let rules = &rules.for_down_migrations();
                     let down = Script {
                         path: &down.path,
                         sql: &down.sql,
@@ -187,6 +193,12 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                     sql: &sql,
                     mode,
                 };
+                let down = path.to_string_lossy().ends_with(".down.sql");
+                let rules = if down {
+                    &rules.for_down_migrations()
+                } else {
+                    rules
+                };
                 report.findings.extend(check_script(&script, rules));
             }
         }
@@ -210,13 +222,42 @@ fn sql_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..floor_char_boundary(text, offset)];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
+/// Line and column of byte offsets in one text, lines ended as PostgreSQL and the runner's
+/// lexer end them (`\n`, `\r\n` or a lone `\r`), so every finding of a file agrees with
+/// `up`'s error lines. Built once per text: each lookup is a binary search, not a scan.
+pub(crate) struct Lines<'a> {
+    text: &'a str,
+    /// Byte offset where each line starts.
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    pub(crate) fn new(text: &'a str) -> Lines<'a> {
+        let bytes = text.as_bytes();
+        let mut starts = vec![0];
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                    starts.push(i + 2);
+                    i += 2;
+                    continue;
+                }
+                b'\r' | b'\n' => starts.push(i + 1),
+                _ => {}
+            }
+            i += 1;
+        }
+        Lines { text, starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub(crate) fn at(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(self.text, offset.min(self.text.len()));
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
 }
 
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
@@ -231,12 +272,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn line_and_column_count_characters() {
+    fn line_and_column_count_characters_and_every_line_break() {
         let text = "ab\ncé d\n";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 3), (2, 1));
+        let lines = Lines::new(text);
+        assert_eq!(lines.at(0), (1, 1));
+        assert_eq!(lines.at(3), (2, 1));
         // 'd' is after a two-byte character.
-        assert_eq!(line_column(text, 7), (2, 4));
-        assert_eq!(line_column(text, 999), (3, 1));
+        assert_eq!(lines.at(7), (2, 4));
+        assert_eq!(lines.at(999), (3, 1));
+        // A lone CR and CRLF end lines as they do for PostgreSQL and the runner.
+        let text = "a\rb\r\nc";
+        let lines = Lines::new(text);
+        assert_eq!(lines.at(2), (2, 1));
+        assert_eq!(lines.at(5), (3, 1));
+        let offset = text.find('c').unwrap();
+        assert_eq!(
+            lines.at(offset).0,
+            stepmigrate_core::sql::line_of_byte(text, offset)
+        );
     }
 }

@@ -9,7 +9,7 @@ use squawk_linter::{Linter, Rule};
 use stepmigrate_core::migration::Mode;
 use stepmigrate_core::sql;
 
-use crate::{line_column, Finding, Script, Severity};
+use crate::{Finding, Lines, Script, Severity};
 
 /// Our rules, for what squawk does not look at.
 pub const UPDATE_WITHOUT_WHERE: &str = "update-without-where";
@@ -152,6 +152,20 @@ impl LintRules {
         Ok(())
     }
 
+    /// The rules for down migrations: undoing is dropping and renaming back, so the rules
+    /// against those are off; the rest (locks, rewrites, transactions) still hold for a
+    /// rollback run in production.
+    pub fn for_down_migrations(&self) -> LintRules {
+        let mut rules = self.clone();
+        rules.enabled.retain(|name, _| {
+            !(name.starts_with("ban-drop-")
+                || name.starts_with("renaming-")
+                || name == "ban-truncate-cascade"
+                || name == DELETE_WITHOUT_WHERE)
+        });
+        rules
+    }
+
     pub fn severity(&self, rule: &str) -> Option<Severity> {
         self.enabled.get(rule).copied()
     }
@@ -205,6 +219,7 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         return Vec::new();
     }
     let parse = squawk_syntax::SourceFile::parse(script.sql);
+    let lines = Lines::new(script.sql);
     let mut linter = Linter::from(squawk_rules);
     // The runner wraps a transactional file in a transaction: squawk must judge its
     // statements as running inside one (CONCURRENTLY is then an error, not advice).
@@ -218,7 +233,7 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         .filter_map(|v| {
             let rule = v.code.to_string();
             let severity = rules.severity(&rule)?;
-            let (line, column) = line_column(script.sql, usize::from(v.text_range.start()));
+            let (line, column) = lines.at(usize::from(v.text_range.start()));
             let docs = format!("https://squawkhq.com/docs/{rule}");
             let help = match v.help {
                 Some(help) => format!("{help} ({docs})"),
@@ -244,6 +259,10 @@ fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         return Vec::new();
     }
     let mut findings = Vec::new();
+    let lines = Lines::new(script.sql);
+    let text_lines: Vec<&str> = script.sql.lines().collect();
+    let update = update.filter(|_| !ignored_in_file(&text_lines, UPDATE_WITHOUT_WHERE));
+    let delete = delete.filter(|_| !ignored_in_file(&text_lines, DELETE_WITHOUT_WHERE));
     for statement in sql::lex(script.sql).statements {
         let Ok(parsed) = pg_query::parse(statement.text, 0) else {
             continue;
@@ -265,10 +284,10 @@ fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                 _ => continue,
             };
             let Some(severity) = severity else { continue };
-            if ignored(script.sql, statement.line, rule) {
+            if ignored(&text_lines, statement.line, rule) {
                 continue;
             }
-            let (line, column) = line_column(script.sql, statement.offset);
+            let (line, column) = lines.at(statement.offset);
             let table = table.unwrap_or_default();
             findings.push(Finding {
                 file: script.path.to_owned(),
@@ -288,24 +307,9 @@ fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     findings
 }
 
-/// Whether a `-- squawk-ignore` comment on the lines right above `line` (or a
-/// `-- squawk-ignore-file` anywhere) names `rule`, as squawk reads them for its own rules.
-fn ignored(script: &str, line: usize, rule: &str) -> bool {
-    let names = |rest: &str| -> bool {
-        let rest = rest.split("--").next().unwrap_or("").trim();
-        rest.is_empty() || rest.split(',').any(|r| r.trim() == rule)
-    };
-    let lines: Vec<&str> = script.lines().collect();
-    let file_wide = lines.iter().any(|l| {
-        l.trim()
-            .strip_prefix("--")
-            .map(str::trim)
-            .and_then(|c| c.strip_prefix("squawk-ignore-file"))
-            .is_some_and(names)
-    });
-    if file_wide {
-        return true;
-    }
+/// Whether a `-- squawk-ignore` comment on the lines right above `line` names `rule`, as
+/// squawk reads them for its own rules.
+fn ignored(lines: &[&str], line: usize, rule: &str) -> bool {
     lines[..line.saturating_sub(1).min(lines.len())]
         .iter()
         .rev()
@@ -313,8 +317,25 @@ fn ignored(script: &str, line: usize, rule: &str) -> bool {
         .any(|c| {
             c.strip_prefix("squawk-ignore")
                 .filter(|rest| !rest.starts_with("-file"))
-                .is_some_and(|rest| !rest.trim().is_empty() && names(rest))
+                .is_some_and(|rest| !rest.trim().is_empty() && names(rest, rule))
         })
+}
+
+/// Whether a `-- squawk-ignore-file` comment (of every rule, or naming `rule`) is anywhere.
+fn ignored_in_file(lines: &[&str], rule: &str) -> bool {
+    lines.iter().any(|l| {
+        l.trim()
+            .strip_prefix("--")
+            .map(str::trim)
+            .and_then(|c| c.strip_prefix("squawk-ignore-file"))
+            .is_some_and(|rest| names(rest, rule))
+    })
+}
+
+/// Whether an ignore comment's rule list (empty: every rule) names `rule`.
+fn names(rest: &str, rule: &str) -> bool {
+    let rest = rest.split("--").next().unwrap_or("").trim();
+    rest.is_empty() || rest.split(',').any(|r| r.trim() == rule)
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ use std::path::Path;
 use pg_query::protobuf::node::Node as N;
 use stepmigrate_core::sql;
 
-use crate::{line_column, Finding, Severity, SYNTAX_RULE};
+use crate::{Finding, Lines, Severity, SYNTAX_RULE};
+
+/// How the message of an error inside a PL/pgSQL body starts.
+pub const IN_PLPGSQL: &str = "in a PL/pgSQL body: ";
 
 /// The syntax errors of a script, one per statement that PostgreSQL's grammar rejects.
 ///
@@ -16,8 +19,9 @@ use crate::{line_column, Finding, Severity, SYNTAX_RULE};
 pub fn check(path: &Path, script: &str) -> Vec<Finding> {
     let lexed = sql::lex(script);
     let mut findings = Vec::new();
+    let lines = Lines::new(script);
     let error = |offset: usize, message: String, help: Option<String>| {
-        let (line, column) = line_column(script, offset);
+        let (line, column) = lines.at(offset);
         Finding {
             file: path.to_owned(),
             line,
@@ -40,14 +44,17 @@ pub fn check(path: &Path, script: &str) -> Vec<Finding> {
     for statement in &lexed.statements {
         match pg_query::parse(statement.text, 0) {
             Ok(parsed) => {
-                for (body, body_offset) in plpgsql_bodies(&parsed.protobuf, statement.text) {
-                    if let Err(message) = check_plpgsql(&body) {
-                        let at = body_offset
-                            .and_then(|o| near(statement.text, &message, o))
-                            .unwrap_or(0);
+                for body in plpgsql_bodies(&parsed.protobuf, statement.text) {
+                    if let Err(message) = check_plpgsql(&body.function) {
+                        // Where the body is verbatim in the statement, the place in it;
+                        // otherwise the statement's start.
+                        let at = body
+                            .offset
+                            .zip(locate_in_body(&body))
+                            .map_or(0, |(o, at)| o + at);
                         findings.push(error(
                             statement.offset + at,
-                            format!("in a PL/pgSQL body: {message}"),
+                            format!("{IN_PLPGSQL}{message}"),
                             None,
                         ));
                     }
@@ -55,7 +62,16 @@ pub fn check(path: &Path, script: &str) -> Vec<Finding> {
             }
             Err(e) => {
                 let message = parse_message(e);
-                let at = locate(statement.text).unwrap_or(0);
+                let mut at = statement.offset + locate(statement.text);
+                // Cut short: point at what ends it (the `;`), as PostgreSQL would.
+                if at == statement.offset + statement.text.len() {
+                    let rest = &script[at..];
+                    let blank = rest.len() - rest.trim_start().len();
+                    if rest[blank..].starts_with(';') {
+                        at += blank;
+                    }
+                }
+                let at = at - statement.offset;
                 findings.push(error(statement.offset + at, message, None));
             }
         }
@@ -82,14 +98,26 @@ fn parse_message(e: pg_query::Error) -> String {
     }
 }
 
-/// Where in `statement` the grammar gives up: the first token whose prefix can no longer start
-/// a valid statement. libpg_query knows the cursor position but its Rust binding drops it, so
-/// it is found again by parsing prefixes: a prefix that is fine so far fails only "at end of
-/// input", and once the bad token is in, every longer prefix fails before its end. Binary
-/// search: a few parses, only for a statement that is wrong.
-fn locate(statement: &str) -> Option<usize> {
+/// Where in `statement` the grammar gives up (or its end, when it stops too early).
+fn locate(statement: &str) -> usize {
+    first_bad_token(statement, |end| {
+        match pg_query::parse(&statement[..end], 0) {
+            Ok(_) => false,
+            Err(pg_query::Error::Parse(m)) => !m.ends_with("at end of input"),
+            Err(_) => true,
+        }
+    })
+    .unwrap_or(statement.len())
+}
+
+/// The offset of the first token of `text` that no longer fits: libpg_query knows the cursor
+/// position but its Rust binding drops it, so it is found again by parsing prefixes. A prefix
+/// that is fine so far fails only "at end of input"; once the bad token is in, every longer
+/// prefix fails before its end (`fails_inside(prefix_end)`). Binary search: a few parses, only
+/// for text that is wrong.
+fn first_bad_token(text: &str, fails_inside: impl Fn(usize) -> bool) -> Option<usize> {
     use pg_query::protobuf::Token;
-    let tokens: Vec<(usize, usize)> = pg_query::scan(statement)
+    let tokens: Vec<(usize, usize)> = pg_query::scan(text)
         .ok()?
         .tokens
         .iter()
@@ -99,24 +127,16 @@ fn locate(statement: &str) -> Option<usize> {
                 Ok(Token::SqlComment | Token::CComment)
             )
         })
-        .map(|t| (t.start as usize, t.end as usize))
+        .map(|t| (t.start as usize, (t.end as usize).min(text.len())))
+        .filter(|(_, end)| text.is_char_boundary(*end))
         .collect();
-    let fails_inside = |k: usize| -> bool {
-        let end = tokens[k - 1].1.min(statement.len());
-        match pg_query::parse(&statement[..end], 0) {
-            Ok(_) => false,
-            Err(pg_query::Error::Parse(m)) => !m.ends_with("at end of input"),
-            Err(_) => true,
-        }
-    };
     let (mut lo, mut hi) = (1, tokens.len());
-    if hi == 0 || !fails_inside(hi) {
-        // Only "at end of input": the statement stops too early; point at its last token.
-        return tokens.last().map(|t| t.0);
+    if hi == 0 || !fails_inside(tokens[hi - 1].1) {
+        return None;
     }
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if fails_inside(mid) {
+        if fails_inside(tokens[mid - 1].1) {
             hi = mid;
         } else {
             lo = mid + 1;
@@ -125,19 +145,38 @@ fn locate(statement: &str) -> Option<usize> {
     Some(tokens[lo - 1].0)
 }
 
-/// The offset of the `"TOKEN"` a message is "at or near", searched from `from`.
-fn near(text: &str, message: &str, from: usize) -> Option<usize> {
-    let token = message.split("at or near \"").nth(1)?.strip_suffix('"')?;
-    text.get(from..)?.find(token).map(|i| from + i)
+/// Where in a PL/pgSQL body its parser gives up, as an offset in the body: the same prefix
+/// search, each prefix put back in the function in place of the whole body (so it keeps its
+/// arguments and return type).
+fn locate_in_body(body: &Body) -> Option<usize> {
+    let start = body.offset_in_function;
+    let before = &body.function[..start];
+    let after = &body.function[start + body.text.len()..];
+    first_bad_token(&body.text, |end| {
+        let candidate = format!("{before}{}{after}", &body.text[..end]);
+        match pg_query::parse_plpgsql(&candidate) {
+            Ok(_) | Err(pg_query::Error::InvalidJson(_)) => false,
+            Err(pg_query::Error::Parse(m)) => !m.ends_with("at end of input"),
+            Err(_) => true,
+        }
+    })
+}
+
+/// A PL/pgSQL body to check, as a whole `CREATE FUNCTION` statement.
+struct Body {
+    /// The function libpg_query's PL/pgSQL parser reads.
+    function: String,
+    /// The body's text, and where it is in `function`.
+    text: String,
+    offset_in_function: usize,
+    /// Where the body is in the statement, when it is there verbatim (a dollar-quoted body;
+    /// not a single-quoted one with doubled quotes).
+    offset: Option<usize>,
 }
 
 /// The PL/pgSQL bodies of a statement: of `CREATE FUNCTION/PROCEDURE ... LANGUAGE plpgsql`
-/// (the whole statement, as libpg_query's PL/pgSQL parser wants it) and of `DO` blocks (wrapped
-/// into such a function), each with the offset of its text in the statement when known.
-fn plpgsql_bodies(
-    parsed: &pg_query::protobuf::ParseResult,
-    statement: &str,
-) -> Vec<(String, Option<usize>)> {
+/// (the statement itself) and of `DO` blocks (wrapped into such a function).
+fn plpgsql_bodies(parsed: &pg_query::protobuf::ParseResult, statement: &str) -> Vec<Body> {
     let mut bodies = Vec::new();
     for raw in &parsed.stmts {
         let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
@@ -146,35 +185,48 @@ fn plpgsql_bodies(
         match node {
             N::CreateFunctionStmt(f) => {
                 let language = def_string(&f.options, "language");
-                if f.sql_body.is_none()
-                    && language
-                        .as_deref()
-                        .is_some_and(|l| l.eq_ignore_ascii_case("plpgsql"))
-                {
-                    let body = def_string(&f.options, "as");
-                    let offset = body.as_deref().and_then(|b| statement.find(b));
-                    bodies.push((statement.to_owned(), offset));
+                let plpgsql = language
+                    .as_deref()
+                    .is_some_and(|l| l.eq_ignore_ascii_case("plpgsql"));
+                if f.sql_body.is_some() || !plpgsql {
+                    continue;
                 }
+                let Some(text) = def_string(&f.options, "as") else {
+                    continue;
+                };
+                let offset = statement.find(text.as_str());
+                bodies.push(Body {
+                    function: statement.to_owned(),
+                    offset_in_function: offset.unwrap_or(0),
+                    offset,
+                    text: if offset.is_some() {
+                        text
+                    } else {
+                        String::new()
+                    },
+                });
             }
             N::DoStmt(d) => {
                 let language = def_string(&d.args, "language").unwrap_or_else(|| "plpgsql".into());
                 if !language.eq_ignore_ascii_case("plpgsql") {
                     continue;
                 }
-                let Some(body) = def_string(&d.args, "as") else {
+                let Some(text) = def_string(&d.args, "as") else {
                     continue;
                 };
-                let offset = statement.find(body.as_str());
                 let mut tag = String::from("stepmigrate");
-                while body.contains(&format!("${tag}$")) {
+                while text.contains(&format!("${tag}$")) {
                     tag.push('_');
                 }
-                bodies.push((
-                    format!(
-                        "CREATE FUNCTION stepmigrate_do_block() RETURNS void LANGUAGE plpgsql AS ${tag}${body}${tag}$"
-                    ),
-                    offset,
-                ));
+                let head = format!(
+                    "CREATE FUNCTION stepmigrate_do_block() RETURNS void LANGUAGE plpgsql AS ${tag}$"
+                );
+                bodies.push(Body {
+                    function: format!("{head}{text}${tag}$"),
+                    offset_in_function: head.len(),
+                    offset: statement.find(text.as_str()),
+                    text,
+                });
             }
             _ => {}
         }
@@ -263,6 +315,28 @@ mod tests {
         // Another language's body is not PL/pgSQL's business.
         let sql_function = "CREATE FUNCTION g() RETURNS int LANGUAGE sql AS 'SELECT 1';";
         assert!(errors(sql_function).is_empty());
+    }
+
+    #[test]
+    fn plpgsql_errors_point_where_the_parser_stops() {
+        let found = errors("DO $$\nBEGIN\n  IF true THEN\n    NULL;\n  END IF;\n  IF true THEN\n    NULL;\n  END;\nEND $$;\n");
+        assert_eq!((found[0].0, found[0].1), (8, 6), "{found:?}");
+        let function = "SELECT 1;\nCREATE FUNCTION f(a int) RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n  IF a > 0 THEN\n    RETURN 1;\n  END IF;\n  RETURN 1\n  END IF;\nEND $$;\n";
+        let found = errors(function);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, 8, "{found:?}");
+        let quoted =
+            "CREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS '\nBEGIN\n  PERFORM 1 2;\nEND';";
+        assert_eq!((errors(quoted)[0].0, errors(quoted)[0].1), (3, 13));
+        // With doubled quotes the body is not in the statement verbatim: the statement's start.
+        let doubled = "SELECT 1;\nCREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS '\nBEGIN\n  PERFORM ''x'' 2;\nEND';";
+        assert_eq!((errors(doubled)[0].0, errors(doubled)[0].1), (2, 1));
+    }
+
+    #[test]
+    fn a_statement_cut_short_points_at_its_semicolon() {
+        let found = errors("SELECT 1 FROM a WHERE ;");
+        assert_eq!((found[0].0, found[0].1), (1, 23), "{found:?}");
     }
 
     #[test]

@@ -121,6 +121,8 @@ const TRICKY: &[&str] = &[
     "SELECT $1; SELECT a$b FROM t; SELECT $q$x$q$ || $Q$y$Q$",
     "CREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1); END; CALL p()",
     "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT 1; END TRANSACTION",
+    "CREATE INDEX \"concurrently\" ON t (a); DROP INDEX \"concurrently\"; ALTER TABLE p DETACH PARTITION \"concurrently\"; REINDEX INDEX \"concurrently\"",
+    "CREATE TABLE \"vacuum\" (a int); CLUSTER \"verbose\"; SELECT 1 FROM \"stdin\"",
 ];
 
 #[test]

@@ -135,9 +135,10 @@ pub fn run(
             "findings": report.findings,
         }));
     } else {
-        human(&report, out);
+        human(&report, args.fail_on(), out);
     }
-    if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
+    // Annotations go beside human output only: `--json` is one document.
+    if !out.json() && std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
         for finding in &report.findings {
             outln!("{}", annotation(finding));
         }
@@ -149,9 +150,12 @@ pub fn run(
     })
 }
 
-fn human(report: &CheckReport, out: &Output) {
+fn human(report: &CheckReport, fail_on: Severity, out: &Output) {
     for f in &report.findings {
-        // Findings are the command's result: shown even with -q, like an error.
+        // -q shows what fails the check, like an error; nothing else.
+        if out.quiet() && f.severity < fail_on {
+            continue;
+        }
         outln!(
             "{}: {}[{}] {}",
             location(f),

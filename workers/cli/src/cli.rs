@@ -326,6 +326,8 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         #[cfg(feature = "check")]
         Command::Check(check) => {
             let project = args.project()?;
+            // No setting is used, but a malformed one is an error here as everywhere.
+            args.settings(project.as_ref())?;
             let rules = crate::check::project_rules(project.as_ref())?;
             crate::check::run(check, &args.migrations_dir(project.as_ref()), rules, out)
         }

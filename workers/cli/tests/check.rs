@@ -274,3 +274,110 @@ fn the_project_files_lint_section_configures_the_rules() {
         run.stderr
     );
 }
+
+/// What a hostile review found, each kept fixed.
+#[test]
+fn hostile_review_findings_stay_fixed() {
+    // --json under GitHub Actions is still one JSON document.
+    let dir = set();
+    let run = run_cli_env(
+        NOWHERE,
+        dir.path(),
+        &["check", "--json"],
+        &[("GITHUB_ACTIONS", "true")],
+    );
+    run.assert_code(1).json();
+    // -q shows only what fails the check.
+    let run = run_cli(NOWHERE, dir.path(), &["check", "-q"]);
+    assert!(run.stdout.contains("error[syntax]"), "{}", run.stdout);
+    assert!(!run.stdout.contains("warning["), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("help:") && !run.stdout.contains("checked "),
+        "{}",
+        run.stdout
+    );
+    // A malformed setting is an error here too.
+    let run = run_cli_env(
+        NOWHERE,
+        dir.path(),
+        &["check"],
+        &[("STEPMIGRATE_LOCK_TIMEOUT", "xyz")],
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("STEPMIGRATE_LOCK_TIMEOUT"),
+        "{}",
+        run.stderr
+    );
+
+    let dir = Dir::new(&[
+        (
+            "001_create.sql",
+            "CREATE TABLE r (id bigint GENERATED ALWAYS AS IDENTITY);\n",
+        ),
+        // A down file drops what its up file made: no error for that.
+        ("001_create.down.sql", "DROP TABLE r;\n"),
+        // A PL/pgSQL error does not hide the file's lint findings.
+        (
+            "002_body.sql",
+            "DO $$ BEGIN PERFORM 1 + ; END $$;\nALTER TABLE r DROP COLUMN id;\n",
+        ),
+        // Lone CRs end lines for the syntax check as for the runner.
+        ("003_cr.sql", "SELECT 1;\r\rSELEC 1;\r"),
+        // An index named "concurrently" is built in a transaction like any other.
+        (
+            "004_quoted.sql",
+            "CREATE INDEX \"concurrently\" ON r (id);\n",
+        ),
+        // SET TRANSACTION always fails after the runner's own first statement.
+        (
+            "005_isolation.sql",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\n",
+        ),
+    ]);
+    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
+        .assert_code(1)
+        .json();
+    let found: Vec<(String, u64, String)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let file = f["file"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            (
+                file,
+                f["line"].as_u64().unwrap(),
+                f["rule"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(!found.iter().any(|f| f.0.starts_with("001")), "{found:?}");
+    assert!(
+        found.contains(&("002_body.sql".into(), 1, "syntax".into())),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("002_body.sql".into(), 2, "ban-drop-column".into())),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("003_cr.sql".into(), 3, "syntax".into())),
+        "{found:?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|f| f.0.starts_with("004") && f.2 == "migration-set"),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("005_isolation.sql".into(), 1, "migration-set".into())),
+        "{found:?}"
+    );
+}

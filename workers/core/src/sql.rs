@@ -157,11 +157,12 @@ pub fn lex(script: &str) -> Lexed<'_> {
                     open("quoted identifier", token_start, &mut lines);
                     bytes.len()
                 });
-                // A quoted identifier classifies like the word it spells: `SET
-                // "client_encoding"` is `SET client_encoding` (settings ignore case).
+                // A quoted identifier is never a keyword (an index named "concurrently" is
+                // built in a transaction), but names a setting like the word it spells (`SET
+                // "client_encoding"`): kept with its quote in front.
                 let inner = script[token_start + 1..i.saturating_sub(1).max(token_start + 1)]
                     .replace("\"\"", "\"");
-                current.word(inner.to_ascii_uppercase());
+                current.word(format!("\"{}", inner.to_ascii_uppercase()));
             }
             b'$' if !(i > 0 && is_ident_byte(bytes[i - 1])) => {
                 if let Some(tag_end) = dollar_tag_end(bytes, i) {
@@ -320,7 +321,9 @@ fn reindexes_many(keywords: &[&str]) -> bool {
 pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
     let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
     let setting = match k.as_slice() {
-        ["SET", "SESSION" | "LOCAL", name, ..] | ["SET" | "RESET", name, ..] => Some(*name),
+        ["SET", "SESSION" | "LOCAL", name, ..] | ["SET" | "RESET", name, ..] => {
+            Some(name.trim_start_matches('"'))
+        }
         _ => None,
     };
     match setting {
@@ -331,6 +334,9 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
             return Some("changing standard_conforming_strings changes how the rest of the migration's strings are read; the runner requires it on")
         }
         _ => {}
+    }
+    if matches!(k.as_slice(), ["SET", "TRANSACTION", ..]) {
+        return Some("SET TRANSACTION must be the first statement of its transaction, and the runner's own statements come first: it always fails here (a migration's isolation level cannot be chosen)");
     }
     if k.first() == Some(&"COPY") && statement.copies_with_client {
         return Some("COPY FROM STDIN / TO STDOUT exchanges data with a client the runner is not; load data with INSERT, or COPY from a file on the server");
