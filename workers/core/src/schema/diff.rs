@@ -1,8 +1,9 @@
 //! The structural diff of two snapshots: which objects were added, dropped or changed, and
 //! for a changed one which attributes, old and new.
 //!
-//! Objects are matched by kind and qualified name; columns, constraints and triggers by
-//! their table's name and their own. Nothing in the catalogs tells a rename from a drop and
+//! Objects are matched by kind and the parts of their name, compared one by one (schema and
+//! name; columns, constraints and triggers by schema, table and name; functions by schema,
+//! name and argument types), never by a joined string that two objects could share. Nothing in the catalogs tells a rename from a drop and
 //! an add, so a renamed object shows as both. A table (or view) added or dropped is one
 //! change: its columns, constraints, indexes and triggers go with it unlisted. Columns are
 //! matched by name, so a change of column order alone is not reported.
@@ -97,8 +98,9 @@ pub struct AttributeChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub kind: ObjectKind,
-    /// Qualified: `public.users`, `public.users.email` (a column), `public.users_email_idx`
-    /// (an index: its name is unique in its schema), `public.add(integer, integer)`.
+    /// Qualified, identifiers quoted where `quote_ident` would: `public.users`,
+    /// `public.users.email` (a column), `public.users_email_idx` (an index: its name is
+    /// unique in its schema), `public.add(integer, integer)`, `app."b.c"`.
     pub name: String,
     /// The table (or view) of a column, constraint, index or trigger: `public.users`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

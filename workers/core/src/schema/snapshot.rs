@@ -326,7 +326,7 @@ pub struct Sequence {
     pub cache: i64,
     #[serde(default)]
     pub cycle: bool,
-    /// `schema.table.column` of an `OWNED BY` (serial) sequence.
+    /// `schema.table.column` of an `OWNED BY` (serial) sequence, each part `quote_ident`ed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owned_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
