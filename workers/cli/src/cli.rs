@@ -472,6 +472,59 @@ impl SchemaScope {
     }
 }
 
+/// What a `diff` operand is.
+#[derive(Debug, PartialEq, Eq)]
+enum Operand {
+    /// A database to snapshot, the scheme written `postgres://` whatever its case.
+    Url(String),
+    /// A snapshot file; `shown` names it in errors (not the path when the path could hold a
+    /// credential).
+    File {
+        path: std::path::PathBuf,
+        shown: std::path::PathBuf,
+    },
+}
+
+/// A postgres:// (or postgresql://, any case, spaces around) URL is a database; anything
+/// else that looks like a URL or a connection string (`://`, `password=`, a `scheme:` of
+/// postgres) is refused without being repeated, since it may hold a password; an `@` in a
+/// file's name keeps the name out of the errors too.
+fn classify_operand(operand: &str, role: &str) -> Result<Operand, Error> {
+    let trimmed = operand.trim();
+    if let Some((scheme, rest)) = trimmed.split_once("://") {
+        if scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") {
+            return Ok(Operand::Url(format!("postgres://{rest}")));
+        }
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    let neither = || {
+        Error::InvalidInput(format!(
+            "{role} is neither a postgres:// URL nor a snapshot file (a database URL begins with postgres:// or postgresql://)"
+        ))
+    };
+    if lower.contains("://")
+        || lower.contains("password=")
+        || lower.starts_with("postgres") && lower.contains(':')
+    {
+        return Err(neither());
+    }
+    let path = std::path::PathBuf::from(operand);
+    if operand.contains('@') {
+        // A file may be named so, but it is named in no message.
+        if !path.is_file() {
+            return Err(neither());
+        }
+        return Ok(Operand::File {
+            path,
+            shown: std::path::PathBuf::from(format!("the {role} file")),
+        });
+    }
+    Ok(Operand::File {
+        shown: path.clone(),
+        path,
+    })
+}
+
 /// A `diff` operand: a URL is a database to snapshot, anything else a snapshot file.
 async fn load_schema(
     operand: &str,
@@ -479,15 +532,49 @@ async fn load_schema(
     options: &SnapshotOptions,
     settings: &Settings,
 ) -> Result<Snapshot, Error> {
-    if operand.starts_with("postgres://") || operand.starts_with("postgresql://") {
-        let db = Database::from_url(operand, role, settings.connect_timeout)?;
-        let result = Snapshot::capture_database(&db, options).await;
-        db.close().await;
-        result
-    } else {
-        let mut snapshot = Snapshot::read(std::path::Path::new(operand))?;
-        snapshot.restrict(options);
-        Ok(snapshot)
+    match classify_operand(operand, role)? {
+        Operand::Url(url) => {
+            let db = Database::from_url(&url, role, settings.connect_timeout)?;
+            let result = Snapshot::capture_database(&db, options).await;
+            db.close().await;
+            result
+        }
+        Operand::File { path, shown } => {
+            let rename = |e: Error| match e {
+                Error::InvalidSnapshot { reason, .. } => Error::InvalidSnapshot {
+                    file: shown.clone(),
+                    reason,
+                },
+                other => other,
+            };
+            let mut snapshot = Snapshot::read(&path).map_err(rename)?;
+            // A file taken without --grants (or before the scope was recorded) holds no
+            // grants: compared with grants, every one would read as a change.
+            if options.grants && !snapshot.options.as_ref().is_some_and(|o| o.grants) {
+                return Err(Error::InvalidSnapshot {
+                    file: shown,
+                    reason: "taken without --grants, so its privileges are unknown; take it again with `stepmigrate snapshot --grants`, or diff without --grants".into(),
+                });
+            }
+            snapshot.restrict(options);
+            Ok(snapshot)
+        }
+    }
+}
+
+/// Narrows `snapshot` to the schemas `other` was taken with, if `other` is a file that
+/// recorded them: a file of `--schema app` against a whole database compares `app` alone.
+fn restrict_to_scope_of(snapshot: &mut Snapshot, other: &Snapshot) {
+    if let Some(scope) = &other.options {
+        if !scope.schemas.is_empty() || !scope.exclude_schemas.is_empty() {
+            snapshot.restrict(&SnapshotOptions {
+                include_schemas: scope.schemas.clone(),
+                exclude_schemas: scope.exclude_schemas.clone(),
+                grants: true,
+                comments: true,
+                ..SnapshotOptions::default()
+            });
+        }
     }
 }
 
@@ -519,8 +606,10 @@ async fn diff_command(
 ) -> Result<ExitCode, Error> {
     let settings = args.settings(args.project()?.as_ref())?;
     let options = scope.options(&settings);
-    let old = load_schema(from, "FROM", &options, &settings).await?;
-    let new = load_schema(to, "TO", &options, &settings).await?;
+    let mut old = load_schema(from, "FROM", &options, &settings).await?;
+    let mut new = load_schema(to, "TO", &options, &settings).await?;
+    restrict_to_scope_of(&mut old, &new);
+    restrict_to_scope_of(&mut new, &old);
     let changes = diff(&old, &new);
     out.schema_diff(&changes);
     // Like diff(1): 0 identical, 1 different.

@@ -688,10 +688,18 @@ impl Output {
     ) -> Result<(), Error> {
         let text = snapshot.to_json_pretty();
         let Some(file) = file else {
+            // The document is the command's product: a write that fails (a full disk) is an
+            // error; a reader that went away (`| head`) is not.
             let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(text.as_bytes());
-            let _ = stdout.flush();
-            return Ok(());
+            return match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::InvalidInput(
+                    format!("cannot write the snapshot to stdout: {e}"),
+                )),
+                _ => Ok(()),
+            };
         };
         std::fs::write(file, text).map_err(|e| {
             Error::InvalidInput(format!(

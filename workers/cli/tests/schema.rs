@@ -116,8 +116,24 @@ async fn databases_built_alike_give_identical_snapshots() {
         .await;
     by_hand.exec(ALL_KINDS).await;
 
+    // Settings that change how definitions are written, for the database and for the
+    // connection: the snapshot pins them.
+    by_hand
+        .exec(&format!(
+            "ALTER DATABASE {0} SET quote_all_identifiers = on; ALTER DATABASE {0} SET IntervalStyle = sql_standard;
+             ALTER DATABASE {0} SET bytea_output = escape; ALTER DATABASE {0} SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE {0} SET TimeZone = 'Asia/Tokyo'; ALTER DATABASE {0} SET extra_float_digits = -3;",
+            by_hand.name
+        ))
+        .await;
+    let sep = if by_hand.url.contains('?') { '&' } else { '?' };
+    let by_hand_url = format!(
+        "{}{sep}options=-c%20quote_all_identifiers%3Don%20-c%20standard_conforming_strings%3Doff",
+        by_hand.url
+    );
+
     let a = with_ledger.cli_env(dir.path(), &["snapshot", "--grants"], &ledger);
-    let b = by_hand.cli(dir.path(), &["snapshot", "--grants"]);
+    let b = run_cli(&by_hand_url, dir.path(), &["snapshot", "--grants"]);
     a.assert_code(0);
     b.assert_code(0);
     assert!(!a.stdout.contains("stepmigrate"), "{}", a.stdout);
@@ -130,7 +146,7 @@ async fn databases_built_alike_give_identical_snapshots() {
     run_cli(
         &with_ledger.url,
         dir.path(),
-        &["diff", &with_ledger.url, &by_hand.url],
+        &["diff", &with_ledger.url, &by_hand_url],
     )
     .assert_code(0);
 }
@@ -261,4 +277,113 @@ async fn capture_inside_a_transaction_sees_it_and_leaves_it_open() {
     );
     assert!(diff(&before, &after).is_empty());
     assert_eq!(before.to_json_pretty(), after.to_json_pretty());
+}
+
+#[test]
+fn an_operand_that_may_hold_a_password_is_never_repeated() {
+    let dir = Dir::new(&[]);
+    dir.write("empty.json", r#"{"format": 1}"#);
+    dir.write("me@host.json", "{ not json");
+    let empty = dir.file("empty.json").to_string_lossy().into_owned();
+    let url = "postgres://nobody@127.0.0.1:1/none";
+    for operand in [
+        " postgres:/u:S3cretPw@127.0.0.1/db",
+        "mysql://u:S3cretPw@127.0.0.1/db",
+        "host=127.0.0.1 password=S3cretPw dbname=db",
+        "u:S3cretPw@127.0.0.1",
+    ] {
+        let run = run_cli(url, dir.path(), &["diff", operand, &empty]);
+        run.assert_code(2);
+        assert!(
+            run.stderr
+                .contains("FROM is neither a postgres:// URL nor a snapshot file")
+                && !run.stderr.contains("S3cretPw"),
+            "{operand}: {}",
+            run.stderr
+        );
+    }
+    // A URL in capitals or after a space is a URL (here, of no server): the password is
+    // not printed either.
+    for operand in [
+        "POSTGRES://u:S3cretPw@127.0.0.1:1/db",
+        " postgresql://u:S3cretPw@127.0.0.1:1/db",
+    ] {
+        let run = run_cli(url, dir.path(), &["diff", &empty, operand]);
+        assert_eq!(run.code, 5, "{operand}: {}", run.stderr);
+        assert!(!run.stderr.contains("S3cretPw"), "{}", run.stderr);
+    }
+    // A file whose name has an @ is read, but not named.
+    let named = dir.file("me@host.json").to_string_lossy().into_owned();
+    let run = run_cli(url, dir.path(), &["diff", &named, &empty]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("the FROM file: not JSON") && !run.stderr.contains("me@host"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn grants_are_the_effective_ones_and_the_scope_is_checked() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[]);
+    db.exec("CREATE TABLE t (id int); CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';")
+        .await;
+    let user = db.query("SELECT current_user::text").await.remove(0);
+    let file = |name: &str| dir.file(name).to_string_lossy().into_owned();
+    db.cli(
+        dir.path(),
+        &["snapshot", "--grants", "--output", &file("grants.json")],
+    )
+    .assert_code(0);
+    db.cli(dir.path(), &["snapshot", "--output", &file("plain.json")])
+        .assert_code(0);
+
+    // Granting what the default privileges hold already changes nothing.
+    db.exec(&format!(
+        "GRANT EXECUTE ON FUNCTION f() TO PUBLIC; GRANT SELECT ON t TO {user};"
+    ))
+    .await;
+    db.cli(
+        dir.path(),
+        &["diff", "--grants", &file("grants.json"), &db.url],
+    )
+    .assert_code(0);
+    // Revoking from PUBLIC shows what it removed.
+    db.exec("REVOKE EXECUTE ON FUNCTION f() FROM PUBLIC").await;
+    let run = db.cli(
+        dir.path(),
+        &["diff", "--grants", &file("grants.json"), &db.url],
+    );
+    run.assert_code(1);
+    assert_eq!(
+        run.stdout,
+        format!("~ function public.f(): grants PUBLIC EXECUTE, {user} EXECUTE → {user} EXECUTE\n")
+    );
+
+    // A file taken without --grants cannot be compared with grants.
+    let run = db.cli(
+        dir.path(),
+        &["diff", "--grants", &db.url, &file("plain.json")],
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains(&file("plain.json")) && run.stderr.contains("taken without --grants"),
+        "{}",
+        run.stderr
+    );
+    db.cli(
+        dir.path(),
+        &["diff", &file("grants.json"), &file("plain.json")],
+    )
+    .assert_code(0);
+
+    // The snapshot is the command's product: a full disk is an error, not an empty success.
+    let full = common::cli_command(&db.url, dir.path(), &["snapshot"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(full.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&full.stderr)
+        .contains("cannot write the snapshot to stdout: No space left on device"));
 }

@@ -8,8 +8,9 @@ use serde::Deserialize;
 use sqlx::{Connection as _, PgConnection, Row};
 
 use super::snapshot::{
-    sha256_hex, Column, CompositeType, Constraint, Domain, Enum, Extension, Function, Grant, Index,
-    Schema, Sequence, Snapshot, SnapshotOptions, Table, Trigger, View, FORMAT_VERSION,
+    sha256_hex, Column, CompositeType, Constraint, Domain, Enum, Extension, Function, FunctionKind,
+    Grant, Index, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Table, Trigger, View,
+    Volatility, FORMAT_VERSION,
 };
 use crate::db::Database;
 use crate::error::Error;
@@ -35,8 +36,11 @@ fn comment(enabled: bool, catalog: &str, oid: &str, subid: &str) -> String {
 }
 
 /// Grantee, privilege and grant option of an ACL; the grantor is left out (who granted is
-/// history, not structure). Sorted and deduplicated in Rust.
-fn grants(enabled: bool, acl: &str) -> String {
+/// history, not structure). Sorted and deduplicated in Rust. A NULL ACL (never granted nor
+/// revoked) is the object kind's default privileges (`acldefault`: the owner's, and
+/// PUBLIC's `EXECUTE` on a function): written out, so that a `REVOKE ... FROM PUBLIC` shows
+/// as what it removed and a `GRANT` of what was granted already as nothing.
+fn grants(enabled: bool, acl: &str, kind: char, owner: &str) -> String {
     if !enabled {
         return "'[]'::json".into();
     }
@@ -44,7 +48,7 @@ fn grants(enabled: bool, acl: &str) -> String {
         "coalesce((SELECT json_agg(json_build_object(
              'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END,
              'privilege', a.privilege_type, 'grantable', a.is_grantable))
-          FROM aclexplode({acl}) a), '[]')"
+          FROM aclexplode(coalesce({acl}, acldefault('{kind}', {owner}))) a), '[]')"
     )
 }
 
@@ -57,6 +61,24 @@ fn collation(coll: &str, type_coll: &str) -> String {
           WHERE co.oid = {coll} AND {coll} <> {type_coll})"
     )
 }
+
+/// The settings that change how `pg_get_*def`, `format_type` and the deparsed defaults and
+/// constants are written, pinned for the snapshot's transaction whatever the server's,
+/// the database's, the role's or the connection's (`?options=-c ...`) values: the same
+/// schema gives the same document. `search_path` empty of user schemas qualifies every name.
+pub(crate) const PINNED_SETTINGS: &str = "\
+SET LOCAL search_path = pg_catalog;
+SET LOCAL quote_all_identifiers = off;
+SET LOCAL standard_conforming_strings = on;
+SET LOCAL IntervalStyle = postgres;
+SET LOCAL DateStyle = 'ISO, MDY';
+SET LOCAL TimeZone = 'UTC';
+SET LOCAL bytea_output = hex;
+SET LOCAL extra_float_digits = 1;
+SET LOCAL lc_monetary = 'C';
+SET LOCAL lc_numeric = 'C';
+SET LOCAL xmloption = content;
+";
 
 fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
     let (g, c) = (o.grants, o.comments);
@@ -76,7 +98,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                 "SELECT n.nspname AS name, {} AS comment, {} AS grants
                  FROM pg_namespace n WHERE {USER_SCHEMA} AND {}",
                 comment(c, "pg_namespace", "n.oid", "0"),
-                grants(g, "n.nspacl"),
+                grants(g, "n.nspacl", 'n', "n.nspowner"),
                 not_in_extension("pg_namespace", "n.oid"),
             ),
         ),
@@ -137,7 +159,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                 "SELECT n.nspname AS schema, cl.relname AS name, format_type(s.seqtypid, NULL) AS type,
                         s.seqstart AS start, s.seqincrement AS increment, s.seqmin AS min, s.seqmax AS max,
                         s.seqcache AS cache, s.seqcycle AS cycle,
-                        (SELECT tn.nspname || '.' || tc.relname || '.' || a.attname
+                        (SELECT quote_ident(tn.nspname) || '.' || quote_ident(tc.relname) || '.' || quote_ident(a.attname)
                          FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
                          JOIN pg_namespace tn ON tn.oid = tc.relnamespace
                          JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
@@ -147,7 +169,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                  FROM pg_sequence s JOIN pg_class cl ON cl.oid = s.seqrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE {USER_SCHEMA}
                    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = cl.oid AND d.deptype IN ('i', 'e'))",
-                grants(g, "cl.relacl"),
+                grants(g, "cl.relacl", 's', "cl.relowner"),
             ),
         ),
         wrap(
@@ -166,7 +188,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA} AND {}",
-                grants(g, "cl.relacl"),
+                grants(g, "cl.relacl", 'r', "cl.relowner"),
                 not_in_extension("pg_class", "cl.oid"),
             ),
         ),
@@ -245,7 +267,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('v', 'm') AND {USER_SCHEMA} AND {}",
-                grants(g, "cl.relacl"),
+                grants(g, "cl.relacl", 'r', "cl.relowner"),
                 not_in_extension("pg_class", "cl.oid"),
             ),
         ),
@@ -272,7 +294,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
                  WHERE {USER_SCHEMA} AND {}",
                 comment(c, "pg_proc", "p.oid", "0"),
-                grants(g, "p.proacl"),
+                grants(g, "p.proacl", 'f', "p.proowner"),
                 not_in_extension("pg_proc", "p.oid"),
             ),
         ),
@@ -300,12 +322,12 @@ struct Owned<T> {
 struct FunctionRow {
     schema: String,
     name: String,
-    kind: String,
+    kind: FunctionKind,
     argument_types: String,
     arguments: String,
     result: Option<String>,
     language: String,
-    volatility: String,
+    volatility: Volatility,
     security_definer: bool,
     definition: Option<String>,
     comment: Option<String>,
@@ -316,7 +338,8 @@ impl Snapshot {
     /// Reads the schema of the database `conn` is connected to. One round trip, inside a
     /// read-only repeatable-read transaction (one consistent view) whose `search_path` is
     /// `pg_catalog` alone, so that every name the catalog functions print is qualified the
-    /// same way whatever the session's settings. Within a transaction begun through sqlx
+    /// same way, and whose other rendering settings are pinned ([`PINNED_SETTINGS`]), whatever
+    /// the session's. Within a transaction begun through sqlx
     /// (`conn.begin()`), it reads in a savepoint and sees that transaction's changes; a
     /// transaction begun by a raw `BEGIN` is not known to sqlx and must not be open.
     #[tracing::instrument(name = "snapshot", skip_all)]
@@ -334,7 +357,7 @@ impl Snapshot {
                 .await
         }
         .map_err(|e| Error::database(context, e))?;
-        let mut sql = String::from("SET LOCAL search_path = pg_catalog;\n");
+        let mut sql = String::from(PINNED_SETTINGS);
         for (_, query) in queries(options) {
             sql.push_str(&query);
             sql.push_str(";\n");
@@ -453,6 +476,7 @@ fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snaps
 
     let mut snapshot = Snapshot {
         format: FORMAT_VERSION,
+        options: Some(Scope::from(o)),
         schemas,
         extensions,
         enums,

@@ -1,8 +1,9 @@
 //! The structural diff of two snapshots: which objects were added, dropped or changed, and
 //! for a changed one which attributes, old and new.
 //!
-//! Objects are matched by kind and qualified name; columns, constraints and triggers by
-//! their table's name and their own. Nothing in the catalogs tells a rename from a drop and
+//! Objects are matched by kind and the parts of their name, compared one by one (schema and
+//! name; columns, constraints and triggers by schema, table and name; functions by schema,
+//! name and argument types), never by a joined string that two objects could share. Nothing in the catalogs tells a rename from a drop and
 //! an add, so a renamed object shows as both. A table (or view) added or dropped is one
 //! change: its columns, constraints, indexes and triggers go with it unlisted. Columns are
 //! matched by name, so a change of column order alone is not reported.
@@ -12,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{Grant, Snapshot, Table, View};
+use super::snapshot::{FunctionKind, Grant, Snapshot, Table, View};
 
 /// The kinds of object, in the order a diff lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -97,8 +98,9 @@ pub struct AttributeChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub kind: ObjectKind,
-    /// Qualified: `public.users`, `public.users.email` (a column), `public.users_email_idx`
-    /// (an index: its name is unique in its schema), `public.add(integer, integer)`.
+    /// Qualified, identifiers quoted where `quote_ident` would: `public.users`,
+    /// `public.users.email` (a column), `public.users_email_idx` (an index: its name is
+    /// unique in its schema), `public.add(integer, integer)`, `app."b.c"`.
     pub name: String,
     /// The table (or view) of a column, constraint, index or trigger: `public.users`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,21 +200,220 @@ impl AttributeChange {
     }
 }
 
-/// One object of a snapshot, flattened for matching.
-struct Entry {
-    parent: Option<(ObjectKind, String)>,
-    attributes: Vec<(&'static str, Option<String>)>,
+/// An attribute's value: a text, or a list compared item by item (an enum's labels, a
+/// composite type's attributes), never one joined string that two lists could share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Text(String),
+    /// Items rendered unambiguously (labels as SQL literals, names as identifiers).
+    List(Vec<String>),
 }
 
-type Flat = BTreeMap<(ObjectKind, String), Entry>;
+impl Value {
+    fn render(&self) -> String {
+        match self {
+            Value::Text(t) => t.clone(),
+            Value::List(items) => items.join(", "),
+        }
+    }
+}
+
+/// An object's identity: its kind and its name's components (schema, table, name; a
+/// function's argument types), compared component by component.
+type Key = (ObjectKind, Vec<String>);
+
+/// One object of a snapshot, flattened for matching.
+struct Entry {
+    /// The qualified name as shown, identifiers quoted where needed.
+    display: String,
+    parent: Option<(Key, String)>,
+    attributes: Vec<(&'static str, Option<Value>)>,
+}
+
+type Flat = BTreeMap<Key, Entry>;
+
+/// `name` as PostgreSQL's `quote_ident` would write it: bare when it is lower case
+/// (`[a-z_][a-z0-9_$]*`) and not a reserved word, in double quotes (doubled inside) otherwise.
+pub fn quote_ident(name: &str) -> String {
+    let mut chars = name.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
+        && !KEYWORDS.contains(&name);
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// A text as an SQL string literal: `'it''s'`.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The reserved (and column-name / type-function-name) key words that `quote_ident` quotes.
+const KEYWORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+/// Components quoted and joined by dots: `app."b.c"`.
+fn qualified(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|p| quote_ident(p))
+        .collect::<Vec<_>>()
+        .join(".")
+}
 
 /// What differs from `from` to `to`.
 pub fn diff(from: &Snapshot, to: &Snapshot) -> SchemaDiff {
     let old = flatten(from);
     let new = flatten(to);
     let mut changes = Vec::new();
-    // Merge the two ordered maps: the result is in (kind, name) order.
-    let mut keys: Vec<&(ObjectKind, String)> = old.keys().chain(new.keys()).collect();
+    // Merge the two ordered maps: the result is in (kind, components) order.
+    let mut keys: Vec<&Key> = old.keys().chain(new.keys()).collect();
     keys.sort();
     keys.dedup();
     for key in keys {
@@ -223,7 +424,7 @@ pub fn diff(from: &Snapshot, to: &Snapshot) -> SchemaDiff {
                 if !attributes.is_empty() {
                     changes.push(Change {
                         kind: key.0,
-                        name: key.1.clone(),
+                        name: n.display.clone(),
                         parent: parent_name(n),
                         change: ChangeType::Changed,
                         attributes,
@@ -232,10 +433,10 @@ pub fn diff(from: &Snapshot, to: &Snapshot) -> SchemaDiff {
             }
             (None, Some(n)) => {
                 // A new table's columns come with it.
-                if n.parent.as_ref().is_none_or(|p| old.contains_key(p)) {
+                if n.parent.as_ref().is_none_or(|(p, _)| old.contains_key(p)) {
                     changes.push(Change {
                         kind: key.0,
-                        name: key.1.clone(),
+                        name: n.display.clone(),
                         parent: parent_name(n),
                         change: ChangeType::Added,
                         attributes: Vec::new(),
@@ -243,10 +444,10 @@ pub fn diff(from: &Snapshot, to: &Snapshot) -> SchemaDiff {
                 }
             }
             (Some(o), None) => {
-                if o.parent.as_ref().is_none_or(|p| new.contains_key(p)) {
+                if o.parent.as_ref().is_none_or(|(p, _)| new.contains_key(p)) {
                     changes.push(Change {
                         kind: key.0,
-                        name: key.1.clone(),
+                        name: o.display.clone(),
                         parent: parent_name(o),
                         change: ChangeType::Dropped,
                         attributes: Vec::new(),
@@ -260,8 +461,8 @@ pub fn diff(from: &Snapshot, to: &Snapshot) -> SchemaDiff {
 }
 
 fn changed_attributes(
-    old: &[(&'static str, Option<String>)],
-    new: &[(&'static str, Option<String>)],
+    old: &[(&'static str, Option<Value>)],
+    new: &[(&'static str, Option<Value>)],
 ) -> Vec<AttributeChange> {
     // Both lists come from the same code for the same kind: same names, same order.
     old.iter()
@@ -269,31 +470,39 @@ fn changed_attributes(
         .filter(|((_, o), (_, n))| o != n)
         .map(|((name, o), (_, n))| AttributeChange {
             attribute: (*name).to_owned(),
-            old: o.clone(),
-            new: n.clone(),
+            old: o.as_ref().map(Value::render),
+            new: n.as_ref().map(Value::render),
         })
         .collect()
 }
 
-fn some(s: &str) -> Option<String> {
-    Some(s.to_owned())
+fn some(s: &str) -> Option<Value> {
+    Some(Value::Text(s.to_owned()))
 }
 
-fn flag(b: bool) -> Option<String> {
-    Some(b.to_string())
+fn text(s: &Option<String>) -> Option<Value> {
+    s.clone().map(Value::Text)
 }
 
-fn list(items: &[String]) -> Option<String> {
-    (!items.is_empty()).then(|| items.join(", "))
+fn flag(b: bool) -> Option<Value> {
+    Some(Value::Text(b.to_string()))
 }
 
-fn grants(g: &[Grant]) -> Option<String> {
-    (!g.is_empty()).then(|| {
+fn list(items: Vec<String>) -> Option<Value> {
+    (!items.is_empty()).then_some(Value::List(items))
+}
+
+fn grants(g: &[Grant]) -> Option<Value> {
+    list(
         g.iter()
             .map(|g| {
+                let grantee = if g.grantee == "PUBLIC" {
+                    g.grantee.clone()
+                } else {
+                    quote_ident(&g.grantee)
+                };
                 format!(
-                    "{} {}{}",
-                    g.grantee,
+                    "{grantee} {}{}",
                     g.privilege,
                     if g.grantable {
                         " WITH GRANT OPTION"
@@ -302,45 +511,63 @@ fn grants(g: &[Grant]) -> Option<String> {
                     }
                 )
             })
-            .collect::<Vec<_>>()
-            .join(", ")
-    })
+            .collect(),
+    )
 }
+
+type Attributes = Vec<(&'static str, Option<Value>)>;
+
+type Put<'a> = dyn FnMut(ObjectKind, Vec<String>, String, Option<(Key, String)>, Attributes) + 'a;
 
 fn flatten(s: &Snapshot) -> Flat {
     let mut flat = Flat::new();
     let mut put = |kind: ObjectKind,
-                   name: String,
-                   parent: Option<(ObjectKind, String)>,
-                   attributes: Vec<(&'static str, Option<String>)>| {
-        flat.insert((kind, name), Entry { parent, attributes });
+                   key: Vec<String>,
+                   display: String,
+                   parent: Option<(Key, String)>,
+                   attributes: Attributes| {
+        flat.insert(
+            (kind, key),
+            Entry {
+                display,
+                parent,
+                attributes,
+            },
+        );
     };
+    let two = |a: &str, b: &str| (vec![a.to_owned(), b.to_owned()], qualified(&[a, b]));
     for x in &s.schemas {
         put(
             ObjectKind::Schema,
-            x.name.clone(),
+            vec![x.name.clone()],
+            quote_ident(&x.name),
             None,
-            vec![
-                ("comment", x.comment.clone()),
-                ("grants", grants(&x.grants)),
-            ],
+            vec![("comment", text(&x.comment)), ("grants", grants(&x.grants))],
         );
     }
     for x in &s.extensions {
         put(
             ObjectKind::Extension,
-            x.name.clone(),
+            vec![x.name.clone()],
+            quote_ident(&x.name),
             None,
             vec![("version", some(&x.version)), ("schema", some(&x.schema))],
         );
     }
     for x in &s.enums {
-        let labels: Vec<String> = x.labels.iter().map(|l| format!("'{l}'")).collect();
+        let (key, display) = two(&x.schema, &x.name);
         put(
             ObjectKind::Enum,
-            format!("{}.{}", x.schema, x.name),
+            key,
+            display,
             None,
-            vec![("labels", list(&labels)), ("comment", x.comment.clone())],
+            vec![
+                (
+                    "labels",
+                    list(x.labels.iter().map(|l| quote_literal(l)).collect()),
+                ),
+                ("comment", text(&x.comment)),
+            ],
         );
     }
     for x in &s.domains {
@@ -350,23 +577,25 @@ fn flatten(s: &Snapshot) -> Flat {
             .map(|c| {
                 format!(
                     "{} {}{}",
-                    c.name,
+                    quote_ident(&c.name),
                     c.definition,
                     if c.validated { "" } else { " (not validated)" }
                 )
             })
             .collect();
+        let (key, display) = two(&x.schema, &x.name);
         put(
             ObjectKind::Domain,
-            format!("{}.{}", x.schema, x.name),
+            key,
+            display,
             None,
             vec![
                 ("type", some(&x.type_)),
                 ("not_null", flag(x.not_null)),
-                ("default", x.default.clone()),
-                ("collation", x.collation.clone()),
-                ("constraints", list(&constraints)),
-                ("comment", x.comment.clone()),
+                ("default", text(&x.default)),
+                ("collation", text(&x.collation)),
+                ("constraints", list(constraints)),
+                ("comment", text(&x.comment)),
             ],
         );
     }
@@ -375,35 +604,39 @@ fn flatten(s: &Snapshot) -> Flat {
             .attributes
             .iter()
             .map(|a| match &a.collation {
-                Some(c) => format!("{} {} COLLATE {c}", a.name, a.type_),
-                None => format!("{} {}", a.name, a.type_),
+                Some(c) => format!("{} {} COLLATE {c}", quote_ident(&a.name), a.type_),
+                None => format!("{} {}", quote_ident(&a.name), a.type_),
             })
             .collect();
+        let (key, display) = two(&x.schema, &x.name);
         put(
             ObjectKind::CompositeType,
-            format!("{}.{}", x.schema, x.name),
+            key,
+            display,
             None,
             vec![
-                ("attributes", list(&attributes)),
-                ("comment", x.comment.clone()),
+                ("attributes", list(attributes)),
+                ("comment", text(&x.comment)),
             ],
         );
     }
     for x in &s.sequences {
+        let (key, display) = two(&x.schema, &x.name);
         put(
             ObjectKind::Sequence,
-            format!("{}.{}", x.schema, x.name),
+            key,
+            display,
             None,
             vec![
                 ("type", some(&x.type_)),
-                ("start", Some(x.start.to_string())),
-                ("increment", Some(x.increment.to_string())),
-                ("min", Some(x.min.to_string())),
-                ("max", Some(x.max.to_string())),
-                ("cache", Some(x.cache.to_string())),
+                ("start", some(&x.start.to_string())),
+                ("increment", some(&x.increment.to_string())),
+                ("min", some(&x.min.to_string())),
+                ("max", some(&x.max.to_string())),
+                ("cache", some(&x.cache.to_string())),
                 ("cycle", flag(x.cycle)),
-                ("owned_by", x.owned_by.clone()),
-                ("comment", x.comment.clone()),
+                ("owned_by", text(&x.owned_by)),
+                ("comment", text(&x.comment)),
                 ("grants", grants(&x.grants)),
             ],
         );
@@ -415,24 +648,25 @@ fn flatten(s: &Snapshot) -> Flat {
         flatten_view(v, &mut put);
     }
     for f in &s.functions {
-        let kind = match f.kind.as_str() {
-            "procedure" => ObjectKind::Procedure,
-            "aggregate" => ObjectKind::Aggregate,
-            _ => ObjectKind::Function,
+        let kind = match f.kind {
+            FunctionKind::Procedure => ObjectKind::Procedure,
+            FunctionKind::Aggregate => ObjectKind::Aggregate,
+            FunctionKind::Function | FunctionKind::Window => ObjectKind::Function,
         };
         put(
             kind,
-            f.signature(),
+            vec![f.schema.clone(), f.name.clone(), f.argument_types.clone()],
+            format!("{}({})", qualified(&[&f.schema, &f.name]), f.argument_types),
             None,
             vec![
-                ("kind", some(&f.kind)),
+                ("kind", some(f.kind.as_str())),
                 ("arguments", some(&f.arguments)),
-                ("result", f.result.clone()),
+                ("result", text(&f.result)),
                 ("language", some(&f.language)),
-                ("volatility", some(&f.volatility)),
+                ("volatility", some(f.volatility.as_str())),
                 ("security_definer", flag(f.security_definer)),
                 ("definition_hash", some(&f.definition_hash)),
-                ("comment", f.comment.clone()),
+                ("comment", text(&f.comment)),
                 ("grants", grants(&f.grants)),
             ],
         );
@@ -440,91 +674,117 @@ fn flatten(s: &Snapshot) -> Flat {
     flat
 }
 
-type Put<'a> = dyn FnMut(ObjectKind, String, Option<(ObjectKind, String)>, Vec<(&'static str, Option<String>)>)
-    + 'a;
+/// The key and display name of a table's (or view's) child, and of an index (named within
+/// its schema).
+fn child(schema: &str, table: &str, name: &str) -> (Vec<String>, String) {
+    (
+        vec![schema.to_owned(), table.to_owned(), name.to_owned()],
+        qualified(&[schema, table, name]),
+    )
+}
+
+fn index_key(schema: &str, name: &str) -> (Vec<String>, String) {
+    (
+        vec![schema.to_owned(), name.to_owned()],
+        qualified(&[schema, name]),
+    )
+}
 
 fn flatten_table(t: &Table, put: &mut Put<'_>) {
-    let name = format!("{}.{}", t.schema, t.name);
-    let parent = Some((ObjectKind::Table, name.clone()));
+    let key = vec![t.schema.clone(), t.name.clone()];
+    let name = qualified(&[&t.schema, &t.name]);
+    let parent = Some(((ObjectKind::Table, key.clone()), name.clone()));
     put(
         ObjectKind::Table,
+        key,
         name.clone(),
         None,
         vec![
-            ("kind", some(&t.kind)),
-            ("persistence", some(&t.persistence)),
-            ("partition_key", t.partition_key.clone()),
-            ("partition_of", t.partition_of.clone()),
-            ("partition_bound", t.partition_bound.clone()),
-            ("inherits", list(&t.inherits)),
+            ("kind", some(t.kind.as_str())),
+            ("persistence", some(t.persistence.as_str())),
+            ("partition_key", text(&t.partition_key)),
+            ("partition_of", text(&t.partition_of)),
+            ("partition_bound", text(&t.partition_bound)),
+            ("inherits", list(t.inherits.clone())),
             ("row_security", flag(t.row_security)),
             ("force_row_security", flag(t.force_row_security)),
-            ("options", list(&t.options)),
-            ("comment", t.comment.clone()),
+            ("options", list(t.options.clone())),
+            ("comment", text(&t.comment)),
             ("grants", grants(&t.grants)),
         ],
     );
     for c in &t.columns {
+        let (key, display) = child(&t.schema, &t.name, &c.name);
         put(
             ObjectKind::Column,
-            format!("{name}.{}", c.name),
+            key,
+            display,
             parent.clone(),
             vec![
                 ("type", some(&c.type_)),
                 ("not_null", flag(c.not_null)),
-                ("default", c.default.clone()),
-                ("identity", c.identity.clone()),
-                ("generated", c.generated.clone()),
-                ("collation", c.collation.clone()),
-                ("comment", c.comment.clone()),
+                ("default", text(&c.default)),
+                (
+                    "identity",
+                    c.identity.map(|i| Value::Text(i.as_str().into())),
+                ),
+                ("generated", text(&c.generated)),
+                ("collation", text(&c.collation)),
+                ("comment", text(&c.comment)),
             ],
         );
     }
     for c in &t.constraints {
+        let (key, display) = child(&t.schema, &t.name, &c.name);
         put(
             ObjectKind::Constraint,
-            format!("{name}.{}", c.name),
+            key,
+            display,
             parent.clone(),
             vec![
-                ("kind", some(&c.kind)),
+                ("kind", some(c.kind.as_str())),
                 ("definition", some(&c.definition)),
                 ("validated", flag(c.validated)),
-                ("comment", c.comment.clone()),
+                ("comment", text(&c.comment)),
             ],
         );
     }
     for i in &t.indexes {
+        let (key, display) = index_key(&t.schema, &i.name);
         put(
             ObjectKind::Index,
-            format!("{}.{}", t.schema, i.name),
+            key,
+            display,
             parent.clone(),
             index_attributes(i),
         );
     }
     for tr in &t.triggers {
+        let (key, display) = child(&t.schema, &t.name, &tr.name);
         put(
             ObjectKind::Trigger,
-            format!("{name}.{}", tr.name),
+            key,
+            display,
             parent.clone(),
             trigger_attributes(tr),
         );
     }
 }
 
-fn index_attributes(i: &super::snapshot::Index) -> Vec<(&'static str, Option<String>)> {
+fn index_attributes(i: &super::snapshot::Index) -> Attributes {
     // Unique and primary are part of the definition (and of the constraint, if any).
     vec![
         ("definition", some(&i.definition)),
         ("valid", flag(i.valid)),
-        ("comment", i.comment.clone()),
+        ("comment", text(&i.comment)),
     ]
 }
 
-fn trigger_attributes(t: &super::snapshot::Trigger) -> Vec<(&'static str, Option<String>)> {
+fn trigger_attributes(t: &super::snapshot::Trigger) -> Attributes {
     vec![
         ("definition", some(&t.definition)),
-        ("enabled", some(&t.enabled)),
-        ("comment", t.comment.clone()),
+        ("enabled", some(t.enabled.as_str())),
+        ("comment", text(&t.comment)),
     ]
 }
 
@@ -534,31 +794,37 @@ fn flatten_view(v: &View, put: &mut Put<'_>) {
     } else {
         ObjectKind::View
     };
-    let name = format!("{}.{}", v.schema, v.name);
-    let parent = Some((kind, name.clone()));
+    let key = vec![v.schema.clone(), v.name.clone()];
+    let name = qualified(&[&v.schema, &v.name]);
+    let parent = Some(((kind, key.clone()), name.clone()));
     put(
         kind,
+        key,
         name.clone(),
         None,
         vec![
             ("definition", some(&v.definition)),
-            ("options", list(&v.options)),
-            ("comment", v.comment.clone()),
+            ("options", list(v.options.clone())),
+            ("comment", text(&v.comment)),
             ("grants", grants(&v.grants)),
         ],
     );
     for i in &v.indexes {
+        let (key, display) = index_key(&v.schema, &i.name);
         put(
             ObjectKind::Index,
-            format!("{}.{}", v.schema, i.name),
+            key,
+            display,
             parent.clone(),
             index_attributes(i),
         );
     }
     for tr in &v.triggers {
+        let (key, display) = child(&v.schema, &v.name, &tr.name);
         put(
             ObjectKind::Trigger,
-            format!("{name}.{}", tr.name),
+            key,
+            display,
             parent.clone(),
             trigger_attributes(tr),
         );
@@ -587,8 +853,8 @@ mod tests {
         Table {
             schema: "public".into(),
             name: name.into(),
-            kind: "table".into(),
-            persistence: "permanent".into(),
+            kind: TableKind::Table,
+            persistence: Persistence::Permanent,
             partition_key: None,
             partition_of: None,
             partition_bound: None,
@@ -627,7 +893,7 @@ mod tests {
         ));
         users.constraints.push(Constraint {
             name: "users_email_check".into(),
-            kind: "check".into(),
+            kind: ConstraintKind::Check,
             definition: "CHECK ((email <> ''::text))".into(),
             validated: false,
             references: None,
@@ -654,12 +920,12 @@ mod tests {
             functions: vec![Function {
                 schema: "public".into(),
                 name: "add".into(),
-                kind: "function".into(),
+                kind: FunctionKind::Function,
                 argument_types: "integer, integer".into(),
                 arguments: "a integer, b integer".into(),
                 result: Some("integer".into()),
                 language: "sql".into(),
-                volatility: "immutable".into(),
+                volatility: Volatility::Immutable,
                 security_definer: false,
                 definition_hash: "a".repeat(64),
                 comment: None,
@@ -812,5 +1078,69 @@ mod tests {
             diff(&old, &new).render_text(),
             "- view public.totals\n+ materialized view public.totals\n"
         );
+    }
+
+    #[test]
+    fn lists_are_compared_item_by_item_and_shown_quoted() {
+        // ENUM ('a','b') against ENUM ($$a', 'b$$); (x integer, y text) against
+        // ("x integer, y" text): joined into one string, each pair was the same.
+        let mut old = base();
+        old.enums[0].labels = vec!["a".into(), "b".into()];
+        let attribute = |name: &str, type_: &str| CompositeAttribute {
+            name: name.into(),
+            type_: type_.into(),
+            collation: None,
+        };
+        let composite = |attributes| CompositeType {
+            schema: "public".into(),
+            name: "ct".into(),
+            attributes,
+            comment: None,
+        };
+        old.composite_types.push(composite(vec![
+            attribute("x", "integer"),
+            attribute("y", "text"),
+        ]));
+        let mut new = base();
+        new.enums[0].labels = vec!["a', 'b".into()];
+        new.composite_types
+            .push(composite(vec![attribute("x integer, y", "text")]));
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.render_text(),
+            "\
+~ enum public.mood: labels 'a', 'b' → 'a'', ''b'
+~ composite type public.ct: attributes x integer, y text → \"x integer, y\" text
+"
+        );
+    }
+
+    #[test]
+    fn objects_are_matched_by_their_name_parts_and_shown_quoted() {
+        // a."b.c" and "a.b".c were both `a.b.c`: one table with a changed column.
+        let mut old = base();
+        let mut t = table("b.c", vec![column("x", "integer")]);
+        t.schema = "a".into();
+        old.tables.push(t);
+        let mut new = base();
+        let mut t = table("c", vec![column("x", "bigint")]);
+        t.schema = "a.b".into();
+        new.tables.push(t);
+        assert_eq!(
+            diff(&old, &new).render_text(),
+            "- table a.\"b.c\"\n+ table \"a.b\".c\n"
+        );
+    }
+
+    #[test]
+    fn quote_ident_follows_postgres() {
+        assert_eq!(quote_ident("users"), "users");
+        assert_eq!(quote_ident("_a$1"), "_a$1");
+        assert_eq!(quote_ident("Users"), "\"Users\"");
+        assert_eq!(quote_ident("a.b"), "\"a.b\"");
+        assert_eq!(quote_ident("1a"), "\"1a\"");
+        assert_eq!(quote_ident("user"), "\"user\"");
+        assert_eq!(quote_ident("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(quote_ident(""), "\"\"");
     }
 }

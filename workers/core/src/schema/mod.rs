@@ -11,9 +11,10 @@ mod capture;
 mod diff;
 mod snapshot;
 
-pub use diff::{diff, AttributeChange, Change, ChangeType, ObjectKind, SchemaDiff};
+pub use diff::{diff, quote_ident, AttributeChange, Change, ChangeType, ObjectKind, SchemaDiff};
 pub use snapshot::{
-    Column, CompositeAttribute, CompositeType, Constraint, Domain, DomainConstraint, Enum,
-    Extension, Function, Grant, Index, LedgerFilter, Schema, Sequence, Snapshot, SnapshotOptions,
-    Table, Trigger, View, FORMAT_VERSION, LEDGER_PREFIX,
+    Column, CompositeAttribute, CompositeType, Constraint, ConstraintKind, Domain,
+    DomainConstraint, Enum, Extension, ForeignKeyAction, Function, FunctionKind, Grant, Identity,
+    Index, LedgerFilter, Persistence, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Table,
+    TableKind, Trigger, TriggerEnabled, View, Volatility, FORMAT_VERSION, LEDGER_PREFIX,
 };
