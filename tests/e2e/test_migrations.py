@@ -347,7 +347,7 @@ def test_verify_runs_the_pending_migrations_rolled_back_and_changes_nothing_but_
     assert (out["verified"], out["failed"], out["skipped"]) == (2, 0, 0), out
     widen, posts = out["migrations"]
     assert widen["name"] == "002_widen_age" and widen["outcome"] == "ok"
-    assert widen["rewrites"] == 2 and widen["access_exclusive_on_existing"] == ["public.users"], widen
+    assert widen["rewrites"] == 2 and widen["access_exclusive_on_existing"] == ["public.users", "public.users_pkey"], widen
     assert posts["name"] == "003_create_posts" and posts["rewrites"] == 0
     assert len(json.dumps(out)) < PAYLOAD_LIMIT
 

@@ -362,6 +362,11 @@ pub fn new_locks(
                 // (the new heap of a table rewrite), locked by nobody else.
                 (None, None) => return None,
             };
+            // A TOAST table or index is locked with its table, which the report names: its
+            // own name (with an OID in it) says nothing more.
+            if relation.starts_with("pg_toast.") {
+                return None;
+            }
             Some(LockTaken {
                 relation,
                 relkind,
@@ -446,7 +451,10 @@ const USER_NAMESPACE: &str = "n.nspname NOT IN ('pg_catalog', 'information_schem
 /// A row of [`read_catalog`]'s query: oid, name, relkind, relfilenode, indisvalid, table.
 type CatalogRow = (i64, String, String, i64, Option<bool>, Option<String>);
 
-async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
+/// The user relations with their storage, or (`only`) just those oids, with index validity
+/// and table. User relations have oids from `FirstNormalObjectId` (16384) on; temporary ones
+/// are left out.
+async fn read_catalog(conn: &mut PgConnection, only: Option<&[i64]>) -> Result<Catalog, Error> {
     let sql = format!(
         "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relfilenode::int8,
                 i.indisvalid, CASE WHEN t.oid IS NOT NULL THEN format('%I.%I', tn.nspname, t.relname) END
@@ -455,14 +463,37 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
          LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
          LEFT JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
          LEFT JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
-         WHERE {USER_NAMESPACE} AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'm', 'v', 'f')"
+         WHERE {USER_NAMESPACE} AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'm', 'v', 'f'){}",
+        if only.is_some() { " AND c.oid::int8 = ANY($1)" } else { "" }
     );
-    let rows: Vec<CatalogRow> = sqlx::query_as(&sql)
+    let mut query = sqlx::query_as::<_, CatalogRow>(&sql);
+    if let Some(oids) = only {
+        query = query.bind(oids);
+    }
+    let rows: Vec<CatalogRow> = query
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| Error::database("reading the catalog", e))?;
-    Ok(rows
-        .into_iter()
+    Ok(to_catalog(rows))
+}
+
+/// Before a migration, cheaply: every user relation's name, kind and storage, without the
+/// joins (a migration late in a long `--in-transaction-only` run sees thousands).
+async fn read_storage(conn: &mut PgConnection) -> Result<Catalog, Error> {
+    let rows: Vec<CatalogRow> = sqlx::query_as(
+        "SELECT c.oid::int8, c.relnamespace::regnamespace::text || '.' || quote_ident(c.relname), c.relkind::text,
+                c.relfilenode::int8, NULL::bool, NULL::text
+         FROM pg_catalog.pg_class c
+         WHERE c.oid >= 16384 AND c.relpersistence <> 't' AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'm', 'v', 'f')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading the catalog", e))?;
+    Ok(to_catalog(rows))
+}
+
+fn to_catalog(rows: Vec<CatalogRow>) -> Catalog {
+    rows.into_iter()
         .map(|(oid, name, relkind, relfilenode, valid, table)| {
             (
                 oid,
@@ -474,27 +505,60 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
                 },
             )
         })
-        .collect())
+        .collect()
 }
 
-async fn read_locks(conn: &mut PgConnection) -> Result<Vec<HeldLock>, sqlx::Error> {
-    let sql = format!(
-        "SELECT l.relation::int8, l.mode, CASE WHEN c.oid IS NOT NULL THEN format('%I.%I', n.nspname, c.relname) END, c.relkind::text
-         FROM pg_catalog.pg_locks l
-         LEFT JOIN pg_catalog.pg_class c ON c.oid = l.relation
-         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
-           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-           AND (c.oid IS NULL OR ({USER_NAMESPACE}))"
-    );
-    let rows: Vec<(i64, String, Option<String>, Option<String>)> =
-        sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+/// This backend's relation locks on user relations (oids from `FirstNormalObjectId`, 16384:
+/// the catalogs, which every query locks, are left out cheaply), the ones not in `held` named
+/// from the catalog (none when `held` is `None`: a baseline): reading names for every held
+/// lock costs milliseconds once a transaction holds hundreds.
+async fn read_locks(
+    conn: &mut PgConnection,
+    held: Option<&[HeldLock]>,
+) -> Result<Vec<HeldLock>, sqlx::Error> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT l.relation::int8, l.mode FROM pg_catalog.pg_locks l
+         WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation >= 16384
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let known: Option<BTreeSet<(i64, &str)>> =
+        held.map(|h| h.iter().map(|l| (l.oid, l.mode.as_str())).collect());
+    let unknown: Vec<i64> = rows
+        .iter()
+        .filter(|(oid, mode)| {
+            known
+                .as_ref()
+                .is_some_and(|k| !k.contains(&(*oid, mode.as_str())))
+        })
+        .map(|(oid, _)| *oid)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let names: BTreeMap<i64, (String, String)> = if unknown.is_empty() {
+        BTreeMap::new()
+    } else {
+        let sql = format!(
+            "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname), c.relkind::text
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid::int8 = ANY($1) AND {USER_NAMESPACE}"
+        );
+        let named: Vec<(i64, String, String)> = sqlx::query_as(&sql)
+            .bind(&unknown)
+            .fetch_all(&mut *conn)
+            .await?;
+        named
+            .into_iter()
+            .map(|(oid, name, kind)| (oid, (name, kind)))
+            .collect()
+    };
     let mut locks: Vec<HeldLock> = rows
         .into_iter()
-        .map(|(oid, mode, name, relkind)| HeldLock {
+        .map(|(oid, mode)| HeldLock {
+            relation: names.get(&oid).cloned(),
             oid,
             mode,
-            relation: name.zip(relkind),
         })
         .collect();
     locks.sort();
@@ -562,10 +626,11 @@ async fn verify_in_open_transaction(
         .execute(&mut *conn)
         .await
         .map_err(|e| Error::database(format!("starting the verification of {}", m.name), e))?;
-    let before = read_catalog(conn).await?;
-    let mut held = read_locks(conn)
+    let before = read_storage(conn).await?;
+    let mut held = read_locks(conn, None)
         .await
         .map_err(|e| Error::database("reading pg_locks", e))?;
+    let baseline: BTreeSet<(i64, String)> = held.iter().map(|l| (l.oid, l.mode.clone())).collect();
     let started = Instant::now();
     let mut statements = Vec::new();
     let mut failure = None;
@@ -597,7 +662,7 @@ async fn verify_in_open_transaction(
             }
             Err(e) => return Err(Error::database(format!("verifying {}", m.name), e)),
         }
-        let now = read_locks(conn)
+        let now = read_locks(conn, Some(&held))
             .await
             .map_err(|e| Error::database("reading pg_locks", e))?;
         statements.push(StatementReport {
@@ -610,7 +675,15 @@ async fn verify_in_open_transaction(
     }
     let duration_ms = ms(started.elapsed());
     let (rewrites, new_indexes) = if failure.is_none() {
-        let after = read_catalog(conn).await?;
+        // A rewrite and a new index both lock the relation: only those need reading again.
+        let locked: Vec<i64> = held
+            .iter()
+            .filter(|l| !baseline.contains(&(l.oid, l.mode.clone())))
+            .map(|l| l.oid)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let after = read_catalog(conn, Some(&locked)).await?;
         compare_catalogs(&before, &after)
     } else {
         (Vec::new(), Vec::new())
@@ -864,13 +937,13 @@ async fn verify_one_on_scratch(
     }
     // Outside a transaction it can only run for real: through the runner, on the scratch
     // database, observed from the catalog.
-    let before = read_catalog(&mut conn).await?;
+    let before = read_storage(&mut conn).await?;
     drop(conn);
     let started = Instant::now();
     let report = migrator.up(Some(&m.version), run_id, &mut Quiet).await?;
     let duration_ms = ms(started.elapsed());
     let mut conn = migrator.db.connect().await?;
-    let after = read_catalog(&mut conn).await?;
+    let after = read_catalog(&mut conn, None).await?;
     let (rewrites, new_indexes) = compare_catalogs(&before, &after);
     let statements: Vec<StatementReport> = sql::split_statements(&m.sql)
         .iter()
@@ -1166,6 +1239,20 @@ mod tests {
         let taken = new_locks(&[], &[lock(4, "AccessExclusiveLock", None)], &catalog);
         assert_eq!(taken[0].relation, "public.gone (dropped)");
         assert!(taken[0].access_exclusive_on_existing());
+    }
+
+    #[test]
+    fn toast_relations_are_left_to_their_table() {
+        let catalog: Catalog = [(5, rel("pg_toast.pg_toast_16390_index", "i", 10, None))].into();
+        let after = [
+            lock(5, "AccessExclusiveLock", None),
+            lock(
+                6,
+                "AccessExclusiveLock",
+                Some(("pg_toast.pg_toast_16390", "t")),
+            ),
+        ];
+        assert!(new_locks(&[], &after, &catalog).is_empty());
     }
 
     #[test]
