@@ -145,9 +145,21 @@ impl LintRules {
     /// The PostgreSQL version the migrations will run on (some advice depends on it, e.g. a
     /// column with a constant default is cheap from 11 on).
     pub fn set_pg_version(&mut self, version: &str) -> Result<(), String> {
+        let invalid = || {
+            format!("invalid PostgreSQL version {version:?}: write its major version, e.g. \"15\" or \"15.4\"")
+        };
         let parsed = version
             .parse::<squawk_linter::Version>()
-            .map_err(|e| format!("invalid PostgreSQL version {version:?}: {e:?}"))?;
+            .map_err(|_| invalid())?;
+        // PostgreSQL 9.6 is the oldest anyone still runs; 0 or 1 is a typo.
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.trim().parse().ok())
+            .ok_or_else(invalid)?;
+        if !(9..=99).contains(&major) {
+            return Err(invalid());
+        }
         self.pg_version = Some(parsed);
         Ok(())
     }
@@ -425,6 +437,10 @@ mod tests {
         off.disable("ban-drop-column").unwrap();
         assert!(lint(&script, &off).is_empty());
 
+        for bad in ["0", "1", "fifteen", "150"] {
+            assert!(LintRules::default().set_pg_version(bad).is_err(), "{bad}");
+        }
+        LintRules::default().set_pg_version("9.6").unwrap();
         let err = LintRules::default().enable("ban-drop-colum").unwrap_err();
         assert!(err.contains("did you mean \"ban-drop-column\""), "{err}");
     }

@@ -286,17 +286,15 @@ impl Args {
         project::layered_settings(&flags, |var| std::env::var(var).ok(), project)
     }
 
-    /// The lock_timeout the user asked for (flag, variable or project file), if any: verify
-    /// on a live database has a shorter default than `up`.
-    fn lock_timeout_given(&self, project: Option<&Project>) -> Option<std::time::Duration> {
-        self.settings
-            .lock_timeout
-            .or_else(|| {
-                std::env::var(stepmigrate_core::config::ENV_LOCK_TIMEOUT)
-                    .ok()
-                    .and_then(|v| parse_duration(v.trim()).ok())
-            })
-            .or_else(|| project.and_then(|p| p.lock_timeout))
+    /// The lock_timeout the user asked for on the command line or in the environment, if any:
+    /// verify on a live database has a shorter default than `up`, which the project file's
+    /// `lock_timeout` (meant for `up`) does not raise.
+    fn lock_timeout_given(&self) -> Option<std::time::Duration> {
+        self.settings.lock_timeout.or_else(|| {
+            std::env::var(stepmigrate_core::config::ENV_LOCK_TIMEOUT)
+                .ok()
+                .and_then(|v| parse_duration(v.trim()).ok())
+        })
     }
 
     fn migrator(&self, project: Option<&Project>) -> Result<Migrator, Error> {
@@ -355,7 +353,7 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         command => {
             let project = args.project()?;
             let m = args.migrator(project.as_ref())?;
-            let lock_timeout = args.lock_timeout_given(project.as_ref());
+            let lock_timeout = args.lock_timeout_given();
             let result = run_on(&m, command, lock_timeout, project.as_ref(), out).await;
             // Every session ends with a Terminate, not a reset connection in the server log.
             m.db.close().await;
@@ -652,7 +650,7 @@ async fn verify(
     };
     let result = tokio::select! {
         r = m.verify_on_scratch(&scratch, to, &run_id) => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::InvalidInput("interrupted".into())),
+        e = interrupted() => Err(e),
     };
     let name = scratch.name().to_owned();
     if let Err(e) = scratch.drop().await {
@@ -694,7 +692,8 @@ async fn preview_command(
             })
         }
     };
-    let report = preview::run::preview(&dir, base, &rules, &settings, scratch).await?;
+    let report =
+        preview::run::preview(&dir, base, &rules, &settings, scratch, interrupted()).await?;
     if json || out.json() {
         out.emit(serde_json::json!({
             "command": "preview",
@@ -715,4 +714,23 @@ async fn preview_command(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM as a CI runner or a
+/// container sends it), as the error the command ends with: the commands that made a scratch
+/// database drop it first.
+async fn interrupted() -> Error {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return Error::InvalidInput("interrupted".into());
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    Error::InvalidInput("interrupted".into())
 }

@@ -381,3 +381,21 @@ fn hostile_review_findings_stay_fixed() {
         "{found:?}"
     );
 }
+
+#[test]
+fn deallocate_all_is_refused_by_the_loader() {
+    let dir = Dir::new(&[(
+        "001_a.sql",
+        "CREATE TABLE a (id bigint);\nDEALLOCATE ALL;\n",
+    )]);
+    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
+        .assert_code(1)
+        .json();
+    assert_eq!(doc["findings"][0]["rule"], "migration-set", "{doc}");
+    assert!(
+        doc["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DEALLOCATE ALL"),
+        "{doc}"
+    

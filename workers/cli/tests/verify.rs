@@ -277,3 +277,148 @@ async fn a_dev_database_must_be_empty_and_is_emptied_again() {
     )
     .assert_code(0);
 }
+
+/// What a hostile review found, each kept fixed.
+#[tokio::test]
+async fn what_belongs_to_the_server_is_not_run_on_a_scratch_database_of_it() {
+    let (db, dir) = fixture().await;
+    let role = format!("sm_verify_role_{}", &db.name[8..]);
+    dir.write(
+        "002_rewrite.sql",
+        &format!("CREATE TABLE before_role (id int);\nCREATE ROLE {role};\n"),
+    );
+    let run = db.cli(dir.path(), &["--json", "verify", "--to", "003"]);
+    run.assert_code(0);
+    let doc = run.json();
+    let skipped = migration(&doc, "002_rewrite");
+    assert_eq!(skipped["outcome"], "skipped", "{doc:#}");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("line 2 changes roles"),
+        "{doc:#}"
+    );
+    assert_eq!(migration(&doc, "003_lock")["outcome"], "skipped");
+    let roles = db
+        .query(&format!(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = '{role}'"
+        ))
+        .await;
+    assert!(
+        roles.is_empty(),
+        "the role was created on the server: {roles:?}"
+    );
+
+    // In the applied history: refused before anything runs, naming the file and line.
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "CREATE TABLE t0 (id int);\nCOMMENT ON DATABASE {} IS 'ours';\n",
+                db.name
+            ),
+        ),
+        ("002_u.sql", "CREATE TABLE t1 (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    run.assert_code(2);
+    let message = run.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("001_t.sql:2 changes comments on roles, databases"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn in_transaction_only_keeps_session_state_within_each_migration() {
+    let (db, dir) = fixture().await;
+    let role = format!("sm_low_{}", &db.name[8..]);
+    db.exec(&format!("CREATE ROLE {role}")).await;
+    dir.write(
+        "002_rewrite.sql",
+        &format!("CREATE TABLE a1 (id int);\nSET SESSION AUTHORIZATION {role};\nSET search_path = pg_temp;\n"),
+    );
+    dir.write("003_lock.sql", "CREATE TABLE a2 (id int);\n");
+    let run = db.cli(
+        dir.path(),
+        &["--json", "verify", "--in-transaction-only", "--to", "003"],
+    );
+    let doc = run.json();
+    db.exec(&format!("DROP ROLE {role}")).await;
+    run.assert_code(0);
+    let a2 = migration(&doc, "003_lock");
+    assert_eq!(a2["outcome"], "ok", "{doc:#}");
+    // A table of public, made as the runner's user, locked as such.
+    assert!(locks(a2).iter().any(|l| l.0 == "public.a2"), "{a2:#}");
+}
+
+#[tokio::test]
+async fn in_transaction_only_does_not_queue_behind_a_locked_ledger() {
+    let (db, dir) = fixture().await;
+    let mut holder = db.conn().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE schema_migration_events;")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let run = db.cli(
+        dir.path(),
+        &[
+            "--json",
+            "verify",
+            "--in-transaction-only",
+            "--to",
+            "002",
+            "--lock-timeout",
+            "300ms",
+        ],
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("55P03") || run.stdout.contains("LockTimeout"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_dev_database_with_types_is_refused_and_everything_is_emptied() {
+    let (db, dir) = fixture().await;
+    let dev = TestDb::new().await;
+    dev.exec("CREATE TYPE precious AS ENUM ('keep'); CREATE DOMAIN precious_dom AS int;")
+        .await;
+    let run = db.cli(
+        dir.path(),
+        &["--json", "verify", "--to", "002", "--dev-url", &dev.url],
+    );
+    run.assert_code(2);
+    assert!(run.stdout.contains("type precious"), "{}", run.stdout);
+    assert_eq!(
+        dev.query("SELECT count(*)::text FROM pg_type WHERE typname = 'precious'")
+            .await,
+        ["1"]
+    );
+
+    let dev = TestDb::new().await;
+    dir.write(
+        "002_rewrite.sql",
+        "CREATE COLLATION c2 (provider = icu, locale = 'und');\nCREATE TEXT SEARCH CONFIGURATION tsc2 (COPY = english);\nCREATE PUBLICATION pub2;\nCREATE TYPE mood AS ENUM ('ok');\nCREATE TABLE w (id int GENERATED ALWAYS AS IDENTITY, m mood);\nCOMMENT ON SCHEMA public IS 'changed';\n",
+    );
+    for _ in 0..2 {
+        db.cli(
+            dir.path(),
+            &["verify", "--to", "002", "--dev-url", &dev.url],
+        )
+        .assert_code(0);
+    }
+    assert_eq!(
+        dev.query("SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_collation WHERE collname = 'c2') + (SELECT count(*) FROM pg_type WHERE typname = 'mood')").await,
+        ["0"]
+    );
+}

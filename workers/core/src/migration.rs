@@ -753,6 +753,17 @@ fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
         None => (body, None),
     };
     let key = key.to_ascii_lowercase().replace('_', "-");
+    let given_twice = match key.as_str() {
+        "lock-timeout" => d.lock_timeout.is_some(),
+        "statement-timeout" => d.statement_timeout.is_some(),
+        "no-transaction" => d.mode == Mode::NoTransaction,
+        _ => false,
+    };
+    if given_twice {
+        return Err(format!(
+            "{key} is given twice: one of them would be silently ignored"
+        ));
+    }
     match (key.as_str(), value) {
         ("no-transaction", None) => d.mode = Mode::NoTransaction,
         ("lock-timeout", Some(v)) => d.lock_timeout = Some(crate::config::parse_duration(v).map_err(|e| format!("lock_timeout: {e}"))?),
@@ -868,6 +879,19 @@ mod tests {
         assert_eq!(d.mode, Mode::NoTransaction);
         assert_eq!(d.lock_timeout, Some(Duration::from_secs(10)));
         assert_eq!(d.statement_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn a_directive_given_twice_is_refused() {
+        let p = problems(vec![file(
+            "001_a.sql",
+            "-- stepmigrate: lock_timeout = 2s\n-- stepmigrate: lock_timeout = 20s\nSELECT 1;",
+        )])
+        .join("\n");
+        assert!(
+            p.contains("001_a.sql:2: lock-timeout is given twice"),
+            "{p}"
+        );
     }
 
     #[test]

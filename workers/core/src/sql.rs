@@ -301,6 +301,23 @@ pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str
     }
 }
 
+/// What a statement changes beyond its database, if it does: roles, databases, tablespaces
+/// and server settings belong to the whole PostgreSQL server, so running it on a scratch
+/// database of the same server is a real change there.
+pub fn touches_the_server(statement: &Statement<'_>) -> Option<&'static str> {
+    let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+    match k.as_slice() {
+        ["CREATE" | "ALTER" | "DROP", "ROLE" | "USER" | "GROUP", ..] => Some("roles"),
+        ["CREATE" | "ALTER" | "DROP", "DATABASE", ..] => Some("databases"),
+        ["CREATE" | "ALTER" | "DROP", "TABLESPACE", ..] => Some("tablespaces"),
+        ["ALTER", "SYSTEM", ..] => Some("server settings (ALTER SYSTEM)"),
+        ["COMMENT", "ON", "DATABASE" | "ROLE" | "TABLESPACE", ..] => {
+            Some("comments on roles, databases or tablespaces")
+        }
+        _ => None,
+    }
+}
+
 /// `REINDEX [(options)] DATABASE|SYSTEM`: the kind is the first word after the options.
 fn reindexes_many(keywords: &[&str]) -> bool {
     keywords
@@ -334,6 +351,14 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
             return Some("changing standard_conforming_strings changes how the rest of the migration's strings are read; the runner requires it on")
         }
         _ => {}
+    }
+    if matches!(
+        k.as_slice(),
+        ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"]
+    ) {
+        return Some(
+            "DEALLOCATE ALL drops the runner's own prepared statements in the middle of its work",
+        );
     }
     if matches!(k.as_slice(), ["SET", "TRANSACTION", ..]) {
         return Some("SET TRANSACTION must be the first statement of its transaction, and the runner's own statements come first: it always fails here (a migration's isolation level cannot be chosen)");

@@ -426,6 +426,13 @@ fn summary_of(text: &str) -> String {
     truncate(&flat, 80)
 }
 
+/// The first statement of `m` that changes the whole server: its line and what it changes.
+fn server_wide(m: &Migration) -> Option<(usize, &'static str)> {
+    sql::split_statements(&m.sql)
+        .iter()
+        .find_map(|s| sql::touches_the_server(s).map(|what| (s.line, what)))
+}
+
 fn skipped(m: &Migration, reason: String) -> MigrationVerification {
     MigrationVerification {
         version: m.version.clone(),
@@ -689,7 +696,9 @@ async fn verify_in_open_transaction(
         (Vec::new(), Vec::new())
     };
     let end = if failure.is_none() && keep {
-        format!("RELEASE SAVEPOINT {SAVEPOINT}")
+        // Kept for the next migration to see, but not its session state: a role or a setting
+        // it set ends with it, as it does after `up` applies it.
+        format!("RELEASE SAVEPOINT {SAVEPOINT};{RESET_SESSION}")
     } else {
         format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
     };
@@ -732,44 +741,96 @@ const USER_OBJECTS: &str = "SELECT coalesce(string_agg(what, ', '), '') FROM (
       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
     UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    UNION ALL SELECT 'type ' || t.oid::regtype::text FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+        AND t.typrelid = 0 AND t.typcategory <> 'A'
+    UNION ALL SELECT 'collation ' || c.oid::regcollation::text FROM pg_catalog.pg_collation c JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    UNION ALL SELECT 'text search configuration ' || c.oid::regconfig::text FROM pg_catalog.pg_ts_config c JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    UNION ALL SELECT 'operator ' || o.oid::regoperator::text FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
     UNION ALL SELECT 'schema ' || quote_ident(nspname) FROM pg_catalog.pg_namespace
       WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname NOT LIKE 'pg\\_%'
     UNION ALL SELECT 'extension ' || quote_ident(extname) FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql'
+    UNION ALL SELECT 'publication ' || quote_ident(pubname) FROM pg_catalog.pg_publication
+    UNION ALL SELECT 'foreign-data wrapper ' || quote_ident(fdwname) FROM pg_catalog.pg_foreign_data_wrapper
+    UNION ALL SELECT 'event trigger ' || quote_ident(evtname) FROM pg_catalog.pg_event_trigger
+    UNION ALL SELECT 'cast ' || format('(%s AS %s)', castsource::regtype, casttarget::regtype) FROM pg_catalog.pg_cast WHERE oid >= 16384
     LIMIT 5) objects";
 
-/// Empties a dev database again: what verify's migrations created in it.
+/// Empties a dev database again: everything verify's migrations may have made in it, and
+/// `public` as a new database has it.
 const EMPTY_DEV: &str = r#"DO $$
 DECLARE r record;
 BEGIN
+    FOR r IN SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' LOOP
+        EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
+    END LOOP;
+    FOR r IN SELECT evtname FROM pg_catalog.pg_event_trigger LOOP
+        EXECUTE format('DROP EVENT TRIGGER IF EXISTS %I', r.evtname);
+    END LOOP;
+    FOR r IN SELECT pubname FROM pg_catalog.pg_publication LOOP
+        EXECUTE format('DROP PUBLICATION IF EXISTS %I', r.pubname);
+    END LOOP;
+    FOR r IN SELECT fdwname FROM pg_catalog.pg_foreign_data_wrapper LOOP
+        EXECUTE format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', r.fdwname);
+    END LOOP;
+    FOR r IN SELECT castsource::regtype AS s, casttarget::regtype AS t FROM pg_catalog.pg_cast WHERE oid >= 16384 LOOP
+        EXECUTE format('DROP CAST IF EXISTS (%s AS %s) CASCADE', r.s, r.t);
+    END LOOP;
     FOR r IN SELECT nspname FROM pg_catalog.pg_namespace
              WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname NOT LIKE 'pg\_%' LOOP
         EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', r.nspname);
     END LOOP;
-    FOR r IN SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' LOOP
-        EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.extname);
-    END LOOP;
-    -- A sequence owned by a column (serial, identity) goes with its table: dropping it on
-    -- its own is refused.
-    FOR r IN SELECT relname, relkind FROM pg_catalog.pg_class c
-             WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                               WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
-                                 AND d.deptype IN ('a', 'i'))
-             ORDER BY relkind = 'S' LOOP
-        EXECUTE format('DROP %s IF EXISTS public.%I CASCADE',
-            CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                           WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.relname);
-    END LOOP;
-    FOR r IN SELECT oid::regprocedure AS f, prokind FROM pg_catalog.pg_proc WHERE pronamespace = 'public'::regnamespace LOOP
-        EXECUTE format('DROP %s IF EXISTS %s CASCADE',
-            CASE r.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END, r.f);
-    END LOOP;
-    FOR r IN SELECT t.typname, t.typtype FROM pg_catalog.pg_type t
-             WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd', 'r', 'c')
-               AND (t.typrelid = 0 OR (SELECT relkind FROM pg_catalog.pg_class WHERE oid = t.typrelid) = 'c') LOOP
-        EXECUTE format('DROP %s IF EXISTS public.%I CASCADE',
-            CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.typname);
-    END LOOP;
+    -- public, as a new database has it. Only the database's owner may make it again: for
+    -- anyone else (the block is undone) it is emptied object by object.
+    BEGIN
+        DROP SCHEMA IF EXISTS public CASCADE;
+        IF current_setting('server_version_num')::int >= 150000 THEN
+            EXECUTE 'CREATE SCHEMA public AUTHORIZATION pg_database_owner';
+            GRANT USAGE ON SCHEMA public TO PUBLIC;
+        ELSE
+            CREATE SCHEMA public;
+            GRANT ALL ON SCHEMA public TO PUBLIC;
+        END IF;
+        COMMENT ON SCHEMA public IS 'standard public schema';
+    EXCEPTION WHEN insufficient_privilege THEN
+        -- A sequence owned by a column (serial, identity) goes with its table.
+        FOR r IN SELECT relname, relkind FROM pg_catalog.pg_class c
+                 WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                                     AND d.deptype IN ('a', 'i'))
+                 ORDER BY relkind = 'S' LOOP
+            EXECUTE format('DROP %s IF EXISTS public.%I CASCADE',
+                CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                               WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'c' THEN 'TYPE' ELSE 'TABLE' END, r.relname);
+        END LOOP;
+        FOR r IN SELECT oid::regprocedure AS f, prokind FROM pg_catalog.pg_proc WHERE pronamespace = 'public'::regnamespace LOOP
+            EXECUTE format('DROP %s IF EXISTS %s CASCADE',
+                CASE r.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END, r.f);
+        END LOOP;
+        FOR r IN SELECT t.oid::regtype AS t, t.typtype FROM pg_catalog.pg_type t
+                 WHERE t.typnamespace = 'public'::regnamespace AND t.typrelid = 0 AND t.typcategory <> 'A' LOOP
+            EXECUTE format('DROP %s IF EXISTS %s CASCADE', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.t);
+        END LOOP;
+        FOR r IN SELECT oid::regcollation AS c FROM pg_catalog.pg_collation WHERE collnamespace = 'public'::regnamespace LOOP
+            EXECUTE format('DROP COLLATION IF EXISTS %s', r.c);
+        END LOOP;
+        FOR r IN SELECT oid::regconfig AS c FROM pg_catalog.pg_ts_config WHERE cfgnamespace = 'public'::regnamespace LOOP
+            EXECUTE format('DROP TEXT SEARCH CONFIGURATION IF EXISTS %s CASCADE', r.c);
+        END LOOP;
+        FOR r IN SELECT oid::regoperator AS o FROM pg_catalog.pg_operator WHERE oprnamespace = 'public'::regnamespace LOOP
+            EXECUTE format('DROP OPERATOR IF EXISTS %s CASCADE', r.o);
+        END LOOP;
+    END;
+    BEGIN
+        EXECUTE format('ALTER DATABASE %I RESET ALL', current_database());
+        EXECUTE format('COMMENT ON DATABASE %I IS NULL', current_database());
+    EXCEPTION WHEN insufficient_privilege THEN
+        NULL;
+    END;
 END $$"#;
 
 impl ScratchDatabase {
@@ -817,6 +878,43 @@ impl ScratchDatabase {
 
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Why `m` must not run here, if it must not: on a scratch database created on the
+    /// target's server, a statement that changes the whole server (a role, a database) would
+    /// change it for real. A `--dev-url` database is the user's choice of server.
+    pub fn cannot_run(&self, m: &Migration) -> Option<String> {
+        self.server.as_ref()?;
+        let (line, what) = server_wide(m)?;
+        Some(format!(
+            "not verified: line {line} changes {what}, which belong to the whole server: on a scratch database of the target's server it would change them for real (verify it with --dev-url on another server, or --in-transaction-only)"
+        ))
+    }
+
+    /// Refuses, before anything runs, a history that cannot be replayed here: the target's
+    /// applied migrations up to (not including) `first_pending` that change the whole server
+    /// (replayed on the same server, they would act on it for real, or fail as already done).
+    pub fn ensure_replayable(
+        &self,
+        set: &crate::migration::MigrationSet,
+        first_pending: Option<&Version>,
+    ) -> Result<(), Error> {
+        if self.server.is_none() {
+            return Ok(());
+        }
+        let history = set
+            .migrations()
+            .iter()
+            .take_while(|m| first_pending.is_none_or(|v| m.version.number() < v.number()));
+        for m in history {
+            if let Some((line, what)) = server_wide(m) {
+                return Err(Error::InvalidInput(format!(
+                    "{}:{line} changes {what}, which belong to the whole server: replaying it on a scratch database of the same server would change the server for real (or fail as already done); verify with --dev-url on another server, or --in-transaction-only",
+                    m.path.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -875,6 +973,7 @@ impl ScratchDatabase {
 /// a failure the rest are skipped. The lead's `preview` uses it the same way.
 pub async fn verify_pending(
     migrator: &Migrator,
+    scratch: &ScratchDatabase,
     pending: &[&Migration],
     run_id: &str,
 ) -> Result<Vec<MigrationVerification>, Error> {
@@ -883,6 +982,11 @@ pub async fn verify_pending(
     for m in pending {
         if let Some(name) = &failed {
             results.push(skipped(m, format!("not verified: {name} failed before it")));
+            continue;
+        }
+        if let Some(why) = scratch.cannot_run(m) {
+            results.push(skipped(m, why));
+            failed = Some(format!("{} (not verified)", m.name));
             continue;
         }
         let span = info_span!("verify", version = m.version.as_str(), name = %m.name);
@@ -1023,7 +1127,8 @@ impl Migrator {
         let (pending, warnings) = self.pending_for_verify(to).await?;
         let migrator = scratch.migrator(&self.set, &self.settings);
         // The scratch database's sessions end with `ScratchDatabase::drop`.
-        let migrations = verify_pending(&migrator, &pending, run_id).await?;
+        scratch.ensure_replayable(&self.set, pending.first().map(|m| &m.version))?;
+        let migrations = verify_pending(&migrator, scratch, &pending, run_id).await?;
         Ok(VerifyReport {
             run_id: run_id.to_owned(),
             method: Method::Scratch,
@@ -1051,6 +1156,18 @@ impl Migrator {
         async {
             let started = Instant::now();
             let mut conn = self.db.connect().await?;
+            // Its session setting must not outlive it in the pool (a warm Lambda reuses it).
+            conn.close_on_drop();
+            // On a live database nothing of verify's may queue behind another session's lock
+            // for long, the ledger's own reads and writes included: the short lock_timeout is
+            // the session's (each migration still sets its own, no longer).
+            sqlx::raw_sql(&format!(
+                "SET lock_timeout = '{}'",
+                pg_interval(lock_timeout)
+            ))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::database("setting the verification's lock_timeout", e))?;
             let (schema, ledger) = self.read_ledger(&mut conn).await?;
             let plan = crate::plan::Plan::new(&self.set, &ledger, to)?;
             if plan.count(State::Dirty) == 0 {

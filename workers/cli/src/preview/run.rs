@@ -37,6 +37,7 @@ pub async fn preview(
     rules: &LintRules,
     settings: &Settings,
     scratch: Scratch,
+    interrupted: impl std::future::Future<Output = Error>,
 ) -> Result<PreviewReport, Error> {
     let started = Instant::now();
     let sides = sides(migrations_dir, base)?;
@@ -62,7 +63,11 @@ pub async fn preview(
         }
         Scratch::Dev(db) => ScratchDatabase::dev(db).await?,
     };
-    let outcome = on_scratch(&scratch, &sides, settings).await;
+    // Stopped part way, it still drops what it made.
+    let outcome = tokio::select! {
+        outcome = on_scratch(&scratch, &sides, settings) => outcome,
+        e = interrupted => Err(e),
+    };
     let name = scratch.name().to_owned();
     if let Err(e) = scratch.drop().await {
         error!(scratch = %name, error = %e, "could not remove (or empty) the scratch database: remove it by hand");
@@ -117,6 +122,7 @@ async fn on_scratch(
     let migrator = scratch.migrator(&set, settings);
 
     let setup = Instant::now();
+    scratch.ensure_replayable(&sides.base, None)?;
     if let Some(newest) = sides.base.migrations().last() {
         scratch
             .apply(&migrator, &newest.version, &run_id)
@@ -145,7 +151,7 @@ async fn on_scratch(
         .filter_map(|a| set.get(&a.migration.version))
         .filter(|m| sides.base.get(&m.version).is_none())
         .collect();
-    let verified = verify_pending(&migrator, &pending, &run_id).await?;
+    let verified = verify_pending(&migrator, scratch, &pending, &run_id).await?;
     let verify_ms = verifying.elapsed().as_millis() as u64;
     let after = Snapshot::capture_database(scratch.database(), &options).await?;
     Ok(ScratchRun {
