@@ -30,6 +30,19 @@ impl Repo {
         repo
     }
 
+    /// A base with no `migrations/` at all (the pull request that adds the first ones).
+    fn without_migrations() -> Repo {
+        let repo = Repo {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(repo.tmp.path().join("README.md"), "no migrations yet\n").unwrap();
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", "base"]);
+        std::fs::create_dir(repo.dir()).unwrap();
+        repo
+    }
+
     fn dir(&self) -> PathBuf {
         self.tmp.path().join("migrations")
     }
@@ -197,4 +210,60 @@ async fn a_failing_migration_and_bad_input() {
     let run = run_cli("", &repo.dir(), &["preview", "--base", "main"]);
     run.assert_code(2);
     assert!(run.stderr.contains("DATABASE_URL"), "{}", run.stderr);
+}
+
+/// Two versions swap their files: each name keeps its content, but where the base was applied
+/// versions 003 and 004 now have other content (the runner stops on their checksums).
+#[tokio::test]
+async fn swapped_versions_are_drift_not_renames() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("002_b.sql", "CREATE TABLE b (id int);\n"),
+        ("003_c.sql", "CREATE TABLE c (id int);\n"),
+        ("004_e.sql", "CREATE TABLE e (id int);\n"),
+    ]);
+    repo.git(&["mv", "migrations/004_e.sql", "migrations/tmp"]);
+    repo.git(&["mv", "migrations/003_c.sql", "migrations/004_c.sql"]);
+    repo.git(&["mv", "migrations/tmp", "migrations/003_e.sql"]);
+    let run = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--json"],
+    );
+    run.assert_code(1);
+    let doc = run.json();
+    let findings = doc["report"]["changes"]["findings"].as_array().unwrap();
+    let kinds: Vec<_> = findings
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap(), f["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("003_e", "edited"), ("004_c", "edited")], "{doc}");
+    assert!(doc["report"]["changes"]["renamed"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+/// The first pull request that adds `migrations/`: an empty base, every migration added.
+#[tokio::test]
+async fn a_base_without_the_migrations_directory_is_empty() {
+    let server = TestDb::new().await;
+    let repo = Repo::without_migrations();
+    repo.write("001_a.sql", "CREATE TABLE a (id int);\n");
+    repo.write("002_b.sql", "CREATE TABLE b (id int);\n");
+    let run = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--json"],
+    );
+    run.assert_code(0);
+    let doc = run.json();
+    assert_eq!(
+        doc["report"]["changes"]["added"].as_array().unwrap().len(),
+        2,
+        "{doc}"
+    );
+    assert_eq!(doc["report"]["base_migrations_applied"], 0, "{doc}");
+    assert!(doc["report"]["changes"]["base_newest"].is_null(), "{doc}");
 }

@@ -14,6 +14,9 @@ use stepmigrate_cli::preview::report::{
 use stepmigrate_cli::preview::{render, RenderOptions, MARKER, MAX_CHARS};
 use stepmigrate_core::migration::Version;
 
+/// A relation name with what breaks Markdown tables and code spans: `|`, backticks, HTML.
+const WEIRD: &str = "public.\"we|ird`</details>```x\"";
+
 fn v(text: &str) -> Version {
     text.parse().unwrap()
 }
@@ -82,11 +85,13 @@ fn sample() -> PreviewReport {
         ],
         edited: vec![EditedMigration {
             migration: mref("002", "002_create_courses"),
+            base_name: "002_create_courses".into(),
             base_checksum: "f".repeat(64),
             line_endings_only: false,
         }],
         deleted: vec![mref("007", "007_old_grades")],
         renamed: vec![],
+        renumbered: vec![],
         unchanged: 6,
         findings: vec![
             ChangeFinding {
@@ -161,6 +166,8 @@ fn sample() -> PreviewReport {
                     lock("public.users", "AccessExclusiveLock", true),
                     lock("public.grades", "AccessExclusiveLock", false),
                     lock("public.users", "AccessExclusiveLock", true),
+                    // A name made to break the table: a pipe, a backtick run, HTML.
+                    lock(WEIRD, "RowExclusiveLock", true),
                 ],
                 vec!["public.users".into()],
                 vec![],
@@ -176,7 +183,9 @@ fn sample() -> PreviewReport {
                 VerifyOutcome::Ok,
                 12,
                 1,
-                vec![lock("public.attempt_answers", "ShareUpdateExclusiveLock", true)],
+                // Outside a transaction verify observes no lock (each statement releases
+                // its own as it ends): the comment must not read that as "none".
+                vec![],
                 vec![],
                 vec![NewIndex {
                     name: "public.attempt_answers_question_id_idx".into(),
@@ -296,6 +305,13 @@ fn user_text_cannot_break_the_markup() {
     let mut r = sample();
     r.files[0].findings[0].message = "</details></summary>```| <script>".into();
     r.schema_diff[0].detail = Some("```\nnot the end".into());
+    // Only the text under test may hold HTML (the odd name's `</details>` is literal in its
+    // code span, and tested on its own).
+    for f in &mut r.files {
+        if let Some(v) = &mut f.verification {
+            v.locks.retain(|l| l.relation != WEIRD);
+        }
+    }
     let md = render(&r, RenderOptions::default());
     assert_eq!(
         md.matches("<details>").count(),
@@ -307,6 +323,65 @@ fn user_text_cannot_break_the_markup() {
         md[..diff_start].ends_with("````"),
         "the fence outgrows the backticks inside"
     );
+}
+
+#[test]
+fn odd_identifiers_keep_their_name_and_the_table() {
+    let mut r = sample();
+    r.files[1]
+        .verification
+        .as_mut()
+        .unwrap()
+        .rewrites
+        .push(WEIRD.into());
+    let md = render(&r, RenderOptions::default());
+    // In a table: `|` escaped (GitHub reads `\|` in a code span as `|`), a fence longer than
+    // the backtick run inside, the HTML left literal inside the code span.
+    assert!(
+        md.contains("| RowExclusiveLock | ````public.\"we\\|ird`</details>```x\"```` | yes |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| Rewrites | ⚠️ ````public.\"we\\|ird`</details>```x\"````, `public.users` |"),
+        "{md}"
+    );
+    // Outside a table: the same span without the escape.
+    assert!(
+        md.contains("meanwhile): `public.users`, ````public.\"we|ird`</details>```x\"````\n"),
+        "{md}"
+    );
+    // Every table row still has its columns: no unescaped `|` inside a cell.
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        let cells = line.replace("\\|", "").matches('|').count();
+        assert!(cells == 3 || cells == 4, "{line}");
+    }
+    // A name starting with a backtick is padded, as CommonMark requires.
+    r.files[1].verification.as_mut().unwrap().rewrites = vec!["`x".into()];
+    let md = render(&r, RenderOptions::default());
+    assert!(md.contains("`` `x ``"), "{md}");
+}
+
+#[test]
+fn non_transactional_locks_are_not_claimed_absent() {
+    let md = render(&sample(), RenderOptions::default());
+    assert!(
+        md.contains("| Locks | 4 taken (not observed for `009_index_answers`: it runs outside a transaction); ⚠️ ACCESS EXCLUSIVE on existing "),
+        "{md}"
+    );
+    assert!(
+        md.contains("· no transaction · locks not observed ·"),
+        "{md}"
+    );
+    assert!(md.contains("**Locks not observed:**"), "{md}");
+
+    let mut r = sample();
+    r.files.retain(|f| f.name == "009_index_answers");
+    let md = render(&r, RenderOptions::default());
+    assert!(
+        md.contains("| Locks | 0 taken (not observed for `009_index_answers`: it runs outside a transaction); none observed on existing tables |"),
+        "{md}"
+    );
+    assert!(!md.contains("none on existing tables"), "{md}");
 }
 
 #[test]
@@ -328,7 +403,7 @@ fn json_is_the_report_as_it_is() {
             .as_array()
             .unwrap()
             .len(),
-        2,
+        3,
         "deduplicated"
     );
 }

@@ -149,7 +149,7 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
     let commit = c.base_commit.get(..12).unwrap_or(&c.base_commit);
     let _ = writeln!(
         out,
-        "Compared `{}` with `{}` ({}), on a scratch database brought to the base's schema ({}).\n",
+        "Compared {} with {} ({}), on a scratch database brought to the base's schema ({}).\n",
         code(&c.dir),
         code(&c.base),
         if commit.is_empty() {
@@ -162,11 +162,12 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
     let _ = writeln!(out, "| | |\n| --- | --- |");
     let _ = writeln!(
         out,
-        "| Files | {} added, {} edited, {} deleted, {} renamed, {} unchanged |",
+        "| Files | {} added, {} edited, {} deleted, {} renamed, {} renumbered, {} unchanged |",
         c.added.len(),
         c.edited.len(),
         c.deleted.len(),
         c.renamed.len(),
+        c.renumbered.len(),
         c.unchanged
     );
     let _ = writeln!(
@@ -191,22 +192,40 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
             .count(),
         plural(report.files.len(), "new migration", "new migrations")
     );
-    let blocking = if s.access_exclusive_on_existing.is_empty() {
-        "none on existing tables".to_owned()
+    // Outside a transaction verify cannot read a migration's locks (each statement releases
+    // them as it ends): then the count is a floor, and "none" would be a claim it cannot make.
+    let unobserved = if s.non_transactional.is_empty() {
+        String::new()
     } else {
         format!(
-            "⚠️ ACCESS EXCLUSIVE on existing {}",
-            list(&s.access_exclusive_on_existing)
+            " (not observed for {}: {} outside a transaction)",
+            list_cell(&s.non_transactional),
+            if s.non_transactional.len() == 1 {
+                "it runs"
+            } else {
+                "they run"
+            }
         )
     };
-    let _ = writeln!(out, "| Locks | {} taken; {blocking} |", s.locks);
+    let blocking = match (
+        s.access_exclusive_on_existing.is_empty(),
+        s.non_transactional.is_empty(),
+    ) {
+        (true, true) => "none on existing tables".to_owned(),
+        (true, false) => "none observed on existing tables".to_owned(),
+        (false, _) => format!(
+            "⚠️ ACCESS EXCLUSIVE on existing {}",
+            list_cell(&s.access_exclusive_on_existing)
+        ),
+    };
+    let _ = writeln!(out, "| Locks | {} taken{unobserved}; {blocking} |", s.locks);
     let _ = writeln!(
         out,
         "| Rewrites | {} |",
         if s.rewrites.is_empty() {
             "none".to_owned()
         } else {
-            format!("⚠️ {}", list(&s.rewrites))
+            format!("⚠️ {}", list_cell(&s.rewrites))
         }
     );
     let _ = writeln!(
@@ -215,7 +234,7 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
         if s.non_transactional.is_empty() {
             "none".to_owned()
         } else {
-            list(&s.non_transactional)
+            list_cell(&s.non_transactional)
         }
     );
     if s.new_indexes_invalid > 0 {
@@ -252,10 +271,11 @@ fn changes_section(report: &PreviewReport, budget: usize) -> (String, usize) {
             ChangeFindingKind::LineEndings => "line endings",
             ChangeFindingKind::Deleted => "deleted",
             ChangeFindingKind::Renamed => "renamed",
+            ChangeFindingKind::Renumbered => "renumbered",
             ChangeFindingKind::OutOfOrder => "out of order",
         };
         let line = format!(
-            "- {icon} **{what}** `{}`: {}\n",
+            "- {icon} **{what}** {}: {}\n",
             code(&f.file),
             inline(&f.message)
         );
@@ -311,6 +331,7 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
             }
             if v.non_transactional {
                 facts.push("no transaction".into());
+                facts.push("locks not observed".into());
             }
             if options.timings {
                 facts.push(ms(v.duration_ms));
@@ -346,15 +367,22 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
                     let _ = writeln!(body, "{}\n", fenced("text", error));
                 }
             }
+            if v.non_transactional {
+                // No table (or an empty one) must not read as "takes no lock".
+                let _ = writeln!(
+                    body,
+                    "**Locks not observed:** outside a transaction each statement releases its locks as it ends, before they can be read. It may still lock existing tables (`VACUUM FULL` and most `ALTER TABLE` take ACCESS EXCLUSIVE).\n"
+                );
+            }
             if !v.locks.is_empty() {
                 let _ = writeln!(body, "| Lock | On | Existing |\n| --- | --- | --- |");
                 for l in &v.locks {
                     let _ = writeln!(
                         body,
-                        "| {}{} | `{}` | {} |",
+                        "| {}{} | {} | {} |",
                         if l.blocks_everyone() { "⚠️ " } else { "" },
                         cell(&l.mode),
-                        code(&l.relation),
+                        code_cell(&l.relation),
                         if l.existing { "yes" } else { "new" }
                     );
                 }
@@ -370,7 +398,7 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
             for i in &v.new_indexes {
                 let _ = writeln!(
                     body,
-                    "- {} index `{}` on `{}`",
+                    "- {} index {} on {}",
                     if i.valid { "new" } else { "❌ **invalid**" },
                     code(&i.name),
                     code(&i.table)
@@ -503,10 +531,19 @@ const LIST_MAX: usize = 10;
 
 /// `a`, `b` and `c` as code, comma-separated; past [`LIST_MAX`], "and N more".
 fn list(items: &[String]) -> String {
+    list_with(items, code)
+}
+
+/// [`list`] for a table cell.
+fn list_cell(items: &[String]) -> String {
+    list_with(items, code_cell)
+}
+
+fn list_with(items: &[String], span: fn(&str) -> String) -> String {
     let mut out = items
         .iter()
         .take(LIST_MAX)
-        .map(|i| format!("`{}`", code(i)))
+        .map(|i| span(i))
         .collect::<Vec<_>>()
         .join(", ");
     if items.len() > LIST_MAX {
@@ -519,9 +556,28 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-/// Text for inside a code span: no backticks, no line breaks.
+/// A code span showing `s` as it is (on one line). Backticks inside are kept: the fence is
+/// one backtick longer than the longest run inside, and a space pads content that starts or
+/// ends with a backtick (CommonMark strips one space from each side). HTML inside a code
+/// span is literal, so nothing else is escaped.
 fn code(s: &str) -> String {
-    one_line(s).replace('`', "'")
+    let text = one_line(s);
+    let fence = "`".repeat(longest_backtick_run(&text) + 1);
+    let pad = if text.starts_with('`')
+        || text.ends_with('`')
+        || (text.starts_with(' ') && text.ends_with(' ') && !text.trim().is_empty())
+    {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// [`code`] for a table cell: GitHub splits cells at `|` even inside a code span, and reads
+/// `\|` there as a literal `|`.
+fn code_cell(s: &str) -> String {
+    code(s).replace('|', "\\|")
 }
 
 /// Text for a table cell: no pipes, no HTML.
@@ -548,14 +604,18 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-/// A fenced block whose fence is longer than any backtick run in the text.
-fn fenced(lang: &str, text: &str) -> String {
+fn longest_backtick_run(text: &str) -> usize {
     let mut longest = 0;
     let mut run = 0;
     for c in text.chars() {
         run = if c == '`' { run + 1 } else { 0 };
         longest = longest.max(run);
     }
-    let fence = "`".repeat((longest + 1).max(3));
+    longest
+}
+
+/// A fenced block whose fence is longer than any backtick run in the text.
+fn fenced(lang: &str, text: &str) -> String {
+    let fence = "`".repeat((longest_backtick_run(text) + 1).max(3));
     format!("{fence}{lang}\n{text}\n{fence}")
 }
