@@ -398,4 +398,5 @@ fn deallocate_all_is_refused_by_the_loader() {
             .unwrap()
             .contains("DEALLOCATE ALL"),
         "{doc}"
-    
+    );
+}

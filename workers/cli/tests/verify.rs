@@ -418,7 +418,7 @@ async fn a_dev_database_with_types_is_refused_and_everything_is_emptied() {
         .assert_code(0);
     }
     assert_eq!(
-        dev.query("SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_collation WHERE collname = 'c2') + (SELECT count(*) FROM pg_type WHERE typname = 'mood')").await,
+        dev.query("SELECT ((SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_collation WHERE collname = 'c2') + (SELECT count(*) FROM pg_type WHERE typname = 'mood'))::text").await,
         ["0"]
     );
 }

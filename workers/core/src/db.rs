@@ -164,6 +164,15 @@ impl Database {
         Database::from_options(self.options.clone().database(name), self.connect_timeout)
     }
 
+    /// The same database with a setting every session of it starts with (a pool of its own),
+    /// e.g. a `lock_timeout` that must hold for every statement a command sends.
+    pub fn with_session_setting(&self, name: &str, value: &str) -> Database {
+        Database::from_options(
+            self.options.clone().options([(name, value)]),
+            self.connect_timeout,
+        )
+    }
+
     /// The database's name, for metrics and messages.
     pub fn name(&self) -> &str {
         self.options.get_database().unwrap_or("postgres")

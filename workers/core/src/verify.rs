@@ -1152,22 +1152,31 @@ impl Migrator {
         lock_timeout: Duration,
         run_id: &str,
     ) -> Result<VerifyReport, Error> {
+        // On a live database nothing of verify's may queue behind another session's lock for
+        // long, the ledger's own reads and writes included: the short lock_timeout is every
+        // session's (each migration still sets its own, no longer), on a pool of its own that
+        // ends with the verification.
+        let db = self
+            .db
+            .with_session_setting("lock_timeout", &pg_interval(lock_timeout));
+        let bounded = Migrator::new(db, self.set.clone(), self.settings.clone());
+        let result = bounded
+            .verify_in_one_transaction(to, lock_timeout, run_id)
+            .await;
+        bounded.db.close().await;
+        result
+    }
+
+    async fn verify_in_one_transaction(
+        &self,
+        to: Option<&Version>,
+        lock_timeout: Duration,
+        run_id: &str,
+    ) -> Result<VerifyReport, Error> {
         let span = info_span!("verify", run_id, database = %self.db, method = "in_transaction");
         async {
             let started = Instant::now();
             let mut conn = self.db.connect().await?;
-            // Its session setting must not outlive it in the pool (a warm Lambda reuses it).
-            conn.close_on_drop();
-            // On a live database nothing of verify's may queue behind another session's lock
-            // for long, the ledger's own reads and writes included: the short lock_timeout is
-            // the session's (each migration still sets its own, no longer).
-            sqlx::raw_sql(&format!(
-                "SET lock_timeout = '{}'",
-                pg_interval(lock_timeout)
-            ))
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| Error::database("setting the verification's lock_timeout", e))?;
             let (schema, ledger) = self.read_ledger(&mut conn).await?;
             let plan = crate::plan::Plan::new(&self.set, &ledger, to)?;
             if plan.count(State::Dirty) == 0 {
