@@ -55,8 +55,7 @@ fn the_workflow_matches_the_code() {
     }
 }
 
-/// TODO(preview): un-ignore when `stepmigrate preview` exists; it then proves the workflow's
-/// flags are the command's.
+/// The workflow's `stepmigrate preview` flags are the command's.
 #[test]
 fn the_workflow_flags_exist() {
     let help = std::process::Command::new(common::bin())

@@ -749,8 +749,20 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
             ],
         );
     }
-    for i in &t.indexes {
-        let (key, display) = index_key(&t.schema, &i.name);
+    flatten_indexes_and_triggers(&t.schema, &t.name, &t.indexes, &t.triggers, &parent, put);
+}
+
+/// The indexes and triggers of a table or a (materialized) view, under it.
+fn flatten_indexes_and_triggers(
+    schema: &str,
+    name: &str,
+    indexes: &[super::snapshot::Index],
+    triggers: &[super::snapshot::Trigger],
+    parent: &Option<(Key, String)>,
+    put: &mut Put<'_>,
+) {
+    for i in indexes {
+        let (key, display) = index_key(schema, &i.name);
         put(
             ObjectKind::Index,
             key,
@@ -759,8 +771,8 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
             index_attributes(i),
         );
     }
-    for tr in &t.triggers {
-        let (key, display) = child(&t.schema, &t.name, &tr.name);
+    for tr in triggers {
+        let (key, display) = child(schema, name, &tr.name);
         put(
             ObjectKind::Trigger,
             key,
@@ -809,26 +821,7 @@ fn flatten_view(v: &View, put: &mut Put<'_>) {
             ("grants", grants(&v.grants)),
         ],
     );
-    for i in &v.indexes {
-        let (key, display) = index_key(&v.schema, &i.name);
-        put(
-            ObjectKind::Index,
-            key,
-            display,
-            parent.clone(),
-            index_attributes(i),
-        );
-    }
-    for tr in &v.triggers {
-        let (key, display) = child(&v.schema, &v.name, &tr.name);
-        put(
-            ObjectKind::Trigger,
-            key,
-            display,
-            parent.clone(),
-            trigger_attributes(tr),
-        );
-    }
+    flatten_indexes_and_triggers(&v.schema, &v.name, &v.indexes, &v.triggers, &parent, put);
 }
 
 #[cfg(test)]
