@@ -1,7 +1,16 @@
 """stepmigrate's AWS CDK construct: PostgreSQL migrations applied by a Step Functions state
 machine of Rust Lambda workers, during the deployment that changes the migration set."""
 
-from .construct import DEFINITION_PLACEHOLDERS, DefinitionError, StepMigrate, StepMigrateProps, TimeoutsError
+from .construct import (
+    DEFINITION_PLACEHOLDERS,
+    FUNCTION_PLACEHOLDERS,
+    TASK_CONTAINER_NAME,
+    TASK_PLACEHOLDERS,
+    DefinitionError,
+    StepMigrate,
+    StepMigrateProps,
+    TimeoutsError,
+)
 from .packaging import (
     ARCHITECTURE_CONTEXT_KEY,
     DEFAULT_CA_BUNDLE,
@@ -10,12 +19,16 @@ from .packaging import (
     build_worker_packages,
     choose_architecture,
     migration_set_digest,
+    write_task_image,
 )
 
 __all__ = [
     "ARCHITECTURE_CONTEXT_KEY",
     "DEFAULT_CA_BUNDLE",
     "DEFINITION_PLACEHOLDERS",
+    "FUNCTION_PLACEHOLDERS",
+    "TASK_CONTAINER_NAME",
+    "TASK_PLACEHOLDERS",
     "DefinitionError",
     "PackagingError",
     "StepMigrate",
@@ -25,4 +38,5 @@ __all__ = [
     "build_worker_packages",
     "choose_architecture",
     "migration_set_digest",
+    "write_task_image",
 ]

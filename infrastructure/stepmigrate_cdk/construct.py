@@ -14,6 +14,8 @@ from aws_cdk import ArnFormat, Aws, CustomResource, Duration, Fn, Names, Removal
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -26,19 +28,39 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
 from . import nag
-from .packaging import Architecture, WorkerPackages, parse_architecture
+from .packaging import TASK_IMAGE_DIR_NAME, Architecture, WorkerPackages, parse_architecture, write_task_image
 
 #: The definition this repository ships (statemachine/ at the repository's root).
 DEFAULT_DEFINITION_FILE = Path(__file__).resolve().parents[2] / "statemachine" / "stepmigrate.asl.json"
 
-#: Each `${...}` placeholder of the definition and the worker whose ARN replaces it.
-DEFINITION_PLACEHOLDERS: Mapping[str, str] = {
+#: The `${...}` placeholders of the definition that a worker's ARN replaces, and the worker:
+#: the state machine may invoke exactly these functions.
+FUNCTION_PLACEHOLDERS: Mapping[str, str] = {
     "PlanFunctionArn": "plan",
     "ApplyOneFunctionArn": "apply-one",
     "RecordFunctionArn": "record",
     "NotifyFunctionArn": "notify",
 }
+#: The placeholders of the long-migration route (ApplyTask, `ecs:runTask.sync`) and what
+#: replaces each.
+TASK_PLACEHOLDERS: Mapping[str, str] = {
+    "TaskClusterArn": "the ECS cluster's ARN",
+    "TaskDefinitionArn": "the task definition's ARN (with its revision)",
+    "TaskSubnets": "the database workers' subnet ids, joined by ','",
+    "TaskSecurityGroups": "the task's security group ids (the workers' and the task's own), joined by ','",
+}
+#: Every placeholder the construct substitutes, and what replaces it. The definition must use
+#: each, and no other: a placeholder left unsubstituted fails the synth.
+DEFINITION_PLACEHOLDERS: Mapping[str, str] = {
+    **{placeholder: f"the {worker} function's ARN" for placeholder, worker in FUNCTION_PLACEHOLDERS.items()},
+    **TASK_PLACEHOLDERS,
+}
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+#: The task definition's container: the name the definition's ContainerOverrides use.
+TASK_CONTAINER_NAME = "stepmigrate"
+#: The Step Functions integrations that run an ECS task.
+_ECS_RUN_TASK = re.compile(r"^arn:aws:states:::ecs:runTask(\.sync|\.waitForTaskToken)?$")
 
 #: The keys of `StepMigrate.functions`.
 TRIGGER_ON_EVENT = "trigger-on-event"
@@ -78,6 +100,18 @@ def parse_duration(text: str) -> float:
 
 def deadline_margin(function_timeout_seconds: float) -> float:
     return max(MIN_DEADLINE_MARGIN_SECONDS, function_timeout_seconds / 10)
+
+
+#: The memory sizes (MiB) Fargate accepts with each CPU size (units: 1024 = 1 vCPU).
+FARGATE_MEMORY_MIB: Mapping[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
 
 
 def check_timeouts_nest(worker: str, function_timeout: Duration, *, lock_wait: str, statement_timeout: str,
@@ -150,7 +184,23 @@ class StepMigrateProps:
     #: endpoint with private DNS for the same service cannot be created), and let the workers
     #: reach it: `endpoint.connections.allow_default_port_from(stepmigrate.security_group)`.
     create_secrets_manager_endpoint: bool = True
-    #: The Amazon States Language definition, with `${...}` placeholders for the workers' ARNs.
+    #: The long-migration route (a migration planned onto it runs as an ECS Fargate task of
+    #: apply-one's binary): the task's CPU units (1024 = 1 vCPU) and memory (MiB), one of the
+    #: combinations Fargate accepts.
+    task_cpu: int = 1024
+    task_memory_mib: int = 2048
+    #: The `statement_timeout` of a migration that runs as a task without a directive of its
+    #: own (the task's STEPMIGRATE_STATEMENT_TIMEOUT; "0": no limit). A task has no Lambda
+    #: deadline: this is what ends a runaway statement.
+    task_statement_timeout: str = "4h"
+    #: Create what the task needs to start in subnets without internet egress: interface VPC
+    #: endpoints for ECR (API and Docker registry) and CloudWatch Logs in `vpc_subnets`, and an
+    #: S3 gateway endpoint (the image's layers) on their route tables. Turn it off when the VPC
+    #: has them already (a second S3 gateway endpoint on the same route tables, or a second
+    #: interface endpoint with private DNS, cannot be created) or the subnets have a NAT route;
+    #: the task's security group already allows 443 out.
+    create_task_endpoints: bool = True
+    #: The Amazon States Language definition, with `${...}` placeholders (DEFINITION_PLACEHOLDERS).
     definition_file: Path = field(default=DEFAULT_DEFINITION_FILE)
     #: The dashboard's name; default (None) a name CloudFormation generates.
     dashboard_name: str | None = None
@@ -161,6 +211,7 @@ class StepMigrateProps:
         if not self.metric_namespace:
             raise ValueError("metric_namespace must not be empty")
         self.check_timeouts()
+        self.check_task()
         if self.architecture is not None and self.architecture.name != self.packages.architecture:
             raise ValueError(f"architecture {self.architecture.name} does not match the worker packages, "
                              f"built for {self.packages.architecture}")
@@ -177,6 +228,32 @@ class StepMigrateProps:
         if self.lock_timeout is not None:
             timeouts["lock_timeout"] = self.lock_timeout
         return timeouts
+
+    @property
+    def task_threshold(self) -> str:
+        """apply-one's statement timeout: plan's STEPMIGRATE_TASK_THRESHOLD. A migration whose
+        own statement_timeout directive is longer (or 0, none), or that says
+        `-- stepmigrate: runner = task`, is planned onto the task route."""
+        return self.statement_timeout or APPLY_ONE_STATEMENT_TIMEOUT
+
+    def task_timeouts(self) -> dict[str, str]:
+        """The task's timeouts: apply-one's, but `task_statement_timeout` for the statements."""
+        return {**self.worker_timeouts("apply-one"), "statement_timeout": self.task_statement_timeout}
+
+    def check_task(self) -> None:
+        """Fails (ValueError) on a task size Fargate refuses; (TimeoutsError) on a task
+        statement timeout that is not a duration, or shorter than the lock timeout."""
+        memory = FARGATE_MEMORY_MIB.get(self.task_cpu)
+        if memory is None:
+            raise ValueError(f"task_cpu {self.task_cpu} is not a Fargate CPU size: use one of "
+                             f"{', '.join(map(str, FARGATE_MEMORY_MIB))} (1024 = 1 vCPU)")
+        if self.task_memory_mib not in memory:
+            raise ValueError(f"task_memory_mib {self.task_memory_mib} does not go with task_cpu {self.task_cpu} "
+                             f"on Fargate: use one of {', '.join(map(str, memory))}")
+        statement = parse_duration(self.task_statement_timeout)
+        if self.lock_timeout is not None and statement != 0 and parse_duration(self.lock_timeout) > statement:
+            raise TimeoutsError(f"task: lock_timeout {self.lock_timeout} is longer than task_statement_timeout "
+                                f"{self.task_statement_timeout}, which ends the statement first")
 
     def check_timeouts(self) -> None:
         """Fails the synth (TimeoutsError) when a database worker's timeouts do not nest in its
@@ -240,7 +317,9 @@ class StepMigrate(Construct):
     when one fails.
 
     Creates: the workers (plan, apply-one and record in the database's VPC; notify and the
-    trigger outside it), a Standard state machine from the ASL definition (X-Ray, logging of
+    trigger outside it), the long-migration route (an ECS cluster and a Fargate task definition
+    running apply-one's binary in task mode, in the database's VPC, with the endpoints it needs
+    to start there), a Standard state machine from the ASL definition (X-Ray, logging of
     everything), an SNS alert topic encrypted with a customer-managed key, alarms on failed
     executions and on the `MigrationFailures` metric, a dashboard, and a custom resource that
     starts an execution and waits for it (at most 55 minutes) when it is created and whenever
@@ -269,6 +348,19 @@ class StepMigrate(Construct):
     secrets_manager_endpoint: ec2.InterfaceVpcEndpoint | None
     #: The CDK Provider that runs the trigger functions for the custom resource.
     trigger_provider: cr.Provider
+    #: The long-migration route: the ECS cluster (in the database's VPC) and the Fargate task
+    #: definition the state machine runs (container `stepmigrate`: apply-one's binary, command
+    #: `bootstrap task`), its role (reads the database secret, nothing else) and log group.
+    cluster: ecs.Cluster
+    task_definition: ecs.FargateTaskDefinition
+    task_role: iam.Role
+    task_log_group: logs.LogGroup
+    #: The task's own security group (443 out: ECR, CloudWatch Logs, S3); the task also has
+    #: `security_group`, the workers', for the database and Secrets Manager.
+    task_security_group: ec2.SecurityGroup
+    #: The endpoints the task needs to start without internet egress (ECR API, ECR Docker,
+    #: CloudWatch Logs, S3 gateway), by service; empty when `create_task_endpoints` is False.
+    task_endpoints: dict[str, ec2.InterfaceVpcEndpoint | ec2.GatewayVpcEndpoint]
     #: The custom resource that completes when the pending migrations are applied.
     migrations_applied: CustomResource
 
@@ -292,6 +384,10 @@ class StepMigrate(Construct):
         lock_wait: str | None = None,
         metric_namespace: str = "Stepmigrate",
         create_secrets_manager_endpoint: bool = True,
+        task_cpu: int = 1024,
+        task_memory_mib: int = 2048,
+        task_statement_timeout: str = "4h",
+        create_task_endpoints: bool = True,
         definition_file: Path = DEFAULT_DEFINITION_FILE,
         dashboard_name: str | None = None,
     ) -> None:
@@ -301,10 +397,13 @@ class StepMigrate(Construct):
             packages=packages, vpc_subnets=vpc_subnets, architecture=architecture, alarm_emails=alarm_emails,
             log_retention=log_retention, log_removal_policy=log_removal_policy, lock_timeout=lock_timeout,
             statement_timeout=statement_timeout, lock_wait=lock_wait, metric_namespace=metric_namespace,
-            create_secrets_manager_endpoint=create_secrets_manager_endpoint, definition_file=definition_file,
+            create_secrets_manager_endpoint=create_secrets_manager_endpoint, task_cpu=task_cpu,
+            task_memory_mib=task_memory_mib, task_statement_timeout=task_statement_timeout,
+            create_task_endpoints=create_task_endpoints, definition_file=definition_file,
             dashboard_name=dashboard_name)
         # Read first: a definition that does not fit fails the synth before anything is built.
         definition = load_definition(self.props.definition_file)
+        check_task_route(json.loads(definition))
         check_deploy_time_run(json.loads(definition))
 
         self.security_group = self._worker_security_group()
@@ -312,6 +411,7 @@ class StepMigrate(Construct):
         self.topic = self._alert_topic()
         self.functions = {spec.key: self._worker(spec) for spec in _WORKER_SPECS}
         self._grant_workers()
+        self._task_route()
         self.state_machine = self._state_machine(definition)
         self._grant_trigger()
         self.alarms = self._alarms()
@@ -350,19 +450,23 @@ class StepMigrate(Construct):
         endpoint_sg = ec2.SecurityGroup(self, "SecretsManagerEndpointSecurityGroup", vpc=self.props.vpc,
                                         allow_all_outbound=False,
                                         description="Secrets Manager endpoint of the stepmigrate workers")
-        selection = self.props.vpc_subnets or ec2.SubnetSelection()
-        subnets = self.props.vpc.select_subnets(
-            availability_zones=selection.availability_zones, one_per_az=selection.one_per_az,
-            subnet_filters=selection.subnet_filters, subnet_group_name=selection.subnet_group_name,
-            subnets=selection.subnets, subnet_type=selection.subnet_type)
         endpoint = ec2.InterfaceVpcEndpoint(
             self, "SecretsManagerEndpoint", vpc=self.props.vpc,
             service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
             # An interface endpoint takes one subnet per availability zone.
-            subnets=ec2.SubnetSelection(subnets=subnets.subnets, one_per_az=True),
+            subnets=ec2.SubnetSelection(subnets=self._worker_subnets().subnets, one_per_az=True),
             private_dns_enabled=True, open=False, security_groups=[endpoint_sg])
         endpoint.connections.allow_default_port_from(self.security_group, "stepmigrate database workers")
         return endpoint
+
+    def _worker_subnets(self) -> ec2.SelectedSubnets:
+        """The database workers' subnets (`vpc_subnets`, or CDK's default selection as the
+        functions make it): also the endpoints' and the task's."""
+        selection = self.props.vpc_subnets or ec2.SubnetSelection()
+        return self.props.vpc.select_subnets(
+            availability_zones=selection.availability_zones, one_per_az=selection.one_per_az,
+            subnet_filters=selection.subnet_filters, subnet_group_name=selection.subnet_group_name,
+            subnets=selection.subnets, subnet_type=selection.subnet_type)
 
     # --- alerts ------------------------------------------------------------------------------------
 
@@ -401,7 +505,11 @@ class StepMigrate(Construct):
                                   removal_policy=self.props.log_removal_policy)
         environment = {"STEPMIGRATE_METRIC_NAMESPACE": self.props.metric_namespace, **spec.extra_env}
         if spec.in_vpc:
-            environment.update(self._database_environment(spec.key))
+            environment.update(self._database_environment(self.props.worker_timeouts(spec.key)))
+        if spec.key == "plan":
+            # A migration that needs longer than apply-one's statement timeout (its directive
+            # says so, or 0) or says `runner = task` is planned onto the task route.
+            environment["STEPMIGRATE_TASK_THRESHOLD"] = self.props.task_threshold
         return lambda_.Function(
             self, spec.construct_id,
             description=spec.description,
@@ -420,15 +528,17 @@ class StepMigrate(Construct):
             security_groups=[self.security_group] if spec.in_vpc else None,
         )
 
-    def _database_environment(self, worker: str) -> dict[str, str]:
+    def _database_environment(self, timeouts: Mapping[str, str]) -> dict[str, str]:
+        """How a database worker (or the task) reaches the database: the secret's ARN (never
+        its value: the worker reads it from Secrets Manager), the database, the timeouts."""
         # DB_NAME wins over the secret's dbname (which a secret generated by RDS may lack): the
         # database the workers migrate is the one the metrics' Database dimension names.
         env = {"DB_SECRET_ARN": self.props.database_secret.secret_arn, "DB_NAME": self.props.database_name}
-        # Timeouts that nest in the function's (checked by StepMigrateProps; the workers also
-        # cap them at run time from the invocation's deadline).
+        # The functions' timeouts nest in their Lambda timeout (checked by StepMigrateProps; the
+        # workers also cap them at run time from the invocation's deadline).
         variables = {"lock_wait": "STEPMIGRATE_LOCK_WAIT", "statement_timeout": "STEPMIGRATE_STATEMENT_TIMEOUT",
                      "lock_timeout": "STEPMIGRATE_LOCK_TIMEOUT"}
-        for key, value in self.props.worker_timeouts(worker).items():
+        for key, value in timeouts.items():
             env[variables[key]] = value
         return env
 
@@ -463,6 +573,125 @@ class StepMigrate(Construct):
             actions=["cloudwatch:PutMetricData"], resources=["*"],
             conditions={"StringEquals": {"cloudwatch:namespace": self.props.metric_namespace}}))
 
+    # --- the long-migration route ------------------------------------------------------------------
+
+    def _task_route(self) -> None:
+        """The ECS side of ApplyTask: a cluster in the database's VPC and a Fargate task
+        definition whose one container runs apply-one's package in task mode."""
+        self.task_security_group = self._task_security_group()
+        self.task_endpoints = self._task_endpoints()
+        self.cluster = ecs.Cluster(self, "TaskCluster", vpc=self.props.vpc,
+                                   container_insights_v2=ecs.ContainerInsights.ENABLED)
+        self.task_log_group = logs.LogGroup(self, "TaskLogGroup", retention=self.props.log_retention,
+                                            removal_policy=self.props.log_removal_policy)
+        # What the migration may do in AWS: read the database secret, nothing else.
+        self.task_role = iam.Role(self, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                                  description="stepmigrate apply-one task (long migrations)")
+        self.props.database_secret.grant_read(self.task_role)
+        arm64 = parse_architecture(self.props.packages.architecture) == "arm64"
+        self.task_definition = ecs.FargateTaskDefinition(
+            self, "TaskDefinition",
+            cpu=self.props.task_cpu, memory_limit_mib=self.props.task_memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+                cpu_architecture=ecs.CpuArchitecture.ARM64 if arm64 else ecs.CpuArchitecture.X86_64),
+            task_role=self.task_role)
+        # The image's build context, beside the packages; CDK stages it at synth (no Docker),
+        # `cdk deploy` builds it for the packages' platform and pushes it to the bootstrap
+        # stack's repository. The execution role CDK makes pulls it and writes the log group.
+        apply_one = self.props.packages.apply_one
+        image_dir = write_task_image(apply_one, apply_one.parent / TASK_IMAGE_DIR_NAME)
+        self.task_definition.add_container(
+            "Container",
+            container_name=TASK_CONTAINER_NAME,
+            image=ecs.ContainerImage.from_asset(
+                str(image_dir),
+                platform=ecr_assets.Platform.LINUX_ARM64 if arm64 else ecr_assets.Platform.LINUX_AMD64),
+            essential=True,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="task", log_group=self.task_log_group),
+            environment={"STEPMIGRATE_METRIC_NAMESPACE": self.props.metric_namespace,
+                         **self._database_environment(self.props.task_timeouts())},
+        )
+
+    def _task_security_group(self) -> ec2.SecurityGroup:
+        sg = ec2.SecurityGroup(self, "TaskSecurityGroup", vpc=self.props.vpc, allow_all_outbound=False,
+                               description="stepmigrate task: 443 out for its image (ECR, S3) and its logs")
+        # Fargate pulls the image and ships the logs through the task's network interface. The
+        # layers come from S3, whose gateway endpoint has no address a rule could name (the S3
+        # prefix list's id is not a CloudFormation attribute): 443 to any address, which in
+        # subnets without internet egress reaches only the VPC's endpoints and S3.
+        sg.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
+                           "ECR, its image layers in S3, CloudWatch Logs (the awslogs driver)")
+        return sg
+
+    def _task_endpoints(self) -> dict[str, ec2.InterfaceVpcEndpoint | ec2.GatewayVpcEndpoint]:
+        if not self.props.create_task_endpoints:
+            return {}
+        endpoint_sg = ec2.SecurityGroup(self, "TaskEndpointSecurityGroup", vpc=self.props.vpc,
+                                        allow_all_outbound=False,
+                                        description="ECR and CloudWatch Logs endpoints of the stepmigrate task")
+        endpoint_sg.add_ingress_rule(self.task_security_group, ec2.Port.tcp(443),
+                                     "stepmigrate task: its image and its logs")
+        subnets = self._worker_subnets()
+        endpoints: dict[str, ec2.InterfaceVpcEndpoint | ec2.GatewayVpcEndpoint] = {
+            key: ec2.InterfaceVpcEndpoint(
+                self, construct_id, vpc=self.props.vpc, service=service,
+                subnets=ec2.SubnetSelection(subnets=subnets.subnets, one_per_az=True),
+                private_dns_enabled=True, open=False, security_groups=[endpoint_sg])
+            for key, construct_id, service in (
+                ("ecr", "EcrApiEndpoint", ec2.InterfaceVpcEndpointAwsService.ECR),
+                ("ecr-docker", "EcrDockerEndpoint", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER),
+                ("logs", "LogsEndpoint", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS))
+        }
+        s3 = ec2.GatewayVpcEndpoint(self, "S3Endpoint", vpc=self.props.vpc,
+                                    service=ec2.GatewayVpcEndpointAwsService.S3,
+                                    subnets=[ec2.SubnetSelection(subnets=subnets.subnets)])
+        # The route serves every resource in those subnets: it lets through ECR's layer bucket
+        # only (AWS's documented minimum for pulling from ECR).
+        s3.add_to_policy(iam.PolicyStatement(
+            principals=[iam.AnyPrincipal()], actions=["s3:GetObject"],
+            resources=[f"arn:{Aws.PARTITION}:s3:::prod-{Aws.REGION}-starport-layer-bucket/*"]))
+        endpoints["s3"] = s3
+        return endpoints
+
+    def _task_substitutions(self) -> dict[str, str]:
+        """What replaces TASK_PLACEHOLDERS: ApplyTask runs the task definition in the cluster,
+        in the workers' subnets, with the workers' security group (the database, Secrets
+        Manager) and the task's own (its image and logs)."""
+        return {
+            "TaskClusterArn": self.cluster.cluster_arn,
+            "TaskDefinitionArn": self.task_definition.task_definition_arn,
+            "TaskSubnets": Fn.join(",", self._worker_subnets().subnet_ids),
+            "TaskSecurityGroups": Fn.join(",", [self.security_group.security_group_id,
+                                                self.task_security_group.security_group_id]),
+        }
+
+    def _grant_task_route(self, state_machine: sfn.StateMachine) -> None:
+        """What ApplyTask (`ecs:runTask.sync`) needs, as Step Functions' "IAM policies for
+        Amazon ECS/AWS Fargate" lists it, scoped further where ECS allows."""
+        stack = Stack.of(self)
+        # Any revision of our task definition's family, in our cluster only.
+        state_machine.add_to_role_policy(iam.PolicyStatement(
+            actions=["ecs:RunTask"],
+            resources=[stack.format_arn(service="ecs", resource="task-definition",
+                                        resource_name=f"{self.task_definition.family}:*")],
+            conditions={"ArnEquals": {"ecs:cluster": self.cluster.cluster_arn}}))
+        # The task's id is known only once it runs: the cluster's tasks (task/<cluster>/<id>,
+        # the task ARN format of every account since 2021), where AWS's example has `*`.
+        state_machine.add_to_role_policy(iam.PolicyStatement(
+            actions=["ecs:StopTask", "ecs:DescribeTasks"],
+            resources=[stack.format_arn(service="ecs", resource="task",
+                                        resource_name=f"{self.cluster.cluster_name}/*")]))
+        state_machine.add_to_role_policy(iam.PolicyStatement(
+            actions=["iam:PassRole"],
+            resources=[self.task_role.role_arn, self.task_definition.obtain_execution_role().role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}))
+        # .sync learns that the task stopped from this EventBridge rule, managed by Step Functions.
+        state_machine.add_to_role_policy(iam.PolicyStatement(
+            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            resources=[stack.format_arn(service="events", resource="rule",
+                                        resource_name="StepFunctionsGetEventsForECSTaskRule")]))
+
     # --- the state machine -------------------------------------------------------------------------
 
     def _state_machine(self, definition: str) -> sfn.StateMachine:
@@ -476,8 +705,7 @@ class StepMigrate(Construct):
             self, "StateMachine",
             comment="stepmigrate: applies the pending PostgreSQL migrations, one traced step per migration",
             definition_body=sfn.DefinitionBody.from_string(definition),
-            definition_substitutions={placeholder: self.functions[worker].function_arn
-                                      for placeholder, worker in DEFINITION_PLACEHOLDERS.items()},
+            definition_substitutions=self._definition_substitutions(),
             state_machine_type=sfn.StateMachineType.STANDARD,
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
@@ -485,8 +713,20 @@ class StepMigrate(Construct):
         # Exactly the four functions the definition invokes, unqualified as it names them.
         state_machine.add_to_role_policy(iam.PolicyStatement(
             actions=["lambda:InvokeFunction"],
-            resources=[self.functions[worker].function_arn for worker in DEFINITION_PLACEHOLDERS.values()]))
+            resources=[self.functions[worker].function_arn for worker in FUNCTION_PLACEHOLDERS.values()]))
+        self._grant_task_route(state_machine)
         return state_machine
+
+    def _definition_substitutions(self) -> dict[str, str]:
+        substitutions = {placeholder: self.functions[worker].function_arn
+                         for placeholder, worker in FUNCTION_PLACEHOLDERS.items()}
+        substitutions.update(self._task_substitutions())
+        # load_definition checked the definition against DEFINITION_PLACEHOLDERS: each of them
+        # must be substituted here, or CloudFormation would leave a `${...}` in the definition.
+        if substitutions.keys() != DEFINITION_PLACEHOLDERS.keys():
+            raise DefinitionError(f"the construct substitutes {sorted(substitutions)}, not the placeholders it "
+                                  f"declares: {sorted(DEFINITION_PLACEHOLDERS)}")
+        return substitutions
 
     def _grant_trigger(self) -> None:
         on_event, is_complete = self.functions[TRIGGER_ON_EVENT], self.functions[TRIGGER_IS_COMPLETE]
@@ -614,6 +854,13 @@ class StepMigrate(Construct):
         if self.secrets_manager_endpoint is not None:
             prerequisites.append(self.secrets_manager_endpoint)
             prerequisites.extend(self.secrets_manager_endpoint.connections.security_groups)
+        # A long migration runs as a task: its cluster, definition (with its execution role),
+        # role, security group and the endpoints it starts through.
+        prerequisites += [self.cluster, self.task_definition, self.task_role, self.task_security_group]
+        for endpoint in self.task_endpoints.values():
+            prerequisites.append(endpoint)
+            if isinstance(endpoint, ec2.InterfaceVpcEndpoint):
+                prerequisites.extend(endpoint.connections.security_groups)
         for candidate in (self.props.database, self.props.database_secret):
             if isinstance(candidate, Construct):
                 prerequisites.append(candidate)
@@ -624,7 +871,8 @@ class StepMigrate(Construct):
 
 def load_definition(path: Path) -> str:
     """The definition as a compact JSON string, checked against the placeholders the
-    construct substitutes: an unknown placeholder, or a missing one, fails the synth."""
+    construct substitutes (DEFINITION_PLACEHOLDERS): an unknown placeholder, which
+    CloudFormation would leave in the definition, or a missing one, fails the synth."""
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -632,7 +880,7 @@ def load_definition(path: Path) -> str:
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
     found = set(_PLACEHOLDER.findall(text))
     unknown = sorted(found - DEFINITION_PLACEHOLDERS.keys())
-    missing = sorted(DEFINITION_PLACEHOLDERS.keys() - found)
+    missing = [p for p in DEFINITION_PLACEHOLDERS if p not in found]
     if unknown:
         raise DefinitionError(
             f"{path} has placeholders that StepMigrate does not substitute: "
@@ -642,8 +890,34 @@ def load_definition(path: Path) -> str:
     if missing:
         raise DefinitionError(
             f"{path} does not use {', '.join('${' + p + '}' for p in missing)}: the construct would grant "
-            "the state machine a function it never invokes; update DEFINITION_PLACEHOLDERS with the definition")
+            "the state machine what it never uses (a function it never invokes, a task it never runs); "
+            "update FUNCTION_PLACEHOLDERS / TASK_PLACEHOLDERS with the definition")
     return text
+
+
+def _task_states(states: Mapping[str, Mapping[str, object]]) -> dict[str, Mapping[str, object]]:
+    return {name: state for name, state in states.items()
+            if isinstance(state.get("Resource"), str) and _ECS_RUN_TASK.match(str(state["Resource"]))}
+
+
+def check_task_route(definition: Mapping[str, object]) -> None:
+    """Fails the synth (DefinitionError) unless each state that runs an ECS task runs it on
+    Fargate and overrides only the task definition's container (`stepmigrate`): ECS refuses
+    an override of a container the task definition does not have, at run time."""
+    for name, state in _task_states(_states(definition["States"])).items():  # type: ignore[arg-type]
+        parameters = state.get("Parameters")
+        if not isinstance(parameters, Mapping):
+            raise DefinitionError(f"the definition's state {name} runs an ECS task without Parameters")
+        if parameters.get("LaunchType") != "FARGATE":
+            raise DefinitionError(f"the definition's state {name} must run its task with LaunchType FARGATE "
+                                  "(the construct's task definition is a Fargate one)")
+        overrides = parameters.get("Overrides", {})
+        containers = overrides.get("ContainerOverrides", []) if isinstance(overrides, Mapping) else []
+        names = {c.get("Name") for c in containers if isinstance(c, Mapping)}  # type: ignore[union-attr]
+        if names - {TASK_CONTAINER_NAME}:
+            raise DefinitionError(f"the definition's state {name} overrides the container(s) "
+                                  f"{', '.join(sorted(map(str, names - {TASK_CONTAINER_NAME})))}: the task "
+                                  f"definition's only container is `{TASK_CONTAINER_NAME}`")
 
 
 def _retry_delays(retrier: Mapping[str, object]) -> float:

@@ -8,6 +8,7 @@ TLS-only, the key rotates, both state machines log ALL events, the main one is t
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
@@ -24,6 +25,17 @@ _ANY_RESOURCE = "Resource::*"
 _EXECUTIONS = RegexAppliesTo(regex=r"/^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
                                    r"execution:<[A-Za-z0-9]+\.Name>:\*$/g")
 _FUNCTION_VERSIONS = RegexAppliesTo(regex=r"/^Resource::<[A-Za-z0-9]+\.Arn>:\*$/g")
+# The ECS task route: any revision of the construct's task definition family, the tasks of its
+# cluster (the cluster's name is its logical id's Ref). Partition, region and account as
+# cdk-nag writes them for an environment-agnostic stack, or literal.
+_ARN_PREFIX = r"arn:(<AWS::Partition>|[a-z-]+):ecs:(<AWS::Region>|[a-z0-9-]+):(<AWS::AccountId>|[0-9]{12}):"
+
+
+def _task_definition_revisions(family: str) -> RegexAppliesTo:
+    return RegexAppliesTo(regex=f"/^Resource::{_ARN_PREFIX}task-definition\\/{re.escape(family)}:\\*$/g")
+
+
+_CLUSTER_TASKS = RegexAppliesTo(regex=f"/^Resource::{_ARN_PREFIX}task\\/<[A-Za-z0-9]+>\\/\\*$/g")
 _BASIC_EXECUTION_ROLE = ("Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                          "AWSLambdaBasicExecutionRole")
 
@@ -52,10 +64,30 @@ def suppress_construct_findings(stepmigrate: StepMigrate) -> None:
                       "(execution:<its name>:*): the execution names are chosen at deploy time")),
                   NagPackSuppression(id="AwsSolutions-IAM5", applies_to=[_ANY_RESOURCE], reason=_XRAY))
 
-    _suppress(stepmigrate.state_machine.role, NagPackSuppression(
-        id="AwsSolutions-IAM5", applies_to=[_ANY_RESOURCE],
-        reason=("Step Functions logging to CloudWatch Logs uses the log-delivery APIs (logs:CreateLogDelivery, "
-                "...), which take no resource-level permissions; " + _XRAY)))
+    _suppress(stepmigrate.state_machine.role,
+              NagPackSuppression(id="AwsSolutions-IAM5", applies_to=[_ANY_RESOURCE], reason=(
+                  "Step Functions logging to CloudWatch Logs uses the log-delivery APIs (logs:CreateLogDelivery, "
+                  "...), which take no resource-level permissions; " + _XRAY)),
+              NagPackSuppression(
+                  id="AwsSolutions-IAM5", applies_to=[_task_definition_revisions(stepmigrate.task_definition.family)],
+                  reason=("ecs:RunTask on any revision (<family>:*) of the construct's own task definition family, "
+                          "conditioned on its cluster (ecs:cluster): a deploy registers a new revision")),
+              NagPackSuppression(id="AwsSolutions-IAM5", applies_to=[_CLUSTER_TASKS], reason=(
+                  "ecs:StopTask and ecs:DescribeTasks for runTask.sync on the tasks of the construct's cluster "
+                  "(task/<cluster>/*): a task's id exists only once it runs (Step Functions' own example "
+                  "policy grants them on *)")))
+
+    # The long-migration task (ECS Fargate).
+    _suppress(stepmigrate.task_definition,
+              NagPackSuppression(id="AwsSolutions-ECS2", reason=(
+                  "The container's environment holds no secret: the database secret's ARN (the worker reads the "
+                  "secret itself, with the task role), the database name, the metric namespace and the timeouts, "
+                  "the same settings as the apply-one function's environment")))
+    _suppress(stepmigrate.task_definition.obtain_execution_role(),
+              NagPackSuppression(id="AwsSolutions-IAM5", applies_to=[_ANY_RESOURCE], reason=(
+                  "The task execution role CDK makes for an image asset: ecr:GetAuthorizationToken takes no "
+                  "resource; the image pull itself is granted on the bootstrap stack's container-assets "
+                  "repository only, and the logs on the task's log group only")))
 
     _suppress(stepmigrate.trigger_provider,
               NagPackSuppression(id="AwsSolutions-IAM4", applies_to=[_BASIC_EXECUTION_ROLE], reason=(

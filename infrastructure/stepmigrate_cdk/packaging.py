@@ -7,6 +7,9 @@ A package is a directory that becomes one Lambda function's code asset:
     <package>/migrations/*.sql      plan, apply-one, record: the migrations they apply
     <package>/rds-ca-bundle.pem     plan, apply-one, record: the CA bundle for TLS verify-full
 
+apply-one's package also runs as an ECS Fargate task (long migrations): `write_task_image`
+writes its container image's build context, the package and a Dockerfile.
+
 This module does not import aws_cdk: it only deals with files and processes.
 """
 
@@ -311,6 +314,66 @@ def _copy_data(out_dir: Path, migrations_dir: Path, ca_bundle: Path) -> None:
         for path in sql_files:
             shutil.copyfile(path, target / path.name)
         shutil.copyfile(ca_bundle, out_dir / worker / CA_BUNDLE_NAME)
+
+
+# --- the task image ------------------------------------------------------------------------------
+
+#: Where `StepMigrate` has `write_task_image` write the task image's build context: beside the
+#: worker packages (`<packages root>/apply-one-task-image/`).
+TASK_IMAGE_DIR_NAME = "apply-one-task-image"
+#: The image's base: Lambda's own provided.al2023 runtime image, the environment the binary is
+#: built for and already runs in as the apply-one function: the same glibc
+#: (tests/test_real_build.py checks it needs no newer symbol), the same system CA store (the
+#: AWS SDK's TLS to Secrets Manager reads it) and `LAMBDA_TASK_ROOT=/var/task`, where the
+#: worker finds its migrations. Its Lambda entrypoint is replaced by the task's.
+TASK_BASE_IMAGE = "public.ecr.aws/lambda/provided:al2023"
+#: Where the package goes in the image: the path it has in Lambda (`LAMBDA_TASK_ROOT`).
+TASK_ROOT = "/var/task"
+#: apply-one's task mode: the item from STEPMIGRATE_TASK_INPUT, no Lambda deadline.
+TASK_ENTRYPOINT: tuple[str, ...] = (f"{TASK_ROOT}/{BOOTSTRAP}", "task")
+#: The image runs as this unprivileged user (numeric: it needs no entry in /etc/passwd; the
+#: worker needs no home and writes no file).
+TASK_USER = "65532:65532"
+#: The package's copy in the build context (`COPY package/ /var/task/`).
+TASK_PACKAGE_DIR_NAME = "package"
+
+
+def task_dockerfile() -> str:
+    """The task image's Dockerfile. It runs nothing in the image (no RUN): building it for
+    another architecture than the builder's needs no emulation, only a base image for the
+    target platform (`docker build --platform`, which `cdk deploy` passes)."""
+    entrypoint = json.dumps(list(TASK_ENTRYPOINT))
+    return (
+        "# stepmigrate apply-one as an ECS Fargate task (long migrations): written by\n"
+        "# stepmigrate_cdk.packaging.write_task_image; edits are overwritten on the next synth.\n"
+        "# Lambda's provided.al2023 image: the environment apply-one already runs in as a function.\n"
+        f"FROM {TASK_BASE_IMAGE}\n"
+        f"COPY {TASK_PACKAGE_DIR_NAME}/ {TASK_ROOT}/\n"
+        f"WORKDIR {TASK_ROOT}\n"
+        f"USER {TASK_USER}\n"
+        f"ENTRYPOINT {entrypoint}\n"
+    )
+
+
+def write_task_image(apply_one: Path, out_dir: Path) -> Path:
+    """Writes the task image's build context into `out_dir` (replacing what was there): a copy
+    of apply-one's package (`bootstrap`, `migrations/`, `rds-ca-bundle.pem`) under `package/`
+    and the Dockerfile. Nothing is built: `cdk deploy` builds the image (CDK only stages the
+    directory at synth). The copy is readable by the image's unprivileged user whatever the
+    package's modes: directories 0755, files 0644, the bootstrap 0755. Returns `out_dir`."""
+    apply_one, out_dir = Path(apply_one).resolve(), Path(out_dir).resolve()
+    if not (apply_one / BOOTSTRAP).is_file():
+        raise PackagingError(f"{apply_one} is not apply-one's package: it has no {BOOTSTRAP}")
+    if out_dir == apply_one or apply_one in out_dir.parents:
+        raise PackagingError(f"the task image's directory {out_dir} must not be inside the package {apply_one}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    package = out_dir / TASK_PACKAGE_DIR_NAME
+    shutil.copytree(apply_one, package)
+    for path in [package, *package.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (package / BOOTSTRAP).chmod(0o755)
+    (out_dir / "Dockerfile").write_text(task_dockerfile())
+    return out_dir
 
 
 # --- the Rust toolchain and the architecture ---------------------------------------------------

@@ -35,16 +35,19 @@ def cdk_json_context() -> dict[str, Any]:
     return dict(json.loads((INFRA / "cdk.json").read_text())["context"])
 
 
-def run_app(tmp_path: Path, context: dict[str, Any], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_app(tmp_path: Path, context: dict[str, Any], timeout: float = 300,
+            path: str | None = None) -> subprocess.CompletedProcess[str]:
     """`python app.py` as the CDK CLI runs it: context from CDK_CONTEXT_JSON (over cdk.json's),
     output to `tmp_path/cdk.out`, an empty HOME (no ~/.aws, no ~/.cdk.json) and no AWS_*
-    variable; cargo and rustup still found where they live."""
+    variable; cargo and rustup still found where they live. `path` replaces PATH."""
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     env = {name: value for name, value in os.environ.items()
            if name in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "CARGO_TARGET_DIR") or name.startswith("JSII_")}
     env["CARGO_HOME"] = os.environ.get("CARGO_HOME", str(Path.home() / ".cargo"))
     env["RUSTUP_HOME"] = os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup"))
+    if path is not None:
+        env["PATH"] = path
     env.update(HOME=str(home), CDK_OUTDIR=str(tmp_path / "cdk.out"),
                CDK_CONTEXT_JSON=json.dumps({**cdk_json_context(), **context}))
     return subprocess.run([sys.executable, "app.py"], cwd=INFRA, env=env, capture_output=True, text=True,

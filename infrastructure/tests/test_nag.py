@@ -16,8 +16,10 @@ AWS_SOLUTIONS = Match.string_like_regexp("AwsSolutions-.*")
 #: README.md). A new rule id here needs a reason that holds for the resources it is put on.
 ACCEPTED_RULES = {
     "AwsSolutions-IAM4",   # the CDK Provider framework's functions: AWSLambdaBasicExecutionRole
-    "AwsSolutions-IAM5",   # wildcards AWS requires (X-Ray, log delivery, ENIs, PutMetricData), executions
+    "AwsSolutions-IAM5",   # wildcards AWS requires (X-Ray, log delivery, ENIs, PutMetricData, ECR's token),
+                           # executions, the task definition's revisions, the cluster's tasks
     "AwsSolutions-SF2",    # the Provider framework's waiter state machine cannot be traced
+    "AwsSolutions-ECS2",   # the task's environment: settings and the secret's ARN, no secret value
     "AwsSolutions-RDS3", "AwsSolutions-RDS6", "AwsSolutions-RDS10",  # development settings
     "AwsSolutions-RDS11", "AwsSolutions-SMG4",
 }

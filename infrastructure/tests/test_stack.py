@@ -161,7 +161,8 @@ def test_the_network_paths_of_the_database_workers(backend: Synth) -> None:
               if r["Properties"]["GroupId"] == {"Fn::GetAtt": [worker_sg, "GroupId"]}]
     assert sorted(str(e.get("FromPort")) for e in egress) == sorted(
         [str(ingress[0]["FromPort"]), "443"])
-    _, endpoint = only(of_type(backend, "AWS::EC2::VPCEndpoint"))
+    # (The task's endpoints, ECR, CloudWatch Logs and S3: tests/test_task.py.)
+    endpoint = backend.resources[backend.logical_id(backend.stack.stepmigrate.secrets_manager_endpoint)]
     assert endpoint["Properties"]["VpcEndpointType"] == "Interface"
     assert endpoint["Properties"]["PrivateDnsEnabled"] is True
     assert "secretsmanager" in json.dumps(endpoint["Properties"]["ServiceName"])
@@ -180,8 +181,12 @@ def test_the_definition_is_inline_with_the_workers_substituted(backend: Synth) -
     ids = function_ids(backend)
     expected = {"PlanFunctionArn": "plan", "ApplyOneFunctionArn": "apply-one",
                 "RecordFunctionArn": "record", "NotifyFunctionArn": "notify"}
-    assert props["DefinitionSubstitutions"] == {
+    substitutions = props["DefinitionSubstitutions"]
+    assert {placeholder: substitutions[placeholder] for placeholder in expected} == {
         placeholder: {"Fn::GetAtt": [ids[key], "Arn"]} for placeholder, key in expected.items()}
+    # The others are the task route's (tests/test_task.py).
+    assert set(substitutions) == set(DEFINITION_PLACEHOLDERS) == set(expected) | {
+        "TaskClusterArn", "TaskDefinitionArn", "TaskSubnets", "TaskSecurityGroups"}
     assert props["StateMachineType"] == "STANDARD"
     assert props["TracingConfiguration"] == {"Enabled": True}
     logging = props["LoggingConfiguration"]
@@ -217,28 +222,29 @@ def test_the_state_machine_invokes_exactly_the_four_step_functions(backend: Synt
 def test_the_definition_placeholders_are_checked(tmp_path: Path) -> None:
     document = json.loads(ASL_FILE.read_text())
     assert set(DEFINITION_PLACEHOLDERS) == {"PlanFunctionArn", "ApplyOneFunctionArn", "RecordFunctionArn",
-                                            "NotifyFunctionArn"}
+                                            "NotifyFunctionArn", "TaskClusterArn", "TaskDefinitionArn",
+                                            "TaskSubnets", "TaskSecurityGroups"}
     assert json.loads(load_definition(ASL_FILE)) == document
 
-    unknown = tmp_path / "unknown.asl.json"
-    unknown.write_text(ASL_FILE.read_text().replace("${NotifyFunctionArn}", "${AlertTopicArn}", 1))
-    with pytest.raises(DefinitionError, match=r"does not substitute: \$\{AlertTopicArn\}"):
-        load_definition(unknown)
+    def refused(name: str, old: str, new: str, match: str, count: int = -1) -> None:
+        edited = tmp_path / f"{name}.asl.json"
+        edited.write_text(ASL_FILE.read_text().replace(old, new, count))
+        with pytest.raises(DefinitionError, match=match):
+            load_definition(edited)
 
-    missing = tmp_path / "missing.asl.json"
-    missing.write_text(ASL_FILE.read_text().replace("${RecordFunctionArn}", "arn:aws:lambda:x"))
-    with pytest.raises(DefinitionError, match=r"does not use \$\{RecordFunctionArn\}"):
-        load_definition(missing)
+    refused("unknown", "${NotifyFunctionArn}", "${AlertTopicArn}", r"does not substitute: \$\{AlertTopicArn\}", 1)
+    refused("missing", "${RecordFunctionArn}", "arn:aws:lambda:x", r"does not use \$\{RecordFunctionArn\}")
+    # The task route's placeholders are checked alike.
+    refused("no-task", "${TaskClusterArn}", "arn:aws:ecs:x:1:cluster/c",
+            r"does not use \$\{TaskClusterArn\}.*a task it never runs")
+    refused("misspelt", "${TaskSubnets}", "${TaskSubnetIds}", r"does not substitute: \$\{TaskSubnetIds\}")
 
 
 def test_an_unknown_placeholder_fails_the_synth(tmp_path: Path, fake_packages: Path) -> None:
     definition = tmp_path / "def.asl.json"
     definition.write_text(ASL_FILE.read_text().replace("${PlanFunctionArn}", "${PlanFunctionAlias}"))
-    stack, vpc, database, secret = minimal_database_stack()
     with pytest.raises(DefinitionError, match="PlanFunctionAlias"):
-        StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
-                    database_name="db", packages=WorkerPackages.from_directory(fake_packages),
-                    definition_file=definition)
+        migrations_from(definition, fake_packages)
 
 
 # --- alerts --------------------------------------------------------------------------------------
@@ -366,12 +372,19 @@ def test_the_hash_and_the_assets_follow_the_migrations(synth: SynthFn, tmp_path:
         return custom["Properties"]["MigrationSetHash"], plan
 
     hash_before, asset_before = synthesize()
-    first = sorted(migrations.glob("*.sql"))[0]
+    # A down file ships with the workers (a rollback runs it) but does not start a migrate run.
+    first_down = sorted(migrations.glob("*.down.sql"))[0]
+    first_down.write_text(first_down.read_text() + "\n-- edited\n")
+    hash_down_edited, asset_down_edited = synthesize()
+    assert hash_down_edited == hash_before
+    assert asset_down_edited != asset_before
+
+    first = sorted(p for p in migrations.glob("*.sql") if not p.name.endswith(".down.sql"))[0]
     first.write_text(first.read_text() + "\n-- edited\n")
     hash_after, asset_after = synthesize()
     assert hash_before == migration_set_digest(REPO_MIGRATIONS)
     assert hash_after == migration_set_digest(migrations) != hash_before
-    assert asset_after != asset_before
+    assert asset_after != asset_down_edited
 
 
 # --- least privilege -----------------------------------------------------------------------------
@@ -470,6 +483,14 @@ def minimal_database_stack() -> tuple[Stack, ec2.Vpc, rds.DatabaseInstance, secr
         engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16))
     assert database.secret is not None
     return stack, vpc, database, database.secret
+
+
+def migrations_from(definition: Path, fake_packages: Path) -> StepMigrate:
+    """The construct on a minimal stack with `definition` as its state machine's."""
+    stack, vpc, database, secret = minimal_database_stack()
+    return StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
+                       database_name="db", packages=WorkerPackages.from_directory(fake_packages),
+                       definition_file=definition)
 
 
 # --- timeouts and the alert's database -----------------------------------------------------------

@@ -39,7 +39,8 @@ def states(states_map: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 def lambda_tasks() -> dict[str, dict[str, Any]]:
     tasks = {name: s for name, s in states(definition()["States"])
              if s["Type"] == "Task" and "FunctionArn}" in s["Resource"]}
-    assert set(tasks) >= {"Plan", "ApplyOne", "Record", "NotifyFailure", "NotifyPlanFailure"}, tasks
+    assert set(tasks) >= {"Plan", "ApplyOne", "ApplyBatch", "Record", "NotifyFailure", "NotifyPlanFailure", "RevertOne",
+                          "RecordRevertFailure", "NotifyRevertFailure"}, tasks
     return tasks
 
 
@@ -67,7 +68,7 @@ def test_every_lambda_task_retries_lambdas_own_errors_for_at_least_two_minutes()
 
 
 def test_notify_is_retried_only_on_lambdas_errors_never_its_own():
-    for name in ("NotifyFailure", "NotifyPlanFailure"):
+    for name in ("NotifyFailure", "NotifyPlanFailure", "NotifyRevertFailure"):
         task = lambda_tasks()[name]
         retried = {e for r in task.get("Retry", []) for e in r["ErrorEquals"]}
         assert retried <= LAMBDA_SERVICE_ERRORS, (
@@ -76,13 +77,49 @@ def test_notify_is_retried_only_on_lambdas_errors_never_its_own():
 
 
 def test_map_iterations_return_nothing_the_definition_does_not_need():
-    """The Map collects every iteration's output; ApplyOne ends the iteration on success, and
-    with `ResultPath: null` alone its output is its whole input (~400 bytes a item, 1 MB at
-    2,500 items: past the 256 KB payload limit, an error no Catch sees)."""
-    processor = definition()["States"]["ApplyEach"]["ItemProcessor"]["States"]
-    ends = {name: s for name, s in processor.items() if s.get("End") and s["Type"] != "Fail"}
-    assert set(ends) == {"ApplyOne"}, ends
-    assert "OutputPath" in ends["ApplyOne"] and ends["ApplyOne"]["OutputPath"] is None, ends["ApplyOne"]
+    """The Map collects every iteration's output; ApplyOne (BatchApplied for a batch migration,
+    TaskOutcome for one run as an ECS task) ends the iteration on success, and with `ResultPath: null` alone its output is its whole
+    input (~400 bytes a item, 1 MB at 2,500 items: past the 256 KB payload limit, an error no
+    Catch sees)."""
+    for map_state, enders in (("ApplyEach", {"ApplyOne", "BatchApplied", "TaskOutcome"}), ("RevertEach", {"RevertOne"})):
+        processor = definition()["States"][map_state]["ItemProcessor"]["States"]
+        ends = {name: s for name, s in processor.items()
+                if (s.get("End") or s["Type"] == "Succeed") and s["Type"] != "Fail"}
+        assert set(ends) == enders, ends
+        for name in enders:
+            assert "OutputPath" in ends[name] and ends[name]["OutputPath"] is None, ends[name]
+
+
+def test_a_batch_migration_loops_retried_and_caught_like_an_apply():
+    """ApplyBatch is ApplyOne's worker, retries and catch; only a batch item reaches it."""
+    processor = definition()["States"]["ApplyEach"]["ItemProcessor"]
+    assert processor["StartAt"] == "Batch?"
+    states_ = processor["States"]
+    apply_one, apply_batch = lambda_tasks()["ApplyOne"], lambda_tasks()["ApplyBatch"]
+    assert apply_batch["Retry"] == apply_one["Retry"] and apply_batch["Catch"] == apply_one["Catch"]
+    assert apply_batch["Resource"] == apply_one["Resource"]
+    retried = {e for r in apply_batch["Retry"] for e in r["ErrorEquals"]}
+    assert not retried & {"BatchStalled", "BatchLoopLimit", "SqlFailed"}, retried
+    assert apply_batch["ResultPath"] == "$.batch" and apply_batch["Next"] == "BatchDone?"
+    assert states_["BatchDone?"]["Choices"] == [
+        {"Variable": "$.batch.done", "BooleanEquals": False, "Next": "BatchWait"}]
+    assert states_["BatchWait"]["Next"] == "ApplyBatch"
+
+
+def test_state_names_are_unique_across_the_definition():
+    """Step Functions requires it (a Map's states included); the CDK construct's timeout check
+    also looks states up by name."""
+    names = [name for name, _ in states(definition()["States"])]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_a_revert_is_retried_like_an_apply_and_never_on_a_failed_down():
+    apply_one, revert_one = lambda_tasks()["ApplyOne"], lambda_tasks()["RevertOne"]
+    assert revert_one["Retry"] == apply_one["Retry"]
+    assert revert_one["Resource"] == apply_one["Resource"], "the apply-one worker reverts too"
+    assert "SqlFailed" not in {e for r in revert_one["Retry"] for e in r["ErrorEquals"]}
+    revert_each = definition()["States"]["RevertEach"]
+    assert revert_each["MaxConcurrency"] == 1 and revert_each["ItemsPath"] == "$.plan.pending"
 
 
 def test_no_state_hands_notify_an_empty_database_name():

@@ -47,6 +47,8 @@ impl std::str::FromStr for Severity {
 /// The rule name of a problem the migration set's own loader found (naming, gaps, directives,
 /// statements the runner refuses): the same problems `up` would stop on.
 pub const SET_RULE: &str = "migration-set";
+/// The rule name of a stale or malformed `migrations.sum`.
+pub const SUM_RULE: &str = "migrations-sum";
 /// The rule name of a statement PostgreSQL's grammar rejects.
 pub const SYNTAX_RULE: &str = "syntax";
 
@@ -158,9 +160,39 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                     let down = Script {
                         path: &down.path,
                         sql: &down.sql,
-                        mode: m.directives.mode,
+                        mode: down.directives.mode,
                     };
                     report.findings.extend(check_script(&down, rules));
+                } else if let (false, Some(severity)) = (
+                    m.directives.irreversible,
+                    rules.severity(lint::MISSING_DOWN),
+                ) {
+                    report.findings.push(Finding {
+                        file: m.path.clone(),
+                        line: 0,
+                        column: 0,
+                        rule: lint::MISSING_DOWN.into(),
+                        severity,
+                        message: "no down file: `stepmigrate down` would refuse to roll it back".into(),
+                        help: Some(format!(
+                            "write {}.down.sql (an empty one means nothing to undo), or add the header line `-- stepmigrate: irreversible`",
+                            m.name
+                        )),
+                    });
+                }
+            }
+            // A stale migrations.sum: `up` would refuse the set.
+            if let Err(Error::InvalidMigrationSet { problems, .. }) = set.ensure_sum_current() {
+                for p in problems {
+                    report.findings.push(Finding {
+                        file: p.file,
+                        line: p.line.unwrap_or(0),
+                        column: 0,
+                        rule: SUM_RULE.into(),
+                        severity: Severity::Error,
+                        message: p.message,
+                        help: None,
+                    });
                 }
             }
         }
@@ -187,7 +219,19 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                     continue;
                 };
                 report.files += 1;
+                // Read as the loader would have: without a byte-order mark, and a batch
+                // migration with its `:batch_size` bound.
+                let sql = sql.strip_prefix('\u{feff}').unwrap_or(&sql).to_owned();
                 let mode = stepmigrate_core::migration::mode_of(&sql);
+                let sql = if mode == Mode::Batch {
+                    stepmigrate_core::migration::bind_batch_size(
+                        &sql,
+                        &stepmigrate_core::sql::lex(&sql).placeholders,
+                        stepmigrate_core::migration::DEFAULT_BATCH_SIZE,
+                    )
+                } else {
+                    sql
+                };
                 let script = Script {
                     path: &path,
                     sql: &sql,

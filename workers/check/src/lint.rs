@@ -14,7 +14,19 @@ use crate::{Finding, Lines, Script, Severity};
 /// Our rules, for what squawk does not look at.
 pub const UPDATE_WITHOUT_WHERE: &str = "update-without-where";
 pub const DELETE_WITHOUT_WHERE: &str = "delete-without-where";
-const OUR_RULES: [&str; 2] = [UPDATE_WITHOUT_WHERE, DELETE_WITHOUT_WHERE];
+/// A migration with no down file that does not say `irreversible`: a rollback would refuse it.
+pub const MISSING_DOWN: &str = "missing-down";
+/// A batch migration whose statement would select rows it already did: it never ends, or
+/// changes rows twice.
+pub const BATCH_NOT_IDEMPOTENT: &str = "batch-not-idempotent";
+const OUR_RULES: [&str; 4] = [
+    UPDATE_WITHOUT_WHERE,
+    DELETE_WITHOUT_WHERE,
+    MISSING_DOWN,
+    BATCH_NOT_IDEMPOTENT,
+];
+/// Our rules that fail the check unless configured otherwise.
+const OUR_ERRORS: [&str; 1] = [BATCH_NOT_IDEMPOTENT];
 
 /// squawk rules that fail the check unless configured otherwise: they lose data, or they break
 /// the runner's all-or-nothing promise for the file.
@@ -82,7 +94,12 @@ impl Default for LintRules {
             enabled.insert(name, severity);
         }
         for name in OUR_RULES {
-            enabled.insert(name.to_owned(), Severity::Warning);
+            let severity = if OUR_ERRORS.contains(&name) {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            enabled.insert(name.to_owned(), severity);
         }
         LintRules {
             enabled,
@@ -235,7 +252,7 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     let mut linter = Linter::from(squawk_rules);
     // The runner wraps a transactional file in a transaction: squawk must judge its
     // statements as running inside one (CONCURRENTLY is then an error, not advice).
-    linter.settings.assume_in_transaction = script.mode == Mode::Transactional;
+    linter.settings.assume_in_transaction = script.mode != Mode::NoTransaction;
     if let Some(version) = &rules.pg_version {
         linter.settings.pg_version = *version;
     }
@@ -264,7 +281,135 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         .collect()
 }
 
+/// A batch statement runs again until it changes no row, so it must select only rows not done
+/// yet: an UPDATE whose filter reads a column it sets (`WHERE c IS NULL` with `SET c = ...`),
+/// an INSERT whose source leaves out rows already in its target (`WHERE NOT EXISTS (...)`).
+/// A DELETE is done by construction. What this cannot see (a filter on another table the
+/// statement changes through a trigger) it leaves alone.
+fn batch_findings(script: &Script<'_>, severity: Severity) -> Vec<Finding> {
+    use pg_query::NodeRef;
+    let mut findings = Vec::new();
+    let lines = Lines::new(script.sql);
+    let text_lines: Vec<&str> = script.sql.lines().collect();
+    if ignored_in_file(&text_lines, BATCH_NOT_IDEMPOTENT) {
+        return findings;
+    }
+    for statement in sql::lex(script.sql).statements {
+        if ignored(&text_lines, statement.line, BATCH_NOT_IDEMPOTENT) {
+            continue;
+        }
+        let Ok(parsed) = pg_query::parse(statement.text, 0) else {
+            continue;
+        };
+        let Some(top) = parsed
+            .protobuf
+            .stmts
+            .first()
+            .and_then(|s| s.stmt.as_ref())
+            .and_then(|s| s.node.as_ref())
+        else {
+            continue;
+        };
+        let column_refs = |node: Option<&pg_query::protobuf::Node>| -> BTreeSet<String> {
+            let mut names = BTreeSet::new();
+            if let Some(n) = node.and_then(|n| n.node.as_ref()) {
+                for (inner, _, _, _) in n.nodes() {
+                    if let NodeRef::ColumnRef(c) = inner {
+                        if let Some(pg_query::protobuf::node::Node::String(s)) =
+                            c.fields.last().and_then(|f| f.node.as_ref())
+                        {
+                            names.insert(s.sval.clone());
+                        }
+                    }
+                }
+            }
+            names
+        };
+        let everything = top.nodes();
+        // The subqueries that pick a batch: those with a LIMIT (`LIMIT :batch_size`).
+        let pickers: Vec<&pg_query::protobuf::SelectStmt> = everything
+            .iter()
+            .filter_map(|(n, _, _, _)| match n {
+                NodeRef::SelectStmt(s) if s.limit_count.is_some() => Some(*s),
+                _ => None,
+            })
+            .collect();
+        let deletes = everything
+            .iter()
+            .any(|(n, _, _, _)| matches!(n, NodeRef::DeleteStmt(_)));
+        let problem = match top {
+            pg_query::NodeEnum::UpdateStmt(u) => {
+                let set: BTreeSet<String> = u
+                    .target_list
+                    .iter()
+                    .filter_map(|t| match t.node.as_ref() {
+                        Some(pg_query::NodeEnum::ResTarget(r)) => Some(r.name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let list = set.iter().cloned().collect::<Vec<_>>().join(", ");
+                if u.where_clause.is_none() && pickers.is_empty() {
+                    Some("the UPDATE has no WHERE: every batch would change the whole table again, and it would never change no row".to_owned())
+                } else if let Some(_blind) = pickers
+                    .iter()
+                    .find(|p| set.is_disjoint(&column_refs(p.where_clause.as_deref())))
+                {
+                    Some(format!(
+                        "the subquery that picks a batch (its LIMIT) does not filter on what the UPDATE sets ({list}): it picks rows already done, so the migration stops early or never ends"
+                    ))
+                } else if pickers.is_empty()
+                    && set.is_disjoint(&column_refs(u.where_clause.as_deref()))
+                {
+                    Some(format!(
+                        "the UPDATE's WHERE does not read what it sets ({list}): a row done by one batch is selected again by the next, so the migration changes rows twice and never ends"
+                    ))
+                } else {
+                    None
+                }
+            }
+            pg_query::NodeEnum::InsertStmt(i) if !deletes => {
+                let target = i
+                    .relation
+                    .as_ref()
+                    .map(|r| r.relname.clone())
+                    .unwrap_or_default();
+                let reads_of_target = everything
+                    .iter()
+                    .filter(|(n, _, _, _)| matches!(n, NodeRef::RangeVar(r) if r.relname == target))
+                    .count();
+                // The target itself is one of them.
+                (reads_of_target < 2).then(|| format!(
+                    "the INSERT's source does not leave out rows already in {target}: each batch would pick the same rows again (e.g. add `WHERE NOT EXISTS (SELECT 1 FROM {target} WHERE ...)`)"
+                ))
+            }
+            _ => None,
+        };
+        if let Some(message) = problem {
+            let (line, column) = lines.at(statement.offset);
+            findings.push(Finding {
+                file: script.path.to_owned(),
+                line,
+                column,
+                rule: BATCH_NOT_IDEMPOTENT.to_owned(),
+                severity,
+                message,
+                help: Some("A batch statement must select only rows not done yet, e.g. `UPDATE t SET c = ... WHERE id IN (SELECT id FROM t WHERE c IS NULL ORDER BY id LIMIT :batch_size)`, so that running it again after a batch (or after an interrupted run) continues where it was.".to_owned()),
+            });
+        }
+    }
+    findings
+}
+
 fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    let mut findings = match (script.mode, rules.severity(BATCH_NOT_IDEMPOTENT)) {
+        (Mode::Batch, Some(severity)) => batch_findings(script, severity),
+        _ => Vec::new(),
+    };
+    findings.extend(without_where(script, rules));
+    findings
+}
+
+fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     let update = rules.severity(UPDATE_WITHOUT_WHERE);
     let delete = rules.severity(DELETE_WITHOUT_WHERE);
     if update.is_none() && delete.is_none() {
@@ -455,6 +600,51 @@ mod tests {
         assert!(
             rules.contains(&"require-lock-timeout".to_owned()),
             "{rules:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_statement_must_select_only_rows_not_done_yet() {
+        let batch = |sql: &str| {
+            rules_found(sql, Mode::Batch, &LintRules::default())
+                .into_iter()
+                .filter(|r| r == BATCH_NOT_IDEMPOTENT)
+                .count()
+        };
+        for good in [
+            "UPDATE items SET done = v * 2 WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT 1000)",
+            "UPDATE public.users u SET email_lower = lower(u.email) WHERE u.id IN (SELECT id FROM public.users WHERE email_lower IS NULL LIMIT 500)",
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < now() - interval '1 year' LIMIT 1000)",
+            "INSERT INTO archive (id) SELECT id FROM events e WHERE NOT EXISTS (SELECT 1 FROM archive a WHERE a.id = e.id) ORDER BY id LIMIT 1000",
+            "WITH c AS (SELECT id FROM t WHERE NOT done ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) UPDATE t SET done = true FROM c WHERE t.id = c.id",
+            "UPDATE t SET done = true FROM (SELECT id FROM t WHERE NOT done ORDER BY id LIMIT 1000) s WHERE t.id = s.id",
+            "WITH src AS (SELECT id, v FROM t WHERE NOT EXISTS (SELECT 1 FROM t2 WHERE t2.id = t.id) ORDER BY id LIMIT 1000) INSERT INTO t2 (id, v) SELECT id, v FROM src",
+            "WITH moved AS (DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY id LIMIT 1000) RETURNING id, v) INSERT INTO t2 (id, v) SELECT id, v FROM moved",
+        ] {
+            assert_eq!(batch(good), 0, "{good}");
+        }
+        for bad in [
+            // The filter never changes: the same first 1000 rows, again and again.
+            "UPDATE items SET done = v * 2, touched = touched + 1 WHERE id IN (SELECT id FROM items ORDER BY id LIMIT 1000)",
+            "UPDATE items SET done = 1",
+            "INSERT INTO archive (id) SELECT id FROM events ORDER BY id LIMIT 1000",
+            // Picks the first 1000 rows every time: the second batch changes none.
+            "UPDATE t SET done = true WHERE id IN (SELECT id FROM t ORDER BY id LIMIT 1000) AND NOT done",
+        ] {
+            assert_eq!(batch(bad), 1, "{bad}");
+            assert!(
+                !rules_found(bad, Mode::Transactional, &LintRules::default())
+                    .contains(&BATCH_NOT_IDEMPOTENT.to_owned()),
+                "only batch migrations run again: {bad}"
+            );
+        }
+        assert_eq!(
+            batch("-- squawk-ignore batch-not-idempotent\nUPDATE items SET done = 1 WHERE id IN (SELECT id FROM items LIMIT 10)"),
+            0
+        );
+        assert_eq!(
+            LintRules::default().severity(BATCH_NOT_IDEMPOTENT),
+            Some(Severity::Error)
         );
     }
 }

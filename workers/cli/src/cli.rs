@@ -8,6 +8,7 @@ use stepmigrate_cli::project::{self, FlagSettings, Project, Source, ENV_CONFIG};
 use stepmigrate_core::config::{parse_duration, Settings};
 use stepmigrate_core::db::Database;
 use stepmigrate_core::migration::{MigrationSet, Version};
+use stepmigrate_core::rollback::{RollbackPlan, RollbackTarget};
 use stepmigrate_core::runner::{new_run_id, Migrator, Resolution};
 use stepmigrate_core::schema::{diff, LedgerFilter, Snapshot, SnapshotOptions};
 use stepmigrate_core::Error;
@@ -72,6 +73,11 @@ pub struct SettingsArgs {
     /// How long to wait for a connection [env: STEPMIGRATE_CONNECT_TIMEOUT, default 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
     pub connect_timeout: Option<std::time::Duration>,
+    /// Apply new migrations that sort below the newest applied one (a branch merged late)
+    /// instead of refusing them [env: STEPMIGRATE_ALLOW_OUT_OF_ORDER; project file:
+    /// allow_out_of_order].
+    #[arg(long, global = true)]
+    pub allow_out_of_order: bool,
 }
 
 #[derive(Subcommand)]
@@ -93,6 +99,31 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Roll back applied migrations with their down scripts, newest applied first: those
+    /// above --to VERSION (000: all), or the last N applied. Refuses, naming them, when one
+    /// is irreversible, dirty, or required by a migration that stays applied.
+    #[command(group(clap::ArgGroup::new("how_far").required(true).args(["to", "last"])))]
+    Down {
+        /// Keep this version and everything below it applied.
+        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        to: Option<Version>,
+        /// Roll back the last N migrations applied.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        last: Option<u32>,
+        /// Only show what would be rolled back, and with which script.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation (needed when not on a terminal).
+        #[arg(long, short)]
+        yes: bool,
+        /// Run the down files even where the ledger kept another script when the migration
+        /// was applied (by default the kept copy runs: it matches what was applied).
+        #[arg(long)]
+        use_file: bool,
+    },
+    /// Write migrations.sum, the integrity file of the migrations directory: commit it, so
+    /// that two branches adding migrations conflict in git. `up` and `check` refuse a stale one.
+    Hash,
     /// Run the pending migrations in a transaction that is rolled back and report, per
     /// statement, its time, the locks it takes, rewrites and new indexes. By default on a
     /// scratch database (created on the target's server and dropped afterwards, or
@@ -116,6 +147,11 @@ pub enum Command {
         /// --lock-timeout); records a `verified` event per migration.
         #[arg(long)]
         in_transaction_only: bool,
+        /// After each pending migration is applied on the scratch database: revert it with its
+        /// down file (the schema must be the one before it), apply it again (the schema must
+        /// be the same as the first time). Stops at the first failure.
+        #[arg(long, conflicts_with = "in_transaction_only")]
+        round_trip: bool,
     },
     /// The pull-request preview: the migrations added or edited since a base git ref, linted,
     /// verified on a scratch database that has the base's migrations, and the schema diff
@@ -221,6 +257,8 @@ impl Command {
             Command::Status => "status",
             Command::Plan { .. } | Command::Up { dry_run: true, .. } => "plan",
             Command::Up { .. } => "up",
+            Command::Down { .. } => "down",
+            Command::Hash => "hash",
             Command::Verify { .. } => "verify",
             Command::Resolve { .. } => "resolve",
             Command::New { .. } => "new",
@@ -282,6 +320,7 @@ impl Args {
             lock_retries: a.lock_retries,
             lock_wait: a.lock_wait,
             connect_timeout: a.connect_timeout,
+            allow_out_of_order: a.allow_out_of_order,
         };
         project::layered_settings(&flags, |var| std::env::var(var).ok(), project)
     }
@@ -317,6 +356,21 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             let path =
                 output::new_migration_file(&args.migrations_dir(project.as_ref()), description)?;
             out.created(&path);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hash => {
+            let project = args.project()?;
+            let dir = args.migrations_dir(project.as_ref());
+            let set = MigrationSet::load(&dir)?;
+            let path = stepmigrate_core::integrity::sum_path(&dir);
+            let text = stepmigrate_core::integrity::sum_text(&set);
+            let unchanged = set.sum.as_deref() == Some(text.as_str());
+            if !unchanged {
+                std::fs::write(&path, &text).map_err(|e| {
+                    Error::InvalidInput(format!("cannot write {}: {e}", path.display()))
+                })?;
+            }
+            out.hashed(&path, set.migrations().len(), unchanged);
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "remote")]
@@ -382,8 +436,10 @@ async fn run_on(
             })
         }
         Command::Plan { to } | Command::Up { to, dry_run: true } => {
+            // Refuses what `up` would refuse, with the same error.
+            m.set.ensure_sum_current()?;
             let (_, plan) = m.plan(to.as_ref()).await?;
-            plan.ensure_runnable()?;
+            plan.ensure_applicable(m.settings.allow_out_of_order)?;
             out.plan(command.name(), &m.db, &plan);
             Ok(ExitCode::SUCCESS)
         }
@@ -393,10 +449,39 @@ async fn run_on(
             let report = m.up(to.as_ref(), &run_id, &mut progress).await?;
             Ok(out.up(&report))
         }
+        Command::Down {
+            to,
+            last,
+            dry_run,
+            yes,
+            use_file,
+        } => {
+            let target = match (to, last) {
+                (Some(v), _) => RollbackTarget::To(v.clone()),
+                (None, Some(n)) => RollbackTarget::Last(*n as usize),
+                (None, None) => unreachable!("clap requires --to or --last"),
+            };
+            let plan = m.rollback_plan(&target, *use_file).await?;
+            if *dry_run || plan.reverts.is_empty() {
+                out.rollback_plan(&m.db, &plan, *dry_run);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !*yes {
+                confirm_rollback(&m.db, &plan, out)?;
+            }
+            // Exactly what was shown (and confirmed): under the lock the runner refuses if
+            // anything was applied meanwhile.
+            let mut progress = out.rollback_progress(&m.db);
+            let report = m
+                .down_planned(&plan, *use_file, &new_run_id("down"), &mut progress)
+                .await?;
+            Ok(out.down(&report))
+        }
         Command::Verify {
             to,
             dev_url,
             in_transaction_only,
+            round_trip,
         } => {
             let dev_url = project::dev_url(dev_url.as_deref(), |v| std::env::var(v).ok(), project);
             verify(
@@ -404,6 +489,7 @@ async fn run_on(
                 to.as_ref(),
                 dev_url.as_ref(),
                 *in_transaction_only,
+                *round_trip,
                 lock_timeout,
                 out,
             )
@@ -440,7 +526,7 @@ async fn run_on(
             out.ledger_rebuilt(rows);
             Ok(ExitCode::SUCCESS)
         }
-        Command::New { .. } => unreachable!("`new` needs no database"),
+        Command::New { .. } | Command::Hash => unreachable!("needs no database"),
         #[cfg(feature = "check")]
         Command::Check(_) | Command::Preview { .. } => {
             unreachable!("`check` and `preview` need no target database")
@@ -450,6 +536,32 @@ async fn run_on(
         }
         #[cfg(feature = "remote")]
         Command::Remote(_) => unreachable!("`remote` works on the state machine"),
+    }
+}
+
+/// Asks on the terminal before a rollback; without one (a script, CI) `--yes` must say so.
+fn confirm_rollback(db: &Database, plan: &RollbackPlan, out: &Output) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    let names: Vec<&str> = plan.reverts.iter().map(|r| r.name.as_str()).collect();
+    if out.json() || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Err(Error::InvalidInput(format!(
+            "down would roll back {} migration(s) of {db} ({}): pass --yes to confirm, or --dry-run to see the plan",
+            names.len(),
+            names.join(", ")
+        )));
+    }
+    out.rollback_plan(db, plan, true);
+    eprint!("Roll back {} migration(s) of {db}? [y/N] ", names.len());
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Error::InvalidInput(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(
+            "not confirmed: nothing was rolled back".into(),
+        ))
     }
 }
 
@@ -625,10 +737,11 @@ async fn verify(
     to: Option<&Version>,
     dev_url: Option<&project::DevUrl>,
     in_transaction_only: bool,
+    round_trip: bool,
     lock_timeout: Option<std::time::Duration>,
     out: &Output,
 ) -> Result<ExitCode, Error> {
-    use stepmigrate_core::verify::{ScratchDatabase, IN_TRANSACTION_LOCK_TIMEOUT};
+    use stepmigrate_core::verify::{ScratchDatabase, VerifyOptions, IN_TRANSACTION_LOCK_TIMEOUT};
     let run_id = new_run_id("verify");
     if in_transaction_only {
         let report = m
@@ -648,8 +761,9 @@ async fn verify(
         }
         None => ScratchDatabase::create(&m.db, "stepmigrate_verify").await?,
     };
+    let options = VerifyOptions { round_trip };
     let result = tokio::select! {
-        r = m.verify_on_scratch(&scratch, to, &run_id) => r,
+        r = m.verify_on_scratch_with(&scratch, to, &run_id, &options) => r,
         e = interrupted() => Err(e),
     };
     let name = scratch.name().to_owned();

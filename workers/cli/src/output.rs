@@ -12,6 +12,7 @@ use stepmigrate_core::error::ErrorReport;
 use stepmigrate_core::ledger::LedgerKind;
 use stepmigrate_core::migration::Migration;
 use stepmigrate_core::plan::{Plan, State};
+use stepmigrate_core::rollback::{RollbackPlan, ScriptSource};
 use stepmigrate_core::runner::{MigrationResult, Progress, Resolution, UpReport};
 use stepmigrate_core::verify::{Method as VerifyMethod, VerifyOutcome, VerifyReport};
 use stepmigrate_core::{Error, ErrorKind};
@@ -47,6 +48,13 @@ pub fn exit_code_number(kind: ErrorKind) -> u8 {
         ErrorKind::DatabaseError => 8,
         ErrorKind::ServiceError => 9,
         ErrorKind::ExecutionFailed => 10,
+        ErrorKind::RollbackRefused => 11,
+        ErrorKind::DependencyNotMet => 12,
+        ErrorKind::OutOfOrder => 13,
+        // Raised only by the Step Functions workers (a batch migration's loop).
+        ErrorKind::BatchStalled => 14,
+        ErrorKind::BatchLoopLimit => 15,
+        ErrorKind::TaskFailed => 16,
     }
 }
 
@@ -273,7 +281,145 @@ impl Output {
             enabled: !self.json && !self.quiet,
             database: db.to_string(),
             tty: std::io::stdout().is_terminal(),
+            verb: ("applying", "to"),
+            line: String::new(),
+            batch_line_at: None,
         }
+    }
+
+    pub fn rollback_progress(&self, db: &Database) -> HumanProgress {
+        HumanProgress {
+            verb: ("rolling back", "of"),
+            ..self.progress(db)
+        }
+    }
+
+    /// `hash`: where migrations.sum is, and whether it changed.
+    pub fn hashed(&self, path: &Path, migrations: usize, unchanged: bool) {
+        if self.json {
+            self.emit(json!({
+                "command": "hash",
+                "ok": true,
+                "file": path.to_string_lossy(),
+                "migrations": migrations,
+                "changed": !unchanged,
+            }));
+        } else if !self.quiet {
+            if unchanged {
+                outln!(
+                    "{} is up to date ({migrations} migration(s))",
+                    path.display()
+                );
+            } else {
+                outln!(
+                    "wrote {} ({migrations} migration(s)): commit it with the migrations",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    /// `down --dry-run` (and what a confirmation shows): each revert and its script.
+    pub fn rollback_plan(&self, db: &Database, plan: &RollbackPlan, dry_run: bool) {
+        if self.json {
+            self.emit(json!({
+                "command": "down",
+                "ok": true,
+                "dry_run": dry_run,
+                "database": db.to_string(),
+                "target": plan.target,
+                "reverts": plan.reverts,
+                "warnings": plan.warnings,
+            }));
+            return;
+        }
+        if plan.reverts.is_empty() {
+            outln!("nothing to roll back in {db}");
+        } else {
+            outln!(
+                "would roll back {} migration(s) of {db}, in this order:",
+                plan.reverts.len()
+            );
+            for r in &plan.reverts {
+                let mut notes = vec![match r.source {
+                    ScriptSource::File => format!("{}", r.path.display()),
+                    ScriptSource::Ledger => "the down script kept in the ledger".to_owned(),
+                }];
+                if !r.transactional {
+                    notes.push("outside a transaction".to_owned());
+                }
+                if r.sql.trim().is_empty()
+                    || stepmigrate_core::sql::split_statements(&r.sql).is_empty()
+                {
+                    notes.push("nothing to undo".to_owned());
+                }
+                outln!("  {}  ({})", r.name, notes.join(", "));
+            }
+        }
+        warnings(&plan.warnings);
+    }
+
+    /// `down`: like `up`'s report.
+    pub fn down(&self, report: &UpReport) -> ExitCode {
+        let error = report.error();
+        let code = error
+            .as_ref()
+            .map_or(ExitCode::SUCCESS, |e| exit_code(e.kind()));
+        if self.json {
+            let mut doc = json!({
+                "command": "down",
+                "ok": error.is_none(),
+                "run_id": report.run_id,
+                "database": report.database,
+                "to_revert": report.pending,
+                "rolled_back": report.rolled_back(),
+                "results": report.results,
+                "elapsed_ms": report.elapsed_ms,
+                "warnings": report.warnings,
+            });
+            if report.lock_lost {
+                doc["lock_lost"] = json!(true);
+            }
+            if let Some(e) = &report.record_error {
+                doc["record_error"] = json!(e);
+            }
+            if let Some(e) = &error {
+                doc["error"] = error_document(e);
+            }
+            self.emit(doc);
+            return code;
+        }
+        warnings(&report.warnings);
+        if let Some(f) = &report.failure {
+            let kind = error.as_ref().map_or(ErrorKind::SqlFailed, |e| e.kind());
+            errln!(
+                "error[{kind}]: the rollback of {} failed: {}",
+                f.name,
+                f.error
+            );
+            if let Some(statement) = &f.error.statement {
+                errln!("  statement: {}", one_line(statement, 200));
+            }
+            if let Some(e) = &report.record_error {
+                errln!("  the failure could not be recorded in the ledger: {e}");
+            }
+            let not_run = report.pending - report.results.len();
+            let done = report.rolled_back();
+            if f.is_dirty() {
+                errln!("  {done} rolled back before it; {not_run} not run. It may be half rolled back and is now dirty: check the database, then `stepmigrate resolve {} --applied` (still applied) or `--not-applied` (rolled back).", f.version);
+            } else {
+                errln!("  {done} rolled back before it; {not_run} not run. {} is still applied as it was (its down script rolled back whole).", f.name);
+            }
+        } else if let (true, Some(e)) = (report.lock_lost, &error) {
+            errln!("error[{}]: {e}", e.kind());
+        } else if !self.quiet {
+            outln!(
+                "rolled back {} migration(s) in {} ms",
+                report.rolled_back(),
+                report.elapsed_ms
+            );
+        }
+        code
     }
 
     pub fn up(&self, report: &UpReport) -> ExitCode {
@@ -446,6 +592,9 @@ impl Output {
                 let valid = if i.valid { "valid" } else { "\u{26a0} INVALID" };
                 outln!("      new index {} on {} ({valid})", i.name, i.table);
             }
+            if let Some(round_trip) = &m.round_trip {
+                outln!("      round trip: {}", round_trip.describe());
+            }
         }
         if !self.quiet {
             let committed = match report.method {
@@ -460,6 +609,22 @@ impl Output {
                 report.elapsed_ms,
                 report.database
             );
+            if report.migrations.iter().any(|m| m.round_trip.is_some()) {
+                let rt = |f: fn(&stepmigrate_core::verify::RoundTrip) -> bool| {
+                    report
+                        .migrations
+                        .iter()
+                        .filter_map(|m| m.round_trip.as_ref())
+                        .filter(|r| f(r))
+                        .count()
+                };
+                outln!(
+                    "round trip: {} ok, {} failed, {} skipped",
+                    rt(|r| matches!(r, stepmigrate_core::verify::RoundTrip::Ok { .. })),
+                    rt(|r| r.failed()),
+                    rt(|r| matches!(r, stepmigrate_core::verify::RoundTrip::Skipped { .. })),
+                );
+            }
         }
         if let Some(e) = &error {
             errln!("error[{}]: {e}", e.kind());
@@ -569,6 +734,66 @@ pub struct HumanProgress {
     enabled: bool,
     database: String,
     tty: bool,
+    /// "applying ... to", "rolling back ... of".
+    verb: (&'static str, &'static str),
+    /// On a terminal: the current migration's line up to its outcome (`  [2/5] name ... `),
+    /// redrawn with a batch migration's progress after it.
+    line: String,
+    /// When the last progress line of a batch migration was printed (not on a terminal:
+    /// one line every few seconds, not one per batch).
+    batch_line_at: Option<std::time::Instant>,
+}
+
+/// Between two progress lines of a batch migration in a log.
+const BATCH_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A duration for people: `950 ms`, `12.3 s`, `4m05s`, `2h03m`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{} ms", d.as_millis()),
+        1..60 => format!("{:.1} s", d.as_secs_f64()),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A batch migration's progress in one line: rows and batches so far, this run's rate, and
+/// what is left when the table's size is known.
+pub fn batch_line(report: &stepmigrate_core::batch::BatchReport) -> String {
+    let p = &report.progress;
+    let mut line = format!(
+        "{} rows in {} batches",
+        thousands(p.rows),
+        thousands(p.batches)
+    );
+    if let Some(rate) = report.rate() {
+        line.push_str(&format!(", {} rows/s", thousands(rate.round() as u64)));
+    }
+    match report.remaining() {
+        Some((0, _)) => {}
+        Some((left, time)) => line.push_str(&format!(
+            ", ~{} left of ~{} (~{})",
+            thousands(left),
+            thousands(report.table_rows_estimate.unwrap_or_default()),
+            human_duration(time)
+        )),
+        None => {}
+    }
+    line
 }
 
 impl Progress for HumanProgress {
@@ -586,18 +811,42 @@ impl Progress for HumanProgress {
             return;
         }
         if index == 0 {
-            outln!("applying {total} migration(s) to {}", self.database);
+            let (verb, preposition) = self.verb;
+            outln!(
+                "{verb} {total} migration(s) {preposition} {}",
+                self.database
+            );
         }
+        self.batch_line_at = None;
         if self.tty {
-            let mut stdout = std::io::stdout().lock();
-            let _ = write!(
-                stdout,
+            self.line = format!(
                 "  [{:>w$}/{total}] {} ... ",
                 index + 1,
                 m.name,
                 w = digits(total)
             );
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "{}", self.line);
             let _ = stdout.flush();
+        }
+    }
+
+    fn batch(&mut self, m: &Migration, report: &stepmigrate_core::batch::BatchReport) {
+        if !self.enabled {
+            return;
+        }
+        if self.tty {
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "\r\x1b[2K{}{}", self.line, batch_line(report));
+            let _ = stdout.flush();
+            return;
+        }
+        let due = self
+            .batch_line_at
+            .is_none_or(|at| at.elapsed() >= BATCH_LINE_EVERY);
+        if due {
+            self.batch_line_at = Some(std::time::Instant::now());
+            outln!("      {}: {}", m.name, batch_line(report));
         }
     }
 
@@ -618,16 +867,36 @@ impl Progress for HumanProgress {
         }
         let what = match &r.outcome {
             Outcome::Applied {
+                execution_time_ms,
+                batches: Some(b),
+                ..
+            } => format!(
+                "ok ({}, {} rows in {} batches)",
+                human_duration(Duration::from_millis(*execution_time_ms)),
+                thousands(b.rows),
+                thousands(b.batches)
+            ),
+            Outcome::Applied {
                 execution_time_ms, ..
             } => format!("ok ({execution_time_ms} ms)"),
+            Outcome::Unfinished { progress } => format!(
+                "not finished ({} rows in {} batches so far); the next run resumes it",
+                thousands(progress.rows),
+                thousands(progress.batches)
+            ),
             Outcome::AlreadyApplied => "already applied by another runner".to_owned(),
             Outcome::Failed { failure } => format!("FAILED: {}", failure.error),
             Outcome::Busy => "busy".to_owned(),
             Outcome::Dirty => "DIRTY".to_owned(),
             Outcome::LockLost => "not run: the migration lock was lost".to_owned(),
+            Outcome::RolledBack {
+                execution_time_ms, ..
+            } => format!("rolled back ({execution_time_ms} ms)"),
+            Outcome::AlreadyRolledBack => "already rolled back by another runner".to_owned(),
         };
         if self.tty {
-            outln!("{what}");
+            // Over a batch migration's progress, if any was drawn.
+            outln!("\r\x1b[2K{}{what}", self.line);
         } else {
             outln!(
                 "  [{:>w$}/{total}] {} ... {what}",
@@ -637,7 +906,9 @@ impl Progress for HumanProgress {
             );
         }
         let notices = match &r.outcome {
-            Outcome::Applied { notices, .. } => notices.as_slice(),
+            Outcome::Applied { notices, .. } | Outcome::RolledBack { notices, .. } => {
+                notices.as_slice()
+            }
             Outcome::Failed { failure } => failure.notices.as_slice(),
             _ => &[],
         };

@@ -196,6 +196,8 @@ pub struct Project {
     pub lock_retries: Option<u32>,
     pub lock_wait: Option<Duration>,
     pub connect_timeout: Option<Duration>,
+    /// `allow_out_of_order = true`: apply new migrations below the newest applied one.
+    pub allow_out_of_order: Option<bool>,
     pub dev_url: Option<Located<SecretUrl>>,
     pub lint: LintConfig,
 }
@@ -373,6 +375,7 @@ impl Project {
             lock_retries,
             lock_wait: duration(raw.lock_wait)?,
             connect_timeout: duration(raw.connect_timeout)?,
+            allow_out_of_order: raw.allow_out_of_order.map(Spanned::into_inner),
             dev_url,
             lint,
         })
@@ -473,6 +476,7 @@ struct RawFile {
     lock_retries: Option<Spanned<i64>>,
     lock_wait: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
+    allow_out_of_order: Option<Spanned<bool>>,
     dev_url: Option<Spanned<String>>,
     lint: Option<RawLint>,
 }
@@ -605,7 +609,14 @@ pub fn layered_settings(
                 s.ledger_schema = Some(schema.clone());
             }
         }
+        if let (true, Some(allow)) = (
+            from_file(stepmigrate_core::config::ENV_ALLOW_OUT_OF_ORDER),
+            p.allow_out_of_order,
+        ) {
+            s.allow_out_of_order = allow;
+        }
     }
+    s.allow_out_of_order |= flags.allow_out_of_order;
     s.lock_timeout = flags.lock_timeout.unwrap_or(s.lock_timeout);
     s.statement_timeout = flags.statement_timeout.unwrap_or(s.statement_timeout);
     s.lock_retries = flags.lock_retries.unwrap_or(s.lock_retries);
@@ -645,6 +656,8 @@ pub struct FlagSettings {
     pub lock_retries: Option<u32>,
     pub lock_wait: Option<Duration>,
     pub connect_timeout: Option<Duration>,
+    /// `--allow-out-of-order` (only ever turns it on).
+    pub allow_out_of_order: bool,
 }
 
 /// The migrations directory: the flag or `STEPMIGRATE_MIGRATIONS_DIR` (`given`), else the

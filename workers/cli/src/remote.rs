@@ -38,11 +38,12 @@ enum RemoteCommand {
     Start {
         #[arg(long, value_enum, default_value_t = RemoteAction::Migrate)]
         action: RemoteAction,
-        /// Only plan: report what would be applied.
+        /// Only plan: report what would be applied (or, for a rollback, reverted).
         #[arg(long)]
         dry_run: bool,
-        /// Stop at this version (inclusive).
-        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+        /// Stop at this version (inclusive). For `--action rollback`, required: the version to
+        /// roll back to (the migrations applied above it are reverted; `000` reverts all).
+        #[arg(long, value_name = "VERSION", value_parser = parse_version, required_if_eq("action", "rollback"))]
         to: Option<Version>,
         /// The execution's name (default: generated). Starting the same name twice while it
         /// runs returns the same execution.
@@ -68,6 +69,9 @@ enum RemoteCommand {
 enum RemoteAction {
     Migrate,
     Status,
+    /// Revert the migrations applied above `--to`, newest first, one Map iteration each (an
+    /// operator's action: nothing else starts it).
+    Rollback,
 }
 
 impl RemoteArgs {
@@ -119,15 +123,7 @@ pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
             name,
             watch,
         } => {
-            let input = ExecutionInput {
-                action: match action {
-                    RemoteAction::Migrate => Action::Migrate,
-                    RemoteAction::Status => Action::Status,
-                },
-                dry_run: *dry_run,
-                target: to.clone(),
-                source: Some("stepmigrate remote".into()),
-            };
+            let input = start_input(*action, *dry_run, to.clone());
             let input = serde_json::to_string(&input).expect("input serializes");
             let name = name.clone().unwrap_or_else(|| new_run_id("cli"));
             let arn = executions
@@ -163,6 +159,21 @@ pub async fn run(args: &RemoteArgs, out: &Output) -> Result<ExitCode, Error> {
             let arn = args.execution(&executions, execution.as_deref()).await?;
             follow(&executions, &arn, poll, command, out).await
         }
+    }
+}
+
+/// The execution input `remote start` sends: e.g. `--action rollback --to 004 --dry-run` is
+/// `{"action": "rollback", "dry_run": true, "target": "004", "source": "stepmigrate remote"}`.
+fn start_input(action: RemoteAction, dry_run: bool, to: Option<Version>) -> ExecutionInput {
+    ExecutionInput {
+        action: match action {
+            RemoteAction::Migrate => Action::Migrate,
+            RemoteAction::Status => Action::Status,
+            RemoteAction::Rollback => Action::Rollback,
+        },
+        dry_run,
+        target: to,
+        source: Some("stepmigrate remote".into()),
     }
 }
 
@@ -209,6 +220,20 @@ fn print_milestone(m: &Milestone, applied: &mut usize, planned: u64) {
         Milestone::Planned {
             database,
             to_apply,
+            pending,
+            report_only,
+            rollback: true,
+            ..
+        } => {
+            if *report_only {
+                outln!("  plan: {pending} migration(s) would be rolled back on {database}");
+            } else {
+                outln!("  plan: {to_apply} migration(s) to roll back on {database}");
+            }
+        }
+        Milestone::Planned {
+            database,
+            to_apply,
             report_only,
             ..
         } => {
@@ -240,7 +265,12 @@ fn print_milestone(m: &Milestone, applied: &mut usize, planned: u64) {
         Milestone::StepFailed { error, message } => {
             outln!("  step failed: {error}: {message} (retried if transient)")
         }
-        Milestone::Succeeded { applied_count } => {
+        Milestone::Succeeded {
+            rolled_back_count, ..
+        } if *rolled_back_count > 0 => {
+            outln!("succeeded: {rolled_back_count} migration(s) rolled back")
+        }
+        Milestone::Succeeded { applied_count, .. } => {
             outln!("succeeded: {applied_count} migration(s) applied")
         }
         Milestone::Failed { error, message } => errln!("FAILED: {error}: {message}"),
@@ -262,4 +292,49 @@ fn print_summary(s: &Summary) {
         outln!("  error:   {error}: {}", s.failure_message());
     }
     outln!("  console: {}", console_url(&s.arn));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    }
+
+    fn start(args: &[&str]) -> Result<ExecutionInput, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("remote").chain(args.iter().copied()))?;
+        match cli.remote.command {
+            RemoteCommand::Start {
+                action,
+                dry_run,
+                to,
+                ..
+            } => Ok(start_input(action, dry_run, to)),
+            _ => panic!("not start"),
+        }
+    }
+
+    #[test]
+    fn start_rollback_builds_the_rollback_input() {
+        let input = start(&["start", "--action", "rollback", "--to", "004", "--watch"]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&input).unwrap(),
+            json!({"action": "rollback", "dry_run": false, "target": "004", "source": "stepmigrate remote"})
+        );
+        let dry = start(&["start", "--action", "rollback", "--to", "000", "--dry-run"]).unwrap();
+        assert!(dry.dry_run);
+        assert_eq!(dry.target.as_ref().map(Version::as_str), Some("000"));
+        // What the state machine's plan step accepts.
+        let sent = serde_json::to_value(&dry).unwrap();
+        assert_eq!(ExecutionInput::parse(&sent).unwrap(), dry);
+        assert!(
+            start(&["start", "--action", "rollback"]).is_err(),
+            "a rollback needs --to"
+        );
+        assert_eq!(start(&["start"]).unwrap().action, Action::Migrate);
+    }
 }

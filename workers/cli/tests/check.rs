@@ -1,3 +1,4 @@
+//! (The lint tests switch `missing-down` off: their fixtures have no down files; tests/rollback.rs covers it.)
 //! `stepmigrate check`: no database, findings with file, line and column, three renderings,
 //! exit codes by severity.
 
@@ -20,7 +21,7 @@ fn set() -> Dir {
 #[test]
 fn findings_name_file_line_column_rule_and_fix() {
     let dir = set();
-    let run = run_cli(NOWHERE, dir.path(), &["check"]);
+    let run = run_cli(NOWHERE, dir.path(), &["check", "--disable", "missing-down"]);
     run.assert_code(1);
     let out = &run.stdout;
     assert!(
@@ -43,9 +44,13 @@ fn findings_name_file_line_column_rule_and_fix() {
 #[test]
 fn json_and_exit_codes_follow_the_severity() {
     let dir = set();
-    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
-        .assert_code(1)
-        .json();
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "--json"],
+    )
+    .assert_code(1)
+    .json();
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["errors"], 2);
     assert_eq!(doc["warnings"], 1);
@@ -62,19 +67,37 @@ fn json_and_exit_codes_follow_the_severity() {
     // Only warnings left: success, unless warnings fail too.
     dir.remove("003_bad.sql");
     dir.remove("004_drop.sql");
-    run_cli(NOWHERE, dir.path(), &["check"]).assert_code(0);
-    run_cli(NOWHERE, dir.path(), &["check", "--fail-on", "warning"]).assert_code(1);
+    run_cli(NOWHERE, dir.path(), &["check", "--disable", "missing-down"]).assert_code(0);
+    run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "--fail-on", "warning"],
+    )
+    .assert_code(1);
     // Raised to an error by a flag; or switched off.
     run_cli(
         NOWHERE,
         dir.path(),
-        &["check", "--rule", "update-without-where=error"],
+        &[
+            "check",
+            "--disable",
+            "missing-down",
+            "--rule",
+            "update-without-where=error",
+        ],
     )
     .assert_code(1);
     let clean = run_cli(
         NOWHERE,
         dir.path(),
-        &["check", "--json", "--disable", "update-without-where"],
+        &[
+            "check",
+            "--disable",
+            "missing-down",
+            "--json",
+            "--disable",
+            "update-without-where",
+        ],
     );
     assert_eq!(
         clean.assert_code(0).json()["findings"],
@@ -88,7 +111,7 @@ fn github_actions_get_annotations() {
     let run = run_cli_env(
         NOWHERE,
         dir.path(),
-        &["check"],
+        &["check", "--disable", "missing-down"],
         &[("GITHUB_ACTIONS", "true")],
     );
     run.assert_code(1);
@@ -113,9 +136,13 @@ fn the_loaders_problems_are_findings_and_do_not_hide_the_other_files() {
         "005_concurrently.sql",
         "CREATE INDEX CONCURRENTLY users_email ON users (email);\n",
     );
-    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
-        .assert_code(1)
-        .json();
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "--json"],
+    )
+    .assert_code(1)
+    .json();
     let rules: Vec<(String, String)> = doc["findings"]
         .as_array()
         .unwrap()
@@ -151,7 +178,13 @@ fn a_bad_rule_setting_names_the_flag_and_suggests() {
     let run = run_cli(
         NOWHERE,
         dir.path(),
-        &["check", "--disable", "ban-drop-colum"],
+        &[
+            "check",
+            "--disable",
+            "missing-down",
+            "--disable",
+            "ban-drop-colum",
+        ],
     );
     run.assert_code(2);
     assert!(run.stderr.contains("--disable"), "{}", run.stderr);
@@ -163,7 +196,13 @@ fn a_bad_rule_setting_names_the_flag_and_suggests() {
     let run = run_cli(
         NOWHERE,
         dir.path(),
-        &["check", "--rule", "ban-drop-column=fatal"],
+        &[
+            "check",
+            "--disable",
+            "missing-down",
+            "--rule",
+            "ban-drop-column=fatal",
+        ],
     );
     run.assert_code(2);
     assert!(run.stderr.contains("unknown severity"), "{}", run.stderr);
@@ -172,11 +211,16 @@ fn a_bad_rule_setting_names_the_flag_and_suggests() {
 #[test]
 fn the_shipped_migrations_have_no_error() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    let doc = run_cli(NOWHERE, &dir, &["check", "--json"])
-        .assert_code(0)
-        .json();
+    let doc = run_cli(
+        NOWHERE,
+        &dir,
+        &["check", "--disable", "missing-down", "--json"],
+    )
+    .assert_code(0)
+    .json();
     assert_eq!(doc["errors"], 0, "{doc}");
-    assert_eq!(doc["files"], 7);
+    // Seven migrations and their down files.
+    assert_eq!(doc["files"], 14);
 }
 
 /// Deep nesting that PostgreSQL's grammar accepts must be checked, not overflow a stack (an
@@ -201,9 +245,13 @@ fn deeply_nested_statements_are_checked_not_crashed() {
             &format!("SELECT {}1{};\n", "1+".repeat(20000), ""),
         ),
     ]);
-    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
-        .assert_code(1)
-        .json();
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "--json"],
+    )
+    .assert_code(1)
+    .json();
     let findings = doc["findings"].as_array().unwrap();
     assert_eq!(findings.len(), 1, "{doc}");
     assert!(findings[0]["file"]
@@ -229,7 +277,14 @@ fn the_project_files_lint_section_configures_the_rules() {
     let doc = run_cli(
         NOWHERE,
         dir.path(),
-        &["--config", config, "check", "--json"],
+        &[
+            "--config",
+            config,
+            "check",
+            "--disable",
+            "missing-down",
+            "--json",
+        ],
     )
     .assert_code(0)
     .json();
@@ -249,6 +304,8 @@ fn the_project_files_lint_section_configures_the_rules() {
             "--config",
             config,
             "check",
+            "--disable",
+            "missing-down",
             "--rule",
             "ban-drop-column=error",
         ],
@@ -260,7 +317,11 @@ fn the_project_files_lint_section_configures_the_rules() {
         "[lint]\nenable = [\n  \"require-timeout-setting\",\n]\n",
     )
     .unwrap();
-    let run = run_cli(NOWHERE, dir.path(), &["--config", config, "check"]);
+    let run = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["--config", config, "check", "--disable", "missing-down"],
+    );
     run.assert_code(2);
     assert!(
         run.stderr.contains("stepmigrate.toml:3: lint.enable"),
@@ -283,12 +344,16 @@ fn hostile_review_findings_stay_fixed() {
     let run = run_cli_env(
         NOWHERE,
         dir.path(),
-        &["check", "--json"],
+        &["check", "--disable", "missing-down", "--json"],
         &[("GITHUB_ACTIONS", "true")],
     );
     run.assert_code(1).json();
     // -q shows only what fails the check.
-    let run = run_cli(NOWHERE, dir.path(), &["check", "-q"]);
+    let run = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "-q"],
+    );
     assert!(run.stdout.contains("error[syntax]"), "{}", run.stdout);
     assert!(!run.stdout.contains("warning["), "{}", run.stdout);
     assert!(
@@ -300,7 +365,7 @@ fn hostile_review_findings_stay_fixed() {
     let run = run_cli_env(
         NOWHERE,
         dir.path(),
-        &["check"],
+        &["check", "--disable", "missing-down"],
         &[("STEPMIGRATE_LOCK_TIMEOUT", "xyz")],
     );
     run.assert_code(2);
@@ -335,9 +400,13 @@ fn hostile_review_findings_stay_fixed() {
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\n",
         ),
     ]);
-    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
-        .assert_code(1)
-        .json();
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "--json"],
+    )
+    .assert_code(1)
+    .json();
     let found: Vec<(String, u64, String)> = doc["findings"]
         .as_array()
         .unwrap()
@@ -388,9 +457,13 @@ fn deallocate_all_is_refused_by_the_loader() {
         "001_a.sql",
         "CREATE TABLE a (id bigint);\nDEALLOCATE ALL;\n",
     )]);
-    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
-        .assert_code(1)
-        .json();
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "--json"],
+    )
+    .assert_code(1)
+    .json();
     assert_eq!(doc["findings"][0]["rule"], "migration-set", "{doc}");
     assert!(
         doc["findings"][0]["message"]

@@ -283,6 +283,8 @@ async fn a_late_failure_record_never_overwrites_an_applied_migration() {
         file: dir.file("001_create_t1.sql"),
         dirty: false,
         notices: Vec::new(),
+        rollback: false,
+        recorded: false,
         transactional: true,
         error: stepmigrate_core::error::SqlError {
             sqlstate: "40P01".into(),

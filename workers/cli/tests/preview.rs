@@ -93,6 +93,15 @@ fn pull_request() -> Repo {
         "005_index_users_email.sql",
         "-- stepmigrate: no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);\n",
     );
+    // Their down files: the preview checks each one's up/down round trip.
+    repo.write(
+        "004_widen_user_ids.down.sql",
+        "ALTER TABLE orders ALTER COLUMN user_id TYPE int;\nALTER TABLE users ALTER COLUMN id TYPE int;\n",
+    );
+    repo.write(
+        "005_index_users_email.down.sql",
+        "-- stepmigrate: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS users_email_idx;\n",
+    );
     repo.write(
         "002_create_orders.sql",
         "CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id int NOT NULL REFERENCES users (id), note text);\n",
@@ -160,6 +169,9 @@ async fn the_json_report_and_the_dev_database_left_empty() {
     let files = doc["report"]["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
     assert_eq!(files[1]["verification"]["new_indexes"][0]["valid"], true);
+    for f in files {
+        assert_eq!(f["verification"]["round_trip"]["status"], "ok", "{f:#}");
+    }
     assert_eq!(
         doc["report"]["changes"]["edited"][0]["name"],
         "002_create_orders"
@@ -266,4 +278,39 @@ async fn a_base_without_the_migrations_directory_is_empty() {
     );
     assert_eq!(doc["report"]["base_migrations_applied"], 0, "{doc}");
     assert!(doc["report"]["changes"]["base_newest"].is_null(), "{doc}");
+    // Without down files their round trip is impossible: a warning, not an error.
+    assert_eq!(doc["verdict"], "review", "{doc}");
+    let round_trip = &doc["report"]["files"][0]["verification"]["round_trip"];
+    assert_eq!(round_trip["status"], "no_down_file", "{doc}");
+    assert!(round_trip["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("001_a: no down file"));
+}
+
+/// A new migration whose down file forgets an index: an error that names the index.
+#[tokio::test]
+async fn a_down_that_does_not_undo_its_up_is_an_error() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[("001_a.sql", "CREATE TABLE a (id int, b int);\n")]);
+    repo.write(
+        "002_index.sql",
+        "CREATE INDEX a_b_idx ON a (b);\nCREATE TABLE c (id int);\n",
+    );
+    repo.write("002_index.down.sql", "DROP TABLE c;\n");
+    let run = run_cli(&server.url, &repo.dir(), &["preview", "--base", "main"]);
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains("| Round trip (up, down, up) | 0 of 1 passed; ❌ 1 failed |"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "**❌ Round trip failed:** 002_index: the down left index public.a_b_idx behind"
+        ),
+        "{}",
+        run.stdout
+    );
 }

@@ -134,6 +134,9 @@ fn sample() -> PreviewReport {
         Some("Stop reading the column in the application first, then drop it <later>.".into());
     let files = vec![
         FileReport {
+            requires: vec![],
+            conflicts: vec![],
+            irreversible: false,
             version: v("010"),
             name: "010_drop_legacy".into(),
             file: "migrations/010_drop_legacy.sql".into(),
@@ -151,6 +154,9 @@ fn sample() -> PreviewReport {
             )),
         },
         FileReport {
+            requires: vec![],
+            conflicts: vec![],
+            irreversible: false,
             version: v("007"),
             name: "007_add_grades".into(),
             file: "migrations/007_add_grades.sql".into(),
@@ -175,6 +181,9 @@ fn sample() -> PreviewReport {
             )),
         },
         FileReport {
+            requires: vec![],
+            conflicts: vec![],
+            irreversible: false,
             version: v("009"),
             name: "009_index_answers".into(),
             file: "migrations/009_index_answers.sql".into(),
@@ -436,6 +445,9 @@ fn a_huge_report_falls_back_under_the_limit() {
         .map(|i| {
             let name = format!("{i:03}_generated_{i}");
             FileReport {
+                requires: vec![],
+                conflicts: vec![],
+                irreversible: false,
                 version: v(&format!("{i:03}")),
                 name: name.clone(),
                 file: format!("migrations/{name}.sql"),

@@ -11,8 +11,8 @@ use sqlx::PgConnection;
 use crate::config::{pg_interval, Settings};
 use crate::error::{Error, MigrationFailure, SqlError};
 use crate::ledger::{
-    self, EventKind, LedgerSchema, NewEvent, LOST_TRANSACTION_MESSAGE, LOST_TRANSACTION_SQLSTATE,
-    ROLLED_BACK_TRANSACTION_MESSAGE,
+    self, BatchProgress, EventKind, KeptDown, LedgerSchema, NewEvent, LOST_TRANSACTION_MESSAGE,
+    LOST_TRANSACTION_SQLSTATE, ROLLED_BACK_TRANSACTION_MESSAGE,
 };
 use crate::migration::{Migration, Version};
 use crate::notices;
@@ -27,7 +27,13 @@ pub enum Outcome {
         /// What PostgreSQL said while it ran (NOTICEs, WARNINGs).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         notices: Vec<String>,
+        /// A batch migration's totals (across runs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batches: Option<BatchProgress>,
     },
+    /// A batch migration stopped before its time budget ran out, with batches left: still
+    /// pending, its progress recorded; the next run resumes it.
+    Unfinished { progress: BatchProgress },
     /// Another runner applied it first: not an error.
     AlreadyApplied,
     /// The database refused it; nothing of a transactional migration remains. Not recorded
@@ -41,6 +47,14 @@ pub enum Outcome {
     /// The runner's migration lock is gone (its session ended): nothing was applied, and the
     /// run must stop.
     LockLost,
+    /// Its down script ran, with its `rolled_back` event: the migration is pending again.
+    RolledBack {
+        execution_time_ms: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notices: Vec<String>,
+    },
+    /// Another runner rolled it back first: not an error.
+    AlreadyRolledBack,
 }
 
 impl Outcome {
@@ -53,6 +67,9 @@ impl Outcome {
             Outcome::Busy => "busy",
             Outcome::Dirty => "dirty",
             Outcome::LockLost => "lock_lost",
+            Outcome::RolledBack { .. } => "rolled_back",
+            Outcome::AlreadyRolledBack => "already_rolled_back",
+            Outcome::Unfinished { .. } => "unfinished",
         }
     }
 }
@@ -83,6 +100,17 @@ macro_rules! reset_role {
 /// after every migration so that the next one starts as the runner.
 pub const RESET_SESSION: &str = concat!(reset_role!(), "RESET ALL;");
 
+/// Which way an attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// The migration itself.
+    #[default]
+    Up,
+    /// Its down script (the attempt's `migration` is then the down script, under the
+    /// migration's version and name: see [`crate::rollback::Revert::as_migration`]).
+    Down,
+}
+
 /// One attempt at one migration: everything the SQL it sends depends on. Building the text is
 /// pure ([`Attempt::transaction`], [`Attempt::start_outside`], [`Attempt::finish_outside`]),
 /// so it can be tested without a database, and wrapped (e.g. in a transaction that is
@@ -98,6 +126,7 @@ pub struct Attempt<'a> {
     pub lock_timeout: Duration,
     pub statement_timeout: Duration,
     pub commit: Commit,
+    pub direction: Direction,
 }
 
 /// A transactional attempt's text, and where the migration's own text starts in it (in
@@ -141,11 +170,52 @@ impl<'a> Attempt<'a> {
                     .unwrap_or(settings.statement_timeout),
             ),
             commit,
+            direction: Direction::Up,
+        }
+    }
+
+    /// The event that ends the attempt well, and the one a script outside a transaction
+    /// starts with.
+    fn done_kind(&self) -> EventKind {
+        match self.direction {
+            Direction::Up => EventKind::Applied,
+            Direction::Down => EventKind::RolledBack,
+        }
+    }
+
+    fn started_kind(&self) -> EventKind {
+        match self.direction {
+            Direction::Up => EventKind::Started,
+            Direction::Down => EventKind::RollbackStarted,
+        }
+    }
+
+    /// The outcome of a script that ran to its end.
+    fn done(&self, execution_time_ms: u64, notices: Vec<String>) -> Outcome {
+        match self.direction {
+            Direction::Up => Outcome::Applied {
+                execution_time_ms,
+                notices,
+                batches: None,
+            },
+            Direction::Down => Outcome::RolledBack {
+                execution_time_ms,
+                notices,
+            },
         }
     }
 
     /// The guard's call; its one row, `stepmigrate_guard`, is its transaction's id.
-    fn guard(&self) -> String {
+    pub(crate) fn guard(&self) -> String {
+        if self.direction == Direction::Down {
+            return format!(
+                "SELECT {}({}, {}) AS stepmigrate_guard",
+                self.schema.qualify("schema_migrations_revert_guard"),
+                quote_literal(self.migration.version.as_str()),
+                self.lock_pid
+                    .map_or_else(|| "NULL".to_owned(), |p| p.to_string()),
+            );
+        }
         format!(
             "SELECT {}({}, {}, {}) AS stepmigrate_guard",
             self.schema.qualify("schema_migrations_guard"),
@@ -157,7 +227,7 @@ impl<'a> Attempt<'a> {
         )
     }
 
-    fn event<'e>(
+    pub(crate) fn event<'e>(
         &'e self,
         kind: EventKind,
         execution_time_ms: Option<String>,
@@ -170,9 +240,21 @@ impl<'a> Attempt<'a> {
             kind,
             checksum: Some(&self.migration.checksum),
             execution_time_ms,
-            dirty: kind != EventKind::Applied,
+            dirty: kind == EventKind::Started || kind == EventKind::RollbackStarted,
             error: None,
             notices,
+            // Kept with the migration as applied: what a later rollback runs.
+            down: match (self.direction, kind) {
+                (Direction::Up, EventKind::Applied | EventKind::Started) => {
+                    self.migration.down.as_ref().map(|d| KeptDown {
+                        sql: &d.sql,
+                        checksum: &d.checksum,
+                        requires: &self.migration.directives.requires,
+                    })
+                }
+                _ => None,
+            },
+            progress: None,
         }
     }
 
@@ -197,7 +279,7 @@ impl<'a> Attempt<'a> {
         );
         let event = self
             .event(
-                EventKind::Applied,
+                self.done_kind(),
                 Some(
                     "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint"
                         .into(),
@@ -223,7 +305,7 @@ impl<'a> Attempt<'a> {
         format!(
             "BEGIN;{};{};COMMIT;SET lock_timeout = '{}';SET statement_timeout = '{}';",
             self.guard(),
-            self.event(EventKind::Started, None, &[])
+            self.event(self.started_kind(), None, &[])
                 .insert_sql(self.schema),
             pg_interval(self.lock_timeout),
             pg_interval(self.statement_timeout),
@@ -234,7 +316,7 @@ impl<'a> Attempt<'a> {
     pub fn finish_outside(&self, elapsed_ms: u64, notices: &[String]) -> String {
         format!(
             "{RESET_SESSION}{}",
-            self.event(EventKind::Applied, Some(elapsed_ms.to_string()), notices)
+            self.event(self.done_kind(), Some(elapsed_ms.to_string()), notices)
                 .insert_sql(self.schema)
         )
     }
@@ -249,11 +331,15 @@ impl<'a> Attempt<'a> {
 /// Applies one attempt, writing its ledger event in the same transaction (or, outside a
 /// transaction, a `started` event before and the outcome after).
 pub async fn apply(conn: &mut PgConnection, attempt: &Attempt<'_>) -> Result<Outcome, Error> {
-    if attempt.migration.transactional() {
-        apply_in_transaction(conn, attempt).await
+    let mut outcome = if attempt.migration.transactional() {
+        apply_in_transaction(conn, attempt).await?
     } else {
-        apply_outside_transaction(conn, attempt).await
+        apply_outside_transaction(conn, attempt).await?
+    };
+    if let Outcome::Failed { failure } = &mut outcome {
+        failure.rollback = attempt.direction == Direction::Down;
     }
+    Ok(outcome)
 }
 
 async fn apply_in_transaction(
@@ -294,10 +380,7 @@ async fn apply_in_transaction(
                         Error::database(format!("recording the notices of {}", m.name), e)
                     })?;
             }
-            Ok(Outcome::Applied {
-                execution_time_ms,
-                notices,
-            })
+            Ok(attempt.done(execution_time_ms, notices))
         }
         Err(sqlx::Error::Database(db)) => {
             // A syntax error aborts the script before BEGIN runs; ROLLBACK then only warns.
@@ -465,6 +548,16 @@ async fn apply_outside_transaction(
     let started = Instant::now();
     let mut notices = Vec::new();
     for statement in sql::split_statements(&m.sql) {
+        if let Some(build) = crate::index_build::concurrent_index(&statement) {
+            match crate::index_build::drop_invalid_leftover(conn, &build).await {
+                Ok(Some(dropped)) => notices.push(format!(
+                    "stepmigrate: dropped the INVALID index {dropped} that an interrupted build left, before building it again"
+                )),
+                Ok(None) => {}
+                // The build itself still runs, and says what is wrong if anything is.
+                Err(e) => tracing::warn!(error = %e, "could not look for an INVALID index {} left by an earlier build", build.name),
+            }
+        }
         let (executed, raised) =
             notices::capture(sqlx::raw_sql(statement.text).execute(&mut *conn)).await;
         notices.extend(raised);
@@ -530,10 +623,7 @@ async fn apply_outside_transaction(
             e,
         ));
     }
-    Ok(Outcome::Applied {
-        execution_time_ms: elapsed,
-        notices,
-    })
+    Ok(attempt.done(elapsed, notices))
 }
 
 /// The SQLSTATE recorded when a statement outside a transaction left one open.
@@ -584,7 +674,7 @@ async fn session_state(conn: &mut PgConnection) -> Result<SessionState, sqlx::Er
     })
 }
 
-fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {
+pub(crate) fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {
     MigrationFailure {
         version: m.version.clone(),
         name: m.name.clone(),
@@ -593,12 +683,14 @@ fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {
         dirty: false,
         error,
         notices: Vec::new(),
+        rollback: false,
+        recorded: false,
     }
 }
 
 /// Turns the database's answer into an outcome. `position` is PostgreSQL's 0-based character
 /// position in the text that was sent, and the byte offset of that text in the file.
-fn classify(
+pub(crate) fn classify(
     m: &Migration,
     pg: Option<&PgDatabaseError>,
     message: &str,
@@ -610,6 +702,7 @@ fn classify(
         Some("SM002") => return Outcome::Busy,
         Some("SM004") => return Outcome::Dirty,
         Some("SM006") => return Outcome::LockLost,
+        Some("SM009") => return Outcome::AlreadyRolledBack,
         _ => {}
     }
     let mut error = SqlError {
@@ -649,12 +742,18 @@ pub async fn record_failure(
         run_id,
         version: failure.version.as_str(),
         name: &failure.name,
-        kind: EventKind::Failed,
+        kind: if failure.rollback {
+            EventKind::RollbackFailed
+        } else {
+            EventKind::Failed
+        },
         checksum,
         execution_time_ms: None,
         dirty: failure.is_dirty(),
         error: Some(&failure.error),
         notices: &failure.notices,
+        down: None,
+        progress: None,
     };
     ledger::record_failure(conn, schema, &event).await
 }

@@ -33,6 +33,13 @@ pub struct Settings {
     /// table) is, else `public`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_schema: Option<String>,
+    /// Apply a new migration that sorts below one already applied (a branch merged late)
+    /// instead of refusing it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_out_of_order: bool,
+    /// How often a long statement's progress is logged (an index build's phase and blocks).
+    #[serde(with = "duration")]
+    pub progress_interval: Duration,
 }
 
 impl Default for Settings {
@@ -45,6 +52,8 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(5),
             timeout_ceiling: None,
             ledger_schema: None,
+            allow_out_of_order: false,
+            progress_interval: Duration::from_secs(10),
         }
     }
 }
@@ -55,6 +64,8 @@ pub const ENV_LOCK_RETRIES: &str = "STEPMIGRATE_LOCK_RETRIES";
 pub const ENV_LOCK_WAIT: &str = "STEPMIGRATE_LOCK_WAIT";
 pub const ENV_CONNECT_TIMEOUT: &str = "STEPMIGRATE_CONNECT_TIMEOUT";
 pub const ENV_LEDGER_SCHEMA: &str = "STEPMIGRATE_LEDGER_SCHEMA";
+pub const ENV_ALLOW_OUT_OF_ORDER: &str = "STEPMIGRATE_ALLOW_OUT_OF_ORDER";
+pub const ENV_PROGRESS_INTERVAL: &str = "STEPMIGRATE_PROGRESS_INTERVAL";
 
 impl Settings {
     /// Defaults overridden by the `STEPMIGRATE_*` variables that `lookup` finds.
@@ -73,11 +84,30 @@ impl Settings {
         duration(ENV_STATEMENT_TIMEOUT, &mut s.statement_timeout)?;
         duration(ENV_LOCK_WAIT, &mut s.lock_wait)?;
         duration(ENV_CONNECT_TIMEOUT, &mut s.connect_timeout)?;
+        duration(ENV_PROGRESS_INTERVAL, &mut s.progress_interval)?;
+        if s.progress_interval.is_zero() {
+            return Err(Error::Config {
+                variable: ENV_PROGRESS_INTERVAL.to_owned(),
+                reason: "must be more than 0 (e.g. 10s)".to_owned(),
+            });
+        }
         if let Some(v) = lookup(ENV_LEDGER_SCHEMA) {
             s.ledger_schema = Some(parse_schema_name(&v).map_err(|reason| Error::Config {
                 variable: ENV_LEDGER_SCHEMA.to_owned(),
                 reason,
             })?);
+        }
+        if let Some(v) = lookup(ENV_ALLOW_OUT_OF_ORDER) {
+            s.allow_out_of_order = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                _ => {
+                    return Err(Error::Config {
+                        variable: ENV_ALLOW_OUT_OF_ORDER.to_owned(),
+                        reason: format!("`{v}` is not true or false"),
+                    })
+                }
+            };
         }
         if let Some(v) = lookup(ENV_LOCK_RETRIES) {
             s.lock_retries = v.trim().parse().map_err(|_| Error::Config {

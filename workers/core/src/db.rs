@@ -202,9 +202,13 @@ impl std::fmt::Debug for Database {
 /// A runner's sessions idle by design: the lock's while the migrations run on another, both
 /// while a runner waits its turn. A server-wide `idle_session_timeout` must not end them (and
 /// the lock with them) half-way through a run.
-/// (Not through `pg_settings`, which costs a fresh session milliseconds; the setting is new in
-/// PostgreSQL 14.)
-const KEEP_ALIVE: &str = "SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN set_config('idle_session_timeout', '0', false) END, set_config('idle_in_transaction_session_timeout', '0', false)";
+/// And a runner that dies (SIGKILL, a stopped ECS task) must not leave its statement running
+/// on: `client_connection_check_interval` has the server cancel it within 10 s of the client
+/// going away (a `CREATE INDEX CONCURRENTLY` then leaves the INVALID index the next build
+/// drops), instead of an index build running for hours after its runner, unseen by the ledger.
+/// (Not through `pg_settings`, which costs a fresh session milliseconds; both settings are new
+/// in PostgreSQL 14.)
+pub(crate) const KEEP_ALIVE: &str = "SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN set_config('idle_session_timeout', '0', false) || set_config('client_connection_check_interval', '10s', false) END, set_config('idle_in_transaction_session_timeout', '0', false)";
 
 /// What "no limit" waits: long enough never to matter, short enough for any clock.
 const NO_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -40,10 +40,27 @@ pub enum ErrorKind {
     /// A state machine execution that the trigger or `stepmigrate remote` waited for
     /// failed, timed out or was aborted.
     ExecutionFailed,
+    /// A rollback would revert an irreversible migration, one without a down script, or a
+    /// requirement of a migration that stays applied. Nothing was reverted.
+    RollbackRefused,
+    /// A migration's `requires` is not applied, or its `conflicts` is. Nothing was applied.
+    DependencyNotMet,
+    /// A new migration sorts below one already applied (a branch merged late) and
+    /// out-of-order applies are not allowed. Nothing was applied.
+    OutOfOrder,
+    /// A batch migration run in Step Functions made no progress (no row changed) in several
+    /// consecutive invocations (e.g. a lock it never gets). Its progress is kept: a new run
+    /// resumes it.
+    BatchStalled,
+    /// A batch migration run in Step Functions used every invocation one execution allows it
+    /// (the history budget) without finishing. Its progress is kept: a new execution resumes
+    /// it.
+    BatchLoopLimit,
+    TaskFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::LockTimeout,
         ErrorKind::ConnectionFailed,
         ErrorKind::SqlFailed,
@@ -56,6 +73,12 @@ impl ErrorKind {
         ErrorKind::DatabaseError,
         ErrorKind::ServiceError,
         ErrorKind::ExecutionFailed,
+        ErrorKind::RollbackRefused,
+        ErrorKind::DependencyNotMet,
+        ErrorKind::OutOfOrder,
+        ErrorKind::BatchStalled,
+        ErrorKind::BatchLoopLimit,
+        ErrorKind::TaskFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +95,12 @@ impl ErrorKind {
             ErrorKind::DatabaseError => "DatabaseError",
             ErrorKind::ServiceError => "ServiceError",
             ErrorKind::ExecutionFailed => "ExecutionFailed",
+            ErrorKind::RollbackRefused => "RollbackRefused",
+            ErrorKind::DependencyNotMet => "DependencyNotMet",
+            ErrorKind::OutOfOrder => "OutOfOrder",
+            ErrorKind::BatchStalled => "BatchStalled",
+            ErrorKind::BatchLoopLimit => "BatchLoopLimit",
+            ErrorKind::TaskFailed => "TaskFailed",
         }
     }
 }
@@ -191,6 +220,14 @@ pub struct MigrationFailure {
     /// What PostgreSQL said before the error (NOTICEs, WARNINGs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// It was the migration's down script that failed (a rollback).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// The ledger holds it already, recorded by the runner that hit it (a long migration's
+    /// ECS task): read back, it is final (never retried) and the record step does not record
+    /// it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
 }
 
 impl MigrationFailure {
@@ -220,7 +257,7 @@ pub enum Error {
     #[error("dirty migrations: {} failed or was interrupted outside a transaction and may be half-applied; check the database by hand, then run `stepmigrate resolve VERSION --applied` or `--not-applied`", migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))]
     Dirty { migrations: Vec<DirtyMigration> },
 
-    #[error("migration {} failed: {}{}", failure.name, failure.error, if failure.is_dirty() { "; it may be half-applied and is now dirty: check the database, then run `stepmigrate resolve VERSION --applied` or `--not-applied`" } else { "" })]
+    #[error("{} {} failed: {}{}", if failure.rollback { "the rollback of" } else { "migration" }, failure.name, failure.error, if failure.is_dirty() { "; it may be half-applied and is now dirty: check the database, then run `stepmigrate resolve VERSION --applied` or `--not-applied`" } else { "" })]
     MigrationFailed { failure: Box<MigrationFailure> },
 
     #[error("the migration lock was lost (its database session ended) after {applied} migration(s) of this run were applied; nothing more was applied. Run again to continue")]
@@ -245,6 +282,50 @@ pub enum Error {
 
     #[error("the ledger's schema_migrations differs from the fold of its events (run `stepmigrate ledger rebuild` to restore it):\n{}", differences.join("\n"))]
     LedgerInconsistent { differences: Vec<String> },
+
+    #[error(
+        "the rollback is refused; nothing was reverted:\n{}",
+        join_lines(reasons)
+    )]
+    RollbackRefused { reasons: Vec<String> },
+
+    #[error(
+        "dependencies between migrations are not met; nothing was applied:\n{}",
+        join_lines(reasons)
+    )]
+    DependencyNotMet { reasons: Vec<String> },
+
+    #[error("migrations sort below the newest applied one ({newest}) and out-of-order applies are not allowed; nothing was applied:\n{}\nRenumber them above {newest} (then `stepmigrate hash`), or allow it once with --allow-out-of-order (allow_out_of_order = true in stepmigrate.toml, STEPMIGRATE_ALLOW_OUT_OF_ORDER=true for the workers)", join_lines(migrations))]
+    OutOfOrder {
+        newest: String,
+        migrations: Vec<String>,
+    },
+
+    #[error("batch migration {name} made no progress in {invocations} invocations in a row (still at {rows} rows after {batches} batches; is a lock held on its table?); its progress is kept: a new run resumes it")]
+    BatchStalled {
+        name: String,
+        invocations: u32,
+        batches: u64,
+        rows: u64,
+    },
+
+    #[error("batch migration {name} is not done after {invocations} invocations, as many as one execution allows it (the history budget): {rows} rows in {batches} batches so far, kept; start a new execution to resume it")]
+    BatchLoopLimit {
+        name: String,
+        invocations: u32,
+        batches: u64,
+        rows: u64,
+    },
+
+    /// The ECS task of a long migration stopped without applying it and without recording a
+    /// failure (killed, out of memory, never started): `reason` is what ECS or Step Functions
+    /// said.
+    #[error("{name}: its ECS task stopped without applying it or recording a failure ({reason}); {}", if *dirty { "it is dirty (a no-transaction migration stopped part way): check it by hand, then `stepmigrate resolve`" } else { "it is not applied" })]
+    TaskFailed {
+        name: String,
+        reason: String,
+        dirty: bool,
+    },
 
     #[error("{context}: {message}")]
     Database { context: String, message: String },
@@ -283,6 +364,8 @@ impl Error {
             Error::InvalidMigrationSet { .. } => ErrorKind::InvalidMigrationSet,
             Error::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
             Error::Dirty { .. } => ErrorKind::Dirty,
+            // Read back from the ledger: the runner that hit it already tried again.
+            Error::MigrationFailed { failure } if failure.recorded => ErrorKind::SqlFailed,
             // Retrying is safe only where the migration rolled back whole.
             Error::MigrationFailed { failure }
                 if failure.error.is_lock_timeout() && !failure.is_dirty() =>
@@ -307,6 +390,12 @@ impl Error {
             Error::Database { .. } => ErrorKind::DatabaseError,
             Error::Service { .. } => ErrorKind::ServiceError,
             Error::ExecutionFailed { .. } => ErrorKind::ExecutionFailed,
+            Error::RollbackRefused { .. } => ErrorKind::RollbackRefused,
+            Error::DependencyNotMet { .. } => ErrorKind::DependencyNotMet,
+            Error::OutOfOrder { .. } => ErrorKind::OutOfOrder,
+            Error::BatchStalled { .. } => ErrorKind::BatchStalled,
+            Error::BatchLoopLimit { .. } => ErrorKind::BatchLoopLimit,
+            Error::TaskFailed { .. } => ErrorKind::TaskFailed,
         }
     }
 
@@ -361,6 +450,10 @@ impl Error {
             Error::Dirty { migrations } => d.dirty = Some(migrations.clone()),
             Error::MigrationFailed { failure } => d.migration = Some(failure.clone()),
             Error::LedgerInconsistent { differences } => d.differences = Some(differences.clone()),
+            Error::RollbackRefused { reasons } | Error::DependencyNotMet { reasons } => {
+                d.differences = Some(reasons.clone())
+            }
+            Error::OutOfOrder { migrations, .. } => d.differences = Some(migrations.clone()),
             Error::Config { variable, .. } => d.variable = Some(variable.clone()),
             Error::ExecutionFailed {
                 execution,

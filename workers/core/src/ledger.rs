@@ -21,8 +21,12 @@ pub const LEDGER_VERSION: &str = "000";
 /// migration's latest state).
 /// v3: `verified` events (older code's CHECK would refuse them, and its fold take them for
 /// the migration's state).
-pub const LEDGER_SCHEMA_VERSION: u32 = 3;
-pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v3";
+/// v4: the down script kept on `applied`/`started` events, and the rollback events
+/// (`rollback_started`, `rollback_failed`; older code's CHECK would refuse them).
+/// v5: batch migrations' `batch` events and their `progress` (older code's CHECK would
+/// refuse them, and its fold take one for the migration's state).
+pub const LEDGER_SCHEMA_VERSION: u32 = 5;
+pub const LEDGER_NAME: &str = "000_stepmigrate_ledger_v5";
 
 /// The checksum recorded for migration 000: a ledger whose 000 row differs is upgraded.
 pub fn ledger_checksum() -> String {
@@ -217,6 +221,16 @@ pub enum EventKind {
     /// `verify --in-transaction-only` ran it in a transaction that was rolled back (its
     /// outcome in `error` when it failed). Not a state: the fold skips it.
     Verified,
+    /// Its down script ran: the migration is pending again.
+    RolledBack,
+    /// A down script outside a transaction began: dirty until an outcome follows.
+    RollbackStarted,
+    /// A down script failed: dirty if it ran outside a transaction, else the migration is
+    /// still applied and the fold skips it.
+    RollbackFailed,
+    /// One batch of a batch migration committed, with its progress. Not a state: the
+    /// migration stays pending until its `applied` event.
+    Batch,
 }
 
 impl EventKind {
@@ -230,6 +244,10 @@ impl EventKind {
             EventKind::Deleted => "deleted",
             EventKind::Notices => "notices",
             EventKind::Verified => "verified",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::RollbackStarted => "rollback_started",
+            EventKind::RollbackFailed => "rollback_failed",
+            EventKind::Batch => "batch",
         }
     }
 }
@@ -248,6 +266,31 @@ pub struct NewEvent<'a> {
     pub error: Option<&'a SqlError>,
     /// NOTICEs and WARNINGs the migration raised.
     pub notices: &'a [String],
+    /// The down script kept with an `applied` or `started` event.
+    pub down: Option<KeptDown<'a>>,
+    /// A batch migration's progress, on its `batch` and `applied` events.
+    pub progress: Option<BatchProgress>,
+}
+
+/// How far a batch migration has got, as its events record it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BatchProgress {
+    /// Batches committed so far, across runs.
+    pub batches: u64,
+    /// Rows those batches changed.
+    pub rows: u64,
+    /// Rows the latest batch changed.
+    #[serde(default)]
+    pub batch_rows: u64,
+}
+
+/// What a rollback needs of a migration after its file is gone: its down script, and the
+/// migrations it requires (which must not be reverted from under it).
+#[derive(Debug, Clone, Copy)]
+pub struct KeptDown<'a> {
+    pub sql: &'a str,
+    pub checksum: &'a str,
+    pub requires: &'a [crate::migration::Version],
 }
 
 impl NewEvent<'_> {
@@ -258,7 +301,7 @@ impl NewEvent<'_> {
     pub fn insert_sql(&self, schema: &LedgerSchema) -> String {
         let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), quote_literal);
         format!(
-            "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, notices) VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
+            "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, notices, down_sql, down_checksum, down_requires, progress) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
             schema.qualify("schema_migration_events"),
             quote_literal(self.run_id),
             quote_literal(self.version),
@@ -268,6 +311,26 @@ impl NewEvent<'_> {
             self.execution_time_ms.as_deref().unwrap_or("NULL"),
             self.dirty,
             notices_literal(self.notices),
+            opt(self.down.map(|d| d.sql)),
+            opt(self.down.map(|d| d.checksum)),
+            match self.down {
+                Some(d) if !d.requires.is_empty() => format!(
+                    "ARRAY[{}]::text[]",
+                    d.requires
+                        .iter()
+                        .map(|v| quote_literal(v.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => "NULL".to_owned(),
+            },
+            match &self.progress {
+                Some(p) => format!(
+                    "{}::jsonb",
+                    quote_literal(&serde_json::to_string(p).unwrap_or_default())
+                ),
+                None => "NULL".to_owned(),
+            },
         )
     }
 }
@@ -300,10 +363,18 @@ pub async fn record_failure(
     let error = event
         .error
         .map(|e| serde_json::to_value(e).unwrap_or_default());
+    // A failed down is recorded while the migration is still there to roll back (applied, or
+    // dirty from this very down); a failed up while it is not applied.
+    let condition = if event.kind == EventKind::RollbackFailed {
+        "EXISTS (SELECT 1 FROM {} WHERE version = $2 AND (success OR dirty))"
+    } else {
+        "NOT EXISTS (SELECT 1 FROM {} WHERE version = $2 AND success)"
+    }
+    .replace("{}", &schema.qualify("schema_migrations"));
     let sql = format!(
         "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error, notices)
-         SELECT $1, $2, $3, $4, $5, NULL, $6, $7, $8
-         WHERE NOT EXISTS (SELECT 1 FROM {} WHERE version = $2 AND success)",
+         SELECT $1, $2, $3, $4, coalesce($5, (SELECT checksum FROM {} WHERE version = $2)), NULL, $6, $7, $8
+         WHERE {condition}",
         schema.qualify("schema_migration_events"),
         schema.qualify("schema_migrations"),
     );
@@ -322,6 +393,43 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// The failure run `run_id` recorded for `version`, if nothing changed the migration since:
+/// its error, whether it left the migration dirty, and its notices. Events that change no
+/// state (`verified`, `notices`, `batch`) and other runs' failures may follow it.
+pub async fn run_failure(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    version: &str,
+    run_id: &str,
+) -> Result<Option<(SqlError, bool, Vec<String>)>, Error> {
+    let row: Option<(Option<serde_json::Value>, bool, Option<serde_json::Value>)> =
+        sqlx::query_as(&format!(
+            "SELECT error, dirty, notices FROM (
+                 SELECT * FROM {} WHERE version = $1
+                   AND kind NOT IN ('verified', 'notices', 'batch')
+                   AND (kind NOT IN ('failed', 'rollback_failed') OR run_id = $2)
+                 ORDER BY id DESC LIMIT 1) last
+             WHERE last.kind = 'failed' AND last.run_id = $2",
+            schema.qualify("schema_migration_events")
+        ))
+        .bind(version)
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| Error::database(format!("reading the failure of {version}"), e))?;
+    Ok(row.map(|(error, dirty, notices)| {
+        (
+            error
+                .and_then(|e| serde_json::from_value(e).ok())
+                .unwrap_or_default(),
+            dirty,
+            notices
+                .and_then(|n| serde_json::from_value(n).ok())
+                .unwrap_or_default(),
+        )
+    }))
+}
+
 /// One row of `schema_migrations`. `version` is the text as stored (see
 /// [`LedgerRow::parsed_version`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -335,6 +443,9 @@ pub struct LedgerRow {
     pub dirty: bool,
     pub run_id: Option<String>,
     pub error: Option<String>,
+    /// The event that left this row: the order migrations actually ran in.
+    #[serde(skip)]
+    pub event_id: Option<i64>,
 }
 
 /// Which ledger the database has.
@@ -357,6 +468,10 @@ pub struct Ledger {
     /// The events are there but `schema_migrations` was dropped: the rows are the fold.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub projection_missing: bool,
+    /// Versions that were applied once and made pending again (deleted by hand, resolved not
+    /// applied, rolled back): running one again is a re-run, not an out-of-order arrival.
+    #[serde(skip)]
+    pub made_pending: std::collections::BTreeSet<String>,
 }
 
 impl Ledger {
@@ -365,6 +480,7 @@ impl Ledger {
             kind: LedgerKind::Missing,
             rows: Vec::new(),
             projection_missing: false,
+            made_pending: Default::default(),
         }
     }
 
@@ -420,7 +536,7 @@ pub async fn read(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Ledg
         (true, false) => LedgerKind::Legacy,
         (_, true) => LedgerKind::EventSourced,
     };
-    let columns = "version::text AS version, name::text AS name, applied_at, checksum::text AS checksum, execution_time_ms, success, dirty, run_id, error";
+    let columns = "version::text AS version, name::text AS name, applied_at, checksum::text AS checksum, execution_time_ms, success, dirty, run_id, error, event_id";
     let query = match (kind, has_projection) {
         (LedgerKind::EventSourced, true) => format!(
             "SELECT {columns} FROM {}",
@@ -431,7 +547,7 @@ pub async fn read(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Ledg
             schema.qualify("schema_migrations_folded")
         ),
         _ => format!(
-            "SELECT version::text AS version, coalesce(name, version)::text AS name, applied_at::timestamptz AS applied_at, checksum::text AS checksum, execution_time_ms::bigint AS execution_time_ms, coalesce(success, true) AS success, false AS dirty, NULL::text AS run_id, NULL::text AS error FROM {}",
+            "SELECT version::text AS version, coalesce(name, version)::text AS name, applied_at::timestamptz AS applied_at, checksum::text AS checksum, execution_time_ms::bigint AS execution_time_ms, coalesce(success, true) AS success, false AS dirty, NULL::text AS run_id, NULL::text AS error, NULL::bigint AS event_id FROM {}",
             schema.qualify("schema_migrations")
         ),
     };
@@ -439,11 +555,76 @@ pub async fn read(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Ledg
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| Error::database("reading schema_migrations", e))?;
+    let made_pending = if kind == LedgerKind::EventSourced {
+        sqlx::query_scalar::<_, String>(&format!(
+            "SELECT DISTINCT version::text FROM {} WHERE kind IN ('deleted', 'resolved_not_applied', 'rolled_back')",
+            schema.qualify("schema_migration_events")
+        ))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| Error::database("reading schema_migration_events", e))?
+        .into_iter()
+        .collect()
+    } else {
+        Default::default()
+    };
     Ok(Ledger {
         kind,
         rows,
         projection_missing: kind == LedgerKind::EventSourced && !has_projection,
+        made_pending,
     })
+}
+
+/// The down script kept in the ledger for a migration as it was applied: `sql` is `None`
+/// when it had no down file then (or was applied before the ledger kept them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordedDown {
+    pub sql: Option<String>,
+    pub checksum: Option<String>,
+    /// The migration's `requires` as it was applied.
+    pub requires: Vec<String>,
+}
+
+/// The recorded down script of each applied version: the one on its latest `applied` or
+/// `started` event.
+pub async fn recorded_downs(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    versions: &[String],
+) -> Result<std::collections::HashMap<String, RecordedDown>, Error> {
+    if versions.is_empty() {
+        return Ok(Default::default());
+    }
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        version: String,
+        down_sql: Option<String>,
+        down_checksum: Option<String>,
+        down_requires: Option<Vec<String>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT DISTINCT ON (version) version::text AS version, down_sql, down_checksum::text AS down_checksum, down_requires FROM {}
+         WHERE version = ANY($1) AND kind IN ('applied', 'started') ORDER BY version, id DESC",
+        schema.qualify("schema_migration_events")
+    ))
+    .bind(versions)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading the recorded down scripts", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.version,
+                RecordedDown {
+                    sql: r.down_sql,
+                    checksum: r.down_checksum,
+                    requires: r.down_requires.unwrap_or_default(),
+                },
+            )
+        })
+        .collect())
 }
 
 /// Creates the ledger, adopts the old runner's table or upgrades an older ledger, in one
@@ -463,6 +644,8 @@ pub async fn install(
         dirty: false,
         error: None,
         notices: &[],
+        down: None,
+        progress: None,
     }
     .insert_sql(schema);
     let script = format!("BEGIN;\n{}\n;{marker};\nCOMMIT;", schema.ddl());
@@ -573,8 +756,10 @@ mod tests {
                 dirty: false,
                 run_id: None,
                 error: None,
+                event_id: None,
             }],
             projection_missing: false,
+            made_pending: Default::default(),
         }
     }
 
@@ -605,6 +790,8 @@ mod tests {
             dirty: true,
             error: None,
             notices: &[],
+            down: None,
+            progress: None,
         }
         .insert_sql(&LedgerSchema::new("my \"ledger\""));
         assert!(
@@ -612,7 +799,9 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("'run''1', '004', '004_x', 'failed', 'ab', 12, true, NULL)"),
+            sql.contains(
+                "'run''1', '004', '004_x', 'failed', 'ab', 12, true, NULL, NULL, NULL, NULL, NULL)"
+            ),
             "{sql}"
         );
     }

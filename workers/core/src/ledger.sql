@@ -69,10 +69,27 @@ CREATE TABLE IF NOT EXISTS @L@.schema_migration_events (
 -- `verified` (v3): `stepmigrate verify --in-transaction-only` ran the migration in a
 -- transaction that was rolled back; it changes no migration's state, so the fold skips it too.
 ALTER TABLE @L@.schema_migration_events ADD COLUMN IF NOT EXISTS notices jsonb;
+-- v4: the down script as it was when the migration was applied (on its `applied` and
+-- `started` events), so that older code, whose files predate the migration, can still roll
+-- it back with the script that matches what ran; and the rollback's own events:
+-- `rolled_back` (pending again), `rollback_started` (a no-transaction down began: dirty until
+-- its outcome), `rollback_failed` (dirty when a no-transaction down failed part way; else
+-- the migration is still applied and the fold skips it).
+ALTER TABLE @L@.schema_migration_events ADD COLUMN IF NOT EXISTS down_sql text;
+ALTER TABLE @L@.schema_migration_events ADD COLUMN IF NOT EXISTS down_checksum varchar(64);
+-- With the down script, the migration's `requires`: older code, without its file, must still
+-- refuse to revert a requirement from under it.
+ALTER TABLE @L@.schema_migration_events ADD COLUMN IF NOT EXISTS down_requires text[];
+-- v5: a batch migration's progress, on each `batch` event (one per committed batch: `batches`
+-- and `rows` so far, `batch_rows` of this one) and on its `applied` event (the totals).
+-- `batch` events change no migration's state: until its `applied` event the migration is
+-- pending, and a run resumes from the latest `batch` event's totals.
+ALTER TABLE @L@.schema_migration_events ADD COLUMN IF NOT EXISTS progress jsonb;
 ALTER TABLE @L@.schema_migration_events DROP CONSTRAINT IF EXISTS schema_migration_events_kind_check;
 ALTER TABLE @L@.schema_migration_events ADD CONSTRAINT schema_migration_events_kind_check
     CHECK (kind IN ('applied', 'failed', 'started', 'resolved_applied', 'resolved_not_applied',
-                    'deleted', 'rolled_back', 'notices', 'verified'));
+                    'deleted', 'rolled_back', 'notices', 'verified', 'rollback_started',
+                    'rollback_failed', 'batch'));
 CREATE INDEX IF NOT EXISTS schema_migration_events_version_idx ON @L@.schema_migration_events (version, id);
 
 CREATE OR REPLACE FUNCTION @L@.schema_migration_events_append_only() RETURNS trigger
@@ -99,13 +116,20 @@ RETURNS TABLE (version varchar, name varchar, applied_at timestamptz, checksum v
 LANGUAGE sql IMMUTABLE AS $$
     SELECT e.version, e.name, e.occurred_at, e.checksum, e.execution_time_ms,
            e.kind IN ('applied', 'resolved_applied'), e.dirty, e.run_id, e.error ->> 'message', e.id
-    WHERE e.kind IN ('applied', 'failed', 'started', 'resolved_applied')
+    WHERE e.kind IN ('applied', 'failed', 'started', 'resolved_applied', 'rollback_started', 'rollback_failed')
+$$;
+
+-- Events that change no migration's state: what a migration said, a verification, a down
+-- that failed and rolled back whole (the migration is still applied as it was), a batch.
+CREATE OR REPLACE FUNCTION @L@.schema_migration_event_is_state(e @L@.schema_migration_events)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT e.kind NOT IN ('notices', 'verified', 'batch') AND NOT (e.kind = 'rollback_failed' AND NOT e.dirty)
 $$;
 
 CREATE OR REPLACE VIEW @L@.schema_migrations_folded AS
 SELECT r.*
 FROM (SELECT DISTINCT ON (e.version) e FROM @L@.schema_migration_events e
-      WHERE e.kind NOT IN ('notices', 'verified') ORDER BY e.version, e.id DESC) latest
+      WHERE @L@.schema_migration_event_is_state(e) ORDER BY e.version, e.id DESC) latest
 CROSS JOIN LATERAL @L@.schema_migrations_row(latest.e) r;
 
 -- Each event updates the projection in its own transaction: a migration and its row commit
@@ -113,7 +137,7 @@ CROSS JOIN LATERAL @L@.schema_migrations_row(latest.e) r;
 CREATE OR REPLACE FUNCTION @L@.schema_migration_events_project() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.kind IN ('notices', 'verified') THEN
+    IF NOT @L@.schema_migration_event_is_state(NEW) THEN
         RETURN NULL;
     END IF;
     DELETE FROM @L@.schema_migrations m WHERE m.version = NEW.version;
@@ -186,6 +210,27 @@ BEGIN
     IF p_previous IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_previous AND m.success) THEN
         RAISE EXCEPTION 'migration % is not applied, so % cannot run', p_previous, p_version USING ERRCODE = 'SM003';
+    END IF;
+    RETURN txid_current()::text;
+END $$;
+
+-- The same for a down script: the migration must still be applied (SM009: another runner
+-- reverted it first) and not dirty.
+CREATE OR REPLACE FUNCTION @L@.schema_migrations_revert_guard(p_version text, p_lock_pid int) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('stepmigrate.apply.' || @N@, 0)) THEN
+        RAISE EXCEPTION 'another session is applying a migration' USING ERRCODE = 'SM002';
+    END IF;
+    IF p_lock_pid IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(p_lock_pid) a WHERE a.pid = p_lock_pid) THEN
+        RAISE EXCEPTION 'the runner lost its migration lock (its session ended)' USING ERRCODE = 'SM006';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.dirty) THEN
+        RAISE EXCEPTION 'migration % is dirty: resolve it first', p_version USING ERRCODE = 'SM004';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.success) THEN
+        RAISE EXCEPTION 'migration % is not applied', p_version USING ERRCODE = 'SM009';
     END IF;
     RETURN txid_current()::text;
 END $$;

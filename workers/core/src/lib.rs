@@ -4,17 +4,22 @@
 //! migration's [`apply::Attempt`], the runners' [`lock`], [`config`] settings and [`error`]s,
 //! and the [`runner`] that wires them to a [`db::Database`] as the steps (status, plan, up,
 //! apply a range, record, resolve). [`notices`] carries what PostgreSQL says along the way. [`schema`] snapshots a
-//! database's schema from its catalogs and diffs two snapshots.
+//! database's schema from its catalogs and diffs two snapshots. [`rollback`] plans reverting
+//! applied migrations with their down scripts; [`integrity`] is the checked-in `migrations.sum`.
 
 pub mod apply;
+pub mod batch;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod index_build;
+pub mod integrity;
 pub mod ledger;
 pub mod lock;
 pub mod migration;
 pub mod notices;
 pub mod plan;
+pub mod rollback;
 pub mod runner;
 pub mod schema;
 pub mod sql;

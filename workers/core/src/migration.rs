@@ -146,12 +146,26 @@ pub enum Mode {
     /// Outside a transaction, one statement at a time (for `CREATE INDEX CONCURRENTLY`); a
     /// failure part way leaves it dirty.
     NoTransaction,
+    /// One idempotent statement that processes at most `batch_size` rows, run again and again,
+    /// each batch in its own transaction with a `batch` progress event, until a batch changes
+    /// no row (see [`crate::batch`]).
+    Batch,
 }
 
 /// Settings a migration's header may override.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Directives {
     pub mode: Mode,
+    /// `irreversible`: the migration has no down file on purpose (a rollback refuses it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
+    /// `requires = 012, 015`: migrations that must be applied before this one (and stay
+    /// applied while it is). Each sorts earlier in the set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Version>,
+    /// `conflicts = 020`: migrations that must not be applied while this one is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Version>,
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "crate::config::duration_opt"
@@ -162,17 +176,50 @@ pub struct Directives {
         with = "crate::config::duration_opt"
     )]
     pub statement_timeout: Option<Duration>,
+    /// `batch_size = 10000` (batch migrations): what `:batch_size` stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u64>,
+    /// `pause = 100ms` (batch migrations): the wait between two batches, for replicas and
+    /// autovacuum to keep up.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::config::duration_opt"
+    )]
+    pub pause: Option<Duration>,
+    /// `runner = task` / `runner = lambda`: where Step Functions runs the migration (see
+    /// [`Migration::runs_as_task`]); the CLI runs every migration itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<Runner>,
 }
+
+/// Where the state machine runs a migration: in the apply-one Lambda (at most its 15
+/// minutes) or in an ECS Fargate task started by the state machine (no deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runner {
+    Lambda,
+    Task,
+}
+
+/// A batch migration's `batch_size` when its header gives none.
+pub const DEFAULT_BATCH_SIZE: u64 = 1000;
+
+/// The largest `batch_size`: its digits must fit where `:batch_size` was written (see
+/// [`bind_batch_size`]), and a batch that large is no longer a batch.
+pub const MAX_BATCH_SIZE: u64 = 100_000_000;
 
 /// The prefix that marks a header directive line.
 pub const DIRECTIVE_PREFIX: &str = "stepmigrate:";
 
-/// A rollback script paired with its migration.
+/// A rollback script paired with its migration. Empty (or only comments) means there is
+/// nothing to undo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownMigration {
     pub path: PathBuf,
     pub sql: String,
     pub checksum: String,
+    /// Its own header: `no-transaction` and the timeouts (for `DROP INDEX CONCURRENTLY`).
+    pub directives: Directives,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +228,8 @@ pub struct Migration {
     /// The file name without `.sql`, e.g. `004_add_new_feature`: the ledger's `name` column.
     pub name: String,
     pub path: PathBuf,
+    /// The text that runs: the file's, except that a batch migration's `:batch_size` is
+    /// bound (padded to the placeholder's width, so every line and column is the file's).
     pub sql: String,
     pub checksum: String,
     pub directives: Directives,
@@ -188,9 +237,41 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// Whether what it runs is inside a transaction (each batch of a batch migration is): a
+    /// failure leaves nothing behind, so it is never dirty.
     pub fn transactional(&self) -> bool {
-        self.directives.mode == Mode::Transactional
+        self.directives.mode != Mode::NoTransaction
     }
+
+    pub fn is_batch(&self) -> bool {
+        self.directives.mode == Mode::Batch
+    }
+
+    /// Whether the state machine runs this migration as an ECS task rather than in Lambda:
+    /// it says `runner = task`, or its own `statement_timeout` (0: none) is longer than
+    /// `lambda_limit`, the longest statement the apply-one Lambda gives. `runner = lambda`
+    /// keeps it in Lambda (its timeout then capped to the limit).
+    pub fn runs_as_task(&self, lambda_limit: Duration) -> bool {
+        match self.directives.runner {
+            Some(runner) => runner == Runner::Task,
+            None => self
+                .directives
+                .statement_timeout
+                .is_some_and(|t| t.is_zero() || t > lambda_limit),
+        }
+    }
+}
+
+/// `text` with every `:batch_size` at `placeholders` replaced by `size`, padded with spaces to
+/// the placeholder's width: error positions and lines stay those of the file.
+pub fn bind_batch_size(text: &str, placeholders: &[usize], size: u64) -> String {
+    let digits = format!("{size:<width$}", width = sql::BATCH_SIZE_PLACEHOLDER.len());
+    debug_assert_eq!(digits.len(), sql::BATCH_SIZE_PLACEHOLDER.len());
+    let mut out = text.to_owned();
+    for &at in placeholders {
+        out.replace_range(at..at + sql::BATCH_SIZE_PLACEHOLDER.len(), &digits);
+    }
+    out
 }
 
 /// A validated, ordered set of migrations.
@@ -198,6 +279,8 @@ impl Migration {
 pub struct MigrationSet {
     pub dir: PathBuf,
     migrations: Vec<Migration>,
+    /// The text of the directory's `migrations.sum`, when it has one (see [`crate::integrity`]).
+    pub sum: Option<String>,
 }
 
 /// One file as read from disk.
@@ -263,7 +346,23 @@ impl MigrationSet {
         }
         let (files, mut unreadable) = read_all(paths);
         problems.append(&mut unreadable);
-        let result = MigrationSet::from_files(dir, files);
+        let sum_path = crate::integrity::sum_path(dir);
+        let sum = match std::fs::read(&sum_path) {
+            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                problems.push(SetProblem::new(
+                    &sum_path,
+                    None,
+                    format!("cannot read the file: {e}"),
+                ));
+                None
+            }
+        };
+        let result = MigrationSet::from_files(dir, files).map(|mut set| {
+            set.sum = sum;
+            set
+        });
         match (result, problems.is_empty()) {
             (Ok(set), true) => Ok(set),
             (Ok(_), false) => Err(Error::InvalidMigrationSet {
@@ -356,8 +455,15 @@ impl MigrationSet {
                 continue;
             }
             let file_checksum = checksum(&file.bytes);
+            let script = if is_down { Script::Down } else { Script::Up };
+            let directives = match validate_script(&file.path, sql_body, script) {
+                Ok(d) => d,
+                Err(mut found) => {
+                    problems.append(&mut found);
+                    continue;
+                }
+            };
             if is_down {
-                // An empty or comment-only down file is valid: there is nothing to undo.
                 downs.push((
                     version,
                     name,
@@ -365,81 +471,25 @@ impl MigrationSet {
                         path: file.path,
                         sql: sql_body.to_owned(),
                         checksum: file_checksum,
+                        directives,
                     },
                 ));
                 continue;
             }
-            let directives = match parse_directives(sql_body) {
-                Ok(d) => d,
-                Err(errs) => {
-                    problems.extend(
-                        errs.into_iter()
-                            .map(|(line, why)| SetProblem::new(&file.path, Some(line), why)),
-                    );
-                    continue;
-                }
+            let runnable = if directives.mode == Mode::Batch {
+                bind_batch_size(
+                    sql_body,
+                    &sql::lex(sql_body).placeholders,
+                    directives.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+                )
+            } else {
+                sql_body.to_owned()
             };
-            let sql::Lexed {
-                statements,
-                unterminated,
-            } = sql::lex(sql_body);
-            if let Some(open) = unterminated {
-                problems.push(SetProblem::new(
-                    &file.path,
-                    Some(open.line),
-                    format!(
-                        "unterminated {} starting here: PostgreSQL would refuse the file",
-                        open.what
-                    ),
-                ));
-                continue;
-            }
-            if statements.is_empty() {
-                problems.push(SetProblem::new(
-                    &file.path,
-                    None,
-                    "the migration is empty: it holds no SQL statement".into(),
-                ));
-                continue;
-            }
-            for s in &statements {
-                if sql::is_transaction_control(&s.keywords) {
-                    // Inside the runner's transaction it breaks atomicity; outside one it hides
-                    // a half-done migration from the dirty tracking.
-                    let remedy = if directives.mode == Mode::NoTransaction {
-                        "a migration that runs outside a transaction runs each statement on its own; remove it"
-                    } else {
-                        "the runner wraps each migration in its own transaction; remove it"
-                    };
-                    problems.push(SetProblem::new(
-                        &file.path,
-                        Some(s.line),
-                        format!(
-                            "`{}` ends or starts a transaction: {remedy}",
-                            s.keywords.join(" ")
-                        ),
-                    ));
-                } else if let Some(why) = sql::unsupported(s) {
-                    problems.push(SetProblem::new(
-                        &file.path,
-                        Some(s.line),
-                        format!("`{}`: {why}", s.keywords.join(" ")),
-                    ));
-                } else if directives.mode == Mode::Transactional {
-                    if let Some(what) = sql::requires_no_transaction(s) {
-                        problems.push(SetProblem::new(
-                            &file.path,
-                            Some(s.line),
-                            format!("{what} cannot run inside a transaction block: add the header line `-- {DIRECTIVE_PREFIX} no-transaction`"),
-                        ));
-                    }
-                }
-            }
             ups.entry(version.number()).or_default().push(Migration {
                 version,
                 name,
                 path: file.path,
-                sql: sql_body.to_owned(),
+                sql: runnable,
                 checksum: file_checksum,
                 directives,
                 down: None,
@@ -497,6 +547,8 @@ impl MigrationSet {
                         display_name(&m.path)
                     ),
                 )),
+                // Its migration has problems of its own, reported already.
+                None if numbered.contains_key(&version.number()) => {}
                 None => problems.push(SetProblem::new(
                     &down.path,
                     None,
@@ -505,10 +557,13 @@ impl MigrationSet {
             }
         }
 
+        check_dependencies(&migrations, &numbered, &mut problems);
+
         if problems.is_empty() {
             Ok(MigrationSet {
                 dir: dir.to_owned(),
                 migrations,
+                sum: None,
             })
         } else {
             problems.sort_by(|a, b| a.file.cmp(&b.file).then(a.line.cmp(&b.line)));
@@ -562,7 +617,19 @@ impl MigrationSet {
         (set, refused)
     }
 
+    /// Refuses a set whose `migrations.sum` does not match it (none: nothing to check).
+    pub fn ensure_sum_current(&self) -> Result<(), Error> {
+        match &self.sum {
+            Some(text) => {
+                crate::integrity::verify(self, &crate::integrity::sum_path(&self.dir), text)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// A digest of the whole set: changes when any migration is added, removed or edited.
+    /// Down files do not count (the CDK construct computes the same digest; a rollback
+    /// execution runs the down scripts the ledger kept, not the packaged files).
     pub fn digest(&self) -> String {
         let mut all = String::new();
         for m in &self.migrations {
@@ -572,6 +639,231 @@ impl MigrationSet {
             all.push('\n');
         }
         checksum(all.as_bytes())
+    }
+}
+
+/// Which side of a migration a script is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    Up,
+    /// A `.down.sql` file: may be empty; takes only the directives of how it runs.
+    Down,
+}
+
+/// Checks one script on its own: its header, that PostgreSQL can read it whole, and the
+/// statements the runner refuses (transaction control; CONCURRENTLY and the like inside a
+/// transaction). Returns its directives.
+pub fn validate_script(
+    path: &Path,
+    sql: &str,
+    script: Script,
+) -> Result<Directives, Vec<SetProblem>> {
+    let directives = parse_directives(sql).map_err(|errs| {
+        errs.into_iter()
+            .map(|(line, why)| SetProblem::new(path, Some(line), why))
+            .collect::<Vec<_>>()
+    })?;
+    let mut problems = Vec::new();
+    if script == Script::Down {
+        for (set, what) in [
+            (directives.mode == Mode::Batch, "batch"),
+            (directives.irreversible, "irreversible"),
+            (directives.runner.is_some(), "runner"),
+            (!directives.requires.is_empty(), "requires"),
+            (!directives.conflicts.is_empty(), "conflicts"),
+        ] {
+            if set {
+                problems.push(SetProblem::new(
+                    path,
+                    None,
+                    format!("`{what}` belongs in the migration's own file, not in its down file"),
+                ));
+            }
+        }
+    }
+    let sql::Lexed {
+        statements,
+        unterminated,
+        placeholders,
+    } = sql::lex(sql);
+    if let Some(open) = unterminated {
+        problems.push(SetProblem::new(
+            path,
+            Some(open.line),
+            format!(
+                "unterminated {} starting here: PostgreSQL would refuse the file",
+                open.what
+            ),
+        ));
+        return Err(problems);
+    }
+    if statements.is_empty() && script == Script::Up {
+        problems.push(SetProblem::new(
+            path,
+            None,
+            "the migration is empty: it holds no SQL statement".into(),
+        ));
+    }
+    if directives.mode == Mode::Batch {
+        problems.extend(batch_problems(path, &statements, &placeholders));
+    } else if let Some(&at) = placeholders.first() {
+        problems.push(SetProblem::new(
+            path,
+            Some(sql::line_of_byte(sql, at)),
+            format!("`{}` is a batch migration's placeholder, but this is not a batch migration: add the header line `-- {DIRECTIVE_PREFIX} batch`", sql::BATCH_SIZE_PLACEHOLDER),
+        ));
+    }
+    for s in &statements {
+        if sql::is_transaction_control(&s.keywords) {
+            // Inside the runner's transaction it breaks atomicity; outside one it hides
+            // a half-done migration from the dirty tracking.
+            let remedy = if directives.mode == Mode::NoTransaction {
+                "a script that runs outside a transaction runs each statement on its own; remove it"
+            } else {
+                "the runner wraps each script in its own transaction; remove it"
+            };
+            problems.push(SetProblem::new(
+                path,
+                Some(s.line),
+                format!(
+                    "`{}` ends or starts a transaction: {remedy}",
+                    s.keywords.join(" ")
+                ),
+            ));
+        } else if let Some(why) = sql::unsupported(s) {
+            problems.push(SetProblem::new(
+                path,
+                Some(s.line),
+                format!("`{}`: {why}", s.keywords.join(" ")),
+            ));
+        } else if directives.mode == Mode::Transactional {
+            if let Some(what) = sql::requires_no_transaction(s) {
+                problems.push(SetProblem::new(
+                    path,
+                    Some(s.line),
+                    format!("{what} cannot run inside a transaction block: add the header line `-- {DIRECTIVE_PREFIX} no-transaction`"),
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(directives)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A batch migration is one data-changing statement that names `:batch_size`: the runner
+/// repeats it until it changes no row, so more statements (which of them decides when it
+/// is done?) or none of the placeholder (every batch the whole table) cannot work.
+fn batch_problems(
+    path: &Path,
+    statements: &[sql::Statement<'_>],
+    placeholders: &[usize],
+) -> Vec<SetProblem> {
+    let mut problems = Vec::new();
+    if let Some(second) = statements.get(1) {
+        problems.push(SetProblem::new(
+            path,
+            Some(second.line),
+            format!("a batch migration is one statement, run again until it changes no row; this is statement {} of {}: put other changes in a migration of their own", 2, statements.len()),
+        ));
+    }
+    if let Some(first) = statements.first() {
+        let verb = first.main_verb.as_deref().unwrap_or_default();
+        if !matches!(verb, "UPDATE" | "DELETE" | "INSERT" | "MERGE") {
+            problems.push(SetProblem::new(
+                path,
+                Some(first.line),
+                format!("a batch migration's statement changes data, and the count of rows it changed is what ends it (UPDATE, DELETE, INSERT or MERGE, also after WITH; e.g. `UPDATE t SET c = ... WHERE id IN (SELECT id FROM t WHERE c IS NULL ORDER BY id LIMIT {})`); `{verb}` does not", sql::BATCH_SIZE_PLACEHOLDER),
+            ));
+        }
+        if placeholders.is_empty() {
+            problems.push(SetProblem::new(
+                path,
+                Some(first.line),
+                format!("a batch migration must limit each batch with `{}` (e.g. `... LIMIT {}`): without it one batch is the whole table", sql::BATCH_SIZE_PLACEHOLDER, sql::BATCH_SIZE_PLACEHOLDER),
+            ));
+        }
+    }
+    problems
+}
+
+/// The set-wide rules of the header: `irreversible` with a down file contradicts itself; a
+/// requirement exists and sorts earlier (Sqitch's rule: the order of the set is the order
+/// they apply in); a conflict names another migration of the set.
+fn check_dependencies(
+    migrations: &[Migration],
+    numbered: &BTreeMap<u64, PathBuf>,
+    problems: &mut Vec<SetProblem>,
+) {
+    let find = |v: &Version| {
+        migrations
+            .binary_search_by_key(&v.number(), |m| m.version.number())
+            .ok()
+            .map(|i| &migrations[i])
+    };
+    for m in migrations {
+        if m.directives.irreversible {
+            if let Some(down) = &m.down {
+                problems.push(SetProblem::new(
+                    &m.path,
+                    None,
+                    format!(
+                        "says `irreversible` but has a down file {}: remove one of them",
+                        display_name(&down.path)
+                    ),
+                ));
+            }
+        }
+        for required in &m.directives.requires {
+            match find(required) {
+                // Its file is there but has problems of its own, reported already.
+                None if numbered.contains_key(&required.number()) => {}
+                None => problems.push(SetProblem::new(
+                    &m.path,
+                    None,
+                    format!("requires {required}, which is not a migration of the set"),
+                )),
+                Some(r) if r.version.number() >= m.version.number() => {
+                    problems.push(SetProblem::new(
+                        &m.path,
+                        None,
+                        format!(
+                            "requires {}, which does not sort before it: a requirement must be an earlier migration",
+                            display_name(&r.path)
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for conflict in &m.directives.conflicts {
+            match find(conflict) {
+                None if numbered.contains_key(&conflict.number()) => {}
+                None => problems.push(SetProblem::new(
+                    &m.path,
+                    None,
+                    format!("conflicts with {conflict}, which is not a migration of the set"),
+                )),
+                Some(c) if c.version.number() == m.version.number() => problems.push(
+                    SetProblem::new(&m.path, None, "conflicts with itself".into()),
+                ),
+                Some(c)
+                    if m.directives
+                        .requires
+                        .iter()
+                        .any(|r| r.number() == c.version.number()) =>
+                {
+                    problems.push(SetProblem::new(
+                        &m.path,
+                        None,
+                        format!("both requires and conflicts with {}", display_name(&c.path)),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
     }
 }
 
@@ -630,7 +922,7 @@ pub fn create_next(dir: &Path, description: &str) -> Result<PathBuf, Error> {
         .map_err(|e| Error::InvalidInput(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join(format!("{name}.sql"));
     let header = format!(
-        "-- Migration: {}\n-- Date: {}\n--\n-- Header directives, if needed:\n--   -- {DIRECTIVE_PREFIX} no-transaction   (for CREATE INDEX CONCURRENTLY)\n--   -- {DIRECTIVE_PREFIX} lock_timeout = 10s\n\n",
+        "-- Migration: {}\n-- Date: {}\n--\n-- Header directives, if needed:\n--   -- {DIRECTIVE_PREFIX} no-transaction   (for CREATE INDEX CONCURRENTLY)\n--   -- {DIRECTIVE_PREFIX} lock_timeout = 10s\n--   -- {DIRECTIVE_PREFIX} requires = 003, 005   (migrations this one needs)\n--   -- {DIRECTIVE_PREFIX} irreversible   (no {name}.down.sql on purpose)\n--\n-- Its rollback goes in {name}.down.sql (an empty one means nothing to undo).\n\n",
         description.replace('_', " "),
         chrono::Utc::now().format("%Y-%m-%d")
     );
@@ -695,6 +987,7 @@ fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
     let mut directives = Directives::default();
     let mut errors = Vec::new();
     let mut in_header = true;
+    let mut batch_setting_line = None;
     for (index, line) in lines(sql).enumerate() {
         let line_no = index + 1;
         let trimmed = line.trim();
@@ -702,7 +995,7 @@ fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
         if in_header && !trimmed.is_empty() && comment.is_none() {
             in_header = false;
         }
-        let Some(body) = comment.and_then(|c| strip_prefix_ignore_case(c, DIRECTIVE_PREFIX)) else {
+        let Some(body) = comment.and_then(directive_body) else {
             continue;
         };
         if !in_header {
@@ -712,9 +1005,20 @@ fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
             ));
             continue;
         }
+        let had_batch_setting = directives.batch_size.is_some() || directives.pause.is_some();
         if let Err(why) = apply_directive(&mut directives, body.trim()) {
             errors.push((line_no, why));
+        } else if !had_batch_setting
+            && (directives.batch_size.is_some() || directives.pause.is_some())
+        {
+            batch_setting_line.get_or_insert(line_no);
         }
+    }
+    if let (Some(line), false) = (batch_setting_line, directives.mode == Mode::Batch) {
+        errors.push((
+            line,
+            format!("`batch_size` and `pause` are settings of a batch migration: add the header line `-- {DIRECTIVE_PREFIX} batch`, or remove this one"),
+        ));
     }
     if errors.is_empty() {
         Ok(directives)
@@ -742,6 +1046,15 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// `stepmigrate: KEY ...` (or `stepmigrate : KEY`, any case) -> `KEY ...`: a directive
+/// written a little off must not pass for a plain comment and be silently ignored.
+fn directive_body(comment: &str) -> Option<&str> {
+    let name = DIRECTIVE_PREFIX.trim_end_matches(':');
+    strip_prefix_ignore_case(comment, name)?
+        .trim_start()
+        .strip_prefix(':')
+}
+
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
         .then(|| &s[prefix.len()..])
@@ -757,28 +1070,98 @@ fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
         "lock-timeout" => d.lock_timeout.is_some(),
         "statement-timeout" => d.statement_timeout.is_some(),
         "no-transaction" => d.mode == Mode::NoTransaction,
+        "batch" => d.mode == Mode::Batch,
+        "batch-size" => d.batch_size.is_some(),
+        "pause" => d.pause.is_some(),
+        "irreversible" => d.irreversible,
+        "runner" => d.runner.is_some(),
+        "requires" => !d.requires.is_empty(),
+        "conflicts" => !d.conflicts.is_empty(),
         _ => false,
     };
     if given_twice {
         return Err(format!(
-            "{key} is given twice: one of them would be silently ignored"
+            "{key} is given twice: one of them would be silently ignored{}",
+            if matches!(key.as_str(), "requires" | "conflicts") {
+                " (list every version on one line: `requires = 012, 015`)"
+            } else {
+                ""
+            }
         ));
     }
+    let mode_taken = |d: &Directives, wanted: Mode| {
+        if d.mode != Mode::Transactional && d.mode != wanted {
+            Err(
+                "`batch` and `no-transaction` exclude each other: a batch migration runs each batch in a transaction of its own"
+                    .to_owned(),
+            )
+        } else {
+            Ok(())
+        }
+    };
     match (key.as_str(), value) {
-        ("no-transaction", None) => d.mode = Mode::NoTransaction,
+        ("no-transaction", None) => {
+            mode_taken(d, Mode::NoTransaction)?;
+            d.mode = Mode::NoTransaction
+        }
+        ("batch", None) => {
+            mode_taken(d, Mode::Batch)?;
+            d.mode = Mode::Batch
+        }
+        ("batch-size", Some(v)) => {
+            let n: u64 = v.replace('_', "").parse().map_err(|_| {
+                format!("batch_size: `{v}` is not a number of rows, e.g. `batch_size = 10000`")
+            })?;
+            if !(1..=MAX_BATCH_SIZE).contains(&n) {
+                return Err(format!("batch_size: {n} is out of range (1 to {MAX_BATCH_SIZE})"));
+            }
+            d.batch_size = Some(n)
+        }
+        ("pause", Some(v)) => d.pause = Some(crate::config::parse_duration(v).map_err(|e| format!("pause: {e}"))?),
+        ("irreversible", None) => d.irreversible = true,
+        ("runner", Some(v)) => {
+            d.runner = Some(match v.to_ascii_lowercase().as_str() {
+                "task" => Runner::Task,
+                "lambda" => Runner::Lambda,
+                _ => return Err(format!("runner: `{v}` is not a runner: use `runner = task` (an ECS task, no time limit) or `runner = lambda`")),
+            })
+        }
         ("lock-timeout", Some(v)) => d.lock_timeout = Some(crate::config::parse_duration(v).map_err(|e| format!("lock_timeout: {e}"))?),
         ("statement-timeout", Some(v)) => {
             d.statement_timeout = Some(crate::config::parse_duration(v).map_err(|e| format!("statement_timeout: {e}"))?)
         }
-        ("no-transaction", Some(_)) => return Err("no-transaction takes no value".to_owned()),
-        ("lock-timeout" | "statement-timeout", None) => return Err(format!("{key} needs a value, e.g. `{key} = 10s`")),
+        ("requires", Some(v)) => d.requires = version_list(&key, v)?,
+        ("conflicts", Some(v)) => d.conflicts = version_list(&key, v)?,
+        ("no-transaction" | "irreversible" | "batch", Some(_)) => return Err(format!("{key} takes no value")),
+        ("lock-timeout" | "statement-timeout" | "pause", None) => return Err(format!("{key} needs a value, e.g. `{key} = 10s`")),
+        ("runner", None) => return Err("runner needs a value: `runner = task` or `runner = lambda`".into()),
+        ("batch-size", None) => return Err("batch_size needs a number of rows, e.g. `batch_size = 10000`".into()),
+        ("requires" | "conflicts", None) => return Err(format!("{key} needs versions, e.g. `{key} = 012, 015`")),
         _ => {
             return Err(format!(
-                "unknown directive `{body}`; known: `no-transaction`, `lock_timeout = DURATION`, `statement_timeout = DURATION`"
+                "unknown directive `{body}`; known: `no-transaction`, `lock_timeout = DURATION`, `statement_timeout = DURATION`, `irreversible`, `requires = VERSION, ...`, `conflicts = VERSION, ...`, `batch`, `batch_size = ROWS`, `pause = DURATION`, `runner = task|lambda`"
             ))
         }
     }
     Ok(())
+}
+
+/// `012, 015` (commas, spaces or both between versions).
+fn version_list(key: &str, value: &str) -> Result<Vec<Version>, String> {
+    let mut versions: Vec<Version> = Vec::new();
+    for item in value.split([',', ' ', '\t']).filter(|i| !i.is_empty()) {
+        let v = Version::parse(item).ok_or_else(|| {
+            format!("{key}: `{item}` is not a version (decimal digits, e.g. 012)")
+        })?;
+        if versions.iter().any(|x| x.number() == v.number()) {
+            return Err(format!("{key}: {item} is listed twice"));
+        }
+        versions.push(v);
+    }
+    if versions.is_empty() {
+        return Err(format!("{key} needs versions, e.g. `{key} = 012, 015`"));
+    }
+    Ok(versions)
 }
 
 #[cfg(test)]
@@ -882,6 +1265,49 @@ mod tests {
     }
 
     #[test]
+    fn the_runner_is_the_directive_or_else_the_statement_timeout() {
+        let files = vec![
+            file("001_a.sql", "-- stepmigrate: runner = task\nCREATE TABLE a (id int);"),
+            file("002_b.sql", "-- stepmigrate: statement_timeout = 2h\nCREATE TABLE b (id int);"),
+            file("003_c.sql", "-- stepmigrate: statement_timeout = 0\nCREATE TABLE c (id int);"),
+            file("004_d.sql", "-- stepmigrate: statement_timeout = 5min\nCREATE TABLE d (id int);"),
+            file(
+                "005_e.sql",
+                "-- stepmigrate: runner = LAMBDA\n-- stepmigrate: statement_timeout = 2h\nCREATE TABLE e (id int);",
+            ),
+            file("006_f.sql", "CREATE TABLE f (id int);"),
+        ];
+        let set = MigrationSet::from_files(Path::new("m"), files).unwrap();
+        let limit = Duration::from_secs(600);
+        let tasks: Vec<bool> = set
+            .migrations()
+            .iter()
+            .map(|m| m.runs_as_task(limit))
+            .collect();
+        assert_eq!(tasks, [true, true, true, false, false, false]);
+
+        for (header, why) in [
+            ("runner = fargate", "runner: `fargate` is not a runner"),
+            ("runner", "runner needs a value"),
+        ] {
+            let p = problems(vec![file(
+                "001_a.sql",
+                &format!("-- stepmigrate: {header}\nSELECT 1;"),
+            )]);
+            assert!(p.iter().any(|x| x.contains(why)), "{header}: {p:?}");
+        }
+        let p = problems(vec![
+            file("001_a.sql", "SELECT 1;"),
+            file("001_a.down.sql", "-- stepmigrate: runner = task\nSELECT 1;"),
+        ]);
+        assert!(
+            p.iter()
+                .any(|x| x.contains("`runner` belongs in the migration's own file")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn a_directive_given_twice_is_refused() {
         let p = problems(vec![file(
             "001_a.sql",
@@ -949,6 +1375,66 @@ mod tests {
             p.contains("002_c.down.sql: down migration without a migration 002_c.sql"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn dependencies_and_down_files_are_validated_naming_both_files() {
+        let set = MigrationSet::from_files(
+            Path::new("m"),
+            vec![
+                file("001_a.sql", "CREATE TABLE a (x int);"),
+                file("002_b.sql", "-- stepmigrate: requires = 001\n-- stepmigrate: conflicts=3\nCREATE TABLE b (x int);"),
+                file("003_c.sql", "-- stepmigrate: irreversible\nDROP TABLE a;"),
+                file("001_a.down.sql", "-- stepmigrate: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS i;"),
+            ],
+        )
+        .unwrap();
+        let b = &set.migrations()[1].directives;
+        assert_eq!(b.requires[0].as_str(), "001");
+        assert_eq!(b.conflicts[0].number(), 3);
+        assert!(set.migrations()[2].directives.irreversible);
+        assert_eq!(
+            set.migrations()[0].down.as_ref().unwrap().directives.mode,
+            Mode::NoTransaction
+        );
+
+        let p = problems(vec![
+            file(
+                "001_a.sql",
+                "-- stepmigrate: requires = 004, 002\nSELECT 1;",
+            ),
+            file("002_b.sql", "-- stepmigrate: requires = 009, x\nSELECT 1;"),
+            file("003_c.sql", "-- stepmigrate: conflicts = 003\nSELECT 1;"),
+            file("004_d.sql", "-- stepmigrate: irreversible\nSELECT 1;"),
+            file("004_d.down.sql", "SELECT 1;"),
+            file(
+                "005_e.sql",
+                "-- stepmigrate: requires = 001\n-- stepmigrate: requires = 002\nSELECT 1;",
+            ),
+            file(
+                "005_e.down.sql",
+                "-- stepmigrate: requires = 001\nDROP INDEX CONCURRENTLY i;\nBEGIN;",
+            ),
+            file(
+                "006_f.sql",
+                "-- stepmigrate: requires\n-- stepmigrate: irreversible = yes\nSELECT 1;",
+            ),
+        ])
+        .join("\n");
+        for needle in [
+            "001_a.sql: requires 004_d.sql, which does not sort before it",
+            "002_b.sql:1: requires: `x` is not a version",
+            "003_c.sql: conflicts with itself",
+            "004_d.sql: says `irreversible` but has a down file 004_d.down.sql",
+            "005_e.sql:2: requires is given twice",
+            "005_e.down.sql: `requires` belongs in the migration's own file",
+            "005_e.down.sql:2: an index built or dropped CONCURRENTLY cannot run inside a transaction block",
+            "005_e.down.sql:3: `BEGIN` ends or starts a transaction",
+            "006_f.sql:1: requires needs versions",
+            "006_f.sql:2: irreversible takes no value",
+        ] {
+            assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
+        }
     }
 
     #[test]

@@ -49,8 +49,21 @@ pub struct Entry {
     /// Pending, but newer migrations are applied already (a re-run, or a merged branch).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub out_of_order: bool,
+    /// Pending again after it was applied once (deleted by hand, resolved not applied,
+    /// rolled back) or failed before: running it is a re-run, allowed in any order.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transactional_off: bool,
+    /// Its header's `requires` and `conflicts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Version>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Version>,
+    /// Whether it can be rolled back: a down file, or `irreversible` (unknown for a
+    /// migration without a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversible: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +124,10 @@ impl Plan {
                     continue;
                 }
             }
-            entries.push(entry_for(m, row, newest_applied, &mut warnings));
+            let mut entry = entry_for(m, row, newest_applied, &mut warnings);
+            entry.rerun = entry.out_of_order
+                && (row.is_some() || ledger.made_pending.contains(m.version.as_str()));
+            entries.push(entry);
         }
         if !renumbered.is_empty() {
             return Err(Error::InvalidMigrationSet {
@@ -145,7 +161,11 @@ impl Plan {
                     execution_time_ms: row.execution_time_ms,
                     error: row.error.clone(),
                     out_of_order: false,
+                    rerun: false,
                     transactional_off: false,
+                    requires: Vec::new(),
+                    conflicts: Vec::new(),
+                    reversible: None,
                 });
             } else {
                 warnings.push(format!(
@@ -196,6 +216,113 @@ impl Plan {
         Ok(())
     }
 
+    /// Everything that must hold before applying the pending migrations: nothing dirty or
+    /// drifted, each requirement applied (or applied earlier in this run) and no conflict
+    /// applied, and no new migration below the newest applied unless that is allowed.
+    pub fn ensure_applicable(&self, allow_out_of_order: bool) -> Result<(), Error> {
+        self.ensure_runnable()?;
+        if !allow_out_of_order {
+            let late: Vec<&Entry> = self
+                .pending()
+                .filter(|e| e.out_of_order && !e.rerun)
+                .collect();
+            if !late.is_empty() {
+                let newest = self
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e.state,
+                            State::Applied | State::UnknownApplied | State::Drift
+                        )
+                    })
+                    .map(|e| e.name.clone())
+                    .next_back()
+                    .unwrap_or_default();
+                return Err(Error::OutOfOrder {
+                    newest,
+                    migrations: late.iter().map(|e| e.name.clone()).collect(),
+                });
+            }
+        }
+        self.ensure_dependencies()
+    }
+
+    /// Walks the pending migrations in order over what is applied: a requirement must be
+    /// applied by the time its migration runs (Sqitch's meaning), and two migrations that
+    /// conflict (declared by either) are never applied together.
+    pub fn ensure_dependencies(&self) -> Result<(), Error> {
+        use std::collections::BTreeMap;
+        let mut applied: BTreeMap<u64, &Entry> = self
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    State::Applied | State::Drift | State::UnknownApplied
+                )
+            })
+            .map(|e| (e.version.number(), e))
+            .collect();
+        let name_of = |v: &Version| {
+            self.entries
+                .iter()
+                .find(|e| e.version.number() == v.number())
+                .map_or_else(|| v.to_string(), |e| e.name.clone())
+        };
+        let already: std::collections::BTreeSet<u64> = applied.keys().copied().collect();
+        let how = |v: u64| {
+            if already.contains(&v) {
+                "which is applied: roll it back first"
+            } else {
+                "which this run applies before it"
+            }
+        };
+        let mut reasons = Vec::new();
+        for e in self.pending() {
+            for r in &e.requires {
+                if !applied.contains_key(&r.number()) {
+                    reasons.push(format!(
+                        "{} requires {}, which is not applied (and does not run before it)",
+                        e.name,
+                        name_of(r)
+                    ));
+                }
+            }
+            for c in &e.conflicts {
+                if applied.contains_key(&c.number()) {
+                    reasons.push(format!(
+                        "{} conflicts with {}, {}",
+                        e.name,
+                        name_of(c),
+                        how(c.number())
+                    ));
+                }
+            }
+            // Either way round: an applied migration may declare the conflict.
+            for other in applied.values() {
+                if other
+                    .conflicts
+                    .iter()
+                    .any(|c| c.number() == e.version.number())
+                {
+                    reasons.push(format!(
+                        "{} conflicts with {}, {}",
+                        e.name,
+                        other.name,
+                        how(other.version.number())
+                    ));
+                }
+            }
+            applied.insert(e.version.number(), e);
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::DependencyNotMet { reasons })
+        }
+    }
+
     fn drift(&self) -> impl Iterator<Item = Drift> + '_ {
         self.entries
             .iter()
@@ -230,7 +357,11 @@ fn entry_for(
         execution_time_ms: row.and_then(|r| r.execution_time_ms),
         error: row.and_then(|r| r.error.clone()),
         out_of_order: false,
+        rerun: false,
         transactional_off: !m.transactional(),
+        requires: m.directives.requires.clone(),
+        conflicts: m.directives.conflicts.clone(),
+        reversible: Some(m.down.is_some()),
     };
     entry.state = match row {
         None => State::Pending,
@@ -260,7 +391,7 @@ fn entry_for(
         entry.out_of_order = newest_applied.is_some_and(|n| n > m.version.number());
         if entry.out_of_order {
             warnings.push(format!(
-                "{} is pending although newer migrations are applied; it will run now",
+                "{} is pending although newer migrations are applied",
                 m.name
             ));
         }
@@ -310,6 +441,7 @@ mod tests {
             dirty,
             run_id: None,
             error: (!success).then(|| "boom".into()),
+            event_id: None,
         }
     }
 
@@ -322,6 +454,7 @@ mod tests {
             kind: LedgerKind::EventSourced,
             rows,
             projection_missing: false,
+            made_pending: Default::default(),
         }
     }
 
@@ -450,6 +583,53 @@ mod tests {
         let pending: Vec<&Entry> = p.pending().collect();
         assert_eq!(pending.len(), 1);
         assert!(pending[0].out_of_order);
+    }
+
+    #[test]
+    fn a_new_migration_below_the_newest_applied_is_out_of_order_a_rerun_is_not() {
+        let s = set(&[("001_a.sql", A), ("002_b.sql", B), ("003_c.sql", C)]);
+        let mut l = ledger(vec![row("001", A, true, false), row("003", C, true, false)]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        match p.ensure_applicable(false) {
+            Err(Error::OutOfOrder { newest, migrations }) => {
+                assert_eq!(newest, "003_c");
+                assert_eq!(migrations, ["002_b"]);
+            }
+            other => panic!("expected OutOfOrder, got {other:?}"),
+        }
+        p.ensure_applicable(true).unwrap();
+        // Applied once and made pending again (row deleted, rolled back): a re-run.
+        l.made_pending.insert("002".into());
+        let p = Plan::new(&s, &l, None).unwrap();
+        assert!(p.entries[1].rerun);
+        p.ensure_applicable(false).unwrap();
+    }
+
+    #[test]
+    fn requirements_must_be_applied_first_and_conflicts_not_applied() {
+        let s = set(&[
+            ("001_a.sql", A),
+            (
+                "002_b.sql",
+                "-- stepmigrate: requires = 001\nCREATE TABLE b (x int);",
+            ),
+            (
+                "003_c.sql",
+                "-- stepmigrate: conflicts = 001\nCREATE TABLE c (x int);",
+            ),
+        ]);
+        let p = Plan::new(&s, &Ledger::empty(), Some(&v("002"))).unwrap();
+        p.ensure_applicable(false).unwrap();
+        let err = Plan::new(&s, &Ledger::empty(), None)
+            .unwrap()
+            .ensure_applicable(false)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("003_c conflicts with 001_a, which this run applies before it"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::ErrorKind::DependencyNotMet);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use tracing::{info, info_span, warn, Instrument};
 
 use std::sync::OnceLock;
 
-use crate::apply::{self, Attempt, Commit, Outcome};
+use crate::apply::{self, Attempt, Commit, Direction, Outcome};
+use crate::batch::{self, BatchEvent, BatchReport, BatchRun};
 use crate::config::Settings;
 use crate::db::Database;
 use crate::error::{Error, ErrorKind, MigrationFailure, SqlError};
@@ -18,6 +19,7 @@ use crate::ledger::{self, EventKind, Ledger, LedgerKind, LedgerSchema, NewEvent}
 use crate::lock::{backoff, MigrationLock};
 use crate::migration::{Migration, MigrationSet, Version};
 use crate::plan::{Plan, State};
+use crate::rollback::{self, RollbackPlan, RollbackTarget};
 
 /// Live progress of a run, for the human output of the CLI.
 pub trait Progress {
@@ -26,6 +28,8 @@ pub trait Progress {
     fn retrying(&mut self, _migration: &Migration, _attempt: u32, _delay: Duration, _reason: &str) {
     }
     fn finished(&mut self, _index: usize, _total: usize, _result: &MigrationResult) {}
+    /// A batch of a batch migration committed.
+    fn batch(&mut self, _migration: &Migration, _report: &BatchReport) {}
 }
 
 /// Progress nobody watches.
@@ -41,12 +45,13 @@ pub struct MigrationResult {
     pub outcome: Outcome,
 }
 
-/// What `up` did.
+/// What `up` (or `down`) did.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpReport {
     pub run_id: String,
     pub database: String,
-    /// How many migrations were pending when the run began (under the lock).
+    /// How many migrations were pending (for `down`: to revert) when the run began (under
+    /// the lock).
     pub pending: usize,
     pub results: Vec<MigrationResult>,
     pub warnings: Vec<String>,
@@ -68,6 +73,13 @@ impl UpReport {
         self.results
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Applied { .. }))
+            .count()
+    }
+
+    pub fn rolled_back(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::RolledBack { .. }))
             .count()
     }
 
@@ -116,6 +128,21 @@ struct Applied {
     failure: Option<Box<MigrationFailure>>,
     /// The lock's session ended: the loop stopped before the next migration.
     lock_lost: bool,
+}
+
+/// What the ledger says a run did to one migration ([`Migrator::recorded_outcome`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedOutcome {
+    /// Applied, by the run `run_id` (another than the asking one if a runner was first).
+    Applied {
+        execution_time_ms: Option<i64>,
+        run_id: Option<String>,
+    },
+    /// The run recorded this failure (its latest event).
+    Failed(Box<MigrationFailure>),
+    /// Started outside a transaction and never finished: dirty, no failure recorded.
+    Dirty,
+    NotApplied,
 }
 
 impl Migrator {
@@ -176,13 +203,14 @@ impl Migrator {
                 lock_lost: false,
                 elapsed_ms: 0,
             };
+            self.set.ensure_sum_current()?;
             let mut conn = self.db.connect().await?;
             let (schema, ledger) = self.read_ledger(&mut conn).await?;
             let plan = Plan::new(&self.set, &ledger, target)?;
             // A dirty row seen without the lock may be a migration another runner is running
             // right now: only the plan made under the lock may call it dirty.
             if plan.count(State::Dirty) == 0 {
-                plan.ensure_runnable()?;
+                plan.ensure_applicable(self.settings.allow_out_of_order)?;
             }
             if plan.pending().next().is_none()
                 && plan.count(State::Dirty) == 0
@@ -214,7 +242,9 @@ impl Migrator {
                         lock,
                         &pending,
                         |_| false,
+                        Direction::Up,
                         run_id,
+                        None,
                         progress,
                     )
                     .await?;
@@ -254,7 +284,9 @@ impl Migrator {
         lock: &MigrationLock,
         migrations: &[&Migration],
         applied: impl Fn(&Migration) -> bool,
+        direction: Direction,
         run_id: &str,
+        deadline: Option<Instant>,
         progress: &mut dyn Progress,
     ) -> Result<Applied, Error> {
         let mut end = Applied {
@@ -274,8 +306,10 @@ impl Migrator {
                 } else {
                     Commit::Deferred
                 };
-                self.apply_with_retries(conn, schema, lock, m, run_id, commit, progress)
-                    .await?
+                self.apply_with_retries(
+                    conn, schema, lock, m, direction, run_id, commit, deadline, progress,
+                )
+                .await?
             };
             if outcome == Outcome::LockLost {
                 warn!("the migration lock was lost; stopping before {}", m.name);
@@ -291,8 +325,10 @@ impl Migrator {
             if let Outcome::Failed { failure } = &result.outcome {
                 end.failure = Some(failure.clone());
             }
+            // A batch migration out of time: what follows it waits for the next run.
+            let unfinished = matches!(result.outcome, Outcome::Unfinished { .. });
             end.results.push(result);
-            if end.failure.is_some() {
+            if end.failure.is_some() || unfinished {
                 break;
             }
         }
@@ -335,6 +371,34 @@ impl Migrator {
         last: &Version,
         run_id: &str,
     ) -> Result<Vec<MigrationResult>, Error> {
+        self.apply_range_until(first, last, run_id, None).await
+    }
+
+    /// [`Migrator::apply_range`] within a time budget: a batch migration stops before a
+    /// batch that would end after `deadline`, as [`Outcome::Unfinished`] (the last result;
+    /// nothing after it ran).
+    pub async fn apply_range_until(
+        &self,
+        first: &Version,
+        last: &Version,
+        run_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<MigrationResult>, Error> {
+        self.apply_range_observed(first, last, run_id, deadline, &mut Quiet)
+            .await
+    }
+
+    /// [`Migrator::apply_range_until`], telling `progress` what happens (each committed batch
+    /// of a batch migration, with this run's batches and rows: what the apply-one worker
+    /// reports as one invocation's work).
+    pub async fn apply_range_observed(
+        &self,
+        first: &Version,
+        last: &Version,
+        run_id: &str,
+        deadline: Option<Instant>,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<MigrationResult>, Error> {
         let position = |v: &Version| {
             self.set.position(v).ok_or_else(|| {
                 Error::InvalidInput(format!("version `{v}` is not in the migration set"))
@@ -367,7 +431,15 @@ impl Migrator {
                         .any(|e| e.version == m.version && e.state == State::Applied)
                 };
                 self.apply_in_order(
-                    &mut conn, &schema, lock, &range, applied, run_id, &mut Quiet,
+                    &mut conn,
+                    &schema,
+                    lock,
+                    &range,
+                    applied,
+                    Direction::Up,
+                    run_id,
+                    deadline,
+                    progress,
                 )
                 .await
             })
@@ -400,6 +472,75 @@ impl Migrator {
                     .await
             })
             .await
+    }
+
+    /// What the ledger says run `run_id` did to the migration `version`: how a runner that
+    /// cannot answer for itself (the ECS task of a long migration) is heard. Applied, or a
+    /// failure of the run, is final. Neither is read again under the migration lock: a runner
+    /// still at work (a task started by a retried RunTask that nobody watches) holds it, and
+    /// the answer waits for it (`LockNotAcquired` past the lock wait).
+    pub async fn recorded_outcome(
+        &self,
+        version: &Version,
+        run_id: &str,
+    ) -> Result<RecordedOutcome, Error> {
+        let outcome = self.read_outcome(version, run_id).await?;
+        if !matches!(
+            outcome,
+            RecordedOutcome::NotApplied | RecordedOutcome::Dirty
+        ) {
+            return Ok(outcome);
+        }
+        let mut conn = self.db.connect().await?;
+        let schema = self.ledger_schema(&mut conn).await?;
+        self.lock(&schema, &mut Quiet)
+            .await?
+            .hold(async |_| self.read_outcome(version, run_id).await)
+            .await
+    }
+
+    async fn read_outcome(
+        &self,
+        version: &Version,
+        run_id: &str,
+    ) -> Result<RecordedOutcome, Error> {
+        let mut conn = self.db.connect().await?;
+        let (schema, ledger) = self.read_ledger(&mut conn).await?;
+        // No ledger yet (a task that never started on a fresh database): nothing recorded.
+        if ledger.kind != LedgerKind::EventSourced {
+            return Ok(RecordedOutcome::NotApplied);
+        }
+        let row = ledger
+            .migration_rows()
+            .find(|r| Version::parse(&r.version).is_some_and(|v| v.number() == version.number()));
+        if let Some(row) = row.filter(|r| r.success) {
+            return Ok(RecordedOutcome::Applied {
+                execution_time_ms: row.execution_time_ms,
+                run_id: row.run_id.clone(),
+            });
+        }
+        let migration = self.set.get(version);
+        let name = migration.map_or_else(|| version.to_string(), |m| m.name.clone());
+        if let Some((error, dirty, notices)) =
+            ledger::run_failure(&mut conn, &schema, version.as_str(), run_id).await?
+        {
+            return Ok(RecordedOutcome::Failed(Box::new(MigrationFailure {
+                version: version.clone(),
+                name,
+                file: migration.map(|m| m.path.clone()).unwrap_or_default(),
+                transactional: migration.is_none_or(|m| m.transactional()),
+                dirty,
+                error,
+                notices,
+                rollback: false,
+                recorded: true,
+            })));
+        }
+        Ok(if row.is_some_and(|r| r.dirty) {
+            RecordedOutcome::Dirty
+        } else {
+            RecordedOutcome::NotApplied
+        })
     }
 
     /// Records a failure on `conn`, or, when that connection broke with the migration (a
@@ -462,6 +603,8 @@ impl Migrator {
                     dirty: false,
                     error: None,
                     notices: &[],
+                    down: None,
+                    progress: None,
                 },
             )
             .await?;
@@ -524,6 +667,20 @@ impl Migrator {
         target: Option<&Version>,
         run_id: &str,
     ) -> Result<Plan, Error> {
+        let ledger = self.ledger_locked(conn, schema, &seen, run_id).await?;
+        let plan = Plan::new(&self.set, &ledger, target)?;
+        plan.ensure_applicable(self.settings.allow_out_of_order)?;
+        Ok(plan)
+    }
+
+    /// Under the lock: the ledger, installed or upgraded first if needed.
+    async fn ledger_locked(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        seen: &Ledger,
+        run_id: &str,
+    ) -> Result<Ledger, Error> {
         let mut ledger = ledger::read(conn, schema).await?;
         if !ledger.is_current() {
             if seen.kind == LedgerKind::Legacy || ledger.kind == LedgerKind::Legacy {
@@ -535,9 +692,7 @@ impl Migrator {
             ledger::install(conn, schema, run_id).await?;
             ledger = ledger::read(conn, schema).await?;
         }
-        let plan = Plan::new(&self.set, &ledger, target)?;
-        plan.ensure_runnable()?;
-        Ok(plan)
+        Ok(ledger)
     }
 
     /// Applies one migration; a lock timeout is retried with back-off (`lock_retries`), and
@@ -549,18 +704,30 @@ impl Migrator {
         schema: &LedgerSchema,
         lock: &MigrationLock,
         m: &Migration,
+        direction: Direction,
         run_id: &str,
         commit: Commit,
+        deadline: Option<Instant>,
         progress: &mut dyn Progress,
     ) -> Result<Outcome, Error> {
-        let span = info_span!("migration", version = m.version.as_str(), name = %m.name, transactional = m.transactional());
+        let span = match direction {
+            Direction::Up => {
+                info_span!("migration", version = m.version.as_str(), name = %m.name, transactional = m.transactional())
+            }
+            Direction::Down => {
+                info_span!("revert", version = m.version.as_str(), name = %m.name, transactional = m.transactional())
+            }
+        };
         async {
-            let previous = self.set.previous(&m.version).map(|p| &p.version);
+            let previous = match direction {
+                Direction::Up => self.set.previous(&m.version).map(|p| &p.version),
+                Direction::Down => None,
+            };
             let started = Instant::now();
             let mut lock_timeouts = 0u32;
             let mut busy = 0u32;
             loop {
-                let attempt = Attempt::new(
+                let mut attempt = Attempt::new(
                     m,
                     previous,
                     run_id,
@@ -569,7 +736,41 @@ impl Migrator {
                     &self.settings,
                     commit,
                 );
-                let outcome = apply::apply(conn, &attempt).await?;
+                attempt.direction = direction;
+                let outcome = if m.is_batch() && direction == Direction::Up {
+                    // Its own lock_timeout retries, batch by batch.
+                    lock_timeouts = self.settings.lock_retries;
+                    let mut observe = |event: BatchEvent<'_>| match event {
+                        BatchEvent::Committed(report) => progress.batch(m, report),
+                        BatchEvent::Retrying { attempt, delay } => {
+                            progress.retrying(m, attempt, delay, "lock_timeout")
+                        }
+                    };
+                    batch::run(
+                        conn,
+                        &attempt,
+                        BatchRun {
+                            deadline,
+                            lock_retries: self.settings.lock_retries,
+                            observe: &mut observe,
+                        },
+                    )
+                    .await?
+                } else {
+                    // A long index build's progress goes to the log while it runs.
+                    let _watcher =
+                        if !m.transactional() && crate::index_build::builds_indexes(&m.sql) {
+                            let pid = crate::index_build::backend_pid(conn).await?;
+                            Some(crate::index_build::watch(
+                                &self.db,
+                                pid,
+                                self.settings.progress_interval,
+                            ))
+                        } else {
+                            None
+                        };
+                    apply::apply(conn, &attempt).await?
+                };
                 let (reason, delay) = match &outcome {
                     Outcome::Failed { failure }
                         if failure.error.is_lock_timeout()
@@ -615,10 +816,199 @@ impl Migrator {
     }
 }
 
+/// Rollback: `down` and the rollback execution's steps.
+impl Migrator {
+    /// The rollback as it stands, without taking the lock or writing anything.
+    pub async fn rollback_plan(
+        &self,
+        target: &RollbackTarget,
+        use_file: bool,
+    ) -> Result<RollbackPlan, Error> {
+        let mut conn = self.db.connect().await?;
+        let (schema, ledger) = self.read_ledger(&mut conn).await?;
+        self.plan_rollback(&mut conn, &schema, &ledger, target, use_file)
+            .await
+    }
+
+    async fn plan_rollback(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        ledger: &Ledger,
+        target: &RollbackTarget,
+        use_file: bool,
+    ) -> Result<RollbackPlan, Error> {
+        let applied: Vec<String> = ledger
+            .migration_rows()
+            .filter(|r| r.success)
+            .map(|r| r.version.clone())
+            .collect();
+        let recorded = if ledger.kind == LedgerKind::EventSourced {
+            ledger::recorded_downs(conn, schema, &applied).await?
+        } else {
+            Default::default()
+        };
+        rollback::plan(&self.set, ledger, &recorded, target, use_file)
+    }
+
+    /// Reverts applied migrations, newest applied first, each with its down script under the
+    /// lock, in one transaction with its `rolled_back` event (or, outside a transaction,
+    /// between `rollback_started` and its outcome). Stops at the first failure, which is
+    /// recorded before this returns. Refusals come before anything runs.
+    pub async fn down(
+        &self,
+        target: &RollbackTarget,
+        use_file: bool,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<UpReport, Error> {
+        let planned = self.rollback_plan(target, use_file).await?;
+        self.down_planned(&planned, use_file, run_id, progress)
+            .await
+    }
+
+    /// Carries out a rollback planned (and shown, or confirmed) earlier: under the lock, the
+    /// planned migrations still applied (another runner may have reverted some meanwhile),
+    /// refused if any migration was applied since the plan was made.
+    pub async fn down_planned(
+        &self,
+        planned: &RollbackPlan,
+        use_file: bool,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<UpReport, Error> {
+        let span = info_span!("rollback", run_id, database = %self.db);
+        async {
+            let started = Instant::now();
+            let mut report = UpReport {
+                run_id: run_id.to_owned(),
+                database: self.db.to_string(),
+                pending: 0,
+                results: Vec::new(),
+                warnings: planned.warnings.clone(),
+                failure: None,
+                record_error: None,
+                lock_lost: false,
+                elapsed_ms: 0,
+            };
+            self.set.ensure_sum_current()?;
+            if planned.reverts.is_empty() {
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                return Ok(report);
+            }
+            let mut conn = self.db.connect().await?;
+            let (schema, seen) = self.read_ledger(&mut conn).await?;
+            let only =
+                RollbackTarget::Only(planned.reverts.iter().map(|r| r.version.clone()).collect());
+            let lock = self.lock(&schema, progress).await?;
+            lock.hold(async |lock| {
+                let ledger = self
+                    .ledger_locked(&mut conn, &schema, &seen, run_id)
+                    .await?;
+                rollback::ensure_nothing_applied_since(&ledger, planned.seen_event)?;
+                let plan = self
+                    .plan_rollback(&mut conn, &schema, &ledger, &only, use_file)
+                    .await?;
+                report.pending = plan.reverts.len();
+                info!(to_revert = plan.reverts.len(), "planned the rollback");
+                let end = self
+                    .revert_in_order(&mut conn, &schema, lock, &plan, run_id, progress)
+                    .await?;
+                report.results = end.results;
+                report.lock_lost = end.lock_lost;
+                if let Some(failure) = end.failure {
+                    if let Err(e) = self
+                        .record_with(&mut conn, &schema, &failure, None, run_id)
+                        .await
+                    {
+                        warn!(error = %e, "could not record the failure of {}", failure.name);
+                        report.record_error = Some(e.to_string());
+                    }
+                    report.failure = Some(failure);
+                }
+                Ok(())
+            })
+            .await?;
+            report.elapsed_ms = started.elapsed().as_millis() as u64;
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn revert_in_order(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        lock: &MigrationLock,
+        plan: &RollbackPlan,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<Applied, Error> {
+        let scripts: Vec<Migration> = plan.reverts.iter().map(|r| r.as_migration()).collect();
+        let scripts: Vec<&Migration> = scripts.iter().collect();
+        self.apply_in_order(
+            conn,
+            schema,
+            lock,
+            &scripts,
+            |_| false,
+            Direction::Down,
+            run_id,
+            None,
+            progress,
+        )
+        .await
+    }
+
+    /// The revert-one step of a rollback execution: under the lock, reverts `version` if it is
+    /// still applied (one reverted by another runner is reported so), refused if a migration
+    /// was applied since the plan (`planned_event`: its [`RollbackPlan::seen_event`]). A failure is returned as
+    /// the error, not recorded (the record step does).
+    pub async fn revert_one(
+        &self,
+        version: &Version,
+        planned_event: Option<i64>,
+        run_id: &str,
+    ) -> Result<MigrationResult, Error> {
+        let mut conn = self.db.connect().await?;
+        let (schema, seen) = self.read_ledger(&mut conn).await?;
+        let lock = self.lock(&schema, &mut Quiet).await?;
+        let end = lock
+            .hold(async |lock| {
+                let ledger = self
+                    .ledger_locked(&mut conn, &schema, &seen, run_id)
+                    .await?;
+                let only = RollbackTarget::Only(vec![version.clone()]);
+                let plan = self
+                    .plan_rollback(&mut conn, &schema, &ledger, &only, false)
+                    .await?;
+                rollback::ensure_nothing_applied_since(&ledger, planned_event)?;
+                self.revert_in_order(&mut conn, &schema, lock, &plan, run_id, &mut Quiet)
+                    .await
+            })
+            .await?;
+        if end.lock_lost {
+            return Err(Error::LockLost { applied: 0 });
+        }
+        if let Some(failure) = end.failure {
+            return Err(Error::MigrationFailed { failure });
+        }
+        Ok(end.results.into_iter().next().unwrap_or(MigrationResult {
+            version: version.clone(),
+            name: self
+                .set
+                .get(version)
+                .map_or_else(|| version.to_string(), |m| m.name.clone()),
+            outcome: Outcome::AlreadyRolledBack,
+        }))
+    }
+}
+
 /// Up to 1 s, 2 s, 4 s ... (capped at 30 s; each with jitter in its upper half) between tries
 /// of a migration that hit its lock_timeout: the application's queries get the table between
 /// tries.
-fn lock_retry_delay(attempt: u32) -> Duration {
+pub(crate) fn lock_retry_delay(attempt: u32) -> Duration {
     let ceiling = Duration::from_secs(1)
         .saturating_mul(1 << attempt.saturating_sub(1).min(5))
         .min(Duration::from_secs(30));
@@ -631,6 +1021,7 @@ fn log_outcome(m: &Migration, outcome: &Outcome) {
         Outcome::Applied {
             execution_time_ms,
             notices,
+            ..
         } => {
             info!(execution_time_ms, "applied {}", m.name);
             for notice in notices {
@@ -638,6 +1029,16 @@ fn log_outcome(m: &Migration, outcome: &Outcome) {
             }
         }
         Outcome::AlreadyApplied => info!("{} was applied by another runner", m.name),
+        Outcome::RolledBack {
+            execution_time_ms,
+            notices,
+        } => {
+            info!(execution_time_ms, "rolled back {}", m.name);
+            for notice in notices {
+                info!(notice = %notice, "{} said", m.name);
+            }
+        }
+        Outcome::AlreadyRolledBack => info!("{} was rolled back by another runner", m.name),
         Outcome::Failed { failure } => {
             let SqlError {
                 sqlstate,
@@ -647,6 +1048,12 @@ fn log_outcome(m: &Migration, outcome: &Outcome) {
             } = &failure.error;
             warn!(sqlstate, line, "{} failed: {message}", m.name)
         }
+        Outcome::Unfinished { progress } => info!(
+            batches = progress.batches,
+            rows = progress.rows,
+            "{} is not finished: its time budget ran out; the next run resumes it",
+            m.name
+        ),
         Outcome::Busy | Outcome::Dirty | Outcome::LockLost => {}
     }
 }

@@ -24,6 +24,9 @@ pub struct Statement<'a> {
     pub copies_with_client: bool,
     /// `DETACH ... CONCURRENTLY` somewhere in it.
     pub detaches_concurrently: bool,
+    /// The verb of its main command: its first word, or after `WITH` the first word outside
+    /// parentheses that starts a command (`WITH d AS (DELETE ...) SELECT ...` is a `SELECT`).
+    pub main_verb: Option<String>,
 }
 
 /// A script as the lexer read it.
@@ -34,7 +37,13 @@ pub struct Lexed<'a> {
     /// closes: PostgreSQL would refuse it, and the runner's own SQL after it would be read as
     /// part of it.
     pub unterminated: Option<Unterminated>,
+    /// Byte offsets of each [`BATCH_SIZE_PLACEHOLDER`] outside strings, quoted identifiers
+    /// and comments.
+    pub placeholders: Vec<usize>,
 }
+
+/// What a batch migration's statement writes where the runner puts the batch's size.
+pub const BATCH_SIZE_PLACEHOLDER: &str = ":batch_size";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unterminated {
@@ -59,9 +68,23 @@ struct Current {
     copies_with_client: bool,
     detach: bool,
     detaches_concurrently: bool,
+    main_verb: Option<String>,
 }
 
 impl Current {
+    /// A word outside parentheses: the first, or the command after a `WITH`'s CTEs.
+    fn top_level_word(&mut self, word: &str) {
+        let first = self.words.is_empty() && word != "WITH";
+        let after_with = self.words.first().map(String::as_str) == Some("WITH")
+            && matches!(
+                word,
+                "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "VALUES" | "TABLE"
+            );
+        if self.main_verb.is_none() && (first || after_with) {
+            self.main_verb = Some(word.to_owned());
+        }
+    }
+
     fn word(&mut self, word: String) {
         match (self.previous_word.as_str(), word.as_str()) {
             ("FROM", "STDIN") | ("TO", "STDOUT") => self.copies_with_client = true,
@@ -82,6 +105,7 @@ pub fn lex(script: &str) -> Lexed<'_> {
     let bytes = script.as_bytes();
     let mut statements = Vec::new();
     let mut unterminated = None;
+    let mut placeholders = Vec::new();
     let mut i = 0;
     let mut atomic_depth = 0usize;
     // `;` inside parentheses does not end a statement (CREATE RULE ... DO ALSO (a; b)).
@@ -99,6 +123,7 @@ pub fn lex(script: &str) -> Lexed<'_> {
                 text: script[offset..end].trim_end(),
                 offset,
                 line: lines.line_at(bytes, offset),
+                main_verb: current.main_verb.or_else(|| current.words.first().cloned()),
                 keywords: current.words.into_iter().take(4).collect(),
                 copies_with_client: current.copies_with_client,
                 detaches_concurrently: current.detaches_concurrently,
@@ -212,7 +237,18 @@ pub fn lex(script: &str) -> Lexed<'_> {
                     atomic_depth -= 1;
                 }
                 is_begin = word == "BEGIN" && paren_depth == 0;
+                if paren_depth == 0 {
+                    current.top_level_word(&word);
+                }
                 current.word(word);
+            }
+            // `:batch_size`, not the `::` of a cast nor the start of a longer name.
+            b':' if bytes[i + 1..].starts_with(&BATCH_SIZE_PLACEHOLDER.as_bytes()[1..])
+                && !(i > 0 && bytes[i - 1] == b':')
+                && !is_ident_byte_at(bytes, i + BATCH_SIZE_PLACEHOLDER.len()) =>
+            {
+                placeholders.push(i);
+                i += BATCH_SIZE_PLACEHOLDER.len();
             }
             _ => i += 1,
         }
@@ -222,6 +258,7 @@ pub fn lex(script: &str) -> Lexed<'_> {
     Lexed {
         statements,
         unterminated,
+        placeholders,
     }
 }
 
@@ -369,6 +406,52 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
     None
 }
 
+/// The verb of the main command of `statement`'s first statement (see
+/// [`Statement::main_verb`]).
+pub fn main_verb(statement: &str) -> Option<String> {
+    split_statements(statement)
+        .into_iter()
+        .next()
+        .and_then(|s| s.main_verb)
+}
+
+/// Words of a statement (as written, for reading names out of it): bare words, quoted identifiers and dotted names as one token each;
+/// punctuation ends a word.
+pub struct Tokens<'a>(pub &'a str);
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let text = self.0.trim_start();
+        let bytes = text.as_bytes();
+        let mut end = 0;
+        loop {
+            match bytes.get(end) {
+                Some(b'"') => {
+                    let close = text[end + 1..].find('"')?;
+                    end += close + 2;
+                    // `""` inside a quoted identifier is a quote.
+                    while bytes.get(end) == Some(&b'"') {
+                        end += text[end + 1..].find('"')? + 2;
+                    }
+                }
+                Some(&b) if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80 => {
+                    end += 1
+                }
+                Some(b'.') if end > 0 => end += 1,
+                _ => break,
+            }
+        }
+        if end == 0 {
+            // A punctuation character is a token of its own.
+            let c = text.chars().next()?;
+            end = c.len_utf8();
+        }
+        self.0 = &text[end..];
+        Some(&text[..end])
+    }
+}
+
 /// Whether a statement ends or starts a transaction, which would break the atomicity the
 /// runner gives a transactional migration.
 pub fn is_transaction_control(keywords: &[String]) -> bool {
@@ -459,6 +542,18 @@ fn is_ident_byte_at(bytes: &[u8], i: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_main_verb_is_after_the_ctes() {
+        for (statement, verb) in [
+            ("UPDATE t SET a = 1", "UPDATE"),
+            ("with d as (update t set a = 1 returning 1) select count(*) from d", "SELECT"),
+            ("WITH RECURSIVE r(x) AS (SELECT 1) , s AS MATERIALIZED (DELETE FROM t RETURNING *) INSERT INTO u SELECT * FROM s", "INSERT"),
+            ("WITH \"select\" AS (SELECT 'UPDATE (') DELETE FROM t /* SELECT */ -- SELECT\n WHERE true", "DELETE"),
+        ] {
+            assert_eq!(main_verb(statement).as_deref(), Some(verb), "{statement}");
+        }
+    }
 
     fn texts(script: &str) -> Vec<&str> {
         split_statements(script)

@@ -28,11 +28,13 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::apply::{Attempt, Commit, RESET_SESSION};
 use crate::config::{pg_interval, Settings};
 use crate::db::Database;
-use crate::error::{lossy_path, Error, MigrationFailure, SqlError};
+use crate::error::{lossy_path, Error, ErrorKind, MigrationFailure, SqlError};
 use crate::ledger::{EventKind, LedgerSchema};
 use crate::migration::{Migration, Mode, Version};
 use crate::plan::State;
+use crate::rollback::RollbackTarget;
 use crate::runner::{Migrator, Quiet};
+use crate::schema::{Change, ChangeType, LedgerFilter, SchemaDiff, Snapshot, SnapshotOptions};
 use crate::sql::{self, quote_literal, Statement};
 
 /// The SQLSTATE reported for a statement that verify refuses to send because it would end
@@ -84,6 +86,9 @@ pub struct MigrationVerification {
     pub rewrites: Vec<Rewrite>,
     pub new_indexes: Vec<NewIndex>,
     pub flags: Flags,
+    /// The up/down round trip (`verify --round-trip`, `preview`); absent when not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip: Option<RoundTrip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +168,79 @@ pub struct Flags {
     pub non_transactional: bool,
 }
 
+/// The SQLSTATE of a failed round trip in the verify error (no statement of it failed as such).
+pub const ROUND_TRIP_SQLSTATE: &str = "SM010";
+
+/// The up/down round trip of one migration on the scratch database: schema before, up
+/// (snapshot A), its down file (must give back the schema before), up again (must give A).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RoundTrip {
+    /// The down restored the schema before the up, and the up applied again made the same
+    /// schema as the first time.
+    Ok { down_ms: f64, reapply_ms: f64 },
+    /// Not tried: the migration is `irreversible`, failed its verification, or comes after a
+    /// failure.
+    Skipped { reason: String },
+    /// `message` names the objects that differ; `differences` has them as the schema diff does
+    /// (before → after the down, or first apply → second apply).
+    Failed {
+        step: RoundTripStep,
+        message: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        differences: Vec<crate::schema::Change>,
+    },
+}
+
+/// Where a round trip failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundTripStep {
+    /// No down file, and not `irreversible`: a rollback would be refused.
+    NoDownFile,
+    /// The down was refused or failed.
+    Down,
+    /// The down ran, but the schema is not the one before the up.
+    DownDiffers,
+    /// The up failed when applied again after its down.
+    Reapply,
+    /// The up applied again made another schema than the first time.
+    ReapplyDiffers,
+}
+
+impl RoundTrip {
+    pub fn failed(&self) -> bool {
+        matches!(self, RoundTrip::Failed { .. })
+    }
+
+    /// One line for people: `ok`, `skipped: irreversible`, or the failure's message.
+    pub fn describe(&self) -> String {
+        match self {
+            RoundTrip::Ok { down_ms, reapply_ms } => format!(
+                "ok: the down restored the schema ({down_ms:.1} ms), applied again it made the same schema ({reapply_ms:.1} ms)"
+            ),
+            RoundTrip::Skipped { reason } => format!("skipped: {reason}"),
+            RoundTrip::Failed { message, .. } => format!("FAILED: {message}"),
+        }
+    }
+}
+
+/// Options of a scratch verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// After each migration is applied: revert it with its down file, compare the schema with
+    /// the one before it, apply it again and compare with the first apply.
+    pub round_trip: bool,
+}
+
 impl VerifyReport {
+    /// The first migration whose round trip failed.
+    pub fn round_trip_failed(&self) -> Option<&MigrationVerification> {
+        self.migrations
+            .iter()
+            .find(|m| m.round_trip.as_ref().is_some_and(RoundTrip::failed))
+    }
+
     /// The first migration that failed verification.
     pub fn failed(&self) -> Option<&MigrationVerification> {
         self.migrations
@@ -173,7 +250,29 @@ impl VerifyReport {
 
     /// The failed verification as the error commands and steps report (`SqlFailed`).
     pub fn error(&self) -> Option<Error> {
-        let m = self.failed()?;
+        let Some(m) = self.failed() else {
+            let m = self.round_trip_failed()?;
+            let Some(RoundTrip::Failed { message, .. }) = &m.round_trip else {
+                return None;
+            };
+            return Some(Error::MigrationFailed {
+                failure: Box::new(MigrationFailure {
+                    version: m.version.clone(),
+                    name: m.name.clone(),
+                    file: m.file.clone(),
+                    transactional: true,
+                    dirty: false,
+                    error: SqlError {
+                        sqlstate: ROUND_TRIP_SQLSTATE.to_owned(),
+                        message: format!("the up/down round trip failed: {message}"),
+                        ..SqlError::default()
+                    },
+                    notices: Vec::new(),
+                    rollback: false,
+                    recorded: false,
+                }),
+            });
+        };
         let VerifyOutcome::Failed { error } = &m.outcome else {
             return None;
         };
@@ -186,6 +285,8 @@ impl VerifyReport {
                 dirty: false,
                 error: error.clone(),
                 notices: Vec::new(),
+                rollback: false,
+                recorded: false,
             }),
         })
     }
@@ -448,6 +549,7 @@ fn skipped(m: &Migration, reason: String) -> MigrationVerification {
             non_transactional: !m.transactional(),
             ..Flags::default()
         },
+        round_trip: None,
     }
 }
 
@@ -718,6 +820,7 @@ async fn verify_in_open_transaction(
         rewrites,
         new_indexes,
         flags,
+        round_trip: None,
     })
 }
 
@@ -977,28 +1080,240 @@ pub async fn verify_pending(
     pending: &[&Migration],
     run_id: &str,
 ) -> Result<Vec<MigrationVerification>, Error> {
+    verify_pending_with(
+        migrator,
+        scratch,
+        pending,
+        run_id,
+        &VerifyOptions::default(),
+    )
+    .await
+}
+
+/// [`verify_pending`], with the up/down round trip of each migration when
+/// `options.round_trip`: a failed round trip stops the run like a failed verification (the
+/// rest are reported not run).
+pub async fn verify_pending_with(
+    migrator: &Migrator,
+    scratch: &ScratchDatabase,
+    pending: &[&Migration],
+    run_id: &str,
+    options: &VerifyOptions,
+) -> Result<Vec<MigrationVerification>, Error> {
     let mut results = Vec::with_capacity(pending.len());
     let mut failed: Option<String> = None;
+    let not_run = |reason: &str| {
+        options.round_trip.then(|| RoundTrip::Skipped {
+            reason: format!("not run: {reason}"),
+        })
+    };
     for m in pending {
         if let Some(name) = &failed {
-            results.push(skipped(m, format!("not verified: {name} failed before it")));
+            let reason = format!("{name} failed before it");
+            results.push(MigrationVerification {
+                round_trip: not_run(&reason),
+                ..skipped(m, format!("not verified: {reason}"))
+            });
             continue;
         }
         if let Some(why) = scratch.cannot_run(m) {
-            results.push(skipped(m, why));
+            results.push(MigrationVerification {
+                round_trip: not_run("not verified"),
+                ..skipped(m, why)
+            });
             failed = Some(format!("{} (not verified)", m.name));
             continue;
         }
         let span = info_span!("verify", version = m.version.as_str(), name = %m.name);
-        let result = verify_one_on_scratch(migrator, m, run_id)
-            .instrument(span)
+        let before = if options.round_trip {
+            if let Some(previous) = migrator.set.previous(&m.version) {
+                migrator_apply(migrator, &previous.version, run_id).await?;
+            }
+            Some(round_trip_snapshot(migrator).await?)
+        } else {
+            None
+        };
+        let mut result = verify_one_on_scratch(migrator, m, run_id)
+            .instrument(span.clone())
             .await?;
         if matches!(result.outcome, VerifyOutcome::Failed { .. }) {
             failed = Some(m.name.clone());
+            result.round_trip = not_run("the migration failed");
+        } else if let Some(before) = before {
+            let round_trip = round_trip(migrator, m, &before, run_id)
+                .instrument(span)
+                .await?;
+            if round_trip.failed() {
+                failed = Some(format!("the round trip of {}", m.name));
+            }
+            result.round_trip = Some(round_trip);
         }
         results.push(result);
     }
     Ok(results)
+}
+
+/// The schema as the round trip compares it: comments and grants included, the ledger left
+/// out.
+async fn round_trip_snapshot(migrator: &Migrator) -> Result<Snapshot, Error> {
+    let options = SnapshotOptions {
+        grants: true,
+        comments: true,
+        ledger: match &migrator.settings.ledger_schema {
+            Some(schema) => LedgerFilter::Schema(schema.clone()),
+            None => LedgerFilter::Auto,
+        },
+        ..SnapshotOptions::default()
+    };
+    Snapshot::capture_database(&migrator.db, &options).await
+}
+
+/// The round trip of `m`, applied on the scratch database with `before` the schema before
+/// it: down (its down file), compare with `before`, up again, compare with the first apply.
+async fn round_trip(
+    migrator: &Migrator,
+    m: &Migration,
+    before: &Snapshot,
+    run_id: &str,
+) -> Result<RoundTrip, Error> {
+    let failed = |step, message: String, differences: Vec<Change>| RoundTrip::Failed {
+        step,
+        message: format!("{}: {message}", m.name),
+        differences,
+    };
+    if m.down.is_none() {
+        if m.directives.irreversible {
+            return Ok(RoundTrip::Skipped {
+                reason: "irreversible".into(),
+            });
+        }
+        return Ok(failed(
+            RoundTripStep::NoDownFile,
+            format!("no down file, so a rollback of it would be refused (write {}.down.sql, or mark it `irreversible`)", m.name),
+            Vec::new(),
+        ));
+    }
+    let applied = round_trip_snapshot(migrator).await?;
+    let started = Instant::now();
+    let target = RollbackTarget::Only(vec![m.version.clone()]);
+    let report = match migrator.down(&target, true, run_id, &mut Quiet).await {
+        Ok(report) => report,
+        Err(e) if e.kind() == ErrorKind::RollbackRefused => {
+            return Ok(failed(
+                RoundTripStep::Down,
+                format!("the rollback was refused: {e}"),
+                Vec::new(),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let down_ms = ms(started.elapsed());
+    if let Some(e) = report.error() {
+        return Ok(failed(
+            RoundTripStep::Down,
+            format!("its down failed: {e}"),
+            Vec::new(),
+        ));
+    }
+    if report.rolled_back() != 1 {
+        return Ok(failed(
+            RoundTripStep::Down,
+            "the rollback did not revert it".into(),
+            Vec::new(),
+        ));
+    }
+    let reverted = round_trip_snapshot(migrator).await?;
+    let differences = crate::schema::diff(before, &reverted);
+    if !differences.is_empty() {
+        return Ok(failed(
+            RoundTripStep::DownDiffers,
+            describe_differences(&differences, Side::Down),
+            differences.changes,
+        ));
+    }
+    let started = Instant::now();
+    let report = migrator.up(Some(&m.version), run_id, &mut Quiet).await?;
+    let reapply_ms = ms(started.elapsed());
+    if let Some(e) = report.error() {
+        return Ok(failed(
+            RoundTripStep::Reapply,
+            format!("applied again after its down, it failed: {e}"),
+            Vec::new(),
+        ));
+    }
+    if report.applied() != 1 {
+        return Ok(failed(
+            RoundTripStep::Reapply,
+            "after its down, the runner did not apply it again".into(),
+            Vec::new(),
+        ));
+    }
+    let again = round_trip_snapshot(migrator).await?;
+    let differences = crate::schema::diff(&applied, &again);
+    if !differences.is_empty() {
+        return Ok(failed(
+            RoundTripStep::ReapplyDiffers,
+            describe_differences(&differences, Side::Reapply),
+            differences.changes,
+        ));
+    }
+    Ok(RoundTrip::Ok {
+        down_ms,
+        reapply_ms,
+    })
+}
+
+/// Which comparison a difference comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Before the up → after its down.
+    Down,
+    /// After the first up → after the second.
+    Reapply,
+}
+
+/// The differences in words, each object named: `the down left index public.x_idx behind`.
+/// At most 10, then how many more.
+fn describe_differences(differences: &SchemaDiff, side: Side) -> String {
+    const MAX: usize = 10;
+    let mut parts: Vec<String> = differences
+        .changes()
+        .take(MAX)
+        .map(|c| {
+            let object = format!("{} {}", c.kind, c.name);
+            let attributes = c
+                .attributes
+                .iter()
+                .map(|a| a.render())
+                .collect::<Vec<_>>()
+                .join(", ");
+            match (side, c.change) {
+                (Side::Down, ChangeType::Added) => format!("the down left {object} behind"),
+                (Side::Down, ChangeType::Dropped) => {
+                    format!("the down dropped {object}, which was there before the up")
+                }
+                (Side::Down, ChangeType::Changed) => {
+                    format!("the down left {object} different from before the up ({attributes})")
+                }
+                (Side::Reapply, ChangeType::Added) => {
+                    format!("applied again, it made {object}, which the first apply did not")
+                }
+                (Side::Reapply, ChangeType::Dropped) => {
+                    format!("applied again, it did not make {object}, which the first apply did")
+                }
+                (Side::Reapply, ChangeType::Changed) => format!(
+                    "applied again, it made {object} differently from the first apply ({attributes})"
+                ),
+            }
+        })
+        .collect();
+    if differences.len() > MAX {
+        parts.push(format!(
+            "and {} more difference(s)",
+            differences.len() - MAX
+        ));
+    }
+    parts.join("; ")
 }
 
 async fn verify_one_on_scratch(
@@ -1083,6 +1398,7 @@ async fn verify_one_on_scratch(
         rewrites,
         new_indexes,
         flags,
+        round_trip: None,
     })
 }
 
@@ -1123,12 +1439,24 @@ impl Migrator {
         to: Option<&Version>,
         run_id: &str,
     ) -> Result<VerifyReport, Error> {
+        self.verify_on_scratch_with(scratch, to, run_id, &VerifyOptions::default())
+            .await
+    }
+
+    /// [`Migrator::verify_on_scratch`] with options (the up/down round trip).
+    pub async fn verify_on_scratch_with(
+        &self,
+        scratch: &ScratchDatabase,
+        to: Option<&Version>,
+        run_id: &str,
+        options: &VerifyOptions,
+    ) -> Result<VerifyReport, Error> {
         let started = Instant::now();
         let (pending, warnings) = self.pending_for_verify(to).await?;
         let migrator = scratch.migrator(&self.set, &self.settings);
         // The scratch database's sessions end with `ScratchDatabase::drop`.
         scratch.ensure_replayable(&self.set, pending.first().map(|m| &m.version))?;
-        let migrations = verify_pending(&migrator, scratch, &pending, run_id).await?;
+        let migrations = verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
         Ok(VerifyReport {
             run_id: run_id.to_owned(),
             method: Method::Scratch,
@@ -1450,6 +1778,7 @@ mod tests {
             rewrites: Vec::new(),
             new_indexes: Vec::new(),
             flags: Flags::default(),
+            round_trip: None,
         };
         let report = VerifyReport {
             run_id: "r".into(),
@@ -1467,6 +1796,74 @@ mod tests {
         assert!(s.migrations[1].error.as_ref().unwrap().len() < 600);
         assert!(serde_json::to_string(&s).unwrap().len() < 30_000);
         assert_eq!(report.error().unwrap().kind(), crate::ErrorKind::SqlFailed);
+    }
+
+    #[test]
+    fn round_trip_differences_name_each_object() {
+        use crate::schema::{AttributeChange, ObjectKind};
+        let change = |kind, name: &str, change, attributes: Vec<AttributeChange>| Change {
+            kind,
+            name: name.into(),
+            parent: None,
+            change,
+            attributes,
+        };
+        let diff = SchemaDiff {
+            changes: vec![
+                change(
+                    ObjectKind::Column,
+                    "public.t.a",
+                    ChangeType::Changed,
+                    vec![AttributeChange {
+                        attribute: "type".into(),
+                        old: Some("integer".into()),
+                        new: Some("bigint".into()),
+                    }],
+                ),
+                change(
+                    ObjectKind::Index,
+                    "public.t_a_idx",
+                    ChangeType::Added,
+                    Vec::new(),
+                ),
+                change(
+                    ObjectKind::View,
+                    "public.v",
+                    ChangeType::Dropped,
+                    Vec::new(),
+                ),
+            ],
+        };
+        assert_eq!(
+            describe_differences(&diff, Side::Down),
+            "the down left column public.t.a different from before the up (type integer → bigint); the down left index public.t_a_idx behind; the down dropped view public.v, which was there before the up"
+        );
+        let text = describe_differences(&diff, Side::Reapply);
+        assert!(
+            text.contains(
+                "applied again, it made index public.t_a_idx, which the first apply did not"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "applied again, it did not make view public.v, which the first apply did"
+            ),
+            "{text}"
+        );
+        let many = SchemaDiff {
+            changes: (0..15)
+                .map(|i| {
+                    change(
+                        ObjectKind::Table,
+                        &format!("public.t{i}"),
+                        ChangeType::Added,
+                        Vec::new(),
+                    )
+                })
+                .collect(),
+        };
+        assert!(describe_differences(&many, Side::Down).ends_with("; and 5 more difference(s)"));
     }
 
     #[test]

@@ -34,13 +34,26 @@ impl Alert {
         f.message = crate::steps::cause_message(&f.message);
         let f = &f;
         let console = crate::execution::console_url(&request.execution);
+        // A rollback's failure says so: the migration is still applied, its down script failed.
+        let failed = if f.rollback {
+            format!("rollback of {}", f.name)
+        } else {
+            f.name.clone()
+        };
         let subject = truncate(
-            &format!("stepmigrate FAILED {} on {}", f.name, f.database),
+            &format!("stepmigrate FAILED {failed} on {}", f.database),
             99,
         );
 
         let mut what = vec![
-            format!("Migration {} failed on database {}.", f.name, f.database),
+            if f.rollback {
+                format!(
+                    "Rollback of migration {} failed on database {}; it is still applied.",
+                    f.name, f.database
+                )
+            } else {
+                format!("Migration {} failed on database {}.", f.name, f.database)
+            },
             String::new(),
         ];
         what.push(format!("Error: {}", f.error));
@@ -49,7 +62,8 @@ impl Alert {
             what.push(format!("SQLSTATE: {s}"));
         }
         if let Some(line) = f.line {
-            what.push(format!("Line: {line} of {}.sql", f.name));
+            let ext = if f.rollback { "down.sql" } else { "sql" };
+            what.push(format!("Line: {line} of {}.{ext}", f.name));
         }
         if let Some(st) = &f.statement {
             what.push(format!(
@@ -93,11 +107,14 @@ impl Alert {
                 "additionalContext": { "execution": request.execution, "version": f.version, "database": f.database },
             },
         });
-        let attributes = vec![
+        let mut attributes = vec![
             ("status".to_owned(), "FAILED".to_owned()),
             ("database".to_owned(), f.database.clone()),
             ("error".to_owned(), f.error.clone()),
         ];
+        if f.rollback {
+            attributes.push(("action".to_owned(), "rollback".to_owned()));
+        }
         Alert {
             subject,
             text,
@@ -126,7 +143,12 @@ fn next_steps(f: &FailureReport) -> Vec<String> {
         "LockTimeout" => steps.push("Another session held a lock the migration needed: find it in pg_stat_activity, then start the execution again.".into()),
         "ConnectionFailed" => steps.push("Check the database is up and reachable from the workers (security group, secret), then start the execution again.".into()),
         "ChecksumMismatch" => steps.push("An applied migration file was edited: restore it and put the change in a new migration.".into()),
+        "RollbackRefused" => steps.push("Nothing was reverted: the message names each migration that blocks the rollback (irreversible, without a down script, or required by one that stays applied); choose another target or add the missing down scripts, then start the rollback again.".into()),
         "Dirty" => steps.push("Resolve the dirty migration with `stepmigrate resolve`, then start the execution again.".into()),
+        "BatchStalled" => steps.push(format!("No batch of {} could change a row for several invocations: look for a session holding a lock on its table (pg_locks, pg_stat_activity) or a statement that no longer selects rows it has not done; its progress is kept, so start the execution again once that is fixed.", f.name)),
+        "TaskFailed" => steps.push(format!("The ECS task of {} stopped before it could record anything: read its log (the message names the stream): out of memory (raise the construct's task_memory_mib), an image that could not be pulled (the task's VPC endpoints), a task stopped by hand. Unless the message says it is dirty, nothing of it is applied: start the execution again once that is fixed.", f.name)),
+        "BatchLoopLimit" => steps.push(format!("{} is making progress but needs more invocations than one execution's history allows: start the execution again, it resumes where it stopped (a larger batch_size or STEPMIGRATE_BATCH_BUDGET needs fewer).", f.name)),
+        _ if f.rollback => steps.push(format!("Fix migrations/{}.down.sql (or the data it trips on), deploy it, and start the rollback again; {} is still applied and nothing after it was reverted.", f.name, f.name)),
         _ => steps.push(format!("Fix migrations/{}.sql (or the data it trips on) and deploy again; nothing after it was applied.", f.name)),
     }
     steps
@@ -160,6 +182,7 @@ mod tests {
             statement: Some("ALTER TABLE users\n  ADD COLUMN x int".into()),
             recorded: true,
             dirty: false,
+            rollback: false,
         }
     }
 
@@ -213,5 +236,31 @@ mod tests {
         assert_eq!(message["default"], alert.text);
         let card: Value = serde_json::from_str(message["https"].as_str().unwrap()).unwrap();
         assert_eq!(card["source"], "custom");
+    }
+
+    #[test]
+    fn a_rollback_failure_says_it_was_the_rollback() {
+        let mut f = report();
+        f.rollback = true;
+        f.message = "rollback of 004_add_new_feature failed: column \"x\" does not exist".into();
+        let alert = Alert::new(&NotifyRequest {
+            execution: String::new(),
+            failure: f,
+        });
+        assert_eq!(
+            alert.subject,
+            "stepmigrate FAILED rollback of 004_add_new_feature on tutor"
+        );
+        for needle in [
+            "Rollback of migration 004_add_new_feature failed on database tutor; it is still applied.",
+            "Message: rollback of 004_add_new_feature failed",
+            "Line: 3 of 004_add_new_feature.down.sql",
+            "Fix migrations/004_add_new_feature.down.sql",
+        ] {
+            assert!(alert.text.contains(needle), "missing {needle:?} in\n{}", alert.text);
+        }
+        assert!(alert
+            .attributes
+            .contains(&("action".into(), "rollback".into())));
     }
 }

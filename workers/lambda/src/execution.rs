@@ -192,6 +192,9 @@ pub enum Milestone {
         dry_run: bool,
         /// A status or dry-run execution reports and stops.
         report_only: bool,
+        /// A rollback: `to_apply` and `pending` count migrations to revert.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rollback: bool,
     },
     /// One migration an apply-one step applied (or found applied).
     Migration {
@@ -208,6 +211,9 @@ pub enum Milestone {
     },
     Succeeded {
         applied_count: u64,
+        /// A rollback's.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        rolled_back_count: u64,
     },
     Failed {
         error: String,
@@ -242,6 +248,7 @@ impl Milestone {
                         pending: plan.pending_count() as u64,
                         dry_run: plan.dry_run,
                         report_only: plan.report_only(),
+                        rollback: plan.action == crate::steps::Action::Rollback,
                     }]
                 } else {
                     Vec::new()
@@ -253,9 +260,13 @@ impl Milestone {
                     message: message(),
                 }]
             }
-            "ExecutionSucceeded" => vec![Milestone::Succeeded {
-                applied_count: output::<RunOutput>(event).unwrap_or_default().applied_count,
-            }],
+            "ExecutionSucceeded" => {
+                let run = output::<RunOutput>(event).unwrap_or_default();
+                vec![Milestone::Succeeded {
+                    applied_count: run.applied_count,
+                    rolled_back_count: run.rolled_back_count,
+                }]
+            }
             "ExecutionFailed" => vec![Milestone::Failed {
                 error: event.error.clone().unwrap_or_default(),
                 message: message(),
@@ -278,6 +289,10 @@ impl Milestone {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn migration_milestone(result: &MigrationResult) -> Milestone {
     Milestone::Migration {
         version: result.version.to_string(),
@@ -285,6 +300,9 @@ fn migration_milestone(result: &MigrationResult) -> Milestone {
         outcome: result.outcome.name().to_owned(),
         execution_time_ms: match result.outcome {
             Outcome::Applied {
+                execution_time_ms, ..
+            }
+            | Outcome::RolledBack {
                 execution_time_ms, ..
             } => Some(execution_time_ms),
             _ => None,
@@ -722,7 +740,8 @@ mod tests {
                 to_apply: 2,
                 pending: 2,
                 dry_run: false,
-                report_only: false
+                report_only: false,
+                rollback: false,
             }]
         );
         let dry_run = succeeded(
@@ -738,6 +757,30 @@ mod tests {
                 ..
             }
         ));
+        let rollback = succeeded(
+            json!({"action": "rollback", "database": "tutor", "to_apply": 2, "pending": [{"first": "005", "last": "005"}, {"first": "004", "last": "004"}]}),
+        );
+        assert!(matches!(
+            Milestone::from_event(&rollback)[0],
+            Milestone::Planned {
+                to_apply: 2,
+                report_only: false,
+                rollback: true,
+                ..
+            }
+        ));
+        let rolled_back = HistoryEvent {
+            kind: "ExecutionSucceeded".into(),
+            output: Some(json!({"status": "SUCCEEDED", "rolled_back_count": 2}).to_string()),
+            ..HistoryEvent::default()
+        };
+        assert_eq!(
+            Milestone::from_event(&rolled_back),
+            vec![Milestone::Succeeded {
+                applied_count: 0,
+                rolled_back_count: 2
+            }]
+        );
         let applied = succeeded(json!({"results": [
             {"version": "001", "name": "001_a", "outcome": "applied", "execution_time_ms": 12},
             {"version": "002", "name": "002_b", "outcome": "already_applied"}

@@ -5,8 +5,8 @@
 //! here under its own module names.
 
 pub use stepmigrate_core::{
-    apply, config, db, error, ledger, lock, migration, notices, plan, runner, sql, verify, Error,
-    ErrorKind,
+    apply, batch, config, db, error, ledger, lock, migration, notices, plan, rollback, runner, sql,
+    verify, Error, ErrorKind,
 };
 
 pub mod alert;

@@ -15,10 +15,16 @@ pub enum Metric {
     MigrationsApplied,
     /// Per migration failed: 1.
     MigrationsFailed,
+    /// Per migration a rollback execution reverted: 1.
+    MigrationsRolledBack,
     /// Per run: how many migrations the plan found pending.
     PendingMigrations,
     /// Per failed run, published by `notify` with PutMetricData (alarms watch it).
     MigrationFailures,
+    /// Per invocation of a batch migration: the rows its batches changed in it.
+    BatchRows,
+    /// Per invocation of a batch migration: the batches it committed in it.
+    Batches,
 }
 
 impl Metric {
@@ -27,8 +33,11 @@ impl Metric {
             Metric::MigrationDuration => "MigrationDuration",
             Metric::MigrationsApplied => "MigrationsApplied",
             Metric::MigrationsFailed => "MigrationsFailed",
+            Metric::MigrationsRolledBack => "MigrationsRolledBack",
             Metric::PendingMigrations => "PendingMigrations",
             Metric::MigrationFailures => "MigrationFailures",
+            Metric::BatchRows => "BatchRows",
+            Metric::Batches => "Batches",
         }
     }
 

@@ -1,19 +1,24 @@
 //! The state machine's steps as plain functions with typed (serde) inputs and outputs:
-//! `plan`, `apply-one` and `record`. The Lambda binaries deserialize, call and serialize;
+//! `plan`, `apply-one` (which also reverts one migration of a rollback execution) and `record`. The Lambda binaries deserialize, call and serialize;
 //! `statemachine/README.md` documents each shape with an example.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::apply::Outcome;
 use crate::error::{Error, ErrorReport, MigrationFailure};
+use crate::ledger::BatchProgress;
 use crate::metrics::{Metric, MetricLine};
 use crate::migration::Version;
 use crate::plan::{Entry, State};
-use crate::runner::Migrator;
+use crate::rollback::{RollbackTarget, ScriptSource};
+use crate::runner::{Migrator, RecordedOutcome};
 
 /// The actions an execution accepts.
-pub const ACTIONS: [&str; 3] = ["status", "migrate", "verify"];
+pub const ACTIONS: [&str; 4] = ["status", "migrate", "verify", "rollback"];
 /// The fields an execution input accepts.
 pub const INPUT_FIELDS: [&str; 4] = ["action", "dry_run", "target", "source"];
 
@@ -37,12 +42,16 @@ pub enum Action {
     /// Run the pending migrations in a transaction that is rolled back, on the target itself
     /// (see [`verify`]).
     Verify,
+    /// Revert the applied migrations above `target` (required; `"000"` reverts all), newest
+    /// applied first, one Map iteration each. An operator's action: nothing starts it on its
+    /// own (a CloudFormation rollback never does).
+    Rollback,
 }
 
 impl ExecutionInput {
     /// Validates a raw execution input; the error lists what is accepted.
     pub fn parse(raw: &Value) -> Result<ExecutionInput, Error> {
-        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default) | \"verify\", \"dry_run\": true | false, \"target\": \"VERSION\", \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true}";
+        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default) | \"verify\" | \"rollback\", \"dry_run\": true | false, \"target\": \"VERSION\" (required for rollback: the version to roll back to, \"000\" for all), \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true} or {\"action\": \"rollback\", \"target\": \"004\"}";
         let invalid = |why: String| Error::InvalidInput(format!("{why}; {ACCEPTED}"));
         let object = match raw {
             Value::Null => {
@@ -68,6 +77,7 @@ impl ExecutionInput {
             Some(Value::String(a)) if a == "status" => Action::Status,
             Some(Value::String(a)) if a == "migrate" => Action::Migrate,
             Some(Value::String(a)) if a == "verify" => Action::Verify,
+            Some(Value::String(a)) if a == "rollback" => Action::Rollback,
             Some(other) => {
                 return Err(invalid(format!(
                     "unknown action {other}: the action must be one of {}",
@@ -98,6 +108,11 @@ impl ExecutionInput {
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => return Err(invalid(format!("`source` must be a string, not {other}"))),
         };
+        if action == Action::Rollback && target.is_none() {
+            return Err(invalid(
+                "a rollback needs `target`: the version to roll back to (the migrations applied above it are reverted; \"000\" reverts all)".into(),
+            ));
+        }
         Ok(ExecutionInput {
             action,
             dry_run,
@@ -127,6 +142,19 @@ pub struct MigrationRange {
     pub last: Version,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A batch migration's item (always alone in it): the definition's `ApplyBatch` loop runs
+    /// it invocation after invocation, each within a time budget, until it is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch: bool,
+    /// A long migration's item (always alone in it): the definition runs it as an ECS
+    /// Fargate task (`ApplyTask`), with no Lambda deadline, then reads its outcome from the
+    /// ledger (`TaskOutcome`). See [`crate::migration::Migration::runs_as_task`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task: bool,
+    /// A batch item's: how many invocations this execution allows it (its share of the
+    /// history budget, [`batch_invocation_cap`]); past it, `BatchLoopLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_invocations: Option<u32>,
 }
 
 /// The plan step's output: what the state machine routes on and hands the Map, and what
@@ -164,8 +192,32 @@ pub struct PlanOutput {
     pub migrations: Vec<Entry>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// A rollback's dry run: what would be reverted, in order, and with which script.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reverts: Vec<RevertItem>,
+    /// A rollback's: the ledger's newest applied event when it was planned. Each revert
+    /// refuses if a migration was applied since (an `up` during the rollback).
+    #[serde(default)]
+    pub seen_event: Option<i64>,
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// One migration a rollback reverts, as its dry run lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertItem {
+    pub version: Version,
+    pub name: String,
+    /// Where the down script comes from: `file` (the packaged `.down.sql`) or `ledger` (the
+    /// copy kept when the migration was applied).
+    pub source: String,
+    /// The checksum of the down script that would run.
+    pub checksum: String,
+    pub transactional: bool,
+    /// The packaged down file differs from the copy kept when it was applied (the kept one
+    /// runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_changed: bool,
 }
 
 impl PlanOutput {
@@ -187,7 +239,7 @@ impl PlanOutput {
 
     /// A status or dry-run execution reports and stops.
     pub fn report_only(&self) -> bool {
-        self.dry_run || self.action != Action::Migrate
+        self.dry_run || !matches!(self.action, Action::Migrate | Action::Rollback)
     }
 }
 
@@ -201,12 +253,131 @@ fn one() -> usize {
 pub struct RunOutput {
     #[serde(default)]
     pub applied_count: u64,
+    /// A rollback's (the definition's `RolledBack` state).
+    #[serde(default)]
+    pub rolled_back_count: u64,
 }
 
-/// How many Map iterations one execution runs at most. An inline Map iteration with one Task
-/// costs 7 history events; 2,500 of them (17,500) leave room for retries and the rest of the
-/// run under the 25,000-event limit.
-pub const DEFAULT_MAX_ITERATIONS: usize = 2500;
+/// How many Map iterations one execution runs at most. An inline Map iteration of an item
+/// that is not a batch migration costs [`ITEM_EVENTS`] history events; 2,000 of them (18,000)
+/// leave [`HISTORY_RESERVE`] for retries, the rest of the run and batch loops under the
+/// 25,000-event limit.
+pub const DEFAULT_MAX_ITERATIONS: usize = 2000;
+
+/// Step Functions' limit on the events of one (Standard) execution's history.
+pub const HISTORY_LIMIT: usize = 25_000;
+/// The events of one Map iteration that is not a batch migration's: MapIterationStarted, the
+/// `Batch?` Choice (entered, exited), `ApplyOne` (TaskStateEntered, LambdaFunctionScheduled,
+/// LambdaFunctionStarted, LambdaFunctionSucceeded, TaskStateExited), MapIterationSucceeded
+/// (counted by the end-to-end tests).
+pub const ITEM_EVENTS: usize = 9;
+/// The events one more invocation of a batch migration adds: `ApplyBatch` (5), the
+/// `BatchDone?` Choice (2), `BatchWait` (2) (counted by `tests/e2e/test_batch.py`).
+pub const BATCH_LOOP_EVENTS: usize = 9;
+/// The events of a run outside its Map iterations (about 20: start, plan, the Map's own, the
+/// end), rounded up.
+pub const RUN_EVENTS: usize = 50;
+/// Kept free for retries (3 events each) and failure handling.
+pub const HISTORY_RESERVE: usize = 2_500;
+/// A batch migration fails with `BatchStalled` after this many invocations in a row that
+/// changed no row.
+pub const STALL_INVOCATIONS: u32 = 3;
+
+/// The events of an item on the task route: `ApplyTask` (TaskStateEntered, TaskScheduled,
+/// TaskStarted, TaskSubmitted, TaskSucceeded, TaskStateExited) and `TaskOutcome` (5), on top
+/// of what [`ITEM_EVENTS`] counts for the iteration and `Batch?`, less ApplyOne's 5.
+pub const TASK_ITEM_EVENTS: usize = ITEM_EVENTS + 6;
+
+/// How many invocations each batch item of a plan of `items` Map items, `batch_items` of them
+/// batch migrations and `task_items` on the task route, may take: what the history budget
+/// leaves after every item's own events, the run's and the reserve, shared equally; at least 1.
+pub fn batch_invocation_cap(items: usize, batch_items: usize, task_items: usize) -> u32 {
+    if batch_items == 0 {
+        return 0;
+    }
+    let used = HISTORY_RESERVE
+        + RUN_EVENTS
+        + items * ITEM_EVENTS
+        + task_items * (TASK_ITEM_EVENTS - ITEM_EVENTS);
+    let left = HISTORY_LIMIT.saturating_sub(used);
+    (left / BATCH_LOOP_EVENTS / batch_items).clamp(1, u32::MAX as usize) as u32
+}
+
+/// The Map items of `pending` migrations (`batch[i]`: the i-th is a batch migration), as
+/// index ranges, at most `max_items` of them, and how many migrations an item holds at most:
+/// consecutive migrations grouped `per_iteration` at a time (1 unless the backlog is longer
+/// than `max_items`), a batch migration always alone in its item. None when even that cannot
+/// fit (more batch migrations pending than items allowed).
+pub fn group_pending(batch: &[bool], max_items: usize) -> Option<(usize, Vec<Range<usize>>)> {
+    let n = batch.len();
+    let max_items = max_items.max(1);
+    let fits = |per: usize| groups_of(batch, per).len() <= max_items;
+    let mut low = n.div_ceil(max_items).max(1);
+    if !fits(low) {
+        // The count only falls as items grow: the smallest that fits, by bisection.
+        let mut high = n.max(1);
+        if !fits(high) {
+            return None;
+        }
+        while low + 1 < high {
+            let mid = (low + high) / 2;
+            if fits(mid) {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        low = high;
+    }
+    Some((low, groups_of(batch, low)))
+}
+
+fn groups_of(batch: &[bool], per: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    for (i, &is_batch) in batch.iter().enumerate() {
+        if is_batch {
+            if let Some(s) = start.take() {
+                out.push(s..i);
+            }
+            out.push(i..i + 1);
+            continue;
+        }
+        let s = *start.get_or_insert(i);
+        if i + 1 - s == per {
+            out.push(s..i + 1);
+            start = None;
+        }
+    }
+    if let Some(s) = start {
+        out.push(s..batch.len());
+    }
+    out
+}
+
+/// How the plan step plans (its environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSettings {
+    /// `STEPMIGRATE_MAX_ITERATIONS`: the Map items one execution runs at most.
+    pub max_iterations: usize,
+    /// `STEPMIGRATE_TASK_THRESHOLD`: the longest statement the apply-one Lambda runs (its
+    /// statement timeout); a migration whose own `statement_timeout` is longer runs as an
+    /// ECS task.
+    pub task_threshold: Duration,
+}
+
+/// The task threshold without `STEPMIGRATE_TASK_THRESHOLD`: what Lambda's 15-minute maximum
+/// leaves a statement after the connect timeout, a lock wait and the deadline margin.
+pub const DEFAULT_TASK_THRESHOLD: Duration = Duration::from_secs(10 * 60);
+
+impl Default for PlanSettings {
+    fn default() -> PlanSettings {
+        PlanSettings {
+            max_iterations: DEFAULT_MAX_ITERATIONS,
+            task_threshold: DEFAULT_TASK_THRESHOLD,
+        }
+    }
+}
 
 /// How many migrations a status lists in full before it truncates.
 pub const LISTED_MIGRATIONS: usize = 500;
@@ -217,8 +388,9 @@ pub const LISTED_MIGRATIONS: usize = 500;
 pub async fn plan(
     migrator: &Migrator,
     request: PlanRequest,
-    max_iterations: usize,
+    settings: &PlanSettings,
 ) -> Result<PlanOutput, Error> {
+    let max_iterations = settings.max_iterations;
     let input = ExecutionInput::parse(&request.input)?;
     let run_id = request
         .execution
@@ -226,22 +398,58 @@ pub async fn plan(
         .and_then(|arn| arn.rsplit(':').next())
         .map(str::to_owned)
         .unwrap_or_else(|| crate::runner::new_run_id("run"));
+    if input.action == Action::Rollback {
+        return plan_rollback(migrator, &input, run_id, max_iterations).await;
+    }
     let (_, plan) = migrator.plan(input.target.as_ref()).await?;
     let report_only = input.action != Action::Migrate || input.dry_run;
     if !report_only {
-        plan.ensure_runnable()?;
+        migrator.set.ensure_sum_current()?;
+        plan.ensure_applicable(migrator.settings.allow_out_of_order)?;
     }
     let pending: Vec<&Entry> = plan.pending().collect();
-    let per_iteration = pending.len().div_ceil(max_iterations.max(1)).max(1);
-    let items: Vec<MigrationRange> = pending
-        .chunks(per_iteration)
-        .map(|group| MigrationRange {
-            first: group[0].version.clone(),
-            last: group[group.len() - 1].version.clone(),
-            // Names make the console's Map view readable; a long backlog leaves them out to
-            // keep the payload small.
-            name: (group.len() == 1 && pending.len() <= LISTED_MIGRATIONS)
-                .then(|| group[0].name.clone()),
+    let migration = |e: &&Entry| migrator.set.get(&e.version);
+    let is_task: Vec<bool> = pending
+        .iter()
+        .map(|e| migration(e).is_some_and(|m| m.runs_as_task(settings.task_threshold)))
+        .collect();
+    // A batch migration run as a task runs all its batches there: no ApplyBatch loop.
+    let is_batch: Vec<bool> = pending
+        .iter()
+        .zip(&is_task)
+        .map(|(e, task)| !task && migration(e).is_some_and(|m| m.is_batch()))
+        .collect();
+    let alone: Vec<bool> = is_batch
+        .iter()
+        .zip(&is_task)
+        .map(|(b, t)| *b || *t)
+        .collect();
+    let (per_iteration, groups) = group_pending(&alone, max_iterations).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{} batch and long migrations are pending, more than the {} Map items one execution may run (each is an item of its own): migrate up to a `target` in steps",
+            alone.iter().filter(|b| **b).count(),
+            max_iterations.max(1)
+        ))
+    })?;
+    let batch_items = groups.iter().filter(|g| is_batch[g.start]).count();
+    let task_items = groups.iter().filter(|g| is_task[g.start]).count();
+    let max_invocations = batch_invocation_cap(groups.len(), batch_items, task_items);
+    let items: Vec<MigrationRange> = groups
+        .iter()
+        .map(|g| {
+            let group = &pending[g.clone()];
+            let batch = is_batch[g.start];
+            MigrationRange {
+                first: group[0].version.clone(),
+                last: group[group.len() - 1].version.clone(),
+                // Names make the console's Map view readable; a long backlog leaves them out
+                // to keep the payload small (an item alone keeps its own).
+                name: (group.len() == 1 && (alone[g.start] || pending.len() <= LISTED_MIGRATIONS))
+                    .then(|| group[0].name.clone()),
+                batch,
+                task: is_task[g.start],
+                max_invocations: batch.then_some(max_invocations),
+            }
         })
         .collect();
     MetricLine::new(migrator.db.name())
@@ -271,6 +479,88 @@ pub async fn plan(
             .collect(),
         migrations,
         truncated,
+        reverts: Vec::new(),
+        seen_event: None,
+        warnings: plan.warnings,
+    })
+}
+
+/// The plan of a rollback execution: the reverts, newest applied first, one Map item each
+/// (`first` = `last`: a revert is never grouped). Refusals (`RollbackRefused`, `Dirty`) and an
+/// unknown target (`InvalidInput`) are errors, so nothing is reverted.
+async fn plan_rollback(
+    migrator: &Migrator,
+    input: &ExecutionInput,
+    run_id: String,
+    max_iterations: usize,
+) -> Result<PlanOutput, Error> {
+    let target = input
+        .target
+        .clone()
+        .ok_or_else(|| Error::InvalidInput("a rollback needs `target`".into()))?;
+    let plan = migrator
+        .rollback_plan(&RollbackTarget::To(target.clone()), false)
+        .await?;
+    let count = plan.reverts.len();
+    if count > max_iterations.max(1) {
+        return Err(Error::InvalidInput(format!(
+            "rolling back to {target} reverts {count} migrations, more than the {} one execution may (one Map iteration each, under the history limit): roll back in steps, to a newer target first",
+            max_iterations.max(1)
+        )));
+    }
+    MetricLine::new(migrator.db.name())
+        .with(Metric::PendingMigrations, count as f64)
+        .property("run_id", &run_id)
+        .property("action", "rollback")
+        .emit();
+    let applied = migrator
+        .plan(None)
+        .await
+        .map_or(0, |(_, p)| p.count(State::Applied));
+    Ok(PlanOutput {
+        run_id,
+        action: Action::Rollback,
+        dry_run: input.dry_run,
+        database: migrator.db.name().to_owned(),
+        set_digest: migrator.set.digest(),
+        pending: plan
+            .reverts
+            .iter()
+            .map(|r| MigrationRange {
+                first: r.version.clone(),
+                last: r.version.clone(),
+                name: Some(r.name.clone()),
+                batch: false,
+                task: false,
+                max_invocations: None,
+            })
+            .collect(),
+        to_apply: if input.dry_run { 0 } else { count },
+        per_iteration: 1,
+        applied,
+        unknown_applied: Vec::new(),
+        migrations: Vec::new(),
+        truncated: false,
+        seen_event: plan.seen_event,
+        reverts: if input.dry_run {
+            plan.reverts
+                .iter()
+                .map(|r| RevertItem {
+                    version: r.version.clone(),
+                    name: r.name.clone(),
+                    source: match r.source {
+                        ScriptSource::File => "file",
+                        ScriptSource::Ledger => "ledger",
+                    }
+                    .to_owned(),
+                    checksum: r.checksum.clone(),
+                    transactional: r.transactional,
+                    file_changed: r.file_changed,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         warnings: plan.warnings,
     })
 }
@@ -306,29 +596,309 @@ pub struct ApplyRequest {
     pub execution: String,
     pub set_digest: String,
     pub range: MigrationRange,
+    /// A revert's: the plan's [`PlanOutput::seen_event`].
+    #[serde(default)]
+    pub seen_event: Option<i64>,
+    /// A batch item's loop so far: the previous invocation's output, as the definition's
+    /// `ApplyBatch` keeps it (`$.batch`); absent at the first invocation.
+    #[serde(default)]
+    pub batch: Option<BatchLoop>,
 }
 
-/// The apply-one step's output (the Map keeps none of it: the definition discards it).
+/// A batch item's loop between invocations (`$.batch` in the definition).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchLoop {
+    /// The migration is applied: the loop ends.
+    pub done: bool,
+    /// Its totals, across invocations and executions, as the ledger records them.
+    pub progress: BatchProgress,
+    /// The invocations this execution ran for it so far.
+    pub invocations: u32,
+    /// How many invocations in a row changed no row.
+    pub stalled: u32,
+    /// How long the definition's `BatchWait` waits before the next invocation.
+    pub wait_seconds: u64,
+}
+
+/// The apply-one step's output (the Map keeps none of it: the definition discards it, but
+/// for a batch item's loop fields, which `ApplyBatch` keeps in `$.batch`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyOutput {
     pub results: Vec<crate::runner::MigrationResult>,
+    /// False only when a batch migration stopped unfinished (`outcome: "unfinished"`): the
+    /// definition invokes it again.
+    #[serde(default = "yes")]
+    pub done: bool,
+    /// A batch item's: the migration's totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<BatchProgress>,
+    /// A batch item's: see [`BatchLoop`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocations: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ApplyOutput {
+    fn of(results: Vec<crate::runner::MigrationResult>) -> ApplyOutput {
+        ApplyOutput {
+            results,
+            done: true,
+            progress: None,
+            invocations: None,
+            stalled: None,
+            wait_seconds: None,
+        }
+    }
+}
+
+/// How the apply-one worker runs a batch migration (its environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// `STEPMIGRATE_BATCH_BUDGET`: an invocation's time budget, below what the deadline
+    /// leaves ([`batch_budget`]).
+    pub budget: Option<Duration>,
+    /// `STEPMIGRATE_BATCH_WAIT`: the definition's wait between invocations.
+    pub wait: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> BatchSettings {
+        BatchSettings {
+            budget: None,
+            wait: DEFAULT_BATCH_WAIT,
+        }
+    }
+}
+
+/// What an invocation keeps of its Lambda deadline after its batches: answering, and a
+/// batch that takes longer than the last one did.
+pub const BATCH_DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+/// An invocation's budget with neither a deadline nor `STEPMIGRATE_BATCH_BUDGET`.
+pub const DEFAULT_BATCH_BUDGET: Duration = Duration::from_secs(600);
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// The time one invocation runs batches: what the invocation has left (`remaining`) less
+/// [`BATCH_DEADLINE_MARGIN`] (half of it when that leaves less than the margin itself), and
+/// at most `configured`.
+pub fn batch_budget(remaining: Option<Duration>, configured: Option<Duration>) -> Duration {
+    let from_deadline = remaining.map(|r| {
+        if r > BATCH_DEADLINE_MARGIN * 2 {
+            r - BATCH_DEADLINE_MARGIN
+        } else {
+            r / 2
+        }
+    });
+    match (from_deadline, configured) {
+        (Some(d), Some(c)) => d.min(c),
+        (Some(d), None) => d,
+        (None, Some(c)) => c,
+        (None, None) => DEFAULT_BATCH_BUDGET,
+    }
+}
+
+/// The loop after an invocation that ended `done` (or not) at `progress`, having changed
+/// `run_rows` rows: one more invocation, stalled once more if it changed none. An
+/// unfinished migration that stalled [`STALL_INVOCATIONS`] times in a row is `BatchStalled`;
+/// one that used `max_invocations` is `BatchLoopLimit`.
+pub fn next_loop(
+    previous: Option<&BatchLoop>,
+    name: &str,
+    done: bool,
+    progress: BatchProgress,
+    run_rows: u64,
+    max_invocations: Option<u32>,
+    wait: Duration,
+) -> Result<BatchLoop, Error> {
+    let previous = previous.copied().unwrap_or_default();
+    let next = BatchLoop {
+        done,
+        progress,
+        invocations: previous.invocations.saturating_add(1),
+        stalled: if !done && run_rows == 0 {
+            previous.stalled + 1
+        } else {
+            0
+        },
+        wait_seconds: wait.as_millis().div_ceil(1000) as u64,
+    };
+    if done {
+        return Ok(next);
+    }
+    if next.stalled >= STALL_INVOCATIONS {
+        return Err(Error::BatchStalled {
+            name: name.to_owned(),
+            invocations: next.stalled,
+            batches: progress.batches,
+            rows: progress.rows,
+        });
+    }
+    if max_invocations.is_some_and(|max| next.invocations >= max) {
+        return Err(Error::BatchLoopLimit {
+            name: name.to_owned(),
+            invocations: next.invocations,
+            batches: progress.batches,
+            rows: progress.rows,
+        });
+    }
+    Ok(next)
+}
+
+/// What one invocation did to a batch migration: the last committed batch's report of this
+/// run's batches and rows.
+#[derive(Default)]
+struct BatchObserver {
+    batches: u64,
+    rows: u64,
+}
+
+impl crate::runner::Progress for BatchObserver {
+    fn batch(
+        &mut self,
+        _migration: &crate::migration::Migration,
+        report: &crate::batch::BatchReport,
+    ) {
+        self.batches = report.run_batches;
+        self.rows = report.run_rows;
+    }
 }
 
 /// The apply-one step. A failed migration is an error (`SqlFailed`, or `LockTimeout` to be
-/// retried) whose message carries the failure, for the record step.
+/// retried) whose message carries the failure, for the record step. A batch item runs
+/// batches until its time budget ([`batch_budget`] of `remaining`, the invocation's time
+/// left) and answers `done: false` with its progress when batches are left.
 #[tracing::instrument(name = "apply_one", skip_all, fields(execution = %request.execution, run_id = %request.run_id, first = %request.range.first, last = %request.range.last))]
-pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<ApplyOutput, Error> {
-    let digest = migrator.set.digest();
-    if digest != request.set_digest {
-        return Err(Error::InvalidInput(format!(
-            "the migrations packaged with this worker (set digest {digest}) are not the ones the plan saw ({}): the workers were updated during the run; start a new execution",
-            request.set_digest
-        )));
+pub async fn apply_one(
+    migrator: &Migrator,
+    request: ApplyRequest,
+    batch: &BatchSettings,
+    remaining: Option<Duration>,
+) -> Result<ApplyOutput, Error> {
+    check_digest(migrator, &request.set_digest)?;
+    if request.range.batch {
+        return apply_batch(migrator, request, batch, remaining).await;
     }
     let results = migrator
         .apply_range(&request.range.first, &request.range.last, &request.run_id)
         .await?;
-    for r in &results {
+    applied_metrics(migrator, &results, &request.run_id);
+    Ok(ApplyOutput::of(results))
+}
+
+/// The ECS task's step (apply-one's task mode, [`crate::lambda::run_task`]): the item's
+/// migrations applied as [`apply_one`] would, with no deadline (a batch migration runs all
+/// its batches). A failure is recorded in the ledger here, in the run's name: `runTask.sync`
+/// hands Step Functions the container's end, not the error, so `TaskOutcome` reads it there
+/// (and Record, handed it, does not record it again).
+#[tracing::instrument(name = "apply_task", skip_all, fields(execution = %request.execution, run_id = %request.run_id, first = %request.range.first, last = %request.range.last))]
+pub async fn apply_task(
+    migrator: &Migrator,
+    request: ApplyRequest,
+) -> Result<Vec<crate::runner::MigrationResult>, Error> {
+    check_digest(migrator, &request.set_digest)?;
+    one_migration(&request.range)?;
+    let applied = migrator
+        .apply_range(&request.range.first, &request.range.last, &request.run_id)
+        .await;
+    match applied {
+        Ok(results) => {
+            for r in &results {
+                tracing::info!(version = %r.version, outcome = ?r.outcome, "{}: done", r.name);
+            }
+            Ok(results)
+        }
+        Err(e) => {
+            if let Some(failure) = e.report().details.migration {
+                if let Err(not_recorded) = migrator.record_failure(&failure, &request.run_id).await
+                {
+                    tracing::error!(error = %not_recorded, "the failure could not be recorded: TaskOutcome will report the task stopped without a word");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// One invocation of a batch item's loop (see [`apply_one`]).
+#[tracing::instrument(name = "batch", skip_all, fields(version = %request.range.first, invocation = tracing::field::Empty, budget_ms = tracing::field::Empty))]
+async fn apply_batch(
+    migrator: &Migrator,
+    request: ApplyRequest,
+    settings: &BatchSettings,
+    remaining: Option<Duration>,
+) -> Result<ApplyOutput, Error> {
+    let budget = batch_budget(remaining, settings.budget);
+    let invocation = request.batch.map_or(0, |b| b.invocations) + 1;
+    let span = tracing::Span::current();
+    span.record("invocation", invocation);
+    span.record("budget_ms", budget.as_millis() as u64);
+    let mut observer = BatchObserver::default();
+    let results = migrator
+        .apply_range_observed(
+            &request.range.first,
+            &request.range.last,
+            &request.run_id,
+            Some(Instant::now() + budget),
+            &mut observer,
+        )
+        .await?;
+    applied_metrics(migrator, &results, &request.run_id);
+    let last = results.last();
+    let (done, progress) = match last.map(|r| &r.outcome) {
+        Some(Outcome::Unfinished { progress }) => (false, *progress),
+        Some(Outcome::Applied {
+            batches: Some(progress),
+            ..
+        }) => (true, *progress),
+        _ => (true, BatchProgress::default()),
+    };
+    let name = last.map_or_else(|| request.range.first.to_string(), |r| r.name.clone());
+    MetricLine::new(migrator.db.name())
+        .with(Metric::BatchRows, observer.rows as f64)
+        .with(Metric::Batches, observer.batches as f64)
+        .property("version", request.range.first.as_str())
+        .property("run_id", &request.run_id)
+        .property("invocation", &invocation.to_string())
+        .property("done", if done { "true" } else { "false" })
+        .emit();
+    tracing::info!(
+        done,
+        batches = observer.batches,
+        rows = observer.rows,
+        total_batches = progress.batches,
+        total_rows = progress.rows,
+        "{name}: {} rows in {} batches in this invocation",
+        observer.rows,
+        observer.batches
+    );
+    let next = next_loop(
+        request.batch.as_ref(),
+        &name,
+        done,
+        progress,
+        observer.rows,
+        request.range.max_invocations,
+        settings.wait,
+    )?;
+    Ok(ApplyOutput {
+        results,
+        done,
+        progress: Some(progress),
+        invocations: Some(next.invocations),
+        stalled: Some(next.stalled),
+        wait_seconds: Some(next.wait_seconds),
+    })
+}
+
+fn applied_metrics(migrator: &Migrator, results: &[crate::runner::MigrationResult], run_id: &str) {
+    for r in results {
         if let Outcome::Applied {
             execution_time_ms, ..
         } = r.outcome
@@ -337,19 +907,73 @@ pub async fn apply_one(migrator: &Migrator, request: ApplyRequest) -> Result<App
                 .with(Metric::MigrationDuration, execution_time_ms as f64)
                 .with(Metric::MigrationsApplied, 1.0)
                 .property("version", r.version.as_str())
-                .property("run_id", &request.run_id)
+                .property("run_id", run_id)
                 .emit();
         }
     }
-    Ok(ApplyOutput { results })
 }
 
-/// What the apply-one worker is asked: apply a range (the Map's items), or verify (the
-/// `verify` action's one Task, which needs the same database access, lock and timeouts).
+/// The set-digest check of apply and revert: a worker updated during the run refuses to work
+/// from another set than the plan's.
+fn check_digest(migrator: &Migrator, planned: &str) -> Result<(), Error> {
+    let digest = migrator.set.digest();
+    if digest != planned {
+        return Err(Error::InvalidInput(format!(
+            "the migrations packaged with this worker (set digest {digest}) are not the ones the plan saw ({planned}): the workers were updated during the run; start a new execution"
+        )));
+    }
+    Ok(())
+}
+
+/// A rollback execution's Map item, as the `RevertOne` Task sends it:
+/// `{"revert": {"run_id", "execution", "set_digest", "range"}}`, the same fields as an apply
+/// item under `revert` (the range holds one migration: `first` = `last`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RevertRequest {
+    pub revert: ApplyRequest,
+}
+
+/// The revert step: reverts the item's migration with its down script, under the lock, in one
+/// transaction with its `rolled_back` event (the runner's `revert_one`). One already reverted
+/// (by another runner) is `already_rolled_back`, not an error. A failed down script is an
+/// error (`SqlFailed`, or `LockTimeout` to be retried) whose failure has `rollback: true`, for
+/// the record step, which records it as a `rollback_failed` event.
+#[tracing::instrument(name = "revert_one", skip_all, fields(execution = %request.revert.execution, run_id = %request.revert.run_id, version = %request.revert.range.first))]
+pub async fn revert_one(migrator: &Migrator, request: RevertRequest) -> Result<ApplyOutput, Error> {
+    let request = request.revert;
+    check_digest(migrator, &request.set_digest)?;
+    if request.range.first != request.range.last {
+        return Err(Error::InvalidInput(format!(
+            "a revert item holds one migration, not {}..{}",
+            request.range.first, request.range.last
+        )));
+    }
+    let result = migrator
+        .revert_one(&request.range.first, request.seen_event, &request.run_id)
+        .await?;
+    if let Outcome::RolledBack {
+        execution_time_ms, ..
+    } = result.outcome
+    {
+        MetricLine::new(migrator.db.name())
+            .with(Metric::MigrationsRolledBack, 1.0)
+            .property("version", result.version.as_str())
+            .property("run_id", &request.run_id)
+            .property("execution_time_ms", &execution_time_ms.to_string())
+            .emit();
+    }
+    Ok(ApplyOutput::of(vec![result]))
+}
+
+/// What the apply-one worker is asked: apply a range (the Map's items), revert one migration
+/// (a rollback's Map items), or verify (the `verify` action's one Task, which needs the same
+/// database access, lock and timeouts).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ApplyOneRequest {
     Verify(VerifyRequest),
+    Revert(RevertRequest),
+    TaskOutcome(TaskOutcomeRequest),
     Apply(ApplyRequest),
 }
 
@@ -416,12 +1040,166 @@ pub async fn verify(
 pub async fn apply_one_or_verify(
     migrator: &Migrator,
     request: ApplyOneRequest,
+    batch: &BatchSettings,
+    remaining: Option<Duration>,
 ) -> Result<ApplyOneOutput, Error> {
     match request {
-        ApplyOneRequest::Apply(r) => apply_one(migrator, r).await.map(ApplyOneOutput::Applied),
+        ApplyOneRequest::Apply(r) => apply_one(migrator, r, batch, remaining)
+            .await
+            .map(ApplyOneOutput::Applied),
+        ApplyOneRequest::Revert(r) => revert_one(migrator, r).await.map(ApplyOneOutput::Applied),
+        ApplyOneRequest::TaskOutcome(r) => {
+            task_outcome(migrator, r).await.map(ApplyOneOutput::Applied)
+        }
         ApplyOneRequest::Verify(r) => verify(migrator, r)
             .await
             .map(|s| ApplyOneOutput::Verified(Box::new(s))),
+    }
+}
+
+/// The `TaskOutcome` Task's input, `{"task_outcome": $}`: the Map item as `ApplyTask` left
+/// it, with `task` (the stopped task, as ApplyTask's ResultSelector keeps it) when the task
+/// state ended, or `error` when Step Functions caught one (the task could not start, or ECS
+/// reported it failed).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskOutcomeRequest {
+    pub task_outcome: TaskOutcomeItem,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskOutcomeItem {
+    #[serde(flatten)]
+    pub item: ApplyRequest,
+    #[serde(default)]
+    pub task: Option<Value>,
+    #[serde(default)]
+    pub error: Option<CaughtError>,
+}
+
+/// The outcome of a long migration's ECS task, read from the ledger: the task cannot hand
+/// Step Functions an answer (`runTask.sync` reports the container, not the migration), so it
+/// records what happened (applied, or its failure) and this step reads it. Applied: the
+/// iteration ends, with the metrics apply-one reports. A failure the run recorded: that
+/// failure again (`SqlFailed`, ...), for Record, which does not record it twice. Neither
+/// (the task was killed, ran out of memory, never started): `TaskFailed` with what ECS said.
+#[tracing::instrument(name = "task_outcome", skip_all, fields(execution = %request.task_outcome.item.execution, run_id = %request.task_outcome.item.run_id, version = %request.task_outcome.item.range.first))]
+pub async fn task_outcome(
+    migrator: &Migrator,
+    request: TaskOutcomeRequest,
+) -> Result<ApplyOutput, Error> {
+    // No set-digest check: this step only reads, and a deploy during an hours-long task may
+    // have updated the worker since the plan.
+    let TaskOutcomeItem { item, task, error } = request.task_outcome;
+    one_migration(&item.range)?;
+    let version = &item.range.first;
+    let name = migrator
+        .set
+        .get(version)
+        .map_or_else(|| version.to_string(), |m| m.name.clone());
+    match migrator.recorded_outcome(version, &item.run_id).await? {
+        RecordedOutcome::Applied {
+            execution_time_ms,
+            run_id,
+        } => {
+            // Applied by this run's task; or by another runner before it (nothing to count).
+            if run_id.as_deref() == Some(item.run_id.as_str()) {
+                MetricLine::new(migrator.db.name())
+                    .with(
+                        Metric::MigrationDuration,
+                        execution_time_ms.unwrap_or(0) as f64,
+                    )
+                    .with(Metric::MigrationsApplied, 1.0)
+                    .property("version", version.as_str())
+                    .property("run_id", &item.run_id)
+                    .property("runner", "task")
+                    .emit();
+            }
+            let by_this_run = run_id.as_deref() == Some(item.run_id.as_str());
+            tracing::info!(task = ?task.as_ref().and_then(|t| t.get("TaskArn")), by_this_run, "{name}: applied");
+            Ok(ApplyOutput::of(vec![crate::runner::MigrationResult {
+                version: version.clone(),
+                name,
+                outcome: if by_this_run {
+                    Outcome::Applied {
+                        execution_time_ms: execution_time_ms.unwrap_or(0).max(0) as u64,
+                        notices: Vec::new(),
+                        batches: None,
+                    }
+                } else {
+                    Outcome::AlreadyApplied
+                },
+            }]))
+        }
+        RecordedOutcome::Failed(failure) => Err(Error::MigrationFailed { failure }),
+        outcome => Err(Error::TaskFailed {
+            name,
+            reason: task_stop_reason(task.as_ref(), error.as_ref()),
+            dirty: outcome == RecordedOutcome::Dirty,
+        }),
+    }
+}
+
+/// A task item holds one migration (the plan never groups one): its outcome is that
+/// migration's, which a range of several could not tell.
+fn one_migration(range: &MigrationRange) -> Result<(), Error> {
+    if range.first != range.last {
+        return Err(Error::InvalidInput(format!(
+            "a task item holds one migration; this one is {}..{}",
+            range.first, range.last
+        )));
+    }
+    Ok(())
+}
+
+/// What ECS or Step Functions said of a task that stopped without a word in the ledger: from
+/// the task's description (`ApplyTask`'s result, or the cause of the error it caught, which
+/// for a failed task is the same description) its stop code and reason, each container's exit
+/// code and reason, and where its log is; else the caught error as it came.
+pub fn task_stop_reason(task: Option<&Value>, error: Option<&CaughtError>) -> String {
+    let parsed = error.and_then(|e| serde_json::from_str::<Value>(&e.cause).ok());
+    let description = task.or(parsed.as_ref().filter(|v| v.get("TaskArn").is_some()));
+    let mut parts = Vec::new();
+    if let Some(e) = error {
+        parts.push(e.error.clone());
+    }
+    match description {
+        Some(t) => {
+            let text = |key: &str| t.get(key).and_then(Value::as_str).filter(|v| !v.is_empty());
+            parts.extend(
+                ["StopCode", "StoppedReason"]
+                    .into_iter()
+                    .filter_map(text)
+                    .map(str::to_owned),
+            );
+            for c in t
+                .get("Containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(code) = c.get("ExitCode").and_then(Value::as_i64) {
+                    parts.push(format!("exit code {code}"));
+                }
+                if let Some(r) = c.get("Reason").and_then(Value::as_str) {
+                    parts.push(r.to_owned());
+                }
+            }
+            if let Some(id) = text("TaskArn").and_then(|arn| arn.rsplit('/').next()) {
+                parts.push(format!(
+                    "its log: stream task/stepmigrate/{id} of the task log group"
+                ));
+            }
+        }
+        None => {
+            if let Some(e) = error {
+                parts.push(e.cause.chars().take(300).collect());
+            }
+        }
+    }
+    if parts.is_empty() {
+        "the task ended with no report".to_owned()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -443,6 +1221,10 @@ pub struct RecordRequest {
     pub execution: String,
     pub range: MigrationRange,
     pub error: CaughtError,
+    /// The item was a rollback's revert (the `RecordRevertFailure` Task says so): the report
+    /// says "rollback of ... failed" even when the error carries no failure.
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 /// A failure as the alert and the execution's error present it.
@@ -470,6 +1252,10 @@ pub struct FailureReport {
     pub recorded: bool,
     /// Dirty: a migration outside a transaction failed part way.
     pub dirty: bool,
+    /// It was a rollback that failed (the migration's down script): the migration is still
+    /// applied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
 }
 
 /// The record step: records a migration's failure in the ledger (when the error carries
@@ -493,22 +1279,38 @@ pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<Failu
             )
         }
     };
+    let rollback = request.rollback || failure.as_ref().is_some_and(|f| f.rollback);
+    let what = |name: &str| {
+        if rollback {
+            format!("rollback of {name}")
+        } else {
+            name.to_owned()
+        }
+    };
     let mut report = FailureReport {
         run_id: request.run_id.clone(),
         database: migrator.db.name().to_owned(),
         version: version.clone(),
         name: name.clone(),
         error: request.error.error.clone(),
-        message: format!("{name} failed: {}", cause_message(&request.error.cause)),
+        message: format!(
+            "{} failed: {}",
+            what(&name),
+            cause_message(&request.error.cause)
+        ),
         sqlstate: None,
         line: None,
         statement: None,
         recorded: false,
         dirty: false,
+        rollback,
     };
     if let Some(failure) = failure {
-        migrator.record_failure(&failure, &request.run_id).await?;
-        report.message = format!("{} failed: {}", failure.name, failure.error);
+        // A long migration's task recorded its own (TaskOutcome read it back).
+        if !failure.recorded {
+            migrator.record_failure(&failure, &request.run_id).await?;
+        }
+        report.message = format!("{} failed: {}", what(&failure.name), failure.error);
         report.sqlstate = Some(failure.error.sqlstate.clone());
         report.line = failure.error.line;
         report.statement = failure.error.statement.clone();
@@ -520,6 +1322,7 @@ pub async fn record(migrator: &Migrator, request: RecordRequest) -> Result<Failu
         .property("version", &version)
         .property("run_id", &request.run_id)
         .property("error", &request.error.error)
+        .property("direction", if rollback { "down" } else { "up" })
         .emit();
     Ok(report)
 }
@@ -560,6 +1363,247 @@ mod tests {
     use crate::error::ErrorKind;
     use serde_json::json;
 
+    fn ranges(batch: &[bool], max: usize) -> (usize, Vec<(usize, usize)>) {
+        let (per, groups) = group_pending(batch, max).unwrap();
+        (per, groups.iter().map(|g| (g.start, g.end)).collect())
+    }
+
+    #[test]
+    fn a_batch_migration_is_alone_in_its_item() {
+        // One item each below the limit, as before.
+        assert_eq!(
+            ranges(&[false, true, false], 10),
+            (1, vec![(0, 1), (1, 2), (2, 3)])
+        );
+        // Grouped past it (3 at a time here), but never with a batch migration: the group
+        // before it ends there.
+        let batch = [false, false, true, false, false, false, false, false];
+        assert_eq!(ranges(&batch, 4), (3, vec![(0, 2), (2, 3), (3, 6), (6, 8)]));
+        // Without batch migrations, the same chunks as ever.
+        let plain = vec![false; 10_000];
+        let (per, groups) = group_pending(&plain, DEFAULT_MAX_ITERATIONS).unwrap();
+        assert_eq!((per, groups.len()), (5, 2000));
+        assert!(groups.iter().all(|g| g.len() == 5));
+        // Batch migrations split groups: items grow until the count fits again.
+        let mut mixed = vec![false; 10_000];
+        for i in (0..10_000).step_by(100) {
+            mixed[i] = true;
+        }
+        let (per, groups) = group_pending(&mixed, DEFAULT_MAX_ITERATIONS).unwrap();
+        assert!(groups.len() <= DEFAULT_MAX_ITERATIONS, "{}", groups.len());
+        assert_eq!(per, 6);
+        assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), 10_000);
+        for g in &groups {
+            if g.clone().any(|i| mixed[i]) {
+                assert_eq!(g.len(), 1, "{g:?}");
+            }
+        }
+        // More batch migrations than items allowed cannot be planned; none pending is none.
+        assert!(group_pending(&[true, true, true], 2).is_none());
+        assert_eq!(ranges(&[], 5), (1, vec![]));
+    }
+
+    #[test]
+    fn a_stopped_task_is_described_by_what_ecs_said() {
+        let task = json!({
+            "TaskArn": "arn:aws:ecs:us-east-1:1:task/c/0f1e2d",
+            "LastStatus": "STOPPED",
+            "StopCode": "EssentialContainerExited",
+            "StoppedReason": "Essential container in task exited",
+            "Containers": [{"Name": "stepmigrate", "ExitCode": 137, "Reason": "OutOfMemoryError: Container killed due to memory usage"}]
+        });
+        let reason = task_stop_reason(Some(&task), None);
+        for needle in [
+            "EssentialContainerExited",
+            "exit code 137",
+            "OutOfMemoryError",
+            "stream task/stepmigrate/0f1e2d",
+        ] {
+            assert!(reason.contains(needle), "{needle}: {reason}");
+        }
+        // Caught: ECS's description is the cause of a failed task; any other cause as it came.
+        let caught = CaughtError {
+            error: "States.TaskFailed".into(),
+            cause: task.to_string(),
+        };
+        let reason = task_stop_reason(None, Some(&caught));
+        assert!(
+            reason.starts_with("States.TaskFailed; EssentialContainerExited"),
+            "{reason}"
+        );
+        let refused = CaughtError {
+            error: "ECS.AmazonECSException".into(),
+            cause: "Capacity is unavailable at this time".into(),
+        };
+        assert_eq!(
+            task_stop_reason(None, Some(&refused)),
+            "ECS.AmazonECSException; Capacity is unavailable at this time"
+        );
+        assert_eq!(
+            task_stop_reason(None, None),
+            "the task ended with no report"
+        );
+    }
+
+    #[test]
+    fn the_batch_loop_shares_what_the_history_budget_leaves() {
+        assert_eq!(batch_invocation_cap(5, 0, 0), 0);
+        // A run of a few items: thousands of invocations.
+        let few = batch_invocation_cap(3, 1, 0) as usize;
+        assert_eq!(
+            few,
+            (HISTORY_LIMIT - HISTORY_RESERVE - RUN_EVENTS - 3 * ITEM_EVENTS) / BATCH_LOOP_EVENTS
+        );
+        assert!(few > 2000, "{few}");
+        // The largest plan still leaves each of two batch items hundreds, and the whole run
+        // stays under the limit even if every one of them loops to its cap.
+        let items = DEFAULT_MAX_ITERATIONS;
+        let cap = batch_invocation_cap(items, 2, 0) as usize;
+        assert!(cap >= 200, "{cap}");
+        let worst = RUN_EVENTS + items * ITEM_EVENTS + 2 * cap * BATCH_LOOP_EVENTS;
+        assert!(worst + HISTORY_RESERVE <= HISTORY_LIMIT, "{worst}");
+        // Items on the task route cost more, and leave the batch items less.
+        let with_tasks = batch_invocation_cap(items, 2, 100) as usize;
+        assert!(with_tasks < cap, "{with_tasks} {cap}");
+        let worst = RUN_EVENTS
+            + (items - 100) * ITEM_EVENTS
+            + 100 * TASK_ITEM_EVENTS
+            + 2 * with_tasks * BATCH_LOOP_EVENTS;
+        assert!(worst + HISTORY_RESERVE <= HISTORY_LIMIT, "{worst}");
+        // Past what the budget allows (a larger STEPMIGRATE_MAX_ITERATIONS), still one.
+        assert_eq!(batch_invocation_cap(3000, 1, 0), 1);
+    }
+
+    #[test]
+    fn the_batch_budget_stays_well_under_the_deadline() {
+        let s = Duration::from_secs;
+        // The deadline less 30 s.
+        assert_eq!(batch_budget(Some(s(900)), None), s(870));
+        // The setting when shorter, the deadline's when not.
+        assert_eq!(batch_budget(Some(s(900)), Some(s(5))), s(5));
+        assert_eq!(batch_budget(Some(s(120)), Some(s(600))), s(90));
+        // A deadline too close for the margin: half of what is left.
+        assert_eq!(batch_budget(Some(s(40)), None), s(20));
+        assert_eq!(
+            batch_budget(Some(s(40)), Some(Duration::from_millis(500))),
+            Duration::from_millis(500)
+        );
+        // No deadline (local runs).
+        assert_eq!(batch_budget(None, Some(s(1))), s(1));
+        assert_eq!(batch_budget(None, None), DEFAULT_BATCH_BUDGET);
+    }
+
+    #[test]
+    fn a_batch_loop_counts_invocations_and_stalls() {
+        let wait = Duration::from_millis(1500);
+        let at = |rows| BatchProgress {
+            batches: rows / 10,
+            rows,
+            batch_rows: 10,
+        };
+        let first = next_loop(None, "004_backfill", false, at(50), 50, Some(10), wait).unwrap();
+        assert_eq!(
+            first,
+            BatchLoop {
+                done: false,
+                progress: at(50),
+                invocations: 1,
+                stalled: 0,
+                wait_seconds: 2
+            }
+        );
+        // No row changed: stalled, twice is still fine, the third time fails.
+        let one = next_loop(
+            Some(&first),
+            "004_backfill",
+            false,
+            at(50),
+            0,
+            Some(10),
+            wait,
+        )
+        .unwrap();
+        let two = next_loop(Some(&one), "004_backfill", false, at(50), 0, Some(10), wait).unwrap();
+        assert_eq!((two.invocations, two.stalled), (3, 2));
+        let err =
+            next_loop(Some(&two), "004_backfill", false, at(50), 0, Some(10), wait).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BatchStalled);
+        assert!(
+            err.to_string()
+                .contains("004_backfill made no progress in 3 invocations"),
+            "{err}"
+        );
+        // Progress resets the count.
+        let moved = next_loop(
+            Some(&two),
+            "004_backfill",
+            false,
+            at(60),
+            10,
+            Some(10),
+            wait,
+        )
+        .unwrap();
+        assert_eq!((moved.invocations, moved.stalled), (4, 0));
+        // Done ends it, whatever the counts.
+        let done = next_loop(Some(&two), "004_backfill", true, at(50), 0, Some(3), wait).unwrap();
+        assert!(done.done);
+        // The cap: the invocation that reaches it, not done, fails.
+        let capped = BatchLoop {
+            invocations: 9,
+            ..moved
+        };
+        let err = next_loop(
+            Some(&capped),
+            "004_backfill",
+            false,
+            at(70),
+            10,
+            Some(10),
+            wait,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BatchLoopLimit);
+        assert!(err.to_string().contains("after 10 invocations"), "{err}");
+    }
+
+    #[test]
+    fn a_batch_item_and_its_loop_survive_the_definition() {
+        // The plan's item, then ApplyBatch's ResultSelector output ($.batch) next to it.
+        let state = json!({"run_id": "r", "execution": "arn:x", "set_digest": "d",
+            "range": {"first": "004", "last": "004", "name": "004_backfill", "batch": true, "max_invocations": 500},
+            "batch": {"done": false, "progress": {"batches": 3, "rows": 30, "batch_rows": 10}, "invocations": 2, "stalled": 0, "wait_seconds": 5}});
+        let ApplyOneRequest::Apply(r) = serde_json::from_value(state).unwrap() else {
+            panic!("not an apply")
+        };
+        assert!(r.range.batch);
+        assert_eq!(r.range.max_invocations, Some(500));
+        assert_eq!(
+            r.batch.map(|b| (b.invocations, b.progress.rows)),
+            Some((2, 30))
+        );
+        // A plain item says nothing of batches, and its output only `done`.
+        let plain = MigrationRange {
+            first: Version::parse("001").unwrap(),
+            last: Version::parse("002").unwrap(),
+            name: None,
+            batch: false,
+            task: false,
+            max_invocations: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            json!({"first": "001", "last": "002"})
+        );
+        assert_eq!(
+            serde_json::to_value(ApplyOutput::of(Vec::new())).unwrap(),
+            json!({"results": [], "done": true})
+        );
+        // An older output (no `done`) reads as done.
+        let old: ApplyOutput = serde_json::from_value(json!({"results": []})).unwrap();
+        assert!(old.done);
+    }
+
     #[test]
     fn empty_input_means_migrate() {
         let input = ExecutionInput::parse(&json!({})).unwrap();
@@ -591,6 +1635,8 @@ mod tests {
     fn bad_input_says_what_is_accepted() {
         for bad in [
             json!({"action": "rollback"}),
+            json!({"action": "rollback", "target": "four"}),
+            json!({"action": "revert", "target": "004"}),
             json!({"dry_run": "yes"}),
             json!({"actoin": "status"}),
             json!([1]),
@@ -600,10 +1646,75 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidInput);
             assert!(err.to_string().contains("accepted input"), "{err}");
         }
+        let err = ExecutionInput::parse(&json!({"action": "undo"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("status, migrate, verify, rollback"), "{err}");
         let err = ExecutionInput::parse(&json!({"action": "rollback"}))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("status, migrate"), "{err}");
+        assert!(err.contains("a rollback needs `target`"), "{err}");
+    }
+
+    #[test]
+    fn a_rollback_names_its_target_and_may_be_a_dry_run() {
+        let input = ExecutionInput::parse(&json!({"action": "rollback", "target": "004"})).unwrap();
+        assert_eq!(input.action, Action::Rollback);
+        assert_eq!(input.target.as_ref().map(Version::as_str), Some("004"));
+        assert!(!input.dry_run);
+        let all = ExecutionInput::parse(
+            &json!({"action": "rollback", "target": "000", "dry_run": true, "source": "console"}),
+        )
+        .unwrap();
+        assert!(all.dry_run);
+        assert_eq!(all.target.as_ref().map(Version::as_str), Some("000"));
+        // What `stepmigrate remote start --action rollback --to 004` sends parses back.
+        let sent = serde_json::to_value(&input).unwrap();
+        assert_eq!(
+            sent,
+            json!({"action": "rollback", "dry_run": false, "target": "004"})
+        );
+        assert_eq!(ExecutionInput::parse(&sent).unwrap(), input);
+    }
+
+    #[test]
+    fn a_rollback_plan_runs_and_its_dry_run_reports() {
+        let mut plan: PlanOutput = serde_json::from_value(json!({
+            "action": "rollback", "to_apply": 2,
+            "pending": [{"first": "005", "last": "005", "name": "005_b"}, {"first": "004", "last": "004", "name": "004_a"}],
+        }))
+        .unwrap();
+        assert!(!plan.report_only());
+        assert_eq!(plan.pending_count(), 2);
+        assert!(plan.reverts.is_empty(), "an older plan output has none");
+        plan.dry_run = true;
+        plan.to_apply = 0;
+        assert!(plan.report_only());
+        assert_eq!(plan.pending_count(), 2);
+        let run: RunOutput =
+            serde_json::from_value(json!({"status": "SUCCEEDED", "rolled_back_count": 2})).unwrap();
+        assert_eq!((run.applied_count, run.rolled_back_count), (0, 2));
+    }
+
+    #[test]
+    fn the_apply_one_worker_tells_a_revert_from_an_apply() {
+        let item = json!({"run_id": "r", "execution": "arn:x", "set_digest": "d", "range": {"first": "004", "last": "004", "name": "004_a"}});
+        let apply: ApplyOneRequest = serde_json::from_value(item.clone()).unwrap();
+        assert!(matches!(apply, ApplyOneRequest::Apply(_)));
+        let revert: ApplyOneRequest = serde_json::from_value(json!({ "revert": item })).unwrap();
+        let ApplyOneRequest::Revert(r) = revert else {
+            panic!("not a revert: {revert:?}")
+        };
+        assert_eq!(r.revert.range.first.as_str(), "004");
+        assert_eq!(r.revert.run_id, "r");
+        let verify: ApplyOneRequest =
+            serde_json::from_value(json!({"verify": {"action": "verify"}})).unwrap();
+        assert!(matches!(verify, ApplyOneRequest::Verify(_)));
+        // The record step's input: `rollback` is optional (the apply path sends none).
+        let record: RecordRequest = serde_json::from_value(json!({"run_id": "r", "range": {"first": "004", "last": "004"}, "error": {"Error": "SqlFailed", "Cause": "x"}, "rollback": true})).unwrap();
+        assert!(record.rollback);
+        let record: RecordRequest = serde_json::from_value(json!({"run_id": "r", "set_digest": "d", "range": {"first": "004", "last": "004"}, "error": {"Error": "SqlFailed", "Cause": "x"}})).unwrap();
+        assert!(!record.rollback);
     }
 
     #[test]
@@ -614,6 +1725,8 @@ mod tests {
             file: "migrations/004_x.sql".into(),
             dirty: false,
             notices: Vec::new(),
+            rollback: false,
+            recorded: false,
             transactional: true,
             error: crate::error::SqlError {
                 sqlstate: "42P01".into(),
@@ -678,8 +1791,29 @@ mod definition_tests {
         for name in names {
             let known = ErrorKind::ALL.iter().any(|k| k.as_str() == name)
                 || name.starts_with("Lambda.")
-                || name.starts_with("States.");
+                || name.starts_with("States.")
+                // ECS's own, for the task route (RunTask refused, no capacity).
+                || ["ECS.AmazonECSException", "AmazonECS.Unknown"].contains(&name.as_str());
             assert!(known, "the definition matches unknown error {name}");
+        }
+    }
+
+    /// Every console example in `statemachine/examples/` is an input the plan step accepts,
+    /// and the rollback examples are there.
+    #[test]
+    fn the_examples_are_accepted_inputs() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../statemachine/examples");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let input: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            crate::steps::ExecutionInput::parse(&input)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        for wanted in ["rollback-to-004.json", "rollback-dry-run.json"] {
+            assert!(names.iter().any(|n| n == wanted), "{names:?}");
         }
     }
 

@@ -8,7 +8,8 @@ use std::fmt::Write;
 
 use super::changes::ChangeFindingKind;
 use super::report::{
-    FileReport, FindingSeverity, PreviewReport, SchemaChangeKind, Summary, Verdict, VerifyOutcome,
+    FileReport, FindingSeverity, PreviewReport, RoundTripReport, SchemaChangeKind, Summary,
+    Verdict, VerifyOutcome,
 };
 
 /// The first line of every preview comment: how a workflow finds the comment to update.
@@ -192,6 +193,24 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
             .count(),
         plural(report.files.len(), "new migration", "new migrations")
     );
+    if s.round_trips > 0 {
+        let mut cell = format!(
+            "{} of {} passed",
+            s.round_trips - s.round_trips_failed - s.round_trips_without_down,
+            s.round_trips
+        );
+        if s.round_trips_failed > 0 {
+            let _ = write!(cell, "; ❌ {} failed", s.round_trips_failed);
+        }
+        if s.round_trips_without_down > 0 {
+            let _ = write!(
+                cell,
+                "; ⚠️ {} without a down file",
+                s.round_trips_without_down
+            );
+        }
+        let _ = writeln!(out, "| Round trip (up, down, up) | {cell} |");
+    }
     // Outside a transaction verify cannot read a migration's locks (each statement releases
     // them as it ends): then the count is a floor, and "none" would be a claim it cannot make.
     let unobserved = if s.non_transactional.is_empty() {
@@ -323,6 +342,12 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
             if v.failed() {
                 facts.push("failed on the scratch database".into());
             }
+            if v.round_trip_failed() {
+                facts.push("round trip failed".into());
+            }
+            if matches!(v.round_trip, Some(RoundTripReport::NoDownFile { .. })) {
+                facts.push("no down file".into());
+            }
             if v.access_exclusive_on_existing {
                 facts.push("ACCESS EXCLUSIVE on an existing table".into());
             }
@@ -338,6 +363,21 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
             }
         }
         None => facts.push("not run".into()),
+    }
+    let versions = |list: &[stepmigrate_core::migration::Version]| {
+        list.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !f.requires.is_empty() {
+        facts.push(format!("requires {}", versions(&f.requires)));
+    }
+    if !f.conflicts.is_empty() {
+        facts.push(format!("conflicts with {}", versions(&f.conflicts)));
+    }
+    if f.irreversible {
+        facts.push("irreversible".into());
     }
     let mut out = format!(
         "<details><summary>{icon} <code>{}</code> · {}</summary>\n\n",
@@ -366,6 +406,28 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
                     let _ = writeln!(body, "**❌ Failed** on the scratch database:\n");
                     let _ = writeln!(body, "{}\n", fenced("text", error));
                 }
+            }
+            match &v.round_trip {
+                Some(RoundTripReport::Ok) => {
+                    let _ = writeln!(
+                        body,
+                        "**Round trip:** ✅ its down gave back the schema before it, and applied again it made the same schema.\n"
+                    );
+                }
+                Some(RoundTripReport::Skipped { reason }) => {
+                    let _ = writeln!(body, "**Round trip:** skipped ({}).\n", inline(reason));
+                }
+                Some(RoundTripReport::Failed { message }) => {
+                    let _ = writeln!(body, "**❌ Round trip failed:** {}\n", inline(message));
+                }
+                Some(RoundTripReport::NoDownFile { message }) => {
+                    let _ = writeln!(
+                        body,
+                        "**⚠️ Round trip not possible:** {}\n",
+                        inline(message)
+                    );
+                }
+                None => {}
             }
             if v.non_transactional {
                 // No table (or an empty one) must not read as "takes no lock".

@@ -70,6 +70,27 @@ pub enum VerifyOutcome {
     Failed { error: String },
 }
 
+/// The up/down round trip of a new migration on the scratch database: its down must give
+/// back the schema before it, and applied again it must make the same schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RoundTripReport {
+    Ok,
+    /// `irreversible`, or not run (the migration failed).
+    Skipped {
+        reason: String,
+    },
+    /// Names the objects that differ, or why the down could not run.
+    Failed {
+        message: String,
+    },
+    /// Neither a down file nor `irreversible`: a rollback of it would be refused (a warning
+    /// here; `verify --round-trip` fails on it).
+    NoDownFile {
+        message: String,
+    },
+}
+
 /// What `verify` saw for one migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification {
@@ -85,6 +106,8 @@ pub struct Verification {
     /// It ran outside a transaction (`-- stepmigrate: no-transaction`): on the scratch
     /// database it ran for real, and in production a failure part way leaves it dirty.
     pub non_transactional: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round_trip: Option<RoundTripReport>,
 }
 
 impl Verification {
@@ -114,11 +137,20 @@ impl Verification {
             rewrites,
             new_indexes,
             non_transactional,
+            round_trip: None,
         }
+    }
+
+    pub fn with_round_trip(self, round_trip: Option<RoundTripReport>) -> Verification {
+        Verification { round_trip, ..self }
     }
 
     pub fn failed(&self) -> bool {
         matches!(self.outcome, VerifyOutcome::Failed { .. })
+    }
+
+    pub fn round_trip_failed(&self) -> bool {
+        matches!(self.round_trip, Some(RoundTripReport::Failed { .. }))
     }
 }
 
@@ -132,6 +164,13 @@ pub struct FileReport {
     pub findings: Vec<LintFinding>,
     /// `None` when it was not run (e.g. an earlier migration failed).
     pub verification: Option<Verification>,
+    /// Its header's `requires`, `conflicts` and `irreversible`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Version>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Version>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
 }
 
 impl FileReport {
@@ -145,7 +184,20 @@ impl FileReport {
             severity == FindingSeverity::Error
                 && self.verification.as_ref().is_some_and(Verification::failed),
         );
-        lint + failed
+        let round_trip = usize::from(
+            severity == FindingSeverity::Error
+                && self
+                    .verification
+                    .as_ref()
+                    .is_some_and(Verification::round_trip_failed),
+        );
+        let no_down = usize::from(
+            severity == FindingSeverity::Warning
+                && self.verification.as_ref().is_some_and(|v| {
+                    matches!(v.round_trip, Some(RoundTripReport::NoDownFile { .. }))
+                }),
+        );
+        lint + failed + round_trip + no_down
     }
 }
 
@@ -220,6 +272,11 @@ pub struct Summary {
     /// Names of the migrations that run outside a transaction.
     pub non_transactional: Vec<String>,
     pub new_indexes_invalid: usize,
+    /// Round trips tried (passed, failed, or impossible without a down file), failed, and
+    /// impossible.
+    pub round_trips: usize,
+    pub round_trips_failed: usize,
+    pub round_trips_without_down: usize,
 }
 
 impl PreviewReport {
@@ -267,6 +324,18 @@ impl PreviewReport {
                     s.non_transactional.push(f.name.clone());
                 }
                 s.new_indexes_invalid += v.new_indexes.iter().filter(|i| !i.valid).count();
+                match &v.round_trip {
+                    Some(RoundTripReport::Ok) => s.round_trips += 1,
+                    Some(RoundTripReport::Failed { .. }) => {
+                        s.round_trips += 1;
+                        s.round_trips_failed += 1;
+                    }
+                    Some(RoundTripReport::NoDownFile { .. }) => {
+                        s.round_trips += 1;
+                        s.round_trips_without_down += 1;
+                    }
+                    _ => {}
+                }
             }
         }
         s.access_exclusive_on_existing.sort();

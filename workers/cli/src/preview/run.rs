@@ -12,14 +12,17 @@ use stepmigrate_core::db::Database;
 use stepmigrate_core::migration::{Migration, Mode};
 use stepmigrate_core::runner::new_run_id;
 use stepmigrate_core::schema::{diff, ChangeType, LedgerFilter, Snapshot, SnapshotOptions};
-use stepmigrate_core::verify::{self, verify_pending, MigrationVerification, ScratchDatabase};
+use stepmigrate_core::verify::{
+    self, verify_pending_with, MigrationVerification, RoundTrip, RoundTripStep, ScratchDatabase,
+    VerifyOptions,
+};
 use stepmigrate_core::Error;
 use tracing::{error, info};
 
 use super::changes::{sides, AddedMigration, Sides};
 use super::report::{
-    FileReport, FindingSeverity, LintFinding, LockReport, NewIndex, PreviewReport, SchemaChange,
-    SchemaChangeKind, ScratchTiming, Verification, VerifyOutcome,
+    FileReport, FindingSeverity, LintFinding, LockReport, NewIndex, PreviewReport, RoundTripReport,
+    SchemaChange, SchemaChangeKind, ScratchTiming, Verification, VerifyOutcome,
 };
 
 /// Where the scratch database comes from.
@@ -53,6 +56,9 @@ pub async fn preview(
                 file: added.migration.file.clone(),
                 findings: lint(m, added, rules),
                 verification: None,
+                requires: m.directives.requires.clone(),
+                conflicts: m.directives.conflicts.clone(),
+                irreversible: m.directives.irreversible,
             })
         })
         .collect();
@@ -151,7 +157,9 @@ async fn on_scratch(
         .filter_map(|a| set.get(&a.migration.version))
         .filter(|m| sides.base.get(&m.version).is_none())
         .collect();
-    let verified = verify_pending(&migrator, scratch, &pending, &run_id).await?;
+    // Each new migration's up/down round trip too: its down must undo it.
+    let round_trip = VerifyOptions { round_trip: true };
+    let verified = verify_pending_with(&migrator, scratch, &pending, &run_id, &round_trip).await?;
     let verify_ms = verifying.elapsed().as_millis() as u64;
     let after = Snapshot::capture_database(scratch.database(), &options).await?;
     Ok(ScratchRun {
@@ -213,22 +221,40 @@ fn verification(v: &MigrationVerification) -> Option<Verification> {
             existing: l.existing,
         })
         .collect();
-    Some(Verification::new(
-        outcome,
-        v.duration_ms.round() as u64,
-        v.statements.len(),
-        locks,
-        v.rewrites.iter().map(|r| r.relation.clone()).collect(),
-        v.new_indexes
-            .iter()
-            .map(|i| NewIndex {
-                name: i.name.clone(),
-                table: i.table.clone(),
-                valid: i.valid,
-            })
-            .collect(),
-        v.mode == Mode::NoTransaction,
-    ))
+    Some(
+        Verification::new(
+            outcome,
+            v.duration_ms.round() as u64,
+            v.statements.len(),
+            locks,
+            v.rewrites.iter().map(|r| r.relation.clone()).collect(),
+            v.new_indexes
+                .iter()
+                .map(|i| NewIndex {
+                    name: i.name.clone(),
+                    table: i.table.clone(),
+                    valid: i.valid,
+                })
+                .collect(),
+            v.mode == Mode::NoTransaction,
+        )
+        .with_round_trip(v.round_trip.as_ref().map(|r| match r {
+            RoundTrip::Ok { .. } => RoundTripReport::Ok,
+            RoundTrip::Skipped { reason } => RoundTripReport::Skipped {
+                reason: reason.clone(),
+            },
+            RoundTrip::Failed {
+                step: RoundTripStep::NoDownFile,
+                message,
+                ..
+            } => RoundTripReport::NoDownFile {
+                message: message.clone(),
+            },
+            RoundTrip::Failed { message, .. } => RoundTripReport::Failed {
+                message: message.clone(),
+            },
+        })),
+    )
 }
 
 fn schema_changes(before: &Snapshot, after: &Snapshot) -> Vec<SchemaChange> {

@@ -1,7 +1,8 @@
 //! What the Lambda workers share, one module a job: the runtime loop ([`runtime`]), their
 //! configuration from the environment ([`env`]), the database workers' lazily built migrator
 //! with timeouts fitted to the deadline ([`worker`]), the database's secret ([`secret`]) and
-//! the notifier ([`notify`]). Each binary is one call to [`serve`].
+//! the notifier ([`notify`]), and apply-one's ECS task mode ([`run_task`]). Each binary is
+//! one call to [`serve`].
 //!
 //! The database workers read their secret lazily, at the first invocation that needs it
 //! ([`LazyMigrator`]), and fit their lock wait and statement timeout into the invocation's
@@ -30,12 +31,14 @@ mod env;
 mod notify;
 mod runtime;
 mod secret;
+mod task;
 mod worker;
 
 pub use env::*;
 pub use notify::*;
 pub use runtime::*;
 use secret::*;
+pub use task::*;
 pub use worker::*;
 
 #[cfg(test)]
@@ -91,6 +94,35 @@ mod tests {
             "{}",
             d.error_message
         );
+    }
+
+    #[test]
+    fn batch_settings_parse_like_the_other_durations() {
+        let from = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            batch_settings_from(move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(from(&[]).unwrap(), steps::BatchSettings::default());
+        let s = from(&[(ENV_BATCH_BUDGET, "5s"), (ENV_BATCH_WAIT, "0")]).unwrap();
+        assert_eq!(s.budget, Some(Duration::from_secs(5)));
+        assert_eq!(s.wait, Duration::ZERO);
+        for bad in [
+            (ENV_BATCH_BUDGET, "5 parsecs"),
+            (ENV_BATCH_BUDGET, "0"),
+            (ENV_BATCH_WAIT, "soon"),
+        ] {
+            let err = from(&[bad]).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::ConfigError);
+            assert!(err.to_string().contains(bad.0), "{err}");
+        }
     }
 
     #[test]

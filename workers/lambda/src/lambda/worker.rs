@@ -59,6 +59,13 @@ impl LazyMigrator {
     /// Its lock wait and statement timeout are fitted into this invocation's deadline (every
     /// invocation of a function has the same timeout).
     pub async fn get(&self, context: &Context) -> Result<Arc<Migrator>, Error> {
+        self.get_within(remaining(context.deadline, SystemTime::now()))
+            .await
+    }
+
+    /// The migrator, its timeouts fitted into `remaining` (None: the settings as configured,
+    /// for the ECS task, which has no deadline).
+    pub async fn get_within(&self, remaining: Option<Duration>) -> Result<Arc<Migrator>, Error> {
         // Boxed: the SDK's futures nest deep enough to overflow the compiler's layout depth
         // inside the handlers' futures.
         get_or_try_init(&self.ready, Box::pin(async {
@@ -69,7 +76,7 @@ impl LazyMigrator {
                     self.settings.connect_timeout,
                 ),
             };
-            let settings = match remaining(context.deadline, SystemTime::now()) {
+            let settings = match remaining {
                 Some(left) => fit_to_deadline(&self.settings, left),
                 None => self.settings.clone(),
             };

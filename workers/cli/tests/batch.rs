@@ -1,0 +1,560 @@
+//! Batch migrations (`-- stepmigrate: batch`) against a real PostgreSQL: the real binary and
+//! the library's budgeted run, a fresh database each.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Dir, TestDb};
+use stepmigrate_core::apply::Outcome;
+use stepmigrate_core::migration::Version;
+
+/// `items` with `n` rows to backfill (`done` NULL), and `touched` counting how often a row
+/// was changed: an idempotent batch changes each row once. The partial index is what a real
+/// backfill needs too: without it each batch scans past every row done before it.
+fn with_items(n: u64) -> String {
+    format!(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, done int, touched int NOT NULL DEFAULT 0);\n\
+         INSERT INTO items (id, v) SELECT g, g % 100 FROM generate_series(1, {n}) g;\n\
+         CREATE INDEX items_todo ON items (id) WHERE done IS NULL;\n\
+         ANALYZE items;\n"
+    )
+}
+
+const BACKFILL: &str = "-- stepmigrate: batch\n\
+-- stepmigrate: batch_size = 1000\n\
+UPDATE items SET done = v * 2, touched = touched + 1\n\
+WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n";
+
+async fn batch_events(db: &TestDb, version: &str) -> Vec<(u64, u64, u64)> {
+    db.query(&format!(
+        "SELECT concat_ws(',', progress->>'batches', progress->>'rows', progress->>'batch_rows') FROM schema_migration_events WHERE version = '{version}' AND kind = 'batch' ORDER BY id"
+    ))
+    .await
+    .iter()
+    .map(|t| {
+        let v: Vec<u64> = t.split(',').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1], v[2])
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn a_backfill_runs_in_batches_until_a_batch_changes_nothing() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(25_500)),
+        ("002_backfill.sql", BACKFILL),
+        ("003_after.sql", "CREATE TABLE after_backfill (id int);\n"),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    let doc = run.json();
+    let backfill = &doc["results"][1];
+    assert_eq!(backfill["outcome"], "applied", "{doc}");
+    assert_eq!(backfill["batches"]["batches"], 26);
+    assert_eq!(backfill["batches"]["rows"], 25_500);
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+    assert_eq!(
+        db.query(
+            "SELECT count(*)::text FROM items WHERE done IS NULL OR done <> v * 2 OR touched <> 1"
+        )
+        .await,
+        ["0"],
+        "every row backfilled exactly once"
+    );
+    let events = batch_events(&db, "002").await;
+    assert_eq!(events.len(), 26);
+    assert_eq!(events.iter().map(|e| e.2).sum::<u64>(), 25_500);
+    for (i, (batches, rows, _)) in events.iter().enumerate() {
+        assert_eq!(*batches, i as u64 + 1);
+        assert_eq!(
+            *rows,
+            events[..=i].iter().map(|e| e.2).sum::<u64>(),
+            "each event's total is the sum of the batches so far"
+        );
+    }
+    assert_eq!(events[25].2, 500, "the last batch holds the rest");
+    let kinds = db
+        .query("SELECT kind FROM schema_migration_events WHERE version = '002' AND kind <> 'batch' ORDER BY id")
+        .await;
+    assert_eq!(kinds, ["applied"]);
+    assert_eq!(
+        db.query("SELECT progress->>'rows' FROM schema_migration_events WHERE version = '002' AND kind = 'applied'")
+            .await,
+        ["25500"]
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+
+    // Human output, not on a terminal: the outcome with its totals.
+    let db2 = TestDb::new().await;
+    let human = db2.cli(dir.path(), &["up"]);
+    human.assert_code(0);
+    assert!(
+        human.stdout.contains("002_backfill ... ok (")
+            && human.stdout.contains("25,500 rows in 26 batches"),
+        "{}",
+        human.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_failing_batch_keeps_the_batches_before_it_and_the_next_run_resumes() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(5_000)),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 1000\n\n\
+             UPDATE items SET done = 100 / (id - 3500), touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["up"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("002_backfill.sql") && run.stderr.contains("division by zero"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("at line 4"),
+        "names the statement's line: {}",
+        run.stderr
+    );
+    assert_eq!(db.applied().await, ["001"]);
+    assert_eq!(
+        batch_events(&db, "002").await.len(),
+        3,
+        "batches 1-3 committed"
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NOT NULL")
+            .await,
+        ["3000"],
+        "the failed batch left nothing"
+    );
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "failed", "{status}");
+    assert!(
+        !status["migrations"][1]["dirty"].as_bool().unwrap_or(false),
+        "a failed batch is never dirty"
+    );
+
+    // Fix the data; the next run resumes at batch 4.
+    db.exec("UPDATE items SET v = v WHERE id = 3500; DELETE FROM items WHERE id = 3500")
+        .await;
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let events = batch_events(&db, "002").await;
+    let numbers: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5], "resumed, never redone");
+    assert_eq!(events.last().unwrap().1, 4_999);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NULL OR touched <> 1")
+            .await,
+        ["0"]
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn a_time_budget_stops_between_batches_and_the_next_call_resumes() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(4_000)),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 500\n-- stepmigrate: pause = 150ms\n\
+             UPDATE items SET done = v, touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let migrator = db.migrator(dir.path(), common::settings());
+    let v = Version::parse("002").unwrap();
+    let mut calls = 0;
+    let mut unfinished = 0;
+    loop {
+        calls += 1;
+        assert!(calls < 20, "never finished");
+        let results = migrator
+            .apply_range_until(
+                &v,
+                &v,
+                "budget-test",
+                Some(Instant::now() + Duration::from_millis(400)),
+            )
+            .await
+            .unwrap();
+        match &results[0].outcome {
+            Outcome::Unfinished { progress } => {
+                unfinished += 1;
+                assert!(progress.batches > 0 && progress.batches < 8, "{progress:?}");
+                assert_eq!(db.applied().await, ["001"], "still pending");
+            }
+            Outcome::Applied { batches, .. } => {
+                assert_eq!(batches.unwrap().rows, 4_000);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        unfinished >= 2,
+        "the budget cut the run {unfinished} time(s)"
+    );
+    let numbers: Vec<u64> = batch_events(&db, "002").await.iter().map(|e| e.0).collect();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE touched <> 1")
+            .await,
+        ["0"]
+    );
+}
+
+#[tokio::test]
+async fn sigkill_mid_backfill_then_up_finishes_every_row_once() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(1_000_000)),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10000\n\
+             UPDATE items SET done = v * 2, touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let mut child = db.spawn_cli(dir.path(), &["up"]);
+    // A concurrent writer: each of its updates waits at most for the batch holding the row.
+    let writer = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut slowest = Duration::ZERO;
+            for i in 0..150u64 {
+                let started = Instant::now();
+                sqlx::query("UPDATE items SET v = v WHERE id = $1")
+                    .bind(((i * 7_919) % 1_000_000 + 1) as i64)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            slowest
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while batch_events(&db, "002").await.len() < 20 {
+        assert!(Instant::now() < deadline, "no batch committed in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = batch_events(&db, "002").await.len();
+    assert!(before < 100, "killed mid-way ({before} batches)");
+    assert_eq!(db.applied().await, ["001"]);
+
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let slowest_write = writer.await.unwrap();
+    let events = batch_events(&db, "002").await;
+    let numbers: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        numbers,
+        (1..=100).collect::<Vec<_>>(),
+        "resumed where it was"
+    );
+    assert_eq!(
+        events.iter().map(|e| e.2).sum::<u64>(),
+        1_000_000,
+        "the events add up"
+    );
+    assert_eq!(
+        db.query(
+            "SELECT count(*)::text FROM items WHERE done IS DISTINCT FROM v * 2 OR touched <> 1"
+        )
+        .await,
+        ["0"],
+        "every row done once"
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+    let longest_batch: u64 = db
+        .query("SELECT max(execution_time_ms)::text FROM schema_migration_events WHERE version = '002' AND kind = 'batch'")
+        .await[0]
+        .parse()
+        .unwrap();
+    assert!(
+        slowest_write <= Duration::from_millis(longest_batch * 2 + 500),
+        "a writer waited {slowest_write:?}; the longest batch took {longest_batch} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_timeout_is_retried_batch_by_batch() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(3_000)),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: lock_timeout = 200ms\n\
+             UPDATE items SET done = v, touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // Another session holds an exclusive lock on the table for a while.
+    let mut holder = db.conn().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let child = db.spawn_cli(dir.path(), &["up"]);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("lock_timeout"), "{stderr}");
+    assert_eq!(db.applied().await, ["001", "002"]);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE touched <> 1")
+            .await,
+        ["0"]
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_batch_migration_is_refused_with_its_file_and_line() {
+    let db = TestDb::new().await;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "-- stepmigrate: batch\nUPDATE t SET a = 1 WHERE id IN (SELECT id FROM t LIMIT :batch_size);\nUPDATE t SET b = 1;\n",
+            ":3",
+            "one statement",
+        ),
+        (
+            "-- stepmigrate: batch\nUPDATE t SET a = 1 WHERE a IS NULL;\n",
+            ":2",
+            "`:batch_size`",
+        ),
+        (
+            "-- stepmigrate: batch\nSELECT * FROM t LIMIT :batch_size;\n",
+            ":2",
+            "changes data",
+        ),
+        (
+            "-- stepmigrate: batch\nWITH d AS (UPDATE t SET a = 1 WHERE id IN (SELECT id FROM t WHERE a IS NULL LIMIT :batch_size) RETURNING 1) SELECT count(*) FROM d;\n",
+            ":2",
+            "changes data",
+        ),
+        (
+            "-- stepmigrate: batch\n-- stepmigrate: no-transaction\nDELETE FROM t WHERE id IN (SELECT id FROM t LIMIT :batch_size);\n",
+            ":2",
+            "exclude each other",
+        ),
+        (
+            "-- stepmigrate: batch_size = 100\nCREATE TABLE x (id int);\n",
+            ":1",
+            "add the header line `-- stepmigrate: batch`",
+        ),
+        (
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 0\nDELETE FROM t WHERE id IN (SELECT id FROM t LIMIT :batch_size);\n",
+            ":2",
+            "out of range",
+        ),
+        (
+            "DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT :batch_size);\n",
+            ":1",
+            "not a batch migration",
+        ),
+    ];
+    for (sql, line, words) in cases {
+        let dir = Dir::new(&[
+            ("001_t.sql", "CREATE TABLE t (id int, a int, b int);\n"),
+            ("002_x.sql", sql),
+        ]);
+        let run = db.cli(dir.path(), &["up"]);
+        run.assert_code(3);
+        assert!(
+            run.stderr.contains(&format!("002_x.sql{line}")) && run.stderr.contains(words),
+            "{sql}\n{}",
+            run.stderr
+        );
+    }
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        ("001_t.down.sql", "-- stepmigrate: batch\nDELETE FROM t WHERE id IN (SELECT id FROM t LIMIT :batch_size);\n"),
+    ]);
+    let run = db.cli(dir.path(), &["up"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr.contains("001_t.down.sql") && run.stderr.contains("`batch`"),
+        "{}",
+        run.stderr
+    );
+    assert!(db.applied().await.is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn check_catches_a_batch_statement_that_selects_done_rows_again() {
+    let dir = Dir::new(&[
+        (
+            "001_items.sql",
+            "CREATE TABLE items (id bigint PRIMARY KEY, v int, done int);\n",
+        ),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 5000\n\n\
+             UPDATE items SET done = v\n\
+             WHERE id IN (SELECT id FROM items ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let run = common::run_cli(
+        "postgres://nobody@127.0.0.1:1/none",
+        dir.path(),
+        &["check", "--disable", "missing-down", "--json"],
+    );
+    run.assert_code(1);
+    let doc = run.json();
+    let findings = doc["findings"].as_array().unwrap();
+    let finding = findings
+        .iter()
+        .find(|f| f["rule"] == "batch-not-idempotent")
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(finding["severity"], "error");
+    assert_eq!(finding["line"], 4);
+    assert!(finding["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("002_backfill.sql"));
+    assert!(
+        finding["message"].as_str().unwrap().contains("(done)"),
+        "{finding}"
+    );
+
+    dir.write(
+        "002_backfill.sql",
+        "-- stepmigrate: batch\n-- stepmigrate: batch_size = 5000\n\n\
+         UPDATE items SET done = v\n\
+         WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+    );
+    common::run_cli(
+        "postgres://nobody@127.0.0.1:1/none",
+        dir.path(),
+        &["check", "--disable", "missing-down"],
+    )
+    .assert_code(0);
+}
+
+#[tokio::test]
+async fn a_runaway_statement_stops_and_notices_are_kept() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_items.sql",
+            "CREATE TABLE items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);\n\
+             INSERT INTO items (id) SELECT g FROM generate_series(1, 2000) g;\n\
+             ANALYZE items;\n\
+             CREATE FUNCTION items_say() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+             BEGIN RAISE NOTICE 'items touched'; RETURN NULL; END $$;\n\
+             CREATE TRIGGER items_say AFTER UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION items_say();\n",
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             UPDATE items SET n = n + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE n >= 0 ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(1);
+    let doc = run.json();
+    let text = doc.to_string();
+    assert!(text.contains("selects rows it already did"), "{text}");
+    assert!(text.contains("SM011"), "{text}");
+    assert!(
+        text.contains("items touched"),
+        "the batches' notices are kept: {text}"
+    );
+    let batches = batch_events(&db, "002").await;
+    let rows = batches.last().unwrap().1;
+    assert!((6_000..=7_200).contains(&rows), "stopped at {rows} rows");
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "failed", "{status}");
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn a_pause_longer_than_the_servers_idle_session_timeout_still_finishes() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "ALTER DATABASE {} SET idle_session_timeout = '300ms'",
+        db.name
+    ))
+    .await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(300)),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n-- stepmigrate: pause = 600ms\n\
+             UPDATE items SET done = v, touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(batch_events(&db, "002").await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_concurrent_index_build_drops_the_invalid_leftover_and_logs_its_progress() {
+    let db = TestDb::new().await;
+    db.exec(
+        "CREATE TABLE big (id bigint PRIMARY KEY, c int);\n\
+         INSERT INTO big SELECT g, g % 1000 FROM generate_series(1, 400000) g;",
+    )
+    .await;
+    // A unique build over duplicates fails and leaves an INVALID index behind, which `IF NOT
+    // EXISTS` would take for done.
+    let mut conn = db.conn().await;
+    assert!(
+        sqlx::raw_sql("CREATE UNIQUE INDEX CONCURRENTLY big_c_key ON big (c)")
+            .execute(&mut conn)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        db.query("SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'big_c_key'::regclass")
+            .await,
+        ["false"]
+    );
+    db.exec("UPDATE big SET c = id").await;
+    let dir = Dir::new(&[(
+        "001_index.sql",
+        "-- stepmigrate: no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS big_c_key ON big (c);\n",
+    )]);
+    let run = db.cli_env(
+        dir.path(),
+        &["-v", "--json", "up"],
+        &[("STEPMIGRATE_PROGRESS_INTERVAL", "20ms")],
+    );
+    run.assert_code(0);
+    assert!(
+        run.json()
+            .to_string()
+            .contains("dropped the INVALID index public.big_c_key"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("index build"),
+        "progress lines: {}",
+        run.stderr
+    );
+    assert_eq!(
+        db.query("SELECT indisvalid::text FROM pg_index WHERE indexrelid = 'big_c_key'::regclass")
+            .await,
+        ["true"]
+    );
+}

@@ -1,0 +1,589 @@
+//! Rollback (`down`), dependencies between migrations, out-of-order versions and
+//! `migrations.sum`, against a real PostgreSQL: the real binary, a fresh database each.
+
+mod common;
+
+use common::{Dir, Run, TestDb};
+
+/// Three reversible migrations: tables a, b, c.
+fn reversible() -> Dir {
+    Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("001_a.down.sql", "DROP TABLE a;\n"),
+        ("002_b.sql", "CREATE TABLE b (id int);\n"),
+        ("002_b.down.sql", "DROP TABLE b;\n"),
+        ("003_c.sql", "CREATE TABLE c (id int);\n"),
+        ("003_c.down.sql", "DROP TABLE c;\n"),
+    ])
+}
+
+async fn events(db: &TestDb) -> Vec<String> {
+    db.query("SELECT version || ':' || kind FROM schema_migration_events WHERE version <> '000' ORDER BY id")
+        .await
+}
+
+#[tokio::test]
+async fn down_reverts_newest_first_and_the_migrations_are_pending_again() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    db.cli(dir.path(), &["up"]).assert_code(0);
+
+    let dry = db.cli(dir.path(), &["--json", "down", "--to", "001", "--dry-run"]);
+    dry.assert_code(0);
+    let reverts: Vec<String> = dry.json()["reverts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reverts, ["003_c", "002_b"]);
+    assert_eq!(
+        db.applied().await,
+        ["001", "002", "003"],
+        "a dry run changes nothing"
+    );
+
+    // Not on a terminal: --yes is required.
+    let refused = db.cli(dir.path(), &["down", "--to", "001"]);
+    refused.assert_code(2);
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "001", "--yes"]);
+    run.assert_code(0);
+    let doc = run.json();
+    assert_eq!(doc["rolled_back"], 2);
+    assert_eq!(doc["results"][0]["name"], "003_c");
+    assert_eq!(doc["results"][0]["outcome"], "rolled_back");
+    assert_eq!(db.applied().await, ["001"]);
+    assert!(!db.table_exists("c").await && !db.table_exists("b").await);
+    assert_eq!(
+        events(&db).await,
+        [
+            "001:applied",
+            "002:applied",
+            "003:applied",
+            "003:rolled_back",
+            "002:rolled_back"
+        ]
+    );
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][2]["state"], "pending");
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+
+    // Pending again: `up` re-applies them in order (a re-run, not an out-of-order arrival).
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+    // --last 1 reverts the last one applied; 000 reverts everything.
+    db.cli(dir.path(), &["down", "--last", "1", "--yes"])
+        .assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002"]);
+    db.cli(dir.path(), &["down", "--to", "000", "--yes"])
+        .assert_code(0);
+    assert!(db.applied().await.is_empty());
+    let nothing = db.cli(dir.path(), &["down", "--to", "000", "--yes"]);
+    nothing.assert_code(0);
+    assert!(
+        nothing.stdout.contains("nothing to roll back"),
+        "{}",
+        nothing.stdout
+    );
+}
+
+#[tokio::test]
+async fn rollback_is_refused_naming_irreversible_and_missing_down_scripts() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("001_a.down.sql", "DROP TABLE a;\n"),
+        (
+            "002_drop.sql",
+            "-- stepmigrate: irreversible\nALTER TABLE a ADD COLUMN x int;\n",
+        ),
+        ("003_c.sql", "CREATE TABLE c (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "000", "--yes"]);
+    run.assert_code(11);
+    let doc = run.json();
+    assert_eq!(doc["error"]["name"], "RollbackRefused");
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(message.contains("002_drop: irreversible"), "{message}");
+    assert!(message.contains("003_c: has no down script"), "{message}");
+    assert_eq!(
+        db.applied().await,
+        ["001", "002", "003"],
+        "nothing was reverted"
+    );
+
+    // `check` warns about 003 (no down file, not marked), not about 002.
+    let check = db.cli(dir.path(), &["--json", "check"]);
+    let findings = check.json()["findings"].clone();
+    let missing: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "missing-down")
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing.len(), 1, "{findings}");
+    assert!(missing[0].ends_with("003_c.sql"));
+}
+
+#[tokio::test]
+async fn a_failing_down_stops_there_is_recorded_and_the_migration_stays_applied() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    dir.write(
+        "002_b.down.sql",
+        "DROP TABLE b;\nDROP TABLE no_such_table;\n",
+    );
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let run = db.cli(dir.path(), &["down", "--to", "000", "--yes"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("the rollback of 002_b failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("no_such_table"), "{}", run.stderr);
+    // 003 reverted; 002's down rolled back whole; 001 not tried.
+    assert_eq!(db.applied().await, ["001", "002"]);
+    assert!(db.table_exists("b").await);
+    let kinds = events(&db).await;
+    assert_eq!(&kinds[3..], ["003:rolled_back", "002:rollback_failed"]);
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "applied", "{status}");
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn a_failing_no_transaction_down_is_dirty_and_resolved_like_an_up() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        ("001_t.down.sql", "DROP TABLE t;\n"),
+        ("002_index.sql", "-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY t_id_idx ON t (id);\n"),
+        (
+            "002_index.down.sql",
+            "-- stepmigrate: no-transaction\nDROP INDEX CONCURRENTLY t_id_idx;\nDROP INDEX CONCURRENTLY no_such_index;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "down", "--last", "1", "--yes"]);
+    run.assert_code(1);
+    assert_eq!(
+        run.json()["error"]["details"]["migration"]["rollback"],
+        true
+    );
+    let status = db.cli(dir.path(), &["--json", "status"]);
+    status.assert_code(4);
+    assert_eq!(status.json()["migrations"][1]["state"], "dirty");
+    // Everything refuses until resolved: up, and another down.
+    db.cli(dir.path(), &["up"]).assert_code(4);
+    db.cli(dir.path(), &["down", "--last", "1", "--yes"])
+        .assert_code(4);
+    // The index is gone: the down did its part; the operator says it is rolled back.
+    db.cli(dir.path(), &["resolve", "002", "--not-applied"])
+        .assert_code(0);
+    assert_eq!(db.applied().await, ["001"]);
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn the_down_script_kept_in_the_ledger_runs_when_the_file_is_gone_or_changed() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    dir.write(
+        "003_c.down.sql",
+        "DROP TABLE c;\nCREATE TABLE c_was_reverted (id int);\n",
+    );
+    db.cli(dir.path(), &["up"]).assert_code(0);
+
+    // A changed down file: reported, and the kept copy runs unless --use-file.
+    dir.write(
+        "002_b.down.sql",
+        "DROP TABLE b;\nCREATE TABLE b_from_the_file (id int);\n",
+    );
+    // Older code: its files stop at 002 (003 is unknown to it).
+    let older = Dir::new(&[]);
+    for name in ["001_a.sql", "001_a.down.sql", "002_b.sql", "002_b.down.sql"] {
+        older.write(name, &std::fs::read_to_string(dir.file(name)).unwrap());
+    }
+    let dry = db.cli(
+        older.path(),
+        &["--json", "down", "--to", "001", "--dry-run"],
+    );
+    dry.assert_code(0);
+    let doc = dry.json();
+    assert_eq!(doc["reverts"][0]["name"], "003_c");
+    assert_eq!(doc["reverts"][0]["source"], "ledger");
+    assert_eq!(doc["reverts"][1]["source"], "ledger");
+    assert_eq!(doc["reverts"][1]["file_changed"], true);
+    assert!(
+        doc["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("002_b: the down file changed"),
+        "{doc}"
+    );
+
+    db.cli(older.path(), &["down", "--to", "001", "--yes"])
+        .assert_code(0);
+    assert!(
+        db.table_exists("c_was_reverted").await,
+        "003's kept script ran"
+    );
+    assert!(
+        !db.table_exists("b_from_the_file").await,
+        "002's kept copy ran, not the file"
+    );
+    assert_eq!(db.applied().await, ["001"]);
+
+    // --use-file runs the file instead.
+    db.exec("DROP TABLE c_was_reverted").await;
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    db.cli(dir.path(), &["down", "--to", "001", "--yes", "--use-file"])
+        .assert_code(0);
+    assert!(db.table_exists("b_from_the_file").await);
+}
+
+#[tokio::test]
+async fn four_concurrent_downs_revert_each_migration_once() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[]);
+    for i in 1..=30 {
+        dir.write(
+            &format!("{i:03}_t{i}.sql"),
+            &format!("CREATE TABLE t{i} (id int);\n"),
+        );
+        dir.write(
+            &format!("{i:03}_t{i}.down.sql"),
+            &format!("DROP TABLE t{i};\n"),
+        );
+    }
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let children: Vec<_> = (0..4)
+        .map(|_| db.spawn_cli(dir.path(), &["--json", "down", "--to", "005", "--yes"]))
+        .collect();
+    let mut total = 0;
+    for c in children {
+        let run = Run::from(c.wait_with_output().unwrap());
+        run.assert_code(0);
+        total += run.json()["rolled_back"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(total, 25, "each of 006..030 reverted exactly once");
+    assert_eq!(db.applied().await.len(), 5);
+    let reverted = db
+        .query("SELECT count(*)::text FROM schema_migration_events WHERE kind = 'rolled_back'")
+        .await;
+    assert_eq!(reverted, ["25"]);
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn sigkill_during_a_rollback_leaves_schema_and_ledger_consistent() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    dir.write("002_b.down.sql", "DROP TABLE b;\nSELECT pg_sleep(2);\n");
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let mut child = db.spawn_cli(dir.path(), &["down", "--to", "000", "--yes"]);
+    db.wait_for_active_query("pg_sleep(2)").await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The killed session's transaction rolls back: 002 and its table are still there.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(db.applied().await, ["001", "002"]);
+    assert!(db.table_exists("b").await);
+    assert!(!db.table_exists("c").await);
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+    // The next run finishes the job.
+    dir.write("002_b.down.sql", "DROP TABLE b;\n");
+    db.cli(dir.path(), &["down", "--to", "000", "--yes", "--use-file"])
+        .assert_code(0);
+    assert!(db.applied().await.is_empty());
+}
+
+#[tokio::test]
+async fn requires_and_conflicts_are_checked_before_anything_runs() {
+    let db = TestDb::new().await;
+    // A requirement must exist and sort earlier: both files named.
+    let bad = Dir::new(&[
+        (
+            "001_a.sql",
+            "-- stepmigrate: requires = 002\nCREATE TABLE a (id int);\n",
+        ),
+        ("002_b.sql", "CREATE TABLE b (id int);\n"),
+        (
+            "003_c.sql",
+            "-- stepmigrate: conflicts = 009\nCREATE TABLE c (id int);\n",
+        ),
+    ]);
+    let run = db.cli(bad.path(), &["up"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains("001_a.sql: requires 002_b.sql, which does not sort before it"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("003_c.sql: conflicts with 009, which is not a migration"),
+        "{}",
+        run.stderr
+    );
+
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("001_a.down.sql", "DROP TABLE a;\n"),
+        ("002_b.sql", "CREATE TABLE b (id int);\n"),
+        ("002_b.down.sql", "DROP TABLE b;\n"),
+        (
+            "003_c.sql",
+            "-- stepmigrate: requires = 001\nCREATE TABLE c (id int);\n",
+        ),
+        ("003_c.down.sql", "DROP TABLE c;\n"),
+        (
+            "004_d.sql",
+            "-- stepmigrate: conflicts = 002\nCREATE TABLE d (id int);\n",
+        ),
+    ]);
+    // 004 conflicts with 002, which runs first: the whole run is refused, nothing applied.
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(12);
+    let doc = run.json();
+    assert_eq!(doc["error"]["name"], "DependencyNotMet");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("004_d conflicts with 002_b"),
+        "{doc}"
+    );
+    assert!(db.applied().await.is_empty());
+    db.cli(dir.path(), &["up", "--to", "003"]).assert_code(0);
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][2]["requires"][0], "001");
+    assert_eq!(status["migrations"][3]["conflicts"][0], "002");
+
+    // 001 re-applied last (deleted by hand, re-run): reverting only it would pull it from
+    // under 003, which stays applied.
+    db.exec("DELETE FROM schema_migrations WHERE version = '001'; DROP TABLE a;")
+        .await;
+    db.cli(dir.path(), &["up", "--to", "003"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "down", "--last", "1", "--yes"]);
+    run.assert_code(11);
+    let message = run.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("001_a: required by 003_c, which stays applied"),
+        "{message}"
+    );
+
+    // Rolled back, 002 no longer conflicts: 004 applies.
+    db.cli(dir.path(), &["down", "--to", "001", "--yes"])
+        .assert_code(0);
+    // 002 is pending again and runs before 004, which conflicts with it.
+    db.cli(dir.path(), &["up"]).assert_code(12);
+}
+
+#[tokio::test]
+async fn a_new_migration_below_the_newest_applied_is_refused_unless_allowed() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    // 001 applied; then 003 applied by a deploy whose code did not have 002 yet (a branch
+    // merged late brings it).
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // Simulate: 003 applied by a deploy that did not have 002 yet.
+    db.exec("CREATE TABLE c (id int)").await;
+    let mut c = db.conn().await;
+    sqlx::raw_sql("INSERT INTO schema_migration_events (run_id, version, name, kind, checksum) VALUES ('other', '003', '003_c', 'applied', encode(sha256('CREATE TABLE c (id int);\n'::bytea), 'hex'))")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let run = dir.path();
+    let refused = db.cli(run, &["--json", "up"]);
+    refused.assert_code(13);
+    let doc = refused.json();
+    assert_eq!(doc["error"]["name"], "OutOfOrder");
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains("002_b"),
+        "{doc}"
+    );
+    assert_eq!(db.applied().await, ["001", "003"]);
+    // Allowed: applied, and recorded in the order it actually ran (after 003).
+    db.cli(run, &["up", "--allow-out-of-order"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+    assert_eq!(
+        events(&db).await,
+        ["001:applied", "003:applied", "002:applied"]
+    );
+    // The rollback follows the order they ran: 002 first.
+    let dry = db
+        .cli(run, &["--json", "down", "--last", "1", "--dry-run"])
+        .json();
+    assert_eq!(dry["reverts"][0]["name"], "002_b");
+}
+
+#[tokio::test]
+async fn a_stale_migrations_sum_is_refused_by_up_and_check() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    let hashed = db.cli(dir.path(), &["hash"]);
+    hashed.assert_code(0);
+    assert!(dir.file("migrations.sum").exists());
+    db.cli(dir.path(), &["check"]).assert_code(0);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+
+    // Added, edited, renamed: each is named, and up applies nothing.
+    for (change, needle) in [
+        ("add", "004_d.sql is not in it"),
+        ("edit", "002_b.sql changed"),
+        ("rename", "lists 003_c.sql, which is not in the directory"),
+    ] {
+        let d = reversible();
+        std::fs::copy(dir.file("migrations.sum"), d.file("migrations.sum")).unwrap();
+        match change {
+            "add" => d.write("004_d.sql", "CREATE TABLE d (id int);\n"),
+            "edit" => d.write("002_b.sql", "CREATE TABLE b (id bigint);\n"),
+            _ => {
+                d.remove("003_c.sql");
+                d.remove("003_c.down.sql");
+                d.write("003_cee.sql", "CREATE TABLE c (id int);\n");
+            }
+        }
+        let up = db.cli(d.path(), &["up"]);
+        up.assert_code(3);
+        assert!(up.stderr.contains(needle), "{change}: {}", up.stderr);
+        assert!(up.stderr.contains("stepmigrate hash"), "{}", up.stderr);
+        let check = db.cli(d.path(), &["check"]);
+        assert_ne!(check.code, 0, "{change}: {check:?}");
+        assert!(
+            check.stdout.contains("migrations-sum") || check.stderr.contains("migrations-sum"),
+            "{check:?}"
+        );
+    }
+    assert_eq!(db.applied().await, ["001"]);
+
+    // Two branches, each adding a migration: git cannot merge their sums.
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "base"]);
+    git(&["checkout", "-qb", "one"]);
+    dir.write("004_one.sql", "CREATE TABLE one (id int);\n");
+    db.cli(dir.path(), &["hash"]).assert_code(0);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "one"]);
+    git(&["checkout", "-q", "main"]);
+    git(&["checkout", "-qb", "two"]);
+    dir.write("004_two.sql", "CREATE TABLE two (id int);\n");
+    db.cli(dir.path(), &["hash"]).assert_code(0);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "two"]);
+    let (merged, _) = git(&["merge", "-q", "one"]);
+    assert!(!merged, "the second branch's merge must conflict");
+    let (_, conflicted) = git(&["diff", "--name-only", "--diff-filter=U"]);
+    assert!(conflicted.contains("migrations.sum"), "{conflicted}");
+}
+
+#[tokio::test]
+async fn a_migration_applied_after_the_rollback_was_planned_stops_it_before_anything_runs() {
+    use stepmigrate_core::rollback::RollbackTarget;
+    use stepmigrate_core::runner::Quiet;
+    let db = TestDb::new().await;
+    let dir = reversible();
+    db.cli(dir.path(), &["up", "--to", "002"]).assert_code(0);
+    let m = db.migrator(dir.path(), common::settings());
+    // Planned (and confirmed) while 002 was the newest...
+    let plan = m
+        .rollback_plan(&RollbackTarget::Last(1), false)
+        .await
+        .unwrap();
+    assert_eq!(plan.reverts[0].name, "002_b");
+    // ...then a deploy applies 003 before the rollback takes the lock.
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let err = m
+        .down_planned(&plan, false, "run-x", &mut Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), stepmigrate_core::ErrorKind::RollbackRefused);
+    assert!(
+        err.to_string()
+            .contains("003_c applied since the rollback was planned"),
+        "{err}"
+    );
+    assert_eq!(
+        db.applied().await,
+        ["001", "002", "003"],
+        "nothing was rolled back"
+    );
+    // The same from the command line: --to plans, then refuses under the lock if needed;
+    // here nothing changed in between, so it runs.
+    db.cli(dir.path(), &["down", "--to", "001", "--yes"])
+        .assert_code(0);
+    assert_eq!(db.applied().await, ["001"]);
+}
+
+#[tokio::test]
+async fn older_code_still_refuses_to_revert_a_requirement_and_reverts_dependents_first() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_r.sql", "CREATE TABLE r (id int);\n"),
+        ("001_r.down.sql", "DROP TABLE r;\n"),
+        (
+            "002_x.sql",
+            "-- stepmigrate: requires = 001\nCREATE TABLE x (id int);\n",
+        ),
+        (
+            "002_x.down.sql",
+            "DELETE FROM r WHERE id IN (SELECT id FROM x);\nDROP TABLE x;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    // 001 re-run after 002 (the documented recipe): it ran last.
+    db.exec("DELETE FROM schema_migrations WHERE version = '001'; DROP TABLE r;")
+        .await;
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    // Older code knows only 001: the ledger kept 002's `requires`.
+    let older = Dir::new(&[
+        ("001_r.sql", "CREATE TABLE r (id int);\n"),
+        ("001_r.down.sql", "DROP TABLE r;\n"),
+    ]);
+    let run = db.cli(older.path(), &["--json", "down", "--last", "1", "--yes"]);
+    run.assert_code(11);
+    assert!(
+        run.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("001_r: required by 002_x"),
+        "{}",
+        run.stdout
+    );
+    // All of it: 002 (the dependent) is reverted before 001, although 001 ran last.
+    let dry = db
+        .cli(
+            older.path(),
+            &["--json", "down", "--to", "000", "--dry-run"],
+        )
+        .json();
+    assert_eq!(dry["reverts"][0]["name"], "002_x");
+    assert_eq!(dry["reverts"][1]["name"], "001_r");
+    db.cli(older.path(), &["down", "--to", "000", "--yes"])
+        .assert_code(0);
+    assert!(db.applied().await.is_empty());
+}

@@ -1,0 +1,472 @@
+//! Batch migrations: one idempotent statement that changes at most `batch_size` rows (its
+//! `:batch_size`), run again and again until a batch changes no row. Each batch commits in
+//! its own short transaction together with a `batch` event carrying the totals so far, so a
+//! concurrent writer waits at most one batch for a row, and an interrupted run resumes from
+//! the ledger: the batches its events record are never run again. The batch that finds
+//! nothing left commits the `applied` event. A batch cut short (a killed runner, a
+//! terminated backend) rolls back whole with its event; the statement's idempotence (it
+//! selects only rows not done yet) is what makes running it again right.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::postgres::{PgDatabaseError, PgErrorPosition};
+use sqlx::PgConnection;
+
+use crate::apply::{self, Attempt, Outcome, RESET_SESSION};
+use crate::config::pg_interval;
+use crate::error::Error;
+use crate::ledger::{BatchProgress, EventKind, LedgerSchema};
+use crate::migration::{Migration, DEFAULT_BATCH_SIZE};
+use crate::sql::{self, quote_literal};
+
+/// Where a batch run is after a batch, for progress output and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchReport {
+    /// The totals across runs, as the ledger now records them.
+    pub progress: BatchProgress,
+    /// Batches and rows of this run alone.
+    pub run_batches: u64,
+    pub run_rows: u64,
+    /// Since this run's first batch began.
+    pub elapsed_ms: u64,
+    /// The batch's duration.
+    pub batch_ms: u64,
+    /// PostgreSQL's estimate of the rows of the table the statement changes
+    /// (`pg_class.reltuples`), when the statement names one and it has been analyzed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_rows_estimate: Option<u64>,
+}
+
+impl BatchReport {
+    /// Rows per second in this run.
+    pub fn rate(&self) -> Option<f64> {
+        (self.elapsed_ms > 0 && self.run_rows > 0)
+            .then(|| self.run_rows as f64 * 1000.0 / self.elapsed_ms as f64)
+    }
+
+    /// Rows left and the time they should take at this run's rate, when the table's size is
+    /// known: an estimate (the statement may change only some of its rows).
+    pub fn remaining(&self) -> Option<(u64, Duration)> {
+        let estimate = self.table_rows_estimate?;
+        let left = estimate.saturating_sub(self.progress.rows);
+        let rate = self.rate()?;
+        Some((left, Duration::from_secs_f64(left as f64 / rate)))
+    }
+}
+
+/// The table a batch statement changes, as written (`UPDATE [ONLY] name`, `DELETE FROM
+/// [ONLY] name`, `INSERT INTO name`, `MERGE INTO name`): for the progress estimate only, so a
+/// statement it cannot read (a `WITH` first) just has no estimate.
+pub fn target_table(statement: &str) -> Option<String> {
+    let mut words = sql::Tokens(statement);
+    let verb = words.next()?.to_ascii_uppercase();
+    let mut next_is = |expected: &str| {
+        words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(expected))
+    };
+    let introduced = match verb.as_str() {
+        "UPDATE" => true,
+        "DELETE" => next_is("FROM"),
+        "INSERT" | "MERGE" => next_is("INTO"),
+        _ => false,
+    };
+    if !introduced {
+        return None;
+    }
+    let mut table = words.next()?;
+    if table.eq_ignore_ascii_case("ONLY") {
+        table = words.next()?;
+    }
+    table
+        .starts_with(|c: char| c == '"' || c == '_' || c.is_alphanumeric())
+        .then(|| table.to_owned())
+}
+
+/// The batch migration's totals so far: the latest `batch` event since it was last made
+/// pending from scratch (applied and deleted, rolled back, resolved). A failed batch leaves
+/// the totals as they were: the run resumes after it.
+pub async fn recorded_progress(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    version: &str,
+) -> Result<(BatchProgress, u64), Error> {
+    let events = schema.qualify("schema_migration_events");
+    let row: (Option<serde_json::Value>, i64) = sqlx::query_as(&format!(
+        "WITH since AS (
+             SELECT coalesce(max(id), 0) AS id FROM {events}
+             WHERE version = $1 AND kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed'))
+         SELECT (SELECT e.progress FROM {events} e, since WHERE e.version = $1 AND e.kind = 'batch' AND e.id > since.id ORDER BY e.id DESC LIMIT 1),
+                (SELECT coalesce(sum(e.execution_time_ms), 0)::bigint FROM {events} e, since WHERE e.version = $1 AND e.kind = 'batch' AND e.id > since.id)"
+    ))
+    .bind(version)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Error::database(format!("reading the progress of {version}"), e))?;
+    let progress = row
+        .0
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    Ok((progress, row.1.max(0) as u64))
+}
+
+/// What a batch run is allowed and told.
+pub struct BatchRun<'a> {
+    /// Stop before a batch that would likely end after this instant (a Lambda's time
+    /// budget); `None`: until done.
+    pub deadline: Option<Instant>,
+    /// How many lock timeouts in a row a batch may hit before the migration fails.
+    pub lock_retries: u32,
+    pub observe: &'a mut dyn FnMut(BatchEvent<'_>),
+}
+
+/// What a batch run tells its caller as it goes.
+pub enum BatchEvent<'a> {
+    /// A batch committed.
+    Committed(&'a BatchReport),
+    /// A batch hit its lock_timeout and is tried again after the delay.
+    Retrying { attempt: u32, delay: Duration },
+}
+
+/// Runs the batches of `attempt`'s migration (see the module's documentation).
+pub async fn run(
+    conn: &mut PgConnection,
+    attempt: &Attempt<'_>,
+    run: BatchRun<'_>,
+) -> Result<Outcome, Error> {
+    let m = attempt.migration;
+    let (mut progress, mut execution_ms) =
+        recorded_progress(conn, attempt.schema, m.version.as_str()).await?;
+    let table_rows_estimate = match target_table(&statement_text(m)) {
+        Some(table) => estimate_rows(conn, &table).await,
+        None => None,
+    };
+    let pause = m.directives.pause.unwrap_or_default();
+    // The most rows an idempotent statement can change, when its table's size is known:
+    // beyond it the statement selects rows it already did and would never end.
+    let runaway_at = table_rows_estimate.map(|n| {
+        n.saturating_mul(RUNAWAY_FACTOR)
+            .saturating_add(batch_size(m).saturating_mul(RUNAWAY_BATCHES))
+    });
+    let mut execution = Duration::from_millis(execution_ms);
+    let mut notices: Vec<String> = Vec::new();
+    let started = Instant::now();
+    let (mut run_batches, mut run_rows) = (0u64, 0u64);
+    let mut last_batch = Duration::ZERO;
+    let mut lock_timeouts = 0u32;
+    loop {
+        if let Some(deadline) = run.deadline {
+            // Room for one more batch like the last, and half as much again.
+            if Instant::now() + last_batch.mul_f64(1.5) >= deadline {
+                return Ok(Outcome::Unfinished { progress });
+            }
+        }
+        let batch_started = Instant::now();
+        let (result, raised) = crate::notices::capture(one_batch(conn, attempt)).await;
+        keep_notices(&mut notices, raised);
+        let rows = match result? {
+            Ok(rows) => rows,
+            Err(Outcome::Failed { failure })
+                if failure.error.is_lock_timeout() && lock_timeouts < run.lock_retries =>
+            {
+                lock_timeouts += 1;
+                let delay = crate::runner::lock_retry_delay(lock_timeouts);
+                tracing::warn!(
+                    reason = "lock_timeout",
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying the batch"
+                );
+                (run.observe)(BatchEvent::Retrying {
+                    attempt: lock_timeouts,
+                    delay,
+                });
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            Err(Outcome::Failed { mut failure }) => {
+                failure.notices = notices;
+                return Ok(Outcome::Failed { failure });
+            }
+            Err(outcome) => return Ok(outcome),
+        };
+        lock_timeouts = 0;
+        last_batch = batch_started.elapsed();
+        let batch_ms = last_batch.as_millis() as u64;
+        execution += last_batch;
+        execution_ms = execution.as_millis() as u64;
+        if rows > 0 {
+            progress = BatchProgress {
+                batches: progress.batches + 1,
+                rows: progress.rows + rows,
+                batch_rows: rows,
+            };
+        }
+        let mut event = attempt.event(
+            if rows == 0 {
+                EventKind::Applied
+            } else {
+                EventKind::Batch
+            },
+            Some(if rows == 0 {
+                execution_ms.to_string()
+            } else {
+                batch_ms.to_string()
+            }),
+            if rows == 0 { &notices } else { &[] },
+        );
+        event.progress = Some(if rows == 0 {
+            BatchProgress {
+                batch_rows: 0,
+                ..progress
+            }
+        } else {
+            progress
+        });
+        // Each batch need not wait for the disk: a server crash loses only the newest
+        // batches, each whole with its event. The `applied` event does.
+        let durability = if rows == 0 {
+            ""
+        } else {
+            "SET LOCAL synchronous_commit = off;"
+        };
+        // `RESET ALL` would give the pause the server's `idle_session_timeout` back.
+        let finish = format!(
+            "{durability}{};COMMIT;{RESET_SESSION}{};",
+            event.insert_sql(attempt.schema),
+            crate::db::KEEP_ALIVE
+        );
+        if let Err(e) = sqlx::raw_sql(&finish).execute(&mut *conn).await {
+            let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+                .execute(&mut *conn)
+                .await;
+            return Err(Error::database(
+                format!(
+                    "recording batch {} of {} (that batch rolled back; the {} before it are committed, and the next run resumes after them)",
+                    progress.batches,
+                    m.name,
+                    progress.batches.saturating_sub(1)
+                ),
+                e,
+            ));
+        }
+        if rows == 0 {
+            tracing::info!(
+                batches = progress.batches,
+                rows = progress.rows,
+                execution_time_ms = execution_ms,
+                "applied {}",
+                m.name
+            );
+            return Ok(Outcome::Applied {
+                execution_time_ms: execution_ms,
+                notices,
+                batches: Some(BatchProgress {
+                    batch_rows: 0,
+                    ..progress
+                }),
+            });
+        }
+        run_batches += 1;
+        run_rows += rows;
+        let report = BatchReport {
+            progress,
+            run_batches,
+            run_rows,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            batch_ms,
+            table_rows_estimate,
+        };
+        tracing::info!(
+            batch = progress.batches,
+            rows = rows,
+            total_rows = progress.rows,
+            batch_ms,
+            "batch committed"
+        );
+        (run.observe)(BatchEvent::Committed(&report));
+        if runaway_at.is_some_and(|limit| progress.rows > limit) {
+            let error = crate::error::SqlError {
+                sqlstate: RUNAWAY_SQLSTATE.to_owned(),
+                message: format!(
+                    "stopped after {} rows in {} batches, more than {RUNAWAY_FACTOR} times the ~{} rows of its table: the statement selects rows it already did (it must select only rows not done yet), so it would never end. The batches so far are committed; fix the statement and run again",
+                    progress.rows,
+                    progress.batches,
+                    table_rows_estimate.unwrap_or_default()
+                ),
+                ..Default::default()
+            };
+            let mut failure = apply::failure_of(m, error);
+            failure.notices = notices;
+            if let Some(s) = sql::split_statements(&m.sql).first() {
+                failure.error.line = Some(s.line);
+                failure.error.statement = Some(s.text.to_owned());
+            }
+            return Ok(Outcome::Failed {
+                failure: Box::new(failure),
+            });
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// A batch migration stops when it has changed more rows than this many times its table's
+/// estimated size, plus [`RUNAWAY_BATCHES`] batches of slack (rows added meanwhile, a stale
+/// estimate).
+pub const RUNAWAY_FACTOR: u64 = 3;
+pub const RUNAWAY_BATCHES: u64 = 10;
+/// The SQLSTATE recorded when a batch migration was stopped as runaway.
+pub const RUNAWAY_SQLSTATE: &str = "SM011";
+/// The notices a batch migration keeps (a trigger may say something for every row).
+const KEPT_NOTICES: usize = 100;
+
+fn keep_notices(kept: &mut Vec<String>, raised: Vec<String>) {
+    for n in raised {
+        if kept.len() < KEPT_NOTICES && !kept.contains(&n) {
+            kept.push(n);
+        }
+    }
+}
+
+/// The statement of a batch migration (its one statement, as it runs).
+fn statement_text(m: &Migration) -> String {
+    sql::split_statements(&m.sql)
+        .first()
+        .map(|s| s.text.to_owned())
+        .unwrap_or_default()
+}
+
+/// One batch, up to its statement: the transaction is left open for its event when it
+/// succeeds (the rows it changed), and rolled back when it fails (the outcome).
+async fn one_batch(
+    conn: &mut PgConnection,
+    attempt: &Attempt<'_>,
+) -> Result<Result<u64, Outcome>, Error> {
+    use futures_util::TryStreamExt;
+    let m = attempt.migration;
+    let prefix = format!(
+        "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{};\n",
+        pg_interval(attempt.lock_timeout),
+        pg_interval(attempt.statement_timeout),
+        attempt.guard()
+    );
+    let script = format!("{prefix}{}", m.sql);
+    let mut rows = 0u64;
+    let sent = {
+        let mut results = sqlx::raw_sql(&script).fetch_many(&mut *conn);
+        loop {
+            match results.try_next().await {
+                // The statement's is the last count (BEGIN, SET and the guard come first).
+                Ok(Some(sqlx::Either::Left(done))) => rows = done.rows_affected(),
+                Ok(Some(sqlx::Either::Right(_))) => {}
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        }
+    };
+    match sent {
+        Ok(()) => Ok(Ok(rows)),
+        Err(sqlx::Error::Database(db)) => {
+            let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+                .execute(&mut *conn)
+                .await;
+            let pg = db.try_downcast_ref::<PgDatabaseError>();
+            let offset = prefix.chars().count();
+            let position = pg.and_then(|e| match e.position() {
+                Some(PgErrorPosition::Original(p)) => p.checked_sub(1 + offset).map(|p| (p, 0)),
+                _ => None,
+            });
+            let mut outcome = apply::classify(m, pg, db.message(), db.code().as_deref(), position);
+            if let Outcome::Failed { failure } = &mut outcome {
+                if let Some(s) = sql::split_statements(&m.sql).first() {
+                    failure.error.line.get_or_insert(s.line);
+                    failure
+                        .error
+                        .statement
+                        .get_or_insert_with(|| s.text.to_owned());
+                }
+            }
+            Ok(Err(outcome))
+        }
+        Err(e) => {
+            let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+                .execute(&mut *conn)
+                .await;
+            Err(Error::database(
+                format!(
+                    "running a batch of {} (that batch rolled back; the batches before it are committed, and the next run resumes after them)",
+                    m.name
+                ),
+                e,
+            ))
+        }
+    }
+}
+
+/// `pg_class.reltuples` of `table` (as written in the statement), when it has been analyzed.
+async fn estimate_rows(conn: &mut PgConnection, table: &str) -> Option<u64> {
+    let row: Option<(f32,)> = sqlx::query_as(&format!(
+        "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass({})",
+        quote_literal(table)
+    ))
+    .fetch_optional(&mut *conn)
+    .await
+    .ok()
+    .flatten();
+    row.and_then(|(n,)| (n >= 0.0).then_some(n as u64))
+}
+
+/// The batch size a migration runs with.
+pub fn batch_size(m: &Migration) -> u64 {
+    m.directives.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_table_is_read_from_the_statement() {
+        for (statement, table) in [
+            ("UPDATE users SET a = 1", Some("users")),
+            ("update ONLY public.users set a = 1", Some("public.users")),
+            (
+                "DELETE FROM \"My Schema\".\"Events\" WHERE id IN (SELECT 1)",
+                Some("\"My Schema\".\"Events\""),
+            ),
+            ("INSERT INTO t2 (a) SELECT 1", Some("t2")),
+            ("MERGE INTO t USING s ON true", Some("t")),
+            ("UPDATE only_table SET a = 1", Some("only_table")),
+            ("WITH b AS (SELECT 1) UPDATE t SET a = 1", None),
+            ("SELECT 1", None),
+            ("DELETE t", None),
+        ] {
+            assert_eq!(target_table(statement).as_deref(), table, "{statement}");
+        }
+    }
+
+    #[test]
+    fn the_remaining_time_follows_the_rate() {
+        let report = BatchReport {
+            progress: BatchProgress {
+                batches: 10,
+                rows: 100_000,
+                batch_rows: 10_000,
+            },
+            run_batches: 5,
+            run_rows: 50_000,
+            elapsed_ms: 5_000,
+            batch_ms: 1_000,
+            table_rows_estimate: Some(1_000_000),
+        };
+        assert_eq!(report.rate(), Some(10_000.0));
+        assert_eq!(report.remaining(), Some((900_000, Duration::from_secs(90))));
+        let unknown = BatchReport {
+            table_rows_estimate: None,
+            ..report
+        };
+        assert_eq!(unknown.remaining(), None);
+    }
+}

@@ -1,0 +1,545 @@
+//! Rollback planning, pure: which applied migrations a `down` reverts, in which order, with
+//! which down script, and why it refuses. The runner reads the ledger (and the down scripts
+//! it kept) and runs the plan under the migration lock.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::{DirtyMigration, Error};
+use crate::ledger::{Ledger, LedgerRow, RecordedDown};
+use crate::migration::{validate_script, Directives, Migration, MigrationSet, Script, Version};
+
+/// How far back a rollback goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackTarget {
+    /// Revert every applied migration above this version (`000`: all of them).
+    To(Version),
+    /// Revert the last N migrations applied.
+    Last(usize),
+    /// Revert these migrations, those of them still applied (a plan made before the lock,
+    /// carried out under it; one step of a rollback execution).
+    Only(Vec<Version>),
+}
+
+/// Where a revert's down script comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptSource {
+    /// The down file of the migration set.
+    File,
+    /// The copy the ledger kept when the migration was applied.
+    Ledger,
+}
+
+/// One migration to revert, with the script that reverts it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Revert {
+    pub version: Version,
+    pub name: String,
+    pub source: ScriptSource,
+    /// The down file, or where it would be for a script from the ledger.
+    #[serde(serialize_with = "crate::error::lossy_path")]
+    pub path: PathBuf,
+    #[serde(skip)]
+    pub sql: String,
+    /// The checksum of the script that runs.
+    pub checksum: String,
+    pub transactional: bool,
+    /// The down file differs from the copy kept when the migration was applied.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub file_changed: bool,
+    #[serde(skip)]
+    pub directives: Directives,
+    /// The migration's checksum as the ledger recorded it (kept on the rollback's events).
+    #[serde(skip)]
+    pub recorded_checksum: String,
+}
+
+impl Revert {
+    /// The down script as the applier runs a migration: under the migration's version and
+    /// name, with the script's own header, and the recorded checksum for its events.
+    pub fn as_migration(&self) -> Migration {
+        Migration {
+            version: self.version.clone(),
+            name: self.name.clone(),
+            path: self.path.clone(),
+            sql: self.sql.clone(),
+            checksum: self.recorded_checksum.clone(),
+            directives: self.directives.clone(),
+            down: None,
+        }
+    }
+}
+
+/// What a rollback would do: the reverts, newest applied first.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackPlan {
+    pub target: RollbackTarget,
+    pub reverts: Vec<Revert>,
+    pub warnings: Vec<String>,
+    /// The ledger's newest applied event when it was planned (see
+    /// [`ensure_nothing_applied_since`]).
+    pub seen_event: Option<i64>,
+}
+
+/// The applied rows in the order they ran (the ledger's event order; rows adopted from the
+/// old runner by their time, then version).
+fn applied_in_order(ledger: &Ledger) -> Vec<(Version, &LedgerRow)> {
+    let mut applied: Vec<(Version, &LedgerRow)> = ledger
+        .migration_rows()
+        .filter(|r| r.success && !r.dirty)
+        .filter_map(|r| Version::parse(&r.version).map(|v| (v, r)))
+        .collect();
+    applied.sort_by(|(va, a), (vb, b)| {
+        a.event_id
+            .cmp(&b.event_id)
+            .then(a.applied_at.cmp(&b.applied_at))
+            .then(va.cmp(vb))
+    });
+    applied
+}
+
+/// The newest applied event a plan saw: what it must still be under the lock.
+fn newest_event(ledger: &Ledger) -> Option<i64> {
+    ledger
+        .migration_rows()
+        .filter(|r| r.success)
+        .filter_map(|r| r.event_id)
+        .max()
+}
+
+/// Under the lock: nothing may have been applied since a plan made earlier (`seen_event`, its
+/// [`RollbackPlan::seen_event`]): an `up` between the plan, or its confirmation, and the lock
+/// would leave a migration applied above a reverted one. Refused, nothing reverted.
+pub fn ensure_nothing_applied_since(ledger: &Ledger, seen_event: Option<i64>) -> Result<(), Error> {
+    let since: Vec<&str> = ledger
+        .migration_rows()
+        .filter(|r| r.success && r.event_id > seen_event)
+        .map(|r| r.name.as_str())
+        .collect();
+    if since.is_empty() {
+        return Ok(());
+    }
+    Err(Error::RollbackRefused {
+        reasons: vec![format!(
+            "{} applied since the rollback was planned; nothing was rolled back: plan it again",
+            since.join(", ")
+        )],
+    })
+}
+
+/// Plans a rollback. Refuses (naming every migration and why) when one to revert is
+/// irreversible or has no down script, when one is required by a migration that stays
+/// applied, and when any migration is dirty. `use_file` runs the down files even where the
+/// ledger kept another script.
+pub fn plan(
+    set: &MigrationSet,
+    ledger: &Ledger,
+    recorded: &HashMap<String, RecordedDown>,
+    target: &RollbackTarget,
+    use_file: bool,
+) -> Result<RollbackPlan, Error> {
+    let dirty: Vec<DirtyMigration> = ledger
+        .migration_rows()
+        .filter(|r| r.dirty)
+        .filter_map(|r| {
+            Some(DirtyMigration {
+                version: Version::parse(&r.version)?,
+                name: r.name.clone(),
+                error: r.error.clone(),
+            })
+        })
+        .collect();
+    if !dirty.is_empty() {
+        return Err(Error::Dirty { migrations: dirty });
+    }
+    let applied = applied_in_order(ledger);
+    let selected: Vec<usize> = match target {
+        RollbackTarget::To(to) => {
+            let known = to.number() == 0
+                || set.get(to).is_some()
+                || applied.iter().any(|(v, _)| v.number() == to.number());
+            if !known {
+                return Err(Error::InvalidInput(format!(
+                    "target version `{to}` is neither in the migration set nor applied (use 000 to roll back everything)"
+                )));
+            }
+            (0..applied.len())
+                .filter(|&i| applied[i].0.number() > to.number())
+                .collect()
+        }
+        RollbackTarget::Last(0) => {
+            return Err(Error::InvalidInput(
+                "--last needs at least 1 migration".into(),
+            ))
+        }
+        RollbackTarget::Last(n) => (applied.len().saturating_sub(*n)..applied.len()).collect(),
+        RollbackTarget::Only(versions) => (0..applied.len())
+            .filter(|&i| versions.iter().any(|v| v.number() == applied[i].0.number()))
+            .collect(),
+    };
+
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+    let mut reverts = Vec::new();
+    for &i in selected.iter().rev() {
+        let (version, row) = &applied[i];
+        let file = set
+            .get(version)
+            .filter(|m| m.version.as_str() == version.as_str());
+        match revert_of(
+            version,
+            row,
+            file,
+            recorded.get(&row.version),
+            use_file,
+            &mut warnings,
+        ) {
+            Ok(r) => reverts.push(r),
+            Err(why) => reasons.push(format!("{}: {why}", row.name)),
+        }
+    }
+    // What each applied migration requires: its file's header, else (older code, no file)
+    // what the ledger kept when it was applied.
+    let requires_of = |version: &Version, row: &LedgerRow| -> Vec<u64> {
+        match set
+            .get(version)
+            .filter(|m| m.version.as_str() == row.version)
+        {
+            Some(m) => m.directives.requires.iter().map(Version::number).collect(),
+            None => recorded
+                .get(&row.version)
+                .map(|r| {
+                    r.requires
+                        .iter()
+                        .filter_map(|v| Version::parse(v))
+                        .map(|v| v.number())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    };
+    // A requirement reverted under a migration that stays applied.
+    for (i, (version, row)) in applied.iter().enumerate() {
+        if selected.contains(&i) {
+            continue;
+        }
+        for required in requires_of(version, row) {
+            if let Some(r) = reverts.iter().find(|r| r.version.number() == required) {
+                reasons.push(format!(
+                    "{}: required by {}, which stays applied (`requires = {}` in its header); roll that one back too, or keep {}",
+                    r.name, row.name, r.version, r.name
+                ));
+            }
+        }
+    }
+    // A migration is reverted before the ones it requires, whatever order they ran in (a
+    // requirement re-run after its dependents).
+    let requirements: Vec<Vec<u64>> = reverts
+        .iter()
+        .map(|r| {
+            applied
+                .iter()
+                .find(|(v, _)| v.number() == r.version.number())
+                .map_or_else(Vec::new, |(v, row)| requires_of(v, row))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..reverts.len()).collect();
+    let mut i = 0;
+    while i < order.len() {
+        let needed = reverts[order[i]].version.number();
+        match (i + 1..order.len()).find(|&j| requirements[order[j]].contains(&needed)) {
+            Some(j) => {
+                let dependent = order.remove(j);
+                order.insert(i, dependent);
+            }
+            None => i += 1,
+        }
+    }
+    let mut slots: Vec<Option<Revert>> = reverts.into_iter().map(Some).collect();
+    let reverts: Vec<Revert> = order.iter().filter_map(|&k| slots[k].take()).collect();
+    if !reasons.is_empty() {
+        return Err(Error::RollbackRefused { reasons });
+    }
+    Ok(RollbackPlan {
+        target: target.clone(),
+        reverts,
+        warnings,
+        seen_event: newest_event(ledger),
+    })
+}
+
+/// The revert of one applied migration, or why there is none.
+fn revert_of(
+    version: &Version,
+    row: &LedgerRow,
+    file: Option<&Migration>,
+    recorded: Option<&RecordedDown>,
+    use_file: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Revert, String> {
+    if file.is_some_and(|m| m.directives.irreversible) {
+        return Err("irreversible (its header says `irreversible`)".into());
+    }
+    let file_down = file.and_then(|m| m.down.as_ref());
+    let kept = recorded.and_then(|r| Some((r.sql.as_deref()?, r.checksum.as_deref()?)));
+    // Errors must not point at a file that holds another text.
+    let ledger_path = || {
+        PathBuf::from(format!(
+            "{}.down.sql (the copy kept in the ledger)",
+            row.name
+        ))
+    };
+    let (source, path, sql, checksum) = match (file_down, kept) {
+        (Some(d), _) if use_file => (
+            ScriptSource::File,
+            d.path.clone(),
+            d.sql.clone(),
+            d.checksum.clone(),
+        ),
+        (None, _) if use_file => return Err("has no down file (--use-file)".into()),
+        (file_down, Some((sql, checksum))) => {
+            let changed = file_down.is_some_and(|d| d.checksum != checksum);
+            if changed {
+                warnings.push(format!(
+                    "{}: the down file changed since the migration was applied; the copy kept in the ledger runs (--use-file runs the file)",
+                    row.name
+                ));
+            }
+            (
+                ScriptSource::Ledger,
+                ledger_path(),
+                sql.to_owned(),
+                checksum.to_owned(),
+            )
+        }
+        (Some(d), None) => (
+            ScriptSource::File,
+            d.path.clone(),
+            d.sql.clone(),
+            d.checksum.clone(),
+        ),
+        (None, None) => {
+            return Err(if file.is_some() {
+                "has no down script: no down file, and none was kept when it was applied (write one, or mark it `irreversible`)".into()
+            } else {
+                "has no file and no down script kept in the ledger (applied by newer code before it kept them?)".into()
+            })
+        }
+    };
+    let directives = validate_script(&path, &sql, Script::Down).map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    if let Some(m) = file {
+        if row.checksum.as_deref().is_some_and(|c| c != m.checksum) {
+            warnings.push(format!(
+                "{}: its file changed since it was applied; the rollback reverts what was applied",
+                row.name
+            ));
+        }
+    }
+    Ok(Revert {
+        version: version.clone(),
+        name: row.name.clone(),
+        file_changed: source == ScriptSource::Ledger
+            && file_down.is_some_and(|d| d.checksum != checksum),
+        source,
+        path,
+        sql,
+        checksum,
+        transactional: directives.mode == crate::migration::Mode::Transactional,
+        directives,
+        recorded_checksum: row.checksum.clone().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerKind;
+    use crate::migration::{checksum, SourceFile};
+    use std::path::Path;
+
+    fn set(files: &[(&str, &str)]) -> MigrationSet {
+        MigrationSet::from_files(
+            Path::new("m"),
+            files
+                .iter()
+                .map(|(n, s)| SourceFile {
+                    path: PathBuf::from("m").join(n),
+                    bytes: s.as_bytes().to_vec(),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn ledger(set: &MigrationSet, applied: &[(&str, i64)]) -> Ledger {
+        Ledger {
+            kind: LedgerKind::EventSourced,
+            rows: applied
+                .iter()
+                .map(|(v, id)| {
+                    let m = set.get(&Version::parse(v).unwrap());
+                    LedgerRow {
+                        version: (*v).into(),
+                        name: m.map_or_else(|| format!("{v}_gone"), |m| m.name.clone()),
+                        applied_at: None,
+                        checksum: Some(m.map_or_else(|| "x".into(), |m| m.checksum.clone())),
+                        execution_time_ms: Some(1),
+                        success: true,
+                        dirty: false,
+                        run_id: None,
+                        error: None,
+                        event_id: Some(*id),
+                    }
+                })
+                .collect(),
+            projection_missing: false,
+            made_pending: Default::default(),
+        }
+    }
+
+    fn names(p: &RollbackPlan) -> Vec<&str> {
+        p.reverts.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    const FILES: [(&str, &str); 6] = [
+        ("001_a.sql", "CREATE TABLE a (x int);"),
+        ("001_a.down.sql", "DROP TABLE a;"),
+        ("002_b.sql", "CREATE TABLE b (x int);"),
+        ("002_b.down.sql", "DROP TABLE b;"),
+        (
+            "003_c.sql",
+            "-- stepmigrate: requires = 001\nCREATE TABLE c (x int);",
+        ),
+        ("003_c.down.sql", ""),
+    ];
+
+    #[test]
+    fn reverts_above_the_target_newest_applied_first() {
+        let s = set(&FILES);
+        let l = ledger(&s, &[("001", 1), ("002", 2), ("003", 3)]);
+        let none = HashMap::new();
+        let to = |v: &str| RollbackTarget::To(Version::parse(v).unwrap());
+        let p = plan(&s, &l, &none, &to("001"), false).unwrap();
+        assert_eq!(names(&p), ["003_c", "002_b"]);
+        assert_eq!(p.reverts[0].source, ScriptSource::File);
+        let p = plan(&s, &l, &none, &RollbackTarget::Last(1), false).unwrap();
+        assert_eq!(names(&p), ["003_c"]);
+        assert!(plan(&s, &l, &none, &to("003"), false)
+            .unwrap()
+            .reverts
+            .is_empty());
+        // 002 re-applied last (after a re-run): reverted first.
+        let l = ledger(&s, &[("001", 1), ("002", 9), ("003", 3)]);
+        let p = plan(&s, &l, &none, &RollbackTarget::Last(2), false).unwrap();
+        assert_eq!(names(&p), ["002_b", "003_c"]);
+    }
+
+    #[test]
+    fn refuses_irreversible_missing_scripts_and_kept_requirements() {
+        let s = set(&[
+            ("001_a.sql", "CREATE TABLE a (x int);"),
+            ("001_a.down.sql", "DROP TABLE a;"),
+            ("002_b.sql", "-- stepmigrate: irreversible\nDROP TABLE a;"),
+            ("003_c.sql", "CREATE TABLE c (x int);"),
+        ]);
+        let l = ledger(&s, &[("001", 1), ("002", 2), ("003", 3)]);
+        let err = plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(3), false).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::RollbackRefused { .. }));
+        assert!(text.contains("002_b: irreversible"), "{text}");
+        assert!(text.contains("003_c: has no down script"), "{text}");
+
+        // 003 requires 001; 001 re-run last: reverting only 001 would pull it from under 003.
+        let s = set(&FILES);
+        let l = ledger(&s, &[("001", 7), ("002", 2), ("003", 3)]);
+        let text = plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(1), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("001_a: required by 003_c, which stays applied"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_ledgers_copy_runs_unless_the_file_is_asked_for() {
+        let s = set(&FILES);
+        let l = ledger(&s, &[("001", 1), ("002", 2)]);
+        let kept = "DROP TABLE b; -- as applied";
+        let recorded: HashMap<String, RecordedDown> = [(
+            "002".to_owned(),
+            RecordedDown {
+                sql: Some(kept.into()),
+                checksum: Some(checksum(kept.as_bytes())),
+                requires: Vec::new(),
+            },
+        )]
+        .into();
+        let p = plan(&s, &l, &recorded, &RollbackTarget::Last(1), false).unwrap();
+        assert_eq!(p.reverts[0].source, ScriptSource::Ledger);
+        assert_eq!(p.reverts[0].sql, kept);
+        assert!(p.reverts[0].file_changed);
+        assert!(
+            p.warnings[0].contains("the down file changed"),
+            "{:?}",
+            p.warnings
+        );
+        let p = plan(&s, &l, &recorded, &RollbackTarget::Last(1), true).unwrap();
+        assert_eq!(p.reverts[0].source, ScriptSource::File);
+        assert_eq!(p.reverts[0].sql, "DROP TABLE b;");
+    }
+
+    #[test]
+    fn older_code_reverts_with_the_kept_script() {
+        // The running code's files stop at 001; 002 was applied by newer code.
+        let s = set(&FILES[..2]);
+        let l = ledger(&s, &[("001", 1), ("002", 2)]);
+        let kept = "-- stepmigrate: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS i;";
+        let recorded: HashMap<String, RecordedDown> = [(
+            "002".to_owned(),
+            RecordedDown {
+                sql: Some(kept.into()),
+                checksum: Some(checksum(kept.as_bytes())),
+                requires: Vec::new(),
+            },
+        )]
+        .into();
+        let p = plan(
+            &s,
+            &l,
+            &recorded,
+            &RollbackTarget::To(Version::parse("001").unwrap()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&p), ["002_gone"]);
+        assert!(
+            !p.reverts[0].transactional,
+            "the kept script's header is read"
+        );
+        let err = plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(1), false).unwrap_err();
+        assert!(err.to_string().contains("no down script kept"), "{err}");
+    }
+
+    #[test]
+    fn a_dirty_migration_blocks_any_rollback() {
+        let s = set(&FILES);
+        let mut l = ledger(&s, &[("001", 1), ("002", 2)]);
+        l.rows[1].dirty = true;
+        l.rows[1].success = false;
+        assert!(matches!(
+            plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(1), false),
+            Err(Error::Dirty { .. })
+        ));
+    }
+}
