@@ -2,6 +2,7 @@
 machine of Rust Lambda workers, during the deployment that changes the migration set."""
 
 from .construct import (
+    AFTER_DEPLOY_INPUT,
     DEFINITION_PLACEHOLDERS,
     FUNCTION_PLACEHOLDERS,
     TASK_CONTAINER_NAME,
@@ -23,6 +24,7 @@ from .packaging import (
 )
 
 __all__ = [
+    "AFTER_DEPLOY_INPUT",
     "ARCHITECTURE_CONTEXT_KEY",
     "DEFAULT_CA_BUNDLE",
     "DEFINITION_PLACEHOLDERS",

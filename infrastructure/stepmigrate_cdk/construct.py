@@ -16,6 +16,8 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -61,6 +63,14 @@ _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 TASK_CONTAINER_NAME = "stepmigrate"
 #: The Step Functions integrations that run an ECS task.
 _ECS_RUN_TASK = re.compile(r"^arn:aws:states:::ecs:runTask(\.sync|\.waitForTaskToken)?$")
+
+#: The input of the execution the after-deploy rule starts once a deploy of the stack
+#: completed: a plain migrate, which applies what the deploy's own run (the trigger's
+#: `skip_after_deploy`) left pending, `after-deploy` migrations first among them.
+AFTER_DEPLOY_INPUT: Mapping[str, str] = {"action": "migrate", "source": "after-deploy"}
+#: The stack statuses that end a deploy that succeeded (EventBridge's "CloudFormation Stack
+#: Status Change" events, `detail.status-details.status`).
+DEPLOY_COMPLETE_STATUSES = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
 
 #: The keys of `StepMigrate.functions`.
 TRIGGER_ON_EVENT = "trigger-on-event"
@@ -200,6 +210,16 @@ class StepMigrateProps:
     #: interface endpoint with private DNS, cannot be created) or the subnets have a NAT route;
     #: the task's security group already allows 443 out.
     create_task_endpoints: bool = True
+    #: Start an execution once each deploy of the stack completed (an EventBridge rule on the
+    #: stack's CREATE_COMPLETE and UPDATE_COMPLETE): it applies the `after-deploy` migrations
+    #: (and those that require them), which the deploy's own run leaves pending so that a
+    #: deploy never waits for a long data migration. Off: they wait for an operator's
+    #: execution (the console's `{}`, `stepmigrate remote start`).
+    run_after_deploy: bool = True
+    #: How long one apply-one invocation runs batches of a batch migration
+    #: (STEPMIGRATE_BATCH_BUDGET) before the loop calls it again. It holds the migration lock
+    #: meanwhile: a deploy's run waits at most about this long for an after-deploy backfill.
+    batch_budget: str = "2min"
     #: The Amazon States Language definition, with `${...}` placeholders (DEFINITION_PLACEHOLDERS).
     definition_file: Path = field(default=DEFAULT_DEFINITION_FILE)
     #: The dashboard's name; default (None) a name CloudFormation generates.
@@ -212,6 +232,10 @@ class StepMigrateProps:
             raise ValueError("metric_namespace must not be empty")
         self.check_timeouts()
         self.check_task()
+        budget = parse_duration(self.batch_budget)
+        if not 0 < budget <= APPLY_ONE_TIMEOUT_SECONDS - 60:
+            raise TimeoutsError(f"batch_budget {self.batch_budget}: must be more than 0 and leave apply-one a minute "
+                                f"of its {APPLY_ONE_TIMEOUT_SECONDS // 60}-minute timeout")
         if self.architecture is not None and self.architecture.name != self.packages.architecture:
             raise ValueError(f"architecture {self.architecture.name} does not match the worker packages, "
                              f"built for {self.packages.architecture}")
@@ -285,6 +309,8 @@ class _WorkerSpec:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
+#: apply-one's Lambda timeout (Lambda's maximum).
+APPLY_ONE_TIMEOUT_SECONDS = 15 * 60
 #: apply-one's default timeouts: 3 min + 10 min + 5 s + 90 s margin = 14 min 35 s of its 15 min.
 APPLY_ONE_LOCK_WAIT = "3min"
 APPLY_ONE_STATEMENT_TIMEOUT = "10min"
@@ -297,7 +323,7 @@ _WORKER_SPECS: tuple[_WorkerSpec, ...] = (
                 256, Duration.minutes(2), in_vpc=True),
     # A migration may run long (an index build, a backfill): Lambda's maximum.
     _WorkerSpec("apply-one", "ApplyOne", "apply-one", "stepmigrate apply-one: applies one Map item's migrations",
-                256, Duration.minutes(15), in_vpc=True),
+                256, Duration.seconds(APPLY_ONE_TIMEOUT_SECONDS), in_vpc=True),
     _WorkerSpec("record", "Record", "record", "stepmigrate record: records a failed migration in the ledger",
                 256, Duration.minutes(2), in_vpc=True),
     _WorkerSpec("notify", "Notify", "notify", "stepmigrate notify: publishes the failure alert",
@@ -361,8 +387,12 @@ class StepMigrate(Construct):
     #: The endpoints the task needs to start without internet egress (ECR API, ECR Docker,
     #: CloudWatch Logs, S3 gateway), by service; empty when `create_task_endpoints` is False.
     task_endpoints: dict[str, ec2.InterfaceVpcEndpoint | ec2.GatewayVpcEndpoint]
-    #: The custom resource that completes when the pending migrations are applied.
+    #: The custom resource that completes when the pending migrations are applied (but the
+    #: `after-deploy` ones).
     migrations_applied: CustomResource
+    #: The EventBridge rule that starts the after-deploy execution once a deploy completed;
+    #: None when `run_after_deploy` is False.
+    after_deploy_rule: events.Rule | None
 
     def __init__(
         self,
@@ -388,6 +418,8 @@ class StepMigrate(Construct):
         task_memory_mib: int = 2048,
         task_statement_timeout: str = "4h",
         create_task_endpoints: bool = True,
+        run_after_deploy: bool = True,
+        batch_budget: str = "2min",
         definition_file: Path = DEFAULT_DEFINITION_FILE,
         dashboard_name: str | None = None,
     ) -> None:
@@ -399,7 +431,8 @@ class StepMigrate(Construct):
             statement_timeout=statement_timeout, lock_wait=lock_wait, metric_namespace=metric_namespace,
             create_secrets_manager_endpoint=create_secrets_manager_endpoint, task_cpu=task_cpu,
             task_memory_mib=task_memory_mib, task_statement_timeout=task_statement_timeout,
-            create_task_endpoints=create_task_endpoints, definition_file=definition_file,
+            create_task_endpoints=create_task_endpoints, run_after_deploy=run_after_deploy,
+            batch_budget=batch_budget, definition_file=definition_file,
             dashboard_name=dashboard_name)
         # Read first: a definition that does not fit fails the synth before anything is built.
         definition = load_definition(self.props.definition_file)
@@ -417,6 +450,7 @@ class StepMigrate(Construct):
         self.alarms = self._alarms()
         self.dashboard = self._dashboard()
         self.migrations_applied = self._trigger()
+        self.after_deploy_rule = self._after_deploy_rule() if self.props.run_after_deploy else None
         nag.suppress_construct_findings(self)
 
     # --- public helpers ------------------------------------------------------------------------
@@ -510,6 +544,11 @@ class StepMigrate(Construct):
             # A migration that needs longer than apply-one's statement timeout (its directive
             # says so, or 0) or says `runner = task` is planned onto the task route.
             environment["STEPMIGRATE_TASK_THRESHOLD"] = self.props.task_threshold
+        if spec.key == "apply-one":
+            # A batch migration's invocation holds the migration lock while it runs batches:
+            # a short one lets the deploy's own run in between (an after-deploy backfill may
+            # loop for hours while deploys go on).
+            environment["STEPMIGRATE_BATCH_BUDGET"] = self.props.batch_budget
         return lambda_.Function(
             self, spec.construct_id,
             description=spec.description,
@@ -840,6 +879,31 @@ class StepMigrate(Construct):
         for dependency in self._execution_prerequisites():
             resource.node.add_dependency(dependency)
         return resource
+
+    def _after_deploy_rule(self) -> events.Rule:
+        """Starts the after-deploy execution when the stack's deploy completed: the new
+        workers (and their migrations) are in place then, and nothing waits for it. A deploy
+        that rolled back ends in another status and starts nothing. A failed start (after
+        EventBridge's retries) raises the `AfterDeployStartFailed` alarm."""
+        rule = events.Rule(
+            self, "AfterDeployRule",
+            description="stepmigrate: applies the after-deploy migrations once a deploy of the stack completed",
+            event_pattern=events.EventPattern(
+                source=["aws.cloudformation"],
+                detail_type=["CloudFormation Stack Status Change"],
+                detail={"stack-id": [Aws.STACK_ID],
+                        "status-details": {"status": list(DEPLOY_COMPLETE_STATUSES)}}),
+            targets=[events_targets.SfnStateMachine(
+                self.state_machine, input=events.RuleTargetInput.from_object(dict(AFTER_DEPLOY_INPUT)),
+                retry_attempts=185, max_event_age=Duration.hours(24))])
+        failed = cloudwatch.Metric(namespace="AWS/Events", metric_name="FailedInvocations",
+                                   dimensions_map={"RuleName": rule.rule_name}, statistic="Sum",
+                                   period=Duration.minutes(5))
+        self.alarms.append(self._alarm(
+            "AfterDeployStartFailedAlarm", failed,
+            "EventBridge could not start the after-deploy execution: the after-deploy migrations wait "
+            "(start an execution with input {} from the console or `stepmigrate remote start`)"))
+        return rule
 
     def _vended_log_group_name(self, suffix: str) -> str:
         """`/aws/vendedlogs/states/<unique id>-<suffix>-<the stack's UUID>`. The log groups are

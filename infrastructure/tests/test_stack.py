@@ -290,7 +290,8 @@ def test_the_alarms_publish_to_the_topic(backend: Synth) -> None:
     sm_ref = {"Ref": backend.logical_id(backend.stack.stepmigrate.state_machine)}
     alarms = list(of_type(backend, "AWS::CloudWatch::Alarm").values())
     by_metric = {a["Properties"]["MetricName"]: a["Properties"] for a in alarms}
-    assert set(by_metric) == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted", "MigrationFailures"}
+    assert set(by_metric) == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted", "MigrationFailures",
+                              "FailedInvocations"}
     for name, alarm in by_metric.items():
         assert alarm["AlarmActions"] == [topic_ref], name
         assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
@@ -485,12 +486,12 @@ def minimal_database_stack() -> tuple[Stack, ec2.Vpc, rds.DatabaseInstance, secr
     return stack, vpc, database, database.secret
 
 
-def migrations_from(definition: Path, fake_packages: Path) -> StepMigrate:
-    """The construct on a minimal stack with `definition` as its state machine's."""
+def migrations_from(definition: Path, fake_packages: Path, **props: Any) -> StepMigrate:
+    """The construct on a minimal stack with `definition` as its state machine's (and `props`)."""
     stack, vpc, database, secret = minimal_database_stack()
     return StepMigrate(stack, "Migrations", vpc=vpc, database=database, database_secret=secret,
                        database_name="db", packages=WorkerPackages.from_directory(fake_packages),
-                       definition_file=definition)
+                       definition_file=definition, **props)
 
 
 # --- timeouts and the alert's database -----------------------------------------------------------

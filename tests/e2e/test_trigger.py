@@ -24,6 +24,11 @@ import harness
 from test_migrations import (  # noqa: F401 - migrations_dir is a fixture
     DEFINITION, FUNCTIONS, REPO_MIGRATIONS, applied_events, ledger, migrations_dir, use_migrations, write)
 
+#: The trigger's execution input (trigger::EXECUTION_INPUT): the deploy's own run.
+DEPLOY_INPUT = {"action": "migrate", "skip_after_deploy": True, "source": "cdk"}
+#: What the construct's after-deploy rule starts once the deploy completed
+#: (stepmigrate_cdk.AFTER_DEPLOY_INPUT; its target is asserted in infrastructure/tests).
+AFTER_DEPLOY_INPUT = {"action": "migrate", "source": "after-deploy"}
 STACK_TEMPLATE = json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}})
 CLI = Path(os.environ.get("CARGO_TARGET_DIR") or harness.REPO / "target") / "release" / "stepmigrate"
 
@@ -116,10 +121,11 @@ def test_create_delivered_twice_starts_one_execution_that_completes(e2e_workers,
 
     ok, done = wait_complete(completion_workers, event, first)
     assert ok, done
-    assert done == {"IsComplete": True, "Data": {"ExecutionArn": arn, "AppliedCount": str(len(REPO_MIGRATIONS))}}
+    assert done == {"IsComplete": True, "Data": {"ExecutionArn": arn, "AppliedCount": str(len(REPO_MIGRATIONS)),
+                                                 "DeferredCount": "0"}}
     assert applied_events(fresh_database) == [n[:3] for n in REPO_MIGRATIONS]
     assert sfn.describe_execution(executionArn=arn)["input"] and json.loads(
-        sfn.describe_execution(executionArn=arn)["input"]) == {"action": "migrate", "source": "cdk"}
+        sfn.describe_execution(executionArn=arn)["input"]) == DEPLOY_INPUT
 
     # A late third delivery, after the execution closed: still that one execution.
     ok, late = invoke(e2e_workers, event)
@@ -169,6 +175,41 @@ def test_a_failed_migration_fails_the_deploy_with_its_name_and_the_database_erro
     ok, done = wait_complete(completion_workers, update, restarted)
     assert ok and done["Data"]["AppliedCount"] == "1", done
     assert ledger(fresh_database) == [("001", True, False), ("002", True, False)]
+
+
+def test_a_deploy_leaves_after_deploy_migrations_and_what_requires_them_for_the_run_after_it(
+        workers, completion_workers, fresh_database, migrations_dir, state_machine, stack_id, sfn, run_execution):
+    """The deploy waits for schema migrations only: an `after-deploy` backfill and the
+    migration that requires it are left pending (newer ones are applied past them), and the
+    execution started once the deploy completed applies them, in order, without calling them
+    out of order."""
+    write(migrations_dir, {
+        "001_items.sql": "CREATE TABLE items (id int PRIMARY KEY, flag int);\n"
+                         "INSERT INTO items (id) SELECT g FROM generate_series(1, 250) g;\n",
+        "002_backfill_flag.sql": "-- stepmigrate: after-deploy\n-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n"
+                                 "UPDATE items SET flag = 1\n"
+                                 "WHERE id IN (SELECT id FROM items WHERE flag IS NULL ORDER BY id LIMIT :batch_size);\n",
+        "003_add_note.sql": "ALTER TABLE items ADD COLUMN note text;\n",
+        "004_flag_not_null.sql": "-- stepmigrate: requires = 002\nALTER TABLE items ALTER flag SET NOT NULL;\n",
+    })
+    use_migrations(workers, fresh_database, migrations_dir)
+    event = request("Create", stack_id, state_machine, "after-deploy-1")
+    ok, started = invoke(workers, event)
+    assert ok, started
+    ok, done = wait_complete(completion_workers, event, started)
+    assert ok, done
+    assert done["Data"]["AppliedCount"] == "2" and done["Data"]["DeferredCount"] == "2", done
+    assert ledger(fresh_database) == [("001", True, False), ("003", True, False)]
+    assert fresh_database.query("SELECT count(*) FROM items WHERE flag IS NULL") == [(250,)]
+    deploy_run = sfn.describe_execution(executionArn=started["Data"]["ExecutionArn"])
+    assert json.loads(deploy_run["output"])["deferred"] == ["002_backfill_flag", "004_flag_not_null"]
+
+    after = run_execution(state_machine, AFTER_DEPLOY_INPUT, timeout=180)
+    assert after.status == "SUCCEEDED", after.dump()[-4000:]
+    assert after.output["applied_count"] == 2 and after.output["deferred"] == [], after.output
+    assert ledger(fresh_database) == [(v, True, False) for v in ("001", "002", "003", "004")]
+    assert applied_events(fresh_database) == ["001", "003", "002", "004"], "recorded in the order they ran"
+    assert fresh_database.query("SELECT count(*) FROM items WHERE flag = 1") == [(250,)]
 
 
 def test_delete_does_nothing(e2e_workers, completion_workers, fresh_database, state_machine, stack_id, sfn):

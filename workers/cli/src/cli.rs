@@ -8,6 +8,7 @@ use stepmigrate_cli::project::{self, FlagSettings, Project, Source, ENV_CONFIG};
 use stepmigrate_core::config::{parse_duration, Settings};
 use stepmigrate_core::db::Database;
 use stepmigrate_core::migration::{MigrationSet, Version};
+use stepmigrate_core::plan::Scope;
 use stepmigrate_core::rollback::{RollbackPlan, RollbackTarget};
 use stepmigrate_core::runner::{new_run_id, Migrator, Resolution};
 use stepmigrate_core::schema::{diff, LedgerFilter, Snapshot, SnapshotOptions};
@@ -86,15 +87,13 @@ pub enum Command {
     Status,
     /// What `up` would apply, without applying anything (the old runner's dry run).
     Plan {
-        /// Stop at this version (inclusive).
-        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
-        to: Option<Version>,
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
     /// Apply the pending migrations in order, stopping at the first failure.
     Up {
-        /// Stop at this version (inclusive).
-        #[arg(long, value_name = "VERSION", value_parser = parse_version)]
-        to: Option<Version>,
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// Only show what would be applied (same as `plan`).
         #[arg(long)]
         dry_run: bool,
@@ -227,6 +226,27 @@ pub enum Command {
         #[command(flatten)]
         scope: SchemaScope,
     },
+}
+
+/// Which pending migrations `up` and `plan` take.
+#[derive(ClapArgs, Clone)]
+pub struct ScopeArgs {
+    /// Stop at this version (inclusive).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub to: Option<Version>,
+    /// The deploy's own run: leave `after-deploy` migrations, and those that require one,
+    /// pending for a run after the deploy (a plain `up`).
+    #[arg(long)]
+    pub skip_after_deploy: bool,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Scope {
+        Scope {
+            target: self.to.clone(),
+            skip_after_deploy: self.skip_after_deploy,
+        }
+    }
 }
 
 /// What `snapshot` and `diff` cover.
@@ -428,25 +448,32 @@ async fn run_on(
 ) -> Result<ExitCode, Error> {
     match command {
         Command::Status => {
-            let (ledger, plan) = m.plan(None).await?;
+            let (ledger, plan) = m.plan(&Scope::default()).await?;
             out.status(&m.db, ledger.kind, &plan);
             Ok(match plan.ensure_runnable() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => out.problem(&e),
             })
         }
-        Command::Plan { to } | Command::Up { to, dry_run: true } => {
+        Command::Plan { scope }
+        | Command::Up {
+            scope,
+            dry_run: true,
+        } => {
             // Refuses what `up` would refuse, with the same error.
             m.set.ensure_sum_current()?;
-            let (_, plan) = m.plan(to.as_ref()).await?;
+            let (_, plan) = m.plan(&scope.scope()).await?;
             plan.ensure_applicable(m.settings.allow_out_of_order)?;
             out.plan(command.name(), &m.db, &plan);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { to, dry_run: false } => {
+        Command::Up {
+            scope,
+            dry_run: false,
+        } => {
             let run_id = new_run_id("cli");
             let mut progress = out.progress(&m.db);
-            let report = m.up(to.as_ref(), &run_id, &mut progress).await?;
+            let report = m.up(&scope.scope(), &run_id, &mut progress).await?;
             Ok(out.up(&report))
         }
         Command::Down {

@@ -213,6 +213,9 @@ impl Output {
             {
                 line.push_str(&format!("  last error: {err}"));
             }
+            if e.after_deploy && matches!(e.state, State::Pending | State::Failed) {
+                line.push_str("  after deploy");
+            }
             if e.state == State::Drift {
                 line.push_str(&format!(
                     "  recorded {} file {}",
@@ -245,6 +248,7 @@ impl Output {
                 "database": db.to_string(),
                 "target": plan.target,
                 "pending": pending,
+                "deferred": plan.deferred().collect::<Vec<_>>(),
                 "summary": summary(plan),
                 "warnings": plan.warnings,
             }));
@@ -265,6 +269,9 @@ impl Output {
                 if e.out_of_order {
                     notes.push("out of order".to_owned());
                 }
+                if e.after_deploy {
+                    notes.push("after-deploy".to_owned());
+                }
                 let notes = if notes.is_empty() {
                     String::new()
                 } else {
@@ -272,6 +279,14 @@ impl Output {
                 };
                 outln!("  {}{notes}", e.name);
             }
+        }
+        let deferred: Vec<&str> = plan.deferred().map(|e| e.name.as_str()).collect();
+        if !deferred.is_empty() {
+            outln!(
+                "left for the run after the deploy ({} migration(s), after-deploy or requiring one): {}",
+                deferred.len(),
+                deferred.join(", ")
+            );
         }
         warnings(&plan.warnings);
     }
@@ -383,6 +398,9 @@ impl Output {
             if let Some(e) = &report.record_error {
                 doc["record_error"] = json!(e);
             }
+            if !report.deferred.is_empty() {
+                doc["deferred"] = json!(report.deferred);
+            }
             if let Some(e) = &error {
                 doc["error"] = error_document(e);
             }
@@ -445,6 +463,9 @@ impl Output {
             if let Some(e) = &report.record_error {
                 doc["record_error"] = json!(e);
             }
+            if !report.deferred.is_empty() {
+                doc["deferred"] = json!(report.deferred);
+            }
             if let Some(e) = &error {
                 doc["error"] = error_document(e);
             }
@@ -498,6 +519,12 @@ impl Output {
                     );
                 }
             }
+        }
+        if !report.deferred.is_empty() && !self.quiet && report.failure.is_none() {
+            outln!(
+                "left for the run after the deploy: {} (run `stepmigrate up` once the deploy completed)",
+                report.deferred.join(", ")
+            );
         }
         code
     }

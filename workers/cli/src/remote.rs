@@ -173,6 +173,7 @@ fn start_input(action: RemoteAction, dry_run: bool, to: Option<Version>) -> Exec
         },
         dry_run,
         target: to,
+        skip_after_deploy: false,
         source: Some("stepmigrate remote".into()),
     }
 }

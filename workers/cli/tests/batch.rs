@@ -558,3 +558,60 @@ async fn a_concurrent_index_build_drops_the_invalid_leftover_and_logs_its_progre
         ["true"]
     );
 }
+
+#[tokio::test]
+async fn the_deploys_run_leaves_after_deploy_migrations_and_a_plain_up_applies_them_later() {
+    let db = TestDb::new().await;
+    let after_deploy = format!("-- stepmigrate: after-deploy\n{BACKFILL}");
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(2_500)),
+        ("002_backfill.sql", &after_deploy),
+        ("003_after.sql", "CREATE TABLE after_backfill (id int);\n"),
+        (
+            "004_not_null.sql",
+            "-- stepmigrate: requires = 002\nALTER TABLE items ALTER done SET NOT NULL;\n",
+        ),
+    ]);
+    let plan = db.cli(dir.path(), &["plan", "--skip-after-deploy"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("left for the run after the deploy (2 migration(s), after-deploy or requiring one): 002_backfill, 004_not_null"),
+        "{}",
+        plan.stdout
+    );
+    let run = db.cli(dir.path(), &["--json", "up", "--skip-after-deploy"]);
+    run.assert_code(0);
+    let doc = run.json();
+    assert_eq!(doc["applied"], 2, "{doc}");
+    assert_eq!(
+        doc["deferred"],
+        serde_json::json!(["002_backfill", "004_not_null"])
+    );
+    assert_eq!(db.applied().await, ["001", "003"]);
+
+    // The next deploy brings a newer migration: applied past the waiting ones.
+    dir.write("005_more.sql", "CREATE TABLE more (id int);\n");
+    db.cli(dir.path(), &["up", "--skip-after-deploy"])
+        .assert_code(0);
+    assert_eq!(db.applied().await, ["001", "003", "005"]);
+    let status = db.cli(dir.path(), &["--json", "status"]);
+    let entries = status.json()["migrations"].clone();
+    assert_eq!(entries[1]["after_deploy"], true, "{entries}");
+    assert_eq!(entries[1]["state"], "pending");
+
+    // The run after the deploy: they are applied, not refused as out of order.
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["applied"], 2, "{}", run.stdout);
+    assert_eq!(
+        db.query("SELECT version::text FROM schema_migration_events WHERE kind = 'applied' AND version <> '000' ORDER BY id")
+            .await,
+        ["001", "003", "005", "002", "004"],
+        "recorded in the order they ran"
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NULL")
+            .await,
+        ["0"]
+    );
+}

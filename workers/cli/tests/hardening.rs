@@ -38,7 +38,10 @@ fn unvalidated(version: &str, sql: &str, no_transaction: bool) -> Migration {
 async fn apply_unvalidated(db: &TestDb, m: &Migration) -> Outcome {
     let dir = Dir::new(&[("001_first.sql", "CREATE TABLE first (id int);")]);
     let migrator = db.migrator(dir.path(), settings());
-    migrator.up(None, "test", &mut Quiet).await.unwrap();
+    migrator
+        .up(&Default::default(), "test", &mut Quiet)
+        .await
+        .unwrap();
     let mut conn = db.conn().await;
     let schema = LedgerSchema::new("public");
     let first = Version::parse("001").unwrap();

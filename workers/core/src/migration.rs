@@ -190,6 +190,11 @@ pub struct Directives {
     /// [`Migration::runs_as_task`]); the CLI runs every migration itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<Runner>,
+    /// `after-deploy`: the deploy's own run leaves it (and whatever requires it) pending; the
+    /// run started after the deploy completes applies it, so a deploy never waits for a long
+    /// data migration. It may then run after newer migrations: not an out-of-order apply.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_deploy: bool,
 }
 
 /// Where the state machine runs a migration: in the apply-one Lambda (at most its 15
@@ -669,6 +674,7 @@ pub fn validate_script(
             (directives.mode == Mode::Batch, "batch"),
             (directives.irreversible, "irreversible"),
             (directives.runner.is_some(), "runner"),
+            (directives.after_deploy, "after-deploy"),
             (!directives.requires.is_empty(), "requires"),
             (!directives.conflicts.is_empty(), "conflicts"),
         ] {
@@ -1075,6 +1081,7 @@ fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
         "pause" => d.pause.is_some(),
         "irreversible" => d.irreversible,
         "runner" => d.runner.is_some(),
+        "after-deploy" => d.after_deploy,
         "requires" => !d.requires.is_empty(),
         "conflicts" => !d.conflicts.is_empty(),
         _ => false,
@@ -1119,6 +1126,7 @@ fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
         }
         ("pause", Some(v)) => d.pause = Some(crate::config::parse_duration(v).map_err(|e| format!("pause: {e}"))?),
         ("irreversible", None) => d.irreversible = true,
+        ("after-deploy", None) => d.after_deploy = true,
         ("runner", Some(v)) => {
             d.runner = Some(match v.to_ascii_lowercase().as_str() {
                 "task" => Runner::Task,
@@ -1132,14 +1140,14 @@ fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
         }
         ("requires", Some(v)) => d.requires = version_list(&key, v)?,
         ("conflicts", Some(v)) => d.conflicts = version_list(&key, v)?,
-        ("no-transaction" | "irreversible" | "batch", Some(_)) => return Err(format!("{key} takes no value")),
+        ("no-transaction" | "irreversible" | "batch" | "after-deploy", Some(_)) => return Err(format!("{key} takes no value")),
         ("lock-timeout" | "statement-timeout" | "pause", None) => return Err(format!("{key} needs a value, e.g. `{key} = 10s`")),
         ("runner", None) => return Err("runner needs a value: `runner = task` or `runner = lambda`".into()),
         ("batch-size", None) => return Err("batch_size needs a number of rows, e.g. `batch_size = 10000`".into()),
         ("requires" | "conflicts", None) => return Err(format!("{key} needs versions, e.g. `{key} = 012, 015`")),
         _ => {
             return Err(format!(
-                "unknown directive `{body}`; known: `no-transaction`, `lock_timeout = DURATION`, `statement_timeout = DURATION`, `irreversible`, `requires = VERSION, ...`, `conflicts = VERSION, ...`, `batch`, `batch_size = ROWS`, `pause = DURATION`, `runner = task|lambda`"
+                "unknown directive `{body}`; known: `no-transaction`, `lock_timeout = DURATION`, `statement_timeout = DURATION`, `irreversible`, `requires = VERSION, ...`, `conflicts = VERSION, ...`, `batch`, `batch_size = ROWS`, `pause = DURATION`, `runner = task|lambda`, `after-deploy`"
             ))
         }
     }
@@ -1305,6 +1313,45 @@ mod tests {
                 .any(|x| x.contains("`runner` belongs in the migration's own file")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn after_deploy_is_a_flag_of_the_migrations_own_file() {
+        let set = MigrationSet::from_files(
+            Path::new("m"),
+            vec![
+                file(
+                    "001_a.sql",
+                    "-- stepmigrate: after-deploy\nCREATE TABLE a (id int);",
+                ),
+                file("002_b.sql", "-- stepmigrate: AFTER_DEPLOY\nSELECT 1;"),
+                file("003_c.sql", "SELECT 1;"),
+            ],
+        )
+        .unwrap();
+        let flags: Vec<bool> = set
+            .migrations()
+            .iter()
+            .map(|m| m.directives.after_deploy)
+            .collect();
+        assert_eq!(flags, [true, true, false]);
+        let p = problems(vec![
+            file("001_a.sql", "-- stepmigrate: after-deploy = yes\nSELECT 1;"),
+            file(
+                "002_b.sql",
+                "-- stepmigrate: after-deploy\n-- stepmigrate: after-deploy\nSELECT 1;",
+            ),
+            file("003_c.sql", "SELECT 1;"),
+            file("003_c.down.sql", "-- stepmigrate: after-deploy\nSELECT 1;"),
+        ])
+        .join("\n");
+        for why in [
+            "001_a.sql:1: after-deploy takes no value",
+            "002_b.sql:2: after-deploy is given twice",
+            "003_c.down.sql: `after-deploy` belongs in the migration's own file",
+        ] {
+            assert!(p.contains(why), "{why}: {p}");
+        }
     }
 
     #[test]

@@ -64,6 +64,32 @@ pub struct Entry {
     /// migration without a file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversible: Option<bool>,
+    /// Its header says `after-deploy`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_deploy: bool,
+    /// Pending, and left for the run after the deploy by this one (the deploy's own run):
+    /// `after-deploy`, or it requires a migration that is (see [`Plan::defer_after_deploy`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+}
+
+/// Which of the pending migrations a run takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Up to this version only.
+    pub target: Option<Version>,
+    /// The deploy's own run: `after-deploy` migrations wait (see [`Plan::defer_after_deploy`]).
+    pub skip_after_deploy: bool,
+}
+
+impl Scope {
+    /// Every pending migration up to `target` (all without one).
+    pub fn up_to(target: Option<&Version>) -> Scope {
+        Scope {
+            target: target.cloned(),
+            skip_after_deploy: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,6 +192,8 @@ impl Plan {
                     requires: Vec::new(),
                     conflicts: Vec::new(),
                     reversible: None,
+                    after_deploy: false,
+                    deferred: false,
                 });
             } else {
                 warnings.push(format!(
@@ -182,12 +210,67 @@ impl Plan {
         })
     }
 
-    /// The migrations `up` would apply, in order, respecting the target.
+    /// [`Plan::new`] for a run's scope.
+    pub fn scoped(set: &MigrationSet, ledger: &Ledger, scope: &Scope) -> Result<Plan, Error> {
+        let mut plan = Plan::new(set, ledger, scope.target.as_ref())?;
+        if scope.skip_after_deploy {
+            plan.defer_after_deploy();
+        }
+        Ok(plan)
+    }
+
+    /// The migrations `up` would apply, in order, respecting the target and what this run
+    /// defers.
     pub fn pending(&self) -> impl Iterator<Item = &Entry> {
         let limit = self.target.as_ref().map_or(u64::MAX, Version::number);
         self.entries.iter().filter(move |e| {
-            matches!(e.state, State::Pending | State::Failed) && e.version.number() <= limit
+            matches!(e.state, State::Pending | State::Failed)
+                && e.version.number() <= limit
+                && !e.deferred
         })
+    }
+
+    /// Makes this the deploy's own run: each pending `after-deploy` migration, and each
+    /// pending one that requires a deferred one (transitively), waits for the run started
+    /// after the deploy. Whatever else is pending, newer migrations included, is applied now.
+    pub fn defer_after_deploy(&mut self) {
+        let mut deferred = std::collections::HashSet::new();
+        for e in &mut self.entries {
+            let pending = matches!(e.state, State::Pending | State::Failed);
+            if pending
+                && (e.after_deploy || e.requires.iter().any(|r| deferred.contains(&r.number())))
+            {
+                e.deferred = true;
+                deferred.insert(e.version.number());
+            }
+        }
+    }
+
+    /// The migrations this run leaves for the run after the deploy, in order.
+    pub fn deferred(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.deferred)
+    }
+
+    /// The versions of the migrations that may run after newer ones without being out of
+    /// order: `after-deploy` ones and those that require one (transitively), since a deploy
+    /// applies the migrations after them first.
+    fn after_deploy_chain(&self) -> std::collections::HashSet<u64> {
+        let mut chain = std::collections::HashSet::new();
+        for e in &self.entries {
+            if e.after_deploy || e.requires.iter().any(|r| chain.contains(&r.number())) {
+                chain.insert(e.version.number());
+            }
+        }
+        chain
+    }
+
+    /// A pending migration that sorts before `version` and must run before it: one not
+    /// deferred and not in the after-deploy chain (which the plan puts in order, or leaves
+    /// for after the deploy). Apply steps refuse to run past one.
+    pub fn blocker_before(&self, version: &Version) -> Option<&Entry> {
+        let chain = self.after_deploy_chain();
+        self.pending()
+            .find(|e| e.version < *version && !chain.contains(&e.version.number()))
     }
 
     pub fn count(&self, state: State) -> usize {
@@ -222,9 +305,10 @@ impl Plan {
     pub fn ensure_applicable(&self, allow_out_of_order: bool) -> Result<(), Error> {
         self.ensure_runnable()?;
         if !allow_out_of_order {
+            let chain = self.after_deploy_chain();
             let late: Vec<&Entry> = self
                 .pending()
-                .filter(|e| e.out_of_order && !e.rerun)
+                .filter(|e| e.out_of_order && !e.rerun && !chain.contains(&e.version.number()))
                 .collect();
             if !late.is_empty() {
                 let newest = self
@@ -362,6 +446,8 @@ fn entry_for(
         requires: m.directives.requires.clone(),
         conflicts: m.directives.conflicts.clone(),
         reversible: Some(m.down.is_some()),
+        after_deploy: m.directives.after_deploy,
+        deferred: false,
     };
     entry.state = match row {
         None => State::Pending,
@@ -603,6 +689,116 @@ mod tests {
         let p = Plan::new(&s, &l, None).unwrap();
         assert!(p.entries[1].rerun);
         p.ensure_applicable(false).unwrap();
+    }
+
+    const BACKFILL: &str = "-- stepmigrate: after-deploy\n-- stepmigrate: batch\nUPDATE a SET x = 0 WHERE ctid IN (SELECT ctid FROM a WHERE x IS NULL LIMIT :batch_size);";
+
+    fn names<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<&'a str> {
+        entries.map(|e| e.version.as_str()).collect()
+    }
+
+    #[test]
+    fn the_deploys_run_defers_after_deploy_migrations_and_what_requires_them() {
+        let s = set(&[
+            ("001_a.sql", A),
+            ("002_backfill.sql", BACKFILL),
+            ("003_b.sql", B),
+            (
+                "004_not_null.sql",
+                "-- stepmigrate: requires = 002\nALTER TABLE a ALTER x SET NOT NULL;",
+            ),
+            (
+                "005_needs_4.sql",
+                "-- stepmigrate: requires = 004\nSELECT 1;",
+            ),
+            ("006_c.sql", C),
+        ]);
+        let l = ledger(vec![row("001", A, true, false)]);
+        let scope = Scope {
+            target: None,
+            skip_after_deploy: true,
+        };
+        let p = Plan::scoped(&s, &l, &scope).unwrap();
+        assert_eq!(names(p.pending()), ["003", "006"]);
+        assert_eq!(names(p.deferred()), ["002", "004", "005"]);
+        assert!(p.entries[1].after_deploy && !p.entries[2].after_deploy);
+        p.ensure_applicable(false).unwrap();
+        // Without the scope (the run after the deploy, a plain `up`) everything, in order.
+        let all = Plan::new(&s, &l, None).unwrap();
+        assert_eq!(names(all.pending()), ["002", "003", "004", "005", "006"]);
+        assert_eq!(all.deferred().count(), 0);
+    }
+
+    #[test]
+    fn after_the_deploy_its_migrations_run_after_newer_ones_without_being_out_of_order() {
+        let s = set(&[
+            ("001_a.sql", A),
+            ("002_backfill.sql", BACKFILL),
+            ("003_b.sql", B),
+            (
+                "004_not_null.sql",
+                "-- stepmigrate: requires = 002\nALTER TABLE a ALTER x SET NOT NULL;",
+            ),
+            ("005_late.sql", "SELECT 1;"),
+            ("006_c.sql", C),
+        ]);
+        // The deploy applied 003 and 006; 005 came from a branch merged late.
+        let l = ledger(vec![
+            row("001", A, true, false),
+            row("003", B, true, false),
+            row("006", C, true, false),
+        ]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        match p.ensure_applicable(false) {
+            Err(Error::OutOfOrder { migrations, .. }) => assert_eq!(migrations, ["005_late"]),
+            other => panic!("expected only 005 out of order, got {other:?}"),
+        }
+        let s = set(&[
+            ("001_a.sql", A),
+            ("002_backfill.sql", BACKFILL),
+            ("003_b.sql", B),
+            (
+                "004_not_null.sql",
+                "-- stepmigrate: requires = 002\nALTER TABLE a ALTER x SET NOT NULL;",
+            ),
+            ("005_c.sql", C),
+        ]);
+        let l = ledger(vec![
+            row("001", A, true, false),
+            row("003", B, true, false),
+            row("005", C, true, false),
+        ]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        p.ensure_applicable(false).unwrap();
+        assert_eq!(names(p.pending()), ["002", "004"]);
+        // An apply step past them is not blocked by them; a plain pending one blocks.
+        assert!(p.blocker_before(&v("006")).is_none());
+        let l = ledger(vec![row("003", B, true, false)]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        assert_eq!(
+            p.blocker_before(&v("005")).map(|e| e.version.as_str()),
+            Some("001")
+        );
+    }
+
+    #[test]
+    fn a_migration_that_requires_an_applied_after_deploy_one_runs_with_the_deploy() {
+        let s = set(&[
+            ("001_a.sql", A),
+            ("002_backfill.sql", BACKFILL),
+            (
+                "003_not_null.sql",
+                "-- stepmigrate: requires = 002\nALTER TABLE a ALTER x SET NOT NULL;",
+            ),
+        ]);
+        let l = ledger(vec![
+            row("001", A, true, false),
+            row("002", BACKFILL, true, false),
+        ]);
+        let mut p = Plan::new(&s, &l, None).unwrap();
+        p.defer_after_deploy();
+        assert_eq!(names(p.pending()), ["003"]);
+        assert_eq!(p.deferred().count(), 0);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind, MigrationFailure, SqlError};
 use crate::ledger::{self, EventKind, Ledger, LedgerKind, LedgerSchema, NewEvent};
 use crate::lock::{backoff, MigrationLock};
 use crate::migration::{Migration, MigrationSet, Version};
-use crate::plan::{Plan, State};
+use crate::plan::{Plan, Scope, State};
 use crate::rollback::{self, RollbackPlan, RollbackTarget};
 
 /// Live progress of a run, for the human output of the CLI.
@@ -65,6 +65,10 @@ pub struct UpReport {
     /// The migration lock was lost: the run stopped before the next migration.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub lock_lost: bool,
+    /// The deploy's own run (`--skip-after-deploy`): the pending migrations it left for the
+    /// run after the deploy, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<String>,
     pub elapsed_ms: u64,
 }
 
@@ -173,19 +177,19 @@ impl Migrator {
         Ok((schema, ledger))
     }
 
-    /// The plan as it stands, without taking the lock or writing anything.
-    pub async fn plan(&self, target: Option<&Version>) -> Result<(Ledger, Plan), Error> {
+    /// The plan of `scope` as it stands, without taking the lock or writing anything.
+    pub async fn plan(&self, scope: &Scope) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
         let (_, ledger) = self.read_ledger(&mut conn).await?;
-        let plan = Plan::new(&self.set, &ledger, target)?;
+        let plan = Plan::scoped(&self.set, &ledger, scope)?;
         Ok((ledger, plan))
     }
 
-    /// Applies the pending migrations in order, up to `target`, stopping at the first failure
+    /// Applies the pending migrations of `scope` in order, stopping at the first failure
     /// (which is recorded before this returns).
     pub async fn up(
         &self,
-        target: Option<&Version>,
+        scope: &Scope,
         run_id: &str,
         progress: &mut dyn Progress,
     ) -> Result<UpReport, Error> {
@@ -201,12 +205,13 @@ impl Migrator {
                 failure: None,
                 record_error: None,
                 lock_lost: false,
+                deferred: Vec::new(),
                 elapsed_ms: 0,
             };
             self.set.ensure_sum_current()?;
             let mut conn = self.db.connect().await?;
             let (schema, ledger) = self.read_ledger(&mut conn).await?;
-            let plan = Plan::new(&self.set, &ledger, target)?;
+            let plan = Plan::scoped(&self.set, &ledger, scope)?;
             // A dirty row seen without the lock may be a migration another runner is running
             // right now: only the plan made under the lock may call it dirty.
             if plan.count(State::Dirty) == 0 {
@@ -217,6 +222,7 @@ impl Migrator {
                 && ledger.is_current()
             {
                 // Nothing to do: no lock, no write.
+                report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
                 report.warnings = plan.warnings;
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
                 return Ok(report);
@@ -225,9 +231,10 @@ impl Migrator {
             let lock = self.lock(&schema, progress).await?;
             lock.hold(async |lock| {
                 let plan = self
-                    .prepare_locked(&mut conn, &schema, ledger, target, run_id)
+                    .prepare_locked(&mut conn, &schema, ledger, scope, run_id)
                     .await?;
                 report.warnings = plan.warnings.clone();
+                report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
                 let pending: Vec<&Migration> = plan
                     .pending()
                     .filter_map(|e| self.set.get(&e.version))
@@ -417,9 +424,9 @@ impl Migrator {
         let end = lock
             .hold(async |lock| {
                 let plan = self
-                    .prepare_locked(&mut conn, &schema, ledger, None, run_id)
+                    .prepare_locked(&mut conn, &schema, ledger, &Scope::default(), run_id)
                     .await?;
-                if let Some(blocker) = plan.pending().find(|e| e.version < range[0].version) {
+                if let Some(blocker) = plan.blocker_before(&range[0].version) {
                     return Err(Error::InvalidInput(format!(
                         "{} cannot run before {}, which is pending",
                         range[0].name, blocker.name
@@ -664,11 +671,11 @@ impl Migrator {
         conn: &mut PgConnection,
         schema: &LedgerSchema,
         seen: Ledger,
-        target: Option<&Version>,
+        scope: &Scope,
         run_id: &str,
     ) -> Result<Plan, Error> {
         let ledger = self.ledger_locked(conn, schema, &seen, run_id).await?;
-        let plan = Plan::new(&self.set, &ledger, target)?;
+        let plan = Plan::scoped(&self.set, &ledger, scope)?;
         plan.ensure_applicable(self.settings.allow_out_of_order)?;
         Ok(plan)
     }
@@ -889,6 +896,7 @@ impl Migrator {
                 failure: None,
                 record_error: None,
                 lock_lost: false,
+                deferred: Vec::new(),
                 elapsed_ms: 0,
             };
             self.set.ensure_sum_current()?;

@@ -31,7 +31,7 @@ use crate::db::Database;
 use crate::error::{lossy_path, Error, ErrorKind, MigrationFailure, SqlError};
 use crate::ledger::{EventKind, LedgerSchema};
 use crate::migration::{Migration, Mode, Version};
-use crate::plan::State;
+use crate::plan::{Scope, State};
 use crate::rollback::RollbackTarget;
 use crate::runner::{Migrator, Quiet};
 use crate::schema::{Change, ChangeType, LedgerFilter, SchemaDiff, Snapshot, SnapshotOptions};
@@ -1232,7 +1232,9 @@ async fn round_trip(
         ));
     }
     let started = Instant::now();
-    let report = migrator.up(Some(&m.version), run_id, &mut Quiet).await?;
+    let report = migrator
+        .up(&Scope::up_to(Some(&m.version)), run_id, &mut Quiet)
+        .await?;
     let reapply_ms = ms(started.elapsed());
     if let Some(e) = report.error() {
         return Ok(failed(
@@ -1342,7 +1344,9 @@ async fn verify_one_on_scratch(
         drop(conn);
         if verified.outcome == VerifyOutcome::Ok {
             // For real, so the next migration sees it.
-            let report = migrator.up(Some(&m.version), run_id, &mut Quiet).await?;
+            let report = migrator
+                .up(&Scope::up_to(Some(&m.version)), run_id, &mut Quiet)
+                .await?;
             if let Some(f) = &report.failure {
                 return Ok(MigrationVerification {
                     outcome: VerifyOutcome::Failed {
@@ -1359,7 +1363,9 @@ async fn verify_one_on_scratch(
     let before = read_storage(&mut conn).await?;
     drop(conn);
     let started = Instant::now();
-    let report = migrator.up(Some(&m.version), run_id, &mut Quiet).await?;
+    let report = migrator
+        .up(&Scope::up_to(Some(&m.version)), run_id, &mut Quiet)
+        .await?;
     let duration_ms = ms(started.elapsed());
     let mut conn = migrator.db.connect().await?;
     let after = read_catalog(&mut conn, None).await?;
@@ -1403,7 +1409,9 @@ async fn verify_one_on_scratch(
 }
 
 async fn migrator_apply(migrator: &Migrator, to: &Version, run_id: &str) -> Result<(), Error> {
-    let report = migrator.up(Some(to), run_id, &mut Quiet).await?;
+    let report = migrator
+        .up(&Scope::up_to(Some(to)), run_id, &mut Quiet)
+        .await?;
     match report.error() {
         Some(e) => Err(e),
         None => Ok(()),
@@ -1417,7 +1425,7 @@ impl Migrator {
         &self,
         to: Option<&Version>,
     ) -> Result<(Vec<&Migration>, Vec<String>), Error> {
-        let (_, plan) = self.plan(to).await?;
+        let (_, plan) = self.plan(&Scope::up_to(to)).await?;
         plan.ensure_runnable()?;
         let mut warnings = plan.warnings.clone();
         let unknown = plan.count(State::UnknownApplied);
@@ -1514,7 +1522,7 @@ impl Migrator {
             let (migrations, warnings) = lock
                 .hold(async |_| {
                     let plan = self
-                        .prepare_locked(&mut conn, &schema, ledger, to, run_id)
+                        .prepare_locked(&mut conn, &schema, ledger, &Scope::up_to(to), run_id)
                         .await?;
                     let pending: Vec<&Migration> = plan
                         .pending()

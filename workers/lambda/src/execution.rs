@@ -123,11 +123,15 @@ impl Summary {
 
     /// `applied_count` of the `Done` state's output (0 for a report or an empty run).
     pub fn applied_count(&self) -> u64 {
+        self.run_output().applied_count
+    }
+
+    /// The `Done` state's output (empty for a report).
+    pub fn run_output(&self) -> RunOutput {
         self.output
             .as_ref()
             .and_then(|o| RunOutput::deserialize(o).ok())
             .unwrap_or_default()
-            .applied_count
     }
 }
 

@@ -13,14 +13,14 @@ use crate::error::{Error, ErrorReport, MigrationFailure};
 use crate::ledger::BatchProgress;
 use crate::metrics::{Metric, MetricLine};
 use crate::migration::Version;
-use crate::plan::{Entry, State};
+use crate::plan::{Entry, Scope, State};
 use crate::rollback::{RollbackTarget, ScriptSource};
 use crate::runner::{Migrator, RecordedOutcome};
 
 /// The actions an execution accepts.
 pub const ACTIONS: [&str; 4] = ["status", "migrate", "verify", "rollback"];
 /// The fields an execution input accepts.
-pub const INPUT_FIELDS: [&str; 4] = ["action", "dry_run", "target", "source"];
+pub const INPUT_FIELDS: [&str; 5] = ["action", "dry_run", "target", "skip_after_deploy", "source"];
 
 /// An execution's input, as a person types it in the console: `{}` means migrate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +29,10 @@ pub struct ExecutionInput {
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<Version>,
+    /// The deploy's own run (the CDK trigger's): `after-deploy` migrations, and those that
+    /// require one, wait for the execution started after the deploy completes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_after_deploy: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
@@ -51,7 +55,7 @@ pub enum Action {
 impl ExecutionInput {
     /// Validates a raw execution input; the error lists what is accepted.
     pub fn parse(raw: &Value) -> Result<ExecutionInput, Error> {
-        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default) | \"verify\" | \"rollback\", \"dry_run\": true | false, \"target\": \"VERSION\" (required for rollback: the version to roll back to, \"000\" for all), \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true} or {\"action\": \"rollback\", \"target\": \"004\"}";
+        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default) | \"verify\" | \"rollback\", \"dry_run\": true | false, \"target\": \"VERSION\" (required for rollback: the version to roll back to, \"000\" for all), \"skip_after_deploy\": true | false (migrate: leave after-deploy migrations for a later run), \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true} or {\"action\": \"rollback\", \"target\": \"004\"}";
         let invalid = |why: String| Error::InvalidInput(format!("{why}; {ACCEPTED}"));
         let object = match raw {
             Value::Null => {
@@ -59,6 +63,7 @@ impl ExecutionInput {
                     action: Action::Migrate,
                     dry_run: false,
                     target: None,
+                    skip_after_deploy: false,
                     source: None,
                 })
             }
@@ -103,6 +108,20 @@ impl ExecutionInput {
                 )))
             }
         };
+        let skip_after_deploy = match object.get("skip_after_deploy") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`skip_after_deploy` must be true or false, not {other}"
+                )))
+            }
+        };
+        if skip_after_deploy && action != Action::Migrate {
+            return Err(invalid(
+                "`skip_after_deploy` belongs to a migrate (the deploy's own run)".into(),
+            ));
+        }
         let source = match object.get("source") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -117,6 +136,7 @@ impl ExecutionInput {
             action,
             dry_run,
             target,
+            skip_after_deploy,
             source,
         })
     }
@@ -155,6 +175,11 @@ pub struct MigrationRange {
     /// history budget, [`batch_invocation_cap`]); past it, `BatchLoopLimit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_invocations: Option<u32>,
+    /// A batch item's: its migration's checksum when planned. A batch loop may outlast a
+    /// deploy that updates the workers under it; it goes on with the new ones as long as this
+    /// migration is unchanged ([`check_batch_digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// The plan step's output: what the state machine routes on and hands the Map, and what
@@ -199,6 +224,11 @@ pub struct PlanOutput {
     /// refuses if a migration was applied since (an `up` during the rollback).
     #[serde(default)]
     pub seen_event: Option<i64>,
+    /// The deploy's own run: the pending migrations it leaves for the execution started
+    /// after the deploy (`after-deploy`, or requiring one), by name. Always present: the
+    /// definition's `Done` state reads it.
+    #[serde(default)]
+    pub deferred: Vec<String>,
     #[serde(default)]
     pub warnings: Vec<String>,
 }
@@ -256,6 +286,9 @@ pub struct RunOutput {
     /// A rollback's (the definition's `RolledBack` state).
     #[serde(default)]
     pub rolled_back_count: u64,
+    /// The migrations the deploy's own run left for the execution after the deploy.
+    #[serde(default)]
+    pub deferred: Vec<String>,
 }
 
 /// How many Map iterations one execution runs at most. An inline Map iteration of an item
@@ -401,7 +434,11 @@ pub async fn plan(
     if input.action == Action::Rollback {
         return plan_rollback(migrator, &input, run_id, max_iterations).await;
     }
-    let (_, plan) = migrator.plan(input.target.as_ref()).await?;
+    let scope = Scope {
+        target: input.target.clone(),
+        skip_after_deploy: input.skip_after_deploy,
+    };
+    let (_, plan) = migrator.plan(&scope).await?;
     let report_only = input.action != Action::Migrate || input.dry_run;
     if !report_only {
         migrator.set.ensure_sum_current()?;
@@ -449,6 +486,9 @@ pub async fn plan(
                 batch,
                 task: is_task[g.start],
                 max_invocations: batch.then_some(max_invocations),
+                checksum: batch
+                    .then(|| migration(&group[0]).map(|m| m.checksum.clone()))
+                    .flatten(),
             }
         })
         .collect();
@@ -481,6 +521,7 @@ pub async fn plan(
         truncated,
         reverts: Vec::new(),
         seen_event: None,
+        deferred: plan.deferred().map(|e| e.name.clone()).collect(),
         warnings: plan.warnings,
     })
 }
@@ -514,7 +555,7 @@ async fn plan_rollback(
         .property("action", "rollback")
         .emit();
     let applied = migrator
-        .plan(None)
+        .plan(&Scope::default())
         .await
         .map_or(0, |(_, p)| p.count(State::Applied));
     Ok(PlanOutput {
@@ -533,6 +574,7 @@ async fn plan_rollback(
                 batch: false,
                 task: false,
                 max_invocations: None,
+                checksum: None,
             })
             .collect(),
         to_apply: if input.dry_run { 0 } else { count },
@@ -561,6 +603,7 @@ async fn plan_rollback(
         } else {
             Vec::new()
         },
+        deferred: Vec::new(),
         warnings: plan.warnings,
     })
 }
@@ -781,10 +824,11 @@ pub async fn apply_one(
     batch: &BatchSettings,
     remaining: Option<Duration>,
 ) -> Result<ApplyOutput, Error> {
-    check_digest(migrator, &request.set_digest)?;
     if request.range.batch {
+        check_batch_digest(migrator, &request)?;
         return apply_batch(migrator, request, batch, remaining).await;
     }
+    check_digest(migrator, &request.set_digest)?;
     let results = migrator
         .apply_range(&request.range.first, &request.range.last, &request.run_id)
         .await?;
@@ -923,6 +967,32 @@ fn check_digest(migrator: &Migrator, planned: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// [`check_digest`] for a batch item: the workers updated during its loop (a deploy while
+/// an after-deploy backfill runs) go on with it if its migration is the one planned, same
+/// version and checksum; the ledger's lock and its own checks keep the rest in order.
+fn check_batch_digest(migrator: &Migrator, request: &ApplyRequest) -> Result<(), Error> {
+    let unchanged = || {
+        let planned = request.range.checksum.as_deref()?;
+        let now = migrator.set.get(&request.range.first)?;
+        (now.checksum == planned).then_some(now)
+    };
+    match check_digest(migrator, &request.set_digest) {
+        Ok(()) => Ok(()),
+        Err(e) => match unchanged() {
+            Some(m) => {
+                tracing::info!(
+                    planned = %request.set_digest,
+                    now = %migrator.set.digest(),
+                    "the workers were updated during the loop of {}; it is unchanged, so the loop goes on",
+                    m.name
+                );
+                Ok(())
+            }
+            None => Err(e),
+        },
+    }
 }
 
 /// A rollback execution's Map item, as the `RevertOne` Task sends it:
@@ -1590,6 +1660,7 @@ mod tests {
             batch: false,
             task: false,
             max_invocations: None,
+            checksum: None,
         };
         assert_eq!(
             serde_json::to_value(&plain).unwrap(),
@@ -1602,6 +1673,80 @@ mod tests {
         // An older output (no `done`) reads as done.
         let old: ApplyOutput = serde_json::from_value(json!({"results": []})).unwrap();
         assert!(old.done);
+    }
+
+    fn migrator_of(files: &[(&str, &str)]) -> Migrator {
+        use crate::migration::{MigrationSet, SourceFile};
+        let files = files
+            .iter()
+            .map(|(name, sql)| SourceFile {
+                path: std::path::Path::new("m").join(name),
+                bytes: sql.as_bytes().to_vec(),
+            })
+            .collect();
+        let set = MigrationSet::from_files(std::path::Path::new("m"), files).unwrap();
+        let db = crate::db::Database::from_url(
+            "postgres://nobody@127.0.0.1:9/never",
+            "DATABASE_URL",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        Migrator::new(db, set, Default::default())
+    }
+
+    #[test]
+    fn a_batch_loop_goes_on_with_updated_workers_while_its_migration_is_unchanged() {
+        const BACKFILL: &str = "-- stepmigrate: batch\nUPDATE t SET x = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL LIMIT :batch_size);";
+        let planned = migrator_of(&[
+            ("001_t.sql", "CREATE TABLE t (id int, x int);"),
+            ("002_fill.sql", BACKFILL),
+        ]);
+        let request = |m: &Migrator| ApplyRequest {
+            run_id: "r".into(),
+            execution: String::new(),
+            set_digest: planned.set.digest(),
+            range: MigrationRange {
+                first: Version::parse("002").unwrap(),
+                last: Version::parse("002").unwrap(),
+                name: Some("002_fill".into()),
+                batch: true,
+                task: false,
+                max_invocations: Some(10),
+                checksum: m
+                    .set
+                    .get(&Version::parse("002").unwrap())
+                    .map(|m| m.checksum.clone()),
+            },
+            seen_event: None,
+            batch: None,
+        };
+        let item = request(&planned);
+        check_batch_digest(&planned, &item).unwrap();
+        // A deploy added a migration: the set changed, the backfill did not.
+        let deployed = migrator_of(&[
+            ("001_t.sql", "CREATE TABLE t (id int, x int);"),
+            ("002_fill.sql", BACKFILL),
+            ("003_more.sql", "CREATE TABLE u (id int);"),
+        ]);
+        check_batch_digest(&deployed, &item).unwrap();
+        assert!(
+            check_digest(&deployed, &item.set_digest).is_err(),
+            "a plain item is refused"
+        );
+        // The backfill itself was edited, or the item predates the checksum: refused.
+        let edited = migrator_of(&[
+            ("001_t.sql", "CREATE TABLE t (id int, x int);"),
+            ("002_fill.sql", &BACKFILL.replace("x = 1", "x = 2")),
+        ]);
+        let err = check_batch_digest(&edited, &item).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("workers were updated during the run"),
+            "{err}"
+        );
+        let mut old = item.clone();
+        old.range.checksum = None;
+        assert!(check_batch_digest(&deployed, &old).is_err());
     }
 
     #[test]
@@ -1641,6 +1786,8 @@ mod tests {
             json!({"actoin": "status"}),
             json!([1]),
             json!({"target": "four"}),
+            json!({"skip_after_deploy": "yes"}),
+            json!({"action": "rollback", "target": "004", "skip_after_deploy": true}),
         ] {
             let err = ExecutionInput::parse(&bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -1654,6 +1801,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("a rollback needs `target`"), "{err}");
+    }
+
+    #[test]
+    fn the_triggers_input_is_the_deploys_own_run() {
+        let deploy: Value = serde_json::from_str(crate::trigger::EXECUTION_INPUT).unwrap();
+        let input = ExecutionInput::parse(&deploy).unwrap();
+        assert_eq!(input.action, Action::Migrate);
+        assert!(input.skip_after_deploy && !input.dry_run);
+        // The after-deploy run (the construct's rule) is a plain migrate.
+        let after =
+            ExecutionInput::parse(&json!({"action": "migrate", "source": "after-deploy"})).unwrap();
+        assert!(!after.skip_after_deploy);
     }
 
     #[test]

@@ -23,8 +23,11 @@ use crate::migration::checksum;
 
 pub const ENV_HANDLER: &str = "STEPMIGRATE_TRIGGER_HANDLER";
 
-/// What the execution is asked to do on deploy.
-pub const EXECUTION_INPUT: &str = r#"{"action":"migrate","source":"cdk"}"#;
+/// What the execution is asked to do on deploy: the migrations, but those marked
+/// `after-deploy` (and those that require one), which the execution the construct's
+/// EventBridge rule starts once the stack's deploy completed applies (a plain migrate): a
+/// deploy never waits for a long data migration.
+pub const EXECUTION_INPUT: &str = r#"{"action":"migrate","skip_after_deploy":true,"source":"cdk"}"#;
 
 /// Which of the Provider's two functions this instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,12 +309,21 @@ impl Trigger {
                 data: Map::new(),
             }),
             Ok(Some(_)) => {
-                info!(execution = %arn, applied = summary.applied_count(), "migration run succeeded");
+                let run = summary.run_output();
+                info!(execution = %arn, applied = run.applied_count, deferred = ?run.deferred, "migration run succeeded");
+                if !run.deferred.is_empty() {
+                    info!(
+                        "{} migration(s) wait for the execution started once the deploy completes: {}",
+                        run.deferred.len(),
+                        run.deferred.join(", ")
+                    );
+                }
                 let mut data = Map::new();
                 data.insert("ExecutionArn".into(), json!(arn));
+                data.insert("AppliedCount".into(), json!(run.applied_count.to_string()));
                 data.insert(
-                    "AppliedCount".into(),
-                    json!(summary.applied_count().to_string()),
+                    "DeferredCount".into(),
+                    json!(run.deferred.len().to_string()),
                 );
                 Ok(done(data))
             }
