@@ -601,6 +601,29 @@ impl MigrationSet {
         i.checked_sub(1).map(|p| &self.migrations[p])
     }
 
+    /// Whether `m` may run after newer migrations without being out of order: it says
+    /// `after-deploy`, or requires (transitively) one that does. A deploy's run applies the
+    /// migrations after it first (see [`crate::plan::Plan::defer_after_deploy`]).
+    pub fn in_after_deploy_chain(&self, m: &Migration) -> bool {
+        // Requirements sort earlier (validated at load), so this ends.
+        m.directives.after_deploy
+            || m.directives.requires.iter().any(|r| {
+                self.get(r)
+                    .is_some_and(|req| self.in_after_deploy_chain(req))
+            })
+    }
+
+    /// The migration that must be applied before `version` runs, as the database's guard
+    /// checks it: the one before it, passing over the after-deploy chain (which a deploy's
+    /// run leaves pending behind newer migrations).
+    pub fn predecessor(&self, version: &Version) -> Option<&Migration> {
+        let i = self.position(version)?;
+        self.migrations[..i]
+            .iter()
+            .rev()
+            .find(|m| !self.in_after_deploy_chain(m))
+    }
+
     /// This set with `more` added in version order (a pull request's new migrations on top of
     /// its base): each was validated in its own set already. One whose version this set holds
     /// is not added but returned.
@@ -1335,6 +1358,23 @@ mod tests {
             .map(|m| m.directives.after_deploy)
             .collect();
         assert_eq!(flags, [true, true, false]);
+        let chained = MigrationSet::from_files(
+            Path::new("m"),
+            vec![
+                file("001_a.sql", "CREATE TABLE a (id int);"),
+                file("002_fill.sql", "-- stepmigrate: after-deploy\nSELECT 1;"),
+                file("003_needs.sql", "-- stepmigrate: requires = 002\nSELECT 1;"),
+                file("004_b.sql", "SELECT 1;"),
+            ],
+        )
+        .unwrap();
+        let v = |s: &str| Version::parse(s).unwrap();
+        let predecessor = |s: &str| chained.predecessor(&v(s)).map(|m| m.name.as_str());
+        // The guard's predecessor passes over what a deploy's run leaves pending.
+        assert_eq!(predecessor("004"), Some("001_a"));
+        assert_eq!(predecessor("003"), Some("001_a"));
+        assert_eq!(predecessor("002"), Some("001_a"));
+        assert_eq!(predecessor("001"), None);
         let p = problems(vec![
             file("001_a.sql", "-- stepmigrate: after-deploy = yes\nSELECT 1;"),
             file(

@@ -71,6 +71,10 @@ pub struct Entry {
     /// `after-deploy`, or it requires a migration that is (see [`Plan::defer_after_deploy`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
+    /// It may run after newer migrations without being out of order
+    /// ([`MigrationSet::in_after_deploy_chain`]).
+    #[serde(skip)]
+    pub(crate) after_deploy_chain: bool,
 }
 
 /// Which of the pending migrations a run takes.
@@ -151,6 +155,7 @@ impl Plan {
                 }
             }
             let mut entry = entry_for(m, row, newest_applied, &mut warnings);
+            entry.after_deploy_chain = set.in_after_deploy_chain(m);
             entry.rerun = entry.out_of_order
                 && (row.is_some() || ledger.made_pending.contains(m.version.as_str()));
             entries.push(entry);
@@ -194,6 +199,7 @@ impl Plan {
                     reversible: None,
                     after_deploy: false,
                     deferred: false,
+                    after_deploy_chain: false,
                 });
             } else {
                 warnings.push(format!(
@@ -251,26 +257,12 @@ impl Plan {
         self.entries.iter().filter(|e| e.deferred)
     }
 
-    /// The versions of the migrations that may run after newer ones without being out of
-    /// order: `after-deploy` ones and those that require one (transitively), since a deploy
-    /// applies the migrations after them first.
-    fn after_deploy_chain(&self) -> std::collections::HashSet<u64> {
-        let mut chain = std::collections::HashSet::new();
-        for e in &self.entries {
-            if e.after_deploy || e.requires.iter().any(|r| chain.contains(&r.number())) {
-                chain.insert(e.version.number());
-            }
-        }
-        chain
-    }
-
     /// A pending migration that sorts before `version` and must run before it: one not
     /// deferred and not in the after-deploy chain (which the plan puts in order, or leaves
     /// for after the deploy). Apply steps refuse to run past one.
     pub fn blocker_before(&self, version: &Version) -> Option<&Entry> {
-        let chain = self.after_deploy_chain();
         self.pending()
-            .find(|e| e.version < *version && !chain.contains(&e.version.number()))
+            .find(|e| e.version < *version && !e.after_deploy_chain)
     }
 
     pub fn count(&self, state: State) -> usize {
@@ -305,10 +297,9 @@ impl Plan {
     pub fn ensure_applicable(&self, allow_out_of_order: bool) -> Result<(), Error> {
         self.ensure_runnable()?;
         if !allow_out_of_order {
-            let chain = self.after_deploy_chain();
             let late: Vec<&Entry> = self
                 .pending()
-                .filter(|e| e.out_of_order && !e.rerun && !chain.contains(&e.version.number()))
+                .filter(|e| e.out_of_order && !e.rerun && !e.after_deploy_chain)
                 .collect();
             if !late.is_empty() {
                 let newest = self
@@ -448,6 +439,7 @@ fn entry_for(
         reversible: Some(m.down.is_some()),
         after_deploy: m.directives.after_deploy,
         deferred: false,
+        after_deploy_chain: false,
     };
     entry.state = match row {
         None => State::Pending,

@@ -727,7 +727,7 @@ impl Migrator {
         };
         async {
             let previous = match direction {
-                Direction::Up => self.set.previous(&m.version).map(|p| &p.version),
+                Direction::Up => self.set.predecessor(&m.version).map(|p| &p.version),
                 Direction::Down => None,
             };
             let started = Instant::now();
