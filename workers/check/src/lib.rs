@@ -154,6 +154,9 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                 };
                 report.files += 1;
                 report.findings.extend(check_script(&up, rules));
+                report
+                    .findings
+                    .extend(lint::after_deploy_findings(m, rules));
                 if let Some(down) = &m.down {
                     report.files += 1;
                     let rules = &rules.for_down_migrations();

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use squawk_linter::{Linter, Rule};
-use stepmigrate_core::migration::Mode;
+use stepmigrate_core::migration::{Migration, Mode};
 use stepmigrate_core::sql;
 
 use crate::{Finding, Lines, Script, Severity};
@@ -19,11 +19,14 @@ pub const MISSING_DOWN: &str = "missing-down";
 /// A batch migration whose statement would select rows it already did: it never ends, or
 /// changes rows twice.
 pub const BATCH_NOT_IDEMPOTENT: &str = "batch-not-idempotent";
-const OUR_RULES: [&str; 4] = [
+/// An `after-deploy` migration that changes the schema: the deployed code runs before it.
+pub const AFTER_DEPLOY_SCHEMA_CHANGE: &str = "after-deploy-schema-change";
+const OUR_RULES: [&str; 5] = [
     UPDATE_WITHOUT_WHERE,
     DELETE_WITHOUT_WHERE,
     MISSING_DOWN,
     BATCH_NOT_IDEMPOTENT,
+    AFTER_DEPLOY_SCHEMA_CHANGE,
 ];
 /// Our rules that fail the check unless configured otherwise.
 const OUR_ERRORS: [&str; 1] = [BATCH_NOT_IDEMPOTENT];
@@ -398,6 +401,51 @@ fn batch_findings(script: &Script<'_>, severity: Severity) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// An `after-deploy` migration runs after the deployed code started, and newer migrations may
+/// run before it: a schema change there is one the code and those migrations cannot count
+/// on. Index builds and maintenance are what belongs there beside data changes, so they pass.
+pub fn after_deploy_findings(m: &Migration, rules: &LintRules) -> Vec<Finding> {
+    let Some(severity) = rules
+        .severity(AFTER_DEPLOY_SCHEMA_CHANGE)
+        .filter(|_| m.directives.after_deploy)
+    else {
+        return Vec::new();
+    };
+    let text_lines: Vec<&str> = m.sql.lines().collect();
+    if ignored_in_file(&text_lines, AFTER_DEPLOY_SCHEMA_CHANGE) {
+        return Vec::new();
+    }
+    sql::lex(&m.sql)
+        .statements
+        .iter()
+        .filter(|s| changes_the_schema(&s.keywords))
+        .filter(|s| !ignored(&text_lines, s.line, AFTER_DEPLOY_SCHEMA_CHANGE))
+        .map(|s| Finding {
+            file: m.path.clone(),
+            line: s.line,
+            column: 1,
+            rule: AFTER_DEPLOY_SCHEMA_CHANGE.into(),
+            severity,
+            message: format!(
+                "`{}` changes the schema in an after-deploy migration: the deployed code, and newer migrations that do not `requires` this one, run before it",
+                s.keywords.iter().take(3).cloned().collect::<Vec<_>>().join(" ")
+            ),
+            help: Some("Move the schema change to a migration of its own that runs with the deploy, and keep after-deploy for data changes and index builds; a migration that needs this one says `-- stepmigrate: requires = VERSION`.".into()),
+        })
+        .collect()
+}
+
+/// DDL other than index builds and maintenance.
+fn changes_the_schema(keywords: &[String]) -> bool {
+    let word = |i: usize| keywords.get(i).map_or("", String::as_str);
+    match word(0) {
+        "CREATE" => !(word(1) == "INDEX" || (word(1) == "UNIQUE" && word(2) == "INDEX")),
+        "DROP" => word(1) != "INDEX",
+        "ALTER" | "COMMENT" | "GRANT" | "REVOKE" => true,
+        _ => false,
+    }
 }
 
 fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {

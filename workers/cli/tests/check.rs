@@ -473,3 +473,62 @@ fn deallocate_all_is_refused_by_the_loader() {
         "{doc}"
     );
 }
+
+#[test]
+fn an_after_deploy_migration_that_changes_the_schema_is_pointed_out() {
+    let dir = Dir::new(&[
+        ("001_items.sql", "CREATE TABLE items (id int PRIMARY KEY, flag int);\n"),
+        (
+            "002_fill.sql",
+            "-- stepmigrate: after-deploy\n-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_flag ON items (flag);\nALTER TABLE items ADD COLUMN note text;\nUPDATE items SET flag = 0 WHERE flag IS NULL;\n",
+        ),
+        (
+            "003_ok.sql",
+            "-- stepmigrate: after-deploy\n-- squawk-ignore after-deploy-schema-change\nDROP TABLE IF EXISTS items_old;\nDROP INDEX IF EXISTS items_flag_old;\n",
+        ),
+        ("004_plain.sql", "ALTER TABLE items ADD COLUMN other text;\n"),
+    ]);
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &[
+            "check",
+            "--disable",
+            "missing-down",
+            "--disable",
+            "ban-drop-table",
+            "--json",
+        ],
+    )
+    .json();
+    let ours: Vec<(String, u64)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "after-deploy-schema-change")
+        .map(|f| {
+            (
+                f["file"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                f["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Only the ALTER of the after-deploy file: not its index build or data change, not the
+    // statement marked ignored, not a deploy-time migration's ALTER.
+    assert_eq!(ours, [("002_fill.sql".to_owned(), 4)], "{doc}");
+    assert_eq!(
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == "after-deploy-schema-change")
+            .unwrap()["severity"],
+        "warning"
+    );
+}

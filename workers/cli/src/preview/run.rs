@@ -186,6 +186,7 @@ fn lint(m: &Migration, added: &AddedMigration, rules: &LintRules) -> Vec<LintFin
     };
     check_script(&script, rules)
         .into_iter()
+        .chain(stepmigrate_check::lint::after_deploy_findings(m, rules))
         .map(|f| LintFinding {
             // As the pull request shows it, not as it lies on this disk.
             file: added.migration.file.clone(),
