@@ -267,6 +267,23 @@ impl Migration {
     }
 }
 
+/// The versions that say `after-deploy` or require (transitively) one that does, in one pass:
+/// a requirement sorts earlier (validated at load).
+fn after_deploy_chain(migrations: &[Migration]) -> std::collections::HashSet<u64> {
+    let mut chain = std::collections::HashSet::new();
+    for m in migrations {
+        if m.directives.after_deploy
+            || m.directives
+                .requires
+                .iter()
+                .any(|r| chain.contains(&r.number()))
+        {
+            chain.insert(m.version.number());
+        }
+    }
+    chain
+}
+
 /// `text` with every `:batch_size` at `placeholders` replaced by `size`, padded with spaces to
 /// the placeholder's width: error positions and lines stay those of the file.
 pub fn bind_batch_size(text: &str, placeholders: &[usize], size: u64) -> String {
@@ -286,6 +303,8 @@ pub struct MigrationSet {
     migrations: Vec<Migration>,
     /// The text of the directory's `migrations.sum`, when it has one (see [`crate::integrity`]).
     pub sum: Option<String>,
+    /// The versions of [`MigrationSet::in_after_deploy_chain`], computed with the set.
+    after_deploy_chain: std::collections::HashSet<u64>,
 }
 
 /// One file as read from disk.
@@ -565,10 +584,12 @@ impl MigrationSet {
         check_dependencies(&migrations, &numbered, &mut problems);
 
         if problems.is_empty() {
+            let after_deploy_chain = after_deploy_chain(&migrations);
             Ok(MigrationSet {
                 dir: dir.to_owned(),
                 migrations,
                 sum: None,
+                after_deploy_chain,
             })
         } else {
             problems.sort_by(|a, b| a.file.cmp(&b.file).then(a.line.cmp(&b.line)));
@@ -605,12 +626,7 @@ impl MigrationSet {
     /// `after-deploy`, or requires (transitively) one that does. A deploy's run applies the
     /// migrations after it first (see [`crate::plan::Plan::defer_after_deploy`]).
     pub fn in_after_deploy_chain(&self, m: &Migration) -> bool {
-        // Requirements sort earlier (validated at load), so this ends.
-        m.directives.after_deploy
-            || m.directives.requires.iter().any(|r| {
-                self.get(r)
-                    .is_some_and(|req| self.in_after_deploy_chain(req))
-            })
+        self.after_deploy_chain.contains(&m.version.number())
     }
 
     /// The migration that must be applied before `version` runs, as the database's guard
@@ -642,6 +658,7 @@ impl MigrationSet {
                 Err(at) => set.migrations.insert(at, m),
             }
         }
+        set.after_deploy_chain = after_deploy_chain(&set.migrations);
         (set, refused)
     }
 
