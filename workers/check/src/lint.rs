@@ -420,7 +420,7 @@ pub fn after_deploy_findings(m: &Migration, rules: &LintRules) -> Vec<Finding> {
     sql::lex(&m.sql)
         .statements
         .iter()
-        .filter(|s| changes_the_schema(&s.keywords))
+        .filter(|s| changes_the_schema(&s.keywords, s.text))
         .filter(|s| !ignored(&text_lines, s.line, AFTER_DEPLOY_SCHEMA_CHANGE))
         .map(|s| Finding {
             file: m.path.clone(),
@@ -430,21 +430,46 @@ pub fn after_deploy_findings(m: &Migration, rules: &LintRules) -> Vec<Finding> {
             severity,
             message: format!(
                 "`{}` changes the schema in an after-deploy migration: the deployed code, and newer migrations that do not `requires` this one, run before it",
-                s.keywords.iter().take(3).cloned().collect::<Vec<_>>().join(" ")
+                head(s.text)
             ),
             help: Some("Move the schema change to a migration of its own that runs with the deploy, and keep after-deploy for data changes and index builds; a migration that needs this one says `-- stepmigrate: requires = VERSION`.".into()),
         })
         .collect()
 }
 
-/// DDL other than index builds and maintenance.
-fn changes_the_schema(keywords: &[String]) -> bool {
+/// DDL other than index builds, temporary tables and validating a constraint (what a long
+/// after-deploy step does beside changing data). A heuristic on the statement's words.
+fn changes_the_schema(keywords: &[String], text: &str) -> bool {
     let word = |i: usize| keywords.get(i).map_or("", String::as_str);
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let has = |w: &str| words.iter().any(|x| x == w);
     match word(0) {
-        "CREATE" => !(word(1) == "INDEX" || (word(1) == "UNIQUE" && word(2) == "INDEX")),
+        "CREATE" => !matches!(
+            (word(1), word(2)),
+            ("INDEX", _) | ("UNIQUE", "INDEX") | ("TEMP" | "TEMPORARY", _)
+        ),
         "DROP" => word(1) != "INDEX",
-        "ALTER" | "COMMENT" | "GRANT" | "REVOKE" => true,
+        "ALTER" => {
+            let only_validates =
+                word(1) == "TABLE" && has("VALIDATE") && !has("ADD") && !has("DROP");
+            !only_validates
+        }
+        "COMMENT" | "GRANT" | "REVOKE" | "IMPORT" => true,
+        // `SELECT ... INTO t` creates a table.
+        "SELECT" => has("INTO"),
         _ => false,
+    }
+}
+
+/// The statement's first line, at most 60 characters, for a message.
+fn head(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    match line.char_indices().nth(60) {
+        Some((end, _)) => format!("{}...", &line[..end]),
+        None => line.to_owned(),
     }
 }
 

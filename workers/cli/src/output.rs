@@ -213,7 +213,7 @@ impl Output {
             {
                 line.push_str(&format!("  last error: {err}"));
             }
-            if e.after_deploy && matches!(e.state, State::Pending | State::Failed) {
+            if e.runs_after_deploy && matches!(e.state, State::Pending | State::Failed) {
                 line.push_str("  after deploy");
             }
             if e.state == State::Drift {
@@ -248,7 +248,7 @@ impl Output {
                 "database": db.to_string(),
                 "target": plan.target,
                 "pending": pending,
-                "deferred": plan.deferred().collect::<Vec<_>>(),
+                "deferred": plan.deferred().map(|e| &e.name).collect::<Vec<_>>(),
                 "summary": summary(plan),
                 "warnings": plan.warnings,
             }));
@@ -269,7 +269,7 @@ impl Output {
                 if e.out_of_order {
                     notes.push("out of order".to_owned());
                 }
-                if e.after_deploy {
+                if e.runs_after_deploy {
                     notes.push("after-deploy".to_owned());
                 }
                 let notes = if notes.is_empty() {

@@ -480,7 +480,7 @@ fn an_after_deploy_migration_that_changes_the_schema_is_pointed_out() {
         ("001_items.sql", "CREATE TABLE items (id int PRIMARY KEY, flag int);\n"),
         (
             "002_fill.sql",
-            "-- stepmigrate: after-deploy\n-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_flag ON items (flag);\nALTER TABLE items ADD COLUMN note text;\nUPDATE items SET flag = 0 WHERE flag IS NULL;\n",
+            "-- stepmigrate: after-deploy\n-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_flag ON items (flag);\nALTER TABLE items ADD COLUMN note text;\nUPDATE items SET flag = 0 WHERE flag IS NULL;\nCREATE TEMP TABLE scratch (id int);\nALTER TABLE items VALIDATE CONSTRAINT items_flag_check;\nSELECT id INTO items_copy FROM items;\n",
         ),
         (
             "003_ok.sql",
@@ -521,7 +521,20 @@ fn an_after_deploy_migration_that_changes_the_schema_is_pointed_out() {
         .collect();
     // Only the ALTER of the after-deploy file: not its index build or data change, not the
     // statement marked ignored, not a deploy-time migration's ALTER.
-    assert_eq!(ours, [("002_fill.sql".to_owned(), 4)], "{doc}");
+    // Not the temporary table or the validation either; a SELECT INTO creates a table.
+    assert_eq!(
+        ours,
+        [
+            ("002_fill.sql".to_owned(), 4),
+            ("002_fill.sql".to_owned(), 8)
+        ],
+        "{doc}"
+    );
+    assert!(
+        doc.to_string()
+            .contains("`ALTER TABLE items ADD COLUMN note text` changes the schema"),
+        "{doc}"
+    );
     assert_eq!(
         doc["findings"]
             .as_array()

@@ -71,10 +71,11 @@ pub struct Entry {
     /// `after-deploy`, or it requires a migration that is (see [`Plan::defer_after_deploy`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
-    /// It may run after newer migrations without being out of order
-    /// ([`MigrationSet::in_after_deploy_chain`]).
-    #[serde(skip)]
-    pub(crate) after_deploy_chain: bool,
+    /// It says `after-deploy` or requires (transitively) one that does
+    /// ([`MigrationSet::in_after_deploy_chain`]): it may run after newer migrations, which is
+    /// not out of order.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runs_after_deploy: bool,
 }
 
 /// Which of the pending migrations a run takes.
@@ -154,8 +155,13 @@ impl Plan {
                     continue;
                 }
             }
-            let mut entry = entry_for(m, row, newest_applied, &mut warnings);
-            entry.after_deploy_chain = set.in_after_deploy_chain(m);
+            let mut entry = entry_for(
+                m,
+                row,
+                newest_applied,
+                set.in_after_deploy_chain(m),
+                &mut warnings,
+            );
             entry.rerun = entry.out_of_order
                 && (row.is_some() || ledger.made_pending.contains(m.version.as_str()));
             entries.push(entry);
@@ -199,7 +205,7 @@ impl Plan {
                     reversible: None,
                     after_deploy: false,
                     deferred: false,
-                    after_deploy_chain: false,
+                    runs_after_deploy: false,
                 });
             } else {
                 warnings.push(format!(
@@ -236,15 +242,20 @@ impl Plan {
         })
     }
 
-    /// Makes this the deploy's own run: each pending `after-deploy` migration, and each
-    /// pending one that requires a deferred one (transitively), waits for the run started
-    /// after the deploy. Whatever else is pending, newer migrations included, is applied now.
+    /// Makes this the deploy's own run: each pending `after-deploy` migration, each one that
+    /// requires a deferred one (transitively), and each one of the after-deploy chain that
+    /// failed before, waits for the run started after the deploy. Whatever else is pending,
+    /// newer migrations included, is applied now.
     pub fn defer_after_deploy(&mut self) {
         let mut deferred = std::collections::HashSet::new();
         for e in &mut self.entries {
             let pending = matches!(e.state, State::Pending | State::Failed);
+            // One of the chain that failed (in a run after a deploy) is retried there, not by
+            // the next deploy, which it would stop.
             if pending
-                && (e.after_deploy || e.requires.iter().any(|r| deferred.contains(&r.number())))
+                && (e.after_deploy
+                    || (e.runs_after_deploy && e.state == State::Failed)
+                    || e.requires.iter().any(|r| deferred.contains(&r.number())))
             {
                 e.deferred = true;
                 deferred.insert(e.version.number());
@@ -262,7 +273,7 @@ impl Plan {
     /// for after the deploy). Apply steps refuse to run past one.
     pub fn blocker_before(&self, version: &Version) -> Option<&Entry> {
         self.pending()
-            .find(|e| e.version < *version && !e.after_deploy_chain)
+            .find(|e| e.version < *version && !e.runs_after_deploy)
     }
 
     pub fn count(&self, state: State) -> usize {
@@ -299,7 +310,7 @@ impl Plan {
         if !allow_out_of_order {
             let late: Vec<&Entry> = self
                 .pending()
-                .filter(|e| e.out_of_order && !e.rerun && !e.after_deploy_chain)
+                .filter(|e| e.out_of_order && !e.rerun)
                 .collect();
             if !late.is_empty() {
                 let newest = self
@@ -354,6 +365,20 @@ impl Plan {
             }
         };
         let mut reasons = Vec::new();
+        // Applied now, a migration that conflicts with one left for after the deploy would
+        // keep that one from ever being applied.
+        for e in self.pending() {
+            for d in self.deferred() {
+                if e.conflicts.iter().any(|c| c.number() == d.version.number())
+                    || d.conflicts.iter().any(|c| c.number() == e.version.number())
+                {
+                    reasons.push(format!(
+                        "{} conflicts with {}, which waits for the run after the deploy: applying {} now would keep {} from ever being applied",
+                        e.name, d.name, e.name, d.name
+                    ));
+                }
+            }
+        }
         for e in self.pending() {
             for r in &e.requires {
                 if !applied.contains_key(&r.number()) {
@@ -419,6 +444,7 @@ fn entry_for(
     m: &Migration,
     row: Option<&LedgerRow>,
     newest_applied: Option<u64>,
+    runs_after_deploy: bool,
     warnings: &mut Vec<String>,
 ) -> Entry {
     let mut entry = Entry {
@@ -439,7 +465,7 @@ fn entry_for(
         reversible: Some(m.down.is_some()),
         after_deploy: m.directives.after_deploy,
         deferred: false,
-        after_deploy_chain: false,
+        runs_after_deploy,
     };
     entry.state = match row {
         None => State::Pending,
@@ -465,7 +491,8 @@ fn entry_for(
             }
         },
     };
-    if matches!(entry.state, State::Pending | State::Failed) {
+    // Newer migrations applied before it is what after-deploy means, not out of order.
+    if matches!(entry.state, State::Pending | State::Failed) && !runs_after_deploy {
         entry.out_of_order = newest_applied.is_some_and(|n| n > m.version.number());
         if entry.out_of_order {
             warnings.push(format!(
@@ -770,6 +797,57 @@ mod tests {
         assert_eq!(
             p.blocker_before(&v("005")).map(|e| e.version.as_str()),
             Some("001")
+        );
+    }
+
+    #[test]
+    fn the_deploys_run_refuses_a_conflict_with_what_it_defers_and_defers_a_failed_dependent() {
+        let s = set(&[
+            ("001_a.sql", A),
+            ("002_backfill.sql", BACKFILL),
+            ("003_c.sql", "-- stepmigrate: conflicts = 002\nSELECT 1;"),
+        ]);
+        let deploy = Scope {
+            target: None,
+            skip_after_deploy: true,
+        };
+        let p = Plan::scoped(&s, &Ledger::empty(), &deploy).unwrap();
+        match p.ensure_applicable(false) {
+            Err(Error::DependencyNotMet { reasons }) => {
+                assert!(reasons[0].contains("003_c conflicts with 002_backfill, which waits for the run after the deploy"), "{reasons:?}")
+            }
+            other => panic!("expected DependencyNotMet, got {other:?}"),
+        }
+        // A dependent of an applied backfill that failed (in the run after a deploy) is
+        // retried there: the next deploy goes on without it.
+        let s = set(&[
+            ("001_a.sql", A),
+            ("002_backfill.sql", BACKFILL),
+            (
+                "003_not_null.sql",
+                "-- stepmigrate: requires = 002\nALTER TABLE a ALTER x SET NOT NULL;",
+            ),
+            ("004_b.sql", B),
+        ]);
+        let l = ledger(vec![
+            row("001", A, true, false),
+            row("002", BACKFILL, true, false),
+            row(
+                "003",
+                "-- stepmigrate: requires = 002\nALTER TABLE a ALTER x SET NOT NULL;",
+                false,
+                false,
+            ),
+        ]);
+        let p = Plan::scoped(&s, &l, &deploy).unwrap();
+        assert_eq!(names(p.pending()), ["004"]);
+        assert_eq!(names(p.deferred()), ["003"]);
+        p.ensure_applicable(false).unwrap();
+        assert!(!p.entries[2].out_of_order && p.entries[2].runs_after_deploy);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(
+            names(Plan::new(&s, &l, None).unwrap().pending()),
+            ["003", "004"]
         );
     }
 
