@@ -381,7 +381,7 @@ impl Output {
             .as_ref()
             .map_or(ExitCode::SUCCESS, |e| exit_code(e.kind()));
         if self.json {
-            let mut doc = json!({
+            let doc = json!({
                 "command": "down",
                 "ok": error.is_none(),
                 "run_id": report.run_id,
@@ -392,19 +392,7 @@ impl Output {
                 "elapsed_ms": report.elapsed_ms,
                 "warnings": report.warnings,
             });
-            if report.lock_lost {
-                doc["lock_lost"] = json!(true);
-            }
-            if let Some(e) = &report.record_error {
-                doc["record_error"] = json!(e);
-            }
-            if !report.deferred.is_empty() {
-                doc["deferred"] = json!(report.deferred);
-            }
-            if let Some(e) = &error {
-                doc["error"] = error_document(e);
-            }
-            self.emit(doc);
+            self.emit(with_run_details(doc, report, error.as_ref()));
             return code;
         }
         warnings(&report.warnings);
@@ -446,7 +434,7 @@ impl Output {
             .as_ref()
             .map_or(ExitCode::SUCCESS, |e| exit_code(e.kind()));
         if self.json {
-            let mut doc = json!({
+            let doc = json!({
                 "command": "up",
                 "ok": error.is_none(),
                 "run_id": report.run_id,
@@ -457,19 +445,7 @@ impl Output {
                 "elapsed_ms": report.elapsed_ms,
                 "warnings": report.warnings,
             });
-            if report.lock_lost {
-                doc["lock_lost"] = json!(true);
-            }
-            if let Some(e) = &report.record_error {
-                doc["record_error"] = json!(e);
-            }
-            if !report.deferred.is_empty() {
-                doc["deferred"] = json!(report.deferred);
-            }
-            if let Some(e) = &error {
-                doc["error"] = error_document(e);
-            }
-            self.emit(doc);
+            self.emit(with_run_details(doc, report, error.as_ref()));
             return code;
         }
         warnings(&report.warnings);
@@ -1037,4 +1013,22 @@ impl Output {
         let _ = stdout.write_all(diff.render_text().as_bytes());
         let _ = stdout.flush();
     }
+}
+
+/// What `up` and `down` add to their JSON document when it applies: a lost lock, a failure
+/// that could not be recorded, what the deploy's run left pending, the error.
+fn with_run_details(mut doc: Value, report: &UpReport, error: Option<&Error>) -> Value {
+    if report.lock_lost {
+        doc["lock_lost"] = json!(true);
+    }
+    if let Some(e) = &report.record_error {
+        doc["record_error"] = json!(e);
+    }
+    if !report.deferred.is_empty() {
+        doc["deferred"] = json!(report.deferred);
+    }
+    if let Some(e) = error {
+        doc["error"] = error_document(e);
+    }
+    doc
 }

@@ -154,21 +154,8 @@ pub fn sum_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration::SourceFile;
 
-    fn set(files: &[(&str, &str)]) -> MigrationSet {
-        MigrationSet::from_files(
-            Path::new("m"),
-            files
-                .iter()
-                .map(|(n, s)| SourceFile {
-                    path: PathBuf::from("m").join(n),
-                    bytes: s.as_bytes().to_vec(),
-                })
-                .collect(),
-        )
-        .unwrap()
-    }
+    use crate::migration::test_set as set;
 
     fn problems(set: &MigrationSet, sum: &str) -> String {
         match verify(set, Path::new("m/migrations.sum"), sum) {

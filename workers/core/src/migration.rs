@@ -267,6 +267,22 @@ impl Migration {
     }
 }
 
+/// A set of `(file name, text)` under `m/`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_set(files: &[(&str, &str)]) -> MigrationSet {
+    MigrationSet::from_files(
+        Path::new("m"),
+        files
+            .iter()
+            .map(|(name, sql)| SourceFile {
+                path: PathBuf::from("m").join(name),
+                bytes: sql.as_bytes().to_vec(),
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
 /// The versions that say `after-deploy` or require (transitively) one that does, in one pass:
 /// a requirement sorts earlier (validated at load).
 fn after_deploy_chain(migrations: &[Migration]) -> std::collections::HashSet<u64> {

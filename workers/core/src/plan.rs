@@ -518,22 +518,10 @@ fn lossy_opt_path<S: serde::Serializer>(
 mod tests {
     use super::*;
     use crate::ledger::LedgerKind;
-    use crate::migration::{checksum, SourceFile};
-    use std::path::{Path, PathBuf};
+    use crate::migration::checksum;
+    use std::path::PathBuf;
 
-    fn set(files: &[(&str, &str)]) -> MigrationSet {
-        MigrationSet::from_files(
-            Path::new("m"),
-            files
-                .iter()
-                .map(|(n, s)| SourceFile {
-                    path: PathBuf::from("m").join(n),
-                    bytes: s.as_bytes().to_vec(),
-                })
-                .collect(),
-        )
-        .unwrap()
-    }
+    use crate::migration::test_set as set;
 
     fn row(version: &str, sql: &str, success: bool, dirty: bool) -> LedgerRow {
         LedgerRow {

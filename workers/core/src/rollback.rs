@@ -364,22 +364,9 @@ fn revert_of(
 mod tests {
     use super::*;
     use crate::ledger::LedgerKind;
-    use crate::migration::{checksum, SourceFile};
-    use std::path::Path;
+    use crate::migration::checksum;
 
-    fn set(files: &[(&str, &str)]) -> MigrationSet {
-        MigrationSet::from_files(
-            Path::new("m"),
-            files
-                .iter()
-                .map(|(n, s)| SourceFile {
-                    path: PathBuf::from("m").join(n),
-                    bytes: s.as_bytes().to_vec(),
-                })
-                .collect(),
-        )
-        .unwrap()
-    }
+    use crate::migration::test_set as set;
 
     fn ledger(set: &MigrationSet, applied: &[(&str, i64)]) -> Ledger {
         Ledger {

@@ -196,18 +196,7 @@ impl Migrator {
         let span = info_span!("run", run_id, database = %self.db);
         async {
             let started = Instant::now();
-            let mut report = UpReport {
-                run_id: run_id.to_owned(),
-                database: self.db.to_string(),
-                pending: 0,
-                results: Vec::new(),
-                warnings: Vec::new(),
-                failure: None,
-                record_error: None,
-                lock_lost: false,
-                deferred: Vec::new(),
-                elapsed_ms: 0,
-            };
+            let mut report = self.new_report(run_id);
             self.set.ensure_sum_current()?;
             let mut conn = self.db.connect().await?;
             let (schema, ledger) = self.read_ledger(&mut conn).await?;
@@ -259,15 +248,15 @@ impl Migrator {
                 report.lock_lost = applied.lock_lost;
                 if let Some(failure) = applied.failure {
                     let checksum = self.set.get(&failure.version).map(|m| m.checksum.as_str());
-                    if let Err(e) = self
-                        .record_with(&mut conn, &schema, &failure, checksum, run_id)
-                        .await
-                    {
-                        // The migration's own error stays the run's error; this goes beside it.
-                        warn!(error = %e, "could not record the failure of {}", failure.name);
-                        report.record_error = Some(e.to_string());
-                    }
-                    report.failure = Some(failure);
+                    self.record_run_failure(
+                        &mut conn,
+                        &schema,
+                        &mut report,
+                        failure,
+                        checksum,
+                        run_id,
+                    )
+                    .await;
                 }
                 Ok(())
             })
@@ -277,6 +266,43 @@ impl Migrator {
         }
         .instrument(span)
         .await
+    }
+
+    /// An empty report of the run `run_id` on this database.
+    fn new_report(&self, run_id: &str) -> UpReport {
+        UpReport {
+            run_id: run_id.to_owned(),
+            database: self.db.to_string(),
+            pending: 0,
+            results: Vec::new(),
+            warnings: Vec::new(),
+            failure: None,
+            record_error: None,
+            lock_lost: false,
+            deferred: Vec::new(),
+            elapsed_ms: 0,
+        }
+    }
+
+    /// Records the failure that stopped a run (`up` or `down`) and puts it in its report. The
+    /// migration's own error stays the run's error; a failure to record it goes beside it.
+    async fn record_run_failure(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        report: &mut UpReport,
+        failure: Box<MigrationFailure>,
+        checksum: Option<&str>,
+        run_id: &str,
+    ) {
+        if let Err(e) = self
+            .record_with(conn, schema, &failure, checksum, run_id)
+            .await
+        {
+            warn!(error = %e, "could not record the failure of {}", failure.name);
+            report.record_error = Some(e.to_string());
+        }
+        report.failure = Some(failure);
     }
 
     /// The one apply loop, under the lock: applies `migrations` in order (those for which
@@ -888,16 +914,8 @@ impl Migrator {
         async {
             let started = Instant::now();
             let mut report = UpReport {
-                run_id: run_id.to_owned(),
-                database: self.db.to_string(),
-                pending: 0,
-                results: Vec::new(),
                 warnings: planned.warnings.clone(),
-                failure: None,
-                record_error: None,
-                lock_lost: false,
-                deferred: Vec::new(),
-                elapsed_ms: 0,
+                ..self.new_report(run_id)
             };
             self.set.ensure_sum_current()?;
             if planned.reverts.is_empty() {
@@ -925,14 +943,8 @@ impl Migrator {
                 report.results = end.results;
                 report.lock_lost = end.lock_lost;
                 if let Some(failure) = end.failure {
-                    if let Err(e) = self
-                        .record_with(&mut conn, &schema, &failure, None, run_id)
-                        .await
-                    {
-                        warn!(error = %e, "could not record the failure of {}", failure.name);
-                        report.record_error = Some(e.to_string());
-                    }
-                    report.failure = Some(failure);
+                    self.record_run_failure(&mut conn, &schema, &mut report, failure, None, run_id)
+                        .await;
                 }
                 Ok(())
             })
