@@ -586,6 +586,41 @@ const CASES: &[Case] = &[
          "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT 0'; CREATE OR REPLACE FUNCTION f(a int) RETURNS int LANGUAGE sql STABLE AS 'SELECT a'; GRANT EXECUTE ON FUNCTION f(int) TO PUBLIC;"),
 ];
 
+/// More schemas built two ways, so that each attribute has one that must be identical.
+const SAME_BUILT_ANOTHER_WAY: &[Case] = &[
+    same("", "COMMENT ON SCHEMA app IS 'x';", "COMMENT ON SCHEMA app IS 'y'; COMMENT ON SCHEMA app IS 'x';"),
+    same("CREATE TYPE e AS ENUM ('a'); CREATE DOMAIN d AS int; CREATE TYPE c AS (x int);",
+         "COMMENT ON TYPE e IS 'x'; COMMENT ON DOMAIN d IS 'y'; COMMENT ON TYPE c IS 'z';",
+         "COMMENT ON TYPE e IS 'x'; COMMENT ON TYPE d IS 'y'; COMMENT ON TYPE c IS 'z';"),
+    same("", "CREATE DOMAIN d AS text COLLATE \"C\"; CREATE TYPE c AS (x text COLLATE \"C\");",
+         "CREATE DOMAIN d AS text COLLATE \"C\"; CREATE TYPE c AS (y int); ALTER TYPE c ADD ATTRIBUTE x text COLLATE \"C\", DROP ATTRIBUTE y;"),
+    same("CREATE DOMAIN d AS int; CREATE TYPE c AS (x int);", "REVOKE USAGE ON DOMAIN d FROM PUBLIC; REVOKE USAGE ON TYPE c FROM PUBLIC;",
+         "REVOKE ALL ON TYPE d FROM PUBLIC; REVOKE ALL ON TYPE c FROM PUBLIC;"),
+    same(T, "CREATE SEQUENCE s OWNED BY t.a; COMMENT ON SEQUENCE s IS 'x'; GRANT USAGE ON SEQUENCE s TO pg_monitor;",
+         "CREATE SEQUENCE s; ALTER SEQUENCE s OWNED BY t.a; COMMENT ON SEQUENCE s IS 'x'; GRANT USAGE, SELECT ON SEQUENCE s TO pg_monitor; REVOKE SELECT ON SEQUENCE s FROM pg_monitor;"),
+    same("CREATE TABLE p (n int);", "CREATE TABLE c (n int) INHERITS (p);", "CREATE TABLE c (n int); ALTER TABLE c INHERIT p;"),
+    same(T, "ALTER TABLE t ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY; COMMENT ON TABLE t IS 'x';",
+         "ALTER TABLE t FORCE ROW LEVEL SECURITY; ALTER TABLE t ENABLE ROW LEVEL SECURITY; ALTER TABLE t DISABLE ROW LEVEL SECURITY; ALTER TABLE t ENABLE ROW LEVEL SECURITY; COMMENT ON TABLE t IS 'x';"),
+    same("", "CREATE TABLE t (a int, b int GENERATED ALWAYS AS (a * 2) STORED, c int GENERATED ALWAYS AS IDENTITY);",
+         "CREATE TABLE t (a int); ALTER TABLE t ADD COLUMN b int GENERATED ALWAYS AS (a * 2) STORED; ALTER TABLE t ADD COLUMN c int GENERATED ALWAYS AS IDENTITY;"),
+    same("", "CREATE TABLE t (a varchar(20));", "CREATE TABLE t (a varchar(10)); ALTER TABLE t ALTER COLUMN a TYPE varchar(20);"),
+    same(T, "CREATE TABLE r (t_id int CONSTRAINT fk REFERENCES t ON DELETE CASCADE DEFERRABLE); COMMENT ON CONSTRAINT fk ON r IS 'x';",
+         "CREATE TABLE r (t_id int); ALTER TABLE r ADD CONSTRAINT fk FOREIGN KEY (t_id) REFERENCES t (id) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE NOT VALID; ALTER TABLE r VALIDATE CONSTRAINT fk; COMMENT ON CONSTRAINT fk ON r IS 'x';"),
+    same(T, "CREATE UNIQUE INDEX i ON t (a); COMMENT ON INDEX i IS 'x';",
+         "CREATE UNIQUE INDEX i ON t (a); UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'app.i'::regclass; REINDEX INDEX i; COMMENT ON INDEX i IS 'x';"),
+    same("CREATE TABLE t (a int); CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';",
+         "CREATE TRIGGER g BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f(); COMMENT ON TRIGGER g ON t IS 'x';",
+         "CREATE TRIGGER g BEFORE INSERT ON t FOR EACH ROW EXECUTE PROCEDURE f(); ALTER TABLE t DISABLE TRIGGER g; ALTER TABLE t ENABLE TRIGGER g; COMMENT ON TRIGGER g ON t IS 'x';"),
+    same(T, "CREATE STATISTICS st ON a, b FROM t; ALTER STATISTICS st SET STATISTICS 50; COMMENT ON STATISTICS st IS 'x';",
+         "CREATE STATISTICS ext.st ON a, b FROM t; ALTER STATISTICS ext.st SET SCHEMA app; ALTER STATISTICS st SET STATISTICS 50; COMMENT ON STATISTICS st IS 'x';"),
+    same(T, "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; CREATE INDEX mi ON m (a); GRANT SELECT ON m TO pg_monitor; COMMENT ON MATERIALIZED VIEW m IS 'x';",
+         "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t WITH NO DATA; CREATE INDEX mi ON m (a); REFRESH MATERIALIZED VIEW m; GRANT SELECT ON m TO pg_monitor; COMMENT ON MATERIALIZED VIEW m IS 'x';"),
+    same(T, "CREATE VIEW v WITH (check_option = cascaded) AS SELECT a FROM t;",
+         "CREATE VIEW v AS SELECT a FROM t; ALTER VIEW v SET (check_option = cascaded);"),
+    same("", "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT a'; COMMENT ON FUNCTION f(int) IS 'x'; REVOKE EXECUTE ON FUNCTION f(int) FROM PUBLIC;",
+         "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT a'; ALTER FUNCTION f(int) SECURITY DEFINER; COMMENT ON FUNCTION f(int) IS 'x'; REVOKE ALL ON FUNCTION f(int) FROM PUBLIC;"),
+];
+
 #[tokio::test]
 async fn each_attribute_is_compared_both_ways() {
     use sqlx::Executor;
@@ -599,7 +634,7 @@ async fn each_attribute_is_compared_both_ways() {
         ..SnapshotOptions::default()
     };
     let mut failures = Vec::new();
-    for (n, case) in CASES.iter().enumerate() {
+    for (n, case) in CASES.iter().chain(SAME_BUILT_ANOTHER_WAY).enumerate() {
         let mut snapshots = Vec::new();
         for sql in [case.a, case.b] {
             let script = format!(
