@@ -162,10 +162,9 @@ named_enum!(
     Persistence { Permanent = "permanent", Unlogged = "unlogged" }
 );
 
-impl Default for Persistence {
-    fn default() -> Self {
-        Persistence::Permanent
-    }
+/// What a document that does not say reads as.
+fn permanent() -> Persistence {
+    Persistence::Permanent
 }
 
 fn is_permanent(p: &Persistence) -> bool {
@@ -352,7 +351,7 @@ pub struct Sequence {
     #[serde(default)]
     pub cycle: bool,
     /// `UNLOGGED` (PostgreSQL 15 and later).
-    #[serde(default, skip_serializing_if = "is_permanent")]
+    #[serde(default = "permanent", skip_serializing_if = "is_permanent")]
     pub persistence: Persistence,
     /// `schema.table.column` of an `OWNED BY` (serial) sequence, each part `quote_ident`ed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -421,7 +420,7 @@ pub struct IdentitySequence {
     pub cache: i64,
     #[serde(default)]
     pub cycle: bool,
-    #[serde(default, skip_serializing_if = "is_permanent")]
+    #[serde(default = "permanent", skip_serializing_if = "is_permanent")]
     pub persistence: Persistence,
 }
 
