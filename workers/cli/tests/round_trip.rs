@@ -494,7 +494,8 @@ async fn a_down_that_leaves_sequence_options_type_grants_or_statistics_is_caught
              ALTER SEQUENCE counter SET UNLOGGED;\n\
              REVOKE USAGE ON TYPE mood FROM PUBLIC;\n\
              GRANT SELECT (v) ON ids TO pg_monitor;\n\
-             CREATE STATISTICS ids_v_w (dependencies) ON v, w FROM ids;\n",
+             CREATE STATISTICS ids_v_w (dependencies) ON v, w FROM ids;\n\
+             CREATE POLICY positive ON ids USING (v > 0);\n",
         ),
         ("003_options.down.sql", "-- nothing to undo, it says\n"),
     ]);
@@ -511,6 +512,7 @@ async fn a_down_that_leaves_sequence_options_type_grants_or_statistics_is_caught
         "the down left column public.ids.v different from before the up (grants (none) → pg_monitor SELECT)",
         "the down left sequence public.counter different from before the up (persistence permanent → unlogged)",
         "the down left statistics public.ids_v_w behind",
+        "the down left policy public.ids.positive behind",
         "the down left enum public.mood different from before the up (grants",
     ] {
         assert!(message.contains(needle), "{needle}\nnot in: {message}");
@@ -522,7 +524,8 @@ async fn a_down_that_leaves_sequence_options_type_grants_or_statistics_is_caught
          ALTER SEQUENCE counter SET LOGGED;\n\
          GRANT USAGE ON TYPE mood TO PUBLIC;\n\
          REVOKE ALL (v) ON ids FROM pg_monitor;\n\
-         DROP STATISTICS ids_v_w;\n",
+         DROP STATISTICS ids_v_w;\n\
+         DROP POLICY positive ON ids;\n",
     );
     let doc = db
         .cli(dir.path(), &["--json", "verify", "--round-trip"])

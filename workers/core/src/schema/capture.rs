@@ -9,8 +9,8 @@ use sqlx::{Connection as _, PgConnection, Row};
 
 use super::snapshot::{
     sha256_hex, Column, CompositeType, Constraint, Domain, Enum, Extension, Function, FunctionKind,
-    Grant, Index, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Statistics, Table, Trigger,
-    View, Volatility, FORMAT_VERSION,
+    Grant, Index, Policy, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Statistics, Table,
+    Trigger, View, Volatility, FORMAT_VERSION,
 };
 use crate::db::Database;
 use crate::error::Error;
@@ -300,6 +300,23 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
             ),
         ),
         wrap(
+            "policies",
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS table, p.polname AS name,
+                        CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                      WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS command,
+                        p.polpermissive AS permissive,
+                        coalesce((SELECT json_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r)::text END)
+                                  FROM unnest(p.polroles) r), '[]') AS roles,
+                        pg_get_expr(p.polqual, p.polrelid) AS using,
+                        pg_get_expr(p.polwithcheck, p.polrelid) AS with_check,
+                        {} AS comment
+                 FROM pg_policy p JOIN pg_class cl ON cl.oid = p.polrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE {USER_SCHEMA}",
+                comment(c, "pg_policy", "p.oid", "0"),
+            ),
+        ),
+        wrap(
             "functions",
             // pg_get_functiondef refuses aggregates: their parts stand for the definition.
             format!(
@@ -526,6 +543,11 @@ fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snaps
             tables[i].indexes.push(x.item);
         } else if let Some(&i) = view_at.get(&key) {
             views[i].indexes.push(x.item);
+        }
+    }
+    for p in parse::<Owned<Policy>>(docs, "policies")? {
+        if let Some(&i) = table_at.get(&(p.schema, p.table)) {
+            tables[i].policies.push(p.item);
         }
     }
     for x in parse::<StatisticsRow>(docs, "statistics")? {

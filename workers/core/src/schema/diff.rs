@@ -31,6 +31,7 @@ pub enum ObjectKind {
     Index,
     Trigger,
     Statistics,
+    Policy,
     View,
     MaterializedView,
     Function,
@@ -54,6 +55,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Trigger => "trigger",
             ObjectKind::Statistics => "statistics",
+            ObjectKind::Policy => "policy",
             ObjectKind::View => "view",
             ObjectKind::MaterializedView => "materialized view",
             ObjectKind::Function => "function",
@@ -786,6 +788,37 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
             ],
         );
     }
+    for p in &t.policies {
+        let (key, display) = child(&t.schema, &t.name, &p.name);
+        put(
+            ObjectKind::Policy,
+            key,
+            display,
+            parent.clone(),
+            vec![
+                ("command", some(&p.command)),
+                ("permissive", flag(p.permissive)),
+                (
+                    "roles",
+                    list(
+                        p.roles
+                            .iter()
+                            .map(|r| {
+                                if r == "PUBLIC" {
+                                    r.clone()
+                                } else {
+                                    quote_ident(r)
+                                }
+                            })
+                            .collect(),
+                    ),
+                ),
+                ("using", text(&p.using)),
+                ("with_check", text(&p.with_check)),
+                ("comment", text(&p.comment)),
+            ],
+        );
+    }
     flatten_children(t.schema.as_str(), &t.name, children(t), &parent, put);
 }
 
@@ -952,6 +985,7 @@ mod tests {
             indexes: vec![],
             triggers: vec![],
             statistics: vec![],
+            policies: vec![],
             comment: None,
             grants: vec![],
         }

@@ -15,7 +15,7 @@ pub use diff::{diff, quote_ident, AttributeChange, Change, ChangeType, ObjectKin
 pub use snapshot::{
     Column, CompositeAttribute, CompositeType, Constraint, ConstraintKind, Domain,
     DomainConstraint, Enum, Extension, ForeignKeyAction, Function, FunctionKind, Grant, Identity,
-    IdentitySequence, Index, LedgerFilter, Persistence, Schema, Scope, Sequence, Snapshot,
+    IdentitySequence, Index, LedgerFilter, Persistence, Policy, Schema, Scope, Sequence, Snapshot,
     SnapshotOptions, Statistics, Table, TableKind, Trigger, TriggerEnabled, View, ViewColumn,
     Volatility, FORMAT_VERSION, LEDGER_PREFIX,
 };

@@ -11,13 +11,13 @@ use crate::error::Error;
 /// is added: a snapshot of another format is refused rather than diffed into noise (or, worse,
 /// into silence: a file that never recorded an attribute cannot say it differs).
 /// 2 added identity sequences' options, sequences' persistence, grants on types and columns,
-/// views' result columns, statistics objects and column statistics targets.
+/// views' result columns, statistics objects, column statistics targets and policies.
 pub const FORMAT_VERSION: u32 = 2;
 
 /// What each older format lacks, for the error that refuses it.
 const OLDER_FORMATS: &[(u64, &str)] = &[(
     1,
-    "identity sequences' options, sequences' persistence, grants on types and columns, views' result columns and statistics objects",
+    "identity sequences' options, sequences' persistence, grants on types and columns, views' result columns, statistics objects and row-level security policies",
 )];
 
 /// Every object of the ledger is named with this prefix (tables, their indexes, sequence,
@@ -399,6 +399,9 @@ pub struct Table {
     /// Extended statistics objects (`CREATE STATISTICS`) on the table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub statistics: Vec<Statistics>,
+    /// Row-level security policies (`CREATE POLICY`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -436,6 +439,24 @@ pub struct Statistics {
     /// `ALTER STATISTICS ... SET STATISTICS n`; absent when it is the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// A row-level security policy of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
+    pub command: String,
+    /// False for `AS RESTRICTIVE`.
+    pub permissive: bool,
+    /// `TO` roles, sorted (`PUBLIC` for none).
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub using: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_check: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
@@ -777,6 +798,10 @@ impl Snapshot {
                 &format!("in table {table}, trigger"),
                 names(t.triggers.iter().map(|c| &c.name).collect()),
             )?;
+            unique(
+                &format!("in table {table}, policy"),
+                names(t.policies.iter().map(|c| &c.name).collect()),
+            )?;
         }
         for v in &self.views {
             unique(
@@ -856,6 +881,7 @@ impl Snapshot {
             t.indexes.iter_mut().for_each(|o| o.comment = None);
             t.triggers.iter_mut().for_each(|o| o.comment = None);
             t.statistics.iter_mut().for_each(|o| o.comment = None);
+            t.policies.iter_mut().for_each(|o| o.comment = None);
         }
         for v in &mut self.views {
             v.comment = None;
@@ -899,6 +925,8 @@ impl Snapshot {
             by(&mut t.indexes, |o| o.name.clone());
             by(&mut t.triggers, |o| o.name.clone());
             by(&mut t.statistics, |o| (o.schema.clone(), o.name.clone()));
+            by(&mut t.policies, |o| o.name.clone());
+            t.policies.iter_mut().for_each(|p| p.roles.sort());
             t.options.sort();
             t.grants.sort();
             t.grants.dedup();
@@ -990,6 +1018,7 @@ impl Snapshot {
                         + t.indexes.len()
                         + t.triggers.len()
                         + t.statistics.len()
+                        + t.policies.len()
                 })
                 .sum::<usize>()
             + self
@@ -1089,6 +1118,7 @@ mod tests {
             indexes: vec![],
             triggers: vec![],
             statistics: vec![],
+            policies: vec![],
             comment: None,
             grants: vec![],
         }
