@@ -469,3 +469,67 @@ async fn round_trip_and_in_transaction_only_exclude_each_other() {
     );
     run.assert_code(2);
 }
+
+/// The issue's down that restored nothing: an identity column's sequence options, a
+/// sequence made UNLOGGED, a type's USAGE revoked, a column privilege and a statistics
+/// object, all left as the up made them, were "the down restored the schema". Each is named;
+/// a down that undoes each of them (by other statements than the up's opposites where it
+/// can) passes.
+#[tokio::test]
+async fn a_down_that_leaves_sequence_options_type_grants_or_statistics_is_caught() {
+    let db = TestDb::new().await;
+    let dir = dir_with(&[
+        (
+            "002_objects.sql",
+            "CREATE TABLE ids (id bigint GENERATED ALWAYS AS IDENTITY, v int, w int);\n\
+             CREATE SEQUENCE counter;\nCREATE TYPE mood AS ENUM ('ok');\n",
+        ),
+        (
+            "002_objects.down.sql",
+            "DROP TYPE mood;\nDROP SEQUENCE counter;\nDROP TABLE ids;\n",
+        ),
+        (
+            "003_options.sql",
+            "ALTER TABLE ids ALTER COLUMN id SET MAXVALUE 100 SET CYCLE;\n\
+             ALTER SEQUENCE counter SET UNLOGGED;\n\
+             REVOKE USAGE ON TYPE mood FROM PUBLIC;\n\
+             GRANT SELECT (v) ON ids TO pg_monitor;\n\
+             CREATE STATISTICS ids_v_w (dependencies) ON v, w FROM ids;\n\
+             CREATE POLICY positive ON ids USING (v > 0);\n",
+        ),
+        ("003_options.down.sql", "-- nothing to undo, it says\n"),
+    ]);
+    let doc = db
+        .cli(dir.path(), &["--json", "verify", "--round-trip"])
+        .assert_code(1)
+        .json();
+    let rt = round_trip(&doc, "003_options");
+    assert_eq!(rt["result"], "failed", "{doc:#}");
+    assert_eq!(rt["step"], "down_differs", "{doc:#}");
+    let message = rt["message"].as_str().unwrap();
+    for needle in [
+        "the down left column public.ids.id different from before the up (identity_max 9223372036854775807 → 100, identity_cycle false → true)",
+        "the down left column public.ids.v different from before the up (grants (none) → pg_monitor SELECT)",
+        "the down left sequence public.counter different from before the up (persistence permanent → unlogged)",
+        "the down left statistics public.ids_v_w behind",
+        "the down left policy public.ids.positive behind",
+        "the down left enum public.mood different from before the up (grants",
+    ] {
+        assert!(message.contains(needle), "{needle}\nnot in: {message}");
+    }
+
+    dir.write(
+        "003_options.down.sql",
+        "ALTER TABLE ids ALTER COLUMN id SET NO MAXVALUE SET NO CYCLE;\n\
+         ALTER SEQUENCE counter SET LOGGED;\n\
+         GRANT USAGE ON TYPE mood TO PUBLIC;\n\
+         REVOKE ALL (v) ON ids FROM pg_monitor;\n\
+         DROP STATISTICS ids_v_w;\n\
+         DROP POLICY positive ON ids;\n",
+    );
+    let doc = db
+        .cli(dir.path(), &["--json", "verify", "--round-trip"])
+        .assert_code(0)
+        .json();
+    assert_eq!(all_ok(&doc), 4, "{doc:#}");
+}

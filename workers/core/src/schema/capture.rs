@@ -9,8 +9,8 @@ use sqlx::{Connection as _, PgConnection, Row};
 
 use super::snapshot::{
     sha256_hex, Column, CompositeType, Constraint, Domain, Enum, Extension, Function, FunctionKind,
-    Grant, Index, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Table, Trigger, View,
-    Volatility, FORMAT_VERSION,
+    Grant, Index, Policy, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Statistics, Table,
+    Trigger, View, Volatility, FORMAT_VERSION,
 };
 use crate::db::Database;
 use crate::error::Error;
@@ -113,10 +113,11 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
             format!(
                 "SELECT n.nspname AS schema, t.typname AS name,
                         coalesce((SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid), '[]') AS labels,
-                        {} AS comment
+                        {} AS comment, {} AS grants
                  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                  WHERE t.typtype = 'e' AND {USER_SCHEMA} AND {}",
                 comment(c, "pg_type", "t.oid", "0"),
+                type_grants(g),
                 not_in_extension("pg_type", "t.oid"),
             ),
         ),
@@ -128,11 +129,12 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         {} AS collation,
                         coalesce((SELECT json_agg(json_build_object('name', con.conname, 'definition', pg_get_constraintdef(con.oid), 'validated', con.convalidated))
                          FROM pg_constraint con WHERE con.contypid = t.oid), '[]') AS constraints,
-                        {} AS comment
+                        {} AS comment, {} AS grants
                  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                  WHERE t.typtype = 'd' AND {USER_SCHEMA} AND {}",
                 collation("t.typcollation", "(SELECT b.typcollation FROM pg_type b WHERE b.oid = t.typbasetype)"),
                 comment(c, "pg_type", "t.oid", "0"),
+                type_grants(g),
                 not_in_extension("pg_type", "t.oid"),
             ),
         ),
@@ -144,11 +146,12 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                                                            'collation', {}) ORDER BY a.attnum)
                          FROM pg_attribute a JOIN pg_type at ON at.oid = a.atttypid
                          WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS attributes,
-                        {} AS comment
+                        {} AS comment, {} AS grants
                  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_class cl ON cl.oid = t.typrelid
                  WHERE t.typtype = 'c' AND cl.relkind = 'c' AND {USER_SCHEMA} AND {}",
                 collation("a.attcollation", "at.typcollation"),
                 comment(c, "pg_type", "t.oid", "0"),
+                type_grants(g),
                 not_in_extension("pg_type", "t.oid"),
             ),
         ),
@@ -158,7 +161,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
             format!(
                 "SELECT n.nspname AS schema, cl.relname AS name, format_type(s.seqtypid, NULL) AS type,
                         s.seqstart AS start, s.seqincrement AS increment, s.seqmin AS min, s.seqmax AS max,
-                        s.seqcache AS cache, s.seqcycle AS cycle,
+                        s.seqcache AS cache, s.seqcycle AS cycle, {} AS persistence,
                         (SELECT quote_ident(tn.nspname) || '.' || quote_ident(tc.relname) || '.' || quote_ident(a.attname)
                          FROM pg_depend d JOIN pg_class tc ON tc.oid = d.refobjid
                          JOIN pg_namespace tn ON tn.oid = tc.relnamespace
@@ -169,6 +172,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                  FROM pg_sequence s JOIN pg_class cl ON cl.oid = s.seqrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE {USER_SCHEMA}
                    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = cl.oid AND d.deptype IN ('i', 'e'))",
+                persistence("cl.relpersistence"),
                 grants(g, "cl.relacl", 's', "cl.relowner"),
             ),
         ),
@@ -200,15 +204,20 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END AS default,
                         CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END AS identity,
                         CASE WHEN a.attgenerated = 's' THEN pg_get_expr(ad.adbin, ad.adrelid) END AS generated,
+                        {} AS identity_sequence,
                         {} AS collation,
-                        {} AS comment
+                        nullif(a.attstattarget, -1) AS statistics,
+                        {} AS comment, {} AS grants
                  FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid
                  JOIN pg_namespace n ON n.oid = cl.relnamespace JOIN pg_type at ON at.oid = a.atttypid
                  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                  WHERE cl.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {USER_SCHEMA}
                  ORDER BY a.attrelid, a.attnum",
+                identity_sequence(),
                 collation("a.attcollation", "at.typcollation"),
                 comment(c, "pg_class", "cl.oid", "a.attnum"),
+                // No column privileges unless granted (acldefault of a column is empty).
+                grants(g, "a.attacl", 'c', "cl.relowner"),
             ),
         ),
         wrap(
@@ -263,12 +272,48 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
             format!(
                 "SELECT n.nspname AS schema, cl.relname AS name, cl.relkind = 'm' AS materialized,
                         pg_get_viewdef(cl.oid, true) AS definition,
+                        coalesce((SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
+                                                           'collation', {}) ORDER BY a.attnum)
+                         FROM pg_attribute a JOIN pg_type at ON at.oid = a.atttypid
+                         WHERE a.attrelid = cl.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('v', 'm') AND {USER_SCHEMA} AND {}",
+                collation("a.attcollation", "at.typcollation"),
                 grants(g, "cl.relacl", 'r', "cl.relowner"),
                 not_in_extension("pg_class", "cl.oid"),
+            ),
+        ),
+        wrap(
+            "statistics",
+            // Under the relation they are on, found by its schema and name.
+            format!(
+                "SELECT tn.nspname AS table_schema, tc.relname AS table, n.nspname AS schema, s.stxname AS name,
+                        pg_get_statisticsobjdef(s.oid) AS definition, nullif(s.stxstattarget, -1) AS target,
+                        {} AS comment
+                 FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+                 JOIN pg_class tc ON tc.oid = s.stxrelid JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+                 WHERE {USER_SCHEMA} AND {}",
+                comment(c, "pg_statistic_ext", "s.oid", "0"),
+                not_in_extension("pg_statistic_ext", "s.oid"),
+            ),
+        ),
+        wrap(
+            "policies",
+            format!(
+                "SELECT n.nspname AS schema, cl.relname AS table, p.polname AS name,
+                        CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                      WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS command,
+                        p.polpermissive AS permissive,
+                        coalesce((SELECT json_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r)::text END)
+                                  FROM unnest(p.polroles) r), '[]') AS roles,
+                        pg_get_expr(p.polqual, p.polrelid) AS using,
+                        pg_get_expr(p.polwithcheck, p.polrelid) AS with_check,
+                        {} AS comment
+                 FROM pg_policy p JOIN pg_class cl ON cl.oid = p.polrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+                 WHERE {USER_SCHEMA}",
+                comment(c, "pg_policy", "p.oid", "0"),
             ),
         ),
         wrap(
@@ -301,6 +346,32 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Grants on a type (enum, domain, composite): `acldefault` gives PUBLIC's `USAGE`, so a
+/// `REVOKE USAGE ON TYPE ... FROM PUBLIC` shows as what it removed.
+fn type_grants(enabled: bool) -> String {
+    grants(enabled, "t.typacl", 'T', "t.typowner")
+}
+
+fn persistence(column: &str) -> String {
+    format!("CASE {column} WHEN 'u' THEN 'unlogged' ELSE 'permanent' END")
+}
+
+/// The options of an identity column's sequence (found by its internal dependency on the
+/// column), as one JSON object; NULL for any other column.
+fn identity_sequence() -> String {
+    format!(
+        "(SELECT json_build_object('name', quote_ident(sn.nspname) || '.' || quote_ident(sc.relname),
+                 'type', format_type(s.seqtypid, NULL), 'start', s.seqstart, 'increment', s.seqincrement,
+                 'min', s.seqmin, 'max', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle,
+                 'persistence', {})
+          FROM pg_depend d JOIN pg_class sc ON sc.oid = d.objid JOIN pg_namespace sn ON sn.oid = sc.relnamespace
+          JOIN pg_sequence s ON s.seqrelid = sc.oid
+          WHERE a.attidentity <> '' AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+            AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum AND d.deptype = 'i' AND sc.relkind = 'S')",
+        persistence("sc.relpersistence")
+    )
+}
+
 fn fk_action(column: &str) -> String {
     format!(
         "CASE {column} WHEN 'a' THEN 'no action' WHEN 'r' THEN 'restrict' WHEN 'c' THEN 'cascade'
@@ -315,6 +386,15 @@ struct Owned<T> {
     table: String,
     #[serde(flatten)]
     item: T,
+}
+
+/// A statistics object, with the relation it is on.
+#[derive(Deserialize)]
+struct StatisticsRow {
+    table_schema: String,
+    table: String,
+    #[serde(flatten)]
+    item: Statistics,
 }
 
 /// A function as the catalog query answers it, before its definition becomes a hash.
@@ -463,6 +543,19 @@ fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snaps
             tables[i].indexes.push(x.item);
         } else if let Some(&i) = view_at.get(&key) {
             views[i].indexes.push(x.item);
+        }
+    }
+    for p in parse::<Owned<Policy>>(docs, "policies")? {
+        if let Some(&i) = table_at.get(&(p.schema, p.table)) {
+            tables[i].policies.push(p.item);
+        }
+    }
+    for x in parse::<StatisticsRow>(docs, "statistics")? {
+        let key = (x.table_schema, x.table);
+        if let Some(&i) = table_at.get(&key) {
+            tables[i].statistics.push(x.item);
+        } else if let Some(&i) = view_at.get(&key) {
+            views[i].statistics.push(x.item);
         }
     }
     for t in parse::<Owned<Trigger>>(docs, "triggers")? {

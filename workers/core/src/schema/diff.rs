@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{FunctionKind, Grant, Snapshot, Table, View};
+use super::snapshot::{FunctionKind, Grant, IdentitySequence, Snapshot, Table, View};
 
 /// The kinds of object, in the order a diff lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -30,6 +30,8 @@ pub enum ObjectKind {
     Constraint,
     Index,
     Trigger,
+    Statistics,
+    Policy,
     View,
     MaterializedView,
     Function,
@@ -52,6 +54,8 @@ impl ObjectKind {
             ObjectKind::Constraint => "constraint",
             ObjectKind::Index => "index",
             ObjectKind::Trigger => "trigger",
+            ObjectKind::Statistics => "statistics",
+            ObjectKind::Policy => "policy",
             ObjectKind::View => "view",
             ObjectKind::MaterializedView => "materialized view",
             ObjectKind::Function => "function",
@@ -567,6 +571,7 @@ fn flatten(s: &Snapshot) -> Flat {
                     list(x.labels.iter().map(|l| quote_literal(l)).collect()),
                 ),
                 ("comment", text(&x.comment)),
+                ("grants", grants(&x.grants)),
             ],
         );
     }
@@ -596,6 +601,7 @@ fn flatten(s: &Snapshot) -> Flat {
                 ("collation", text(&x.collation)),
                 ("constraints", list(constraints)),
                 ("comment", text(&x.comment)),
+                ("grants", grants(&x.grants)),
             ],
         );
     }
@@ -603,10 +609,7 @@ fn flatten(s: &Snapshot) -> Flat {
         let attributes: Vec<String> = x
             .attributes
             .iter()
-            .map(|a| match &a.collation {
-                Some(c) => format!("{} {} COLLATE {c}", quote_ident(&a.name), a.type_),
-                None => format!("{} {}", quote_ident(&a.name), a.type_),
-            })
+            .map(|a| typed_name(&a.name, &a.type_, &a.collation))
             .collect();
         let (key, display) = two(&x.schema, &x.name);
         put(
@@ -617,6 +620,7 @@ fn flatten(s: &Snapshot) -> Flat {
             vec![
                 ("attributes", list(attributes)),
                 ("comment", text(&x.comment)),
+                ("grants", grants(&x.grants)),
             ],
         );
     }
@@ -635,6 +639,7 @@ fn flatten(s: &Snapshot) -> Flat {
                 ("max", some(&x.max.to_string())),
                 ("cache", some(&x.cache.to_string())),
                 ("cycle", flag(x.cycle)),
+                ("persistence", some(x.persistence.as_str())),
                 ("owned_by", text(&x.owned_by)),
                 ("comment", text(&x.comment)),
                 ("grants", grants(&x.grants)),
@@ -672,6 +677,37 @@ fn flatten(s: &Snapshot) -> Flat {
         );
     }
     flat
+}
+
+/// `name type [COLLATE c]`: a composite type's attribute, a view's column.
+fn typed_name(name: &str, type_: &str, collation: &Option<String>) -> String {
+    match collation {
+        Some(c) => format!("{} {type_} COLLATE {c}", quote_ident(name)),
+        None => format!("{} {type_}", quote_ident(name)),
+    }
+}
+
+/// An identity column's sequence options, one attribute each (`identity_max 100 → 200`);
+/// all unset for any other column.
+fn identity_attributes(s: Option<&IdentitySequence>) -> Attributes {
+    let num = |f: fn(&IdentitySequence) -> i64| s.map(|s| Value::Text(f(s).to_string()));
+    vec![
+        ("identity_sequence", s.map(|s| Value::Text(s.name.clone()))),
+        ("identity_type", s.map(|s| Value::Text(s.type_.clone()))),
+        ("identity_start", num(|s| s.start)),
+        ("identity_increment", num(|s| s.increment)),
+        ("identity_min", num(|s| s.min)),
+        ("identity_max", num(|s| s.max)),
+        ("identity_cache", num(|s| s.cache)),
+        (
+            "identity_cycle",
+            s.map(|s| Value::Text(s.cycle.to_string())),
+        ),
+        (
+            "identity_persistence",
+            s.map(|s| Value::Text(s.persistence.as_str().into())),
+        ),
+    ]
 }
 
 /// The key and display name of a table's (or view's) child, and of an index (named within
@@ -715,24 +751,27 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
     );
     for c in &t.columns {
         let (key, display) = child(&t.schema, &t.name, &c.name);
-        put(
-            ObjectKind::Column,
-            key,
-            display,
-            parent.clone(),
-            vec![
-                ("type", some(&c.type_)),
-                ("not_null", flag(c.not_null)),
-                ("default", text(&c.default)),
-                (
-                    "identity",
-                    c.identity.map(|i| Value::Text(i.as_str().into())),
-                ),
-                ("generated", text(&c.generated)),
-                ("collation", text(&c.collation)),
-                ("comment", text(&c.comment)),
-            ],
-        );
+        let mut attributes = vec![
+            ("type", some(&c.type_)),
+            ("not_null", flag(c.not_null)),
+            ("default", text(&c.default)),
+            (
+                "identity",
+                c.identity.map(|i| Value::Text(i.as_str().into())),
+            ),
+        ];
+        attributes.extend(identity_attributes(c.identity_sequence.as_ref()));
+        attributes.extend([
+            ("generated", text(&c.generated)),
+            ("collation", text(&c.collation)),
+            (
+                "statistics",
+                c.statistics.map(|n| Value::Text(n.to_string())),
+            ),
+            ("comment", text(&c.comment)),
+            ("grants", grants(&c.grants)),
+        ]);
+        put(ObjectKind::Column, key, display, parent.clone(), attributes);
     }
     for c in &t.constraints {
         let (key, display) = child(&t.schema, &t.name, &c.name);
@@ -749,18 +788,92 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
             ],
         );
     }
-    flatten_indexes_and_triggers(&t.schema, &t.name, &t.indexes, &t.triggers, &parent, put);
+    for p in &t.policies {
+        let (key, display) = child(&t.schema, &t.name, &p.name);
+        put(
+            ObjectKind::Policy,
+            key,
+            display,
+            parent.clone(),
+            vec![
+                ("command", some(&p.command)),
+                ("permissive", flag(p.permissive)),
+                (
+                    "roles",
+                    list(
+                        p.roles
+                            .iter()
+                            .map(|r| {
+                                if r == "PUBLIC" {
+                                    r.clone()
+                                } else {
+                                    quote_ident(r)
+                                }
+                            })
+                            .collect(),
+                    ),
+                ),
+                ("using", text(&p.using)),
+                ("with_check", text(&p.with_check)),
+                ("comment", text(&p.comment)),
+            ],
+        );
+    }
+    flatten_children(t.schema.as_str(), &t.name, children(t), &parent, put);
 }
 
-/// The indexes and triggers of a table or a (materialized) view, under it.
-fn flatten_indexes_and_triggers(
+/// The indexes, triggers and statistics objects of a table or a (materialized) view.
+struct Children<'a> {
+    indexes: &'a [super::snapshot::Index],
+    triggers: &'a [super::snapshot::Trigger],
+    statistics: &'a [super::snapshot::Statistics],
+}
+
+fn children(t: &Table) -> Children<'_> {
+    Children {
+        indexes: &t.indexes,
+        triggers: &t.triggers,
+        statistics: &t.statistics,
+    }
+}
+
+fn view_children(v: &View) -> Children<'_> {
+    Children {
+        indexes: &v.indexes,
+        triggers: &v.triggers,
+        statistics: &v.statistics,
+    }
+}
+
+/// The indexes, triggers and statistics objects of a table or a (materialized) view, under
+/// it.
+fn flatten_children(
     schema: &str,
     name: &str,
-    indexes: &[super::snapshot::Index],
-    triggers: &[super::snapshot::Trigger],
+    Children {
+        indexes,
+        triggers,
+        statistics,
+    }: Children<'_>,
     parent: &Option<(Key, String)>,
     put: &mut Put<'_>,
 ) {
+    // A statistics object's name is unique in its own schema (which may be another than
+    // the table's).
+    for x in statistics {
+        let (key, display) = index_key(&x.schema, &x.name);
+        put(
+            ObjectKind::Statistics,
+            key,
+            display,
+            parent.clone(),
+            vec![
+                ("definition", some(&x.definition)),
+                ("target", x.target.map(|n| Value::Text(n.to_string()))),
+                ("comment", text(&x.comment)),
+            ],
+        );
+    }
     for i in indexes {
         let (key, display) = index_key(schema, &i.name);
         put(
@@ -816,12 +929,21 @@ fn flatten_view(v: &View, put: &mut Put<'_>) {
         None,
         vec![
             ("definition", some(&v.definition)),
+            (
+                "columns",
+                list(
+                    v.columns
+                        .iter()
+                        .map(|c| typed_name(&c.name, &c.type_, &c.collation))
+                        .collect(),
+                ),
+            ),
             ("options", list(v.options.clone())),
             ("comment", text(&v.comment)),
             ("grants", grants(&v.grants)),
         ],
     );
-    flatten_indexes_and_triggers(&v.schema, &v.name, &v.indexes, &v.triggers, &parent, put);
+    flatten_children(&v.schema, &v.name, view_children(v), &parent, put);
 }
 
 #[cfg(test)]
@@ -836,9 +958,12 @@ mod tests {
             not_null: false,
             default: None,
             identity: None,
+            identity_sequence: None,
             generated: None,
             collation: None,
+            statistics: None,
             comment: None,
+            grants: vec![],
         }
     }
 
@@ -859,6 +984,8 @@ mod tests {
             constraints: vec![],
             indexes: vec![],
             triggers: vec![],
+            statistics: vec![],
+            policies: vec![],
             comment: None,
             grants: vec![],
         }
@@ -905,6 +1032,7 @@ mod tests {
                 name: "mood".into(),
                 labels: vec!["sad".into(), "happy".into()],
                 comment: None,
+                grants: vec![],
             }],
             tables: vec![
                 users,
@@ -1020,9 +1148,11 @@ mod tests {
             materialized: false,
             definition_hash: String::new(),
             definition: definition.into(),
+            columns: vec![],
             options: vec![],
             indexes: vec![],
             triggers: vec![],
+            statistics: vec![],
             comment: None,
             grants: vec![],
         };
@@ -1050,9 +1180,11 @@ mod tests {
             materialized: false,
             definition_hash: String::new(),
             definition: "SELECT 1".into(),
+            columns: vec![],
             options: vec![],
             indexes: vec![],
             triggers: vec![],
+            statistics: vec![],
             comment: None,
             grants: vec![],
         };
@@ -1089,6 +1221,7 @@ mod tests {
             name: "ct".into(),
             attributes,
             comment: None,
+            grants: vec![],
         };
         old.composite_types.push(composite(vec![
             attribute("x", "integer"),

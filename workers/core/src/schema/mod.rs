@@ -15,6 +15,7 @@ pub use diff::{diff, quote_ident, AttributeChange, Change, ChangeType, ObjectKin
 pub use snapshot::{
     Column, CompositeAttribute, CompositeType, Constraint, ConstraintKind, Domain,
     DomainConstraint, Enum, Extension, ForeignKeyAction, Function, FunctionKind, Grant, Identity,
-    Index, LedgerFilter, Persistence, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Table,
-    TableKind, Trigger, TriggerEnabled, View, Volatility, FORMAT_VERSION, LEDGER_PREFIX,
+    IdentitySequence, Index, LedgerFilter, Persistence, Policy, Schema, Scope, Sequence, Snapshot,
+    SnapshotOptions, Statistics, Table, TableKind, Trigger, TriggerEnabled, View, ViewColumn,
+    Volatility, FORMAT_VERSION, LEDGER_PREFIX,
 };
