@@ -362,11 +362,9 @@ impl Columns {
                             t.columns.insert(rename.newname.clone(), column);
                         }
                     }
-                    Ok(ObjectType::ObjectTable) => {
-                        if self.table_mut(r).is_some() {
-                            if let Some(t) = self.tables.remove(&r.relname) {
-                                self.tables.insert(rename.newname.clone(), t);
-                            }
+                    Ok(ObjectType::ObjectTable) if self.table_mut(r).is_some() => {
+                        if let Some(t) = self.tables.remove(&r.relname) {
+                            self.tables.insert(rename.newname.clone(), t);
                         }
                     }
                     _ => {}

@@ -66,14 +66,15 @@ pub fn newer_than(
                 if returning(f) {
                     note("MERGE ... RETURNING", 17, None);
                 }
+                if returns_old_or_new(f) {
+                    note("RETURNING old/new", 18, None);
+                }
             }
             "MergeWhenClause" if int(f, "match_kind") == MERGE_WHEN_NOT_MATCHED_BY_SOURCE => {
                 note("WHEN NOT MATCHED BY SOURCE", 17, None)
             }
-            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
-                if returns_old_or_new(f) {
-                    note("RETURNING old/new", 18, None);
-                }
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" if returns_old_or_new(f) => {
+                note("RETURNING old/new", 18, None)
             }
             "SelectStmt" => {
                 if int(f, "limit_option") == LIMIT_OPTION_WITH_TIES {
@@ -83,10 +84,8 @@ pub fn newer_than(
                     note("GROUP BY DISTINCT", 14, None);
                 }
             }
-            "CommonTableExpr" => {
-                if present(f, "search_clause") || present(f, "cycle_clause") {
-                    note("SEARCH / CYCLE in a recursive WITH", 14, at);
-                }
+            "CommonTableExpr" if present(f, "search_clause") || present(f, "cycle_clause") => {
+                note("SEARCH / CYCLE in a recursive WITH", 14, at)
             }
             "Constraint" => constraint(f, at, &mut note),
             "ColumnDef" => {
@@ -183,13 +182,12 @@ pub fn newer_than(
                     note("the MAINTAIN privilege", 17, None);
                 }
             }
-            "GrantRoleStmt" => {
+            "GrantRoleStmt"
                 if def_names(f, "opt")
                     .iter()
-                    .any(|o| o == "inherit" || o == "set")
-                {
-                    note("GRANT role ... WITH INHERIT / SET", 16, None);
-                }
+                    .any(|o| o == "inherit" || o == "set") =>
+            {
+                note("GRANT role ... WITH INHERIT / SET", 16, None)
             }
             "CopyStmt" => {
                 let options = def_names(f, "options");

@@ -51,6 +51,8 @@ const NEWER: &[(&str, u32)] = &[
     ("UPDATE t SET a = 1 WHERE id = 1 RETURNING old.a, new.a;", 18),
     ("ALTER TABLE t ADD CONSTRAINT nn NOT NULL a;", 18),
     ("GRANT MAINTAIN ON t TO app;", 17),
+    ("GRANT admin TO app WITH INHERIT TRUE;", 16),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING old.id;", 18),
     // Inside a LANGUAGE sql body, which PostgreSQL parses at CREATE FUNCTION.
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE; SELECT 1 $$;", 15),
 ];
