@@ -5,16 +5,22 @@
 //! The result is a list of [`Finding`]s; how they are shown (human, JSON, GitHub annotations)
 //! is the caller's business.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use stepmigrate_core::migration::{MigrationSet, Mode};
 use stepmigrate_core::Error;
 
+mod advice;
 pub mod lint;
 pub mod syntax;
+mod tree;
+pub mod types;
+pub mod versions;
 
 pub use lint::{LintRules, RuleSetting};
+pub use types::Columns;
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -76,7 +82,8 @@ fn path_text<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error>
 /// What `check` found in a migration set.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
-    /// The migration files read (up and down).
+    /// The files checked: every migration file read (up and down), and every other file a
+    /// finding is about (a file the loader refused, `migrations.sum`).
     pub files: usize,
     pub findings: Vec<Finding>,
 }
@@ -106,14 +113,27 @@ pub struct Script<'a> {
 /// Reviews one script: syntax first; the lint rules only read a script PostgreSQL can parse
 /// (squawk's own parser is more forgiving, and a finding on a misread statement misleads).
 pub fn check_script(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
-    let mut findings = syntax::check(script.path, script.sql);
-    // A PL/pgSQL body's error leaves the statements themselves readable.
-    if findings
-        .iter()
-        .all(|f| f.message.starts_with(syntax::IN_PLPGSQL))
-    {
-        findings.extend(lint::lint(script, rules));
+    check_script_with(script, rules, &mut Columns::default())
+}
+
+/// [`check_script`] for a script of a set: `columns` holds the column types the migrations
+/// before it made (for whether a type change rewrites a table), and takes in this script's.
+pub fn check_script_with(
+    script: &Script<'_>,
+    rules: &LintRules,
+    columns: &mut Columns,
+) -> Vec<Finding> {
+    let mut findings = syntax::check_for(script.path, script.sql, rules.pg_major());
+    // A function or DO body's error, or syntax too new for the target, leaves the statements
+    // themselves readable.
+    let readable =
+        |f: &Finding| syntax::in_body(&f.message) || f.message.contains(syntax::NEWER_SYNTAX);
+    if findings.iter().all(readable) {
+        findings.extend(lint::lint_with(script, rules, columns));
         findings.sort_by_key(|f| (f.line, f.column));
+    } else {
+        // Its statements' effect on the set's tables is not known.
+        columns.forget();
     }
     findings
 }
@@ -144,6 +164,10 @@ pub fn with_deep_stack<T: Send>(work: impl FnOnce() -> T + Send) -> T {
 
 fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
     let mut report = CheckReport::default();
+    // The files read; with the files findings are about, what "checked N files" counts.
+    let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+    // The column types the migrations make, in the order they run.
+    let mut columns = Columns::default();
     match MigrationSet::load(dir) {
         Ok(set) => {
             for m in set.migrations() {
@@ -152,20 +176,25 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                     sql: &m.sql,
                     mode: m.directives.mode,
                 };
-                report.files += 1;
-                report.findings.extend(check_script(&up, rules));
+                files.insert(m.path.clone());
+                report
+                    .findings
+                    .extend(check_script_with(&up, rules, &mut columns));
                 report
                     .findings
                     .extend(lint::after_deploy_findings(m, rules));
                 if let Some(down) = &m.down {
-                    report.files += 1;
+                    files.insert(down.path.clone());
                     let rules = &rules.for_down_migrations();
                     let down = Script {
                         path: &down.path,
                         sql: &down.sql,
                         mode: down.directives.mode,
                     };
-                    report.findings.extend(check_script(&down, rules));
+                    // A rollback runs after its up file: judged on the columns it left.
+                    report
+                        .findings
+                        .extend(check_script_with(&down, rules, &mut columns.clone()));
                 } else if let (false, Some(severity)) = (
                     m.directives.irreversible,
                     rules.severity(lint::MISSING_DOWN),
@@ -221,7 +250,7 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                 let Ok(sql) = std::fs::read_to_string(&path) else {
                     continue;
                 };
-                report.files += 1;
+                files.insert(path.clone());
                 // Read as the loader would have: without a byte-order mark, and a batch
                 // migration with its `:batch_size` bound.
                 let sql = sql.strip_prefix('\u{feff}').unwrap_or(&sql).to_owned();
@@ -246,11 +275,15 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                 } else {
                     rules
                 };
-                report.findings.extend(check_script(&script, rules));
+                report
+                    .findings
+                    .extend(check_script_with(&script, rules, &mut columns));
             }
         }
         Err(other) => return Err(other),
     }
+    files.extend(report.findings.iter().map(|f| f.file.clone()));
+    report.files = files.len();
     report
         .findings
         .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

@@ -9,7 +9,8 @@ use squawk_linter::{Linter, Rule};
 use stepmigrate_core::migration::{Migration, Mode};
 use stepmigrate_core::sql;
 
-use crate::{Finding, Lines, Script, Severity};
+use crate::types::Columns;
+use crate::{advice, Finding, Lines, Script, Severity};
 
 /// Our rules, for what squawk does not look at.
 pub const UPDATE_WITHOUT_WHERE: &str = "update-without-where";
@@ -21,12 +22,28 @@ pub const MISSING_DOWN: &str = "missing-down";
 pub const BATCH_NOT_IDEMPOTENT: &str = "batch-not-idempotent";
 /// An `after-deploy` migration that changes the schema: the deployed code runs before it.
 pub const AFTER_DEPLOY_SCHEMA_CHANGE: &str = "after-deploy-schema-change";
-const OUR_RULES: [&str; 5] = [
+/// A statement that rewrites a whole table under an ACCESS EXCLUSIVE lock: CLUSTER, VACUUM
+/// FULL, SET LOGGED / UNLOGGED, SET ACCESS METHOD, SET TABLESPACE.
+pub const TABLE_REWRITE: &str = "table-rewrite";
+/// `ADD COLUMN ... serial`: its `nextval()` default fills every existing row (a rewrite).
+pub const ADDING_SERIAL_FIELD: &str = "adding-serial-field";
+/// `REFRESH MATERIALIZED VIEW` without CONCURRENTLY: readers wait for the whole refresh.
+pub const REQUIRE_CONCURRENT_REFRESH: &str = "require-concurrent-refresh";
+/// `TRUNCATE`: every row gone, under ACCESS EXCLUSIVE (as `delete-without-where`).
+pub const BAN_TRUNCATE: &str = "ban-truncate";
+/// A `DO` block: its statements are not linted.
+pub const DO_BLOCK_NOT_LINTED: &str = "do-block-not-linted";
+const OUR_RULES: [&str; 10] = [
     UPDATE_WITHOUT_WHERE,
     DELETE_WITHOUT_WHERE,
     MISSING_DOWN,
     BATCH_NOT_IDEMPOTENT,
     AFTER_DEPLOY_SCHEMA_CHANGE,
+    TABLE_REWRITE,
+    ADDING_SERIAL_FIELD,
+    REQUIRE_CONCURRENT_REFRESH,
+    BAN_TRUNCATE,
+    DO_BLOCK_NOT_LINTED,
 ];
 /// Our rules that fail the check unless configured otherwise.
 const OUR_ERRORS: [&str; 1] = [BATCH_NOT_IDEMPOTENT];
@@ -73,6 +90,8 @@ impl std::str::FromStr for RuleSetting {
 pub struct LintRules {
     enabled: BTreeMap<String, Severity>,
     pg_version: Option<squawk_linter::Version>,
+    /// The target's major version, when given: syntax newer than it is an error.
+    pg_major: Option<u32>,
 }
 
 impl Default for LintRules {
@@ -107,6 +126,7 @@ impl Default for LintRules {
         LintRules {
             enabled,
             pg_version: None,
+            pg_major: None,
         }
     }
 }
@@ -168,7 +188,7 @@ impl LintRules {
         let invalid = || {
             format!("invalid PostgreSQL version {version:?}: write its major version, e.g. \"15\" or \"15.4\"")
         };
-        let parsed = version
+        version
             .parse::<squawk_linter::Version>()
             .map_err(|_| invalid())?;
         // PostgreSQL 9.6 is the oldest anyone still runs; 0 or 1 is a typo.
@@ -180,8 +200,25 @@ impl LintRules {
         if !(9..=99).contains(&major) {
             return Err(invalid());
         }
-        self.pg_version = Some(parsed);
+        // squawk compares versions field by field, and "11" (no minor) is below its "11":
+        // its fast-default rule would then call every default on 11 a rewrite. A bare major
+        // version means its first release, `.0`.
+        let full = if version.contains('.') {
+            version.trim().to_owned()
+        } else {
+            format!("{major}.0")
+        };
+        self.pg_version = Some(full.parse().map_err(|_| invalid())?);
+        // 9.6 is "9": before 10, the major version had two parts, and nothing here is older.
+        self.pg_major = Some(major);
         Ok(())
+    }
+
+    /// The target server's major version, when one was given (`--pg-version`, the project
+    /// file's `pg_version`). Without one, syntax is held to the embedded grammar only, and
+    /// squawk's advice assumes PostgreSQL 15 (its default).
+    pub fn pg_major(&self) -> Option<u32> {
+        self.pg_major
     }
 
     /// The rules for down migrations: undoing is dropping and renaming back, so the rules
@@ -193,6 +230,7 @@ impl LintRules {
             !(name.starts_with("ban-drop-")
                 || name.starts_with("renaming-")
                 || name == "ban-truncate-cascade"
+                || name == BAN_TRUNCATE
                 || name == DELETE_WITHOUT_WHERE)
         });
         rules
@@ -239,13 +277,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The lint findings of a script PostgreSQL's grammar accepts.
 pub fn lint(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
-    let mut findings = squawk_findings(script, rules);
+    lint_with(script, rules, &mut Columns::default())
+}
+
+/// [`lint`] with the column types the migrations before the script made, which it updates.
+pub fn lint_with(script: &Script<'_>, rules: &LintRules, columns: &mut Columns) -> Vec<Finding> {
+    let facts = advice::facts(script.sql, columns, rules.pg_major());
+    let mut findings = squawk_findings(script, rules, &facts);
     findings.extend(our_findings(script, rules));
     findings.sort_by_key(|f| (f.line, f.column));
     findings
 }
 
-fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+fn squawk_findings(script: &Script<'_>, rules: &LintRules, facts: &[advice::Fact]) -> Vec<Finding> {
     let squawk_rules = rules.squawk_rules();
     if squawk_rules.is_empty() {
         return Vec::new();
@@ -265,9 +309,15 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         .filter_map(|v| {
             let rule = v.code.to_string();
             let severity = rules.severity(&rule)?;
-            let (line, column) = lines.at(usize::from(v.text_range.start()));
+            let offset = usize::from(v.text_range.start());
+            let (line, column) = lines.at(offset);
             let docs = format!("https://squawkhq.com/docs/{rule}");
-            let help = match v.help {
+            // squawk's words where they are true; ours where they depend on the statement.
+            let (message, help) = match advice::revise(facts, &rule, offset, &v.message)? {
+                Some(said) => said,
+                None => (v.message, v.help),
+            };
+            let help = match help {
                 Some(help) => format!("{help} ({docs})"),
                 None => docs,
             };
@@ -277,7 +327,7 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                 column,
                 rule,
                 severity,
-                message: v.message,
+                message,
                 help: Some(help),
             })
         })
@@ -479,6 +529,193 @@ fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         _ => Vec::new(),
     };
     findings.extend(without_where(script, rules));
+    findings.extend(locks_and_rewrites(script, rules));
+    findings
+}
+
+/// How long a lock taken by a statement of this script is held.
+fn held(mode: Mode) -> &'static str {
+    match mode {
+        Mode::NoTransaction => "until the statement ends",
+        Mode::Batch => "until its batch commits",
+        _ => "until the migration commits",
+    }
+}
+
+/// The statements squawk is silent on that rewrite or empty a table under an ACCESS EXCLUSIVE
+/// lock, and `DO` blocks, whose statements no rule reads.
+fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    use pg_query::protobuf::node::Node as N;
+    use pg_query::protobuf::AlterTableType as At;
+    let lines = Lines::new(script.sql);
+    let text_lines: Vec<&str> = script.sql.lines().collect();
+    let on = |rule: &str| {
+        rules
+            .severity(rule)
+            .filter(|_| !ignored_in_file(&text_lines, rule))
+    };
+    let held = held(script.mode);
+    let blocks = format!("blocking its reads and writes {held}");
+    let mut findings = Vec::new();
+    for statement in sql::lex(script.sql).statements {
+        let Ok(parsed) = pg_query::parse(statement.text, 0) else {
+            continue;
+        };
+        let mut found: Vec<(&'static str, String, String)> = Vec::new();
+        let rewrite_help = "On a large table, run it in a maintenance window or use an online tool (pg_repack; REPACK CONCURRENTLY from PostgreSQL 19); `stepmigrate verify` shows the rewrite.".to_owned();
+        for raw in &parsed.protobuf.stmts {
+            let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+                continue;
+            };
+            let name = |r: Option<&pg_query::protobuf::RangeVar>| {
+                r.map_or_else(
+                    || "every table clustered before".to_owned(),
+                    |r| {
+                        if r.schemaname.is_empty() {
+                            r.relname.clone()
+                        } else {
+                            format!("{}.{}", r.schemaname, r.relname)
+                        }
+                    },
+                )
+            };
+            match node {
+                N::ClusterStmt(c) => found.push((
+                    TABLE_REWRITE,
+                    format!(
+                        "`CLUSTER` rewrites {} and its indexes under an ACCESS EXCLUSIVE lock, {blocks}",
+                        name(c.relation.as_ref())
+                    ),
+                    rewrite_help.clone(),
+                )),
+                N::VacuumStmt(v) => {
+                    // `FULL`, `FULL true`, not `FULL false` (or off, 0).
+                    let full = v.options.iter().any(|o| {
+                        matches!(o.node.as_ref(), Some(N::DefElem(d)) if d.defname == "full"
+                            && !match d.arg.as_deref().and_then(|a| a.node.as_ref()) {
+                                Some(N::Boolean(b)) => !b.boolval,
+                                Some(N::String(s)) => ["false", "off", "0", "no"]
+                                    .contains(&s.sval.to_ascii_lowercase().as_str()),
+                                Some(N::Integer(i)) => i.ival == 0,
+                                _ => false,
+                            })
+                    });
+                    if v.is_vacuumcmd && full {
+                        let tables: Vec<String> = v
+                            .rels
+                            .iter()
+                            .filter_map(|r| match r.node.as_ref() {
+                                Some(N::VacuumRelation(v)) => Some(name(v.relation.as_ref())),
+                                _ => None,
+                            })
+                            .collect();
+                        let tables = if tables.is_empty() {
+                            "every table of the database".to_owned()
+                        } else {
+                            tables.join(", ")
+                        };
+                        found.push((
+                            TABLE_REWRITE,
+                            format!("`VACUUM FULL` rewrites {tables} under an ACCESS EXCLUSIVE lock, {blocks}"),
+                            rewrite_help.clone(),
+                        ));
+                    }
+                }
+                N::AlterTableStmt(a) => {
+                    let table = name(a.relation.as_ref());
+                    for cmd in &a.cmds {
+                        let Some(N::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
+                            continue;
+                        };
+                        let what = match At::try_from(cmd.subtype) {
+                            Ok(At::AtSetLogged) => "`SET LOGGED` rewrites",
+                            Ok(At::AtSetUnLogged) => "`SET UNLOGGED` rewrites",
+                            Ok(At::AtSetAccessMethod) => "`SET ACCESS METHOD` rewrites",
+                            Ok(At::AtSetTableSpace) => "`SET TABLESPACE` copies",
+                            Ok(At::AtAddColumn) => {
+                                let serial = match cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
+                                    Some(N::ColumnDef(d)) => d.type_name.as_ref().and_then(|t| {
+                                        match t.names.as_slice() {
+                                            [n] => match n.node.as_ref() {
+                                                Some(N::String(s)) if matches!(s.sval.as_str(),
+                                                    "serial" | "serial4" | "bigserial" | "serial8" | "smallserial" | "serial2") =>
+                                                    Some((d.colname.clone(), s.sval.clone())),
+                                                _ => None,
+                                            },
+                                            _ => None,
+                                        }
+                                    }),
+                                    _ => None,
+                                };
+                                if let Some((column, ty)) = serial {
+                                    found.push((
+                                        ADDING_SERIAL_FIELD,
+                                        format!("`ADD COLUMN {column} {ty}` fills every existing row from its sequence (a volatile nextval() default): it rewrites {table} under an ACCESS EXCLUSIVE lock, {blocks}"),
+                                        "Add a nullable bigint column, give it the sequence default with `ALTER COLUMN ... SET DEFAULT nextval(...)` (new rows only), and backfill existing rows in batches.".into(),
+                                    ));
+                                }
+                                continue;
+                            }
+                            _ => continue,
+                        };
+                        found.push((
+                            TABLE_REWRITE,
+                            format!("{what} {table} (and its indexes) under an ACCESS EXCLUSIVE lock, {blocks}"),
+                            rewrite_help.clone(),
+                        ));
+                    }
+                }
+                N::RefreshMatViewStmt(r) if !r.concurrent => found.push((
+                    REQUIRE_CONCURRENT_REFRESH,
+                    format!(
+                        "`REFRESH MATERIALIZED VIEW` without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on {}: its readers wait for the whole refresh, {held}",
+                        name(r.relation.as_ref())
+                    ),
+                    "Use `REFRESH MATERIALIZED VIEW CONCURRENTLY` (the view needs a unique index and must have been populated): its EXCLUSIVE lock lets reads go on.".into(),
+                )),
+                N::TruncateStmt(t) => {
+                    let tables: Vec<String> = t
+                        .relations
+                        .iter()
+                        .filter_map(|r| match r.node.as_ref() {
+                            Some(N::RangeVar(r)) => Some(name(Some(r))),
+                            _ => None,
+                        })
+                        .collect();
+                    found.push((
+                        BAN_TRUNCATE,
+                        format!(
+                            "`TRUNCATE` removes every row of {} under an ACCESS EXCLUSIVE lock, {blocks}",
+                            tables.join(", ")
+                        ),
+                        format!("If every row is meant to go, say so with `-- squawk-ignore {BAN_TRUNCATE}` on the line above; on a live table, delete in batches with a batch migration."),
+                    ));
+                }
+                N::DoStmt(_) => found.push((
+                    DO_BLOCK_NOT_LINTED,
+                    "a DO block is not linted: the statements it runs (their locks, rewrites and lost rows) are not judged by `check`".into(),
+                    "Write the statements outside the DO block where they can be (check reads them then); `stepmigrate verify` runs the block and reports its locks and rewrites.".into(),
+                )),
+                _ => {}
+            }
+        }
+        for (rule, message, help) in found {
+            let Some(severity) = on(rule) else { continue };
+            if ignored(&text_lines, statement.line, rule) {
+                continue;
+            }
+            let (line, column) = lines.at(statement.offset);
+            findings.push(Finding {
+                file: script.path.to_owned(),
+                line,
+                column,
+                rule: rule.to_owned(),
+                severity,
+                message,
+                help: Some(help),
+            });
+        }
+    }
     findings
 }
 

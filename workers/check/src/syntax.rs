@@ -7,16 +7,34 @@ use std::path::Path;
 use pg_query::protobuf::node::Node as N;
 use stepmigrate_core::sql;
 
-use crate::{Finding, Lines, Severity, SYNTAX_RULE};
+use crate::{versions, Finding, Lines, Severity, SYNTAX_RULE};
 
 /// How the message of an error inside a PL/pgSQL body starts.
 pub const IN_PLPGSQL: &str = "in a PL/pgSQL body: ";
+
+/// How the message of an error inside a `LANGUAGE sql` function body written as a string
+/// starts.
+pub const IN_SQL_BODY: &str = "in a SQL function body: ";
+
+/// What the message of syntax newer than the target server says.
+pub const NEWER_SYNTAX: &str = " syntax: the target, PostgreSQL ";
+
+/// Whether a syntax finding is about a function or `DO` body, which leaves the statement
+/// itself readable (and lintable).
+pub fn in_body(message: &str) -> bool {
+    message.starts_with(IN_PLPGSQL) || message.starts_with(IN_SQL_BODY)
+}
 
 /// The syntax errors of a script, one per statement that PostgreSQL's grammar rejects.
 ///
 /// Statements are split by the runner's own lexer: the differential test (tests/oracle.rs)
 /// holds it to libpg_query's splitter, so what is checked here is what the runner sends.
 pub fn check(path: &Path, script: &str) -> Vec<Finding> {
+    check_for(path, script, None)
+}
+
+/// [`check`], and the syntax newer than `target` (the server's major version) as errors too.
+pub fn check_for(path: &Path, script: &str, target: Option<u32>) -> Vec<Finding> {
     let lexed = sql::lex(script);
     let mut findings = Vec::new();
     let lines = Lines::new(script);
@@ -32,6 +50,10 @@ pub fn check(path: &Path, script: &str) -> Vec<Finding> {
             help,
         }
     };
+    let too_new = |offset: usize, newer: &versions::Newer, target: u32| {
+        let (message, help) = too_new_message(newer, target);
+        error(offset, message, Some(help))
+    };
     if script.contains('\0') {
         let offset = script.find('\0').unwrap_or(0);
         findings.push(error(
@@ -44,14 +66,54 @@ pub fn check(path: &Path, script: &str) -> Vec<Finding> {
     for statement in &lexed.statements {
         match pg_query::parse(statement.text, 0) {
             Ok(parsed) => {
+                if let Some(target) = target {
+                    for newer in versions::newer_than(&parsed.protobuf, statement.text, target) {
+                        findings.push(too_new(
+                            statement.offset + newer.offset.unwrap_or(0),
+                            &newer,
+                            target,
+                        ));
+                    }
+                }
+                for body in sql_bodies(&parsed.protobuf, statement.text) {
+                    match pg_query::parse(&body.text, 0) {
+                        Err(e) => {
+                            let message = parse_message(e);
+                            let at = body.offset.map_or(0, |o| o + locate(&body.text));
+                            findings.push(error(
+                                statement.offset + at,
+                                format!("{IN_SQL_BODY}{message}"),
+                                None,
+                            ));
+                        }
+                        Ok(inner) => {
+                            let Some(target) = target else { continue };
+                            for newer in versions::newer_than(&inner.protobuf, &body.text, target) {
+                                let at = body.offset.map_or(0, |o| o + newer.offset.unwrap_or(0));
+                                findings.push(too_new(statement.offset + at, &newer, target));
+                            }
+                        }
+                    }
+                }
                 for body in plpgsql_bodies(&parsed.protobuf, statement.text) {
                     if let Err(message) = check_plpgsql(&body.function) {
                         // Where the body is verbatim in the statement, the place in it;
                         // otherwise the statement's start.
-                        let at = body
-                            .offset
-                            .zip(locate_in_body(&body))
-                            .map_or(0, |(o, at)| o + at);
+                        // A SQL statement's error (PL/pgSQL hands each to the core
+                        // parser) is found in that statement; others by the prefix search.
+                        // Only where the prefix search found nothing or stopped in that
+                        // statement: a statement that fails alone for PL/pgSQL's own
+                        // reasons (`FOR r IN SELECT ... LOOP`) is not the error.
+                        let prefix = locate_in_body(&body);
+                        let in_body = match sql_error_in_body(&body.text) {
+                            Some((at, (start, end)))
+                                if prefix.is_none_or(|p| start <= p && p <= end) =>
+                            {
+                                Some(at)
+                            }
+                            _ => prefix,
+                        };
+                        let at = body.offset.zip(in_body).map_or(0, |(o, at)| o + at);
                         findings.push(error(
                             statement.offset + at,
                             format!("{IN_PLPGSQL}{message}"),
@@ -71,8 +133,14 @@ pub fn check(path: &Path, script: &str) -> Vec<Finding> {
                         at += blank;
                     }
                 }
-                let at = at - statement.offset;
-                findings.push(error(statement.offset + at, message, None));
+                // A newer server's syntax fails here like a typo: say which grammar read it.
+                let help = (message.starts_with("syntax error")
+                    && target.is_none_or(|t| t > versions::EMBEDDED_MAJOR))
+                    .then(|| format!(
+                        "stepmigrate reads SQL with PostgreSQL {0}'s grammar: syntax newer than PostgreSQL {0} is reported as a syntax error",
+                        versions::EMBEDDED_MAJOR
+                    ));
+                findings.push(error(at, message, help));
             }
         }
     }
@@ -162,6 +230,54 @@ fn locate_in_body(body: &Body) -> Option<usize> {
     })
 }
 
+/// Where the first SQL statement of a PL/pgSQL body that the core grammar rejects goes wrong,
+/// as an offset in the body. PL/pgSQL passes each SQL statement (up to its `;`) to the core
+/// parser, whose error is about that statement alone: a prefix of the body that cuts the
+/// statement short fails differently, so the prefix search lands on the wrong token.
+fn sql_error_in_body(body: &str) -> Option<(usize, (usize, usize))> {
+    const VERBS: &[&str] = &[
+        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "PERFORM", "WITH", "CREATE", "ALTER",
+        "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "VALUES",
+    ];
+    for piece in sql::lex(body).statements {
+        let tokens = pg_query::scan(piece.text).ok()?.tokens;
+        // The piece may start with PL/pgSQL words (BEGIN, DECLARE ..., THEN): the SQL
+        // statement starts at its first SQL verb.
+        let Some(start) = tokens.iter().map(|t| t.start as usize).find(|&start| {
+            let word: String = piece.text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            VERBS.contains(&word.to_ascii_uppercase().as_str())
+        }) else {
+            continue;
+        };
+        let fragment = &piece.text[start..];
+        // PERFORM is SELECT without a result: the core parser reads it as SELECT.
+        let (text, shift) = match fragment.get(..7) {
+            Some(w) if w.eq_ignore_ascii_case("perform") => {
+                (format!("SELECT{}", &fragment[7..]), 1)
+            }
+            _ => (fragment.to_owned(), 0),
+        };
+        if pg_query::parse(&text, 0).is_ok() {
+            continue;
+        }
+        let found = locate(&text);
+        let mut at = piece.offset + start + if found >= 6 { found + shift } else { found };
+        // Cut short: the `;` that ends it, as PostgreSQL points.
+        if found == text.len() {
+            let rest = &body[at..];
+            let blank = rest.len() - rest.trim_start().len();
+            if rest[blank..].starts_with(';') {
+                at += blank;
+            }
+        }
+        return Some((at, (piece.offset, piece.offset + piece.text.len())));
+    }
+    None
+}
+
 /// A PL/pgSQL body to check, as a whole `CREATE FUNCTION` statement.
 struct Body {
     /// The function libpg_query's PL/pgSQL parser reads.
@@ -232,6 +348,48 @@ fn plpgsql_bodies(parsed: &pg_query::protobuf::ParseResult, statement: &str) -> 
         }
     }
     bodies
+}
+
+/// A `LANGUAGE sql` function's body written as a string (`AS $$ ... $$`): PostgreSQL parses
+/// it when the function is created (with `check_function_bodies`, the default), so a typo
+/// there fails `up`.
+struct SqlBody {
+    text: String,
+    /// Where the body is in the statement, when it is there verbatim.
+    offset: Option<usize>,
+}
+
+fn sql_bodies(parsed: &pg_query::protobuf::ParseResult, statement: &str) -> Vec<SqlBody> {
+    let mut bodies = Vec::new();
+    for raw in &parsed.stmts {
+        let Some(N::CreateFunctionStmt(f)) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+            continue;
+        };
+        let sql = def_string(&f.options, "language").is_some_and(|l| l.eq_ignore_ascii_case("sql"));
+        if f.sql_body.is_some() || !sql {
+            continue;
+        }
+        let Some(text) = def_string(&f.options, "as") else {
+            continue;
+        };
+        let offset = statement.find(text.as_str());
+        bodies.push(SqlBody { text, offset });
+    }
+    bodies
+}
+
+/// The error for syntax newer than the target server.
+fn too_new_message(newer: &versions::Newer, target: u32) -> (String, String) {
+    (
+        format!(
+            "{} is PostgreSQL {}{NEWER_SYNTAX}{target}, rejects it",
+            newer.feature, newer.since
+        ),
+        format!(
+            "the target version is --pg-version or the project file's [lint] pg_version; if the server runs PostgreSQL {} or later, raise it, otherwise write this for PostgreSQL {target}",
+            newer.since
+        ),
+    )
 }
 
 /// The string value of a `DefElem` option (`LANGUAGE x`, `AS 'body'`), if present.
@@ -331,6 +489,29 @@ mod tests {
         // With doubled quotes the body is not in the statement verbatim: the statement's start.
         let doubled = "SELECT 1;\nCREATE FUNCTION g() RETURNS void LANGUAGE plpgsql AS '\nBEGIN\n  PERFORM ''x'' 2;\nEND';";
         assert_eq!((errors(doubled)[0].0, errors(doubled)[0].1), (2, 1));
+    }
+
+    #[test]
+    fn a_sql_error_inside_a_plpgsql_body_points_at_its_token() {
+        let found = errors("DO $$\nBEGIN\n  PERFORM 1 + ;\nEND $$;");
+        assert_eq!((found[0].0, found[0].1), (3, 15), "{found:?}");
+        let found = errors("CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n  INSERT INTO t VALUES (1,, 2);\nEND $$;");
+        assert_eq!((found[0].0, found[0].1), (3, 27), "{found:?}");
+        let found = errors("DO $$\nDECLARE\n  n int;\nBEGIN\n  SELECT count(*) INTO n FROM t WHERE a = = 1;\nEND $$;");
+        assert_eq!((found[0].0, found[0].1), (5, 43), "{found:?}");
+    }
+
+    #[test]
+    fn a_sql_function_body_is_parsed() {
+        let found = errors(
+            "SELECT 1;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n  SELEC 42\n$$;",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].2.starts_with(IN_SQL_BODY), "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (3, 3), "{found:?}");
+        let found = errors("CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT $1 +';");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(errors("CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT a + 1; SELECT 2 $$;").is_empty());
     }
 
     #[test]

@@ -123,6 +123,15 @@ const CASES: &[(&str, Mode, &str, &str)] = &[
         "ALTER TYPE mood ADD VALUE 'meh';",
         "ALTER TYPE mood ADD VALUE 'meh' AFTER 'ok';"),
     ("transaction-nesting", TX, "BEGIN;\nSELECT 1;\nCOMMIT;", "SELECT 1;"),
+    ("table-rewrite", TX, "ALTER TABLE t SET UNLOGGED;", "ALTER TABLE t SET (fillfactor = 90);"),
+    ("adding-serial-field", TX,
+        "ALTER TABLE t ADD COLUMN n bigserial;",
+        "ALTER TABLE t ADD COLUMN n bigint;"),
+    ("require-concurrent-refresh", TX,
+        "REFRESH MATERIALIZED VIEW v;",
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY v;"),
+    ("ban-truncate", TX, "TRUNCATE t;", "DELETE FROM t WHERE id < 100;"),
+    ("do-block-not-linted", TX, "DO $$BEGIN PERFORM 1; END$$;", "SELECT 1;"),
     ("update-without-where", TX, "UPDATE t SET a = 1;", "UPDATE t SET a = 1 WHERE id < 100;"),
 ];
 
@@ -186,6 +195,7 @@ fn prefer_repack_depends_on_the_postgresql_version() {
             .map(|f| f.rule)
             .collect::<Vec<_>>()
     };
-    assert_eq!(rules_on("19"), ["prefer-repack"]);
-    assert!(rules_on("15").is_empty());
+    // table-rewrite names the lock and rewrite on every version.
+    assert_eq!(rules_on("19"), ["prefer-repack", "table-rewrite"]);
+    assert_eq!(rules_on("15"), ["table-rewrite"]);
 }

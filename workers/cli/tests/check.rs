@@ -248,7 +248,14 @@ fn deeply_nested_statements_are_checked_not_crashed() {
     let doc = run_cli(
         NOWHERE,
         dir.path(),
-        &["check", "--disable", "missing-down", "--json"],
+        &[
+            "check",
+            "--disable",
+            "missing-down",
+            "--disable",
+            "do-block-not-linted",
+            "--json",
+        ],
     )
     .assert_code(1)
     .json();
@@ -544,4 +551,171 @@ fn an_after_deploy_migration_that_changes_the_schema_is_pointed_out() {
             .unwrap()["severity"],
         "warning"
     );
+}
+
+/// `--pg-version` (and the project file's `pg_version`) holds syntax to the target: CI must not
+/// go green on what `up` then fails on.
+#[test]
+fn syntax_newer_than_the_target_fails_the_check() {
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n bigint);\n",
+        ),
+        ("002_literal.sql", "UPDATE t SET n = 1_000 WHERE id = 1;\n"),
+    ]);
+    let args = ["check", "--disable", "missing-down"];
+    // No target: the embedded grammar's (18) syntax passes.
+    run_cli(NOWHERE, dir.path(), &args).assert_code(0);
+    let run = run_cli(
+        NOWHERE,
+        dir.path(),
+        &[&args[..], &["--pg-version", "15"]].concat(),
+    );
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("002_literal.sql:1:18: error[syntax] underscores in a numeric literal is PostgreSQL 16 syntax: the target, PostgreSQL 15, rejects it"),
+        "{}",
+        run.stdout
+    );
+    run_cli(
+        NOWHERE,
+        dir.path(),
+        &[&args[..], &["--pg-version", "16"]].concat(),
+    )
+    .assert_code(0);
+    // The project file's setting, and the flag over it.
+    let project = dir.file("stepmigrate.toml");
+    std::fs::write(
+        &project,
+        "migrations_dir = \".\"\n[lint]\npg_version = \"14.9\"\n",
+    )
+    .unwrap();
+    let config = project.to_str().unwrap();
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &[&["--config", config][..], &args[..], &["--json"]].concat(),
+    )
+    .assert_code(1)
+    .json();
+    assert!(
+        doc["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("PostgreSQL 14, rejects it"),
+        "{doc}"
+    );
+    run_cli(
+        NOWHERE,
+        dir.path(),
+        &[
+            &["--config", config][..],
+            &args[..],
+            &["--pg-version", "17"],
+        ]
+        .concat(),
+    )
+    .assert_code(0);
+}
+
+/// "checked N files" counts the files whose findings it shows: a file the loader refused is
+/// one of them.
+#[test]
+fn the_file_count_covers_every_file_with_a_finding() {
+    let dir = set();
+    dir.write("5_badly_named.sql", "SELECT 1;\n");
+    dir.write("001_create_users.down.sql", "DROP TABLE users;\n");
+    let doc = run_cli(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down", "--json"],
+    )
+    .assert_code(1)
+    .json();
+    let mut with_findings: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    with_findings.sort();
+    with_findings.dedup();
+    assert!(
+        with_findings
+            .iter()
+            .any(|f| f.ends_with("5_badly_named.sql")),
+        "{doc}"
+    );
+    // 4 up files, 1 down file, 1 refused file.
+    assert_eq!(doc["files"], 6, "{doc}");
+    let run = run_cli(NOWHERE, dir.path(), &["check", "--disable", "missing-down"]);
+    assert!(run.stdout.contains("checked 6 files:"), "{}", run.stdout);
+}
+
+/// The edges: a bad --pg-version under --json is one JSON document with exit 2; a file name
+/// that is not UTF-8 is named, not a crash; a closed stdout loses output, not the exit code.
+#[test]
+fn check_at_the_edges_of_input_and_output() {
+    let dir = set();
+    let run = run_cli(
+        NOWHERE,
+        dir.path(),
+        &[
+            "check",
+            "--disable",
+            "missing-down",
+            "--json",
+            "--pg-version",
+            "fifteen",
+        ],
+    );
+    run.assert_code(2);
+    let doc = run.json();
+    assert_eq!(doc["ok"], false);
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--pg-version"),
+        "{doc}"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"006_caf\xe9.sql");
+        std::fs::write(dir.path().join(name), "SELECT 1;\n").unwrap();
+        let run = run_cli(
+            NOWHERE,
+            dir.path(),
+            &["check", "--disable", "missing-down", "--json"],
+        );
+        run.assert_code(1);
+        let doc = run.json();
+        let named = doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"].as_str().unwrap().contains("006_caf"));
+        assert!(named, "{doc}");
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+
+    // stdout closed before anything is written: the exit code still says what was found.
+    let mut command =
+        common::cli_command(NOWHERE, dir.path(), &["check", "--disable", "missing-down"]);
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }

@@ -1,0 +1,494 @@
+//! Whether `ALTER COLUMN ... TYPE` rewrites the table: PostgreSQL skips the rewrite when the old
+//! type converts to the new one without touching a value (a binary-coercible cast whose length
+//! or precision check the planner drops: `varchar(10)` to `varchar(20)`, `varchar` to `text`,
+//! `numeric(10,2)` to `numeric(12,2)`). The rules below are those of PostgreSQL's
+//! `ATColumnChangeRequiresRewrite` and the `*_support` functions that drop a widening length
+//! check (`varchar_support`, `numeric_support`, `timestamp_support`, `time_support`,
+//! `varbit_support`); what they do not settle is said to depend.
+//!
+//! The old type is read from the migrations before the statement ([`Columns`]): `check` has no
+//! database, so where the migrations do not say (a table made elsewhere, a column changed in a
+//! `DO` block) the judgement is that it depends.
+
+use std::collections::BTreeMap;
+
+use pg_query::protobuf::node::Node as N;
+use pg_query::protobuf::{self, AlterTableType, ObjectType};
+
+/// A column's type, as far as the judgement needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    /// The canonical name of a built-in type (`varchar`, `int4`, `timestamptz`), or the name
+    /// as written for any other type (a domain, an enum, an extension's type).
+    pub name: String,
+    pub builtin: bool,
+    /// The type modifiers as written: `varchar(20)` → `[20]`, `numeric(12,2)` → `[12, 2]`.
+    pub mods: Vec<i64>,
+    pub array: bool,
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.name.as_str() {
+            "int2" => "smallint",
+            "int4" => "integer",
+            "int8" => "bigint",
+            "bpchar" => "char",
+            "float4" => "real",
+            "float8" => "double precision",
+            "varbit" => "bit varying",
+            "bool" => "boolean",
+            other => other,
+        };
+        f.write_str(name)?;
+        if !self.mods.is_empty() && self.name != "interval" {
+            let mods: Vec<String> = self.mods.iter().map(i64::to_string).collect();
+            write!(f, "({})", mods.join(","))?;
+        }
+        if self.array {
+            f.write_str("[]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Built-in types by the names the grammar gives them (`pg_catalog.int4` for `integer`) or a
+/// user writes (`int4`, `timestamptz`). `"char"` (quoted, the one-byte type) is left out: only
+/// `pg_catalog.bpchar` is `char(n)`.
+const BUILTIN: &[(&str, &str)] = &[
+    ("int2", "int2"),
+    ("smallint", "int2"),
+    ("int4", "int4"),
+    ("int", "int4"),
+    ("integer", "int4"),
+    ("int8", "int8"),
+    ("bigint", "int8"),
+    ("serial", "int4"),
+    ("serial4", "int4"),
+    ("bigserial", "int8"),
+    ("serial8", "int8"),
+    ("smallserial", "int2"),
+    ("serial2", "int2"),
+    ("float4", "float4"),
+    ("real", "float4"),
+    ("float8", "float8"),
+    ("numeric", "numeric"),
+    ("decimal", "numeric"),
+    ("text", "text"),
+    ("varchar", "varchar"),
+    ("bpchar", "bpchar"),
+    ("bool", "bool"),
+    ("boolean", "bool"),
+    ("date", "date"),
+    ("timestamp", "timestamp"),
+    ("timestamptz", "timestamptz"),
+    ("time", "time"),
+    ("timetz", "timetz"),
+    ("interval", "interval"),
+    ("bit", "bit"),
+    ("varbit", "varbit"),
+    ("uuid", "uuid"),
+    ("json", "json"),
+    ("jsonb", "jsonb"),
+    ("bytea", "bytea"),
+    ("inet", "inet"),
+    ("cidr", "cidr"),
+    ("macaddr", "macaddr"),
+    ("money", "money"),
+];
+
+impl ColumnType {
+    /// The type a `TypeName` names, or `None` for `%TYPE` and the like.
+    pub fn of(type_name: &protobuf::TypeName) -> Option<ColumnType> {
+        if type_name.pct_type || type_name.setof {
+            return None;
+        }
+        let names: Vec<&str> = type_name
+            .names
+            .iter()
+            .filter_map(|n| match n.node.as_ref()? {
+                N::String(s) => Some(s.sval.as_str()),
+                _ => None,
+            })
+            .collect();
+        let (schema, last) = match names.as_slice() {
+            [name] => (None, *name),
+            [schema, name] => (Some(*schema), *name),
+            _ => return None,
+        };
+        let mut mods = Vec::new();
+        for m in &type_name.typmods {
+            match m.node.as_ref()? {
+                N::AConst(c) => match c.val.as_ref()? {
+                    protobuf::a_const::Val::Ival(i) => mods.push(i64::from(i.ival)),
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        let canonical = match schema {
+            None | Some("pg_catalog") => BUILTIN
+                .iter()
+                .find(|(n, _)| *n == last)
+                .map(|(_, c)| *c)
+                .or_else(|| (schema == Some("pg_catalog") && last == "bpchar").then_some("bpchar")),
+            Some(_) => None,
+        };
+        Some(ColumnType {
+            name: canonical.map_or_else(|| names.join("."), str::to_owned),
+            builtin: canonical.is_some(),
+            mods,
+            array: !type_name.array_bounds.is_empty(),
+        })
+    }
+}
+
+/// What happens to the table's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Not rewritten: why.
+    No(String),
+    /// Rewritten: why.
+    Yes(String),
+    /// It depends: on what.
+    Depends(String),
+}
+
+/// Whether changing a column from `old` to `new` (no USING, or one that is the column itself)
+/// rewrites the table. `target` is the server's major version, when known.
+pub fn judge(old: &ColumnType, new: &ColumnType, target: Option<u32>) -> Rewrite {
+    let change = format!("from {old} to {new}");
+    let no = || {
+        Rewrite::No(format!(
+            "{change} is binary coercible: only the catalog changes"
+        ))
+    };
+    let yes = |why: &str| Rewrite::Yes(format!("{change} {why}"));
+    if old == new {
+        return Rewrite::No(format!("the type stays {new}"));
+    }
+    if old.array || new.array {
+        return Rewrite::Depends(format!(
+            "the element types {change}: stepmigrate does not judge array type changes"
+        ));
+    }
+    if !old.builtin || !new.builtin {
+        let other = if old.builtin { new } else { old };
+        return Rewrite::Depends(format!(
+            "the type {}: stepmigrate does not know whether {change} is binary coercible (a domain's constraints, an extension's casts)",
+            other.name
+        ));
+    }
+    // A widening length or precision check the planner drops (the `*_support` functions):
+    // no new limit, or one at least as large as the old one.
+    let widens = |max: Option<i64>| -> bool {
+        match (old.mods.first(), new.mods.first()) {
+            (_, None) => true,
+            (_, Some(n)) if max.is_some_and(|m| *n >= m) => true,
+            (Some(o), Some(n)) => o <= n,
+            (None, Some(_)) => false,
+        }
+    };
+    let checks_every_value = "checks or converts every value: the table is rewritten";
+    match (old.name.as_str(), new.name.as_str()) {
+        ("varchar", "varchar") | ("varbit", "varbit") => {
+            if widens(None) {
+                no()
+            } else {
+                yes(checks_every_value)
+            }
+        }
+        ("varchar", "text") | ("cidr", "inet") => no(),
+        ("text", "varchar") => {
+            if new.mods.is_empty() {
+                no()
+            } else {
+                yes(checks_every_value)
+            }
+        }
+        ("numeric", "numeric") => {
+            let scale = |m: &[i64]| m.get(1).copied().unwrap_or(0);
+            let same_scale_wider = match (old.mods.first(), new.mods.first()) {
+                (_, None) => true,
+                (Some(p), Some(q)) => scale(&old.mods) == scale(&new.mods) && p <= q,
+                (None, Some(_)) => false,
+            };
+            if same_scale_wider {
+                no()
+            } else {
+                yes(checks_every_value)
+            }
+        }
+        ("timestamp", "timestamp")
+        | ("timestamptz", "timestamptz")
+        | ("time", "time")
+        | ("timetz", "timetz") => {
+            // Precision 6 is the most there is: a limit of 6 or more changes no value.
+            if widens(Some(6)) {
+                no()
+            } else {
+                yes("rounds every value: the table is rewritten")
+            }
+        }
+        ("interval", "interval") => {
+            if new.mods.is_empty() {
+                no()
+            } else {
+                Rewrite::Depends(format!(
+                    "the interval's fields and precision {change}: stepmigrate does not judge them"
+                ))
+            }
+        }
+        ("bit", "varbit") if new.mods.is_empty() => no(),
+        ("timestamp", "timestamptz") | ("timestamptz", "timestamp") => match target {
+            Some(v) if v < 12 => yes("converts every value before PostgreSQL 12: the table is rewritten"),
+            _ => Rewrite::Depends(format!(
+                "the session's TimeZone: {change} the table is not rewritten when it is UTC (PostgreSQL 12 and later), and is otherwise"
+            )),
+        },
+        _ => yes("converts every value: the table and its indexes are rewritten"),
+    }
+}
+
+/// The columns of the tables the migrations made, as far as they say: enough to know a
+/// column's type before an `ALTER COLUMN ... TYPE`.
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    /// By table name: the schema it was named with (if any) and its columns' types.
+    tables: BTreeMap<String, Table>,
+}
+
+#[derive(Debug, Clone)]
+struct Table {
+    schema: Option<String>,
+    /// `None` for a column whose type is not known.
+    columns: BTreeMap<String, Option<ColumnType>>,
+}
+
+fn schema_of(r: &protobuf::RangeVar) -> Option<String> {
+    (!r.schemaname.is_empty()).then(|| r.schemaname.clone())
+}
+
+impl Columns {
+    /// The type of `table.column` before the statement being judged, if the migrations say.
+    pub fn type_of(&self, table: &protobuf::RangeVar, column: &str) -> Option<&ColumnType> {
+        let t = self.tables.get(&table.relname)?;
+        match (&t.schema, schema_of(table)) {
+            (Some(a), Some(b)) if *a != b => None,
+            _ => t.columns.get(column)?.as_ref(),
+        }
+    }
+
+    fn table_mut(&mut self, r: &protobuf::RangeVar) -> Option<&mut Table> {
+        let schema = schema_of(r);
+        let t = self.tables.get_mut(&r.relname)?;
+        match (&t.schema, schema) {
+            (Some(a), Some(b)) if *a != b => None,
+            _ => Some(t),
+        }
+    }
+
+    /// Forgets everything: after a statement whose effect is unknown (a `DO` block).
+    pub fn forget(&mut self) {
+        self.tables.clear();
+    }
+
+    /// Takes in what one parsed statement does to tables and columns.
+    pub fn apply(&mut self, statement: &N) {
+        match statement {
+            N::CreateStmt(c) => {
+                let Some(r) = &c.relation else { return };
+                // Columns from LIKE, INHERITS or OF are not listed: their types stay unknown.
+                let mut columns = BTreeMap::new();
+                for element in &c.table_elts {
+                    if let Some(N::ColumnDef(d)) = element.node.as_ref() {
+                        columns.insert(
+                            d.colname.clone(),
+                            d.type_name.as_ref().and_then(ColumnType::of),
+                        );
+                    }
+                }
+                let schema = schema_of(r);
+                match self.tables.get(&r.relname) {
+                    // Two tables of one name in two schemas: neither is judged.
+                    Some(t) if t.schema != schema => {
+                        self.tables.remove(&r.relname);
+                    }
+                    _ => {
+                        self.tables
+                            .insert(r.relname.clone(), Table { schema, columns });
+                    }
+                }
+            }
+            N::AlterTableStmt(a) => {
+                let Some(r) = &a.relation else { return };
+                let Some(t) = self.table_mut(r) else { return };
+                for cmd in &a.cmds {
+                    let Some(N::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
+                        continue;
+                    };
+                    let def = match cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
+                        Some(N::ColumnDef(d)) => Some(d),
+                        _ => None,
+                    };
+                    match AlterTableType::try_from(cmd.subtype) {
+                        Ok(AlterTableType::AtAddColumn) => {
+                            if let Some(d) = def {
+                                t.columns.insert(
+                                    d.colname.clone(),
+                                    d.type_name.as_ref().and_then(ColumnType::of),
+                                );
+                            }
+                        }
+                        Ok(AlterTableType::AtAlterColumnType) => {
+                            let new = def
+                                .and_then(|d| d.type_name.as_ref())
+                                .and_then(ColumnType::of);
+                            t.columns.insert(cmd.name.clone(), new);
+                        }
+                        Ok(AlterTableType::AtDropColumn) => {
+                            t.columns.remove(&cmd.name);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            N::RenameStmt(rename) => {
+                let Some(r) = &rename.relation else { return };
+                match ObjectType::try_from(rename.rename_type) {
+                    Ok(ObjectType::ObjectColumn) => {
+                        if let Some(t) = self.table_mut(r) {
+                            let column = t.columns.remove(&rename.subname).flatten();
+                            t.columns.insert(rename.newname.clone(), column);
+                        }
+                    }
+                    Ok(ObjectType::ObjectTable) if self.table_mut(r).is_some() => {
+                        if let Some(t) = self.tables.remove(&r.relname) {
+                            self.tables.insert(rename.newname.clone(), t);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            N::DropStmt(d)
+                if ObjectType::try_from(d.remove_type) == Ok(ObjectType::ObjectTable) =>
+            {
+                for object in &d.objects {
+                    if let Some(N::List(l)) = object.node.as_ref() {
+                        if let Some(N::String(name)) = l.items.last().and_then(|n| n.node.as_ref())
+                        {
+                            self.tables.remove(&name.sval);
+                        }
+                    }
+                }
+            }
+            // Moved to another schema, or made from a query: its columns are not known here.
+            N::AlterObjectSchemaStmt(s) => {
+                if let Some(r) = &s.relation {
+                    self.tables.remove(&r.relname);
+                }
+            }
+            N::CreateTableAsStmt(c) => {
+                if let Some(r) = c.into.as_ref().and_then(|i| i.rel.as_ref()) {
+                    self.tables.remove(&r.relname);
+                }
+            }
+            // A DO block or a procedure may change any table.
+            N::DoStmt(_) | N::CallStmt(_) => self.forget(),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(sql_type: &str) -> ColumnType {
+        let parsed = pg_query::parse(&format!("CREATE TABLE t (c {sql_type})"), 0).unwrap();
+        let Some(N::CreateStmt(c)) = parsed.protobuf.stmts[0]
+            .stmt
+            .as_ref()
+            .and_then(|s| s.node.as_ref())
+        else {
+            panic!()
+        };
+        let Some(N::ColumnDef(d)) = c.table_elts[0].node.as_ref() else {
+            panic!()
+        };
+        ColumnType::of(d.type_name.as_ref().unwrap()).unwrap()
+    }
+
+    fn verdict(old: &str, new: &str) -> &'static str {
+        match judge(&ty(old), &ty(new), None) {
+            Rewrite::No(_) => "no",
+            Rewrite::Yes(_) => "yes",
+            Rewrite::Depends(_) => "depends",
+        }
+    }
+
+    #[test]
+    fn binary_coercible_changes_are_not_rewrites() {
+        for (old, new) in [
+            ("varchar(10)", "varchar(20)"),
+            ("character varying(10)", "varchar"),
+            ("varchar", "text"),
+            ("varchar(10)", "text"),
+            ("text", "varchar"),
+            ("text", "character varying"),
+            ("numeric(10,2)", "numeric(12,2)"),
+            ("decimal(10,2)", "numeric"),
+            ("numeric(10)", "numeric(12,0)"),
+            ("timestamp(3)", "timestamp(6)"),
+            ("timestamp", "timestamp(6)"),
+            ("timestamptz(0)", "timestamp(2) with time zone"),
+            ("time(2)", "time"),
+            ("bit varying(5)", "varbit(10)"),
+            ("varbit(5)", "bit varying"),
+            ("cidr", "inet"),
+            ("int", "integer"),
+        ] {
+            assert_eq!(verdict(old, new), "no", "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn narrowing_or_converting_changes_are_rewrites() {
+        for (old, new) in [
+            ("varchar(20)", "varchar(10)"),
+            ("varchar", "varchar(10)"),
+            ("text", "varchar(10)"),
+            ("numeric(10,2)", "numeric(12,3)"),
+            ("numeric(12,2)", "numeric(10,2)"),
+            ("numeric", "numeric(12,2)"),
+            ("timestamp(6)", "timestamp(3)"),
+            ("timestamp", "timestamp(3)"),
+            ("int", "bigint"),
+            ("smallint", "int"),
+            ("text", "jsonb"),
+            ("char(5)", "char(10)"),
+            ("char(5)", "text"),
+            ("varchar(5)", "char(5)"),
+            ("bit varying(10)", "varbit(5)"),
+        ] {
+            assert_eq!(verdict(old, new), "yes", "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_known_depends() {
+        for (old, new) in [
+            ("text", "citext"),
+            ("email_address", "text"),
+            ("timestamp", "timestamptz"),
+            ("int[]", "bigint[]"),
+            ("interval", "interval day"),
+        ] {
+            assert_eq!(verdict(old, new), "depends", "{old} -> {new}");
+        }
+        assert!(matches!(
+            judge(&ty("timestamp"), &ty("timestamptz"), Some(11)),
+            Rewrite::Yes(_)
+        ));
+    }
+}

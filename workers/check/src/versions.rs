@@ -1,0 +1,344 @@
+//! Syntax newer than the server the migrations run on. The embedded grammar is PostgreSQL
+//! [`EMBEDDED_MAJOR`]'s, so it accepts what an older server rejects (`MERGE` on 14, `1_000` on
+//! 15): each such construct is found in the parse tree and named with the version that
+//! introduced it. The list is in README ("Syntax by PostgreSQL version"); what is not on it
+//! passes, and syntax newer than the embedded grammar is a plain syntax error.
+
+use serde_json::{Map, Value};
+
+use crate::tree::{self, boolean, def_names, int, present, string};
+
+/// The major version of the PostgreSQL grammar libpg_query embeds (pg_query 18.x).
+pub const EMBEDDED_MAJOR: u32 = 18;
+
+/// One construct newer than the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newer {
+    pub feature: &'static str,
+    pub since: u32,
+    /// Offset in the statement, when the parser records one.
+    pub offset: Option<usize>,
+}
+
+// libpg_query's enum numbers (pg_query.proto), as the JSON tree has them.
+const AT_SET_EXPRESSION: i64 = 7;
+const AT_DROP_EXPRESSION: i64 = 8;
+const AT_SET_STATISTICS: i64 = 9;
+const AT_SET_COMPRESSION: i64 = 13;
+const AT_ALTER_CONSTRAINT: i64 = 20;
+const AT_SET_ACCESS_METHOD: i64 = 33;
+const AT_DETACH_PARTITION: i64 = 61;
+const AT_DETACH_PARTITION_FINALIZE: i64 = 62;
+const CONSTR_NOTNULL: i64 = 2;
+const CONSTR_IDENTITY: i64 = 4;
+const CONSTR_GENERATED: i64 = 5;
+const CONSTR_CHECK: i64 = 6;
+const CONSTR_FOREIGN: i64 = 10;
+const CONSTR_ATTR_ENFORCED: i64 = 15;
+const CONSTR_ATTR_NOT_ENFORCED: i64 = 16;
+const LIMIT_OPTION_WITH_TIES: i64 = 3;
+const MERGE_WHEN_NOT_MATCHED_BY_SOURCE: i64 = 2;
+const OBJECT_PARAMETER_ACL: i64 = 28;
+
+/// The constructs of one parsed statement that need a newer server than `target`.
+pub fn newer_than(
+    parsed: &pg_query::protobuf::ParseResult,
+    statement: &str,
+    target: u32,
+) -> Vec<Newer> {
+    let mut found: Vec<Newer> = Vec::new();
+    let mut note = |feature: &'static str, since: u32, offset: Option<usize>| {
+        if since > target && !found.iter().any(|n| n.feature == feature) {
+            found.push(Newer {
+                feature,
+                since,
+                offset,
+            });
+        }
+    };
+    numeric_literals(statement, &mut note);
+    let json = tree::json_of(parsed);
+    tree::visit(&json, &mut |kind, f| {
+        let at = tree::location(f);
+        match kind {
+            "MergeStmt" => {
+                note("MERGE", 15, None);
+                if returning(f) {
+                    note("MERGE ... RETURNING", 17, None);
+                }
+                if returns_old_or_new(f) {
+                    note("RETURNING old/new", 18, None);
+                }
+            }
+            "MergeWhenClause" if int(f, "match_kind") == MERGE_WHEN_NOT_MATCHED_BY_SOURCE => {
+                note("WHEN NOT MATCHED BY SOURCE", 17, None)
+            }
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" if returns_old_or_new(f) => {
+                note("RETURNING old/new", 18, None)
+            }
+            "SelectStmt" => {
+                if int(f, "limit_option") == LIMIT_OPTION_WITH_TIES {
+                    note("FETCH FIRST ... WITH TIES", 13, None);
+                }
+                if boolean(f, "group_distinct") {
+                    note("GROUP BY DISTINCT", 14, None);
+                }
+            }
+            "CommonTableExpr" if present(f, "search_clause") || present(f, "cycle_clause") => {
+                note("SEARCH / CYCLE in a recursive WITH", 14, at)
+            }
+            "Constraint" => constraint(f, at, &mut note),
+            "ColumnDef" => {
+                if !string(f, "compression").is_empty() {
+                    note("a column's COMPRESSION", 14, at);
+                }
+                if !string(f, "storage_name").is_empty() {
+                    note("a column's STORAGE in CREATE TABLE or ADD COLUMN", 16, at);
+                }
+            }
+            "IndexStmt" => {
+                if boolean(f, "nulls_not_distinct") {
+                    note("NULLS NOT DISTINCT", 15, None);
+                }
+                if present(f, "index_including_params") {
+                    note("INCLUDE (covering index)", 11, None);
+                }
+            }
+            "ReindexStmt" if def_names(f, "params").iter().any(|p| p == "concurrently") => {
+                note("REINDEX CONCURRENTLY", 12, None)
+            }
+            "AlterTableCmd" => match int(f, "subtype") {
+                AT_SET_EXPRESSION => note("ALTER COLUMN ... SET EXPRESSION", 17, None),
+                AT_DROP_EXPRESSION => note("ALTER COLUMN ... DROP EXPRESSION", 13, None),
+                AT_SET_STATISTICS if !present(f, "def") => note("SET STATISTICS DEFAULT", 17, None),
+                AT_SET_COMPRESSION => note("ALTER COLUMN ... SET COMPRESSION", 14, None),
+                AT_SET_ACCESS_METHOD => {
+                    note("ALTER TABLE ... SET ACCESS METHOD", 15, None);
+                    if string(f, "name").is_empty() {
+                        note("SET ACCESS METHOD DEFAULT", 17, None);
+                    }
+                }
+                AT_DETACH_PARTITION_FINALIZE => note("DETACH PARTITION ... FINALIZE", 14, None),
+                AT_DETACH_PARTITION => {
+                    let concurrent = f
+                        .get("def")
+                        .and_then(|d| d.pointer("/node/PartitionCmd/concurrent"))
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    if concurrent {
+                        note("DETACH PARTITION ... CONCURRENTLY", 14, None);
+                    }
+                }
+                AT_ALTER_CONSTRAINT => {
+                    let change = f
+                        .get("def")
+                        .and_then(|d| d.pointer("/node/AtalterConstraint"));
+                    let flag = |name: &str| {
+                        change
+                            .and_then(|c| c.get(name))
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                    };
+                    if flag("alter_enforceability") {
+                        note("ALTER CONSTRAINT ... [NOT] ENFORCED", 18, None);
+                    }
+                    if flag("alter_inheritability") {
+                        note("ALTER CONSTRAINT ... [NO] INHERIT", 18, None);
+                    }
+                }
+                _ => {}
+            },
+            "CreateTrigStmt" if boolean(f, "replace") => {
+                note("CREATE OR REPLACE TRIGGER", 14, None)
+            }
+            "CreateFunctionStmt" => {
+                if present(f, "sql_body") {
+                    note(
+                        "a SQL-standard function body (BEGIN ATOMIC or RETURN)",
+                        14,
+                        None,
+                    );
+                }
+                if boolean(f, "is_procedure") {
+                    note("CREATE PROCEDURE", 11, None);
+                }
+            }
+            "CallStmt" => note("CALL", 11, None),
+            "GrantStmt" => {
+                if int(f, "objtype") == OBJECT_PARAMETER_ACL {
+                    note("GRANT ... ON PARAMETER", 15, None);
+                }
+                let maintain = f
+                    .get("privileges")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ps| {
+                        ps.iter().any(|p| {
+                            p.pointer("/node/AccessPriv/priv_name")
+                                .and_then(Value::as_str)
+                                .is_some_and(|n| n.eq_ignore_ascii_case("maintain"))
+                        })
+                    });
+                if maintain {
+                    note("the MAINTAIN privilege", 17, None);
+                }
+            }
+            "GrantRoleStmt"
+                if def_names(f, "opt")
+                    .iter()
+                    .any(|o| o == "inherit" || o == "set") =>
+            {
+                note("GRANT role ... WITH INHERIT / SET", 16, None)
+            }
+            "CopyStmt" => {
+                let options = def_names(f, "options");
+                let has = |o: &str| options.iter().any(|x| x == o);
+                if has("default") {
+                    note("COPY ... DEFAULT", 16, None);
+                }
+                if has("on_error") {
+                    note("COPY ... ON_ERROR", 17, None);
+                }
+                if has("log_verbosity") {
+                    note("COPY ... LOG_VERBOSITY", 17, None);
+                }
+                if has("reject_limit") {
+                    note("COPY ... REJECT_LIMIT", 18, None);
+                }
+            }
+            "DropdbStmt" if present(f, "options") => {
+                note("DROP DATABASE ... WITH (FORCE)", 13, None)
+            }
+            "AlterTypeStmt" => note("ALTER TYPE ... SET (...)", 13, None),
+            "JsonObjectConstructor" | "JsonArrayConstructor" | "JsonArrayQueryConstructor" => {
+                note("SQL/JSON constructors (JSON_OBJECT, JSON_ARRAY)", 16, at)
+            }
+            "JsonObjectAgg" | "JsonArrayAgg" => note("JSON_OBJECTAGG / JSON_ARRAYAGG", 16, None),
+            "JsonIsPredicate" => note("IS JSON", 16, at),
+            "JsonTable" => note("JSON_TABLE", 17, at),
+            "JsonFuncExpr" => note("JSON_QUERY / JSON_VALUE / JSON_EXISTS", 17, at),
+            "JsonParseExpr" | "JsonScalarExpr" | "JsonSerializeExpr" => {
+                note("JSON() / JSON_SCALAR() / JSON_SERIALIZE()", 17, at)
+            }
+            "FuncCall" => {
+                let name: Vec<&str> = f
+                    .get("funcname")
+                    .and_then(Value::as_array)
+                    .map(|ns| {
+                        ns.iter()
+                            .filter_map(|n| n.pointer("/node/String/sval").and_then(Value::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if name == ["pg_catalog", "system_user"] {
+                    note("SYSTEM_USER", 16, at);
+                }
+            }
+            _ => {}
+        }
+    });
+    found
+}
+
+/// `RETURNING WITH (OLD AS o)`, or `old.c` / `new.c` in RETURNING where no table of the
+/// statement is called old or new (before 18 those name no table).
+fn returns_old_or_new(f: &Map<String, Value>) -> bool {
+    let Some(clause) = f.get("returning_clause").and_then(Value::as_object) else {
+        return false;
+    };
+    if present(clause, "options") {
+        return true;
+    }
+    let alias = f
+        .get("relation")
+        .and_then(|r| r.pointer("/alias/aliasname"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if matches!(alias, "old" | "new") {
+        return false;
+    }
+    let mut found = false;
+    if let Some(exprs) = clause.get("exprs") {
+        tree::visit(exprs, &mut |kind, c| {
+            if kind == "ColumnRef" {
+                let fields = c.get("fields").and_then(Value::as_array);
+                let first = fields
+                    .filter(|fs| fs.len() >= 2)
+                    .and_then(|fs| fs[0].pointer("/node/String/sval"))
+                    .and_then(Value::as_str);
+                if matches!(first, Some("old" | "new")) {
+                    found = true;
+                }
+            }
+        });
+    }
+    found
+}
+
+fn returning(f: &Map<String, Value>) -> bool {
+    f.get("returning_clause")
+        .and_then(Value::as_object)
+        .is_some_and(|r| present(r, "exprs"))
+}
+
+fn constraint(
+    f: &Map<String, Value>,
+    at: Option<usize>,
+    note: &mut dyn FnMut(&'static str, u32, Option<usize>),
+) {
+    let contype = int(f, "contype");
+    if boolean(f, "nulls_not_distinct") {
+        note("NULLS NOT DISTINCT", 15, at);
+    }
+    if boolean(f, "without_overlaps") {
+        note("WITHOUT OVERLAPS", 18, at);
+    }
+    if boolean(f, "fk_with_period") || boolean(f, "pk_with_period") {
+        note("PERIOD in a foreign key", 18, at);
+    }
+    if present(f, "fk_del_set_cols") {
+        note("ON DELETE SET NULL / SET DEFAULT (columns)", 15, at);
+    }
+    match contype {
+        CONSTR_GENERATED if string(f, "generated_kind") == "v" => {
+            note("a VIRTUAL generated column (or one without STORED)", 18, at)
+        }
+        CONSTR_GENERATED => note("a generated column", 12, at),
+        CONSTR_IDENTITY => note("an identity column", 10, at),
+        CONSTR_ATTR_ENFORCED | CONSTR_ATTR_NOT_ENFORCED => note("[NOT] ENFORCED", 18, at),
+        CONSTR_CHECK | CONSTR_FOREIGN if !boolean(f, "is_enforced") => {
+            note("[NOT] ENFORCED", 18, at)
+        }
+        // A table constraint `NOT NULL column` (a column's NOT NULL has no keys).
+        CONSTR_NOTNULL if present(f, "keys") => note("a NOT NULL table constraint", 18, at),
+        _ => {}
+    }
+}
+
+/// Integer literals with `_` separators or in hexadecimal, octal or binary (`1_000`, `0x1F`):
+/// PostgreSQL 16. Before, `1_000` is `1` followed by an alias or an error.
+fn numeric_literals(statement: &str, note: &mut dyn FnMut(&'static str, u32, Option<usize>)) {
+    use pg_query::protobuf::Token;
+    let Ok(scanned) = pg_query::scan(statement) else {
+        return;
+    };
+    for t in &scanned.tokens {
+        if !matches!(Token::try_from(t.token), Ok(Token::Iconst | Token::Fconst)) {
+            continue;
+        }
+        let (start, end) = (t.start as usize, t.end as usize);
+        let Some(text) = statement.get(start..end) else {
+            continue;
+        };
+        let lower = text.to_ascii_lowercase();
+        if text.contains('_') {
+            note("underscores in a numeric literal", 16, Some(start));
+        }
+        if ["0x", "0o", "0b"].iter().any(|p| lower.starts_with(p)) {
+            note(
+                "a hexadecimal, octal or binary integer literal",
+                16,
+                Some(start),
+            );
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! `check`'s words must be true of the statement: a type change that PostgreSQL does without
+//! a rewrite is not called one, a constraint gets the advice its kind allows, a volatile
+//! default is not called a generated column; and the statements that rewrite or empty a table
+//! under an ACCESS EXCLUSIVE lock, or hide statements from the linter, are named.
+
+use std::path::Path;
+
+use stepmigrate_check::{check_dir, check_script, Finding, LintRules, Script};
+use stepmigrate_core::migration::Mode;
+
+fn rules() -> LintRules {
+    let mut rules = LintRules::default();
+    rules.disable("missing-down").unwrap();
+    rules
+}
+
+/// The findings of a migration set made of `files`, in order.
+fn set_findings(files: &[&str], rules: &LintRules) -> Vec<Finding> {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, sql) in files.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{:03}_m{i}.sql", i + 1)), sql).unwrap();
+    }
+    check_dir(dir.path(), rules).unwrap().findings
+}
+
+fn of_rule<'a>(findings: &'a [Finding], rule: &str) -> Vec<&'a Finding> {
+    findings.iter().filter(|f| f.rule == rule).collect()
+}
+
+/// The `changing-column-type` message for a column created as `old` and changed to `new`.
+fn type_change(old: &str, new: &str) -> String {
+    let found = set_findings(
+        &[
+            &format!(
+                "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, c {old});\n"
+            ),
+            &format!("ALTER TABLE t ALTER COLUMN c TYPE {new};\n"),
+        ],
+        &rules(),
+    );
+    let changes = of_rule(&found, "changing-column-type");
+    assert_eq!(changes.len(), 1, "{old} -> {new}: {found:?}");
+    changes[0].message.clone()
+}
+
+#[test]
+fn a_binary_coercible_type_change_is_not_called_a_rewrite() {
+    for (old, new) in [
+        ("varchar(10)", "varchar(20)"),
+        ("varchar", "text"),
+        ("varchar(10)", "text"),
+        ("text", "varchar"),
+        ("numeric(10,2)", "numeric(12,2)"),
+        ("numeric(10,2)", "numeric"),
+        ("timestamp(3)", "timestamp(6)"),
+        ("timestamptz(0)", "timestamptz"),
+        ("varbit(4)", "bit varying(8)"),
+        ("cidr", "inet"),
+    ] {
+        let message = type_change(old, new);
+        assert!(
+            message.contains("the table is not rewritten"),
+            "{old} -> {new}: {message}"
+        );
+        assert!(
+            !message.contains("while the table is rewritten"),
+            "{message}"
+        );
+        assert!(message.contains("ACCESS EXCLUSIVE"), "{message}");
+    }
+}
+
+#[test]
+fn a_rewriting_type_change_says_so() {
+    for (old, new) in [
+        ("varchar(20)", "varchar(10)"),
+        ("text", "varchar(10)"),
+        ("numeric(10,2)", "numeric(12,3)"),
+        ("numeric", "numeric(12,2)"),
+        ("timestamp(6)", "timestamp(3)"),
+        ("integer", "bigint"),
+        ("char(5)", "text"),
+    ] {
+        let message = type_change(old, new);
+        assert!(
+            message.contains("rewrites the table under it"),
+            "{old} -> {new}: {message}"
+        );
+    }
+    // A USING expression is computed for every row, whatever the types.
+    let found = set_findings(
+        &[
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, c varchar(10));\n",
+            "ALTER TABLE t ALTER COLUMN c TYPE varchar(20) USING lower(c);\n",
+        ],
+        &rules(),
+    );
+    let message = &of_rule(&found, "changing-column-type")[0].message;
+    assert!(message.contains("USING expression"), "{message}");
+    // The column itself as USING changes nothing.
+    let found = set_findings(
+        &[
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, c varchar(10));\n",
+            "ALTER TABLE t ALTER COLUMN c TYPE text USING c::text;\n",
+        ],
+        &rules(),
+    );
+    let message = &of_rule(&found, "changing-column-type")[0].message;
+    assert!(message.contains("not rewritten"), "{message}");
+}
+
+#[test]
+fn what_check_cannot_know_is_said_to_depend() {
+    // No migration says what the column was.
+    let found = set_findings(
+        &["ALTER TABLE elsewhere ALTER COLUMN c TYPE varchar(20);\n"],
+        &rules(),
+    );
+    let message = &of_rule(&found, "changing-column-type")[0].message;
+    assert!(
+        message.contains("depends on the column's type before it"),
+        "{message}"
+    );
+    assert!(!message.contains("not rewritten"), "{message}");
+    // A type check cannot judge.
+    let message = type_change("text", "citext");
+    assert!(message.contains("depends on the type citext"), "{message}");
+    // timestamp <-> timestamptz: the session's TimeZone.
+    let message = type_change("timestamp", "timestamptz");
+    assert!(message.contains("TimeZone"), "{message}");
+    // A DO block between may have changed the column: what it was is no longer known.
+    let found = set_findings(
+        &[
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, c varchar(10));\n",
+            "DO $$BEGIN EXECUTE 'ALTER TABLE t ALTER COLUMN c TYPE text'; END$$;\n",
+            "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+        ],
+        &rules(),
+    );
+    let message = &of_rule(&found, "changing-column-type")[0].message;
+    assert!(message.contains("depends on"), "{message}");
+    // Earlier changes in the same file and the set are followed: text, then varchar(5).
+    let found = set_findings(
+        &[
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, c varchar(10));\nALTER TABLE t ALTER COLUMN c TYPE text;\n",
+            "ALTER TABLE t RENAME COLUMN c TO d;\nALTER TABLE t ALTER COLUMN d TYPE varchar(5);\n",
+        ],
+        &rules(),
+    );
+    let changes = of_rule(&found, "changing-column-type");
+    assert!(changes[0].message.contains("not rewritten"), "{changes:?}");
+    assert!(
+        changes[1].message.contains("from text to varchar(5)"),
+        "{changes:?}"
+    );
+    assert!(
+        changes[1].message.contains("rewrites the table"),
+        "{changes:?}"
+    );
+}
+
+fn messages(sql: &str, rule: &str) -> Vec<String> {
+    let script = Script {
+        path: Path::new("m.sql"),
+        sql,
+        mode: Mode::Transactional,
+    };
+    check_script(&script, &rules())
+        .into_iter()
+        .filter(|f| f.rule == rule)
+        .map(|f| format!("{} | {}", f.message, f.help.unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn constraint_advice_fits_the_kind_of_constraint() {
+    let exclude = messages(
+        "ALTER TABLE booking ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&);",
+        "constraint-missing-not-valid",
+    );
+    assert_eq!(exclude.len(), 1, "{exclude:?}");
+    assert!(
+        exclude[0].contains("cannot be added NOT VALID"),
+        "{exclude:?}"
+    );
+    assert!(!exclude[0].contains("Add it NOT VALID"), "{exclude:?}");
+
+    let check = messages(
+        "ALTER TABLE t ADD CONSTRAINT c_pos CHECK (c > 0);",
+        "constraint-missing-not-valid",
+    );
+    assert!(check[0].contains("ACCESS EXCLUSIVE"), "{check:?}");
+    assert!(check[0].contains("reads and writes"), "{check:?}");
+    assert!(check[0].contains("NOT VALID"), "{check:?}");
+
+    let fk = messages(
+        "ALTER TABLE t ADD CONSTRAINT t_u FOREIGN KEY (u) REFERENCES users (id);",
+        "constraint-missing-not-valid",
+    );
+    assert!(
+        fk[0].contains("SHARE ROW EXCLUSIVE locks on t and users"),
+        "{fk:?}"
+    );
+
+    let unique = messages(
+        "ALTER TABLE t ADD CONSTRAINT t_c UNIQUE (c);",
+        "constraint-missing-not-valid",
+    );
+    assert!(unique[0].contains("USING INDEX"), "{unique:?}");
+    assert!(unique[0].contains("NOT VALID does not apply"), "{unique:?}");
+
+    // VALIDATE in the same transaction: a foreign key's locks block writes, not reads.
+    let validate = messages(
+        "ALTER TABLE t ADD CONSTRAINT t_u FOREIGN KEY (u) REFERENCES users (id) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT t_u;",
+        "constraint-missing-not-valid",
+    );
+    assert_eq!(validate.len(), 1, "{validate:?}");
+    assert!(
+        validate[0].contains("blocking writes to both"),
+        "{validate:?}"
+    );
+    assert!(!validate[0].contains("block all reads"), "{validate:?}");
+}
+
+#[test]
+fn a_volatile_default_is_not_a_generated_column() {
+    let random = messages(
+        "ALTER TABLE t ADD COLUMN r float8 DEFAULT random();",
+        "adding-field-with-default",
+    );
+    assert_eq!(random.len(), 1, "{random:?}");
+    assert!(!random[0].contains("generated column"), "{random:?}");
+    assert!(
+        random[0].contains("`DEFAULT random()` is volatile"),
+        "{random:?}"
+    );
+    assert!(random[0].contains("rewrites t"), "{random:?}");
+
+    let unknown = messages(
+        "ALTER TABLE t ADD COLUMN r text DEFAULT my_func(1);",
+        "adding-field-with-default",
+    );
+    assert!(
+        unknown[0].contains("If its DEFAULT is volatile"),
+        "{unknown:?}"
+    );
+    assert!(unknown[0].contains("my_func()"), "{unknown:?}");
+
+    let stored = messages(
+        "ALTER TABLE t ADD COLUMN d int GENERATED ALWAYS AS (c * 2) STORED;",
+        "adding-field-with-default",
+    );
+    assert!(stored[0].contains("STORED"), "{stored:?}");
+    // A VIRTUAL generated column is computed when read: nothing is rewritten.
+    let virtual_column = messages(
+        "ALTER TABLE t ADD COLUMN d int GENERATED ALWAYS AS (c * 2) VIRTUAL;",
+        "adding-field-with-default",
+    );
+    assert!(virtual_column.is_empty(), "{virtual_column:?}");
+}
+
+#[test]
+fn a_constant_default_is_cheap_from_11_on_even_written_as_11() {
+    let sql = "ALTER TABLE t ADD COLUMN c text DEFAULT 'x';";
+    let script = Script {
+        path: Path::new("m.sql"),
+        sql,
+        mode: Mode::Transactional,
+    };
+    for (version, fires) in [("10", true), ("11", false), ("11.2", false), ("16", false)] {
+        let mut rules = rules();
+        rules.set_pg_version(version).unwrap();
+        let found = check_script(&script, &rules);
+        assert_eq!(
+            found.iter().any(|f| f.rule == "adding-field-with-default"),
+            fires,
+            "{version}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn rewrites_and_truncates_under_access_exclusive_are_named() {
+    for (sql, rule, mode) in [
+        (
+            "CLUSTER t USING t_pkey;",
+            "table-rewrite",
+            Mode::Transactional,
+        ),
+        ("VACUUM FULL t;", "table-rewrite", Mode::NoTransaction),
+        (
+            "VACUUM (FULL, ANALYZE) t;",
+            "table-rewrite",
+            Mode::NoTransaction,
+        ),
+        (
+            "ALTER TABLE t SET UNLOGGED;",
+            "table-rewrite",
+            Mode::Transactional,
+        ),
+        (
+            "ALTER TABLE t SET LOGGED;",
+            "table-rewrite",
+            Mode::Transactional,
+        ),
+        (
+            "ALTER TABLE t SET ACCESS METHOD heap2;",
+            "table-rewrite",
+            Mode::Transactional,
+        ),
+        (
+            "ALTER TABLE t SET TABLESPACE fast;",
+            "table-rewrite",
+            Mode::Transactional,
+        ),
+        (
+            "REFRESH MATERIALIZED VIEW v;",
+            "require-concurrent-refresh",
+            Mode::Transactional,
+        ),
+        ("TRUNCATE t;", "ban-truncate", Mode::Transactional),
+        (
+            "ALTER TABLE t ADD COLUMN n bigserial;",
+            "adding-serial-field",
+            Mode::Transactional,
+        ),
+        (
+            "DO $$BEGIN EXECUTE 'TRUNCATE t'; END$$;",
+            "do-block-not-linted",
+            Mode::Transactional,
+        ),
+    ] {
+        let script = Script {
+            path: Path::new("m.sql"),
+            sql,
+            mode,
+        };
+        let found = check_script(&script, &rules());
+        let hits: Vec<&Finding> = found.iter().filter(|f| f.rule == rule).collect();
+        assert_eq!(hits.len(), 1, "{sql}: {found:?}");
+        if rule != "do-block-not-linted" {
+            assert!(
+                hits[0].message.contains("ACCESS EXCLUSIVE"),
+                "{sql}: {}",
+                hits[0].message
+            );
+        }
+    }
+    for sql in [
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY v;",
+        "VACUUM t;",
+        "VACUUM (FULL false) t;",
+        "ALTER TABLE t ADD COLUMN n bigint;",
+        "-- squawk-ignore ban-truncate\nTRUNCATE t;",
+    ] {
+        let script = Script {
+            path: Path::new("m.sql"),
+            sql,
+            mode: Mode::NoTransaction,
+        };
+        let ours: Vec<String> = check_script(&script, &rules())
+            .into_iter()
+            .map(|f| f.rule)
+            .filter(|r| {
+                [
+                    "table-rewrite",
+                    "require-concurrent-refresh",
+                    "ban-truncate",
+                    "adding-serial-field",
+                ]
+                .contains(&r.as_str())
+            })
+            .collect();
+        assert!(ours.is_empty(), "{sql}: {ours:?}");
+    }
+    // A rollback may empty a table: not held to it, as DELETE without WHERE.
+    assert_eq!(rules().for_down_migrations().severity("ban-truncate"), None);
+}

@@ -1,0 +1,115 @@
+//! `--pg-version` holds syntax to the target: what the embedded grammar (PostgreSQL 18's)
+//! accepts but the target's rejects is an error naming the version that introduced it.
+
+use std::path::Path;
+
+use stepmigrate_check::{check_script, Finding, LintRules, Script};
+use stepmigrate_core::migration::Mode;
+
+fn syntax_on(sql: &str, version: Option<&str>) -> Vec<Finding> {
+    let mut rules = LintRules::default();
+    if let Some(v) = version {
+        rules.set_pg_version(v).unwrap();
+    }
+    let script = Script {
+        path: Path::new("m.sql"),
+        sql,
+        mode: Mode::Transactional,
+    };
+    check_script(&script, &rules)
+        .into_iter()
+        .filter(|f| f.rule == "syntax")
+        .collect()
+}
+
+/// (statement, the version that introduced its syntax)
+const NEWER: &[(&str, u32)] = &[
+    ("SELECT 1_000;", 16),
+    ("ALTER TABLE t ADD COLUMN c int DEFAULT 0x1F;", 16),
+    ("ALTER TABLE t ALTER COLUMN c SET EXPRESSION AS (a * 2);", 17),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE WHEN NOT MATCHED BY SOURCE THEN DELETE;", 17),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE;", 15),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING t.id;", 17),
+    ("CREATE TABLE t (a int, b int GENERATED ALWAYS AS (a * 2) VIRTUAL);", 18),
+    ("CREATE TABLE t (a int, b int GENERATED ALWAYS AS (a * 2));", 18),
+    ("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT ENFORCED;", 18),
+    ("CREATE TABLE t (a int CHECK (a > 0) NOT ENFORCED);", 18),
+    ("CREATE TABLE t (id int, valid tstzrange, PRIMARY KEY (id, valid WITHOUT OVERLAPS));", 18),
+    ("CREATE UNIQUE INDEX i ON t (a) NULLS NOT DISTINCT;", 15),
+    ("ALTER TABLE t ADD CONSTRAINT u UNIQUE NULLS NOT DISTINCT (a);", 15),
+    ("SELECT * FROM JSON_TABLE('[1]'::jsonb, '$[*]' COLUMNS (x int PATH '$')) AS jt;", 17),
+    ("SELECT JSON_OBJECT('a': 1);", 16),
+    ("SELECT '{}' IS JSON;", 16),
+    ("GRANT SET ON PARAMETER work_mem TO app;", 15),
+    ("COPY t FROM '/tmp/x' WITH (FORMAT csv, DEFAULT '\\D');", 16),
+    ("ALTER TABLE t SET ACCESS METHOD heap;", 15),
+    ("ALTER TABLE t ALTER COLUMN c SET STATISTICS DEFAULT;", 17),
+    ("CREATE OR REPLACE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f();", 14),
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN 1;", 14),
+    ("SELECT * FROM t ORDER BY a FETCH FIRST 3 ROWS WITH TIES;", 13),
+    ("ALTER TABLE t ALTER COLUMN c DROP EXPRESSION;", 13),
+    ("UPDATE t SET a = 1 WHERE id = 1 RETURNING old.a, new.a;", 18),
+    ("ALTER TABLE t ADD CONSTRAINT nn NOT NULL a;", 18),
+    ("GRANT MAINTAIN ON t TO app;", 17),
+    ("GRANT admin TO app WITH INHERIT TRUE;", 16),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING old.id;", 18),
+    // Inside a LANGUAGE sql body, which PostgreSQL parses at CREATE FUNCTION.
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE; SELECT 1 $$;", 15),
+];
+
+#[test]
+fn syntax_newer_than_the_target_is_an_error_naming_its_version() {
+    let mut problems = Vec::new();
+    for (sql, since) in NEWER {
+        // Accepted by the embedded grammar, with no version or a new enough one.
+        for version in [None, Some(since.to_string())] {
+            let found = syntax_on(sql, version.as_deref());
+            if !found.is_empty() {
+                problems.push(format!("{sql} on {version:?}: {found:?}"));
+            }
+        }
+        let before = (since - 1).to_string();
+        let found = syntax_on(sql, Some(&before));
+        let named = found.iter().any(|f| {
+            f.message.contains(&format!("is PostgreSQL {since} syntax"))
+                && f.message
+                    .contains(&format!("PostgreSQL {before}, rejects it"))
+        });
+        if !named {
+            problems.push(format!("{sql} on {before}: {found:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn older_syntax_passes_and_the_finding_points_at_the_construct() {
+    for sql in [
+        "CREATE TABLE t (a int, b int GENERATED ALWAYS AS (a * 2) STORED);",
+        "SELECT 1000, 1.5e3, 'x_y', t_1 FROM t_2;",
+        "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0);",
+        "CREATE TABLE t (a int NOT NULL);",
+        "INSERT INTO t VALUES (1) RETURNING *;",
+    ] {
+        assert!(
+            syntax_on(sql, Some("13")).is_empty(),
+            "{sql}: {:?}",
+            syntax_on(sql, Some("13"))
+        );
+    }
+    let found = syntax_on("SELECT 1;\nSELECT a,\n  1_000 FROM t;", Some("15"));
+    assert_eq!((found[0].line, found[0].column), (3, 3), "{found:?}");
+}
+
+#[test]
+fn a_syntax_error_says_which_grammar_read_it_when_the_target_may_be_newer() {
+    let help = |version: Option<&str>| syntax_on("SELEC 1;", version)[0].help.clone();
+    for version in [None, Some("19")] {
+        let help = help(version).unwrap_or_default();
+        assert!(
+            help.contains("PostgreSQL 18's grammar"),
+            "{version:?}: {help}"
+        );
+    }
+    assert_eq!(help(Some("16")), None);
+}
