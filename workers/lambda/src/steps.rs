@@ -727,6 +727,9 @@ pub const BATCH_DEADLINE_MARGIN: Duration = Duration::from_secs(30);
 /// An invocation's budget with neither a deadline nor `STEPMIGRATE_BATCH_BUDGET`.
 pub const DEFAULT_BATCH_BUDGET: Duration = Duration::from_secs(600);
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(5);
+/// The longest `STEPMIGRATE_BATCH_WAIT` accepted: the definition's BatchWait (a Wait state,
+/// which takes no TimeoutSeconds) waits no longer.
+pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// The time one invocation runs batches: what the invocation has left (`remaining`) less
 /// [`BATCH_DEADLINE_MARGIN`] (half of it when that leaves less than the margin itself), and

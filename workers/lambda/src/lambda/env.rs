@@ -105,10 +105,19 @@ pub(crate) fn batch_settings_from(
             reason: "0 leaves no time for a batch: write e.g. 30s or 10min".into(),
         });
     }
-    Ok(steps::BatchSettings {
-        budget,
-        wait: duration(ENV_BATCH_WAIT)?.unwrap_or(steps::DEFAULT_BATCH_WAIT),
-    })
+    let wait = duration(ENV_BATCH_WAIT)?.unwrap_or(steps::DEFAULT_BATCH_WAIT);
+    // The definition's BatchWait waits this long; a Wait state has no TimeoutSeconds, so this is
+    // its only bound (tests/e2e/test_definition.py checks the definition reads nothing else).
+    if wait > steps::MAX_BATCH_WAIT {
+        return Err(Error::Config {
+            variable: ENV_BATCH_WAIT.into(),
+            reason: format!(
+                "at most {} s between a batch migration's invocations",
+                steps::MAX_BATCH_WAIT.as_secs()
+            ),
+        });
+    }
+    Ok(steps::BatchSettings { budget, wait })
 }
 
 /// The metric namespace: `STEPMIGRATE_METRIC_NAMESPACE`, default `Stepmigrate`.
