@@ -1079,6 +1079,7 @@ pub const VERIFIED_LISTED: usize = 200;
 pub async fn verify(
     migrator: &Migrator,
     request: VerifyRequest,
+    remaining: Option<Duration>,
 ) -> Result<crate::verify::VerifySummary, Error> {
     let input = ExecutionInput::parse(&request.verify)?;
     if input.action != Action::Verify {
@@ -1100,6 +1101,24 @@ pub async fn verify(
         .unwrap_or_else(|| crate::runner::new_run_id("verify"));
     let lock_timeout =
         crate::verify::IN_TRANSACTION_LOCK_TIMEOUT.min(migrator.settings.lock_timeout);
+    // The verification stops on its own before the invocation's deadline (less the margin a
+    // worker keeps for its bookkeeping: the `verified` events, the rollback, the answer): what
+    // it could not verify in time is reported `skipped` with the reason, never cut off by
+    // Lambda with nothing reported.
+    let bounded;
+    let migrator = match remaining {
+        Some(left) => {
+            let settings = crate::config::Settings {
+                deadline: Some(
+                    Instant::now() + left.saturating_sub(crate::lambda::deadline_margin(left)),
+                ),
+                ..migrator.settings.clone()
+            };
+            bounded = Migrator::new(migrator.db.clone(), migrator.set.clone(), settings);
+            &bounded
+        }
+        None => migrator,
+    };
     let report = migrator
         .verify_in_transaction(input.target.as_ref(), lock_timeout, &run_id)
         .await?;
@@ -1124,7 +1143,7 @@ pub async fn apply_one_or_verify(
         ApplyOneRequest::TaskOutcome(r) => {
             task_outcome(migrator, r).await.map(ApplyOneOutput::Applied)
         }
-        ApplyOneRequest::Verify(r) => verify(migrator, r)
+        ApplyOneRequest::Verify(r) => verify(migrator, r, remaining)
             .await
             .map(|s| ApplyOneOutput::Verified(Box::new(s))),
     }

@@ -515,10 +515,14 @@ mod tests {
             serde_json::from_value(e).unwrap()
         };
         let rule = "arn:aws:events:eu-west-1:123456789012:rule/AfterDeploy";
-        let with_rule = json!({"StateMachineArn": "arn:sm", "MigrationSetHash": "g", "AfterDeployRule": rule});
+        let with_rule =
+            json!({"StateMachineArn": "arn:sm", "MigrationSetHash": "g", "AfterDeployRule": rule});
         let without = json!({"StateMachineArn": "arn:sm", "MigrationSetHash": "g"});
         // The first deploy, and the deploy that adds the rule: nothing deferred.
-        assert_eq!(event("Create", Some(rule), None).execution_input(), EXECUTION_INPUT_NEW_RULE);
+        assert_eq!(
+            event("Create", Some(rule), None).execution_input(),
+            EXECUTION_INPUT_NEW_RULE
+        );
         assert_eq!(
             event("Update", Some(rule), Some(without.clone())).execution_input(),
             EXECUTION_INPUT_NEW_RULE
@@ -529,8 +533,14 @@ mod tests {
             EXECUTION_INPUT
         );
         // No rule: deferred for an operator's run, as before.
-        assert_eq!(event("Create", None, None).execution_input(), EXECUTION_INPUT);
-        assert_eq!(event("Update", Some(""), Some(without)).execution_input(), EXECUTION_INPUT);
+        assert_eq!(
+            event("Create", None, None).execution_input(),
+            EXECUTION_INPUT
+        );
+        assert_eq!(
+            event("Update", Some(""), Some(without)).execution_input(),
+            EXECUTION_INPUT
+        );
         let new_rule: Value = serde_json::from_str(EXECUTION_INPUT_NEW_RULE).unwrap();
         assert_eq!(new_rule, json!({"action": "migrate", "source": "cdk"}));
     }
