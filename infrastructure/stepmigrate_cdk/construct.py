@@ -405,6 +405,8 @@ class StepMigrate(Construct):
     #: The custom resource that completes when the pending migrations are applied (but the
     #: `after-deploy` ones).
     migrations_applied: CustomResource
+    #: What lets the state machine start its own next execution (StartContinuation).
+    continuation_policy: iam.Policy
     #: The EventBridge rule that starts the after-deploy execution once a deploy completed;
     #: None when `run_after_deploy` is False.
     after_deploy_rule: events.Rule | None
@@ -788,6 +790,15 @@ class StepMigrate(Construct):
             actions=["lambda:InvokeFunction"],
             resources=[self.functions[worker].function_arn for worker in FUNCTION_PLACEHOLDERS.values()]))
         self._grant_task_route(state_machine)
+        # StartContinuation (`states:startExecution`): a migrate whose batch migration used its
+        # share of the history budget continues in a new execution of this state machine, as
+        # Step Functions' "IAM policies for starting a new execution" lists it (Request
+        # Response: StartExecution on the state machine). A policy of its own: the role's
+        # default policy cannot name the state machine, which depends on it (a cycle).
+        self.continuation_policy = iam.Policy(
+            self, "ContinuationPolicy", roles=[state_machine.role],
+            statements=[iam.PolicyStatement(actions=["states:StartExecution"],
+                                            resources=[state_machine.state_machine_arn])])
         return state_machine
 
     def _definition_substitutions(self) -> dict[str, str]:
@@ -954,7 +965,8 @@ class StepMigrate(Construct):
         return f"/aws/vendedlogs/states/{Names.unique_id(self)}-{suffix}-{stack_uuid}"
 
     def _execution_prerequisites(self) -> list[IConstruct]:
-        prerequisites: list[IConstruct] = [self.state_machine, self.security_group, *self.functions.values()]
+        prerequisites: list[IConstruct] = [self.state_machine, self.continuation_policy, self.security_group,
+                                           *self.functions.values()]
         if self.secrets_manager_endpoint is not None:
             prerequisites.append(self.secrets_manager_endpoint)
             prerequisites.extend(self.secrets_manager_endpoint.connections.security_groups)

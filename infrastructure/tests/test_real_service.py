@@ -187,3 +187,20 @@ def test_the_trigger_knows_the_after_deploy_rule(backend: Synth, fake_packages: 
     (custom,) = [r for r in Template.from_stack(stack).to_json()["Resources"].values()
                  if r["Type"] == "Custom::StepMigrateMigrations"]
     assert custom["Properties"]["AfterDeployRule"] == ""
+
+
+# --- 8. a long backfill continues in a new execution -------------------------------------------
+
+
+def test_the_state_machine_may_start_its_own_next_execution_and_nothing_else(backend: Synth) -> None:
+    """StartContinuation (`states:startExecution`, Request Response) needs StartExecution on the
+    state machine it starts: this one. A policy of its own (the role's default policy cannot
+    name the state machine, which depends on it), which the deploy-time run waits for."""
+    stepmigrate = backend.stack.stepmigrate
+    props = backend.resources[backend.logical_id(stepmigrate.continuation_policy)]["Properties"]
+    (statement,) = props["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "states:StartExecution" and statement["Effect"] == "Allow"
+    assert statement["Resource"] == {"Ref": backend.logical_id(stepmigrate.state_machine)}
+    assert props["Roles"] == [{"Ref": backend.logical_id(stepmigrate.state_machine.role)}]
+    (custom,) = [r for r in backend.resources.values() if r["Type"] == "Custom::StepMigrateMigrations"]
+    assert backend.logical_id(stepmigrate.continuation_policy) in custom["DependsOn"]

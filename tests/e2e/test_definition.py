@@ -133,6 +133,7 @@ def test_a_batch_migration_loops_retried_and_caught_like_an_apply():
     assert not retried & {"BatchStalled", "BatchLoopLimit", "SqlFailed"}, retried
     assert apply_batch["ResultPath"] == "$.batch" and apply_batch["Next"] == "BatchDone?"
     assert states_["BatchDone?"]["Choices"] == [
+        {"Variable": "$.batch.continue_execution", "BooleanEquals": True, "Next": "ContinueInNewExecution"},
         {"Variable": "$.batch.done", "BooleanEquals": False, "Next": "BatchWait"}]
     assert states_["BatchWait"]["Next"] == "ApplyBatch"
 
@@ -189,3 +190,28 @@ def test_the_task_route_retries_ecs_refusals_for_minutes():
         assert retrier is not None, f"ApplyTask does not retry {error}"
         assert retrier.get("JitterStrategy", "NONE") == "NONE", retrier
         assert sum(retry_delays(retrier)) >= MIN_ECS_RETRY_SECONDS, retrier
+
+
+def test_a_batch_loop_past_its_history_share_continues_in_a_new_execution():
+    """An execution holds at most 25,000 history events
+    (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html): a batch migration
+    that used its share (`max_invocations`) ends the Map with BatchContinues, which the Map
+    catches to start the same migrate again (`states:startExecution`, the plan's
+    `continuation`) and succeed: a backfill of any length ends on its own."""
+    d = definition()
+    apply_batch = lambda_tasks()["ApplyBatch"]
+    assert apply_batch["ResultSelector"]["continue_execution.$"] == "$.continue_execution"
+    processor = d["States"]["ApplyEach"]["ItemProcessor"]["States"]
+    assert processor["ContinueInNewExecution"] == {**processor["ContinueInNewExecution"], "Type": "Fail",
+                                                   "Error": "BatchContinues"}
+    (catch,) = d["States"]["ApplyEach"]["Catch"]
+    assert catch["ErrorEquals"] == ["BatchContinues"] and catch["Next"] == "StartContinuation"
+    start = d["States"]["StartContinuation"]
+    assert start["Resource"] == "arn:aws:states:::states:startExecution"
+    assert start["Parameters"] == {"StateMachineArn.$": "$.plan.continuation.state_machine",
+                                   "Name.$": "$.plan.continuation.name",
+                                   "Input.$": "$.plan.continuation.input"}
+    assert start["Next"] == "Continued" and d["States"]["Continued"]["End"] is True
+    assert start["Catch"][0]["Next"] == "ReportContinuationFailure"
+    # Nothing in the definition raises BatchLoopLimit any more: the worker continues instead.
+    assert "BatchLoopLimit" not in json.dumps(d["States"]["ApplyEach"]["Catch"])
