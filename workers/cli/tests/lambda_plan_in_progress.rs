@@ -36,7 +36,12 @@ async fn plan_of(db: &TestDb, dir: &Dir, input: Value) -> Result<Value, stepmigr
 }
 
 fn firsts(plan: &Value) -> Vec<&str> {
-    plan["pending"].as_array().unwrap().iter().map(|i| i["first"].as_str().unwrap()).collect()
+    plan["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["first"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -47,20 +52,46 @@ async fn a_deploy_defers_a_migration_another_runner_is_running_and_what_requires
     // Another runner (the after-deploy run's task) applies 002: dirty in the ledger until it ends.
     let mut runner = db.spawn_cli(dir.path(), &["up", "--to", "002"]);
     db.wait_for_active_query("pg_sleep(4)").await;
-    let status = plan_of(&db, &dir, json!({"action": "status"})).await.unwrap();
-    let state = |v: &str| {
-        status["migrations"].as_array().unwrap().iter().find(|m| m["version"] == v).unwrap()["state"].clone()
-    };
-    assert_eq!(state("002"), "dirty", "the premise: a running no-transaction migration's row is dirty");
-
-    let deploy = plan_of(&db, &dir, json!({"action": "migrate", "skip_after_deploy": true, "source": "cdk"}))
+    let status = plan_of(&db, &dir, json!({"action": "status"}))
         .await
-        .expect("the deploy's run is not failed by a migration another runner is running");
+        .unwrap();
+    let state = |v: &str| {
+        status["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["version"] == v)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(
+        state("002"),
+        "dirty",
+        "the premise: a running no-transaction migration's row is dirty"
+    );
+
+    let deploy = plan_of(
+        &db,
+        &dir,
+        json!({"action": "migrate", "skip_after_deploy": true, "source": "cdk"}),
+    )
+    .await
+    .expect("the deploy's run is not failed by a migration another runner is running");
     assert_eq!(firsts(&deploy), ["004"], "{deploy}");
-    assert_eq!(deploy["deferred"], json!(["002_items_index", "003_needs_index"]), "{deploy}");
+    assert_eq!(
+        deploy["deferred"],
+        json!(["002_items_index", "003_needs_index"]),
+        "{deploy}"
+    );
 
     // Any other run plans past it too (its apply-one waits for the lock and judges under it).
-    let after = plan_of(&db, &dir, json!({"action": "migrate", "source": "after-deploy"})).await.unwrap();
+    let after = plan_of(
+        &db,
+        &dir,
+        json!({"action": "migrate", "source": "after-deploy"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(firsts(&after), ["003", "004"], "{after}");
 
     assert!(runner.wait().unwrap().success());
@@ -76,8 +107,12 @@ async fn a_dirty_migration_nobody_is_running_still_stops_the_plan() {
         "-- stepmigrate: no-transaction\n-- stepmigrate: after-deploy\nCREATE INDEX CONCURRENTLY items_id ON items (id);\nSELECT 1/0;\n",
     );
     db.cli(dir.path(), &["up", "--to", "002"]);
-    let err = plan_of(&db, &dir, json!({"action": "migrate", "skip_after_deploy": true}))
-        .await
-        .unwrap_err();
+    let err = plan_of(
+        &db,
+        &dir,
+        json!({"action": "migrate", "skip_after_deploy": true}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Dirty, "{err}");
 }

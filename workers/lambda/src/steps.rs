@@ -168,9 +168,11 @@ impl ExecutionInput {
                 )))
             }
         };
-        if (continuation > 0 || continued_from.is_some()) && (action != Action::Migrate || dry_run) {
+        if (continuation > 0 || continued_from.is_some()) && (action != Action::Migrate || dry_run)
+        {
             return Err(invalid(
-                "`continuation` belongs to a migrate the workflow continues in a new execution".into(),
+                "`continuation` belongs to a migrate the workflow continues in a new execution"
+                    .into(),
             ));
         }
         if action == Action::Rollback && target.is_none() {
@@ -557,8 +559,12 @@ pub async fn plan(
     if !report_only {
         migrator.set.ensure_sum_current()?;
         if in_progress {
+            // Judged as the runner at work will leave it, applied (what requires it may then
+            // follow); apply-one judges again under the lock, once that runner is done.
             let mut judged = plan.clone();
-            judged.entries.retain(|e| e.state != State::Dirty);
+            for e in judged.entries.iter_mut().filter(|e| e.state == State::Dirty) {
+                e.state = State::Applied;
+            }
             judged.ensure_applicable(migrator.settings.allow_out_of_order)?;
         } else {
             plan.ensure_applicable(migrator.settings.allow_out_of_order)?;
@@ -759,6 +765,7 @@ async fn plan_rollback(
         },
         deferred: Vec::new(),
         warnings: plan.warnings,
+        continuation: None,
     })
 }
 
@@ -1771,7 +1778,8 @@ mod tests {
                 progress: at(50),
                 invocations: 1,
                 stalled: 0,
-                wait_seconds: 2
+                wait_seconds: 2,
+                continue_execution: false,
             }
         );
         // No row changed: stalled, twice is still fine, the third time fails.
@@ -1836,7 +1844,10 @@ mod tests {
         let arn = "arn:aws:states:eu-west-1:123456789012:execution:Migrations-1AB:after-deploy-7";
         let input = ExecutionInput::parse(&json!({"source": "after-deploy"})).unwrap();
         let first = continuation_of(&input, arn).unwrap();
-        assert_eq!(first.state_machine, "arn:aws:states:eu-west-1:123456789012:stateMachine:Migrations-1AB");
+        assert_eq!(
+            first.state_machine,
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:Migrations-1AB"
+        );
         assert_eq!(first.name, "after-deploy-7-c1");
         assert_eq!(
             first.input,
@@ -1845,7 +1856,10 @@ mod tests {
         );
         // The next one parses, and its own continuation keeps the chain's first name.
         let second_input = ExecutionInput::parse(&first.input).unwrap();
-        let second_arn = format!("arn:aws:states:eu-west-1:123456789012:execution:Migrations-1AB:{}", first.name);
+        let second_arn = format!(
+            "arn:aws:states:eu-west-1:123456789012:execution:Migrations-1AB:{}",
+            first.name
+        );
         let second = continuation_of(&second_input, &second_arn).unwrap();
         assert_eq!(second.name, "after-deploy-7-c2");
         assert_eq!(second.input["continuation"], 2);
