@@ -562,7 +562,11 @@ pub async fn plan(
             // Judged as the runner at work will leave it, applied (what requires it may then
             // follow); apply-one judges again under the lock, once that runner is done.
             let mut judged = plan.clone();
-            for e in judged.entries.iter_mut().filter(|e| e.state == State::Dirty) {
+            for e in judged
+                .entries
+                .iter_mut()
+                .filter(|e| e.state == State::Dirty)
+            {
                 e.state = State::Applied;
             }
             judged.ensure_applicable(migrator.settings.allow_out_of_order)?;
