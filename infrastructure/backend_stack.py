@@ -60,6 +60,9 @@ class BackendStack(Stack):
             database_name=DATABASE_NAME,
             packages=packages,
             alarm_emails=alarm_emails,
+            # This VPC is the stack's own, with no NAT: the long-migration task starts through
+            # endpoints (which then serve the whole VPC; off by default for a VPC one shares).
+            create_task_endpoints=True,
         )
 
         self.api_function = self._example_application_function()

@@ -190,9 +190,12 @@ class StepMigrateProps:
     #: The CloudWatch namespace of the workers' metrics (STEPMIGRATE_METRIC_NAMESPACE).
     metric_namespace: str = "Stepmigrate"
     #: Create an interface VPC endpoint for Secrets Manager in `vpc_subnets`: the database
-    #: workers have no internet egress. Turn it off when the VPC has one already (a second
-    #: endpoint with private DNS for the same service cannot be created), and let the workers
-    #: reach it: `endpoint.connections.allow_default_port_from(stepmigrate.security_group)`.
+    #: workers have no internet egress. Its private DNS answers `secretsmanager.<region>` for
+    #: the whole VPC, so its security group admits 443 from the VPC's CIDR block (every other
+    #: workload of the VPC keeps Secrets Manager; a secondary CIDR block is not admitted: add it
+    #: to `secrets_manager_endpoint.connections`). Turn it off when the VPC has one already (a
+    #: second endpoint with private DNS for the same service cannot be created), and let the
+    #: workers reach it: `endpoint.connections.allow_default_port_from(stepmigrate.security_group)`.
     create_secrets_manager_endpoint: bool = True
     #: The long-migration route (a migration planned onto it runs as an ECS Fargate task of
     #: apply-one's binary): the task's CPU units (1024 = 1 vCPU) and memory (MiB), one of the
@@ -200,16 +203,21 @@ class StepMigrateProps:
     task_cpu: int = 1024
     task_memory_mib: int = 2048
     #: The `statement_timeout` of a migration that runs as a task without a directive of its
-    #: own (the task's STEPMIGRATE_STATEMENT_TIMEOUT; "0": no limit). A task has no Lambda
-    #: deadline: this is what ends a runaway statement.
+    #: own (the task's STEPMIGRATE_STATEMENT_TIMEOUT). A task has no Lambda deadline: this is
+    #: what ends a runaway statement, so "0" (no limit) is refused, and with the lock wait and
+    #: 15 minutes to start it must fit in ApplyTask's TimeoutSeconds (12 h: at most about 11 h).
     task_statement_timeout: str = "4h"
     #: Create what the task needs to start in subnets without internet egress: interface VPC
     #: endpoints for ECR (API and Docker registry) and CloudWatch Logs in `vpc_subnets`, and an
-    #: S3 gateway endpoint (the image's layers) on their route tables. Turn it off when the VPC
-    #: has them already (a second S3 gateway endpoint on the same route tables, or a second
-    #: interface endpoint with private DNS, cannot be created) or the subnets have a NAT route;
-    #: the task's security group already allows 443 out.
-    create_task_endpoints: bool = True
+    #: S3 gateway endpoint (the image's layers) on their route tables. Off by default: these
+    #: change the whole VPC, not only stepmigrate (private DNS sends every workload's ECR and
+    #: Logs calls to the interface endpoints; the gateway endpoint's route carries all S3
+    #: traffic of those route tables, and a bucket policy on `aws:SourceIp` no longer sees the
+    #: NAT's address). When on, the interface endpoints admit 443 from the VPC's CIDR block and
+    #: the S3 endpoint's policy is S3's default (full access), so the rest of the VPC keeps the
+    #: services. Leave it off when the VPC has them already (a second one cannot be created) or
+    #: the subnets have a NAT route; the task's security group already allows 443 out.
+    create_task_endpoints: bool = False
     #: Start an execution once each deploy of the stack completed (an EventBridge rule on the
     #: stack's CREATE_COMPLETE and UPDATE_COMPLETE): it applies the `after-deploy` migrations
     #: (and those that require them), which the deploy's own run leaves pending so that a
@@ -275,7 +283,14 @@ class StepMigrateProps:
             raise ValueError(f"task_memory_mib {self.task_memory_mib} does not go with task_cpu {self.task_cpu} "
                              f"on Fargate: use one of {', '.join(map(str, memory))}")
         statement = parse_duration(self.task_statement_timeout)
-        if self.lock_timeout is not None and statement != 0 and parse_duration(self.lock_timeout) > statement:
+        if statement == 0:
+            # A task has no Lambda deadline: without a statement timeout a hung statement holds
+            # the execution (until ApplyTask's TimeoutSeconds) and the migration lock.
+            raise TimeoutsError(f"task_statement_timeout {self.task_statement_timeout}: 0 (no limit) is refused: a "
+                                "hung statement would hold the execution and the migration lock until ApplyTask's "
+                                "TimeoutSeconds; give a duration, e.g. 4h (a migration that needs longer says so "
+                                "with its own `-- stepmigrate: statement_timeout = ...` directive)")
+        if self.lock_timeout is not None and parse_duration(self.lock_timeout) > statement:
             raise TimeoutsError(f"task: lock_timeout {self.lock_timeout} is longer than task_statement_timeout "
                                 f"{self.task_statement_timeout}, which ends the statement first")
 
@@ -390,6 +405,8 @@ class StepMigrate(Construct):
     #: The custom resource that completes when the pending migrations are applied (but the
     #: `after-deploy` ones).
     migrations_applied: CustomResource
+    #: What lets the state machine start its own next execution (StartContinuation).
+    continuation_policy: iam.Policy
     #: The EventBridge rule that starts the after-deploy execution once a deploy completed;
     #: None when `run_after_deploy` is False.
     after_deploy_rule: events.Rule | None
@@ -417,7 +434,7 @@ class StepMigrate(Construct):
         task_cpu: int = 1024,
         task_memory_mib: int = 2048,
         task_statement_timeout: str = "4h",
-        create_task_endpoints: bool = True,
+        create_task_endpoints: bool = False,
         run_after_deploy: bool = True,
         batch_budget: str = "2min",
         definition_file: Path = DEFAULT_DEFINITION_FILE,
@@ -438,6 +455,7 @@ class StepMigrate(Construct):
         definition = load_definition(self.props.definition_file)
         check_task_route(json.loads(definition))
         check_deploy_time_run(json.loads(definition))
+        check_state_timeouts(json.loads(definition), self.props)
 
         self.security_group = self._worker_security_group()
         self.secrets_manager_endpoint = self._secrets_manager_endpoint()
@@ -449,8 +467,8 @@ class StepMigrate(Construct):
         self._grant_trigger()
         self.alarms = self._alarms()
         self.dashboard = self._dashboard()
-        self.migrations_applied = self._trigger()
         self.after_deploy_rule = self._after_deploy_rule() if self.props.run_after_deploy else None
+        self.migrations_applied = self._trigger()
         nag.suppress_construct_findings(self)
 
     # --- public helpers ------------------------------------------------------------------------
@@ -491,7 +509,17 @@ class StepMigrate(Construct):
             subnets=ec2.SubnetSelection(subnets=self._worker_subnets().subnets, one_per_az=True),
             private_dns_enabled=True, open=False, security_groups=[endpoint_sg])
         endpoint.connections.allow_default_port_from(self.security_group, "stepmigrate database workers")
+        self._admit_the_vpc(endpoint)
         return endpoint
+
+    def _admit_the_vpc(self, endpoint: ec2.InterfaceVpcEndpoint) -> None:
+        """An interface endpoint with private DNS answers the service's name for the whole VPC
+        ("When you enable private DNS ... requests to the default public DNS name of the service
+        resolve to the private IP addresses of the endpoint network interfaces",
+        https://docs.aws.amazon.com/vpc/latest/privatelink/privatelink-access-aws-services.html):
+        its security group must admit every workload of the VPC, or they lose the service."""
+        endpoint.connections.allow_from(ec2.Peer.ipv4(self.props.vpc.vpc_cidr_block), ec2.Port.tcp(443),
+                                        "the whole VPC: private DNS resolves the service to this endpoint")
 
     def _worker_subnets(self) -> ec2.SelectedSubnets:
         """The database workers' subnets (`vpc_subnets`, or CDK's default selection as the
@@ -635,6 +663,14 @@ class StepMigrate(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
                 cpu_architecture=ecs.CpuArchitecture.ARM64 if arm64 else ecs.CpuArchitecture.X86_64),
             task_role=self.task_role)
+        # An execution that outlives a deploy (a long backfill, a task past the Provider's
+        # hour) runs the task definition revision its plan was made with: its image holds the
+        # migrations of that plan's set (a newer revision's would be refused as another set).
+        # CloudFormation deregisters a replaced revision, and RunTask refuses an INACTIVE one
+        # ("You can't use an INACTIVE task definition to run new tasks",
+        # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deregister-task-definition-v2.html),
+        # which would fail the execution with TaskFailed: old revisions are retained (ACTIVE, free).
+        self.task_definition.apply_removal_policy(RemovalPolicy.RETAIN)
         # The image's build context, beside the packages; CDK stages it at synth (no Docker),
         # `cdk deploy` builds it for the packages' platform and pushes it to the bootstrap
         # stack's repository. The execution role CDK makes pulls it and writes the log group.
@@ -671,6 +707,8 @@ class StepMigrate(Construct):
                                         description="ECR and CloudWatch Logs endpoints of the stepmigrate task")
         endpoint_sg.add_ingress_rule(self.task_security_group, ec2.Port.tcp(443),
                                      "stepmigrate task: its image and its logs")
+        endpoint_sg.add_ingress_rule(ec2.Peer.ipv4(self.props.vpc.vpc_cidr_block), ec2.Port.tcp(443),
+                                     "the whole VPC: private DNS resolves the service to this endpoint")
         subnets = self._worker_subnets()
         endpoints: dict[str, ec2.InterfaceVpcEndpoint | ec2.GatewayVpcEndpoint] = {
             key: ec2.InterfaceVpcEndpoint(
@@ -685,11 +723,9 @@ class StepMigrate(Construct):
         s3 = ec2.GatewayVpcEndpoint(self, "S3Endpoint", vpc=self.props.vpc,
                                     service=ec2.GatewayVpcEndpointAwsService.S3,
                                     subnets=[ec2.SubnetSelection(subnets=subnets.subnets)])
-        # The route serves every resource in those subnets: it lets through ECR's layer bucket
-        # only (AWS's documented minimum for pulling from ECR).
-        s3.add_to_policy(iam.PolicyStatement(
-            principals=[iam.AnyPrincipal()], actions=["s3:GetObject"],
-            resources=[f"arn:{Aws.PARTITION}:s3:::prod-{Aws.REGION}-starport-layer-bucket/*"]))
+        # No policy of ours: the route serves every workload in those route tables' subnets, and
+        # a gateway endpoint's policy restricts all of their S3 calls (ECR's layer bucket alone
+        # would cut every other workload off S3). S3's default policy is full access.
         endpoints["s3"] = s3
         return endpoints
 
@@ -754,6 +790,15 @@ class StepMigrate(Construct):
             actions=["lambda:InvokeFunction"],
             resources=[self.functions[worker].function_arn for worker in FUNCTION_PLACEHOLDERS.values()]))
         self._grant_task_route(state_machine)
+        # StartContinuation (`states:startExecution`): a migrate whose batch migration used its
+        # share of the history budget continues in a new execution of this state machine, as
+        # Step Functions' "IAM policies for starting a new execution" lists it (Request
+        # Response: StartExecution on the state machine). A policy of its own: the role's
+        # default policy cannot name the state machine, which depends on it (a cycle).
+        self.continuation_policy = iam.Policy(
+            self, "ContinuationPolicy", roles=[state_machine.role],
+            statements=[iam.PolicyStatement(actions=["states:StartExecution"],
+                                            resources=[state_machine.state_machine_arn])])
         return state_machine
 
     def _definition_substitutions(self) -> dict[str, str]:
@@ -872,6 +917,12 @@ class StepMigrate(Construct):
                 "StateMachineArn": self.state_machine.state_machine_arn,
                 # A new digest (a migration added or edited) is an update: a new execution.
                 "MigrationSetHash": self.props.packages.migration_set_digest,
+                # The after-deploy rule's ARN ("" without one). A rule created in this very
+                # deploy may not be delivering events yet when the deploy completes (EventBridge
+                # changes are eventually consistent): on that deploy (the first, or the one that
+                # turns it on) the trigger does not defer the after-deploy migrations but runs
+                # them all, so none waits for an event the rule might miss.
+                "AfterDeployRule": self.after_deploy_rule.rule_arn if self.after_deploy_rule else "",
             })
         # The execution needs more than the state machine it names: the workers' policies, the
         # database itself and the network paths to it and to Secrets Manager, none of which the
@@ -914,7 +965,8 @@ class StepMigrate(Construct):
         return f"/aws/vendedlogs/states/{Names.unique_id(self)}-{suffix}-{stack_uuid}"
 
     def _execution_prerequisites(self) -> list[IConstruct]:
-        prerequisites: list[IConstruct] = [self.state_machine, self.security_group, *self.functions.values()]
+        prerequisites: list[IConstruct] = [self.state_machine, self.continuation_policy, self.security_group,
+                                           *self.functions.values()]
         if self.secrets_manager_endpoint is not None:
             prerequisites.append(self.secrets_manager_endpoint)
             prerequisites.extend(self.secrets_manager_endpoint.connections.security_groups)
@@ -1035,3 +1087,51 @@ def check_deploy_time_run(definition: Mapping[str, object]) -> None:
             + " + ".join(name for name, _ in parts)
             + f"), more than the Provider's {PROVIDER_TOTAL_TIMEOUT.to_seconds():.0f} s: CloudFormation would "
             "fail the deployment without the migration's error. Shorten the definition's retries.")
+
+
+#: What the task needs beyond its lock wait and statement timeout before ApplyTask's
+#: TimeoutSeconds: Fargate's provisioning and image pull, the connection, its bookkeeping.
+TASK_START_MARGIN_SECONDS = 15 * 60
+
+
+def _lambda_worker_of(resource: object) -> str | None:
+    """The worker a Lambda Task state's Resource (`${PlanFunctionArn}`, ...) invokes."""
+    match = _PLACEHOLDER.fullmatch(resource) if isinstance(resource, str) else None
+    return FUNCTION_PLACEHOLDERS.get(match.group(1)) if match else None
+
+
+def check_state_timeouts(definition: Mapping[str, object], props: StepMigrateProps) -> None:
+    """Fails the synth (TimeoutsError) unless every Task state has a TimeoutSeconds and the
+    timeouts nest: state > Lambda > database. Step Functions gives a Task state with no
+    TimeoutSeconds no limit but the execution's year ("By default, the Amazon States Language
+    doesn't specify timeouts ... an execution is stuck waiting for a response that will never
+    come": https://docs.aws.amazon.com/step-functions/latest/dg/sfn-stuck-execution.html).
+    A Lambda Task's TimeoutSeconds must outlast its function's timeout (Lambda's own timeout,
+    then the worker's database timeouts inside it, answer first); ApplyTask's must outlast the
+    task's lock wait + task_statement_timeout + connect timeout + TASK_START_MARGIN_SECONDS.
+    No HeartbeatSeconds: neither a Lambda invocation nor `ecs:runTask.sync` sends heartbeats
+    (SendTaskHeartbeat is for task tokens), so one would fail every long task."""
+    timeouts = {spec.key: spec.timeout.to_seconds() for spec in _WORKER_SPECS}
+    task = props.task_timeouts()
+    task_needs = (parse_duration(task["lock_wait"]) + parse_duration(task["statement_timeout"])
+                  + WORKER_CONNECT_TIMEOUT_SECONDS + TASK_START_MARGIN_SECONDS)
+    for name, state in _states(definition["States"]).items():  # type: ignore[arg-type]
+        if state.get("Type") != "Task":
+            continue
+        seconds = state.get("TimeoutSeconds")
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+            raise TimeoutsError(f"the definition's Task state {name} has no TimeoutSeconds (or not a positive integer): "
+                                "without one a hung task holds the execution for up to a year")
+        if "HeartbeatSeconds" in state:
+            raise TimeoutsError(f"the definition's Task state {name} has HeartbeatSeconds: nothing sends it heartbeats")
+        worker = _lambda_worker_of(state.get("Resource"))
+        if worker is not None and seconds <= timeouts[worker]:
+            raise TimeoutsError(f"the definition's Task state {name}: TimeoutSeconds {seconds} must be longer than "
+                                f"the {worker} function's timeout of {timeouts[worker]:.0f} s (state > Lambda > database)")
+        if _ECS_RUN_TASK.match(str(state.get("Resource"))) and seconds < task_needs:
+            raise TimeoutsError(
+                f"task_statement_timeout {props.task_statement_timeout}: the task's lock wait "
+                f"{task['lock_wait']} + statement timeout + connect timeout + {TASK_START_MARGIN_SECONDS // 60} min to "
+                f"start ({task_needs:.0f} s) does not fit in the definition's {name} TimeoutSeconds ({seconds} s): "
+                f"Step Functions would give up on the task while its statement may still run. Lower "
+                f"task_statement_timeout to at most {(seconds - task_needs + parse_duration(task['statement_timeout'])) / 3600:.2f} h")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from aws_cdk import aws_ec2 as ec2
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import IConstruct
 
@@ -102,6 +103,15 @@ def suppress_construct_findings(stepmigrate: StepMigrate) -> None:
               NagPackSuppression(id="AwsSolutions-SF2", reason=(
                   "The Provider framework's waiter state machine (it polls is_complete) has no X-Ray option; "
                   "the migrations' own state machine and the trigger functions are traced")))
+    # An interface endpoint with private DNS serves the whole VPC: its group admits the VPC's
+    # CIDR block (a CloudFormation attribute, which EC23's 0.0.0.0/0 check cannot read).
+    endpoints = [stepmigrate.secrets_manager_endpoint,
+                 *(e for e in stepmigrate.task_endpoints.values() if isinstance(e, ec2.InterfaceVpcEndpoint))]
+    for group in {g.node.path: g for e in endpoints if e is not None for g in e.connections.security_groups}.values():
+        _suppress(group, NagPackSuppression(
+            id="CdkNagValidationFailure", applies_to=["AwsSolutions-EC23"], reason=(
+                "The ingress CIDR is the VPC's own CIDR block (Fn::GetAtt Vpc.CidrBlock), never 0.0.0.0/0: the "
+                "endpoint's private DNS answers for the whole VPC, whose workloads must keep the service")))
 
 
 def _suppress(construct: IConstruct | None, *suppressions: NagPackSuppression) -> None:

@@ -4,8 +4,8 @@ moto's interpreter evaluates an inline Map's iterations through nested calls, ab
 level per iteration: past roughly 950 iterations it hits Python's default recursion limit
 (1,000) and fails the execution with States.Runtime "maximum recursion depth exceeded". The
 definition runs up to 2,000 iterations, so the engine's process gets a higher limit and larger
-thread stacks; its code is untouched. Its ECS integration is completed in this process (see
-complete_the_ecs_integration)."""
+thread stacks; its code is untouched. Its ECS and Step Functions integrations are completed in this process (see
+complete_the_ecs_integration, complete_the_sfn_integration)."""
 
 import sys
 import threading
@@ -50,7 +50,41 @@ def complete_the_ecs_integration() -> None:
     ecs_service.StateTaskServiceEcs._normalise_response = normalise_response
 
 
+def complete_the_sfn_integration() -> None:
+    """The same gap in `arn:aws:states:::states:startExecution` (StartContinuation): the state's
+    PascalCase `StateMachineArn`/`Name`/`Input` reach botocore as they are (`KeyError:
+    'StateMachineArn'`, States.Runtime), and the response keeps boto's `executionArn` where
+    Step Functions answers `ExecutionArn`. Completed the same way (the class's own Input
+    encoding first, then botocore's model of the operation)."""
+    import botocore.session
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_sfn as sfn_service)
+    from moto.stepfunctions.parser.utils import camel_to_snake_case
+
+    model = botocore.session.get_session().get_service_model("stepfunctions")
+    operations = {camel_to_snake_case(name): name for name in model.operation_names}
+    encode_input = sfn_service.StateTaskServiceSfn._normalise_parameters
+
+    def operation(task, action):
+        return model.operation_model(operations[camel_to_snake_case(action or task.resource.api_action)])
+
+    def normalise_parameters(self, parameters, boto_service_name=None, service_action_name=None):
+        encode_input(self, parameters, boto_service_name, service_action_name)
+        shape = operation(self, service_action_name).input_shape
+        if shape is not None:
+            self._to_boto_request(parameters, shape)
+
+    def normalise_response(self, response, boto_service_name=None, service_action_name=None):
+        shape = operation(self, service_action_name).output_shape
+        if shape is not None:
+            self._from_boto_response(response, shape)
+
+    sfn_service.StateTaskServiceSfn._normalise_parameters = normalise_parameters
+    sfn_service.StateTaskServiceSfn._normalise_response = normalise_response
+
+
 complete_the_ecs_integration()
+complete_the_sfn_integration()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+import harness
+
 from test_migrations import (  # noqa: F401 - migrations_dir is a fixture
     DEFINITION, FUNCTIONS, emf_lines, ledger, log_offset, migrations_dir, use_migrations, write)
 
@@ -150,3 +152,54 @@ def test_a_stalled_batch_migration_fails_once_with_one_alert_and_resumes_later(
     assert again.status == "SUCCEEDED", again.dump()[-4000:]
     assert fresh_database.query("SELECT count(*), min(touched), max(touched) FROM items") == [(ROWS, 1, 1)]
     assert batch_events(fresh_database, "002")[-1] == ("applied", 10, ROWS)
+
+
+def wait_for(sfn, arn: str, timeout: float = 300) -> harness.Execution:
+    """An execution the workflow started itself, once it is no longer RUNNING."""
+    deadline = time.monotonic() + timeout
+    while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"{arn} still RUNNING after {timeout} s"
+        time.sleep(0.2)
+    desc.pop("ResponseMetadata", None)
+    return harness.Execution(description=desc, events=harness.execution_history(sfn, arn))
+
+
+def test_a_batch_migration_past_its_history_share_continues_in_new_executions_until_done(
+        workers, fresh_database, migrations_dir, state_machine, run_execution, sfn):
+    """Past its share of the history budget (`max_invocations`, here made 2 by the plan's
+    STEPMIGRATE_MAX_BATCH_INVOCATIONS), a batch migration does not fail the execution: the Map
+    stops (nothing after the migration runs before it), the execution starts the same migrate
+    as a new execution and succeeds; the chain goes on until the migration and what follows it
+    are applied, every row once."""
+    write(migrations_dir, {"001_items.sql": SETUP, "002_backfill.sql": BACKFILL, "003_after.sql":
+                           "CREATE TABLE after_backfill (id int);\n"})
+    use_migrations(workers, fresh_database, migrations_dir, **BATCH_ENV, STEPMIGRATE_MAX_BATCH_INVOCATIONS="2")
+    first = run_execution(state_machine, {"source": "e2e"}, name="backfill", timeout=300)
+    assert first.status == "SUCCEEDED", first.dump()[-4000:]
+    assert first.output["status"] == "CONTINUED", first.output
+    assert plan_output(first)["pending"][1]["max_invocations"] == 2
+    assert len(entered(first, "ApplyBatch")) == 2 and len(entered(first, "ApplyOne")) == 1, first.event_types()
+    assert len(entered(first, "StartContinuation")) == 1 and not entered(first, "Record")
+
+    chain = [first]
+    while chain[-1].output.get("status") == "CONTINUED":
+        assert len(chain) < 10, [c.output for c in chain]
+        chain.append(wait_for(sfn, chain[-1].output["continued_in"]))
+        assert chain[-1].status == "SUCCEEDED", chain[-1].dump()[-4000:]
+    assert len(chain) >= 2
+    names = [c.description["name"] for c in chain]
+    assert names == ["backfill"] + [f"backfill-c{n}" for n in range(1, len(chain))], names
+    for n, (previous, run) in enumerate(zip(chain, chain[1:]), start=1):
+        assert json.loads(run.description["input"]) == {
+            "action": "migrate", "dry_run": False, "source": "e2e", "continuation": n,
+            "continued_from": previous.arn}, run.description["input"]
+        assert len(entered(run, "ApplyBatch")) <= 2, run.event_types()
+    last = chain[-1]
+    assert last.output["status"] == "SUCCEEDED" and last.output["migrations"][-1]["first"] == "003", last.output
+
+    # Every row done once, applied once, then 003: the chain resumed from the ledger.
+    assert fresh_database.query("SELECT count(*), min(touched), max(touched), bool_and(done = v * 2) FROM items") == [
+        (ROWS, 1, 1, True)]
+    events = batch_events(fresh_database, "002")
+    assert [k for k, *_ in events].count("applied") == 1 and events[-1] == ("applied", 10, ROWS), events
+    assert [v for v, ok, dirty in ledger(fresh_database) if ok and not dirty] == ["001", "002", "003"]

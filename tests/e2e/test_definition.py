@@ -10,20 +10,51 @@ from typing import Any, Iterator
 
 import harness
 
-#: Lambda's errors that Step Functions recommends retrying, plus the two the real service raises
-#: for an idle VPC function (Inactive until it is invoked again: ResourceNotReady, for minutes)
-#: and for a slow invocation (ClientExecutionTimeout).
+#: Lambda's errors that Step Functions recommends retrying, plus the ones the real service raises
+#: for an idle VPC function (Inactive until it is invoked again: ResourceNotReady, for minutes),
+#: for a function that is Pending (just created or updated by a deploy, or an Inactive one being
+#: brought back: "Lambda does not invoke a function during pending state. Any invocations ...
+#: will fail", https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html; Invoke's
+#: ResourceConflictException, "another operation is in progress") and for a slow invocation
+#: (ClientExecutionTimeout). Step Functions names them `Lambda.<exception>`
+#: (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html).
 LAMBDA_SERVICE_ERRORS = {
     "Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException", "Lambda.ResourceNotReadyException",
-    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ResourceConflictException", "Lambda.ClientExecutionTimeoutException",
 }
+#: What `ecs:runTask.sync` raises when ECS refuses to start the task: a RunTask that returns
+#: failures (no capacity in the zone, ...) fails the state with `AmazonECS.Unknown`
+#: (https://docs.aws.amazon.com/step-functions/latest/dg/connect-ecs.html, "If a non-empty
+#: Failures field is encountered, the task is failed with an AmazonECS.Unknown error"); an error
+#: of the RunTask call itself (throttling; "Capacity is unavailable at this time") is
+#: `ECS.AmazonECSException` (https://repost.aws/knowledge-center/ecs-fargate-runtask-capacity:
+#: "Step Functions records ECS.AmazonECSException in its ErrorEquals field").
+ECS_START_ERRORS = {"ECS.AmazonECSException", "AmazonECS.Unknown"}
+#: Capacity comes back in minutes: retry for at least five.
+MIN_ECS_RETRY_SECONDS = 300
+#: The longest any Task state may take: a Task with no TimeoutSeconds waits up to the execution's
+#: year (https://docs.aws.amazon.com/step-functions/latest/dg/sfn-stuck-execution.html). ApplyTask
+#: (a long migration's ECS task) has the longest: 12 h.
+MAX_TASK_SECONDS = 12 * 3600
+#: The longest a Wait state may wait (BatchWait: the worker's STEPMIGRATE_BATCH_WAIT, which the
+#: worker refuses past 15 minutes: `lambda::env`, batch_settings_from).
+MAX_WAIT_SECONDS = 15 * 60
 #: Lambda needs minutes to bring an Inactive function back: retry for at least two.
 MIN_LAMBDA_RETRY_SECONDS = 120
 
 
 def definition() -> dict[str, Any]:
     return json.loads(harness.DEFINITION.read_text())
+
+
+def asl_files() -> list[Any]:
+    """Every Amazon States Language file of the repository (the definition, and any other)."""
+    root = harness.DEFINITION.parents[1]
+    found = sorted(p for p in root.rglob("*.asl.json")
+                   if not any(part in {"node_modules", ".venv", "target", "cdk.out"} for part in p.parts))
+    assert harness.DEFINITION in found, found
+    return found
 
 
 def states(states_map: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -102,6 +133,7 @@ def test_a_batch_migration_loops_retried_and_caught_like_an_apply():
     assert not retried & {"BatchStalled", "BatchLoopLimit", "SqlFailed"}, retried
     assert apply_batch["ResultPath"] == "$.batch" and apply_batch["Next"] == "BatchDone?"
     assert states_["BatchDone?"]["Choices"] == [
+        {"Variable": "$.batch.continue_execution", "BooleanEquals": True, "Next": "ContinueInNewExecution"},
         {"Variable": "$.batch.done", "BooleanEquals": False, "Next": "BatchWait"}]
     assert states_["BatchWait"]["Next"] == "ApplyBatch"
 
@@ -128,3 +160,58 @@ def test_no_state_hands_notify_an_empty_database_name():
     for name, state in states(definition()["States"]):
         params = state.get("Parameters") or {}
         assert params.get("database", "x") != "", f"{name} sets database to an empty string"
+
+
+def test_every_task_has_a_bounded_timeout_and_every_wait_a_bounded_wait():
+    """Timeouts nest, state > Lambda > database: the CDK construct checks each Lambda Task's
+    TimeoutSeconds against its function's timeout, and ApplyTask's against the task's statement
+    timeout (infrastructure/tests/test_real_service.py); here, that none is missing or unbounded,
+    in every ASL file. No HeartbeatSeconds: neither a Lambda invocation nor `ecs:runTask.sync`
+    sends heartbeats."""
+    for path in asl_files():
+        for name, state in states(json.loads(path.read_text())["States"]):
+            if state["Type"] == "Task":
+                seconds = state.get("TimeoutSeconds")
+                assert isinstance(seconds, int) and 0 < seconds <= MAX_TASK_SECONDS, (path.name, name, seconds)
+                assert "TimeoutSecondsPath" not in state and "HeartbeatSeconds" not in state, (path.name, name)
+            if state["Type"] == "Wait":
+                assert not {"Timestamp", "TimestampPath"} & set(state), (path.name, name)
+                if "Seconds" in state:
+                    assert state["Seconds"] <= MAX_WAIT_SECONDS, (path.name, name)
+                else:
+                    # The only path a Wait reads: apply-one's wait_seconds, bounded by the worker.
+                    assert state["SecondsPath"] == "$.batch.wait_seconds", (path.name, name)
+
+
+def test_the_task_route_retries_ecs_refusals_for_minutes():
+    apply_task = dict(states(definition()["States"]))["ApplyTask"]
+    for error in sorted(ECS_START_ERRORS):
+        retrier = next((r for r in apply_task["Retry"] if error in r["ErrorEquals"]), None)
+        assert retrier is not None, f"ApplyTask does not retry {error}"
+        assert retrier.get("JitterStrategy", "NONE") == "NONE", retrier
+        assert sum(retry_delays(retrier)) >= MIN_ECS_RETRY_SECONDS, retrier
+
+
+def test_a_batch_loop_past_its_history_share_continues_in_a_new_execution():
+    """An execution holds at most 25,000 history events
+    (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html): a batch migration
+    that used its share (`max_invocations`) ends the Map with BatchContinues, which the Map
+    catches to start the same migrate again (`states:startExecution`, the plan's
+    `continuation`) and succeed: a backfill of any length ends on its own."""
+    d = definition()
+    apply_batch = lambda_tasks()["ApplyBatch"]
+    assert apply_batch["ResultSelector"]["continue_execution.$"] == "$.continue_execution"
+    processor = d["States"]["ApplyEach"]["ItemProcessor"]["States"]
+    assert processor["ContinueInNewExecution"] == {**processor["ContinueInNewExecution"], "Type": "Fail",
+                                                   "Error": "BatchContinues"}
+    (catch,) = d["States"]["ApplyEach"]["Catch"]
+    assert catch["ErrorEquals"] == ["BatchContinues"] and catch["Next"] == "StartContinuation"
+    start = d["States"]["StartContinuation"]
+    assert start["Resource"] == "arn:aws:states:::states:startExecution"
+    assert start["Parameters"] == {"StateMachineArn.$": "$.plan.continuation.state_machine",
+                                   "Name.$": "$.plan.continuation.name",
+                                   "Input.$": "$.plan.continuation.input"}
+    assert start["Next"] == "Continued" and d["States"]["Continued"]["End"] is True
+    assert start["Catch"][0]["Next"] == "ReportContinuationFailure"
+    # Nothing in the definition raises BatchLoopLimit any more: the worker continues instead.
+    assert "BatchLoopLimit" not in json.dumps(d["States"]["ApplyEach"]["Catch"])

@@ -175,6 +175,8 @@ fn start_input(action: RemoteAction, dry_run: bool, to: Option<Version>) -> Exec
         target: to,
         skip_after_deploy: false,
         source: Some("stepmigrate remote".into()),
+        continuation: 0,
+        continued_from: None,
     }
 }
 

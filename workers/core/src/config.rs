@@ -40,6 +40,12 @@ pub struct Settings {
     /// How often a long statement's progress is logged (an index build's phase and blocks).
     #[serde(with = "duration")]
     pub progress_interval: Duration,
+    /// When a run that can stop part way and say so (verify) must be done: it starts no
+    /// migration whose statements cannot end by then, and caps their statement_timeout to
+    /// it ([`crate::deadline`]). A Lambda worker sets it per invocation from the invocation's
+    /// deadline (less its margin); `None`: no deadline.
+    #[serde(skip)]
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for Settings {
@@ -54,6 +60,7 @@ impl Default for Settings {
             ledger_schema: None,
             allow_out_of_order: false,
             progress_interval: Duration::from_secs(10),
+            deadline: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod batch;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod index_build;
 pub mod integrity;

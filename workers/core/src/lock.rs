@@ -17,6 +17,31 @@ use crate::ledger::LedgerSchema;
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrate.runner.' || $1, 0)), pg_backend_pid()";
 const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || $1, 0))";
 
+// pg_locks shows a bigint advisory key as classid (its high 32 bits) and objid (its low 32
+// bits), objsubid 1 (https://www.postgresql.org/docs/current/view-pg-locks.html).
+const HELD_BY_ANOTHER: &str = "SELECT EXISTS (
+    SELECT 1 FROM pg_locks l,
+        (SELECT hashtextextended('stepmigrate.runner.' || $1, 0) AS k) key
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::bigint = ((key.k >> 32) & 4294967295)
+      AND l.objid::bigint = (key.k & 4294967295)
+      AND l.pid <> pg_backend_pid())";
+
+/// Whether another session holds the migration lock of `schema` now: a runner at work. A
+/// dirty row seen without the lock may be that runner's migration in progress (a
+/// no-transaction migration is dirty until it ends), not one left half done.
+pub async fn held_by_another(
+    conn: &mut sqlx::PgConnection,
+    schema: &LedgerSchema,
+) -> Result<bool, Error> {
+    sqlx::query_scalar(HELD_BY_ANOTHER)
+        .bind(schema.name())
+        .fetch_one(conn)
+        .await
+        .map_err(|e| Error::database("reading whether another runner holds the migration lock", e))
+}
+
 /// The held migration lock: see [`MigrationLock::hold`]. Dropped unreleased (a panic, a
 /// release that failed), its session is closed rather than returned to the pool, which
 /// releases the lock too.

@@ -1575,8 +1575,29 @@ impl Migrator {
                 ));
                 continue;
             }
-            let limits = timeouts(m, &self.settings, Some(lock_timeout));
+            let mut limits = timeouts(m, &self.settings, Some(lock_timeout));
+            // A deadline (a Lambda invocation's): start nothing that cannot end before it, and
+            // report what was not verified rather than be stopped with nothing reported.
+            let statements = sql::split_statements(&m.sql).len();
+            let fit =
+                crate::deadline::fit(self.settings.deadline, Instant::now(), statements, limits);
+            let capped = match fit {
+                crate::deadline::Fit::Unchanged => false,
+                crate::deadline::Fit::Capped(statement_timeout) => {
+                    limits.1 = statement_timeout;
+                    true
+                }
+                crate::deadline::Fit::OutOfTime => {
+                    results.push(skipped(m, crate::deadline::OUT_OF_TIME.into()));
+                    stop = Some(crate::deadline::OUT_OF_TIME_AFTER.into());
+                    continue;
+                }
+            };
             match verify_in_open_transaction(conn, m, limits, true).await {
+                Ok(v) if capped && crate::deadline::stopped_by_cap(&v.outcome) => {
+                    results.push(skipped(m, crate::deadline::OUT_OF_TIME.into()));
+                    stop = Some(crate::deadline::OUT_OF_TIME_AFTER.into());
+                }
                 Ok(v) => {
                     if matches!(v.outcome, VerifyOutcome::Failed { .. }) {
                         stop = Some(format!("not verified: {} failed before it", m.name));

@@ -20,7 +20,15 @@ use crate::runner::{Migrator, RecordedOutcome};
 /// The actions an execution accepts.
 pub const ACTIONS: [&str; 4] = ["status", "migrate", "verify", "rollback"];
 /// The fields an execution input accepts.
-pub const INPUT_FIELDS: [&str; 5] = ["action", "dry_run", "target", "skip_after_deploy", "source"];
+pub const INPUT_FIELDS: [&str; 7] = [
+    "action",
+    "dry_run",
+    "target",
+    "skip_after_deploy",
+    "source",
+    "continuation",
+    "continued_from",
+];
 
 /// An execution's input, as a person types it in the console: `{}` means migrate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +43,17 @@ pub struct ExecutionInput {
     pub skip_after_deploy: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A migrate the workflow started to continue one whose history budget ran out (a long
+    /// batch migration): how many executions came before it in the chain (0: none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub continuation: u32,
+    /// The execution it continues (its ARN), for the console and the logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continued_from: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +74,7 @@ pub enum Action {
 impl ExecutionInput {
     /// Validates a raw execution input; the error lists what is accepted.
     pub fn parse(raw: &Value) -> Result<ExecutionInput, Error> {
-        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default) | \"verify\" | \"rollback\", \"dry_run\": true | false, \"target\": \"VERSION\" (required for rollback: the version to roll back to, \"000\" for all), \"skip_after_deploy\": true | false (migrate: leave after-deploy migrations for a later run), \"source\": \"TEXT\"}, e.g. {\"action\": \"migrate\", \"dry_run\": true} or {\"action\": \"rollback\", \"target\": \"004\"}";
+        const ACCEPTED: &str = "accepted input: {\"action\": \"status\" | \"migrate\" (default) | \"verify\" | \"rollback\", \"dry_run\": true | false, \"target\": \"VERSION\" (required for rollback: the version to roll back to, \"000\" for all), \"skip_after_deploy\": true | false (migrate: leave after-deploy migrations for a later run), \"source\": \"TEXT\", \"continuation\": N and \"continued_from\": \"ARN\" (set by the workflow when it continues a migrate in a new execution)}, e.g. {\"action\": \"migrate\", \"dry_run\": true} or {\"action\": \"rollback\", \"target\": \"004\"}";
         let invalid = |why: String| Error::InvalidInput(format!("{why}; {ACCEPTED}"));
         let object = match raw {
             Value::Null => {
@@ -65,6 +84,8 @@ impl ExecutionInput {
                     target: None,
                     skip_after_deploy: false,
                     source: None,
+                    continuation: 0,
+                    continued_from: None,
                 })
             }
             Value::Object(o) => o,
@@ -127,6 +148,33 @@ impl ExecutionInput {
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => return Err(invalid(format!("`source` must be a string, not {other}"))),
         };
+        let continuation = match object.get("continuation") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)) => {
+                n.as_u64().unwrap_or_default() as u32
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`continuation` must be a whole number, not {other}"
+                )))
+            }
+        };
+        let continued_from = match object.get("continued_from") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`continued_from` must be a string, not {other}"
+                )))
+            }
+        };
+        if (continuation > 0 || continued_from.is_some()) && (action != Action::Migrate || dry_run)
+        {
+            return Err(invalid(
+                "`continuation` belongs to a migrate the workflow continues in a new execution"
+                    .into(),
+            ));
+        }
         if action == Action::Rollback && target.is_none() {
             return Err(invalid(
                 "a rollback needs `target`: the version to roll back to (the migrations applied above it are reverted; \"000\" reverts all)".into(),
@@ -138,6 +186,8 @@ impl ExecutionInput {
             target,
             skip_after_deploy,
             source,
+            continuation,
+            continued_from,
         })
     }
 }
@@ -172,7 +222,8 @@ pub struct MigrationRange {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub task: bool,
     /// A batch item's: how many invocations this execution allows it (its share of the
-    /// history budget, [`batch_invocation_cap`]); past it, `BatchLoopLimit`.
+    /// history budget, [`batch_invocation_cap`]); past it, the migrate continues in a new
+    /// execution ([`BatchLoop::continue_execution`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_invocations: Option<u32>,
     /// A batch item's: its migration's checksum when planned. A batch loop may outlast a
@@ -231,6 +282,58 @@ pub struct PlanOutput {
     pub deferred: Vec<String>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// How the workflow continues this migrate in a new execution when a batch migration
+    /// uses its share of the history budget (`StartContinuation`: `states:startExecution`
+    /// with these); absent without an execution (a local run) or for a report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
+}
+
+/// The next execution of a migrate that continues in a new one: the same input, numbered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Continuation {
+    /// This state machine's ARN (from the execution's).
+    pub state_machine: String,
+    /// `<execution name>-c<N>`: stable for this execution (a retried start starts nothing
+    /// new), at most 80 characters.
+    pub name: String,
+    /// The execution's input with `continuation` = N and `continued_from` = this execution.
+    pub input: Value,
+}
+
+/// The error `ContinueInNewExecution` stops the Map with, which `ApplyEach` catches to start
+/// the continuation: the definition's own, never a worker's.
+pub const CONTINUE_ERROR: &str = "BatchContinues";
+
+/// Step Functions' limit on an execution's name.
+const EXECUTION_NAME_MAX: usize = 80;
+
+/// The continuation of the migrate `input` run by `execution_arn`
+/// (`arn:<partition>:states:<region>:<account>:execution:<state machine>:<name>`); None for
+/// anything else.
+pub fn continuation_of(input: &ExecutionInput, execution_arn: &str) -> Option<Continuation> {
+    let (prefix, name) = execution_arn.rsplit_once(':')?;
+    let (head, state_machine) = prefix.rsplit_once(':')?;
+    let account_part = head.strip_suffix(":execution")?;
+    let number = input.continuation.saturating_add(1);
+    // The chain keeps the first execution's name: `deploy-42-c1`, `deploy-42-c2`, ...
+    let base = match name.rsplit_once("-c") {
+        Some((base, n)) if input.continuation > 0 && n.parse::<u32>().is_ok() => base,
+        _ => name,
+    };
+    let suffix = format!("-c{number}");
+    let mut base = base.to_owned();
+    while base.len() + suffix.len() > EXECUTION_NAME_MAX {
+        base.pop();
+    }
+    let mut next = input.clone();
+    next.continuation = number;
+    next.continued_from = Some(execution_arn.to_owned());
+    Some(Continuation {
+        state_machine: format!("{account_part}:stateMachine:{state_machine}"),
+        name: format!("{base}{suffix}"),
+        input: serde_json::to_value(&next).ok()?,
+    })
 }
 
 /// One migration a rollback reverts, as its dry run lists it.
@@ -397,6 +500,10 @@ pub struct PlanSettings {
     /// statement timeout); a migration whose own `statement_timeout` is longer runs as an
     /// ECS task.
     pub task_threshold: Duration,
+    /// `STEPMIGRATE_MAX_BATCH_INVOCATIONS`: a lower cap on a batch migration's invocations
+    /// per execution than its share of the history budget (the end-to-end tests make it
+    /// small to see an execution continue in a new one).
+    pub max_batch_invocations: Option<u32>,
 }
 
 /// The task threshold without `STEPMIGRATE_TASK_THRESHOLD`: what Lambda's 15-minute maximum
@@ -408,6 +515,7 @@ impl Default for PlanSettings {
         PlanSettings {
             max_iterations: DEFAULT_MAX_ITERATIONS,
             task_threshold: DEFAULT_TASK_THRESHOLD,
+            max_batch_invocations: None,
         }
     }
 }
@@ -438,11 +546,33 @@ pub async fn plan(
         target: input.target.clone(),
         skip_after_deploy: input.skip_after_deploy,
     };
-    let (_, plan) = migrator.plan(&scope).await?;
+    let (_, mut plan) = migrator.plan(&scope).await?;
     let report_only = input.action != Action::Migrate || input.dry_run;
+    // A dirty row seen without the lock may be a migration another runner is running right
+    // now (a no-transaction index build of an after-deploy run, for hours): `up`'s judgement.
+    // While that runner holds the migration lock the row is "in progress", not `Dirty`;
+    // apply-one judges it again under the lock.
+    let in_progress = plan.count(State::Dirty) > 0 && another_runner_at_work(migrator).await?;
+    if in_progress && scope.skip_after_deploy {
+        defer_in_progress(&mut plan);
+    }
     if !report_only {
         migrator.set.ensure_sum_current()?;
-        plan.ensure_applicable(migrator.settings.allow_out_of_order)?;
+        if in_progress {
+            // Judged as the runner at work will leave it, applied (what requires it may then
+            // follow); apply-one judges again under the lock, once that runner is done.
+            let mut judged = plan.clone();
+            for e in judged
+                .entries
+                .iter_mut()
+                .filter(|e| e.state == State::Dirty)
+            {
+                e.state = State::Applied;
+            }
+            judged.ensure_applicable(migrator.settings.allow_out_of_order)?;
+        } else {
+            plan.ensure_applicable(migrator.settings.allow_out_of_order)?;
+        }
     }
     let pending: Vec<&Entry> = plan.pending().collect();
     let migration = |e: &&Entry| migrator.set.get(&e.version);
@@ -470,7 +600,9 @@ pub async fn plan(
     })?;
     let batch_items = groups.iter().filter(|g| is_batch[g.start]).count();
     let task_items = groups.iter().filter(|g| is_task[g.start]).count();
-    let max_invocations = batch_invocation_cap(groups.len(), batch_items, task_items);
+    let max_invocations = batch_invocation_cap(groups.len(), batch_items, task_items)
+        .min(settings.max_batch_invocations.unwrap_or(u32::MAX))
+        .max(1);
     let items: Vec<MigrationRange> = groups
         .iter()
         .map(|g| {
@@ -523,7 +655,39 @@ pub async fn plan(
         seen_event: None,
         deferred: plan.deferred().map(|e| e.name.clone()).collect(),
         warnings: plan.warnings,
+        continuation: if report_only {
+            None
+        } else {
+            request
+                .execution
+                .as_deref()
+                .and_then(|arn| continuation_of(&input, arn))
+        },
     })
+}
+
+/// Whether another runner holds the migration lock now (see [`crate::lock::held_by_another`]).
+async fn another_runner_at_work(migrator: &Migrator) -> Result<bool, Error> {
+    let mut conn = migrator.db.connect().await?;
+    let schema = migrator.ledger_schema(&mut conn).await?;
+    crate::lock::held_by_another(&mut conn, &schema).await
+}
+
+/// The deploy's own run, while another runner is running a migration (dirty until it ends,
+/// e.g. an after-deploy `CREATE INDEX CONCURRENTLY` as an ECS task): that migration, and each
+/// pending one that requires it (transitively), is left for the run after the deploy, like an
+/// after-deploy migration, instead of failing the deploy with `Dirty`.
+fn defer_in_progress(plan: &mut crate::plan::Plan) {
+    let mut deferred = std::collections::HashSet::new();
+    for e in &mut plan.entries {
+        let pending = matches!(e.state, State::Pending | State::Failed);
+        if e.state == State::Dirty
+            || (pending && e.requires.iter().any(|r| deferred.contains(&r.number())))
+        {
+            e.deferred = true;
+            deferred.insert(e.version.number());
+        }
+    }
 }
 
 /// The plan of a rollback execution: the reverts, newest applied first, one Map item each
@@ -605,6 +769,7 @@ async fn plan_rollback(
         },
         deferred: Vec::new(),
         warnings: plan.warnings,
+        continuation: None,
     })
 }
 
@@ -662,6 +827,10 @@ pub struct BatchLoop {
     pub stalled: u32,
     /// How long the definition's `BatchWait` waits before the next invocation.
     pub wait_seconds: u64,
+    /// The migration used this execution's share of the history budget (`max_invocations`)
+    /// unfinished: the workflow continues in a new execution (`BatchDone?` ->
+    /// `ContinueInNewExecution`), which resumes it from the ledger.
+    pub continue_execution: bool,
 }
 
 /// The apply-one step's output (the Map keeps none of it: the definition discards it, but
@@ -683,6 +852,10 @@ pub struct ApplyOutput {
     pub stalled: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<u64>,
+    /// A batch item's (always present: `ApplyBatch`'s ResultSelector reads it): see
+    /// [`BatchLoop::continue_execution`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_execution: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -698,6 +871,7 @@ impl ApplyOutput {
             invocations: None,
             stalled: None,
             wait_seconds: None,
+            continue_execution: None,
         }
     }
 }
@@ -727,6 +901,9 @@ pub const BATCH_DEADLINE_MARGIN: Duration = Duration::from_secs(30);
 /// An invocation's budget with neither a deadline nor `STEPMIGRATE_BATCH_BUDGET`.
 pub const DEFAULT_BATCH_BUDGET: Duration = Duration::from_secs(600);
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_secs(5);
+/// The longest `STEPMIGRATE_BATCH_WAIT` accepted: the definition's BatchWait (a Wait state,
+/// which takes no TimeoutSeconds) waits no longer.
+pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// The time one invocation runs batches: what the invocation has left (`remaining`) less
 /// [`BATCH_DEADLINE_MARGIN`] (half of it when that leaves less than the margin itself), and
@@ -750,7 +927,8 @@ pub fn batch_budget(remaining: Option<Duration>, configured: Option<Duration>) -
 /// The loop after an invocation that ended `done` (or not) at `progress`, having changed
 /// `run_rows` rows: one more invocation, stalled once more if it changed none. An
 /// unfinished migration that stalled [`STALL_INVOCATIONS`] times in a row is `BatchStalled`;
-/// one that used `max_invocations` is `BatchLoopLimit`.
+/// one that used `max_invocations` (its share of this execution's history budget) continues
+/// in a new execution ([`BatchLoop::continue_execution`]): a backfill of any length ends.
 pub fn next_loop(
     previous: Option<&BatchLoop>,
     name: &str,
@@ -771,6 +949,7 @@ pub fn next_loop(
             0
         },
         wait_seconds: wait.as_millis().div_ceil(1000) as u64,
+        continue_execution: false,
     };
     if done {
         return Ok(next);
@@ -784,11 +963,15 @@ pub fn next_loop(
         });
     }
     if max_invocations.is_some_and(|max| next.invocations >= max) {
-        return Err(Error::BatchLoopLimit {
-            name: name.to_owned(),
-            invocations: next.invocations,
-            batches: progress.batches,
-            rows: progress.rows,
+        tracing::info!(
+            invocations = next.invocations,
+            batches = progress.batches,
+            rows = progress.rows,
+            "{name}: this execution's share of the history budget is used: it continues in a new execution"
+        );
+        return Ok(BatchLoop {
+            continue_execution: true,
+            ..next
         });
     }
     Ok(next)
@@ -938,6 +1121,7 @@ async fn apply_batch(
         invocations: Some(next.invocations),
         stalled: Some(next.stalled),
         wait_seconds: Some(next.wait_seconds),
+        continue_execution: Some(next.continue_execution),
     })
 }
 
@@ -1076,6 +1260,7 @@ pub const VERIFIED_LISTED: usize = 200;
 pub async fn verify(
     migrator: &Migrator,
     request: VerifyRequest,
+    remaining: Option<Duration>,
 ) -> Result<crate::verify::VerifySummary, Error> {
     let input = ExecutionInput::parse(&request.verify)?;
     if input.action != Action::Verify {
@@ -1097,6 +1282,24 @@ pub async fn verify(
         .unwrap_or_else(|| crate::runner::new_run_id("verify"));
     let lock_timeout =
         crate::verify::IN_TRANSACTION_LOCK_TIMEOUT.min(migrator.settings.lock_timeout);
+    // The verification stops on its own before the invocation's deadline (less the margin a
+    // worker keeps for its bookkeeping: the `verified` events, the rollback, the answer): what
+    // it could not verify in time is reported `skipped` with the reason, never cut off by
+    // Lambda with nothing reported.
+    let bounded;
+    let migrator = match remaining {
+        Some(left) => {
+            let settings = crate::config::Settings {
+                deadline: Some(
+                    Instant::now() + left.saturating_sub(crate::lambda::deadline_margin(left)),
+                ),
+                ..migrator.settings.clone()
+            };
+            bounded = Migrator::new(migrator.db.clone(), migrator.set.clone(), settings);
+            &bounded
+        }
+        None => migrator,
+    };
     let report = migrator
         .verify_in_transaction(input.target.as_ref(), lock_timeout, &run_id)
         .await?;
@@ -1121,7 +1324,7 @@ pub async fn apply_one_or_verify(
         ApplyOneRequest::TaskOutcome(r) => {
             task_outcome(migrator, r).await.map(ApplyOneOutput::Applied)
         }
-        ApplyOneRequest::Verify(r) => verify(migrator, r)
+        ApplyOneRequest::Verify(r) => verify(migrator, r, remaining)
             .await
             .map(|s| ApplyOneOutput::Verified(Box::new(s))),
     }
@@ -1579,7 +1782,8 @@ mod tests {
                 progress: at(50),
                 invocations: 1,
                 stalled: 0,
-                wait_seconds: 2
+                wait_seconds: 2,
+                continue_execution: false,
             }
         );
         // No row changed: stalled, twice is still fine, the third time fails.
@@ -1618,12 +1822,14 @@ mod tests {
         // Done ends it, whatever the counts.
         let done = next_loop(Some(&two), "004_backfill", true, at(50), 0, Some(3), wait).unwrap();
         assert!(done.done);
-        // The cap: the invocation that reaches it, not done, fails.
+        assert!(!moved.continue_execution && !done.continue_execution);
+        // The cap: the invocation that reaches it, not done, continues in a new execution
+        // (no error: nothing is recorded or alerted, the progress is in the ledger).
         let capped = BatchLoop {
             invocations: 9,
             ..moved
         };
-        let err = next_loop(
+        let next = next_loop(
             Some(&capped),
             "004_backfill",
             false,
@@ -1632,9 +1838,41 @@ mod tests {
             Some(10),
             wait,
         )
-        .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BatchLoopLimit);
-        assert!(err.to_string().contains("after 10 invocations"), "{err}");
+        .unwrap();
+        assert!(next.continue_execution && !next.done, "{next:?}");
+        assert_eq!(next.invocations, 10);
+    }
+
+    #[test]
+    fn a_migrate_continues_as_the_same_input_numbered_in_a_new_execution() {
+        let arn = "arn:aws:states:eu-west-1:123456789012:execution:Migrations-1AB:after-deploy-7";
+        let input = ExecutionInput::parse(&json!({"source": "after-deploy"})).unwrap();
+        let first = continuation_of(&input, arn).unwrap();
+        assert_eq!(
+            first.state_machine,
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:Migrations-1AB"
+        );
+        assert_eq!(first.name, "after-deploy-7-c1");
+        assert_eq!(
+            first.input,
+            json!({"action": "migrate", "dry_run": false, "source": "after-deploy", "continuation": 1,
+                   "continued_from": arn})
+        );
+        // The next one parses, and its own continuation keeps the chain's first name.
+        let second_input = ExecutionInput::parse(&first.input).unwrap();
+        let second_arn = format!(
+            "arn:aws:states:eu-west-1:123456789012:execution:Migrations-1AB:{}",
+            first.name
+        );
+        let second = continuation_of(&second_input, &second_arn).unwrap();
+        assert_eq!(second.name, "after-deploy-7-c2");
+        assert_eq!(second.input["continuation"], 2);
+        // A name at Step Functions' 80 characters still fits with its suffix.
+        let long = format!("arn:aws:states:r:1:execution:M:{}", "n".repeat(80));
+        assert_eq!(continuation_of(&input, &long).unwrap().name.len(), 80);
+        assert!(continuation_of(&input, "not an arn").is_none());
+        // Only a migrate continues.
+        assert!(ExecutionInput::parse(&json!({"action": "status", "continuation": 1})).is_err());
     }
 
     #[test]
@@ -1931,6 +2169,7 @@ mod tests {
 
 #[cfg(test)]
 mod definition_tests {
+    use super::CONTINUE_ERROR;
     use crate::error::ErrorKind;
     use serde_json::Value;
 
@@ -1952,7 +2191,10 @@ mod definition_tests {
                 || name.starts_with("Lambda.")
                 || name.starts_with("States.")
                 // ECS's own, for the task route (RunTask refused, no capacity).
-                || ["ECS.AmazonECSException", "AmazonECS.Unknown"].contains(&name.as_str());
+                || ["ECS.AmazonECSException", "AmazonECS.Unknown"].contains(&name.as_str())
+                // The definition's own, not a worker's: a batch loop that continues in a
+                // new execution stops the Map with it, and the Map catches it.
+                || name == CONTINUE_ERROR;
             assert!(known, "the definition matches unknown error {name}");
         }
     }

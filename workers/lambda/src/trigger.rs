@@ -29,6 +29,12 @@ pub const ENV_HANDLER: &str = "STEPMIGRATE_TRIGGER_HANDLER";
 /// deploy never waits for a long data migration.
 pub const EXECUTION_INPUT: &str = r#"{"action":"migrate","skip_after_deploy":true,"source":"cdk"}"#;
 
+/// The deploy's run when the after-deploy rule is new in this deploy (the stack's first deploy,
+/// or the one that turned the rule on): EventBridge applies a new rule eventually, so it may miss
+/// this very deploy's completion, and the migrations it would have applied would wait with no
+/// alarm. That deploy runs them all instead: nothing deferred.
+pub const EXECUTION_INPUT_NEW_RULE: &str = r#"{"action":"migrate","source":"cdk"}"#;
+
 /// Which of the Provider's two functions this instance is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {
@@ -67,6 +73,9 @@ pub struct TriggerProperties {
     pub state_machine_arn: String,
     #[serde(default)]
     pub migration_set_hash: String,
+    /// The ARN of the construct's after-deploy rule, empty (or absent) without one.
+    #[serde(default)]
+    pub after_deploy_rule: String,
 }
 
 /// A CloudFormation custom resource request as the Provider framework hands it on; the
@@ -84,6 +93,9 @@ pub struct ResourceEvent {
     #[serde(default)]
     pub physical_resource_id: Option<String>,
     pub resource_properties: TriggerProperties,
+    /// An Update's previous properties.
+    #[serde(default)]
+    pub old_resource_properties: Option<TriggerProperties>,
     #[serde(default)]
     pub data: Option<Map<String, Value>>,
 }
@@ -122,6 +134,24 @@ impl ResourceEvent {
 
     fn data(&self, key: &str) -> Option<&str> {
         self.data.as_ref()?.get(key)?.as_str()
+    }
+
+    /// The deploy's execution input: the after-deploy migrations are deferred to the rule's
+    /// run, unless the rule is new in this deploy ([`EXECUTION_INPUT_NEW_RULE`]). Without a rule
+    /// they are deferred too (they wait for an operator's run, as documented).
+    pub fn execution_input(&self) -> &'static str {
+        let rule = self.resource_properties.after_deploy_rule.trim();
+        let old_rule = self
+            .old_resource_properties
+            .as_ref()
+            .map(|old| old.after_deploy_rule.trim());
+        let rule_is_new = !rule.is_empty()
+            && (self.request_type == RequestType::Create || old_rule != Some(rule));
+        if rule_is_new {
+            EXECUTION_INPUT_NEW_RULE
+        } else {
+            EXECUTION_INPUT
+        }
     }
 }
 
@@ -266,7 +296,12 @@ impl Trigger {
                 );
                 let arn = self
                     .executions
-                    .start(&props.state_machine_arn, &name, EXECUTION_INPUT, true)
+                    .start(
+                        &props.state_machine_arn,
+                        &name,
+                        event.execution_input(),
+                        true,
+                    )
                     .await?;
                 info!(execution = %arn, console = %console_url(&arn), "migration run started");
                 data.insert("ExecutionArn".into(), json!(arn));
@@ -464,6 +499,50 @@ mod tests {
                 .contains("ResourceProperties.StateMachineArn"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_deploy_that_creates_the_after_deploy_rule_defers_nothing() {
+        let event = |kind: &str, rule: Option<&str>, old: Option<Value>| -> ResourceEvent {
+            let mut props = json!({"StateMachineArn": "arn:sm", "MigrationSetHash": "h"});
+            if let Some(rule) = rule {
+                props["AfterDeployRule"] = json!(rule);
+            }
+            let mut e = json!({"RequestType": kind, "StackId": STACK, "ResourceProperties": props});
+            if let Some(old) = old {
+                e["OldResourceProperties"] = old;
+            }
+            serde_json::from_value(e).unwrap()
+        };
+        let rule = "arn:aws:events:eu-west-1:123456789012:rule/AfterDeploy";
+        let with_rule =
+            json!({"StateMachineArn": "arn:sm", "MigrationSetHash": "g", "AfterDeployRule": rule});
+        let without = json!({"StateMachineArn": "arn:sm", "MigrationSetHash": "g"});
+        // The first deploy, and the deploy that adds the rule: nothing deferred.
+        assert_eq!(
+            event("Create", Some(rule), None).execution_input(),
+            EXECUTION_INPUT_NEW_RULE
+        );
+        assert_eq!(
+            event("Update", Some(rule), Some(without.clone())).execution_input(),
+            EXECUTION_INPUT_NEW_RULE
+        );
+        // The rule was there before: the deploy defers to it.
+        assert_eq!(
+            event("Update", Some(rule), Some(with_rule)).execution_input(),
+            EXECUTION_INPUT
+        );
+        // No rule: deferred for an operator's run, as before.
+        assert_eq!(
+            event("Create", None, None).execution_input(),
+            EXECUTION_INPUT
+        );
+        assert_eq!(
+            event("Update", Some(""), Some(without)).execution_input(),
+            EXECUTION_INPUT
+        );
+        let new_rule: Value = serde_json::from_str(EXECUTION_INPUT_NEW_RULE).unwrap();
+        assert_eq!(new_rule, json!({"action": "migrate", "source": "cdk"}));
     }
 
     #[test]

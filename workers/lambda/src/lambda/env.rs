@@ -11,6 +11,9 @@ pub const ENV_MAX_ITERATIONS: &str = "STEPMIGRATE_MAX_ITERATIONS";
 pub const ENV_TOPIC_ARN: &str = "SNS_TOPIC_ARN";
 pub const ENV_BATCH_BUDGET: &str = "STEPMIGRATE_BATCH_BUDGET";
 pub const ENV_BATCH_WAIT: &str = "STEPMIGRATE_BATCH_WAIT";
+/// plan: a lower cap on a batch migration's invocations per execution than its share of the
+/// history budget (tests make it small to see an execution continue in a new one).
+pub const ENV_MAX_BATCH_INVOCATIONS: &str = "STEPMIGRATE_MAX_BATCH_INVOCATIONS";
 pub const ENV_TASK_THRESHOLD: &str = "STEPMIGRATE_TASK_THRESHOLD";
 /// The ECS task's item (apply-one's `task` mode): the Map item as JSON, which the state
 /// machine's container override sets.
@@ -71,9 +74,23 @@ pub(crate) fn plan_settings_from(
                 ),
             })?,
     };
+    let max_batch_invocations = match lookup(ENV_MAX_BATCH_INVOCATIONS) {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse()
+                .ok()
+                .filter(|n: &u32| *n > 0)
+                .ok_or_else(|| Error::Config {
+                    variable: ENV_MAX_BATCH_INVOCATIONS.into(),
+                    reason: format!("`{v}` is not a positive number of invocations"),
+                })?,
+        ),
+    };
     Ok(steps::PlanSettings {
         max_iterations,
         task_threshold,
+        max_batch_invocations,
     })
 }
 
@@ -105,10 +122,19 @@ pub(crate) fn batch_settings_from(
             reason: "0 leaves no time for a batch: write e.g. 30s or 10min".into(),
         });
     }
-    Ok(steps::BatchSettings {
-        budget,
-        wait: duration(ENV_BATCH_WAIT)?.unwrap_or(steps::DEFAULT_BATCH_WAIT),
-    })
+    let wait = duration(ENV_BATCH_WAIT)?.unwrap_or(steps::DEFAULT_BATCH_WAIT);
+    // The definition's BatchWait waits this long; a Wait state has no TimeoutSeconds, so this is
+    // its only bound (tests/e2e/test_definition.py checks the definition reads nothing else).
+    if wait > steps::MAX_BATCH_WAIT {
+        return Err(Error::Config {
+            variable: ENV_BATCH_WAIT.into(),
+            reason: format!(
+                "at most {} s between a batch migration's invocations",
+                steps::MAX_BATCH_WAIT.as_secs()
+            ),
+        });
+    }
+    Ok(steps::BatchSettings { budget, wait })
 }
 
 /// The metric namespace: `STEPMIGRATE_METRIC_NAMESPACE`, default `Stepmigrate`.

@@ -118,6 +118,8 @@ mod tests {
             (ENV_BATCH_BUDGET, "5 parsecs"),
             (ENV_BATCH_BUDGET, "0"),
             (ENV_BATCH_WAIT, "soon"),
+            // BatchWait is a Wait state, which takes no TimeoutSeconds: the worker bounds it.
+            (ENV_BATCH_WAIT, "16min"),
         ] {
             let err = from(&[bad]).unwrap_err();
             assert_eq!(err.kind(), crate::error::ErrorKind::ConfigError);
