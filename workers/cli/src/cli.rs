@@ -448,7 +448,7 @@ async fn run_on(
 ) -> Result<ExitCode, Error> {
     match command {
         Command::Status => {
-            let (ledger, plan) = m.plan(&Scope::default()).await?;
+            let (ledger, plan) = m.status().await?;
             out.status(&m.db, ledger.kind, &plan);
             Ok(match plan.ensure_runnable() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -473,7 +473,11 @@ async fn run_on(
         } => {
             let run_id = new_run_id("cli");
             let mut progress = out.progress(&m.db);
-            let report = m.up(&scope.scope(), &run_id, &mut progress).await?;
+            let scope = scope.scope();
+            let report = tokio::select! {
+                r = m.up(&scope, &run_id, &mut progress) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e).await),
+            };
             Ok(out.up(&report))
         }
         Command::Down {
@@ -499,9 +503,11 @@ async fn run_on(
             // Exactly what was shown (and confirmed): under the lock the runner refuses if
             // anything was applied meanwhile.
             let mut progress = out.rollback_progress(&m.db);
-            let report = m
-                .down_planned(&plan, *use_file, &new_run_id("down"), &mut progress)
-                .await?;
+            let run_id = new_run_id("down");
+            let report = tokio::select! {
+                r = m.down_planned(&plan, *use_file, &run_id, &mut progress) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e).await),
+            };
             Ok(out.down(&report))
         }
         Command::Verify {
@@ -855,6 +861,40 @@ async fn preview_command(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// After `up` or `down` was interrupted (its future dropped): the statement its session sent
+/// runs on in the server and would commit, with its ledger event, outside the lock and
+/// unseen. Cancels it and waits for it to stop, and says which happened: the error the
+/// command ends with.
+async fn stop_interrupted(m: &Migrator, interrupted: Error) -> Error {
+    let wait = std::time::Duration::from_secs(30);
+    let what = match m.db.cancel_own_work(wait).await {
+        Ok((_, still)) if !still.is_empty() => format!(
+            "cancelled the statement of backend {}, which is still running after {}s; it may yet commit: run `stepmigrate status` once it ends",
+            join_pids(&still),
+            wait.as_secs()
+        ),
+        Ok((cancelled, _)) if !cancelled.is_empty() => format!(
+            "cancelled the statement of backend {} and waited for it to stop: a migration (or revert) in a transaction rolled back whole, one outside a transaction is dirty; `stepmigrate status` shows what committed",
+            join_pids(&cancelled)
+        ),
+        Ok(_) => "no statement of this run was running on the server; `stepmigrate status` shows what committed".into(),
+        Err(e) => format!(
+            "could not cancel the statement of this run on the server ({e}): it may still commit; `stepmigrate status` shows what committed once it ends"
+        ),
+    };
+    match interrupted {
+        Error::InvalidInput(text) => Error::InvalidInput(format!("{text}: {what}")),
+        other => other,
+    }
+}
+
+fn join_pids(pids: &[i32]) -> String {
+    pids.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM as a CI runner or a
