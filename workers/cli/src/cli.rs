@@ -429,8 +429,11 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             let m = args.migrator(project.as_ref())?;
             let lock_timeout = args.lock_timeout_given();
             let result = run_on(&m, command, lock_timeout, project.as_ref(), out).await;
-            // Every session ends with a Terminate, not a reset connection in the server log.
-            m.db.close().await;
+            // Every session ends with a Terminate, not a reset connection in the server log;
+            // but never waits long: after an interrupt a session may be stuck mid-exchange
+            // (its future dropped), and the process ending closes it just as well (the
+            // server rolls back what it left open and frees its locks).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), m.db.close()).await;
             result.map_err(|e| {
                 project::attribute_error(e, project.as_ref(), |var| std::env::var(var).ok())
             })
