@@ -902,19 +902,28 @@ fn join_pids(pids: &[i32]) -> String {
 
 /// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM as a CI runner or a
 /// container sends it), as the error the command ends with: the commands that made a scratch
-/// database drop it first.
-async fn interrupted() -> Error {
+/// database drop it first. The handlers are installed when this is called, not when the
+/// future is first polled: a signal between the work's first statement and that poll would
+/// otherwise end the process at once, its statement running on in the server.
+fn interrupted() -> impl std::future::Future<Output = Error> {
     #[cfg(unix)]
-    {
+    let streams = {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Some(mut int), Some(mut term)) = streams {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             return Error::InvalidInput("interrupted".into());
         }
+        let _ = tokio::signal::ctrl_c().await;
+        Error::InvalidInput("interrupted".into())
     }
-    let _ = tokio::signal::ctrl_c().await;
-    Error::InvalidInput("interrupted".into())
 }

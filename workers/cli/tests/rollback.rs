@@ -645,7 +645,7 @@ async fn ctrl_c_during_a_down_cancels_the_revert_on_the_server_and_says_so() {
     assert!(sent.success());
     let run = Run::from(child.wait_with_output().unwrap());
     assert_ne!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert!(run.stderr.contains("interrupted"), "code {}: {}", run.code, run.stderr);
     assert!(run.stderr.contains("cancelled"), "{}", run.stderr);
     // Nothing of the revert committed after the interrupt: `plan` reads the ledger once no
     // migration's transaction is open, and 003 is still applied, its table there.

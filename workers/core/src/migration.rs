@@ -1565,7 +1565,7 @@ mod tests {
             Path::new("m"),
             vec![
                 file("001_a.sql", "CREATE TABLE a (x int);"),
-                file("002_b.sql", "-- stepmigrate: requires = 001\n-- stepmigrate: conflicts=3\nCREATE TABLE b (x int);"),
+                file("002_b.sql", "-- stepmigrate: requires = 001\n-- stepmigrate: conflicts=9\nCREATE TABLE b (x int);"),
                 file("003_c.sql", "-- stepmigrate: irreversible\nDROP TABLE a;"),
                 file("001_a.down.sql", "-- stepmigrate: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS i;"),
             ],
@@ -1573,7 +1573,7 @@ mod tests {
         .unwrap();
         let b = &set.migrations()[1].directives;
         assert_eq!(b.requires[0].as_str(), "001");
-        assert_eq!(b.conflicts[0].number(), 3);
+        assert_eq!(b.conflicts[0].number(), 9);
         assert!(set.migrations()[2].directives.irreversible);
         assert_eq!(
             set.migrations()[0].down.as_ref().unwrap().directives.mode,
