@@ -429,8 +429,11 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
             let m = args.migrator(project.as_ref())?;
             let lock_timeout = args.lock_timeout_given();
             let result = run_on(&m, command, lock_timeout, project.as_ref(), out).await;
-            // Every session ends with a Terminate, not a reset connection in the server log.
-            m.db.close().await;
+            // Every session ends with a Terminate, not a reset connection in the server log;
+            // but never waits long: after an interrupt a session may be stuck mid-exchange
+            // (its future dropped), and the process ending closes it just as well (the
+            // server rolls back what it left open and frees its locks).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), m.db.close()).await;
             result.map_err(|e| {
                 project::attribute_error(e, project.as_ref(), |var| std::env::var(var).ok())
             })
@@ -448,7 +451,7 @@ async fn run_on(
 ) -> Result<ExitCode, Error> {
     match command {
         Command::Status => {
-            let (ledger, plan) = m.plan(&Scope::default()).await?;
+            let (ledger, plan) = m.status().await?;
             out.status(&m.db, ledger.kind, &plan);
             Ok(match plan.ensure_runnable() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -473,7 +476,11 @@ async fn run_on(
         } => {
             let run_id = new_run_id("cli");
             let mut progress = out.progress(&m.db);
-            let report = m.up(&scope.scope(), &run_id, &mut progress).await?;
+            let scope = scope.scope();
+            let report = tokio::select! {
+                r = m.up(&scope, &run_id, &mut progress) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e).await),
+            };
             Ok(out.up(&report))
         }
         Command::Down {
@@ -499,9 +506,11 @@ async fn run_on(
             // Exactly what was shown (and confirmed): under the lock the runner refuses if
             // anything was applied meanwhile.
             let mut progress = out.rollback_progress(&m.db);
-            let report = m
-                .down_planned(&plan, *use_file, &new_run_id("down"), &mut progress)
-                .await?;
+            let run_id = new_run_id("down");
+            let report = tokio::select! {
+                r = m.down_planned(&plan, *use_file, &run_id, &mut progress) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e).await),
+            };
             Ok(out.down(&report))
         }
         Command::Verify {
@@ -857,21 +866,64 @@ async fn preview_command(
     })
 }
 
+/// After `up` or `down` was interrupted (its future dropped): the statement its session sent
+/// runs on in the server and would commit, with its ledger event, outside the lock and
+/// unseen. Cancels it and waits for it to stop, and says which happened: the error the
+/// command ends with.
+async fn stop_interrupted(m: &Migrator, interrupted: Error) -> Error {
+    let wait = std::time::Duration::from_secs(30);
+    let what = match m.db.cancel_own_work(wait).await {
+        Ok((_, still)) if !still.is_empty() => format!(
+            "cancelled the statement of backend {}, which is still running after {}s; it may yet commit: run `stepmigrate status` once it ends",
+            join_pids(&still),
+            wait.as_secs()
+        ),
+        Ok((cancelled, _)) if !cancelled.is_empty() => format!(
+            "cancelled the statement of backend {} and waited for it to stop: a migration (or revert) in a transaction rolled back whole, one outside a transaction is dirty; `stepmigrate status` shows what committed",
+            join_pids(&cancelled)
+        ),
+        Ok(_) => "no statement of this run was running on the server; `stepmigrate status` shows what committed".into(),
+        Err(e) => format!(
+            "could not cancel the statement of this run on the server ({e}): it may still commit; `stepmigrate status` shows what committed once it ends"
+        ),
+    };
+    match interrupted {
+        Error::InvalidInput(text) => Error::InvalidInput(format!("{text}: {what}")),
+        other => other,
+    }
+}
+
+fn join_pids(pids: &[i32]) -> String {
+    pids.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM as a CI runner or a
 /// container sends it), as the error the command ends with: the commands that made a scratch
-/// database drop it first.
-async fn interrupted() -> Error {
+/// database drop it first. The handlers are installed when this is called, not when the
+/// future is first polled: a signal between the work's first statement and that poll would
+/// otherwise end the process at once, its statement running on in the server.
+fn interrupted() -> impl std::future::Future<Output = Error> {
     #[cfg(unix)]
-    {
+    let streams = {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Some(mut int), Some(mut term)) = streams {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             return Error::InvalidInput("interrupted".into());
         }
+        let _ = tokio::signal::ctrl_c().await;
+        Error::InvalidInput("interrupted".into())
     }
-    let _ = tokio::signal::ctrl_c().await;
-    Error::InvalidInput("interrupted".into())
 }

@@ -316,7 +316,7 @@ async fn requires_and_conflicts_are_checked_before_anything_runs() {
         ("002_b.sql", "CREATE TABLE b (id int);\n"),
         (
             "003_c.sql",
-            "-- stepmigrate: conflicts = 009\nCREATE TABLE c (id int);\n",
+            "-- stepmigrate: conflicts = 002\nCREATE TABLE c (id int);\n",
         ),
     ]);
     let run = db.cli(bad.path(), &["up"]);
@@ -327,11 +327,19 @@ async fn requires_and_conflicts_are_checked_before_anything_runs() {
         "{}",
         run.stderr
     );
+    // Two migrations of one set that conflict could never both be applied: the set is
+    // refused, by `up` and by `check`, naming the file and line.
     assert!(
         run.stderr
-            .contains("003_c.sql: conflicts with 009, which is not a migration"),
+            .contains("003_c.sql:1: conflicts with 002_b.sql, a migration of this set"),
         "{}",
         run.stderr
+    );
+    let check = db.cli(bad.path(), &["check"]);
+    assert_ne!(check.code, 0);
+    assert!(
+        format!("{}{}", check.stdout, check.stderr).contains("conflicts with 002_b.sql"),
+        "{check:?}"
     );
 
     let dir = Dir::new(&[
@@ -346,11 +354,15 @@ async fn requires_and_conflicts_are_checked_before_anything_runs() {
         ("003_c.down.sql", "DROP TABLE c;\n"),
         (
             "004_d.sql",
-            "-- stepmigrate: conflicts = 002\nCREATE TABLE d (id int);\n",
+            "-- stepmigrate: conflicts = 009\nCREATE TABLE d (id int);\n",
         ),
     ]);
-    // 004 conflicts with 002, which runs first: the whole run is refused, nothing applied.
-    let run = db.cli(dir.path(), &["--json", "up"]);
+    db.cli(dir.path(), &["up", "--to", "003"]).assert_code(0);
+    // 009, another line of code's migration, applied to this database (as far as the ledger
+    // says): 004 conflicts with it, so the run is refused, nothing applied.
+    db.tamper("INSERT INTO schema_migrations (version, name, checksum, success) VALUES ('009', '009_other', 'x', true)")
+        .await;
+    let run = db.cli(dir.path(), &["--json", "up", "--allow-out-of-order"]);
     run.assert_code(12);
     let doc = run.json();
     assert_eq!(doc["error"]["name"], "DependencyNotMet");
@@ -358,14 +370,15 @@ async fn requires_and_conflicts_are_checked_before_anything_runs() {
         doc["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("004_d conflicts with 002_b"),
+            .contains("004_d conflicts with 009_other, which is applied"),
         "{doc}"
     );
-    assert!(db.applied().await.is_empty());
-    db.cli(dir.path(), &["up", "--to", "003"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002", "003", "009"]);
+    db.tamper("DELETE FROM schema_migrations WHERE version = '009'")
+        .await;
     let status = db.cli(dir.path(), &["--json", "status"]).json();
     assert_eq!(status["migrations"][2]["requires"][0], "001");
-    assert_eq!(status["migrations"][3]["conflicts"][0], "002");
+    assert_eq!(status["migrations"][3]["conflicts"][0], "009");
 
     // 001 re-applied last (deleted by hand, re-run): reverting only it would pull it from
     // under 003, which stays applied.
@@ -380,11 +393,11 @@ async fn requires_and_conflicts_are_checked_before_anything_runs() {
         "{message}"
     );
 
-    // Rolled back, 002 no longer conflicts: 004 applies.
+    // With 009 gone, 004 applies.
     db.cli(dir.path(), &["down", "--to", "001", "--yes"])
         .assert_code(0);
-    // 002 is pending again and runs before 004, which conflicts with it.
-    db.cli(dir.path(), &["up"]).assert_code(12);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002", "003", "004"]);
 }
 
 #[tokio::test]
@@ -584,6 +597,204 @@ async fn older_code_still_refuses_to_revert_a_requirement_and_reverts_dependents
     assert_eq!(dry["reverts"][0]["name"], "002_x");
     assert_eq!(dry["reverts"][1]["name"], "001_r");
     db.cli(older.path(), &["down", "--to", "000", "--yes"])
+        .assert_code(0);
+    assert!(db.applied().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_down_right_after_a_killed_up_waits_for_the_migration_still_committing() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    std::fs::remove_file(dir.path().join("003_c.sql")).unwrap();
+    std::fs::remove_file(dir.path().join("003_c.down.sql")).unwrap();
+    dir.write("002_b.sql", "CREATE TABLE b (id int);\nSELECT pg_sleep(3);\n");
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let mut child = db.spawn_cli(dir.path(), &["up"]);
+    db.wait_for_active_query("pg_sleep(3)").await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The killed client's backend commits 002 a moment later: `status` says so meanwhile...
+    let status = db.cli(dir.path(), &["status"]);
+    assert!(
+        status.stderr.contains("transaction is open in backend")
+            || status.stdout.contains("transaction is open in backend"),
+        "{}{}",
+        status.stdout,
+        status.stderr
+    );
+    // ... and `down` plans from the state after it, not before.
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "001", "--yes"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["rolled_back"], 1, "{}", run.stdout);
+    assert_eq!(db.applied().await, ["001"]);
+    assert!(!db.table_exists("b").await);
+}
+
+#[tokio::test]
+async fn ctrl_c_during_a_down_cancels_the_revert_on_the_server_and_says_so() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    dir.write("003_c.down.sql", "DROP TABLE c;\nSELECT pg_sleep(3);\n");
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let child = db.spawn_cli(dir.path(), &["down", "--to", "002", "--yes"]);
+    db.wait_for_active_query("pg_sleep(3)").await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("interrupted"), "code {}: {}", run.code, run.stderr);
+    assert!(run.stderr.contains("cancelled"), "{}", run.stderr);
+    // Nothing of the revert committed after the interrupt: `plan` reads the ledger once no
+    // migration's transaction is open, and 003 is still applied, its table there.
+    db.cli(dir.path(), &["plan"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+    assert!(db.table_exists("c").await);
+    // The next `up` has nothing to do and records nothing failed.
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert!(!events(&db).await.iter().any(|e| e.ends_with(":failed")));
+}
+
+/// The files of `dir` rewritten as a checkout with `core.autocrlf` has them.
+fn to_crlf(dir: &Dir) {
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, text.replace('\n', "\r\n")).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn migrations_sum_takes_line_endings_as_the_ledger_does() {
+    let db = TestDb::new().await;
+    // Written on an LF checkout (CI, the Lambda bundle), used on a CRLF one.
+    let dir = reversible();
+    db.cli(dir.path(), &["hash"]).assert_code(0);
+    to_crlf(&dir);
+    db.cli(dir.path(), &["check"]).assert_code(0);
+    db.cli(dir.path(), &["plan"]).assert_code(0);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    db.cli(dir.path(), &["down", "--to", "001", "--yes"])
+        .assert_code(0);
+    // Written on the CRLF checkout, used on an LF one: the same sum.
+    db.cli(dir.path(), &["hash"]).assert_code(0);
+    let lf = reversible();
+    std::fs::copy(dir.file("migrations.sum"), lf.file("migrations.sum")).unwrap();
+    db.cli(lf.path(), &["up"]).assert_code(0);
+    db.cli(lf.path(), &["check"]).assert_code(0);
+    // A real edit on the CRLF checkout is still refused.
+    dir.write("002_b.sql", "CREATE TABLE b (id bigint);\r\n");
+    let run = db.cli(dir.path(), &["plan"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("002_b.sql changed"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn down_dry_run_refuses_a_stale_sum_as_down_does() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    db.cli(dir.path(), &["hash"]).assert_code(0);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    dir.write("003_c.down.sql", "DROP TABLE c CASCADE;\n");
+    let real = db.cli(dir.path(), &["down", "--to", "001", "--yes"]);
+    real.assert_code(3);
+    let dry = db.cli(dir.path(), &["down", "--to", "001", "--dry-run"]);
+    dry.assert_code(3);
+    assert!(dry.stderr.contains("003_c.down.sql changed"), "{}", dry.stderr);
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+}
+
+#[tokio::test]
+async fn the_first_down_on_a_database_of_the_old_runner_adopts_its_ledger_and_reverts() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    let sum = |name: &str| {
+        stepmigrate_core::migration::checksum(&std::fs::read(dir.file(name)).unwrap())
+    };
+    db.exec(&format!(
+        "CREATE TABLE schema_migrations (
+             version VARCHAR(255) PRIMARY KEY,
+             name VARCHAR(255) NOT NULL,
+             applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+             checksum VARCHAR(64),
+             execution_time_ms INTEGER,
+             success BOOLEAN DEFAULT TRUE
+         );
+         INSERT INTO schema_migrations VALUES
+             ('001', '001_a', '2026-01-05 10:00:01', '{}', 12, true),
+             ('002', '002_b', '2026-02-01 09:30:00', '{}', 7, true);
+         CREATE TABLE a (id int); CREATE TABLE b (id int);",
+        sum("001_a.sql"),
+        sum("002_b.sql")
+    ))
+    .await;
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "000", "--yes"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["rolled_back"], 2, "{}", run.stdout);
+    assert!(db.applied().await.is_empty());
+    assert!(!db.table_exists("a").await && !db.table_exists("b").await);
+}
+
+#[tokio::test]
+async fn a_down_file_deleted_since_the_apply_is_refused_as_check_says() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    dir.remove("002_b.down.sql");
+    for args in [
+        &["down", "--to", "001", "--dry-run"][..],
+        &["down", "--to", "001", "--yes"][..],
+    ] {
+        let run = db.cli(dir.path(), args);
+        run.assert_code(11);
+        assert!(
+            run.stderr.contains("002_b.down.sql was deleted since it was applied"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+    let check = db.cli(dir.path(), &["check"]);
+    assert!(
+        format!("{}{}", check.stdout, check.stderr).contains("would refuse"),
+        "{check:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_requirement_re_run_last_is_reverted_after_its_dependents_and_what_ran_after_them() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("001_a.down.sql", "DROP TABLE a;\n"),
+        (
+            "002_b.sql",
+            "-- stepmigrate: requires = 001\nCREATE TABLE b (id int);\n",
+        ),
+        ("002_b.down.sql", "DROP TABLE b;\n"),
+        ("003_v.sql", "CREATE VIEW v AS SELECT id FROM b;\n"),
+        ("003_v.down.sql", "DROP VIEW v;\n"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    // 001 re-run (the documented recipe): runs 001, 002, 003, 001.
+    db.exec("DELETE FROM schema_migrations WHERE version = '001'; DROP TABLE a;")
+        .await;
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let dry = db
+        .cli(dir.path(), &["--json", "down", "--to", "000", "--dry-run"])
+        .json();
+    let order: Vec<&str> = dry["reverts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["003_v", "002_b", "001_a"]);
+    db.cli(dir.path(), &["down", "--to", "000", "--yes"])
         .assert_code(0);
     assert!(db.applied().await.is_empty());
 }

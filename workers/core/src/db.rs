@@ -20,6 +20,10 @@ pub struct Database {
     // Created on first use, inside the async runtime; two sessions at most: the migration
     // session and the lock's.
     pool: Arc<OnceLock<PgPool>>,
+    /// The backends this process opened (their pids), so that an interrupted command can
+    /// cancel the statement its own session left running on the server
+    /// ([`Database::cancel_own_work`]), and nobody else's.
+    backends: Arc<std::sync::Mutex<Vec<i32>>>,
 }
 
 /// A connection from the database's pool.
@@ -63,6 +67,7 @@ impl Database {
                 connect_timeout
             },
             pool: Arc::new(OnceLock::new()),
+            backends: Arc::default(),
         }
     }
 
@@ -72,14 +77,22 @@ impl Database {
     pub async fn connect(&self) -> Result<Connection, Error> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let pool = self.pool.get_or_init(|| {
+            let backends = self.backends.clone();
             PgPoolOptions::new()
                 .max_connections(4)
                 .min_connections(0)
                 .acquire_timeout(self.connect_timeout)
                 .idle_timeout(Duration::from_secs(300))
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
+                    let backends = backends.clone();
                     Box::pin(async move {
-                        sqlx::query(KEEP_ALIVE).execute(conn).await?;
+                        sqlx::query(KEEP_ALIVE).execute(&mut *conn).await?;
+                        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if let Ok(mut b) = backends.lock() {
+                            b.push(pid);
+                        }
                         Ok(())
                     })
                 })
@@ -156,6 +169,53 @@ impl Database {
         if let Some(pool) = self.pool.get() {
             pool.close().await;
         }
+    }
+
+    /// After the command was interrupted (Ctrl-C, SIGTERM), with its futures dropped: a
+    /// statement its sessions sent runs on in the server, and would commit (a migration, a
+    /// revert, with its ledger event) outside any lock, unseen. Cancels what this process's
+    /// own backends are running (`pg_cancel_backend`, from a session of its own) and waits, up
+    /// to `wait`, until none of them runs a statement. A transaction the cancel left open
+    /// (aborted) rolls back when the session closes, as the process ends. Returns the
+    /// backends cancelled, and those still running when the wait ran out.
+    pub async fn cancel_own_work(&self, wait: Duration) -> Result<(Vec<i32>, Vec<i32>), Error> {
+        use sqlx::Connection as _;
+        let ours: Vec<i32> = self.backends.lock().map(|b| b.clone()).unwrap_or_default();
+        if ours.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut conn = tokio::time::timeout(
+            self.connect_timeout,
+            sqlx::PgConnection::connect_with(&self.options),
+        )
+        .await
+        .map_err(|_| self.no_answer())?
+        .map_err(|e| Error::database("connecting to cancel the interrupted work", e))?;
+        async fn busy(conn: &mut sqlx::PgConnection, ours: &[i32]) -> Result<Vec<i32>, Error> {
+            sqlx::query_scalar::<_, i32>("SELECT pid FROM pg_stat_activity WHERE pid = ANY($1) AND state = 'active' AND pid <> pg_backend_pid()")
+                .bind(ours)
+                .fetch_all(conn)
+                .await
+                .map_err(|e| Error::database("looking for the interrupted work", e))
+        }
+        let cancelled = busy(&mut conn, &ours).await?;
+        for pid in &cancelled {
+            sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| Error::database("cancelling the interrupted work", e))?;
+        }
+        let started = std::time::Instant::now();
+        let mut still = busy(&mut conn, &ours).await?;
+        let mut attempt = 0;
+        while !still.is_empty() && started.elapsed() < wait {
+            tokio::time::sleep(crate::lock::backoff(attempt, Duration::from_millis(200))).await;
+            attempt += 1;
+            still = busy(&mut conn, &ours).await?;
+        }
+        let _ = conn.close().await;
+        Ok((cancelled, still))
     }
 
     /// Another database on the same server, with the same credentials and settings (and a

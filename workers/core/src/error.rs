@@ -266,6 +266,9 @@ pub enum Error {
     #[error("another runner held the migration lock for {}s; gave up waiting (STEPMIGRATE_LOCK_WAIT)", waited.as_secs())]
     LockNotAcquired { waited: Duration },
 
+    #[error("a migration's transaction is still open in backend {pid} (a runner killed or interrupted mid-migration, whose statement runs on); waited {}s for it to end, and planned nothing from a state it may still change (STEPMIGRATE_LOCK_WAIT). Wait for it, or cancel it: SELECT pg_cancel_backend({pid})", waited.as_secs())]
+    MigrationInFlight { pid: i32, waited: Duration },
+
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     ConnectionFailed { target: String, reason: String },
 
@@ -380,7 +383,9 @@ impl Error {
                 ErrorKind::ConnectionFailed
             }
             Error::MigrationFailed { .. } => ErrorKind::SqlFailed,
-            Error::LockNotAcquired { .. } => ErrorKind::LockTimeout,
+            Error::LockNotAcquired { .. } | Error::MigrationInFlight { .. } => {
+                ErrorKind::LockTimeout
+            }
             // Transient: a new run takes the lock again and finds where this one stopped.
             Error::LockLost { .. } => ErrorKind::ConnectionFailed,
             Error::ConnectionFailed { .. } => ErrorKind::ConnectionFailed,

@@ -37,11 +37,17 @@ fn files_of(set: &MigrationSet) -> Vec<(String, String)> {
         p.file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     };
+    // The content's checksum, not the raw bytes': line endings and a byte-order mark are not
+    // edits here either (the ledger's rule: `migration::canonical_content`).
+    let content = |path: &Path, raw: &str| {
+        set.content_checksum(path)
+            .map_or_else(|| raw.to_owned(), str::to_owned)
+    };
     let mut files = Vec::new();
     for m in set.migrations() {
-        files.push((name(&m.path), m.checksum.clone()));
+        files.push((name(&m.path), content(&m.path, &m.checksum)));
         if let Some(down) = &m.down {
-            files.push((name(&down.path), down.checksum.clone()));
+            files.push((name(&down.path), content(&down.path, &down.checksum)));
         }
     }
     files
@@ -128,7 +134,7 @@ pub fn verify(set: &MigrationSet, sum_path: &Path, recorded: &str) -> Result<(),
     problems.push(SetProblem::new(
         sum_path,
         None,
-        format!("is stale: review the change (on a merge, renumber the newer branch's migrations), then run `stepmigrate hash` and commit {SUM_FILE}"),
+        format!("is stale: review the change (on a merge, renumber the newer branch's migrations), then run `stepmigrate hash` and commit {SUM_FILE} (a sum that an older stepmigrate wrote on a checkout with CRLF line endings or byte-order marks is stale too, with no file changed: `stepmigrate hash` writes one that holds on every checkout)"),
     ));
     Err(Error::InvalidMigrationSet {
         dir: set.dir.clone(),
@@ -236,6 +242,29 @@ mod tests {
         assert_ne!(first(&b), first(&base));
         assert_ne!(first(&a), first(&b));
         assert_ne!(a.lines().last(), b.lines().last());
+    }
+
+    #[test]
+    fn line_endings_and_byte_order_marks_are_not_edits() {
+        let lf = set(&[
+            ("001_a.sql", "CREATE TABLE a (x int);\nSELECT 1;\n"),
+            ("001_a.down.sql", "DROP TABLE a;\n"),
+        ]);
+        let crlf = set(&[
+            ("001_a.sql", "\u{feff}CREATE TABLE a (x int);\r\nSELECT 1;\r\n"),
+            ("001_a.down.sql", "DROP TABLE a;\r\n"),
+        ]);
+        // One sum, whichever checkout wrote it, and it holds on the other.
+        assert_eq!(sum_text(&lf), sum_text(&crlf));
+        verify(&crlf, Path::new("m/migrations.sum"), &sum_text(&lf)).unwrap();
+        verify(&lf, Path::new("m/migrations.sum"), &sum_text(&crlf)).unwrap();
+        // A real edit on a CRLF checkout is still one.
+        let edited = set(&[
+            ("001_a.sql", "CREATE TABLE a (x bigint);\r\nSELECT 1;\r\n"),
+            ("001_a.down.sql", "DROP TABLE a;\r\n"),
+        ]);
+        let p = problems(&edited, &sum_text(&lf));
+        assert!(p.contains("001_a.sql changed"), "{p}");
     }
 
     #[test]

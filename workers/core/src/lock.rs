@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use sqlx::PgConnection;
 
 use crate::db::Connection;
 use crate::error::Error;
@@ -15,6 +16,10 @@ use crate::ledger::LedgerSchema;
 // The key is the ledger's schema: one lock per ledger (`schema_migrations_guard` checks the
 // same key, by the holder's backend).
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrate.runner.' || $1, 0)), pg_backend_pid()";
+// Who holds the transaction-scoped lock that every migration's guard takes
+// (`schema_migrations_guard`): a session inside a migration's transaction. An int8 advisory
+// key shows in pg_locks as its high half in `classid` and its low half in `objid`.
+const IN_FLIGHT: &str = "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.apply.' || $1, 0) AND l.pid <> pg_backend_pid() LIMIT 1";
 const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || $1, 0))";
 
 // pg_locks shows a bigint advisory key as classid (its high 32 bits) and objid (its low 32
@@ -133,6 +138,51 @@ impl MigrationLock {
         }
         result
     }
+}
+
+/// The backend inside a migration's transaction on this ledger right now, if any.
+pub async fn migration_in_flight(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+) -> Result<Option<i32>, Error> {
+    sqlx::query_scalar(IN_FLIGHT)
+        .bind(schema.name())
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| Error::database("looking for a migration in flight", e))
+}
+
+/// Waits (polling, up to `wait`) until no session is inside a migration's transaction on this
+/// ledger, so that the ledger read next is final. A killed or interrupted runner's backend
+/// runs its migration on and commits it, with its ledger event, seconds later and outside any
+/// lock: a plan (a rollback's above all) made from the ledger before that commit is made from
+/// a state that is about to change. `up` meets the same backend in its guard (busy, retried);
+/// every command that reads the ledger as final waits here first. `on_wait` is told once,
+/// with the backend's pid. Past `wait`: [`Error::MigrationInFlight`].
+pub async fn wait_for_migration_in_flight(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    wait: Duration,
+    mut on_wait: impl FnMut(i32),
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    while let Some(pid) = migration_in_flight(conn, schema).await? {
+        if attempt == 0 {
+            tracing::info!(pid, "a migration's transaction is open in another backend; waiting for it to end");
+            on_wait(pid);
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= wait {
+            return Err(Error::MigrationInFlight {
+                pid,
+                waited: elapsed,
+            });
+        }
+        tokio::time::sleep(backoff(attempt, Duration::from_millis(500)).min(wait - elapsed)).await;
+        attempt += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

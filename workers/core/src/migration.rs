@@ -96,12 +96,13 @@ pub fn checksum(bytes: &[u8]) -> String {
     hex
 }
 
-/// Whether `recorded` is the checksum of `bytes` with other line endings or a byte-order mark:
-/// such a change (a checkout with `core.autocrlf`, an editor adding a BOM) leaves the SQL the
-/// same, so it is a warning, not drift.
-pub fn differs_only_in_line_endings(bytes: &[u8], recorded: &str) -> bool {
+/// A file's content without what is not an edit: a leading byte-order mark, and the kind of
+/// line break (`\r\n` and a lone `\r` become `\n`). The one rule for "the same file": the
+/// ledger's comparison ([`differs_only_in_line_endings`]) and `migrations.sum`
+/// ([`content_checksum`]) both use it, so a checkout with `core.autocrlf` is neither drift nor
+/// a stale sum, and a sum written on one checkout holds on every other.
+pub fn canonical_content(bytes: &[u8]) -> Vec<u8> {
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    // The text with every line break (`\r\n`, `\n`, a lone `\r`) as `\n`...
     let mut lf = Vec::with_capacity(body.len());
     let mut i = 0;
     while i < body.len() {
@@ -117,6 +118,22 @@ pub fn differs_only_in_line_endings(bytes: &[u8], recorded: &str) -> bool {
             i += 1;
         }
     }
+    lf
+}
+
+/// The checksum of a file's [`canonical_content`]: what `migrations.sum` chains. (The
+/// ledger keeps [`checksum`], of the raw bytes, as the old runner did.) For a file with LF
+/// line breaks and no byte-order mark the two are equal.
+pub fn content_checksum(bytes: &[u8]) -> String {
+    checksum(&canonical_content(bytes))
+}
+
+/// Whether `recorded` is the checksum of `bytes` with other line endings or a byte-order mark:
+/// such a change (a checkout with `core.autocrlf`, an editor adding a BOM) leaves the SQL the
+/// same, so it is a warning, not drift.
+pub fn differs_only_in_line_endings(bytes: &[u8], recorded: &str) -> bool {
+    // The text with every line break (`\r\n`, `\n`, a lone `\r`) as `\n`...
+    let lf = canonical_content(bytes);
     // ...then as `\r\n` and as `\r`, each with and without a byte-order mark.
     let with_breaks = |newline: &[u8]| -> Vec<u8> {
         let mut out = Vec::with_capacity(lf.len() + lf.len() / 16);
@@ -321,6 +338,9 @@ pub struct MigrationSet {
     pub sum: Option<String>,
     /// The versions of [`MigrationSet::in_after_deploy_chain`], computed with the set.
     after_deploy_chain: std::collections::HashSet<u64>,
+    /// Each file's [`content_checksum`] (migrations and down files), by path: what
+    /// `migrations.sum` covers.
+    content_checksums: std::collections::HashMap<PathBuf, String>,
 }
 
 /// One file as read from disk.
@@ -434,6 +454,7 @@ impl MigrationSet {
         // Every well-named migration counts for gaps, even one with other problems: a gap
         // report must not follow from a file that is reported already.
         let mut numbered: BTreeMap<u64, PathBuf> = BTreeMap::new();
+        let mut content_checksums = std::collections::HashMap::new();
 
         for file in files {
             let Some(file_name) = file
@@ -495,6 +516,7 @@ impl MigrationSet {
                 continue;
             }
             let file_checksum = checksum(&file.bytes);
+            content_checksums.insert(file.path.clone(), content_checksum(&file.bytes));
             let script = if is_down { Script::Down } else { Script::Up };
             let directives = match validate_script(&file.path, sql_body, script) {
                 Ok(d) => d,
@@ -606,6 +628,7 @@ impl MigrationSet {
                 migrations,
                 sum: None,
                 after_deploy_chain,
+                content_checksums,
             })
         } else {
             problems.sort_by(|a, b| a.file.cmp(&b.file).then(a.line.cmp(&b.line)));
@@ -614,6 +637,12 @@ impl MigrationSet {
                 problems,
             })
         }
+    }
+
+    /// The [`content_checksum`] of the file at `path` as loaded (a migration added later, by
+    /// [`MigrationSet::with_migrations`], has none).
+    pub fn content_checksum(&self, path: &Path) -> Option<&str> {
+        self.content_checksums.get(path).map(String::as_str)
     }
 
     pub fn migrations(&self) -> &[Migration] {
@@ -900,14 +929,23 @@ fn check_dependencies(
                 Some(_) => {}
             }
         }
+        // `conflicts` names a version outside the set: a migration of another branch or
+        // release, known to the database only, which must not be applied while this one is.
+        // Within one set it is a dead end: every migration of a set is applied, in version
+        // order, with no gaps, so two of them that conflict can never both be, and the set
+        // could never be brought up to date (rolling one back only makes it pending again).
+        let line = directive_line(&m.sql, "conflicts");
         for conflict in &m.directives.conflicts {
             match find(conflict) {
-                None if numbered.contains_key(&conflict.number()) => {}
-                None => problems.push(SetProblem::new(
-                    &m.path,
-                    None,
-                    format!("conflicts with {conflict}, which is not a migration of the set"),
-                )),
+                None => match numbered.get(&conflict.number()) {
+                    // Its file is there, with problems of its own (reported already).
+                    Some(path) => problems.push(SetProblem::new(
+                        &m.path,
+                        line,
+                        in_set_conflict(&display_name(path)),
+                    )),
+                    None => {}
+                },
                 Some(c) if c.version.number() == m.version.number() => problems.push(
                     SetProblem::new(&m.path, None, "conflicts with itself".into()),
                 ),
@@ -923,10 +961,34 @@ fn check_dependencies(
                         format!("both requires and conflicts with {}", display_name(&c.path)),
                     ))
                 }
-                Some(_) => {}
+                Some(c) => problems.push(SetProblem::new(
+                    &m.path,
+                    line,
+                    in_set_conflict(&display_name(&c.path)),
+                )),
             }
         }
     }
+}
+
+fn in_set_conflict(other: &str) -> String {
+    format!(
+        "conflicts with {other}, a migration of this set: every migration of a set is applied, in version order, so the two could never both be and the set could never be brought up to date; `conflicts` is for a version outside the set (another branch's or release's migration, known to the database only): remove the directive, or {other} from the set"
+    )
+}
+
+/// The line (1-based) of a script's header directive `key`, for messages.
+fn directive_line(sql: &str, key: &str) -> Option<usize> {
+    sql.lines().position(|l| {
+        let l = l.trim_start();
+        l.starts_with("--")
+            && l.split_once("stepmigrate:").is_some_and(|(_, body)| {
+                body.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with(key)
+            })
+    })
+    .map(|i| i + 1)
 }
 
 fn directory_problem(path: &Path) -> SetProblem {
@@ -1503,7 +1565,7 @@ mod tests {
             Path::new("m"),
             vec![
                 file("001_a.sql", "CREATE TABLE a (x int);"),
-                file("002_b.sql", "-- stepmigrate: requires = 001\n-- stepmigrate: conflicts=3\nCREATE TABLE b (x int);"),
+                file("002_b.sql", "-- stepmigrate: requires = 001\n-- stepmigrate: conflicts=9\nCREATE TABLE b (x int);"),
                 file("003_c.sql", "-- stepmigrate: irreversible\nDROP TABLE a;"),
                 file("001_a.down.sql", "-- stepmigrate: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS i;"),
             ],
@@ -1511,7 +1573,7 @@ mod tests {
         .unwrap();
         let b = &set.migrations()[1].directives;
         assert_eq!(b.requires[0].as_str(), "001");
-        assert_eq!(b.conflicts[0].number(), 3);
+        assert_eq!(b.conflicts[0].number(), 9);
         assert!(set.migrations()[2].directives.irreversible);
         assert_eq!(
             set.migrations()[0].down.as_ref().unwrap().directives.mode,
@@ -1525,6 +1587,7 @@ mod tests {
             ),
             file("002_b.sql", "-- stepmigrate: requires = 009, x\nSELECT 1;"),
             file("003_c.sql", "-- stepmigrate: conflicts = 003\nSELECT 1;"),
+            file("007_g.sql", "-- x\n-- stepmigrate: conflicts = 001, 012\nSELECT 1;"),
             file("004_d.sql", "-- stepmigrate: irreversible\nSELECT 1;"),
             file("004_d.down.sql", "SELECT 1;"),
             file(
@@ -1545,6 +1608,7 @@ mod tests {
             "001_a.sql: requires 004_d.sql, which does not sort before it",
             "002_b.sql:1: requires: `x` is not a version",
             "003_c.sql: conflicts with itself",
+            "007_g.sql:2: conflicts with 001_a.sql, a migration of this set",
             "004_d.sql: says `irreversible` but has a down file 004_d.down.sql",
             "005_e.sql:2: requires is given twice",
             "005_e.down.sql: `requires` belongs in the migration's own file",

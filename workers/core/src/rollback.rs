@@ -102,6 +102,9 @@ fn applied_in_order(ledger: &Ledger) -> Vec<(Version, &LedgerRow)> {
     applied
 }
 
+/// The run id of the events that adopt the old runner's rows (`ledger.sql`).
+const ADOPTED_RUN: &str = "adopted";
+
 /// The newest applied event a plan saw: what it must still be under the lock.
 fn newest_event(ledger: &Ledger) -> Option<i64> {
     ledger
@@ -115,9 +118,12 @@ fn newest_event(ledger: &Ledger) -> Option<i64> {
 /// [`RollbackPlan::seen_event`]): an `up` between the plan, or its confirmation, and the lock
 /// would leave a migration applied above a reverted one. Refused, nothing reverted.
 pub fn ensure_nothing_applied_since(ledger: &Ledger, seen_event: Option<i64>) -> Result<(), Error> {
+    // The old runner's rows become events (run `adopted`) when the ledger is first upgraded,
+    // which may be under this very lock: applied before the plan, not since.
     let since: Vec<&str> = ledger
         .migration_rows()
         .filter(|r| r.success && r.event_id > seen_event)
+        .filter(|r| r.run_id.as_deref() != Some(ADOPTED_RUN))
         .map(|r| r.name.as_str())
         .collect();
     if since.is_empty() {
@@ -236,8 +242,12 @@ pub fn plan(
             }
         }
     }
-    // A migration is reverted before the ones it requires, whatever order they ran in (a
-    // requirement re-run after its dependents).
+    // A migration is reverted before the ones it requires, whatever order they ran in; and
+    // otherwise newest applied first. A requirement re-run after its dependents moves after
+    // them, not the dependents before everything that ran after them: each step takes the
+    // newest applied migration that nothing left to revert requires. (With 002 requiring
+    // 001, 003 built on 002, and 001 re-run last: 003, 002, 001; moving 002 to the front
+    // would revert it under 003.)
     let requirements: Vec<Vec<u64>> = reverts
         .iter()
         .map(|r| {
@@ -247,17 +257,18 @@ pub fn plan(
                 .map_or_else(Vec::new, |(v, row)| requires_of(v, row))
         })
         .collect();
-    let mut order: Vec<usize> = (0..reverts.len()).collect();
-    let mut i = 0;
-    while i < order.len() {
-        let needed = reverts[order[i]].version.number();
-        match (i + 1..order.len()).find(|&j| requirements[order[j]].contains(&needed)) {
-            Some(j) => {
-                let dependent = order.remove(j);
-                order.insert(i, dependent);
-            }
-            None => i += 1,
-        }
+    let mut remaining: Vec<usize> = (0..reverts.len()).collect();
+    let mut order: Vec<usize> = Vec::with_capacity(reverts.len());
+    while !remaining.is_empty() {
+        let free = remaining.iter().position(|&k| {
+            let version = reverts[k].version.number();
+            !remaining
+                .iter()
+                .any(|&other| other != k && requirements[other].contains(&version))
+        });
+        // A requirement sorts earlier (validated at load), so there is no cycle; an old
+        // ledger's kept requirements could make one: newest first then.
+        order.push(remaining.remove(free.unwrap_or(0)));
     }
     let mut slots: Vec<Option<Revert>> = reverts.into_iter().map(Some).collect();
     let reverts: Vec<Revert> = order.iter().filter_map(|&k| slots[k].take()).collect();
@@ -301,6 +312,16 @@ fn revert_of(
             d.checksum.clone(),
         ),
         (None, _) if use_file => return Err("has no down file (--use-file)".into()),
+        // The migration's file is there and its down file is not: deleted since it was
+        // applied (on purpose, or by mistake). Running the kept copy without a word would go
+        // against the set as it stands, and against `check`, which says `down` refuses a
+        // migration without a down file.
+        (None, Some(_)) if file.is_some() => {
+            return Err(format!(
+                "its down file {}.down.sql was deleted since it was applied: restore it (the copy kept when it was applied is the `down_sql` of its `applied` event in schema_migration_events), or keep the migration applied",
+                row.name
+            ))
+        }
         (file_down, Some((sql, checksum))) => {
             let changed = file_down.is_some_and(|d| d.checksum != checksum);
             if changed {
@@ -516,6 +537,45 @@ mod tests {
         );
         let err = plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(1), false).unwrap_err();
         assert!(err.to_string().contains("no down script kept"), "{err}");
+    }
+
+    #[test]
+    fn a_requirement_re_run_last_moves_after_its_dependents_not_before_the_newer_ones() {
+        // 002 requires 001; 003 is built on 002 (a view); runs: 001, 002, 003, 001.
+        let s = set(&[
+            ("001_a.sql", "CREATE TABLE a (x int);"),
+            ("001_a.down.sql", "DROP TABLE a;"),
+            ("002_b.sql", "-- stepmigrate: requires = 001\nCREATE TABLE b (x int);"),
+            ("002_b.down.sql", "DROP TABLE b;"),
+            ("003_v.sql", "CREATE VIEW v AS SELECT * FROM b;"),
+            ("003_v.down.sql", "DROP VIEW v;"),
+        ]);
+        let l = ledger(&s, &[("001", 4), ("002", 2), ("003", 3)]);
+        let to = RollbackTarget::To(Version::parse("000").unwrap());
+        let p = plan(&s, &l, &HashMap::new(), &to, false).unwrap();
+        assert_eq!(names(&p), ["003_v", "002_b", "001_a"]);
+    }
+
+    #[test]
+    fn a_down_file_deleted_since_the_apply_is_refused_not_silently_replaced() {
+        let s = set(&FILES[..3]); // 002_b.sql without its down file
+        let l = ledger(&s, &[("001", 1), ("002", 2)]);
+        let kept = "DROP TABLE b;";
+        let recorded: HashMap<String, RecordedDown> = [(
+            "002".to_owned(),
+            RecordedDown {
+                sql: Some(kept.into()),
+                checksum: Some(checksum(kept.as_bytes())),
+                requires: Vec::new(),
+            },
+        )]
+        .into();
+        let err = plan(&s, &l, &recorded, &RollbackTarget::Last(1), false).unwrap_err();
+        assert!(matches!(err, Error::RollbackRefused { .. }));
+        assert!(
+            err.to_string().contains("002_b: its down file 002_b.down.sql was deleted"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::rollback::{self, RollbackPlan, RollbackTarget};
 /// Live progress of a run, for the human output of the CLI.
 pub trait Progress {
     fn waiting_for_lock(&mut self) {}
+    /// A migration's transaction is open in backend `pid` (a killed runner's, still running):
+    /// the command waits for it to end before it reads the ledger as final.
+    fn waiting_for_migration(&mut self, _pid: i32) {}
     fn starting(&mut self, _index: usize, _total: usize, _migration: &Migration) {}
     fn retrying(&mut self, _migration: &Migration, _attempt: u32, _delay: Duration, _reason: &str) {
     }
@@ -177,12 +180,47 @@ impl Migrator {
         Ok((schema, ledger))
     }
 
-    /// The plan of `scope` as it stands, without taking the lock or writing anything.
+    /// The plan of `scope` as it stands, without taking the lock or writing anything; made
+    /// once no migration's transaction is open (see [`Migrator::settled_ledger`]).
     pub async fn plan(&self, scope: &Scope) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
-        let (_, ledger) = self.read_ledger(&mut conn).await?;
+        let (_, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
         let plan = Plan::scoped(&self.set, &ledger, scope)?;
         Ok((ledger, plan))
+    }
+
+    /// The state as it stands, for `status`: read at once, never waiting; a migration's
+    /// transaction open meanwhile (a runner at work, or a killed runner's backend that will
+    /// still commit) is named in a warning, since the state shown may change when it ends.
+    pub async fn status(&self) -> Result<(Ledger, Plan), Error> {
+        let mut conn = self.db.connect().await?;
+        let (schema, ledger) = self.read_ledger(&mut conn).await?;
+        let mut plan = Plan::scoped(&self.set, &ledger, &Scope::default())?;
+        if ledger.kind != LedgerKind::Missing {
+            if let Some(pid) = crate::lock::migration_in_flight(&mut conn, &schema).await? {
+                plan.warnings.push(format!(
+                    "a migration's transaction is open in backend {pid} right now (a runner at work, or a killed one whose statement runs on): this state may change when it ends"
+                ));
+            }
+        }
+        Ok((ledger, plan))
+    }
+
+    /// The ledger once no session is inside a migration's transaction on it (waiting up to
+    /// the lock wait): what a plan may be made from. See
+    /// [`crate::lock::wait_for_migration_in_flight`].
+    pub(crate) async fn settled_ledger(
+        &self,
+        conn: &mut PgConnection,
+        progress: &mut dyn Progress,
+    ) -> Result<(LedgerSchema, Ledger), Error> {
+        let schema = self.ledger_schema(conn).await?;
+        crate::lock::wait_for_migration_in_flight(conn, &schema, self.settings.lock_wait, |pid| {
+            progress.waiting_for_migration(pid)
+        })
+        .await?;
+        let ledger = ledger::read(conn, &schema).await?;
+        Ok((schema, ledger))
     }
 
     /// Applies the pending migrations of `scope` in order, stopping at the first failure
@@ -714,6 +752,10 @@ impl Migrator {
         seen: &Ledger,
         run_id: &str,
     ) -> Result<Ledger, Error> {
+        // Under the lock, a session inside a migration's transaction is a runner that lost
+        // its lock (killed, interrupted): its commit would void a plan made now.
+        crate::lock::wait_for_migration_in_flight(conn, schema, self.settings.lock_wait, |_| {})
+            .await?;
         let mut ledger = ledger::read(conn, schema).await?;
         if !ledger.is_current() {
             if seen.kind == LedgerKind::Legacy || ledger.kind == LedgerKind::Legacy {
@@ -851,14 +893,17 @@ impl Migrator {
 
 /// Rollback: `down` and the rollback execution's steps.
 impl Migrator {
-    /// The rollback as it stands, without taking the lock or writing anything.
+    /// The rollback as it stands, without taking the lock or writing anything: refused as
+    /// the rollback itself would be (a stale `migrations.sum` too), so a dry run and the
+    /// confirmation show what `down` would do.
     pub async fn rollback_plan(
         &self,
         target: &RollbackTarget,
         use_file: bool,
     ) -> Result<RollbackPlan, Error> {
+        self.set.ensure_sum_current()?;
         let mut conn = self.db.connect().await?;
-        let (schema, ledger) = self.read_ledger(&mut conn).await?;
+        let (schema, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
         self.plan_rollback(&mut conn, &schema, &ledger, target, use_file)
             .await
     }

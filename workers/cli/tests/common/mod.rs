@@ -79,11 +79,12 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    /// Waits (up to 20 s) until another session runs a query containing `fragment`.
+    /// Waits (up to 20 s) until another session of this database (not another test's) runs a
+    /// query containing `fragment`.
     pub async fn wait_for_active_query(&self, fragment: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let sql = format!(
-            "SELECT count(*)::text FROM pg_stat_activity WHERE strpos(query, '{}') > 0 AND state = 'active' AND pid <> pg_backend_pid()",
+            "SELECT count(*)::text FROM pg_stat_activity WHERE strpos(query, '{}') > 0 AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()",
             fragment.replace('\'', "''")
         );
         while self.query(&sql).await[0] == "0" {
