@@ -40,6 +40,13 @@ pub struct Settings {
     /// How often a long statement's progress is logged (an index build's phase and blocks).
     #[serde(with = "duration")]
     pub progress_interval: Duration,
+    /// Only on a database that verify or preview works on, never on a target: before each
+    /// COMMIT the runner checks that the transaction changed nothing that belongs to the
+    /// whole server (see [`crate::server_guard`]), and runs each statement of a migration
+    /// outside a transaction that can run in one inside a transaction of its own, so that
+    /// the check comes before it commits.
+    #[serde(skip)]
+    pub guard_server: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +61,7 @@ impl Default for Settings {
             ledger_schema: None,
             allow_out_of_order: false,
             progress_interval: Duration::from_secs(10),
+            guard_server: false,
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::plan::{Scope, State};
 use crate::rollback::RollbackTarget;
 use crate::runner::{Migrator, Quiet};
 use crate::schema::{Change, ChangeType, LedgerFilter, SchemaDiff, Snapshot, SnapshotOptions};
+use crate::server_guard;
 use crate::sql::{self, quote_literal, Statement};
 
 /// The SQLSTATE reported for a statement that verify refuses to send because it would end
@@ -89,6 +90,11 @@ pub struct MigrationVerification {
     /// The up/down round trip (`verify --round-trip`, `preview`); absent when not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_trip: Option<RoundTrip>,
+    /// What of the whole server (roles, databases, memberships, settings...) it changes, when
+    /// it does: such a migration is failed (or, caught by its words before running, skipped)
+    /// and verify exits non-zero; nothing of it committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touches_server: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +112,21 @@ impl VerifyOutcome {
             VerifyOutcome::Failed { .. } => "failed",
             VerifyOutcome::Skipped { .. } => "skipped",
         }
+    }
+}
+
+impl MigrationVerification {
+    /// A failure raised by the runner's server guard (its detail names what changed) marks
+    /// the migration as touching the server.
+    fn with_server_failure(mut self) -> Self {
+        if let VerifyOutcome::Failed { error } = &self.outcome {
+            if error.sqlstate == server_guard::SERVER_CHANGE_SQLSTATE
+                && self.touches_server.is_none()
+            {
+                self.touches_server = Some(error.detail.clone().unwrap_or_default());
+            }
+        }
+        self
     }
 }
 
@@ -248,8 +269,32 @@ impl VerifyReport {
             .find(|m| matches!(m.outcome, VerifyOutcome::Failed { .. }))
     }
 
-    /// The failed verification as the error commands and steps report (`SqlFailed`).
+    /// The failed verification as the error commands and steps report (`SqlFailed`): a
+    /// failed migration, else one that touches the server (not run), else a failed round
+    /// trip.
     pub fn error(&self) -> Option<Error> {
+        let touching = || self.migrations.iter().find(|m| m.touches_server.is_some());
+        if let (None, Some(m)) = (self.failed(), touching()) {
+            let what = m.touches_server.clone().unwrap_or_default();
+            return Some(Error::MigrationFailed {
+                failure: Box::new(MigrationFailure {
+                    version: m.version.clone(),
+                    name: m.name.clone(),
+                    file: m.file.clone(),
+                    transactional: m.mode != Mode::NoTransaction,
+                    dirty: false,
+                    error: SqlError {
+                        sqlstate: crate::server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
+                        message: format!("the migration touches the server: it changes {what}, which belong to the whole server; it was not run"),
+                        detail: Some(what),
+                        ..SqlError::default()
+                    },
+                    notices: Vec::new(),
+                    rollback: false,
+                    recorded: false,
+                }),
+            });
+        }
         let Some(m) = self.failed() else {
             let m = self.round_trip_failed()?;
             let Some(RoundTrip::Failed { message, .. }) = &m.round_trip else {
@@ -550,6 +595,7 @@ fn skipped(m: &Migration, reason: String) -> MigrationVerification {
             ..Flags::default()
         },
         round_trip: None,
+        touches_server: None,
     }
 }
 
@@ -735,6 +781,8 @@ async fn verify_in_open_transaction(
         .execute(&mut *conn)
         .await
         .map_err(|e| Error::database(format!("starting the verification of {}", m.name), e))?;
+    let shared_before = read_shared(conn).await?;
+    let mut touches_server = None;
     let before = read_storage(conn).await?;
     let mut held = read_locks(conn, None)
         .await
@@ -781,6 +829,23 @@ async fn verify_in_open_transaction(
             locks: new_locks(&held, &now, &before),
         });
         held = now;
+        // Judged by effect after each statement, so that the line is known.
+        let touched = read_shared(conn).await?.since(&shared_before);
+        if !touched.is_empty() {
+            touches_server = Some(server_guard::describe(&touched));
+            failure = Some(server_change(&touched, Some(&statement)));
+            break;
+        }
+    }
+    if failure.is_none() {
+        // What COMMIT would check, which a rolled-back verification never reaches.
+        failure = check_deferred(conn, m).await?;
+        // A deferred trigger may have touched the server too.
+        let touched = read_shared(conn).await?.since(&shared_before);
+        if failure.is_none() && !touched.is_empty() {
+            touches_server = Some(server_guard::describe(&touched));
+            failure = Some(server_change(&touched, None));
+        }
     }
     let duration_ms = ms(started.elapsed());
     let (rewrites, new_indexes) = if failure.is_none() {
@@ -821,7 +886,91 @@ async fn verify_in_open_transaction(
         new_indexes,
         flags,
         round_trip: None,
+        touches_server,
     })
+}
+
+/// This transaction's writes to the shared catalogs so far.
+async fn read_shared(conn: &mut PgConnection) -> Result<server_guard::SharedWrites, Error> {
+    server_guard::read(conn)
+        .await
+        .map_err(|e| Error::database("reading the catalogs shared by the whole server", e))
+}
+
+/// The failure of a migration that touched the server: at the statement after which it was
+/// seen, or (`None`) at the migration's end (a deferred trigger).
+fn server_change(catalogs: &[String], statement: Option<&Statement<'_>>) -> SqlError {
+    SqlError {
+        sqlstate: server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
+        message: server_guard::message(catalogs),
+        detail: Some(server_guard::describe(catalogs)),
+        line: statement.map(|s| s.line),
+        statement: statement.map(|s| s.text.to_owned()),
+        ..SqlError::default()
+    }
+}
+
+/// The savepoint of the deferred-constraint check.
+const DEFERRED_SAVEPOINT: &str = "stepmigrate_deferred";
+
+/// What COMMIT would do that a rolled-back verification never reaches: the deferred
+/// constraints (a `DEFERRABLE INITIALLY DEFERRED` foreign key, unique or exclusion
+/// constraint) and deferred constraint triggers, fired by `SET CONSTRAINTS ALL IMMEDIATE`.
+/// Inside a savepoint that is rolled back: the events are marked pending again and the
+/// constraints' modes restored, so that a migration verified after this one in the same
+/// transaction runs as it would after this one's COMMIT. A violation is the migration's
+/// failure at its end, where `up` would fail.
+async fn check_deferred(conn: &mut PgConnection, m: &Migration) -> Result<Option<SqlError>, Error> {
+    let ending = |e| {
+        Error::database(
+            format!("checking the deferred constraints of {}", m.name),
+            e,
+        )
+    };
+    sqlx::raw_sql(&format!("SAVEPOINT {DEFERRED_SAVEPOINT}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(ending)?;
+    let failure = match sqlx::raw_sql("SET CONSTRAINTS ALL IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => None,
+        Err(sqlx::Error::Database(db)) => {
+            let pg = db.try_downcast_ref::<PgDatabaseError>();
+            Some(SqlError {
+                sqlstate: db
+                    .code()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_else(|| "XX000".into()),
+                message: db.message().to_owned(),
+                detail: pg.and_then(|e| e.detail()).map(str::to_owned),
+                hint: pg.and_then(|e| e.hint()).map(str::to_owned),
+                line: Some(last_line(&m.sql)),
+                statement: Some(DEFERRED_STATEMENT.to_owned()),
+                where_: pg.and_then(|e| e.r#where()).map(str::to_owned),
+            })
+        }
+        Err(e) => return Err(ending(e)),
+    };
+    sqlx::raw_sql(&format!(
+        "ROLLBACK TO SAVEPOINT {DEFERRED_SAVEPOINT}; RELEASE SAVEPOINT {DEFERRED_SAVEPOINT}"
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(ending)?;
+    Ok(failure)
+}
+
+/// The statement a deferred-constraint failure is reported at.
+pub const DEFERRED_STATEMENT: &str =
+    "COMMIT (the deferred constraints and constraint triggers, checked at the migration's end, where its transaction commits)";
+
+/// The last line of a file (1-based), counted as the lexer counts them.
+fn last_line(text: &str) -> usize {
+    let trimmed = text.trim_end();
+    1 + trimmed.matches('\n').count() + trimmed.matches('\r').count()
+        - trimmed.matches("\r\n").count()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -986,12 +1135,25 @@ impl ScratchDatabase {
     /// Why `m` must not run here, if it must not: on a scratch database created on the
     /// target's server, a statement that changes the whole server (a role, a database) would
     /// change it for real. A `--dev-url` database is the user's choice of server.
-    pub fn cannot_run(&self, m: &Migration) -> Option<String> {
-        self.server.as_ref()?;
-        let (line, what) = server_wide(m)?;
-        Some(format!(
-            "not verified: line {line} changes {what}, which belong to the whole server: on a scratch database of the target's server it would change them for real (verify it with --dev-url on another server, or --in-transaction-only)"
+    pub fn cannot_run(&self, m: &Migration) -> Option<(String, &'static str)> {
+        let (line, what) = self.refused_by_words(m)?;
+        Some((
+            format!(
+                "not verified: the migration touches the server: line {line} changes {what}, which belong to the whole server: run here it would change them for real"
+            ),
+            what,
         ))
+    }
+
+    /// The first statement of `m` that changes the whole server by its words, where words
+    /// decide: anywhere on a scratch database of the target's server; on a dev database only
+    /// in a migration outside a transaction (in a transaction, the server guard judges by
+    /// effect before anything commits).
+    fn refused_by_words(&self, m: &Migration) -> Option<(usize, &'static str)> {
+        if self.server.is_none() && m.transactional() {
+            return None;
+        }
+        server_wide(m)
     }
 
     /// Refuses, before anything runs, a history that cannot be replayed here: the target's
@@ -1002,17 +1164,14 @@ impl ScratchDatabase {
         set: &crate::migration::MigrationSet,
         first_pending: Option<&Version>,
     ) -> Result<(), Error> {
-        if self.server.is_none() {
-            return Ok(());
-        }
         let history = set
             .migrations()
             .iter()
             .take_while(|m| first_pending.is_none_or(|v| m.version.number() < v.number()));
         for m in history {
-            if let Some((line, what)) = server_wide(m) {
+            if let Some((line, what)) = self.refused_by_words(m) {
                 return Err(Error::InvalidInput(format!(
-                    "{}:{line} changes {what}, which belong to the whole server: replaying it on a scratch database of the same server would change the server for real (or fail as already done); verify with --dev-url on another server, or --in-transaction-only",
+                    "{}:{line} changes {what}, which belong to the whole server (the migration touches the server): replaying it on the verification database would change the server for real (or fail as already done); verify with --in-transaction-only",
                     m.path.display()
                 )));
             }
@@ -1026,7 +1185,12 @@ impl ScratchDatabase {
 
     /// A migrator of `set` on the scratch database, to apply to it through the normal runner.
     pub fn migrator(&self, set: &crate::migration::MigrationSet, settings: &Settings) -> Migrator {
-        Migrator::new(self.db.clone(), set.clone(), settings.clone())
+        // Whatever the runner commits here, nothing of the whole server may change.
+        let settings = Settings {
+            guard_server: true,
+            ..settings.clone()
+        };
+        Migrator::new(self.db.clone(), set.clone(), settings)
     }
 
     /// Applies `set` up to `to` (inclusive) through the normal runner; a failure is an error.
@@ -1116,9 +1280,10 @@ pub async fn verify_pending_with(
             });
             continue;
         }
-        if let Some(why) = scratch.cannot_run(m) {
+        if let Some((why, what)) = scratch.cannot_run(m) {
             results.push(MigrationVerification {
                 round_trip: not_run("not verified"),
+                touches_server: Some(what.to_owned()),
                 ..skipped(m, why)
             });
             failed = Some(format!("{} (not verified)", m.name));
@@ -1353,7 +1518,8 @@ async fn verify_one_on_scratch(
                         error: f.error.clone(),
                     },
                     ..verified
-                });
+                }
+                .with_server_failure());
             }
         }
         return Ok(verified);
@@ -1405,7 +1571,9 @@ async fn verify_one_on_scratch(
         new_indexes,
         flags,
         round_trip: None,
-    })
+        touches_server: None,
+    }
+    .with_server_failure())
 }
 
 async fn migrator_apply(migrator: &Migrator, to: &Version, run_id: &str) -> Result<(), Error> {
@@ -1787,6 +1955,7 @@ mod tests {
             new_indexes: Vec::new(),
             flags: Flags::default(),
             round_trip: None,
+            touches_server: None,
         };
         let report = VerifyReport {
             run_id: "r".into(),
