@@ -14,7 +14,9 @@ use stepmigrate_core::migration::Migration;
 use stepmigrate_core::plan::{Plan, State};
 use stepmigrate_core::rollback::{RollbackPlan, ScriptSource};
 use stepmigrate_core::runner::{MigrationResult, Progress, Resolution, UpReport};
-use stepmigrate_core::verify::{Method as VerifyMethod, VerifyOutcome, VerifyReport};
+use stepmigrate_core::verify::{
+    DataKind, Method as VerifyMethod, TargetTable, VerifyOutcome, VerifyReport,
+};
 use stepmigrate_core::{Error, ErrorKind};
 
 /// `println!` that never panics: a closed pipe (`stepmigrate status | head -1`) or a full
@@ -527,12 +529,15 @@ impl Output {
         warnings(&report.warnings);
         if !self.quiet {
             match report.method {
-                VerifyMethod::Scratch => outln!(
-                    "verifying {} pending migration(s) of {} on the scratch database {}",
-                    report.migrations.len(),
-                    report.database,
-                    report.verified_on
-                ),
+                VerifyMethod::Scratch => {
+                    outln!(
+                        "verifying {} pending migration(s) of {} on the scratch database {}",
+                        report.migrations.len(),
+                        report.database,
+                        report.verified_on
+                    );
+                    outln!("  it has the target's schema and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                }
                 VerifyMethod::InTransaction => outln!(
                     "verifying {} pending migration(s) on {} itself, in one transaction that was rolled back",
                     report.migrations.len(),
@@ -543,6 +548,11 @@ impl Output {
         for m in &report.migrations {
             match &m.outcome {
                 VerifyOutcome::Ok if self.quiet => continue,
+                VerifyOutcome::Ok if m.unknown_on_empty_copy => outln!(
+                    "  ? {}  {:.1} ms  ran on an empty copy: unknown on the target's rows",
+                    m.name,
+                    m.duration_ms
+                ),
                 VerifyOutcome::Ok => outln!("  \u{2713} {}  {:.1} ms", m.name, m.duration_ms),
                 VerifyOutcome::Failed { error } => {
                     outln!("  \u{2717} {}  FAILED: {error}", m.name);
@@ -587,6 +597,35 @@ impl Output {
                         l.blocks
                     );
                 }
+                for r in &st.rewrites {
+                    outln!(
+                        "        \u{26a0} rewrites {} {} here",
+                        r.relkind,
+                        r.relation
+                    );
+                }
+                match &st.depends_on_data {
+                    Some(d) if d.kind == DataKind::Outcome => {
+                        outln!("        ? unknown on an empty copy: {}", d.reason)
+                    }
+                    Some(d) => outln!("        time on an empty copy: {}", d.reason),
+                    None => {}
+                }
+            }
+            for t in &m.target_tables {
+                outln!("      on the target: {}", target_table(t));
+            }
+            // A lock is held to the COMMIT, not while its statement runs.
+            for h in &m.locks_held {
+                outln!(
+                    "      held until COMMIT: {} on {} {} from line {}, {:.1} ms: blocks {}",
+                    h.mode,
+                    h.relkind,
+                    h.relation,
+                    h.from_line,
+                    h.held_ms,
+                    h.blocks
+                );
             }
             for r in &m.rewrites {
                 outln!("      \u{26a0} rewrites {} {}", r.relkind, r.relation);
@@ -1031,4 +1070,19 @@ fn with_run_details(mut doc: Value, report: &UpReport, error: Option<&Error>) ->
         doc["error"] = error_document(e);
     }
     doc
+}
+
+/// A table on the target, for people: `public.t: about 200,000 rows, 15.2 MB`.
+fn target_table(t: &TargetTable) -> String {
+    let mut parts = Vec::new();
+    if let Some(rows) = t.rows {
+        parts.push(format!("about {} rows", thousands(rows.max(0) as u64)));
+    }
+    if let Some(bytes) = t.bytes {
+        parts.push(format!("{:.1} MB", bytes as f64 / 1_048_576.0));
+    }
+    if let Some(note) = &t.note {
+        parts.push(note.clone());
+    }
+    format!("{}: {}", t.relation, parts.join(", "))
 }

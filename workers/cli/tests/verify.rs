@@ -288,10 +288,12 @@ async fn what_belongs_to_the_server_is_not_run_on_a_scratch_database_of_it() {
         &format!("CREATE TABLE before_role (id int);\nCREATE ROLE {role};\n"),
     );
     let run = db.cli(dir.path(), &["--json", "verify", "--to", "003"]);
-    run.assert_code(0);
+    // Not run, and not passed either: it touches the server (exit 1, like a failure).
+    run.assert_code(1);
     let doc = run.json();
     let skipped = migration(&doc, "002_rewrite");
     assert_eq!(skipped["outcome"], "skipped", "{doc:#}");
+    assert_eq!(skipped["touches_server"], "roles", "{doc:#}");
     assert!(
         skipped["reason"]
             .as_str()

@@ -127,6 +127,9 @@ pub struct Attempt<'a> {
     pub statement_timeout: Duration,
     pub commit: Commit,
     pub direction: Direction,
+    /// On a verification database: nothing that touches the whole server may commit
+    /// ([`Settings::guard_server`]).
+    pub guard_server: bool,
 }
 
 /// A transactional attempt's text, and where the migration's own text starts in it (in
@@ -171,6 +174,7 @@ impl<'a> Attempt<'a> {
             ),
             commit,
             direction: Direction::Up,
+            guard_server: settings.guard_server,
         }
     }
 
@@ -287,15 +291,26 @@ impl<'a> Attempt<'a> {
                 &[],
             )
             .insert_sql(self.schema);
+        let guard = self.server_guard();
         // The newline ends a trailing `--` comment of the file; the `;` a last statement
         // written without one.
         Transaction {
             migration_offset_chars: prefix.chars().count(),
             script: format!(
-                "{prefix}{}\n;RELEASE SAVEPOINT {MIGRATION_SAVEPOINT};{}{event};COMMIT;{RESET_SESSION}",
+                "{prefix}{}\n;RELEASE SAVEPOINT {MIGRATION_SAVEPOINT};{}{event};{guard}COMMIT;{RESET_SESSION}",
                 self.migration.sql,
                 reset_role!()
             ),
+        }
+    }
+
+    /// On a verification database, the check before COMMIT that the transaction changed
+    /// nothing of the whole server (it raises, and the transaction rolls back); else nothing.
+    pub fn server_guard(&self) -> String {
+        if self.guard_server {
+            format!("{};", crate::server_guard::guard_sql())
+        } else {
+            String::new()
         }
     }
 
@@ -558,8 +573,14 @@ async fn apply_outside_transaction(
                 Err(e) => tracing::warn!(error = %e, "could not look for an INVALID index {} left by an earlier build", build.name),
             }
         }
-        let (executed, raised) =
-            notices::capture(sqlx::raw_sql(statement.text).execute(&mut *conn)).await;
+        // On a verification database, a statement that can run in a transaction runs in
+        // one of its own, so that the server guard comes before its COMMIT.
+        let wrapped = attempt.guard_server && sql::requires_no_transaction(&statement).is_none();
+        let (executed, raised) = if wrapped {
+            notices::capture(run_guarded(conn, statement.text, &attempt.server_guard())).await
+        } else {
+            notices::capture(sqlx::raw_sql(statement.text).execute(&mut *conn)).await
+        };
         notices.extend(raised);
         let result = match executed {
             Ok(_) => session_state(conn).await.map(|state| {
@@ -624,6 +645,33 @@ async fn apply_outside_transaction(
         ));
     }
     Ok(attempt.done(elapsed, notices))
+}
+
+/// A statement of a migration outside a transaction, on a verification database: `BEGIN`,
+/// the statement, the server guard, `COMMIT`. Sent apart, so that an error position is the
+/// statement's own. A statement that turns out not to run in a transaction block (SQLSTATE
+/// 25001, raised before it does anything) runs again alone. A failure rolls back.
+async fn run_guarded(
+    conn: &mut PgConnection,
+    statement: &str,
+    guard: &str,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+    let result = match sqlx::raw_sql(statement).execute(&mut *conn).await {
+        Ok(r) => sqlx::raw_sql(&format!("{guard}COMMIT"))
+            .execute(&mut *conn)
+            .await
+            .map(|_| r),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("25001") => {
+            sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+            return sqlx::raw_sql(statement).execute(&mut *conn).await;
+        }
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    }
+    result
 }
 
 /// The SQLSTATE recorded when a statement outside a transaction left one open.

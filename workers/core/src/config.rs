@@ -46,6 +46,13 @@ pub struct Settings {
     /// deadline (less its margin); `None`: no deadline.
     #[serde(skip)]
     pub deadline: Option<std::time::Instant>,
+    /// Only on a database that verify or preview works on, never on a target: before each
+    /// COMMIT the runner checks that the transaction changed nothing that belongs to the
+    /// whole server (see [`crate::server_guard`]), and runs each statement of a migration
+    /// outside a transaction that can run in one inside a transaction of its own, so that
+    /// the check comes before it commits.
+    #[serde(skip)]
+    pub guard_server: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +68,7 @@ impl Default for Settings {
             allow_out_of_order: false,
             progress_interval: Duration::from_secs(10),
             deadline: None,
+            guard_server: false,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod plan;
 pub mod rollback;
 pub mod runner;
 pub mod schema;
+pub mod server_guard;
 pub mod sql;
 pub mod verify;
 

@@ -35,6 +35,7 @@ use crate::plan::{Scope, State};
 use crate::rollback::RollbackTarget;
 use crate::runner::{Migrator, Quiet};
 use crate::schema::{Change, ChangeType, LedgerFilter, SchemaDiff, Snapshot, SnapshotOptions};
+use crate::server_guard;
 use crate::sql::{self, quote_literal, Statement};
 
 /// The SQLSTATE reported for a statement that verify refuses to send because it would end
@@ -68,6 +69,12 @@ pub struct VerifyReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub elapsed_ms: u64,
+    /// Verified on a database with the target's schema and none of its data (scratch or
+    /// `--dev-url`): what depends on the rows (a NOT NULL, a unique index, a validated
+    /// constraint, the rows an UPDATE changes, a rewrite's time) is unknown there; see each
+    /// statement's `depends_on_data` and each migration's `target_tables`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_copy: bool,
 }
 
 /// One migration's verification.
@@ -89,6 +96,24 @@ pub struct MigrationVerification {
     /// The up/down round trip (`verify --round-trip`, `preview`); absent when not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_trip: Option<RoundTrip>,
+    /// Per existing relation, the strongest lock the migration's transaction holds on it and
+    /// for how long: a lock is held from the statement that takes it to the COMMIT, whatever
+    /// runs in between. Empty for a migration outside a transaction (not observed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks_held: Vec<LockHeld>,
+    /// On an empty copy: a statement's outcome depends on the target's rows, so the `ok` says
+    /// nothing about what `up` will do on the target (not shown with a ✓).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown_on_empty_copy: bool,
+    /// On an empty copy: the existing tables the migration rewrites or scans, with what the
+    /// target's statistics say they hold, for the real cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_tables: Vec<TargetTable>,
+    /// What of the whole server (roles, databases, memberships, settings...) it changes, when
+    /// it does: such a migration is failed (or, caught by its words before running, skipped)
+    /// and verify exits non-zero; nothing of it committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touches_server: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +134,21 @@ impl VerifyOutcome {
     }
 }
 
+impl MigrationVerification {
+    /// A failure raised by the runner's server guard (its detail names what changed) marks
+    /// the migration as touching the server.
+    fn with_server_failure(mut self) -> Self {
+        if let VerifyOutcome::Failed { error } = &self.outcome {
+            if error.sqlstate == server_guard::SERVER_CHANGE_SQLSTATE
+                && self.touches_server.is_none()
+            {
+                self.touches_server = Some(error.detail.clone().unwrap_or_default());
+            }
+        }
+        self
+    }
+}
+
 /// One statement of a migration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatementReport {
@@ -122,6 +162,112 @@ pub struct StatementReport {
     pub duration_ms: Option<f64>,
     /// Relation locks it took that the transaction did not hold before it.
     pub locks: Vec<LockTaken>,
+    /// Tables, indexes, materialized views and sequences whose storage this statement
+    /// replaced (their file node changed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrites: Vec<Rewrite>,
+    /// On an empty copy: why what this statement did here says little about the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on_data: Option<DataDependence>,
+}
+
+/// How a statement's result depends on the rows it meets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDependence {
+    pub kind: DataKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// It may fail on the target's rows (or change another number of them): unknown on an
+    /// empty copy.
+    Outcome,
+    /// Its time (and the rows it reads or writes) is the target's rows': the copy's is not.
+    Cost,
+}
+
+/// An existing table a migration rewrites or scans, as the target's statistics have it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetTable {
+    pub relation: String,
+    /// `pg_class.reltuples` on the target (an estimate; the leaves' sum for a partitioned
+    /// table); absent when never analyzed or not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// `pg_total_relation_size` on the target: table, indexes and TOAST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// Why a figure is missing, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Why a statement's result depends on the rows it meets, if it does (by its words: enough
+/// to warn, never to pass).
+pub fn depends_on_data(statement: &Statement<'_>) -> Option<DataDependence> {
+    let words: Vec<String> = sql::Tokens(statement.text)
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let has = |seq: &[&str]| w.windows(seq.len()).any(|x| x == seq);
+    let outcome = |reason: &str| {
+        Some(DataDependence {
+            kind: DataKind::Outcome,
+            reason: reason.to_owned(),
+        })
+    };
+    let cost = |reason: &str| {
+        Some(DataDependence {
+            kind: DataKind::Cost,
+            reason: reason.to_owned(),
+        })
+    };
+    let verb = statement.main_verb.as_deref().unwrap_or_default();
+    match (w.first().copied(), w.get(1).copied()) {
+        _ if matches!(verb, "UPDATE" | "DELETE" | "MERGE") => {
+            outcome("the rows it changes are the target's: how many, and whether a constraint or trigger stops it, is unknown on an empty copy")
+        }
+        (Some("ALTER"), Some("TABLE")) => {
+            if has(&["SET", "NOT", "NULL"]) {
+                outcome("SET NOT NULL fails on any NULL among the target's rows")
+            } else if has(&["VALIDATE", "CONSTRAINT"]) {
+                outcome("validating a constraint fails on the target's rows that break it")
+            } else if has(&["ADD"])
+                && !has(&["NOT", "VALID"])
+                && w.iter().any(|x| {
+                    matches!(
+                        *x,
+                        "CONSTRAINT" | "CHECK" | "UNIQUE" | "PRIMARY" | "FOREIGN" | "EXCLUDE" | "REFERENCES"
+                    )
+                })
+            {
+                outcome("a constraint added without NOT VALID is checked against the target's rows, and fails on those that break it")
+            } else if has(&["ADD"]) && has(&["NOT", "NULL"]) && !has(&["DEFAULT"]) {
+                outcome("a NOT NULL column without a default fails on a table that has rows")
+            } else if w.contains(&"TYPE") && w.contains(&"USING") {
+                outcome("a type change USING an expression converts the target's values, and fails on those it cannot")
+            } else if w.contains(&"TYPE") {
+                cost("a type change rewrites the table (or checks every row): its time is the target's rows'")
+            } else {
+                None
+            }
+        }
+        (Some("CREATE"), Some("UNIQUE")) => {
+            outcome("a unique index fails on duplicates among the target's rows")
+        }
+        (Some("CREATE"), Some("INDEX")) => cost("an index build reads every row of the target's table"),
+        (Some("CLUSTER" | "VACUUM"), _) | (Some("REFRESH"), Some("MATERIALIZED")) => {
+            cost("it reads and writes every row: its time is the target's rows'")
+        }
+        _ => None,
+    }
 }
 
 /// A relation lock a statement took.
@@ -144,6 +290,23 @@ impl LockTaken {
     pub fn access_exclusive_on_existing(&self) -> bool {
         self.existing && self.mode == "AccessExclusiveLock"
     }
+}
+
+/// The strongest lock a migration's transaction holds on an existing relation, from the
+/// statement that takes it to the end of the transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockHeld {
+    pub relation: String,
+    pub relkind: String,
+    /// The strongest mode held, as `pg_locks` names it.
+    pub mode: String,
+    /// What the locks held on it keep other sessions from doing, until the COMMIT.
+    pub blocks: String,
+    /// The line of the statement that took the strongest mode.
+    pub from_line: usize,
+    /// From that statement's start to the end of the migration (its last statement, and the
+    /// check of its deferred constraints), in milliseconds.
+    pub held_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,8 +411,32 @@ impl VerifyReport {
             .find(|m| matches!(m.outcome, VerifyOutcome::Failed { .. }))
     }
 
-    /// The failed verification as the error commands and steps report (`SqlFailed`).
+    /// The failed verification as the error commands and steps report (`SqlFailed`): a
+    /// failed migration, else one that touches the server (not run), else a failed round
+    /// trip.
     pub fn error(&self) -> Option<Error> {
+        let touching = || self.migrations.iter().find(|m| m.touches_server.is_some());
+        if let (None, Some(m)) = (self.failed(), touching()) {
+            let what = m.touches_server.clone().unwrap_or_default();
+            return Some(Error::MigrationFailed {
+                failure: Box::new(MigrationFailure {
+                    version: m.version.clone(),
+                    name: m.name.clone(),
+                    file: m.file.clone(),
+                    transactional: m.mode != Mode::NoTransaction,
+                    dirty: false,
+                    error: SqlError {
+                        sqlstate: crate::server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
+                        message: format!("the migration touches the server: it changes {what}, which belong to the whole server; it was not run"),
+                        detail: Some(what),
+                        ..SqlError::default()
+                    },
+                    notices: Vec::new(),
+                    rollback: false,
+                    recorded: false,
+                }),
+            });
+        }
         let Some(m) = self.failed() else {
             let m = self.round_trip_failed()?;
             let Some(RoundTrip::Failed { message, .. }) = &m.round_trip else {
@@ -401,6 +588,158 @@ pub fn blocks(mode: &str) -> &'static str {
     }
 }
 
+/// A relation lock mode's level (1: ACCESS SHARE ... 8: ACCESS EXCLUSIVE), 0 if unknown.
+pub fn lock_level(mode: &str) -> u8 {
+    match mode {
+        "AccessShareLock" => 1,
+        "RowShareLock" => 2,
+        "RowExclusiveLock" => 3,
+        "ShareUpdateExclusiveLock" => 4,
+        "ShareLock" => 5,
+        "ShareRowExclusiveLock" => 6,
+        "ExclusiveLock" => 7,
+        "AccessExclusiveLock" => 8,
+        _ => 0,
+    }
+}
+
+const MODES: [&str; 8] = [
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+];
+
+/// The modes a mode conflicts with, as bits (bit `level - 1`): PostgreSQL's conflict table.
+fn conflicts(mode: &str) -> u8 {
+    match lock_level(mode) {
+        1 => 0b1000_0000,
+        2 => 0b1100_0000,
+        3 => 0b1111_0000,
+        4 => 0b1111_1000,
+        5 => 0b1111_0100,
+        6 => 0b1111_1100,
+        7 => 0b1111_1110,
+        8 => 0b1111_1111,
+        _ => 0,
+    }
+}
+
+/// What holding all of `modes` at once blocks, in words: the description of the weakest
+/// mode that blocks at least as much (ROW EXCLUSIVE and SHARE together block what SHARE ROW
+/// EXCLUSIVE does).
+pub fn blocks_together<'a>(modes: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let all = modes.into_iter().fold(0u8, |acc, m| acc | conflicts(m));
+    MODES
+        .iter()
+        .find(|m| conflicts(m) & all == all)
+        .map_or("unknown lock mode", |m| blocks(m))
+}
+
+/// Per relation, the modes the migration's transaction has taken so far, with the line of
+/// the statement that took each: what a statement's lock line and the summary are read from.
+#[derive(Debug, Default)]
+struct LocksSoFar(BTreeMap<String, Vec<(String, usize, usize)>>);
+
+impl LocksSoFar {
+    /// Records the locks statement number `index` (at `line`) took, and rewrites their
+    /// `blocks` to what the transaction's locks on the relation block together: a weak lock
+    /// taken after a strong one does not let reads and writes go on.
+    fn take(
+        &mut self,
+        locks: &mut [LockTaken],
+        line: usize,
+        index: usize,
+        tables: &BTreeMap<String, String>,
+    ) {
+        for l in locks.iter() {
+            self.0
+                .entry(l.relation.clone())
+                .or_default()
+                .push((l.mode.clone(), line, index));
+        }
+        for l in locks.iter_mut() {
+            let held = &self.0[&l.relation];
+            let together = blocks_together(held.iter().map(|(m, _, _)| m.as_str()));
+            if together != l.blocks {
+                let (strongest, since, _) = strongest(held).expect("recorded above");
+                l.blocks = format!(
+                    "{together} (the transaction holds {} on it since line {since}, until its COMMIT)",
+                    mode_words(strongest)
+                );
+            }
+            // An index is read and written through its table: a weak lock on the index of a
+            // table held strongly lets nothing go on.
+            let Some((table, held)) = tables
+                .get(&l.relation)
+                .and_then(|t| Some((t, self.0.get(t)?)))
+            else {
+                continue;
+            };
+            let (strongest, since, _) = strongest(held).expect("not empty");
+            if lock_level(strongest) > lock_level(&l.mode) {
+                l.blocks = format!(
+                    "{} (through its table {table}, which the transaction holds {} since line {since}, until its COMMIT)",
+                    blocks_together(held.iter().map(|(m, _, _)| m.as_str())),
+                    mode_words(strongest)
+                );
+            }
+        }
+    }
+
+    /// The summary: per existing relation, its strongest mode (the first statement that took
+    /// it), what all its modes block together, and the time from that statement's start
+    /// (`starts[index]`, ms from the migration's start) to `end_ms`.
+    fn held(&self, statements: &[StatementReport], starts: &[f64], end_ms: f64) -> Vec<LockHeld> {
+        let existing: BTreeMap<&str, &LockTaken> = statements
+            .iter()
+            .flat_map(|s| &s.locks)
+            .filter(|l| l.existing)
+            .map(|l| (l.relation.as_str(), l))
+            .collect();
+        self.0
+            .iter()
+            .filter_map(|(relation, modes)| {
+                let l = existing.get(relation.as_str())?;
+                let (mode, line, index) = strongest(modes)?;
+                let start = starts.get(*index).copied().unwrap_or(0.0);
+                Some(LockHeld {
+                    relation: relation.clone(),
+                    relkind: l.relkind.clone(),
+                    mode: mode.clone(),
+                    blocks: blocks_together(modes.iter().map(|(m, _, _)| m.as_str())).to_owned(),
+                    from_line: *line,
+                    held_ms: ((end_ms - start).max(0.0) * 100.0).round() / 100.0,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The strongest of the modes taken, the first statement that took it.
+fn strongest(modes: &[(String, usize, usize)]) -> Option<&(String, usize, usize)> {
+    modes
+        .iter()
+        .max_by_key(|(m, _, i)| (lock_level(m), std::cmp::Reverse(*i)))
+}
+
+/// `AccessExclusiveLock` as people write it: `ACCESS EXCLUSIVE`.
+pub fn mode_words(mode: &str) -> String {
+    let base = mode.strip_suffix("Lock").unwrap_or(mode);
+    let mut out = String::new();
+    for (i, c) in base.char_indices() {
+        if i > 0 && c.is_ascii_uppercase() {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 /// `pg_class.relkind` in words.
 pub fn relkind_name(relkind: &str) -> &'static str {
     match relkind {
@@ -426,6 +765,8 @@ pub struct Relation {
     pub relfilenode: i64,
     /// For an index: `indisvalid`, and its table.
     pub index: Option<(bool, String)>,
+    /// For an index, its table's oid.
+    pub table_oid: Option<i64>,
 }
 
 /// The user relations by oid: the before/after that rewrites and new indexes are read from.
@@ -550,6 +891,10 @@ fn skipped(m: &Migration, reason: String) -> MigrationVerification {
             ..Flags::default()
         },
         round_trip: None,
+        locks_held: Vec::new(),
+        unknown_on_empty_copy: false,
+        target_tables: Vec::new(),
+        touches_server: None,
     }
 }
 
@@ -558,7 +903,15 @@ fn skipped(m: &Migration, reason: String) -> MigrationVerification {
 const USER_NAMESPACE: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
 /// A row of [`read_catalog`]'s query: oid, name, relkind, relfilenode, indisvalid, table.
-type CatalogRow = (i64, String, String, i64, Option<bool>, Option<String>);
+type CatalogRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<bool>,
+    Option<String>,
+    Option<i64>,
+);
 
 /// The user relations with their storage, or (`only`) just those oids, with index validity
 /// and table. User relations have oids from `FirstNormalObjectId` (16384) on; temporary ones
@@ -566,7 +919,7 @@ type CatalogRow = (i64, String, String, i64, Option<bool>, Option<String>);
 async fn read_catalog(conn: &mut PgConnection, only: Option<&[i64]>) -> Result<Catalog, Error> {
     let sql = format!(
         "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relfilenode::int8,
-                i.indisvalid, CASE WHEN t.oid IS NOT NULL THEN format('%I.%I', tn.nspname, t.relname) END
+                i.indisvalid, CASE WHEN t.oid IS NOT NULL THEN format('%I.%I', tn.nspname, t.relname) END, i.indrelid::int8
          FROM pg_catalog.pg_class c
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
@@ -591,8 +944,8 @@ async fn read_catalog(conn: &mut PgConnection, only: Option<&[i64]>) -> Result<C
 async fn read_storage(conn: &mut PgConnection) -> Result<Catalog, Error> {
     let rows: Vec<CatalogRow> = sqlx::query_as(
         "SELECT c.oid::int8, c.relnamespace::regnamespace::text || '.' || quote_ident(c.relname), c.relkind::text,
-                c.relfilenode::int8, NULL::bool, NULL::text
-         FROM pg_catalog.pg_class c
+                c.relfilenode::int8, NULL::bool, NULL::text, i.indrelid::int8
+         FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
          WHERE c.oid >= 16384 AND c.relpersistence <> 't' AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'm', 'v', 'f')",
     )
     .fetch_all(&mut *conn)
@@ -603,17 +956,20 @@ async fn read_storage(conn: &mut PgConnection) -> Result<Catalog, Error> {
 
 fn to_catalog(rows: Vec<CatalogRow>) -> Catalog {
     rows.into_iter()
-        .map(|(oid, name, relkind, relfilenode, valid, table)| {
-            (
-                oid,
-                Relation {
-                    name,
-                    relkind,
-                    relfilenode,
-                    index: valid.map(|v| (v, table.unwrap_or_default())),
-                },
-            )
-        })
+        .map(
+            |(oid, name, relkind, relfilenode, valid, table, table_oid)| {
+                (
+                    oid,
+                    Relation {
+                        name,
+                        relkind,
+                        relfilenode,
+                        index: valid.map(|v| (v, table.unwrap_or_default())),
+                        table_oid,
+                    },
+                )
+            },
+        )
         .collect()
 }
 
@@ -735,11 +1091,25 @@ async fn verify_in_open_transaction(
         .execute(&mut *conn)
         .await
         .map_err(|e| Error::database(format!("starting the verification of {}", m.name), e))?;
+    let shared_before = read_shared(conn).await?;
+    let mut touches_server = None;
     let before = read_storage(conn).await?;
     let mut held = read_locks(conn, None)
         .await
         .map_err(|e| Error::database("reading pg_locks", e))?;
     let baseline: BTreeSet<(i64, String)> = held.iter().map(|l| (l.oid, l.mode.clone())).collect();
+    // Each relation's storage as last seen: a statement that changes it rewrote it.
+    let mut storage: BTreeMap<i64, i64> = before
+        .iter()
+        .map(|(oid, r)| (*oid, r.relfilenode))
+        .collect();
+    let mut so_far = LocksSoFar::default();
+    // Index → its table, by name, for the lock lines.
+    let tables: BTreeMap<String, String> = before
+        .values()
+        .filter_map(|r| Some((r.name.clone(), before.get(&r.table_oid?)?.name.clone())))
+        .collect();
+    let mut starts = Vec::new();
     let started = Instant::now();
     let mut statements = Vec::new();
     let mut failure = None;
@@ -755,6 +1125,7 @@ async fn verify_in_open_transaction(
             break;
         }
         let t = Instant::now();
+        starts.push(ms(t - started));
         let result = sqlx::raw_sql(statement.text).execute(&mut *conn).await;
         let duration_ms = Some(ms(t.elapsed()));
         match result {
@@ -765,6 +1136,8 @@ async fn verify_in_open_transaction(
                     summary: summary_of(statement.text),
                     duration_ms,
                     locks: Vec::new(),
+                    rewrites: Vec::new(),
+                    depends_on_data: None,
                 });
                 failure = Some(sql_error(db.as_ref(), &statement));
                 break;
@@ -774,15 +1147,47 @@ async fn verify_in_open_transaction(
         let now = read_locks(conn, Some(&held))
             .await
             .map_err(|e| Error::database("reading pg_locks", e))?;
+        let mut locks = new_locks(&held, &now, &before);
+        so_far.take(&mut locks, statement.line, statements.len(), &tables);
+        // A rewrite locks the relation: only the relations this migration locked can have
+        // been rewritten (again) by this statement.
+        let locked: Vec<i64> = now
+            .iter()
+            .filter(|l| !baseline.contains(&(l.oid, l.mode.clone())))
+            .map(|l| l.oid)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let rewrites = statement_rewrites(conn, &locked, &before, &mut storage).await?;
         statements.push(StatementReport {
             line: statement.line,
             summary: summary_of(statement.text),
             duration_ms,
-            locks: new_locks(&held, &now, &before),
+            locks,
+            rewrites,
+            depends_on_data: None,
         });
         held = now;
+        // Judged by effect after each statement, so that the line is known.
+        let touched = read_shared(conn).await?.since(&shared_before);
+        if !touched.is_empty() {
+            touches_server = Some(server_guard::describe(&touched));
+            failure = Some(server_change(&touched, Some(&statement)));
+            break;
+        }
+    }
+    if failure.is_none() {
+        // What COMMIT would check, which a rolled-back verification never reaches.
+        failure = check_deferred(conn, m).await?;
+        // A deferred trigger may have touched the server too.
+        let touched = read_shared(conn).await?.since(&shared_before);
+        if failure.is_none() && !touched.is_empty() {
+            touches_server = Some(server_guard::describe(&touched));
+            failure = Some(server_change(&touched, None));
+        }
     }
     let duration_ms = ms(started.elapsed());
+    let locks_held = so_far.held(&statements, &starts, duration_ms);
     let (rewrites, new_indexes) = if failure.is_none() {
         // A rewrite and a new index both lock the relation: only those need reading again.
         let locked: Vec<i64> = held
@@ -821,7 +1226,134 @@ async fn verify_in_open_transaction(
         new_indexes,
         flags,
         round_trip: None,
+        locks_held,
+        unknown_on_empty_copy: false,
+        target_tables: Vec::new(),
+        touches_server,
     })
+}
+
+/// The relations among `locked` whose storage changed since `storage` last saw it (which it
+/// then records); relations the migration made itself are recorded, not reported.
+async fn statement_rewrites(
+    conn: &mut PgConnection,
+    locked: &[i64],
+    before: &Catalog,
+    storage: &mut BTreeMap<i64, i64>,
+) -> Result<Vec<Rewrite>, Error> {
+    if locked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT c.oid::int8, c.relfilenode::int8 FROM pg_catalog.pg_class c WHERE c.oid::int8 = ANY($1)",
+    )
+    .bind(locked)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading the catalog", e))?;
+    let mut rewrites = Vec::new();
+    for (oid, node) in now {
+        match storage.insert(oid, node) {
+            // Mapped and partitioned relations have relfilenode 0.
+            Some(old) if old != 0 && old != node => {
+                if let Some(r) = before
+                    .get(&oid)
+                    .filter(|r| !r.name.starts_with("pg_toast."))
+                {
+                    rewrites.push(Rewrite {
+                        relation: r.name.clone(),
+                        relkind: relkind_name(&r.relkind).to_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    rewrites.sort_by(|a, b| a.relation.cmp(&b.relation));
+    Ok(rewrites)
+}
+
+/// This transaction's writes to the shared catalogs so far.
+async fn read_shared(conn: &mut PgConnection) -> Result<server_guard::SharedWrites, Error> {
+    server_guard::read(conn)
+        .await
+        .map_err(|e| Error::database("reading the catalogs shared by the whole server", e))
+}
+
+/// The failure of a migration that touched the server: at the statement after which it was
+/// seen, or (`None`) at the migration's end (a deferred trigger).
+fn server_change(catalogs: &[String], statement: Option<&Statement<'_>>) -> SqlError {
+    SqlError {
+        sqlstate: server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
+        message: server_guard::message(catalogs),
+        detail: Some(server_guard::describe(catalogs)),
+        line: statement.map(|s| s.line),
+        statement: statement.map(|s| s.text.to_owned()),
+        ..SqlError::default()
+    }
+}
+
+/// The savepoint of the deferred-constraint check.
+const DEFERRED_SAVEPOINT: &str = "stepmigrate_deferred";
+
+/// What COMMIT would do that a rolled-back verification never reaches: the deferred
+/// constraints (a `DEFERRABLE INITIALLY DEFERRED` foreign key, unique or exclusion
+/// constraint) and deferred constraint triggers, fired by `SET CONSTRAINTS ALL IMMEDIATE`.
+/// Inside a savepoint that is rolled back: the events are marked pending again and the
+/// constraints' modes restored, so that a migration verified after this one in the same
+/// transaction runs as it would after this one's COMMIT. A violation is the migration's
+/// failure at its end, where `up` would fail.
+async fn check_deferred(conn: &mut PgConnection, m: &Migration) -> Result<Option<SqlError>, Error> {
+    let ending = |e| {
+        Error::database(
+            format!("checking the deferred constraints of {}", m.name),
+            e,
+        )
+    };
+    sqlx::raw_sql(&format!("SAVEPOINT {DEFERRED_SAVEPOINT}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(ending)?;
+    let failure = match sqlx::raw_sql("SET CONSTRAINTS ALL IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => None,
+        Err(sqlx::Error::Database(db)) => {
+            let pg = db.try_downcast_ref::<PgDatabaseError>();
+            Some(SqlError {
+                sqlstate: db
+                    .code()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_else(|| "XX000".into()),
+                message: db.message().to_owned(),
+                detail: pg.and_then(|e| e.detail()).map(str::to_owned),
+                hint: pg.and_then(|e| e.hint()).map(str::to_owned),
+                line: Some(last_line(&m.sql)),
+                statement: Some(DEFERRED_STATEMENT.to_owned()),
+                where_: pg.and_then(|e| e.r#where()).map(str::to_owned),
+            })
+        }
+        Err(e) => return Err(ending(e)),
+    };
+    sqlx::raw_sql(&format!(
+        "ROLLBACK TO SAVEPOINT {DEFERRED_SAVEPOINT}; RELEASE SAVEPOINT {DEFERRED_SAVEPOINT}"
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(ending)?;
+    Ok(failure)
+}
+
+/// The statement a deferred-constraint failure is reported at.
+pub const DEFERRED_STATEMENT: &str =
+    "COMMIT (the deferred constraints and constraint triggers, checked at the migration's end, where its transaction commits)";
+
+/// The last line of a file (1-based), counted as the lexer counts them.
+fn last_line(text: &str) -> usize {
+    let trimmed = text.trim_end();
+    1 + trimmed.matches('\n').count() + trimmed.matches('\r').count()
+        - trimmed.matches("\r\n").count()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -986,12 +1518,25 @@ impl ScratchDatabase {
     /// Why `m` must not run here, if it must not: on a scratch database created on the
     /// target's server, a statement that changes the whole server (a role, a database) would
     /// change it for real. A `--dev-url` database is the user's choice of server.
-    pub fn cannot_run(&self, m: &Migration) -> Option<String> {
-        self.server.as_ref()?;
-        let (line, what) = server_wide(m)?;
-        Some(format!(
-            "not verified: line {line} changes {what}, which belong to the whole server: on a scratch database of the target's server it would change them for real (verify it with --dev-url on another server, or --in-transaction-only)"
+    pub fn cannot_run(&self, m: &Migration) -> Option<(String, &'static str)> {
+        let (line, what) = self.refused_by_words(m)?;
+        Some((
+            format!(
+                "not verified: the migration touches the server: line {line} changes {what}, which belong to the whole server: run here it would change them for real"
+            ),
+            what,
         ))
+    }
+
+    /// The first statement of `m` that changes the whole server by its words, where words
+    /// decide: anywhere on a scratch database of the target's server; on a dev database only
+    /// in a migration outside a transaction (in a transaction, the server guard judges by
+    /// effect before anything commits).
+    fn refused_by_words(&self, m: &Migration) -> Option<(usize, &'static str)> {
+        if self.server.is_none() && m.transactional() {
+            return None;
+        }
+        server_wide(m)
     }
 
     /// Refuses, before anything runs, a history that cannot be replayed here: the target's
@@ -1002,17 +1547,14 @@ impl ScratchDatabase {
         set: &crate::migration::MigrationSet,
         first_pending: Option<&Version>,
     ) -> Result<(), Error> {
-        if self.server.is_none() {
-            return Ok(());
-        }
         let history = set
             .migrations()
             .iter()
             .take_while(|m| first_pending.is_none_or(|v| m.version.number() < v.number()));
         for m in history {
-            if let Some((line, what)) = server_wide(m) {
+            if let Some((line, what)) = self.refused_by_words(m) {
                 return Err(Error::InvalidInput(format!(
-                    "{}:{line} changes {what}, which belong to the whole server: replaying it on a scratch database of the same server would change the server for real (or fail as already done); verify with --dev-url on another server, or --in-transaction-only",
+                    "{}:{line} changes {what}, which belong to the whole server (the migration touches the server): replaying it on the verification database would change the server for real (or fail as already done); verify with --in-transaction-only",
                     m.path.display()
                 )));
             }
@@ -1026,7 +1568,12 @@ impl ScratchDatabase {
 
     /// A migrator of `set` on the scratch database, to apply to it through the normal runner.
     pub fn migrator(&self, set: &crate::migration::MigrationSet, settings: &Settings) -> Migrator {
-        Migrator::new(self.db.clone(), set.clone(), settings.clone())
+        // Whatever the runner commits here, nothing of the whole server may change.
+        let settings = Settings {
+            guard_server: true,
+            ..settings.clone()
+        };
+        Migrator::new(self.db.clone(), set.clone(), settings)
     }
 
     /// Applies `set` up to `to` (inclusive) through the normal runner; a failure is an error.
@@ -1116,9 +1663,10 @@ pub async fn verify_pending_with(
             });
             continue;
         }
-        if let Some(why) = scratch.cannot_run(m) {
+        if let Some((why, what)) = scratch.cannot_run(m) {
             results.push(MigrationVerification {
                 round_trip: not_run("not verified"),
+                touches_server: Some(what.to_owned()),
                 ..skipped(m, why)
             });
             failed = Some(format!("{} (not verified)", m.name));
@@ -1136,6 +1684,7 @@ pub async fn verify_pending_with(
         let mut result = verify_one_on_scratch(migrator, m, run_id)
             .instrument(span.clone())
             .await?;
+        mark_empty_copy(&mut result, m);
         if matches!(result.outcome, VerifyOutcome::Failed { .. }) {
             failed = Some(m.name.clone());
             result.round_trip = not_run("the migration failed");
@@ -1151,6 +1700,133 @@ pub async fn verify_pending_with(
         results.push(result);
     }
     Ok(results)
+}
+
+/// On an empty copy: each statement's dependence on data, and whether the migration's `ok`
+/// says anything about the target.
+fn mark_empty_copy(v: &mut MigrationVerification, m: &Migration) {
+    let lexed = sql::split_statements(&m.sql);
+    for st in &mut v.statements {
+        let by_words = lexed
+            .iter()
+            .find(|s| s.line == st.line)
+            .and_then(depends_on_data);
+        st.depends_on_data = by_words.or_else(|| {
+            (!st.rewrites.is_empty()).then(|| DataDependence {
+                kind: DataKind::Cost,
+                reason: "it rewrites the table: its time is the target's rows'".to_owned(),
+            })
+        });
+    }
+    v.unknown_on_empty_copy = v.outcome == VerifyOutcome::Ok
+        && v.statements.iter().any(|s| {
+            s.depends_on_data
+                .as_ref()
+                .is_some_and(|d| d.kind == DataKind::Outcome)
+        });
+}
+
+/// The tables each migration rewrites or scans, as the target's statistics have them, for
+/// the migrations whose result depends on data. Read by name (the scratch database's oids
+/// are not the target's), in a transaction with a short lock_timeout (the sizes take a
+/// share lock); a failure is a warning, not the verification's.
+async fn fill_target_tables(
+    target: &Database,
+    migrations: &mut [MigrationVerification],
+    warnings: &mut Vec<String>,
+) {
+    let data_kinds = ["table", "partitioned table", "materialized view"];
+    let wanted = |m: &MigrationVerification| -> BTreeSet<String> {
+        if !m.statements.iter().any(|s| s.depends_on_data.is_some()) && m.rewrites.is_empty() {
+            return BTreeSet::new();
+        }
+        let locked = m
+            .locks_held
+            .iter()
+            .filter(|l| data_kinds.contains(&l.relkind.as_str()))
+            .map(|l| l.relation.clone());
+        let rewritten = m
+            .rewrites
+            .iter()
+            .filter(|r| data_kinds.contains(&r.relkind.as_str()))
+            .map(|r| r.relation.clone());
+        let indexed = m.new_indexes.iter().map(|i| i.table.clone());
+        locked
+            .chain(rewritten)
+            .chain(indexed)
+            .map(|n| n.trim_end_matches(" (dropped)").to_owned())
+            .collect()
+    };
+    let names: Vec<String> = migrations
+        .iter()
+        .flat_map(wanted)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    type Row = (String, Option<f64>, Option<i64>, Option<String>);
+    let read = async {
+        let mut conn = target.connect().await?;
+        sqlx::raw_sql(&format!(
+            "BEGIN READ ONLY;SET LOCAL lock_timeout = '{}'",
+            pg_interval(IN_TRANSACTION_LOCK_TIMEOUT)
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::database("reading the target's statistics", e))?;
+        let rows: Result<Vec<Row>, _> = sqlx::query_as(
+            "SELECT n, CASE WHEN c.relkind = 'p' THEN
+                        (SELECT sum(pc.reltuples) FROM pg_catalog.pg_partition_tree(c.oid) pt
+                         JOIN pg_catalog.pg_class pc ON pc.oid = pt.relid WHERE pt.isleaf AND pc.reltuples >= 0)
+                    ELSE c.reltuples END::float8,
+                    CASE WHEN c.relkind = 'p' THEN
+                        (SELECT sum(pg_catalog.pg_total_relation_size(pt.relid)) FROM pg_catalog.pg_partition_tree(c.oid) pt)
+                    WHEN c.oid IS NOT NULL THEN pg_catalog.pg_total_relation_size(c.oid) END::int8,
+                    c.relkind::text
+             FROM unnest($1::text[]) n LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(n)",
+        )
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await;
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        rows.map_err(|e| Error::database("reading the target's statistics", e))
+    };
+    let rows = match read.await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warnings.push(format!(
+                "could not read the sizes of the tables the migrations rewrite or scan on the target: {e}"
+            ));
+            return;
+        }
+    };
+    let stats: BTreeMap<String, TargetTable> = rows
+        .into_iter()
+        .map(|(name, rows, bytes, relkind)| {
+            let note = match (&relkind, rows) {
+                (None, _) => Some("not on the target".to_owned()),
+                (Some(_), Some(r)) if r < 0.0 => {
+                    Some("never analyzed on the target: its row count is unknown".to_owned())
+                }
+                _ => None,
+            };
+            let table = TargetTable {
+                relation: name.clone(),
+                rows: rows.filter(|r| *r >= 0.0).map(|r| r.round() as i64),
+                bytes,
+                note,
+            };
+            (name, table)
+        })
+        .collect();
+    for m in migrations.iter_mut() {
+        m.target_tables = wanted(m)
+            .into_iter()
+            .filter_map(|n| stats.get(&n).cloned())
+            .collect();
+    }
 }
 
 /// The schema as the round trip compares it: comments and grants included, the ledger left
@@ -1353,7 +2029,8 @@ async fn verify_one_on_scratch(
                         error: f.error.clone(),
                     },
                     ..verified
-                });
+                }
+                .with_server_failure());
             }
         }
         return Ok(verified);
@@ -1377,6 +2054,8 @@ async fn verify_one_on_scratch(
             summary: summary_of(s.text),
             duration_ms: None,
             locks: Vec::new(),
+            rewrites: Vec::new(),
+            depends_on_data: None,
         })
         .collect();
     let outcome = match (&report.failure, report.applied()) {
@@ -1405,7 +2084,12 @@ async fn verify_one_on_scratch(
         new_indexes,
         flags,
         round_trip: None,
-    })
+        locks_held: Vec::new(),
+        unknown_on_empty_copy: false,
+        target_tables: Vec::new(),
+        touches_server: None,
+    }
+    .with_server_failure())
 }
 
 async fn migrator_apply(migrator: &Migrator, to: &Version, run_id: &str) -> Result<(), Error> {
@@ -1464,7 +2148,10 @@ impl Migrator {
         let migrator = scratch.migrator(&self.set, &self.settings);
         // The scratch database's sessions end with `ScratchDatabase::drop`.
         scratch.ensure_replayable(&self.set, pending.first().map(|m| &m.version))?;
-        let migrations = verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
+        let mut migrations =
+            verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
+        let mut warnings = warnings;
+        fill_target_tables(&self.db, &mut migrations, &mut warnings).await;
         Ok(VerifyReport {
             run_id: run_id.to_owned(),
             method: Method::Scratch,
@@ -1473,6 +2160,7 @@ impl Migrator {
             migrations,
             warnings,
             elapsed_ms: started.elapsed().as_millis() as u64,
+            empty_copy: true,
         })
     }
 
@@ -1543,6 +2231,7 @@ impl Migrator {
                 migrations,
                 warnings,
                 elapsed_ms: started.elapsed().as_millis() as u64,
+                empty_copy: false,
             })
         }
         .instrument(span)
@@ -1678,6 +2367,7 @@ mod tests {
             relkind: relkind.into(),
             relfilenode,
             index: index.map(|(v, t)| (v, t.into())),
+            table_oid: None,
         }
     }
 
@@ -1803,11 +2493,17 @@ mod tests {
                     existing: true,
                     blocks: blocks("AccessExclusiveLock").into(),
                 }],
+                rewrites: Vec::new(),
+                depends_on_data: None,
             }],
             rewrites: Vec::new(),
             new_indexes: Vec::new(),
             flags: Flags::default(),
             round_trip: None,
+            locks_held: Vec::new(),
+            unknown_on_empty_copy: false,
+            target_tables: Vec::new(),
+            touches_server: None,
         };
         let report = VerifyReport {
             run_id: "r".into(),
@@ -1817,6 +2513,7 @@ mod tests {
             migrations: (1..=300).map(m).collect(),
             warnings: Vec::new(),
             elapsed_ms: 5,
+            empty_copy: false,
         };
         let s = report.summary(50);
         assert_eq!((s.verified, s.failed, s.migrations.len()), (299, 1, 50));

@@ -1,0 +1,273 @@
+//! `stepmigrate verify`'s report must be true, not merely plausible: what COMMIT checks is
+//! checked, a lock is reported for as long as it is held, and an empty copy's results are not
+//! presented as the target's.
+
+mod common;
+
+use common::{Dir, TestDb};
+use serde_json::Value;
+
+fn migration<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["report"]["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
+}
+
+const DEFERRED: &str = "CREATE TABLE p (id int PRIMARY KEY);
+CREATE TABLE c (id int, p int REFERENCES p DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE q (v int);
+CREATE FUNCTION no_negatives() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.v < 0 THEN RAISE EXCEPTION 'negative value %', NEW.v; END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER q_no_negatives AFTER INSERT ON q DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION no_negatives();
+";
+
+#[tokio::test]
+async fn deferred_constraints_and_constraint_triggers_are_checked_at_each_migrations_end() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_schema.sql", DEFERRED),
+        // Valid at COMMIT: the parent comes after the child.
+        (
+            "002_ok.sql",
+            "INSERT INTO c VALUES (1, 1);\nINSERT INTO p VALUES (1);\n",
+        ),
+        // And so here, after 002's check: its constraints are deferred again.
+        (
+            "003_ok_too.sql",
+            "INSERT INTO c VALUES (2, 2);\nINSERT INTO p VALUES (2);\n",
+        ),
+        ("004_orphan.sql", "INSERT INTO c VALUES (3, 42);\n\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    for mode in [&["--in-transaction-only"][..], &[][..]] {
+        let mut args = vec!["--json", "verify"];
+        args.extend(mode);
+        let run = db.cli(dir.path(), &args);
+        let doc = run.json();
+        assert_eq!(run.code, 1, "{mode:?}: {doc:#}");
+        assert_eq!(
+            migration(&doc, "002_ok")["outcome"],
+            "ok",
+            "{mode:?}: {doc:#}"
+        );
+        assert_eq!(
+            migration(&doc, "003_ok_too")["outcome"],
+            "ok",
+            "{mode:?}: {doc:#}"
+        );
+        let orphan = migration(&doc, "004_orphan");
+        assert_eq!(orphan["outcome"], "failed", "{mode:?}: {doc:#}");
+        assert_eq!(orphan["error"]["sqlstate"], "23503", "{mode:?}: {doc:#}");
+    }
+    // In the target's transaction, at the migration's end: its last line, at COMMIT.
+    let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+    let orphan = migration(&run.json(), "004_orphan").clone();
+    assert_eq!(orphan["error"]["line"], 1, "{orphan:#}");
+    assert!(orphan["error"]["statement"]
+        .as_str()
+        .unwrap()
+        .starts_with("COMMIT"));
+
+    // A deferred constraint trigger.
+    dir.remove("004_orphan.sql");
+    dir.write(
+        "004_negative.sql",
+        "INSERT INTO q VALUES (1);\nINSERT INTO q VALUES (-5);\n",
+    );
+    let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+    let doc = run.json();
+    assert_eq!(run.code, 1, "{doc:#}");
+    let negative = migration(&doc, "004_negative");
+    assert_eq!(negative["error"]["sqlstate"], "P0001", "{doc:#}");
+    assert_eq!(negative["error"]["line"], 2, "{doc:#}");
+    assert_eq!(db.applied().await, ["001"]);
+}
+
+#[tokio::test]
+async fn a_lock_is_reported_from_the_statement_that_takes_it_to_the_commit() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, c int);\nINSERT INTO t SELECT g, g FROM generate_series(1, 2000) g;\nCREATE TABLE other (id int);\n",
+        ),
+        (
+            "002_add_and_fill.sql",
+            "ALTER TABLE t ADD COLUMN d int;\nUPDATE t SET d = c;\nINSERT INTO other VALUES (1);\nALTER TABLE t ALTER COLUMN c TYPE bigint;\nALTER TABLE t ALTER COLUMN c TYPE int;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    for mode in [&["--in-transaction-only"][..], &[][..]] {
+        let mut args = vec!["--json", "verify"];
+        args.extend(mode);
+        let run = db.cli(dir.path(), &args);
+        let doc = run.json();
+        assert_eq!(run.code, 0, "{mode:?}: {doc:#}");
+        let m = migration(&doc, "002_add_and_fill");
+        // The summary: t is held ACCESS EXCLUSIVE from line 1 to the end; other only
+        // ROW EXCLUSIVE, from line 3.
+        let held = m["locks_held"].as_array().unwrap();
+        let t = held
+            .iter()
+            .find(|l| l["relation"] == "public.t")
+            .unwrap_or_else(|| panic!("{m:#}"));
+        assert_eq!(t["mode"], "AccessExclusiveLock");
+        assert_eq!(t["from_line"], 1);
+        assert!(t["blocks"]
+            .as_str()
+            .unwrap()
+            .contains("every query on it waits"));
+        let held_ms = t["held_ms"].as_f64().unwrap();
+        let statements_ms: f64 = m["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["duration_ms"].as_f64().unwrap())
+            .sum();
+        assert!(
+            held_ms >= statements_ms,
+            "{held_ms} < {statements_ms}: {m:#}"
+        );
+        let other = held
+            .iter()
+            .find(|l| l["relation"] == "public.other")
+            .unwrap();
+        assert_eq!(other["mode"], "RowExclusiveLock");
+        assert_eq!(other["from_line"], 3);
+        // No statement's line says reads and writes go on for t, held ACCESS EXCLUSIVE.
+        for s in m["statements"].as_array().unwrap() {
+            for l in s["locks"].as_array().unwrap() {
+                if l["relation"] == "public.t" {
+                    assert!(
+                        !l["blocks"].as_str().unwrap().contains("go on"),
+                        "line {}: {l:#}",
+                        s["line"]
+                    );
+                }
+            }
+        }
+        // Rewrites, per statement: lines 4 and 5 both rewrite t, line 1 does not.
+        let rewrites_at = |line: u64| -> Vec<String> {
+            m["statements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["line"] == line)
+                .map(|s| {
+                    s["rewrites"]
+                        .as_array()
+                        .map(|r| {
+                            r.iter()
+                                .map(|r| r["relation"].as_str().unwrap().to_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .unwrap()
+        };
+        assert!(rewrites_at(1).is_empty(), "{m:#}");
+        assert!(rewrites_at(4).contains(&"public.t".to_owned()), "{m:#}");
+        assert!(rewrites_at(5).contains(&"public.t".to_owned()), "{m:#}");
+    }
+    let run = db.cli(dir.path(), &["verify", "--in-transaction-only"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("held until COMMIT: AccessExclusiveLock on table public.t from line 1"),
+        "{}",
+        run.stdout
+    );
+    let update = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("line 2: UPDATE"))
+        .take_while(|l| !l.contains("line 3:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!update.contains("go on"), "{update}");
+}
+
+#[tokio::test]
+async fn an_empty_copys_results_are_not_presented_as_the_targets() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int PRIMARY KEY, c int);\n"),
+        (
+            "002_not_null.sql",
+            "ALTER TABLE t ALTER COLUMN c SET NOT NULL;\n",
+        ),
+        ("003_unique.sql", "CREATE UNIQUE INDEX t_c_key ON t (c);\n"),
+        (
+            "004_widen.sql",
+            "ALTER TABLE t ALTER COLUMN id TYPE bigint;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // The application's rows: NULLs and duplicates, only on the target.
+    db.exec("INSERT INTO t SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE g % 100 END FROM generate_series(1, 20000) g; ANALYZE t;")
+        .await;
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    let doc = run.json();
+    assert_eq!(run.code, 0, "{doc:#}");
+    assert_eq!(doc["report"]["empty_copy"], true, "{doc:#}");
+    for name in ["002_not_null", "003_unique"] {
+        let m = migration(&doc, name);
+        assert_eq!(m["unknown_on_empty_copy"], true, "{name}: {m:#}");
+        assert_eq!(
+            m["statements"][0]["depends_on_data"]["kind"], "outcome",
+            "{m:#}"
+        );
+        let t = &m["target_tables"][0];
+        assert_eq!(t["relation"], "public.t", "{m:#}");
+        assert_eq!(t["rows"], 20000, "{m:#}");
+        assert!(t["bytes"].as_i64().unwrap() > 100_000, "{m:#}");
+    }
+    // A rewrite's outcome does not depend on the rows, its time does.
+    let widen = migration(&doc, "004_widen");
+    assert!(widen.get("unknown_on_empty_copy").is_none(), "{widen:#}");
+    assert_eq!(
+        widen["statements"][0]["depends_on_data"]["kind"], "cost",
+        "{widen:#}"
+    );
+    assert_eq!(widen["target_tables"][0]["rows"], 20000, "{widen:#}");
+
+    let run = db.cli(dir.path(), &["verify"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("none of its data"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("\u{2713} 002_not_null"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("\u{2713} 003_unique"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("? 002_not_null"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("SET NOT NULL fails on any NULL"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("on the target: public.t: about 20,000 rows"),
+        "{}",
+        run.stdout
+    );
+    // On the target's own rows the answer is known: it fails.
+    let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        migration(&run.json(), "002_not_null")["error"]["sqlstate"],
+        "23502"
+    );
+}

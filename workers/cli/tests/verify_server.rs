@@ -1,0 +1,259 @@
+//! `stepmigrate verify` and what belongs to the whole server (databases, roles, memberships,
+//! tablespaces, role settings, parameter privileges): a migration that changes any of them is
+//! caught by its effect, inside the transaction, before anything commits, whatever words it
+//! hides them in; it is reported as touching the server, verify exits non-zero, and the
+//! server's catalogs are as they were.
+
+mod common;
+
+use common::{admin_url, Dir, TestDb};
+use serde_json::Value;
+use sqlx::Connection;
+
+const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, c int);\n";
+
+/// Roles made for one test, dropped at its end whatever happens.
+struct Roles(Vec<String>);
+
+impl Roles {
+    async fn new(db: &TestDb, names: &[&str]) -> Roles {
+        let suffix = &db.name[8..];
+        let roles: Vec<String> = names.iter().map(|n| format!("{n}_{suffix}")).collect();
+        for r in &roles {
+            db.exec(&format!("CREATE ROLE {r}")).await;
+        }
+        Roles(roles)
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let roles = std::mem::take(&mut self.0);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url()).await {
+                    for r in roles {
+                        let _ = sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {r}"))
+                            .execute(&mut admin)
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// What the server holds about the target database and the test's roles: its ACL and
+/// settings, the roles' attributes, settings and memberships.
+async fn server_catalog(db: &TestDb, roles: &[String]) -> Vec<String> {
+    let names = roles
+        .iter()
+        .map(|r| format!("'{r}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let names = if names.is_empty() {
+        "''".to_owned()
+    } else {
+        names
+    };
+    let mut all = Vec::new();
+    for sql in [
+        format!("SELECT format('%s %s %s', datname, datacl, datconnlimit) FROM pg_database WHERE datname = '{}'", db.name),
+        format!("SELECT coalesce(string_agg(format('%s %s', setrole, setconfig), ';' ORDER BY setrole), 'none') FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{}' OR s.setrole IN (SELECT oid FROM pg_roles WHERE rolname IN ({names}))", db.name),
+        format!("SELECT coalesce(string_agg(format('%s %s %s %s', rolname, rolcanlogin, rolcreatedb, rolconfig), ';' ORDER BY rolname), 'none') FROM pg_roles WHERE rolname IN ({names})"),
+        format!("SELECT coalesce(string_agg(format('%s %s', roleid::regrole, member::regrole), ';' ORDER BY roleid, member), 'none') FROM pg_auth_members WHERE roleid IN (SELECT oid FROM pg_roles WHERE rolname IN ({names})) OR member IN (SELECT oid FROM pg_roles WHERE rolname IN ({names}))"),
+    ] {
+        all.extend(db.query(&sql).await);
+    }
+    all
+}
+
+fn migration<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["report"]["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
+}
+
+/// The three ways to verify: a scratch database of the target's server, a dev database (on
+/// the same server here: its catalogs are shared too), and the target's own transaction.
+async fn modes() -> (Vec<Vec<String>>, TestDb) {
+    let dev = TestDb::new().await;
+    let modes = vec![
+        vec![],
+        vec!["--dev-url".to_owned(), dev.url.clone()],
+        vec!["--in-transaction-only".to_owned()],
+    ];
+    (modes, dev)
+}
+
+/// Verifies `sql` as migration 002 in every mode: each run fails, says the migration touches
+/// the server, and leaves the server's catalogs as they were.
+async fn refused_in_every_mode(db: &TestDb, dir: &Dir, roles: &[String], what: &str) {
+    let before = server_catalog(db, roles).await;
+    let (modes, _dev) = modes().await;
+    for mode in modes {
+        let mut args = vec!["--json", "verify"];
+        args.extend(mode.iter().map(String::as_str));
+        let run = db.cli(dir.path(), &args);
+        let doc = run.json();
+        assert_eq!(run.code, 1, "{mode:?}: {doc:#}");
+        let m = migration(&doc, "002_server");
+        assert_eq!(m["outcome"], "failed", "{mode:?}: {doc:#}");
+        assert_eq!(m["error"]["sqlstate"], "SM012", "{mode:?}: {doc:#}");
+        let touches = m["touches_server"].as_str().unwrap_or_default();
+        assert!(touches.contains(what), "{mode:?}: {what} not in {doc:#}");
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("touches the server"),
+            "{mode:?}: {doc:#}"
+        );
+        assert_eq!(
+            server_catalog(db, roles).await,
+            before,
+            "{mode:?}: the server's catalogs changed"
+        );
+
+        let mut args = vec!["verify"];
+        args.extend(mode.iter().map(String::as_str));
+        let run = db.cli(dir.path(), &args);
+        assert_eq!(run.code, 1, "{mode:?}: {}", run.stdout);
+        assert!(
+            run.stdout.contains("touches the server"),
+            "{mode:?}: {}",
+            run.stdout
+        );
+        assert!(
+            !run.stdout.contains("\u{2713} 002_server"),
+            "{mode:?}: {}",
+            run.stdout
+        );
+        assert_eq!(server_catalog(db, roles).await, before, "{mode:?}");
+    }
+    assert!(db.applied().await == ["001"]);
+}
+
+async fn fixture(server_sql: &str) -> (TestDb, Dir) {
+    let db = TestDb::new().await;
+    let sql = server_sql.replace("{db}", &db.name);
+    let dir = Dir::new(&[("001_t.sql", TABLE), ("002_server.sql", &sql)]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    (db, dir)
+}
+
+#[tokio::test]
+async fn revoke_connect_on_the_target_database_is_caught_and_not_committed() {
+    let (db, dir) =
+        fixture("CREATE TABLE u (id int);\nREVOKE CONNECT ON DATABASE {db} FROM PUBLIC;\n").await;
+    refused_in_every_mode(&db, &dir, &[], "databases").await;
+    // The line that did it.
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    assert_eq!(migration(&run.json(), "002_server")["error"]["line"], 2);
+}
+
+#[tokio::test]
+async fn grant_role_is_caught_and_not_committed() {
+    let db = TestDb::new().await;
+    let roles = Roles::new(&db, &["sm_granted", "sm_member"]).await;
+    let dir = Dir::new(&[
+        ("001_t.sql", TABLE),
+        (
+            "002_server.sql",
+            &format!("GRANT {} TO {};\n", roles.0[0], roles.0[1]),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    refused_in_every_mode(&db, &dir, &roles.0, "role memberships").await;
+}
+
+#[tokio::test]
+async fn alter_database_set_inside_do_is_caught_and_not_committed() {
+    let (db, dir) = fixture(
+        "DO $$\nBEGIN\n    EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', '{db}', '1ms');\nEND\n$$;\n",
+    )
+    .await;
+    refused_in_every_mode(&db, &dir, &[], "settings").await;
+    assert_eq!(
+        db.query(&format!("SELECT count(*)::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{}'", db.name)).await,
+        ["0"]
+    );
+}
+
+#[tokio::test]
+async fn alter_role_inside_execute_format_is_caught_and_not_committed() {
+    let db = TestDb::new().await;
+    let roles = Roles::new(&db, &["sm_tuned"]).await;
+    let dir = Dir::new(&[
+        ("001_t.sql", TABLE),
+        (
+            "002_server.sql",
+            &format!(
+                "CREATE FUNCTION tune(r text) RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n    EXECUTE format('ALTER ROLE %I CREATEDB', r);\nEND\n$$;\nSELECT tune('{}');\n",
+                roles.0[0]
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    refused_in_every_mode(&db, &dir, &roles.0, "roles").await;
+}
+
+#[tokio::test]
+async fn a_no_transaction_migration_is_caught_before_its_statement_commits() {
+    let (db, dir) = fixture(
+        "-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY t_c_idx ON t (c);\nDO $$ BEGIN EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', '{db}'); END $$;\n",
+    )
+    .await;
+    let before = server_catalog(&db, &[]).await;
+    let dev = TestDb::new().await;
+    for mode in [vec![], vec!["--dev-url", dev.url.as_str()]] {
+        let mut args = vec!["--json", "verify"];
+        args.extend(mode.iter());
+        let run = db.cli(dir.path(), &args);
+        let doc = run.json();
+        assert_eq!(run.code, 1, "{doc:#}");
+        let m = migration(&doc, "002_server");
+        assert_eq!(m["outcome"], "failed", "{doc:#}");
+        assert!(
+            m["touches_server"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("databases"),
+            "{doc:#}"
+        );
+        assert_eq!(server_catalog(&db, &[]).await, before);
+    }
+}
+
+#[tokio::test]
+async fn an_applied_migration_that_touches_the_server_is_not_replayed_on_a_scratch_database() {
+    let db = TestDb::new().await;
+    let roles = Roles::new(&db, &["sm_hist"]).await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "CREATE TABLE t (id int);\nDO $$ BEGIN EXECUTE 'ALTER ROLE {} SET work_mem = ''2MB'''; END $$;\n",
+                roles.0[0]
+            ),
+        ),
+        ("002_u.sql", "CREATE TABLE u (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // Changed behind the migration's back: a replay would put it back.
+    db.exec(&format!("ALTER ROLE {} SET work_mem = '3MB'", roles.0[0]))
+        .await;
+    let before = server_catalog(&db, &roles.0).await;
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("touches the server"), "{}", run.stdout);
+    assert_eq!(server_catalog(&db, &roles.0).await, before);
+}

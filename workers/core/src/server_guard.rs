@@ -1,0 +1,233 @@
+//! What belongs to the whole server, and how verify keeps its hands off it.
+//!
+//! Databases, roles, role memberships, tablespaces, role and database settings, parameter
+//! privileges, comments and security labels on those, subscriptions and replication origins
+//! live in *shared* catalogs (`pg_class.relisshared`): every database of the server sees the
+//! same rows. A scratch database created on the target's server is therefore not isolated
+//! from `REVOKE CONNECT ON DATABASE <target>`, `GRANT role`, `ALTER ROLE` or `ALTER DATABASE
+//! <target> SET ...`, and no lexer sees them inside `DO`, a function or `EXECUTE format(...)`.
+//!
+//! So verify judges by effect, inside the transaction, before it can commit: what the
+//! transaction wrote in a shared catalog. Two readings, because neither is complete alone:
+//! - `pg_stat_get_xact_tuples_{inserted,updated,deleted}`: this transaction's own counts per
+//!   table, the only trace of a deleted row (`DROP ROLE`, `REVOKE role`, `ALTER ROLE ...
+//!   RESET`); they stay zero when `track_counts` is off. `pg_shdepend` is left out: every
+//!   object owned by or granted to a role other than the bootstrap superuser writes rows there
+//!   for its own database, which are that database's business.
+//! - the visible rows whose `xmin` is a transaction of ours (at or after our top-level
+//!   transaction id and still in progress: another session's in-progress rows are never
+//!   visible). For `pg_shdepend`, only the rows of shared objects (`dbid = 0`). This reading
+//!   needs no statistics, and concurrent sessions (a parallel `CREATE DATABASE`) do not
+//!   disturb it.
+//!
+//! The same test runs as SQL in the runner's own scripts on a verification database (see
+//! [`guard_sql`]): before each COMMIT, so that nothing that touches the server commits there,
+//! whatever verify's rolled-back run saw.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+
+/// The SQLSTATE of a migration that changed what belongs to the whole server.
+pub const SERVER_CHANGE_SQLSTATE: &str = "SM012";
+
+/// What each shared catalog holds, in words.
+pub fn catalog_words(catalog: &str) -> &'static str {
+    match catalog {
+        "pg_authid" => "roles",
+        "pg_auth_members" => "role memberships",
+        "pg_database" => "databases (their owners, privileges, settings)",
+        "pg_db_role_setting" => "role and database settings",
+        "pg_tablespace" => "tablespaces",
+        "pg_shdepend" => "what depends on roles, databases or tablespaces",
+        "pg_shdescription" => "comments on databases, roles or tablespaces",
+        "pg_shseclabel" => "security labels on databases, roles or tablespaces",
+        "pg_parameter_acl" => "parameter privileges (GRANT SET ON PARAMETER)",
+        "pg_subscription" => "subscriptions",
+        "pg_replication_origin" => "replication origins",
+        _ => "a catalog shared by the whole server",
+    }
+}
+
+/// The words of the changed catalogs, with their names: `roles (pg_authid), ...`.
+pub fn describe(catalogs: &[String]) -> String {
+    catalogs
+        .iter()
+        .map(|c| format!("{} ({c})", catalog_words(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The message of a migration that touches the server (its detail is [`describe`]'s list).
+pub fn message(catalogs: &[String]) -> String {
+    message_with(&describe(catalogs))
+}
+
+fn message_with(what: &str) -> String {
+    format!(
+        "the migration touches the server: it changed {what}, which belong to the whole server, not to one database; rolled back before anything committed (verify never lets such a change commit: verify it where the server is yours to change, or keep such changes out of migrations)"
+    )
+}
+
+/// Writes of this transaction, per shared catalog: the counts and the visible rows of ours.
+/// Compared with a baseline taken earlier in the same transaction, it tells what happened in
+/// between.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedWrites(BTreeMap<String, i64>);
+
+impl SharedWrites {
+    /// The catalogs written since `before` (sorted).
+    pub fn since(&self, before: &SharedWrites) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(catalog, n)| **n > before.0.get(*catalog).copied().unwrap_or(0))
+            .map(|(catalog, _)| catalog.clone())
+            .collect()
+    }
+}
+
+/// The rows of ours in a shared catalog, as a boolean SQL condition on `x` given `me` (our
+/// full top-level transaction id `top` and its `age`). A row is ours when its xmin is at or
+/// after our top-level id (our subtransactions' ids come later) and that transaction is still
+/// in progress: the only in-progress transaction whose rows this session sees is its own.
+const OURS: &str = "pg_catalog.age(x.xmin) <= me.top_age AND pg_catalog.txid_status(me.top + (me.top_age - pg_catalog.age(x.xmin))) = 'in progress'";
+
+/// `me`: our top-level transaction id (assigned here if it was not) and its age.
+const ME: &str = "SELECT t AS top, pg_catalog.age(((t % 4294967296)::text)::xid)::int8 AS top_age FROM pg_catalog.txid_current() t";
+
+/// The extra condition for one catalog: in `pg_shdepend` only shared objects' rows.
+fn only_shared_objects(catalog: &str) -> &'static str {
+    if catalog == "pg_shdepend" {
+        " AND x.dbid = 0"
+    } else {
+        ""
+    }
+}
+
+/// Reads this transaction's writes to the shared catalogs (see the module's comment). Must
+/// run inside the transaction it judges.
+pub async fn read(conn: &mut PgConnection) -> Result<SharedWrites, sqlx::Error> {
+    // pg_authid is the superuser's alone: a catalog this role cannot read has only its
+    // counts.
+    let catalogs: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_catalog.has_table_privilege(c.oid, 'SELECT') FROM pg_catalog.pg_class c
+         WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::regnamespace
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let parts: Vec<String> = catalogs
+        .iter()
+        .map(|(c, readable)| {
+            let counted = if c == "pg_shdepend" {
+                "0".to_owned()
+            } else {
+                format!(
+                    "pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.{c}'::regclass) + pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.{c}'::regclass) + pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.{c}'::regclass)"
+                )
+            };
+            let seen = if *readable {
+                format!(
+                    "(SELECT count(*) FROM pg_catalog.{c} x, me WHERE {OURS}{})",
+                    only_shared_objects(c)
+                )
+            } else {
+                "0".to_owned()
+            };
+            format!("SELECT '{c}'::text, (({counted}) + {seen})::int8")
+        })
+        .collect();
+    let sql = format!("WITH me AS ({ME}) {}", parts.join(" UNION ALL "));
+    let rows: Vec<(String, i64)> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+    Ok(SharedWrites(rows.into_iter().collect()))
+}
+
+/// A statement that raises [`SERVER_CHANGE_SQLSTATE`] when the transaction it runs in wrote
+/// a shared catalog: the runner's last word before COMMIT on a verification database. Needs
+/// a fresh transaction (the counts are since its start).
+pub fn guard_sql() -> String {
+    let words = [
+        "pg_authid",
+        "pg_auth_members",
+        "pg_database",
+        "pg_db_role_setting",
+        "pg_tablespace",
+        "pg_shdepend",
+        "pg_shdescription",
+        "pg_shseclabel",
+        "pg_parameter_acl",
+        "pg_subscription",
+        "pg_replication_origin",
+    ]
+    .iter()
+    .map(|c| format!("WHEN '{c}' THEN '{}'", catalog_words(c)))
+    .collect::<Vec<_>>()
+    .join(" ");
+    let message = message_with("%s");
+    format!(
+        r#"DO $stepmigrate_server_guard$
+DECLARE
+    r record;
+    n int8;
+    found text[] := '{{}}';
+    me record;
+BEGIN
+    {ME_INTO};
+    FOR r IN SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c
+             WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::regnamespace ORDER BY 2 LOOP
+        n := 0;
+        IF r.relname <> 'pg_shdepend' THEN
+            n := pg_catalog.pg_stat_get_xact_tuples_inserted(r.oid) + pg_catalog.pg_stat_get_xact_tuples_updated(r.oid) + pg_catalog.pg_stat_get_xact_tuples_deleted(r.oid);
+        END IF;
+        IF n = 0 AND pg_catalog.has_table_privilege(r.oid, 'SELECT') THEN
+            EXECUTE pg_catalog.format('SELECT count(*) FROM pg_catalog.%I x, (SELECT $1::int8 AS top, $2::int8 AS top_age) me WHERE {OURS}%s',
+                r.relname, CASE WHEN r.relname = 'pg_shdepend' THEN ' AND x.dbid = 0' ELSE '' END)
+                INTO n USING me.top, me.top_age;
+        END IF;
+        IF n > 0 THEN
+            found := found || (CASE r.relname {words} ELSE 'a catalog shared by the whole server' END || ' (' || r.relname || ')');
+        END IF;
+    END LOOP;
+    IF found <> '{{}}' THEN
+        RAISE EXCEPTION USING ERRCODE = '{SERVER_CHANGE_SQLSTATE}',
+            MESSAGE = pg_catalog.format('{message}', pg_catalog.array_to_string(found, ', ')),
+            DETAIL = pg_catalog.array_to_string(found, ', ');
+    END IF;
+END
+$stepmigrate_server_guard$"#,
+        ME_INTO = format!("{ME} INTO me"),
+        OURS = OURS.replace('\'', "''"),
+        message = message.replace('\'', "''"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_since_a_baseline_name_only_the_catalogs_written_in_between() {
+        let before =
+            SharedWrites([("pg_authid".to_owned(), 1), ("pg_database".to_owned(), 0)].into());
+        let after = SharedWrites(
+            [
+                ("pg_authid".to_owned(), 1),
+                ("pg_database".to_owned(), 2),
+                ("pg_shdepend".to_owned(), 0),
+            ]
+            .into(),
+        );
+        assert_eq!(after.since(&before), ["pg_database"]);
+        assert!(before.since(&before).is_empty());
+        assert!(describe(&after.since(&SharedWrites::default())).starts_with("roles (pg_authid)"));
+    }
+
+    #[test]
+    fn the_guard_is_one_statement_with_its_message_quoted() {
+        let sql = guard_sql();
+        assert!(sql.starts_with("DO $stepmigrate_server_guard$"));
+        assert!(sql.ends_with("$stepmigrate_server_guard$"));
+        assert!(sql.contains("touches the server"));
+        assert_eq!(crate::sql::split_statements(&sql).len(), 1);
+    }
+}
