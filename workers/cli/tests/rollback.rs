@@ -607,7 +607,10 @@ async fn a_down_right_after_a_killed_up_waits_for_the_migration_still_committing
     let dir = reversible();
     std::fs::remove_file(dir.path().join("003_c.sql")).unwrap();
     std::fs::remove_file(dir.path().join("003_c.down.sql")).unwrap();
-    dir.write("002_b.sql", "CREATE TABLE b (id int);\nSELECT pg_sleep(3);\n");
+    dir.write(
+        "002_b.sql",
+        "CREATE TABLE b (id int);\nSELECT pg_sleep(3);\n",
+    );
     db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
     let mut child = db.spawn_cli(dir.path(), &["up"]);
     db.wait_for_active_query("pg_sleep(3)").await;
@@ -645,7 +648,12 @@ async fn ctrl_c_during_a_down_cancels_the_revert_on_the_server_and_says_so() {
     assert!(sent.success());
     let run = Run::from(child.wait_with_output().unwrap());
     assert_ne!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("interrupted"), "code {}: {}", run.code, run.stderr);
+    assert!(
+        run.stderr.contains("interrupted"),
+        "code {}: {}",
+        run.code,
+        run.stderr
+    );
     assert!(run.stderr.contains("cancelled"), "{}", run.stderr);
     // Nothing of the revert committed after the interrupt: `plan` reads the ledger once no
     // migration's transaction is open, and 003 is still applied, its table there.
@@ -704,7 +712,11 @@ async fn down_dry_run_refuses_a_stale_sum_as_down_does() {
     real.assert_code(3);
     let dry = db.cli(dir.path(), &["down", "--to", "001", "--dry-run"]);
     dry.assert_code(3);
-    assert!(dry.stderr.contains("003_c.down.sql changed"), "{}", dry.stderr);
+    assert!(
+        dry.stderr.contains("003_c.down.sql changed"),
+        "{}",
+        dry.stderr
+    );
     assert_eq!(db.applied().await, ["001", "002", "003"]);
 }
 
@@ -712,9 +724,8 @@ async fn down_dry_run_refuses_a_stale_sum_as_down_does() {
 async fn the_first_down_on_a_database_of_the_old_runner_adopts_its_ledger_and_reverts() {
     let db = TestDb::new().await;
     let dir = reversible();
-    let sum = |name: &str| {
-        stepmigrate_core::migration::checksum(&std::fs::read(dir.file(name)).unwrap())
-    };
+    let sum =
+        |name: &str| stepmigrate_core::migration::checksum(&std::fs::read(dir.file(name)).unwrap());
     db.exec(&format!(
         "CREATE TABLE schema_migrations (
              version VARCHAR(255) PRIMARY KEY,
@@ -752,7 +763,8 @@ async fn a_down_file_deleted_since_the_apply_is_refused_as_check_says() {
         let run = db.cli(dir.path(), args);
         run.assert_code(11);
         assert!(
-            run.stderr.contains("002_b.down.sql was deleted since it was applied"),
+            run.stderr
+                .contains("002_b.down.sql was deleted since it was applied"),
             "{}",
             run.stderr
         );

@@ -251,7 +251,10 @@ mod tests {
             ("001_a.down.sql", "DROP TABLE a;\n"),
         ]);
         let crlf = set(&[
-            ("001_a.sql", "\u{feff}CREATE TABLE a (x int);\r\nSELECT 1;\r\n"),
+            (
+                "001_a.sql",
+                "\u{feff}CREATE TABLE a (x int);\r\nSELECT 1;\r\n",
+            ),
             ("001_a.down.sql", "DROP TABLE a;\r\n"),
         ]);
         // One sum, whichever checkout wrote it, and it holds on the other.

@@ -169,7 +169,10 @@ pub async fn wait_for_migration_in_flight(
     let mut attempt = 0;
     while let Some(pid) = migration_in_flight(conn, schema).await? {
         if attempt == 0 {
-            tracing::info!(pid, "a migration's transaction is open in another backend; waiting for it to end");
+            tracing::info!(
+                pid,
+                "a migration's transaction is open in another backend; waiting for it to end"
+            );
             on_wait(pid);
         }
         let elapsed = started.elapsed();

@@ -979,16 +979,15 @@ fn in_set_conflict(other: &str) -> String {
 
 /// The line (1-based) of a script's header directive `key`, for messages.
 fn directive_line(sql: &str, key: &str) -> Option<usize> {
-    sql.lines().position(|l| {
-        let l = l.trim_start();
-        l.starts_with("--")
-            && l.split_once("stepmigrate:").is_some_and(|(_, body)| {
-                body.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with(key)
-            })
-    })
-    .map(|i| i + 1)
+    sql.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with("--")
+                && l.split_once("stepmigrate:").is_some_and(|(_, body)| {
+                    body.trim_start().to_ascii_lowercase().starts_with(key)
+                })
+        })
+        .map(|i| i + 1)
 }
 
 fn directory_problem(path: &Path) -> SetProblem {
@@ -1587,7 +1586,10 @@ mod tests {
             ),
             file("002_b.sql", "-- stepmigrate: requires = 009, x\nSELECT 1;"),
             file("003_c.sql", "-- stepmigrate: conflicts = 003\nSELECT 1;"),
-            file("007_g.sql", "-- x\n-- stepmigrate: conflicts = 001, 012\nSELECT 1;"),
+            file(
+                "007_g.sql",
+                "-- x\n-- stepmigrate: conflicts = 001, 012\nSELECT 1;",
+            ),
             file("004_d.sql", "-- stepmigrate: irreversible\nSELECT 1;"),
             file("004_d.down.sql", "SELECT 1;"),
             file(

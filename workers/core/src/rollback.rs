@@ -545,7 +545,10 @@ mod tests {
         let s = set(&[
             ("001_a.sql", "CREATE TABLE a (x int);"),
             ("001_a.down.sql", "DROP TABLE a;"),
-            ("002_b.sql", "-- stepmigrate: requires = 001\nCREATE TABLE b (x int);"),
+            (
+                "002_b.sql",
+                "-- stepmigrate: requires = 001\nCREATE TABLE b (x int);",
+            ),
             ("002_b.down.sql", "DROP TABLE b;"),
             ("003_v.sql", "CREATE VIEW v AS SELECT * FROM b;"),
             ("003_v.down.sql", "DROP VIEW v;"),
@@ -573,7 +576,8 @@ mod tests {
         let err = plan(&s, &l, &recorded, &RollbackTarget::Last(1), false).unwrap_err();
         assert!(matches!(err, Error::RollbackRefused { .. }));
         assert!(
-            err.to_string().contains("002_b: its down file 002_b.down.sql was deleted"),
+            err.to_string()
+                .contains("002_b: its down file 002_b.down.sql was deleted"),
             "{err}"
         );
     }
