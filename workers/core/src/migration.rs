@@ -937,15 +937,16 @@ fn check_dependencies(
         let line = directive_line(&m.sql, "conflicts");
         for conflict in &m.directives.conflicts {
             match find(conflict) {
-                None => match numbered.get(&conflict.number()) {
+                None => {
                     // Its file is there, with problems of its own (reported already).
-                    Some(path) => problems.push(SetProblem::new(
-                        &m.path,
-                        line,
-                        in_set_conflict(&display_name(path)),
-                    )),
-                    None => {}
-                },
+                    if let Some(path) = numbered.get(&conflict.number()) {
+                        problems.push(SetProblem::new(
+                            &m.path,
+                            line,
+                            in_set_conflict(&display_name(path)),
+                        ))
+                    }
+                }
                 Some(c) if c.version.number() == m.version.number() => problems.push(
                     SetProblem::new(&m.path, None, "conflicts with itself".into()),
                 ),

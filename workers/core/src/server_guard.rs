@@ -164,6 +164,7 @@ pub fn guard_sql() -> String {
     .collect::<Vec<_>>()
     .join(" ");
     let message = message_with("%s");
+    let me_into = format!("{ME} INTO me");
     format!(
         r#"DO $stepmigrate_server_guard$
 DECLARE
@@ -195,7 +196,7 @@ BEGIN
     END IF;
 END
 $stepmigrate_server_guard$"#,
-        ME_INTO = format!("{ME} INTO me"),
+        ME_INTO = me_into,
         OURS = OURS.replace('\'', "''"),
         message = message.replace('\'', "''"),
     )
