@@ -772,6 +772,17 @@ pub struct Relation {
 /// The user relations by oid: the before/after that rewrites and new indexes are read from.
 pub type Catalog = BTreeMap<i64, Relation>;
 
+/// The relations, each once and in order, on which `locks` holds a mode that `baseline` did not.
+fn locked_since(baseline: &BTreeSet<(i64, String)>, locks: &[HeldLock]) -> Vec<i64> {
+    locks
+        .iter()
+        .filter(|l| !baseline.contains(&(l.oid, l.mode.clone())))
+        .map(|l| l.oid)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// A relation lock this backend holds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HeldLock {
@@ -1151,13 +1162,7 @@ async fn verify_in_open_transaction(
         so_far.take(&mut locks, statement.line, statements.len(), &tables);
         // A rewrite locks the relation: only the relations this migration locked can have
         // been rewritten (again) by this statement.
-        let locked: Vec<i64> = now
-            .iter()
-            .filter(|l| !baseline.contains(&(l.oid, l.mode.clone())))
-            .map(|l| l.oid)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let locked = locked_since(&baseline, &now);
         let rewrites = statement_rewrites(conn, &locked, &before, &mut storage).await?;
         statements.push(StatementReport {
             line: statement.line,
@@ -1190,13 +1195,7 @@ async fn verify_in_open_transaction(
     let locks_held = so_far.held(&statements, &starts, duration_ms);
     let (rewrites, new_indexes) = if failure.is_none() {
         // A rewrite and a new index both lock the relation: only those need reading again.
-        let locked: Vec<i64> = held
-            .iter()
-            .filter(|l| !baseline.contains(&(l.oid, l.mode.clone())))
-            .map(|l| l.oid)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let locked = locked_since(&baseline, &held);
         let after = read_catalog(conn, Some(&locked)).await?;
         compare_catalogs(&before, &after)
     } else {
