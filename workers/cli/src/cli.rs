@@ -888,7 +888,7 @@ async fn stop_interrupted(m: &Migrator, interrupted: Error) -> Error {
         ),
     };
     match interrupted {
-        Error::InvalidInput(text) => Error::InvalidInput(format!("{text}: {what}")),
+        Error::Interrupted(text) => Error::Interrupted(format!("{text}: {what}")),
         other => other,
     }
 }
@@ -921,9 +921,9 @@ fn interrupted() -> impl std::future::Future<Output = Error> {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-            return Error::InvalidInput("interrupted".into());
+            return Error::Interrupted("interrupted".into());
         }
         let _ = tokio::signal::ctrl_c().await;
-        Error::InvalidInput("interrupted".into())
+        Error::Interrupted("interrupted".into())
     }
 }

@@ -57,6 +57,8 @@ pub fn exit_code_number(kind: ErrorKind) -> u8 {
         ErrorKind::BatchStalled => 14,
         ErrorKind::BatchLoopLimit => 15,
         ErrorKind::TaskFailed => 16,
+        // 128 + SIGINT, as a shell reports a command Ctrl-C ended.
+        ErrorKind::Interrupted => 130,
     }
 }
 

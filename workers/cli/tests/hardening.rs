@@ -958,3 +958,68 @@ async fn raise_info_is_shown_like_psql_shows_it() {
         run.stdout
     );
 }
+
+#[tokio::test]
+async fn a_temporary_table_does_not_outlive_its_migration() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE t1 (id int);\n"),
+        // A temporary table of the same name comes first on the search_path: left in the
+        // session, it would take 003's insert and its new column.
+        ("002_b.sql", "CREATE TEMP TABLE t1 (id int);\n"),
+        (
+            "003_c.sql",
+            "INSERT INTO t1 VALUES (42);\nALTER TABLE t1 ADD COLUMN v int NOT NULL DEFAULT 1;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(
+        db.query("SELECT id || ':' || v FROM public.t1").await,
+        ["42:1"]
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_index_that_cannot_be_dropped_fails_the_build_instead_of_passing_for_done() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_a.sql",
+        "CREATE TABLE t1 (id int, v int);\nINSERT INTO t1 SELECT g, g % 10 FROM generate_series(1, 100) g;\n",
+    )]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    // A unique build over duplicates fails and leaves an INVALID index behind.
+    let mut conn = db.conn().await;
+    assert!(
+        sqlx::raw_sql("CREATE UNIQUE INDEX CONCURRENTLY t1_v_idx ON t1 (v)")
+            .execute(&mut conn)
+            .await
+            .is_err()
+    );
+    // An ordinary reader in a long transaction: the leftover's DROP INDEX CONCURRENTLY
+    // waits for it, past the migration's lock_timeout.
+    let mut reader = db.conn().await;
+    sqlx::raw_sql("BEGIN; SELECT count(*) FROM t1;")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    dir.write(
+        "002_b.sql",
+        "-- stepmigrate: no-transaction\n-- stepmigrate: lock_timeout = 1s\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t1_v_idx ON t1 (v);\n",
+    );
+    let run = db.cli_env(
+        dir.path(),
+        &["--json", "up"],
+        &[("STEPMIGRATE_LOCK_RETRIES", "0")],
+    );
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("dropping the INVALID index t1_v_idx"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(db.applied().await, ["001"]);
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+}

@@ -647,7 +647,8 @@ async fn ctrl_c_during_a_down_cancels_the_revert_on_the_server_and_says_so() {
         .unwrap();
     assert!(sent.success());
     let run = Run::from(child.wait_with_output().unwrap());
-    assert_ne!(run.code, 0, "{}", run.stderr);
+    // Not "bad input" (2): a code of its own, as a shell reports Ctrl-C.
+    assert_eq!(run.code, 130, "{}", run.stderr);
     assert!(
         run.stderr.contains("interrupted"),
         "code {}: {}",
@@ -809,4 +810,23 @@ async fn a_requirement_re_run_last_is_reverted_after_its_dependents_and_what_ran
     db.cli(dir.path(), &["down", "--to", "000", "--yes"])
         .assert_code(0);
     assert!(db.applied().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_up_right_after_a_killed_down_waits_for_the_revert_still_committing() {
+    let db = TestDb::new().await;
+    let dir = reversible();
+    dir.write("003_c.down.sql", "SELECT pg_sleep(3);\nDROP TABLE c;\n");
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let mut child = db.spawn_cli(dir.path(), &["down", "--last", "1", "--yes"]);
+    db.wait_for_active_query("pg_sleep(3)").await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The killed client's backend commits the revert of 003 a moment later: `up` must not
+    // call the database up to date from the ledger before that commit.
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002", "003"], "{}", run.stdout);
+    assert!(db.table_exists("c").await);
+    assert_eq!(run.json()["applied"], 1, "{}", run.stdout);
 }

@@ -16,7 +16,7 @@ use crate::ledger::{
 };
 use crate::migration::{Migration, Version};
 use crate::notices;
-use crate::sql::{self, quote_literal};
+use crate::sql::{self, quote_literal, Statement};
 
 /// What applying one migration came to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +96,11 @@ macro_rules! reset_role {
     };
 }
 
-/// Session state a migration may change that `RESET ALL` leaves alone (the role), reset
-/// after every migration so that the next one starts as the runner.
-pub const RESET_SESSION: &str = concat!(reset_role!(), "RESET ALL;");
+/// Session state a migration may change that `RESET ALL` leaves alone (the role, temporary
+/// tables), reset after every migration so that the next one starts as the runner: a
+/// temporary table left by one migration would otherwise hide the table of that name from
+/// the next (`pg_temp` comes first on the `search_path`), which would change it instead.
+pub const RESET_SESSION: &str = concat!(reset_role!(), "RESET ALL;DISCARD TEMP;");
 
 /// Which way an attempt goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -563,38 +565,38 @@ async fn apply_outside_transaction(
     let started = Instant::now();
     let mut notices = Vec::new();
     for statement in sql::split_statements(&m.sql) {
-        if let Some(build) = crate::index_build::concurrent_index(&statement) {
-            match crate::index_build::drop_invalid_leftover(conn, &build).await {
-                Ok(Some(dropped)) => notices.push(format!(
-                    "stepmigrate: dropped the INVALID index {dropped} that an interrupted build left, before building it again"
-                )),
-                Ok(None) => {}
-                // The build itself still runs, and says what is wrong if anything is.
-                Err(e) => tracing::warn!(error = %e, "could not look for an INVALID index {} left by an earlier build", build.name),
-            }
-        }
-        // On a verification database, a statement that can run in a transaction runs in
-        // one of its own, so that the server guard comes before its COMMIT.
-        let wrapped = attempt.guard_server && sql::requires_no_transaction(&statement).is_none();
-        let (executed, raised) = if wrapped {
-            notices::capture(run_guarded(conn, statement.text, &attempt.server_guard())).await
-        } else {
-            notices::capture(sqlx::raw_sql(statement.text).execute(&mut *conn)).await
+        let build = crate::index_build::concurrent_index(&statement);
+        // What failed, when not the statement itself: said before the database's message.
+        let mut context: Option<String> = None;
+        let result = match &build {
+            Some(build) => crate::index_build::drop_invalid_leftover(conn, build)
+                .await
+                .map(|dropped| {
+                    if let Some(dropped) = dropped {
+                        notices.push(format!(
+                            "stepmigrate: dropped the INVALID index {dropped} that an interrupted build left, before building it again"
+                        ));
+                    }
+                })
+                // A leftover that could not be dropped would be taken for done by `IF NOT
+                // EXISTS`: the drop's failure is the migration's, at this statement.
+                .inspect_err(|_| {
+                    context = Some(format!(
+                        "dropping the INVALID index {} that an interrupted build left, before building it again",
+                        build.name
+                    ))
+                }),
+            None => Ok(()),
         };
-        notices.extend(raised);
-        let result = match executed {
-            Ok(_) => session_state(conn).await.map(|state| {
-                if state.in_transaction {
-                    Some(SqlError {
-                        sqlstate: OPEN_TRANSACTION_SQLSTATE.to_owned(),
-                        message: "the statement left a transaction open (transaction control the validator did not see); it was rolled back".to_owned(),
-                        ..SqlError::default()
-                    })
-                } else {
-                    state.problem()
-                }
-            }),
+        let result = match result {
+            Ok(()) => run_outside(conn, attempt, &statement, &mut notices).await,
             Err(e) => Err(e),
+        };
+        let result = match (result, &build) {
+            // `IF NOT EXISTS` skips an index that is there but INVALID (another session's
+            // build, failed or still running): built, it must be valid.
+            (Ok(None), Some(build)) => crate::index_build::invalid_after_build(conn, build).await,
+            (result, _) => result,
         };
         let failed = match result {
             Ok(None) => continue,
@@ -602,12 +604,16 @@ async fn apply_outside_transaction(
             Err(sqlx::Error::Database(db)) => {
                 let pg = db.try_downcast_ref::<PgDatabaseError>();
                 let position = pg.and_then(|e| match e.position() {
-                    Some(PgErrorPosition::Original(p)) => {
+                    Some(PgErrorPosition::Original(p)) if context.is_none() => {
                         Some((p.saturating_sub(1), statement.offset))
                     }
                     _ => None,
                 });
-                match classify(m, pg, db.message(), db.code().as_deref(), position) {
+                let message = match &context {
+                    Some(context) => format!("{context}: {}", db.message()),
+                    None => db.message().to_owned(),
+                };
+                match classify(m, pg, &message, db.code().as_deref(), position) {
                     Outcome::Failed { failure } => *failure,
                     other => return Ok(other),
                 }
@@ -645,6 +651,37 @@ async fn apply_outside_transaction(
         ));
     }
     Ok(attempt.done(elapsed, notices))
+}
+
+/// One statement of a migration outside a transaction, then the session it left: an error
+/// of the statement, or what is wrong with the session (a transaction left open, strings or
+/// encoding changed under the lexer).
+async fn run_outside(
+    conn: &mut PgConnection,
+    attempt: &Attempt<'_>,
+    statement: &Statement<'_>,
+    notices: &mut Vec<String>,
+) -> Result<Option<SqlError>, sqlx::Error> {
+    // On a verification database, a statement that can run in a transaction runs in one of
+    // its own, so that the server guard comes before its COMMIT.
+    let wrapped = attempt.guard_server && sql::requires_no_transaction(statement).is_none();
+    let (executed, raised) = if wrapped {
+        notices::capture(run_guarded(conn, statement.text, &attempt.server_guard())).await
+    } else {
+        notices::capture(sqlx::raw_sql(statement.text).execute(&mut *conn)).await
+    };
+    notices.extend(raised);
+    executed?;
+    let state = session_state(conn).await?;
+    Ok(if state.in_transaction {
+        Some(SqlError {
+            sqlstate: OPEN_TRANSACTION_SQLSTATE.to_owned(),
+            message: "the statement left a transaction open (transaction control the validator did not see); it was rolled back".to_owned(),
+            ..SqlError::default()
+        })
+    } else {
+        state.problem()
+    })
 }
 
 /// A statement of a migration outside a transaction, on a verification database: `BEGIN`,

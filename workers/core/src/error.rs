@@ -57,10 +57,13 @@ pub enum ErrorKind {
     /// it.
     BatchLoopLimit,
     TaskFailed,
+    /// The command was asked to stop (Ctrl-C, SIGTERM) before it finished; its message says
+    /// what it stopped on the server.
+    Interrupted,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::LockTimeout,
         ErrorKind::ConnectionFailed,
         ErrorKind::SqlFailed,
@@ -79,6 +82,7 @@ impl ErrorKind {
         ErrorKind::BatchStalled,
         ErrorKind::BatchLoopLimit,
         ErrorKind::TaskFailed,
+        ErrorKind::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +105,7 @@ impl ErrorKind {
             ErrorKind::BatchStalled => "BatchStalled",
             ErrorKind::BatchLoopLimit => "BatchLoopLimit",
             ErrorKind::TaskFailed => "TaskFailed",
+            ErrorKind::Interrupted => "Interrupted",
         }
     }
 }
@@ -278,6 +283,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// Ctrl-C or SIGTERM: what the command stopped, and what may still commit.
+    #[error("{0}")]
+    Interrupted(String),
+
     /// A snapshot file (`stepmigrate diff`) that cannot be read, is not JSON, or is of
     /// another format.
     #[error("{}: {reason}", file.display())]
@@ -401,6 +410,7 @@ impl Error {
             Error::BatchStalled { .. } => ErrorKind::BatchStalled,
             Error::BatchLoopLimit { .. } => ErrorKind::BatchLoopLimit,
             Error::TaskFailed { .. } => ErrorKind::TaskFailed,
+            Error::Interrupted(_) => ErrorKind::Interrupted,
         }
     }
 

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use tracing::info;
 
 use crate::db::Database;
-use crate::error::Error;
+use crate::error::{Error, SqlError};
 use crate::sql::{self, quote_literal, Statement};
 
 /// What a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON [ONLY] table` builds:
@@ -93,6 +93,42 @@ pub async fn drop_invalid_leftover(
     info!(index = %qualified, "dropped the INVALID index an interrupted build left");
     Ok(Some(qualified))
 }
+
+/// After `build`'s statement succeeded: the index it names must be there and valid. `IF NOT
+/// EXISTS` skips an index of that name that is INVALID (a build that failed, or another
+/// session's still running), which must not be recorded as built. `None` when valid, or when
+/// the index is not where the table is (a name that is not the index's own).
+pub async fn invalid_after_build(
+    conn: &mut PgConnection,
+    build: &ConcurrentIndex,
+) -> Result<Option<SqlError>, sqlx::Error> {
+    let invalid: Option<(String, bool)> = sqlx::query_as(&format!(
+        "SELECT format('%I.%I', n.nspname, c.relname),
+                EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = c.oid)
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relname = $1 AND NOT i.indisvalid
+           AND c.relnamespace = (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = to_regclass({}))",
+        quote_literal(&build.table)
+    ))
+    .bind(&build.name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(invalid.map(|(index, building)| SqlError {
+        sqlstate: INVALID_INDEX_SQLSTATE.to_owned(),
+        message: if building {
+            format!("the index {index} exists but is INVALID: another session is building it right now (IF NOT EXISTS skipped it). Wait for that build to end, then run again")
+        } else {
+            format!("the index {index} exists but is INVALID (a build that failed or was interrupted; IF NOT EXISTS skipped it): drop it (DROP INDEX CONCURRENTLY {index}) and run again")
+        },
+        ..SqlError::default()
+    }))
+}
+
+/// The SQLSTATE of an index left INVALID where a build said it was done:
+/// `object_not_in_prerequisite_state`.
+pub const INVALID_INDEX_SQLSTATE: &str = "55000";
 
 /// Whether a script builds or rebuilds an index concurrently (what the watcher watches).
 pub fn builds_indexes(script: &str) -> bool {

@@ -237,7 +237,9 @@ impl Migrator {
             let mut report = self.new_report(run_id);
             self.set.ensure_sum_current()?;
             let mut conn = self.db.connect().await?;
-            let (schema, ledger) = self.read_ledger(&mut conn).await?;
+            // Settled first: "up to date" must not be read from a ledger that a killed
+            // runner's backend (an `up`'s or a `down`'s) is about to change.
+            let (schema, ledger) = self.settled_ledger(&mut conn, progress).await?;
             let plan = Plan::scoped(&self.set, &ledger, scope)?;
             // A dirty row seen without the lock may be a migration another runner is running
             // right now: only the plan made under the lock may call it dirty.
