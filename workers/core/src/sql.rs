@@ -389,6 +389,17 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
         }
         _ => {}
     }
+    // The same settings changed as a function call (`set_config`) or through `pg_settings`,
+    // the two other ways PostgreSQL offers, in any statement (a SELECT, a DO block).
+    let text = statement.text.to_ascii_lowercase();
+    if text.contains("set_config") || text.contains("pg_settings") {
+        if text.contains("client_encoding") {
+            return Some("changing client_encoding (set_config, pg_settings) makes the server's messages unreadable to the runner; the migration's text is UTF-8 already");
+        }
+        if text.contains("standard_conforming_strings") {
+            return Some("changing standard_conforming_strings (set_config, pg_settings) changes how the rest of the migration's strings are read; the runner requires it on");
+        }
+    }
     if matches!(
         k.as_slice(),
         ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"]
@@ -686,6 +697,10 @@ mod tests {
             "SET client_encoding = 'LATIN1'",
             "SET NAMES 'LATIN1'",
             "set session standard_conforming_strings = off",
+            "SELECT set_config('client_encoding', 'LATIN1', false)",
+            "SELECT pg_catalog.SET_CONFIG('standard_conforming_strings', 'off', false)",
+            "UPDATE pg_settings SET setting = 'LATIN1' WHERE name = 'client_encoding'",
+            "DO $$BEGIN PERFORM set_config('client_encoding', 'SQL_ASCII', false); END$$",
         ] {
             assert!(unsupported(&first(sql)).is_some(), "{sql}");
         }
@@ -693,6 +708,8 @@ mod tests {
             "COPY t FROM '/srv/data.csv'",
             "SET search_path = a, public",
             "SELECT 'FROM STDIN'",
+            "SELECT set_config('search_path', 'a, public', false)",
+            "SELECT current_setting('client_encoding')",
         ] {
             assert!(unsupported(&first(sql)).is_none(), "{sql}");
         }
