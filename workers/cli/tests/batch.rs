@@ -706,6 +706,22 @@ async fn an_interrupted_batch_migration_is_pending_with_its_committed_batches() 
         "{}",
         status.stdout
     );
+
+    // Pending, never failed: `down` below it still reverts its batch.
+    dir.write(
+        "002_backfill.down.sql",
+        "UPDATE items SET done = NULL, touched = 0;\n",
+    );
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "001", "--yes"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["rolled_back"], 1, "{}", run.stdout);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NOT NULL")
+            .await,
+        ["0"]
+    );
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert!(status["migrations"][1].get("batches").is_none(), "{status}");
 }
 
 #[tokio::test]

@@ -661,6 +661,80 @@ mod tests {
     }
 
     #[test]
+    fn a_partly_applied_batch_migration_is_reverted_in_the_order_it_ran_or_refused() {
+        let backfill = "-- stepmigrate: batch\nUPDATE a SET x = 1 WHERE x IS NULL AND ctid IN (SELECT ctid FROM a WHERE x IS NULL LIMIT :batch_size);";
+        let files = [
+            ("001_a.sql", "CREATE TABLE a (x int);"),
+            ("001_a.down.sql", "DROP TABLE a;"),
+            ("002_fill.sql", backfill),
+            ("002_fill.down.sql", "UPDATE a SET x = NULL;"),
+            ("003_b.sql", "CREATE TABLE b (x int);"),
+            ("003_b.down.sql", "DROP TABLE b;"),
+        ];
+        let s = set(&files);
+        // 002 failed after 003 was applied (after the deploy): its batches ran last.
+        let l = ledger(&s, &[("001", 1), ("003", 3)]);
+        let progress = BatchProgress {
+            batches: 6,
+            rows: 6_000,
+            batch_rows: 1_000,
+        };
+        let partly = [PartlyApplied {
+            version: "002".into(),
+            name: "002_fill".into(),
+            checksum: Some(checksum(backfill.as_bytes())),
+            progress,
+            event_id: 9,
+        }];
+        // A copy kept by an earlier apply (since rolled back) is not what reverts it.
+        let recorded: HashMap<String, RecordedDown> = [(
+            "002".to_owned(),
+            RecordedDown {
+                sql: Some("SELECT 'stale';".into()),
+                checksum: Some(checksum(b"SELECT 'stale';")),
+                requires: Vec::new(),
+            },
+        )]
+        .into();
+        let to = RollbackTarget::To(Version::parse("000").unwrap());
+        let p = plan(&s, &l, &recorded, &partly, &to, false).unwrap();
+        assert_eq!(names(&p), ["002_fill", "003_b", "001_a"]);
+        assert_eq!(p.reverts[0].batches, Some(progress));
+        assert_eq!(p.reverts[0].source, ScriptSource::File);
+        assert_eq!(p.reverts[0].sql, "UPDATE a SET x = NULL;");
+        assert_eq!(p.reverts[1].batches, None);
+        let p = plan(&s, &l, &recorded, &partly, &RollbackTarget::Last(1), false).unwrap();
+        assert_eq!(names(&p), ["002_fill"]);
+        let p = plan(
+            &s,
+            &l,
+            &recorded,
+            &partly,
+            &RollbackTarget::To(Version::parse("002").unwrap()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&p), ["003_b"], "above its own version it stays");
+
+        let irreversible = format!("-- stepmigrate: irreversible\n{backfill}");
+        let s = set(&[
+            files[0],
+            files[1],
+            ("002_fill.sql", irreversible.as_str()),
+            files[4],
+            files[5],
+        ]);
+        let err = plan(&s, &l, &HashMap::new(), &partly, &to, false).unwrap_err();
+        assert!(matches!(err, Error::RollbackRefused { .. }));
+        assert!(
+            err.to_string().contains(
+                "002_fill: irreversible (its header says `irreversible`); it is partly applied: 6 batch(es) committed, 6000 rows changed"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_dirty_migration_blocks_any_rollback() {
         let s = set(&FILES);
         let mut l = ledger(&s, &[("001", 1), ("002", 2)]);
