@@ -278,6 +278,13 @@ impl Output {
                 if e.state == State::Failed {
                     notes.push("retry after a failure".to_owned());
                 }
+                if let Some(b) = e.batches {
+                    notes.push(format!(
+                        "resumes after {} ({} rows committed)",
+                        batches_label(b.batches),
+                        thousands(b.rows)
+                    ));
+                }
                 if e.transactional_off {
                     notes.push("outside a transaction".to_owned());
                 }

@@ -665,6 +665,17 @@ async fn a_failed_batch_migration_shows_the_batches_it_committed_in_up_and_statu
         "{}",
         status.stdout
     );
+    // `plan` (and the Step Functions status, which reads the same plan) says it too.
+    let plan = db.cli(dir.path(), &["plan"]);
+    assert!(
+        plan.stdout.contains(
+            "002_backfill  (retry after a failure, resumes after 3 batches (3,000 rows committed))"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let plan = db.cli(dir.path(), &["--json", "plan"]).json();
+    assert_eq!(plan["pending"][0]["batches"]["rows"], 3_000, "{plan}");
 }
 
 #[tokio::test]

@@ -190,8 +190,9 @@ impl Migrator {
     /// once no migration's transaction is open (see [`Migrator::settled_ledger`]).
     pub async fn plan(&self, scope: &Scope) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
-        let (_, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
-        let plan = Plan::scoped(&self.set, &ledger, scope)?;
+        let (schema, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
+        let mut plan = Plan::scoped(&self.set, &ledger, scope)?;
+        plan.note_partly_applied(&partly_applied(&mut conn, &schema, &ledger).await?);
         Ok((ledger, plan))
     }
 
