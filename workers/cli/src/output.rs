@@ -210,6 +210,19 @@ impl Output {
             {
                 line.push_str(&format!("  {ms} ms"));
             }
+            match (e.batches, e.state) {
+                (Some(b), State::Failed) => line.push_str(&format!(
+                    "  after {} ({} rows committed; `up` resumes)",
+                    batches_label(b.batches),
+                    thousands(b.rows)
+                )),
+                (Some(b), _) => line.push_str(&format!(
+                    "  {}, {} rows committed; `up` resumes",
+                    batches_label(b.batches),
+                    thousands(b.rows)
+                )),
+                (None, _) => {}
+            }
             if let Some(err) = e
                 .error
                 .as_ref()
@@ -266,6 +279,13 @@ impl Output {
                 let mut notes = Vec::new();
                 if e.state == State::Failed {
                     notes.push("retry after a failure".to_owned());
+                }
+                if let Some(b) = e.batches {
+                    notes.push(format!(
+                        "resumes after {} ({} rows committed)",
+                        batches_label(b.batches),
+                        thousands(b.rows)
+                    ));
                 }
                 if e.transactional_off {
                     notes.push("outside a transaction".to_owned());
@@ -367,6 +387,13 @@ impl Output {
                 if !r.transactional {
                     notes.push("outside a transaction".to_owned());
                 }
+                if let Some(b) = r.batches {
+                    notes.push(format!(
+                        "partly applied: {}, {} rows committed",
+                        batches_label(b.batches),
+                        thousands(b.rows)
+                    ));
+                }
                 if r.sql.trim().is_empty()
                     || stepmigrate_core::sql::split_statements(&r.sql).is_empty()
                 {
@@ -438,7 +465,7 @@ impl Output {
             .as_ref()
             .map_or(ExitCode::SUCCESS, |e| exit_code(e.kind()));
         if self.json {
-            let doc = json!({
+            let mut doc = json!({
                 "command": "up",
                 "ok": error.is_none(),
                 "run_id": report.run_id,
@@ -449,6 +476,19 @@ impl Output {
                 "elapsed_ms": report.elapsed_ms,
                 "warnings": report.warnings,
             });
+            // A failed batch migration's committed totals, where an applied one has them.
+            if let (Some(f), Some(progress), Some(results)) = (
+                &report.failure,
+                report.failure_progress,
+                doc["results"].as_array_mut(),
+            ) {
+                for r in results
+                    .iter_mut()
+                    .filter(|r| r["outcome"] == "failed" && r["version"] == json!(f.version))
+                {
+                    r["batches"] = json!(progress);
+                }
+            }
             self.emit(with_run_details(doc, report, error.as_ref()));
             return code;
         }
@@ -468,10 +508,21 @@ impl Output {
                 }
                 let not_run = report.pending - report.results.len();
                 let applied = report.applied();
+                // A batch migration keeps the batches committed before the failed one.
+                let committed = report.failure_progress.filter(|p| p.batches > 0);
                 if f.is_dirty() {
                     errln!("  {applied} applied before it; {not_run} not run. It may be half-applied and is now dirty: check the database, then `stepmigrate resolve {} --applied` or `--not-applied`.", f.version);
+                } else if let (ErrorKind::ConnectionFailed, Some(p)) = (kind, committed) {
+                    errln!("  {applied} applied before it; {not_run} not run. Its session was ended under it (an operator, a failover, a timeout, or the migration itself): the batch in flight rolled back; the {} committed before it stay ({} rows changed). Run `stepmigrate up` again: it resumes after them.", batches_label(p.batches), thousands(p.rows));
                 } else if kind == ErrorKind::ConnectionFailed {
                     errln!("  {applied} applied before it; {not_run} not run. Its session was ended under it (an operator, a failover, a timeout, or the migration itself); nothing of it remains. Run `stepmigrate up` again.");
+                } else if let Some(p) = committed {
+                    errln!(
+                        "  {applied} applied before it; {not_run} not run. The failed batch rolled back; the {} committed before it stay ({} rows changed). Fix {} and run `stepmigrate up` again: it resumes after them.",
+                        batches_label(p.batches),
+                        thousands(p.rows),
+                        f.file.display()
+                    );
                 } else {
                     errln!(
                         "  {applied} applied before it; {not_run} not run. Fix {} and run `stepmigrate up` again.",
@@ -729,6 +780,15 @@ fn summary(plan: &Plan) -> Value {
         "drift": plan.count(State::Drift),
         "unknown_applied": plan.count(State::UnknownApplied),
     })
+}
+
+/// `1 batch`, `6 batches`.
+fn batches_label(n: u64) -> String {
+    if n == 1 {
+        "1 batch".to_owned()
+    } else {
+        format!("{} batches", thousands(n))
+    }
 }
 
 fn state_label(state: State) -> &'static str {

@@ -615,3 +615,216 @@ async fn the_deploys_run_leaves_after_deploy_migrations_and_a_plain_up_applies_t
         ["0"]
     );
 }
+
+/// Fails at its fourth batch (a division by zero at id 3500): batches 1-3 commit first.
+const FAILS_AT_BATCH_4: &str = "-- stepmigrate: batch\n-- stepmigrate: batch_size = 1000\n\n\
+UPDATE items SET done = 100 / (id - 3500), touched = touched + 1\n\
+WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n";
+
+#[tokio::test]
+async fn a_failed_batch_migration_shows_the_batches_it_committed_in_up_and_status() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(5_000)),
+        ("002_backfill.sql", FAILS_AT_BATCH_4),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(1);
+    let doc = run.json();
+    let failed = &doc["results"][1];
+    assert_eq!(failed["outcome"], "failed", "{doc}");
+    assert_eq!(failed["batches"]["batches"], 3, "{doc}");
+    assert_eq!(failed["batches"]["rows"], 3_000, "{doc}");
+
+    // The next run fails at the same batch: the three before it are still there.
+    let human = db.cli(dir.path(), &["up"]);
+    human.assert_code(1);
+    assert!(
+        human
+            .stderr
+            .contains("the 3 batches committed before it stay (3,000 rows changed)")
+            && human.stderr.contains("it resumes after them"),
+        "{}",
+        human.stderr
+    );
+
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "failed", "{status}");
+    assert_eq!(status["migrations"][1]["batches"]["batches"], 3, "{status}");
+    assert_eq!(
+        status["migrations"][1]["batches"]["rows"], 3_000,
+        "{status}"
+    );
+    assert!(status["migrations"][0].get("batches").is_none(), "{status}");
+    let status = db.cli(dir.path(), &["status"]);
+    status.assert_code(0);
+    assert!(
+        status
+            .stdout
+            .contains("after 3 batches (3,000 rows committed; `up` resumes)"),
+        "{}",
+        status.stdout
+    );
+    // `plan` (and the Step Functions status, which reads the same plan) says it too.
+    let plan = db.cli(dir.path(), &["plan"]);
+    assert!(
+        plan.stdout.contains(
+            "002_backfill  (retry after a failure, resumes after 3 batches (3,000 rows committed))"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let plan = db.cli(dir.path(), &["--json", "plan"]).json();
+    assert_eq!(plan["pending"][0]["batches"]["rows"], 3_000, "{plan}");
+}
+
+#[tokio::test]
+async fn an_interrupted_batch_migration_is_pending_with_its_committed_batches() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(5_000)),
+        (
+            "002_backfill.sql",
+            &BACKFILL.replace(
+                "-- stepmigrate: batch\n",
+                "-- stepmigrate: batch\n-- stepmigrate: pause = 1h\n",
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // Killed in the pause after its first batch.
+    let mut child = db.spawn_cli(dir.path(), &["up"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batch_events(&db, "002").await.is_empty() {
+        assert!(Instant::now() < deadline, "no batch committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "pending", "{status}");
+    assert_eq!(status["migrations"][1]["batches"]["batches"], 1, "{status}");
+    assert_eq!(
+        status["migrations"][1]["batches"]["rows"], 1_000,
+        "{status}"
+    );
+    let status = db.cli(dir.path(), &["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("1 batch, 1,000 rows committed; `up` resumes"),
+        "{}",
+        status.stdout
+    );
+
+    // Pending, never failed: `down` below it still reverts its batch.
+    dir.write(
+        "002_backfill.down.sql",
+        "UPDATE items SET done = NULL, touched = 0;\n",
+    );
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "001", "--yes"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["rolled_back"], 1, "{}", run.stdout);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NOT NULL")
+            .await,
+        ["0"]
+    );
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert!(status["migrations"][1].get("batches").is_none(), "{status}");
+}
+
+#[tokio::test]
+async fn a_batch_whose_backend_is_terminated_keeps_the_batches_before_it_and_says_so() {
+    let db = TestDb::new().await;
+    // The third batch (ids 2001-3000) sleeps at id 2500, where it is terminated.
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(5_000)),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 1000\n\
+             UPDATE items SET done = v + CASE WHEN id = 2500 THEN (SELECT 0 FROM pg_sleep(60)) ELSE 0 END,\n\
+             touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let child = db.spawn_cli(dir.path(), &["up"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batch_events(&db, "002").await.len() < 2 {
+        assert!(Instant::now() < deadline, "no two batches committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.wait_for_active_query("pg_sleep(60)").await;
+    db.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND state = 'active' AND strpos(query, 'pg_sleep(60)') > 0",
+    )
+    .await;
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        !stderr.contains("nothing of it remains"),
+        "2,000 rows remain changed: {stderr}"
+    );
+    assert!(
+        stderr.contains("the 2 batches committed before it stay (2,000 rows changed)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NOT NULL")
+            .await,
+        ["2000"]
+    );
+}
+
+#[tokio::test]
+async fn with_a_target_only_what_the_run_would_apply_is_deferred() {
+    let db = TestDb::new().await;
+    let after_deploy = format!("-- stepmigrate: after-deploy\n{BACKFILL}");
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(100)),
+        ("002_a.sql", "CREATE TABLE a (id int);\n"),
+        ("003_b.sql", "CREATE TABLE b (id int);\n"),
+        ("004_backfill.sql", &after_deploy),
+    ]);
+    let plan = db.cli(dir.path(), &["plan", "--skip-after-deploy", "--to", "003"]);
+    plan.assert_code(0);
+    assert!(
+        !plan.stdout.contains("left for the run after the deploy"),
+        "{}",
+        plan.stdout
+    );
+    let plan = db.cli(
+        dir.path(),
+        &["--json", "plan", "--skip-after-deploy", "--to", "003"],
+    );
+    assert_eq!(
+        plan.json()["deferred"],
+        serde_json::json!([]),
+        "{}",
+        plan.stdout
+    );
+    let run = db.cli(
+        dir.path(),
+        &["--json", "up", "--skip-after-deploy", "--to", "003"],
+    );
+    run.assert_code(0);
+    let doc = run.json();
+    assert!(doc.get("deferred").is_none(), "{doc}");
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+    // Up to date to 003: still nothing deferred.
+    let again = db.cli(dir.path(), &["up", "--skip-after-deploy", "--to", "003"]);
+    again.assert_code(0);
+    assert!(
+        !again.stdout.contains("left for the run after the deploy"),
+        "{}",
+        again.stdout
+    );
+    // Without the target it is.
+    let run = db.cli(dir.path(), &["--json", "up", "--skip-after-deploy"]);
+    assert_eq!(run.json()["deferred"], serde_json::json!(["004_backfill"]));
+}

@@ -830,3 +830,123 @@ async fn an_up_right_after_a_killed_down_waits_for_the_revert_still_committing()
     assert!(db.table_exists("c").await);
     assert_eq!(run.json()["applied"], 1, "{}", run.stdout);
 }
+
+/// `items` with 5,000 rows and a batch backfill that fails at its fourth batch (id 3500):
+/// batches 1-3 (3,000 rows) commit, the migration is `failed`.
+fn failed_backfill(with_down: bool) -> Dir {
+    let dir = Dir::new(&[
+        (
+            "001_items.sql",
+            "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, done int);\n\
+             INSERT INTO items (id, v) SELECT g, g % 100 FROM generate_series(1, 5000) g;\n",
+        ),
+        ("001_items.down.sql", "DROP TABLE items;\n"),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 1000\n\
+             UPDATE items SET done = 100 / (id - 3500)\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    if with_down {
+        dir.write("002_backfill.down.sql", "UPDATE items SET done = NULL;\n");
+    }
+    dir
+}
+
+#[tokio::test]
+async fn down_reverts_the_committed_batches_of_a_failed_batch_migration() {
+    let db = TestDb::new().await;
+    let dir = failed_backfill(true);
+    db.cli(dir.path(), &["up"]).assert_code(1);
+    let changed = "SELECT count(*)::text FROM items WHERE done IS NOT NULL";
+    assert_eq!(db.query(changed).await, ["3000"]);
+
+    let dry = db.cli(dir.path(), &["--json", "down", "--to", "001", "--dry-run"]);
+    dry.assert_code(0);
+    let doc = dry.json();
+    assert_eq!(doc["reverts"][0]["name"], "002_backfill", "{doc}");
+    assert_eq!(doc["reverts"][0]["source"], "file", "{doc}");
+    assert_eq!(doc["reverts"][0]["batches"]["batches"], 3, "{doc}");
+    assert_eq!(doc["reverts"][0]["batches"]["rows"], 3_000, "{doc}");
+    let dry = db.cli(dir.path(), &["down", "--to", "001", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("002_backfill")
+            && dry
+                .stdout
+                .contains("partly applied: 3 batches, 3,000 rows committed")
+            && !dry.stdout.contains("nothing to roll back"),
+        "{}",
+        dry.stdout
+    );
+
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "001", "--yes"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["rolled_back"], 1, "{}", run.stdout);
+    assert_eq!(db.query(changed).await, ["0"], "its rows are reverted");
+    assert_eq!(db.applied().await, ["001"]);
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "pending", "{status}");
+    assert!(
+        status["migrations"][1].get("batches").is_none(),
+        "its progress starts over: {status}"
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+    // Nothing is partly applied any more.
+    let dry = db.cli(dir.path(), &["down", "--to", "001", "--dry-run"]);
+    assert!(
+        dry.stdout.contains("nothing to roll back"),
+        "{}",
+        dry.stdout
+    );
+
+    // Fixed, it runs again from its first batch.
+    db.exec("DELETE FROM items WHERE id = 3500").await;
+    let up = db.cli(dir.path(), &["--json", "up"]);
+    up.assert_code(0);
+    assert_eq!(
+        up.json()["results"][0]["batches"]["batches"],
+        5,
+        "{}",
+        up.stdout
+    );
+    assert_eq!(up.json()["results"][0]["batches"]["rows"], 4_999);
+    assert_eq!(db.query(changed).await, ["4999"]);
+}
+
+#[tokio::test]
+async fn down_refuses_to_pass_over_the_committed_batches_of_a_batch_migration_without_a_down() {
+    let db = TestDb::new().await;
+    let dir = failed_backfill(false);
+    db.cli(dir.path(), &["up"]).assert_code(1);
+    for args in [
+        &["down", "--to", "001", "--dry-run"][..],
+        &["down", "--to", "001", "--yes"][..],
+    ] {
+        let run = db.cli(dir.path(), args);
+        run.assert_code(11);
+        assert!(
+            run.stderr.contains("002_backfill")
+                && run
+                    .stderr
+                    .contains("partly applied: 3 batch(es) committed, 3000 rows changed")
+                && !run.stdout.contains("nothing to roll back"),
+            "{args:?}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NOT NULL")
+            .await,
+        ["3000"]
+    );
+    // Above it, the rollback goes on without it: the rows it changed stay, as they were.
+    let run = db.cli(dir.path(), &["down", "--to", "002", "--dry-run"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("nothing to roll back"),
+        "{}",
+        run.stdout
+    );
+}

@@ -284,6 +284,20 @@ pub struct BatchProgress {
     pub batch_rows: u64,
 }
 
+/// A batch migration with batches committed since it was last made pending from scratch and
+/// no `applied` event after them (failed, or interrupted: pending): partly applied. Whatever
+/// its state says, the rows those batches changed stay changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartlyApplied {
+    pub version: String,
+    pub name: String,
+    /// The migration's checksum its batches ran with.
+    pub checksum: Option<String>,
+    pub progress: BatchProgress,
+    /// Its latest `batch` event: where it stands in the order things ran.
+    pub event_id: i64,
+}
+
 /// What a rollback needs of a migration after its file is gone: its down script, and the
 /// migrations it requires (which must not be reverted from under it).
 #[derive(Debug, Clone, Copy)]

@@ -215,7 +215,9 @@ BEGIN
 END $$;
 
 -- The same for a down script: the migration must still be applied (SM009: another runner
--- reverted it first) and not dirty.
+-- reverted it first) and not dirty. A batch migration is partly applied while it has batches
+-- committed since it was last made pending from scratch (the same "since" as the runner's
+-- batch::recorded_progress) and no applied row: its down reverts those batches.
 CREATE OR REPLACE FUNCTION @L@.schema_migrations_revert_guard(p_version text, p_lock_pid int) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -229,7 +231,13 @@ BEGIN
     IF EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.dirty) THEN
         RAISE EXCEPTION 'migration % is dirty: resolve it first', p_version USING ERRCODE = 'SM004';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.success) THEN
+    IF NOT EXISTS (SELECT 1 FROM @L@.schema_migrations m WHERE m.version = p_version AND m.success)
+       AND NOT EXISTS (
+           SELECT 1 FROM @L@.schema_migration_events b
+           WHERE b.version = p_version AND b.kind = 'batch'
+             AND b.id > (SELECT coalesce(max(r.id), 0) FROM @L@.schema_migration_events r
+                         WHERE r.version = p_version
+                           AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed'))) THEN
         RAISE EXCEPTION 'migration % is not applied', p_version USING ERRCODE = 'SM009';
     END IF;
     RETURN txid_current()::text;

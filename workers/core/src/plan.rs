@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DirtyMigration, Drift, Error, SetProblem};
-use crate::ledger::{Ledger, LedgerRow};
+use crate::ledger::{BatchProgress, Ledger, LedgerRow, PartlyApplied};
 use crate::migration::{differs_only_in_line_endings, Migration, MigrationSet, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +76,11 @@ pub struct Entry {
     /// not out of order.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub runs_after_deploy: bool,
+    /// A batch migration not applied (pending, or failed) with batches committed: their
+    /// totals. Those rows stay changed; the next run resumes after them (see
+    /// [`Plan::note_partly_applied`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<BatchProgress>,
 }
 
 /// Which of the pending migrations a run takes.
@@ -206,6 +211,7 @@ impl Plan {
                     after_deploy: false,
                     deferred: false,
                     runs_after_deploy: false,
+                    batches: None,
                 });
             } else {
                 warnings.push(format!(
@@ -245,11 +251,14 @@ impl Plan {
     /// Makes this the deploy's own run: each pending `after-deploy` migration, each one that
     /// requires a deferred one (transitively), and each one of the after-deploy chain that
     /// failed before, waits for the run started after the deploy. Whatever else is pending,
-    /// newer migrations included, is applied now.
+    /// newer migrations included, is applied now. Only what the run would apply can wait:
+    /// a migration above the target is not deferred, the target leaves it out anyway.
     pub fn defer_after_deploy(&mut self) {
+        let limit = self.target.as_ref().map_or(u64::MAX, Version::number);
         let mut deferred = std::collections::HashSet::new();
         for e in &mut self.entries {
-            let pending = matches!(e.state, State::Pending | State::Failed);
+            let pending =
+                matches!(e.state, State::Pending | State::Failed) && e.version.number() <= limit;
             // One of the chain that failed (in a run after a deploy) is retried there, not by
             // the next deploy, which it would stop.
             if pending
@@ -259,6 +268,25 @@ impl Plan {
             {
                 e.deferred = true;
                 deferred.insert(e.version.number());
+            }
+        }
+    }
+
+    /// Notes the committed batches of each partly applied batch migration on its entry. One
+    /// that no file knows any more (older code) is named in a warning: its rows stay changed.
+    pub fn note_partly_applied(&mut self, partly: &[PartlyApplied]) {
+        for p in partly {
+            let number = Version::parse(&p.version).map(|v| v.number());
+            let entry = self.entries.iter_mut().find(|e| {
+                Some(e.version.number()) == number
+                    && matches!(e.state, State::Pending | State::Failed)
+            });
+            match entry {
+                Some(e) => e.batches = Some(p.progress),
+                None => self.warnings.push(format!(
+                    "{} has {} batch(es) committed ({} rows) and no file any more: those rows stay changed",
+                    p.name, p.progress.batches, p.progress.rows
+                )),
             }
         }
     }
@@ -466,6 +494,7 @@ fn entry_for(
         after_deploy: m.directives.after_deploy,
         deferred: false,
         runs_after_deploy,
+        batches: None,
     };
     entry.state = match row {
         None => State::Pending,
@@ -734,6 +763,31 @@ mod tests {
         let all = Plan::new(&s, &l, None).unwrap();
         assert_eq!(names(all.pending()), ["002", "003", "004", "005", "006"]);
         assert_eq!(all.deferred().count(), 0);
+    }
+
+    #[test]
+    fn a_target_below_an_after_deploy_migration_defers_nothing() {
+        let s = set(&[
+            ("001_a.sql", A),
+            ("002_b.sql", B),
+            ("003_backfill.sql", BACKFILL),
+            (
+                "004_not_null.sql",
+                "-- stepmigrate: requires = 003\nALTER TABLE a ALTER x SET NOT NULL;",
+            ),
+        ]);
+        let l = ledger(vec![row("001", A, true, false)]);
+        let scope = |to: &str| Scope {
+            target: Some(v(to)),
+            skip_after_deploy: true,
+        };
+        let p = Plan::scoped(&s, &l, &scope("002")).unwrap();
+        assert_eq!(names(p.pending()), ["002"]);
+        assert_eq!(p.deferred().count(), 0, "the target leaves them out anyway");
+        let p = Plan::scoped(&s, &l, &scope("003")).unwrap();
+        assert_eq!(names(p.deferred()), ["003"]);
+        let p = Plan::scoped(&s, &l, &scope("004")).unwrap();
+        assert_eq!(names(p.deferred()), ["003", "004"]);
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! Rollback planning, pure: which applied migrations a `down` reverts, in which order, with
 //! which down script, and why it refuses. The runner reads the ledger (and the down scripts
 //! it kept) and runs the plan under the migration lock.
+//!
+//! A batch migration that failed or was interrupted after some batches committed is partly
+//! applied: its state says pending or failed, but the rows of those batches stay changed. A
+//! rollback below it reverts it like an applied one, in the order its batches ran, with its
+//! down file (nothing was kept in the ledger: it was never applied); its `rolled_back` event
+//! makes its progress start over. Without a down script it is refused like an irreversible
+//! one, naming the committed batches: never "nothing to roll back" while its rows remain.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::{DirtyMigration, Error};
-use crate::ledger::{Ledger, LedgerRow, RecordedDown};
+use crate::ledger::{BatchProgress, Ledger, LedgerRow, PartlyApplied, RecordedDown};
 use crate::migration::{validate_script, Directives, Migration, MigrationSet, Script, Version};
 
 /// How far back a rollback goes.
@@ -56,6 +63,10 @@ pub struct Revert {
     /// The migration's checksum as the ledger recorded it (kept on the rollback's events).
     #[serde(skip)]
     pub recorded_checksum: String,
+    /// A partly applied batch migration (failed or interrupted, never applied): the batches
+    /// it committed, which this revert undoes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batches: Option<BatchProgress>,
 }
 
 impl Revert {
@@ -86,11 +97,16 @@ pub struct RollbackPlan {
 }
 
 /// The applied rows in the order they ran (the ledger's event order; rows adopted from the
-/// old runner by their time, then version).
-fn applied_in_order(ledger: &Ledger) -> Vec<(Version, &LedgerRow)> {
+/// old runner by their time, then version), with the rows of the partly applied batch
+/// migrations ([`partly_applied_rows`]).
+fn applied_in_order<'a>(
+    ledger: &'a Ledger,
+    partly: &'a [LedgerRow],
+) -> Vec<(Version, &'a LedgerRow)> {
     let mut applied: Vec<(Version, &LedgerRow)> = ledger
         .migration_rows()
         .filter(|r| r.success && !r.dirty)
+        .chain(partly)
         .filter_map(|r| Version::parse(&r.version).map(|v| (v, r)))
         .collect();
     applied.sort_by(|(va, a), (vb, b)| {
@@ -100,6 +116,32 @@ fn applied_in_order(ledger: &Ledger) -> Vec<(Version, &LedgerRow)> {
             .then(va.cmp(vb))
     });
     applied
+}
+
+/// A partly applied batch migration as the row of an applied one: placed by its latest batch,
+/// with the checksum its batches ran with.
+fn partly_applied_rows(ledger: &Ledger, partly: &[PartlyApplied]) -> Vec<LedgerRow> {
+    partly
+        .iter()
+        .map(|p| {
+            let row = ledger.migration_rows().find(|r| r.version == p.version);
+            LedgerRow {
+                version: p.version.clone(),
+                name: p.name.clone(),
+                applied_at: row.and_then(|r| r.applied_at),
+                checksum: p
+                    .checksum
+                    .clone()
+                    .or_else(|| row.and_then(|r| r.checksum.clone())),
+                execution_time_ms: None,
+                success: false,
+                dirty: false,
+                run_id: row.and_then(|r| r.run_id.clone()),
+                error: row.and_then(|r| r.error.clone()),
+                event_id: Some(p.event_id),
+            }
+        })
+        .collect()
 }
 
 /// The run id of the events that adopt the old runner's rows (`ledger.sql`).
@@ -140,11 +182,13 @@ pub fn ensure_nothing_applied_since(ledger: &Ledger, seen_event: Option<i64>) ->
 /// Plans a rollback. Refuses (naming every migration and why) when one to revert is
 /// irreversible or has no down script, when one is required by a migration that stays
 /// applied, and when any migration is dirty. `use_file` runs the down files even where the
-/// ledger kept another script.
+/// ledger kept another script. `partly` are the partly applied batch migrations (see the
+/// module's documentation).
 pub fn plan(
     set: &MigrationSet,
     ledger: &Ledger,
     recorded: &HashMap<String, RecordedDown>,
+    partly: &[PartlyApplied],
     target: &RollbackTarget,
     use_file: bool,
 ) -> Result<RollbackPlan, Error> {
@@ -162,7 +206,14 @@ pub fn plan(
     if !dirty.is_empty() {
         return Err(Error::Dirty { migrations: dirty });
     }
-    let applied = applied_in_order(ledger);
+    let partly_rows = partly_applied_rows(ledger, partly);
+    let applied = applied_in_order(ledger, &partly_rows);
+    let progress_of = |row: &LedgerRow| {
+        partly
+            .iter()
+            .find(|p| p.version == row.version && !row.success)
+            .map(|p| p.progress)
+    };
     let selected: Vec<usize> = match target {
         RollbackTarget::To(to) => {
             let known = to.number() == 0
@@ -196,16 +247,18 @@ pub fn plan(
         let file = set
             .get(version)
             .filter(|m| m.version.as_str() == version.as_str());
-        match revert_of(
-            version,
-            row,
-            file,
-            recorded.get(&row.version),
-            use_file,
-            &mut warnings,
-        ) {
-            Ok(r) => reverts.push(r),
-            Err(why) => reasons.push(format!("{}: {why}", row.name)),
+        let batches = progress_of(row);
+        // Never applied, so nothing was kept: its down file is what reverts its batches.
+        let kept = recorded.get(&row.version).filter(|_| batches.is_none());
+        match revert_of(version, row, file, kept, use_file, &mut warnings) {
+            Ok(r) => reverts.push(Revert { batches, ..r }),
+            Err(why) => reasons.push(match batches {
+                Some(b) => format!(
+                    "{}: {why}; it is partly applied: {} batch(es) committed, {} rows changed, which stay until a down script reverts them (or roll back only to {})",
+                    row.name, b.batches, b.rows, row.version
+                ),
+                None => format!("{}: {why}", row.name),
+            }),
         }
     }
     // What each applied migration requires: its file's header, else (older code, no file)
@@ -378,6 +431,7 @@ fn revert_of(
         transactional: directives.mode == crate::migration::Mode::Transactional,
         directives,
         recorded_checksum: row.checksum.clone().unwrap_or_default(),
+        batches: None,
     })
 }
 
@@ -437,18 +491,18 @@ mod tests {
         let l = ledger(&s, &[("001", 1), ("002", 2), ("003", 3)]);
         let none = HashMap::new();
         let to = |v: &str| RollbackTarget::To(Version::parse(v).unwrap());
-        let p = plan(&s, &l, &none, &to("001"), false).unwrap();
+        let p = plan(&s, &l, &none, &[], &to("001"), false).unwrap();
         assert_eq!(names(&p), ["003_c", "002_b"]);
         assert_eq!(p.reverts[0].source, ScriptSource::File);
-        let p = plan(&s, &l, &none, &RollbackTarget::Last(1), false).unwrap();
+        let p = plan(&s, &l, &none, &[], &RollbackTarget::Last(1), false).unwrap();
         assert_eq!(names(&p), ["003_c"]);
-        assert!(plan(&s, &l, &none, &to("003"), false)
+        assert!(plan(&s, &l, &none, &[], &to("003"), false)
             .unwrap()
             .reverts
             .is_empty());
         // 002 re-applied last (after a re-run): reverted first.
         let l = ledger(&s, &[("001", 1), ("002", 9), ("003", 3)]);
-        let p = plan(&s, &l, &none, &RollbackTarget::Last(2), false).unwrap();
+        let p = plan(&s, &l, &none, &[], &RollbackTarget::Last(2), false).unwrap();
         assert_eq!(names(&p), ["002_b", "003_c"]);
     }
 
@@ -461,7 +515,15 @@ mod tests {
             ("003_c.sql", "CREATE TABLE c (x int);"),
         ]);
         let l = ledger(&s, &[("001", 1), ("002", 2), ("003", 3)]);
-        let err = plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(3), false).unwrap_err();
+        let err = plan(
+            &s,
+            &l,
+            &HashMap::new(),
+            &[],
+            &RollbackTarget::Last(3),
+            false,
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::RollbackRefused { .. }));
         assert!(text.contains("002_b: irreversible"), "{text}");
@@ -470,9 +532,16 @@ mod tests {
         // 003 requires 001; 001 re-run last: reverting only 001 would pull it from under 003.
         let s = set(&FILES);
         let l = ledger(&s, &[("001", 7), ("002", 2), ("003", 3)]);
-        let text = plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(1), false)
-            .unwrap_err()
-            .to_string();
+        let text = plan(
+            &s,
+            &l,
+            &HashMap::new(),
+            &[],
+            &RollbackTarget::Last(1),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             text.contains("001_a: required by 003_c, which stays applied"),
             "{text}"
@@ -493,7 +562,7 @@ mod tests {
             },
         )]
         .into();
-        let p = plan(&s, &l, &recorded, &RollbackTarget::Last(1), false).unwrap();
+        let p = plan(&s, &l, &recorded, &[], &RollbackTarget::Last(1), false).unwrap();
         assert_eq!(p.reverts[0].source, ScriptSource::Ledger);
         assert_eq!(p.reverts[0].sql, kept);
         assert!(p.reverts[0].file_changed);
@@ -502,7 +571,7 @@ mod tests {
             "{:?}",
             p.warnings
         );
-        let p = plan(&s, &l, &recorded, &RollbackTarget::Last(1), true).unwrap();
+        let p = plan(&s, &l, &recorded, &[], &RollbackTarget::Last(1), true).unwrap();
         assert_eq!(p.reverts[0].source, ScriptSource::File);
         assert_eq!(p.reverts[0].sql, "DROP TABLE b;");
     }
@@ -526,6 +595,7 @@ mod tests {
             &s,
             &l,
             &recorded,
+            &[],
             &RollbackTarget::To(Version::parse("001").unwrap()),
             false,
         )
@@ -535,7 +605,15 @@ mod tests {
             !p.reverts[0].transactional,
             "the kept script's header is read"
         );
-        let err = plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(1), false).unwrap_err();
+        let err = plan(
+            &s,
+            &l,
+            &HashMap::new(),
+            &[],
+            &RollbackTarget::Last(1),
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no down script kept"), "{err}");
     }
 
@@ -555,7 +633,7 @@ mod tests {
         ]);
         let l = ledger(&s, &[("001", 4), ("002", 2), ("003", 3)]);
         let to = RollbackTarget::To(Version::parse("000").unwrap());
-        let p = plan(&s, &l, &HashMap::new(), &to, false).unwrap();
+        let p = plan(&s, &l, &HashMap::new(), &[], &to, false).unwrap();
         assert_eq!(names(&p), ["003_v", "002_b", "001_a"]);
     }
 
@@ -573,11 +651,85 @@ mod tests {
             },
         )]
         .into();
-        let err = plan(&s, &l, &recorded, &RollbackTarget::Last(1), false).unwrap_err();
+        let err = plan(&s, &l, &recorded, &[], &RollbackTarget::Last(1), false).unwrap_err();
         assert!(matches!(err, Error::RollbackRefused { .. }));
         assert!(
             err.to_string()
                 .contains("002_b: its down file 002_b.down.sql was deleted"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_partly_applied_batch_migration_is_reverted_in_the_order_it_ran_or_refused() {
+        let backfill = "-- stepmigrate: batch\nUPDATE a SET x = 1 WHERE x IS NULL AND ctid IN (SELECT ctid FROM a WHERE x IS NULL LIMIT :batch_size);";
+        let files = [
+            ("001_a.sql", "CREATE TABLE a (x int);"),
+            ("001_a.down.sql", "DROP TABLE a;"),
+            ("002_fill.sql", backfill),
+            ("002_fill.down.sql", "UPDATE a SET x = NULL;"),
+            ("003_b.sql", "CREATE TABLE b (x int);"),
+            ("003_b.down.sql", "DROP TABLE b;"),
+        ];
+        let s = set(&files);
+        // 002 failed after 003 was applied (after the deploy): its batches ran last.
+        let l = ledger(&s, &[("001", 1), ("003", 3)]);
+        let progress = BatchProgress {
+            batches: 6,
+            rows: 6_000,
+            batch_rows: 1_000,
+        };
+        let partly = [PartlyApplied {
+            version: "002".into(),
+            name: "002_fill".into(),
+            checksum: Some(checksum(backfill.as_bytes())),
+            progress,
+            event_id: 9,
+        }];
+        // A copy kept by an earlier apply (since rolled back) is not what reverts it.
+        let recorded: HashMap<String, RecordedDown> = [(
+            "002".to_owned(),
+            RecordedDown {
+                sql: Some("SELECT 'stale';".into()),
+                checksum: Some(checksum(b"SELECT 'stale';")),
+                requires: Vec::new(),
+            },
+        )]
+        .into();
+        let to = RollbackTarget::To(Version::parse("000").unwrap());
+        let p = plan(&s, &l, &recorded, &partly, &to, false).unwrap();
+        assert_eq!(names(&p), ["002_fill", "003_b", "001_a"]);
+        assert_eq!(p.reverts[0].batches, Some(progress));
+        assert_eq!(p.reverts[0].source, ScriptSource::File);
+        assert_eq!(p.reverts[0].sql, "UPDATE a SET x = NULL;");
+        assert_eq!(p.reverts[1].batches, None);
+        let p = plan(&s, &l, &recorded, &partly, &RollbackTarget::Last(1), false).unwrap();
+        assert_eq!(names(&p), ["002_fill"]);
+        let p = plan(
+            &s,
+            &l,
+            &recorded,
+            &partly,
+            &RollbackTarget::To(Version::parse("002").unwrap()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&p), ["003_b"], "above its own version it stays");
+
+        let irreversible = format!("-- stepmigrate: irreversible\n{backfill}");
+        let s = set(&[
+            files[0],
+            files[1],
+            ("002_fill.sql", irreversible.as_str()),
+            files[4],
+            files[5],
+        ]);
+        let err = plan(&s, &l, &HashMap::new(), &partly, &to, false).unwrap_err();
+        assert!(matches!(err, Error::RollbackRefused { .. }));
+        assert!(
+            err.to_string().contains(
+                "002_fill: irreversible (its header says `irreversible`); it is partly applied: 6 batch(es) committed, 6000 rows changed"
+            ),
             "{err}"
         );
     }
@@ -589,7 +741,14 @@ mod tests {
         l.rows[1].dirty = true;
         l.rows[1].success = false;
         assert!(matches!(
-            plan(&s, &l, &HashMap::new(), &RollbackTarget::Last(1), false),
+            plan(
+                &s,
+                &l,
+                &HashMap::new(),
+                &[],
+                &RollbackTarget::Last(1),
+                false
+            ),
             Err(Error::Dirty { .. })
         ));
     }

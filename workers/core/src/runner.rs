@@ -15,7 +15,9 @@ use crate::batch::{self, BatchEvent, BatchReport, BatchRun};
 use crate::config::Settings;
 use crate::db::Database;
 use crate::error::{Error, ErrorKind, MigrationFailure, SqlError};
-use crate::ledger::{self, EventKind, Ledger, LedgerKind, LedgerSchema, NewEvent};
+use crate::ledger::{
+    self, BatchProgress, EventKind, Ledger, LedgerKind, LedgerSchema, NewEvent, PartlyApplied,
+};
 use crate::lock::{backoff, MigrationLock};
 use crate::migration::{Migration, MigrationSet, Version};
 use crate::plan::{Plan, Scope, State};
@@ -65,6 +67,10 @@ pub struct UpReport {
     /// Why recording the failure failed, beside the failure itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record_error: Option<String>,
+    /// The failed migration is a batch migration: the totals of its batches committed before
+    /// the failure (they stay; the next run resumes after them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_progress: Option<BatchProgress>,
     /// The migration lock was lost: the run stopped before the next migration.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub lock_lost: bool,
@@ -184,8 +190,9 @@ impl Migrator {
     /// once no migration's transaction is open (see [`Migrator::settled_ledger`]).
     pub async fn plan(&self, scope: &Scope) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
-        let (_, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
-        let plan = Plan::scoped(&self.set, &ledger, scope)?;
+        let (schema, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
+        let mut plan = Plan::scoped(&self.set, &ledger, scope)?;
+        plan.note_partly_applied(&partly_applied(&mut conn, &schema, &ledger).await?);
         Ok((ledger, plan))
     }
 
@@ -196,6 +203,7 @@ impl Migrator {
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.read_ledger(&mut conn).await?;
         let mut plan = Plan::scoped(&self.set, &ledger, &Scope::default())?;
+        plan.note_partly_applied(&partly_applied(&mut conn, &schema, &ledger).await?);
         if ledger.kind != LedgerKind::Missing {
             if let Some(pid) = crate::lock::migration_in_flight(&mut conn, &schema).await? {
                 plan.warnings.push(format!(
@@ -287,7 +295,13 @@ impl Migrator {
                 report.results = applied.results;
                 report.lock_lost = applied.lock_lost;
                 if let Some(failure) = applied.failure {
-                    let checksum = self.set.get(&failure.version).map(|m| m.checksum.as_str());
+                    let migration = self.set.get(&failure.version);
+                    if migration.is_some_and(Migration::is_batch) {
+                        report.failure_progress = self
+                            .committed_progress(&mut conn, &schema, &failure.version)
+                            .await;
+                    }
+                    let checksum = migration.map(|m| m.checksum.as_str());
                     self.record_run_failure(
                         &mut conn,
                         &schema,
@@ -318,6 +332,7 @@ impl Migrator {
             warnings: Vec::new(),
             failure: None,
             record_error: None,
+            failure_progress: None,
             lock_lost: false,
             deferred: Vec::new(),
             elapsed_ms: 0,
@@ -614,6 +629,25 @@ impl Migrator {
         } else {
             RecordedOutcome::NotApplied
         })
+    }
+
+    /// The batches of a batch migration committed before it failed, read from its events on
+    /// `conn`, or on a new connection when that one broke with the batch (a terminated
+    /// backend). `None` when neither can read them: the failure itself is what matters then.
+    async fn committed_progress(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        version: &Version,
+    ) -> Option<BatchProgress> {
+        if let Ok((progress, _)) = batch::recorded_progress(conn, schema, version.as_str()).await {
+            return Some(progress);
+        }
+        let mut fresh = self.db.connect().await.ok()?;
+        batch::recorded_progress(&mut fresh, schema, version.as_str())
+            .await
+            .ok()
+            .map(|(progress, _)| progress)
     }
 
     /// Records a failure on `conn`, or, when that connection broke with the migration (a
@@ -928,7 +962,8 @@ impl Migrator {
         } else {
             Default::default()
         };
-        rollback::plan(&self.set, ledger, &recorded, target, use_file)
+        let partly = partly_applied(conn, schema, ledger).await?;
+        rollback::plan(&self.set, ledger, &recorded, &partly, target, use_file)
     }
 
     /// Reverts applied migrations, newest applied first, each with its down script under the
@@ -1070,6 +1105,47 @@ impl Migrator {
             outcome: Outcome::AlreadyRolledBack,
         }))
     }
+}
+
+/// The batch migrations that are partly applied ([`PartlyApplied`]): each version with `batch`
+/// events and no applied row, with its totals as [`batch::recorded_progress`] reads them
+/// (none since it was last made pending from scratch: not partly applied).
+pub async fn partly_applied(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    ledger: &Ledger,
+) -> Result<Vec<PartlyApplied>, Error> {
+    if ledger.kind != LedgerKind::EventSourced {
+        return Ok(Vec::new());
+    }
+    let latest: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(&format!(
+        "SELECT DISTINCT ON (version) version::text, name::text, checksum::text, id FROM {}
+         WHERE kind = 'batch' ORDER BY version, id DESC",
+        schema.qualify("schema_migration_events")
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading the batch migrations' progress", e))?;
+    let mut partly = Vec::new();
+    for (version, name, checksum, event_id) in latest {
+        let applied = ledger
+            .migration_rows()
+            .any(|r| r.version == version && r.success);
+        if applied {
+            continue;
+        }
+        let (progress, _) = batch::recorded_progress(conn, schema, &version).await?;
+        if progress.batches > 0 {
+            partly.push(PartlyApplied {
+                version,
+                name,
+                checksum,
+                progress,
+                event_id,
+            });
+        }
+    }
+    Ok(partly)
 }
 
 /// Up to 1 s, 2 s, 4 s ... (capped at 30 s; each with jitter in its upper half) between tries

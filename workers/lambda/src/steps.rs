@@ -351,6 +351,9 @@ pub struct RevertItem {
     /// runs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub file_changed: bool,
+    /// A partly applied batch migration (failed or interrupted): the batches its revert undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<BatchProgress>,
 }
 
 impl PlanOutput {
@@ -762,6 +765,7 @@ async fn plan_rollback(
                     checksum: r.checksum.clone(),
                     transactional: r.transactional,
                     file_changed: r.file_changed,
+                    batches: r.batches,
                 })
                 .collect()
         } else {
