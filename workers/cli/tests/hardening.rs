@@ -719,11 +719,21 @@ async fn settings_changed_in_ways_the_validator_cannot_see_stop_before_the_next_
     run.assert_code(3);
     assert!(run.stderr.contains("001_scs.sql:2:"), "{}", run.stderr);
 
-    // Through set_config, in a failing transactional migration: the replay that locates the
-    // failure stops where the strings would be read otherwise, and rolls back.
+    // Through set_config, named: refused before anything runs, like SET.
     let dir = Dir::new(&[(
         "001_scs.sql",
-        "CREATE TABLE half_applied (i int);\nSELECT set_config('standard_conforming_strings', 'off', true);\nSELECT 'a\\' , ' ; COMMIT; SELECT E' AS p -- ' AS q;\nINSERT INTO half_applied VALUES (1), (1);\nCREATE UNIQUE INDEX ON half_applied (i);",
+        "CREATE TABLE half_applied (i int);\nSELECT set_config('standard_conforming_strings', 'off', true);\n",
+    )]);
+    let run = db.cli(dir.path(), &["up"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("001_scs.sql:2:"), "{}", run.stderr);
+
+    // Through set_config with a name the words do not show, in a failing transactional
+    // migration: the replay that locates the failure stops where the strings would be read
+    // otherwise, and rolls back.
+    let dir = Dir::new(&[(
+        "001_scs.sql",
+        "CREATE TABLE half_applied (i int);\nSELECT set_config('standard_' || 'conforming_strings', 'off', true);\nSELECT 'a\\' , ' ; COMMIT; SELECT E' AS p -- ' AS q;\nINSERT INTO half_applied VALUES (1), (1);\nCREATE UNIQUE INDEX ON half_applied (i);",
     )]);
     let run = db.cli(dir.path(), &["up"]);
     run.assert_code(1);
@@ -738,7 +748,7 @@ async fn settings_changed_in_ways_the_validator_cannot_see_stop_before_the_next_
     let db = TestDb::new().await;
     let dir = Dir::new(&[(
         "001_enc.sql",
-        "-- stepmigrate: no-transaction\nSELECT set_config('client_encoding', 'LATIN1', false);\nCREATE TABLE \"t\u{fc}be\" (i int);",
+        "-- stepmigrate: no-transaction\nSELECT set_config('client_' || 'encoding', 'LATIN1', false);\nCREATE TABLE \"t\u{fc}be\" (i int);",
     )]);
     let run = db.cli(dir.path(), &["--json", "up"]);
     run.assert_code(1);
