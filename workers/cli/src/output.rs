@@ -735,6 +735,7 @@ fn state_label(state: State) -> &'static str {
         State::Pending => "pending",
         State::Failed => "failed (retry)",
         State::Dirty => "DIRTY",
+        State::InProgress => "in progress (another runner)",
         State::Drift => "DRIFT",
         State::UnknownApplied => "unknown-applied",
     }

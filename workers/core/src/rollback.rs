@@ -412,6 +412,7 @@ mod tests {
                 .collect(),
             projection_missing: false,
             made_pending: Default::default(),
+            in_progress: Default::default(),
         }
     }
 

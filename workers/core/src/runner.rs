@@ -135,6 +135,9 @@ struct Applied {
     failure: Option<Box<MigrationFailure>>,
     /// The lock's session ended: the loop stopped before the next migration.
     lock_lost: bool,
+    /// A build yielded the lock (see [`crate::lock`]) and more migrations were to follow:
+    /// the loop stopped after it, and the caller plans again from the ledger as it is now.
+    replan: bool,
 }
 
 /// What the ledger says a run did to one migration ([`Migrator::recorded_outcome`]).
@@ -257,32 +260,41 @@ impl Migrator {
 
             let lock = self.lock(&schema, progress).await?;
             lock.hold(async |lock| {
-                let plan = self
-                    .prepare_locked(&mut conn, &schema, ledger, scope, run_id)
-                    .await?;
-                report.warnings = plan.warnings.clone();
-                report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
-                let pending: Vec<&Migration> = plan
-                    .pending()
-                    .filter_map(|e| self.set.get(&e.version))
-                    .collect();
-                report.pending = pending.len();
-                info!(pending = pending.len(), "planned");
+                let mut seen = ledger;
+                let applied = loop {
+                    let plan = self
+                        .prepare_locked(&mut conn, &schema, seen, scope, run_id)
+                        .await?;
+                    report.warnings = plan.warnings.clone();
+                    report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
+                    let pending: Vec<&Migration> = plan
+                        .pending()
+                        .filter_map(|e| self.set.get(&e.version))
+                        .collect();
+                    if report.results.is_empty() {
+                        report.pending = pending.len();
+                    }
+                    info!(pending = pending.len(), "planned");
 
-                let applied = self
-                    .apply_in_order(
-                        &mut conn,
-                        &schema,
-                        lock,
-                        &pending,
-                        |_| false,
-                        Direction::Up,
-                        run_id,
-                        None,
-                        progress,
-                    )
-                    .await?;
-                report.results = applied.results;
+                    let mut applied = self
+                        .apply_in_order(
+                            &mut conn,
+                            &schema,
+                            lock,
+                            &pending,
+                            |_| false,
+                            Direction::Up,
+                            run_id,
+                            None,
+                            progress,
+                        )
+                        .await?;
+                    report.results.append(&mut applied.results);
+                    if !applied.replan {
+                        break applied;
+                    }
+                    seen = Ledger::empty();
+                };
                 report.lock_lost = applied.lock_lost;
                 if let Some(failure) = applied.failure {
                     let checksum = self.set.get(&failure.version).map(|m| m.checksum.as_str());
@@ -364,6 +376,7 @@ impl Migrator {
             results: Vec::with_capacity(migrations.len()),
             failure: None,
             lock_lost: false,
+            replan: false,
         };
         let last_pending = migrations.iter().rposition(|m| !applied(m));
         for (index, m) in migrations.iter().enumerate() {
@@ -398,8 +411,12 @@ impl Migrator {
             }
             // A batch migration out of time: what follows it waits for the next run.
             let unfinished = matches!(result.outcome, Outcome::Unfinished { .. });
+            // Other runners went on while the build ran: what follows is planned again.
+            end.replan = matches!(result.outcome, Outcome::Applied { .. })
+                && self.yields_lock(m, direction)
+                && index + 1 < migrations.len();
             end.results.push(result);
-            if end.failure.is_some() || unfinished {
+            if end.failure.is_some() || unfinished || end.replan {
                 break;
             }
         }
@@ -487,32 +504,55 @@ impl Migrator {
         let lock = self.lock(&schema, &mut Quiet).await?;
         let end = lock
             .hold(async |lock| {
-                let plan = self
-                    .prepare_locked(&mut conn, &schema, ledger, &Scope::default(), run_id)
-                    .await?;
-                if let Some(blocker) = plan.blocker_before(&range[0].version) {
-                    return Err(Error::InvalidInput(format!(
-                        "{} cannot run before {}, which is pending",
-                        range[0].name, blocker.name
-                    )));
+                let mut seen = ledger;
+                let mut results = Vec::new();
+                loop {
+                    let rest = &range[results.len()..];
+                    let plan = self
+                        .prepare_locked(&mut conn, &schema, seen, &Scope::default(), run_id)
+                        .await?;
+                    // The database's guard refuses the one in progress (it is dirty), but not
+                    // what requires it: that waits for the runner building it.
+                    if let Some(e) = plan.entries.iter().find(|e| {
+                        (e.state == State::InProgress || e.waits_for_build)
+                            && rest.iter().any(|m| m.version == e.version)
+                    }) {
+                        return Err(Error::BuildInProgress {
+                            name: e.name.clone(),
+                            waits: e.waits_for_build,
+                        });
+                    }
+                    if let Some(blocker) = plan.blocker_before(&rest[0].version) {
+                        return Err(Error::InvalidInput(format!(
+                            "{} cannot run before {}, which is pending",
+                            rest[0].name, blocker.name
+                        )));
+                    }
+                    let applied = |m: &Migration| {
+                        plan.entries
+                            .iter()
+                            .any(|e| e.version == m.version && e.state == State::Applied)
+                    };
+                    let mut end = self
+                        .apply_in_order(
+                            &mut conn,
+                            &schema,
+                            lock,
+                            rest,
+                            applied,
+                            Direction::Up,
+                            run_id,
+                            deadline,
+                            progress,
+                        )
+                        .await?;
+                    results.append(&mut end.results);
+                    if !end.replan {
+                        end.results = results;
+                        return Ok(end);
+                    }
+                    seen = Ledger::empty();
                 }
-                let applied = |m: &Migration| {
-                    plan.entries
-                        .iter()
-                        .any(|e| e.version == m.version && e.state == State::Applied)
-                };
-                self.apply_in_order(
-                    &mut conn,
-                    &schema,
-                    lock,
-                    &range,
-                    applied,
-                    Direction::Up,
-                    run_id,
-                    deadline,
-                    progress,
-                )
-                .await
             })
             .await?;
         if end.lock_lost {
@@ -657,6 +697,12 @@ impl Migrator {
                     ))
                 })?
                 .clone();
+            if ledger.in_progress.contains(&row.version) {
+                return Err(Error::InvalidInput(format!(
+                    "{} is being applied right now by another runner (it holds the migration's build lock): there is nothing to resolve until it ends",
+                    row.name
+                )));
+            }
             let kind = match resolution {
                 Resolution::Applied => EventKind::ResolvedApplied,
                 Resolution::NotApplied => EventKind::ResolvedNotApplied,
@@ -770,6 +816,16 @@ impl Migrator {
         Ok(ledger)
     }
 
+    /// Whether `m`, applied this way, yields the migration lock while it runs: a
+    /// `no-transaction` migration of the after-deploy chain (see [`crate::lock`]), which may
+    /// run after newer migrations anyway, so that a deploy is not held up by its build.
+    fn yields_lock(&self, m: &Migration, direction: Direction) -> bool {
+        direction == Direction::Up
+            && !m.transactional()
+            && !m.is_batch()
+            && self.set.in_after_deploy_chain(m)
+    }
+
     /// Applies one migration; a lock timeout is retried with back-off (`lock_retries`), and
     /// a busy guard until the lock wait runs out.
     #[allow(clippy::too_many_arguments)]
@@ -812,6 +868,9 @@ impl Migrator {
                     commit,
                 );
                 attempt.direction = direction;
+                if self.yields_lock(m, direction) {
+                    attempt.yield_lock = Some(lock);
+                }
                 let outcome = if m.is_batch() && direction == Direction::Up {
                     // Its own lock_timeout retries, batch by batch.
                     lock_timeouts = self.settings.lock_retries;
