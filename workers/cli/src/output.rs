@@ -218,6 +218,9 @@ impl Output {
             if e.runs_after_deploy && matches!(e.state, State::Pending | State::Failed) {
                 line.push_str("  after deploy");
             }
+            if e.waits_for_build {
+                line.push_str("  waits for the build in progress");
+            }
             if e.state == State::Drift {
                 line.push_str(&format!(
                     "  recorded {} file {}",
@@ -724,6 +727,7 @@ fn summary(plan: &Plan) -> Value {
         "pending": plan.pending().count(),
         "failed": plan.count(State::Failed),
         "dirty": plan.count(State::Dirty),
+        "in_progress": plan.count(State::InProgress),
         "drift": plan.count(State::Drift),
         "unknown_applied": plan.count(State::UnknownApplied),
     })

@@ -173,7 +173,30 @@ async fn a_third_runner_neither_reruns_the_build_nor_applies_what_requires_it() 
     };
     assert_eq!(state("002"), "in_progress", "{status}");
 
-    // A third runner applies what does not wait for the build, and leaves the rest.
+    let versions = |run: &Value| -> Vec<String> {
+        run["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // A deploy's run through the CLI applies the newer migration at once.
+    let deploy = db.cli_env(
+        dir.path(),
+        &["up", "--skip-after-deploy", "--json"],
+        &[("STEPMIGRATE_LOCK_WAIT", "2s")],
+    );
+    deploy.assert_code(0);
+    let deploy = deploy.json();
+    assert_eq!(versions(&deploy), ["004"], "{deploy}");
+    assert_eq!(
+        deploy["deferred"],
+        json!(["002_items_index", "003_needs_index"]),
+        "{deploy}"
+    );
+
+    // A third, plain runner neither runs the build again nor applies what requires it.
     let third = db.cli_env(
         dir.path(),
         &["up", "--json"],
@@ -181,13 +204,7 @@ async fn a_third_runner_neither_reruns_the_build_nor_applies_what_requires_it() 
     );
     third.assert_code(0);
     let third = third.json();
-    let applied: Vec<&str> = third["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["version"].as_str().unwrap())
-        .collect();
-    assert_eq!(applied, ["004"], "{third}");
+    assert!(versions(&third).is_empty(), "{third}");
     assert!(third.to_string().contains("003_needs_index"), "{third}");
 
     // Asked for them by name (a retried ApplyTask, an ApplyOne of an older plan): refused,
@@ -199,6 +216,10 @@ async fn a_third_runner_neither_reruns_the_build_nor_applies_what_requires_it() 
         assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
         assert!(err.to_string().contains("another runner"), "{err}");
     }
+    // TaskOutcome asking about the build waits for it, as for a runner holding the lock.
+    let v002 = stepmigrate_core::migration::Version::parse("002").unwrap();
+    let err = migrator.recorded_outcome(&v002, "third").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockTimeout, "{err}");
     // Nor may an operator settle it while it builds.
     db.cli(dir.path(), &["resolve", "002", "--applied"])
         .assert_code(2);

@@ -589,7 +589,9 @@ impl Migrator {
     /// cannot answer for itself (the ECS task of a long migration) is heard. Applied, or a
     /// failure of the run, is final. Neither is read again under the migration lock: a runner
     /// still at work (a task started by a retried RunTask that nobody watches) holds it, and
-    /// the answer waits for it (`LockNotAcquired` past the lock wait).
+    /// the answer waits for it (`LockNotAcquired` past the lock wait); one that yielded it for
+    /// an after-deploy build holds that migration's build lock instead (`BuildInProgress`,
+    /// retried like a lock wait).
     pub async fn recorded_outcome(
         &self,
         version: &Version,
@@ -646,6 +648,14 @@ impl Migrator {
                 rollback: false,
                 recorded: true,
             })));
+        }
+        // A runner at work that yielded the migration lock for its build (see
+        // [`crate::lock`]) is still at work: the answer waits for it, as for one holding the lock.
+        if let Some(row) = row.filter(|r| ledger.in_progress.contains(&r.version)) {
+            return Err(Error::BuildInProgress {
+                name: row.name.clone(),
+                waits: false,
+            });
         }
         Ok(if row.is_some_and(|r| r.dirty) {
             RecordedOutcome::Dirty
