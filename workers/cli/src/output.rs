@@ -233,6 +233,9 @@ impl Output {
             if e.runs_after_deploy && matches!(e.state, State::Pending | State::Failed) {
                 line.push_str("  after deploy");
             }
+            if e.waits_for_build {
+                line.push_str("  waits for the build in progress");
+            }
             if e.state == State::Drift {
                 line.push_str(&format!(
                     "  recorded {} file {}",
@@ -777,6 +780,7 @@ fn summary(plan: &Plan) -> Value {
         "pending": plan.pending().count(),
         "failed": plan.count(State::Failed),
         "dirty": plan.count(State::Dirty),
+        "in_progress": plan.count(State::InProgress),
         "drift": plan.count(State::Drift),
         "unknown_applied": plan.count(State::UnknownApplied),
     })
@@ -797,6 +801,7 @@ fn state_label(state: State) -> &'static str {
         State::Pending => "pending",
         State::Failed => "failed (retry)",
         State::Dirty => "DIRTY",
+        State::InProgress => "in progress (another runner)",
         State::Drift => "DRIFT",
         State::UnknownApplied => "unknown-applied",
     }

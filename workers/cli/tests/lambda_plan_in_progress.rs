@@ -1,5 +1,5 @@
-//! The workers' plan judges a dirty row as `up` does: a no-transaction migration that another
-//! runner is running right now (it holds the migration lock; e.g. an after-deploy
+//! The workers' plan judges a dirty row as `up` does: a no-transaction after-deploy migration
+//! that another runner is running right now (it holds the migration's build lock; e.g. a
 //! `CREATE INDEX CONCURRENTLY` run as an ECS task, for hours) is dirty in the ledger until it
 //! ends, and is "in progress", not `Dirty`. The deploy's own run leaves it, and what requires
 //! it, for the run after the deploy instead of failing the deploy.
@@ -66,8 +66,8 @@ async fn a_deploy_defers_a_migration_another_runner_is_running_and_what_requires
     };
     assert_eq!(
         state("002"),
-        "dirty",
-        "the premise: a running no-transaction migration's row is dirty"
+        "in_progress",
+        "a running no-transaction after-deploy migration's row is in progress"
     );
 
     let deploy = plan_of(
@@ -84,7 +84,7 @@ async fn a_deploy_defers_a_migration_another_runner_is_running_and_what_requires
         "{deploy}"
     );
 
-    // Any other run plans past it too (its apply-one waits for the lock and judges under it).
+    // Any other run plans past it too, and leaves what requires it to the runner at work.
     let after = plan_of(
         &db,
         &dir,
@@ -92,7 +92,7 @@ async fn a_deploy_defers_a_migration_another_runner_is_running_and_what_requires
     )
     .await
     .unwrap();
-    assert_eq!(firsts(&after), ["003", "004"], "{after}");
+    assert_eq!(firsts(&after), ["004"], "{after}");
 
     assert!(runner.wait().unwrap().success());
     assert_eq!(db.applied().await, ["001", "002"]);

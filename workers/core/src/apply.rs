@@ -132,6 +132,9 @@ pub struct Attempt<'a> {
     /// On a verification database: nothing that touches the whole server may commit
     /// ([`Settings::guard_server`]).
     pub guard_server: bool,
+    /// Outside a transaction: the runner's migration lock, to yield while the statements run
+    /// under the migration's build lock (a long after-deploy build: see [`crate::lock`]).
+    pub yield_lock: Option<&'a crate::lock::MigrationLock>,
 }
 
 /// A transactional attempt's text, and where the migration's own text starts in it (in
@@ -177,6 +180,7 @@ impl<'a> Attempt<'a> {
             commit,
             direction: Direction::Up,
             guard_server: settings.guard_server,
+            yield_lock: None,
         }
     }
 
@@ -543,6 +547,32 @@ async fn apply_outside_transaction(
     conn: &mut PgConnection,
     attempt: &Attempt<'_>,
 ) -> Result<Outcome, Error> {
+    let Some(lock) = attempt.yield_lock else {
+        return start_and_run_outside(conn, attempt, None).await;
+    };
+    let version = attempt.migration.version.as_str();
+    // Claimed before the `started` event commits, so that no plan ever sees this migration
+    // dirty without its build lock while this runner is at work. Held by another session:
+    // that runner is applying it (its guard would say so too).
+    if !crate::lock::claim_build(conn, attempt.schema, version).await? {
+        return Ok(Outcome::Busy);
+    }
+    let outcome = start_and_run_outside(conn, attempt, Some(lock)).await;
+    // Whatever happened, the outcome is recorded (or left to the caller, under the lock taken
+    // back): the build is no longer at work. A session that broke took its lock with it.
+    if let Err(e) = crate::lock::release_build(conn, attempt.schema, version).await {
+        tracing::warn!(error = %e, "could not release the build lock of {}", attempt.migration.name);
+    }
+    outcome
+}
+
+/// The `started` event, then the statements (yielding `lock` while they run), then the
+/// outcome.
+async fn start_and_run_outside(
+    conn: &mut PgConnection,
+    attempt: &Attempt<'_>,
+    lock: Option<&crate::lock::MigrationLock>,
+) -> Result<Outcome, Error> {
     let m = attempt.migration;
     if let Err(e) = sqlx::raw_sql(&attempt.start_outside())
         .execute(&mut *conn)
@@ -564,6 +594,44 @@ async fn apply_outside_transaction(
     }
     let started = Instant::now();
     let mut notices = Vec::new();
+    let ran = match lock {
+        Some(lock) => lock
+            .yield_while(run_statements_outside(conn, attempt, &mut notices))
+            .await
+            .map_err(|e| match e {
+                Error::LockNotAcquired { waited } => Error::BuildUnrecorded {
+                    name: m.name.clone(),
+                    waited,
+                },
+                other => other,
+            })??,
+        None => run_statements_outside(conn, attempt, &mut notices).await?,
+    };
+    if let Some(outcome) = ran {
+        return Ok(outcome);
+    }
+    let elapsed = started.elapsed().as_millis() as u64;
+    if let Err(e) = sqlx::raw_sql(&attempt.finish_outside(elapsed, &notices))
+        .execute(&mut *conn)
+        .await
+    {
+        let _ = sqlx::raw_sql(RESET_SESSION).execute(&mut *conn).await;
+        return Err(Error::database(
+            format!("recording {} as applied (left dirty)", m.name),
+            e,
+        ));
+    }
+    Ok(attempt.done(elapsed, notices))
+}
+
+/// The statements of a migration outside a transaction, one at a time: `None` when all ran,
+/// else the outcome that stopped them (a failure, rolled back to an idle session).
+async fn run_statements_outside(
+    conn: &mut PgConnection,
+    attempt: &Attempt<'_>,
+    notices: &mut Vec<String>,
+) -> Result<Option<Outcome>, Error> {
+    let m = attempt.migration;
     for statement in sql::split_statements(&m.sql) {
         let build = crate::index_build::concurrent_index(&statement);
         // What failed, when not the statement itself: said before the database's message.
@@ -589,7 +657,7 @@ async fn apply_outside_transaction(
             None => Ok(()),
         };
         let result = match result {
-            Ok(()) => run_outside(conn, attempt, &statement, &mut notices).await,
+            Ok(()) => run_outside(conn, attempt, &statement, notices).await,
             Err(e) => Err(e),
         };
         let result = match (result, &build) {
@@ -615,7 +683,7 @@ async fn apply_outside_transaction(
                 };
                 match classify(m, pg, &message, db.code().as_deref(), position) {
                     Outcome::Failed { failure } => *failure,
-                    other => return Ok(other),
+                    other => return Ok(Some(other)),
                 }
             }
             Err(e) => {
@@ -631,26 +699,15 @@ async fn apply_outside_transaction(
             .statement
             .get_or_insert_with(|| statement.text.to_owned());
         failure.error.line.get_or_insert(statement.line);
-        failure.notices = notices;
+        failure.notices = std::mem::take(notices);
         let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
             .execute(&mut *conn)
             .await;
-        return Ok(Outcome::Failed {
+        return Ok(Some(Outcome::Failed {
             failure: Box::new(failure),
-        });
+        }));
     }
-    let elapsed = started.elapsed().as_millis() as u64;
-    if let Err(e) = sqlx::raw_sql(&attempt.finish_outside(elapsed, &notices))
-        .execute(&mut *conn)
-        .await
-    {
-        let _ = sqlx::raw_sql(RESET_SESSION).execute(&mut *conn).await;
-        return Err(Error::database(
-            format!("recording {} as applied (left dirty)", m.name),
-            e,
-        ));
-    }
-    Ok(attempt.done(elapsed, notices))
+    Ok(None)
 }
 
 /// One statement of a migration outside a transaction, then the session it left: an error

@@ -271,6 +271,12 @@ pub enum Error {
     #[error("another runner held the migration lock for {}s; gave up waiting (STEPMIGRATE_LOCK_WAIT)", waited.as_secs())]
     LockNotAcquired { waited: Duration },
 
+    #[error("{name} {}: nothing was run; try again once that build is recorded", if *waits { "requires a migration another runner is applying right now (it yielded the migration lock for the build)" } else { "is being applied right now by another runner, which yielded the migration lock for the build" })]
+    BuildInProgress { name: String, waits: bool },
+
+    #[error("{name} ran to its end with the migration lock yielded for the build, but the lock was not free again within {}s to record it (STEPMIGRATE_LOCK_WAIT): it is dirty; check the database, then run `stepmigrate resolve VERSION --applied` or `--not-applied`", waited.as_secs())]
+    BuildUnrecorded { name: String, waited: Duration },
+
     #[error("a migration's transaction is still open in backend {pid} (a runner killed or interrupted mid-migration, whose statement runs on); waited {}s for it to end, and planned nothing from a state it may still change (STEPMIGRATE_LOCK_WAIT). Wait for it, or cancel it: SELECT pg_cancel_backend({pid})", waited.as_secs())]
     MigrationInFlight { pid: i32, waited: Duration },
 
@@ -375,7 +381,7 @@ impl Error {
         match self {
             Error::InvalidMigrationSet { .. } => ErrorKind::InvalidMigrationSet,
             Error::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
-            Error::Dirty { .. } => ErrorKind::Dirty,
+            Error::Dirty { .. } | Error::BuildUnrecorded { .. } => ErrorKind::Dirty,
             // Read back from the ledger: the runner that hit it already tried again.
             Error::MigrationFailed { failure } if failure.recorded => ErrorKind::SqlFailed,
             // Retrying is safe only where the migration rolled back whole.
@@ -392,9 +398,10 @@ impl Error {
                 ErrorKind::ConnectionFailed
             }
             Error::MigrationFailed { .. } => ErrorKind::SqlFailed,
-            Error::LockNotAcquired { .. } | Error::MigrationInFlight { .. } => {
-                ErrorKind::LockTimeout
-            }
+            // Another runner at work, as when it holds the migration lock: retried.
+            Error::LockNotAcquired { .. }
+            | Error::MigrationInFlight { .. }
+            | Error::BuildInProgress { .. } => ErrorKind::LockTimeout,
             // Transient: a new run takes the lock again and finds where this one stopped.
             Error::LockLost { .. } => ErrorKind::ConnectionFailed,
             Error::ConnectionFailed { .. } => ErrorKind::ConnectionFailed,

@@ -486,6 +486,10 @@ pub struct Ledger {
     /// applied, rolled back): running one again is a re-run, not an out-of-order arrival.
     #[serde(skip)]
     pub made_pending: std::collections::BTreeSet<String>,
+    /// Dirty versions another runner is applying right now (it holds their build lock: see
+    /// [`crate::lock::builds_in_progress`]): in progress, not half done.
+    #[serde(skip)]
+    pub in_progress: std::collections::BTreeSet<String>,
 }
 
 impl Ledger {
@@ -495,6 +499,7 @@ impl Ledger {
             rows: Vec::new(),
             projection_missing: false,
             made_pending: Default::default(),
+            in_progress: Default::default(),
         }
     }
 
@@ -582,11 +587,18 @@ pub async fn read(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Ledg
     } else {
         Default::default()
     };
+    let dirty: Vec<String> = rows
+        .iter()
+        .filter(|r| r.dirty)
+        .map(|r| r.version.clone())
+        .collect();
+    let in_progress = crate::lock::builds_in_progress(conn, schema, &dirty).await?;
     Ok(Ledger {
         kind,
         rows,
         projection_missing: kind == LedgerKind::EventSourced && !has_projection,
         made_pending,
+        in_progress,
     })
 }
 
@@ -774,6 +786,7 @@ mod tests {
             }],
             projection_missing: false,
             made_pending: Default::default(),
+            in_progress: Default::default(),
         }
     }
 

@@ -3,7 +3,29 @@
 //! PostgreSQL: a backend blocked in `pg_advisory_lock` holds a snapshot that
 //! `CREATE INDEX CONCURRENTLY` waits for, which deadlocks the runner that holds the lock
 //! (flyway#1654, golang-migrate#960).
+//!
+//! **A long after-deploy build yields the lock.** A `no-transaction` migration of the
+//! after-deploy chain (an index built concurrently for hours, in an ECS task) would otherwise
+//! hold the lock for as long as it builds, and every deploy meanwhile would wait for it and
+//! fail. Its runner instead claims a second, per-migration *build lock* (a session lock keyed
+//! on the ledger and the version, on the session that runs the migration) before its `started`
+//! event commits, releases the migration lock for the build ([`MigrationLock::yield_while`]),
+//! takes it again (polling, as ever) and records the outcome under it, and only then lets go
+//! of the build lock. Why that keeps the invariants:
+//! - *Never two runners on one migration.* Its row is dirty from the `started` event on, and
+//!   every guard refuses a dirty migration; the build lock only tells the plans that this
+//!   dirty row is a build at work ([`builds_in_progress`]), never that it may run again. It
+//!   lives exactly as long as the building session: a task killed, a backend ended, and the
+//!   row is plainly dirty again, for an operator to resolve.
+//! - *In order.* Only the after-deploy chain yields, which may run after newer migrations
+//!   anyway; the guard's predecessor passes over that chain, so nothing that requires the
+//!   build can be applied before its `applied` event (and the plans leave such migrations to
+//!   the runner at work).
+//! - *Never a plan from a stale state.* The ledger still changes only under the migration
+//!   lock: the build's outcome is recorded once the lock is taken again, and the runner plans
+//!   again from the ledger before it applies anything after the build.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -22,45 +44,36 @@ const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrat
 const IN_FLIGHT: &str = "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.apply.' || $1, 0) AND l.pid <> pg_backend_pid() LIMIT 1";
 const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || $1, 0))";
 
-// pg_locks shows a bigint advisory key as classid (its high 32 bits) and objid (its low 32
-// bits), objsubid 1 (https://www.postgresql.org/docs/current/view-pg-locks.html).
-const HELD_BY_ANOTHER: &str = "SELECT EXISTS (
-    SELECT 1 FROM pg_locks l,
-        (SELECT hashtextextended('stepmigrate.runner.' || $1, 0) AS k) key
+// A build lock's key: the ledger's schema and the migration's version.
+const BUILD_KEY: &str = "hashtextextended('stepmigrate.build.' || $1 || '.' || $2, 0)";
+// The dirty versions (of $2) whose build lock another session holds: builds at work.
+const BUILDS_IN_PROGRESS: &str = "SELECT v FROM unnest($2::text[]) v WHERE EXISTS (
+    SELECT 1 FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid::bigint = ((key.k >> 32) & 4294967295)
-      AND l.objid::bigint = (key.k & 4294967295)
+      AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.build.' || $1 || '.' || v, 0)
       AND l.pid <> pg_backend_pid())";
-
-/// Whether another session holds the migration lock of `schema` now: a runner at work. A
-/// dirty row seen without the lock may be that runner's migration in progress (a
-/// no-transaction migration is dirty until it ends), not one left half done.
-pub async fn held_by_another(
-    conn: &mut sqlx::PgConnection,
-    schema: &LedgerSchema,
-) -> Result<bool, Error> {
-    sqlx::query_scalar(HELD_BY_ANOTHER)
-        .bind(schema.name())
-        .fetch_one(conn)
-        .await
-        .map_err(|e| Error::database("reading whether another runner holds the migration lock", e))
-}
 
 /// The held migration lock: see [`MigrationLock::hold`]. Dropped unreleased (a panic, a
 /// release that failed), its session is closed rather than returned to the pool, which
 /// releases the lock too.
 pub struct MigrationLock {
-    conn: Connection,
+    // Behind a mutex so that a build can yield the lock through the shared reference the
+    // apply loop holds; never held across an await (the session is taken out and put back).
+    conn: std::sync::Mutex<Option<Connection>>,
     key: String,
     backend_pid: i32,
+    /// The wait it was taken with: also the wait to take it back after a yield.
+    wait: Duration,
     released: bool,
 }
 
 impl Drop for MigrationLock {
     fn drop(&mut self) {
         if !self.released {
-            self.conn.close_on_drop();
+            if let Some(conn) = self.session().as_mut() {
+                conn.close_on_drop();
+            }
         }
     }
 }
@@ -80,36 +93,51 @@ impl MigrationLock {
         mut conn: Connection,
         schema: &LedgerSchema,
         wait: Duration,
-        mut on_wait: impl FnMut(),
+        on_wait: impl FnMut(),
     ) -> Result<MigrationLock, Error> {
-        let started = Instant::now();
-        let mut attempt = 0;
         let key = schema.name().to_owned();
-        loop {
-            let (got, backend_pid): (bool, i32) = sqlx::query_as(TRY_LOCK)
-                .bind(&key)
-                .fetch_one(&mut *conn)
+        let backend_pid = poll(&mut conn, &key, wait, on_wait).await?;
+        Ok(MigrationLock {
+            conn: std::sync::Mutex::new(Some(conn)),
+            key,
+            backend_pid,
+            wait,
+            released: false,
+        })
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Releases the lock while `work` runs (a long after-deploy build: see the module's
+    /// docs), then takes it back, polling up to the wait it was first taken with. `work`'s
+    /// result comes back only with the lock held again; past the wait,
+    /// [`Error::LockNotAcquired`] (the caller's work is then unrecorded).
+    pub async fn yield_while<T>(&self, work: impl Future<Output = T>) -> Result<T, Error> {
+        let mut conn = self.session().take().ok_or_else(|| {
+            Error::database(
+                "yielding the migration lock",
+                sqlx::Error::Protocol("the lock's session is in use".into()),
+            )
+        })?;
+        let outcome = async {
+            sqlx::query(UNLOCK)
+                .bind(&self.key)
+                .execute(&mut *conn)
                 .await
-                .map_err(|e| Error::database("taking the migration lock", e))?;
-            if got {
-                return Ok(MigrationLock {
-                    conn,
-                    key,
-                    backend_pid,
-                    released: false,
-                });
-            }
-            if attempt == 0 {
-                on_wait();
-            }
-            let elapsed = started.elapsed();
-            if elapsed >= wait {
-                return Err(Error::LockNotAcquired { waited: elapsed });
-            }
-            tokio::time::sleep(backoff(attempt, Duration::from_millis(500)).min(wait - elapsed))
-                .await;
-            attempt += 1;
+                .map_err(|e| Error::database("releasing the migration lock for a build", e))?;
+            tracing::info!("released the migration lock while an after-deploy build runs");
+            let result = work.await;
+            poll(&mut conn, &self.key, self.wait, || {
+                tracing::info!("the build ended; waiting for the migration lock to record it")
+            })
+            .await?;
+            Ok(result)
         }
+        .await;
+        *self.session() = Some(conn);
+        outcome
     }
 
     /// The backend that holds the lock: each migration's guard checks it still does, so a
@@ -126,18 +154,104 @@ impl MigrationLock {
         work: impl AsyncFnOnce(&MigrationLock) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let result = work(&self).await;
-        match sqlx::query(UNLOCK)
-            .bind(&self.key)
-            .execute(&mut *self.conn)
-            .await
-        {
-            Ok(_) => self.released = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not release the migration lock; closing its session")
+        let session = self.session().take();
+        if let Some(mut conn) = session {
+            match sqlx::query(UNLOCK)
+                .bind(&self.key)
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => self.released = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the migration lock; closing its session");
+                    conn.close_on_drop();
+                }
             }
         }
         result
     }
+}
+
+/// Polls `pg_try_advisory_lock` for the migration lock `key` on `conn` until `wait` has
+/// passed; the backend's pid once it holds it. `on_wait` is told once, at the first refusal.
+async fn poll(
+    conn: &mut PgConnection,
+    key: &str,
+    wait: Duration,
+    mut on_wait: impl FnMut(),
+) -> Result<i32, Error> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let (got, backend_pid): (bool, i32) = sqlx::query_as(TRY_LOCK)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::database("taking the migration lock", e))?;
+        if got {
+            return Ok(backend_pid);
+        }
+        if attempt == 0 {
+            on_wait();
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= wait {
+            return Err(Error::LockNotAcquired { waited: elapsed });
+        }
+        tokio::time::sleep(backoff(attempt, Duration::from_millis(500)).min(wait - elapsed)).await;
+        attempt += 1;
+    }
+}
+
+/// Claims the build lock of `version` on `conn`, the session that runs the migration: false
+/// if another session holds it (that runner is applying it). Never waits.
+pub async fn claim_build(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    version: &str,
+) -> Result<bool, Error> {
+    sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({BUILD_KEY})"))
+        .bind(schema.name())
+        .bind(version)
+        .fetch_one(conn)
+        .await
+        .map_err(|e| Error::database("claiming the migration's build lock", e))
+}
+
+/// Lets go of the build lock of `version` that `conn` holds (see [`claim_build`]).
+pub async fn release_build(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    version: &str,
+) -> Result<(), Error> {
+    sqlx::query(&format!("SELECT pg_advisory_unlock({BUILD_KEY})"))
+        .bind(schema.name())
+        .bind(version)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(|e| Error::database("releasing the migration's build lock", e))
+}
+
+/// Of the `dirty` versions, those whose build lock another session holds: a runner is
+/// applying each right now (it yielded the migration lock for the build), so the row is in
+/// progress, not left half done. A session lock dies with its session, so a killed runner's
+/// row is dirty again at once.
+pub async fn builds_in_progress(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    dirty: &[String],
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    if dirty.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<String> = sqlx::query_scalar(BUILDS_IN_PROGRESS)
+        .bind(schema.name())
+        .bind(dirty)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| Error::database("looking for builds in progress", e))?;
+    Ok(found.into_iter().collect())
 }
 
 /// The backend inside a migration's transaction on this ledger right now, if any.

@@ -19,6 +19,10 @@ pub enum State {
     Failed,
     /// Interrupted or failed outside a transaction: runs refuse to continue.
     Dirty,
+    /// Started outside a transaction and being applied right now by another runner, which
+    /// yielded the migration lock for its build (see [`crate::lock`]): neither run again nor
+    /// dirty; what requires it waits for that runner.
+    InProgress,
     /// Applied, but the file changed since.
     Drift,
     /// Applied, but no file knows it (e.g. older code after a rollback): reported only.
@@ -81,6 +85,10 @@ pub struct Entry {
     /// [`Plan::note_partly_applied`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batches: Option<BatchProgress>,
+    /// Pending, but it requires (transitively) a migration in progress: left to the runner
+    /// applying that one, which plans again once it is recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waits_for_build: bool,
 }
 
 /// Which of the pending migrations a run takes.
@@ -212,6 +220,7 @@ impl Plan {
                     deferred: false,
                     runs_after_deploy: false,
                     batches: None,
+                    waits_for_build: false,
                 });
             } else {
                 warnings.push(format!(
@@ -221,6 +230,39 @@ impl Plan {
             }
         }
         entries.sort_by(|a, b| a.version.cmp(&b.version));
+        let mut building = std::collections::HashSet::new();
+        for e in &mut entries {
+            if e.state == State::Dirty && ledger.in_progress.contains(e.version.as_str()) {
+                e.state = State::InProgress;
+                building.insert(e.version.number());
+            } else if matches!(e.state, State::Pending | State::Failed)
+                && e.requires.iter().any(|r| building.contains(&r.number()))
+            {
+                e.waits_for_build = true;
+                building.insert(e.version.number());
+            }
+        }
+        let in_progress: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.state == State::InProgress)
+            .map(|e| e.name.as_str())
+            .collect();
+        if !in_progress.is_empty() {
+            let waiting: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.waits_for_build)
+                .map(|e| e.name.as_str())
+                .collect();
+            warnings.push(format!(
+                "another runner is applying {} right now (it holds the migration's build lock){}",
+                in_progress.join(", "),
+                if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!("; left to it: {}, which require(s) it", waiting.join(", "))
+                }
+            ));
+        }
         Ok(Plan {
             entries,
             warnings,
@@ -245,6 +287,7 @@ impl Plan {
             matches!(e.state, State::Pending | State::Failed)
                 && e.version.number() <= limit
                 && !e.deferred
+                && !e.waits_for_build
         })
     }
 
@@ -260,11 +303,13 @@ impl Plan {
             let pending =
                 matches!(e.state, State::Pending | State::Failed) && e.version.number() <= limit;
             // One of the chain that failed (in a run after a deploy) is retried there, not by
-            // the next deploy, which it would stop.
-            if pending
-                && (e.after_deploy
-                    || (e.runs_after_deploy && e.state == State::Failed)
-                    || e.requires.iter().any(|r| deferred.contains(&r.number())))
+            // the next deploy, which it would stop. One in progress (built by the run after an
+            // earlier deploy) is as much left by this deploy as one still pending.
+            if (e.state == State::InProgress && e.version.number() <= limit)
+                || (pending
+                    && (e.after_deploy
+                        || (e.runs_after_deploy && e.state == State::Failed)
+                        || e.requires.iter().any(|r| deferred.contains(&r.number()))))
             {
                 e.deferred = true;
                 deferred.insert(e.version.number());
@@ -395,13 +440,17 @@ impl Plan {
         let mut reasons = Vec::new();
         // Applied now, a migration that conflicts with one left for after the deploy would
         // keep that one from ever being applied.
+        let left = self
+            .entries
+            .iter()
+            .filter(|d| d.deferred || d.waits_for_build || d.state == State::InProgress);
         for e in self.pending() {
-            for d in self.deferred() {
+            for d in left.clone() {
                 if e.conflicts.iter().any(|c| c.number() == d.version.number())
                     || d.conflicts.iter().any(|c| c.number() == e.version.number())
                 {
                     reasons.push(format!(
-                        "{} conflicts with {}, which waits for the run after the deploy: applying {} now would keep {} from ever being applied",
+                        "{} conflicts with {}, which this run leaves pending (for the run after the deploy, or the runner applying it): applying {} now would keep {} from ever being applied",
                         e.name, d.name, e.name, d.name
                     ));
                 }
@@ -495,6 +544,7 @@ fn entry_for(
         deferred: false,
         runs_after_deploy,
         batches: None,
+        waits_for_build: false,
     };
     entry.state = match row {
         None => State::Pending,
@@ -577,6 +627,7 @@ mod tests {
             rows,
             projection_missing: false,
             made_pending: Default::default(),
+            in_progress: Default::default(),
         }
     }
 

@@ -466,6 +466,7 @@ mod tests {
                 .collect(),
             projection_missing: false,
             made_pending: Default::default(),
+            in_progress: Default::default(),
         }
     }
 

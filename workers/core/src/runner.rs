@@ -141,6 +141,9 @@ struct Applied {
     failure: Option<Box<MigrationFailure>>,
     /// The lock's session ended: the loop stopped before the next migration.
     lock_lost: bool,
+    /// A build yielded the lock (see [`crate::lock`]) and more migrations were to follow:
+    /// the loop stopped after it, and the caller plans again from the ledger as it is now.
+    replan: bool,
 }
 
 /// What the ledger says a run did to one migration ([`Migrator::recorded_outcome`]).
@@ -267,32 +270,41 @@ impl Migrator {
 
             let lock = self.lock(&schema, progress).await?;
             lock.hold(async |lock| {
-                let plan = self
-                    .prepare_locked(&mut conn, &schema, ledger, scope, run_id)
-                    .await?;
-                report.warnings = plan.warnings.clone();
-                report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
-                let pending: Vec<&Migration> = plan
-                    .pending()
-                    .filter_map(|e| self.set.get(&e.version))
-                    .collect();
-                report.pending = pending.len();
-                info!(pending = pending.len(), "planned");
+                let mut seen = ledger;
+                let applied = loop {
+                    let plan = self
+                        .prepare_locked(&mut conn, &schema, seen, scope, run_id)
+                        .await?;
+                    report.warnings = plan.warnings.clone();
+                    report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
+                    let pending: Vec<&Migration> = plan
+                        .pending()
+                        .filter_map(|e| self.set.get(&e.version))
+                        .collect();
+                    if report.results.is_empty() {
+                        report.pending = pending.len();
+                    }
+                    info!(pending = pending.len(), "planned");
 
-                let applied = self
-                    .apply_in_order(
-                        &mut conn,
-                        &schema,
-                        lock,
-                        &pending,
-                        |_| false,
-                        Direction::Up,
-                        run_id,
-                        None,
-                        progress,
-                    )
-                    .await?;
-                report.results = applied.results;
+                    let mut applied = self
+                        .apply_in_order(
+                            &mut conn,
+                            &schema,
+                            lock,
+                            &pending,
+                            |_| false,
+                            Direction::Up,
+                            run_id,
+                            None,
+                            progress,
+                        )
+                        .await?;
+                    report.results.append(&mut applied.results);
+                    if !applied.replan {
+                        break applied;
+                    }
+                    seen = Ledger::empty();
+                };
                 report.lock_lost = applied.lock_lost;
                 if let Some(failure) = applied.failure {
                     let migration = self.set.get(&failure.version);
@@ -381,6 +393,7 @@ impl Migrator {
             results: Vec::with_capacity(migrations.len()),
             failure: None,
             lock_lost: false,
+            replan: false,
         };
         let last_pending = migrations.iter().rposition(|m| !applied(m));
         for (index, m) in migrations.iter().enumerate() {
@@ -415,8 +428,12 @@ impl Migrator {
             }
             // A batch migration out of time: what follows it waits for the next run.
             let unfinished = matches!(result.outcome, Outcome::Unfinished { .. });
+            // Other runners went on while the build ran: what follows is planned again.
+            end.replan = matches!(result.outcome, Outcome::Applied { .. })
+                && self.yields_lock(m, direction)
+                && index + 1 < migrations.len();
             end.results.push(result);
-            if end.failure.is_some() || unfinished {
+            if end.failure.is_some() || unfinished || end.replan {
                 break;
             }
         }
@@ -504,32 +521,55 @@ impl Migrator {
         let lock = self.lock(&schema, &mut Quiet).await?;
         let end = lock
             .hold(async |lock| {
-                let plan = self
-                    .prepare_locked(&mut conn, &schema, ledger, &Scope::default(), run_id)
-                    .await?;
-                if let Some(blocker) = plan.blocker_before(&range[0].version) {
-                    return Err(Error::InvalidInput(format!(
-                        "{} cannot run before {}, which is pending",
-                        range[0].name, blocker.name
-                    )));
+                let mut seen = ledger;
+                let mut results = Vec::new();
+                loop {
+                    let rest = &range[results.len()..];
+                    let plan = self
+                        .prepare_locked(&mut conn, &schema, seen, &Scope::default(), run_id)
+                        .await?;
+                    // The database's guard refuses the one in progress (it is dirty), but not
+                    // what requires it: that waits for the runner building it.
+                    if let Some(e) = plan.entries.iter().find(|e| {
+                        (e.state == State::InProgress || e.waits_for_build)
+                            && rest.iter().any(|m| m.version == e.version)
+                    }) {
+                        return Err(Error::BuildInProgress {
+                            name: e.name.clone(),
+                            waits: e.waits_for_build,
+                        });
+                    }
+                    if let Some(blocker) = plan.blocker_before(&rest[0].version) {
+                        return Err(Error::InvalidInput(format!(
+                            "{} cannot run before {}, which is pending",
+                            rest[0].name, blocker.name
+                        )));
+                    }
+                    let applied = |m: &Migration| {
+                        plan.entries
+                            .iter()
+                            .any(|e| e.version == m.version && e.state == State::Applied)
+                    };
+                    let mut end = self
+                        .apply_in_order(
+                            &mut conn,
+                            &schema,
+                            lock,
+                            rest,
+                            applied,
+                            Direction::Up,
+                            run_id,
+                            deadline,
+                            progress,
+                        )
+                        .await?;
+                    results.append(&mut end.results);
+                    if !end.replan {
+                        end.results = results;
+                        return Ok(end);
+                    }
+                    seen = Ledger::empty();
                 }
-                let applied = |m: &Migration| {
-                    plan.entries
-                        .iter()
-                        .any(|e| e.version == m.version && e.state == State::Applied)
-                };
-                self.apply_in_order(
-                    &mut conn,
-                    &schema,
-                    lock,
-                    &range,
-                    applied,
-                    Direction::Up,
-                    run_id,
-                    deadline,
-                    progress,
-                )
-                .await
             })
             .await?;
         if end.lock_lost {
@@ -566,7 +606,9 @@ impl Migrator {
     /// cannot answer for itself (the ECS task of a long migration) is heard. Applied, or a
     /// failure of the run, is final. Neither is read again under the migration lock: a runner
     /// still at work (a task started by a retried RunTask that nobody watches) holds it, and
-    /// the answer waits for it (`LockNotAcquired` past the lock wait).
+    /// the answer waits for it (`LockNotAcquired` past the lock wait); one that yielded it for
+    /// an after-deploy build holds that migration's build lock instead (`BuildInProgress`,
+    /// retried like a lock wait).
     pub async fn recorded_outcome(
         &self,
         version: &Version,
@@ -623,6 +665,14 @@ impl Migrator {
                 rollback: false,
                 recorded: true,
             })));
+        }
+        // A runner at work that yielded the migration lock for its build (see
+        // [`crate::lock`]) is still at work: the answer waits for it, as for one holding the lock.
+        if let Some(row) = row.filter(|r| ledger.in_progress.contains(&r.version)) {
+            return Err(Error::BuildInProgress {
+                name: row.name.clone(),
+                waits: false,
+            });
         }
         Ok(if row.is_some_and(|r| r.dirty) {
             RecordedOutcome::Dirty
@@ -693,6 +743,12 @@ impl Migrator {
                     ))
                 })?
                 .clone();
+            if ledger.in_progress.contains(&row.version) {
+                return Err(Error::InvalidInput(format!(
+                    "{} is being applied right now by another runner (it holds the migration's build lock): there is nothing to resolve until it ends",
+                    row.name
+                )));
+            }
             let kind = match resolution {
                 Resolution::Applied => EventKind::ResolvedApplied,
                 Resolution::NotApplied => EventKind::ResolvedNotApplied,
@@ -806,6 +862,16 @@ impl Migrator {
         Ok(ledger)
     }
 
+    /// Whether `m`, applied this way, yields the migration lock while it runs: a
+    /// `no-transaction` migration of the after-deploy chain (see [`crate::lock`]), which may
+    /// run after newer migrations anyway, so that a deploy is not held up by its build.
+    fn yields_lock(&self, m: &Migration, direction: Direction) -> bool {
+        direction == Direction::Up
+            && !m.transactional()
+            && !m.is_batch()
+            && self.set.in_after_deploy_chain(m)
+    }
+
     /// Applies one migration; a lock timeout is retried with back-off (`lock_retries`), and
     /// a busy guard until the lock wait runs out.
     #[allow(clippy::too_many_arguments)]
@@ -848,6 +914,9 @@ impl Migrator {
                     commit,
                 );
                 attempt.direction = direction;
+                if self.yields_lock(m, direction) {
+                    attempt.yield_lock = Some(lock);
+                }
                 let outcome = if m.is_batch() && direction == Direction::Up {
                     // Its own lock_timeout retries, batch by batch.
                     lock_timeouts = self.settings.lock_retries;

@@ -40,7 +40,9 @@ use crate::sql::{self, quote_literal, Statement};
 
 /// The SQLSTATE reported for a statement that verify refuses to send because it would end
 /// the transaction that keeps the verification from committing.
-pub const TRANSACTION_CONTROL_SQLSTATE: &str = "SM009";
+/// Not SM009: that is the revert guard's "already rolled back", which the applier reads as
+/// another runner's work, not as a failure.
+pub const TRANSACTION_CONTROL_SQLSTATE: &str = "SM013";
 
 /// The default `lock_timeout` of `verify --in-transaction-only`: it runs on a live database,
 /// and every lock it takes is held until the rollback.
@@ -2359,6 +2361,30 @@ async fn record_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each SQLSTATE of the runner's own means one thing: none is also one that the ledger's
+    /// guards raise (which the applier reads as an outcome, e.g. SM009 as "already rolled
+    /// back"), and no two of the runner's are the same.
+    #[test]
+    fn the_runners_own_sqlstates_are_distinct_from_each_other_and_the_guards() {
+        let ours = [
+            TRANSACTION_CONTROL_SQLSTATE,
+            ROUND_TRIP_SQLSTATE,
+            crate::ledger::LOST_TRANSACTION_SQLSTATE,
+            crate::apply::OPEN_TRANSACTION_SQLSTATE,
+            crate::apply::SESSION_CHANGED_SQLSTATE,
+            crate::batch::RUNAWAY_SQLSTATE,
+            crate::server_guard::SERVER_CHANGE_SQLSTATE,
+        ];
+        let guards = include_str!("ledger.sql");
+        for (i, code) in ours.iter().enumerate() {
+            assert!(
+                !guards.contains(&format!("ERRCODE = '{code}'")),
+                "{code} is also raised by the ledger's guards"
+            );
+            assert!(!ours[i + 1..].contains(code), "{code} is used twice");
+        }
+    }
 
     fn rel(name: &str, relkind: &str, relfilenode: i64, index: Option<(bool, &str)>) -> Relation {
         Relation {

@@ -549,33 +549,13 @@ pub async fn plan(
         target: input.target.clone(),
         skip_after_deploy: input.skip_after_deploy,
     };
-    let (_, mut plan) = migrator.plan(&scope).await?;
+    // A migration another runner is building right now (it yielded the migration lock) is
+    // in progress, not dirty: the plan leaves it, and what requires it, to that runner.
+    let (_, plan) = migrator.plan(&scope).await?;
     let report_only = input.action != Action::Migrate || input.dry_run;
-    // A dirty row seen without the lock may be a migration another runner is running right
-    // now (a no-transaction index build of an after-deploy run, for hours): `up`'s judgement.
-    // While that runner holds the migration lock the row is "in progress", not `Dirty`;
-    // apply-one judges it again under the lock.
-    let in_progress = plan.count(State::Dirty) > 0 && another_runner_at_work(migrator).await?;
-    if in_progress && scope.skip_after_deploy {
-        defer_in_progress(&mut plan);
-    }
     if !report_only {
         migrator.set.ensure_sum_current()?;
-        if in_progress {
-            // Judged as the runner at work will leave it, applied (what requires it may then
-            // follow); apply-one judges again under the lock, once that runner is done.
-            let mut judged = plan.clone();
-            for e in judged
-                .entries
-                .iter_mut()
-                .filter(|e| e.state == State::Dirty)
-            {
-                e.state = State::Applied;
-            }
-            judged.ensure_applicable(migrator.settings.allow_out_of_order)?;
-        } else {
-            plan.ensure_applicable(migrator.settings.allow_out_of_order)?;
-        }
+        plan.ensure_applicable(migrator.settings.allow_out_of_order)?;
     }
     let pending: Vec<&Entry> = plan.pending().collect();
     let migration = |e: &&Entry| migrator.set.get(&e.version);
@@ -667,30 +647,6 @@ pub async fn plan(
                 .and_then(|arn| continuation_of(&input, arn))
         },
     })
-}
-
-/// Whether another runner holds the migration lock now (see [`crate::lock::held_by_another`]).
-async fn another_runner_at_work(migrator: &Migrator) -> Result<bool, Error> {
-    let mut conn = migrator.db.connect().await?;
-    let schema = migrator.ledger_schema(&mut conn).await?;
-    crate::lock::held_by_another(&mut conn, &schema).await
-}
-
-/// The deploy's own run, while another runner is running a migration (dirty until it ends,
-/// e.g. an after-deploy `CREATE INDEX CONCURRENTLY` as an ECS task): that migration, and each
-/// pending one that requires it (transitively), is left for the run after the deploy, like an
-/// after-deploy migration, instead of failing the deploy with `Dirty`.
-fn defer_in_progress(plan: &mut crate::plan::Plan) {
-    let mut deferred = std::collections::HashSet::new();
-    for e in &mut plan.entries {
-        let pending = matches!(e.state, State::Pending | State::Failed);
-        if e.state == State::Dirty
-            || (pending && e.requires.iter().any(|r| deferred.contains(&r.number())))
-        {
-            e.deferred = true;
-            deferred.insert(e.version.number());
-        }
-    }
 }
 
 /// The plan of a rollback execution: the reverts, newest applied first, one Map item each
