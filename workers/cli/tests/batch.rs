@@ -759,7 +759,8 @@ async fn a_runaway_on_a_table_never_analyzed_is_stopped() {
 /// `p`, partitioned in `parts` partitions of 100 ids each, with `rows` rows; only the
 /// partitions analyzed (its parent's `reltuples` stays -1).
 fn partitioned(parts: u64, rows: u64) -> String {
-    let mut sql = "CREATE TABLE p (id bigint NOT NULL, x int, y int) PARTITION BY RANGE (id);\n".to_owned();
+    let mut sql =
+        "CREATE TABLE p (id bigint NOT NULL, x int, y int) PARTITION BY RANGE (id);\n".to_owned();
     for i in 0..parts {
         sql.push_str(&format!(
             "CREATE TABLE p{i} PARTITION OF p FOR VALUES FROM ({}) TO ({});\n",
@@ -778,8 +779,7 @@ fn partitioned(parts: u64, rows: u64) -> String {
 }
 
 #[tokio::test]
-async fn a_runaway_on_a_partitioned_table_is_stopped_and_a_backfill_over_many_partitions_is_not()
-{
+async fn a_runaway_on_a_partitioned_table_is_stopped_and_a_backfill_over_many_partitions_is_not() {
     let db = TestDb::new().await;
     let dir = Dir::new(&[
         (
@@ -818,9 +818,15 @@ async fn a_runaway_on_a_partitioned_table_is_stopped_and_a_backfill_over_many_pa
     ]);
     let run = db.cli(dir.path(), &["--json", "up"]);
     run.assert_code(0);
-    assert_eq!(run.json()["results"][1]["batches"]["rows"], 3_000, "{}", run.stdout);
     assert_eq!(
-        db.query("SELECT count(*)::text FROM p WHERE x IS NULL").await,
+        run.json()["results"][1]["batches"]["rows"],
+        3_000,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM p WHERE x IS NULL")
+            .await,
         ["0"]
     );
 }
@@ -844,7 +850,10 @@ async fn a_runaway_through_an_updatable_view_is_stopped() {
         ),
     ]);
     let text = stopped_as_runaway(&db, &dir).await;
-    assert!(text.contains("public.t (1000 rows)"), "judged against the view's table: {text}");
+    assert!(
+        text.contains("public.t (1000 rows)"),
+        "judged against the view's table: {text}"
+    );
 }
 
 #[tokio::test]
@@ -870,7 +879,10 @@ async fn an_insert_into_a_small_table_from_a_big_one_completes() {
     run.assert_code(0);
     let doc = run.json();
     assert_eq!(doc["results"][1]["batches"]["rows"], 19_900, "{doc}");
-    assert_eq!(db.query("SELECT count(*)::text FROM small").await, ["20000"]);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM small").await,
+        ["20000"]
+    );
 }
 
 #[tokio::test]
@@ -897,7 +909,12 @@ async fn an_update_of_a_table_analyzed_while_empty_then_filled_completes() {
     );
     let run = db.cli(dir.path(), &["--json", "up"]);
     run.assert_code(0);
-    assert_eq!(run.json()["results"][0]["batches"]["batches"], 30, "{}", run.stdout);
+    assert_eq!(
+        run.json()["results"][0]["batches"]["batches"],
+        30,
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test]
@@ -957,7 +974,61 @@ async fn after_a_runaway_stop_the_corrected_statement_is_judged_afresh() {
     );
     let run = db.cli(dir.path(), &["--json", "up"]);
     run.assert_code(0);
-    assert_eq!(run.json()["results"][0]["batches"]["batches"], 92, "{}", run.stdout);
-    assert_eq!(db.query("SELECT count(*)::text FROM t WHERE y = 2").await, ["1000"]);
+    assert_eq!(
+        run.json()["results"][0]["batches"]["batches"],
+        92,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM t WHERE y = 2").await,
+        ["1000"]
+    );
     db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn a_terminated_batch_is_recorded_failed_with_the_committed_totals() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_items.sql",
+            &format!(
+                "{}CREATE SEQUENCE slow_batches;\n\
+                 CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                 BEGIN IF nextval('slow_batches') > 2 THEN PERFORM pg_sleep(60); END IF; RETURN NULL; END $$;\n\
+                 CREATE TRIGGER slow AFTER UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow();\n",
+                with_items(1_000)
+            ),
+        ),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             UPDATE items SET done = v, touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let child = db.spawn_cli(dir.path(), &["--json", "up"]);
+    // The third batch sleeps in its trigger: the first two are committed by then.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batch_events(&db, "002").await.len() < 2 {
+        assert!(Instant::now() < deadline, "no batch committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.wait_for_active_query("UPDATE items SET done").await;
+    assert_eq!(batch_events(&db, "002").await.len(), 2);
+    db.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE strpos(query, 'UPDATE items SET done') > 0 AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()",
+    )
+    .await;
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        db.query("SELECT progress::text FROM schema_migration_events WHERE version = '002' AND kind = 'failed'")
+            .await,
+        [r#"{"rows": 200, "batches": 2, "batch_rows": 100}"#],
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -17,8 +17,8 @@ use crate::apply::{self, Attempt, Outcome, RESET_SESSION};
 use crate::config::pg_interval;
 use crate::error::Error;
 use crate::ledger::{self, BatchProgress, EventKind, LedgerSchema};
-use crate::runaway::{self, Guard};
 use crate::migration::{Migration, DEFAULT_BATCH_SIZE};
+use crate::runaway::{self, Guard};
 use crate::sql::{self, quote_literal};
 
 /// Where a batch run is after a batch, for progress output and metrics.
