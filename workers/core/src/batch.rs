@@ -5,7 +5,10 @@
 //! the ledger: the batches its events record are never run again. The batch that finds
 //! nothing left commits the `applied` event. A batch cut short (a killed runner, a
 //! terminated backend) rolls back whole with its event; the statement's idempotence (it
-//! selects only rows not done yet) is what makes running it again right.
+//! selects only rows not done yet) is what makes running it again right. A statement that
+//! is not (it selects rows it already did) is stopped by the runaway guard
+//! ([`crate::runaway`]), judged after each committed batch; a failed batch migration's
+//! `failed` event carries the totals its committed batches reached.
 
 use std::time::{Duration, Instant};
 
@@ -290,7 +293,7 @@ pub async fn run(
         if let Some((before, after)) = &effect {
             guard.observe(conn, before, after).await?;
         }
-        if let Some(error) = guard.judge(conn, progress).await? {
+        if let Some(error) = guard.judge(conn, progress, &limits(attempt)).await? {
             let mut failure = apply::failure_of(m, error);
             failure.notices = notices;
             if let Some(s) = sql::split_statements(&m.sql).first() {
@@ -327,6 +330,15 @@ fn statement_text(m: &Migration) -> String {
         .unwrap_or_default()
 }
 
+/// The `SET LOCAL`s of a batch's transaction: the migration's limits.
+fn limits(attempt: &Attempt<'_>) -> String {
+    format!(
+        "SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';",
+        pg_interval(attempt.lock_timeout),
+        pg_interval(attempt.statement_timeout),
+    )
+}
+
 /// What a batch's statement did to the tables: [`runaway::EFFECT_SQL`] before and after it.
 type Effect = Option<(String, String)>;
 
@@ -341,9 +353,8 @@ async fn one_batch(
     use sqlx::{Column, Row};
     let m = attempt.migration;
     let prefix = format!(
-        "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{};{};\n",
-        pg_interval(attempt.lock_timeout),
-        pg_interval(attempt.statement_timeout),
+        "BEGIN;{}{};{};\n",
+        limits(attempt),
         attempt.guard(),
         runaway::EFFECT_SQL,
     );

@@ -104,13 +104,6 @@ pub(crate) struct Guard {
     tables: BTreeMap<u32, Table>,
 }
 
-/// How the rows of the judged tables were known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Measure {
-    Estimate,
-    Counted,
-}
-
 impl Guard {
     /// The guard of `version`'s run, its baseline read from the ledger.
     pub(crate) async fn new(
@@ -236,60 +229,118 @@ impl Guard {
             .saturating_add(self.batch_size.saturating_mul(RUNAWAY_BATCHES))
     }
 
-    /// The rows of `judged` and how they were known: counted where counted, else estimated.
-    fn rows(&self, judged: &[u32]) -> (u64, Measure) {
-        let mut measure = Measure::Counted;
-        let mut rows = 0u64;
-        for t in judged.iter().map(|oid| &self.tables[oid]) {
-            let n = t.counted.unwrap_or_else(|| {
-                measure = Measure::Estimate;
-                t.estimate.unwrap_or(0)
-            });
-            rows = rows.saturating_add(n);
-        }
-        (rows, measure)
+    /// The rows of `judged`: counted where counted, else estimated.
+    fn rows(&self, judged: &[u32]) -> u64 {
+        judged
+            .iter()
+            .map(|oid| &self.tables[oid])
+            .map(|t| t.counted.or(t.estimate).unwrap_or(0))
+            .fold(0, u64::saturating_add)
     }
 
-    /// After a committed batch whose totals are `progress`: the runaway error when the
-    /// statement has reported more rows since the baseline than its tables can hold.
+    /// After a committed batch whose totals are `progress`: the error that stops the
+    /// migration when the statement has reported more rows since the baseline than its
+    /// tables can hold (or when they could not be counted to tell). `limits`: the batch's
+    /// `SET LOCAL`s, which the count runs with too.
     pub(crate) async fn judge(
         &mut self,
         conn: &mut PgConnection,
         progress: BatchProgress,
+        limits: &str,
     ) -> Result<Option<SqlError>, Error> {
         let Some(judged) = self.judged() else {
             return Ok(None);
         };
         let judged_rows = progress.rows.saturating_sub(self.baseline.progress.rows);
-        let (rows, _) = self.rows(&judged);
-        if judged_rows <= self.bound(rows) {
+        let estimated = self.rows(&judged);
+        if judged_rows <= self.bound(estimated) {
             return Ok(None);
         }
         // Over the bound the estimate (or an older count) gives: count, and judge by that.
-        for oid in &judged {
-            let t = &self.tables[oid];
-            let only = if t.partitioned { "" } else { "ONLY " };
-            let (count,): (i64,) =
-                sqlx::query_as(&format!("SELECT pg_catalog.count(*) FROM {only}{}", t.name))
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(|e| {
-                        Error::database(
-                            format!("counting the rows of {} to judge a batch migration", t.name),
-                            e,
-                        )
-                    })?;
-            let count = Self::as_of_baseline(t, count.max(0) as u64, judged_rows);
+        let counts = judged
+            .iter()
+            .map(|oid| {
+                let t = &self.tables[oid];
+                // A partitioned table's rows are its partitions'; another table's are its
+                // own, not its inheritance children's.
+                let only = if t.partitioned { "" } else { "ONLY " };
+                format!("(SELECT pg_catalog.count(*) FROM {only}{})", t.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let script = format!("BEGIN;{limits}SELECT ARRAY[{counts}]::int8[] AS counts;COMMIT");
+        let counted = match sqlx::raw_sql(&script).fetch_all(&mut *conn).await {
+            Ok(rows) => rows
+                .first()
+                .and_then(|r| sqlx::Row::try_get::<Vec<i64>, _>(r, 0).ok())
+                .unwrap_or_default(),
+            Err(e) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                let sqlx::Error::Database(db) = e else {
+                    return Err(Error::database("counting the rows of a batch's tables", e));
+                };
+                return Ok(Some(self.uncounted(
+                    &judged,
+                    progress,
+                    judged_rows,
+                    estimated,
+                    &*db,
+                )));
+            }
+        };
+        for (oid, count) in judged.iter().zip(counted) {
             if let Some(t) = self.tables.get_mut(oid) {
-                t.counted = Some(count);
+                t.counted = Some(Self::as_of_baseline(t, count.max(0) as u64, judged_rows));
             }
         }
-        let (rows, measure) = self.rows(&judged);
-        debug_assert_eq!(measure, Measure::Counted);
+        let rows = self.rows(&judged);
         if judged_rows <= self.bound(rows) {
             return Ok(None);
         }
         Ok(Some(self.runaway(&judged, progress, judged_rows, rows)))
+    }
+
+    fn since(&self) -> String {
+        self.baseline
+            .since
+            .clone()
+            .unwrap_or_else(|| "its first batch".to_owned())
+    }
+
+    fn names(&self, judged: &[u32]) -> String {
+        judged
+            .iter()
+            .map(|oid| self.tables[oid].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The tables could not be counted (a `statement_timeout`, a lock): the statement
+    /// stops all the same, for that reason, since nothing else can tell it ends.
+    fn uncounted(
+        &self,
+        judged: &[u32],
+        progress: BatchProgress,
+        judged_rows: u64,
+        estimated: u64,
+        db: &dyn sqlx::error::DatabaseError,
+    ) -> SqlError {
+        SqlError {
+            sqlstate: db.code().map_or_else(|| RUNAWAY_SQLSTATE.to_owned(), |c| c.into_owned()),
+            message: format!(
+                "since {} the statement reported {judged_rows} rows in {} batches, more than {RUNAWAY_FACTOR} times PostgreSQL's estimate of {estimated} rows for {} plus {RUNAWAY_BATCHES} batches of {}, and counting their rows to tell whether it runs away failed: {}",
+                self.since(),
+                progress.batches.saturating_sub(self.baseline.progress.batches),
+                self.names(judged),
+                self.batch_size,
+                db.message(),
+            ),
+            hint: Some(format!(
+                "the {} batches committed so far stay committed. If the statement selects only rows not done yet, ANALYZE its tables (so the estimate is current) or give the migration a longer statement_timeout, and run again",
+                progress.batches
+            )),
+            ..Default::default()
+        }
     }
 
     fn runaway(
@@ -308,11 +359,7 @@ impl Guard {
                 format!("{} ({n} rows{role})", t.name)
             })
             .collect();
-        let since = self
-            .baseline
-            .since
-            .clone()
-            .unwrap_or_else(|| "its first batch".to_owned());
+        let since = self.since();
         SqlError {
             sqlstate: RUNAWAY_SQLSTATE.to_owned(),
             message: format!(
