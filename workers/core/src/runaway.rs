@@ -16,7 +16,8 @@
 //! (`reltuples`, a partitioned table's leaves summed, never analyzed counting as 0) is the
 //! first measure; only when the rows exceed the bound it gives are the tables counted
 //! exactly (outside the batch's transaction, once per exceedance), and the statement is
-//! stopped only if the rows still exceed the bound the count gives. Rows the migration
+//! stopped only if the rows still exceed the bound the count gives (or if the count fails:
+//! then nothing can tell that it ends, and the error says why). Rows the migration
 //! deleted from a table count as its rows, and rows it inserted into one do not, so a move
 //! within one table is judged against that table. The rows are summed over the tables, so a
 //! trigger that keeps a one-row counter adds a table, never a stop.
