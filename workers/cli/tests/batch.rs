@@ -1032,3 +1032,49 @@ async fn a_terminated_batch_is_recorded_failed_with_the_committed_totals() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn an_edited_statement_is_judged_from_its_first_batch_not_the_old_files() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "{}CREATE SEQUENCE statements;\n\
+                 CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                 BEGIN IF nextval('statements') = 36 THEN RAISE EXCEPTION 'the 36th statement fails'; END IF; RETURN NULL; END $$;\n\
+                 CREATE TRIGGER fail_once AFTER UPDATE ON t FOR EACH STATEMENT EXECUTE FUNCTION fail_once();\n",
+                with_t(100)
+            ),
+        ),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             UPDATE t SET y = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    // Runaway, but failing for another reason first: 35 batches, 350 rows of a 100-row table.
+    let run = db.cli(dir.path(), &["up"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("the 36th statement fails"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(batch_events(&db, "002").await.len(), 35);
+
+    // Fixed: its 100 rows are judged alone (the old file's 350 would pass 3 x 100 + 10 batches).
+    dir.write(
+        "002_backfill.sql",
+        "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+         UPDATE t SET x = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+    );
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["results"][0]["batches"]["rows"],
+        450,
+        "{}",
+        run.stdout
+    );
+}
