@@ -134,6 +134,12 @@ async fn a_failing_batch_keeps_the_batches_before_it_and_the_next_run_resumes() 
         ["3000"],
         "the failed batch left nothing"
     );
+    assert_eq!(
+        db.query("SELECT progress::text FROM schema_migration_events WHERE version = '002' AND kind = 'failed'")
+            .await,
+        [r#"{"rows": 3000, "batches": 3, "batch_rows": 1000}"#],
+        "the failed event carries the committed batches' totals"
+    );
     let status = db.cli(dir.path(), &["--json", "status"]).json();
     assert_eq!(status["migrations"][1]["state"], "failed", "{status}");
     assert!(
@@ -827,4 +833,461 @@ async fn with_a_target_only_what_the_run_would_apply_is_deferred() {
     // Without the target it is.
     let run = db.cli(dir.path(), &["--json", "up", "--skip-after-deploy"]);
     assert_eq!(run.json()["deferred"], serde_json::json!(["004_backfill"]));
+}
+
+/// A statement-level trigger on `table` (after `events`) that fails a batch once `batches`
+/// batches have run: a statement the guard misses ends there with `tripwire`, instead of
+/// running until the test harness gives up.
+fn tripwire(table: &str, events: &str, batches: u32) -> String {
+    format!(
+        "CREATE SEQUENCE IF NOT EXISTS tripwire_batches;\n\
+         CREATE OR REPLACE FUNCTION tripwire() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+         BEGIN IF nextval('tripwire_batches') > {batches} THEN RAISE EXCEPTION 'tripwire: never stopped'; END IF; RETURN NULL; END $$;\n\
+         CREATE TRIGGER tripwire AFTER {events} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION tripwire();\n"
+    )
+}
+
+/// `up` of a set whose batch migration 002 runs away: stopped as runaway, its committed
+/// batches kept, its `failed` event carrying their totals. Returns the message.
+async fn stopped_as_runaway(db: &TestDb, dir: &Dir) -> String {
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(1);
+    let text = run.json().to_string();
+    assert!(
+        text.contains("SM011") && text.contains("selects rows it already did"),
+        "{text}"
+    );
+    assert!(!text.contains("tripwire"), "never stopped: {text}");
+    let batches = batch_events(db, "002").await;
+    assert!(!batches.is_empty(), "{text}");
+    let last = *batches.last().unwrap();
+    assert_eq!(last.0, batches.len() as u64, "the batches stay committed");
+    assert_eq!(
+        db.query("SELECT concat_ws(',', progress->>'batches', progress->>'rows', error->>'sqlstate') FROM schema_migration_events WHERE version = '002' AND kind = 'failed' ORDER BY id DESC LIMIT 1")
+            .await,
+        [format!("{},{},SM011", last.0, last.1)],
+        "the failed event carries the committed totals"
+    );
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "failed", "{status}");
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+    text
+}
+
+/// `t` with `n` rows, `x` to filter on and `y` to set, analyzed.
+fn with_t(n: u64) -> String {
+    format!(
+        "CREATE TABLE t (id bigint PRIMARY KEY, x int, y int);\n\
+         INSERT INTO t (id) SELECT g FROM generate_series(1, {n}) g;\n\
+         ANALYZE t;\n"
+    )
+}
+
+#[tokio::test]
+async fn a_with_update_that_sets_another_column_than_it_filters_on_is_stopped() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!("{}{}", with_t(1_000), tripwire("t", "UPDATE", 200)),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 50\n\
+             WITH b AS (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size)\n\
+             UPDATE t SET y = 1 FROM b WHERE t.id = b.id;\n",
+        ),
+    ]);
+    let text = stopped_as_runaway(&db, &dir).await;
+    // 3 x 1,000 rows + 10 batches of 50: stopped at the first batch past 3,500.
+    assert_eq!(batch_events(&db, "002").await.last().unwrap().1, 3_550);
+    assert!(
+        text.contains("since its first batch the statement reported 3550 rows in 71 batches")
+            && text.contains("public.t (1000 rows)")
+            && text.contains("counted exactly")
+            && text.contains("the 71 batches committed so far stay committed")
+            && text.contains("the next run judges it afresh"),
+        "{text}"
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM t WHERE y = 1").await,
+        ["50"],
+        "the committed batches' rows stay (the same 50, again and again)"
+    );
+}
+
+#[tokio::test]
+async fn a_move_within_one_table_is_stopped() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_q.sql",
+            &format!(
+                "CREATE TABLE q (id bigint, v int);\n\
+                 INSERT INTO q SELECT g, g FROM generate_series(1, 1000) g;\n\
+                 ANALYZE q;\n{}",
+                tripwire("q", "INSERT", 200)
+            ),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 50\n\
+             WITH moved AS (DELETE FROM q WHERE id IN (SELECT id FROM q ORDER BY id LIMIT :batch_size) RETURNING *)\n\
+             INSERT INTO q SELECT * FROM moved;\n",
+        ),
+    ]);
+    let text = stopped_as_runaway(&db, &dir).await;
+    assert!(text.contains("public.q (1000 rows)"), "{text}");
+    assert_eq!(db.query("SELECT count(*)::text FROM q").await, ["1000"]);
+}
+
+#[tokio::test]
+async fn a_runaway_on_a_table_never_analyzed_is_stopped() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "CREATE TABLE t (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);\n\
+                 INSERT INTO t (id) SELECT g FROM generate_series(1, 1000) g;\n{}",
+                tripwire("t", "UPDATE", 200)
+            ),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 50\n\
+             UPDATE t SET n = n + 1 WHERE id IN (SELECT id FROM t WHERE n >= 0 ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    assert_eq!(
+        db.query("SELECT reltuples::text FROM pg_class WHERE oid = 't'::regclass")
+            .await,
+        ["-1"]
+    );
+    let text = stopped_as_runaway(&db, &dir).await;
+    assert!(text.contains("public.t (1000 rows)"), "{text}");
+}
+
+/// `p`, partitioned in `parts` partitions of 100 ids each, with `rows` rows; only the
+/// partitions analyzed (its parent's `reltuples` stays -1).
+fn partitioned(parts: u64, rows: u64) -> String {
+    let mut sql =
+        "CREATE TABLE p (id bigint NOT NULL, x int, y int) PARTITION BY RANGE (id);\n".to_owned();
+    for i in 0..parts {
+        sql.push_str(&format!(
+            "CREATE TABLE p{i} PARTITION OF p FOR VALUES FROM ({}) TO ({});\n",
+            i * 100,
+            (i + 1) * 100
+        ));
+    }
+    sql.push_str(&format!(
+        "INSERT INTO p (id) SELECT g % {} FROM generate_series(1, {rows}) g;\n",
+        parts * 100
+    ));
+    for i in 0..parts {
+        sql.push_str(&format!("ANALYZE p{i};\n"));
+    }
+    sql
+}
+
+#[tokio::test]
+async fn a_runaway_on_a_partitioned_table_is_stopped_and_a_backfill_over_many_partitions_is_not() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_p.sql",
+            &format!("{}{}", partitioned(4, 400), tripwire("p", "UPDATE", 200)),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 20\n\
+             UPDATE p SET y = 1 WHERE id IN (SELECT id FROM p WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    assert_eq!(
+        db.query("SELECT reltuples::text FROM pg_class WHERE oid = 'p'::regclass")
+            .await,
+        ["-1"]
+    );
+    let text = stopped_as_runaway(&db, &dir).await;
+    assert!(text.contains("public.p (400 rows)"), "{text}");
+
+    // A correct backfill over 30 partitions, none of them analyzed: 3,000 rows in 30 batches.
+    let db = TestDb::new().await;
+    let setup: String = partitioned(30, 3_000)
+        .lines()
+        .filter(|l| !l.starts_with("ANALYZE"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = Dir::new(&[
+        ("001_p.sql", &setup),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             UPDATE p SET x = 1 WHERE id IN (SELECT id FROM p WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["results"][1]["batches"]["rows"],
+        3_000,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM p WHERE x IS NULL")
+            .await,
+        ["0"]
+    );
+}
+
+#[tokio::test]
+async fn a_runaway_through_an_updatable_view_is_stopped() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "{}CREATE VIEW tv AS SELECT id, x, y FROM t;\n{}",
+                with_t(1_000),
+                tripwire("t", "UPDATE", 200)
+            ),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 50\n\
+             UPDATE tv SET y = 1 WHERE id IN (SELECT id FROM tv WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let text = stopped_as_runaway(&db, &dir).await;
+    assert!(
+        text.contains("public.t (1000 rows)"),
+        "judged against the view's table: {text}"
+    );
+}
+
+#[tokio::test]
+async fn an_insert_into_a_small_table_from_a_big_one_completes() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_tables.sql",
+            "CREATE TABLE small (id bigint PRIMARY KEY);\n\
+             INSERT INTO small SELECT g FROM generate_series(1, 100) g;\n\
+             CREATE TABLE big (id bigint PRIMARY KEY);\n\
+             INSERT INTO big SELECT g FROM generate_series(1, 20000) g;\n\
+             ANALYZE small, big;\n",
+        ),
+        (
+            "002_copy.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 500\n\
+             INSERT INTO small SELECT id FROM big b\n\
+             WHERE NOT EXISTS (SELECT 1 FROM small s WHERE s.id = b.id) ORDER BY id LIMIT :batch_size;\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    let doc = run.json();
+    assert_eq!(doc["results"][1]["batches"]["rows"], 19_900, "{doc}");
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM small").await,
+        ["20000"]
+    );
+}
+
+#[tokio::test]
+async fn an_update_of_a_table_analyzed_while_empty_then_filled_completes() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id bigint PRIMARY KEY, x int) WITH (autovacuum_enabled = false);\n\
+             ANALYZE t;\n\
+             INSERT INTO t (id) SELECT g FROM generate_series(1, 3000) g;\n",
+        ),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             UPDATE t SET x = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    assert_eq!(
+        db.query("SELECT reltuples::text FROM pg_class WHERE oid = 't'::regclass")
+            .await,
+        ["0"]
+    );
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["results"][0]["batches"]["batches"],
+        30,
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_trigger_that_bumps_a_one_row_counter_is_no_runaway() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "{}CREATE TABLE counter (n bigint NOT NULL);\n\
+                 INSERT INTO counter VALUES (0);\n\
+                 CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                 BEGIN UPDATE counter SET n = n + 1; RETURN NULL; END $$;\n\
+                 CREATE TRIGGER bump AFTER UPDATE ON t FOR EACH ROW EXECUTE FUNCTION bump();\n",
+                with_t(2_000)
+            ),
+        ),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 50\n\
+             WITH b AS (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size)\n\
+             UPDATE t SET x = 1 FROM b WHERE t.id = b.id;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.query("SELECT n::text FROM counter").await, ["2000"]);
+}
+
+#[tokio::test]
+async fn after_a_runaway_stop_the_corrected_statement_is_judged_afresh() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", &with_t(1_000)),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             UPDATE t SET y = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let text = stopped_as_runaway(&db, &dir).await;
+    assert!(text.contains("reported 4100 rows in 41 batches"), "{text}");
+    // Run again as it is: still runaway, and judged from the stop, not stopped at once.
+    let again = db.cli(dir.path(), &["--json", "up"]);
+    again.assert_code(1);
+    let again = again.json().to_string();
+    assert!(
+        again.contains("since its stop as runaway at ")
+            && again.contains("reported 4100 rows in 41 batches"),
+        "{again}"
+    );
+    assert_eq!(batch_events(&db, "002").await.len(), 82);
+
+    dir.write(
+        "002_backfill.sql",
+        "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+         UPDATE t SET x = 1, y = 2 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+    );
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["results"][0]["batches"]["batches"],
+        92,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM t WHERE y = 2").await,
+        ["1000"]
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+#[tokio::test]
+async fn a_terminated_batch_is_recorded_failed_with_the_committed_totals() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_items.sql",
+            &format!(
+                "{}CREATE SEQUENCE slow_batches;\n\
+                 CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                 BEGIN IF nextval('slow_batches') > 2 THEN PERFORM pg_sleep(60); END IF; RETURN NULL; END $$;\n\
+                 CREATE TRIGGER slow AFTER UPDATE ON items FOR EACH STATEMENT EXECUTE FUNCTION slow();\n",
+                with_items(1_000)
+            ),
+        ),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             UPDATE items SET done = v, touched = touched + 1\n\
+             WHERE id IN (SELECT id FROM items WHERE done IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let child = db.spawn_cli(dir.path(), &["--json", "up"]);
+    // The third batch sleeps in its trigger: the first two are committed by then.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batch_events(&db, "002").await.len() < 2 {
+        assert!(Instant::now() < deadline, "no batch committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.wait_for_active_query("UPDATE items SET done").await;
+    assert_eq!(batch_events(&db, "002").await.len(), 2);
+    db.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE strpos(query, 'UPDATE items SET done') > 0 AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()",
+    )
+    .await;
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        db.query("SELECT progress::text FROM schema_migration_events WHERE version = '002' AND kind = 'failed'")
+            .await,
+        [r#"{"rows": 200, "batches": 2, "batch_rows": 100}"#],
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn an_edited_statement_is_judged_from_its_first_batch_not_the_old_files() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "{}CREATE SEQUENCE statements;\n\
+                 CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                 BEGIN IF nextval('statements') = 36 THEN RAISE EXCEPTION 'the 36th statement fails'; END IF; RETURN NULL; END $$;\n\
+                 CREATE TRIGGER fail_once AFTER UPDATE ON t FOR EACH STATEMENT EXECUTE FUNCTION fail_once();\n",
+                with_t(100)
+            ),
+        ),
+        (
+            "002_backfill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             UPDATE t SET y = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    // Runaway, but failing for another reason first: 35 batches, 350 rows of a 100-row table.
+    let run = db.cli(dir.path(), &["up"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("the 36th statement fails"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(batch_events(&db, "002").await.len(), 35);
+
+    // Fixed: its 100 rows are judged alone (the old file's 350 would pass 3 x 100 + 10 batches).
+    dir.write(
+        "002_backfill.sql",
+        "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+         UPDATE t SET x = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);\n",
+    );
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["results"][0]["batches"]["rows"],
+        450,
+        "{}",
+        run.stdout
+    );
 }

@@ -5,7 +5,10 @@
 //! the ledger: the batches its events record are never run again. The batch that finds
 //! nothing left commits the `applied` event. A batch cut short (a killed runner, a
 //! terminated backend) rolls back whole with its event; the statement's idempotence (it
-//! selects only rows not done yet) is what makes running it again right.
+//! selects only rows not done yet) is what makes running it again right. A statement that
+//! is not (it selects rows it already did) is stopped by the runaway guard
+//! ([`crate::runaway`]), judged after each committed batch; a failed batch migration's
+//! `failed` event carries the totals its committed batches reached.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +19,9 @@ use sqlx::PgConnection;
 use crate::apply::{self, Attempt, Outcome, RESET_SESSION};
 use crate::config::pg_interval;
 use crate::error::Error;
-use crate::ledger::{BatchProgress, EventKind, LedgerSchema};
+use crate::ledger::{self, BatchProgress, EventKind, LedgerSchema};
 use crate::migration::{Migration, DEFAULT_BATCH_SIZE};
+use crate::runaway::{self, Guard};
 use crate::sql::{self, quote_literal};
 
 /// Where a batch run is after a batch, for progress output and metrics.
@@ -94,11 +98,10 @@ pub async fn recorded_progress(
 ) -> Result<(BatchProgress, u64), Error> {
     let events = schema.qualify("schema_migration_events");
     let row: (Option<serde_json::Value>, i64) = sqlx::query_as(&format!(
-        "WITH since AS (
-             SELECT coalesce(max(id), 0) AS id FROM {events}
-             WHERE version = $1 AND kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed'))
-         SELECT (SELECT e.progress FROM {events} e, since WHERE e.version = $1 AND e.kind = 'batch' AND e.id > since.id ORDER BY e.id DESC LIMIT 1),
-                (SELECT coalesce(sum(e.execution_time_ms), 0)::bigint FROM {events} e, since WHERE e.version = $1 AND e.kind = 'batch' AND e.id > since.id)"
+        "SELECT {},
+                (SELECT coalesce(sum(e.execution_time_ms), 0)::bigint FROM {events} e WHERE e.kind = 'batch' AND {})",
+        ledger::batch_progress_sql(&events, "$1"),
+        ledger::since_reset_sql(&events, "e", "$1"),
     ))
     .bind(version)
     .fetch_one(&mut *conn)
@@ -142,13 +145,15 @@ pub async fn run(
         Some(table) => estimate_rows(conn, &table).await,
         None => None,
     };
+    let mut guard = Guard::new(
+        conn,
+        attempt.schema,
+        m.version.as_str(),
+        &m.checksum,
+        batch_size(m),
+    )
+    .await?;
     let pause = m.directives.pause.unwrap_or_default();
-    // The most rows an idempotent statement can change, when its table's size is known:
-    // beyond it the statement selects rows it already did and would never end.
-    let runaway_at = table_rows_estimate.map(|n| {
-        n.saturating_mul(RUNAWAY_FACTOR)
-            .saturating_add(batch_size(m).saturating_mul(RUNAWAY_BATCHES))
-    });
     let mut execution = Duration::from_millis(execution_ms);
     let mut notices: Vec<String> = Vec::new();
     let started = Instant::now();
@@ -165,8 +170,8 @@ pub async fn run(
         let batch_started = Instant::now();
         let (result, raised) = crate::notices::capture(one_batch(conn, attempt)).await;
         keep_notices(&mut notices, raised);
-        let rows = match result? {
-            Ok(rows) => rows,
+        let (rows, effect) = match result? {
+            Ok(done) => done,
             Err(Outcome::Failed { failure })
                 if failure.error.is_lock_timeout() && lock_timeouts < run.lock_retries =>
             {
@@ -285,17 +290,10 @@ pub async fn run(
             "batch committed"
         );
         (run.observe)(BatchEvent::Committed(&report));
-        if runaway_at.is_some_and(|limit| progress.rows > limit) {
-            let error = crate::error::SqlError {
-                sqlstate: RUNAWAY_SQLSTATE.to_owned(),
-                message: format!(
-                    "stopped after {} rows in {} batches, more than {RUNAWAY_FACTOR} times the ~{} rows of its table: the statement selects rows it already did (it must select only rows not done yet), so it would never end. The batches so far are committed; fix the statement and run again",
-                    progress.rows,
-                    progress.batches,
-                    table_rows_estimate.unwrap_or_default()
-                ),
-                ..Default::default()
-            };
+        if let Some((before, after)) = &effect {
+            guard.observe(conn, before, after).await?;
+        }
+        if let Some(error) = guard.judge(conn, progress, &limits(attempt)).await? {
             let mut failure = apply::failure_of(m, error);
             failure.notices = notices;
             if let Some(s) = sql::split_statements(&m.sql).first() {
@@ -312,13 +310,7 @@ pub async fn run(
     }
 }
 
-/// A batch migration stops when it has changed more rows than this many times its table's
-/// estimated size, plus [`RUNAWAY_BATCHES`] batches of slack (rows added meanwhile, a stale
-/// estimate).
-pub const RUNAWAY_FACTOR: u64 = 3;
-pub const RUNAWAY_BATCHES: u64 = 10;
-/// The SQLSTATE recorded when a batch migration was stopped as runaway.
-pub const RUNAWAY_SQLSTATE: &str = "SM011";
+pub use crate::runaway::{RUNAWAY_BATCHES, RUNAWAY_FACTOR, RUNAWAY_SQLSTATE};
 /// The notices a batch migration keeps (a trigger may say something for every row).
 const KEPT_NOTICES: usize = 100;
 
@@ -338,28 +330,56 @@ fn statement_text(m: &Migration) -> String {
         .unwrap_or_default()
 }
 
+/// The `SET LOCAL`s of a batch's transaction: the migration's limits.
+fn limits(attempt: &Attempt<'_>) -> String {
+    format!(
+        "SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';",
+        pg_interval(attempt.lock_timeout),
+        pg_interval(attempt.statement_timeout),
+    )
+}
+
+/// What a batch's statement did to the tables: [`runaway::EFFECT_SQL`] before and after it.
+type Effect = Option<(String, String)>;
+
 /// One batch, up to its statement: the transaction is left open for its event when it
-/// succeeds (the rows it changed), and rolled back when it fails (the outcome).
+/// succeeds (the rows it changed, and its effect), and rolled back when it fails (the
+/// outcome).
 async fn one_batch(
     conn: &mut PgConnection,
     attempt: &Attempt<'_>,
-) -> Result<Result<u64, Outcome>, Error> {
+) -> Result<Result<(u64, Effect), Outcome>, Error> {
     use futures_util::TryStreamExt;
+    use sqlx::{Column, Row};
     let m = attempt.migration;
     let prefix = format!(
-        "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{};\n",
-        pg_interval(attempt.lock_timeout),
-        pg_interval(attempt.statement_timeout),
-        attempt.guard()
+        "BEGIN;{}{};{};\n",
+        limits(attempt),
+        attempt.guard(),
+        runaway::EFFECT_SQL,
     );
-    let script = format!("{prefix}{}", m.sql);
-    let mut rows = 0u64;
+    // The newline ends a last line comment; an empty statement after the migration's own
+    // semicolon is nothing.
+    let script = format!("{prefix}{}\n;{}", m.sql, runaway::EFFECT_SQL);
+    let (mut count, mut rows) = (0u64, 0u64);
+    let mut effects: Vec<String> = Vec::with_capacity(2);
     let sent = {
         let mut results = sqlx::raw_sql(&script).fetch_many(&mut *conn);
         loop {
             match results.try_next().await {
-                // The statement's is the last count (BEGIN, SET and the guard come first).
-                Ok(Some(sqlx::Either::Left(done))) => rows = done.rows_affected(),
+                Ok(Some(sqlx::Either::Left(done))) => count = done.rows_affected(),
+                Ok(Some(sqlx::Either::Right(row)))
+                    if row
+                        .columns()
+                        .first()
+                        .is_some_and(|c| c.name() == runaway::EFFECT_COLUMN) =>
+                {
+                    // The statement's count is the one just before the effect after it.
+                    if effects.len() == 1 {
+                        rows = count;
+                    }
+                    effects.push(row.try_get::<String, _>(0).unwrap_or_default());
+                }
                 Ok(Some(sqlx::Either::Right(_))) => {}
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
@@ -367,7 +387,11 @@ async fn one_batch(
         }
     };
     match sent {
-        Ok(()) => Ok(Ok(rows)),
+        Ok(()) => {
+            let mut effects = effects.into_iter();
+            let effect = effects.next().zip(effects.next());
+            Ok(Ok((rows, effect)))
+        }
         Err(sqlx::Error::Database(db)) => {
             let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
                 .execute(&mut *conn)

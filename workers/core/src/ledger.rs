@@ -360,6 +360,25 @@ fn notices_literal(notices: &[String]) -> String {
     )
 }
 
+/// The events of `version` (an SQL expression) since it was last made pending from scratch
+/// (applied and deleted, rolled back, resolved), as the `WHERE` condition on `{alias}`: a
+/// batch migration's totals count from there. `failed` events leave them as they were.
+pub(crate) fn since_reset_sql(events: &str, alias: &str, version: &str) -> String {
+    format!(
+        "{alias}.version = {version} AND {alias}.id > (SELECT coalesce(max(r.id), 0) FROM {events} r
+             WHERE r.version = {version} AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed'))"
+    )
+}
+
+/// The progress of `version`'s latest committed batch since [`since_reset_sql`], as a scalar
+/// subquery (NULL when none): a batch migration's totals so far.
+pub(crate) fn batch_progress_sql(events: &str, version: &str) -> String {
+    format!(
+        "(SELECT b.progress FROM {events} b WHERE b.kind = 'batch' AND {} ORDER BY b.id DESC LIMIT 1)",
+        since_reset_sql(events, "b", version)
+    )
+}
+
 /// The SQLSTATE the runner records when a migration's transaction did not survive to its
 /// ledger event.
 pub const LOST_TRANSACTION_SQLSTATE: &str = "SM005";
@@ -369,6 +388,7 @@ pub const ROLLED_BACK_TRANSACTION_MESSAGE: &str = "the migration's transaction w
 /// Records a failure as an event (and a `success = false` row) in its own transaction, unless
 /// the migration's row says it is applied: a late failure record (a retry of the record step,
 /// a runner that lost a race) never overwrites a success. The error is bound, never inlined.
+/// A failed batch migration's event carries the totals its committed batches reached.
 pub async fn record_failure(
     conn: &mut PgConnection,
     schema: &LedgerSchema,
@@ -385,11 +405,16 @@ pub async fn record_failure(
         "NOT EXISTS (SELECT 1 FROM {} WHERE version = $2 AND success)"
     }
     .replace("{}", &schema.qualify("schema_migrations"));
+    let events = schema.qualify("schema_migration_events");
+    let progress = if event.kind == EventKind::Failed {
+        batch_progress_sql(&events, "$2")
+    } else {
+        "NULL".to_owned()
+    };
     let sql = format!(
-        "INSERT INTO {} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error, notices)
-         SELECT $1, $2, $3, $4, coalesce($5, (SELECT checksum FROM {} WHERE version = $2)), NULL, $6, $7, $8
+        "INSERT INTO {events} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error, notices, progress)
+         SELECT $1, $2, $3, $4, coalesce($5, (SELECT checksum FROM {} WHERE version = $2)), NULL, $6, $7, $8, {progress}
          WHERE {condition}",
-        schema.qualify("schema_migration_events"),
         schema.qualify("schema_migrations"),
     );
     sqlx::query(&sql)

@@ -21,6 +21,7 @@ pub mod migration;
 pub mod notices;
 pub mod plan;
 pub mod rollback;
+pub mod runaway;
 pub mod runner;
 pub mod schema;
 pub mod server_guard;
