@@ -850,7 +850,7 @@ impl Progress for HumanProgress {
 
     fn waiting_for_session(&mut self, holder: &stepmigrate_core::lock::LockHolder) {
         if self.enabled {
-            errln!("waiting for a lock on {}: {holder}; gives up after the lock_timeout (--lock-timeout)", self.database);
+            errln!("waiting for a lock on {}: {holder}; it gives up after the lock_timeout (--lock-timeout, STEPMIGRATE_LOCK_TIMEOUT; 0: never), Ctrl-C stops it", self.database);
         }
     }
 

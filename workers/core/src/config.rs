@@ -276,4 +276,18 @@ mod tests {
             Settings::from_env(|k| (k == ENV_STATEMENT_TIMEOUT).then(|| "1h".to_owned())).unwrap();
         assert_eq!(s.statement_timeout, Duration::from_secs(3600));
     }
+
+    #[test]
+    fn the_batch_budget_is_two_minutes_unless_set_and_never_zero() {
+        let budget = |v: &str| Settings::from_env(|k| (k == ENV_BATCH_BUDGET).then(|| v.into()));
+        assert_eq!(
+            Settings::from_env(|_| None).unwrap().batch_budget,
+            Duration::from_secs(120)
+        );
+        assert_eq!(budget("30s").unwrap().batch_budget, Duration::from_secs(30));
+        for bad in ["0", "soon"] {
+            let err = budget(bad).unwrap_err();
+            assert!(err.to_string().contains(ENV_BATCH_BUDGET), "{bad}: {err}");
+        }
+    }
 }

@@ -370,10 +370,10 @@ pub fn is_session_ended(sqlstate: &str) -> bool {
 fn lock_wait_words(lock_timeout: &Option<Duration>, holders: &[crate::lock::LockHolder]) -> String {
     let waited = match lock_timeout {
         Some(d) => format!(
-            "waited {} ms, its lock_timeout (STEPMIGRATE_LOCK_TIMEOUT, --lock-timeout),",
-            d.as_millis()
+            "waited {}, its lock_timeout (--lock-timeout, STEPMIGRATE_LOCK_TIMEOUT),",
+            crate::config::pg_interval(*d)
         ),
-        None => "waited longer than its lock_timeout (STEPMIGRATE_LOCK_TIMEOUT, --lock-timeout)"
+        None => "waited longer than its lock_timeout (--lock-timeout, STEPMIGRATE_LOCK_TIMEOUT)"
             .to_owned(),
     };
     if holders.is_empty() {

@@ -352,8 +352,22 @@ impl Migrator {
                             .pending()
                             .filter_map(|e| self.set.get(&e.version))
                             .collect();
-                        if paused_at.is_none() {
-                            report.pending = pending.len();
+                        match &paused_at {
+                            None => report.pending = pending.len(),
+                            // The runner that went first may have finished the backfill.
+                            Some((version, _)) => {
+                                let finished = plan
+                                    .entries
+                                    .iter()
+                                    .any(|e| &e.version == version && e.state == State::Applied);
+                                if let (true, Some(m)) = (finished, self.set.get(version)) {
+                                    report.results.push(MigrationResult {
+                                        version: version.clone(),
+                                        name: m.name.clone(),
+                                        outcome: Outcome::AlreadyApplied,
+                                    });
+                                }
+                            }
                         }
                         info!(pending = pending.len(), "planned");
 
