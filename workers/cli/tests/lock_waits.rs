@@ -76,6 +76,12 @@ async fn status_and_verify_on_a_locked_ledger_fail_within_the_lock_timeout_namin
     let db = TestDb::new().await;
     let dir = applied_and_pending(&db).await;
     let (_holder, pid) = lock_the_ledger(&db).await;
+    // A lock on an application's table beside the ledger is in nobody's way: not named.
+    let mut bystander = db.conn().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE public.a IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut bystander)
+        .await
+        .unwrap();
     for args in [
         &["--json", "--lock-timeout", "1s", "status"][..],
         &["--json", "--lock-timeout", "1s", "plan"][..],

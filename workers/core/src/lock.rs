@@ -35,8 +35,8 @@ const HELD_BY_ANOTHER: &str = "SELECT EXISTS (
 
 // The sessions in the way of `$1` (backends of this process): those that `pg_blocking_pids`
 // names for a lock one of them waits for, and, with a ledger schema `$2`, those that hold or
-// queue for an ACCESS EXCLUSIVE lock (the one mode a read conflicts with) on a relation of
-// it: a wait that timed out waits no more, and only that second part still finds who was in
+// queue for an ACCESS EXCLUSIVE lock (the one mode a read conflicts with) on one of the
+// ledger's relations (`schema_migration*`, not the application's tables beside it): a wait that timed out waits no more, and only that second part still finds who was in
 // its way. Never the query text: it may hold a secret.
 const BLOCKERS: &str = "WITH ours AS (SELECT unnest($1::int[]) AS pid),
      blocking AS (
@@ -50,7 +50,8 @@ const BLOCKERS: &str = "WITH ours AS (SELECT unnest($1::int[]) AS pid),
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
            AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-           AND n.nspname = $2 AND l.pid NOT IN (SELECT pid FROM ours) AND l.pid <> pg_backend_pid()),
+           AND n.nspname = $2 AND c.relname LIKE 'schema\\_migration%'
+           AND l.pid NOT IN (SELECT pid FROM ours) AND l.pid <> pg_backend_pid()),
      found AS (SELECT * FROM blocking UNION SELECT * FROM ledger)
 SELECT coalesce(format('%I.%I', n.nspname, c.relname), 'a row or transaction')::text,
        a.pid, coalesce(a.application_name, '')::text, coalesce(a.state, 'unknown')::text,
