@@ -557,7 +557,12 @@ async fn run_on(
                 Resolution::NotApplied
             };
             let name = m
-                .resolve(version, resolution, &new_run_id("resolve"))
+                .resolve(
+                    version,
+                    resolution,
+                    &new_run_id("resolve"),
+                    &mut out.progress(&m.db),
+                )
                 .await?;
             out.resolved(&name, resolution);
             Ok(ExitCode::SUCCESS)
@@ -575,7 +580,9 @@ async fn run_on(
         Command::Ledger {
             action: LedgerAction::Rebuild,
         } => {
-            let rows = m.ledger_rebuild(&new_run_id("rebuild")).await?;
+            let rows = m
+                .ledger_rebuild(&new_run_id("rebuild"), &mut out.progress(&m.db))
+                .await?;
             out.ledger_rebuilt(rows);
             Ok(ExitCode::SUCCESS)
         }
@@ -920,6 +927,9 @@ async fn stop_interrupted(m: &Migrator, interrupted: Error, work: Work) -> Error
             (false, true) => format!("cancelled the read of backend {}; nothing was changed", join_pids(&cancelled)),
             (true, true) => "nothing was changed".into(),
         },
+        Err(e) if work == Work::Reads => {
+            format!("could not cancel its read on the server ({e}); it changes nothing")
+        }
         Ok((_, still)) if !still.is_empty() => format!(
             "cancelled the statement of backend {}, which is still running after {}s; it may yet commit: run `stepmigrate status` once it ends",
             join_pids(&still),

@@ -283,3 +283,36 @@ async fn a_deploy_runs_while_a_plain_up_backfills_and_the_backfill_then_finishes
     );
     db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
 }
+
+#[tokio::test]
+async fn resolve_and_ledger_rebuild_say_they_wait_for_another_runner() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_a.sql",
+        "-- stepmigrate: no-transaction\nCREATE TABLE a (id int);\n",
+    )]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    // Another runner at work: it holds the migration lock of the ledger in `public`.
+    let mut runner = db.conn().await;
+    sqlx::raw_sql(
+        "SELECT pg_advisory_lock(hashtextextended('stepmigrate.runner.' || 'public', 0))",
+    )
+    .execute(&mut runner)
+    .await
+    .unwrap();
+    for args in [
+        &["--lock-wait", "1s", "resolve", "001", "--applied"][..],
+        &["--lock-wait", "1s", "ledger", "rebuild"][..],
+    ] {
+        let run = finish(
+            spawn(&mut cli_command(&db.url, dir.path(), args)),
+            &args.join(" "),
+        );
+        run.assert_code(6);
+        assert!(
+            run.stderr.contains("another runner is applying migrations"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}

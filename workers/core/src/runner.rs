@@ -774,10 +774,11 @@ impl Migrator {
         version: &Version,
         resolution: Resolution,
         run_id: &str,
+        progress: &mut dyn Progress,
     ) -> Result<String, Error> {
         let mut conn = self.db.connect().await?;
         let schema = self.ledger_schema(&mut conn).await?;
-        let lock = self.lock(&schema, &mut Quiet).await?;
+        let lock = self.lock(&schema, progress).await?;
         lock.hold(async |_| {
             let ledger = ledger::read(&mut conn, &schema).await?;
             let row = ledger
@@ -836,10 +837,14 @@ impl Migrator {
     }
 
     /// Rewrites the projection from the events; returns the number of rows.
-    pub async fn ledger_rebuild(&self, run_id: &str) -> Result<u64, Error> {
+    pub async fn ledger_rebuild(
+        &self,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, Error> {
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.read_ledger(&mut conn).await?;
-        self.lock(&schema, &mut Quiet)
+        self.lock(&schema, progress)
             .await?
             .hold(async |_| {
                 if !ledger.is_current() {
