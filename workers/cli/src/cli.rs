@@ -74,6 +74,10 @@ pub struct SettingsArgs {
     /// How long to wait for a connection [env: STEPMIGRATE_CONNECT_TIMEOUT, default 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
     pub connect_timeout: Option<std::time::Duration>,
+    /// How long `up` holds the migration lock over a batch migration before it lets another
+    /// runner go first between two batches [env: STEPMIGRATE_BATCH_BUDGET, default 2min].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub batch_budget: Option<std::time::Duration>,
     /// Apply new migrations that sort below the newest applied one (a branch merged late)
     /// instead of refusing them [env: STEPMIGRATE_ALLOW_OUT_OF_ORDER; project file:
     /// allow_out_of_order].
@@ -340,6 +344,7 @@ impl Args {
             lock_retries: a.lock_retries,
             lock_wait: a.lock_wait,
             connect_timeout: a.connect_timeout,
+            batch_budget: a.batch_budget,
             allow_out_of_order: a.allow_out_of_order,
         };
         project::layered_settings(&flags, |var| std::env::var(var).ok(), project)
@@ -426,7 +431,10 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         Command::Diff { from, to, scope } => diff_command(&args, from, to, scope, out).await,
         command => {
             let project = args.project()?;
-            let m = args.migrator(project.as_ref())?;
+            let mut m = args.migrator(project.as_ref())?;
+            if reads_only(command) {
+                m = m.reading_only();
+            }
             let lock_timeout = args.lock_timeout_given();
             let result = run_on(&m, command, lock_timeout, project.as_ref(), out).await;
             // Every session ends with a Terminate, not a reset connection in the server log;
@@ -451,7 +459,11 @@ async fn run_on(
 ) -> Result<ExitCode, Error> {
     match command {
         Command::Status => {
-            let (ledger, plan) = m.status().await?;
+            let mut progress = out.progress(&m.db);
+            let (ledger, plan) = tokio::select! {
+                r = m.watching_locks(&mut progress, m.status()) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
+            };
             out.status(&m.db, ledger.kind, &plan);
             Ok(match plan.ensure_runnable() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -465,7 +477,12 @@ async fn run_on(
         } => {
             // Refuses what `up` would refuse, with the same error.
             m.set.ensure_sum_current()?;
-            let (_, plan) = m.plan(&scope.scope()).await?;
+            let mut progress = out.progress(&m.db);
+            let scope = scope.scope();
+            let (_, plan) = tokio::select! {
+                r = m.watching_locks(&mut progress, m.plan(&scope)) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
+            };
             plan.ensure_applicable(m.settings.allow_out_of_order)?;
             out.plan(command.name(), &m.db, &plan);
             Ok(ExitCode::SUCCESS)
@@ -479,7 +496,7 @@ async fn run_on(
             let scope = scope.scope();
             let report = tokio::select! {
                 r = m.up(&scope, &run_id, &mut progress) => r?,
-                e = interrupted() => return Err(stop_interrupted(m, e).await),
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Writes).await),
             };
             Ok(out.up(&report))
         }
@@ -509,7 +526,7 @@ async fn run_on(
             let run_id = new_run_id("down");
             let report = tokio::select! {
                 r = m.down_planned(&plan, *use_file, &run_id, &mut progress) => r?,
-                e = interrupted() => return Err(stop_interrupted(m, e).await),
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Writes).await),
             };
             Ok(out.down(&report))
         }
@@ -540,7 +557,12 @@ async fn run_on(
                 Resolution::NotApplied
             };
             let name = m
-                .resolve(version, resolution, &new_run_id("resolve"))
+                .resolve(
+                    version,
+                    resolution,
+                    &new_run_id("resolve"),
+                    &mut out.progress(&m.db),
+                )
                 .await?;
             out.resolved(&name, resolution);
             Ok(ExitCode::SUCCESS)
@@ -558,7 +580,9 @@ async fn run_on(
         Command::Ledger {
             action: LedgerAction::Rebuild,
         } => {
-            let rows = m.ledger_rebuild(&new_run_id("rebuild")).await?;
+            let rows = m
+                .ledger_rebuild(&new_run_id("rebuild"), &mut out.progress(&m.db))
+                .await?;
             out.ledger_rebuilt(rows);
             Ok(ExitCode::SUCCESS)
         }
@@ -798,9 +822,10 @@ async fn verify(
         None => ScratchDatabase::create(&m.db, "stepmigrate_verify").await?,
     };
     let options = VerifyOptions { round_trip };
+    let mut progress = out.progress(&m.db);
     let result = tokio::select! {
-        r = m.verify_on_scratch_with(&scratch, to, &run_id, &options) => r,
-        e = interrupted() => Err(e),
+        r = m.watching_locks(&mut progress, m.verify_on_scratch_with(&scratch, to, &run_id, &options)) => r,
+        e = interrupted() => Err(stop_interrupted(m, e, Work::Reads).await),
     };
     let name = scratch.name().to_owned();
     if let Err(e) = scratch.drop().await {
@@ -866,13 +891,45 @@ async fn preview_command(
     })
 }
 
-/// After `up` or `down` was interrupted (its future dropped): the statement its session sent
-/// runs on in the server and would commit, with its ledger event, outside the lock and
-/// unseen. Cancels it and waits for it to stop, and says which happened: the error the
-/// command ends with.
-async fn stop_interrupted(m: &Migrator, interrupted: Error) -> Error {
+/// The commands that only read the target: each of their sessions waits for a lock at most
+/// the lock_timeout (see [`Migrator::reading_only`]).
+fn reads_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Status
+            | Command::Plan { .. }
+            | Command::Up { dry_run: true, .. }
+            | Command::Verify {
+                in_transaction_only: false,
+                ..
+            }
+    )
+}
+
+/// What an interrupted command's statements do on the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Reads (`status`, `plan`, `verify`'s reads of the target): cancelled, nothing to undo.
+    Reads,
+    /// Migrations and reverts (`up`, `down`).
+    Writes,
+}
+
+/// After a command was interrupted (its future dropped): the statement its session sent
+/// runs on in the server; `up`'s or `down`'s would commit, with its ledger event, outside the
+/// lock and unseen, and a read may wait behind a lock for ever. Cancels it and waits for it
+/// to stop, and says which happened: the error the command ends with.
+async fn stop_interrupted(m: &Migrator, interrupted: Error, work: Work) -> Error {
     let wait = std::time::Duration::from_secs(30);
     let what = match m.db.cancel_own_work(wait).await {
+        Ok((cancelled, still)) if work == Work::Reads => match (cancelled.is_empty(), still.is_empty()) {
+            (_, false) => format!("cancelled the read of backend {}, which is still running after {}s; it changes nothing", join_pids(&still), wait.as_secs()),
+            (false, true) => format!("cancelled the read of backend {}; nothing was changed", join_pids(&cancelled)),
+            (true, true) => "nothing was changed".into(),
+        },
+        Err(e) if work == Work::Reads => {
+            format!("could not cancel its read on the server ({e}); it changes nothing")
+        }
         Ok((_, still)) if !still.is_empty() => format!(
             "cancelled the statement of backend {}, which is still running after {}s; it may yet commit: run `stepmigrate status` once it ends",
             join_pids(&still),

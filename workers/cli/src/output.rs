@@ -915,6 +915,21 @@ impl Progress for HumanProgress {
         }
     }
 
+    fn waiting_for_session(&mut self, holder: &stepmigrate_core::lock::LockHolder) {
+        if self.enabled {
+            errln!("waiting for a lock on {}: {holder}; it gives up after the lock_timeout (--lock-timeout, STEPMIGRATE_LOCK_TIMEOUT; 0: never), Ctrl-C stops it", self.database);
+        }
+    }
+
+    fn handing_over(&mut self, m: &Migration) {
+        if self.enabled {
+            errln!(
+                "  {} used its batch budget (--batch-budget): letting go of the migration lock for a moment, so that a waiting runner (a deploy) goes first; then it goes on",
+                m.name
+            );
+        }
+    }
+
     fn starting(&mut self, index: usize, total: usize, m: &Migration) {
         if !self.enabled {
             return;
@@ -989,7 +1004,7 @@ impl Progress for HumanProgress {
                 execution_time_ms, ..
             } => format!("ok ({execution_time_ms} ms)"),
             Outcome::Unfinished { progress } => format!(
-                "not finished ({} rows in {} batches so far); the next run resumes it",
+                "paused ({} rows in {} batches so far)",
                 thousands(progress.rows),
                 thousands(progress.batches)
             ),

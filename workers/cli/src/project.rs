@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use stepmigrate_core::config::{
-    parse_duration, parse_schema_name, Settings, ENV_CONNECT_TIMEOUT, ENV_LEDGER_SCHEMA,
-    ENV_LOCK_RETRIES, ENV_LOCK_TIMEOUT, ENV_LOCK_WAIT, ENV_STATEMENT_TIMEOUT,
+    parse_duration, parse_schema_name, Settings, ENV_BATCH_BUDGET, ENV_CONNECT_TIMEOUT,
+    ENV_LEDGER_SCHEMA, ENV_LOCK_RETRIES, ENV_LOCK_TIMEOUT, ENV_LOCK_WAIT, ENV_STATEMENT_TIMEOUT,
 };
 use stepmigrate_core::db::Database;
 use stepmigrate_core::Error;
@@ -577,6 +577,7 @@ pub fn layered_settings(
         ENV_LOCK_RETRIES => flags.lock_retries.is_some(),
         ENV_LOCK_WAIT => flags.lock_wait.is_some(),
         ENV_CONNECT_TIMEOUT => flags.connect_timeout.is_some(),
+        ENV_BATCH_BUDGET => flags.batch_budget.is_some(),
         _ => false,
     };
     let mut s = Settings::from_env(|var| if flag_given(var) { None } else { env(var) })?;
@@ -622,6 +623,15 @@ pub fn layered_settings(
     s.lock_retries = flags.lock_retries.unwrap_or(s.lock_retries);
     s.lock_wait = flags.lock_wait.unwrap_or(s.lock_wait);
     s.connect_timeout = flags.connect_timeout.unwrap_or(s.connect_timeout);
+    match flags.batch_budget {
+        Some(b) if b.is_zero() => {
+            return Err(Error::InvalidInput(
+                "--batch-budget 0 leaves no time for a batch: write e.g. 30s or 10min".into(),
+            ))
+        }
+        Some(b) => s.batch_budget = b,
+        None => {}
+    }
     Ok(s)
 }
 
@@ -656,6 +666,7 @@ pub struct FlagSettings {
     pub lock_retries: Option<u32>,
     pub lock_wait: Option<Duration>,
     pub connect_timeout: Option<Duration>,
+    pub batch_budget: Option<Duration>,
     /// `--allow-out-of-order` (only ever turns it on).
     pub allow_out_of_order: bool,
 }

@@ -53,6 +53,12 @@ pub struct Settings {
     /// the check comes before it commits.
     #[serde(skip)]
     pub guard_server: bool,
+    /// How long `up` holds the migration lock over a batch migration before it lets go
+    /// between two batches, so that another runner waiting for the lock (a deploy's run) goes
+    /// first; then it takes the lock again and goes on ([`crate::runner::Migrator::up`]). The
+    /// Step Functions route bounds each batch invocation the same way.
+    #[serde(skip)]
+    pub batch_budget: Duration,
 }
 
 impl Default for Settings {
@@ -69,6 +75,7 @@ impl Default for Settings {
             progress_interval: Duration::from_secs(10),
             deadline: None,
             guard_server: false,
+            batch_budget: Duration::from_secs(2 * 60),
         }
     }
 }
@@ -81,6 +88,7 @@ pub const ENV_CONNECT_TIMEOUT: &str = "STEPMIGRATE_CONNECT_TIMEOUT";
 pub const ENV_LEDGER_SCHEMA: &str = "STEPMIGRATE_LEDGER_SCHEMA";
 pub const ENV_ALLOW_OUT_OF_ORDER: &str = "STEPMIGRATE_ALLOW_OUT_OF_ORDER";
 pub const ENV_PROGRESS_INTERVAL: &str = "STEPMIGRATE_PROGRESS_INTERVAL";
+pub const ENV_BATCH_BUDGET: &str = "STEPMIGRATE_BATCH_BUDGET";
 
 impl Settings {
     /// Defaults overridden by the `STEPMIGRATE_*` variables that `lookup` finds.
@@ -100,6 +108,13 @@ impl Settings {
         duration(ENV_LOCK_WAIT, &mut s.lock_wait)?;
         duration(ENV_CONNECT_TIMEOUT, &mut s.connect_timeout)?;
         duration(ENV_PROGRESS_INTERVAL, &mut s.progress_interval)?;
+        duration(ENV_BATCH_BUDGET, &mut s.batch_budget)?;
+        if s.batch_budget.is_zero() {
+            return Err(Error::Config {
+                variable: ENV_BATCH_BUDGET.to_owned(),
+                reason: "0 leaves no time for a batch: write e.g. 30s or 10min".to_owned(),
+            });
+        }
         if s.progress_interval.is_zero() {
             return Err(Error::Config {
                 variable: ENV_PROGRESS_INTERVAL.to_owned(),
@@ -260,5 +275,19 @@ mod tests {
         let s =
             Settings::from_env(|k| (k == ENV_STATEMENT_TIMEOUT).then(|| "1h".to_owned())).unwrap();
         assert_eq!(s.statement_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_batch_budget_is_two_minutes_unless_set_and_never_zero() {
+        let budget = |v: &str| Settings::from_env(|k| (k == ENV_BATCH_BUDGET).then(|| v.into()));
+        assert_eq!(
+            Settings::from_env(|_| None).unwrap().batch_budget,
+            Duration::from_secs(120)
+        );
+        assert_eq!(budget("30s").unwrap().batch_budget, Duration::from_secs(30));
+        for bad in ["0", "soon"] {
+            let err = budget(bad).unwrap_err();
+            assert!(err.to_string().contains(ENV_BATCH_BUDGET), "{bad}: {err}");
+        }
     }
 }

@@ -218,6 +218,20 @@ impl Database {
         Ok((cancelled, still))
     }
 
+    /// The sessions in the way of this process's own (see [`crate::lock::blockers`]):
+    /// asked from a session of the pool, never from one that may be the one waiting.
+    pub async fn blockers(
+        &self,
+        ledger_schema: Option<&str>,
+    ) -> Result<Vec<crate::lock::LockHolder>, Error> {
+        let ours: Vec<i32> = self.backends.lock().map(|b| b.clone()).unwrap_or_default();
+        if ours.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.connect().await?;
+        crate::lock::blockers(&mut conn, &ours, ledger_schema).await
+    }
+
     /// Another database on the same server, with the same credentials and settings (and a
     /// pool of its own): for a scratch database.
     pub fn with_database(&self, name: &str) -> Database {

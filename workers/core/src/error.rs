@@ -190,7 +190,7 @@ pub struct SqlError {
 impl SqlError {
     /// SQLSTATE 55P03: `lock_timeout` expired.
     pub fn is_lock_timeout(&self) -> bool {
-        self.sqlstate == "55P03"
+        self.sqlstate == LOCK_NOT_AVAILABLE
     }
 }
 
@@ -280,6 +280,16 @@ pub enum Error {
     #[error("a migration's transaction is still open in backend {pid} (a runner killed or interrupted mid-migration, whose statement runs on); waited {}s for it to end, and planned nothing from a state it may still change (STEPMIGRATE_LOCK_WAIT). Wait for it, or cancel it: SELECT pg_cancel_backend({pid})", waited.as_secs())]
     MigrationInFlight { pid: i32, waited: Duration },
 
+    /// One of the runner's own statements waited longer than its `lock_timeout` (SQLSTATE
+    /// 55P03) for a lock another session holds; `holders` are the sessions in the way, when
+    /// they could be found.
+    #[error("{context}: {}", lock_wait_words(lock_timeout, holders))]
+    LockWaitTimeout {
+        context: String,
+        lock_timeout: Option<Duration>,
+        holders: Vec<crate::lock::LockHolder>,
+    },
+
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     ConnectionFailed { target: String, reason: String },
 
@@ -362,10 +372,34 @@ pub enum Error {
     },
 }
 
+/// `lock_timeout` expired (`lock_not_available`).
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// SQLSTATEs that say the session ended (an operator or a timeout terminated it, the server
 /// is shutting down, the connection broke): nothing about the SQL, so transient.
 pub fn is_session_ended(sqlstate: &str) -> bool {
     sqlstate.starts_with("57P") || sqlstate.starts_with("08")
+}
+
+/// What a lock wait that timed out waited for, and what to do about it.
+fn lock_wait_words(lock_timeout: &Option<Duration>, holders: &[crate::lock::LockHolder]) -> String {
+    let waited = match lock_timeout {
+        Some(d) => format!(
+            "waited {}, its lock_timeout (--lock-timeout, STEPMIGRATE_LOCK_TIMEOUT),",
+            crate::config::pg_interval(*d)
+        ),
+        None => "waited longer than its lock_timeout (--lock-timeout, STEPMIGRATE_LOCK_TIMEOUT)"
+            .to_owned(),
+    };
+    if holders.is_empty() {
+        return format!("{waited} for a lock another session held, and gave up (SQLSTATE 55P03); that session had let go by the time it was looked for: run again");
+    }
+    let pids: Vec<String> = holders.iter().map(|h| h.pid.to_string()).collect();
+    format!(
+        "{waited} for a lock another session holds, and gave up (SQLSTATE 55P03): {}. End that transaction (COMMIT or ROLLBACK in that session), or stop it with SELECT pg_terminate_backend(PID) (PID: {}); then run again, or give it longer with --lock-timeout",
+        holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("; "),
+        pids.join(", ")
+    )
 }
 
 fn join_lines<T: fmt::Display>(items: &[T]) -> String {
@@ -401,7 +435,8 @@ impl Error {
             // Another runner at work, as when it holds the migration lock: retried.
             Error::LockNotAcquired { .. }
             | Error::MigrationInFlight { .. }
-            | Error::BuildInProgress { .. } => ErrorKind::LockTimeout,
+            | Error::BuildInProgress { .. }
+            | Error::LockWaitTimeout { .. } => ErrorKind::LockTimeout,
             // Transient: a new run takes the lock again and finds where this one stopped.
             Error::LockLost { .. } => ErrorKind::ConnectionFailed,
             Error::ConnectionFailed { .. } => ErrorKind::ConnectionFailed,
@@ -437,7 +472,13 @@ impl Error {
             sqlx::Error::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 let message = format!("{} (SQLSTATE {code})", db.message());
-                if is_session_ended(&code) {
+                if code == LOCK_NOT_AVAILABLE {
+                    Error::LockWaitTimeout {
+                        context,
+                        lock_timeout: None,
+                        holders: Vec::new(),
+                    }
+                } else if is_session_ended(&code) {
                     Error::ConnectionFailed {
                         target: context,
                         reason: message,
@@ -477,6 +518,7 @@ impl Error {
             }
             Error::OutOfOrder { migrations, .. } => d.differences = Some(migrations.clone()),
             Error::Config { variable, .. } => d.variable = Some(variable.clone()),
+            Error::LockWaitTimeout { holders, .. } => d.holders = Some(holders.clone()),
             Error::ExecutionFailed {
                 execution,
                 status,
@@ -525,6 +567,10 @@ pub struct ErrorDetails {
     /// `LedgerInconsistent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub differences: Option<Vec<String>>,
+    /// `LockTimeout` of a lock the runner's own statement waited for: the sessions in its
+    /// way (no query text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<Vec<crate::lock::LockHolder>>,
     /// `ConfigError`: the variable (or setting) at fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variable: Option<String>,

@@ -54,6 +54,86 @@ const BUILDS_IN_PROGRESS: &str = "SELECT v FROM unnest($2::text[]) v WHERE EXIST
       AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.build.' || $1 || '.' || v, 0)
       AND l.pid <> pg_backend_pid())";
 
+// The sessions in the way of `$1` (backends of this process): those that `pg_blocking_pids`
+// names for a lock one of them waits for, and, with a ledger schema `$2`, those that hold or
+// queue for an ACCESS EXCLUSIVE lock (the one mode a read conflicts with) on one of the
+// ledger's relations (`schema_migration*`, not the application's tables beside it): a wait that timed out waits no more, and only that second part still finds who was in
+// its way. Never the query text: it may hold a secret.
+const BLOCKERS: &str = "WITH ours AS (SELECT unnest($1::int[]) AS pid),
+     blocking AS (
+         SELECT b.pid AS holder, w.relation
+         FROM pg_catalog.pg_locks w CROSS JOIN LATERAL unnest(pg_catalog.pg_blocking_pids(w.pid)) AS b(pid)
+         WHERE NOT w.granted AND w.pid IN (SELECT pid FROM ours)),
+     ledger AS (
+         SELECT l.pid AS holder, l.relation
+         FROM pg_catalog.pg_locks l
+         JOIN pg_catalog.pg_class c ON c.oid = l.relation
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+           AND n.nspname = $2 AND c.relname LIKE 'schema\\_migration%'
+           AND l.pid NOT IN (SELECT pid FROM ours) AND l.pid <> pg_backend_pid()),
+     found AS (SELECT * FROM blocking UNION SELECT * FROM ledger)
+SELECT coalesce(format('%I.%I', n.nspname, c.relname), 'a row or transaction')::text,
+       a.pid, coalesce(a.application_name, '')::text, coalesce(a.state, 'unknown')::text,
+       coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start)), 0)::int8
+FROM found f
+JOIN pg_catalog.pg_stat_activity a ON a.pid = f.holder
+LEFT JOIN pg_catalog.pg_class c ON c.oid = f.relation
+LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ORDER BY 2, 1";
+
+/// A session in the way of one of the runner's: the relation it locks (or queues for ahead
+/// of the runner) and who it is, without its query.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LockHolder {
+    /// Schema-qualified, or `a row or transaction` for a lock that is not a relation's.
+    pub relation: String,
+    pub pid: i32,
+    pub application_name: String,
+    /// As `pg_stat_activity` has it: `idle in transaction`, `active`, ...
+    pub state: String,
+    /// How long its transaction has been open (its session, outside one).
+    pub seconds: u64,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is locked by backend {} (application_name {:?}, {}, its transaction open for {} s)",
+            self.relation, self.pid, self.application_name, self.state, self.seconds
+        )
+    }
+}
+
+/// The sessions in the way of `ours` (see `BLOCKERS`); `ledger_schema` adds those that lock
+/// the ledger against reading.
+pub async fn blockers(
+    conn: &mut PgConnection,
+    ours: &[i32],
+    ledger_schema: Option<&str>,
+) -> Result<Vec<LockHolder>, Error> {
+    let rows: Vec<(String, i32, String, String, i64)> = sqlx::query_as(BLOCKERS)
+        .bind(ours)
+        .bind(ledger_schema)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| Error::database("looking for the sessions in the way", e))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(relation, pid, application_name, state, seconds)| LockHolder {
+                relation,
+                pid,
+                application_name,
+                state,
+                seconds: seconds.max(0) as u64,
+            },
+        )
+        .collect())
+}
+
 /// The held migration lock: see [`MigrationLock::hold`]. Dropped unreleased (a panic, a
 /// release that failed), its session is closed rather than returned to the pool, which
 /// releases the lock too.
@@ -77,6 +157,14 @@ impl Drop for MigrationLock {
         }
     }
 }
+
+/// The longest a waiting runner sleeps between two tries of the lock.
+pub const POLL_CAP: Duration = Duration::from_millis(500);
+
+/// How long a runner that lets go of the lock for a moment (a long batch migration between
+/// two budgets) waits before it tries again: longer than a waiting runner sleeps between its
+/// tries, so that one finds the lock free and takes it.
+pub const HANDOVER: Duration = Duration::from_millis(2 * POLL_CAP.as_millis() as u64);
 
 /// Exponential back-off with jitter, from 10 ms up to `cap`.
 pub fn backoff(attempt: u32, cap: Duration) -> Duration {
@@ -198,7 +286,7 @@ async fn poll(
         if elapsed >= wait {
             return Err(Error::LockNotAcquired { waited: elapsed });
         }
-        tokio::time::sleep(backoff(attempt, Duration::from_millis(500)).min(wait - elapsed)).await;
+        tokio::time::sleep(backoff(attempt, POLL_CAP).min(wait - elapsed)).await;
         attempt += 1;
     }
 }
@@ -296,7 +384,7 @@ pub async fn wait_for_migration_in_flight(
                 waited: elapsed,
             });
         }
-        tokio::time::sleep(backoff(attempt, Duration::from_millis(500)).min(wait - elapsed)).await;
+        tokio::time::sleep(backoff(attempt, POLL_CAP).min(wait - elapsed)).await;
         attempt += 1;
     }
     Ok(())

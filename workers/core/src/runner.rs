@@ -29,6 +29,12 @@ pub trait Progress {
     /// A migration's transaction is open in backend `pid` (a killed runner's, still running):
     /// the command waits for it to end before it reads the ledger as final.
     fn waiting_for_migration(&mut self, _pid: i32) {}
+    /// A statement of this process waits for a lock that `holder` holds (or queues for ahead
+    /// of it): told once per holder and relation, while the wait lasts.
+    fn waiting_for_session(&mut self, _holder: &crate::lock::LockHolder) {}
+    /// A batch migration used its time budget: the run lets go of the migration lock for a
+    /// moment (a waiting runner goes first), then takes it again and goes on.
+    fn handing_over(&mut self, _migration: &Migration) {}
     fn starting(&mut self, _index: usize, _total: usize, _migration: &Migration) {}
     fn retrying(&mut self, _migration: &Migration, _attempt: u32, _delay: Duration, _reason: &str) {
     }
@@ -189,6 +195,72 @@ impl Migrator {
         Ok((schema, ledger))
     }
 
+    /// The same migrator for a command that only reads the target (`status`, `plan`, `verify`
+    /// on a scratch database): every session of it waits at most the `lock_timeout` for a
+    /// lock, the ledger's reads included, instead of hanging behind a session that locked the
+    /// ledger. `0` is no limit, as for the migrations.
+    pub fn reading_only(self) -> Migrator {
+        let db = self.db.with_session_setting(
+            "lock_timeout",
+            &crate::config::pg_interval(self.settings.lock_timeout),
+        );
+        Migrator::new(db, self.set, self.settings)
+    }
+
+    /// Runs `work` (commands on this migrator's database) watching the locks it waits for:
+    /// every [`LOCK_WATCH_EVERY`] while it runs, each session in the way of one of this
+    /// process's backends is told to `progress` (once per relation); and a `lock_timeout`
+    /// that `work` hits names the sessions that held it ([`Error::LockWaitTimeout`]).
+    pub async fn watching_locks<T>(
+        &self,
+        progress: &mut dyn Progress,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let mut work = std::pin::pin!(work);
+        let mut told = std::collections::BTreeSet::new();
+        let start = tokio::time::Instant::now() + LOCK_WATCH_EVERY;
+        let mut tick = tokio::time::interval_at(start, LOCK_WATCH_EVERY);
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tick.tick() => {
+                    // Seen from a session of its own; a failure to look is no failure of the work.
+                    for holder in self.db.blockers(None).await.unwrap_or_default() {
+                        if told.insert((holder.pid, holder.relation.clone())) {
+                            info!(pid = holder.pid, relation = %holder.relation, "waiting for a lock");
+                            progress.waiting_for_session(&holder);
+                        }
+                    }
+                }
+            }
+        };
+        match result {
+            Err(Error::LockWaitTimeout {
+                context, holders, ..
+            }) => {
+                let schema = self
+                    .ledger_schema
+                    .get()
+                    .map(|s| s.name().to_owned())
+                    .or_else(|| self.settings.ledger_schema.clone());
+                let holders = if holders.is_empty() {
+                    self.db
+                        .blockers(schema.as_deref())
+                        .await
+                        .unwrap_or_default()
+                } else {
+                    holders
+                };
+                Err(Error::LockWaitTimeout {
+                    context,
+                    lock_timeout: Some(self.settings.lock_timeout),
+                    holders,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// The plan of `scope` as it stands, without taking the lock or writing anything; made
     /// once no migration's transaction is open (see [`Migrator::settled_ledger`]).
     pub async fn plan(&self, scope: &Scope) -> Result<(Ledger, Plan), Error> {
@@ -268,65 +340,130 @@ impl Migrator {
                 return Ok(report);
             }
 
-            let lock = self.lock(&schema, progress).await?;
-            lock.hold(async |lock| {
-                let mut seen = ledger;
-                let applied = loop {
-                    let plan = self
-                        .prepare_locked(&mut conn, &schema, seen, scope, run_id)
-                        .await?;
-                    report.warnings = plan.warnings.clone();
-                    report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
-                    let pending: Vec<&Migration> = plan
-                        .pending()
-                        .filter_map(|e| self.set.get(&e.version))
-                        .collect();
-                    if report.results.is_empty() {
-                        report.pending = pending.len();
-                    }
-                    info!(pending = pending.len(), "planned");
-
-                    let mut applied = self
-                        .apply_in_order(
-                            &mut conn,
-                            &schema,
-                            lock,
-                            &pending,
-                            |_| false,
-                            Direction::Up,
-                            run_id,
-                            None,
-                            progress,
-                        )
-                        .await?;
-                    report.results.append(&mut applied.results);
-                    if !applied.replan {
-                        break applied;
-                    }
-                    seen = Ledger::empty();
+            // A batch migration holds the lock for at most a budget at a time: past it, the
+            // run lets go between two batches, so that a runner waiting for the lock (the
+            // next deploy's) is not held off by a backfill; then it takes the lock again,
+            // plans again (that runner may have applied anything meanwhile, the backfill
+            // included) and goes on where the events say.
+            let mut seen = Some(ledger);
+            let mut budget = self.settings.batch_budget;
+            let mut paused_at = None;
+            loop {
+                let seen_now = match seen.take() {
+                    Some(ledger) => ledger,
+                    None => self.read_ledger(&mut conn).await?.1,
                 };
-                report.lock_lost = applied.lock_lost;
-                if let Some(failure) = applied.failure {
-                    let migration = self.set.get(&failure.version);
-                    if migration.is_some_and(Migration::is_batch) {
-                        report.failure_progress = self
-                            .committed_progress(&mut conn, &schema, &failure.version)
-                            .await;
-                    }
-                    let checksum = migration.map(|m| m.checksum.as_str());
-                    self.record_run_failure(
-                        &mut conn,
-                        &schema,
-                        &mut report,
-                        failure,
-                        checksum,
-                        run_id,
-                    )
-                    .await;
+                let lock = self.lock(&schema, progress).await?;
+                let paused = lock
+                    .hold(async |lock| {
+                        // An after-deploy build that yielded the lock asks for a new plan
+                        // once it is recorded: the ledger may have moved meanwhile.
+                        let mut seen = seen_now;
+                        let mut first = true;
+                        loop {
+                            let plan = self
+                                .prepare_locked(&mut conn, &schema, seen, scope, run_id)
+                                .await?;
+                            report.warnings = plan.warnings.clone();
+                            report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
+                            let pending: Vec<&Migration> = plan
+                                .pending()
+                                .filter_map(|e| self.set.get(&e.version))
+                                .collect();
+                            match &paused_at {
+                                None if report.results.is_empty() => report.pending = pending.len(),
+                                None => {}
+                                // The runner that went first may have finished the backfill.
+                                Some((version, _)) if first => {
+                                    let finished = plan.entries.iter().any(|e| {
+                                        &e.version == version && e.state == State::Applied
+                                    });
+                                    if let (true, Some(m)) = (finished, self.set.get(version)) {
+                                        report.results.push(MigrationResult {
+                                            version: version.clone(),
+                                            name: m.name.clone(),
+                                            outcome: Outcome::AlreadyApplied,
+                                        });
+                                    }
+                                }
+                                Some(_) => {}
+                            }
+                            first = false;
+                            info!(pending = pending.len(), "planned");
+
+                            let applied = self
+                                .apply_in_order(
+                                    &mut conn,
+                                    &schema,
+                                    lock,
+                                    &pending,
+                                    |_| false,
+                                    Direction::Up,
+                                    run_id,
+                                    Some(Instant::now() + budget),
+                                    progress,
+                                )
+                                .await?;
+                            let mut results = applied.results;
+                            let paused = match results.last() {
+                                Some(MigrationResult {
+                                    version,
+                                    outcome: Outcome::Unfinished { progress: at },
+                                    ..
+                                }) => Some((version.clone(), *at)),
+                                _ => None,
+                            };
+                            if paused.is_some() {
+                                results.pop();
+                            }
+                            report.results.extend(results);
+                            report.lock_lost = applied.lock_lost;
+                            if let Some(failure) = applied.failure {
+                                let migration = self.set.get(&failure.version);
+                                if migration.is_some_and(Migration::is_batch) {
+                                    report.failure_progress = self
+                                        .committed_progress(&mut conn, &schema, &failure.version)
+                                        .await;
+                                }
+                                let checksum = migration.map(|m| m.checksum.as_str());
+                                self.record_run_failure(
+                                    &mut conn,
+                                    &schema,
+                                    &mut report,
+                                    failure,
+                                    checksum,
+                                    run_id,
+                                )
+                                .await;
+                                return Ok(None);
+                            }
+                            if paused.is_some() || !applied.replan {
+                                return Ok(paused);
+                            }
+                            seen = Ledger::empty();
+                        }
+                    })
+                    .await?;
+                let Some((version, at)) = paused else {
+                    break;
+                };
+                // A budget that ended before a batch could run (the migrations before it took
+                // it all) is doubled for the next turn: every turn moves the backfill on.
+                budget = if paused_at == Some((version.clone(), at)) {
+                    budget.saturating_mul(2)
+                } else {
+                    self.settings.batch_budget
+                };
+                paused_at = Some((version.clone(), at));
+                if let Some(m) = self.set.get(&version) {
+                    progress.handing_over(m);
                 }
-                Ok(())
-            })
-            .await?;
+                info!(
+                    version = version.as_str(),
+                    "batch budget used: letting go of the migration lock for a moment"
+                );
+                tokio::time::sleep(crate::lock::HANDOVER).await;
+            }
             report.elapsed_ms = started.elapsed().as_millis() as u64;
             Ok(report)
         }
@@ -725,10 +862,11 @@ impl Migrator {
         version: &Version,
         resolution: Resolution,
         run_id: &str,
+        progress: &mut dyn Progress,
     ) -> Result<String, Error> {
         let mut conn = self.db.connect().await?;
         let schema = self.ledger_schema(&mut conn).await?;
-        let lock = self.lock(&schema, &mut Quiet).await?;
+        let lock = self.lock(&schema, progress).await?;
         lock.hold(async |_| {
             let ledger = ledger::read(&mut conn, &schema).await?;
             let row = ledger
@@ -793,10 +931,14 @@ impl Migrator {
     }
 
     /// Rewrites the projection from the events; returns the number of rows.
-    pub async fn ledger_rebuild(&self, run_id: &str) -> Result<u64, Error> {
+    pub async fn ledger_rebuild(
+        &self,
+        run_id: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, Error> {
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.read_ledger(&mut conn).await?;
-        self.lock(&schema, &mut Quiet)
+        self.lock(&schema, progress)
             .await?
             .hold(async |_| {
                 if !ledger.is_current() {
@@ -1216,6 +1358,11 @@ pub async fn partly_applied(
     }
     Ok(partly)
 }
+
+/// How often a command watching its lock waits ([`Migrator::watching_locks`]) looks for the
+/// sessions in its way: the first look comes after this long, so a wait of a moment says
+/// nothing.
+pub const LOCK_WATCH_EVERY: Duration = Duration::from_millis(1500);
 
 /// Up to 1 s, 2 s, 4 s ... (capped at 30 s; each with jitter in its upper half) between tries
 /// of a migration that hit its lock_timeout: the application's queries get the table between

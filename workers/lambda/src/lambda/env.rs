@@ -9,7 +9,7 @@ pub const ENV_DB_CA_BUNDLE: &str = "DB_CA_BUNDLE";
 pub const ENV_MIGRATIONS_DIR: &str = "STEPMIGRATE_MIGRATIONS_DIR";
 pub const ENV_MAX_ITERATIONS: &str = "STEPMIGRATE_MAX_ITERATIONS";
 pub const ENV_TOPIC_ARN: &str = "SNS_TOPIC_ARN";
-pub const ENV_BATCH_BUDGET: &str = "STEPMIGRATE_BATCH_BUDGET";
+pub use crate::config::ENV_BATCH_BUDGET;
 pub const ENV_BATCH_WAIT: &str = "STEPMIGRATE_BATCH_WAIT";
 /// plan: a lower cap on a batch migration's invocations per execution than its share of the
 /// history budget (tests make it small to see an execution continue in a new one).
