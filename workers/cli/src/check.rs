@@ -10,7 +10,7 @@ use stepmigrate_check::{CheckReport, Finding, LintRules, RuleSetting, Severity};
 use stepmigrate_cli::project::{self, Project, RuleRef};
 use stepmigrate_core::Error;
 
-use crate::output::{outln, Output};
+use crate::output::{outln, shown, shown_path, Output};
 
 #[derive(ClapArgs, Clone)]
 pub struct CheckArgs {
@@ -161,11 +161,11 @@ fn human(report: &CheckReport, fail_on: Severity, out: &Output) {
             location(f),
             f.severity.as_str(),
             f.rule,
-            f.message
+            shown(&f.message)
         );
         if let Some(help) = &f.help {
             if !out.quiet() {
-                outln!("    help: {help}");
+                outln!("    help: {}", shown(help));
             }
         }
     }
@@ -194,9 +194,9 @@ fn plural(n: usize) -> &'static str {
 
 fn location(f: &Finding) -> String {
     match (f.line, f.column) {
-        (0, _) => f.file.display().to_string(),
-        (line, 0) => format!("{}:{line}", f.file.display()),
-        (line, column) => format!("{}:{line}:{column}", f.file.display()),
+        (0, _) => shown_path(&f.file),
+        (line, 0) => format!("{}:{line}", shown_path(&f.file)),
+        (line, column) => format!("{}:{line}:{column}", shown_path(&f.file)),
     }
 }
 
@@ -209,7 +209,7 @@ fn annotation(f: &Finding) -> String {
     };
     let mut properties = vec![format!(
         "file={}",
-        escape_property(&f.file.to_string_lossy())
+        escape_property(&shown_path(&f.file))
     )];
     if f.line > 0 {
         properties.push(format!("line={}", f.line));
@@ -221,10 +221,11 @@ fn annotation(f: &Finding) -> String {
         "title={}",
         escape_property(&format!("stepmigrate {}", f.rule))
     ));
-    let mut message = f.message.clone();
+    // The newline between message and help is GitHub's (escaped below); others are shown.
+    let mut message = shown(&f.message);
     if let Some(help) = &f.help {
         message.push('\n');
-        message.push_str(help);
+        message.push_str(&shown(help));
     }
     format!(
         "::{level} {}::{}",

@@ -128,6 +128,36 @@ fn github_actions_get_annotations() {
     );
 }
 
+/// A file name is text from outside: a newline in it must not start a line of its own, where
+/// GitHub Actions would read a workflow command (`::error ...`) the file's author wrote.
+#[test]
+fn a_file_name_cannot_inject_a_workflow_command() {
+    let dir = set();
+    dir.write(
+        "002_b\n::error file=evil.sql::x\u{1b}[2J.sql",
+        "UPDATE users SET a = 1;\n",
+    );
+    let run = run_cli_env(
+        NOWHERE,
+        dir.path(),
+        &["check", "--disable", "missing-down"],
+        &[("GITHUB_ACTIONS", "true")],
+    );
+    for line in run.stdout.lines() {
+        assert!(
+            !line.starts_with("::error file=evil.sql"),
+            "{}",
+            run.stdout
+        );
+        assert!(!line.contains('\u{1b}'), "{}", run.stdout);
+    }
+    assert!(
+        run.stdout.contains("002_b\\n::error file=evil.sql::x\\u{1b}[2J.sql"),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn the_loaders_problems_are_findings_and_do_not_hide_the_other_files() {
     let dir = set();
