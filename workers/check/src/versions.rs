@@ -122,7 +122,9 @@ pub fn newer_than(
                     note("CREATE TABLE ... USING (a table access method)", 12, None);
                 }
                 // A typed field, not a node: the walk does not call for it.
-                if f.get("partspec").and_then(|p| p.get("strategy")).and_then(Value::as_i64)
+                if f.get("partspec")
+                    .and_then(|p| p.get("strategy"))
+                    .and_then(Value::as_i64)
                     == Some(PARTITION_STRATEGY_HASH)
                 {
                     note("PARTITION BY HASH", 11, None);
@@ -140,28 +142,24 @@ pub fn newer_than(
             }
             "CreateSeqStmt" if sequence_unlogged(f) => note("an UNLOGGED sequence", 15, None),
             "AlterTableStmt" if int(f, "objtype") == OBJECT_SEQUENCE => {
-                let logged = f
-                    .get("cmds")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cmds| {
-                        cmds.iter().any(|c| {
-                            c.pointer("/node/AlterTableCmd/subtype")
-                                .and_then(Value::as_i64)
-                                .is_some_and(|t| t == AT_SET_LOGGED || t == AT_SET_UNLOGGED)
-                        })
-                    });
+                let logged = f.get("cmds").and_then(Value::as_array).is_some_and(|cmds| {
+                    cmds.iter().any(|c| {
+                        c.pointer("/node/AlterTableCmd/subtype")
+                            .and_then(Value::as_i64)
+                            .is_some_and(|t| t == AT_SET_LOGGED || t == AT_SET_UNLOGGED)
+                    })
+                });
                 if logged {
                     note("ALTER SEQUENCE ... SET LOGGED / UNLOGGED", 15, None);
                 }
             }
             "CreateStatsStmt" => {
-                let expression = f
-                    .get("exprs")
-                    .and_then(Value::as_array)
-                    .is_some_and(|es| {
-                        es.iter()
-                            .any(|e| e.pointer("/node/StatsElem/expr").is_some_and(|x| !x.is_null()))
-                    });
+                let expression = f.get("exprs").and_then(Value::as_array).is_some_and(|es| {
+                    es.iter().any(|e| {
+                        e.pointer("/node/StatsElem/expr")
+                            .is_some_and(|x| !x.is_null())
+                    })
+                });
                 if expression {
                     note("an expression in CREATE STATISTICS", 14, None);
                 }

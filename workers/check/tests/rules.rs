@@ -169,10 +169,19 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
     for (sql, rule) in [
         ("UPDATE t SET a = 1 WHERE true;", "update-without-where"),
         ("UPDATE t SET a = 1 WHERE 1 = 1;", "update-without-where"),
-        ("UPDATE t SET a = 1 WHERE 'x' = 'x' AND NOT false;", "update-without-where"),
-        ("UPDATE t SET a = 1 WHERE 't'::boolean;", "update-without-where"),
+        (
+            "UPDATE t SET a = 1 WHERE 'x' = 'x' AND NOT false;",
+            "update-without-where",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE 't'::boolean;",
+            "update-without-where",
+        ),
         ("DELETE FROM t WHERE true;", "delete-without-where"),
-        ("DELETE FROM t WHERE id = 1 OR 1 = 1;", "delete-without-where"),
+        (
+            "DELETE FROM t WHERE id = 1 OR 1 = 1;",
+            "delete-without-where",
+        ),
     ] {
         let found = findings(sql);
         assert!(

@@ -77,8 +77,16 @@ fn a_type_change_that_may_change_the_collation_says_the_indexes_are_rebuilt() {
     for (old, new, collation) in [
         ("varchar(10)", "text COLLATE \"C\"", "here to \"C\""),
         ("varchar(10)", "text", "here to the new type's default"),
-        ("text COLLATE \"C\"", "text", "here to the new type's default"),
-        ("varchar(10)", "varchar(20) COLLATE \"en_US\"", "here to \"en_US\""),
+        (
+            "text COLLATE \"C\"",
+            "text",
+            "here to the new type's default",
+        ),
+        (
+            "varchar(10)",
+            "varchar(20) COLLATE \"en_US\"",
+            "here to \"en_US\"",
+        ),
     ] {
         let message = type_change(old, new);
         assert!(
@@ -86,7 +94,9 @@ fn a_type_change_that_may_change_the_collation_says_the_indexes_are_rebuilt() {
             "{old} -> {new}: {message}"
         );
         assert!(
-            message.contains("the indexes on the column are rebuilt under it if its collation changes"),
+            message.contains(
+                "the indexes on the column are rebuilt under it if its collation changes"
+            ),
             "{old} -> {new}: {message}"
         );
         assert!(message.contains(collation), "{old} -> {new}: {message}");

@@ -207,10 +207,7 @@ fn annotation(f: &Finding) -> String {
         Severity::Error => "error",
         Severity::Warning => "warning",
     };
-    let mut properties = vec![format!(
-        "file={}",
-        escape_property(&shown_path(&f.file))
-    )];
+    let mut properties = vec![format!("file={}", escape_property(&shown_path(&f.file)))];
     if f.line > 0 {
         properties.push(format!("line={}", f.line));
     }

@@ -144,15 +144,12 @@ fn a_file_name_cannot_inject_a_workflow_command() {
         &[("GITHUB_ACTIONS", "true")],
     );
     for line in run.stdout.lines() {
-        assert!(
-            !line.starts_with("::error file=evil.sql"),
-            "{}",
-            run.stdout
-        );
+        assert!(!line.starts_with("::error file=evil.sql"), "{}", run.stdout);
         assert!(!line.contains('\u{1b}'), "{}", run.stdout);
     }
     assert!(
-        run.stdout.contains("002_b\\n::error file=evil.sql::x\\u{1b}[2J.sql"),
+        run.stdout
+            .contains("002_b\\n::error file=evil.sql::x\\u{1b}[2J.sql"),
         "{}",
         run.stdout
     );
