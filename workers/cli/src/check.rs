@@ -218,12 +218,18 @@ fn annotation(f: &Finding) -> String {
         "title={}",
         escape_property(&format!("stepmigrate {}", f.rule))
     ));
-    // The newline between message and help is GitHub's (escaped below); others are shown.
-    let mut message = shown(&f.message);
+    // Newlines are GitHub's to show (escaped below as %0A); other control characters are
+    // shown escaped, not sent to the log viewer.
+    let mut message = f.message.clone();
     if let Some(help) = &f.help {
         message.push('\n');
-        message.push_str(&shown(help));
+        message.push_str(help);
     }
+    let message = message
+        .split('\n')
+        .map(shown)
+        .collect::<Vec<_>>()
+        .join("\n");
     format!(
         "::{level} {}::{}",
         properties.join(","),
@@ -271,12 +277,12 @@ mod tests {
             column: 7,
             rule: "ban-drop-column".into(),
             severity: Severity::Error,
-            message: "100% sure:\nno".into(),
+            message: "100% sure:\nno\u{1b}[2J".into(),
             help: None,
         };
         assert_eq!(
             annotation(&f),
-            "::error file=migrations/001_a%2Cb.sql,line=3,col=7,title=stepmigrate ban-drop-column::100%25 sure:%0Ano"
+            "::error file=migrations/001_a%2Cb.sql,line=3,col=7,title=stepmigrate ban-drop-column::100%25 sure:%0Ano\\u{1b}[2J"
         );
     }
 }
