@@ -107,6 +107,7 @@ pub(crate) fn facts(script: &str, columns: &mut Columns, target: Option<u32>) ->
                                     &table,
                                     new.as_ref(),
                                     &rewrite,
+                                    index_rebuild(d, new.as_ref()),
                                 )),
                             });
                         }
@@ -221,6 +222,35 @@ fn column_rewrite(
     }
 }
 
+/// The rows stay in a change that is not a rewrite, but PostgreSQL rebuilds every index on
+/// the column whose collation differs from the column's new one (`CheckIndexCompatible`),
+/// under the same lock. Without a database the old collation is not always known, so the
+/// words are conditional; the new one is the COLLATE given, or else the new type's default.
+fn index_rebuild(def: &protobuf::ColumnDef, new: Option<&ColumnType>) -> Option<String> {
+    if !new.is_some_and(ColumnType::collatable) {
+        return None;
+    }
+    let collation = match def.coll_clause.as_deref() {
+        Some(c) => format!("to {}", collation_name(c)),
+        None => "to the new type's default, as no COLLATE is given".to_owned(),
+    };
+    Some(format!(
+        ", but the indexes on the column are rebuilt under it if its collation changes (here {collation}), which takes as long as they are large"
+    ))
+}
+
+fn collation_name(c: &protobuf::CollateClause) -> String {
+    let parts: Vec<String> = c
+        .collname
+        .iter()
+        .filter_map(|n| match n.node.as_ref()? {
+            N::String(s) => Some(format!("\"{}\"", s.sval)),
+            _ => None,
+        })
+        .collect();
+    parts.join(".")
+}
+
 fn column_ref_is(c: &protobuf::ColumnRef, column: &str) -> bool {
     matches!(c.fields.as_slice(), [f] if matches!(f.node.as_ref(), Some(N::String(s)) if s.sval == column))
 }
@@ -230,6 +260,7 @@ fn column_type_message(
     table: &str,
     new: Option<&ColumnType>,
     rewrite: &Rewrite,
+    indexes: Option<String>,
 ) -> (String, Option<String>) {
     let new = new.map_or_else(|| "...".to_owned(), ToString::to_string);
     let head = format!(
@@ -239,7 +270,10 @@ fn column_type_message(
     let long_help = "On a large table, add a column of the new type, backfill it in batches and move readers and writers to it. `stepmigrate verify` shows whether the statement rewrites the table.";
     match rewrite {
         Rewrite::No(why) => (
-            format!("{head}; the table is not rewritten ({why}). {clients}"),
+            format!(
+                "{head}; the table is not rewritten ({why}){}. {clients}",
+                indexes.unwrap_or_default()
+            ),
             Some("No row is rewritten, but the lock waits behind every open transaction on the table and then blocks everything queued behind it: keep the migration short (the runner's lock_timeout bounds the wait).".into()),
         ),
         Rewrite::Yes(why) => (

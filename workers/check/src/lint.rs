@@ -33,7 +33,12 @@ pub const REQUIRE_CONCURRENT_REFRESH: &str = "require-concurrent-refresh";
 pub const BAN_TRUNCATE: &str = "ban-truncate";
 /// A `DO` block: its statements are not linted.
 pub const DO_BLOCK_NOT_LINTED: &str = "do-block-not-linted";
-const OUR_RULES: [&str; 10] = [
+/// `DROP SCHEMA/TYPE/DOMAIN/EXTENSION/COLLATION/ACCESS METHOD ... CASCADE`: what depends on the
+/// object goes too, tables and columns with their rows.
+pub const BAN_DROP_CASCADE: &str = "ban-drop-cascade";
+/// `DROP OWNED BY`: every object the role owns in the database, tables with their rows.
+pub const BAN_DROP_OWNED: &str = "ban-drop-owned";
+const OUR_RULES: [&str; 12] = [
     UPDATE_WITHOUT_WHERE,
     DELETE_WITHOUT_WHERE,
     MISSING_DOWN,
@@ -44,9 +49,12 @@ const OUR_RULES: [&str; 10] = [
     REQUIRE_CONCURRENT_REFRESH,
     BAN_TRUNCATE,
     DO_BLOCK_NOT_LINTED,
+    BAN_DROP_CASCADE,
+    BAN_DROP_OWNED,
 ];
-/// Our rules that fail the check unless configured otherwise.
-const OUR_ERRORS: [&str; 1] = [BATCH_NOT_IDEMPOTENT];
+/// Our rules that fail the check unless configured otherwise (the data-losing ones, like
+/// squawk's below).
+const OUR_ERRORS: [&str; 3] = [BATCH_NOT_IDEMPOTENT, BAN_DROP_CASCADE, BAN_DROP_OWNED];
 
 /// squawk rules that fail the check unless configured otherwise: they lose data, or they break
 /// the runner's all-or-nothing promise for the file.
@@ -543,7 +551,8 @@ fn held(mode: Mode) -> &'static str {
 }
 
 /// The statements squawk is silent on that rewrite or empty a table under an ACCESS EXCLUSIVE
-/// lock, and `DO` blocks, whose statements no rule reads.
+/// lock, or drop tables and columns it does not name, and `DO` blocks, whose statements no
+/// rule reads.
 fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     use pg_query::protobuf::node::Node as N;
     use pg_query::protobuf::AlterTableType as At;
@@ -691,6 +700,30 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                         format!("If every row is meant to go, say so with `-- squawk-ignore {BAN_TRUNCATE}` on the line above; on a live table, delete in batches with a batch migration."),
                     ));
                 }
+                N::DropStmt(d)
+                    if d.behavior == pg_query::protobuf::DropBehavior::DropCascade as i32 =>
+                {
+                    use pg_query::protobuf::ObjectType as O;
+                    let what = match O::try_from(d.remove_type) {
+                        Ok(O::ObjectSchema) => "SCHEMA",
+                        Ok(O::ObjectType) => "TYPE",
+                        Ok(O::ObjectDomain) => "DOMAIN",
+                        Ok(O::ObjectExtension) => "EXTENSION",
+                        Ok(O::ObjectCollation) => "COLLATION",
+                        Ok(O::ObjectAccessMethod) => "ACCESS METHOD",
+                        _ => continue,
+                    };
+                    found.push((
+                        BAN_DROP_CASCADE,
+                        format!("`DROP {what} ... CASCADE` also drops everything that depends on it, without naming it: tables and columns go with their rows"),
+                        format!("Drop the dependent tables and columns by name first (the lint then judges each), and the {} without CASCADE, which fails if anything still depends on it.", what.to_ascii_lowercase()),
+                    ));
+                }
+                N::DropOwnedStmt(_) => found.push((
+                    BAN_DROP_OWNED,
+                    "`DROP OWNED BY` drops every object the role owns in this database, without naming them: tables go with their rows".into(),
+                    "Drop the role's objects by name (the lint then judges each), or `REASSIGN OWNED BY` them to another role first.".into(),
+                )),
                 N::DoStmt(_) => found.push((
                     DO_BLOCK_NOT_LINTED,
                     "a DO block is not linted: the statements it runs (their locks, rewrites and lost rows) are not judged by `check`".into(),
@@ -735,20 +768,27 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
             continue;
         };
         for (node, _, _, _) in parsed.protobuf.nodes() {
-            let (rule, severity, table, verb) = match node {
-                pg_query::NodeRef::UpdateStmt(u) if u.where_clause.is_none() => (
+            let (rule, severity, table, verb, has_where) = match node {
+                pg_query::NodeRef::UpdateStmt(u) if every_row(u.where_clause.as_deref()) => (
                     UPDATE_WITHOUT_WHERE,
                     update,
                     u.relation.as_ref().map(|r| r.relname.clone()),
                     "UPDATE",
+                    u.where_clause.is_some(),
                 ),
-                pg_query::NodeRef::DeleteStmt(d) if d.where_clause.is_none() => (
+                pg_query::NodeRef::DeleteStmt(d) if every_row(d.where_clause.as_deref()) => (
                     DELETE_WITHOUT_WHERE,
                     delete,
                     d.relation.as_ref().map(|r| r.relname.clone()),
                     "DELETE",
+                    d.where_clause.is_some(),
                 ),
                 _ => continue,
+            };
+            let without = if has_where {
+                "whose WHERE is always true"
+            } else {
+                "without WHERE"
             };
             let Some(severity) = severity else { continue };
             if ignored(&text_lines, statement.line, rule) {
@@ -763,7 +803,7 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                 rule: rule.to_owned(),
                 severity,
                 message: format!(
-                    "{verb} without WHERE touches every row of {table}: on a large table it runs long, locks every row until the migration commits and leaves as many dead rows"
+                    "{verb} {without} touches every row of {table}: on a large table it runs long, locks every row until the migration commits and leaves as many dead rows"
                 ),
                 help: Some(format!(
                     "Add a WHERE clause, or move a backfill of a large table to a batched data migration. If every row is meant, say so with `-- squawk-ignore {rule}` on the line above."
@@ -772,6 +812,86 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// Whether a WHERE clause (or its absence) lets every row through: none, or one that is true
+/// whatever the row (`true`, `1 = 1`, `'a' = 'a'`, `NOT false`, an AND or OR of such).
+fn every_row(clause: Option<&pg_query::protobuf::Node>) -> bool {
+    clause.is_none_or(always_true)
+}
+
+fn always_true(node: &pg_query::protobuf::Node) -> bool {
+    constant(node) == Some(true)
+}
+
+/// A WHERE clause's truth when no column or function decides it; `None` when one may.
+fn constant(node: &pg_query::protobuf::Node) -> Option<bool> {
+    use pg_query::protobuf::a_const::Val;
+    use pg_query::protobuf::node::Node as N;
+    use pg_query::protobuf::{AExprKind, BoolExprType};
+    let literal = |n: &pg_query::protobuf::Node| match n.node.as_ref()? {
+        N::AConst(c) if !c.isnull => c.val.clone(),
+        _ => None,
+    };
+    match node.node.as_ref()? {
+        N::AConst(c) => match c.val.as_ref()? {
+            Val::Boolval(b) => Some(b.boolval),
+            _ => None,
+        },
+        // `'t'::boolean`, `true::bool`
+        N::TypeCast(c) => {
+            let is_bool = c.type_name.as_ref().is_some_and(|t| {
+                t.names.last().and_then(|n| n.node.as_ref()).is_some_and(
+                    |n| matches!(n, N::String(s) if s.sval == "bool" || s.sval == "boolean"),
+                )
+            });
+            if !is_bool {
+                return None;
+            }
+            match literal(c.arg.as_deref()?)? {
+                Val::Boolval(b) => Some(b.boolval),
+                Val::Sval(s) => match s.sval.trim().to_ascii_lowercase().as_str() {
+                    "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
+                    "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+        N::AExpr(e) if e.kind == AExprKind::AexprOp as i32 => {
+            let op = match e.name.as_slice() {
+                [n] => match n.node.as_ref()? {
+                    N::String(s) => s.sval.as_str(),
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            let (l, r) = (literal(e.lexpr.as_deref()?)?, literal(e.rexpr.as_deref()?)?);
+            let same = match (&l, &r) {
+                (Val::Ival(a), Val::Ival(b)) => a.ival == b.ival,
+                (Val::Sval(a), Val::Sval(b)) => a.sval == b.sval,
+                (Val::Boolval(a), Val::Boolval(b)) => a.boolval == b.boolval,
+                _ => return None,
+            };
+            match op {
+                "=" => Some(same),
+                "<>" | "!=" => Some(!same),
+                _ => None,
+            }
+        }
+        N::BoolExpr(b) => {
+            let args: Vec<Option<bool>> = b.args.iter().map(constant).collect();
+            match BoolExprType::try_from(b.boolop).ok()? {
+                BoolExprType::AndExpr if args.iter().all(|a| *a == Some(true)) => Some(true),
+                BoolExprType::AndExpr if args.contains(&Some(false)) => Some(false),
+                BoolExprType::OrExpr if args.contains(&Some(true)) => Some(true),
+                BoolExprType::OrExpr if args.iter().all(|a| *a == Some(false)) => Some(false),
+                BoolExprType::NotExpr => args.first().copied().flatten().map(|v| !v),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Whether a `-- squawk-ignore` comment on the lines right above `line` names `rule`, as

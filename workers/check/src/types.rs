@@ -143,6 +143,14 @@ impl ColumnType {
     }
 }
 
+impl ColumnType {
+    /// Whether the type has a collation (and so its indexes depend on it). Of the types whose
+    /// change is judged not to rewrite, only the character types have one.
+    pub fn collatable(&self) -> bool {
+        self.builtin && matches!(self.name.as_str(), "text" | "varchar" | "bpchar")
+    }
+}
+
 /// What happens to the table's rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rewrite {
@@ -160,7 +168,7 @@ pub fn judge(old: &ColumnType, new: &ColumnType, target: Option<u32>) -> Rewrite
     let change = format!("from {old} to {new}");
     let no = || {
         Rewrite::No(format!(
-            "{change} is binary coercible: only the catalog changes"
+            "{change} is binary coercible: no value is converted"
         ))
     };
     let yes = |why: &str| Rewrite::Yes(format!("{change} {why}"));

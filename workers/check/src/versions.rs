@@ -25,6 +25,8 @@ const AT_SET_EXPRESSION: i64 = 7;
 const AT_DROP_EXPRESSION: i64 = 8;
 const AT_SET_STATISTICS: i64 = 9;
 const AT_SET_COMPRESSION: i64 = 13;
+const AT_SET_LOGGED: i64 = 30;
+const AT_SET_UNLOGGED: i64 = 31;
 const AT_ALTER_CONSTRAINT: i64 = 20;
 const AT_SET_ACCESS_METHOD: i64 = 33;
 const AT_DETACH_PARTITION: i64 = 61;
@@ -39,6 +41,22 @@ const CONSTR_ATTR_NOT_ENFORCED: i64 = 16;
 const LIMIT_OPTION_WITH_TIES: i64 = 3;
 const MERGE_WHEN_NOT_MATCHED_BY_SOURCE: i64 = 2;
 const OBJECT_PARAMETER_ACL: i64 = 28;
+const OBJECT_SEQUENCE: i64 = 38;
+const CTE_MATERIALIZE_ALWAYS: i64 = 2;
+const CTE_MATERIALIZE_NEVER: i64 = 3;
+const PARTITION_STRATEGY_HASH: i64 = 3;
+const PUBLICATIONOBJ_TABLES_IN_SCHEMA: i64 = 2;
+const PUBLICATIONOBJ_TABLES_IN_CUR_SCHEMA: i64 = 3;
+// TableLikeOption bits (parsenodes.h): INCLUDING ALL sets every bit, so bit 30 set means ALL
+// (PostgreSQL 13 accepts it), and COMPRESSION alone is bit 1.
+const LIKE_COMPRESSION: i64 = 1 << 1;
+const LIKE_ALL_MARK: i64 = 1 << 30;
+// WindowDef frame options (parsenodes.h): GROUPS, EXCLUDE and RANGE with an offset came in
+// PostgreSQL 11.
+const FRAMEOPTION_RANGE: i64 = 0x00002;
+const FRAMEOPTION_GROUPS: i64 = 0x00008;
+const FRAMEOPTION_OFFSET: i64 = 0x00800 | 0x01000 | 0x02000 | 0x04000;
+const FRAMEOPTION_EXCLUSION: i64 = 0x08000 | 0x10000 | 0x20000;
 
 /// The constructs of one parsed statement that need a newer server than `target`.
 pub fn newer_than(
@@ -84,8 +102,84 @@ pub fn newer_than(
                     note("GROUP BY DISTINCT", 14, None);
                 }
             }
-            "CommonTableExpr" if present(f, "search_clause") || present(f, "cycle_clause") => {
-                note("SEARCH / CYCLE in a recursive WITH", 14, at)
+            "CommonTableExpr" => {
+                if present(f, "search_clause") || present(f, "cycle_clause") {
+                    note("SEARCH / CYCLE in a recursive WITH", 14, at);
+                }
+                if matches!(
+                    int(f, "ctematerialized"),
+                    CTE_MATERIALIZE_ALWAYS | CTE_MATERIALIZE_NEVER
+                ) {
+                    note("WITH ... AS [NOT] MATERIALIZED", 12, at);
+                }
+            }
+            "JoinExpr" if present(f, "join_using_alias") => {
+                note("an alias for JOIN ... USING", 14, None)
+            }
+            "WindowDef" => window_frame(f, at, &mut note),
+            "CreateStmt" => {
+                if !string(f, "access_method").is_empty() {
+                    note("CREATE TABLE ... USING (a table access method)", 12, None);
+                }
+                // A typed field, not a node: the walk does not call for it.
+                if f.get("partspec")
+                    .and_then(|p| p.get("strategy"))
+                    .and_then(Value::as_i64)
+                    == Some(PARTITION_STRATEGY_HASH)
+                {
+                    note("PARTITION BY HASH", 11, None);
+                }
+                if default_bound(f, "partbound") {
+                    note("a DEFAULT partition", 11, None);
+                }
+            }
+            "PartitionCmd" if default_bound(f, "bound") => note("a DEFAULT partition", 11, None),
+            "TableLikeClause" => {
+                let options = int(f, "options");
+                if options & LIKE_COMPRESSION != 0 && options & LIKE_ALL_MARK == 0 {
+                    note("LIKE ... INCLUDING COMPRESSION", 14, None);
+                }
+            }
+            "CreateSeqStmt" if sequence_unlogged(f) => note("an UNLOGGED sequence", 15, None),
+            "AlterTableStmt" if int(f, "objtype") == OBJECT_SEQUENCE => {
+                let logged = f.get("cmds").and_then(Value::as_array).is_some_and(|cmds| {
+                    cmds.iter().any(|c| {
+                        c.pointer("/node/AlterTableCmd/subtype")
+                            .and_then(Value::as_i64)
+                            .is_some_and(|t| t == AT_SET_LOGGED || t == AT_SET_UNLOGGED)
+                    })
+                });
+                if logged {
+                    note("ALTER SEQUENCE ... SET LOGGED / UNLOGGED", 15, None);
+                }
+            }
+            "CreateStatsStmt" => {
+                let expression = f.get("exprs").and_then(Value::as_array).is_some_and(|es| {
+                    es.iter().any(|e| {
+                        e.pointer("/node/StatsElem/expr")
+                            .is_some_and(|x| !x.is_null())
+                    })
+                });
+                if expression {
+                    note("an expression in CREATE STATISTICS", 14, None);
+                }
+            }
+            "AlterStatsStmt" => note("ALTER STATISTICS ... SET STATISTICS", 13, None),
+            "PublicationObjSpec" => {
+                if matches!(
+                    int(f, "pubobjtype"),
+                    PUBLICATIONOBJ_TABLES_IN_SCHEMA | PUBLICATIONOBJ_TABLES_IN_CUR_SCHEMA
+                ) {
+                    note("a publication's TABLES IN SCHEMA", 15, at);
+                }
+                if let Some(table) = f.get("pubtable").and_then(Value::as_object) {
+                    if present(table, "where_clause") {
+                        note("a publication's row filter (WHERE)", 15, at);
+                    }
+                    if present(table, "columns") {
+                        note("a publication's column list", 15, at);
+                    }
+                }
             }
             "Constraint" => constraint(f, at, &mut note),
             "ColumnDef" => {
@@ -104,8 +198,14 @@ pub fn newer_than(
                     note("INCLUDE (covering index)", 11, None);
                 }
             }
-            "ReindexStmt" if def_names(f, "params").iter().any(|p| p == "concurrently") => {
-                note("REINDEX CONCURRENTLY", 12, None)
+            "ReindexStmt" => {
+                let params = def_names(f, "params");
+                if params.iter().any(|p| p == "concurrently") {
+                    note("REINDEX CONCURRENTLY", 12, None);
+                }
+                if params.iter().any(|p| p == "tablespace") {
+                    note("REINDEX (TABLESPACE ...)", 14, None);
+                }
             }
             "AlterTableCmd" => match int(f, "subtype") {
                 AT_SET_EXPRESSION => note("ALTER COLUMN ... SET EXPRESSION", 17, None),
@@ -192,6 +292,9 @@ pub fn newer_than(
             "CopyStmt" => {
                 let options = def_names(f, "options");
                 let has = |o: &str| options.iter().any(|x| x == o);
+                if present(f, "where_clause") {
+                    note("COPY FROM ... WHERE", 12, None);
+                }
                 if has("default") {
                     note("COPY ... DEFAULT", 16, None);
                 }
@@ -231,6 +334,9 @@ pub fn newer_than(
                     .unwrap_or_default();
                 if name == ["pg_catalog", "system_user"] {
                     note("SYSTEM_USER", 16, at);
+                }
+                if let Some(over) = f.get("over").and_then(Value::as_object) {
+                    window_frame(over, at, &mut note);
                 }
             }
             _ => {}
@@ -274,6 +380,38 @@ fn returns_old_or_new(f: &Map<String, Value>) -> bool {
     found
 }
 
+/// A window's frame (a `WindowDef`, named in WINDOW or inline in OVER).
+fn window_frame(
+    f: &Map<String, Value>,
+    at: Option<usize>,
+    note: &mut dyn FnMut(&'static str, u32, Option<usize>),
+) {
+    let options = int(f, "frame_options");
+    if options & FRAMEOPTION_GROUPS != 0 {
+        note("a GROUPS window frame", 11, at);
+    }
+    if options & FRAMEOPTION_RANGE != 0 && options & FRAMEOPTION_OFFSET != 0 {
+        note("a RANGE window frame with an offset", 11, at);
+    }
+    if options & FRAMEOPTION_EXCLUSION != 0 {
+        note("a window frame's EXCLUDE", 11, at);
+    }
+}
+
+fn default_bound(f: &Map<String, Value>, field: &str) -> bool {
+    f.get(field)
+        .and_then(|b| b.get("is_default"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn sequence_unlogged(f: &Map<String, Value>) -> bool {
+    f.get("sequence")
+        .and_then(|s| s.get("relpersistence"))
+        .and_then(Value::as_str)
+        == Some("u")
+}
+
 fn returning(f: &Map<String, Value>) -> bool {
     f.get("returning_clause")
         .and_then(Value::as_object)
@@ -294,6 +432,9 @@ fn constraint(
     }
     if boolean(f, "fk_with_period") || boolean(f, "pk_with_period") {
         note("PERIOD in a foreign key", 18, at);
+    }
+    if present(f, "including") {
+        note("INCLUDE in a constraint (covering index)", 11, at);
     }
     if present(f, "fk_del_set_cols") {
         note("ON DELETE SET NULL / SET DEFAULT (columns)", 15, at);

@@ -133,7 +133,85 @@ const CASES: &[(&str, Mode, &str, &str)] = &[
     ("ban-truncate", TX, "TRUNCATE t;", "DELETE FROM t WHERE id < 100;"),
     ("do-block-not-linted", TX, "DO $$BEGIN PERFORM 1; END$$;", "SELECT 1;"),
     ("update-without-where", TX, "UPDATE t SET a = 1;", "UPDATE t SET a = 1 WHERE id < 100;"),
+    ("ban-drop-cascade", TX, "DROP SCHEMA s CASCADE;", "DROP SCHEMA s;"),
+    ("ban-drop-owned", TX, "DROP OWNED BY r;", "REASSIGN OWNED BY r TO app;"),
 ];
+
+/// README: the rules that lose data are errors by default. Each statement here drops tables,
+/// columns or rows (the last ones every row, as a WHERE that is always true does).
+#[test]
+fn data_losing_statements_are_errors_or_named_as_every_row() {
+    use stepmigrate_check::Severity;
+    let findings = |sql: &str| {
+        let script = Script {
+            path: Path::new("m.sql"),
+            sql,
+            mode: TX,
+        };
+        check_script(&script, &LintRules::default())
+    };
+    for (sql, rule) in [
+        ("DROP SCHEMA s CASCADE;", "ban-drop-cascade"),
+        ("DROP TYPE e CASCADE;", "ban-drop-cascade"),
+        ("DROP DOMAIN d CASCADE;", "ban-drop-cascade"),
+        ("DROP EXTENSION x CASCADE;", "ban-drop-cascade"),
+        ("DROP OWNED BY r;", "ban-drop-owned"),
+        ("DROP OWNED BY r CASCADE;", "ban-drop-owned"),
+    ] {
+        let found = findings(sql);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == rule && f.severity == Severity::Error),
+            "{sql}: {found:?}"
+        );
+    }
+    for (sql, rule) in [
+        ("UPDATE t SET a = 1 WHERE true;", "update-without-where"),
+        ("UPDATE t SET a = 1 WHERE 1 = 1;", "update-without-where"),
+        (
+            "UPDATE t SET a = 1 WHERE 'x' = 'x' AND NOT false;",
+            "update-without-where",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE 't'::boolean;",
+            "update-without-where",
+        ),
+        ("DELETE FROM t WHERE true;", "delete-without-where"),
+        (
+            "DELETE FROM t WHERE id = 1 OR 1 = 1;",
+            "delete-without-where",
+        ),
+    ] {
+        let found = findings(sql);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == rule && f.message.contains("whose WHERE is always true")),
+            "{sql}: {found:?}"
+        );
+    }
+    for sql in [
+        "UPDATE t SET a = 1 WHERE false;",
+        "UPDATE t SET a = 1 WHERE 1 = 2;",
+        "DELETE FROM t WHERE id = 1 AND true;",
+        "DELETE FROM t WHERE a = a;",
+        "DROP SCHEMA s;",
+        "DROP VIEW v CASCADE;",
+    ] {
+        let found = findings(sql);
+        assert!(
+            !found.iter().any(|f| [
+                "update-without-where",
+                "delete-without-where",
+                "ban-drop-cascade",
+                "ban-drop-owned"
+            ]
+            .contains(&f.rule.as_str())),
+            "{sql}: {found:?}"
+        );
+    }
+}
 
 fn rules_of(sql: &str, mode: Mode) -> Vec<String> {
     let script = Script {

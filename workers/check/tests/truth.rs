@@ -70,6 +70,44 @@ fn a_binary_coercible_type_change_is_not_called_a_rewrite() {
     }
 }
 
+/// A change that keeps the rows still rebuilds the column's indexes when its collation changes
+/// (PostgreSQL's `CheckIndexCompatible`): check says so instead of "only the catalog changes".
+#[test]
+fn a_type_change_that_may_change_the_collation_says_the_indexes_are_rebuilt() {
+    for (old, new, collation) in [
+        ("varchar(10)", "text COLLATE \"C\"", "here to \"C\""),
+        ("varchar(10)", "text", "here to the new type's default"),
+        (
+            "text COLLATE \"C\"",
+            "text",
+            "here to the new type's default",
+        ),
+        (
+            "varchar(10)",
+            "varchar(20) COLLATE \"en_US\"",
+            "here to \"en_US\"",
+        ),
+    ] {
+        let message = type_change(old, new);
+        assert!(
+            message.contains("the table is not rewritten"),
+            "{old} -> {new}: {message}"
+        );
+        assert!(
+            message.contains(
+                "the indexes on the column are rebuilt under it if its collation changes"
+            ),
+            "{old} -> {new}: {message}"
+        );
+        assert!(message.contains(collation), "{old} -> {new}: {message}");
+        assert!(!message.contains("only the catalog"), "{message}");
+    }
+    for (old, new) in [("numeric(10,2)", "numeric"), ("cidr", "inet")] {
+        let message = type_change(old, new);
+        assert!(!message.contains("indexes"), "{old} -> {new}: {message}");
+    }
+}
+
 #[test]
 fn a_rewriting_type_change_says_so() {
     for (old, new) in [

@@ -10,7 +10,7 @@ use stepmigrate_check::{CheckReport, Finding, LintRules, RuleSetting, Severity};
 use stepmigrate_cli::project::{self, Project, RuleRef};
 use stepmigrate_core::Error;
 
-use crate::output::{outln, Output};
+use crate::output::{outln, shown, shown_path, Output};
 
 #[derive(ClapArgs, Clone)]
 pub struct CheckArgs {
@@ -161,11 +161,11 @@ fn human(report: &CheckReport, fail_on: Severity, out: &Output) {
             location(f),
             f.severity.as_str(),
             f.rule,
-            f.message
+            shown(&f.message)
         );
         if let Some(help) = &f.help {
             if !out.quiet() {
-                outln!("    help: {help}");
+                outln!("    help: {}", shown(help));
             }
         }
     }
@@ -194,9 +194,9 @@ fn plural(n: usize) -> &'static str {
 
 fn location(f: &Finding) -> String {
     match (f.line, f.column) {
-        (0, _) => f.file.display().to_string(),
-        (line, 0) => format!("{}:{line}", f.file.display()),
-        (line, column) => format!("{}:{line}:{column}", f.file.display()),
+        (0, _) => shown_path(&f.file),
+        (line, 0) => format!("{}:{line}", shown_path(&f.file)),
+        (line, column) => format!("{}:{line}:{column}", shown_path(&f.file)),
     }
 }
 
@@ -207,10 +207,7 @@ fn annotation(f: &Finding) -> String {
         Severity::Error => "error",
         Severity::Warning => "warning",
     };
-    let mut properties = vec![format!(
-        "file={}",
-        escape_property(&f.file.to_string_lossy())
-    )];
+    let mut properties = vec![format!("file={}", escape_property(&shown_path(&f.file)))];
     if f.line > 0 {
         properties.push(format!("line={}", f.line));
     }
@@ -221,11 +218,18 @@ fn annotation(f: &Finding) -> String {
         "title={}",
         escape_property(&format!("stepmigrate {}", f.rule))
     ));
+    // Newlines are GitHub's to show (escaped below as %0A); other control characters are
+    // shown escaped, not sent to the log viewer.
     let mut message = f.message.clone();
     if let Some(help) = &f.help {
         message.push('\n');
         message.push_str(help);
     }
+    let message = message
+        .split('\n')
+        .map(shown)
+        .collect::<Vec<_>>()
+        .join("\n");
     format!(
         "::{level} {}::{}",
         properties.join(","),
@@ -273,12 +277,12 @@ mod tests {
             column: 7,
             rule: "ban-drop-column".into(),
             severity: Severity::Error,
-            message: "100% sure:\nno".into(),
+            message: "100% sure:\nno\u{1b}[2J".into(),
             help: None,
         };
         assert_eq!(
             annotation(&f),
-            "::error file=migrations/001_a%2Cb.sql,line=3,col=7,title=stepmigrate ban-drop-column::100%25 sure:%0Ano"
+            "::error file=migrations/001_a%2Cb.sql,line=3,col=7,title=stepmigrate ban-drop-column::100%25 sure:%0Ano\\u{1b}[2J"
         );
     }
 }

@@ -180,7 +180,7 @@ impl Output {
         } else {
             outln!(
                 "created {} (write its SQL: an empty migration is rejected)",
-                path.display()
+                shown_path(path)
             );
         }
     }
@@ -350,12 +350,12 @@ impl Output {
             if unchanged {
                 outln!(
                     "{} is up to date ({migrations} migration(s))",
-                    path.display()
+                    shown_path(path)
                 );
             } else {
                 outln!(
                     "wrote {} ({migrations} migration(s)): commit it with the migrations",
-                    path.display()
+                    shown_path(path)
                 );
             }
         }
@@ -384,7 +384,7 @@ impl Output {
             );
             for r in &plan.reverts {
                 let mut notes = vec![match r.source {
-                    ScriptSource::File => format!("{}", r.path.display()),
+                    ScriptSource::File => shown_path(&r.path),
                     ScriptSource::Ledger => "the down script kept in the ledger".to_owned(),
                 }];
                 if !r.transactional {
@@ -529,7 +529,7 @@ impl Output {
                 } else {
                     errln!(
                         "  {applied} applied before it; {not_run} not run. Fix {} and run `stepmigrate up` again.",
-                        f.file.display()
+                        shown_path(&f.file)
                     );
                 }
             }
@@ -819,6 +819,26 @@ fn warnings(list: &[String]) {
     for w in list {
         errln!("warning: {w}");
     }
+}
+
+/// Text from outside the program (a file name, a message quoting one) as it may be printed in
+/// human output: a control character is shown escaped (`\n`, `\u{1b}`), never obeyed, so a
+/// file name cannot start a line of its own (a GitHub workflow command) or move the cursor.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A path as [`shown`] prints it.
+pub fn shown_path(path: &Path) -> String {
+    shown(&path.display().to_string())
 }
 
 /// A text on one line, at most `max` characters, with control characters (a notice's escape
@@ -1114,7 +1134,7 @@ impl Output {
             self.say(format!(
                 "wrote the schema of {db} ({} objects) to {}",
                 snapshot.object_count(),
-                file.display()
+                shown_path(file)
             ));
         }
         Ok(())

@@ -457,6 +457,8 @@ const CASES: &[Case] = &[
     differs("", "CREATE DOMAIN d AS int CONSTRAINT pos CHECK (VALUE > 0);", "CREATE DOMAIN d AS int CONSTRAINT pos CHECK (VALUE >= 0);", "~ domain app.d: constraints"),
     differs("CREATE DOMAIN d AS int;", "ALTER DOMAIN d ADD CONSTRAINT pos CHECK (VALUE > 0);", "ALTER DOMAIN d ADD CONSTRAINT pos CHECK (VALUE > 0) NOT VALID;", "~ domain app.d: constraints pos CHECK ((VALUE > 0)) → pos CHECK ((VALUE > 0)) (not validated)"),
     differs("CREATE DOMAIN d AS int;", "", "COMMENT ON DOMAIN d IS 'x';", "~ domain app.d: comment"),
+    differs("CREATE DOMAIN d AS int CONSTRAINT pos CHECK (VALUE > 0);", "", "COMMENT ON CONSTRAINT pos ON DOMAIN d IS 'x';", "~ domain app.d: constraints pos CHECK ((VALUE > 0)) → pos CHECK ((VALUE > 0)) (comment 'x')"),
+    same("CREATE DOMAIN d AS int CONSTRAINT pos CHECK (VALUE > 0);", "", "COMMENT ON CONSTRAINT pos ON DOMAIN d IS 'x'; COMMENT ON CONSTRAINT pos ON DOMAIN d IS NULL;"),
     differs("CREATE DOMAIN d AS int;", "", "REVOKE USAGE ON DOMAIN d FROM PUBLIC;", "~ domain app.d: grants"),
     same("", "CREATE DOMAIN d AS int NOT NULL DEFAULT 1 CONSTRAINT pos CHECK (VALUE > 0);", "CREATE DOMAIN d AS int; ALTER DOMAIN d SET NOT NULL; ALTER DOMAIN d SET DEFAULT 1; ALTER DOMAIN d ADD CONSTRAINT pos CHECK (VALUE > 0) NOT VALID; ALTER DOMAIN d VALIDATE CONSTRAINT pos;"),
     // Composite types.
@@ -490,6 +492,8 @@ const CASES: &[Case] = &[
     differs(T, "", "ALTER TABLE t FORCE ROW LEVEL SECURITY;", "~ table app.t: force_row_security false → true"),
     differs(T, "", "ALTER TABLE t SET (fillfactor = 70);", "~ table app.t: options (none) → fillfactor=70"),
     differs(T, "", "COMMENT ON TABLE t IS 'x';", "~ table app.t: comment"),
+    differs("CREATE TYPE ty AS (id int, a int);", "CREATE TABLE t OF ty;", "CREATE TABLE t (id int, a int);", "~ table app.t: of_type app.ty → (none)"),
+    same("CREATE TYPE ty AS (id int, a int);", "CREATE TABLE t OF ty;", "CREATE TABLE t (id int, a int); ALTER TABLE t OF ty;"),
     differs(T, "", "GRANT SELECT ON t TO pg_monitor;", "~ table app.t: grants"),
     same("CREATE TABLE p (n int) PARTITION BY RANGE (n);",
          "CREATE UNLOGGED TABLE c PARTITION OF p FOR VALUES FROM (0) TO (10) WITH (fillfactor = 70);",

@@ -127,12 +127,13 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                 "SELECT n.nspname AS schema, t.typname AS name, format_type(t.typbasetype, t.typtypmod) AS type,
                         t.typnotnull AS not_null, t.typdefault AS default,
                         {} AS collation,
-                        coalesce((SELECT json_agg(json_build_object('name', con.conname, 'definition', pg_get_constraintdef(con.oid), 'validated', con.convalidated))
+                        coalesce((SELECT json_agg(json_build_object('name', con.conname, 'definition', pg_get_constraintdef(con.oid), 'validated', con.convalidated, 'comment', {}))
                          FROM pg_constraint con WHERE con.contypid = t.oid), '[]') AS constraints,
                         {} AS comment, {} AS grants
                  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                  WHERE t.typtype = 'd' AND {USER_SCHEMA} AND {}",
                 collation("t.typcollation", "(SELECT b.typcollation FROM pg_type b WHERE b.oid = t.typbasetype)"),
+                comment(c, "pg_constraint", "con.oid", "0"),
                 comment(c, "pg_type", "t.oid", "0"),
                 type_grants(g),
                 not_in_extension("pg_type", "t.oid"),
@@ -187,6 +188,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE WHEN cl.relispartition THEN pg_get_expr(cl.relpartbound, cl.oid) END AS partition_bound,
                         coalesce((SELECT json_agg(i.inhparent::regclass::text ORDER BY i.inhseqno) FROM pg_inherits i
                                   WHERE i.inhrelid = cl.oid AND NOT cl.relispartition), '[]') AS inherits,
+                        CASE WHEN cl.reloftype <> 0 THEN cl.reloftype::regtype::text END AS of_type,
                         cl.relrowsecurity AS row_security, cl.relforcerowsecurity AS force_row_security,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
                         {rel_comment} AS comment, {} AS grants

@@ -581,10 +581,14 @@ fn flatten(s: &Snapshot) -> Flat {
             .iter()
             .map(|c| {
                 format!(
-                    "{} {}{}",
+                    "{} {}{}{}",
                     quote_ident(&c.name),
                     c.definition,
-                    if c.validated { "" } else { " (not validated)" }
+                    if c.validated { "" } else { " (not validated)" },
+                    c.comment
+                        .as_deref()
+                        .map(|t| format!(" (comment {})", quote_literal(t)))
+                        .unwrap_or_default()
                 )
             })
             .collect();
@@ -742,6 +746,7 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
             ("partition_of", text(&t.partition_of)),
             ("partition_bound", text(&t.partition_bound)),
             ("inherits", list(t.inherits.clone())),
+            ("of_type", text(&t.of_type)),
             ("row_security", flag(t.row_security)),
             ("force_row_security", flag(t.force_row_security)),
             ("options", list(t.options.clone())),
@@ -979,6 +984,7 @@ mod tests {
             inherits: vec![],
             row_security: false,
             force_row_security: false,
+            of_type: None,
             options: vec![],
             columns,
             constraints: vec![],

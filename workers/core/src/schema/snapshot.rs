@@ -288,6 +288,8 @@ pub struct DomainConstraint {
     pub definition: String,
     #[serde(default = "yes")]
     pub validated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 fn yes() -> bool {
@@ -380,6 +382,9 @@ pub struct Table {
     /// Parents by plain (not partition) inheritance, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inherits: Vec<String>,
+    /// The composite type of a typed table (`CREATE TABLE ... OF type`), as `regtype` names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of_type: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub row_security: bool,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -868,7 +873,10 @@ impl Snapshot {
     fn strip_comments(&mut self) {
         self.schemas.iter_mut().for_each(|o| o.comment = None);
         self.enums.iter_mut().for_each(|o| o.comment = None);
-        self.domains.iter_mut().for_each(|o| o.comment = None);
+        for d in &mut self.domains {
+            d.comment = None;
+            d.constraints.iter_mut().for_each(|o| o.comment = None);
+        }
         self.composite_types
             .iter_mut()
             .for_each(|o| o.comment = None);
@@ -1112,6 +1120,7 @@ mod tests {
             inherits: vec![],
             row_security: false,
             force_row_security: false,
+            of_type: None,
             options: vec![],
             columns: vec![],
             constraints: vec![],
