@@ -42,6 +42,10 @@ use crate::sql::{self, quote_literal, Statement};
 /// the transaction that keeps the verification from committing.
 pub const TRANSACTION_CONTROL_SQLSTATE: &str = "SM009";
 
+/// The SQLSTATE reported for a migration that verify does not run because a statement of it
+/// acts outside its transaction.
+pub const OUTSIDE_TRANSACTION_SQLSTATE: &str = "SM013";
+
 /// The default `lock_timeout` of `verify --in-transaction-only`: it runs on a live database,
 /// and every lock it takes is held until the rollback.
 pub const IN_TRANSACTION_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,6 +118,12 @@ pub struct MigrationVerification {
     /// and verify exits non-zero; nothing of it committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touches_server: Option<String>,
+    /// The function or command by which it acts outside its transaction (a sequence's
+    /// `setval` on the target, `dblink`, a replication slot, a server file...), when it names
+    /// one: such a migration is not run (a rollback would not undo it), reported skipped, and
+    /// verify exits non-zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acts_outside_transaction: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,9 +425,33 @@ impl VerifyReport {
     /// failed migration, else one that touches the server (not run), else a failed round
     /// trip.
     pub fn error(&self) -> Option<Error> {
-        let touching = || self.migrations.iter().find(|m| m.touches_server.is_some());
-        if let (None, Some(m)) = (self.failed(), touching()) {
-            let what = m.touches_server.clone().unwrap_or_default();
+        let refused = || {
+            self.migrations
+                .iter()
+                .find(|m| m.touches_server.is_some() || m.acts_outside_transaction.is_some())
+        };
+        if let (None, Some(m)) = (self.failed(), refused()) {
+            let error = match (&m.touches_server, &m.acts_outside_transaction) {
+                (Some(what), _) => SqlError {
+                    sqlstate: crate::server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
+                    message: format!("the migration touches the server: it changes {what}, which belong to the whole server; it was not run"),
+                    detail: Some(what.clone()),
+                    ..SqlError::default()
+                },
+                (None, what) => {
+                    let what = what.clone().unwrap_or_default();
+                    let reason = match &m.outcome {
+                        VerifyOutcome::Skipped { reason } => reason.clone(),
+                        _ => format!("it acts outside its transaction ({what})"),
+                    };
+                    SqlError {
+                        sqlstate: OUTSIDE_TRANSACTION_SQLSTATE.to_owned(),
+                        message: reason,
+                        detail: Some(what),
+                        ..SqlError::default()
+                    }
+                }
+            };
             return Some(Error::MigrationFailed {
                 failure: Box::new(MigrationFailure {
                     version: m.version.clone(),
@@ -425,12 +459,7 @@ impl VerifyReport {
                     file: m.file.clone(),
                     transactional: m.mode != Mode::NoTransaction,
                     dirty: false,
-                    error: SqlError {
-                        sqlstate: crate::server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
-                        message: format!("the migration touches the server: it changes {what}, which belong to the whole server; it was not run"),
-                        detail: Some(what),
-                        ..SqlError::default()
-                    },
+                    error,
                     notices: Vec::new(),
                     rollback: false,
                     recorded: false,
@@ -906,7 +935,30 @@ fn skipped(m: &Migration, reason: String) -> MigrationVerification {
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
         touches_server: None,
+        acts_outside_transaction: None,
     }
+}
+
+/// `m`, not run because a statement of it acts outside its transaction (`on_target`: it would
+/// run on the target itself), if one does: rolled back or not, its effect would stay.
+fn refused_outside_transaction(m: &Migration, on_target: bool) -> Option<MigrationVerification> {
+    let (statement, what) = sql::split_statements(&m.sql)
+        .into_iter()
+        .find_map(|s| sql::acts_outside_transaction(&s, on_target).map(|what| (s, what)))?;
+    let reason = format!(
+        "not verified: line {}: {} acts outside its transaction ({what}): rolled back or not, its effect would stay, so it was not run{}",
+        statement.line,
+        summary_of(statement.text),
+        if on_target && what == "setval" {
+            " (verify it on a scratch database, where the sequence is the copy's)"
+        } else {
+            ""
+        }
+    );
+    Some(MigrationVerification {
+        acts_outside_transaction: Some(what),
+        ..skipped(m, reason)
+    })
 }
 
 // User relations only: the catalogs (which the observation queries lock themselves), TOAST
@@ -1229,6 +1281,7 @@ async fn verify_in_open_transaction(
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
         touches_server,
+        acts_outside_transaction: None,
     })
 }
 
@@ -1557,6 +1610,15 @@ impl ScratchDatabase {
                     m.path.display()
                 )));
             }
+            let outside = sql::split_statements(&m.sql)
+                .into_iter()
+                .find_map(|s| sql::acts_outside_transaction(&s, false).map(|what| (s.line, what)));
+            if let Some((line, what)) = outside {
+                return Err(Error::InvalidInput(format!(
+                    "{}:{line} acts outside its transaction ({what}): replaying it on the verification database would act for real; verify with --in-transaction-only",
+                    m.path.display()
+                )));
+            }
         }
         Ok(())
     }
@@ -1667,6 +1729,14 @@ pub async fn verify_pending_with(
                 round_trip: not_run("not verified"),
                 touches_server: Some(what.to_owned()),
                 ..skipped(m, why)
+            });
+            failed = Some(format!("{} (not verified)", m.name));
+            continue;
+        }
+        if let Some(refused) = refused_outside_transaction(m, false) {
+            results.push(MigrationVerification {
+                round_trip: not_run("not verified"),
+                ..refused
             });
             failed = Some(format!("{} (not verified)", m.name));
             continue;
@@ -2087,6 +2157,7 @@ async fn verify_one_on_scratch(
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
         touches_server: None,
+        acts_outside_transaction: None,
     }
     .with_server_failure())
 }
@@ -2259,6 +2330,14 @@ impl Migrator {
                 results.push(skipped(m, "runs outside a transaction: --in-transaction-only cannot verify it without running it for real (verify it on a scratch database)".into()));
                 stop = Some(format!(
                     "not verified: it comes after {}, which runs outside a transaction",
+                    m.name
+                ));
+                continue;
+            }
+            if let Some(refused) = refused_outside_transaction(m, true) {
+                results.push(refused);
+                stop = Some(format!(
+                    "not verified: it comes after {}, which was not verified",
                     m.name
                 ));
                 continue;
