@@ -2582,6 +2582,7 @@ mod tests {
             unknown_on_empty_copy: false,
             target_tables: Vec::new(),
             touches_server: None,
+            acts_outside_transaction: None,
         };
         let report = VerifyReport {
             run_id: "r".into(),
