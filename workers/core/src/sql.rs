@@ -432,6 +432,136 @@ fn outside_function(name: &str, on_target: bool) -> bool {
         )
 }
 
+/// Whether `statement` is of a kind known not to read or check the rows of the relations it
+/// locks (so its outcome on an empty copy is its outcome on the target): the short list of
+/// catalog-only changes. Anything else that locks a relation holding rows on the target is
+/// unknown on an empty copy.
+pub fn reads_no_rows(statement: &Statement<'_>) -> bool {
+    let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+    match k.as_slice() {
+        ["DROP" | "COMMENT" | "GRANT" | "REVOKE" | "LOCK" | "TRUNCATE" | "ANALYZE", ..] => true,
+        ["CREATE", "TRIGGER" | "POLICY" | "RULE" | "VIEW" | "STATISTICS", ..]
+        | ["CREATE", "OR", "REPLACE", "TRIGGER" | "RULE" | "VIEW", ..]
+        | ["CREATE", "CONSTRAINT", "TRIGGER", ..] => true,
+        ["ALTER", "TABLE", ..] => alter_table_subcommands(statement.text)
+            .iter()
+            .all(|sub| subcommand_reads_no_rows(sub)),
+        ["ALTER", "INDEX" | "VIEW" | "SEQUENCE" | "TRIGGER" | "POLICY", ..] => {
+            let words = upper_words(statement.text);
+            words.contains(&"RENAME".to_owned()) || words.contains(&"OWNER".to_owned())
+        }
+        _ => false,
+    }
+}
+
+fn upper_words(text: &str) -> Vec<String> {
+    Tokens(text)
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+/// The subcommands of an `ALTER TABLE`, split at the commas outside parentheses and quotes.
+fn alter_table_subcommands(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, None::<char>, 0);
+    for (i, c) in text.char_indices() {
+        match (quoted, c) {
+            (Some(q), c) if c == q => quoted = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quoted = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// One `ALTER TABLE` subcommand that changes the catalog only: a column added without a
+/// default that is not a constant, a constraint added `NOT VALID`, a drop, a rename, a
+/// default set or dropped, `DROP NOT NULL`, triggers and row security switched, an owner, a
+/// detach.
+fn subcommand_reads_no_rows(sub: &str) -> bool {
+    let w = upper_words(sub);
+    let has = |seq: &[&str]| w.windows(seq.len()).any(|x| x == seq);
+    let any = |words: &[&str]| w.iter().any(|x| words.contains(&x.as_str()));
+    if any(&[
+        "TYPE",
+        "GENERATED",
+        "ATTACH",
+        "VALIDATE",
+        "USING",
+        "TABLESPACE",
+        "LOGGED",
+        "ACCESS",
+    ]) || has(&["SET", "NOT", "NULL"])
+        || has(&["SET", "DATA"])
+    {
+        return false;
+    }
+    if any(&["ADD"]) {
+        if has(&["NOT", "VALID"]) {
+            return true;
+        }
+        if any(&[
+            "CONSTRAINT",
+            "CHECK",
+            "UNIQUE",
+            "PRIMARY",
+            "REFERENCES",
+            "EXCLUDE",
+            "FOREIGN",
+        ]) || (has(&["NOT", "NULL"]) && !any(&["DEFAULT"]))
+        {
+            return false;
+        }
+        // A constant default is stored once; any other is computed for every row.
+        return match sub.to_ascii_uppercase().find("DEFAULT") {
+            None => true,
+            Some(at) => {
+                let rest = sub[at + "DEFAULT".len()..].trim_start();
+                let value: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != ',')
+                    .collect();
+                value.starts_with('\'')
+                    || value.parse::<f64>().is_ok()
+                    || matches!(
+                        value.to_ascii_uppercase().as_str(),
+                        "NULL" | "TRUE" | "FALSE"
+                    )
+            }
+        };
+    }
+    any(&[
+        "DROP",
+        "RENAME",
+        "OWNER",
+        "ENABLE",
+        "DISABLE",
+        "FORCE",
+        "REPLICA",
+        "DETACH",
+        "CLUSTER",
+        "DEFAULT",
+        "STATISTICS",
+        "STORAGE",
+        "SCHEMA",
+        "RESET",
+        "INHERIT",
+    ])
+}
+
 /// `REINDEX [(options)] DATABASE|SYSTEM`: the kind is the first word after the options.
 fn reindexes_many(keywords: &[&str]) -> bool {
     keywords

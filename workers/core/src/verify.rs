@@ -1795,20 +1795,59 @@ fn mark_empty_copy(v: &mut MigrationVerification, m: &Migration) {
         });
 }
 
+/// A statement that locks an existing relation holding rows on the target (`holding`) is
+/// unknown on an empty copy unless it is of a kind known not to read or check rows
+/// ([`sql::reads_no_rows`]): the words list what is known to be safe, not what is risky.
+fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &BTreeSet<String>) {
+    let lexed = sql::split_statements(&m.sql);
+    for st in &mut v.statements {
+        if st
+            .depends_on_data
+            .as_ref()
+            .is_some_and(|d| d.kind == DataKind::Outcome)
+        {
+            continue;
+        }
+        let Some(statement) = lexed.iter().find(|s| s.line == st.line) else {
+            continue;
+        };
+        let held: Vec<&str> = st
+            .locks
+            .iter()
+            .filter(|l| l.existing && holding.contains(&l.relation))
+            .map(|l| l.relation.as_str())
+            .collect();
+        if held.is_empty() || sql::reads_no_rows(statement) {
+            continue;
+        }
+        st.depends_on_data = Some(DataDependence {
+            kind: DataKind::Outcome,
+            reason: format!(
+                "it reads or checks the rows of {}, which hold rows on the target: whether it succeeds there is unknown on an empty copy",
+                held.join(", ")
+            ),
+        });
+    }
+    v.unknown_on_empty_copy = v.outcome == VerifyOutcome::Ok
+        && v.statements.iter().any(|s| {
+            s.depends_on_data
+                .as_ref()
+                .is_some_and(|d| d.kind == DataKind::Outcome)
+        });
+}
+
 /// The tables each migration rewrites or scans, as the target's statistics have them, for
 /// the migrations whose result depends on data. Read by name (the scratch database's oids
 /// are not the target's), in a transaction with a short lock_timeout (the sizes take a
 /// share lock); a failure is a warning, not the verification's.
 async fn fill_target_tables(
     target: &Database,
+    pending: &[&Migration],
     migrations: &mut [MigrationVerification],
     warnings: &mut Vec<String>,
 ) {
     let data_kinds = ["table", "partitioned table", "materialized view"];
-    let wanted = |m: &MigrationVerification| -> BTreeSet<String> {
-        if !m.statements.iter().any(|s| s.depends_on_data.is_some()) && m.rewrites.is_empty() {
-            return BTreeSet::new();
-        }
+    let candidates = |m: &MigrationVerification| -> BTreeSet<String> {
         let locked = m
             .locks_held
             .iter()
@@ -1826,16 +1865,28 @@ async fn fill_target_tables(
             .map(|n| n.trim_end_matches(" (dropped)").to_owned())
             .collect()
     };
+    let wanted = |m: &MigrationVerification| -> BTreeSet<String> {
+        if !m.statements.iter().any(|s| s.depends_on_data.is_some()) && m.rewrites.is_empty() {
+            return BTreeSet::new();
+        }
+        candidates(m)
+    };
     let names: Vec<String> = migrations
         .iter()
-        .flat_map(wanted)
+        .flat_map(candidates)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     if names.is_empty() {
         return;
     }
-    type Row = (String, Option<f64>, Option<i64>, Option<String>);
+    type Row = (
+        String,
+        Option<f64>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+    );
     let read = async {
         let mut conn = target.connect().await?;
         sqlx::raw_sql(&format!(
@@ -1853,7 +1904,10 @@ async fn fill_target_tables(
                     CASE WHEN c.relkind = 'p' THEN
                         (SELECT sum(pg_catalog.pg_total_relation_size(pt.relid)) FROM pg_catalog.pg_partition_tree(c.oid) pt)
                     WHEN c.oid IS NOT NULL THEN pg_catalog.pg_total_relation_size(c.oid) END::int8,
-                    c.relkind::text
+                    c.relkind::text,
+                    CASE WHEN c.relkind = 'p' THEN
+                        (SELECT sum(pg_catalog.pg_relation_size(pt.relid)) FROM pg_catalog.pg_partition_tree(c.oid) pt)
+                    WHEN c.oid IS NOT NULL THEN pg_catalog.pg_relation_size(c.oid) END::int8
              FROM unnest($1::text[]) n LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(n)",
         )
         .bind(&names)
@@ -1871,9 +1925,19 @@ async fn fill_target_tables(
             return;
         }
     };
+    // A table holds rows when its statistics say so or its heap has pages (statistics can be
+    // stale or missing; pages stay until a vacuum truncates them): either way the copy's
+    // empty table answers nothing about it.
+    let holding: BTreeSet<String> = rows
+        .iter()
+        .filter(|(_, rows, _, _, heap)| {
+            rows.is_some_and(|r| r > 0.0) || heap.is_some_and(|h| h > 0)
+        })
+        .map(|(name, ..)| name.clone())
+        .collect();
     let stats: BTreeMap<String, TargetTable> = rows
         .into_iter()
-        .map(|(name, rows, bytes, relkind)| {
+        .map(|(name, rows, bytes, relkind, _)| {
             let note = match (&relkind, rows) {
                 (None, _) => Some("not on the target".to_owned()),
                 (Some(_), Some(r)) if r < 0.0 => {
@@ -1891,6 +1955,9 @@ async fn fill_target_tables(
         })
         .collect();
     for m in migrations.iter_mut() {
+        if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
+            mark_by_target_rows(m, migration, &holding);
+        }
         m.target_tables = wanted(m)
             .into_iter()
             .filter_map(|n| stats.get(&n).cloned())
@@ -2221,7 +2288,7 @@ impl Migrator {
         let mut migrations =
             verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
         let mut warnings = warnings;
-        fill_target_tables(&self.db, &mut migrations, &mut warnings).await;
+        fill_target_tables(&self.db, &pending, &mut migrations, &mut warnings).await;
         Ok(VerifyReport {
             run_id: run_id.to_owned(),
             method: Method::Scratch,
