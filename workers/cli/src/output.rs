@@ -536,7 +536,15 @@ impl Output {
                         report.database,
                         report.verified_on
                     );
-                    outln!("  it has the target's schema and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                    if report.copy_differs.is_empty() {
+                        outln!("  it has the target's schema and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                    } else {
+                        outln!("  \u{26a0} it does NOT have the target's schema: replaying the applied migrations' files gave a schema that differs from the target's, so the results below are the replayed schema's (marked ?), not the target's:");
+                        for d in &report.copy_differs {
+                            outln!("    {d}");
+                        }
+                        outln!("  and it has none of the target's data: what depends on the rows is unknown there too, and times are an empty table's");
+                    }
                 }
                 VerifyMethod::InTransaction => outln!(
                     "verifying {} pending migration(s) on {} itself, in one transaction that was rolled back",
@@ -548,6 +556,11 @@ impl Output {
         for m in &report.migrations {
             match &m.outcome {
                 VerifyOutcome::Ok if self.quiet => continue,
+                VerifyOutcome::Ok if !report.copy_differs.is_empty() => outln!(
+                    "  ? {}  {:.1} ms  ran on the replayed schema, which differs from the target's",
+                    m.name,
+                    m.duration_ms
+                ),
                 VerifyOutcome::Ok if m.unknown_on_empty_copy => outln!(
                     "  ? {}  {:.1} ms  ran on an empty copy: unknown on the target's rows",
                     m.name,

@@ -352,3 +352,53 @@ async fn what_reads_the_targets_rows_is_unknown_on_an_empty_copy_unless_known_no
         run.stdout
     );
 }
+
+#[tokio::test]
+async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        ("002_t2.sql", "CREATE TABLE t2 (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // A hotfix by hand: `up` of 002 would fail with 42P07.
+    db.exec("CREATE TABLE t2 (id int)").await;
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    let doc = run.json();
+    let differs: Vec<&str> = doc["report"]["copy_differs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no copy_differs: {doc:#}"))
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        differs,
+        ["table public.t2 is on the target only"],
+        "{doc:#}"
+    );
+    let run = db.cli(dir.path(), &["verify"]);
+    assert!(
+        run.stdout.contains("does NOT have the target's schema"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("table public.t2 is on the target only"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("\u{2713} 002_t2"), "{}", run.stdout);
+    assert!(run.stdout.contains("? 002_t2"), "{}", run.stdout);
+
+    // Without the hotfix the copy is the target's schema: nothing reported.
+    db.exec("DROP TABLE t2").await;
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.json()["report"].get("copy_differs").is_none(),
+        "{}",
+        run.stdout
+    );
+    let run = db.cli(dir.path(), &["verify"]);
+    assert!(run.stdout.contains("\u{2713} 002_t2"), "{}", run.stdout);
+}

@@ -79,6 +79,11 @@ pub struct VerifyReport {
     /// statement's `depends_on_data` and each migration's `target_tables`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty_copy: bool,
+    /// Scratch mode: where the copy's schema, built by replaying the applied migrations'
+    /// files, differs from the target's (a hotfix by hand, an edited history): the results
+    /// are the replayed schema's, not the target's. Empty when they agree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_differs: Vec<String>,
 }
 
 /// One migration's verification.
@@ -1965,6 +1970,48 @@ async fn fill_target_tables(
     }
 }
 
+/// Where the copy, brought to the target's applied history by replaying the files before
+/// `first_pending`, differs from the target: one snapshot of each, compared (grants left out:
+/// the copy's objects are the verifying role's). Each difference in words, from the
+/// target's side.
+async fn copy_differences(
+    target: &Migrator,
+    copy: &Migrator,
+    first_pending: &Migration,
+    run_id: &str,
+) -> Result<Vec<String>, Error> {
+    if let Some(previous) = copy.set.previous(&first_pending.version) {
+        migrator_apply(copy, &previous.version, run_id).await?;
+    }
+    let options = |m: &Migrator| SnapshotOptions {
+        ledger: match &m.settings.ledger_schema {
+            Some(schema) => LedgerFilter::Schema(schema.clone()),
+            None => LedgerFilter::Auto,
+        },
+        ..SnapshotOptions::default()
+    };
+    let on_target = Snapshot::capture_database(&target.db, &options(target)).await?;
+    let on_copy = Snapshot::capture_database(&copy.db, &options(copy)).await?;
+    Ok(crate::schema::diff(&on_copy, &on_target)
+        .changes()
+        .map(|c| {
+            let object = format!("{} {}", c.kind, c.name);
+            match c.change {
+                ChangeType::Added => format!("{object} is on the target only"),
+                ChangeType::Dropped => format!("{object} is on the copy only"),
+                ChangeType::Changed => format!(
+                    "{object} differs ({})",
+                    c.attributes
+                        .iter()
+                        .map(|a| a.render())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        })
+        .collect())
+}
+
 /// The schema as the round trip compares it: comments and grants included, the ledger left
 /// out.
 async fn round_trip_snapshot(migrator: &Migrator) -> Result<Snapshot, Error> {
@@ -2285,6 +2332,10 @@ impl Migrator {
         let migrator = scratch.migrator(&self.set, &self.settings);
         // The scratch database's sessions end with `ScratchDatabase::drop`.
         scratch.ensure_replayable(&self.set, pending.first().map(|m| &m.version))?;
+        let copy_differs = match pending.first() {
+            Some(first) => copy_differences(self, &migrator, first, run_id).await?,
+            None => Vec::new(),
+        };
         let mut migrations =
             verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
         let mut warnings = warnings;
@@ -2298,6 +2349,7 @@ impl Migrator {
             warnings,
             elapsed_ms: started.elapsed().as_millis() as u64,
             empty_copy: true,
+            copy_differs,
         })
     }
 
@@ -2369,6 +2421,7 @@ impl Migrator {
                 warnings,
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 empty_copy: false,
+                copy_differs: Vec::new(),
             })
         }
         .instrument(span)
@@ -2660,6 +2713,7 @@ mod tests {
             warnings: Vec::new(),
             elapsed_ms: 5,
             empty_copy: false,
+            copy_differs: Vec::new(),
         };
         let s = report.summary(50);
         assert_eq!((s.verified, s.failed, s.migrations.len()), (299, 1, 50));
