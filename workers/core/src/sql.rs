@@ -749,6 +749,33 @@ fn is_ident_byte_at(bytes: &[u8], i: usize) -> bool {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn only_catalog_only_kinds_read_no_rows() {
+        let safe = |s: &str| reads_no_rows(&split_statements(s).remove(0));
+        assert!(safe(
+            "ALTER TABLE t ADD COLUMN e int DEFAULT 0, ALTER COLUMN b SET DEFAULT now()"
+        ));
+        assert!(safe(
+            "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID"
+        ));
+        assert!(safe(
+            "ALTER TABLE t ALTER COLUMN a DROP NOT NULL, DROP COLUMN b"
+        ));
+        assert!(safe("COMMENT ON TABLE t IS 'x'"));
+        assert!(!safe(
+            "ALTER TABLE t ADD COLUMN e timestamptz DEFAULT now()"
+        ));
+        assert!(!safe(
+            "ALTER TABLE t ADD COLUMN e int, ALTER b TYPE varchar(5)"
+        ));
+        assert!(!safe(
+            "ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (10 / a) STORED"
+        ));
+        assert!(!safe("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)"));
+        assert!(!safe("INSERT INTO t SELECT 1"));
+        assert!(!safe("CREATE INDEX ON t (a)"));
+    }
+
+    #[test]
     fn what_acts_outside_its_transaction_is_named_wherever_it_is_written() {
         let first = |s: &str, on_target| {
             acts_outside_transaction(&split_statements(s).remove(0), on_target)
