@@ -1925,8 +1925,15 @@ async fn fill_target_tables(
         Ok(rows) => rows,
         Err(e) => {
             warnings.push(format!(
-                "could not read the sizes of the tables the migrations rewrite or scan on the target: {e}"
+                "could not read the sizes of the tables the migrations rewrite or scan on the target (so each is taken to hold rows): {e}"
             ));
+            // Unknown is not empty: a statement that reads them is unknown too.
+            let all: BTreeSet<String> = names.into_iter().collect();
+            for m in migrations.iter_mut() {
+                if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
+                    mark_by_target_rows(m, migration, &all);
+                }
+            }
             return;
         }
     };
