@@ -592,7 +592,15 @@ impl Output {
                         report.database,
                         report.verified_on
                     );
-                    outln!("  it has the target's schema and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                    if report.copy_differs.is_empty() {
+                        outln!("  it has the target's schema and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                    } else {
+                        outln!("  \u{26a0} it does NOT have the target's schema: replaying the applied migrations' files gave a schema that differs from the target's, so the results below are the replayed schema's (marked ?), not the target's:");
+                        for d in &report.copy_differs {
+                            outln!("    {d}");
+                        }
+                        outln!("  and it has none of the target's data: what depends on the rows is unknown there too, and times are an empty table's");
+                    }
                 }
                 VerifyMethod::InTransaction => outln!(
                     "verifying {} pending migration(s) on {} itself, in one transaction that was rolled back",
@@ -604,6 +612,11 @@ impl Output {
         for m in &report.migrations {
             match &m.outcome {
                 VerifyOutcome::Ok if self.quiet => continue,
+                VerifyOutcome::Ok if !report.copy_differs.is_empty() => outln!(
+                    "  ? {}  {:.1} ms  ran on the replayed schema, which differs from the target's",
+                    m.name,
+                    m.duration_ms
+                ),
                 VerifyOutcome::Ok if m.unknown_on_empty_copy => outln!(
                     "  ? {}  {:.1} ms  ran on an empty copy: unknown on the target's rows",
                     m.name,
@@ -695,17 +708,21 @@ impl Output {
             }
         }
         if !self.quiet {
+            // What verify itself wrote: what a migration does outside its transaction is
+            // refused by name before it runs, and what no name shows is the README's limit.
             let committed = match report.method {
-                VerifyMethod::Scratch => "nothing was written to",
-                VerifyMethod::InTransaction => "only the verified events were committed to",
+                VerifyMethod::Scratch => format!("verify wrote nothing to {} itself", report.database),
+                VerifyMethod::InTransaction => format!(
+                    "verify committed only its verified events to {} (a sequence that nextval advanced keeps its value)",
+                    report.database
+                ),
             };
             outln!(
-                "{} verified, {} failed, {} skipped in {} ms; {committed} {}",
+                "{} verified, {} failed, {} skipped in {} ms; {committed}",
                 report.count("ok"),
                 report.count("failed"),
                 report.count("skipped"),
                 report.elapsed_ms,
-                report.database
             );
             if report.migrations.iter().any(|m| m.round_trip.is_some()) {
                 let rt = |f: fn(&stepmigrate_core::verify::RoundTrip) -> bool| {

@@ -139,14 +139,11 @@ async fn scratch_mode_reports_each_finding_and_never_writes_to_the_target() {
         .await;
     assert_eq!(left, ["0"], "the scratch database is dropped");
 
-    // Human output: the marks and the flag.
+    // Human output: the marks and the flag. t holds rows on the target: the type change's
+    // outcome there is unknown on the empty copy.
     let run = db.cli(dir.path(), &["verify", "--to", "004"]);
     run.assert_code(0);
-    assert!(
-        run.stdout.contains("\u{2713} 002_rewrite"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("? 002_rewrite"), "{}", run.stdout);
     assert!(run
         .stdout
         .contains("ACCESS EXCLUSIVE on an existing relation"));

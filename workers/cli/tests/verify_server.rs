@@ -257,3 +257,135 @@ async fn an_applied_migration_that_touches_the_server_is_not_replayed_on_a_scrat
     assert!(run.stdout.contains("touches the server"), "{}", run.stdout);
     assert_eq!(server_catalog(&db, &roles.0).await, before);
 }
+
+/// Verifies `sql` as migration 002 (after 001 applied) with `mode`: refused before it runs,
+/// named as acting outside its transaction by `what`, exit 1, and the run's last line true.
+fn refused_as_outside(db: &TestDb, dir: &Dir, mode: &[&str], what: &str) {
+    let mut args = vec!["--json", "verify"];
+    args.extend(mode);
+    let run = db.cli(dir.path(), &args);
+    let doc = run.json();
+    assert_eq!(run.code, 1, "{mode:?}: {doc:#}");
+    let m = migration(&doc, "002_outside");
+    assert_eq!(m["outcome"], "skipped", "{mode:?}: {doc:#}");
+    assert_eq!(m["acts_outside_transaction"], what, "{mode:?}: {doc:#}");
+    assert_eq!(
+        doc["error"]["details"]["migration"]["error"]["sqlstate"], "SM013",
+        "{mode:?}: {doc:#}"
+    );
+    assert!(
+        m["reason"]
+            .as_str()
+            .unwrap()
+            .contains("acts outside its transaction"),
+        "{doc:#}"
+    );
+    let mut args = vec!["verify"];
+    args.extend(mode);
+    let run = db.cli(dir.path(), &args);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("acts outside its transaction ({what})")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("\u{2713} 002_outside"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("nothing was written"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn setval_on_the_target_is_not_run_by_in_transaction_verify() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t1 (id serial PRIMARY KEY);\nINSERT INTO t1 SELECT FROM generate_series(1, 5);\n",
+        ),
+        ("002_outside.sql", "SELECT setval('t1_id_seq', 1);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    refused_as_outside(&db, &dir, &["--in-transaction-only"], "setval");
+    // The production sequence did not move back.
+    assert_eq!(
+        db.query("SELECT last_value::text FROM t1_id_seq").await,
+        ["5"]
+    );
+    // On a scratch database the sequence is the copy's: verified there.
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn copy_to_a_server_file_is_not_run_on_a_scratch_database() {
+    let db = TestDb::new().await;
+    let file = format!("/tmp/{}_copied", db.name);
+    let dir = Dir::new(&[
+        ("001_t.sql", TABLE),
+        (
+            "002_outside.sql",
+            &format!("CREATE TABLE u (id int);\nCOPY (SELECT 1) TO '{file}';\n"),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    refused_as_outside(&db, &dir, &[], "COPY to or from a server file or program");
+    // The server wrote no file.
+    assert_eq!(
+        db.query(&format!(
+            "SELECT (pg_stat_file('{file}', true) IS NULL)::text"
+        ))
+        .await,
+        ["true"]
+    );
+}
+
+#[tokio::test]
+async fn a_replication_slot_inside_an_execute_string_is_not_made_by_scratch_verify() {
+    let db = TestDb::new().await;
+    let slot = format!("{}_slot", db.name);
+    let dir = Dir::new(&[
+        ("001_t.sql", TABLE),
+        (
+            "002_outside.sql",
+            &format!("DO $$ BEGIN EXECUTE 'SELECT pg_create_physical_replication_slot(''{slot}'')'; END $$;\n"),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let made =
+        format!("SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '{slot}'");
+    refused_as_outside(&db, &dir, &[], "pg_create_physical_replication_slot");
+    let count = db.query(&made).await;
+    if count != ["0"] {
+        db.exec(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+            .await;
+    }
+    assert_eq!(count, ["0"], "the slot was made for real");
+}
+
+#[tokio::test]
+async fn an_applied_migration_that_acts_outside_its_transaction_is_not_replayed() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id int);\nDO $$ BEGIN PERFORM pg_cancel_backend(0); END $$;\n",
+        ),
+        ("002_u.sql", "CREATE TABLE u (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["verify"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("acts outside its transaction"),
+        "{}",
+        run.stderr
+    );
+}

@@ -355,6 +355,213 @@ pub fn touches_the_server(statement: &Statement<'_>) -> Option<&'static str> {
     }
 }
 
+/// The function or command of `statement` that acts outside its transaction, if it names
+/// one: its effect stays (or is seen elsewhere) whether the transaction commits or not, so a
+/// verification that rolls back cannot keep it from happening. Read from the words as written,
+/// `DO` bodies and `EXECUTE` strings included (a name built by `format` or called from inside
+/// another function is not seen). `on_target`: the statement would run on the target itself,
+/// where `setval` moves the target's sequence; on a scratch database it moves the copy's.
+pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> Option<String> {
+    if statement.keywords.first().map(String::as_str) == Some("COPY")
+        && !statement.copies_with_client
+    {
+        return Some(COPY_FILE.to_owned());
+    }
+    // Lower case keeps the byte offsets.
+    let text = statement.text.to_ascii_lowercase();
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            words.push((s, &text[s..i]));
+        }
+    }
+    if let Some(s) = start {
+        words.push((s, &text[s..]));
+    }
+    for (i, (at, word)) in words.iter().enumerate() {
+        let called = text[at + word.len()..].trim_start().starts_with('(');
+        if called && outside_function(word, on_target) {
+            return Some((*word).to_owned());
+        }
+        // COPY to or from a file or a program, inside a DO body or an EXECUTE string.
+        if *word == "copy" {
+            let to_file = words[i + 1..].iter().take(40).any(|(w_at, w)| {
+                *w == "program"
+                    || (matches!(*w, "to" | "from")
+                        && text[w_at + w.len()..].trim_start().starts_with(['\'', '$']))
+            });
+            if to_file {
+                return Some(COPY_FILE.to_owned());
+            }
+        }
+    }
+    None
+}
+
+const COPY_FILE: &str = "COPY to or from a server file or program";
+
+/// Functions whose effect a rollback does not undo: replication slots and origins, other
+/// connections (`dblink`), other sessions (terminate, cancel), server files, the server's
+/// configuration and WAL, statistics resets; `setval` on the target.
+fn outside_function(name: &str, on_target: bool) -> bool {
+    (on_target && name == "setval")
+        || name.starts_with("dblink")
+        || name.starts_with("pg_replication_origin_")
+        || name.starts_with("pg_logical_slot_")
+        || name.starts_with("pg_stat_reset")
+        || name.starts_with("pg_file_")
+        || name.starts_with("pg_backup_")
+        || name.starts_with("pg_wal_replay_")
+        || (name.starts_with("pg_") && name.contains("replication_slot"))
+        || matches!(
+            name,
+            "pg_terminate_backend"
+                | "pg_cancel_backend"
+                | "lo_import"
+                | "lo_export"
+                | "pg_reload_conf"
+                | "pg_switch_wal"
+                | "pg_logical_emit_message"
+                | "pg_create_restore_point"
+                | "pg_rotate_logfile"
+                | "pg_promote"
+                | "pg_log_backend_memory_contexts"
+        )
+}
+
+/// Whether `statement` is of a kind known not to read or check the rows of the relations it
+/// locks (so its outcome on an empty copy is its outcome on the target): the short list of
+/// catalog-only changes. Anything else that locks a relation holding rows on the target is
+/// unknown on an empty copy.
+pub fn reads_no_rows(statement: &Statement<'_>) -> bool {
+    let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+    match k.as_slice() {
+        ["DROP" | "COMMENT" | "GRANT" | "REVOKE" | "LOCK" | "TRUNCATE" | "ANALYZE", ..] => true,
+        ["CREATE", "TRIGGER" | "POLICY" | "RULE" | "VIEW" | "STATISTICS", ..]
+        | ["CREATE", "OR", "REPLACE", "TRIGGER" | "RULE" | "VIEW", ..]
+        | ["CREATE", "CONSTRAINT", "TRIGGER", ..] => true,
+        ["ALTER", "TABLE", ..] => alter_table_subcommands(statement.text)
+            .iter()
+            .all(|sub| subcommand_reads_no_rows(sub)),
+        ["ALTER", "INDEX" | "VIEW" | "SEQUENCE" | "TRIGGER" | "POLICY", ..] => {
+            let words = upper_words(statement.text);
+            words.contains(&"RENAME".to_owned()) || words.contains(&"OWNER".to_owned())
+        }
+        _ => false,
+    }
+}
+
+fn upper_words(text: &str) -> Vec<String> {
+    Tokens(text)
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+/// The subcommands of an `ALTER TABLE`, split at the commas outside parentheses and quotes.
+fn alter_table_subcommands(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, None::<char>, 0);
+    for (i, c) in text.char_indices() {
+        match (quoted, c) {
+            (Some(q), c) if c == q => quoted = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quoted = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// One `ALTER TABLE` subcommand that changes the catalog only: a column added without a
+/// default that is not a constant, a constraint added `NOT VALID`, a drop, a rename, a
+/// default set or dropped, `DROP NOT NULL`, triggers and row security switched, an owner, a
+/// detach.
+fn subcommand_reads_no_rows(sub: &str) -> bool {
+    let w = upper_words(sub);
+    let has = |seq: &[&str]| w.windows(seq.len()).any(|x| x == seq);
+    let any = |words: &[&str]| w.iter().any(|x| words.contains(&x.as_str()));
+    if any(&[
+        "TYPE",
+        "GENERATED",
+        "ATTACH",
+        "VALIDATE",
+        "USING",
+        "TABLESPACE",
+        "LOGGED",
+        "ACCESS",
+    ]) || has(&["SET", "NOT", "NULL"])
+        || has(&["SET", "DATA"])
+    {
+        return false;
+    }
+    if any(&["ADD"]) {
+        if has(&["NOT", "VALID"]) {
+            return true;
+        }
+        if any(&[
+            "CONSTRAINT",
+            "CHECK",
+            "UNIQUE",
+            "PRIMARY",
+            "REFERENCES",
+            "EXCLUDE",
+            "FOREIGN",
+        ]) || (has(&["NOT", "NULL"]) && !any(&["DEFAULT"]))
+        {
+            return false;
+        }
+        // A constant default is stored once; any other is computed for every row.
+        return match sub.to_ascii_uppercase().find("DEFAULT") {
+            None => true,
+            Some(at) => {
+                let rest = sub[at + "DEFAULT".len()..].trim_start();
+                let value: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != ',')
+                    .collect();
+                value.starts_with('\'')
+                    || value.parse::<f64>().is_ok()
+                    || matches!(
+                        value.to_ascii_uppercase().as_str(),
+                        "NULL" | "TRUE" | "FALSE"
+                    )
+            }
+        };
+    }
+    any(&[
+        "DROP",
+        "RENAME",
+        "OWNER",
+        "ENABLE",
+        "DISABLE",
+        "FORCE",
+        "REPLICA",
+        "DETACH",
+        "CLUSTER",
+        "DEFAULT",
+        "STATISTICS",
+        "STORAGE",
+        "SCHEMA",
+        "RESET",
+        "INHERIT",
+    ])
+}
+
 /// `REINDEX [(options)] DATABASE|SYSTEM`: the kind is the first word after the options.
 fn reindexes_many(keywords: &[&str]) -> bool {
     keywords
@@ -552,6 +759,88 @@ fn is_ident_byte_at(bytes: &[u8], i: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_catalog_only_kinds_read_no_rows() {
+        let safe = |s: &str| reads_no_rows(&split_statements(s).remove(0));
+        assert!(safe(
+            "ALTER TABLE t ADD COLUMN e int DEFAULT 0, ALTER COLUMN b SET DEFAULT now()"
+        ));
+        assert!(safe(
+            "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID"
+        ));
+        assert!(safe(
+            "ALTER TABLE t ALTER COLUMN a DROP NOT NULL, DROP COLUMN b"
+        ));
+        assert!(safe("COMMENT ON TABLE t IS 'x'"));
+        assert!(!safe(
+            "ALTER TABLE t ADD COLUMN e timestamptz DEFAULT now()"
+        ));
+        assert!(!safe(
+            "ALTER TABLE t ADD COLUMN e int, ALTER b TYPE varchar(5)"
+        ));
+        assert!(!safe(
+            "ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (10 / a) STORED"
+        ));
+        assert!(!safe("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)"));
+        assert!(!safe("INSERT INTO t SELECT 1"));
+        assert!(!safe("CREATE INDEX ON t (a)"));
+    }
+
+    #[test]
+    fn what_acts_outside_its_transaction_is_named_wherever_it_is_written() {
+        let first = |s: &str, on_target| {
+            acts_outside_transaction(&split_statements(s).remove(0), on_target)
+        };
+        assert_eq!(
+            first("SELECT setval('t_id_seq', 1)", true).as_deref(),
+            Some("setval")
+        );
+        assert_eq!(first("SELECT setval('t_id_seq', 1)", false), None);
+        assert_eq!(first("SELECT nextval('t_id_seq')", true), None);
+        assert_eq!(
+            first(
+                "DO $$ BEGIN PERFORM pg_catalog.pg_create_physical_replication_slot('s'); END $$",
+                false
+            )
+            .as_deref(),
+            Some("pg_create_physical_replication_slot")
+        );
+        assert_eq!(
+            first(
+                "DO $$ BEGIN EXECUTE 'SELECT dblink_exec(''host=x'', ''INSERT 1'')'; END $$",
+                false
+            )
+            .as_deref(),
+            Some("dblink_exec")
+        );
+        assert_eq!(
+            first("COPY (SELECT 1) TO '/tmp/f'", false).as_deref(),
+            Some(COPY_FILE)
+        );
+        assert_eq!(
+            first("DO $$ BEGIN EXECUTE 'COPY t TO ''/tmp/f'''; END $$", false).as_deref(),
+            Some(COPY_FILE)
+        );
+        assert_eq!(
+            first(
+                "DO $$ BEGIN EXECUTE 'COPY t FROM PROGRAM ''true'''; END $$",
+                false
+            )
+            .as_deref(),
+            Some(COPY_FILE)
+        );
+        assert_eq!(
+            first("SELECT pg_terminate_backend (42)", false).as_deref(),
+            Some("pg_terminate_backend")
+        );
+        // Only a call counts, and only the whole name.
+        assert_eq!(
+            first("CREATE TABLE copy_to (setval int, lo_export_x int)", true),
+            None
+        );
+        assert_eq!(first("SELECT my_setval(1)", true), None);
+    }
+
     use super::*;
 
     #[test]

@@ -44,6 +44,10 @@ use crate::sql::{self, quote_literal, Statement};
 /// another runner's work, not as a failure.
 pub const TRANSACTION_CONTROL_SQLSTATE: &str = "SM013";
 
+/// The SQLSTATE reported for a migration that verify does not run because a statement of it
+/// acts outside its transaction.
+pub const OUTSIDE_TRANSACTION_SQLSTATE: &str = "SM013";
+
 /// The default `lock_timeout` of `verify --in-transaction-only`: it runs on a live database,
 /// and every lock it takes is held until the rollback.
 pub const IN_TRANSACTION_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,6 +81,11 @@ pub struct VerifyReport {
     /// statement's `depends_on_data` and each migration's `target_tables`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty_copy: bool,
+    /// Scratch mode: where the copy's schema, built by replaying the applied migrations'
+    /// files, differs from the target's (a hotfix by hand, an edited history): the results
+    /// are the replayed schema's, not the target's. Empty when they agree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_differs: Vec<String>,
 }
 
 /// One migration's verification.
@@ -116,6 +125,12 @@ pub struct MigrationVerification {
     /// and verify exits non-zero; nothing of it committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touches_server: Option<String>,
+    /// The function or command by which it acts outside its transaction (a sequence's
+    /// `setval` on the target, `dblink`, a replication slot, a server file...), when it names
+    /// one: such a migration is not run (a rollback would not undo it), reported skipped, and
+    /// verify exits non-zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acts_outside_transaction: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,9 +432,33 @@ impl VerifyReport {
     /// failed migration, else one that touches the server (not run), else a failed round
     /// trip.
     pub fn error(&self) -> Option<Error> {
-        let touching = || self.migrations.iter().find(|m| m.touches_server.is_some());
-        if let (None, Some(m)) = (self.failed(), touching()) {
-            let what = m.touches_server.clone().unwrap_or_default();
+        let refused = || {
+            self.migrations
+                .iter()
+                .find(|m| m.touches_server.is_some() || m.acts_outside_transaction.is_some())
+        };
+        if let (None, Some(m)) = (self.failed(), refused()) {
+            let error = match (&m.touches_server, &m.acts_outside_transaction) {
+                (Some(what), _) => SqlError {
+                    sqlstate: crate::server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
+                    message: format!("the migration touches the server: it changes {what}, which belong to the whole server; it was not run"),
+                    detail: Some(what.clone()),
+                    ..SqlError::default()
+                },
+                (None, what) => {
+                    let what = what.clone().unwrap_or_default();
+                    let reason = match &m.outcome {
+                        VerifyOutcome::Skipped { reason } => reason.clone(),
+                        _ => format!("it acts outside its transaction ({what})"),
+                    };
+                    SqlError {
+                        sqlstate: OUTSIDE_TRANSACTION_SQLSTATE.to_owned(),
+                        message: reason,
+                        detail: Some(what),
+                        ..SqlError::default()
+                    }
+                }
+            };
             return Some(Error::MigrationFailed {
                 failure: Box::new(MigrationFailure {
                     version: m.version.clone(),
@@ -427,12 +466,7 @@ impl VerifyReport {
                     file: m.file.clone(),
                     transactional: m.mode != Mode::NoTransaction,
                     dirty: false,
-                    error: SqlError {
-                        sqlstate: crate::server_guard::SERVER_CHANGE_SQLSTATE.to_owned(),
-                        message: format!("the migration touches the server: it changes {what}, which belong to the whole server; it was not run"),
-                        detail: Some(what),
-                        ..SqlError::default()
-                    },
+                    error,
                     notices: Vec::new(),
                     rollback: false,
                     recorded: false,
@@ -908,7 +942,30 @@ fn skipped(m: &Migration, reason: String) -> MigrationVerification {
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
         touches_server: None,
+        acts_outside_transaction: None,
     }
+}
+
+/// `m`, not run because a statement of it acts outside its transaction (`on_target`: it would
+/// run on the target itself), if one does: rolled back or not, its effect would stay.
+fn refused_outside_transaction(m: &Migration, on_target: bool) -> Option<MigrationVerification> {
+    let (statement, what) = sql::split_statements(&m.sql)
+        .into_iter()
+        .find_map(|s| sql::acts_outside_transaction(&s, on_target).map(|what| (s, what)))?;
+    let reason = format!(
+        "not verified: line {}: {} acts outside its transaction ({what}): rolled back or not, its effect would stay, so it was not run{}",
+        statement.line,
+        summary_of(statement.text),
+        if on_target && what == "setval" {
+            " (verify it on a scratch database, where the sequence is the copy's)"
+        } else {
+            ""
+        }
+    );
+    Some(MigrationVerification {
+        acts_outside_transaction: Some(what),
+        ..skipped(m, reason)
+    })
 }
 
 // User relations only: the catalogs (which the observation queries lock themselves), TOAST
@@ -1231,6 +1288,7 @@ async fn verify_in_open_transaction(
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
         touches_server,
+        acts_outside_transaction: None,
     })
 }
 
@@ -1559,6 +1617,15 @@ impl ScratchDatabase {
                     m.path.display()
                 )));
             }
+            let outside = sql::split_statements(&m.sql)
+                .into_iter()
+                .find_map(|s| sql::acts_outside_transaction(&s, false).map(|what| (s.line, what)));
+            if let Some((line, what)) = outside {
+                return Err(Error::InvalidInput(format!(
+                    "{}:{line} acts outside its transaction ({what}): replaying it on the verification database would act for real; verify with --in-transaction-only",
+                    m.path.display()
+                )));
+            }
         }
         Ok(())
     }
@@ -1673,6 +1740,14 @@ pub async fn verify_pending_with(
             failed = Some(format!("{} (not verified)", m.name));
             continue;
         }
+        if let Some(refused) = refused_outside_transaction(m, false) {
+            results.push(MigrationVerification {
+                round_trip: not_run("not verified"),
+                ..refused
+            });
+            failed = Some(format!("{} (not verified)", m.name));
+            continue;
+        }
         let span = info_span!("verify", version = m.version.as_str(), name = %m.name);
         let before = if options.round_trip {
             if let Some(previous) = migrator.set.previous(&m.version) {
@@ -1727,20 +1802,59 @@ fn mark_empty_copy(v: &mut MigrationVerification, m: &Migration) {
         });
 }
 
+/// A statement that locks an existing relation holding rows on the target (`holding`) is
+/// unknown on an empty copy unless it is of a kind known not to read or check rows
+/// ([`sql::reads_no_rows`]): the words list what is known to be safe, not what is risky.
+fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &BTreeSet<String>) {
+    let lexed = sql::split_statements(&m.sql);
+    for st in &mut v.statements {
+        if st
+            .depends_on_data
+            .as_ref()
+            .is_some_and(|d| d.kind == DataKind::Outcome)
+        {
+            continue;
+        }
+        let Some(statement) = lexed.iter().find(|s| s.line == st.line) else {
+            continue;
+        };
+        let held: Vec<&str> = st
+            .locks
+            .iter()
+            .filter(|l| l.existing && holding.contains(&l.relation))
+            .map(|l| l.relation.as_str())
+            .collect();
+        if held.is_empty() || sql::reads_no_rows(statement) {
+            continue;
+        }
+        st.depends_on_data = Some(DataDependence {
+            kind: DataKind::Outcome,
+            reason: format!(
+                "it reads or checks the rows of {}, which hold rows on the target: whether it succeeds there is unknown on an empty copy",
+                held.join(", ")
+            ),
+        });
+    }
+    v.unknown_on_empty_copy = v.outcome == VerifyOutcome::Ok
+        && v.statements.iter().any(|s| {
+            s.depends_on_data
+                .as_ref()
+                .is_some_and(|d| d.kind == DataKind::Outcome)
+        });
+}
+
 /// The tables each migration rewrites or scans, as the target's statistics have them, for
 /// the migrations whose result depends on data. Read by name (the scratch database's oids
 /// are not the target's), in a transaction with a short lock_timeout (the sizes take a
 /// share lock); a failure is a warning, not the verification's.
 async fn fill_target_tables(
     target: &Database,
+    pending: &[&Migration],
     migrations: &mut [MigrationVerification],
     warnings: &mut Vec<String>,
 ) {
     let data_kinds = ["table", "partitioned table", "materialized view"];
-    let wanted = |m: &MigrationVerification| -> BTreeSet<String> {
-        if !m.statements.iter().any(|s| s.depends_on_data.is_some()) && m.rewrites.is_empty() {
-            return BTreeSet::new();
-        }
+    let candidates = |m: &MigrationVerification| -> BTreeSet<String> {
         let locked = m
             .locks_held
             .iter()
@@ -1758,16 +1872,28 @@ async fn fill_target_tables(
             .map(|n| n.trim_end_matches(" (dropped)").to_owned())
             .collect()
     };
+    let wanted = |m: &MigrationVerification| -> BTreeSet<String> {
+        if !m.statements.iter().any(|s| s.depends_on_data.is_some()) && m.rewrites.is_empty() {
+            return BTreeSet::new();
+        }
+        candidates(m)
+    };
     let names: Vec<String> = migrations
         .iter()
-        .flat_map(wanted)
+        .flat_map(candidates)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     if names.is_empty() {
         return;
     }
-    type Row = (String, Option<f64>, Option<i64>, Option<String>);
+    type Row = (
+        String,
+        Option<f64>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+    );
     let read = async {
         let mut conn = target.connect().await?;
         sqlx::raw_sql(&format!(
@@ -1785,7 +1911,10 @@ async fn fill_target_tables(
                     CASE WHEN c.relkind = 'p' THEN
                         (SELECT sum(pg_catalog.pg_total_relation_size(pt.relid)) FROM pg_catalog.pg_partition_tree(c.oid) pt)
                     WHEN c.oid IS NOT NULL THEN pg_catalog.pg_total_relation_size(c.oid) END::int8,
-                    c.relkind::text
+                    c.relkind::text,
+                    CASE WHEN c.relkind = 'p' THEN
+                        (SELECT sum(pg_catalog.pg_relation_size(pt.relid)) FROM pg_catalog.pg_partition_tree(c.oid) pt)
+                    WHEN c.oid IS NOT NULL THEN pg_catalog.pg_relation_size(c.oid) END::int8
              FROM unnest($1::text[]) n LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(n)",
         )
         .bind(&names)
@@ -1798,14 +1927,31 @@ async fn fill_target_tables(
         Ok(rows) => rows,
         Err(e) => {
             warnings.push(format!(
-                "could not read the sizes of the tables the migrations rewrite or scan on the target: {e}"
+                "could not read the sizes of the tables the migrations rewrite or scan on the target (so each is taken to hold rows): {e}"
             ));
+            // Unknown is not empty: a statement that reads them is unknown too.
+            let all: BTreeSet<String> = names.into_iter().collect();
+            for m in migrations.iter_mut() {
+                if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
+                    mark_by_target_rows(m, migration, &all);
+                }
+            }
             return;
         }
     };
+    // A table holds rows when its statistics say so or its heap has pages (statistics can be
+    // stale or missing; pages stay until a vacuum truncates them): either way the copy's
+    // empty table answers nothing about it.
+    let holding: BTreeSet<String> = rows
+        .iter()
+        .filter(|(_, rows, _, _, heap)| {
+            rows.is_some_and(|r| r > 0.0) || heap.is_some_and(|h| h > 0)
+        })
+        .map(|(name, ..)| name.clone())
+        .collect();
     let stats: BTreeMap<String, TargetTable> = rows
         .into_iter()
-        .map(|(name, rows, bytes, relkind)| {
+        .map(|(name, rows, bytes, relkind, _)| {
             let note = match (&relkind, rows) {
                 (None, _) => Some("not on the target".to_owned()),
                 (Some(_), Some(r)) if r < 0.0 => {
@@ -1823,11 +1969,56 @@ async fn fill_target_tables(
         })
         .collect();
     for m in migrations.iter_mut() {
+        if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
+            mark_by_target_rows(m, migration, &holding);
+        }
         m.target_tables = wanted(m)
             .into_iter()
             .filter_map(|n| stats.get(&n).cloned())
             .collect();
     }
+}
+
+/// Where the copy, brought to the target's applied history by replaying the files before
+/// `first_pending`, differs from the target: one snapshot of each, compared (grants left out:
+/// the copy's objects are the verifying role's). Each difference in words, from the
+/// target's side.
+async fn copy_differences(
+    target: &Migrator,
+    copy: &Migrator,
+    first_pending: &Migration,
+    run_id: &str,
+) -> Result<Vec<String>, Error> {
+    if let Some(previous) = copy.set.previous(&first_pending.version) {
+        migrator_apply(copy, &previous.version, run_id).await?;
+    }
+    let options = |m: &Migrator| SnapshotOptions {
+        ledger: match &m.settings.ledger_schema {
+            Some(schema) => LedgerFilter::Schema(schema.clone()),
+            None => LedgerFilter::Auto,
+        },
+        ..SnapshotOptions::default()
+    };
+    let on_target = Snapshot::capture_database(&target.db, &options(target)).await?;
+    let on_copy = Snapshot::capture_database(&copy.db, &options(copy)).await?;
+    Ok(crate::schema::diff(&on_copy, &on_target)
+        .changes()
+        .map(|c| {
+            let object = format!("{} {}", c.kind, c.name);
+            match c.change {
+                ChangeType::Added => format!("{object} is on the target only"),
+                ChangeType::Dropped => format!("{object} is on the copy only"),
+                ChangeType::Changed => format!(
+                    "{object} differs ({})",
+                    c.attributes
+                        .iter()
+                        .map(|a| a.render())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        })
+        .collect())
 }
 
 /// The schema as the round trip compares it: comments and grants included, the ledger left
@@ -2089,6 +2280,7 @@ async fn verify_one_on_scratch(
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
         touches_server: None,
+        acts_outside_transaction: None,
     }
     .with_server_failure())
 }
@@ -2149,10 +2341,14 @@ impl Migrator {
         let migrator = scratch.migrator(&self.set, &self.settings);
         // The scratch database's sessions end with `ScratchDatabase::drop`.
         scratch.ensure_replayable(&self.set, pending.first().map(|m| &m.version))?;
+        let copy_differs = match pending.first() {
+            Some(first) => copy_differences(self, &migrator, first, run_id).await?,
+            None => Vec::new(),
+        };
         let mut migrations =
             verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
         let mut warnings = warnings;
-        fill_target_tables(&self.db, &mut migrations, &mut warnings).await;
+        fill_target_tables(&self.db, &pending, &mut migrations, &mut warnings).await;
         Ok(VerifyReport {
             run_id: run_id.to_owned(),
             method: Method::Scratch,
@@ -2162,6 +2358,7 @@ impl Migrator {
             warnings,
             elapsed_ms: started.elapsed().as_millis() as u64,
             empty_copy: true,
+            copy_differs,
         })
     }
 
@@ -2233,6 +2430,7 @@ impl Migrator {
                 warnings,
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 empty_copy: false,
+                copy_differs: Vec::new(),
             })
         }
         .instrument(span)
@@ -2261,6 +2459,14 @@ impl Migrator {
                 results.push(skipped(m, "runs outside a transaction: --in-transaction-only cannot verify it without running it for real (verify it on a scratch database)".into()));
                 stop = Some(format!(
                     "not verified: it comes after {}, which runs outside a transaction",
+                    m.name
+                ));
+                continue;
+            }
+            if let Some(refused) = refused_outside_transaction(m, true) {
+                results.push(refused);
+                stop = Some(format!(
+                    "not verified: it comes after {}, which was not verified",
                     m.name
                 ));
                 continue;
@@ -2529,6 +2735,7 @@ mod tests {
             unknown_on_empty_copy: false,
             target_tables: Vec::new(),
             touches_server: None,
+            acts_outside_transaction: None,
         };
         let report = VerifyReport {
             run_id: "r".into(),
@@ -2539,6 +2746,7 @@ mod tests {
             warnings: Vec::new(),
             elapsed_ms: 5,
             empty_copy: false,
+            copy_differs: Vec::new(),
         };
         let s = report.summary(50);
         assert_eq!((s.verified, s.failed, s.migrations.len()), (299, 1, 50));
