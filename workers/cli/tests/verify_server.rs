@@ -270,7 +270,7 @@ fn refused_as_outside(db: &TestDb, dir: &Dir, mode: &[&str], what: &str) {
     assert_eq!(m["outcome"], "skipped", "{mode:?}: {doc:#}");
     assert_eq!(m["acts_outside_transaction"], what, "{mode:?}: {doc:#}");
     assert_eq!(
-        doc["error"]["details"]["migration"]["error"]["sqlstate"], "SM013",
+        doc["error"]["details"]["migration"]["error"]["sqlstate"], "SM014",
         "{mode:?}: {doc:#}"
     );
     assert!(

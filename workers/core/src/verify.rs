@@ -46,7 +46,7 @@ pub const TRANSACTION_CONTROL_SQLSTATE: &str = "SM013";
 
 /// The SQLSTATE reported for a migration that verify does not run because a statement of it
 /// acts outside its transaction.
-pub const OUTSIDE_TRANSACTION_SQLSTATE: &str = "SM013";
+pub const OUTSIDE_TRANSACTION_SQLSTATE: &str = "SM014";
 
 /// The default `lock_timeout` of `verify --in-transaction-only`: it runs on a live database,
 /// and every lock it takes is held until the rollback.
@@ -2575,6 +2575,7 @@ mod tests {
     fn the_runners_own_sqlstates_are_distinct_from_each_other_and_the_guards() {
         let ours = [
             TRANSACTION_CONTROL_SQLSTATE,
+            OUTSIDE_TRANSACTION_SQLSTATE,
             ROUND_TRIP_SQLSTATE,
             crate::ledger::LOST_TRANSACTION_SQLSTATE,
             crate::apply::OPEN_TRANSACTION_SQLSTATE,
