@@ -158,11 +158,11 @@ async fn a_killed_non_transactional_migration_is_dirty_and_resolve_applied_conti
     let db = TestDb::new().await;
     let dir = Dir::new(&[
         ("001_t.sql", "CREATE TABLE t (id int);"),
-        ("002_slow.sql", "-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY t_id_idx ON t (id);\nSELECT pg_sleep(1.5);\n"),
+        ("002_slow.sql", "-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY t_id_idx ON t (id);\nSELECT pg_sleep(4);\n"),
         ("003_after.sql", "CREATE TABLE after (id int);"),
     ]);
     let mut child = db.spawn_cli(dir.path(), &["up"]);
-    db.wait_for_active_query("pg_sleep(1.5)").await;
+    db.wait_for_active_query("pg_sleep(4)").await;
     child.kill().unwrap();
     child.wait().unwrap();
     let run = db.cli(dir.path(), &["--json", "up"]);
@@ -173,8 +173,27 @@ async fn a_killed_non_transactional_migration_is_dirty_and_resolve_applied_conti
         "002_slow"
     );
 
-    db.cli(dir.path(), &["resolve", "002", "--applied"])
-        .assert_code(0);
+    // The killed runner's backend still runs its statement: `status` says so, and `resolve`
+    // refuses to settle what is still changing (it would race it).
+    let status = db.cli(dir.path(), &["status"]);
+    assert!(
+        status.stdout.contains("a session still runs its statement")
+            || status.stderr.contains("a session still runs its statement"),
+        "{status:?}"
+    );
+    let early = db.cli(dir.path(), &["resolve", "002", "--applied"]);
+    early.assert_code(2);
+    assert!(
+        early.stderr.contains("still being applied"),
+        "{}",
+        early.stderr
+    );
+    // Once it ended, the operator resolves it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.cli(dir.path(), &["resolve", "002", "--applied"]).code != 0 {
+        assert!(Instant::now() < deadline, "resolve never accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     db.cli(dir.path(), &["up"]).assert_code(0);
     assert_eq!(db.applied().await, vec!["001", "002", "003"]);
     db.cli(dir.path(), &["ledger", "check"]).assert_code(0);

@@ -547,17 +547,17 @@ async fn apply_outside_transaction(
     conn: &mut PgConnection,
     attempt: &Attempt<'_>,
 ) -> Result<Outcome, Error> {
-    let Some(lock) = attempt.yield_lock else {
-        return start_and_run_outside(conn, attempt, None).await;
-    };
     let version = attempt.migration.version.as_str();
     // Claimed before the `started` event commits, so that no plan ever sees this migration
-    // dirty without its build lock while this runner is at work. Held by another session:
-    // that runner is applying it (its guard would say so too).
+    // dirty without its build lock while a session runs its statements: a killed runner's
+    // backend runs its statement on, and `resolve` must not settle a migration still running
+    // (every migration outside a transaction claims it; only an after-deploy build also
+    // yields the migration lock). Held by another session: that runner is applying it (its
+    // guard would say so too).
     if !crate::lock::claim_build(conn, attempt.schema, version).await? {
         return Ok(Outcome::Busy);
     }
-    let outcome = start_and_run_outside(conn, attempt, Some(lock)).await;
+    let outcome = start_and_run_outside(conn, attempt, attempt.yield_lock).await;
     // Whatever happened, the outcome is recorded (or left to the caller, under the lock taken
     // back): the build is no longer at work. A session that broke took its lock with it.
     if let Err(e) = crate::lock::release_build(conn, attempt.schema, version).await {

@@ -231,10 +231,21 @@ impl Plan {
         }
         entries.sort_by(|a, b| a.version.cmp(&b.version));
         let mut building = std::collections::HashSet::new();
+        let mut still_running = Vec::new();
         for e in &mut entries {
-            if e.state == State::Dirty && ledger.in_progress.contains(e.version.as_str()) {
+            let claimed =
+                e.state == State::Dirty && ledger.in_progress.contains(e.version.as_str());
+            // Only an after-deploy build yields the migration lock and goes on beside other
+            // runs; any other migration whose build lock is held is a killed runner's backend
+            // running its statement on: dirty, and not to be resolved before it ends.
+            let yielded = set
+                .get(&e.version)
+                .is_some_and(|m| !m.is_batch() && set.in_after_deploy_chain(m));
+            if claimed && yielded {
                 e.state = State::InProgress;
                 building.insert(e.version.number());
+            } else if claimed {
+                still_running.push(e.name.clone());
             } else if matches!(e.state, State::Pending | State::Failed)
                 && e.requires.iter().any(|r| building.contains(&r.number()))
             {
@@ -261,6 +272,14 @@ impl Plan {
                 } else {
                     format!("; left to it: {}, which require(s) it", waiting.join(", "))
                 }
+            ));
+        }
+        if !still_running.is_empty() {
+            warnings.push(format!(
+                "{} {} dirty and a session still runs {} statement (a runner killed mid-migration, whose backend runs on): wait for it to end before you check the database and `resolve` it",
+                still_running.join(", "),
+                if still_running.len() == 1 { "is" } else { "are" },
+                if still_running.len() == 1 { "its" } else { "their" },
             ));
         }
         Ok(Plan {

@@ -883,7 +883,7 @@ impl Migrator {
                 .clone();
             if ledger.in_progress.contains(&row.version) {
                 return Err(Error::InvalidInput(format!(
-                    "{} is being applied right now by another runner (it holds the migration's build lock): there is nothing to resolve until it ends",
+                    "{} is still being applied by another session (a runner at work, or a killed runner's backend running its statement on; it holds the migration's build lock): there is nothing to resolve until it ends",
                     row.name
                 )));
             }
