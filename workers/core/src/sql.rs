@@ -382,7 +382,7 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
         words.push((s, &text[s..]));
     }
     for (i, (at, word)) in words.iter().enumerate() {
-        let called = text[at + word.len()..].trim_start().starts_with('(');
+        let called = called_next(&text[at + word.len()..]);
         if called && outside_function(word, on_target) {
             return Some((*word).to_owned());
         }
@@ -402,6 +402,28 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
 }
 
 const COPY_FILE: &str = "COPY to or from a server file or program";
+
+/// Whether what follows a word calls it: `(` after the closing quote of a quoted name
+/// (`"setval"(`), white space and comments (`setval/**/(`).
+fn called_next(rest: &str) -> bool {
+    let mut rest = rest.strip_prefix('"').unwrap_or(rest);
+    loop {
+        rest = rest.trim_start();
+        if let Some(comment) = rest.strip_prefix("/*") {
+            match comment.find("*/") {
+                Some(end) => rest = &comment[end + 2..],
+                None => return false,
+            }
+        } else if let Some(comment) = rest.strip_prefix("--") {
+            match comment.find('\n') {
+                Some(end) => rest = &comment[end + 1..],
+                None => return false,
+            }
+        } else {
+            return rest.starts_with('(');
+        }
+    }
+}
 
 /// Functions whose effect a rollback does not undo: replication slots and origins, other
 /// connections (`dblink`), other sessions (terminate, cancel), server files, the server's
@@ -796,6 +818,24 @@ mod tests {
             Some("setval")
         );
         assert_eq!(first("SELECT setval('t_id_seq', 1)", false), None);
+        // Quoted, schema-qualified and quoted, or with a comment before its parenthesis.
+        for call in [
+            "SELECT \"setval\"('s', 1000)",
+            "SELECT pg_catalog.\"setval\"('s', 6)",
+            "SELECT setval/**/('s', 7)",
+            "SELECT setval -- why\n ('s', 8)",
+        ] {
+            assert_eq!(first(call, true).as_deref(), Some("setval"), "{call}");
+        }
+        assert_eq!(
+            first(
+                "DO $$ BEGIN PERFORM \"pg_terminate_backend\"(pid) FROM pg_stat_activity; END $$",
+                false
+            )
+            .as_deref(),
+            Some("pg_terminate_backend")
+        );
+        assert_eq!(first("SELECT 'setval' AS name", true), None);
         assert_eq!(first("SELECT nextval('t_id_seq')", true), None);
         assert_eq!(
             first(
