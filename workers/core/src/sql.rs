@@ -629,6 +629,9 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
             return Some("changing standard_conforming_strings (set_config, pg_settings) changes how the rest of the migration's strings are read; the runner requires it on");
         }
     }
+    if text.contains("pg_advisory_unlock_all") {
+        return Some("pg_advisory_unlock_all releases the runner's own locks (the build lock that keeps other runners from settling a migration while its statements run); unlock your own keys with pg_advisory_unlock");
+    }
     if matches!(
         k.as_slice(),
         ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"]
@@ -1030,6 +1033,8 @@ mod tests {
             "SELECT pg_catalog.SET_CONFIG('standard_conforming_strings', 'off', false)",
             "UPDATE pg_settings SET setting = 'LATIN1' WHERE name = 'client_encoding'",
             "DO $$BEGIN PERFORM set_config('client_encoding', 'SQL_ASCII', false); END$$",
+            "SELECT pg_advisory_unlock_all()",
+            "DO $$BEGIN PERFORM pg_catalog.PG_ADVISORY_UNLOCK_ALL(); END$$",
         ] {
             assert!(unsupported(&first(sql)).is_some(), "{sql}");
         }
@@ -1039,6 +1044,7 @@ mod tests {
             "SELECT 'FROM STDIN'",
             "SELECT set_config('search_path', 'a, public', false)",
             "SELECT current_setting('client_encoding')",
+            "SELECT pg_advisory_unlock(42)",
         ] {
             assert!(unsupported(&first(sql)).is_none(), "{sql}");
         }
