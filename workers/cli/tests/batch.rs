@@ -5,21 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Dir, TestDb};
+use common::{with_items, Dir, TestDb};
 use stepmigrate_core::apply::Outcome;
 use stepmigrate_core::migration::Version;
-
-/// `items` with `n` rows to backfill (`done` NULL), and `touched` counting how often a row
-/// was changed: an idempotent batch changes each row once. The partial index is what a real
-/// backfill needs too: without it each batch scans past every row done before it.
-fn with_items(n: u64) -> String {
-    format!(
-        "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, done int, touched int NOT NULL DEFAULT 0);\n\
-         INSERT INTO items (id, v) SELECT g, g % 100 FROM generate_series(1, {n}) g;\n\
-         CREATE INDEX items_todo ON items (id) WHERE done IS NULL;\n\
-         ANALYZE items;\n"
-    )
-}
 
 const BACKFILL: &str = "-- stepmigrate: batch\n\
 -- stepmigrate: batch_size = 1000\n\

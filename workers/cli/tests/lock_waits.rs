@@ -8,7 +8,7 @@ use std::process::{Child, Command};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use common::{cli_command, Dir, Run, TestDb};
+use common::{cli_command, with_items, Dir, Run, TestDb};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 
@@ -168,16 +168,6 @@ async fn a_signal_ends_status_and_verify_waiting_on_a_locked_ledger_and_cancels_
             "{args:?} left its read waiting on the server"
         );
     }
-}
-
-/// `items` with `n` rows to backfill and `touched` counting how often each was changed.
-fn with_items(n: u64) -> String {
-    format!(
-        "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, done int, touched int NOT NULL DEFAULT 0);\n\
-         INSERT INTO items (id, v) SELECT g, g % 100 FROM generate_series(1, {n}) g;\n\
-         CREATE INDEX items_todo ON items (id) WHERE done IS NULL;\n\
-         ANALYZE items;\n"
-    )
 }
 
 const AFTER_DEPLOY_BACKFILL: &str = "-- stepmigrate: after-deploy\n\

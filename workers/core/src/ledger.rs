@@ -511,8 +511,8 @@ pub struct Ledger {
     /// applied, rolled back): running one again is a re-run, not an out-of-order arrival.
     #[serde(skip)]
     pub made_pending: std::collections::BTreeSet<String>,
-    /// Dirty versions another runner is applying right now (it holds their build lock: see
-    /// [`crate::lock::builds_in_progress`]): in progress, not half done.
+    /// Dirty versions whose statements another session runs right now (it holds their build
+    /// lock: see [`crate::lock::builds_in_progress`]): still changing, not to be resolved.
     #[serde(skip)]
     pub in_progress: std::collections::BTreeSet<String>,
 }

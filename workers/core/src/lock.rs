@@ -4,14 +4,19 @@
 //! `CREATE INDEX CONCURRENTLY` waits for, which deadlocks the runner that holds the lock
 //! (flyway#1654, golang-migrate#960).
 //!
-//! **A long after-deploy build yields the lock.** A `no-transaction` migration of the
-//! after-deploy chain (an index built concurrently for hours, in an ECS task) would otherwise
-//! hold the lock for as long as it builds, and every deploy meanwhile would wait for it and
-//! fail. Its runner instead claims a second, per-migration *build lock* (a session lock keyed
-//! on the ledger and the version, on the session that runs the migration) before its `started`
-//! event commits, releases the migration lock for the build ([`MigrationLock::yield_while`]),
-//! takes it again (polling, as ever) and records the outcome under it, and only then lets go
-//! of the build lock. Why that keeps the invariants:
+//! **The build lock.** Every `no-transaction` migration's session claims a second,
+//! per-migration *build lock* (a session lock keyed on the ledger and the version) before its
+//! `started` event commits and lets go of it once its outcome is recorded. It lives exactly as
+//! long as the session running the statements, which outlives a killed client: while it is
+//! held, the dirty row is still changing and `resolve` refuses to settle it.
+//!
+//! **A long after-deploy build yields the migration lock.** A `no-transaction` migration of
+//! the after-deploy chain (an index built concurrently for hours, in an ECS task) would
+//! otherwise hold the migration lock for as long as it builds, and every deploy meanwhile
+//! would wait for it and fail. Under its build lock its runner releases the migration lock for
+//! the build ([`MigrationLock::yield_while`]), takes it again (polling, as ever) and records
+//! the outcome under it, and only then lets go of the build lock. Why that keeps the
+//! invariants:
 //! - *Never two runners on one migration.* Its row is dirty from the `started` event on, and
 //!   every guard refuses a dirty migration; the build lock only tells the plans that this
 //!   dirty row is a build at work ([`builds_in_progress`]), never that it may run again. It
@@ -38,27 +43,35 @@ use crate::ledger::LedgerSchema;
 // The key is the ledger's schema: one lock per ledger (`schema_migrations_guard` checks the
 // same key, by the holder's backend).
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('stepmigrate.runner.' || $1, 0)), pg_backend_pid()";
-// Who holds the transaction-scoped lock that every migration's guard takes
-// (`schema_migrations_guard`): a session inside a migration's transaction. An int8 advisory
-// key shows in pg_locks as its high half in `classid` and its low half in `objid`.
-const IN_FLIGHT: &str = "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.apply.' || $1, 0) AND l.pid <> pg_backend_pid() LIMIT 1";
 const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended('stepmigrate.runner.' || $1, 0))";
 
-// A build lock's key: the ledger's schema and the migration's version.
-const BUILD_KEY: &str = "hashtextextended('stepmigrate.build.' || $1 || '.' || $2, 0)";
-// The dirty versions (of $2) whose build lock another session holds: builds at work.
-const BUILDS_IN_PROGRESS: &str = "SELECT v FROM unnest($2::text[]) v WHERE EXISTS (
-    SELECT 1 FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.build.' || $1 || '.' || v, 0)
-      AND l.pid <> pg_backend_pid())";
+/// The sessions of this database other than this one that hold the int8 advisory lock `key`
+/// (an SQL expression), as a `FROM ... WHERE` over `pg_locks l`. pg_locks shows such a key as
+/// its high half in `classid` and its low half in `objid`, `objsubid` 1.
+fn holders_of(key: &str) -> String {
+    format!(
+        "FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+         AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+         AND ((l.classid::bigint << 32) | l.objid::bigint) = {key} AND l.pid <> pg_backend_pid()"
+    )
+}
+
+/// The transaction-scoped lock every migration's guard takes (`schema_migrations_guard`):
+/// its holder is a session inside a migration's transaction on the ledger `$1`.
+const APPLY_KEY: &str = "hashtextextended('stepmigrate.apply.' || $1, 0)";
+
+/// A build lock's key: the ledger's schema (`$1`) and the migration's version (an SQL
+/// expression).
+fn build_key(version: &str) -> String {
+    format!("hashtextextended('stepmigrate.build.' || $1 || '.' || {version}, 0)")
+}
 
 // The sessions in the way of `$1` (backends of this process): those that `pg_blocking_pids`
 // names for a lock one of them waits for, and, with a ledger schema `$2`, those that hold or
 // queue for an ACCESS EXCLUSIVE lock (the one mode a read conflicts with) on one of the
-// ledger's relations (`schema_migration*`, not the application's tables beside it): a wait that timed out waits no more, and only that second part still finds who was in
-// its way. Never the query text: it may hold a secret.
+// ledger's relations (`schema_migration*`, not the application's tables beside it): a wait
+// that timed out waits no more, and only that second part still finds who was in its way.
+// Never the query text: it may hold a secret.
 const BLOCKERS: &str = "WITH ours AS (SELECT unnest($1::int[]) AS pid),
      blocking AS (
          SELECT b.pid AS holder, w.relation
@@ -298,7 +311,7 @@ pub async fn claim_build(
     schema: &LedgerSchema,
     version: &str,
 ) -> Result<bool, Error> {
-    sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({BUILD_KEY})"))
+    sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({})", build_key("$2")))
         .bind(schema.name())
         .bind(version)
         .fetch_one(conn)
@@ -312,7 +325,7 @@ pub async fn release_build(
     schema: &LedgerSchema,
     version: &str,
 ) -> Result<(), Error> {
-    sqlx::query(&format!("SELECT pg_advisory_unlock({BUILD_KEY})"))
+    sqlx::query(&format!("SELECT pg_advisory_unlock({})", build_key("$2")))
         .bind(schema.name())
         .bind(version)
         .execute(conn)
@@ -321,10 +334,10 @@ pub async fn release_build(
         .map_err(|e| Error::database("releasing the migration's build lock", e))
 }
 
-/// Of the `dirty` versions, those whose build lock another session holds: a runner is
-/// applying each right now (it yielded the migration lock for the build), so the row is in
-/// progress, not left half done. A session lock dies with its session, so a killed runner's
-/// row is dirty again at once.
+/// Of the `dirty` versions, those whose build lock another session holds: a session is
+/// running each one's statements right now (an after-deploy build that yielded the migration
+/// lock, or a killed runner's backend running its statement on), so the row is still
+/// changing. A session lock dies with its session: once it ends, the row is plainly dirty.
 pub async fn builds_in_progress(
     conn: &mut PgConnection,
     schema: &LedgerSchema,
@@ -333,12 +346,15 @@ pub async fn builds_in_progress(
     if dirty.is_empty() {
         return Ok(Default::default());
     }
-    let found: Vec<String> = sqlx::query_scalar(BUILDS_IN_PROGRESS)
-        .bind(schema.name())
-        .bind(dirty)
-        .fetch_all(conn)
-        .await
-        .map_err(|e| Error::database("looking for builds in progress", e))?;
+    let found: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT v FROM unnest($2::text[]) v WHERE EXISTS (SELECT 1 {})",
+        holders_of(&build_key("v"))
+    ))
+    .bind(schema.name())
+    .bind(dirty)
+    .fetch_all(conn)
+    .await
+    .map_err(|e| Error::database("looking for builds in progress", e))?;
     Ok(found.into_iter().collect())
 }
 
@@ -347,7 +363,7 @@ pub async fn migration_in_flight(
     conn: &mut PgConnection,
     schema: &LedgerSchema,
 ) -> Result<Option<i32>, Error> {
-    sqlx::query_scalar(IN_FLIGHT)
+    sqlx::query_scalar(&format!("SELECT l.pid {} LIMIT 1", holders_of(APPLY_KEY)))
         .bind(schema.name())
         .fetch_optional(conn)
         .await

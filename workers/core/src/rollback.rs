@@ -549,20 +549,25 @@ mod tests {
         );
     }
 
+    /// The ledger's copy of `version`'s down script, as kept when it was applied.
+    fn kept_down(version: &str, sql: &str) -> HashMap<String, RecordedDown> {
+        [(
+            version.to_owned(),
+            RecordedDown {
+                sql: Some(sql.into()),
+                checksum: Some(checksum(sql.as_bytes())),
+                requires: Vec::new(),
+            },
+        )]
+        .into()
+    }
+
     #[test]
     fn the_ledgers_copy_runs_unless_the_file_is_asked_for() {
         let s = set(&FILES);
         let l = ledger(&s, &[("001", 1), ("002", 2)]);
         let kept = "DROP TABLE b; -- as applied";
-        let recorded: HashMap<String, RecordedDown> = [(
-            "002".to_owned(),
-            RecordedDown {
-                sql: Some(kept.into()),
-                checksum: Some(checksum(kept.as_bytes())),
-                requires: Vec::new(),
-            },
-        )]
-        .into();
+        let recorded = kept_down("002", kept);
         let p = plan(&s, &l, &recorded, &[], &RollbackTarget::Last(1), false).unwrap();
         assert_eq!(p.reverts[0].source, ScriptSource::Ledger);
         assert_eq!(p.reverts[0].sql, kept);
@@ -583,15 +588,7 @@ mod tests {
         let s = set(&FILES[..2]);
         let l = ledger(&s, &[("001", 1), ("002", 2)]);
         let kept = "-- stepmigrate: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS i;";
-        let recorded: HashMap<String, RecordedDown> = [(
-            "002".to_owned(),
-            RecordedDown {
-                sql: Some(kept.into()),
-                checksum: Some(checksum(kept.as_bytes())),
-                requires: Vec::new(),
-            },
-        )]
-        .into();
+        let recorded = kept_down("002", kept);
         let p = plan(
             &s,
             &l,
@@ -643,15 +640,7 @@ mod tests {
         let s = set(&FILES[..3]); // 002_b.sql without its down file
         let l = ledger(&s, &[("001", 1), ("002", 2)]);
         let kept = "DROP TABLE b;";
-        let recorded: HashMap<String, RecordedDown> = [(
-            "002".to_owned(),
-            RecordedDown {
-                sql: Some(kept.into()),
-                checksum: Some(checksum(kept.as_bytes())),
-                requires: Vec::new(),
-            },
-        )]
-        .into();
+        let recorded = kept_down("002", kept);
         let err = plan(&s, &l, &recorded, &[], &RollbackTarget::Last(1), false).unwrap_err();
         assert!(matches!(err, Error::RollbackRefused { .. }));
         assert!(

@@ -278,3 +278,15 @@ pub fn settings() -> Settings {
         ..Settings::default()
     }
 }
+
+/// `items` with `n` rows to backfill (`done` NULL), and `touched` counting how often a row
+/// was changed: an idempotent batch changes each row once. The partial index is what a real
+/// backfill needs too: without it each batch scans past every row done before it.
+pub fn with_items(n: u64) -> String {
+    format!(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, done int, touched int NOT NULL DEFAULT 0);\n\
+         INSERT INTO items (id, v) SELECT g, g % 100 FROM generate_series(1, {n}) g;\n\
+         CREATE INDEX items_todo ON items (id) WHERE done IS NULL;\n\
+         ANALYZE items;\n"
+    )
+}
