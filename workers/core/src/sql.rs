@@ -369,18 +369,7 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
     }
     // Lower case keeps the byte offsets.
     let text = statement.text.to_ascii_lowercase();
-    let mut words: Vec<(usize, &str)> = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices() {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            start.get_or_insert(i);
-        } else if let Some(s) = start.take() {
-            words.push((s, &text[s..i]));
-        }
-    }
-    if let Some(s) = start {
-        words.push((s, &text[s..]));
-    }
+    let words = words_of(&text);
     for (i, (at, word)) in words.iter().enumerate() {
         let called = called_next(&text[at + word.len()..]);
         if called && outside_function(word, on_target) {
@@ -402,6 +391,32 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
 }
 
 const COPY_FILE: &str = "COPY to or from a server file or program";
+
+/// The words of a lower-cased text (letters, digits, `_`) with their byte offsets: a
+/// statement's words wherever they are written (a `DO` body, an `EXECUTE` string).
+fn words_of(text: &str) -> Vec<(usize, &str)> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            words.push((s, &text[s..i]));
+        }
+    }
+    if let Some(s) = start {
+        words.push((s, &text[s..]));
+    }
+    words
+}
+
+/// Whether `statement` calls the function `name` (lower case), wherever the call is written.
+fn calls(statement: &Statement<'_>, name: &str) -> bool {
+    let text = statement.text.to_ascii_lowercase();
+    words_of(&text)
+        .iter()
+        .any(|(at, word)| *word == name && called_next(&text[at + word.len()..]))
+}
 
 /// Whether what follows a word calls it: `(` after the closing quote of a quoted name
 /// (`"setval"(`), white space and comments (`setval/**/(`).
@@ -621,7 +636,7 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
     // The same settings changed as a function call (`set_config`) or through `pg_settings`,
     // the two other ways PostgreSQL offers, in any statement (a SELECT, a DO block).
     let text = statement.text.to_ascii_lowercase();
-    if text.contains("set_config") || text.contains("pg_settings") {
+    if calls(statement, "set_config") || text.contains("pg_settings") {
         if text.contains("client_encoding") {
             return Some("changing client_encoding (set_config, pg_settings) makes the server's messages unreadable to the runner; the migration's text is UTF-8 already");
         }
@@ -629,7 +644,7 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
             return Some("changing standard_conforming_strings (set_config, pg_settings) changes how the rest of the migration's strings are read; the runner requires it on");
         }
     }
-    if text.contains("pg_advisory_unlock_all") {
+    if calls(statement, "pg_advisory_unlock_all") {
         return Some("pg_advisory_unlock_all releases the runner's own locks (the build lock that keeps other runners from settling a migration while its statements run); unlock your own keys with pg_advisory_unlock");
     }
     if matches!(
