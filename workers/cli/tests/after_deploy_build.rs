@@ -172,6 +172,15 @@ async fn a_third_runner_neither_reruns_the_build_nor_applies_what_requires_it() 
             .clone()
     };
     assert_eq!(state("002"), "in_progress", "{status}");
+    // A rollback planned meanwhile says the same as `status`: in progress, not dirty.
+    let dry = db.cli(dir.path(), &["--json", "down", "--last", "1", "--dry-run"]);
+    dry.assert_code(6);
+    assert_eq!(dry.json()["error"]["name"], "LockTimeout", "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("is being applied right now"),
+        "{}",
+        dry.stdout
+    );
 
     let versions = |run: &Value| -> Vec<String> {
         run["results"]

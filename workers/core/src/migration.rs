@@ -674,6 +674,14 @@ impl MigrationSet {
         self.after_deploy_chain.contains(&m.version.number())
     }
 
+    /// Whether `m`'s runner yields the migration lock while its statements run under its
+    /// build lock (see [`crate::lock`]): a `no-transaction`, non-batch migration of the
+    /// after-deploy chain. A dirty row of any other migration whose build lock is held is a
+    /// killed runner's statement running on.
+    pub fn yields_lock_for_build(&self, m: &Migration) -> bool {
+        !m.transactional() && !m.is_batch() && self.in_after_deploy_chain(m)
+    }
+
     /// The migration that must be applied before `version` runs, as the database's guard
     /// checks it: the one before it, passing over the after-deploy chain (which a deploy's
     /// run leaves pending behind newer migrations).

@@ -240,7 +240,7 @@ impl Plan {
             // running its statement on: dirty, and not to be resolved before it ends.
             let yielded = set
                 .get(&e.version)
-                .is_some_and(|m| !m.is_batch() && set.in_after_deploy_chain(m));
+                .is_some_and(|m| set.yields_lock_for_build(m));
             if claimed && yielded {
                 e.state = State::InProgress;
                 building.insert(e.version.number());

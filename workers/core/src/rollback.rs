@@ -192,6 +192,20 @@ pub fn plan(
     target: &RollbackTarget,
     use_file: bool,
 ) -> Result<RollbackPlan, Error> {
+    // A build at work (it yielded the migration lock) is not dirty: the rollback waits for
+    // it, as `up` would.
+    if let Some(row) = ledger.migration_rows().find(|r| {
+        r.dirty
+            && ledger.in_progress.contains(&r.version)
+            && Version::parse(&r.version)
+                .and_then(|v| set.get(&v))
+                .is_some_and(|m| set.yields_lock_for_build(m))
+    }) {
+        return Err(Error::BuildInProgress {
+            name: row.name.clone(),
+            waits: false,
+        });
+    }
     let dirty: Vec<DirtyMigration> = ledger
         .migration_rows()
         .filter(|r| r.dirty)

@@ -1008,10 +1008,7 @@ impl Migrator {
     /// `no-transaction` migration of the after-deploy chain (see [`crate::lock`]), which may
     /// run after newer migrations anyway, so that a deploy is not held up by its build.
     fn yields_lock(&self, m: &Migration, direction: Direction) -> bool {
-        direction == Direction::Up
-            && !m.transactional()
-            && !m.is_batch()
-            && self.set.in_after_deploy_chain(m)
+        direction == Direction::Up && self.set.yields_lock_for_build(m)
     }
 
     /// Applies one migration; a lock timeout is retried with back-off (`lock_retries`), and
