@@ -1090,6 +1090,73 @@ async fn an_insert_into_a_small_table_from_a_big_one_completes() {
     );
 }
 
+/// An `INSERT` whose only source is its own target, selecting the copies it made: judged
+/// against the rows the table held before it (100), not left unjudged for reading no other
+/// table.
+#[tokio::test]
+async fn an_insert_that_copies_its_own_copies_within_one_table_is_stopped() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!(
+                "CREATE TABLE t (id bigint PRIMARY KEY);
+                 INSERT INTO t SELECT g FROM generate_series(1, 100) g;
+                 ANALYZE t;
+{}",
+                tripwire("t", "INSERT", 200)
+            ),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch
+-- stepmigrate: batch_size = 10
+             INSERT INTO t SELECT a.id + 1000000 FROM t a
+             WHERE NOT EXISTS (SELECT 1 FROM t b WHERE b.id = a.id + 1000000) LIMIT :batch_size;
+",
+        ),
+    ]);
+    let text = stopped_as_runaway(&db, &dir).await;
+    // 3 x 100 rows + 10 batches of 10: stopped at the first batch past 400.
+    assert_eq!(batch_events(&db, "002").await.last().unwrap().1, 410);
+    assert!(
+        text.contains("public.t (100 rows)") && text.contains("generate_series"),
+        "{text}"
+    );
+    assert_eq!(db.query("SELECT count(*)::text FROM t").await, ["510"]);
+}
+
+/// Its only table is its target, but the target was empty: the rows come from
+/// `generate_series`, which nothing bounds, so the statement is not stopped.
+#[tokio::test]
+async fn a_fill_from_generate_series_into_an_empty_table_completes() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_g.sql",
+            "CREATE TABLE g (id bigint PRIMARY KEY);
+",
+        ),
+        (
+            "002_fill.sql",
+            "-- stepmigrate: batch
+-- stepmigrate: batch_size = 100
+             INSERT INTO g SELECT x FROM generate_series(1, 5000) x
+             WHERE NOT EXISTS (SELECT 1 FROM g WHERE g.id = x) ORDER BY x LIMIT :batch_size;
+",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        run.json()["results"][1]["batches"]["rows"],
+        5_000,
+        "{}",
+        run.stdout
+    );
+    assert_eq!(db.query("SELECT count(*)::text FROM g").await, ["5000"]);
+}
+
 #[tokio::test]
 async fn an_update_of_a_table_analyzed_while_empty_then_filled_completes() {
     let db = TestDb::new().await;

@@ -914,6 +914,155 @@ async fn down_reverts_the_committed_batches_of_a_failed_batch_migration() {
     assert_eq!(db.query(changed).await, ["4999"]);
 }
 
+/// The README's "delete its row to run it again" on a failed batch migration makes it pending,
+/// not pending from scratch: the rows its committed batches changed stay changed, so it stays
+/// partly applied in `status`, `plan` and `down`, and its next run resumes after them.
+#[tokio::test]
+async fn deleting_the_row_of_a_failed_batch_migration_keeps_it_partly_applied() {
+    let db = TestDb::new().await;
+    let dir = failed_backfill(true);
+    db.cli(dir.path(), &["up"]).assert_code(1);
+    db.exec("DELETE FROM schema_migrations WHERE version = '002'")
+        .await;
+    let changed = "SELECT count(*)::text FROM items WHERE done IS NOT NULL";
+    assert_eq!(db.query(changed).await, ["3000"]);
+
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "pending", "{status}");
+    assert_eq!(status["migrations"][1]["batches"]["batches"], 3, "{status}");
+    assert_eq!(
+        status["migrations"][1]["batches"]["rows"], 3_000,
+        "{status}"
+    );
+    let plan = db.cli(dir.path(), &["plan"]);
+    assert!(
+        plan.stdout
+            .contains("resumes after 3 batches (3,000 rows committed)"),
+        "{}",
+        plan.stdout
+    );
+    let dry = db.cli(dir.path(), &["down", "--to", "001", "--dry-run"]);
+    dry.assert_code(0);
+    assert!(
+        dry.stdout
+            .contains("partly applied: 3 batches, 3,000 rows committed")
+            && !dry.stdout.contains("nothing to roll back"),
+        "{}",
+        dry.stdout
+    );
+    let run = db.cli(dir.path(), &["--json", "down", "--to", "001", "--yes"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["rolled_back"], 1, "{}", run.stdout);
+    assert_eq!(db.query(changed).await, ["0"], "its rows are reverted");
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}
+
+/// Deleted again after a failure, the row leaves the progress as it was: the next run resumes
+/// after the committed batches (their numbers continue); deleted once applied, the migration
+/// runs again from its first batch.
+#[tokio::test]
+async fn after_its_row_is_deleted_a_failed_batch_migration_resumes_and_an_applied_one_starts_over()
+{
+    let db = TestDb::new().await;
+    let dir = failed_backfill(true);
+    db.cli(dir.path(), &["up"]).assert_code(1);
+    db.exec("DELETE FROM schema_migrations WHERE version = '002'")
+        .await;
+    db.exec("DELETE FROM items WHERE id = 3500").await;
+    let up = db.cli(dir.path(), &["--json", "up"]);
+    up.assert_code(0);
+    assert_eq!(
+        up.json()["results"][0]["batches"]["batches"],
+        5,
+        "{}",
+        up.stdout
+    );
+    assert_eq!(
+        up.json()["results"][0]["batches"]["rows"],
+        4_999,
+        "{}",
+        up.stdout
+    );
+
+    db.exec("DELETE FROM schema_migrations WHERE version = '002'")
+        .await;
+    db.exec("UPDATE items SET done = NULL").await;
+    let up = db.cli(dir.path(), &["--json", "up"]);
+    up.assert_code(0);
+    assert_eq!(
+        up.json()["results"][0]["batches"]["batches"],
+        5,
+        "{}",
+        up.stdout
+    );
+    assert_eq!(
+        up.json()["results"][0]["batches"]["rows"],
+        4_999,
+        "{}",
+        up.stdout
+    );
+}
+
+/// A partly applied batch migration whose down (outside a transaction) fails part way is
+/// dirty; it was never applied, so `resolve --applied` is refused (its remaining batches
+/// would never run) and `--not-applied` lets the next `up` run its statement again. A dirty
+/// down of an applied migration still resolves `--applied`.
+#[tokio::test]
+async fn resolve_applied_is_refused_for_a_partly_applied_batch_migration_left_dirty_by_its_down() {
+    let db = TestDb::new().await;
+    let dir = failed_backfill(false);
+    dir.write(
+        "002_backfill.down.sql",
+        "-- stepmigrate: no-transaction
+UPDATE items SET done = NULL WHERE id <= 1000;
+SELECT 1 / 0;
+",
+    );
+    db.cli(dir.path(), &["up"]).assert_code(1);
+    let run = db.cli(dir.path(), &["down", "--to", "001", "--yes"]);
+    run.assert_code(1);
+    let status = db.cli(dir.path(), &["--json", "status"]);
+    assert_eq!(
+        status.json()["migrations"][1]["state"],
+        "dirty",
+        "{}",
+        status.stdout
+    );
+    let resolve = db.cli(dir.path(), &["resolve", "002", "--applied"]);
+    resolve.assert_code(2);
+    assert!(
+        resolve
+            .stderr
+            .contains("partly applied, not applied, when its down began")
+            && resolve.stderr.contains("--not-applied"),
+        "{}",
+        resolve.stderr
+    );
+    assert_eq!(
+        db.cli(dir.path(), &["--json", "status"]).json()["migrations"][1]["state"],
+        "dirty",
+        "nothing recorded"
+    );
+    db.cli(dir.path(), &["resolve", "002", "--not-applied"])
+        .assert_code(0);
+    db.exec("DELETE FROM items WHERE id = 3500").await;
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE done IS NULL")
+            .await,
+        ["0"],
+        "the statement ran again over every row not done"
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+
+    // Applied, then dirty from the same failing down: `--applied` is what it was.
+    let run = db.cli(dir.path(), &["down", "--to", "001", "--yes"]);
+    run.assert_code(1);
+    db.cli(dir.path(), &["resolve", "002", "--applied"])
+        .assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002"]);
+}
+
 #[tokio::test]
 async fn down_refuses_to_pass_over_the_committed_batches_of_a_batch_migration_without_a_down() {
     let db = TestDb::new().await;

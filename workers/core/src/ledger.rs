@@ -362,11 +362,19 @@ fn notices_literal(notices: &[String]) -> String {
 
 /// The events of `version` (an SQL expression) since it was last made pending from scratch
 /// (applied and deleted, rolled back, resolved), as the `WHERE` condition on `{alias}`: a
-/// batch migration's totals count from there. `failed` events leave them as they were.
+/// batch migration's totals count from there. `failed` events leave them as they were, and
+/// so does the deletion of a row that was not applied (the README's "delete its row to run it
+/// again" on a failed batch migration): its committed batches stay changed, so it stays
+/// partly applied and its next run resumes after them. `ledger.sql`'s revert guard reads the
+/// same "since" (it cannot call this: a ledger not yet upgraded is read too).
 pub(crate) fn since_reset_sql(events: &str, alias: &str, version: &str) -> String {
     format!(
         "{alias}.version = {version} AND {alias}.id > (SELECT coalesce(max(r.id), 0) FROM {events} r
-             WHERE r.version = {version} AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed'))"
+             WHERE r.version = {version} AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed')
+               AND (r.kind <> 'deleted' OR (SELECT p.kind IN ('applied', 'resolved_applied') FROM {events} p
+                    WHERE p.version = r.version AND p.id < r.id AND p.kind NOT IN ('batch', 'notices', 'verified')
+                      AND NOT (p.kind = 'rollback_failed' AND NOT p.dirty)
+                    ORDER BY p.id DESC LIMIT 1) IS NOT FALSE))"
     )
 }
 
@@ -708,6 +716,30 @@ pub async fn install(
         ));
     }
     Ok(())
+}
+
+/// Whether the event `event_id` is a down that began while its migration was not applied
+/// (a partly applied batch migration: its down reverts the committed batches). Such a
+/// migration left dirty by its down was never applied, so "resolved applied" would be false.
+pub async fn down_of_an_unapplied_migration(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    event_id: i64,
+) -> Result<bool, Error> {
+    let events = schema.qualify("schema_migration_events");
+    let unapplied: Option<bool> = sqlx::query_scalar(&format!(
+        "SELECT e.kind IN ('rollback_started', 'rollback_failed')
+                AND (SELECT p.kind IN ('applied', 'resolved_applied') FROM {events} p
+                     WHERE p.version = e.version AND p.id < e.id
+                       AND p.kind IN ('applied', 'resolved_applied', 'failed', 'started', 'rolled_back', 'resolved_not_applied', 'deleted')
+                     ORDER BY p.id DESC LIMIT 1) IS NOT TRUE
+         FROM {events} e WHERE e.id = $1"
+    ))
+    .bind(event_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading what a dirty migration was before its down", e))?;
+    Ok(unapplied.unwrap_or(false))
 }
 
 /// Appends one event in its own transaction (the projection follows in it).

@@ -217,7 +217,8 @@ END $$;
 -- The same for a down script: the migration must still be applied (SM009: another runner
 -- reverted it first) and not dirty. A batch migration is partly applied while it has batches
 -- committed since it was last made pending from scratch (the same "since" as the runner's
--- batch::recorded_progress) and no applied row: its down reverts those batches.
+-- ledger::since_reset_sql: the deletion of a row that was not applied is no such reset) and
+-- no applied row: its down reverts those batches.
 CREATE OR REPLACE FUNCTION @L@.schema_migrations_revert_guard(p_version text, p_lock_pid int) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -237,7 +238,12 @@ BEGIN
            WHERE b.version = p_version AND b.kind = 'batch'
              AND b.id > (SELECT coalesce(max(r.id), 0) FROM @L@.schema_migration_events r
                          WHERE r.version = p_version
-                           AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed'))) THEN
+                           AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed')
+                           AND (r.kind <> 'deleted' OR (SELECT p.kind IN ('applied', 'resolved_applied')
+                                FROM @L@.schema_migration_events p
+                                WHERE p.version = r.version AND p.id < r.id AND p.kind NOT IN ('batch', 'notices', 'verified')
+                                  AND NOT (p.kind = 'rollback_failed' AND NOT p.dirty)
+                                ORDER BY p.id DESC LIMIT 1) IS NOT FALSE))) THEN
         RAISE EXCEPTION 'migration % is not applied', p_version USING ERRCODE = 'SM009';
     END IF;
     RETURN txid_current()::text;

@@ -12,7 +12,11 @@
 //! or its latest batch run from a different file (an edited statement is judged afresh).
 //! It may be at most [`RUNAWAY_FACTOR`] times the rows of the tables it changes, plus
 //! [`RUNAWAY_BATCHES`] batches of slack. An insert-only statement is judged against the
-//! tables it reads other than its targets (its source) as well. PostgreSQL's estimate
+//! tables it reads other than its targets (its source) as well; one that reads no table but
+//! its targets copies rows within them, and is judged against their rows as of the baseline
+//! (else `INSERT INTO t SELECT ... FROM t` that selects its own copies would never stop),
+//! unless they held none: then its rows come from no table (`generate_series`) and it
+//! cannot be judged. PostgreSQL's estimate
 //! (`reltuples`, a partitioned table's leaves summed, never analyzed counting as 0) is the
 //! first measure; only when the rows exceed the bound it gives are the tables counted
 //! exactly (outside the batch's transaction, once per exceedance), and the statement is
@@ -103,6 +107,9 @@ pub(crate) struct Guard {
     baseline: Baseline,
     batch_size: u64,
     tables: BTreeMap<u32, Table>,
+    /// An insert that reads only its targets, which held no rows as of the baseline: its rows
+    /// come from no table, so nothing bounds them.
+    unjudgeable: bool,
 }
 
 impl Guard {
@@ -147,6 +154,7 @@ impl Guard {
             baseline,
             batch_size,
             tables: BTreeMap::new(),
+            unjudgeable: false,
         })
     }
 
@@ -196,9 +204,13 @@ impl Guard {
     }
 
     /// The tables the rows are judged against: those the statement changes, and for a
-    /// statement that inserts, those it reads too (its source). `None`: an insert that reads
-    /// no other table (its rows come from `generate_series`, `VALUES`), which cannot be judged.
+    /// statement that inserts, those it reads too (its source, which may be its target).
+    /// `None`: an insert that reads no table (its rows come from `generate_series`,
+    /// `VALUES`), or reads only targets that held no rows, which cannot be judged.
     fn judged(&self) -> Option<Vec<u32>> {
+        if self.unjudgeable {
+            return None;
+        }
         let inserts = self.tables.values().any(|t| t.inserted);
         let changes_in_place = self.tables.values().any(|t| t.updated || t.deleted);
         let judged: Vec<u32> = self
@@ -208,7 +220,17 @@ impl Guard {
             .map(|(&oid, _)| oid)
             .collect();
         let source = judged.iter().any(|oid| !self.tables[oid].changed());
-        (!judged.is_empty() && (changes_in_place || source)).then_some(judged)
+        let reads_its_target = self.tables.values().any(|t| t.inserted && t.read);
+        (!judged.is_empty() && (changes_in_place || source || reads_its_target)).then_some(judged)
+    }
+
+    /// Whether the statement only inserts into `judged`, reading no other table: a copy
+    /// within its targets, bounded by the rows they held as of the baseline.
+    fn copies_within_its_targets(&self, judged: &[u32]) -> bool {
+        judged.iter().all(|oid| {
+            let t = &self.tables[oid];
+            t.inserted && !t.updated && !t.deleted
+        })
     }
 
     /// A table's rows as of the baseline, from its count now and the rows the statement
@@ -295,6 +317,11 @@ impl Guard {
             }
         }
         let rows = self.rows(&judged);
+        if rows == 0 && self.copies_within_its_targets(&judged) {
+            // Nothing to copy from as of the baseline: its rows come from no table.
+            self.unjudgeable = true;
+            return Ok(None);
+        }
         if judged_rows <= self.bound(rows) {
             return Ok(None);
         }
@@ -361,6 +388,11 @@ impl Guard {
             })
             .collect();
         let since = self.since();
+        let copy = if self.copies_within_its_targets(judged) {
+            " If its rows come from a function (`generate_series`) rather than from the table it reads, generate them into a table of their own in an earlier migration and insert from that table."
+        } else {
+            ""
+        };
         SqlError {
             sqlstate: RUNAWAY_SQLSTATE.to_owned(),
             message: format!(
@@ -370,7 +402,7 @@ impl Guard {
                 self.batch_size,
             ),
             hint: Some(format!(
-                "the {} batches committed so far stay committed. Fix the statement so that it selects only rows not done yet (e.g. `WHERE <column it sets> IS NULL`, `WHERE NOT EXISTS (...)`), then run again: the next run judges it afresh",
+                "the {} batches committed so far stay committed. Fix the statement so that it selects only rows not done yet (e.g. `WHERE <column it sets> IS NULL`, `WHERE NOT EXISTS (...)`), then run again: the next run judges it afresh.{copy}",
                 progress.batches
             )),
             ..Default::default()
@@ -398,6 +430,7 @@ mod tests {
             baseline: Baseline::default(),
             batch_size: 100,
             tables: tables.iter().cloned().collect(),
+            unjudgeable: false,
         }
     }
 
@@ -416,7 +449,19 @@ mod tests {
             guard(&[(1, target.clone()), (2, source.clone())]).judged(),
             Some(vec![1, 2])
         );
-        assert_eq!(guard(&[(1, target.clone())]).judged(), None);
+        assert_eq!(
+            guard(&[(1, target.clone())]).judged(),
+            Some(vec![1]),
+            "an insert that reads only its target copies within it"
+        );
+        let blind = Table {
+            inserted: true,
+            ..Default::default()
+        };
+        assert_eq!(guard(&[(1, blind)]).judged(), None, "rows from no table");
+        let mut empty = guard(&[(1, target.clone())]);
+        empty.unjudgeable = true;
+        assert_eq!(empty.judged(), None);
         let updated = Table {
             updated: true,
             read: true,

@@ -887,6 +887,16 @@ impl Migrator {
                     row.name
                 )));
             }
+            if resolution == Resolution::Applied {
+                if let Some(event) = row.event_id {
+                    if ledger::down_of_an_unapplied_migration(&mut conn, &schema, event).await? {
+                        return Err(Error::InvalidInput(format!(
+                            "{} was partly applied, not applied, when its down began (its batches had not all run): --applied would record it applied and its remaining batches would never run. Check what its down changed, then `resolve {version} --not-applied`: the next `up` runs its statement again, which selects only the rows not done yet",
+                            row.name
+                        )));
+                    }
+                }
+            }
             let kind = match resolution {
                 Resolution::Applied => EventKind::ResolvedApplied,
                 Resolution::NotApplied => EventKind::ResolvedNotApplied,
