@@ -707,13 +707,29 @@ impl Output {
                 outln!("      round trip: {}", round_trip.describe());
             }
         }
+        if let Some(stats) = &report.statistics {
+            outln!(
+                "\u{26a0} planner statistics were written in place from rows this check changed and rolled back (PostgreSQL does not roll them back): {}",
+                stats.tables.join(", ")
+            );
+            match &stats.error {
+                None => outln!("  verify ran ANALYZE on them after the rollback: they describe their rows again"),
+                Some(e) => outln!(
+                    "  \u{26a0} ANALYZE after the rollback failed ({e}): run ANALYZE on them, or the planner misjudges them until autovacuum does"
+                ),
+            }
+        }
         if !self.quiet {
             // What verify itself wrote: what a migration does outside its transaction is
             // refused by name before it runs, and what no name shows is the README's limit.
+            let analyzed = match &report.statistics {
+                Some(s) if s.analyzed => ", and ANALYZE of the tables above",
+                _ => "",
+            };
             let committed = match report.method {
                 VerifyMethod::Scratch => format!("verify wrote nothing to {} itself", report.database),
                 VerifyMethod::InTransaction => format!(
-                    "verify committed only its verified events to {} (a sequence that nextval advanced keeps its value)",
+                    "verify committed only its verified events to {}{analyzed} (a sequence that nextval advanced keeps its value)",
                     report.database
                 ),
             };

@@ -389,3 +389,170 @@ async fn an_applied_migration_that_acts_outside_its_transaction_is_not_replayed(
         run.stderr
     );
 }
+
+/// A deferred constraint trigger fires at COMMIT, after any check before it: the server guard
+/// fires deferred triggers first. Here the trigger acts only on its second run (a sequence
+/// is never rolled back), so verify's rolled-back run sees nothing and the scratch database's
+/// real apply is where it would create the role.
+#[tokio::test]
+async fn a_deferred_trigger_that_touches_the_server_at_commit_is_caught_before_it() {
+    let db = TestDb::new().await;
+    let roles = Roles::new(&db, &["sm_defer"]).await;
+    let role = roles.0[0].clone();
+    db.exec(&format!("DROP ROLE {role}")).await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE SEQUENCE gate;\nCREATE TABLE t (id int);\n"),
+        (
+            "002_server.sql",
+            &format!(
+                "CREATE FUNCTION sneaky() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+                 BEGIN IF nextval('gate') > 1 THEN EXECUTE 'CREATE ' || 'ROLE {role}'; END IF; RETURN NULL; END $$;\n\
+                 CREATE CONSTRAINT TRIGGER sneaky AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sneaky();\n\
+                 INSERT INTO t VALUES (1);\n"
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let doc = run.json();
+    assert_eq!(
+        migration(&doc, "002_server")["error"]["sqlstate"],
+        "SM012",
+        "{doc:#}"
+    );
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*)::text FROM pg_roles WHERE rolname = '{role}'"
+        ))
+        .await,
+        ["0"],
+        "the role was not created"
+    );
+}
+
+/// Replaying an applied migration whose deferred trigger touches the server is caught at its
+/// own replay (not committed), and the next migration is not blamed for it.
+#[tokio::test]
+async fn a_replayed_deferred_trigger_that_touches_the_server_is_caught_and_named() {
+    let db = TestDb::new().await;
+    let roles = Roles::new(&db, &["sm_replay"]).await;
+    let role = roles.0[0].clone();
+    let dir = Dir::new(&[(
+        "001_t.sql",
+        &format!(
+            "CREATE TABLE t (id int);\n\
+             CREATE FUNCTION sneaky() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+             BEGIN EXECUTE 'CREATE ' || 'ROLE {role}'; RETURN NULL; END $$;\n\
+             CREATE CONSTRAINT TRIGGER sneaky AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sneaky();\n\
+             INSERT INTO t VALUES (1);\n"
+        ),
+    )]);
+    db.exec(&format!("DROP ROLE {role}")).await;
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    db.exec(&format!("DROP ROLE {role}")).await;
+    dir.write("002_u.sql", "CREATE TABLE u (id int);\n");
+    let run = db.cli(dir.path(), &["verify"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("001_t") && run.stderr.contains("touches the server"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.stdout.contains("002_u"), "{}", run.stdout);
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*)::text FROM pg_roles WHERE rolname = '{role}'"
+        ))
+        .await,
+        ["0"],
+        "the replay did not create the role"
+    );
+}
+
+/// A write through a foreign table commits on its server with the local COMMIT: on a
+/// scratch database that would be a write into the target itself (postgres_fdw pointed at
+/// it). Refused before the COMMIT (SM014), and the target's table is as it was.
+#[tokio::test]
+async fn a_write_through_a_foreign_table_into_the_target_is_not_committed_by_scratch_verify() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE victim (id int);\n"),
+        (
+            "002_fdw.sql",
+            &format!(
+                "CREATE EXTENSION IF NOT EXISTS postgres_fdw;\n\
+                 CREATE SERVER tgt FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '{}');\n\
+                 CREATE USER MAPPING FOR CURRENT_USER SERVER tgt OPTIONS (user 'postgres');\n\
+                 CREATE FOREIGN TABLE remote_victim (id int) SERVER tgt OPTIONS (table_name 'victim');\n\
+                 INSERT INTO remote_victim VALUES (42);\n",
+                db.name
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let doc = run.json();
+    let m = migration(&doc, "002_fdw");
+    assert_eq!(m["error"]["sqlstate"], "SM014", "{doc:#}");
+    assert!(
+        m["acts_outside_transaction"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("foreign table remote_victim"),
+        "{doc:#}"
+    );
+    assert_eq!(db.query("SELECT count(*)::text FROM victim").await, ["0"]);
+}
+
+/// `ANALYZE` after a `DELETE` in `--in-transaction-only` writes the target's planner
+/// statistics in place from rows the rollback restores: verify says so and analyzes the
+/// table again after the rollback.
+#[tokio::test]
+async fn planner_statistics_written_in_place_by_in_transaction_verify_are_restored_and_reported() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        ("002_an.sql", "DELETE FROM t WHERE id > 0;\nANALYZE t;\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO t SELECT generate_series(1, 10000); ANALYZE t")
+        .await;
+    let reltuples = "SELECT reltuples::int8::text FROM pg_class WHERE oid = 't'::regclass";
+    assert_eq!(db.query(reltuples).await, ["10000"]);
+    let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let doc = run.json();
+    let stats = &doc["report"]["statistics"];
+    assert_eq!(stats["analyzed"], true, "{doc:#}");
+    assert!(
+        stats["tables"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("public.t (reltuples written: 0"),
+        "{doc:#}"
+    );
+    assert_eq!(db.query(reltuples).await, ["10000"], "restored");
+    let run = db.cli(dir.path(), &["verify", "--in-transaction-only"]);
+    assert!(
+        run.stdout
+            .contains("planner statistics were written in place")
+            && run
+                .stdout
+                .contains("verify ran ANALYZE on them after the rollback")
+            && run.stdout.contains("and ANALYZE of the tables above"),
+        "{}",
+        run.stdout
+    );
+    // A migration that changes no rows leaves the statistics alone and says nothing of them.
+    dir.write("002_an.sql", "CREATE INDEX t_id ON t (id);\n");
+    let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.json()["report"].get("statistics").is_none(),
+        "{}",
+        run.stdout
+    );
+}

@@ -281,8 +281,13 @@ impl<'a> Attempt<'a> {
         } else {
             ""
         };
+        let flush = if self.guard_server {
+            format!("{};", crate::server_guard::FLUSH_SQL)
+        } else {
+            String::new()
+        };
         let prefix = format!(
-            "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{deferred}{};SAVEPOINT {MIGRATION_SAVEPOINT};\n",
+            "BEGIN;{flush}SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';{deferred}{};SAVEPOINT {MIGRATION_SAVEPOINT};\n",
             pg_interval(self.lock_timeout),
             pg_interval(self.statement_timeout),
             self.guard()
@@ -311,7 +316,8 @@ impl<'a> Attempt<'a> {
     }
 
     /// On a verification database, the check before COMMIT that the transaction changed
-    /// nothing of the whole server (it raises, and the transaction rolls back); else nothing.
+    /// nothing of the whole server and wrote through no foreign table (it raises, and the
+    /// transaction rolls back); else nothing.
     pub fn server_guard(&self) -> String {
         if self.guard_server {
             format!("{};", crate::server_guard::guard_sql())
@@ -750,7 +756,9 @@ async fn run_guarded(
     statement: &str,
     guard: &str,
 ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
-    sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+    sqlx::raw_sql(&format!("BEGIN;{}", crate::server_guard::FLUSH_SQL))
+        .execute(&mut *conn)
+        .await?;
     let result = match sqlx::raw_sql(statement).execute(&mut *conn).await {
         Ok(r) => sqlx::raw_sql(&format!("{guard}COMMIT"))
             .execute(&mut *conn)

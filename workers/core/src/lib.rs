@@ -20,6 +20,7 @@ pub mod lock;
 pub mod migration;
 pub mod notices;
 pub mod plan;
+pub mod planner_stats;
 pub mod rollback;
 pub mod runaway;
 pub mod runner;

@@ -22,7 +22,14 @@
 //!
 //! The same test runs as SQL in the runner's own scripts on a verification database (see
 //! [`guard_sql`]): before each COMMIT, so that nothing that touches the server commits there,
-//! whatever verify's rolled-back run saw.
+//! whatever verify's rolled-back run saw. Deferred triggers are fired before it (they would
+//! otherwise run at COMMIT, after any check), and a write through a foreign table is refused
+//! there too: its commit would commit the remote write (`postgres_fdw` into the target itself).
+//!
+//! Since PostgreSQL 15 a backend's `pg_stat_get_xact_*` counts also hold its earlier
+//! transactions' counts until they are flushed (at most once a second, when idle): each
+//! guarded script asks for the flush ([`FLUSH_SQL`]), so the next one counts its own writes
+//! only, and a change committed by one migration is never blamed on the next.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +37,12 @@ use sqlx::PgConnection;
 
 /// The SQLSTATE of a migration that changed what belongs to the whole server.
 pub const SERVER_CHANGE_SQLSTATE: &str = "SM012";
+/// The SQLSTATE of a migration that acts outside its transaction.
+pub const OUTSIDE_TRANSACTION_SQLSTATE: &str = "SM014";
+
+/// Asks the backend to flush its pending statistics when it next goes idle (PostgreSQL 15+,
+/// where they outlive their transaction; earlier versions need nothing).
+pub const FLUSH_SQL: &str = "DO $stepmigrate_flush$ BEGIN IF pg_catalog.current_setting('server_version_num')::int >= 150000 THEN EXECUTE 'SELECT pg_catalog.pg_stat_force_next_flush()'; END IF; END $stepmigrate_flush$";
 
 /// What each shared catalog holds, in words.
 pub fn catalog_words(catalog: &str) -> &'static str {
@@ -142,9 +155,11 @@ pub async fn read(conn: &mut PgConnection) -> Result<SharedWrites, sqlx::Error> 
     Ok(SharedWrites(rows.into_iter().collect()))
 }
 
-/// A statement that raises [`SERVER_CHANGE_SQLSTATE`] when the transaction it runs in wrote
-/// a shared catalog: the runner's last word before COMMIT on a verification database. Needs
-/// a fresh transaction (the counts are since its start).
+/// The statements that raise [`SERVER_CHANGE_SQLSTATE`] when the transaction they run in
+/// wrote a shared catalog (after firing its deferred triggers), or
+/// [`OUTSIDE_TRANSACTION_SQLSTATE`] when it wrote through a foreign table: the runner's last
+/// word before COMMIT on a verification database. Needs a fresh transaction in a script
+/// that asked for [`FLUSH_SQL`], as did the one before (the counts are since its start).
 pub fn guard_sql() -> String {
     let words = [
         "pg_authid",
@@ -166,13 +181,23 @@ pub fn guard_sql() -> String {
     let message = message_with("%s");
     let me_into = format!("{ME} INTO me");
     format!(
-        r#"DO $stepmigrate_server_guard$
+        r#"SET CONSTRAINTS ALL IMMEDIATE;DO $stepmigrate_server_guard$
 DECLARE
     r record;
     n int8;
     found text[] := '{{}}';
     me record;
+    foreign_written text;
 BEGIN
+    SELECT pg_catalog.string_agg(l.relation::regclass::text, ', ') INTO foreign_written
+    FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
+    WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND c.relkind = 'f'
+      AND l.mode = 'RowExclusiveLock';
+    IF foreign_written IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '{OUTSIDE}',
+            MESSAGE = pg_catalog.format('the migration acts outside its transaction: it writes through the foreign table %s, whose server commits the rows with this COMMIT (another database, perhaps the target itself); rolled back before anything committed', foreign_written),
+            DETAIL = pg_catalog.format('writes through the foreign table %s', foreign_written);
+    END IF;
     {ME_INTO};
     FOR r IN SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c
              WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::regnamespace ORDER BY 2 LOOP
@@ -197,6 +222,7 @@ BEGIN
 END
 $stepmigrate_server_guard$"#,
         ME_INTO = me_into,
+        OUTSIDE = OUTSIDE_TRANSACTION_SQLSTATE,
         OURS = OURS.replace('\'', "''"),
         message = message.replace('\'', "''"),
     )
@@ -226,9 +252,14 @@ mod tests {
     #[test]
     fn the_guard_is_one_statement_with_its_message_quoted() {
         let sql = guard_sql();
-        assert!(sql.starts_with("DO $stepmigrate_server_guard$"));
+        let statements = crate::sql::split_statements(&sql);
+        assert_eq!(statements.len(), 2);
+        assert_eq!(statements[0].text, "SET CONSTRAINTS ALL IMMEDIATE");
+        assert!(statements[1]
+            .text
+            .starts_with("DO $stepmigrate_server_guard$"));
         assert!(sql.ends_with("$stepmigrate_server_guard$"));
         assert!(sql.contains("touches the server"));
-        assert_eq!(crate::sql::split_statements(&sql).len(), 1);
+        assert_eq!(crate::sql::split_statements(FLUSH_SQL).len(), 1);
     }
 }

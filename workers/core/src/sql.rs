@@ -344,6 +344,8 @@ pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str
 pub fn touches_the_server(statement: &Statement<'_>) -> Option<&'static str> {
     let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
     match k.as_slice() {
+        // A user mapping belongs to its database (`pg_user_mapping` is not shared).
+        ["CREATE" | "ALTER" | "DROP", "USER", "MAPPING", ..] => None,
         ["CREATE" | "ALTER" | "DROP", "ROLE" | "USER" | "GROUP", ..] => Some("roles"),
         ["CREATE" | "ALTER" | "DROP", "DATABASE", ..] => Some("databases"),
         ["CREATE" | "ALTER" | "DROP", "TABLESPACE", ..] => Some("tablespaces"),
@@ -558,7 +560,8 @@ fn subcommand_reads_no_rows(sub: &str) -> bool {
             "REFERENCES",
             "EXCLUDE",
             "FOREIGN",
-        ]) || (has(&["NOT", "NULL"]) && !any(&["DEFAULT"]))
+        ]) || (has(&["NOT", "NULL"]) && (!any(&["DEFAULT"]) || has(&["DEFAULT", "NULL"])))
+            || !added_type_is_built_in(sub)
         {
             return false;
         }
@@ -597,6 +600,89 @@ fn subcommand_reads_no_rows(sub: &str) -> bool {
         "RESET",
         "INHERIT",
     ])
+}
+
+/// Whether the column an `ADD [COLUMN] [IF NOT EXISTS] name type` subcommand adds is of a
+/// built-in base type. Another type may be a domain whose `NOT NULL` or `CHECK` is checked
+/// against every row (or a serial, whose default is computed for every row).
+fn added_type_is_built_in(sub: &str) -> bool {
+    const BUILT_IN: &[&str] = &[
+        "SMALLINT",
+        "INT2",
+        "INTEGER",
+        "INT",
+        "INT4",
+        "BIGINT",
+        "INT8",
+        "REAL",
+        "FLOAT",
+        "FLOAT4",
+        "FLOAT8",
+        "DOUBLE",
+        "NUMERIC",
+        "DECIMAL",
+        "BOOLEAN",
+        "BOOL",
+        "TEXT",
+        "VARCHAR",
+        "CHARACTER",
+        "CHAR",
+        "BPCHAR",
+        "NAME",
+        "BYTEA",
+        "DATE",
+        "TIME",
+        "TIMETZ",
+        "TIMESTAMP",
+        "TIMESTAMPTZ",
+        "INTERVAL",
+        "UUID",
+        "JSON",
+        "JSONB",
+        "INET",
+        "CIDR",
+        "MACADDR",
+        "MACADDR8",
+        "MONEY",
+        "BIT",
+        "VARBIT",
+        "XML",
+        "TSVECTOR",
+        "TSQUERY",
+        "POINT",
+        "LINE",
+        "LSEG",
+        "BOX",
+        "PATH",
+        "POLYGON",
+        "CIRCLE",
+        "OID",
+        "INT4RANGE",
+        "INT8RANGE",
+        "NUMRANGE",
+        "TSRANGE",
+        "TSTZRANGE",
+        "DATERANGE",
+    ];
+    let words: Vec<String> = Tokens(sub)
+        .filter(|t| !t.starts_with("/*") && !t.starts_with("--"))
+        .map(|t| t.to_ascii_uppercase())
+        .collect();
+    let Some(add) = words.iter().position(|w| w == "ADD") else {
+        return false;
+    };
+    let mut rest = words[add + 1..].iter().map(String::as_str).peekable();
+    if rest.peek() == Some(&"COLUMN") {
+        rest.next();
+    }
+    if rest.peek() == Some(&"IF") {
+        rest.nth(2);
+    }
+    let _name = rest.next();
+    rest.next().is_some_and(|ty| {
+        let ty = ty.strip_prefix("PG_CATALOG.").unwrap_or(ty);
+        BUILT_IN.contains(&ty.trim_matches('"'))
+    })
 }
 
 /// `REINDEX [(options)] DATABASE|SYSTEM`: the kind is the first word after the options.
@@ -822,8 +908,38 @@ mod tests {
             "ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (10 / a) STORED"
         ));
         assert!(!safe("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0)"));
+        // A domain's NOT NULL or CHECK, and NOT NULL over a NULL default, check every row.
+        assert!(!safe("ALTER TABLE t ADD COLUMN c nn_int"));
+        assert!(!safe("ALTER TABLE t ADD COLUMN c public.pos_int DEFAULT 0"));
+        assert!(!safe(
+            "ALTER TABLE t ADD COLUMN c int DEFAULT NULL NOT NULL"
+        ));
+        assert!(!safe("ALTER TABLE t ADD COLUMN c bigserial"));
+        assert!(safe("ALTER TABLE t ADD c int NOT NULL DEFAULT 0"));
+        assert!(safe(
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS \"Some Col\" pg_catalog.int4, ADD e varchar(10)[]"
+        ));
+        assert!(safe("ALTER TABLE t ADD COLUMN e \"text\" DEFAULT 'x'"));
         assert!(!safe("INSERT INTO t SELECT 1"));
         assert!(!safe("CREATE INDEX ON t (a)"));
+    }
+
+    #[test]
+    fn roles_touch_the_server_and_user_mappings_do_not() {
+        let touches = |s: &str| touches_the_server(&split_statements(s).remove(0));
+        assert_eq!(touches("CREATE USER bob"), Some("roles"));
+        assert_eq!(
+            touches("ALTER ROLE bob SET work_mem = '1MB'"),
+            Some("roles")
+        );
+        assert_eq!(
+            touches("CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (user 'x')"),
+            None
+        );
+        assert_eq!(
+            touches("DROP USER MAPPING IF EXISTS FOR bob SERVER s"),
+            None
+        );
     }
 
     #[test]

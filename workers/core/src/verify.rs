@@ -46,7 +46,7 @@ pub const TRANSACTION_CONTROL_SQLSTATE: &str = "SM013";
 
 /// The SQLSTATE reported for a migration that verify does not run because a statement of it
 /// acts outside its transaction.
-pub const OUTSIDE_TRANSACTION_SQLSTATE: &str = "SM014";
+pub use crate::server_guard::OUTSIDE_TRANSACTION_SQLSTATE;
 
 /// The default `lock_timeout` of `verify --in-transaction-only`: it runs on a live database,
 /// and every lock it takes is held until the rollback.
@@ -86,6 +86,22 @@ pub struct VerifyReport {
     /// are the replayed schema's, not the target's. Empty when they agree.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_differs: Vec<String>,
+    /// `--in-transaction-only`: tables whose planner statistics a statement wrote in place
+    /// from rows the verification changed (PostgreSQL does not roll them back), analyzed
+    /// again after the rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<StatisticsRestored>,
+}
+
+/// Planner statistics the verification wrote in place on the target, and their repair.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatisticsRestored {
+    /// `schema.table (reltuples written: 0, before: 100000)` per table.
+    pub tables: Vec<String>,
+    /// Whether the `ANALYZE` after the rollback succeeded; its error otherwise.
+    pub analyzed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One migration's verification.
@@ -160,6 +176,11 @@ impl MigrationVerification {
                 && self.touches_server.is_none()
             {
                 self.touches_server = Some(error.detail.clone().unwrap_or_default());
+            }
+            if error.sqlstate == OUTSIDE_TRANSACTION_SQLSTATE
+                && self.acts_outside_transaction.is_none()
+            {
+                self.acts_outside_transaction = Some(error.detail.clone().unwrap_or_default());
             }
         }
         self
@@ -2359,6 +2380,7 @@ impl Migrator {
             elapsed_ms: started.elapsed().as_millis() as u64,
             empty_copy: true,
             copy_differs,
+            statistics: None,
         })
     }
 
@@ -2405,7 +2427,7 @@ impl Migrator {
                 plan.ensure_runnable()?;
             }
             let lock = self.lock(&schema, &mut Quiet).await?;
-            let (migrations, warnings) = lock
+            let (migrations, warnings, statistics) = lock
                 .hold(async |_| {
                     let plan = self
                         .prepare_locked(&mut conn, &schema, ledger, &Scope::up_to(to), run_id)
@@ -2414,11 +2436,11 @@ impl Migrator {
                         .pending()
                         .filter_map(|e| self.set.get(&e.version))
                         .collect();
-                    let migrations = self
+                    let (migrations, statistics) = self
                         .verify_pending_in_one_transaction(&mut conn, &pending, lock_timeout)
                         .await?;
                     record_verified(&mut conn, &schema, &migrations, &pending, run_id).await?;
-                    Ok((migrations, plan.warnings))
+                    Ok((migrations, plan.warnings, statistics))
                 })
                 .await?;
             Ok(VerifyReport {
@@ -2431,6 +2453,7 @@ impl Migrator {
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 empty_copy: false,
                 copy_differs: Vec::new(),
+                statistics,
             })
         }
         .instrument(span)
@@ -2442,11 +2465,14 @@ impl Migrator {
         conn: &mut PgConnection,
         pending: &[&Migration],
         lock_timeout: Duration,
-    ) -> Result<Vec<MigrationVerification>, Error> {
+    ) -> Result<(Vec<MigrationVerification>, Option<StatisticsRestored>), Error> {
         sqlx::raw_sql("BEGIN")
             .execute(&mut *conn)
             .await
             .map_err(|e| Error::database("starting the verification", e))?;
+        let stats_before = crate::planner_stats::before(conn)
+            .await
+            .map_err(|e| Error::database("reading the planner statistics", e))?;
         let mut results = Vec::with_capacity(pending.len());
         let mut stop: Option<String> = None;
         let mut outcome = Ok(());
@@ -2506,13 +2532,39 @@ impl Migrator {
                 }
             }
         }
+        let overwritten = match outcome {
+            Ok(()) => crate::planner_stats::overwritten(conn, &stats_before)
+                .await
+                .map_err(|e| Error::database("reading the planner statistics", e)),
+            Err(e) => Err(e),
+        };
         // Nothing of it commits, whatever happened.
         let rolled_back = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
             .execute(&mut *conn)
             .await;
-        outcome?;
+        let overwritten = overwritten?;
         rolled_back.map_err(|e| Error::database("rolling back the verification", e))?;
-        Ok(results)
+        let statistics = if overwritten.is_empty() {
+            None
+        } else {
+            let error =
+                crate::planner_stats::analyze_again(conn, &overwritten, &pg_interval(lock_timeout))
+                    .await;
+            Some(StatisticsRestored {
+                tables: overwritten
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{} (reltuples written: {}, before: {})",
+                            t.name, t.reltuples_after, t.reltuples_before
+                        )
+                    })
+                    .collect(),
+                analyzed: error.is_none(),
+                error,
+            })
+        };
+        Ok((results, statistics))
     }
 }
 
@@ -2748,6 +2800,7 @@ mod tests {
             elapsed_ms: 5,
             empty_copy: false,
             copy_differs: Vec::new(),
+            statistics: None,
         };
         let s = report.summary(50);
         assert_eq!((s.verified, s.failed, s.migrations.len()), (299, 1, 50));
