@@ -834,7 +834,7 @@ fn tripwire(table: &str, events: &str, batches: u32) -> String {
     format!(
         "CREATE SEQUENCE IF NOT EXISTS tripwire_batches;\n\
          CREATE OR REPLACE FUNCTION tripwire() RETURNS trigger LANGUAGE plpgsql AS $$\n\
-         BEGIN IF nextval('tripwire_batches') > {batches} THEN RAISE EXCEPTION 'tripwire: never stopped'; END IF; RETURN NULL; END $$;\n\
+         BEGIN IF nextval('public.tripwire_batches') > {batches} THEN RAISE EXCEPTION 'tripwire: never stopped'; END IF; RETURN NULL; END $$;\n\
          CREATE TRIGGER tripwire AFTER {events} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION tripwire();\n"
     )
 }
@@ -1124,6 +1124,125 @@ async fn an_insert_that_copies_its_own_copies_within_one_table_is_stopped() {
         "{text}"
     );
     assert_eq!(db.query("SELECT count(*)::text FROM t").await, ["510"]);
+}
+
+/// With `track_counts` off PostgreSQL counts nothing, so the effect shows no table: the
+/// table the statement names is judged instead, and a runaway still stops.
+#[tokio::test]
+async fn a_runaway_with_track_counts_off_is_stopped_by_the_table_it_names() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "ALTER DATABASE {} SET track_counts = off",
+        db.name
+    ))
+    .await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!("{}{}", with_t(1_000), tripwire("t", "UPDATE", 300)),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch
+-- stepmigrate: batch_size = 50
+             UPDATE t SET y = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);
+",
+        ),
+    ]);
+    let text = stopped_as_runaway(&db, &dir).await;
+    assert!(
+        text.contains("public.t (1000 rows)") && text.contains("track_counts off"),
+        "{text}"
+    );
+    assert_eq!(batch_events(&db, "002").await.last().unwrap().1, 3_550);
+}
+
+/// A foreign table has no counters: a runaway `UPDATE` of one is judged against the table
+/// it names, counted on its server.
+#[tokio::test]
+async fn a_runaway_on_a_foreign_table_is_stopped() {
+    let remote = TestDb::new().await;
+    // postgres_fdw updates row by row: each row is a statement there.
+    remote
+        .exec(&format!(
+            "{}{}",
+            with_t(1_000),
+            tripwire("t", "UPDATE", 20_000)
+        ))
+        .await;
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_fdw.sql",
+            &format!(
+                "CREATE EXTENSION postgres_fdw;
+                 CREATE SERVER remote FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '{}');
+                 CREATE USER MAPPING FOR CURRENT_USER SERVER remote OPTIONS (user 'postgres');
+                 CREATE FOREIGN TABLE t (id bigint, x int, y int) SERVER remote;
+",
+                remote.name
+            ),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch
+-- stepmigrate: batch_size = 50
+             UPDATE t SET y = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);
+",
+        ),
+    ]);
+    let text = stopped_as_runaway(&db, &dir).await;
+    assert!(text.contains("public.t (1000 rows)"), "{text}");
+    // A backfill of it that ends is not stopped.
+    dir.write(
+        "002_runaway.sql",
+        "-- stepmigrate: batch
+-- stepmigrate: batch_size = 50
+         UPDATE t SET x = 1 WHERE id IN (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size);
+",
+    );
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        remote
+            .query("SELECT count(*)::text FROM t WHERE x IS NULL")
+            .await,
+        ["0"]
+    );
+}
+
+/// Blind counters and a statement that names no table (a `WITH` first): stopped past the
+/// slack, saying why.
+#[tokio::test]
+async fn a_blind_statement_that_names_no_table_is_stopped_past_the_slack() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "ALTER DATABASE {} SET track_counts = off",
+        db.name
+    ))
+    .await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            &format!("{}{}", with_t(1_000), tripwire("t", "UPDATE", 300)),
+        ),
+        (
+            "002_runaway.sql",
+            "-- stepmigrate: batch
+-- stepmigrate: batch_size = 50
+             WITH b AS (SELECT id FROM t WHERE x IS NULL ORDER BY id LIMIT :batch_size)
+             UPDATE t SET y = 1 FROM b WHERE t.id = b.id;
+",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(1);
+    let text = run.json().to_string();
+    assert!(
+        text.contains("SM011") && text.contains("nothing can tell that it ends"),
+        "{text}"
+    );
+    assert_eq!(batch_events(&db, "002").await.last().unwrap().1, 550);
 }
 
 /// Its only table is its target, but the target was empty: the rows come from

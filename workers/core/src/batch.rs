@@ -151,6 +151,7 @@ pub async fn run(
         m.version.as_str(),
         &m.checksum,
         batch_size(m),
+        &statement_text(m),
     )
     .await?;
     let pause = m.directives.pause.unwrap_or_default();

@@ -25,6 +25,12 @@
 //! deleted from a table count as its rows, and rows it inserted into one do not, so a move
 //! within one table is judged against that table. The rows are summed over the tables, so a
 //! trigger that keeps a one-row counter adds a table, never a stop.
+//!
+//! The counters can be blind: a foreign table has none, and with `track_counts` off none
+//! count. A statement that reports rows while no table shows a change is then judged against
+//! the table its words name (`UPDATE t`, `DELETE FROM t`, `INSERT INTO t`), counted exactly
+//! (a foreign table's count runs on its server); one that names none (a `WITH` first) is
+//! stopped past the slack, since nothing can tell that it ends.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +38,7 @@ use sqlx::PgConnection;
 
 use crate::error::{Error, SqlError};
 use crate::ledger::{self, BatchProgress, LedgerSchema};
+use crate::sql;
 
 /// A batch migration stops when it has reported more rows than this many times the rows of
 /// the tables it changes, plus [`RUNAWAY_BATCHES`] batches of slack (rows added meanwhile).
@@ -110,6 +117,10 @@ pub(crate) struct Guard {
     /// An insert that reads only its targets, which held no rows as of the baseline: its rows
     /// come from no table, so nothing bounds them.
     unjudgeable: bool,
+    /// The table the statement's words name, and whether it inserts (for blind counters).
+    named: Option<(String, bool)>,
+    /// The counters showed no change while the statement reported rows.
+    blind: bool,
 }
 
 impl Guard {
@@ -120,6 +131,7 @@ impl Guard {
         version: &str,
         checksum: &str,
         batch_size: u64,
+        statement: &str,
     ) -> Result<Guard, Error> {
         let events = schema.qualify("schema_migration_events");
         // The latest stop as runaway, or the latest batch run from another file; the totals
@@ -150,11 +162,16 @@ impl Guard {
                 format!("its file changed (the last batch of the old file committed at {at})")
             }),
         });
+        let inserts = sql::Tokens(statement)
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("INSERT"));
         Ok(Guard {
             baseline,
             batch_size,
             tables: BTreeMap::new(),
             unjudgeable: false,
+            named: crate::batch::target_table(statement).map(|t| (t, inserts)),
+            blind: false,
         })
     }
 
@@ -201,6 +218,55 @@ impl Guard {
             }
         }
         Ok(())
+    }
+
+    /// The counters are blind: the table the statement's words name stands for what it
+    /// changes (none found: [`Guard::tables`] stays empty).
+    async fn judge_the_named_table(&mut self, conn: &mut PgConnection) -> Result<(), Error> {
+        let Some((name, inserts)) = self.named.clone() else {
+            return Ok(());
+        };
+        let row: Option<(i64, String, bool, f64)> = sqlx::query_as(
+            "SELECT c.oid::int8, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind = 'p', greatest(c.reltuples, 0)::float8
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = pg_catalog.to_regclass($1)",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| Error::database("reading the table a batch statement names", e))?;
+        if let Some((oid, name, partitioned, estimate)) = row {
+            self.tables.insert(
+                oid as u32,
+                Table {
+                    name,
+                    partitioned,
+                    inserted: inserts,
+                    updated: !inserts,
+                    read: true,
+                    estimate: Some(estimate as u64),
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Blind counters and no table named: stopped past the slack.
+    fn blind_stop(&self, progress: BatchProgress, judged_rows: u64) -> SqlError {
+        SqlError {
+            sqlstate: RUNAWAY_SQLSTATE.to_owned(),
+            message: format!(
+                "stopped: since {} the statement reported {judged_rows} rows in {} batches, and nothing can tell that it ends: PostgreSQL counted no change on any table (track_counts is off, or it writes a foreign table), and its words name no table to count (a WITH first)",
+                self.since(),
+                progress.batches.saturating_sub(self.baseline.progress.batches),
+            ),
+            hint: Some(format!(
+                "the {} batches committed so far stay committed. Turn track_counts on for the runner's role, or write the statement as `UPDATE <table> ...` / `DELETE FROM <table> ...` / `INSERT INTO <table> ...`, then run again",
+                progress.batches
+            )),
+            ..Default::default()
+        }
     }
 
     /// The tables the rows are judged against: those the statement changes, and for a
@@ -271,10 +337,21 @@ impl Guard {
         progress: BatchProgress,
         limits: &str,
     ) -> Result<Option<SqlError>, Error> {
+        let judged_rows = progress.rows.saturating_sub(self.baseline.progress.rows);
+        if judged_rows > 0 && !self.tables.values().any(Table::changed) && !self.blind {
+            self.blind = true;
+            self.judge_the_named_table(conn).await?;
+        }
+        if self.blind && self.tables.is_empty() {
+            // Nothing to count: past the slack nothing can tell that it ends.
+            if judged_rows > self.bound(0) {
+                return Ok(Some(self.blind_stop(progress, judged_rows)));
+            }
+            return Ok(None);
+        }
         let Some(judged) = self.judged() else {
             return Ok(None);
         };
-        let judged_rows = progress.rows.saturating_sub(self.baseline.progress.rows);
         let estimated = self.rows(&judged);
         if judged_rows <= self.bound(estimated) {
             return Ok(None);
@@ -396,13 +473,18 @@ impl Guard {
         SqlError {
             sqlstate: RUNAWAY_SQLSTATE.to_owned(),
             message: format!(
-                "stopped as runaway: since {since} the statement reported {judged_rows} rows in {} batches, more than {RUNAWAY_FACTOR} times the {rows} rows of {} (counted exactly, rows it deleted added back and rows it inserted left out) plus {RUNAWAY_BATCHES} batches of {}: it selects rows it already did, so it would never end",
+                "stopped as runaway: since {since} the statement reported {judged_rows} rows in {} batches, more than {RUNAWAY_FACTOR} times the {rows} rows of {} (counted exactly, rows it deleted added back and rows it inserted left out{blind}) plus {RUNAWAY_BATCHES} batches of {}: most likely it selects rows it already did, so it would never end (a statement that selects only rows not done yet reports that many only if each row of its tables makes more than {RUNAWAY_FACTOR})",
                 progress.batches.saturating_sub(self.baseline.progress.batches),
                 names.join(", "),
                 self.batch_size,
+                blind = if self.blind {
+                    "; PostgreSQL counted no change on any table (track_counts off, or a foreign table), so the table its words name stands for what it changes"
+                } else {
+                    ""
+                },
             ),
             hint: Some(format!(
-                "the {} batches committed so far stay committed. Fix the statement so that it selects only rows not done yet (e.g. `WHERE <column it sets> IS NULL`, `WHERE NOT EXISTS (...)`), then run again: the next run judges it afresh.{copy}",
+                "the {} batches committed so far stay committed. Fix the statement so that it selects only rows not done yet (e.g. `WHERE <column it sets> IS NULL`, `WHERE NOT EXISTS (...)`), then run again: the next run judges it afresh. If it is right and each row makes more than {RUNAWAY_FACTOR} (a fan-out, e.g. 12 rows per order), run `up` again: each run goes on from the stop, by {RUNAWAY_FACTOR} times the rows again.{copy}",
                 progress.batches
             )),
             ..Default::default()
@@ -431,6 +513,8 @@ mod tests {
             batch_size: 100,
             tables: tables.iter().cloned().collect(),
             unjudgeable: false,
+            named: None,
+            blind: false,
         }
     }
 
