@@ -446,7 +446,7 @@ impl Output {
             let not_run = report.pending - report.results.len();
             let done = report.rolled_back();
             if f.is_dirty() {
-                errln!("  {done} rolled back before it; {not_run} not run. It may be half rolled back and is now dirty: check the database, then `stepmigrate resolve {} --applied` (still applied) or `--not-applied` (rolled back).", f.version);
+                errln!("  {done} rolled back before it; {not_run} not run. It may be half rolled back and is now dirty: check the database, then `stepmigrate resolve {} --applied` (its down did not take effect: as it was before it, applied, or partly applied for a batch migration) or `--not-applied` (rolled back: nothing of it remains).", f.version);
             } else {
                 errln!("  {done} rolled back before it; {not_run} not run. {} is still applied as it was (its down script rolled back whole).", f.name);
             }

@@ -181,10 +181,26 @@ async fn a_killed_non_transactional_migration_is_dirty_and_resolve_applied_conti
             || status.stderr.contains("a session still runs its statement"),
         "{status:?}"
     );
+    // `plan` says it too, in its refusal (human and --json).
+    let plan = db.cli(dir.path(), &["--json", "plan"]);
+    assert_eq!(
+        plan.json()["error"]["details"]["dirty"][0]["still_running"],
+        true,
+        "{}",
+        plan.stdout
+    );
+    let plan = db.cli(dir.path(), &["plan"]);
+    assert!(
+        plan.stderr
+            .contains("a session still runs the statement of 002_slow"),
+        "{}{}",
+        plan.stdout,
+        plan.stderr
+    );
     let early = db.cli(dir.path(), &["resolve", "002", "--applied"]);
     early.assert_code(2);
     assert!(
-        early.stderr.contains("still being applied"),
+        early.stderr.contains("a session still runs a statement of"),
         "{}",
         early.stderr
     );

@@ -1004,23 +1004,27 @@ async fn after_its_row_is_deleted_a_failed_batch_migration_resumes_and_an_applie
 }
 
 /// A partly applied batch migration whose down (outside a transaction) fails part way is
-/// dirty; it was never applied, so `resolve --applied` is refused (its remaining batches
-/// would never run) and `--not-applied` lets the next `up` run its statement again. A dirty
-/// down of an applied migration still resolves `--applied`.
+/// dirty, with its committed batches still shown. It was never applied, so `resolve
+/// --applied` ("its down did not take effect") makes it partly applied again, never applied:
+/// `status` and `down` show its batches, `down` reverts them, `up` would resume. A dirty down
+/// of an applied migration still resolves `--applied` to applied.
 #[tokio::test]
-async fn resolve_applied_is_refused_for_a_partly_applied_batch_migration_left_dirty_by_its_down() {
+async fn resolve_applied_after_a_failed_down_of_a_partly_applied_batch_migration_is_partly_applied()
+{
     let db = TestDb::new().await;
     let dir = failed_backfill(false);
     dir.write(
         "002_backfill.down.sql",
-        "-- stepmigrate: no-transaction
-UPDATE items SET done = NULL WHERE id <= 1000;
-SELECT 1 / 0;
-",
+        "-- stepmigrate: no-transaction\nUPDATE items SET done = NULL WHERE id <= 1000;\nSELECT 1 / 0;\nUPDATE items SET done = NULL;\n",
     );
     db.cli(dir.path(), &["up"]).assert_code(1);
     let run = db.cli(dir.path(), &["down", "--to", "001", "--yes"]);
     run.assert_code(1);
+    assert!(
+        run.stderr.contains("partly applied for a batch migration"),
+        "{}",
+        run.stderr
+    );
     let status = db.cli(dir.path(), &["--json", "status"]);
     assert_eq!(
         status.json()["migrations"][1]["state"],
@@ -1028,36 +1032,48 @@ SELECT 1 / 0;
         "{}",
         status.stdout
     );
-    let resolve = db.cli(dir.path(), &["resolve", "002", "--applied"]);
-    resolve.assert_code(2);
-    assert!(
-        resolve
-            .stderr
-            .contains("partly applied, not applied, when its down began")
-            && resolve.stderr.contains("--not-applied"),
-        "{}",
-        resolve.stderr
-    );
-    assert_eq!(
-        db.cli(dir.path(), &["--json", "status"]).json()["migrations"][1]["state"],
-        "dirty",
-        "nothing recorded"
-    );
-    db.cli(dir.path(), &["resolve", "002", "--not-applied"])
+    let changed = "SELECT count(*)::text FROM items WHERE done IS NOT NULL";
+    assert_eq!(db.query(changed).await, ["2000"], "the down reverted 1,000");
+    db.cli(dir.path(), &["resolve", "002", "--applied"])
         .assert_code(0);
-    db.exec("DELETE FROM items WHERE id = 3500").await;
-    db.cli(dir.path(), &["up"]).assert_code(0);
-    assert_eq!(
-        db.query("SELECT count(*)::text FROM items WHERE done IS NULL")
-            .await,
-        ["0"],
-        "the statement ran again over every row not done"
+    assert_eq!(db.applied().await, ["001"], "never recorded applied");
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["batches"]["batches"], 3, "{status}");
+    let dry = db.cli(dir.path(), &["down", "--to", "001", "--dry-run"]);
+    assert!(
+        dry.stdout
+            .contains("partly applied: 3 batches, 3,000 rows committed")
+            && !dry.stdout.contains("nothing to roll back"),
+        "{}",
+        dry.stdout
     );
     db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+    // Its down fixed, it reverts what remains.
+    dir.write(
+        "002_backfill.down.sql",
+        "-- stepmigrate: no-transaction\nUPDATE items SET done = NULL;\n",
+    );
+    db.cli(dir.path(), &["down", "--to", "001", "--yes"])
+        .assert_code(0);
+    assert_eq!(db.query(changed).await, ["0"]);
+    assert_eq!(
+        db.cli(dir.path(), &["--json", "status"]).json()["migrations"][1]
+            .get("batches")
+            .cloned(),
+        None,
+        "reverted: its progress starts over"
+    );
 
-    // Applied, then dirty from the same failing down: `--applied` is what it was.
-    let run = db.cli(dir.path(), &["down", "--to", "001", "--yes"]);
-    run.assert_code(1);
+    // Applied, then dirty from a failing down (kept in the ledger when applied):
+    // `--applied` is applied, as it was.
+    db.exec("DELETE FROM items WHERE id = 3500").await;
+    dir.write(
+        "002_backfill.down.sql",
+        "-- stepmigrate: no-transaction\nSELECT 1 / 0;\n",
+    );
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    db.cli(dir.path(), &["down", "--to", "001", "--yes"])
+        .assert_code(1);
     db.cli(dir.path(), &["resolve", "002", "--applied"])
         .assert_code(0);
     assert_eq!(db.applied().await, ["001", "002"]);

@@ -165,6 +165,28 @@ pub struct DirtyMigration {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A session still runs its statement (a killed runner's backend).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub still_running: bool,
+}
+
+/// What to do about dirty migrations: wait for those whose statement still runs, then check
+/// and resolve.
+fn dirty_advice(migrations: &[DirtyMigration]) -> String {
+    let running: Vec<&str> = migrations
+        .iter()
+        .filter(|m| m.still_running)
+        .map(|m| m.name.as_str())
+        .collect();
+    let resolve = "check the database by hand, then run `stepmigrate resolve VERSION --applied` or `--not-applied`";
+    if running.is_empty() {
+        resolve.to_owned()
+    } else {
+        format!(
+            "a session still runs the statement of {} (a runner killed mid-migration, whose backend runs on): wait for it to end, then {resolve}",
+            running.join(", ")
+        )
+    }
 }
 
 /// What PostgreSQL said about a failed migration.
@@ -259,7 +281,7 @@ pub enum Error {
     #[error("applied migrations changed since they were applied; nothing was applied:\n{}", drift.iter().map(|d| format!("  {}: recorded checksum {}, file now {}", d.file.display(), d.recorded, d.actual)).collect::<Vec<_>>().join("\n"))]
     ChecksumMismatch { drift: Vec<Drift> },
 
-    #[error("dirty migrations: {} failed or was interrupted outside a transaction and may be half-applied; check the database by hand, then run `stepmigrate resolve VERSION --applied` or `--not-applied`", migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "))]
+    #[error("dirty migrations: {} failed or was interrupted outside a transaction and may be half-applied; {}", migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "), dirty_advice(migrations))]
     Dirty { migrations: Vec<DirtyMigration> },
 
     #[error("{} {} failed: {}{}", if failure.rollback { "the rollback of" } else { "migration" }, failure.name, failure.error, if failure.is_dirty() { "; it may be half-applied and is now dirty: check the database, then run `stepmigrate resolve VERSION --applied` or `--not-applied`" } else { "" })]

@@ -370,7 +370,7 @@ fn notices_literal(notices: &[String]) -> String {
 pub(crate) fn since_reset_sql(events: &str, alias: &str, version: &str) -> String {
     format!(
         "{alias}.version = {version} AND {alias}.id > (SELECT coalesce(max(r.id), 0) FROM {events} r
-             WHERE r.version = {version} AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed')
+             WHERE r.version = {version} AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_started', 'rollback_failed')
                AND (r.kind <> 'deleted' OR (SELECT p.kind IN ('applied', 'resolved_applied') FROM {events} p
                     WHERE p.version = r.version AND p.id < r.id AND p.kind NOT IN ('batch', 'notices', 'verified')
                       AND NOT (p.kind = 'rollback_failed' AND NOT p.dirty)

@@ -238,7 +238,7 @@ BEGIN
            WHERE b.version = p_version AND b.kind = 'batch'
              AND b.id > (SELECT coalesce(max(r.id), 0) FROM @L@.schema_migration_events r
                          WHERE r.version = p_version
-                           AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_failed')
+                           AND r.kind NOT IN ('batch', 'failed', 'notices', 'verified', 'rollback_started', 'rollback_failed')
                            AND (r.kind <> 'deleted' OR (SELECT p.kind IN ('applied', 'resolved_applied')
                                 FROM @L@.schema_migration_events p
                                 WHERE p.version = r.version AND p.id < r.id AND p.kind NOT IN ('batch', 'notices', 'verified')

@@ -59,6 +59,10 @@ pub struct Entry {
     pub rerun: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transactional_off: bool,
+    /// Dirty, and a session still runs its statement (a killed runner's backend): nothing
+    /// to check or resolve before it ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub still_running: bool,
     /// Its header's `requires` and `conflicts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<Version>,
@@ -221,6 +225,7 @@ impl Plan {
                     runs_after_deploy: false,
                     batches: None,
                     waits_for_build: false,
+                    still_running: false,
                 });
             } else {
                 warnings.push(format!(
@@ -245,6 +250,7 @@ impl Plan {
                 e.state = State::InProgress;
                 building.insert(e.version.number());
             } else if claimed {
+                e.still_running = true;
                 still_running.push(e.name.clone());
             } else if matches!(e.state, State::Pending | State::Failed)
                 && e.requires.iter().any(|r| building.contains(&r.number()))
@@ -382,6 +388,7 @@ impl Plan {
                 version: e.version.clone(),
                 name: e.name.clone(),
                 error: e.error.clone(),
+                still_running: e.still_running,
             })
             .collect();
         if !dirty.is_empty() {
@@ -564,6 +571,7 @@ fn entry_for(
         runs_after_deploy,
         batches: None,
         waits_for_build: false,
+        still_running: false,
     };
     entry.state = match row {
         None => State::Pending,

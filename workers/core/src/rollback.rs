@@ -214,6 +214,7 @@ pub fn plan(
                 version: Version::parse(&r.version)?,
                 name: r.name.clone(),
                 error: r.error.clone(),
+                still_running: ledger.in_progress.contains(&r.version),
             })
         })
         .collect();

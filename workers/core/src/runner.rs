@@ -113,6 +113,10 @@ impl UpReport {
     }
 }
 
+/// The SQLSTATE of the `failed` event that `resolve --applied` records for a batch migration
+/// whose down began while it was partly applied: partly applied again.
+pub const RESOLVED_PARTLY_APPLIED_SQLSTATE: &str = "SM015";
+
 /// How an operator resolved a dirty migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -883,23 +887,28 @@ impl Migrator {
                 .clone();
             if ledger.in_progress.contains(&row.version) {
                 return Err(Error::InvalidInput(format!(
-                    "{} is still being applied by another session (a runner at work, or a killed runner's backend running its statement on; it holds the migration's build lock): there is nothing to resolve until it ends",
+                    "a session still runs a statement of {} (a runner at work, or a killed runner's backend running on; it holds the migration's build lock): there is nothing to resolve until it ends",
                     row.name
                 )));
             }
-            if resolution == Resolution::Applied {
-                if let Some(event) = row.event_id {
-                    if ledger::down_of_an_unapplied_migration(&mut conn, &schema, event).await? {
-                        return Err(Error::InvalidInput(format!(
-                            "{} was partly applied, not applied, when its down began (its batches had not all run): --applied would record it applied and its remaining batches would never run. Check what its down changed, then `resolve {version} --not-applied`: the next `up` runs its statement again, which selects only the rows not done yet",
-                            row.name
-                        )));
-                    }
+            // A batch migration whose down began while it was partly applied was never
+            // applied: "as it was before its down" is partly applied, which a `failed` event
+            // records (its committed batches stay counted; `up` resumes, `down` reverts).
+            let partly = match (resolution, row.event_id) {
+                (Resolution::Applied, Some(event)) => {
+                    ledger::down_of_an_unapplied_migration(&mut conn, &schema, event).await?
                 }
-            }
-            let kind = match resolution {
-                Resolution::Applied => EventKind::ResolvedApplied,
-                Resolution::NotApplied => EventKind::ResolvedNotApplied,
+                _ => false,
+            };
+            let back_to_partly = SqlError {
+                sqlstate: RESOLVED_PARTLY_APPLIED_SQLSTATE.to_owned(),
+                message: "resolved by hand: its down did not take effect, and it is partly applied as before it (its committed batches stay)".to_owned(),
+                ..SqlError::default()
+            };
+            let (kind, error) = match resolution {
+                Resolution::Applied if partly => (EventKind::Failed, Some(&back_to_partly)),
+                Resolution::Applied => (EventKind::ResolvedApplied, None),
+                Resolution::NotApplied => (EventKind::ResolvedNotApplied, None),
             };
             ledger::append(
                 &mut conn,
@@ -912,7 +921,7 @@ impl Migrator {
                     checksum: row.checksum.as_deref(),
                     execution_time_ms: None,
                     dirty: false,
-                    error: None,
+                    error,
                     notices: &[],
                     down: None,
                     progress: None,
@@ -1127,6 +1136,7 @@ impl Migrator {
                                 version: m.version.clone(),
                                 name: m.name.clone(),
                                 error: None,
+                                still_running: false,
                             }],
                         });
                     }
