@@ -1,5 +1,6 @@
 //! The plan: a pure function of the migration set and the ledger that says, for every
 //! version, what state it is in and what `up` would do.
+//! [`route`] says how a runner that applies them item by item takes the pending ones.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DirtyMigration, Drift, Error, SetProblem};
 use crate::ledger::{BatchProgress, Ledger, LedgerRow, PartlyApplied};
 use crate::migration::{differs_only_in_line_endings, Migration, MigrationSet, Version};
+
+pub mod route;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
