@@ -42,6 +42,11 @@ const LIMIT_OPTION_WITH_TIES: i64 = 3;
 const MERGE_WHEN_NOT_MATCHED_BY_SOURCE: i64 = 2;
 const OBJECT_PARAMETER_ACL: i64 = 28;
 const OBJECT_SEQUENCE: i64 = 38;
+const OBJECT_COLUMN: i64 = 7;
+const OBJECT_VIEW: i64 = 52;
+const ROLESPEC_CURRENT_ROLE: i64 = 2;
+const REINDEX_OBJECT_SYSTEM: i64 = 4;
+const REINDEX_OBJECT_DATABASE: i64 = 5;
 const CTE_MATERIALIZE_ALWAYS: i64 = 2;
 const CTE_MATERIALIZE_NEVER: i64 = 3;
 const PARTITION_STRATEGY_HASH: i64 = 3;
@@ -78,6 +83,14 @@ pub fn newer_than(
     let json = tree::json_of(parsed);
     tree::visit(&json, &mut |kind, f| {
         let at = tree::location(f);
+        // `OWNER TO` holds its role as a typed field, which the walk does not call for.
+        if f.get("newowner")
+            .and_then(|o| o.get("roletype"))
+            .and_then(Value::as_i64)
+            == Some(ROLESPEC_CURRENT_ROLE)
+        {
+            note("CURRENT_ROLE as a role name", 14, None);
+        }
         match kind {
             "MergeStmt" => {
                 note("MERGE", 15, None);
@@ -206,6 +219,22 @@ pub fn newer_than(
                 if params.iter().any(|p| p == "tablespace") {
                     note("REINDEX (TABLESPACE ...)", 14, None);
                 }
+                if matches!(
+                    int(f, "kind"),
+                    REINDEX_OBJECT_SYSTEM | REINDEX_OBJECT_DATABASE
+                ) && string(f, "name").is_empty()
+                {
+                    note("REINDEX DATABASE / SYSTEM without a name", 16, None);
+                }
+            }
+            "RenameStmt"
+                if int(f, "rename_type") == OBJECT_COLUMN
+                    && int(f, "relation_type") == OBJECT_VIEW =>
+            {
+                note("ALTER VIEW ... RENAME COLUMN", 13, None)
+            }
+            "RoleSpec" if int(f, "roletype") == ROLESPEC_CURRENT_ROLE => {
+                note("CURRENT_ROLE as a role name", 14, at)
             }
             "AlterTableCmd" => match int(f, "subtype") {
                 AT_SET_EXPRESSION => note("ALTER COLUMN ... SET EXPRESSION", 17, None),

@@ -83,6 +83,11 @@ const NEWER: &[(&str, u32)] = &[
     ("CREATE TABLE t (a int, b int GENERATED ALWAYS AS (a * 2) STORED);", 12),
     ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SEARCH DEPTH FIRST BY n SET o SELECT * FROM r;", 14),
     ("CREATE TABLE t (a int UNIQUE NULLS NOT DISTINCT);", 15),
+    ("ALTER VIEW v RENAME COLUMN a TO a2;", 13),
+    ("ALTER TABLE t OWNER TO CURRENT_ROLE;", 14),
+    ("GRANT SELECT ON t TO CURRENT_ROLE;", 14),
+    ("REINDEX DATABASE;", 16),
+    ("REINDEX SYSTEM;", 16),
     // Inside a LANGUAGE sql body, which PostgreSQL parses at CREATE FUNCTION.
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE; SELECT 1 $$;", 15),
 ];
@@ -128,6 +133,11 @@ fn older_syntax_passes_and_the_finding_points_at_the_construct() {
         "CREATE STATISTICS st ON a, b FROM t;",
         "WITH x AS (SELECT 1) SELECT * FROM x;",
         "REINDEX (VERBOSE) TABLE t;",
+        "REINDEX DATABASE d;",
+        "ALTER TABLE t RENAME COLUMN a TO b;",
+        "ALTER MATERIALIZED VIEW mv RENAME COLUMN a TO b;",
+        "ALTER TABLE t OWNER TO CURRENT_USER;",
+        "SELECT CURRENT_ROLE;",
         "CREATE TABLE t (a int) PARTITION BY LIST (a);",
         "SELECT sum(a) OVER (ORDER BY a ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t;",
         "SELECT sum(a) OVER (ORDER BY a RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) FROM t;",
