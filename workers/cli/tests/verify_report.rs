@@ -353,6 +353,34 @@ async fn what_reads_the_targets_rows_is_unknown_on_an_empty_copy_unless_known_no
     );
 }
 
+/// After the deploy's run, an after-deploy migration is pending below a migration applied
+/// after it: the copy is built from everything the target applied, so it has the target's
+/// schema (no invented difference) and the pending one is verified against it.
+#[tokio::test]
+async fn the_copy_has_what_was_applied_after_a_pending_after_deploy_migration() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int, v int);\n"),
+        (
+            "002_idx.sql",
+            "-- stepmigrate: after-deploy\nCREATE INDEX t_v ON t (v);\n",
+        ),
+        ("003_z.sql", "CREATE TABLE z (id int);\n"),
+        ("004_z.sql", "ALTER TABLE z ADD COLUMN n int;\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--skip-after-deploy", "--to", "003"])
+        .assert_code(0);
+    assert_eq!(db.applied().await, ["001", "003"]);
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    run.assert_code(0);
+    let doc = run.json();
+    assert!(doc["report"].get("copy_differs").is_none(), "{doc:#}");
+    assert_eq!(doc["report"]["migrations"][0]["outcome"], "ok", "{doc:#}");
+    // 004 changes z, which only the replay of 003 made.
+    assert_eq!(doc["report"]["migrations"][1]["name"], "004_z", "{doc:#}");
+    assert_eq!(doc["report"]["migrations"][1]["outcome"], "ok", "{doc:#}");
+}
+
 #[tokio::test]
 async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
     let db = TestDb::new().await;

@@ -715,6 +715,18 @@ impl MigrationSet {
         (set, refused)
     }
 
+    /// This set with only the migrations whose version numbers `keep` holds (what a database
+    /// has applied, to replay it elsewhere); without its `migrations.sum`, which covers the
+    /// whole set.
+    pub fn only(&self, keep: &std::collections::BTreeSet<u64>) -> MigrationSet {
+        let mut set = self.clone();
+        set.migrations
+            .retain(|m| keep.contains(&m.version.number()));
+        set.sum = None;
+        set.after_deploy_chain = after_deploy_chain(&set.migrations);
+        set
+    }
+
     /// Refuses a set whose `migrations.sum` does not match it (none: nothing to check).
     pub fn ensure_sum_current(&self) -> Result<(), Error> {
         match &self.sum {

@@ -2000,18 +2000,32 @@ async fn fill_target_tables(
     }
 }
 
-/// Where the copy, brought to the target's applied history by replaying the files before
-/// `first_pending`, differs from the target: one snapshot of each, compared (grants left out:
+/// Where the copy, brought to the target's applied history by replaying the files of the
+/// migrations the target has applied, differs from the target: one snapshot of each, compared (grants left out:
 /// the copy's objects are the verifying role's). Each difference in words, from the
 /// target's side.
 async fn copy_differences(
     target: &Migrator,
     copy: &Migrator,
-    first_pending: &Migration,
     run_id: &str,
 ) -> Result<Vec<String>, Error> {
-    if let Some(previous) = copy.set.previous(&first_pending.version) {
-        migrator_apply(copy, &previous.version, run_id).await?;
+    // The copy gets what the target has applied, whatever its place: an after-deploy
+    // migration still pending there comes before migrations applied after it, which the
+    // pending ones must find on the copy as they will on the target.
+    let (_, plan) = target.plan(&Scope::up_to(None)).await?;
+    let applied: BTreeSet<u64> = plan
+        .entries
+        .iter()
+        .filter(|e| e.state == State::Applied)
+        .map(|e| e.version.number())
+        .collect();
+    let replay = Migrator::new(
+        copy.db.clone(),
+        copy.set.only(&applied),
+        copy.settings.clone(),
+    );
+    if let Some(last) = replay.set.migrations().last() {
+        migrator_apply(&replay, &last.version.clone(), run_id).await?;
     }
     let options = |m: &Migrator| SnapshotOptions {
         ledger: match &m.settings.ledger_schema {
@@ -2362,9 +2376,10 @@ impl Migrator {
         let migrator = scratch.migrator(&self.set, &self.settings);
         // The scratch database's sessions end with `ScratchDatabase::drop`.
         scratch.ensure_replayable(&self.set, pending.first().map(|m| &m.version))?;
-        let copy_differs = match pending.first() {
-            Some(first) => copy_differences(self, &migrator, first, run_id).await?,
-            None => Vec::new(),
+        let copy_differs = if pending.is_empty() {
+            Vec::new()
+        } else {
+            copy_differences(self, &migrator, run_id).await?
         };
         let mut migrations =
             verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
