@@ -448,7 +448,7 @@ impl Output {
             if f.is_dirty() {
                 errln!("  {done} rolled back before it; {not_run} not run. It may be half rolled back and is now dirty: check the database, then `stepmigrate resolve {} --applied` (its down did not take effect: as it was before it, applied, or partly applied for a batch migration) or `--not-applied` (rolled back: nothing of it remains).", f.version);
             } else {
-                errln!("  {done} rolled back before it; {not_run} not run. {} is still applied as it was (its down script rolled back whole).", f.name);
+                errln!("  {done} rolled back before it; {not_run} not run. {} is as it was before its down (its down script rolled back whole).", f.name);
             }
         } else if let (true, Some(e)) = (report.lock_lost, &error) {
             errln!("error[{}]: {e}", e.kind());
@@ -593,7 +593,7 @@ impl Output {
                         report.verified_on
                     );
                     if report.copy_differs.is_empty() {
-                        outln!("  it has the target's schema and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                        outln!("  it has the target's schema as `diff` compares it (rules, owners, foreign tables, event triggers and the README's other uncaptured objects unchecked) and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
                     } else {
                         outln!("  \u{26a0} it does NOT have the target's schema: replaying the applied migrations' files gave a schema that differs from the target's, so the results below are the replayed schema's (marked ?), not the target's:");
                         for d in &report.copy_differs {

@@ -1245,6 +1245,35 @@ async fn a_blind_statement_that_names_no_table_is_stopped_past_the_slack() {
     assert_eq!(batch_events(&db, "002").await.last().unwrap().1, 550);
 }
 
+/// A `WITH` that deletes, whose final `INSERT` keeps only some rows: batches that archive
+/// none still deleted rows, so the migration goes on until a batch changes nothing at all
+/// (it was recorded applied after its first batch, "0 rows", with 900 rows never done).
+#[tokio::test]
+async fn a_purge_whose_final_insert_reports_no_row_goes_on_until_nothing_is_deleted() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE events (id bigint PRIMARY KEY, important bool NOT NULL);\n\
+             CREATE TABLE archive (id bigint PRIMARY KEY, important bool NOT NULL);\n\
+             INSERT INTO events SELECT g, g > 200 AND g % 10 = 0 FROM generate_series(1, 1000) g;\n",
+        ),
+        (
+            "002_purge.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             WITH gone AS (DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT :batch_size) RETURNING *)\n\
+             INSERT INTO archive SELECT * FROM gone WHERE important;\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(db.query("SELECT count(*)::text FROM events").await, ["0"]);
+    assert_eq!(db.query("SELECT count(*)::text FROM archive").await, ["80"]);
+    let batches = &run.json()["results"][1]["batches"];
+    assert_eq!(batches["batches"], 10, "{}", run.stdout);
+    assert_eq!(batches["rows"], 280, "{}", run.stdout);
+}
+
 /// Its only table is its target, but the target was empty: the rows come from
 /// `generate_series`, which nothing bounds, so the statement is not stopped.
 #[tokio::test]

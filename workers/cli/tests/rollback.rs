@@ -1032,11 +1032,21 @@ async fn resolve_applied_after_a_failed_down_of_a_partly_applied_batch_migration
         "{}",
         status.stdout
     );
+    assert!(
+        !status.stdout.contains("no file any more"),
+        "{}",
+        status.stdout
+    );
     let changed = "SELECT count(*)::text FROM items WHERE done IS NOT NULL";
     assert_eq!(db.query(changed).await, ["2000"], "the down reverted 1,000");
     db.cli(dir.path(), &["resolve", "002", "--applied"])
         .assert_code(0);
     assert_eq!(db.applied().await, ["001"], "never recorded applied");
+    assert_eq!(
+        db.query("SELECT concat_ws(',', error->>'sqlstate', progress->>'batches') FROM schema_migration_events WHERE version = '002' ORDER BY id DESC LIMIT 1")
+            .await,
+        ["SM015,3"]
+    );
     let status = db.cli(dir.path(), &["--json", "status"]).json();
     assert_eq!(status["migrations"][1]["batches"]["batches"], 3, "{status}");
     let dry = db.cli(dir.path(), &["down", "--to", "001", "--dry-run"]);
@@ -1077,6 +1087,46 @@ async fn resolve_applied_after_a_failed_down_of_a_partly_applied_batch_migration
     db.cli(dir.path(), &["resolve", "002", "--applied"])
         .assert_code(0);
     assert_eq!(db.applied().await, ["001", "002"]);
+}
+
+/// A transactional down of a partly applied batch migration that fails rolls back whole and
+/// is recorded (`rollback_failed`), as for an applied one; it stays partly applied.
+#[tokio::test]
+async fn a_failed_transactional_down_of_a_partly_applied_batch_migration_is_recorded() {
+    let db = TestDb::new().await;
+    let dir = failed_backfill(false);
+    dir.write(
+        "002_backfill.down.sql",
+        "UPDATE items SET done = NULL;\nSELECT 1 / 0;\n",
+    );
+    db.cli(dir.path(), &["up"]).assert_code(1);
+    let run = db.cli(dir.path(), &["down", "--to", "001", "--yes"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("is as it was before its down"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.query("SELECT kind FROM schema_migration_events WHERE version = '002' ORDER BY id DESC LIMIT 1")
+            .await,
+        ["rollback_failed"]
+    );
+    let status = db.cli(dir.path(), &["--json", "status"]);
+    assert_eq!(
+        status.json()["migrations"][1]["batches"]["batches"],
+        3,
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.json()["warnings"]
+            .as_array()
+            .is_none_or(|w| w.is_empty()),
+        "{}",
+        status.stdout
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
 }
 
 #[tokio::test]

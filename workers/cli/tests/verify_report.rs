@@ -381,6 +381,41 @@ async fn the_copy_has_what_was_applied_after_a_pending_after_deploy_migration() 
     assert_eq!(doc["report"]["migrations"][1]["outcome"], "ok", "{doc:#}");
 }
 
+/// A procedure that COMMITs, in a migration outside a transaction: `up` runs it bare, but on
+/// the scratch database each statement runs in a transaction of its own (so that nothing of
+/// the whole server commits there), where it cannot run. Not verified, never "failed".
+#[tokio::test]
+async fn a_procedure_that_commits_is_not_verified_rather_than_failed() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        (
+            "002_proc.sql",
+            "-- stepmigrate: no-transaction\n\
+             CREATE PROCEDURE p() LANGUAGE plpgsql AS $$\n\
+             BEGIN INSERT INTO t VALUES (1); COMMIT; INSERT INTO t VALUES (2); END $$;\n\
+             CALL p();\n",
+        ),
+        ("003_u.sql", "CREATE TABLE u (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    run.assert_code(0);
+    let doc = run.json();
+    let m = &doc["report"]["migrations"];
+    assert_eq!(m[0]["outcome"], "skipped", "{doc:#}");
+    assert!(
+        m[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("line 4 ends transactions"),
+        "{doc:#}"
+    );
+    assert_eq!(m[1]["outcome"], "skipped", "{doc:#}");
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.query("SELECT count(*)::text FROM t").await, ["2"]);
+}
+
 #[tokio::test]
 async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
     let db = TestDb::new().await;

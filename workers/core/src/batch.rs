@@ -196,6 +196,12 @@ pub async fn run(
             }
             Err(outcome) => return Ok(outcome),
         };
+        // A statement whose count says no row while it deleted or updated some (its final
+        // command's count, after a `WITH` that changes rows) is not done: those rows count.
+        let rows = match (&effect, rows) {
+            (Some((before, after)), 0) => runaway::changed_in_place(before, after),
+            _ => rows,
+        };
         lock_timeouts = 0;
         last_batch = batch_started.elapsed();
         let batch_ms = last_batch.as_millis() as u64;

@@ -407,13 +407,17 @@ pub async fn record_failure(
         .map(|e| serde_json::to_value(e).unwrap_or_default());
     // A failed down is recorded while the migration is still there to roll back (applied, or
     // dirty from this very down); a failed up while it is not applied.
+    let events = schema.qualify("schema_migration_events");
+    // A down of a partly applied batch migration fails while it has batches committed.
     let condition = if event.kind == EventKind::RollbackFailed {
-        "EXISTS (SELECT 1 FROM {} WHERE version = $2 AND (success OR dirty))"
+        format!(
+            "(EXISTS (SELECT 1 FROM {{}} WHERE version = $2 AND (success OR dirty)) OR EXISTS (SELECT 1 FROM {events} b WHERE b.kind = 'batch' AND {}))",
+            since_reset_sql(&events, "b", "$2")
+        )
     } else {
-        "NOT EXISTS (SELECT 1 FROM {} WHERE version = $2 AND success)"
+        "NOT EXISTS (SELECT 1 FROM {} WHERE version = $2 AND success)".to_owned()
     }
     .replace("{}", &schema.qualify("schema_migrations"));
-    let events = schema.qualify("schema_migration_events");
     let progress = if event.kind == EventKind::Failed {
         batch_progress_sql(&events, "$2")
     } else {

@@ -350,12 +350,17 @@ impl Plan {
     pub fn note_partly_applied(&mut self, partly: &[PartlyApplied]) {
         for p in partly {
             let number = Version::parse(&p.version).map(|v| v.number());
-            let entry = self.entries.iter_mut().find(|e| {
-                Some(e.version.number()) == number
-                    && matches!(e.state, State::Pending | State::Failed)
-            });
+            let entry = self
+                .entries
+                .iter_mut()
+                .find(|e| Some(e.version.number()) == number);
             match entry {
-                Some(e) => e.batches = Some(p.progress),
+                Some(e) if matches!(e.state, State::Pending | State::Failed) => {
+                    e.batches = Some(p.progress)
+                }
+                // Dirty from a down that began on it: what its batches changed is now the
+                // down's business, and `resolve` says what it is.
+                Some(_) => {}
                 None => self.warnings.push(format!(
                     "{} has {} batch(es) committed ({} rows) and no file any more: those rows stay changed",
                     p.name, p.progress.batches, p.progress.rows

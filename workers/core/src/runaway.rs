@@ -80,6 +80,18 @@ fn effect(before: &str, after: &str) -> BTreeMap<u32, Counters> {
         .collect()
 }
 
+/// The rows a statement updated or deleted, from [`EFFECT_SQL`] before and after it: what a
+/// batch changed when its own count (its final command's, after a `WITH`) says none, as
+/// `WITH gone AS (DELETE ... RETURNING *) INSERT INTO archive SELECT * FROM gone WHERE
+/// important` does while it deletes. Inserts are left out: a statement-level trigger that
+/// logs each statement would otherwise keep a finished migration running.
+pub(crate) fn changed_in_place(before: &str, after: &str) -> u64 {
+    effect(before, after)
+        .values()
+        .map(|[_, upd, del, _]| (upd + del).max(0) as u64)
+        .sum()
+}
+
 /// Where the judged rows count from.
 #[derive(Debug, Clone, Default)]
 struct Baseline {
@@ -556,6 +568,18 @@ mod tests {
             Some(vec![1]),
             "an update is judged against the tables it changes"
         );
+    }
+
+    #[test]
+    fn rows_changed_in_place_are_the_updates_and_deletes() {
+        assert_eq!(
+            changed_in_place(
+                "[[10, 5, 0, 0, 2]]",
+                "[[10, 5, 0, 100, 4], [11, 7, 3, 0, 0]]"
+            ),
+            103
+        );
+        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]"), 0);
     }
 
     #[test]

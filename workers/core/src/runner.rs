@@ -910,24 +910,25 @@ impl Migrator {
                 Resolution::Applied => (EventKind::ResolvedApplied, None),
                 Resolution::NotApplied => (EventKind::ResolvedNotApplied, None),
             };
-            ledger::append(
-                &mut conn,
-                &schema,
-                &NewEvent {
-                    run_id,
-                    version: &row.version,
-                    name: &row.name,
-                    kind,
-                    checksum: row.checksum.as_deref(),
-                    execution_time_ms: None,
-                    dirty: false,
-                    error,
-                    notices: &[],
-                    down: None,
-                    progress: None,
-                },
-            )
-            .await?;
+            let event = NewEvent {
+                run_id,
+                version: &row.version,
+                name: &row.name,
+                kind,
+                checksum: row.checksum.as_deref(),
+                execution_time_ms: None,
+                dirty: false,
+                error,
+                notices: &[],
+                down: None,
+                progress: None,
+            };
+            if partly {
+                // With its error, and the totals its committed batches reached.
+                ledger::record_failure(&mut conn, &schema, &event).await?;
+            } else {
+                ledger::append(&mut conn, &schema, &event).await?;
+            }
             Ok(row.name)
         })
         .await
