@@ -471,11 +471,11 @@ async fn a_replayed_deferred_trigger_that_touches_the_server_is_caught_and_named
     );
 }
 
-/// A write through a foreign table commits on its server with the local COMMIT: on a
-/// scratch database that would be a write into the target itself (postgres_fdw pointed at
+/// A write or TRUNCATE through a foreign table commits on its server with the local COMMIT:
+/// on a scratch database that would empty the target's own table (postgres_fdw pointed at
 /// it). Refused before the COMMIT (SM014), and the target's table is as it was.
 #[tokio::test]
-async fn a_write_through_a_foreign_table_into_the_target_is_not_committed_by_scratch_verify() {
+async fn a_truncate_through_a_foreign_table_into_the_target_is_not_committed_by_scratch_verify() {
     let db = TestDb::new().await;
     let dir = Dir::new(&[
         ("001_t.sql", "CREATE TABLE victim (id int);\n"),
@@ -486,12 +486,13 @@ async fn a_write_through_a_foreign_table_into_the_target_is_not_committed_by_scr
                  CREATE SERVER tgt FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '{}');\n\
                  CREATE USER MAPPING FOR CURRENT_USER SERVER tgt OPTIONS (user 'postgres');\n\
                  CREATE FOREIGN TABLE remote_victim (id int) SERVER tgt OPTIONS (table_name 'victim');\n\
-                 INSERT INTO remote_victim VALUES (42);\n",
+                 TRUNCATE remote_victim;\n",
                 db.name
             ),
         ),
     ]);
     db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO victim VALUES (1), (2)").await;
     let run = db.cli(dir.path(), &["--json", "verify"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     let doc = run.json();
@@ -501,10 +502,10 @@ async fn a_write_through_a_foreign_table_into_the_target_is_not_committed_by_scr
         m["acts_outside_transaction"]
             .as_str()
             .unwrap_or_default()
-            .contains("foreign table remote_victim"),
+            .contains("the foreign table remote_victim"),
         "{doc:#}"
     );
-    assert_eq!(db.query("SELECT count(*)::text FROM victim").await, ["0"]);
+    assert_eq!(db.query("SELECT count(*)::text FROM victim").await, ["2"]);
 }
 
 /// `ANALYZE` after a `DELETE` in `--in-transaction-only` writes the target's planner
@@ -555,4 +556,61 @@ async fn planner_statistics_written_in_place_by_in_transaction_verify_are_restor
         "{}",
         run.stdout
     );
+}
+
+/// A file_fdw foreign table with a `program` runs it on the server when read: refused by its
+/// words in every mode, never run.
+#[tokio::test]
+async fn a_foreign_table_that_runs_a_program_is_not_run_by_verify() {
+    let db = TestDb::new().await;
+    let file = format!("/tmp/{}_pwned", db.name);
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        (
+            "002_outside.sql",
+            &format!(
+                "CREATE EXTENSION IF NOT EXISTS file_fdw;\n\
+                 CREATE SERVER ffs FOREIGN DATA WRAPPER file_fdw;\n\
+                 CREATE FOREIGN TABLE ff (x text) SERVER ffs OPTIONS (program 'touch {file}; echo hi');\n\
+                 CREATE TABLE copied AS SELECT * FROM ff;\n"
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    for mode in [&[][..], &["--in-transaction-only"][..]] {
+        refused_as_outside(
+            &db,
+            &dir,
+            mode,
+            "a foreign table's server program (file_fdw's program option)",
+        );
+    }
+    assert!(!std::path::Path::new(&file).exists(), "the program ran");
+}
+
+/// `--round-trip` runs the down file for real on the scratch database: what would act
+/// outside its transaction there is not run either.
+#[tokio::test]
+async fn a_down_file_that_acts_outside_its_transaction_is_not_run_by_the_round_trip() {
+    let db = TestDb::new().await;
+    let file = format!("/tmp/{}_down", db.name);
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        ("002_n.sql", "CREATE TABLE n (id int);\n"),
+        (
+            "002_n.down.sql",
+            &format!("DROP TABLE n;\nCOPY (SELECT 1) TO '{file}';\n"),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "verify", "--round-trip"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let doc = run.json();
+    let rt = &migration(&doc, "002_n")["round_trip"];
+    assert!(
+        rt.to_string().contains("its down file, line 2")
+            && rt.to_string().contains("acts outside its transaction"),
+        "{doc:#}"
+    );
+    assert!(!std::path::Path::new(&file).exists(), "the down ran");
 }

@@ -23,8 +23,10 @@
 //! The same test runs as SQL in the runner's own scripts on a verification database (see
 //! [`guard_sql`]): before each COMMIT, so that nothing that touches the server commits there,
 //! whatever verify's rolled-back run saw. Deferred triggers are fired before it (they would
-//! otherwise run at COMMIT, after any check), and a write through a foreign table is refused
-//! there too: its commit would commit the remote write (`postgres_fdw` into the target itself).
+//! otherwise run at COMMIT, after any check), and a foreign table reached in any way is
+//! refused there too: its commit would commit a remote write or `TRUNCATE` (`postgres_fdw`
+//! into the target itself), and a read may run a program (`file_fdw`). A lock tells, in any
+//! mode: which statement took it cannot be told apart there.
 //!
 //! Since PostgreSQL 15 a backend's `pg_stat_get_xact_*` counts also hold its earlier
 //! transactions' counts until they are flushed (at most once a second, when idle): each
@@ -157,7 +159,7 @@ pub async fn read(conn: &mut PgConnection) -> Result<SharedWrites, sqlx::Error> 
 
 /// The statements that raise [`SERVER_CHANGE_SQLSTATE`] when the transaction they run in
 /// wrote a shared catalog (after firing its deferred triggers), or
-/// [`OUTSIDE_TRANSACTION_SQLSTATE`] when it wrote through a foreign table: the runner's last
+/// [`OUTSIDE_TRANSACTION_SQLSTATE`] when it reached a foreign table: the runner's last
 /// word before COMMIT on a verification database. Needs a fresh transaction in a script
 /// that asked for [`FLUSH_SQL`], as did the one before (the counts are since its start).
 pub fn guard_sql() -> String {
@@ -191,12 +193,11 @@ DECLARE
 BEGIN
     SELECT pg_catalog.string_agg(l.relation::regclass::text, ', ') INTO foreign_written
     FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
-    WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND c.relkind = 'f'
-      AND l.mode = 'RowExclusiveLock';
+    WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND c.relkind = 'f';
     IF foreign_written IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '{OUTSIDE}',
-            MESSAGE = pg_catalog.format('the migration acts outside its transaction: it writes through the foreign table %s, whose server commits the rows with this COMMIT (another database, perhaps the target itself); rolled back before anything committed', foreign_written),
-            DETAIL = pg_catalog.format('writes through the foreign table %s', foreign_written);
+            MESSAGE = pg_catalog.format('the migration acts outside its transaction: it reaches the foreign table %s, whose server commits what it writes or truncates with this COMMIT (another database, perhaps the target itself) and may run a program when read; rolled back before anything committed (verify a set with foreign tables with --in-transaction-only)', foreign_written),
+            DETAIL = pg_catalog.format('reaches the foreign table %s', foreign_written);
     END IF;
     {ME_INTO};
     FOR r IN SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c

@@ -377,6 +377,16 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
         if called && outside_function(word, on_target) {
             return Some((*word).to_owned());
         }
+        // A foreign table that runs a server program when read (file_fdw's `program`): COPY
+        // FROM PROGRAM under another name.
+        if *word == "program"
+            && words[..i].iter().any(|(_, w)| *w == "options")
+            && text[at + word.len()..]
+                .trim_start()
+                .starts_with(['\'', '$'])
+        {
+            return Some(FDW_PROGRAM.to_owned());
+        }
         // COPY to or from a file or a program, inside a DO body or an EXECUTE string.
         if *word == "copy" {
             let to_file = words[i + 1..].iter().take(40).any(|(w_at, w)| {
@@ -393,6 +403,7 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
 }
 
 const COPY_FILE: &str = "COPY to or from a server file or program";
+const FDW_PROGRAM: &str = "a foreign table's server program (file_fdw's program option)";
 
 /// The words of a lower-cased text (letters, digits, `_`) with their byte offsets: a
 /// statement's words wherever they are written (a `DO` body, an `EXECUTE` string).
@@ -478,7 +489,8 @@ fn outside_function(name: &str, on_target: bool) -> bool {
 pub fn reads_no_rows(statement: &Statement<'_>) -> bool {
     let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
     match k.as_slice() {
-        ["DROP" | "COMMENT" | "GRANT" | "REVOKE" | "LOCK" | "TRUNCATE" | "ANALYZE", ..] => true,
+        // Not TRUNCATE: its triggers, and a foreign key's check, read other tables' rows.
+        ["DROP" | "COMMENT" | "GRANT" | "REVOKE" | "LOCK" | "ANALYZE", ..] => true,
         ["CREATE", "TRIGGER" | "POLICY" | "RULE" | "VIEW" | "STATISTICS", ..]
         | ["CREATE", "OR", "REPLACE", "TRIGGER" | "RULE" | "VIEW", ..]
         | ["CREATE", "CONSTRAINT", "TRIGGER", ..] => true,
@@ -591,7 +603,6 @@ fn subcommand_reads_no_rows(sub: &str) -> bool {
         "DISABLE",
         "FORCE",
         "REPLICA",
-        "DETACH",
         "CLUSTER",
         "DEFAULT",
         "STATISTICS",
@@ -922,6 +933,29 @@ mod tests {
         assert!(safe("ALTER TABLE t ADD COLUMN e \"text\" DEFAULT 'x'"));
         assert!(!safe("INSERT INTO t SELECT 1"));
         assert!(!safe("CREATE INDEX ON t (a)"));
+        // A TRUNCATE trigger reads other tables; removing a partition checks the rows
+        // referencing it.
+        assert!(!safe("TRUNCATE t"));
+        assert!(!safe("ALTER TABLE p DETACH PARTITION p1"));
+    }
+
+    #[test]
+    fn a_foreign_table_that_runs_a_program_acts_outside_its_transaction() {
+        let first = |s: &str| acts_outside_transaction(&split_statements(s).remove(0), false);
+        assert_eq!(
+            first("CREATE FOREIGN TABLE ff (x text) SERVER s OPTIONS (program 'touch /tmp/x')")
+                .as_deref(),
+            Some(FDW_PROGRAM)
+        );
+        assert_eq!(
+            first("ALTER FOREIGN TABLE ff OPTIONS (SET program $$rm x$$)").as_deref(),
+            Some(FDW_PROGRAM)
+        );
+        assert_eq!(
+            first("CREATE FOREIGN TABLE ff (x text) SERVER s OPTIONS (filename '/tmp/x')"),
+            None
+        );
+        assert_eq!(first("UPDATE t SET program = 'x'"), None);
     }
 
     #[test]

@@ -2104,6 +2104,24 @@ async fn round_trip(
             Vec::new(),
         ));
     }
+    // The down runs for real on the scratch database: what would act outside it is not run,
+    // as for an up.
+    if let Some(down) = &m.down {
+        let outside = sql::split_statements(&down.sql)
+            .into_iter()
+            .find_map(|s| sql::acts_outside_transaction(&s, false).map(|what| (s, what)));
+        if let Some((statement, what)) = outside {
+            return Ok(failed(
+                RoundTripStep::Down,
+                format!(
+                    "its down file, line {}: {} acts outside its transaction ({what}): not run (SQLSTATE {OUTSIDE_TRANSACTION_SQLSTATE})",
+                    statement.line,
+                    summary_of(statement.text)
+                ),
+                Vec::new(),
+            ));
+        }
+    }
     let applied = round_trip_snapshot(migrator).await?;
     let started = Instant::now();
     let target = RollbackTarget::Only(vec![m.version.clone()]);
