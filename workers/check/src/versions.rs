@@ -25,6 +25,7 @@ const AT_SET_EXPRESSION: i64 = 7;
 const AT_DROP_EXPRESSION: i64 = 8;
 const AT_SET_STATISTICS: i64 = 9;
 const AT_SET_COMPRESSION: i64 = 13;
+const AT_SET_STORAGE: i64 = 12;
 const AT_SET_LOGGED: i64 = 30;
 const AT_SET_UNLOGGED: i64 = 31;
 const AT_ALTER_CONSTRAINT: i64 = 20;
@@ -166,7 +167,23 @@ pub fn newer_than(
                     note("ALTER SEQUENCE ... SET LOGGED / UNLOGGED", 15, None);
                 }
             }
+            "VacuumRelation" => {
+                // `relation` is a typed RangeVar: `inh` false is `ONLY`.
+                let only = f
+                    .get("relation")
+                    .and_then(Value::as_object)
+                    .is_some_and(|r| !boolean(r, "inh"));
+                if only {
+                    note("VACUUM / ANALYZE ONLY", 18, None);
+                }
+            }
             "CreateStatsStmt" => {
+                if f.get("defnames")
+                    .and_then(Value::as_array)
+                    .is_none_or(|names| names.is_empty())
+                {
+                    note("CREATE STATISTICS without a name", 16, None);
+                }
                 let expression = f.get("exprs").and_then(Value::as_array).is_some_and(|es| {
                     es.iter().any(|e| {
                         e.pointer("/node/StatsElem/expr")
@@ -241,6 +258,14 @@ pub fn newer_than(
                 AT_DROP_EXPRESSION => note("ALTER COLUMN ... DROP EXPRESSION", 13, None),
                 AT_SET_STATISTICS if !present(f, "def") => note("SET STATISTICS DEFAULT", 17, None),
                 AT_SET_COMPRESSION => note("ALTER COLUMN ... SET COMPRESSION", 14, None),
+                AT_SET_STORAGE
+                    if f.get("def")
+                        .and_then(|d| d.pointer("/node/String/sval"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.eq_ignore_ascii_case("default")) =>
+                {
+                    note("SET STORAGE DEFAULT", 16, None)
+                }
                 AT_SET_ACCESS_METHOD => {
                     note("ALTER TABLE ... SET ACCESS METHOD", 15, None);
                     if string(f, "name").is_empty() {

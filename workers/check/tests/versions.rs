@@ -88,6 +88,10 @@ const NEWER: &[(&str, u32)] = &[
     ("GRANT SELECT ON t TO CURRENT_ROLE;", 14),
     ("REINDEX DATABASE;", 16),
     ("REINDEX SYSTEM;", 16),
+    ("CREATE STATISTICS ON a, b FROM t;", 16),
+    ("ALTER TABLE t ALTER COLUMN a SET STORAGE DEFAULT;", 16),
+    ("ANALYZE ONLY t;", 18),
+    ("VACUUM ONLY t;", 18),
     // Inside a LANGUAGE sql body, which PostgreSQL parses at CREATE FUNCTION.
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE; SELECT 1 $$;", 15),
 ];
@@ -138,6 +142,11 @@ fn older_syntax_passes_and_the_finding_points_at_the_construct() {
         "ALTER MATERIALIZED VIEW mv RENAME COLUMN a TO b;",
         "ALTER TABLE t OWNER TO CURRENT_USER;",
         "SELECT CURRENT_ROLE;",
+        "CREATE STATISTICS st ON a, b FROM t;",
+        "ALTER TABLE t ALTER COLUMN a SET STORAGE EXTERNAL;",
+        "ANALYZE t;",
+        "VACUUM t;",
+        "ANALYZE;",
         "CREATE TABLE t (a int) PARTITION BY LIST (a);",
         "SELECT sum(a) OVER (ORDER BY a ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t;",
         "SELECT sum(a) OVER (ORDER BY a RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) FROM t;",
