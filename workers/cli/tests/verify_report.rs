@@ -416,6 +416,43 @@ async fn a_procedure_that_commits_is_not_verified_rather_than_failed() {
     assert_eq!(db.query("SELECT count(*)::text FROM t").await, ["2"]);
 }
 
+/// A deferred constraint trigger takes its locks at COMMIT: verify reads them where it fires
+/// the deferred triggers, and reports them held until COMMIT (ACCESS EXCLUSIVE on an
+/// existing table here), in both modes.
+#[tokio::test]
+async fn a_lock_taken_by_a_deferred_trigger_at_commit_is_reported() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE big (id int);\nCREATE TABLE t (id int);\n\
+             CREATE FUNCTION lk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN LOCK TABLE big IN ACCESS EXCLUSIVE MODE; RETURN NULL; END $$;\n\
+             CREATE CONSTRAINT TRIGGER t_lk AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION lk();\n",
+        ),
+        ("002_ins.sql", "INSERT INTO t VALUES (1);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    for mode in [&[][..], &["--in-transaction-only"][..]] {
+        let mut args = vec!["--json", "verify"];
+        args.extend(mode);
+        let run = db.cli(dir.path(), &args);
+        let doc = run.json();
+        let m = &doc["report"]["migrations"][0];
+        assert_eq!(
+            m["flags"]["access_exclusive_on_existing"], true,
+            "{mode:?}: {doc:#}"
+        );
+        assert!(
+            m["locks_held"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["relation"] == "public.big" && l["mode"] == "AccessExclusiveLock"),
+            "{mode:?}: {doc:#}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
     let db = TestDb::new().await;

@@ -638,8 +638,8 @@ fn truncate(text: &str, max: usize) -> String {
 pub fn blocks(mode: &str) -> &'static str {
     match mode {
         "AccessShareLock" => "only ACCESS EXCLUSIVE locks (DROP, most ALTER TABLE); reads and writes go on",
-        "RowShareLock" => "EXCLUSIVE and ACCESS EXCLUSIVE locks; reads and writes go on",
-        "RowExclusiveLock" => "SHARE and stronger locks (CREATE INDEX without CONCURRENTLY, most ALTER TABLE); reads and writes go on",
+        "RowShareLock" => "EXCLUSIVE and ACCESS EXCLUSIVE locks; reads go on, and writes of the rows it locks (SELECT ... FOR UPDATE/SHARE) wait until its COMMIT",
+        "RowExclusiveLock" => "SHARE and stronger locks (CREATE INDEX without CONCURRENTLY, most ALTER TABLE); reads go on, and writes of the rows it changes wait until its COMMIT",
         "ShareUpdateExclusiveLock" => "schema changes, VACUUM, ANALYZE and CREATE INDEX CONCURRENTLY on it; reads and writes go on",
         "ShareLock" => "writes (INSERT, UPDATE, DELETE); reads go on",
         "ShareRowExclusiveLock" => "writes (INSERT, UPDATE, DELETE) and SHARE locks; reads go on",
@@ -1266,8 +1266,25 @@ async fn verify_in_open_transaction(
         }
     }
     if failure.is_none() {
-        // What COMMIT would check, which a rolled-back verification never reaches.
-        failure = check_deferred(conn, m).await?;
+        // What COMMIT would check, which a rolled-back verification never reaches, and the
+        // locks its deferred triggers take there.
+        let (deferred, at_commit) = check_deferred(conn, m, &held).await?;
+        failure = deferred;
+        let mut locks = new_locks(&held, &at_commit, &before);
+        if !locks.is_empty() {
+            let line = last_line(&m.sql);
+            so_far.take(&mut locks, line, statements.len(), &tables);
+            starts.push(ms(started.elapsed()));
+            statements.push(StatementReport {
+                line,
+                summary: "COMMIT (its deferred constraint triggers)".to_owned(),
+                duration_ms: None,
+                locks,
+                rewrites: Vec::new(),
+                depends_on_data: None,
+            });
+            held = at_commit;
+        }
         // A deferred trigger may have touched the server too.
         let touched = read_shared(conn).await?.since(&shared_before);
         if failure.is_none() && !touched.is_empty() {
@@ -1387,7 +1404,11 @@ const DEFERRED_SAVEPOINT: &str = "stepmigrate_deferred";
 /// constraints' modes restored, so that a migration verified after this one in the same
 /// transaction runs as it would after this one's COMMIT. A violation is the migration's
 /// failure at its end, where `up` would fail.
-async fn check_deferred(conn: &mut PgConnection, m: &Migration) -> Result<Option<SqlError>, Error> {
+async fn check_deferred(
+    conn: &mut PgConnection,
+    m: &Migration,
+    held: &[HeldLock],
+) -> Result<(Option<SqlError>, Vec<HeldLock>), Error> {
     let ending = |e| {
         Error::database(
             format!("checking the deferred constraints of {}", m.name),
@@ -1398,11 +1419,19 @@ async fn check_deferred(conn: &mut PgConnection, m: &Migration) -> Result<Option
         .execute(&mut *conn)
         .await
         .map_err(ending)?;
+    let mut locks = Vec::new();
     let failure = match sqlx::raw_sql("SET CONSTRAINTS ALL IMMEDIATE")
         .execute(&mut *conn)
         .await
     {
-        Ok(_) => None,
+        // The locks its triggers took, before the savepoint's rollback releases them: COMMIT
+        // takes them too.
+        Ok(_) => {
+            locks = read_locks(conn, Some(held))
+                .await
+                .map_err(|e| Error::database("reading pg_locks", e))?;
+            None
+        }
         Err(sqlx::Error::Database(db)) => {
             let pg = db.try_downcast_ref::<PgDatabaseError>();
             Some(SqlError {
@@ -1426,7 +1455,7 @@ async fn check_deferred(conn: &mut PgConnection, m: &Migration) -> Result<Option
     .execute(&mut *conn)
     .await
     .map_err(ending)?;
-    Ok(failure)
+    Ok((failure, locks))
 }
 
 /// The statement a deferred-constraint failure is reported at.
