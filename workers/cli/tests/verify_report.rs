@@ -453,6 +453,29 @@ async fn a_lock_taken_by_a_deferred_trigger_at_commit_is_reported() {
     }
 }
 
+/// Where the target's sequence stands is data the empty copy does not have: a statement
+/// that uses or changes an existing sequence is unknown there.
+#[tokio::test]
+async fn a_statement_on_an_existing_sequence_is_unknown_on_an_empty_copy() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_s.sql", "CREATE SEQUENCE s;\n"),
+        ("002_s.sql", "ALTER SEQUENCE s MAXVALUE 100;\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("SELECT setval('s', 500)").await;
+    let run = db.cli(dir.path(), &["verify"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("? 002_s"), "{}", run.stdout);
+    dir.write(
+        "002_s.sql",
+        "CREATE TABLE n (id int DEFAULT nextval('s') CHECK (id < 100));\nINSERT INTO n DEFAULT VALUES;\n",
+    );
+    let run = db.cli(dir.path(), &["verify"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("? 002_s"), "{}", run.stdout);
+}
+
 #[tokio::test]
 async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
     let db = TestDb::new().await;

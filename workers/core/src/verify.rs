@@ -1911,7 +1911,14 @@ async fn fill_target_tables(
     migrations: &mut [MigrationVerification],
     warnings: &mut Vec<String>,
 ) {
-    let data_kinds = ["table", "partitioned table", "materialized view"];
+    // A sequence's value is data too: `ALTER SEQUENCE ... MAXVALUE` or a CHECK over
+    // `nextval` depends on where the target's sequence stands.
+    let data_kinds = [
+        "table",
+        "partitioned table",
+        "materialized view",
+        "sequence",
+    ];
     let candidates = |m: &MigrationVerification| -> BTreeSet<String> {
         let locked = m
             .locks_held
