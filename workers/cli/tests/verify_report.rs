@@ -476,6 +476,44 @@ async fn a_statement_on_an_existing_sequence_is_unknown_on_an_empty_copy() {
     assert!(run.stdout.contains("? 002_s"), "{}", run.stdout);
 }
 
+/// A `--dev-url` database is emptied of what the migrations left beyond schemas too (default
+/// privileges, large objects, functions in pg_catalog, access methods), and such leftovers
+/// are refused at the start.
+#[tokio::test]
+async fn a_dev_database_is_emptied_of_default_privileges_large_objects_and_catalog_functions() {
+    let db = TestDb::new().await;
+    let dev = TestDb::new().await;
+    let am = format!("am_{}", &db.name[8..]);
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        (
+            "002_x.sql",
+            &format!(
+                "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;\n\
+                 SELECT lo_from_bytea(0, 'hello');\n\
+                 CREATE FUNCTION pg_catalog.upper(varchar) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'HIJACKED' $$;\n\
+                 CREATE ACCESS METHOD {am} TYPE TABLE HANDLER heap_tableam_handler;\n"
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.cli(dir.path(), &["verify", "--dev-url", &dev.url])
+        .assert_code(0);
+    assert_eq!(
+        dev.query(
+            "SELECT concat_ws(',', (SELECT count(*) FROM pg_default_acl), (SELECT count(*) FROM pg_largeobject_metadata), upper('abc'::varchar), (SELECT count(*) FROM pg_am WHERE oid >= 16384))"
+        )
+        .await,
+        ["0,0,ABC,0"]
+    );
+    db.cli(dir.path(), &["verify", "--dev-url", &dev.url])
+        .assert_code(0);
+    dev.exec("SELECT lo_from_bytea(0, 'left')").await;
+    let run = db.cli(dir.path(), &["verify", "--dev-url", &dev.url]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("large object"), "{}", run.stderr);
+}
+
 #[tokio::test]
 async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
     let db = TestDb::new().await;

@@ -1505,6 +1505,12 @@ const USER_OBJECTS: &str = "SELECT coalesce(string_agg(what, ', '), '') FROM (
     UNION ALL SELECT 'foreign-data wrapper ' || quote_ident(fdwname) FROM pg_catalog.pg_foreign_data_wrapper
     UNION ALL SELECT 'event trigger ' || quote_ident(evtname) FROM pg_catalog.pg_event_trigger
     UNION ALL SELECT 'cast ' || format('(%s AS %s)', castsource::regtype, casttarget::regtype) FROM pg_catalog.pg_cast WHERE oid >= 16384
+    UNION ALL SELECT 'function ' || p.oid::regprocedure::text || ' in pg_catalog' FROM pg_catalog.pg_proc p
+      WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid >= 16384
+        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+    UNION ALL SELECT 'access method ' || quote_ident(amname) FROM pg_catalog.pg_am WHERE oid >= 16384
+    UNION ALL SELECT 'default privileges of ' || defaclrole::regrole::text FROM pg_catalog.pg_default_acl
+    UNION ALL SELECT 'large object ' || oid::text FROM pg_catalog.pg_largeobject_metadata
     LIMIT 5) objects";
 
 /// Empties a dev database again: everything verify's migrations may have made in it, and
@@ -1518,6 +1524,40 @@ BEGIN
     FOR r IN SELECT evtname FROM pg_catalog.pg_event_trigger LOOP
         EXECUTE format('DROP EVENT TRIGGER IF EXISTS %I', r.evtname);
     END LOOP;
+    FOR r IN SELECT oid FROM pg_catalog.pg_largeobject_metadata LOOP
+        PERFORM pg_catalog.lo_unlink(r.oid);
+    END LOOP;
+    FOR r IN SELECT amname FROM pg_catalog.pg_am WHERE oid >= 16384 LOOP
+        EXECUTE format('DROP ACCESS METHOD IF EXISTS %I CASCADE', r.amname);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS f, p.prokind FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid >= 16384 LOOP
+        EXECUTE format('DROP %s IF EXISTS %s CASCADE',
+            CASE r.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END, r.f);
+    END LOOP;
+    -- Default privileges back to the built-in ones (PostgreSQL then drops the entry): all
+    -- revoked, then the owner's, and PUBLIC's on functions and types.
+    BEGIN
+        FOR r IN SELECT d.defaclrole::regrole::text AS role, d.defaclnamespace::regnamespace::text AS nsp,
+                        d.defaclnamespace AS nspoid, d.defaclobjtype AS t, a.grantee
+                 FROM pg_catalog.pg_default_acl d, pg_catalog.aclexplode(d.defaclacl) a LOOP
+            EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %s %s REVOKE ALL ON %s FROM %s', r.role,
+                CASE WHEN r.nspoid = 0 THEN '' ELSE 'IN SCHEMA ' || r.nsp END,
+                CASE r.t WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS' WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END,
+                CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END);
+        END LOOP;
+        FOR r IN SELECT DISTINCT d.defaclrole::regrole::text AS role, d.defaclobjtype AS t
+                 FROM pg_catalog.pg_default_acl d WHERE d.defaclnamespace = 0 LOOP
+            EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %s GRANT ALL ON %s TO %s', r.role,
+                CASE r.t WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS' WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END, r.role);
+            IF r.t IN ('f', 'T') THEN
+                EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %s GRANT ALL ON %s TO PUBLIC', r.role,
+                    CASE r.t WHEN 'f' THEN 'FUNCTIONS' ELSE 'TYPES' END);
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN insufficient_privilege THEN
+        NULL;
+    END;
     FOR r IN SELECT pubname FROM pg_catalog.pg_publication LOOP
         EXECUTE format('DROP PUBLICATION IF EXISTS %I', r.pubname);
     END LOOP;
