@@ -492,7 +492,10 @@ async fn a_dev_database_is_emptied_of_default_privileges_large_objects_and_catal
                 "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;\n\
                  SELECT lo_from_bytea(0, 'hello');\n\
                  CREATE FUNCTION pg_catalog.upper(varchar) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'HIJACKED' $$;\n\
-                 CREATE ACCESS METHOD {am} TYPE TABLE HANDLER heap_tableam_handler;\n"
+                 CREATE ACCESS METHOD {am} TYPE TABLE HANDLER heap_tableam_handler;\n\
+                 CREATE DOMAIN pg_catalog.left_dom AS int CHECK (VALUE > 0);\n\
+                 CREATE COLLATION pg_catalog.left_coll FROM \"C\";\n\
+                 CREATE OPERATOR pg_catalog.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq);\n"
             ),
         ),
     ]);
@@ -501,10 +504,10 @@ async fn a_dev_database_is_emptied_of_default_privileges_large_objects_and_catal
         .assert_code(0);
     assert_eq!(
         dev.query(
-            "SELECT concat_ws(',', (SELECT count(*) FROM pg_default_acl), (SELECT count(*) FROM pg_largeobject_metadata), upper('abc'::varchar), (SELECT count(*) FROM pg_am WHERE oid >= 16384))"
+            "SELECT concat_ws(',', (SELECT count(*) FROM pg_default_acl), (SELECT count(*) FROM pg_largeobject_metadata), upper('abc'::varchar), (SELECT count(*) FROM pg_am WHERE oid >= 16384), (SELECT count(*) FROM pg_type WHERE oid >= 16384 AND typnamespace = 'pg_catalog'::regnamespace), (SELECT count(*) FROM pg_collation WHERE oid >= 16384), (SELECT count(*) FROM pg_operator WHERE oid >= 16384))"
         )
         .await,
-        ["0,0,ABC,0"]
+        ["0,0,ABC,0,0,0,0"]
     );
     db.cli(dir.path(), &["verify", "--dev-url", &dev.url])
         .assert_code(0);
@@ -512,6 +515,21 @@ async fn a_dev_database_is_emptied_of_default_privileges_large_objects_and_catal
     let run = db.cli(dir.path(), &["verify", "--dev-url", &dev.url]);
     run.assert_code(2);
     assert!(run.stderr.contains("large object"), "{}", run.stderr);
+}
+
+/// Large objects are the target's data: a fixed OID taken there is unknown on the copy.
+#[tokio::test]
+async fn a_large_object_is_unknown_on_an_empty_copy() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        ("002_lo.sql", "SELECT lo_create(4242);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("SELECT lo_create(4242)").await;
+    let run = db.cli(dir.path(), &["verify"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("? 002_lo"), "{}", run.stdout);
 }
 
 #[tokio::test]

@@ -614,3 +614,33 @@ async fn a_down_file_that_acts_outside_its_transaction_is_not_run_by_the_round_t
     );
     assert!(!std::path::Path::new(&file).exists(), "the down ran");
 }
+
+/// pg_surgery writes heap pages in place, and a LOCK of a shared catalog holds every login of
+/// the server: neither is run by verify, in either mode.
+#[tokio::test]
+async fn heap_surgery_and_a_lock_of_a_shared_catalog_are_not_run_by_verify() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int PRIMARY KEY);\n"),
+        (
+            "002_outside.sql",
+            "SELECT heap_force_kill('t'::regclass, ARRAY['(0,1)']::tid[]);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO t SELECT generate_series(1, 10)").await;
+    refused_as_outside(&db, &dir, &["--in-transaction-only"], "heap_force_kill");
+    assert_eq!(db.query("SELECT count(*)::text FROM t").await, ["10"]);
+    dir.write(
+        "002_outside.sql",
+        "LOCK TABLE pg_catalog.pg_authid IN ACCESS EXCLUSIVE MODE;\n",
+    );
+    for mode in [&[][..], &["--in-transaction-only"][..]] {
+        refused_as_outside(
+            &db,
+            &dir,
+            mode,
+            "LOCK of a system catalog (every session of the database, or of the server for a shared catalog, waits for it: logins too)",
+        );
+    }
+}

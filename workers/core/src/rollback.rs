@@ -429,8 +429,9 @@ fn revert_of(
     if let Some(m) = file {
         if row.checksum.as_deref().is_some_and(|c| c != m.checksum) {
             warnings.push(format!(
-                "{}: its file changed since it was applied; the rollback reverts what was applied",
-                row.name
+                "{}: its file changed since it ran here; the down it runs ({}) must revert what ran then",
+                row.name,
+                path.display()
             ));
         }
     }

@@ -369,6 +369,9 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
     {
         return Some(COPY_FILE.to_owned());
     }
+    if locks_a_catalog(statement) {
+        return Some(CATALOG_LOCK.to_owned());
+    }
     // Lower case keeps the byte offsets.
     let text = statement.text.to_ascii_lowercase();
     let words = words_of(&text);
@@ -403,6 +406,24 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
 }
 
 const COPY_FILE: &str = "COPY to or from a server file or program";
+const CATALOG_LOCK: &str =
+    "LOCK of a system catalog (every session of the database, or of the server for a shared catalog, waits for it: logins too)";
+
+/// `LOCK [TABLE] [ONLY] pg_catalog.x` or `pg_x`: a system catalog, which every session
+/// reads (a shared one, `pg_authid`, on the whole server).
+fn locks_a_catalog(statement: &Statement<'_>) -> bool {
+    let mut words = Tokens(statement.text).map(|w| w.to_ascii_lowercase());
+    if words.next().as_deref() != Some("lock") {
+        return false;
+    }
+    words
+        .filter(|w| !matches!(w.as_str(), "table" | "only" | ","))
+        .take_while(|w| w != "in" && w != "nowait" && w != ";")
+        .any(|name| {
+            let name = name.trim_matches('"');
+            name.starts_with("pg_catalog.") || name.starts_with("pg_")
+        })
+}
 const FDW_PROGRAM: &str = "a foreign table's server program (file_fdw's program option)";
 
 /// The words of a lower-cased text (letters, digits, `_`) with their byte offsets: a
@@ -462,6 +483,10 @@ fn outside_function(name: &str, on_target: bool) -> bool {
         || name.starts_with("pg_replication_origin_")
         || name.starts_with("pg_logical_slot_")
         || name.starts_with("pg_stat_reset")
+        || (name.starts_with("pg_stat_") && name.ends_with("_reset"))
+        // pg_surgery and pg_visibility write heap pages and maps in place.
+        || name.starts_with("heap_force_")
+        || name == "pg_truncate_visibility_map"
         || name.starts_with("pg_file_")
         || name.starts_with("pg_backup_")
         || name.starts_with("pg_wal_replay_")
@@ -956,6 +981,25 @@ mod tests {
             None
         );
         assert_eq!(first("UPDATE t SET program = 'x'"), None);
+    }
+
+    #[test]
+    fn a_lock_of_a_catalog_and_in_place_heap_surgery_act_outside_the_transaction() {
+        let first = |s: &str| acts_outside_transaction(&split_statements(s).remove(0), true);
+        assert_eq!(
+            first("LOCK TABLE pg_catalog.pg_authid IN ACCESS EXCLUSIVE MODE").as_deref(),
+            Some(CATALOG_LOCK)
+        );
+        assert_eq!(first("LOCK pg_class, t").as_deref(), Some(CATALOG_LOCK));
+        assert_eq!(first("LOCK TABLE t IN SHARE MODE"), None);
+        assert_eq!(
+            first("SELECT heap_force_kill('t'::regclass, ARRAY['(0,1)']::tid[])").as_deref(),
+            Some("heap_force_kill")
+        );
+        assert_eq!(
+            first("SELECT pg_stat_statements_reset()").as_deref(),
+            Some("pg_stat_statements_reset")
+        );
     }
 
     #[test]

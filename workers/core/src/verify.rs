@@ -272,7 +272,24 @@ pub fn depends_on_data(statement: &Statement<'_>) -> Option<DataDependence> {
         })
     };
     let verb = statement.main_verb.as_deref().unwrap_or_default();
+    // Large objects are the target's data, which the copy does not have.
+    let large_objects = w.iter().any(|x| {
+        matches!(
+            *x,
+            "LO_CREATE"
+                | "LO_CREAT"
+                | "LO_FROM_BYTEA"
+                | "LO_UNLINK"
+                | "LO_OPEN"
+                | "LO_PUT"
+                | "LO_GET"
+                | "LO_TRUNCATE"
+        )
+    }) || has(&["LARGE", "OBJECT"]);
     match (w.first().copied(), w.get(1).copied()) {
+        _ if large_objects => outcome(
+            "large objects are the target's data, which the copy does not have: whether an OID is taken, or exists, is unknown there",
+        ),
         _ if matches!(verb, "UPDATE" | "DELETE" | "MERGE") => {
             outcome("the rows it changes are the target's: how many, and whether a constraint or trigger stops it, is unknown on an empty copy")
         }
@@ -1484,7 +1501,28 @@ pub struct ScratchDatabase {
 }
 
 /// Counts and names user objects: a dev database must have none.
-const USER_OBJECTS: &str = "SELECT coalesce(string_agg(what, ', '), '') FROM (
+/// What a migration made in `pg_catalog` itself (a superuser may): objects from
+/// `FirstNormalObjectId` (16384) on that no extension owns, as `(classid, objid)`.
+macro_rules! catalog_objects {
+    () => {
+        "SELECT x.classid, x.objid FROM (
+        SELECT 'pg_catalog.pg_proc'::regclass AS classid, oid AS objid, pronamespace AS nsp FROM pg_catalog.pg_proc
+        UNION ALL SELECT 'pg_catalog.pg_type'::regclass, oid, typnamespace FROM pg_catalog.pg_type WHERE typrelid = 0 AND typcategory <> 'A'
+        UNION ALL SELECT 'pg_catalog.pg_operator'::regclass, oid, oprnamespace FROM pg_catalog.pg_operator
+        UNION ALL SELECT 'pg_catalog.pg_collation'::regclass, oid, collnamespace FROM pg_catalog.pg_collation
+        UNION ALL SELECT 'pg_catalog.pg_conversion'::regclass, oid, connamespace FROM pg_catalog.pg_conversion
+        UNION ALL SELECT 'pg_catalog.pg_opclass'::regclass, oid, opcnamespace FROM pg_catalog.pg_opclass
+        UNION ALL SELECT 'pg_catalog.pg_opfamily'::regclass, oid, opfnamespace FROM pg_catalog.pg_opfamily
+        UNION ALL SELECT 'pg_catalog.pg_ts_config'::regclass, oid, cfgnamespace FROM pg_catalog.pg_ts_config
+        UNION ALL SELECT 'pg_catalog.pg_ts_dict'::regclass, oid, dictnamespace FROM pg_catalog.pg_ts_dict
+        UNION ALL SELECT 'pg_catalog.pg_ts_parser'::regclass, oid, prsnamespace FROM pg_catalog.pg_ts_parser
+        UNION ALL SELECT 'pg_catalog.pg_ts_template'::regclass, oid, tmplnamespace FROM pg_catalog.pg_ts_template) x
+        WHERE x.nsp = 'pg_catalog'::regnamespace AND x.objid >= 16384
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = x.classid AND d.objid = x.objid AND d.deptype = 'e')"
+    };
+}
+
+const USER_OBJECTS: &str = concat!("SELECT coalesce(string_agg(what, ', '), '') FROM (
     SELECT 'relation ' || format('%I.%I', n.nspname, c.relname) AS what FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
     UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -1505,17 +1543,16 @@ const USER_OBJECTS: &str = "SELECT coalesce(string_agg(what, ', '), '') FROM (
     UNION ALL SELECT 'foreign-data wrapper ' || quote_ident(fdwname) FROM pg_catalog.pg_foreign_data_wrapper
     UNION ALL SELECT 'event trigger ' || quote_ident(evtname) FROM pg_catalog.pg_event_trigger
     UNION ALL SELECT 'cast ' || format('(%s AS %s)', castsource::regtype, casttarget::regtype) FROM pg_catalog.pg_cast WHERE oid >= 16384
-    UNION ALL SELECT 'function ' || p.oid::regprocedure::text || ' in pg_catalog' FROM pg_catalog.pg_proc p
-      WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid >= 16384
-        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+    UNION ALL SELECT o.type || ' ' || o.identity FROM (", catalog_objects!(), ") c, pg_catalog.pg_identify_object(c.classid, c.objid, 0) o
     UNION ALL SELECT 'access method ' || quote_ident(amname) FROM pg_catalog.pg_am WHERE oid >= 16384
     UNION ALL SELECT 'default privileges of ' || defaclrole::regrole::text FROM pg_catalog.pg_default_acl
     UNION ALL SELECT 'large object ' || oid::text FROM pg_catalog.pg_largeobject_metadata
-    LIMIT 5) objects";
+    LIMIT 5) objects");
 
 /// Empties a dev database again: everything verify's migrations may have made in it, and
 /// `public` as a new database has it.
-const EMPTY_DEV: &str = r#"DO $$
+const EMPTY_DEV: &str = concat!(
+    r#"DO $$
 DECLARE r record;
 BEGIN
     FOR r IN SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' LOOP
@@ -1530,10 +1567,23 @@ BEGIN
     FOR r IN SELECT amname FROM pg_catalog.pg_am WHERE oid >= 16384 LOOP
         EXECUTE format('DROP ACCESS METHOD IF EXISTS %I CASCADE', r.amname);
     END LOOP;
-    FOR r IN SELECT p.oid::regprocedure AS f, p.prokind FROM pg_catalog.pg_proc p
-             WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.oid >= 16384 LOOP
-        EXECUTE format('DROP %s IF EXISTS %s CASCADE',
-            CASE r.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END, r.f);
+    -- What a migration made in pg_catalog itself, by its identity.
+    FOR r IN SELECT o.type, o.identity, c.classid, c.objid FROM ("#,
+    catalog_objects!(),
+    r#") c,
+                    pg_catalog.pg_identify_object(c.classid, c.objid, 0) o LOOP
+        BEGIN
+            EXECUTE format('DROP %s IF EXISTS %s CASCADE',
+                CASE WHEN r.classid = 'pg_catalog.pg_type'::regclass
+                          AND (SELECT typtype FROM pg_catalog.pg_type WHERE oid = r.objid) = 'd' THEN 'DOMAIN'
+                     WHEN r.classid = 'pg_catalog.pg_proc'::regclass THEN
+                          CASE (SELECT prokind FROM pg_catalog.pg_proc WHERE oid = r.objid)
+                              WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END
+                     ELSE upper(r.type) END,
+                r.identity);
+        EXCEPTION WHEN undefined_object OR undefined_function OR dependent_objects_still_exist THEN
+            NULL;
+        END;
     END LOOP;
     -- Default privileges back to the built-in ones (PostgreSQL then drops the entry): all
     -- revoked, then the owner's, and PUBLIC's on functions and types.
@@ -1619,7 +1669,8 @@ BEGIN
     EXCEPTION WHEN insufficient_privilege THEN
         NULL;
     END;
-END $$"#;
+END $$"#
+);
 
 impl ScratchDatabase {
     /// Creates `<prefix>_<random>` on `server`'s server (needs `CREATEDB`).
@@ -1881,12 +1932,15 @@ pub async fn verify_pending_with(
 fn mark_empty_copy(v: &mut MigrationVerification, m: &Migration) {
     let lexed = sql::split_statements(&m.sql);
     for st in &mut v.statements {
-        let by_words = lexed
-            .iter()
-            .find(|s| s.line == st.line)
-            .and_then(depends_on_data);
+        let statement = lexed.iter().find(|s| s.line == st.line);
+        let by_words = statement.and_then(depends_on_data);
+        // A TRUNCATE gives its table new, empty storage, and a sequence's is one row: neither
+        // takes the time of the target's rows.
+        let truncates =
+            statement.is_some_and(|s| s.keywords.first().map(String::as_str) == Some("TRUNCATE"));
+        let costly = !truncates && st.rewrites.iter().any(|r| r.relkind != "sequence");
         st.depends_on_data = by_words.or_else(|| {
-            (!st.rewrites.is_empty()).then(|| DataDependence {
+            costly.then(|| DataDependence {
                 kind: DataKind::Cost,
                 reason: "it rewrites the table: its time is the target's rows'".to_owned(),
             })
