@@ -181,6 +181,17 @@ async fn a_killed_non_transactional_migration_is_dirty_and_resolve_applied_conti
             || status.stderr.contains("a session still runs its statement"),
         "{status:?}"
     );
+    // Its row cannot be deleted by hand meanwhile: the next `up` would run it again beside it.
+    let mut conn = db.conn().await;
+    let deleted = sqlx::raw_sql("DELETE FROM schema_migrations WHERE version = '002'")
+        .execute(&mut conn)
+        .await;
+    let refused = deleted.expect_err("the delete of a running migration's row was accepted");
+    assert!(
+        refused.to_string().contains("still runs its statement"),
+        "{refused}"
+    );
+    drop(conn);
     // `plan` says it too, in its refusal (human and --json).
     let plan = db.cli(dir.path(), &["--json", "plan"]);
     assert_eq!(

@@ -532,6 +532,40 @@ async fn a_large_object_is_unknown_on_an_empty_copy() {
     assert!(run.stdout.contains("? 002_lo"), "{}", run.stdout);
 }
 
+/// The target database's own settings are the copy's too: with `search_path = app, public`
+/// set on the target, `CREATE TABLE users` meets `app.users` there as on the target.
+#[tokio::test]
+async fn the_copy_has_the_target_databases_own_settings() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_app.sql",
+            "CREATE SCHEMA app;\nCREATE TABLE app.users (id int PRIMARY KEY);\n",
+        ),
+        (
+            "002_users.sql",
+            "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec(&format!(
+        "ALTER DATABASE {} SET search_path = app, public",
+        db.name
+    ))
+    .await;
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    let doc = run.json();
+    assert_eq!(
+        doc["report"]["migrations"][0]["outcome"], "failed",
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["report"]["migrations"][0]["error"]["sqlstate"], "42P07",
+        "{doc:#}"
+    );
+    assert!(doc["report"].get("copy_differs").is_none(), "{doc:#}");
+}
+
 #[tokio::test]
 async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
     let db = TestDb::new().await;

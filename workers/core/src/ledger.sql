@@ -154,9 +154,22 @@ ALTER TABLE @L@.schema_migration_events ENABLE ALWAYS TRIGGER schema_migration_e
 -- The old recipe `DELETE FROM schema_migrations WHERE version = '004'` (re-run a migration)
 -- becomes an event, so the projection still equals the fold. Deletions made by the
 -- projection itself (trigger depth > 1) or by a rebuild are not events.
+-- A dirty row whose migration still runs (a session holds its build lock: a killed runner's
+-- backend running its statement on, or an after-deploy build) is not deleted: the migration
+-- would run again beside it.
 CREATE OR REPLACE FUNCTION @L@.schema_migrations_record_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF pg_trigger_depth() = 1 AND coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on'
+       AND OLD.dirty AND EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+          AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.build.' || @N@ || '.' || OLD.version, 0)
+          AND l.pid <> pg_backend_pid()) THEN
+        RAISE EXCEPTION 'migration % is dirty and a session still runs its statement (it holds the migration''s build lock): deleting its row now would run it again beside it', OLD.version
+            USING ERRCODE = '55006', HINT = 'wait for the statement to end, then check the database and run stepmigrate resolve';
+    END IF;
     IF pg_trigger_depth() = 1 AND coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' THEN
         INSERT INTO @L@.schema_migration_events (run_id, version, name, kind, checksum)
         VALUES ('manual', OLD.version, OLD.name, 'deleted', OLD.checksum);
@@ -171,6 +184,15 @@ ALTER TABLE @L@.schema_migrations ENABLE ALWAYS TRIGGER schema_migrations_record
 CREATE OR REPLACE FUNCTION @L@.schema_migrations_record_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' AND EXISTS (
+        SELECT 1 FROM @L@.schema_migrations m, pg_catalog.pg_locks l
+        WHERE m.dirty AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+          AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('stepmigrate.build.' || @N@ || '.' || m.version, 0)
+          AND l.pid <> pg_backend_pid()) THEN
+        RAISE EXCEPTION 'a dirty migration''s statement still runs (a session holds its build lock): emptying schema_migrations now would run it again beside it'
+            USING ERRCODE = '55006', HINT = 'wait for the statement to end, then check the database and run stepmigrate resolve';
+    END IF;
     IF coalesce(current_setting('stepmigrate.rebuilding', true), '') <> 'on' THEN
         INSERT INTO @L@.schema_migration_events (run_id, version, name, kind, checksum)
         SELECT 'manual', m.version, m.name, 'deleted', m.checksum FROM @L@.schema_migrations m ORDER BY m.version;

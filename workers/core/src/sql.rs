@@ -372,13 +372,30 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
     if locks_a_catalog(statement) {
         return Some(CATALOG_LOCK.to_owned());
     }
-    // Lower case keeps the byte offsets.
-    let text = statement.text.to_ascii_lowercase();
+    // Lower case, with `U&"..."` names decoded (`U&"setv\0061l"` is `setval`).
+    let text = decode_unicode_names(&statement.text.to_ascii_lowercase());
     let words = words_of(&text);
     for (i, (at, word)) in words.iter().enumerate() {
         let called = called_next(&text[at + word.len()..]);
         if called && outside_function(word, on_target) {
             return Some((*word).to_owned());
+        }
+        // The same function behind an operator or an aggregate (`CREATE OPERATOR ... (FUNCTION
+        // = pg_terminate_backend, ...)`): using it calls it.
+        if matches!(
+            *word,
+            "function" | "procedure" | "sfunc" | "finalfunc" | "combinefunc"
+        ) && text[at + word.len()..].trim_start().starts_with('=')
+        {
+            // The name, or the name after its schema (`pg_catalog.setval`).
+            let named = words
+                .iter()
+                .skip(i + 1)
+                .take(2)
+                .find(|(_, name)| outside_function(name, on_target));
+            if let Some((_, name)) = named {
+                return Some((*name).to_owned());
+            }
         }
         // A foreign table that runs a server program when read (file_fdw's `program`): COPY
         // FROM PROGRAM under another name.
@@ -425,6 +442,48 @@ fn locks_a_catalog(statement: &Statement<'_>) -> bool {
         })
 }
 const FDW_PROGRAM: &str = "a foreign table's server program (file_fdw's program option)";
+
+/// `u&"..."` names with their `\XXXX` / `\+XXXXXX` escapes decoded (quotes kept), so that a
+/// name spelled with escapes is read as the name it is.
+fn decode_unicode_names(text: &str) -> String {
+    if !text.contains("u&\"") {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("u&\"") {
+        out.push_str(&rest[..at]);
+        let body = &rest[at + 3..];
+        let Some(end) = body.find('"') else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        out.push('"');
+        let mut chars = body[..end].chars().peekable();
+        while let Some(c) = chars.next() {
+            let digits = match (c, chars.peek()) {
+                ('\\', Some('+')) => {
+                    chars.next();
+                    6
+                }
+                ('\\', Some(d)) if d.is_ascii_hexdigit() => 4,
+                _ => {
+                    out.push(c);
+                    continue;
+                }
+            };
+            let hex: String = chars.by_ref().take(digits).collect();
+            match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                Some(decoded) => out.extend(decoded.to_lowercase()),
+                None => out.push_str(&hex),
+            }
+        }
+        out.push('"');
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// The words of a lower-cased text (letters, digits, `_`) with their byte offsets: a
 /// statement's words wherever they are written (a `DO` body, an `EXECUTE` string).
@@ -514,10 +573,12 @@ fn outside_function(name: &str, on_target: bool) -> bool {
 pub fn reads_no_rows(statement: &Statement<'_>) -> bool {
     let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
     match k.as_slice() {
-        // Not TRUNCATE: its triggers, and a foreign key's check, read other tables' rows.
-        ["DROP" | "COMMENT" | "GRANT" | "REVOKE" | "LOCK" | "ANALYZE", ..] => true,
-        ["CREATE", "TRIGGER" | "POLICY" | "RULE" | "VIEW" | "STATISTICS", ..]
-        | ["CREATE", "OR", "REPLACE", "TRIGGER" | "RULE" | "VIEW", ..]
+        // Not TRUNCATE (its triggers, and a foreign key's check, read other tables' rows), nor
+        // ANALYZE (it computes statistics expressions over the rows), nor a RULE (`_RETURN`
+        // converts a table to a view only while it is empty).
+        ["DROP" | "COMMENT" | "GRANT" | "REVOKE" | "LOCK", ..] => true,
+        ["CREATE", "TRIGGER" | "POLICY" | "VIEW" | "STATISTICS", ..]
+        | ["CREATE", "OR", "REPLACE", "TRIGGER" | "VIEW", ..]
         | ["CREATE", "CONSTRAINT", "TRIGGER", ..] => true,
         ["ALTER", "TABLE", ..] => alter_table_subcommands(statement.text)
             .iter()
@@ -961,6 +1022,10 @@ mod tests {
         // A TRUNCATE trigger reads other tables; removing a partition checks the rows
         // referencing it.
         assert!(!safe("TRUNCATE t"));
+        assert!(!safe("ANALYZE t"));
+        assert!(!safe(
+            "CREATE RULE \"_RETURN\" AS ON SELECT TO t DO INSTEAD SELECT 1 AS id"
+        ));
         assert!(!safe("ALTER TABLE p DETACH PARTITION p1"));
     }
 
@@ -992,6 +1057,24 @@ mod tests {
         );
         assert_eq!(first("LOCK pg_class, t").as_deref(), Some(CATALOG_LOCK));
         assert_eq!(first("LOCK TABLE t IN SHARE MODE"), None);
+        assert_eq!(
+            first("CREATE OPERATOR public.#!# (FUNCTION = pg_terminate_backend, LEFTARG = integer, RIGHTARG = bigint)")
+                .as_deref(),
+            Some("pg_terminate_backend")
+        );
+        assert_eq!(
+            first("CREATE OPERATOR #=# (PROCEDURE = pg_catalog.setval, LEFTARG = regclass, RIGHTARG = bigint)")
+                .as_deref(),
+            Some("setval")
+        );
+        assert_eq!(
+            first("SELECT U&\"setv\\0061l\"('s', 52)").as_deref(),
+            Some("setval")
+        );
+        assert_eq!(
+            first("CREATE OPERATOR === (FUNCTION = int4eq, LEFTARG = int, RIGHTARG = int)"),
+            None
+        );
         assert_eq!(
             first("SELECT heap_force_kill('t'::regclass, ARRAY['(0,1)']::tid[])").as_deref(),
             Some("heap_force_kill")

@@ -1501,6 +1501,27 @@ pub struct ScratchDatabase {
 }
 
 /// Counts and names user objects: a dev database must have none.
+/// On the target: the clauses that give a new database the target's encoding and locale
+/// (none when `template1` has them already), and its own settings (`ALTER DATABASE ... SET`).
+const DATABASE_LIKE_SQL: &str = "SELECT CASE WHEN (t.encoding, t.datcollate, t.datctype, to_jsonb(t)->>'datlocprovider', coalesce(to_jsonb(t)->>'datlocale', to_jsonb(t)->>'daticulocale'))
+          IS DISTINCT FROM (d.encoding, d.datcollate, d.datctype, to_jsonb(d)->>'datlocprovider', coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale'))
+     THEN pg_catalog.format(' TEMPLATE template0 ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype)
+          || CASE to_jsonb(d)->>'datlocprovider'
+                 WHEN 'i' THEN pg_catalog.format(' LOCALE_PROVIDER icu ICU_LOCALE %L', coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale'))
+                 WHEN 'b' THEN pg_catalog.format(' LOCALE_PROVIDER builtin BUILTIN_LOCALE %L', to_jsonb(d)->>'datlocale')
+                 ELSE '' END
+     ELSE '' END,
+     coalesce((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}')
+FROM pg_catalog.pg_database d, pg_catalog.pg_database t WHERE d.datname = pg_catalog.current_database() AND t.datname = 'template1'";
+
+/// A database's encoding and locale, and its own settings, in words: what the copy must share
+/// with the target beyond the schema.
+const DATABASE_TRAITS_SQL: &str = "SELECT pg_catalog.format('encoding %s, LC_COLLATE %s, LC_CTYPE %s%s', pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
+            CASE to_jsonb(d)->>'datlocprovider' WHEN 'i' THEN ', ICU locale ' || coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale')
+                 WHEN 'b' THEN ', builtin locale ' || (to_jsonb(d)->>'datlocale') ELSE '' END),
+       coalesce((SELECT pg_catalog.array_to_string(s.setconfig, '; ') FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '')
+FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()";
+
 /// What a migration made in `pg_catalog` itself (a superuser may): objects from
 /// `FirstNormalObjectId` (16384) on that no extension owns, as `(classid, objid)`.
 macro_rules! catalog_objects {
@@ -1677,7 +1698,16 @@ impl ScratchDatabase {
     pub async fn create(server: &Database, prefix: &str) -> Result<ScratchDatabase, Error> {
         let name = format!("{prefix}_{:08x}", rand::random::<u32>());
         let mut conn = server.connect().await?;
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        // The target's encoding, locale and settings are the copy's too: a migration's
+        // outcome depends on them (`search_path`, a collation's order, a character the
+        // encoding lacks).
+        let (like, settings): (String, Vec<String>) = sqlx::query_as(DATABASE_LIKE_SQL)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| {
+                Error::database("reading the target database's encoding and settings", e)
+            })?;
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"{like}"))
             .execute(&mut *conn)
             .await
             .map_err(|e| {
@@ -1686,6 +1716,14 @@ impl ScratchDatabase {
                     e,
                 )
             })?;
+        for setting in settings {
+            if let Some((key, value)) = setting.split_once('=') {
+                // One that cannot be set here is reported by the copy's comparison.
+                let _ = sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" SET {key} = {value}"))
+                    .execute(&mut *conn)
+                    .await;
+            }
+        }
         info!(scratch = %name, "created the scratch database");
         Ok(ScratchDatabase {
             server: Some(server.clone()),
@@ -2174,23 +2212,56 @@ async fn copy_differences(
     };
     let on_target = Snapshot::capture_database(&target.db, &options(target)).await?;
     let on_copy = Snapshot::capture_database(&copy.db, &options(copy)).await?;
-    Ok(crate::schema::diff(&on_copy, &on_target)
-        .changes()
-        .map(|c| {
-            let object = format!("{} {}", c.kind, c.name);
-            match c.change {
-                ChangeType::Added => format!("{object} is on the target only"),
-                ChangeType::Dropped => format!("{object} is on the copy only"),
-                ChangeType::Changed => format!(
-                    "{object} differs ({})",
-                    c.attributes
-                        .iter()
-                        .map(|a| a.render())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+    let traits = async |db: &Database| -> Result<(String, String), Error> {
+        let mut conn = db.connect().await?;
+        sqlx::query_as(DATABASE_TRAITS_SQL)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::database("reading the database's encoding and settings", e))
+    };
+    let (target_locale, target_settings) = traits(&target.db).await?;
+    let (copy_locale, copy_settings) = traits(&copy.db).await?;
+    let mut differs = Vec::new();
+    if target_locale != copy_locale {
+        differs.push(format!(
+            "the database's encoding and locale differ: the target's {target_locale}, the copy's {copy_locale}"
+        ));
+    }
+    if target_settings != copy_settings {
+        let shown = |s: &str| {
+            if s.is_empty() {
+                "none".to_owned()
+            } else {
+                s.to_owned()
             }
-        })
+        };
+        differs.push(format!(
+            "the database's own settings (ALTER DATABASE ... SET) differ: the target's {}, the copy's {}",
+            shown(&target_settings),
+            shown(&copy_settings)
+        ));
+    }
+    Ok(differs
+        .into_iter()
+        .chain(
+            crate::schema::diff(&on_copy, &on_target)
+                .changes()
+                .map(|c| {
+                    let object = format!("{} {}", c.kind, c.name);
+                    match c.change {
+                        ChangeType::Added => format!("{object} is on the target only"),
+                        ChangeType::Dropped => format!("{object} is on the copy only"),
+                        ChangeType::Changed => format!(
+                            "{object} differs ({})",
+                            c.attributes
+                                .iter()
+                                .map(|a| a.render())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }
+                }),
+        )
         .collect())
 }
 
