@@ -596,6 +596,10 @@ const CASES: &[Case] = &[
     differs("CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT a';", "", "REVOKE EXECUTE ON FUNCTION f(int) FROM PUBLIC;", "~ function app.f(integer): grants"),
     differs("CREATE FUNCTION f(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s + x';",
             "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, initcond = '0');", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, initcond = '1');", "~ aggregate app.ag(integer): definition_hash"),
+    differs("CREATE FUNCTION f(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s + x'; CREATE FUNCTION g(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s - x';",
+            "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint);", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, msfunc = f, minvfunc = g, mstype = bigint);", "~ aggregate app.ag(integer): definition_hash"),
+    differs("CREATE FUNCTION f(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s + x';",
+            "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint);", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, parallel = safe);", "~ aggregate app.ag(integer): definition_hash"),
     same("", "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql STABLE AS 'SELECT a';",
          "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT 0'; CREATE OR REPLACE FUNCTION f(a int) RETURNS int LANGUAGE sql STABLE AS 'SELECT a'; GRANT EXECUTE ON FUNCTION f(int) TO PUBLIC;"),
 ];

@@ -335,6 +335,16 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                             (SELECT format('aggregate sfunc=%s stype=%s finalfunc=%s combinefunc=%s initcond=%s sortop=%s',
                                            ag.aggtransfn::regproc, format_type(ag.aggtranstype, NULL), ag.aggfinalfn::regproc,
                                            ag.aggcombinefn::regproc, ag.agginitval, ag.aggsortop::regoperator)
+                                    -- The other parts only where they are not the default, so
+                                    -- that an older snapshot's aggregate stays identical.
+                                    || CASE WHEN ag.aggmtransfn <> 0 THEN format(' msfunc=%s minvfunc=%s mstype=%s mfinalfunc=%s minitcond=%s',
+                                           ag.aggmtransfn::regproc, ag.aggminvtransfn::regproc, format_type(ag.aggmtranstype, NULL),
+                                           ag.aggmfinalfn::regproc, ag.aggminitval) ELSE '' END
+                                    || CASE WHEN ag.aggserialfn <> 0 THEN format(' serialfunc=%s deserialfunc=%s',
+                                           ag.aggserialfn::regproc, ag.aggdeserialfn::regproc) ELSE '' END
+                                    || CASE WHEN ag.aggfinalextra THEN ' finalfunc_extra' ELSE '' END
+                                    || CASE WHEN ag.aggkind <> 'n' THEN ' kind=' || ag.aggkind::text ELSE '' END
+                                    || CASE WHEN p.proparallel <> 'u' THEN ' parallel=' || p.proparallel::text ELSE '' END
                              FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid)
                         ELSE pg_get_functiondef(p.oid) END AS definition,
                         {} AS comment, {} AS grants
