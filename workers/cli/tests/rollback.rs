@@ -957,6 +957,17 @@ async fn deleting_the_row_of_a_failed_batch_migration_keeps_it_partly_applied() 
     db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
 }
 
+/// `up --json` of the set, which must succeed: the first result's batches and rows.
+fn up_totals(db: &TestDb, dir: &Dir) -> (u64, u64) {
+    let up = db.cli(dir.path(), &["--json", "up"]);
+    up.assert_code(0);
+    let batches = &up.json()["results"][0]["batches"];
+    (
+        batches["batches"].as_u64().unwrap_or_default(),
+        batches["rows"].as_u64().unwrap_or_default(),
+    )
+}
+
 /// Deleted again after a failure, the row leaves the progress as it was: the next run resumes
 /// after the committed batches (their numbers continue); deleted once applied, the migration
 /// runs again from its first batch.
@@ -969,38 +980,12 @@ async fn after_its_row_is_deleted_a_failed_batch_migration_resumes_and_an_applie
     db.exec("DELETE FROM schema_migrations WHERE version = '002'")
         .await;
     db.exec("DELETE FROM items WHERE id = 3500").await;
-    let up = db.cli(dir.path(), &["--json", "up"]);
-    up.assert_code(0);
-    assert_eq!(
-        up.json()["results"][0]["batches"]["batches"],
-        5,
-        "{}",
-        up.stdout
-    );
-    assert_eq!(
-        up.json()["results"][0]["batches"]["rows"],
-        4_999,
-        "{}",
-        up.stdout
-    );
+    assert_eq!(up_totals(&db, &dir), (5, 4_999));
 
     db.exec("DELETE FROM schema_migrations WHERE version = '002'")
         .await;
     db.exec("UPDATE items SET done = NULL").await;
-    let up = db.cli(dir.path(), &["--json", "up"]);
-    up.assert_code(0);
-    assert_eq!(
-        up.json()["results"][0]["batches"]["batches"],
-        5,
-        "{}",
-        up.stdout
-    );
-    assert_eq!(
-        up.json()["results"][0]["batches"]["rows"],
-        4_999,
-        "{}",
-        up.stdout
-    );
+    assert_eq!(up_totals(&db, &dir), (5, 4_999));
 }
 
 /// A partly applied batch migration whose down (outside a transaction) fails part way is
