@@ -768,6 +768,53 @@ pub async fn append(
     Ok(())
 }
 
+/// Appends `events` in one transaction of their own, all or none, with every value bound (a
+/// database's error text among them): for events that no migration's transaction carries
+/// (`verify --in-transaction-only`'s `verified` events).
+pub async fn append_all(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    events: &[NewEvent<'_>],
+) -> Result<(), Error> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let table = schema.qualify("schema_migration_events");
+    let record = async {
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+        for event in events {
+            // The duration is the runner's own SQL expression (a number here), never input.
+            let sql = format!(
+                "INSERT INTO {table} (run_id, version, name, kind, checksum, execution_time_ms, dirty, error, notices)
+                 VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8)",
+                event.execution_time_ms.as_deref().unwrap_or("NULL")
+            );
+            sqlx::query(&sql)
+                .bind(event.run_id)
+                .bind(event.version)
+                .bind(event.name)
+                .bind(event.kind.as_str())
+                .bind(event.checksum)
+                .bind(event.dirty)
+                .bind(event.error.map(|e| serde_json::to_value(e).unwrap_or_default()))
+                .bind((!event.notices.is_empty()).then(|| serde_json::json!(event.notices)))
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    if let Err(e) = record {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        return Err(Error::database(
+            format!("recording the {} events", first.kind.as_str()),
+            e,
+        ));
+    }
+    Ok(())
+}
+
 /// Differences between the projection and the fold of the events, one line each.
 pub async fn check(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Vec<String>, Error> {
     let sql = format!(

@@ -1,0 +1,342 @@
+//! An empty copy's results are not the target's: which statements depend on the rows they
+//! meet (by their words, and by the target's tables that hold rows), and what the target's
+//! statistics say of the tables a migration rewrites or scans.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::report::{MigrationVerification, VerifyOutcome};
+use super::IN_TRANSACTION_LOCK_TIMEOUT;
+use crate::config::pg_interval;
+use crate::db::Database;
+use crate::error::Error;
+use crate::migration::Migration;
+use crate::sql::{self, Statement};
+
+/// How a statement's result depends on the rows it meets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDependence {
+    pub kind: DataKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// It may fail on the target's rows (or change another number of them): unknown on an
+    /// empty copy.
+    Outcome,
+    /// Its time (and the rows it reads or writes) is the target's rows': the copy's is not.
+    Cost,
+}
+
+/// An existing table a migration rewrites or scans, as the target's statistics have it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetTable {
+    pub relation: String,
+    /// `pg_class.reltuples` on the target (an estimate; the leaves' sum for a partitioned
+    /// table); absent when never analyzed or not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// `pg_total_relation_size` on the target: table, indexes and TOAST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// Why a figure is missing, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Why a statement's result depends on the rows it meets, if it does (by its words: enough
+/// to warn, never to pass).
+pub fn depends_on_data(statement: &Statement<'_>) -> Option<DataDependence> {
+    let words: Vec<String> = sql::Tokens(statement.text)
+        .filter(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let has = |seq: &[&str]| w.windows(seq.len()).any(|x| x == seq);
+    let outcome = |reason: &str| {
+        Some(DataDependence {
+            kind: DataKind::Outcome,
+            reason: reason.to_owned(),
+        })
+    };
+    let cost = |reason: &str| {
+        Some(DataDependence {
+            kind: DataKind::Cost,
+            reason: reason.to_owned(),
+        })
+    };
+    let verb = statement.main_verb.as_deref().unwrap_or_default();
+    // Large objects are the target's data, which the copy does not have.
+    let large_objects = w.iter().any(|x| {
+        matches!(
+            *x,
+            "LO_CREATE"
+                | "LO_CREAT"
+                | "LO_FROM_BYTEA"
+                | "LO_UNLINK"
+                | "LO_OPEN"
+                | "LO_PUT"
+                | "LO_GET"
+                | "LO_TRUNCATE"
+        )
+    }) || has(&["LARGE", "OBJECT"]);
+    match (w.first().copied(), w.get(1).copied()) {
+        _ if large_objects => outcome(
+            "large objects are the target's data, which the copy does not have: whether an OID is taken, or exists, is unknown there",
+        ),
+        _ if matches!(verb, "UPDATE" | "DELETE" | "MERGE") => {
+            outcome("the rows it changes are the target's: how many, and whether a constraint or trigger stops it, is unknown on an empty copy")
+        }
+        (Some("ALTER"), Some("TABLE")) => {
+            if has(&["SET", "NOT", "NULL"]) {
+                outcome("SET NOT NULL fails on any NULL among the target's rows")
+            } else if has(&["VALIDATE", "CONSTRAINT"]) {
+                outcome("validating a constraint fails on the target's rows that break it")
+            } else if has(&["ADD"])
+                && !has(&["NOT", "VALID"])
+                && w.iter().any(|x| {
+                    matches!(
+                        *x,
+                        "CONSTRAINT" | "CHECK" | "UNIQUE" | "PRIMARY" | "FOREIGN" | "EXCLUDE" | "REFERENCES"
+                    )
+                })
+            {
+                outcome("a constraint added without NOT VALID is checked against the target's rows, and fails on those that break it")
+            } else if has(&["ADD"]) && has(&["NOT", "NULL"]) && !has(&["DEFAULT"]) {
+                outcome("a NOT NULL column without a default fails on a table that has rows")
+            } else if w.contains(&"TYPE") && w.contains(&"USING") {
+                outcome("a type change USING an expression converts the target's values, and fails on those it cannot")
+            } else if w.contains(&"TYPE") {
+                cost("a type change rewrites the table (or checks every row): its time is the target's rows'")
+            } else {
+                None
+            }
+        }
+        (Some("CREATE"), Some("UNIQUE")) => {
+            outcome("a unique index fails on duplicates among the target's rows")
+        }
+        (Some("CREATE"), Some("INDEX")) => cost("an index build reads every row of the target's table"),
+        (Some("CLUSTER" | "VACUUM"), _) | (Some("REFRESH"), Some("MATERIALIZED")) => {
+            cost("it reads and writes every row: its time is the target's rows'")
+        }
+        _ => None,
+    }
+}
+
+/// On an empty copy: each statement's dependence on data, and whether the migration's `ok`
+/// says anything about the target.
+pub(super) fn mark_empty_copy(v: &mut MigrationVerification, m: &Migration) {
+    let lexed = sql::split_statements(&m.sql);
+    for st in &mut v.statements {
+        let statement = lexed.iter().find(|s| s.line == st.line);
+        let by_words = statement.and_then(depends_on_data);
+        // A TRUNCATE gives its table new, empty storage, and a sequence's is one row: neither
+        // takes the time of the target's rows.
+        let truncates =
+            statement.is_some_and(|s| s.keywords.first().map(String::as_str) == Some("TRUNCATE"));
+        let costly = !truncates && st.rewrites.iter().any(|r| r.relkind != "sequence");
+        st.depends_on_data = by_words.or_else(|| {
+            costly.then(|| DataDependence {
+                kind: DataKind::Cost,
+                reason: "it rewrites the table: its time is the target's rows'".to_owned(),
+            })
+        });
+    }
+    v.unknown_on_empty_copy = v.outcome == VerifyOutcome::Ok
+        && v.statements.iter().any(|s| {
+            s.depends_on_data
+                .as_ref()
+                .is_some_and(|d| d.kind == DataKind::Outcome)
+        });
+}
+
+/// A statement that locks an existing relation holding rows on the target (`holding`) is
+/// unknown on an empty copy unless it is of a kind known not to read or check rows
+/// ([`sql::reads_no_rows`]): the words list what is known to be safe, not what is risky.
+fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &BTreeSet<String>) {
+    let lexed = sql::split_statements(&m.sql);
+    for st in &mut v.statements {
+        if st
+            .depends_on_data
+            .as_ref()
+            .is_some_and(|d| d.kind == DataKind::Outcome)
+        {
+            continue;
+        }
+        let Some(statement) = lexed.iter().find(|s| s.line == st.line) else {
+            continue;
+        };
+        let held: Vec<&str> = st
+            .locks
+            .iter()
+            .filter(|l| l.existing && holding.contains(&l.relation))
+            .map(|l| l.relation.as_str())
+            .collect();
+        if held.is_empty() || sql::reads_no_rows(statement) {
+            continue;
+        }
+        st.depends_on_data = Some(DataDependence {
+            kind: DataKind::Outcome,
+            reason: format!(
+                "it reads or checks the rows of {}, which hold rows on the target: whether it succeeds there is unknown on an empty copy",
+                held.join(", ")
+            ),
+        });
+    }
+    v.unknown_on_empty_copy = v.outcome == VerifyOutcome::Ok
+        && v.statements.iter().any(|s| {
+            s.depends_on_data
+                .as_ref()
+                .is_some_and(|d| d.kind == DataKind::Outcome)
+        });
+}
+
+/// The tables each migration rewrites or scans, as the target's statistics have them, for
+/// the migrations whose result depends on data. Read by name (the scratch database's oids
+/// are not the target's), in a transaction with a short lock_timeout (the sizes take a
+/// share lock); a failure is a warning, not the verification's.
+pub(super) async fn fill_target_tables(
+    target: &Database,
+    pending: &[&Migration],
+    migrations: &mut [MigrationVerification],
+    warnings: &mut Vec<String>,
+) {
+    // A sequence's value is data too: `ALTER SEQUENCE ... MAXVALUE` or a CHECK over
+    // `nextval` depends on where the target's sequence stands.
+    let data_kinds = [
+        "table",
+        "partitioned table",
+        "materialized view",
+        "sequence",
+    ];
+    let candidates = |m: &MigrationVerification| -> BTreeSet<String> {
+        let locked = m
+            .locks_held
+            .iter()
+            .filter(|l| data_kinds.contains(&l.relkind.as_str()))
+            .map(|l| l.relation.clone());
+        let rewritten = m
+            .rewrites
+            .iter()
+            .filter(|r| data_kinds.contains(&r.relkind.as_str()))
+            .map(|r| r.relation.clone());
+        let indexed = m.new_indexes.iter().map(|i| i.table.clone());
+        locked
+            .chain(rewritten)
+            .chain(indexed)
+            .map(|n| n.trim_end_matches(" (dropped)").to_owned())
+            .collect()
+    };
+    let wanted = |m: &MigrationVerification| -> BTreeSet<String> {
+        if !m.statements.iter().any(|s| s.depends_on_data.is_some()) && m.rewrites.is_empty() {
+            return BTreeSet::new();
+        }
+        candidates(m)
+    };
+    let names: Vec<String> = migrations
+        .iter()
+        .flat_map(candidates)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    type Row = (
+        String,
+        Option<f64>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+    );
+    let read = async {
+        let mut conn = target.connect().await?;
+        sqlx::raw_sql(&format!(
+            "BEGIN READ ONLY;SET LOCAL lock_timeout = '{}'",
+            pg_interval(IN_TRANSACTION_LOCK_TIMEOUT)
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| Error::database("reading the target's statistics", e))?;
+        let rows: Result<Vec<Row>, _> = sqlx::query_as(
+            "SELECT n, CASE WHEN c.relkind = 'p' THEN
+                        (SELECT sum(pc.reltuples) FROM pg_catalog.pg_partition_tree(c.oid) pt
+                         JOIN pg_catalog.pg_class pc ON pc.oid = pt.relid WHERE pt.isleaf AND pc.reltuples >= 0)
+                    ELSE c.reltuples END::float8,
+                    CASE WHEN c.relkind = 'p' THEN
+                        (SELECT sum(pg_catalog.pg_total_relation_size(pt.relid)) FROM pg_catalog.pg_partition_tree(c.oid) pt)
+                    WHEN c.oid IS NOT NULL THEN pg_catalog.pg_total_relation_size(c.oid) END::int8,
+                    c.relkind::text,
+                    CASE WHEN c.relkind = 'p' THEN
+                        (SELECT sum(pg_catalog.pg_relation_size(pt.relid)) FROM pg_catalog.pg_partition_tree(c.oid) pt)
+                    WHEN c.oid IS NOT NULL THEN pg_catalog.pg_relation_size(c.oid) END::int8
+             FROM unnest($1::text[]) n LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(n)",
+        )
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await;
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        rows.map_err(|e| Error::database("reading the target's statistics", e))
+    };
+    let rows = match read.await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warnings.push(format!(
+                "could not read the sizes of the tables the migrations rewrite or scan on the target (so each is taken to hold rows): {e}"
+            ));
+            // Unknown is not empty: a statement that reads them is unknown too.
+            let all: BTreeSet<String> = names.into_iter().collect();
+            for m in migrations.iter_mut() {
+                if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
+                    mark_by_target_rows(m, migration, &all);
+                }
+            }
+            return;
+        }
+    };
+    // A table holds rows when its statistics say so or its heap has pages (statistics can be
+    // stale or missing; pages stay until a vacuum truncates them): either way the copy's
+    // empty table answers nothing about it.
+    let holding: BTreeSet<String> = rows
+        .iter()
+        .filter(|(_, rows, _, _, heap)| {
+            rows.is_some_and(|r| r > 0.0) || heap.is_some_and(|h| h > 0)
+        })
+        .map(|(name, ..)| name.clone())
+        .collect();
+    let stats: BTreeMap<String, TargetTable> = rows
+        .into_iter()
+        .map(|(name, rows, bytes, relkind, _)| {
+            let note = match (&relkind, rows) {
+                (None, _) => Some("not on the target".to_owned()),
+                (Some(_), Some(r)) if r < 0.0 => {
+                    Some("never analyzed on the target: its row count is unknown".to_owned())
+                }
+                _ => None,
+            };
+            let table = TargetTable {
+                relation: name.clone(),
+                rows: rows.filter(|r| *r >= 0.0).map(|r| r.round() as i64),
+                bytes,
+                note,
+            };
+            (name, table)
+        })
+        .collect();
+    for m in migrations.iter_mut() {
+        if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
+            mark_by_target_rows(m, migration, &holding);
+        }
+        m.target_tables = wanted(m)
+            .into_iter()
+            .filter_map(|n| stats.get(&n).cloned())
+            .collect();
+    }
+}

@@ -1,0 +1,245 @@
+//! `--in-transaction-only`: on the target itself (meant for staging), every pending
+//! transactional migration in one transaction that is rolled back, then one `verified` event
+//! per verified migration; planner statistics written in place are restored.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgConnection;
+use tracing::{info_span, Instrument};
+
+use super::report::{
+    skipped, Method, MigrationVerification, StatisticsRestored, VerifyOutcome, VerifyReport,
+};
+use super::statements::{refused_outside_transaction, timeouts, verify_in_open_transaction};
+use crate::apply::RESET_SESSION;
+use crate::config::pg_interval;
+use crate::error::Error;
+use crate::ledger::{self, EventKind, NewEvent};
+use crate::migration::{Migration, Version};
+use crate::plan::{Scope, State};
+use crate::runner::{Migrator, Quiet};
+use crate::sql;
+
+impl Migrator {
+    /// On the target itself (meant for staging): under the migration lock, every pending
+    /// transactional migration (up to `to`) in ONE transaction, each between savepoints so the
+    /// later ones see the earlier ones, all rolled back; `lock_timeout` caps each one's lock
+    /// wait. A migration outside a transaction, and everything after it, is skipped. Then one
+    /// `verified` event per verified migration (the fold skips them). The ledger is created or
+    /// upgraded first if it is not current, as `up` would.
+    pub async fn verify_in_transaction(
+        &self,
+        to: Option<&Version>,
+        lock_timeout: Duration,
+        run_id: &str,
+    ) -> Result<VerifyReport, Error> {
+        // On a live database nothing of verify's may queue behind another session's lock for
+        // long, the ledger's own reads and writes included: the short lock_timeout is every
+        // session's (each migration still sets its own, no longer), on a pool of its own that
+        // ends with the verification.
+        let db = self
+            .db
+            .with_session_setting("lock_timeout", &pg_interval(lock_timeout));
+        let bounded = Migrator::new(db, self.set.clone(), self.settings.clone());
+        let result = bounded
+            .verify_in_one_transaction(to, lock_timeout, run_id)
+            .await;
+        bounded.db.close().await;
+        result
+    }
+
+    async fn verify_in_one_transaction(
+        &self,
+        to: Option<&Version>,
+        lock_timeout: Duration,
+        run_id: &str,
+    ) -> Result<VerifyReport, Error> {
+        let span = info_span!("verify", run_id, database = %self.db, method = "in_transaction");
+        async {
+            let started = Instant::now();
+            let mut conn = self.db.connect().await?;
+            let (schema, ledger) = self.read_ledger(&mut conn).await?;
+            let plan = crate::plan::Plan::new(&self.set, &ledger, to)?;
+            if plan.count(State::Dirty) == 0 {
+                plan.ensure_runnable()?;
+            }
+            let lock = self.lock(&schema, &mut Quiet).await?;
+            let (migrations, warnings, statistics) = lock
+                .hold(async |_| {
+                    let plan = self
+                        .prepare_locked(&mut conn, &schema, ledger, &Scope::up_to(to), run_id)
+                        .await?;
+                    let pending: Vec<&Migration> = plan
+                        .pending()
+                        .filter_map(|e| self.set.get(&e.version))
+                        .collect();
+                    let (migrations, statistics) = self
+                        .verify_pending_in_one_transaction(&mut conn, &pending, lock_timeout)
+                        .await?;
+                    ledger::append_all(
+                        &mut conn,
+                        &schema,
+                        &verified_events(&migrations, &pending, run_id),
+                    )
+                    .await?;
+                    Ok((migrations, plan.warnings, statistics))
+                })
+                .await?;
+            Ok(VerifyReport {
+                run_id: run_id.to_owned(),
+                method: Method::InTransaction,
+                database: self.db.to_string(),
+                verified_on: self.db.to_string(),
+                migrations,
+                warnings,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                empty_copy: false,
+                copy_differs: Vec::new(),
+                statistics,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn verify_pending_in_one_transaction(
+        &self,
+        conn: &mut PgConnection,
+        pending: &[&Migration],
+        lock_timeout: Duration,
+    ) -> Result<(Vec<MigrationVerification>, Option<StatisticsRestored>), Error> {
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::database("starting the verification", e))?;
+        let stats_before = crate::planner_stats::before(conn)
+            .await
+            .map_err(|e| Error::database("reading the planner statistics", e))?;
+        let mut results = Vec::with_capacity(pending.len());
+        let mut stop: Option<String> = None;
+        let mut outcome = Ok(());
+        for m in pending {
+            if let Some(reason) = &stop {
+                results.push(skipped(m, reason.clone()));
+                continue;
+            }
+            if !m.transactional() {
+                results.push(skipped(m, "runs outside a transaction: --in-transaction-only cannot verify it without running it for real (verify it on a scratch database)".into()));
+                stop = Some(format!(
+                    "not verified: it comes after {}, which runs outside a transaction",
+                    m.name
+                ));
+                continue;
+            }
+            if let Some(refused) = refused_outside_transaction(m, true) {
+                results.push(refused);
+                stop = Some(format!(
+                    "not verified: it comes after {}, which was not verified",
+                    m.name
+                ));
+                continue;
+            }
+            let mut limits = timeouts(m, &self.settings, Some(lock_timeout));
+            // A deadline (a Lambda invocation's): start nothing that cannot end before it, and
+            // report what was not verified rather than be stopped with nothing reported.
+            let statements = sql::split_statements(&m.sql).len();
+            let fit =
+                crate::deadline::fit(self.settings.deadline, Instant::now(), statements, limits);
+            let capped = match fit {
+                crate::deadline::Fit::Unchanged => false,
+                crate::deadline::Fit::Capped(statement_timeout) => {
+                    limits.1 = statement_timeout;
+                    true
+                }
+                crate::deadline::Fit::OutOfTime => {
+                    results.push(skipped(m, crate::deadline::OUT_OF_TIME.into()));
+                    stop = Some(crate::deadline::OUT_OF_TIME_AFTER.into());
+                    continue;
+                }
+            };
+            match verify_in_open_transaction(conn, m, limits, true).await {
+                Ok(v) if capped && crate::deadline::stopped_by_cap(&v.outcome) => {
+                    results.push(skipped(m, crate::deadline::OUT_OF_TIME.into()));
+                    stop = Some(crate::deadline::OUT_OF_TIME_AFTER.into());
+                }
+                Ok(v) => {
+                    if matches!(v.outcome, VerifyOutcome::Failed { .. }) {
+                        stop = Some(format!("not verified: {} failed before it", m.name));
+                    }
+                    results.push(v);
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        let overwritten = match outcome {
+            Ok(()) => crate::planner_stats::overwritten(conn, &stats_before)
+                .await
+                .map_err(|e| Error::database("reading the planner statistics", e)),
+            Err(e) => Err(e),
+        };
+        // Nothing of it commits, whatever happened.
+        let rolled_back = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+            .execute(&mut *conn)
+            .await;
+        let overwritten = overwritten?;
+        rolled_back.map_err(|e| Error::database("rolling back the verification", e))?;
+        let statistics = if overwritten.is_empty() {
+            None
+        } else {
+            let error =
+                crate::planner_stats::analyze_again(conn, &overwritten, &pg_interval(lock_timeout))
+                    .await;
+            Some(StatisticsRestored {
+                tables: overwritten
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{} (reltuples written: {}, before: {})",
+                            t.name, t.reltuples_after, t.reltuples_before
+                        )
+                    })
+                    .collect(),
+                analyzed: error.is_none(),
+                error,
+            })
+        };
+        Ok((results, statistics))
+    }
+}
+
+/// One `verified` event per migration that ran (skipped ones have none).
+fn verified_events<'a>(
+    migrations: &'a [MigrationVerification],
+    pending: &[&'a Migration],
+    run_id: &'a str,
+) -> Vec<NewEvent<'a>> {
+    migrations
+        .iter()
+        .filter_map(|v| {
+            let error = match &v.outcome {
+                VerifyOutcome::Ok => None,
+                VerifyOutcome::Failed { error } => Some(error),
+                VerifyOutcome::Skipped { .. } => return None,
+            };
+            Some(NewEvent {
+                run_id,
+                version: v.version.as_str(),
+                name: &v.name,
+                kind: EventKind::Verified,
+                checksum: pending
+                    .iter()
+                    .find(|m| m.version == v.version)
+                    .map(|m| m.checksum.as_str()),
+                execution_time_ms: Some((v.duration_ms.round() as i64).to_string()),
+                dirty: false,
+                error,
+                notices: &[],
+                down: None,
+                progress: None,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,270 @@
+//! The up/down round trip of one migration on the scratch database: its down must give back
+//! the schema before it, and its up applied again the schema of the first apply.
+
+use std::time::Instant;
+
+use super::report::{ms, summary_of, RoundTrip, RoundTripStep};
+use super::OUTSIDE_TRANSACTION_SQLSTATE;
+use crate::error::{Error, ErrorKind};
+use crate::migration::Migration;
+use crate::plan::Scope;
+use crate::rollback::RollbackTarget;
+use crate::runner::{Migrator, Quiet};
+use crate::schema::{Change, ChangeType, LedgerFilter, SchemaDiff, Snapshot, SnapshotOptions};
+use crate::sql;
+
+/// The schema as the round trip compares it: comments and grants included, the ledger left
+/// out.
+pub(super) async fn round_trip_snapshot(migrator: &Migrator) -> Result<Snapshot, Error> {
+    let options = SnapshotOptions {
+        grants: true,
+        comments: true,
+        ledger: match &migrator.settings.ledger_schema {
+            Some(schema) => LedgerFilter::Schema(schema.clone()),
+            None => LedgerFilter::Auto,
+        },
+        ..SnapshotOptions::default()
+    };
+    Snapshot::capture_database(&migrator.db, &options).await
+}
+
+/// The round trip of `m`, applied on the scratch database with `before` the schema before
+/// it: down (its down file), compare with `before`, up again, compare with the first apply.
+pub(super) async fn round_trip(
+    migrator: &Migrator,
+    m: &Migration,
+    before: &Snapshot,
+    run_id: &str,
+) -> Result<RoundTrip, Error> {
+    let failed = |step, message: String, differences: Vec<Change>| RoundTrip::Failed {
+        step,
+        message: format!("{}: {message}", m.name),
+        differences,
+    };
+    if m.down.is_none() {
+        if m.directives.irreversible {
+            return Ok(RoundTrip::Skipped {
+                reason: "irreversible".into(),
+            });
+        }
+        return Ok(failed(
+            RoundTripStep::NoDownFile,
+            format!("no down file, so a rollback of it would be refused (write {}.down.sql, or mark it `irreversible`)", m.name),
+            Vec::new(),
+        ));
+    }
+    // The down runs for real on the scratch database: what would act outside it is not run,
+    // as for an up.
+    if let Some(down) = &m.down {
+        let outside = sql::split_statements(&down.sql)
+            .into_iter()
+            .find_map(|s| sql::acts_outside_transaction(&s, false).map(|what| (s, what)));
+        if let Some((statement, what)) = outside {
+            return Ok(failed(
+                RoundTripStep::Down,
+                format!(
+                    "its down file, line {}: {} acts outside its transaction ({what}): not run (SQLSTATE {OUTSIDE_TRANSACTION_SQLSTATE})",
+                    statement.line,
+                    summary_of(statement.text)
+                ),
+                Vec::new(),
+            ));
+        }
+    }
+    let applied = round_trip_snapshot(migrator).await?;
+    let started = Instant::now();
+    let target = RollbackTarget::Only(vec![m.version.clone()]);
+    let report = match migrator.down(&target, true, run_id, &mut Quiet).await {
+        Ok(report) => report,
+        Err(e) if e.kind() == ErrorKind::RollbackRefused => {
+            return Ok(failed(
+                RoundTripStep::Down,
+                format!("the rollback was refused: {e}"),
+                Vec::new(),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let down_ms = ms(started.elapsed());
+    if let Some(e) = report.error() {
+        return Ok(failed(
+            RoundTripStep::Down,
+            format!("its down failed: {e}"),
+            Vec::new(),
+        ));
+    }
+    if report.rolled_back() != 1 {
+        return Ok(failed(
+            RoundTripStep::Down,
+            "the rollback did not revert it".into(),
+            Vec::new(),
+        ));
+    }
+    let reverted = round_trip_snapshot(migrator).await?;
+    let differences = crate::schema::diff(before, &reverted);
+    if !differences.is_empty() {
+        return Ok(failed(
+            RoundTripStep::DownDiffers,
+            describe_differences(&differences, Side::Down),
+            differences.changes,
+        ));
+    }
+    let started = Instant::now();
+    let report = migrator
+        .up(&Scope::up_to(Some(&m.version)), run_id, &mut Quiet)
+        .await?;
+    let reapply_ms = ms(started.elapsed());
+    if let Some(e) = report.error() {
+        return Ok(failed(
+            RoundTripStep::Reapply,
+            format!("applied again after its down, it failed: {e}"),
+            Vec::new(),
+        ));
+    }
+    if report.applied() != 1 {
+        return Ok(failed(
+            RoundTripStep::Reapply,
+            "after its down, the runner did not apply it again".into(),
+            Vec::new(),
+        ));
+    }
+    let again = round_trip_snapshot(migrator).await?;
+    let differences = crate::schema::diff(&applied, &again);
+    if !differences.is_empty() {
+        return Ok(failed(
+            RoundTripStep::ReapplyDiffers,
+            describe_differences(&differences, Side::Reapply),
+            differences.changes,
+        ));
+    }
+    Ok(RoundTrip::Ok {
+        down_ms,
+        reapply_ms,
+    })
+}
+
+/// Which comparison a difference comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Before the up → after its down.
+    Down,
+    /// After the first up → after the second.
+    Reapply,
+}
+
+/// The differences in words, each object named: `the down left index public.x_idx behind`.
+/// At most 10, then how many more.
+fn describe_differences(differences: &SchemaDiff, side: Side) -> String {
+    const MAX: usize = 10;
+    let mut parts: Vec<String> = differences
+        .changes()
+        .take(MAX)
+        .map(|c| {
+            let object = format!("{} {}", c.kind, c.name);
+            let attributes = c
+                .attributes
+                .iter()
+                .map(|a| a.render())
+                .collect::<Vec<_>>()
+                .join(", ");
+            match (side, c.change) {
+                (Side::Down, ChangeType::Added) => format!("the down left {object} behind"),
+                (Side::Down, ChangeType::Dropped) => {
+                    format!("the down dropped {object}, which was there before the up")
+                }
+                (Side::Down, ChangeType::Changed) => {
+                    format!("the down left {object} different from before the up ({attributes})")
+                }
+                (Side::Reapply, ChangeType::Added) => {
+                    format!("applied again, it made {object}, which the first apply did not")
+                }
+                (Side::Reapply, ChangeType::Dropped) => {
+                    format!("applied again, it did not make {object}, which the first apply did")
+                }
+                (Side::Reapply, ChangeType::Changed) => format!(
+                    "applied again, it made {object} differently from the first apply ({attributes})"
+                ),
+            }
+        })
+        .collect();
+    if differences.len() > MAX {
+        parts.push(format!(
+            "and {} more difference(s)",
+            differences.len() - MAX
+        ));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_differences_name_each_object() {
+        use crate::schema::{AttributeChange, ObjectKind};
+        let change = |kind, name: &str, change, attributes: Vec<AttributeChange>| Change {
+            kind,
+            name: name.into(),
+            parent: None,
+            change,
+            attributes,
+        };
+        let diff = SchemaDiff {
+            changes: vec![
+                change(
+                    ObjectKind::Column,
+                    "public.t.a",
+                    ChangeType::Changed,
+                    vec![AttributeChange {
+                        attribute: "type".into(),
+                        old: Some("integer".into()),
+                        new: Some("bigint".into()),
+                    }],
+                ),
+                change(
+                    ObjectKind::Index,
+                    "public.t_a_idx",
+                    ChangeType::Added,
+                    Vec::new(),
+                ),
+                change(
+                    ObjectKind::View,
+                    "public.v",
+                    ChangeType::Dropped,
+                    Vec::new(),
+                ),
+            ],
+        };
+        assert_eq!(
+            describe_differences(&diff, Side::Down),
+            "the down left column public.t.a different from before the up (type integer → bigint); the down left index public.t_a_idx behind; the down dropped view public.v, which was there before the up"
+        );
+        let text = describe_differences(&diff, Side::Reapply);
+        assert!(
+            text.contains(
+                "applied again, it made index public.t_a_idx, which the first apply did not"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "applied again, it did not make view public.v, which the first apply did"
+            ),
+            "{text}"
+        );
+        let many = SchemaDiff {
+            changes: (0..15)
+                .map(|i| {
+                    change(
+                        ObjectKind::Table,
+                        &format!("public.t{i}"),
+                        ChangeType::Added,
+                        Vec::new(),
+                    )
+                })
+                .collect(),
+        };
+        assert!(describe_differences(&many, Side::Down).ends_with("; and 5 more difference(s)"));
+    }
+}
