@@ -314,3 +314,107 @@ async fn a_down_that_does_not_undo_its_up_is_an_error() {
         run.stdout
     );
 }
+
+/// What `verify` refuses to run (it touches the server, or acts outside its transaction) is
+/// an error in the preview too, with its reason; the schema diff says it covers only what
+/// applied.
+#[tokio::test]
+async fn a_migration_verify_refuses_is_an_error_not_a_pass() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[(
+        "001_a.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE a (id int);\n",
+    )]);
+    repo.write(
+        "002_role.sql",
+        "-- stepmigrate: irreversible\nCREATE ROLE preview_never_made;\n",
+    );
+    repo.write(
+        "003_later.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE later (id int);\n",
+    );
+    let run = run_cli(&server.url, &repo.dir(), &["preview", "--base", "main"]);
+    run.assert_code(1);
+    assert!(!run.stdout.contains("nothing found"), "{}", run.stdout);
+    assert!(run.stdout.contains("touches the server"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Of the 2 new migration(s), 0 applied on the scratch database"),
+        "{}",
+        run.stdout
+    );
+    let doc = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--json"],
+    )
+    .assert_code(1)
+    .json();
+    assert_eq!(doc["verdict"], "errors", "{doc}");
+    assert_eq!(
+        doc["report"]["files"][0]["verification"]["outcome"]["status"], "failed",
+        "{doc}"
+    );
+
+    // Acting outside its transaction (a statistics reset of the whole server) likewise.
+    std::fs::remove_file(repo.dir().join("002_role.sql")).unwrap();
+    repo.write(
+        "002_reset.sql",
+        "-- stepmigrate: irreversible\nSELECT pg_stat_reset_shared('bgwriter');\n",
+    );
+    let run = run_cli(&server.url, &repo.dir(), &["preview", "--base", "main"]);
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("acts outside its transaction"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// A stale `migrations.sum` (a branch that added a migration without `stepmigrate hash`) is
+/// refused as `up` and `check` refuse it.
+#[tokio::test]
+async fn a_stale_sum_is_refused_as_up_refuses_it() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[("001_a.sql", "CREATE TABLE a (id int);\n")]);
+    run_cli("", &repo.dir(), &["hash"]).assert_code(0);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "sum"]);
+    repo.write(
+        "002_b.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE b (id int);\n",
+    );
+    let run = run_cli(&server.url, &repo.dir(), &["preview", "--base", "main"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("migrations.sum"), "{}", run.stderr);
+}
+
+/// A pull request that moves the migrations directory and edits an applied migration: the
+/// base is read where it kept them, and the edit is an error, not an addition.
+#[tokio::test]
+async fn an_edit_under_a_moved_directory_is_still_an_edit() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[(
+        "001_init.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE t (id int PRIMARY KEY);\n",
+    )]);
+    let root = repo.tmp.path();
+    std::fs::create_dir(root.join("db")).unwrap();
+    repo.git(&["mv", "migrations", "db/migrations"]);
+    std::fs::write(
+        root.join("db/migrations/001_init.sql"),
+        "-- stepmigrate: irreversible\nCREATE TABLE t (id int PRIMARY KEY, secret text);\n",
+    )
+    .unwrap();
+    let doc = run_cli(
+        &server.url,
+        &root.join("db/migrations"),
+        &["preview", "--base", "main", "--json"],
+    )
+    .assert_code(1)
+    .json();
+    let findings = doc["report"]["changes"]["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{doc}");
+    assert_eq!(findings[0]["kind"], "edited", "{doc}");
+    assert_eq!(doc["report"]["base_migrations_applied"], 1, "{doc}");
+}

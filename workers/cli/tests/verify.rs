@@ -421,3 +421,25 @@ async fn a_dev_database_with_types_is_refused_and_everything_is_emptied() {
         ["0"]
     );
 }
+
+/// The first migration run on the scratch database makes the ledger there: when it runs
+/// outside a transaction (observed from the catalog), the ledger's indexes are not reported
+/// as its own.
+#[tokio::test]
+async fn the_ledgers_indexes_are_not_the_first_migrations() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_x.sql",
+        "-- stepmigrate: no-transaction\n-- stepmigrate: irreversible\nCREATE TABLE x (id bigint);\nCREATE INDEX x_id_idx ON x (id);\n",
+    )]);
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    let m = migration(&doc, "001_x");
+    assert_eq!(m["outcome"], "ok", "{doc:#}");
+    let names: Vec<&str> = m["new_indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["public.x_id_idx"], "{doc:#}");
+}

@@ -495,7 +495,9 @@ async fn a_dev_database_is_emptied_of_default_privileges_large_objects_and_catal
                  CREATE ACCESS METHOD {am} TYPE TABLE HANDLER heap_tableam_handler;\n\
                  CREATE DOMAIN pg_catalog.left_dom AS int CHECK (VALUE > 0);\n\
                  CREATE COLLATION pg_catalog.left_coll FROM \"C\";\n\
-                 CREATE OPERATOR pg_catalog.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq);\n"
+                 CREATE OPERATOR pg_catalog.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq);\n\
+                 CREATE TRUSTED LANGUAGE left_lang HANDLER plpgsql_call_handler;\n\
+                 CREATE TABLE information_schema.left_tab (id int);\n"
             ),
         ),
     ]);
@@ -504,10 +506,10 @@ async fn a_dev_database_is_emptied_of_default_privileges_large_objects_and_catal
         .assert_code(0);
     assert_eq!(
         dev.query(
-            "SELECT concat_ws(',', (SELECT count(*) FROM pg_default_acl), (SELECT count(*) FROM pg_largeobject_metadata), upper('abc'::varchar), (SELECT count(*) FROM pg_am WHERE oid >= 16384), (SELECT count(*) FROM pg_type WHERE oid >= 16384 AND typnamespace = 'pg_catalog'::regnamespace), (SELECT count(*) FROM pg_collation WHERE oid >= 16384), (SELECT count(*) FROM pg_operator WHERE oid >= 16384))"
+            "SELECT concat_ws(',', (SELECT count(*) FROM pg_default_acl), (SELECT count(*) FROM pg_largeobject_metadata), upper('abc'::varchar), (SELECT count(*) FROM pg_am WHERE oid >= 16384), (SELECT count(*) FROM pg_type WHERE oid >= 16384 AND typnamespace = 'pg_catalog'::regnamespace), (SELECT count(*) FROM pg_collation WHERE oid >= 16384), (SELECT count(*) FROM pg_operator WHERE oid >= 16384), (SELECT count(*) FROM pg_language WHERE lanname = 'left_lang'), (SELECT count(*) FROM pg_class WHERE relnamespace = 'information_schema'::regnamespace AND oid >= 16384))"
         )
         .await,
-        ["0,0,ABC,0,0,0,0"]
+        ["0,0,ABC,0,0,0,0,0,0"]
     );
     db.cli(dir.path(), &["verify", "--dev-url", &dev.url])
         .assert_code(0);
@@ -515,6 +517,22 @@ async fn a_dev_database_is_emptied_of_default_privileges_large_objects_and_catal
     let run = db.cli(dir.path(), &["verify", "--dev-url", &dev.url]);
     run.assert_code(2);
     assert!(run.stderr.contains("large object"), "{}", run.stderr);
+    dev.exec("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+        .await;
+    dev.exec("CREATE TRUSTED LANGUAGE left_lang HANDLER plpgsql_call_handler")
+        .await;
+    let run = db.cli(dir.path(), &["verify", "--dev-url", &dev.url]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("language left_lang"), "{}", run.stderr);
+    dev.exec("DROP LANGUAGE left_lang; CREATE TABLE information_schema.left_tab (id int)")
+        .await;
+    let run = db.cli(dir.path(), &["verify", "--dev-url", &dev.url]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("information_schema.left_tab"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Large objects are the target's data: a fixed OID taken there is unknown on the copy.

@@ -644,3 +644,32 @@ async fn heap_surgery_and_a_lock_of_a_shared_catalog_are_not_run_by_verify() {
         );
     }
 }
+
+/// A `VACUUM FULL` of a shared catalog rebuilds it for the whole server (every login waits
+/// for it): in a migration outside a transaction only its words can tell, and they do.
+#[tokio::test]
+async fn vacuum_full_of_a_shared_catalog_is_not_run_by_verify() {
+    let (db, dir) = fixture(
+        "-- stepmigrate: no-transaction\n-- stepmigrate: irreversible\nVACUUM FULL pg_catalog.pg_shdescription;\n",
+    )
+    .await;
+    let node = "SELECT pg_relation_filenode('pg_catalog.pg_shdescription')::text";
+    let before = db.query(node).await;
+    let dev = TestDb::new().await;
+    for mode in [vec![], vec!["--dev-url", dev.url.as_str()]] {
+        let mut args = vec!["--json", "verify"];
+        args.extend(mode.iter());
+        let run = db.cli(dir.path(), &args);
+        let doc = run.json();
+        assert_eq!(run.code, 1, "{doc:#}");
+        let m = migration(&doc, "002_server");
+        assert!(
+            m["touches_server"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the storage of catalogs the whole server shares"),
+            "{doc:#}"
+        );
+        assert_eq!(db.query(node).await, before);
+    }
+}

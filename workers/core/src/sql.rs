@@ -353,7 +353,75 @@ pub fn touches_the_server(statement: &Statement<'_>) -> Option<&'static str> {
         ["COMMENT", "ON", "DATABASE" | "ROLE" | "TABLESPACE", ..] => {
             Some("comments on roles, databases or tablespaces")
         }
+        ["VACUUM" | "REINDEX", ..] if rebuilds_a_shared_catalog(statement) => Some(SHARED_STORAGE),
         _ => None,
+    }
+}
+
+const SHARED_STORAGE: &str =
+    "the storage of catalogs the whole server shares (VACUUM FULL or REINDEX of pg_authid, pg_database...: every login of the server waits for it)";
+
+/// The catalogs every database of the server shares.
+const SHARED_CATALOGS: [&str; 11] = [
+    "pg_authid",
+    "pg_auth_members",
+    "pg_database",
+    "pg_db_role_setting",
+    "pg_tablespace",
+    "pg_shdepend",
+    "pg_shdescription",
+    "pg_shseclabel",
+    "pg_replication_origin",
+    "pg_subscription",
+    "pg_parameter_acl",
+];
+
+/// `VACUUM FULL` of a shared catalog, or of the whole database (which includes them);
+/// `REINDEX` of one, `REINDEX SYSTEM`, or `REINDEX DATABASE` (which takes in the shared
+/// catalogs before PostgreSQL 16): their storage is rebuilt for the whole server.
+fn rebuilds_a_shared_catalog(statement: &Statement<'_>) -> bool {
+    let words: Vec<String> = Tokens(statement.text)
+        .map(|w| w.trim_matches('"').to_ascii_lowercase())
+        .filter(|w| !matches!(w.as_str(), "," | ";"))
+        .collect();
+    let shared = |w: &str| {
+        let name = w.strip_prefix("pg_catalog.").unwrap_or(w);
+        SHARED_CATALOGS.contains(&name)
+            || (name.starts_with("pg_") && SHARED_CATALOGS.iter().any(|c| name.starts_with(c)))
+    };
+    match words.first().map(String::as_str) {
+        Some("reindex") => {
+            words.iter().any(|w| w == "system" || w == "database")
+                || words.iter().any(|w| shared(w))
+        }
+        Some("vacuum") => {
+            // Options in parentheses (`(FULL, ANALYZE)`, `(FULL true)`) or as keywords, then
+            // the tables: none means all of them, the shared catalogs included.
+            let mut rest = &words[1..];
+            let mut full = false;
+            if rest.first().map(String::as_str) == Some("(") {
+                let close = rest.iter().position(|w| w == ")").unwrap_or(rest.len() - 1);
+                let options = &rest[1..close];
+                full = options.iter().enumerate().any(|(i, w)| {
+                    w == "full"
+                        && !options
+                            .get(i + 1)
+                            .is_some_and(|v| matches!(v.as_str(), "false" | "off" | "0"))
+                });
+                rest = &rest[close + 1..];
+            } else {
+                while let Some(w) = rest.first() {
+                    match w.as_str() {
+                        "full" => full = true,
+                        "freeze" | "verbose" | "analyze" | "analyse" => {}
+                        _ => break,
+                    }
+                    rest = &rest[1..];
+                }
+            }
+            full && (rest.is_empty() || rest.iter().any(|w| shared(w)))
+        }
+        _ => false,
     }
 }
 
@@ -1101,6 +1169,36 @@ mod tests {
             touches("DROP USER MAPPING IF EXISTS FOR bob SERVER s"),
             None
         );
+    }
+
+    #[test]
+    fn rebuilding_a_shared_catalog_touches_the_server() {
+        let touches = |s: &str| touches_the_server(&split_statements(s).remove(0));
+        for s in [
+            "VACUUM FULL pg_catalog.pg_shdescription",
+            "VACUUM FULL pg_authid",
+            "VACUUM (FULL, ANALYZE) t, pg_database",
+            "VACUUM FULL",
+            "VACUUM (FULL true, INDEX_CLEANUP off)",
+            "vacuum full verbose",
+            "REINDEX TABLE pg_catalog.pg_authid",
+            "REINDEX INDEX pg_authid_rolname_index",
+            "REINDEX SYSTEM",
+            "REINDEX DATABASE app",
+        ] {
+            assert_eq!(touches(s), Some(SHARED_STORAGE), "{s}");
+        }
+        for s in [
+            "VACUUM",
+            "VACUUM pg_authid",
+            "VACUUM FULL t",
+            "VACUUM (FULL false)",
+            "VACUUM (ANALYZE) t",
+            "REINDEX TABLE t",
+            "REINDEX INDEX CONCURRENTLY t_pkey",
+        ] {
+            assert_eq!(touches(s), None, "{s}");
+        }
     }
 
     #[test]

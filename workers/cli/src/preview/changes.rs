@@ -236,7 +236,15 @@ pub fn sides(migrations_dir: &Path, base: &str) -> Result<Sides, ChangesError> {
         base: base.to_owned(),
     })?;
     let commit = String::from_utf8_lossy(&commit).trim().to_owned();
-    let base_files = base_files(&repo, &commit, base, &rel, migrations_dir)?;
+    // A pull request that moves the directory (and points `migrations_dir` or the flag at
+    // its new place) compares with where the base kept them: read there, an edit of an
+    // applied migration is still an edit, not an addition to an empty base.
+    let base_rel = if is_tree(&repo, &commit, &rel) {
+        rel.clone()
+    } else {
+        moved_from(&repo, &commit, &working)?.unwrap_or_else(|| rel.clone())
+    };
+    let base_files = base_files(&repo, &commit, base, &base_rel, migrations_dir)?;
     let base_set = MigrationSet::from_files(migrations_dir, base_files).map_err(|e| match e {
         Error::InvalidMigrationSet { problems, .. } => ChangesError::InvalidBase {
             base: base.to_owned(),
@@ -249,6 +257,58 @@ pub fn sides(migrations_dir: &Path, base: &str) -> Result<Sides, ChangesError> {
         base: base_set,
         working,
     })
+}
+
+/// Whether `rel` (the repository's root when empty) is a directory at `commit`.
+fn is_tree(repo: &Path, commit: &str, rel: &str) -> bool {
+    let spec = if rel.is_empty() {
+        commit.to_owned()
+    } else {
+        format!("{commit}:{rel}")
+    };
+    git(repo, &["cat-file", "-t", &spec])
+        .is_ok_and(|kind| String::from_utf8_lossy(&kind).trim() == "tree")
+}
+
+/// The directory the working tree's migrations were moved from since `commit`, if they
+/// were: where most of the `.sql` files deleted since then carry a version of the working
+/// set. `None` when nothing was moved (a base without migrations).
+fn moved_from(
+    repo: &Path,
+    commit: &str,
+    working: &MigrationSet,
+) -> Result<Option<String>, ChangesError> {
+    let versions: std::collections::BTreeSet<u64> = working
+        .migrations()
+        .iter()
+        .map(|m| m.version.number())
+        .collect();
+    let listing = git(
+        repo,
+        &["diff", "--name-status", "--no-renames", "-z", commit, "--"],
+    )?;
+    let fields: Vec<String> = listing
+        .split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let mut moved: BTreeMap<String, usize> = BTreeMap::new();
+    for pair in fields.chunks(2) {
+        let [status, path] = pair else { continue };
+        if status != "D" || !path.to_ascii_lowercase().ends_with(".sql") {
+            continue;
+        }
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+        if digits.parse::<u64>().is_ok_and(|v| versions.contains(&v)) {
+            *moved.entry(dir.to_owned()).or_default() += 1;
+        }
+    }
+    Ok(moved
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(dir, _)| dir)
+        .filter(|dir| is_tree(repo, commit, dir)))
 }
 
 /// The `.sql` files of `rel` at `commit`, as the loader would read them from `dir`.
@@ -267,9 +327,7 @@ fn base_files(
     // A base without the directory is an empty base: the pull request that adds the first
     // migrations must be previewable (the scratch database then starts empty). The ref itself
     // was checked by the caller.
-    let is_tree = git(repo, &["cat-file", "-t", &spec])
-        .is_ok_and(|kind| String::from_utf8_lossy(&kind).trim() == "tree");
-    if !is_tree {
+    if !is_tree(repo, commit, rel) {
         tracing::debug!(
             base,
             dir = rel,

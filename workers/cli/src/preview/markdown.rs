@@ -515,6 +515,20 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
 /// The structural diff as a `diff` block: `+` added, `-` dropped, `~` changed.
 fn schema_section(report: &PreviewReport, budget: usize) -> (String, usize) {
     let mut out = String::from("### Schema changes\n\n");
+    // A migration that failed or did not run changed nothing on the scratch database: the
+    // diff is of the others only, and says so.
+    let applied = report
+        .files
+        .iter()
+        .filter(|f| f.verification.as_ref().is_some_and(|v| !v.failed()))
+        .count();
+    if applied < report.files.len() {
+        let _ = writeln!(
+            out,
+            "Of the {} new migration(s), {applied} applied on the scratch database: the changes below are theirs only.\n",
+            report.files.len()
+        );
+    }
     if report.schema_diff.is_empty() {
         out.push_str("No change to the schema.\n\n");
         let n = chars(&out);

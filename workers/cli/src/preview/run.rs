@@ -44,6 +44,9 @@ pub async fn preview(
 ) -> Result<PreviewReport, Error> {
     let started = Instant::now();
     let sides = sides(migrations_dir, base)?;
+    // `up` and `check` refuse a stale `migrations.sum`: a preview must not pass what they
+    // refuse (two branches that each added a migration).
+    sides.working.ensure_sum_current()?;
     let mut files: Vec<FileReport> = sides
         .changes
         .added
@@ -203,13 +206,23 @@ fn lint(m: &Migration, added: &AddedMigration, rules: &LintRules) -> Vec<LintFin
         .collect()
 }
 
-/// The report's view of a verification; none for one that was skipped (an earlier one failed).
+/// The report's view of a verification; none for one that was not run because an earlier one
+/// failed (or could not be verified).
 fn verification(v: &MigrationVerification) -> Option<Verification> {
     let outcome = match &v.outcome {
         verify::VerifyOutcome::Ok => VerifyOutcome::Ok,
         verify::VerifyOutcome::Failed { error } => VerifyOutcome::Failed {
             error: error.to_string(),
         },
+        // Not run because it touches the server or acts outside its transaction: `verify`
+        // fails it (exit 1), and so does the preview.
+        verify::VerifyOutcome::Skipped { reason }
+            if v.touches_server.is_some() || v.acts_outside_transaction.is_some() =>
+        {
+            VerifyOutcome::Failed {
+                error: reason.clone(),
+            }
+        }
         verify::VerifyOutcome::Skipped { .. } => return None,
     };
     let locks = v

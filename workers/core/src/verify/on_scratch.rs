@@ -176,7 +176,13 @@ async fn verify_one_on_scratch(
     let duration_ms = ms(started.elapsed());
     let mut conn = migrator.db.connect().await?;
     let after = read_catalog(&mut conn, None).await?;
-    let (rewrites, new_indexes) = compare_catalogs(&before, &after);
+    let (rewrites, mut new_indexes) = compare_catalogs(&before, &after);
+    // The runner's first run on the scratch database made the ledger: its indexes are not
+    // the migration's.
+    let ledger = migrator.ledger_schema(&mut conn).await?;
+    let ledger_tables = ["schema_migrations", "schema_migration_events"]
+        .map(|table| format!("{}.{table}", crate::schema::quote_ident(ledger.name())));
+    new_indexes.retain(|i| !ledger_tables.contains(&i.table));
     let statements: Vec<StatementReport> = sql::split_statements(&m.sql)
         .iter()
         .map(|s| StatementReport {

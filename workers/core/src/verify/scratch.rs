@@ -54,7 +54,7 @@ const DATABASE_TRAITS_SQL: &str = "SELECT pg_catalog.format('encoding %s, LC_COL
        coalesce((SELECT pg_catalog.array_to_string(s.setconfig, '; ') FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '')
 FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()";
 
-/// What a migration made in `pg_catalog` itself (a superuser may): objects from
+/// What a migration made in `pg_catalog` or `information_schema` (a superuser may): objects from
 /// `FirstNormalObjectId` (16384) on that no extension owns, as `(classid, objid)`.
 macro_rules! catalog_objects {
     () => {
@@ -69,8 +69,9 @@ macro_rules! catalog_objects {
         UNION ALL SELECT 'pg_catalog.pg_ts_config'::regclass, oid, cfgnamespace FROM pg_catalog.pg_ts_config
         UNION ALL SELECT 'pg_catalog.pg_ts_dict'::regclass, oid, dictnamespace FROM pg_catalog.pg_ts_dict
         UNION ALL SELECT 'pg_catalog.pg_ts_parser'::regclass, oid, prsnamespace FROM pg_catalog.pg_ts_parser
-        UNION ALL SELECT 'pg_catalog.pg_ts_template'::regclass, oid, tmplnamespace FROM pg_catalog.pg_ts_template) x
-        WHERE x.nsp = 'pg_catalog'::regnamespace AND x.objid >= 16384
+        UNION ALL SELECT 'pg_catalog.pg_ts_template'::regclass, oid, tmplnamespace FROM pg_catalog.pg_ts_template
+        UNION ALL SELECT 'pg_catalog.pg_class'::regclass, oid, relnamespace FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p', 'v', 'm', 'S', 'f')) x
+        WHERE x.nsp IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) AND x.objid >= 16384
           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = x.classid AND d.objid = x.objid AND d.deptype = 'e')"
     };
 }
@@ -99,6 +100,8 @@ const USER_OBJECTS: &str = concat!("SELECT coalesce(string_agg(what, ', '), '') 
     UNION ALL SELECT 'cast ' || format('(%s AS %s)', castsource::regtype, casttarget::regtype) FROM pg_catalog.pg_cast WHERE oid >= 16384
     UNION ALL SELECT o.type || ' ' || o.identity FROM (", catalog_objects!(), ") c, pg_catalog.pg_identify_object(c.classid, c.objid, 0) o
     UNION ALL SELECT 'access method ' || quote_ident(amname) FROM pg_catalog.pg_am WHERE oid >= 16384
+    UNION ALL SELECT 'language ' || quote_ident(l.lanname) FROM pg_catalog.pg_language l WHERE l.oid >= 16384
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_language'::regclass AND d.objid = l.oid AND d.deptype = 'e')
     UNION ALL SELECT 'default privileges of ' || defaclrole::regrole::text FROM pg_catalog.pg_default_acl
     UNION ALL SELECT 'large object ' || oid::text FROM pg_catalog.pg_largeobject_metadata
     LIMIT 5) objects");
@@ -118,10 +121,14 @@ BEGIN
     FOR r IN SELECT oid FROM pg_catalog.pg_largeobject_metadata LOOP
         PERFORM pg_catalog.lo_unlink(r.oid);
     END LOOP;
+    FOR r IN SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid >= 16384
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_language'::regclass AND d.objid = l.oid AND d.deptype = 'e') LOOP
+        EXECUTE format('DROP LANGUAGE IF EXISTS %I CASCADE', r.lanname);
+    END LOOP;
     FOR r IN SELECT amname FROM pg_catalog.pg_am WHERE oid >= 16384 LOOP
         EXECUTE format('DROP ACCESS METHOD IF EXISTS %I CASCADE', r.amname);
     END LOOP;
-    -- What a migration made in pg_catalog itself, by its identity.
+    -- What a migration made in pg_catalog or information_schema, by its identity.
     FOR r IN SELECT o.type, o.identity, c.classid, c.objid FROM ("#,
     catalog_objects!(),
     r#") c,
