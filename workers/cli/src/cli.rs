@@ -556,7 +556,7 @@ async fn run_on(
             } else {
                 Resolution::NotApplied
             };
-            let name = m
+            let (name, resolved) = m
                 .resolve(
                     version,
                     resolution,
@@ -564,7 +564,7 @@ async fn run_on(
                     &mut out.progress(&m.db),
                 )
                 .await?;
-            out.resolved(&name, resolution);
+            out.resolved(&name, resolved);
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {

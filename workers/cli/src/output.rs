@@ -13,7 +13,7 @@ use stepmigrate_core::ledger::LedgerKind;
 use stepmigrate_core::migration::Migration;
 use stepmigrate_core::plan::{Plan, State};
 use stepmigrate_core::rollback::{RollbackPlan, ScriptSource};
-use stepmigrate_core::runner::{MigrationResult, Progress, Resolution, UpReport};
+use stepmigrate_core::runner::{MigrationResult, Progress, Resolved, UpReport};
 use stepmigrate_core::verify::{
     DataKind, Method as VerifyMethod, TargetTable, VerifyOutcome, VerifyReport,
 };
@@ -763,15 +763,18 @@ impl Output {
         code
     }
 
-    pub fn resolved(&self, name: &str, resolution: Resolution) {
+    pub fn resolved(&self, name: &str, resolved: Resolved) {
         if self.json {
             self.emit(
-                json!({ "command": "resolve", "ok": true, "name": name, "resolution": resolution }),
+                json!({ "command": "resolve", "ok": true, "name": name, "resolution": resolved }),
             );
         } else {
-            match resolution {
-                Resolution::Applied => outln!("{name} is recorded as applied"),
-                Resolution::NotApplied => {
+            match resolved {
+                Resolved::Applied => outln!("{name} is recorded as applied"),
+                Resolved::PartlyApplied => outln!(
+                    "{name} is partly applied again, as before its down (its committed batches stay): the next `up` resumes it, `down` reverts it"
+                ),
+                Resolved::NotApplied => {
                     outln!("{name} is pending again: the next `up` runs it")
                 }
             }

@@ -1498,3 +1498,45 @@ async fn an_edited_statement_is_judged_from_its_first_batch_not_the_old_files() 
         run.stdout
     );
 }
+
+/// An INSERT whose rows a trigger stores elsewhere and returns NULL for (inheritance
+/// routing; a view's INSTEAD OF trigger) reports `INSERT 0 0`: the rows it inserted count,
+/// so it runs until every row is copied, not one batch.
+#[tokio::test]
+async fn an_insert_routed_by_a_trigger_goes_on_until_every_row_is_copied() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE src (id int PRIMARY KEY);\n\
+             INSERT INTO src SELECT g FROM generate_series(1, 50) g;\n\
+             CREATE TABLE events (id int);\n\
+             CREATE TABLE events_child (CHECK (id > 0)) INHERITS (events);\n\
+             CREATE FUNCTION route() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO events_child VALUES (NEW.*); RETURN NULL; END $$;\n\
+             CREATE TRIGGER route BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION route();\n\
+             CREATE TABLE base (id int);\n\
+             CREATE VIEW v AS SELECT id FROM base;\n\
+             CREATE FUNCTION into_base() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO base VALUES (NEW.id); RETURN NULL; END $$;\n\
+             CREATE TRIGGER into_base INSTEAD OF INSERT ON v FOR EACH ROW EXECUTE FUNCTION into_base();\n",
+        ),
+        (
+            "002_copy.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             INSERT INTO events SELECT s.id FROM src s WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = s.id) ORDER BY s.id LIMIT :batch_size;\n",
+        ),
+        (
+            "003_view.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             INSERT INTO v SELECT s.id FROM src s WHERE NOT EXISTS (SELECT 1 FROM v WHERE v.id = s.id) ORDER BY s.id LIMIT :batch_size;\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(db.query("SELECT count(*)::text FROM events").await, ["50"]);
+    assert_eq!(db.query("SELECT count(*)::text FROM base").await, ["50"]);
+    let doc = run.json();
+    for i in [1, 2] {
+        assert_eq!(doc["results"][i]["batches"]["rows"], 50, "{doc}");
+        assert_eq!(doc["results"][i]["batches"]["batches"], 5, "{doc}");
+    }
+}

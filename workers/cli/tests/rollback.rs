@@ -1024,8 +1024,14 @@ async fn resolve_applied_after_a_failed_down_of_a_partly_applied_batch_migration
     );
     let changed = "SELECT count(*)::text FROM items WHERE done IS NOT NULL";
     assert_eq!(db.query(changed).await, ["2000"], "the down reverted 1,000");
-    db.cli(dir.path(), &["resolve", "002", "--applied"])
-        .assert_code(0);
+    let resolved = db.cli(dir.path(), &["--json", "resolve", "002", "--applied"]);
+    resolved.assert_code(0);
+    assert_eq!(
+        resolved.json()["resolution"],
+        "partly_applied",
+        "{}",
+        resolved.stdout
+    );
     assert_eq!(db.applied().await, ["001"], "never recorded applied");
     assert_eq!(
         db.query("SELECT concat_ws(',', error->>'sqlstate', progress->>'batches') FROM schema_migration_events WHERE version = '002' ORDER BY id DESC LIMIT 1")

@@ -155,6 +155,10 @@ pub async fn run(
     )
     .await?;
     let pause = m.directives.pause.unwrap_or_default();
+    let inserts = sql::split_statements(&m.sql)
+        .first()
+        .and_then(|s| s.main_verb.as_deref())
+        .is_some_and(|verb| matches!(verb, "INSERT" | "MERGE"));
     let mut execution = Duration::from_millis(execution_ms);
     let mut notices: Vec<String> = Vec::new();
     let started = Instant::now();
@@ -197,9 +201,10 @@ pub async fn run(
             Err(outcome) => return Ok(outcome),
         };
         // A statement whose count says no row while it deleted or updated some (its final
-        // command's count, after a `WITH` that changes rows) is not done: those rows count.
+        // command's count, after a `WITH` that changes rows), or an INSERT whose rows a
+        // trigger stored elsewhere, is not done: those rows count.
         let rows = match (&effect, rows) {
-            (Some((before, after)), 0) => runaway::changed_in_place(before, after),
+            (Some((before, after)), 0) => runaway::changed_in_place(before, after, inserts),
             _ => rows,
         };
         lock_timeouts = 0;

@@ -83,12 +83,15 @@ fn effect(before: &str, after: &str) -> BTreeMap<u32, Counters> {
 /// The rows a statement updated or deleted, from [`EFFECT_SQL`] before and after it: what a
 /// batch changed when its own count (its final command's, after a `WITH`) says none, as
 /// `WITH gone AS (DELETE ... RETURNING *) INSERT INTO archive SELECT * FROM gone WHERE
-/// important` does while it deletes. Inserts are left out: a statement-level trigger that
-/// logs each statement would otherwise keep a finished migration running.
-pub(crate) fn changed_in_place(before: &str, after: &str) -> u64 {
+/// important` does while it deletes. Rows inserted count too for an INSERT or MERGE
+/// (`inserts`), whose count says none when a trigger stores each row elsewhere and returns
+/// NULL (inheritance routing, a view's INSTEAD OF trigger). For an UPDATE or DELETE they are
+/// left out: a statement-level trigger that logs each statement would otherwise keep a
+/// finished migration running.
+pub(crate) fn changed_in_place(before: &str, after: &str, inserts: bool) -> u64 {
     effect(before, after)
         .values()
-        .map(|[_, upd, del, _]| (upd + del).max(0) as u64)
+        .map(|&[ins, upd, del, _]| (upd + del + if inserts { ins } else { 0 }).max(0) as u64)
         .sum()
 }
 
@@ -575,11 +578,14 @@ mod tests {
         assert_eq!(
             changed_in_place(
                 "[[10, 5, 0, 0, 2]]",
-                "[[10, 5, 0, 100, 4], [11, 7, 3, 0, 0]]"
+                "[[10, 5, 0, 100, 4], [11, 7, 3, 0, 0]]",
+                false
             ),
             103
         );
-        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]"), 0);
+        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", false), 0);
+        // An INSERT whose rows a trigger stored elsewhere.
+        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", true), 9);
     }
 
     #[test]

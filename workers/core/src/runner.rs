@@ -125,6 +125,17 @@ pub enum Resolution {
     NotApplied,
 }
 
+/// What a resolved migration is now: what the operator said, except that `--applied` on a
+/// batch migration whose down began while it was partly applied makes it partly applied
+/// again (never applied: its batches did not all run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolved {
+    Applied,
+    PartlyApplied,
+    NotApplied,
+}
+
 /// A database, a migration set and the settings to apply one to the other.
 pub struct Migrator {
     pub db: Database,
@@ -867,7 +878,7 @@ impl Migrator {
         resolution: Resolution,
         run_id: &str,
         progress: &mut dyn Progress,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, Resolved), Error> {
         let mut conn = self.db.connect().await?;
         let schema = self.ledger_schema(&mut conn).await?;
         let lock = self.lock(&schema, progress).await?;
@@ -929,7 +940,12 @@ impl Migrator {
             } else {
                 ledger::append(&mut conn, &schema, &event).await?;
             }
-            Ok(row.name)
+            let resolved = match resolution {
+                Resolution::Applied if partly => Resolved::PartlyApplied,
+                Resolution::Applied => Resolved::Applied,
+                Resolution::NotApplied => Resolved::NotApplied,
+            };
+            Ok((row.name, resolved))
         })
         .await
     }
