@@ -1033,3 +1033,28 @@ async fn an_invalid_index_that_cannot_be_dropped_fails_the_build_instead_of_pass
         .await
         .unwrap();
 }
+
+/// A failed migration's statements are replayed to find the failing line only when a
+/// rollback undoes them all: a `dblink_exec` that commits elsewhere runs once, not twice.
+#[tokio::test]
+async fn a_failed_migration_that_acts_outside_its_transaction_is_not_replayed() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_setup.sql",
+            "CREATE EXTENSION IF NOT EXISTS dblink;\nCREATE TABLE remote_log (msg text);\nCREATE TABLE t (id int PRIMARY KEY);\nINSERT INTO t VALUES (1);\n",
+        ),
+        (
+            "002_work.sql",
+            &format!(
+                "SELECT dblink_exec('dbname={} user=postgres host=127.0.0.1', 'INSERT INTO remote_log VALUES (''notified'')');\nINSERT INTO t VALUES (1);\n",
+                db.name
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(1);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM remote_log").await,
+        ["1"]
+    );
+}

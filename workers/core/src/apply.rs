@@ -472,12 +472,20 @@ async fn after_failure(conn: &mut PgConnection, guard_xid: Option<&str>) -> bool
 /// does this, after the fact: the migration's statements run again one by one in a
 /// transaction that is rolled back, with the same timeouts, and the first one that fails
 /// with the same SQLSTATE is the one. Only for errors a replay reproduces cheaply: never
-/// after a timeout, a cancel or a broken session.
+/// after a timeout, a cancel or a broken session; and never for a migration with a statement
+/// that acts outside its transaction (`dblink_exec`, `setval`...), whose effect the
+/// rollback would not undo: run again, it would act twice.
 async fn locate_statement(conn: &mut PgConnection, attempt: &Attempt<'_>, error: &mut SqlError) {
     let statements = sql::split_statements(&attempt.migration.sql);
     if let [only] = statements.as_slice() {
         error.line = Some(only.line);
         error.statement = Some(only.text.to_owned());
+        return;
+    }
+    if statements
+        .iter()
+        .any(|s| sql::acts_outside_transaction(s, true).is_some())
+    {
         return;
     }
     let class = error.sqlstate.get(..2).unwrap_or_default();
