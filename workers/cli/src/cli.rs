@@ -432,7 +432,7 @@ pub async fn run(args: Args, out: &Output) -> Result<ExitCode, Error> {
         command => {
             let project = args.project()?;
             let mut m = args.migrator(project.as_ref())?;
-            if reads_only(command) {
+            if bounded_lock_waits(command) {
                 m = m.reading_only();
             }
             let lock_timeout = args.lock_timeout_given();
@@ -512,7 +512,13 @@ async fn run_on(
                 (None, Some(n)) => RollbackTarget::Last(*n as usize),
                 (None, None) => unreachable!("clap requires --to or --last"),
             };
-            let plan = m.rollback_plan(&target, *use_file).await?;
+            // Planned before anything is reverted: an interrupt while it waits (for another
+            // runner, a locked ledger) ends the command as any other.
+            let mut progress = out.progress(&m.db);
+            let plan = tokio::select! {
+                r = m.watching_locks(&mut progress, m.rollback_plan(&target, *use_file)) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
+            };
             if *dry_run || plan.reverts.is_empty() {
                 out.rollback_plan(&m.db, &plan, *dry_run);
                 return Ok(ExitCode::SUCCESS);
@@ -556,21 +562,25 @@ async fn run_on(
             } else {
                 Resolution::NotApplied
             };
-            let (name, resolved) = m
-                .resolve(
-                    version,
-                    resolution,
-                    &new_run_id("resolve"),
-                    &mut out.progress(&m.db),
-                )
-                .await?;
+            let mut progress = out.progress(&m.db);
+            let mut waiting = out.progress(&m.db);
+            let run_id = new_run_id("resolve");
+            let resolving = m.resolve(version, resolution, &run_id, &mut waiting);
+            let (name, resolved) = tokio::select! {
+                r = m.watching_locks(&mut progress, resolving) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
+            };
             out.resolved(&name, resolved);
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {
             action: LedgerAction::Check,
         } => {
-            let (kind, differences) = m.ledger_check().await?;
+            let mut progress = out.progress(&m.db);
+            let (kind, differences) = tokio::select! {
+                r = m.watching_locks(&mut progress, m.ledger_check()) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
+            };
             if !differences.is_empty() {
                 return Err(Error::LedgerInconsistent { differences });
             }
@@ -580,9 +590,14 @@ async fn run_on(
         Command::Ledger {
             action: LedgerAction::Rebuild,
         } => {
-            let rows = m
-                .ledger_rebuild(&new_run_id("rebuild"), &mut out.progress(&m.db))
-                .await?;
+            let mut progress = out.progress(&m.db);
+            let mut waiting = out.progress(&m.db);
+            let run_id = new_run_id("rebuild");
+            let rebuilding = m.ledger_rebuild(&run_id, &mut waiting);
+            let rows = tokio::select! {
+                r = m.watching_locks(&mut progress, rebuilding) => r?,
+                e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
+            };
             out.ledger_rebuilt(rows);
             Ok(ExitCode::SUCCESS)
         }
@@ -891,14 +906,18 @@ async fn preview_command(
     })
 }
 
-/// The commands that only read the target: each of their sessions waits for a lock at most
-/// the lock_timeout (see [`Migrator::reading_only`]).
-fn reads_only(command: &Command) -> bool {
+/// The commands that change no schema (they read the target, or write only the ledger):
+/// each of their sessions waits for a lock at most the lock_timeout (see
+/// [`Migrator::reading_only`]), and names who holds it.
+fn bounded_lock_waits(command: &Command) -> bool {
     matches!(
         command,
         Command::Status
             | Command::Plan { .. }
             | Command::Up { dry_run: true, .. }
+            | Command::Down { dry_run: true, .. }
+            | Command::Resolve { .. }
+            | Command::Ledger { .. }
             | Command::Verify {
                 in_transaction_only: false,
                 ..

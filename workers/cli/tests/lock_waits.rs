@@ -86,6 +86,25 @@ async fn status_and_verify_on_a_locked_ledger_fail_within_the_lock_timeout_namin
         &["--json", "--lock-timeout", "1s", "status"][..],
         &["--json", "--lock-timeout", "1s", "plan"][..],
         &["--json", "--lock-timeout", "1s", "verify"][..],
+        &["--json", "--lock-timeout", "1s", "ledger", "check"][..],
+        &["--json", "--lock-timeout", "1s", "ledger", "rebuild"][..],
+        &[
+            "--json",
+            "--lock-timeout",
+            "1s",
+            "resolve",
+            "001",
+            "--not-applied",
+        ][..],
+        &[
+            "--json",
+            "--lock-timeout",
+            "1s",
+            "down",
+            "--to",
+            "000",
+            "--dry-run",
+        ][..],
     ] {
         let run = finish(
             spawn(&mut cli_command(&db.url, dir.path(), args)),
@@ -145,6 +164,10 @@ async fn a_signal_ends_status_and_verify_waiting_on_a_locked_ledger_and_cancels_
     for (signal, args) in [
         ("-TERM", &["--lock-timeout", "0", "status"][..]),
         ("-INT", &["--lock-timeout", "0", "verify"][..]),
+        (
+            "-TERM",
+            &["--lock-timeout", "0", "down", "--to", "000", "--yes"][..],
+        ),
     ] {
         let child = spawn(&mut cli_command(&db.url, dir.path(), args));
         let started = Instant::now();
