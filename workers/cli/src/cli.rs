@@ -749,7 +749,12 @@ async fn load_schema(
 
 /// Narrows `snapshot` to the schemas `other` was taken with, if `other` is a file that
 /// recorded them: a file of `--schema app` against a whole database compares `app` alone.
+/// A file written before catalog objects were captured says nothing of them: they are left
+/// out on both sides.
 fn restrict_to_scope_of(snapshot: &mut Snapshot, other: &Snapshot) {
+    if !other.options.as_ref().is_some_and(|o| o.objects) {
+        snapshot.objects.clear();
+    }
     if let Some(scope) = &other.options {
         if !scope.schemas.is_empty() || !scope.exclude_schemas.is_empty() {
             snapshot.restrict(&SnapshotOptions {

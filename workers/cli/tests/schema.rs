@@ -849,3 +849,85 @@ async fn diff_agrees_with_pg_dump_at_every_step_of_a_migration_set() {
         "{changed_steps} steps changed the schema, {unchanged_steps} did not"
     );
 }
+
+/// The catalog objects a snapshot holds by identity and definition (README: "Catalog
+/// objects"), each both ways over a whole database: one that differs is named, and the
+/// same objects made again (new OIDs) are identical.
+const CATALOG_OBJECT_CASES: &[Case] = &[
+    differs("", "", "CREATE COLLATION c FROM \"C\";", "+ collation app.c"),
+    differs("", "CREATE COLLATION c (provider = libc, locale = 'C');", "CREATE COLLATION c (provider = libc, locale = 'POSIX');", "~ collation app.c: definition"),
+    differs("CREATE COLLATION c FROM \"C\";", "", "COMMENT ON COLLATION c IS 'x';", "~ collation app.c: comment"),
+    differs("", "", "CREATE CONVERSION cv FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8;", "+ conversion app.cv"),
+    differs("", "", "CREATE TRUSTED LANGUAGE lang_x HANDLER plpgsql_call_handler;", "+ language lang_x"),
+    differs("", "CREATE TEXT SEARCH DICTIONARY dct (TEMPLATE = simple);", "CREATE TEXT SEARCH DICTIONARY dct (TEMPLATE = simple, STOPWORDS = english);", "~ text search dictionary app.dct: definition"),
+    differs("", "CREATE TEXT SEARCH CONFIGURATION cfg (COPY = english);", "CREATE TEXT SEARCH CONFIGURATION cfg (COPY = simple);", "~ text search configuration app.cfg: definition"),
+    differs("", "", "CREATE FOREIGN DATA WRAPPER fdw_x;", "+ foreign-data wrapper fdw_x"),
+    differs("CREATE FOREIGN DATA WRAPPER fdw_x;", "CREATE SERVER srv_x FOREIGN DATA WRAPPER fdw_x OPTIONS (host 'a');", "CREATE SERVER srv_x FOREIGN DATA WRAPPER fdw_x OPTIONS (host 'b');", "~ server srv_x: definition"),
+    differs("CREATE FOREIGN DATA WRAPPER fdw_x; CREATE SERVER srv_x FOREIGN DATA WRAPPER fdw_x;", "CREATE FOREIGN TABLE ft (a int) SERVER srv_x;", "CREATE FOREIGN TABLE ft (a bigint) SERVER srv_x;", "~ foreign table app.ft: definition"),
+    differs("", "", "CREATE OPERATOR FAMILY fam USING btree;", "+ operator family app.fam"),
+    differs("", "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq);", "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int4ne);", "~ operator app.===(integer,integer): definition"),
+    differs("CREATE TYPE e AS ENUM ('a');", "", "CREATE CAST (e AS int) WITH INOUT;", "+ cast (app.e AS integer)"),
+    differs("", "", "CREATE ACCESS METHOD heap2 TYPE TABLE HANDLER heap_tableam_handler;", "+ access method heap2"),
+    differs("CREATE ACCESS METHOD heap2 TYPE TABLE HANDLER heap_tableam_handler;", "CREATE TABLE t2 (a int);", "CREATE TABLE t2 (a int) USING heap2;", "~ table app.t2: access_method (none) → heap2"),
+    differs(T, "CREATE PUBLICATION pub_x FOR TABLE t;", "CREATE PUBLICATION pub_x FOR TABLE t WITH (publish = 'insert');", "~ publication pub_x: definition"),
+    differs(T, "", "CREATE RULE r AS ON DELETE TO t DO INSTEAD NOTHING;", "+ rule r on app.t"),
+    differs("", "", "ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO pg_monitor;", "+ default privileges "),
+    differs("CREATE FUNCTION evf() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';", "", "CREATE EVENT TRIGGER evt_x ON sql_drop EXECUTE FUNCTION evf();", "+ event trigger evt_x"),
+    same("", "CREATE COLLATION c FROM \"C\"; CREATE OPERATOR FAMILY fam USING btree; CREATE TEXT SEARCH CONFIGURATION cfg (COPY = english);",
+         "CREATE TEXT SEARCH CONFIGURATION cfg (COPY = english); CREATE OPERATOR FAMILY fam USING btree; CREATE COLLATION c FROM \"C\";"),
+    same("CREATE FOREIGN DATA WRAPPER fdw_x;", "CREATE SERVER srv_x FOREIGN DATA WRAPPER fdw_x OPTIONS (host 'a');",
+         "CREATE SERVER srv_x FOREIGN DATA WRAPPER fdw_x; ALTER SERVER srv_x OPTIONS (ADD host 'a');"),
+    same("", "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq);",
+         "CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int4ne); DROP OPERATOR === (int, int); CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq);"),
+];
+
+#[tokio::test]
+async fn catalog_objects_are_compared_both_ways() {
+    use sqlx::Executor;
+    use stepmigrate_core::schema::{diff, Snapshot, SnapshotOptions};
+
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let options = SnapshotOptions {
+        comments: true,
+        ..SnapshotOptions::default()
+    };
+    let mut failures = Vec::new();
+    for (n, case) in CATALOG_OBJECT_CASES.iter().enumerate() {
+        let mut snapshots = Vec::new();
+        for sql in [case.a, case.b] {
+            let script = format!(
+                "DROP EVENT TRIGGER IF EXISTS evt_x; DROP PUBLICATION IF EXISTS pub_x;
+                 DROP SCHEMA IF EXISTS app CASCADE; DROP SERVER IF EXISTS srv_x CASCADE;
+                 DROP FOREIGN DATA WRAPPER IF EXISTS fdw_x CASCADE; DROP LANGUAGE IF EXISTS lang_x CASCADE;
+                 DROP ACCESS METHOD IF EXISTS heap2 CASCADE;
+                 CREATE SCHEMA app; SET search_path = app;
+                 {}\n{sql}",
+                case.setup
+            );
+            conn.execute(sqlx::raw_sql(&script))
+                .await
+                .unwrap_or_else(|e| panic!("case {n}: {script}: {e}"));
+            let s = Snapshot::capture(&mut conn, &options).await.unwrap();
+            let s = Snapshot::from_json(&s.to_json_pretty(), Path::new("case.json")).unwrap();
+            snapshots.push(s);
+        }
+        let text = diff(&snapshots[0], &snapshots[1]).render_text();
+        let ok = match case.expect {
+            Some(line) => text.lines().any(|l| l.starts_with(line)),
+            None => text.is_empty(),
+        };
+        if !ok {
+            failures.push(format!(
+                "case {n}: expected {:?}\n  a: {}\n  b: {}\n  diff:\n{text}",
+                case.expect.unwrap_or("no difference"),
+                case.a,
+                case.b
+            ));
+        }
+    }
+    conn.execute(sqlx::raw_sql("DROP EVENT TRIGGER IF EXISTS evt_x"))
+        .await
+        .unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use sqlx::{Connection as _, PgConnection, Row};
 
 use super::snapshot::{
-    sha256_hex, Column, CompositeType, Constraint, Domain, Enum, Extension, Function, FunctionKind,
-    Grant, Index, Policy, Schema, Scope, Sequence, Snapshot, SnapshotOptions, Statistics, Table,
-    Trigger, View, Volatility, FORMAT_VERSION,
+    sha256_hex, CatalogObject, Column, CompositeType, Constraint, Domain, Enum, Extension,
+    Function, FunctionKind, Grant, Index, Policy, Schema, Scope, Sequence, Snapshot,
+    SnapshotOptions, Statistics, Table, Trigger, View, Volatility, FORMAT_VERSION,
 };
 use crate::db::Database;
 use crate::error::Error;
@@ -191,6 +191,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE WHEN cl.reloftype <> 0 THEN cl.reloftype::regtype::text END AS of_type,
                         cl.relrowsecurity AS row_security, cl.relforcerowsecurity AS force_row_security,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
+                        (SELECT am.amname FROM pg_am am WHERE am.oid = cl.relam AND am.amname <> 'heap') AS access_method,
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA} AND {}",
@@ -355,8 +356,124 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                 not_in_extension("pg_proc", "p.oid"),
             ),
         ),
+        wrap(
+            "objects",
+            format!(
+                "SELECT o.type AS kind, o.schema AS schema, o.identity AS identity, x.definition::text AS definition,
+                        {} AS comment
+                 FROM ({CATALOG_OBJECTS}) x, pg_identify_object(x.classid, x.objid, 0) o
+                 WHERE x.objid >= 16384
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.classid = x.classid AND dep.objid = x.objid AND dep.deptype = 'e')
+                   AND (o.schema IS NULL OR (o.schema NOT IN ('pg_catalog', 'information_schema') AND o.schema !~ '^pg_(toast|temp_)'))",
+                if c {
+                    "(SELECT d.description FROM pg_description d WHERE d.classoid = x.classid AND d.objoid = x.objid AND d.objsubid = 0)"
+                } else {
+                    "NULL::text"
+                },
+            ),
+        ),
     ]
 }
+
+/// Every user object of the kinds the snapshot has no structure for, as `(classid, objid,
+/// definition)`: each definition names what it refers to (`regprocedure`, `regtype`,
+/// qualified names), never an OID, so that two databases built alike define them alike.
+const CATALOG_OBJECTS: &str = "
+SELECT 'pg_collation'::regclass AS classid, c.oid AS objid,
+       to_jsonb(c) - ARRAY['oid', 'collname', 'collnamespace', 'collowner', 'collversion'] AS definition
+  FROM pg_collation c
+UNION ALL SELECT 'pg_conversion'::regclass, c.oid,
+       jsonb_build_object('from', pg_encoding_to_char(c.conforencoding), 'to', pg_encoding_to_char(c.contoencoding),
+                          'function', c.conproc::regprocedure::text, 'default', c.condefault)
+  FROM pg_conversion c
+UNION ALL SELECT 'pg_language'::regclass, l.oid,
+       jsonb_build_object('trusted', l.lanpltrusted, 'procedural', l.lanispl, 'handler', l.lanplcallfoid::regprocedure::text,
+                          'inline', l.laninline::regprocedure::text, 'validator', l.lanvalidator::regprocedure::text)
+  FROM pg_language l
+UNION ALL SELECT 'pg_ts_parser'::regclass, p.oid,
+       jsonb_build_object('start', p.prsstart::regprocedure::text, 'gettoken', p.prstoken::regprocedure::text,
+                          'end', p.prsend::regprocedure::text, 'headline', p.prsheadline::regprocedure::text,
+                          'lextypes', p.prslextype::regprocedure::text)
+  FROM pg_ts_parser p
+UNION ALL SELECT 'pg_ts_template'::regclass, t.oid,
+       jsonb_build_object('init', t.tmplinit::regprocedure::text, 'lexize', t.tmpllexize::regprocedure::text)
+  FROM pg_ts_template t
+UNION ALL SELECT 'pg_ts_dict'::regclass, d.oid,
+       jsonb_build_object('template', (SELECT format('%I.%I', n.nspname, t.tmplname) FROM pg_ts_template t
+                                       JOIN pg_namespace n ON n.oid = t.tmplnamespace WHERE t.oid = d.dicttemplate),
+                          'options', d.dictinitoption)
+  FROM pg_ts_dict d
+UNION ALL SELECT 'pg_ts_config'::regclass, c.oid,
+       jsonb_build_object('parser', (SELECT format('%I.%I', n.nspname, p.prsname) FROM pg_ts_parser p
+                                     JOIN pg_namespace n ON n.oid = p.prsnamespace WHERE p.oid = c.cfgparser),
+                          'mapping', (SELECT jsonb_agg(s.m ORDER BY s.m) FROM (
+                              SELECT format('%s %s %s', m.maptokentype, m.mapseqno, m.mapdict::regdictionary) AS m
+                              FROM pg_ts_config_map m WHERE m.mapcfg = c.oid) s))
+  FROM pg_ts_config c
+UNION ALL SELECT 'pg_foreign_data_wrapper'::regclass, w.oid,
+       jsonb_build_object('handler', w.fdwhandler::regproc::text, 'validator', w.fdwvalidator::regproc::text,
+                          'options', w.fdwoptions)
+  FROM pg_foreign_data_wrapper w
+UNION ALL SELECT 'pg_foreign_server'::regclass, s.oid,
+       jsonb_build_object('wrapper', (SELECT w.fdwname FROM pg_foreign_data_wrapper w WHERE w.oid = s.srvfdw),
+                          'type', s.srvtype, 'version', s.srvversion, 'options', s.srvoptions)
+  FROM pg_foreign_server s
+UNION ALL SELECT 'pg_class'::regclass, c.oid,
+       jsonb_build_object('server', (SELECT s.srvname FROM pg_foreign_table ft JOIN pg_foreign_server s ON s.oid = ft.ftserver
+                                     WHERE ft.ftrelid = c.oid),
+                          'options', (SELECT ft.ftoptions FROM pg_foreign_table ft WHERE ft.ftrelid = c.oid),
+                          'columns', (SELECT jsonb_agg(jsonb_build_array(a.attname, format_type(a.atttypid, a.atttypmod),
+                                                                         a.attnotnull, a.attfdwoptions) ORDER BY a.attnum)
+                                      FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
+  FROM pg_class c WHERE c.relkind = 'f'
+UNION ALL SELECT 'pg_operator'::regclass, o.oid,
+       jsonb_build_object('left', o.oprleft::regtype::text, 'right', o.oprright::regtype::text,
+                          'result', o.oprresult::regtype::text, 'function', o.oprcode::regprocedure::text,
+                          'commutator', o.oprcom::regoperator::text, 'negator', o.oprnegate::regoperator::text,
+                          'restrict', o.oprrest::regprocedure::text, 'join', o.oprjoin::regprocedure::text,
+                          'merges', o.oprcanmerge, 'hashes', o.oprcanhash)
+  FROM pg_operator o
+UNION ALL SELECT 'pg_opfamily'::regclass, f.oid,
+       jsonb_build_object('method', (SELECT am.amname FROM pg_am am WHERE am.oid = f.opfmethod),
+                          'operators', (SELECT jsonb_agg(s.m ORDER BY s.m) FROM (
+                              SELECT format('%s %s (%s, %s)', a.amopstrategy, a.amopopr::regoperator,
+                                            a.amoplefttype::regtype, a.amoprighttype::regtype) AS m
+                              FROM pg_amop a WHERE a.amopfamily = f.oid) s),
+                          'functions', (SELECT jsonb_agg(s.m ORDER BY s.m) FROM (
+                              SELECT format('%s %s (%s, %s)', p.amprocnum, p.amproc::regprocedure,
+                                            p.amproclefttype::regtype, p.amprocrighttype::regtype) AS m
+                              FROM pg_amproc p WHERE p.amprocfamily = f.oid) s))
+  FROM pg_opfamily f
+UNION ALL SELECT 'pg_opclass'::regclass, c.oid,
+       jsonb_build_object('method', (SELECT am.amname FROM pg_am am WHERE am.oid = c.opcmethod),
+                          'type', c.opcintype::regtype::text, 'default', c.opcdefault,
+                          'storage', c.opckeytype::regtype::text,
+                          'family', (SELECT format('%I.%I', n.nspname, f.opfname) FROM pg_opfamily f
+                                     JOIN pg_namespace n ON n.oid = f.opfnamespace WHERE f.oid = c.opcfamily))
+  FROM pg_opclass c
+UNION ALL SELECT 'pg_cast'::regclass, c.oid,
+       jsonb_build_object('function', c.castfunc::regprocedure::text, 'context', c.castcontext, 'method', c.castmethod)
+  FROM pg_cast c
+UNION ALL SELECT 'pg_event_trigger'::regclass, e.oid,
+       jsonb_build_object('event', e.evtevent, 'function', e.evtfoid::regprocedure::text, 'enabled', e.evtenabled,
+                          'tags', e.evttags)
+  FROM pg_event_trigger e
+UNION ALL SELECT 'pg_am'::regclass, a.oid,
+       jsonb_build_object('type', a.amtype, 'handler', a.amhandler::regproc::text)
+  FROM pg_am a
+UNION ALL SELECT 'pg_publication'::regclass, p.oid,
+       (to_jsonb(p) - ARRAY['oid', 'pubname', 'pubowner'])
+       || jsonb_build_object('tables', (SELECT jsonb_agg(s.t ORDER BY s.t) FROM (
+              SELECT r.prrelid::regclass::text AS t FROM pg_publication_rel r WHERE r.prpubid = p.oid) s))
+  FROM pg_publication p
+UNION ALL SELECT 'pg_transform'::regclass, t.oid,
+       jsonb_build_object('language', (SELECT l.lanname FROM pg_language l WHERE l.oid = t.trflang),
+                          'from_sql', t.trffromsql::regprocedure::text, 'to_sql', t.trftosql::regprocedure::text)
+  FROM pg_transform t
+UNION ALL SELECT 'pg_rewrite'::regclass, r.oid, to_jsonb(pg_get_ruledef(r.oid))
+  FROM pg_rewrite r WHERE r.rulename <> '_RETURN'
+UNION ALL SELECT 'pg_default_acl'::regclass, d.oid, to_jsonb(d.defaclacl::text)
+  FROM pg_default_acl d";
 
 /// Grants on a type (enum, domain, composite): `acldefault` gives PUBLIC's `USAGE`, so a
 /// `REVOKE USAGE ON TYPE ... FROM PUBLIC` shows as what it removed.
@@ -527,6 +644,14 @@ fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snaps
         })
         .collect();
 
+    let mut objects: Vec<CatalogObject> = parse(docs, "objects")?;
+    // Objects of the whole database (a cast, a language) go with the whole database, not
+    // with a `--schema` scope.
+    objects.retain(|x| match &x.schema {
+        Some(schema) => wants(schema),
+        None => o.include_schemas.is_empty(),
+    });
+
     // Children go to their table (or view); those of relations left out are dropped.
     let table_at: HashMap<(String, String), usize> = tables
         .iter()
@@ -591,6 +716,7 @@ fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snaps
         tables,
         views,
         functions,
+        objects,
     };
     snapshot.remove_ledger(&o.ledger);
     snapshot.normalize();

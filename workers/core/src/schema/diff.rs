@@ -13,7 +13,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{FunctionKind, Grant, IdentitySequence, Snapshot, Table, View};
+use super::snapshot::{
+    CatalogObject, FunctionKind, Grant, IdentitySequence, Snapshot, Table, View,
+};
 
 /// The kinds of object, in the order a diff lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,6 +39,28 @@ pub enum ObjectKind {
     Function,
     Procedure,
     Aggregate,
+    Collation,
+    Conversion,
+    Language,
+    TextSearchParser,
+    TextSearchTemplate,
+    TextSearchDictionary,
+    TextSearchConfiguration,
+    ForeignDataWrapper,
+    Server,
+    ForeignTable,
+    Operator,
+    OperatorClass,
+    OperatorFamily,
+    Cast,
+    EventTrigger,
+    AccessMethod,
+    Publication,
+    Transform,
+    Rule,
+    DefaultPrivileges,
+    /// A catalog object of a kind not named above (one a later PostgreSQL adds).
+    Other,
 }
 
 impl ObjectKind {
@@ -61,6 +85,56 @@ impl ObjectKind {
             ObjectKind::Function => "function",
             ObjectKind::Procedure => "procedure",
             ObjectKind::Aggregate => "aggregate",
+            ObjectKind::Collation => "collation",
+            ObjectKind::Conversion => "conversion",
+            ObjectKind::Language => "language",
+            ObjectKind::TextSearchParser => "text search parser",
+            ObjectKind::TextSearchTemplate => "text search template",
+            ObjectKind::TextSearchDictionary => "text search dictionary",
+            ObjectKind::TextSearchConfiguration => "text search configuration",
+            ObjectKind::ForeignDataWrapper => "foreign-data wrapper",
+            ObjectKind::Server => "server",
+            ObjectKind::ForeignTable => "foreign table",
+            ObjectKind::Operator => "operator",
+            ObjectKind::OperatorClass => "operator class",
+            ObjectKind::OperatorFamily => "operator family",
+            ObjectKind::Cast => "cast",
+            ObjectKind::EventTrigger => "event trigger",
+            ObjectKind::AccessMethod => "access method",
+            ObjectKind::Publication => "publication",
+            ObjectKind::Transform => "transform",
+            ObjectKind::Rule => "rule",
+            ObjectKind::DefaultPrivileges => "default privileges",
+            ObjectKind::Other => "object",
+        }
+    }
+}
+
+impl ObjectKind {
+    /// The kind of a [`CatalogObject`], from what `pg_identify_object` calls it.
+    pub fn of_catalog_object(kind: &str) -> ObjectKind {
+        match kind {
+            "default acl" => ObjectKind::DefaultPrivileges,
+            "collation" => ObjectKind::Collation,
+            "conversion" => ObjectKind::Conversion,
+            "language" => ObjectKind::Language,
+            "text search parser" => ObjectKind::TextSearchParser,
+            "text search template" => ObjectKind::TextSearchTemplate,
+            "text search dictionary" => ObjectKind::TextSearchDictionary,
+            "text search configuration" => ObjectKind::TextSearchConfiguration,
+            "foreign-data wrapper" => ObjectKind::ForeignDataWrapper,
+            "server" => ObjectKind::Server,
+            "foreign table" => ObjectKind::ForeignTable,
+            "operator" => ObjectKind::Operator,
+            "operator class" => ObjectKind::OperatorClass,
+            "operator family" => ObjectKind::OperatorFamily,
+            "cast" => ObjectKind::Cast,
+            "event trigger" => ObjectKind::EventTrigger,
+            "access method" => ObjectKind::AccessMethod,
+            "publication" => ObjectKind::Publication,
+            "transform" => ObjectKind::Transform,
+            "rule" => ObjectKind::Rule,
+            _ => ObjectKind::Other,
         }
     }
 }
@@ -680,6 +754,9 @@ fn flatten(s: &Snapshot) -> Flat {
             ],
         );
     }
+    for o in &s.objects {
+        flatten_object(o, &mut put);
+    }
     flat
 }
 
@@ -730,6 +807,29 @@ fn index_key(schema: &str, name: &str) -> (Vec<String>, String) {
     )
 }
 
+/// A catalog object: matched by kind and identity, compared by its whole definition.
+fn flatten_object(o: &CatalogObject, put: &mut Put<'_>) {
+    let kind = ObjectKind::of_catalog_object(&o.kind);
+    let (key, display) = if kind == ObjectKind::Other {
+        (
+            vec![o.kind.clone(), o.identity.clone()],
+            format!("{} {}", o.kind, o.identity),
+        )
+    } else {
+        (vec![o.identity.clone()], o.identity.clone())
+    };
+    put(
+        kind,
+        key,
+        display,
+        None,
+        vec![
+            ("definition", some(&o.definition)),
+            ("comment", text(&o.comment)),
+        ],
+    );
+}
+
 fn flatten_table(t: &Table, put: &mut Put<'_>) {
     let key = vec![t.schema.clone(), t.name.clone()];
     let name = qualified(&[&t.schema, &t.name]);
@@ -750,6 +850,7 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
             ("row_security", flag(t.row_security)),
             ("force_row_security", flag(t.force_row_security)),
             ("options", list(t.options.clone())),
+            ("access_method", text(&t.access_method)),
             ("comment", text(&t.comment)),
             ("grants", grants(&t.grants)),
         ],
@@ -986,6 +1087,7 @@ mod tests {
             force_row_security: false,
             of_type: None,
             options: vec![],
+            access_method: None,
             columns,
             constraints: vec![],
             indexes: vec![],

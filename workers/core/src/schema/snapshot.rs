@@ -108,6 +108,32 @@ pub struct Snapshot {
     pub views: Vec<View>,
     #[serde(default)]
     pub functions: Vec<Function>,
+    /// The objects of the kinds above have a structure of their own; every other user object
+    /// (collations, operators and their classes and families, casts, text search objects,
+    /// languages, foreign-data wrappers, servers and tables, event triggers, access methods,
+    /// publications, transforms, rules, default privileges) is here, by identity and
+    /// definition. Absent from files written before it was captured (see
+    /// [`Scope::objects`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<CatalogObject>,
+}
+
+/// A user object of a kind the snapshot has no structure for: what `pg_identify_object`
+/// calls it, and its defining attributes as the catalog has them (names, never OIDs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogObject {
+    /// `collation`, `operator family`, `text search dictionary`, `foreign table`, ...
+    pub kind: String,
+    /// Its schema, for a kind that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Qualified, as `pg_identify_object` writes it: `public.c_de`,
+    /// `public.===(integer,integer)`, `(integer AS text)`.
+    pub identity: String,
+    /// Its definition: one JSON text, keys sorted.
+    pub definition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 impl Default for Snapshot {
@@ -124,6 +150,7 @@ impl Default for Snapshot {
             tables: Vec::new(),
             views: Vec::new(),
             functions: Vec::new(),
+            objects: Vec::new(),
         }
     }
 }
@@ -227,6 +254,10 @@ pub struct Scope {
     /// `--exclude-schema`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_schemas: Vec<String>,
+    /// It holds [`Snapshot::objects`]: false in files written before they were captured,
+    /// where their absence says nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub objects: bool,
 }
 
 impl From<&SnapshotOptions> for Scope {
@@ -236,6 +267,7 @@ impl From<&SnapshotOptions> for Scope {
             comments: o.comments,
             schemas: o.include_schemas.clone(),
             exclude_schemas: o.exclude_schemas.clone(),
+            objects: true,
         }
     }
 }
@@ -392,6 +424,9 @@ pub struct Table {
     /// Storage parameters (`fillfactor=70`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// `USING` another table access method than `heap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_method: Option<String>,
     /// In the table's column order.
     #[serde(default)]
     pub columns: Vec<Column>,
@@ -846,6 +881,10 @@ impl Snapshot {
         self.tables.retain(|o| keep(&o.schema));
         self.views.retain(|o| keep(&o.schema));
         self.functions.retain(|o| keep(&o.schema));
+        self.objects.retain(|o| match &o.schema {
+            Some(schema) => keep(schema),
+            None => options.include_schemas.is_empty(),
+        });
         if !options.grants {
             self.schemas.iter_mut().for_each(|o| o.grants.clear());
             self.enums.iter_mut().for_each(|o| o.grants.clear());
@@ -882,6 +921,7 @@ impl Snapshot {
             .for_each(|o| o.comment = None);
         self.sequences.iter_mut().for_each(|o| o.comment = None);
         self.functions.iter_mut().for_each(|o| o.comment = None);
+        self.objects.iter_mut().for_each(|o| o.comment = None);
         for t in &mut self.tables {
             t.comment = None;
             t.columns.iter_mut().for_each(|o| o.comment = None);
@@ -919,6 +959,7 @@ impl Snapshot {
         by(&mut self.functions, |o| {
             (o.schema.clone(), o.name.clone(), o.argument_types.clone())
         });
+        by(&mut self.objects, |o| (o.kind.clone(), o.identity.clone()));
         for d in &mut self.domains {
             by(&mut d.constraints, |o| o.name.clone());
             for c in &mut d.constraints {
@@ -1017,6 +1058,7 @@ impl Snapshot {
             + self.composite_types.len()
             + self.sequences.len()
             + self.functions.len()
+            + self.objects.len()
             + self
                 .tables
                 .iter()
@@ -1122,6 +1164,7 @@ mod tests {
             force_row_security: false,
             of_type: None,
             options: vec![],
+            access_method: None,
             columns: vec![],
             constraints: vec![],
             indexes: vec![],
