@@ -183,7 +183,9 @@ async fn a_time_budget_stops_between_batches_and_the_next_call_resumes() {
         match &results[0].outcome {
             Outcome::Unfinished { progress } => {
                 unfinished += 1;
-                assert!(progress.batches > 0 && progress.batches < 8, "{progress:?}");
+                // Cumulative: all 8 batches of rows may be in before the empty one that
+                // ends the migration.
+                assert!(progress.batches > 0 && progress.batches <= 8, "{progress:?}");
                 assert_eq!(db.applied().await, ["001"], "still pending");
             }
             Outcome::Applied { batches, .. } => {

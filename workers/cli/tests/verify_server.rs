@@ -673,3 +673,55 @@ async fn vacuum_full_of_a_shared_catalog_is_not_run_by_verify() {
         assert_eq!(db.query(node).await, before);
     }
 }
+
+/// dblink runs SQL in a session of its own, which commits on its own: a migration that
+/// installs it is not run on the scratch database, nor anything once it is installed there
+/// (a name built at run time reaches it too), and the target gets nothing.
+#[tokio::test]
+async fn nothing_runs_on_a_scratch_database_where_dblink_is_installed() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE remote_log (msg text)").await;
+    let call = format!(
+        "DO $f$ BEGIN EXECUTE 'SELECT dbl' || 'ink_exec($1, $2)' USING 'host=127.0.0.1 user=postgres dbname={}', 'INSERT INTO remote_log VALUES (''written'')'; END $f$;\n",
+        db.name
+    );
+    let dir = Dir::new(&[
+        ("001_t.sql", TABLE),
+        (
+            "002_outside.sql",
+            &format!("CREATE EXTENSION IF NOT EXISTS dblink;\n{call}"),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    refused_as_outside(
+        &db,
+        &dir,
+        &[],
+        "dblink: an extension whose functions run SQL in another session, which commits whatever this transaction does",
+    );
+    // Installed by an applied migration under a name its words do not show: the replay
+    // installs it on the copy, and the pending migration is not run there.
+    let dir = Dir::new(&[
+        ("001_t.sql", TABLE),
+        (
+            "002_ext.sql",
+            "DO $f$ BEGIN EXECUTE 'CREATE EXTENSION IF NOT EXISTS dbl' || 'ink'; END $f$;\n",
+        ),
+        ("003_outside.sql", &call),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "002"]).assert_code(0);
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    let m = migration(&doc, "003_outside");
+    assert_eq!(m["outcome"], "skipped", "{doc:#}");
+    assert!(
+        m["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the dblink extension is installed on the verification database"),
+        "{doc:#}"
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM remote_log").await,
+        ["0"]
+    );
+}

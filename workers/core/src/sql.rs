@@ -444,6 +444,17 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
     let text = decode_unicode_names(&statement.text.to_ascii_lowercase());
     let words = words_of(&text);
     for (i, (at, word)) in words.iter().enumerate() {
+        // `CREATE EXTENSION [IF NOT EXISTS] dblink`: from then on any statement may reach
+        // its functions, by a name built at run time too.
+        if *word == "extension" && i > 0 && words[i - 1].1 == "create" {
+            let name = words[i + 1..]
+                .iter()
+                .map(|(_, w)| *w)
+                .find(|w| !matches!(*w, "if" | "not" | "exists"));
+            if let Some(name) = name.filter(|n| REMOTE_EXTENSIONS.contains(n)) {
+                return Some(format!("{name}: {REMOTE_EXTENSION}"));
+            }
+        }
         let called = called_next(&text[at + word.len()..]);
         if called && outside_function(word, on_target) {
             return Some((*word).to_owned());
@@ -491,6 +502,13 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
 }
 
 const COPY_FILE: &str = "COPY to or from a server file or program";
+/// Extensions whose functions run SQL in another session, which commits on its own.
+pub const REMOTE_EXTENSIONS: [&str; 2] = ["dblink", "pg_background"];
+
+/// Why an extension of [`REMOTE_EXTENSIONS`] acts outside the transaction.
+pub const REMOTE_EXTENSION: &str =
+    "an extension whose functions run SQL in another session, which commits whatever this transaction does";
+
 const CATALOG_LOCK: &str =
     "LOCK of a system catalog (every session of the database, or of the server for a shared catalog, waits for it: logins too)";
 
@@ -1199,6 +1217,24 @@ mod tests {
         ] {
             assert_eq!(touches(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn installing_dblink_acts_outside_the_transaction() {
+        let first = |s: &str| acts_outside_transaction(&split_statements(s).remove(0), false);
+        for s in [
+            "CREATE EXTENSION dblink",
+            "CREATE EXTENSION IF NOT EXISTS dblink SCHEMA x",
+            "create extension \"dblink\"",
+            "DO $$ BEGIN EXECUTE 'CREATE EXTENSION IF NOT EXISTS pg_background'; END $$",
+        ] {
+            assert!(
+                first(s).is_some_and(|w| w.contains(REMOTE_EXTENSION)),
+                "{s}"
+            );
+        }
+        assert_eq!(first("CREATE EXTENSION citext"), None);
+        assert_eq!(first("CREATE EXTENSION IF NOT EXISTS postgres_fdw"), None);
     }
 
     #[test]

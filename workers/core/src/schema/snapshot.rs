@@ -1308,7 +1308,7 @@ mod tests {
         };
         let text = s.to_json_pretty();
         assert!(
-            text.contains("\"options\": {\n    \"grants\": false,\n    \"comments\": true,\n    \"schemas\": [\n      \"app\"\n    ]\n  }"),
+            text.contains("\"options\": {\n    \"grants\": false,\n    \"comments\": true,\n    \"schemas\": [\n      \"app\"\n    ],\n    \"objects\": true\n  }"),
             "{text}"
         );
         assert_eq!(Snapshot::from_json(&text, Path::new("x")).unwrap(), s);

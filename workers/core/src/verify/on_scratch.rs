@@ -133,6 +133,18 @@ async fn verify_one_on_scratch(
         migrator_apply(migrator, &previous.version, run_id).await?;
     }
     let mut conn = migrator.db.connect().await?;
+    if let Some(name) = remote_extension(&mut conn).await? {
+        return Ok(MigrationVerification {
+            acts_outside_transaction: Some(format!("{name}: {}", sql::REMOTE_EXTENSION)),
+            ..skipped(
+                m,
+                format!(
+                    "not verified: the {name} extension is installed on the verification database ({}): any statement may reach it, by a name built at run time too, so nothing is run there (verify on a --dev-url database of a server of its own)",
+                    sql::REMOTE_EXTENSION
+                ),
+            )
+        });
+    }
     if m.transactional() {
         sqlx::raw_sql("BEGIN")
             .execute(&mut *conn)
@@ -238,6 +250,18 @@ async fn verify_one_on_scratch(
         acts_outside_transaction: None,
     }
     .with_server_failure())
+}
+
+/// An extension of [`sql::REMOTE_EXTENSIONS`] installed where `conn` is (by the replayed
+/// history, a template, or a name its words did not show).
+async fn remote_extension(conn: &mut sqlx::PgConnection) -> Result<Option<String>, Error> {
+    sqlx::query_scalar(
+        "SELECT extname::text FROM pg_catalog.pg_extension WHERE extname = ANY($1) ORDER BY 1 LIMIT 1",
+    )
+    .bind(&sql::REMOTE_EXTENSIONS[..])
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading the verification database's extensions", e))
 }
 
 pub(super) async fn migrator_apply(
