@@ -185,7 +185,10 @@ async fn a_time_budget_stops_between_batches_and_the_next_call_resumes() {
                 unfinished += 1;
                 // Cumulative: all 8 batches of rows may be in before the empty one that
                 // ends the migration.
-                assert!(progress.batches > 0 && progress.batches <= 8, "{progress:?}");
+                assert!(
+                    progress.batches > 0 && progress.batches <= 8,
+                    "{progress:?}"
+                );
                 assert_eq!(db.applied().await, ["001"], "still pending");
             }
             Outcome::Applied { batches, .. } => {

@@ -435,4 +435,17 @@ async fn new_writes_the_next_numbered_file() {
         "{}",
         bad.stderr
     );
+    // `x.down` would write a down file with no migration, and break the whole set.
+    let bad = common::run_cli(
+        "postgres://unused@127.0.0.1:1/x",
+        dir.path(),
+        &["new", "x.down"],
+    );
+    bad.assert_code(2);
+    assert!(
+        bad.stderr.contains("down file with no migration"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!dir.file("011_x.down.sql").exists());
 }

@@ -1060,8 +1060,20 @@ pub fn create_next(dir: &Path, description: &str) -> Result<PathBuf, Error> {
         (m.version.number() + 1, m.version.as_str().len().max(3))
     });
     let name = format!("{next:0width$}_{description}");
-    parse_file_name(&format!("{name}.sql"))
-        .map_err(|why| Error::InvalidInput(format!("description `{description}`: {why}")))?;
+    // `x.down` would make `002_x.down.sql`: a down file with no migration.
+    match parse_file_name(&format!("{name}.sql")) {
+        Ok((_, false)) => {}
+        Ok((_, true)) => {
+            return Err(Error::InvalidInput(format!(
+                "description `{description}`: `.down` would make a down file with no migration; give the migration's own description, then write its down file beside it"
+            )))
+        }
+        Err(why) => {
+            return Err(Error::InvalidInput(format!(
+                "description `{description}`: {why}"
+            )))
+        }
+    }
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::InvalidInput(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join(format!("{name}.sql"));
@@ -1131,13 +1143,37 @@ fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
     let mut directives = Directives::default();
     let mut errors = Vec::new();
     let mut in_header = true;
+    let mut in_block_comment = false;
     let mut batch_setting_line = None;
     for (index, line) in lines(sql).enumerate() {
         let line_no = index + 1;
         let trimmed = line.trim();
-        let comment = trimmed.strip_prefix("--").map(str::trim);
+        // `---` is a line comment as `--` is: the dashes after the first two are its text.
+        let comment = trimmed
+            .strip_prefix("--")
+            .map(|c| c.trim_start_matches('-').trim());
+        // A block comment in the header is a comment too; a directive is never one.
+        let block = in_block_comment || trimmed.starts_with("/*");
+        if block {
+            let text = trimmed.trim_start_matches("/*").trim_start();
+            if in_header && directive_like(text) {
+                errors.push((
+                    line_no,
+                    format!("a directive is a line comment: write it `-- {DIRECTIVE_PREFIX} ...` (in a /* */ comment it would be ignored)"),
+                ));
+            }
+            in_block_comment = !trimmed.ends_with("*/") || (trimmed == "/*");
+            continue;
+        }
         if in_header && !trimmed.is_empty() && comment.is_none() {
             in_header = false;
+        }
+        if let Some(text) = comment.filter(|c| directive_body(c).is_none() && directive_like(c)) {
+            errors.push((
+                line_no,
+                format!("`{text}` looks like a directive but is not one: write `-- {DIRECTIVE_PREFIX} KEY [= VALUE]`"),
+            ));
+            continue;
         }
         let Some(body) = comment.and_then(directive_body) else {
             continue;
@@ -1197,6 +1233,17 @@ fn directive_body(comment: &str) -> Option<&str> {
     strip_prefix_ignore_case(comment, name)?
         .trim_start()
         .strip_prefix(':')
+}
+
+/// A comment that starts like a directive (`stepmigrates: ...`, `stepmigrate-x: ...`):
+/// ignored as a plain comment, its directive would silently not apply.
+fn directive_like(comment: &str) -> bool {
+    let name = DIRECTIVE_PREFIX.trim_end_matches(':');
+    strip_prefix_ignore_case(comment, name).is_some_and(|rest| {
+        rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            .trim_start()
+            .starts_with(':')
+    })
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -1408,6 +1455,55 @@ mod tests {
         assert_eq!(d.mode, Mode::NoTransaction);
         assert_eq!(d.lock_timeout, Some(Duration::from_secs(10)));
         assert_eq!(d.statement_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn a_directive_written_a_little_off_is_read_or_refused_never_ignored() {
+        let set = MigrationSet::from_files(
+            Path::new("m"),
+            vec![
+                file("001_a.sql", "CREATE TABLE a (id int);"),
+                file(
+                    "002_b.sql",
+                    "/* the backfill,\n   after the deploy */\n--- stepmigrate: after-deploy\n---stepmigrate: requires = 001\nUPDATE a SET id = id;",
+                ),
+            ],
+        )
+        .unwrap();
+        let d = &set.migrations()[1].directives;
+        assert!(d.after_deploy);
+        assert_eq!(d.requires.len(), 1);
+        for (sql, line, words) in [
+            (
+                "/* stepmigrate: after-deploy */\nSELECT 1;",
+                1,
+                "a directive is a line comment",
+            ),
+            (
+                "-- stepmigrates: after-deploy\nSELECT 1;",
+                1,
+                "looks like a directive",
+            ),
+            (
+                "-- x\n-- StepMigrate-x: batch\nSELECT 1;",
+                2,
+                "looks like a directive",
+            ),
+        ] {
+            let Err(Error::InvalidMigrationSet { problems, .. }) =
+                MigrationSet::from_files(Path::new("m"), vec![file("001_a.sql", sql)])
+            else {
+                panic!("{sql} was accepted");
+            };
+            assert_eq!(problems[0].line, Some(line), "{sql}: {problems:?}");
+            assert!(problems[0].message.contains(words), "{sql}: {problems:?}");
+        }
+        // A comment that merely names the tool is a comment.
+        MigrationSet::from_files(
+            Path::new("m"),
+            vec![file("001_a.sql", "-- stepmigrate is our runner\nSELECT 1;")],
+        )
+        .unwrap();
     }
 
     #[test]
