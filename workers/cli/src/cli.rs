@@ -276,6 +276,16 @@ pub enum LedgerAction {
 }
 
 impl Command {
+    /// Whether the command was asked for JSON by its own flag (`preview --format json`):
+    /// its errors are then one JSON document too, as with `--json`.
+    pub fn wants_json(&self) -> bool {
+        match self {
+            #[cfg(feature = "check")]
+            Command::Preview { format, .. } => format == "json",
+            _ => false,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Command::Status => "status",

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let out = output::Output::new(args.json, args.quiet);
+    let out = output::Output::new(args.json || args.command.wants_json(), args.quiet);
     let command = args.command.name();
     match runtime.block_on(cli::run(args, &out)) {
         Ok(code) => code,

@@ -219,6 +219,19 @@ async fn a_failing_migration_and_bad_input() {
     );
     run.assert_code(2);
     assert!(run.stderr.contains("no-such-branch"), "{}", run.stderr);
+    // Asked for JSON by its own flag, its error is one JSON document too.
+    let run = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "no-such-branch", "--format", "json"],
+    );
+    run.assert_code(2);
+    let doc = run.json();
+    assert_eq!(doc["ok"], false, "{doc}");
+    assert!(doc["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-branch"));
     let run = run_cli("", &repo.dir(), &["preview", "--base", "main"]);
     run.assert_code(2);
     assert!(run.stderr.contains("DATABASE_URL"), "{}", run.stderr);
