@@ -431,3 +431,37 @@ async fn an_edit_under_a_moved_directory_is_still_an_edit() {
     assert_eq!(findings[0]["kind"], "edited", "{doc}");
     assert_eq!(doc["report"]["base_migrations_applied"], 1, "{doc}");
 }
+
+/// A migration that is a symbolic link on the base (the loader follows it on disk) is read
+/// from its target there too, not run as the link's text.
+#[tokio::test]
+async fn a_symbolic_link_on_the_base_is_read_from_its_target() {
+    let server = TestDb::new().await;
+    let repo = Repo::without_migrations();
+    let root = repo.tmp.path();
+    std::fs::create_dir(root.join("sql")).unwrap();
+    std::fs::write(
+        root.join("sql/one.sql"),
+        "-- stepmigrate: irreversible\nCREATE TABLE t (id int PRIMARY KEY);\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../sql/one.sql", repo.dir().join("001_one.sql")).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "linked"]);
+    repo.write(
+        "002_u.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE u (id int REFERENCES t);\n",
+    );
+    let doc = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "HEAD", "--json"],
+    )
+    .assert_code(0)
+    .json();
+    assert_eq!(doc["report"]["base_migrations_applied"], 1, "{doc}");
+    assert_eq!(
+        doc["report"]["files"][0]["verification"]["outcome"]["status"], "ok",
+        "{doc}"
+    );
+}

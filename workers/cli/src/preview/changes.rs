@@ -344,7 +344,7 @@ fn base_files(
             continue;
         };
         let mut meta = meta.split(' ');
-        let (_mode, kind, object) = (meta.next(), meta.next(), meta.next());
+        let (mode, kind, object) = (meta.next(), meta.next(), meta.next());
         let looks_like_sql = Path::new(name)
             .extension()
             .and_then(|e| e.to_str())
@@ -353,6 +353,20 @@ fn base_files(
             continue;
         }
         match (kind, object) {
+            // A symbolic link, which the loader follows on disk: its target's content.
+            (Some("blob"), Some(object)) if mode == Some("120000") => {
+                let object = link_target(repo, commit, rel, object).ok_or_else(|| {
+                    ChangesError::InvalidBase {
+                        base: base.to_owned(),
+                        problems: vec![SetProblem::new(
+                            &dir.join(name),
+                            None,
+                            "a symbolic link on the base whose target is not a file of the base".into(),
+                        )],
+                    }
+                })?;
+                entries.push((name.to_owned(), object));
+            }
             (Some("blob"), Some(object)) => entries.push((name.to_owned(), object.to_owned())),
             _ => {
                 return Err(ChangesError::InvalidBase {
@@ -375,6 +389,43 @@ fn base_files(
             bytes,
         })
         .collect())
+}
+
+/// The blob a symbolic link in `rel` at `commit` points to (`object` holds the link's text,
+/// relative to `rel` or from the repository's root), following links up to a bound.
+fn link_target(repo: &Path, commit: &str, rel: &str, object: &str) -> Option<String> {
+    let (mut dir, mut object) = (rel.to_owned(), object.to_owned());
+    for _ in 0..8 {
+        let target = git(repo, &["cat-file", "blob", &object]).ok()?;
+        let target = String::from_utf8(target).ok()?;
+        if target.starts_with('/') {
+            return None;
+        }
+        let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+        for part in target.trim_end_matches('\n').split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop()?;
+                }
+                p => parts.push(p),
+            }
+        }
+        let path = parts.join("/");
+        let listing = git(repo, &["ls-tree", "-z", commit, "--", &path]).ok()?;
+        let entry = String::from_utf8_lossy(&listing).into_owned();
+        let (meta, _) = entry.trim_end_matches('\0').split_once('\t')?;
+        let meta: Vec<&str> = meta.split(' ').collect();
+        match meta.as_slice() {
+            ["120000", "blob", next] => {
+                dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+                object = (*next).to_owned();
+            }
+            [_, "blob", blob] => return Some((*blob).to_owned()),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The contents of many blobs from one `git cat-file --batch`: one process, not one per file.
