@@ -465,3 +465,36 @@ async fn a_symbolic_link_on_the_base_is_read_from_its_target() {
         "{doc}"
     );
 }
+
+/// After a round trip whose down left the schema different, the schema diff is still what
+/// the migration makes (its column), not what its down left.
+#[tokio::test]
+async fn the_schema_diff_after_a_failed_round_trip_is_the_migrations() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[
+        ("001_init.sql", "CREATE TABLE t (id bigint PRIMARY KEY);\n"),
+        ("001_init.down.sql", "DROP TABLE t;\n"),
+    ]);
+    repo.write(
+        "002_rt.sql",
+        "ALTER TABLE t ADD COLUMN c bigint DEFAULT 5;\nCOMMENT ON TABLE t IS 'hello';\n",
+    );
+    repo.write("002_rt.down.sql", "ALTER TABLE t DROP COLUMN c;\n");
+    let doc = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--json"],
+    )
+    .assert_code(1)
+    .json();
+    let changes: Vec<String> = doc["report"]["schema_diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {} {}", c["change"], c["kind"], c["name"]))
+        .collect();
+    assert!(
+        changes.contains(&"\"added\" \"column\" \"public.t.c\"".to_owned()),
+        "{changes:?}"
+    );
+}

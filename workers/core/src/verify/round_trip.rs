@@ -103,6 +103,12 @@ pub(super) async fn round_trip(
     let reverted = round_trip_snapshot(migrator).await?;
     let differences = crate::schema::diff(before, &reverted);
     if !differences.is_empty() {
+        // Applied again, so that the scratch database holds what the migration makes (what
+        // a preview's schema diff shows), not what its down left; a failure to apply it
+        // again leaves it as the down left it.
+        let _ = migrator
+            .up(&Scope::up_to(Some(&m.version)), run_id, &mut Quiet)
+            .await;
         return Ok(failed(
             RoundTripStep::DownDiffers,
             describe_differences(&differences, Side::Down),
