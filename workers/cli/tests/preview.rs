@@ -498,3 +498,39 @@ async fn the_schema_diff_after_a_failed_round_trip_is_the_migrations() {
         "{changes:?}"
     );
 }
+
+/// A pull request that only deletes or edits the down file of a base's migration is not
+/// "no migration changed": each is a warning that says what a rollback will then do.
+#[tokio::test]
+async fn a_changed_or_deleted_down_file_is_reported() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[
+        ("001_init.sql", "CREATE TABLE t (id bigint PRIMARY KEY);\n"),
+        ("001_init.down.sql", "DROP TABLE t;\n"),
+    ]);
+    std::fs::remove_file(repo.dir().join("001_init.down.sql")).unwrap();
+    let doc = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--json"],
+    )
+    .assert_code(0)
+    .json();
+    assert_eq!(doc["verdict"], "review", "{doc}");
+    let finding = &doc["report"]["changes"]["findings"][0];
+    assert_eq!(finding["kind"], "down_changed", "{doc}");
+    assert_eq!(finding["file"], "migrations/001_init.down.sql", "{doc}");
+    assert!(finding["message"]
+        .as_str()
+        .unwrap()
+        .contains("deletes the down file"));
+    repo.write("001_init.down.sql", "DROP TABLE t CASCADE;\n");
+    let run = run_cli(&server.url, &repo.dir(), &["preview", "--base", "main"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("**down file** `migrations/001_init.down.sql`: changes the down file"),
+        "{}",
+        run.stdout
+    );
+}

@@ -117,6 +117,8 @@ pub enum ChangeFindingKind {
     /// A new version at or below the base's newest: where the base was applied, it would
     /// run after newer migrations (or collide with the base's version).
     OutOfOrder,
+    /// The down file of a migration of the base was added, changed or deleted.
+    DownChanged,
 }
 
 /// One finding about the change itself (not about a migration's SQL).
@@ -161,6 +163,7 @@ impl MigrationChanges {
             && self.deleted.is_empty()
             && self.renamed.is_empty()
             && self.renumbered.is_empty()
+            && self.findings.is_empty()
     }
 }
 
@@ -668,6 +671,38 @@ pub fn compare(
             FindingSeverity::Warning,
             d,
             format!("deletes a migration of {base}: wherever it was applied it stays applied (reported as unknown-applied), and its schema changes stay; undo them in a new migration if that is the intent"),
+        ));
+    }
+    // The down files of the base's migrations: a rollback of an applied one runs the copy
+    // the ledger kept, so a changed file is a surprise later, and a deleted one a refusal.
+    for m in working.migrations() {
+        let Some(b) = on_base.get(&m.version.number()) else {
+            continue;
+        };
+        if b.checksum != m.checksum {
+            continue;
+        }
+        let message = match (&b.down, &m.down) {
+            (Some(old), Some(new)) if old.checksum != new.checksum => format!(
+                "changes the down file of a migration of {base}: where it was applied, a rollback still runs the down the ledger kept when it was applied (`down --use-file` runs this file instead)"
+            ),
+            (Some(_), None) if !m.directives.irreversible => format!(
+                "deletes the down file of a migration of {base}: where it is applied, `down` refuses to roll it back until the file is restored (or the migration is marked `irreversible`)"
+            ),
+            (None, Some(_)) => format!(
+                "adds a down file to a migration of {base}: where it was applied, the ledger kept no down for it, and a rollback runs this file"
+            ),
+            _ => continue,
+        };
+        let down = MigrationRef {
+            file: file_of(&format!("{}.down", m.name)),
+            ..as_ref(m)
+        };
+        findings.push(finding(
+            ChangeFindingKind::DownChanged,
+            FindingSeverity::Warning,
+            &down,
+            message,
         ));
     }
     for r in &renamed {

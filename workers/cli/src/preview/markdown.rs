@@ -292,6 +292,7 @@ fn changes_section(report: &PreviewReport, budget: usize) -> (String, usize) {
             ChangeFindingKind::Renamed => "renamed",
             ChangeFindingKind::Renumbered => "renumbered",
             ChangeFindingKind::OutOfOrder => "out of order",
+            ChangeFindingKind::DownChanged => "down file",
         };
         let line = format!(
             "- {icon} **{what}** {}: {}\n",
