@@ -970,7 +970,7 @@ async fn stop_interrupted(m: &Migrator, interrupted: Error, work: Work) -> Error
             wait.as_secs()
         ),
         Ok((cancelled, _)) if !cancelled.is_empty() => format!(
-            "cancelled the statement of backend {} and waited for it to stop: a migration (or revert) in a transaction rolled back whole, one outside a transaction is dirty; `stepmigrate status` shows what committed",
+            "cancelled the statement of backend {} and waited for it to stop: a migration (or revert) in a transaction rolled back whole (of a batch migration, the batch that ran: the batches it committed before stay, and the next `up` resumes after them), one outside a transaction is dirty; `stepmigrate status` shows what committed",
             join_pids(&cancelled)
         ),
         Ok(_) => "no statement of this run was running on the server; `stepmigrate status` shows what committed".into(),

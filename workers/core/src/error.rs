@@ -183,7 +183,7 @@ fn dirty_advice(migrations: &[DirtyMigration]) -> String {
         resolve.to_owned()
     } else {
         format!(
-            "a session still runs the statement of {} (a runner killed mid-migration, whose backend runs on): wait for it to end, then {resolve}",
+            "a session still runs the statement of {} (a runner at work on it, or one killed mid-migration whose backend runs on): wait for it to end, then, if it is still dirty, {resolve}",
             running.join(", ")
         )
     }
@@ -299,7 +299,7 @@ pub enum Error {
     #[error("{name} ran to its end with the migration lock yielded for the build, but the lock was not free again within {}s to record it (STEPMIGRATE_LOCK_WAIT): it is dirty; check the database, then run `stepmigrate resolve VERSION --applied` or `--not-applied`", waited.as_secs())]
     BuildUnrecorded { name: String, waited: Duration },
 
-    #[error("a migration's transaction is still open in backend {pid} (a runner killed or interrupted mid-migration, whose statement runs on); waited {}s for it to end, and planned nothing from a state it may still change (STEPMIGRATE_LOCK_WAIT). Wait for it, or cancel it: SELECT pg_cancel_backend({pid})", waited.as_secs())]
+    #[error("a migration's transaction is still open in backend {pid} (another runner at work, or one killed or interrupted mid-migration whose statement runs on); waited {}s for it to end, and planned nothing from a state it may still change (STEPMIGRATE_LOCK_WAIT). Wait for it, or, if no runner is at work, cancel it: SELECT pg_cancel_backend({pid})", waited.as_secs())]
     MigrationInFlight { pid: i32, waited: Duration },
 
     /// One of the runner's own statements waited longer than its `lock_timeout` (SQLSTATE

@@ -285,7 +285,7 @@ impl Plan {
         }
         if !still_running.is_empty() {
             warnings.push(format!(
-                "{} {} dirty and a session still runs {} statement (a runner killed mid-migration, whose backend runs on): wait for it to end before you check the database and `resolve` it",
+                "{} {} dirty and a session still runs {} statement (a runner at work on it, or one killed mid-migration whose backend runs on): wait for it to end before you check the database and `resolve` it",
                 still_running.join(", "),
                 if still_running.len() == 1 { "is" } else { "are" },
                 if still_running.len() == 1 { "its" } else { "their" },
