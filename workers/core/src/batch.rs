@@ -181,7 +181,7 @@ pub async fn run(
                 if failure.error.is_lock_timeout() && lock_timeouts < run.lock_retries =>
             {
                 lock_timeouts += 1;
-                let delay = crate::runner::lock_retry_delay(lock_timeouts);
+                let delay = crate::lock::lock_retry_delay(lock_timeouts);
                 tracing::warn!(
                     reason = "lock_timeout",
                     delay_ms = delay.as_millis() as u64,

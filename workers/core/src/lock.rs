@@ -406,9 +406,28 @@ pub async fn wait_for_migration_in_flight(
     Ok(())
 }
 
+/// Up to 1 s, 2 s, 4 s ... (capped at 30 s; each with jitter in its upper half) between tries
+/// of a migration that hit its lock_timeout: the application's queries get the table between
+/// tries.
+pub(crate) fn lock_retry_delay(attempt: u32) -> Duration {
+    let ceiling = Duration::from_secs(1)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(5))
+        .min(Duration::from_secs(30));
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_retries_wait_up_to_one_two_four_seconds() {
+        for (attempt, ceiling) in [(1, 1000), (2, 2000), (3, 4000), (6, 30_000), (40, 30_000)] {
+            let d = lock_retry_delay(attempt).as_millis() as u64;
+            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d} ms");
+        }
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_jitter() {
