@@ -593,7 +593,7 @@ impl Output {
                         report.verified_on
                     );
                     if report.copy_differs.is_empty() {
-                        outln!("  it has the target's schema as `diff` compares it (rules, owners, foreign tables, event triggers and the README's other uncaptured objects unchecked) and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                        outln!("  it has the target's schema as `diff` compares it (owners and the README's other uncaptured attributes unchecked) and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
                     } else {
                         outln!("  \u{26a0} it does NOT have the target's schema: replaying the applied migrations' files gave a schema that differs from the target's, so the results below are the replayed schema's (marked ?), not the target's:");
                         for d in &report.copy_differs {

@@ -380,18 +380,26 @@ const SHARED_CATALOGS: [&str; 11] = [
 /// `REINDEX` of one, `REINDEX SYSTEM`, or `REINDEX DATABASE` (which takes in the shared
 /// catalogs before PostgreSQL 16): their storage is rebuilt for the whole server.
 fn rebuilds_a_shared_catalog(statement: &Statement<'_>) -> bool {
-    let words: Vec<String> = Tokens(statement.text)
-        .map(|w| w.trim_matches('"').to_ascii_lowercase())
+    // Names as PostgreSQL reads them: `U&"..."` decoded, the quotes of each part removed.
+    let text = decode_unicode_names(&statement.text.to_ascii_lowercase());
+    let words: Vec<String> = Tokens(&text)
+        .map(|w| w.trim_start_matches("u&").replace('"', ""))
         .filter(|w| !matches!(w.as_str(), "," | ";"))
         .collect();
     let shared = |w: &str| {
         let name = w.strip_prefix("pg_catalog.").unwrap_or(w);
         SHARED_CATALOGS.contains(&name)
             || (name.starts_with("pg_") && SHARED_CATALOGS.iter().any(|c| name.starts_with(c)))
+            // The catalogs' TOAST tables and indexes: those of the shared ones are shared,
+            // and which they are is a matter of OIDs: every one is taken as shared.
+            || name.starts_with("pg_toast.")
     };
     match words.first().map(String::as_str) {
         Some("reindex") => {
             words.iter().any(|w| w == "system" || w == "database")
+                || words
+                    .windows(2)
+                    .any(|w| w[0] == "schema" && matches!(w[1].as_str(), "pg_catalog" | "pg_toast"))
                 || words.iter().any(|w| shared(w))
         }
         Some("vacuum") => {
@@ -488,10 +496,25 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
         }
         // COPY to or from a file or a program, inside a DO body or an EXECUTE string.
         if *word == "copy" {
+            // A file or a program after TO/FROM: a literal, a `format` placeholder (`%L`,
+            // `%s`), a string spliced in (`'... TO ' || path`), or a word cut by one
+            // (`PRO'||'GRAM`).
             let to_file = words[i + 1..].iter().take(40).any(|(w_at, w)| {
-                *w == "program"
-                    || (matches!(*w, "to" | "from")
-                        && text[w_at + w.len()..].trim_start().starts_with(['\'', '$']))
+                if *w == "program" {
+                    return true;
+                }
+                if !matches!(*w, "to" | "from") {
+                    return false;
+                }
+                let rest = text[w_at + w.len()..].trim_start();
+                let next: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest.starts_with(['\'', '$', '%'])
+                    || (!next.is_empty()
+                        && !matches!(next.as_str(), "stdin" | "stdout")
+                        && rest[next.len()..].starts_with(['\'', '"']))
             });
             if to_file {
                 return Some(COPY_FILE.to_owned());
@@ -1203,6 +1226,11 @@ mod tests {
             "REINDEX INDEX pg_authid_rolname_index",
             "REINDEX SYSTEM",
             "REINDEX DATABASE app",
+            "VACUUM FULL pg_catalog.\"pg_shseclabel\"",
+            "VACUUM FULL U&\"pg_shs\\0065clabel\"",
+            "VACUUM FULL pg_toast.pg_toast_1262",
+            "REINDEX INDEX pg_toast.pg_toast_1260_index",
+            "REINDEX SCHEMA pg_catalog",
         ] {
             assert_eq!(touches(s), Some(SHARED_STORAGE), "{s}");
         }
@@ -1248,6 +1276,19 @@ mod tests {
         );
         assert_eq!(first("SELECT setval('t_id_seq', 1)", false), None);
         // Quoted, schema-qualified and quoted, or with a comment before its parenthesis.
+        for copy in [
+            "DO $$ BEGIN EXECUTE format('COPY (SELECT 1) TO %L', '/tmp/x'); END $$",
+            "DO $$ BEGIN EXECUTE 'COPY t FROM PRO'||'GRAM ''id'''; END $$",
+            "DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO ' || quote_literal('/tmp/x'); END $$",
+        ] {
+            assert_eq!(first(copy, false).as_deref(), Some(COPY_FILE), "{copy}");
+        }
+        for copy in [
+            "DO $$ BEGIN EXECUTE 'COPY (SELECT a FROM t) TO STDOUT'; END $$",
+            "DO $$ BEGIN EXECUTE 'COPY t FROM stdin'; END $$",
+        ] {
+            assert_eq!(first(copy, false), None, "{copy}");
+        }
         for call in [
             "SELECT \"setval\"('s', 1000)",
             "SELECT pg_catalog.\"setval\"('s', 6)",

@@ -11,6 +11,10 @@ mod capture;
 mod diff;
 mod snapshot;
 
+/// The event trigger (and its function, in `pg_catalog`) that `verify` installs on its
+/// scratch or dev database: the runner's own, left out of every snapshot as the ledger is.
+pub const VERIFY_GUARD: &str = "stepmigrate_verify_guard";
+
 pub use diff::{diff, quote_ident, AttributeChange, Change, ChangeType, ObjectKind, SchemaDiff};
 pub use snapshot::{
     Column, CompositeAttribute, CompositeType, Constraint, ConstraintKind, Domain,

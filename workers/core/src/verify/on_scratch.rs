@@ -175,7 +175,7 @@ async fn verify_one_on_scratch(
                 .with_server_failure());
             }
         }
-        return Ok(verified);
+        return Ok(verified.with_server_failure());
     }
     // Outside a transaction it can only run for real: through the runner, on the scratch
     // database, observed from the catalog.

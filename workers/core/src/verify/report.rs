@@ -347,7 +347,9 @@ impl VerifyReport {
                     version: m.version.clone(),
                     name: m.name.clone(),
                     file: m.file.clone(),
-                    transactional: m.mode != Mode::NoTransaction,
+                    // Not run, so nothing of it is dirty anywhere (as for every failure
+                    // verify reports: its work is rolled back or on a copy).
+                    transactional: true,
                     dirty: false,
                     error,
                     notices: Vec::new(),

@@ -76,6 +76,49 @@ macro_rules! catalog_objects {
     };
 }
 
+/// The verification database's guard against an extension whose functions run SQL in a
+/// session of their own ([`sql::REMOTE_EXTENSIONS`]): its `CREATE EXTENSION` fails at once
+/// (SQLSTATE SM014), whatever words it was built from, before anything can call it. Enabled
+/// ALWAYS: `session_replication_role` does not turn it off.
+const GUARD_SQL: &str = r#"
+CREATE FUNCTION pg_catalog.stepmigrate_verify_guard() RETURNS event_trigger LANGUAGE plpgsql AS $guard$
+DECLARE name text;
+BEGIN
+    SELECT e.extname INTO name FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_extension e ON e.oid = c.objid
+     WHERE c.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND e.extname IN ('dblink', 'pg_background');
+    IF name IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SM014',
+            MESSAGE = pg_catalog.format('the %s extension runs SQL in a session of its own, which commits whatever this transaction does: not installed on the verification database', name),
+            DETAIL = name || ': an extension whose functions run SQL in another session, which commits whatever this transaction does';
+    END IF;
+END $guard$;
+CREATE EVENT TRIGGER stepmigrate_verify_guard ON ddl_command_end WHEN TAG IN ('CREATE EXTENSION')
+    EXECUTE FUNCTION pg_catalog.stepmigrate_verify_guard();
+ALTER EVENT TRIGGER stepmigrate_verify_guard ENABLE ALWAYS;
+"#;
+
+/// Installs [`GUARD_SQL`] on the verification database. A role that may not make event
+/// triggers (not a superuser) may not install those extensions either (they are not trusted).
+async fn install_guard(db: &Database) -> Result<(), Error> {
+    let mut conn = db.connect().await?;
+    let script = format!("BEGIN;{GUARD_SQL};COMMIT;");
+    match sqlx::raw_sql(&script).execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            Err(Error::database(
+                "installing the verification database's guard",
+                e,
+            ))
+        }
+    }
+}
+
 /// Counts and names user objects: a dev database must have none.
 const USER_OBJECTS: &str = concat!("SELECT coalesce(string_agg(what, ', '), '') FROM (
     SELECT 'relation ' || format('%I.%I', n.nspname, c.relname) AS what FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -265,11 +308,16 @@ impl ScratchDatabase {
             }
         }
         info!(scratch = %name, "created the scratch database");
-        Ok(ScratchDatabase {
+        let scratch = ScratchDatabase {
             server: Some(server.clone()),
             db: server.with_database(&name),
             name,
-        })
+        };
+        if let Err(e) = install_guard(&scratch.db).await {
+            let _ = scratch.drop().await;
+            return Err(e);
+        }
+        Ok(scratch)
     }
 
     /// A database the user gave, which must hold no user objects (like Atlas' dev database).
@@ -286,6 +334,7 @@ impl ScratchDatabase {
                 "--dev-url: {db} is not empty ({objects}); verify applies migrations there and empties it afterwards, so give it an empty database of its own"
             )));
         }
+        install_guard(&db).await?;
         Ok(ScratchDatabase {
             server: None,
             name: db.name().to_owned(),
