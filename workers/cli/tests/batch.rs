@@ -1545,3 +1545,87 @@ async fn an_insert_routed_by_a_trigger_goes_on_until_every_row_is_copied() {
         assert_eq!(doc["results"][i]["batches"]["batches"], 5, "{doc}");
     }
 }
+
+/// An INSERT into a view whose INSTEAD OF trigger writes to a foreign table: no counter
+/// sees its rows and its count says none, so the rows the view holds are counted: it goes
+/// on until every row is copied.
+#[tokio::test]
+async fn an_insert_through_a_view_into_a_foreign_table_copies_every_row() {
+    let remote = TestDb::new().await;
+    remote
+        .exec("CREATE TABLE dst_real (id int PRIMARY KEY)")
+        .await;
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_setup.sql",
+            &format!(
+                "CREATE EXTENSION postgres_fdw;
+                 CREATE SERVER arch FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '{}');
+                 CREATE USER MAPPING FOR CURRENT_USER SERVER arch OPTIONS (user 'postgres');
+                 CREATE TABLE src (id int PRIMARY KEY);
+                 INSERT INTO src SELECT generate_series(1, 50);
+                 CREATE FOREIGN TABLE dst_f (id int) SERVER arch OPTIONS (table_name 'dst_real');
+                 CREATE VIEW dst AS SELECT id FROM dst_f;
+                 CREATE FUNCTION route() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO dst_f VALUES (NEW.id); RETURN NULL; END $$;
+                 CREATE TRIGGER tr INSTEAD OF INSERT ON dst FOR EACH ROW EXECUTE FUNCTION route();
+",
+                remote.name
+            ),
+        ),
+        (
+            "002_copy.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             INSERT INTO dst SELECT s.id FROM src s WHERE NOT EXISTS (SELECT 1 FROM dst d WHERE d.id = s.id) ORDER BY s.id LIMIT :batch_size;\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        remote.query("SELECT count(*)::text FROM dst_real").await,
+        ["50"]
+    );
+    let batches = &run.json()["results"][1]["batches"];
+    assert_eq!(batches["rows"], 50, "{}", run.stdout);
+    assert_eq!(batches["batches"], 5, "{}", run.stdout);
+}
+
+/// A statement-level trigger that bumps a counter on every UPDATE is not the batch's work:
+/// the UPDATE's own count ends it once no row is left; a soft delete (a BEFORE DELETE
+/// trigger that updates the row and returns NULL) counts as the rows it changed.
+#[tokio::test]
+async fn a_statement_trigger_does_not_keep_a_finished_batch_running() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, v int, deleted_at timestamptz);\n\
+             INSERT INTO t SELECT g, NULL FROM generate_series(1, 50) g;\n\
+             CREATE TABLE stmt_audit (n int);\nINSERT INTO stmt_audit VALUES (0);\n\
+             CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE stmt_audit SET n = n + 1; RETURN NULL; END $$;\n\
+             CREATE TRIGGER tr AFTER UPDATE ON t FOR EACH STATEMENT EXECUTE FUNCTION bump();\n\
+             CREATE FUNCTION soft() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE t SET deleted_at = now() WHERE id = OLD.id; RETURN NULL; END $$;\n\
+             CREATE TRIGGER soft BEFORE DELETE ON t FOR EACH ROW EXECUTE FUNCTION soft();\n",
+        ),
+        (
+            "002_fill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             UPDATE t SET v = 1 WHERE id IN (SELECT id FROM t WHERE v IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+        (
+            "003_purge.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             DELETE FROM t WHERE id IN (SELECT id FROM t WHERE deleted_at IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    let doc = run.json();
+    assert_eq!(doc["results"][1]["batches"]["batches"], 5, "{doc}");
+    assert_eq!(doc["results"][1]["batches"]["rows"], 50, "{doc}");
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM t WHERE deleted_at IS NULL")
+            .await,
+        ["0"]
+    );
+}

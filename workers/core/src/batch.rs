@@ -155,10 +155,26 @@ pub async fn run(
     )
     .await?;
     let pause = m.directives.pause.unwrap_or_default();
-    let inserts = sql::split_statements(&m.sql)
+    let target_oid = match target_table(&statement_text(m)) {
+        Some(table) => relation_oid(conn, &table).await,
+        None => None,
+    };
+    let counted_changes = sql::split_statements(&m.sql)
         .first()
-        .and_then(|s| s.main_verb.as_deref())
-        .is_some_and(|verb| matches!(verb, "INSERT" | "MERGE"));
+        .map(|s| runaway::Counted::of(s, target_oid))
+        .unwrap_or(runaway::Counted {
+            inserts: false,
+            updates_and_deletes: false,
+            only: None,
+        });
+    let inserts = counted_changes.inserts;
+    // An INSERT into a view or a foreign table: where its rows go (an INSTEAD OF trigger, a
+    // foreign server) no counter may see, so its count, when it says none, is checked
+    // against the rows the target holds.
+    let mut counted = match (inserts, target_table(&statement_text(m))) {
+        (true, Some(table)) => counted_target(conn, &table).await,
+        _ => None,
+    };
     let mut execution = Duration::from_millis(execution_ms);
     let mut notices: Vec<String> = Vec::new();
     let started = Instant::now();
@@ -204,8 +220,23 @@ pub async fn run(
         // command's count, after a `WITH` that changes rows), or an INSERT whose rows a
         // trigger stored elsewhere, is not done: those rows count.
         let rows = match (&effect, rows) {
-            (Some((before, after)), 0) => runaway::changed_in_place(before, after, inserts),
+            (Some((before, after)), 0) => runaway::changed_in_place(before, after, counted_changes),
             _ => rows,
+        };
+        let rows = match &mut counted {
+            Some((table, last)) if rows == 0 => match count_rows(conn, table).await {
+                Some(now) => {
+                    let grown = (now - *last).max(0) as u64;
+                    *last = now;
+                    grown
+                }
+                None => 0,
+            },
+            Some((_, last)) => {
+                *last += rows as i64;
+                rows
+            }
+            None => rows,
         };
         lock_timeouts = 0;
         last_batch = batch_started.elapsed();
@@ -439,6 +470,59 @@ async fn one_batch(
             ))
         }
     }
+}
+
+/// The oid of `table` as written in the statement, when it names one.
+async fn relation_oid(conn: &mut PgConnection, table: &str) -> Option<u32> {
+    let oid: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT to_regclass({})::oid::int8",
+        quote_literal(table)
+    ))
+    .fetch_one(&mut *conn)
+    .await
+    .ok()
+    .flatten();
+    oid.map(|o| o as u32)
+}
+
+/// `table` (as written in the statement) and the rows it holds, when it is a view or a
+/// foreign table that can be counted.
+async fn counted_target(conn: &mut PgConnection, table: &str) -> Option<(String, i64)> {
+    let relkind: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = to_regclass({})",
+        quote_literal(table)
+    ))
+    .fetch_optional(&mut *conn)
+    .await
+    .ok()
+    .flatten();
+    if !matches!(relkind.as_deref(), Some("v" | "f")) {
+        return None;
+    }
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&mut *conn)
+        .await
+        .ok()?;
+    Some((table.to_owned(), rows))
+}
+
+/// The rows `table` holds now, counted inside the batch's transaction (its own rows too), in
+/// a savepoint: a failure to count leaves the batch as it was.
+async fn count_rows(conn: &mut PgConnection, table: &str) -> Option<i64> {
+    sqlx::raw_sql("SAVEPOINT stepmigrate_count")
+        .execute(&mut *conn)
+        .await
+        .ok()?;
+    let rows: Result<i64, _> = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&mut *conn)
+        .await;
+    let end = if rows.is_ok() {
+        "RELEASE SAVEPOINT stepmigrate_count"
+    } else {
+        "ROLLBACK TO SAVEPOINT stepmigrate_count; RELEASE SAVEPOINT stepmigrate_count"
+    };
+    sqlx::raw_sql(end).execute(&mut *conn).await.ok()?;
+    rows.ok()
 }
 
 /// `pg_class.reltuples` of `table` (as written in the statement), when it has been analyzed.

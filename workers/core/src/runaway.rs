@@ -80,19 +80,54 @@ fn effect(before: &str, after: &str) -> BTreeMap<u32, Counters> {
         .collect()
 }
 
-/// The rows a statement updated or deleted, from [`EFFECT_SQL`] before and after it: what a
-/// batch changed when its own count (its final command's, after a `WITH`) says none, as
-/// `WITH gone AS (DELETE ... RETURNING *) INSERT INTO archive SELECT * FROM gone WHERE
-/// important` does while it deletes. Rows inserted count too for an INSERT or MERGE
-/// (`inserts`), whose count says none when a trigger stores each row elsewhere and returns
-/// NULL (inheritance routing, a view's INSTEAD OF trigger). For an UPDATE or DELETE they are
-/// left out: a statement-level trigger that logs each statement would otherwise keep a
-/// finished migration running.
-pub(crate) fn changed_in_place(before: &str, after: &str, inserts: bool) -> u64 {
+/// What a batch changed when its own count says none, from [`EFFECT_SQL`] before and after
+/// it, as [`Counted`] says which changes count.
+pub(crate) fn changed_in_place(before: &str, after: &str, counted: Counted) -> u64 {
     effect(before, after)
-        .values()
-        .map(|&[ins, upd, del, _]| (upd + del + if inserts { ins } else { 0 }).max(0) as u64)
+        .iter()
+        .map(|(root, &[ins, upd, del, _])| {
+            let ins = if counted.inserts { ins } else { 0 };
+            let in_place = if counted.updates_and_deletes && counted.only.is_none_or(|o| o == *root)
+            {
+                upd + del
+            } else {
+                0
+            };
+            (ins + in_place).max(0) as u64
+        })
         .sum()
+}
+
+/// Which of the rows a batch changed count when its statement's count says none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counted {
+    /// An INSERT or MERGE, whose count says none when a trigger stores each row elsewhere
+    /// and returns NULL (inheritance routing, a view's INSTEAD OF trigger).
+    pub inserts: bool,
+    /// Rows updated or deleted: after a `WITH`, whose final command's count is the
+    /// statement's (`WITH gone AS (DELETE ... RETURNING *) INSERT INTO archive SELECT * FROM
+    /// gone WHERE important` deletes while it reports none), in every table; for an UPDATE or
+    /// DELETE, in its own table only ([`Counted::only`]: a BEFORE trigger that turns a
+    /// DELETE into an UPDATE and returns NULL), never in another: a counter a trigger bumps
+    /// on each statement would keep a finished migration running.
+    pub updates_and_deletes: bool,
+    /// The one table (partition root oid) whose updates and deletes count, if only one does.
+    pub only: Option<u32>,
+}
+
+impl Counted {
+    /// What counts for `statement`, whose target table (as its words name it) has the oid
+    /// `target`, when it could be found.
+    pub(crate) fn of(statement: &crate::sql::Statement<'_>, target: Option<u32>) -> Counted {
+        let verb = statement.main_verb.as_deref().unwrap_or_default();
+        let with = statement.keywords.first().map(String::as_str) == Some("WITH");
+        let in_place = matches!(verb, "UPDATE" | "DELETE");
+        Counted {
+            inserts: matches!(verb, "INSERT" | "MERGE"),
+            updates_and_deletes: with || (in_place && target.is_some()),
+            only: if with { None } else { target },
+        }
+    }
 }
 
 /// Where the judged rows count from.
@@ -575,17 +610,38 @@ mod tests {
 
     #[test]
     fn rows_changed_in_place_are_the_updates_and_deletes() {
+        let with = Counted {
+            inserts: false,
+            updates_and_deletes: true,
+            only: None,
+        };
         assert_eq!(
             changed_in_place(
                 "[[10, 5, 0, 0, 2]]",
                 "[[10, 5, 0, 100, 4], [11, 7, 3, 0, 0]]",
-                false
+                with
             ),
             103
         );
-        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", false), 0);
+        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", with), 0);
         // An INSERT whose rows a trigger stored elsewhere.
-        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", true), 9);
+        let insert = Counted {
+            inserts: true,
+            updates_and_deletes: false,
+            only: None,
+        };
+        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", insert), 9);
+        // A plain UPDATE's or DELETE's count is the truth but for its own table: a counter
+        // its trigger bumps (12) is not its work, a soft delete of its own rows (11) is.
+        let delete = Counted {
+            inserts: false,
+            updates_and_deletes: true,
+            only: Some(11),
+        };
+        assert_eq!(
+            changed_in_place("[]", "[[12, 0, 1, 0, 1], [11, 0, 7, 0, 1]]", delete),
+            7
+        );
     }
 
     #[test]
