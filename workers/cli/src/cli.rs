@@ -488,9 +488,10 @@ async fn run_on(
             // Refuses what `up` would refuse, with the same error.
             m.set.ensure_sum_current()?;
             let mut progress = out.progress(&m.db);
+            let mut waiting = out.progress(&m.db);
             let scope = scope.scope();
             let (_, plan) = tokio::select! {
-                r = m.watching_locks(&mut progress, m.plan(&scope)) => r?,
+                r = m.watching_locks(&mut progress, m.plan_telling(&scope, &mut waiting)) => r?,
                 e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
             };
             plan.ensure_applicable(m.settings.allow_out_of_order)?;
@@ -525,8 +526,9 @@ async fn run_on(
             // Planned before anything is reverted: an interrupt while it waits (for another
             // runner, a locked ledger) ends the command as any other.
             let mut progress = out.progress(&m.db);
+            let mut waiting = out.progress(&m.db);
             let plan = tokio::select! {
-                r = m.watching_locks(&mut progress, m.rollback_plan(&target, *use_file)) => r?,
+                r = m.watching_locks(&mut progress, m.rollback_plan(&target, *use_file, &mut waiting)) => r?,
                 e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
             };
             if *dry_run || plan.reverts.is_empty() {

@@ -971,6 +971,12 @@ impl Progress for HumanProgress {
         }
     }
 
+    fn waiting_for_migration(&mut self, pid: i32) {
+        if self.enabled {
+            errln!("a migration's transaction is open in backend {pid} of {} (another runner at work, or a killed one's statement running on); waiting for it to end, up to the lock wait (--lock-wait, STEPMIGRATE_LOCK_WAIT), before planning from the ledger", self.database);
+        }
+    }
+
     fn waiting_for_session(&mut self, holder: &stepmigrate_core::lock::LockHolder) {
         if self.enabled {
             errln!("waiting for a lock on {}: {holder}; it gives up after the lock_timeout (--lock-timeout, STEPMIGRATE_LOCK_TIMEOUT; 0: never), Ctrl-C stops it", self.database);

@@ -329,3 +329,43 @@ async fn resolve_and_ledger_rebuild_say_they_wait_for_another_runner() {
         );
     }
 }
+
+/// `plan` and `down` behind a live runner's migration say what they wait for, and that it
+/// may be a runner at work, then answer once it ends.
+#[tokio::test]
+async fn plan_and_down_say_they_wait_for_a_migration_in_flight() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("001_a.down.sql", "DROP TABLE a;\n"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    dir.write("002_slow.sql", "SELECT pg_sleep(4);\n");
+    dir.write("002_slow.down.sql", "SELECT 1;\n");
+    let runner = spawn(&mut cli_command(&db.url, dir.path(), &["up"]));
+    let started = Instant::now();
+    while db
+        .query("SELECT count(*)::text FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()")
+        .await[0]
+        == "0"
+    {
+        assert!(started.elapsed() < HUNG, "the runner never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting: Vec<(&[&str], Child)> = [&["plan"][..], &["down", "--to", "000", "--dry-run"][..]]
+        .into_iter()
+        .map(|args| (args, spawn(&mut cli_command(&db.url, dir.path(), args))))
+        .collect();
+    for (args, child) in waiting {
+        let run = finish(child, &args.join(" "));
+        run.assert_code(0);
+        assert!(
+            run.stderr
+                .contains("a migration's transaction is open in backend")
+                && run.stderr.contains("another runner at work"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    finish(runner, "up").assert_code(0);
+}

@@ -524,7 +524,7 @@ async fn a_migration_applied_after_the_rollback_was_planned_stops_it_before_anyt
     let m = db.migrator(dir.path(), common::settings());
     // Planned (and confirmed) while 002 was the newest...
     let plan = m
-        .rollback_plan(&RollbackTarget::Last(1), false)
+        .rollback_plan(&RollbackTarget::Last(1), false, &mut Quiet)
         .await
         .unwrap();
     assert_eq!(plan.reverts[0].name, "002_b");

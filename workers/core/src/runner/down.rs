@@ -22,10 +22,11 @@ impl Migrator {
         &self,
         target: &RollbackTarget,
         use_file: bool,
+        progress: &mut dyn Progress,
     ) -> Result<RollbackPlan, Error> {
         self.set.ensure_sum_current()?;
         let mut conn = self.db.connect().await?;
-        let (schema, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
+        let (schema, ledger) = self.settled_ledger(&mut conn, progress).await?;
         self.plan_rollback(&mut conn, &schema, &ledger, target, use_file)
             .await
     }
@@ -63,7 +64,7 @@ impl Migrator {
         run_id: &str,
         progress: &mut dyn Progress,
     ) -> Result<UpReport, Error> {
-        let planned = self.rollback_plan(target, use_file).await?;
+        let planned = self.rollback_plan(target, use_file, progress).await?;
         self.down_planned(&planned, use_file, run_id, progress)
             .await
     }

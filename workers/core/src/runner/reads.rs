@@ -116,8 +116,17 @@ impl Migrator {
     /// The plan of `scope` as it stands, without taking the lock or writing anything; made
     /// once no migration's transaction is open (see [`Migrator::settled_ledger`]).
     pub async fn plan(&self, scope: &Scope) -> Result<(Ledger, Plan), Error> {
+        self.plan_telling(scope, &mut Quiet).await
+    }
+
+    /// [`Migrator::plan`], telling `progress` what it waits for.
+    pub async fn plan_telling(
+        &self,
+        scope: &Scope,
+        progress: &mut dyn Progress,
+    ) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
-        let (schema, ledger) = self.settled_ledger(&mut conn, &mut Quiet).await?;
+        let (schema, ledger) = self.settled_ledger(&mut conn, progress).await?;
         let mut plan = Plan::scoped(&self.set, &ledger, scope)?;
         plan.note_partly_applied(&partly_applied(&mut conn, &schema, &ledger).await?);
         Ok((ledger, plan))

@@ -13,7 +13,7 @@ use crate::metrics::{Metric, MetricLine};
 use crate::plan::route::{route, Route};
 use crate::plan::{Entry, Scope, State};
 use crate::rollback::{RollbackTarget, ScriptSource};
-use crate::runner::Migrator;
+use crate::runner::{Migrator, Quiet};
 
 /// How the plan step plans (its environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +180,7 @@ async fn plan_rollback(
         .clone()
         .ok_or_else(|| Error::InvalidInput("a rollback needs `target`".into()))?;
     let plan = migrator
-        .rollback_plan(&RollbackTarget::To(target.clone()), false)
+        .rollback_plan(&RollbackTarget::To(target.clone()), false, &mut Quiet)
         .await?;
     let count = plan.reverts.len();
     if count > max_iterations.max(1) {
