@@ -1238,12 +1238,39 @@ fn directive_body(comment: &str) -> Option<&str> {
 /// A comment that starts like a directive (`stepmigrates: ...`, `stepmigrate-x: ...`):
 /// ignored as a plain comment, its directive would silently not apply.
 fn directive_like(comment: &str) -> bool {
-    let name = DIRECTIVE_PREFIX.trim_end_matches(':');
-    strip_prefix_ignore_case(comment, name).is_some_and(|rest| {
-        rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            .trim_start()
-            .starts_with(':')
-    })
+    // The first word, as it might be misspelled: `step-migrate`, `stepmigration`.
+    let word: String = comment
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    let squashed = word.to_ascii_lowercase().replace(['-', '_'], "");
+    if !squashed.starts_with("stepmigrat") {
+        return false;
+    }
+    let rest = comment[word.len()..].trim_start();
+    // `stepmigrates: ...`, or a directive's key with the colon forgotten
+    // (`stepmigrate requires = 002`).
+    let key: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect::<String>()
+        .to_ascii_lowercase()
+        .replace('_', "-");
+    rest.starts_with(':')
+        || matches!(
+            key.as_str(),
+            "no-transaction"
+                | "batch"
+                | "batch-size"
+                | "pause"
+                | "lock-timeout"
+                | "statement-timeout"
+                | "requires"
+                | "conflicts"
+                | "irreversible"
+                | "after-deploy"
+                | "runner"
+        )
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -1488,6 +1515,26 @@ mod tests {
                 "-- x\n-- StepMigrate-x: batch\nSELECT 1;",
                 2,
                 "looks like a directive",
+            ),
+            (
+                "-- stepmigrate requires = 002\nSELECT 1;",
+                1,
+                "looks like a directive",
+            ),
+            (
+                "-- step-migrate: requires = 002\nSELECT 1;",
+                1,
+                "looks like a directive",
+            ),
+            (
+                "-- stepmigration: after-deploy\nSELECT 1;",
+                1,
+                "looks like a directive",
+            ),
+            (
+                "/* stepmigrate requires = 002 */\nSELECT 1;",
+                1,
+                "a directive is a line comment",
             ),
         ] {
             let Err(Error::InvalidMigrationSet { problems, .. }) =
