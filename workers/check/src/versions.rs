@@ -131,6 +131,21 @@ pub fn newer_than(
                 note("an alias for JOIN ... USING", 14, None)
             }
             "WindowDef" => window_frame(f, at, &mut note),
+            // `CREATE TABLE ... USING am AS` and `CREATE MATERIALIZED VIEW ... USING am`: the
+            // access method is the target's (a typed field, not a node the walk calls for).
+            "CreateTableAsStmt"
+                if f
+                    .get("into")
+                    .and_then(|i| i.get("access_method"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|am| !am.is_empty()) =>
+            {
+                note(
+                    "CREATE TABLE ... USING ... AS / CREATE MATERIALIZED VIEW ... USING (a table access method)",
+                    12,
+                    None,
+                )
+            }
             "CreateStmt" => {
                 if !string(f, "access_method").is_empty() {
                     note("CREATE TABLE ... USING (a table access method)", 12, None);

@@ -72,6 +72,8 @@ const NEWER: &[(&str, u32)] = &[
     ("CREATE TABLE t (a int) PARTITION BY HASH (a);", 11),
     ("CREATE TABLE t_d PARTITION OF t DEFAULT;", 11),
     ("CREATE TABLE t (a int) USING heap;", 12),
+    ("CREATE TABLE t USING heap AS SELECT 1 AS a;", 12),
+    ("CREATE MATERIALIZED VIEW mv USING heap AS SELECT 1 AS a;", 12),
     ("ALTER TABLE t ATTACH PARTITION t_d DEFAULT;", 11),
     ("SELECT sum(a) OVER w FROM t WINDOW w AS (ORDER BY a GROUPS 1 PRECEDING);", 11),
     ("COPY t FROM '/tmp/x' WHERE a > 0;", 12),
