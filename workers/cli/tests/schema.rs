@@ -639,32 +639,26 @@ const SAME_BUILT_ANOTHER_WAY: &[Case] = &[
          "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT a'; ALTER FUNCTION f(int) SECURITY DEFINER; COMMENT ON FUNCTION f(int) IS 'x'; REVOKE ALL ON FUNCTION f(int) FROM PUBLIC;"),
 ];
 
-#[tokio::test]
-async fn each_attribute_is_compared_both_ways() {
+/// Runs each case (after `reset` and its setup, `a` then `b`), snapshots both through the
+/// file form with `options`, and says which cases the diff got wrong.
+async fn wrong_cases<'a>(
+    conn: &mut sqlx::PgConnection,
+    cases: impl IntoIterator<Item = &'a Case>,
+    options: &stepmigrate_core::schema::SnapshotOptions,
+    reset: &str,
+) -> Vec<String> {
     use sqlx::Executor;
-    use stepmigrate_core::schema::{diff, Snapshot, SnapshotOptions};
+    use stepmigrate_core::schema::{diff, Snapshot};
 
-    let db = TestDb::new().await;
-    let mut conn = db.conn().await;
-    let options = SnapshotOptions {
-        include_schemas: vec!["app".into(), "ext".into()],
-        grants: true,
-        ..SnapshotOptions::default()
-    };
     let mut failures = Vec::new();
-    for (n, case) in CASES.iter().chain(SAME_BUILT_ANOTHER_WAY).enumerate() {
+    for (n, case) in cases.into_iter().enumerate() {
         let mut snapshots = Vec::new();
         for sql in [case.a, case.b] {
-            let script = format!(
-                "DROP EXTENSION IF EXISTS citext; DROP SCHEMA IF EXISTS app, ext, outside CASCADE;
-                 CREATE SCHEMA app; CREATE SCHEMA ext; CREATE SCHEMA outside; SET search_path = app;
-                 {}\n{sql}",
-                case.setup
-            );
+            let script = format!("{reset}\n{}\n{sql}", case.setup);
             conn.execute(sqlx::raw_sql(&script))
                 .await
                 .unwrap_or_else(|e| panic!("case {n}: {script}: {e}"));
-            let s = Snapshot::capture(&mut conn, &options).await.unwrap();
+            let s = Snapshot::capture(&mut *conn, options).await.unwrap();
             // Through the file form: every new field survives it.
             let s = Snapshot::from_json(&s.to_json_pretty(), Path::new("case.json")).unwrap();
             snapshots.push(s);
@@ -683,6 +677,28 @@ async fn each_attribute_is_compared_both_ways() {
             ));
         }
     }
+    failures
+}
+
+#[tokio::test]
+async fn each_attribute_is_compared_both_ways() {
+    use stepmigrate_core::schema::SnapshotOptions;
+
+    let db = TestDb::new().await;
+    let mut conn = db.conn().await;
+    let options = SnapshotOptions {
+        include_schemas: vec!["app".into(), "ext".into()],
+        grants: true,
+        ..SnapshotOptions::default()
+    };
+    let failures = wrong_cases(
+        &mut conn,
+        CASES.iter().chain(SAME_BUILT_ANOTHER_WAY),
+        &options,
+        "DROP EXTENSION IF EXISTS citext; DROP SCHEMA IF EXISTS app, ext, outside CASCADE;
+         CREATE SCHEMA app; CREATE SCHEMA ext; CREATE SCHEMA outside; SET search_path = app;",
+    )
+    .await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -889,7 +905,7 @@ const CATALOG_OBJECT_CASES: &[Case] = &[
 #[tokio::test]
 async fn catalog_objects_are_compared_both_ways() {
     use sqlx::Executor;
-    use stepmigrate_core::schema::{diff, Snapshot, SnapshotOptions};
+    use stepmigrate_core::schema::SnapshotOptions;
 
     let db = TestDb::new().await;
     let mut conn = db.conn().await;
@@ -897,40 +913,17 @@ async fn catalog_objects_are_compared_both_ways() {
         comments: true,
         ..SnapshotOptions::default()
     };
-    let mut failures = Vec::new();
-    for (n, case) in CATALOG_OBJECT_CASES.iter().enumerate() {
-        let mut snapshots = Vec::new();
-        for sql in [case.a, case.b] {
-            let script = format!(
-                "DROP EVENT TRIGGER IF EXISTS evt_x; DROP PUBLICATION IF EXISTS pub_x;
-                 DROP SCHEMA IF EXISTS app CASCADE; DROP SERVER IF EXISTS srv_x CASCADE;
-                 DROP FOREIGN DATA WRAPPER IF EXISTS fdw_x CASCADE; DROP LANGUAGE IF EXISTS lang_x CASCADE;
-                 DROP ACCESS METHOD IF EXISTS heap2 CASCADE;
-                 CREATE SCHEMA app; SET search_path = app;
-                 {}\n{sql}",
-                case.setup
-            );
-            conn.execute(sqlx::raw_sql(&script))
-                .await
-                .unwrap_or_else(|e| panic!("case {n}: {script}: {e}"));
-            let s = Snapshot::capture(&mut conn, &options).await.unwrap();
-            let s = Snapshot::from_json(&s.to_json_pretty(), Path::new("case.json")).unwrap();
-            snapshots.push(s);
-        }
-        let text = diff(&snapshots[0], &snapshots[1]).render_text();
-        let ok = match case.expect {
-            Some(line) => text.lines().any(|l| l.starts_with(line)),
-            None => text.is_empty(),
-        };
-        if !ok {
-            failures.push(format!(
-                "case {n}: expected {:?}\n  a: {}\n  b: {}\n  diff:\n{text}",
-                case.expect.unwrap_or("no difference"),
-                case.a,
-                case.b
-            ));
-        }
-    }
+    let failures = wrong_cases(
+        &mut conn,
+        CATALOG_OBJECT_CASES,
+        &options,
+        "DROP EVENT TRIGGER IF EXISTS evt_x; DROP PUBLICATION IF EXISTS pub_x;
+         DROP SCHEMA IF EXISTS app CASCADE; DROP SERVER IF EXISTS srv_x CASCADE;
+         DROP FOREIGN DATA WRAPPER IF EXISTS fdw_x CASCADE; DROP LANGUAGE IF EXISTS lang_x CASCADE;
+         DROP ACCESS METHOD IF EXISTS heap2 CASCADE;
+         CREATE SCHEMA app; SET search_path = app;",
+    )
+    .await;
     conn.execute(sqlx::raw_sql("DROP EVENT TRIGGER IF EXISTS evt_x"))
         .await
         .unwrap();

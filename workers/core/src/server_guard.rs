@@ -163,23 +163,11 @@ pub async fn read(conn: &mut PgConnection) -> Result<SharedWrites, sqlx::Error> 
 /// word before COMMIT on a verification database. Needs a fresh transaction in a script
 /// that asked for [`FLUSH_SQL`], as did the one before (the counts are since its start).
 pub fn guard_sql() -> String {
-    let words = [
-        "pg_authid",
-        "pg_auth_members",
-        "pg_database",
-        "pg_db_role_setting",
-        "pg_tablespace",
-        "pg_shdepend",
-        "pg_shdescription",
-        "pg_shseclabel",
-        "pg_parameter_acl",
-        "pg_subscription",
-        "pg_replication_origin",
-    ]
-    .iter()
-    .map(|c| format!("WHEN '{c}' THEN '{}'", catalog_words(c)))
-    .collect::<Vec<_>>()
-    .join(" ");
+    let words = crate::sql::SHARED_CATALOGS
+        .iter()
+        .map(|c| format!("WHEN '{c}' THEN '{}'", catalog_words(c)))
+        .collect::<Vec<_>>()
+        .join(" ");
     let message = message_with("%s");
     let me_into = format!("{ME} INTO me");
     format!(

@@ -361,8 +361,9 @@ pub fn touches_the_server(statement: &Statement<'_>) -> Option<&'static str> {
 const SHARED_STORAGE: &str =
     "the storage of catalogs the whole server shares (VACUUM FULL or REINDEX of pg_authid, pg_database...: every login of the server waits for it)";
 
-/// The catalogs every database of the server shares.
-const SHARED_CATALOGS: [&str; 11] = [
+/// The catalogs every database of the server shares (PostgreSQL 15's; the server guard
+/// reads the server's own list, `relisshared`, and names these).
+pub(crate) const SHARED_CATALOGS: [&str; 11] = [
     "pg_authid",
     "pg_auth_members",
     "pg_database",
