@@ -534,3 +534,33 @@ async fn a_changed_or_deleted_down_file_is_reported() {
         run.stdout
     );
 }
+
+/// A link through a linked directory on the base is followed as the file system does.
+#[tokio::test]
+async fn a_link_through_a_linked_directory_on_the_base_is_followed() {
+    let server = TestDb::new().await;
+    let repo = Repo::without_migrations();
+    let root = repo.tmp.path();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(
+        root.join("sub/x.sql"),
+        "-- stepmigrate: irreversible\nCREATE TABLE t (id int PRIMARY KEY);\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../sub", repo.dir().join("lnk")).unwrap();
+    std::os::unix::fs::symlink("lnk/x.sql", repo.dir().join("001_base.sql")).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "linked"]);
+    repo.write(
+        "002_u.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE u (id int REFERENCES t);\n",
+    );
+    let doc = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "HEAD", "--json"],
+    )
+    .assert_code(0)
+    .json();
+    assert_eq!(doc["report"]["base_migrations_applied"], 1, "{doc}");
+}

@@ -395,36 +395,50 @@ fn base_files(
 }
 
 /// The blob a symbolic link in `rel` at `commit` points to (`object` holds the link's text,
-/// relative to `rel` or from the repository's root), following links up to a bound.
+/// relative to `rel`), following every link on the way (of a file or of a directory) up to a
+/// bound, as the file system would.
 fn link_target(repo: &Path, commit: &str, rel: &str, object: &str) -> Option<String> {
-    let (mut dir, mut object) = (rel.to_owned(), object.to_owned());
-    for _ in 0..8 {
-        let target = git(repo, &["cat-file", "blob", &object]).ok()?;
-        let target = String::from_utf8(target).ok()?;
-        if target.starts_with('/') {
-            return None;
-        }
-        let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
-        for part in target.trim_end_matches('\n').split('/') {
-            match part {
-                "" | "." => {}
-                ".." => {
-                    parts.pop()?;
-                }
-                p => parts.push(p),
+    let text = |object: &str| -> Option<String> {
+        let bytes = git(repo, &["cat-file", "blob", object]).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        (!text.starts_with('/')).then(|| text.trim_end_matches('\n').to_owned())
+    };
+    let mut pending: std::collections::VecDeque<String> = rel
+        .split('/')
+        .chain(text(object)?.split('/'))
+        .map(str::to_owned)
+        .collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                resolved.pop()?;
+                continue;
             }
+            _ => resolved.push(part),
         }
-        let path = parts.join("/");
-        let listing = git(repo, &["ls-tree", "-z", commit, "--", &path]).ok()?;
+        let listing = git(repo, &["ls-tree", "-z", commit, "--", &resolved.join("/")]).ok()?;
         let entry = String::from_utf8_lossy(&listing).into_owned();
         let (meta, _) = entry.trim_end_matches('\0').split_once('\t')?;
         let meta: Vec<&str> = meta.split(' ').collect();
         match meta.as_slice() {
-            ["120000", "blob", next] => {
-                dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
-                object = (*next).to_owned();
+            ["120000", "blob", link] => {
+                hops += 1;
+                if hops > 16 {
+                    return None;
+                }
+                // Relative to the link's own directory.
+                resolved.pop();
+                for part in text(link)?.split('/').rev() {
+                    pending.push_front(part.to_owned());
+                }
             }
-            [_, "blob", blob] => return Some((*blob).to_owned()),
+            [_, "blob", blob] if pending.iter().all(|p| p.is_empty() || p == ".") => {
+                return Some((*blob).to_owned())
+            }
+            [_, "tree", _] => {}
             _ => return None,
         }
     }
