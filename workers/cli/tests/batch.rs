@@ -1629,3 +1629,53 @@ async fn a_statement_trigger_does_not_keep_a_finished_batch_running() {
         ["0"]
     );
 }
+
+/// What a batch changed through triggers counts where its own count says none: a soft
+/// delete on a table that inherits from the target, a DELETE through a view's INSTEAD OF
+/// trigger, and an INSERT in a WITH whose RETURNING a routing trigger left empty.
+#[tokio::test]
+async fn changes_made_through_triggers_keep_the_batch_going() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE parent (id int PRIMARY KEY, deleted_at timestamptz);\n\
+             CREATE TABLE child () INHERITS (parent);\n\
+             INSERT INTO child SELECT g FROM generate_series(1, 50) g;\n\
+             CREATE FUNCTION soft() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE child SET deleted_at = now() WHERE id = OLD.id; RETURN NULL; END $$;\n\
+             CREATE TRIGGER soft BEFORE DELETE ON child FOR EACH ROW EXECUTE FUNCTION soft();\n\
+             CREATE TABLE base (id int PRIMARY KEY, deleted_at timestamptz);\n\
+             INSERT INTO base SELECT g FROM generate_series(1, 50) g;\n\
+             CREATE VIEW live AS SELECT id FROM base WHERE deleted_at IS NULL;\n\
+             CREATE FUNCTION soft_view() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE base SET deleted_at = now() WHERE id = OLD.id; RETURN NULL; END $$;\n\
+             CREATE TRIGGER soft_view INSTEAD OF DELETE ON live FOR EACH ROW EXECUTE FUNCTION soft_view();\n\
+             CREATE TABLE src (id int PRIMARY KEY, copied bool NOT NULL DEFAULT false);\n\
+             INSERT INTO src SELECT g FROM generate_series(1, 50) g;\n\
+             CREATE TABLE m (id int);\nCREATE TABLE m_a () INHERITS (m);\n\
+             CREATE FUNCTION route() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO m_a VALUES (NEW.*); RETURN NULL; END $$;\n\
+             CREATE TRIGGER route BEFORE INSERT ON m FOR EACH ROW EXECUTE FUNCTION route();\n",
+        ),
+        (
+            "002_purge.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             DELETE FROM parent WHERE id IN (SELECT id FROM parent WHERE deleted_at IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+        (
+            "003_view.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             DELETE FROM live WHERE id IN (SELECT id FROM live ORDER BY id LIMIT :batch_size);\n",
+        ),
+        (
+            "004_copy.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             WITH ins AS (INSERT INTO m SELECT s.id FROM src s WHERE NOT EXISTS (SELECT 1 FROM m WHERE m.id = s.id) ORDER BY s.id LIMIT :batch_size RETURNING id)\n\
+             UPDATE src SET copied = true WHERE id IN (SELECT id FROM ins);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(
+        db.query("SELECT concat_ws(',', (SELECT count(*) FROM parent WHERE deleted_at IS NULL), (SELECT count(*) FROM live), (SELECT count(*) FROM m))")
+            .await,
+        ["0,0,50"]
+    );
+}

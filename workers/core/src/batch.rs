@@ -155,22 +155,19 @@ pub async fn run(
     )
     .await?;
     let pause = m.directives.pause.unwrap_or_default();
-    let target_oid = match target_table(&statement_text(m)) {
-        Some(table) => relation_oid(conn, &table).await,
-        None => None,
-    };
+    let target = runaway::Target::of(conn, target_table(&statement_text(m)).as_deref()).await;
     let counted_changes = sql::split_statements(&m.sql)
         .first()
-        .map(|s| runaway::Counted::of(s, target_oid))
+        .map(|s| runaway::Counted::of(s, &target))
         .unwrap_or(runaway::Counted {
             inserts: false,
             updates_and_deletes: false,
             only: None,
         });
     let inserts = counted_changes.inserts;
-    // An INSERT into a view or a foreign table: where its rows go (an INSTEAD OF trigger, a
-    // foreign server) no counter may see, so its count, when it says none, is checked
-    // against the rows the target holds.
+    // An INSERT into a view: where its rows go (an INSTEAD OF trigger's table, a foreign
+    // server) no counter may see, so its count, when it says none, is checked against the
+    // rows the view holds. (A foreign table's own count is right: postgres_fdw reports it.)
     let mut counted = match (inserts, target_table(&statement_text(m))) {
         (true, Some(table)) => counted_target(conn, &table).await,
         _ => None,
@@ -220,7 +217,9 @@ pub async fn run(
         // command's count, after a `WITH` that changes rows), or an INSERT whose rows a
         // trigger stored elsewhere, is not done: those rows count.
         let rows = match (&effect, rows) {
-            (Some((before, after)), 0) => runaway::changed_in_place(before, after, counted_changes),
+            (Some((before, after)), 0) => {
+                runaway::changed_in_place(before, after, &counted_changes)
+            }
             _ => rows,
         };
         let rows = match &mut counted {
@@ -472,21 +471,8 @@ async fn one_batch(
     }
 }
 
-/// The oid of `table` as written in the statement, when it names one.
-async fn relation_oid(conn: &mut PgConnection, table: &str) -> Option<u32> {
-    let oid: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT to_regclass({})::oid::int8",
-        quote_literal(table)
-    ))
-    .fetch_one(&mut *conn)
-    .await
-    .ok()
-    .flatten();
-    oid.map(|o| o as u32)
-}
-
-/// `table` (as written in the statement) and the rows it holds, when it is a view or a
-/// foreign table that can be counted.
+/// `table` (as written in the statement) and the rows it holds, when it is a view that can
+/// be counted.
 async fn counted_target(conn: &mut PgConnection, table: &str) -> Option<(String, i64)> {
     let relkind: Option<String> = sqlx::query_scalar(&format!(
         "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = to_regclass({})",
@@ -496,7 +482,7 @@ async fn counted_target(conn: &mut PgConnection, table: &str) -> Option<(String,
     .await
     .ok()
     .flatten();
-    if !matches!(relkind.as_deref(), Some("v" | "f")) {
+    if relkind.as_deref() != Some("v") {
         return None;
     }
     let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))

@@ -1256,7 +1256,9 @@ fn directive_like(comment: &str) -> bool {
         .collect::<String>()
         .to_ascii_lowercase()
         .replace('_', "-");
-    rest.starts_with(':')
+    // Any punctuation where the colon goes (`;`, `.`, `=`, a full-width colon) is a
+    // misspelled directive, not prose.
+    rest.starts_with(|c: char| !c.is_alphanumeric() && !c.is_whitespace())
         || matches!(
             key.as_str(),
             "no-transaction"
@@ -1528,6 +1530,16 @@ mod tests {
             ),
             (
                 "-- stepmigration: after-deploy\nSELECT 1;",
+                1,
+                "looks like a directive",
+            ),
+            (
+                "-- stepmigrate; requires = 009\nSELECT 1;",
+                1,
+                "looks like a directive",
+            ),
+            (
+                "-- stepmigrate\u{ff1a} after-deploy\nSELECT 1;",
                 1,
                 "looks like a directive",
             ),

@@ -82,12 +82,13 @@ fn effect(before: &str, after: &str) -> BTreeMap<u32, Counters> {
 
 /// What a batch changed when its own count says none, from [`EFFECT_SQL`] before and after
 /// it, as [`Counted`] says which changes count.
-pub(crate) fn changed_in_place(before: &str, after: &str, counted: Counted) -> u64 {
+pub(crate) fn changed_in_place(before: &str, after: &str, counted: &Counted) -> u64 {
     effect(before, after)
         .iter()
         .map(|(root, &[ins, upd, del, _])| {
             let ins = if counted.inserts { ins } else { 0 };
-            let in_place = if counted.updates_and_deletes && counted.only.is_none_or(|o| o == *root)
+            let in_place = if counted.updates_and_deletes
+                && counted.only.as_ref().is_none_or(|own| own.contains(root))
             {
                 upd + del
             } else {
@@ -99,7 +100,7 @@ pub(crate) fn changed_in_place(before: &str, after: &str, counted: Counted) -> u
 }
 
 /// Which of the rows a batch changed count when its statement's count says none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Counted {
     /// An INSERT or MERGE, whose count says none when a trigger stores each row elsewhere
     /// and returns NULL (inheritance routing, a view's INSTEAD OF trigger).
@@ -107,25 +108,65 @@ pub(crate) struct Counted {
     /// Rows updated or deleted: after a `WITH`, whose final command's count is the
     /// statement's (`WITH gone AS (DELETE ... RETURNING *) INSERT INTO archive SELECT * FROM
     /// gone WHERE important` deletes while it reports none), in every table; for an UPDATE or
-    /// DELETE, in its own table only ([`Counted::only`]: a BEFORE trigger that turns a
-    /// DELETE into an UPDATE and returns NULL), never in another: a counter a trigger bumps
-    /// on each statement would keep a finished migration running.
+    /// DELETE, in its own table and the tables that inherit from it only ([`Counted::only`]: a
+    /// BEFORE trigger that turns a DELETE into an UPDATE and returns NULL), never in another:
+    /// a counter a trigger bumps on each statement would keep a finished migration running;
+    /// of a view, in every table (its INSTEAD OF trigger writes where it writes).
     pub updates_and_deletes: bool,
-    /// The one table (partition root oid) whose updates and deletes count, if only one does.
-    pub only: Option<u32>,
+    /// The tables (partition root oids) whose updates and deletes count, if not all do.
+    pub only: Option<std::collections::BTreeSet<u32>>,
 }
 
 impl Counted {
-    /// What counts for `statement`, whose target table (as its words name it) has the oid
-    /// `target`, when it could be found.
-    pub(crate) fn of(statement: &crate::sql::Statement<'_>, target: Option<u32>) -> Counted {
+    /// What counts for `statement`, whose target (as its words name it) is `target`.
+    pub(crate) fn of(statement: &crate::sql::Statement<'_>, target: &Target) -> Counted {
         let verb = statement.main_verb.as_deref().unwrap_or_default();
+        // After a WITH, any of its commands may be the one that changed rows (an INSERT in a
+        // CTE whose RETURNING a routing trigger left empty, under a final UPDATE).
         let with = statement.keywords.first().map(String::as_str) == Some("WITH");
         let in_place = matches!(verb, "UPDATE" | "DELETE");
         Counted {
-            inserts: matches!(verb, "INSERT" | "MERGE"),
-            updates_and_deletes: with || (in_place && target.is_some()),
-            only: if with { None } else { target },
+            inserts: with || matches!(verb, "INSERT" | "MERGE"),
+            updates_and_deletes: with || (in_place && !matches!(target, Target::Unknown)),
+            only: match target {
+                Target::Tables(own) if !with => Some(own.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What a batch statement's target is, as the catalog has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A table (or foreign table), with the tables that inherit from it (partition root oids).
+    Tables(std::collections::BTreeSet<u32>),
+    /// A view: where its rows go is its triggers' business.
+    View,
+    /// Not named (a `WITH` first) or not found.
+    Unknown,
+}
+
+impl Target {
+    /// `table` as written in the statement, resolved on `conn`.
+    pub(crate) async fn of(conn: &mut sqlx::PgConnection, table: Option<&str>) -> Target {
+        let Some(table) = table else {
+            return Target::Unknown;
+        };
+        let rows: Result<Vec<(i64, String)>, _> = sqlx::query_as(
+            "WITH RECURSIVE own(oid) AS (SELECT pg_catalog.to_regclass($1)::oid
+                 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN own ON i.inhparent = own.oid)
+             SELECT c.oid::int8, c.relkind::text FROM own JOIN pg_catalog.pg_class c ON c.oid = own.oid",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await;
+        match rows {
+            Ok(rows) if rows.iter().any(|(_, kind)| kind == "v") => Target::View,
+            Ok(rows) if !rows.is_empty() => {
+                Target::Tables(rows.into_iter().map(|(oid, _)| oid as u32).collect())
+            }
+            _ => Target::Unknown,
         }
     }
 }
@@ -619,27 +660,27 @@ mod tests {
             changed_in_place(
                 "[[10, 5, 0, 0, 2]]",
                 "[[10, 5, 0, 100, 4], [11, 7, 3, 0, 0]]",
-                with
+                &with
             ),
             103
         );
-        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", with), 0);
+        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", &with), 0);
         // An INSERT whose rows a trigger stored elsewhere.
         let insert = Counted {
             inserts: true,
             updates_and_deletes: false,
             only: None,
         };
-        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", insert), 9);
+        assert_eq!(changed_in_place("[]", "[[12, 9, 0, 0, 1]]", &insert), 9);
         // A plain UPDATE's or DELETE's count is the truth but for its own table: a counter
         // its trigger bumps (12) is not its work, a soft delete of its own rows (11) is.
         let delete = Counted {
             inserts: false,
             updates_and_deletes: true,
-            only: Some(11),
+            only: Some([11].into()),
         };
         assert_eq!(
-            changed_in_place("[]", "[[12, 0, 1, 0, 1], [11, 0, 7, 0, 1]]", delete),
+            changed_in_place("[]", "[[12, 0, 1, 0, 1], [11, 0, 7, 0, 1]]", &delete),
             7
         );
     }
