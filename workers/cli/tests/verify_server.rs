@@ -752,3 +752,43 @@ async fn nothing_runs_on_a_scratch_database_where_dblink_is_installed() {
         ["0"]
     );
 }
+
+/// A function in an untrusted language made by a migration (dblink's library under another
+/// name, `lo_export` as `internal`) is refused on the verification database by its guard,
+/// and a migration that names the guard (to disable it) is not run.
+#[tokio::test]
+async fn untrusted_functions_and_the_guard_itself_are_refused_on_scratch() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE remote_log (msg text)").await;
+    let c_function = format!(
+        "CREATE FUNCTION f(text, text) RETURNS text LANGUAGE c STRICT AS '$libdir/dblink', 'dblink_exec';\n\
+         SELECT f('host=127.0.0.1 user=postgres dbname={}', 'INSERT INTO remote_log VALUES (''written'')');\n",
+        db.name
+    );
+    let dir = Dir::new(&[("001_t.sql", TABLE), ("002_outside.sql", &c_function)]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    let m = migration(&doc, "002_outside");
+    assert_eq!(m["outcome"], "failed", "{doc:#}");
+    assert!(
+        m["acts_outside_transaction"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("untrusted language"),
+        "{doc:#}"
+    );
+    dir.write(
+        "002_outside.sql",
+        &format!("ALTER EVENT TRIGGER stepmigrate_verify_guard DISABLE;\n{c_function}"),
+    );
+    refused_as_outside(
+        &db,
+        &dir,
+        &[],
+        "verify's own guard (the stepmigrate_verify_guard event trigger), which it would turn off",
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM remote_log").await,
+        ["0"]
+    );
+}

@@ -77,9 +77,11 @@ macro_rules! catalog_objects {
 }
 
 /// The verification database's guard against an extension whose functions run SQL in a
-/// session of their own ([`sql::REMOTE_EXTENSIONS`]): its `CREATE EXTENSION` fails at once
-/// (SQLSTATE SM014), whatever words it was built from, before anything can call it. Enabled
-/// ALWAYS: `session_replication_role` does not turn it off.
+/// session of their own ([`sql::REMOTE_EXTENSIONS`]), and against a function in an
+/// untrusted language made outside an extension (`LANGUAGE c AS '$libdir/dblink'`): its
+/// `CREATE` fails at once (SQLSTATE SM014), whatever words it was built from, before anything
+/// can call it. Enabled ALWAYS: `session_replication_role` does not turn it off; a migration
+/// that names it (to disable it) is refused by its words ([`sql::acts_outside_transaction`]).
 const GUARD_SQL: &str = r#"
 CREATE FUNCTION pg_catalog.stepmigrate_verify_guard() RETURNS event_trigger LANGUAGE plpgsql AS $guard$
 DECLARE name text;
@@ -92,8 +94,21 @@ BEGIN
             MESSAGE = pg_catalog.format('the %s extension runs SQL in a session of its own, which commits whatever this transaction does: not installed on the verification database', name),
             DETAIL = name || ': an extension whose functions run SQL in another session, which commits whatever this transaction does';
     END IF;
+    -- A function in an untrusted language (C, internal, plpython3u...) made outside an
+    -- extension can call anything under any name: dblink's library, lo_export, a program.
+    SELECT p.oid::pg_catalog.regprocedure::text || ' (LANGUAGE ' || l.lanname || ')' INTO name
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      JOIN pg_catalog.pg_proc p ON p.oid = c.objid
+      JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+     WHERE c.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND NOT c.in_extension AND NOT l.lanpltrusted;
+    IF name IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SM014',
+            MESSAGE = pg_catalog.format('the function %s is in an untrusted language: it can act outside this transaction under any name, so it is not made on the verification database', name),
+            DETAIL = 'a function in an untrusted language: ' || name;
+    END IF;
 END $guard$;
-CREATE EVENT TRIGGER stepmigrate_verify_guard ON ddl_command_end WHEN TAG IN ('CREATE EXTENSION')
+CREATE EVENT TRIGGER stepmigrate_verify_guard ON ddl_command_end
+    WHEN TAG IN ('CREATE EXTENSION', 'CREATE FUNCTION', 'CREATE PROCEDURE', 'ALTER FUNCTION', 'ALTER PROCEDURE')
     EXECUTE FUNCTION pg_catalog.stepmigrate_verify_guard();
 ALTER EVENT TRIGGER stepmigrate_verify_guard ENABLE ALWAYS;
 "#;
