@@ -141,8 +141,10 @@ pub async fn run(
     let m = attempt.migration;
     let (mut progress, mut execution_ms) =
         recorded_progress(conn, attempt.schema, m.version.as_str()).await?;
-    let table_rows_estimate = match target_table(&statement_text(m)) {
-        Some(table) => estimate_rows(conn, &table).await,
+    let statement = statement_text(m);
+    let table = target_table(&statement);
+    let table_rows_estimate = match &table {
+        Some(table) => estimate_rows(conn, table).await,
         None => None,
     };
     let mut guard = Guard::new(
@@ -151,11 +153,11 @@ pub async fn run(
         m.version.as_str(),
         &m.checksum,
         batch_size(m),
-        &statement_text(m),
+        &statement,
     )
     .await?;
     let pause = m.directives.pause.unwrap_or_default();
-    let target = runaway::Target::of(conn, target_table(&statement_text(m)).as_deref()).await;
+    let target = runaway::Target::of(conn, table.as_deref()).await;
     let counted_changes = sql::split_statements(&m.sql)
         .first()
         .map(|s| runaway::Counted::of(s, &target))
@@ -168,8 +170,8 @@ pub async fn run(
     // An INSERT into a view: where its rows go (an INSTEAD OF trigger's table, a foreign
     // server) no counter may see, so its count, when it says none, is checked against the
     // rows the view holds. (A foreign table's own count is right: postgres_fdw reports it.)
-    let mut counted = match (inserts, target_table(&statement_text(m))) {
-        (true, Some(table)) => counted_target(conn, &table).await,
+    let mut counted = match (inserts, &target, table) {
+        (true, runaway::Target::View, Some(view)) => counted_view(conn, view).await,
         _ => None,
     };
     let mut execution = Duration::from_millis(execution_ms);
@@ -471,25 +473,13 @@ async fn one_batch(
     }
 }
 
-/// `table` (as written in the statement) and the rows it holds, when it is a view that can
-/// be counted.
-async fn counted_target(conn: &mut PgConnection, table: &str) -> Option<(String, i64)> {
-    let relkind: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = to_regclass({})",
-        quote_literal(table)
-    ))
-    .fetch_optional(&mut *conn)
-    .await
-    .ok()
-    .flatten();
-    if relkind.as_deref() != Some("v") {
-        return None;
-    }
-    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+/// `view` (as written in the statement) and the rows it holds, when it can be counted.
+async fn counted_view(conn: &mut PgConnection, view: String) -> Option<(String, i64)> {
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {view}"))
         .fetch_one(&mut *conn)
         .await
         .ok()?;
-    Some((table.to_owned(), rows))
+    Some((view, rows))
 }
 
 /// The rows `table` holds now, counted inside the batch's transaction (its own rows too), in

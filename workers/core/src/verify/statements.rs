@@ -73,6 +73,12 @@ fn sql_error(db: &dyn sqlx::error::DatabaseError, statement: &Statement<'_>) -> 
         }
         _ => statement.line,
     };
+    error_at(db, line, statement.text)
+}
+
+/// PostgreSQL's error, reported at `line` of the file, for `statement` (as shown).
+fn error_at(db: &dyn sqlx::error::DatabaseError, line: usize, statement: &str) -> SqlError {
+    let pg = db.try_downcast_ref::<PgDatabaseError>();
     SqlError {
         sqlstate: db
             .code()
@@ -82,7 +88,7 @@ fn sql_error(db: &dyn sqlx::error::DatabaseError, statement: &Statement<'_>) -> 
         detail: pg.and_then(|e| e.detail()).map(str::to_owned),
         hint: pg.and_then(|e| e.hint()).map(str::to_owned),
         line: Some(line),
-        statement: Some(statement.text.to_owned()),
+        statement: Some(statement.to_owned()),
         where_: pg.and_then(|e| e.r#where()).map(str::to_owned),
     }
 }
@@ -315,19 +321,7 @@ async fn check_deferred(
             None
         }
         Err(sqlx::Error::Database(db)) => {
-            let pg = db.try_downcast_ref::<PgDatabaseError>();
-            Some(SqlError {
-                sqlstate: db
-                    .code()
-                    .map(|c| c.into_owned())
-                    .unwrap_or_else(|| "XX000".into()),
-                message: db.message().to_owned(),
-                detail: pg.and_then(|e| e.detail()).map(str::to_owned),
-                hint: pg.and_then(|e| e.hint()).map(str::to_owned),
-                line: Some(last_line(&m.sql)),
-                statement: Some(DEFERRED_STATEMENT.to_owned()),
-                where_: pg.and_then(|e| e.r#where()).map(str::to_owned),
-            })
+            Some(error_at(db.as_ref(), last_line(&m.sql), DEFERRED_STATEMENT))
         }
         Err(e) => return Err(ending(e)),
     };
