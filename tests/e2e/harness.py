@@ -26,6 +26,11 @@ from botocore.config import Config
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
 DEFINITION = REPO / "statemachine" / "stepmigrate.asl.json"
+#: The profile the workers and the CLI are built in: the test profile by default, which
+#: `cargo nextest` has built already (a release build of the workspace costs minutes of CI);
+#: STEPMIGRATE_E2E_PROFILE=release runs the Lambda artifacts' own profile.
+PROFILE = os.environ.get("STEPMIGRATE_E2E_PROFILE", "debug")
+BIN_DIR = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / PROFILE
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -396,8 +401,8 @@ def drop_database(db: Database) -> None:
 
 # --- the workers -------------------------------------------------------------------------------
 
-DEFAULT_WORKERS_CMD = ("cargo lambda watch --ignore-changes --release "
-                       "--invoke-address 127.0.0.1 --invoke-port {port}")
+DEFAULT_WORKERS_CMD = ("cargo lambda watch --ignore-changes" + (" --release" if PROFILE == "release" else "")
+                       + " --invoke-address 127.0.0.1 --invoke-port {port}")
 
 
 class Workers:
@@ -436,9 +441,10 @@ class Workers:
         if self.custom or self.prebuilt or os.environ.get("STEPMIGRATE_E2E_PREBUILD", "1") == "0":
             return
         with open(self.log_path, "ab") as log:
-            log.write(b"\n=== cargo build --release --bins\n")
+            profile = ["--release"] if PROFILE == "release" else []
+            log.write(f"\n=== cargo build {' '.join(profile)} --bins\n".encode())
             log.flush()
-            subprocess.run(["cargo", "build", "--release", "--bins"], cwd=REPO, env=env,
+            subprocess.run(["cargo", "build", *profile, "--bins"], cwd=REPO, env=env,
                            stdout=log, stderr=subprocess.STDOUT, check=True, timeout=3600)
         self.prebuilt = True
 

@@ -6,7 +6,7 @@ reads its outcome from the ledger (TaskOutcome, apply-one's `{"task_outcome": ..
 moto runs the `.sync` integration against its ECS, which records RunTask but runs no container.
 `EcsAgent` plays the container's part: it watches the cluster and, for each task RunTask
 started, runs its command here -- apply-one's own binary in task mode (`apply-one task`), the
-release build the workers are, with the container's environment override
+build the workers are (harness.PROFILE), with the container's environment override
 (STEPMIGRATE_TASK_INPUT) over the workers' environment -- then stops the task in moto, which
 ends the `.sync` wait. Its `mode` "kill" stops a task without running it: a container killed
 before a word."""
@@ -27,7 +27,7 @@ import harness
 from test_migrations import (  # noqa: F401 - migrations_dir is a fixture
     DEFINITION, FUNCTIONS, ledger, migrations_dir, use_migrations, write)
 
-APPLY_ONE = Path(os.environ.get("CARGO_TARGET_DIR") or harness.REPO / "target") / "release" / "apply-one"
+APPLY_ONE = harness.BIN_DIR / "apply-one"
 SETUP = ("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n"
          "INSERT INTO items SELECT g, g % 1000 FROM generate_series(1, 300000) g;\n")
 LONG_INDEX = ("-- stepmigrate: runner = task\n-- stepmigrate: no-transaction\n"

@@ -30,7 +30,7 @@ DEPLOY_INPUT = {"action": "migrate", "skip_after_deploy": True, "source": "cdk"}
 #: (stepmigrate_cdk.AFTER_DEPLOY_INPUT; its target is asserted in infrastructure/tests).
 AFTER_DEPLOY_INPUT = {"action": "migrate", "source": "after-deploy"}
 STACK_TEMPLATE = json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}})
-CLI = Path(os.environ.get("CARGO_TARGET_DIR") or harness.REPO / "target") / "release" / "stepmigrate"
+CLI = harness.BIN_DIR / "stepmigrate"
 
 
 @pytest.fixture(scope="session")

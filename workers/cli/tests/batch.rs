@@ -1679,3 +1679,40 @@ async fn changes_made_through_triggers_keep_the_batch_going() {
         ["0,0,50"]
     );
 }
+
+/// An INSERT into a view whose rule turns it into an UPDATE (`DO INSTEAD UPDATE`) says it
+/// inserted nothing, and the view holds fewer rows after each batch (the rows it updated
+/// leave it): a change either way is progress, so it goes on until no row is left.
+#[tokio::test]
+async fn an_insert_that_a_rule_turns_into_an_update_goes_on_until_done() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE items (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false);\n\
+             INSERT INTO items SELECT g FROM generate_series(1, 50) g;\n\
+             CREATE VIEW pending AS SELECT id FROM items WHERE NOT done;\n\
+             CREATE RULE finish AS ON INSERT TO pending DO INSTEAD UPDATE items SET done = true WHERE id = NEW.id;\n",
+        ),
+        (
+            "002_finish.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             INSERT INTO pending SELECT id FROM pending ORDER BY id LIMIT :batch_size;\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(0);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE NOT done")
+            .await,
+        ["0"],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.json()["results"][1]["batches"]["rows"],
+        50,
+        "{}",
+        run.stdout
+    );
+}

@@ -792,3 +792,56 @@ async fn untrusted_functions_and_the_guard_itself_are_refused_on_scratch() {
         ["0"]
     );
 }
+
+/// No event trigger fires for a change to an event trigger: a migration that turns verify's
+/// guard off under a name read at run time (and then installs dblink and writes through it)
+/// gets past the guard, so the server guard judges by effect before COMMIT. Verify must fail
+/// and say that what ran outside the transaction is not undone, never pass: disabled,
+/// disabled and enabled again, disabled inside a subtransaction that is undone, or its
+/// function replaced.
+#[tokio::test]
+async fn a_guard_turned_off_by_a_name_read_at_run_time_fails_verify() {
+    let db = TestDb::new().await;
+    db.exec("CREATE TABLE remote_log (msg text)").await;
+    let write = format!(
+        "EXECUTE 'CREATE EXTENSION dbl' || 'ink'; EXECUTE 'SELECT dbl' || 'ink_exec($1, $2)' USING 'host=127.0.0.1 user=postgres dbname={}', 'INSERT INTO remote_log VALUES (''written'')';",
+        db.name
+    );
+    let off = "FOR r IN SELECT evtname FROM pg_event_trigger LOOP EXECUTE format('ALTER EVENT TRIGGER %I DISABLE', r.evtname); END LOOP;";
+    let on = "FOR r IN SELECT evtname FROM pg_event_trigger LOOP EXECUTE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS', r.evtname); END LOOP;";
+    let replaced = "FOR r IN SELECT evtfoid FROM pg_event_trigger LOOP EXECUTE format('CREATE OR REPLACE FUNCTION %s() RETURNS event_trigger LANGUAGE plpgsql AS $b$ BEGIN END $b$', r.evtfoid::regproc); END LOOP;";
+    let bodies = [
+        format!("{off} {write}"),
+        format!("{off} {write} {on}"),
+        format!("BEGIN {off} {write} RAISE EXCEPTION 'undo'; EXCEPTION WHEN raise_exception THEN NULL; END;"),
+        format!("{replaced} {write}"),
+    ];
+    for body in bodies {
+        let dir = Dir::new(&[
+            ("001_t.sql", TABLE),
+            (
+                "002_escape.sql",
+                &format!("DO $d$ DECLARE r record; BEGIN {body} END $d$;\n"),
+            ),
+        ]);
+        db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+        let run = db.cli(dir.path(), &["--json", "verify"]);
+        assert_eq!(run.code, 1, "{body}\n{}{}", run.stdout, run.stderr);
+        let doc = run.json();
+        let m = migration(&doc, "002_escape");
+        assert_eq!(m["outcome"], "failed", "{body}\n{doc:#}");
+        let said = m.to_string();
+        assert!(
+            said.contains("event trigger") || said.contains("dblink"),
+            "{body}\n{doc:#}"
+        );
+        // Nothing of it on the target's own ledger.
+        assert_eq!(
+            db.query("SELECT count(*)::text FROM schema_migrations WHERE version = '002'")
+                .await,
+            ["0"],
+            "{body}"
+        );
+        db.exec("DELETE FROM remote_log").await;
+    }
+}

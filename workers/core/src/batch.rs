@@ -224,19 +224,21 @@ pub async fn run(
             }
             _ => rows,
         };
+        // A rule may turn the INSERT into an UPDATE or a DELETE, which moves rows out of the
+        // view: a change either way is progress.
         let rows = match &mut counted {
-            Some((table, last)) if rows == 0 => match count_rows(conn, table).await {
+            Some((view, last)) => match count_rows(conn, view).await {
                 Some(now) => {
-                    let grown = (now - *last).max(0) as u64;
+                    let changed = (now - *last).unsigned_abs();
                     *last = now;
-                    grown
+                    if rows == 0 {
+                        changed
+                    } else {
+                        rows
+                    }
                 }
-                None => 0,
+                None => rows,
             },
-            Some((_, last)) => {
-                *last += rows as i64;
-                rows
-            }
             None => rows,
         };
         lock_timeouts = 0;

@@ -178,6 +178,7 @@ DECLARE
     found text[] := '{{}}';
     me record;
     foreign_written text;
+    outside text;
 BEGIN
     SELECT pg_catalog.string_agg(l.relation::regclass::text, ', ') INTO foreign_written
     FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
@@ -188,6 +189,32 @@ BEGIN
             DETAIL = pg_catalog.format('reaches the foreign table %s', foreign_written);
     END IF;
     {ME_INTO};
+    -- Verify's own guard (an event trigger) turned off, dropped or replaced: no event trigger
+    -- fires for a change to an event trigger, so it is judged here, by effect. The counts
+    -- hold attempts undone by a subtransaction too.
+    IF pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.pg_event_trigger'::regclass)
+         + pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_event_trigger'::regclass) > 0
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger x WHERE x.evtname = '{GUARD}' AND (x.evtenabled <> 'A' OR {OURS_RAW}))
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc x WHERE x.proname = '{GUARD}' AND x.pronamespace = 'pg_catalog'::regnamespace AND {OURS_RAW})
+       OR (pg_catalog.current_setting('is_superuser') = 'on' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger x WHERE x.evtname = '{GUARD}')) THEN
+        RAISE EXCEPTION USING ERRCODE = '{OUTSIDE}',
+            MESSAGE = 'the migration altered, disabled or dropped an event trigger: verify''s own guard against acting outside the transaction ({GUARD}) is one, and no event trigger fires for such a change, so what the migration did outside its transaction while the guard was off is unknown and NOT undone (a write through dblink into another database, the target too, commits on its own: check the target); rolled back here (verify a set that changes event triggers with --in-transaction-only)',
+            DETAIL = 'alters, disables or drops an event trigger (verify''s guard is one)';
+    END IF;
+    -- What the guard refuses, made while it was off.
+    SELECT x.extname::text INTO outside FROM pg_catalog.pg_extension x WHERE x.extname IN ({REMOTE}) AND {OURS_RAW};
+    IF outside IS NULL THEN
+        SELECT x.oid::pg_catalog.regprocedure::text || ' (LANGUAGE ' || l.lanname || ')' INTO outside
+        FROM pg_catalog.pg_proc x JOIN pg_catalog.pg_language l ON l.oid = x.prolang
+        WHERE NOT l.lanpltrusted AND x.prokind <> 'a' AND {OURS_RAW}
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = x.oid AND d.deptype IN ('e', 'i'))
+        LIMIT 1;
+    END IF;
+    IF outside IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '{OUTSIDE}',
+            MESSAGE = pg_catalog.format('the migration acts outside its transaction: it made %s (an extension that runs SQL in a session of its own, or a function in an untrusted language made outside an extension), which can act where no rollback reaches; rolled back here', outside),
+            DETAIL = 'made ' || outside;
+    END IF;
     FOR r IN SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c
              WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::regnamespace ORDER BY 2 LOOP
         n := 0;
@@ -213,6 +240,11 @@ $stepmigrate_server_guard$"#,
         ME_INTO = me_into,
         OUTSIDE = OUTSIDE_TRANSACTION_SQLSTATE,
         OURS = OURS.replace('\'', "''"),
+        OURS_RAW = OURS,
+        GUARD = crate::schema::VERIFY_GUARD,
+        REMOTE = crate::sql::REMOTE_EXTENSIONS
+            .map(|e| format!("'{e}'"))
+            .join(", "),
         message = message.replace('\'', "''"),
     )
 }

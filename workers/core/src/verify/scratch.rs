@@ -117,7 +117,12 @@ ALTER EVENT TRIGGER stepmigrate_verify_guard ENABLE ALWAYS;
 /// triggers (not a superuser) may not install those extensions either (they are not trusted).
 async fn install_guard(db: &Database) -> Result<(), Error> {
     let mut conn = db.connect().await?;
-    let script = format!("BEGIN;{GUARD_SQL};COMMIT;");
+    // Its `ALTER EVENT TRIGGER` is counted against this backend until the counts are flushed:
+    // the server guard must not blame it on the first migration run in this session.
+    let script = format!(
+        "BEGIN;{GUARD_SQL};COMMIT;{};",
+        crate::server_guard::FLUSH_SQL
+    );
     match sqlx::raw_sql(&script).execute(&mut *conn).await {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
