@@ -41,6 +41,7 @@ const CONSTR_ATTR_ENFORCED: i64 = 15;
 const CONSTR_ATTR_NOT_ENFORCED: i64 = 16;
 const LIMIT_OPTION_WITH_TIES: i64 = 3;
 const MERGE_WHEN_NOT_MATCHED_BY_SOURCE: i64 = 2;
+const OBJECT_LARGEOBJECT: i64 = 23;
 const OBJECT_PARAMETER_ACL: i64 = 28;
 const OBJECT_SEQUENCE: i64 = 38;
 const OBJECT_COLUMN: i64 = 7;
@@ -358,6 +359,22 @@ pub fn newer_than(
             {
                 note("GRANT role ... WITH INHERIT / SET", 16, None)
             }
+            // `WITH ADMIN TRUE | FALSE` parses as `WITH ADMIN OPTION` does: its words tell.
+            "GrantRoleStmt" if admin_true_or_false(statement) => {
+                note("GRANT role ... WITH ADMIN TRUE / FALSE", 16, None)
+            }
+            "AlterDefaultPrivilegesStmt"
+                if f
+                    .get("action")
+                    .and_then(|a| a.get("objtype"))
+                    .and_then(Value::as_i64)
+                    == Some(OBJECT_LARGEOBJECT) =>
+            {
+                note("ALTER DEFAULT PRIVILEGES ... ON LARGE OBJECTS", 18, None)
+            }
+            "RangeSubselect" if !present(f, "alias") => {
+                note("a subquery in FROM without an alias", 16, at)
+            }
             "CopyStmt" => {
                 let options = def_names(f, "options");
                 let has = |o: &str| options.iter().any(|x| x == o);
@@ -526,6 +543,18 @@ fn constraint(
 
 /// Integer literals with `_` separators or in hexadecimal, octal or binary (`1_000`, `0x1F`):
 /// PostgreSQL 16. Before, `1_000` is `1` followed by an alias or an error.
+/// `WITH ADMIN TRUE` or `WITH ADMIN FALSE` among the statement's words.
+fn admin_true_or_false(statement: &str) -> bool {
+    let words: Vec<String> = statement
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words
+        .windows(2)
+        .any(|w| w[0] == "admin" && (w[1] == "true" || w[1] == "false"))
+}
+
 fn numeric_literals(statement: &str, note: &mut dyn FnMut(&'static str, u32, Option<usize>)) {
     use pg_query::protobuf::Token;
     let Ok(scanned) = pg_query::scan(statement) else {

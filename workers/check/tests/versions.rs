@@ -94,6 +94,10 @@ const NEWER: &[(&str, u32)] = &[
     ("ALTER TABLE t ALTER COLUMN a SET STORAGE DEFAULT;", 16),
     ("ANALYZE ONLY t;", 18),
     ("VACUUM ONLY t;", 18),
+    ("INSERT INTO t (id) SELECT x FROM (SELECT 1 AS x);", 16),
+    ("SELECT * FROM (VALUES (1));", 16),
+    ("GRANT r TO u WITH ADMIN TRUE;", 16),
+    ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON LARGE OBJECTS TO PUBLIC;", 18),
     // Inside a LANGUAGE sql body, which PostgreSQL parses at CREATE FUNCTION.
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE; SELECT 1 $$;", 15),
 ];
@@ -134,6 +138,10 @@ fn older_syntax_passes_and_the_finding_points_at_the_construct() {
         "CREATE TABLE t2 (LIKE t INCLUDING ALL);",
         "CREATE TABLE t2 (LIKE t INCLUDING ALL EXCLUDING COMMENTS);",
         "CREATE PUBLICATION p FOR TABLE t, u;",
+        "SELECT * FROM (SELECT 1 AS x) s;",
+        "SELECT * FROM (VALUES (1)) v (a);",
+        "GRANT r TO u WITH ADMIN OPTION;",
+        "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;",
         "CREATE SEQUENCE s;",
         "ALTER TABLE t SET UNLOGGED;",
         "CREATE STATISTICS st ON a, b FROM t;",

@@ -181,16 +181,15 @@ pub enum Command {
         no_timings: bool,
     },
     /// Record what you found when checking a dirty migration by hand.
+    // One of the two, named together when neither is given: the usage must not steer
+    // towards recording the migration applied.
+    #[command(group(clap::ArgGroup::new("finding").required(true).args(["applied", "not_applied"])))]
     Resolve {
         /// The dirty migration's version, e.g. 004.
         #[arg(value_parser = parse_version)]
         version: Version,
         /// It is fully applied: mark it applied.
-        #[arg(
-            long,
-            conflicts_with = "not_applied",
-            required_unless_present = "not_applied"
-        )]
+        #[arg(long)]
         applied: bool,
         /// It left nothing behind (or you undid it): make it pending again.
         #[arg(long)]

@@ -269,12 +269,16 @@ impl Output {
                 "target": plan.target,
                 "pending": pending,
                 "deferred": plan.deferred().map(|e| &e.name).collect::<Vec<_>>(),
+                "left_to_another_runner": plan.left_to_another_runner(),
                 "summary": summary(plan),
                 "warnings": plan.warnings,
             }));
             return;
         }
-        if pending.is_empty() {
+        let left = plan.left_to_another_runner();
+        if pending.is_empty() && !left.is_empty() {
+            outln!("{}", not_up_to_date(&db.to_string(), &left));
+        } else if pending.is_empty() {
             outln!("{db} is up to date: nothing to apply");
         } else {
             outln!("would apply {} migration(s) to {db}:", pending.len());
@@ -538,6 +542,14 @@ impl Output {
                     errln!("error[{}]: {e}", e.kind());
                 }
             }
+            (None, 0) if !report.left_to_another_runner.is_empty() => {
+                if !self.quiet {
+                    outln!(
+                        "{}",
+                        not_up_to_date(&report.database, &report.left_to_another_runner)
+                    );
+                }
+            }
             (None, 0) => {
                 if !self.quiet {
                     outln!("{} is up to date: nothing to apply", report.database);
@@ -750,8 +762,12 @@ impl Output {
                         .count()
                 };
                 outln!(
-                    "round trip: {} ok, {} failed, {} skipped",
-                    rt(|r| matches!(r, stepmigrate_core::verify::RoundTrip::Ok { .. })),
+                    "round trip: {} ok, {} unknown on the target's rows, {} failed, {} skipped",
+                    rt(
+                        |r| matches!(r, stepmigrate_core::verify::RoundTrip::Ok { .. })
+                            && !r.unknown_on_target()
+                    ),
+                    rt(|r| r.unknown_on_target()),
                     rt(|r| r.failed()),
                     rt(|r| matches!(r, stepmigrate_core::verify::RoundTrip::Skipped { .. })),
                 );
@@ -810,10 +826,19 @@ impl Output {
     }
 }
 
+/// A run with nothing to apply while another runner has migrations in hand: not up to date.
+fn not_up_to_date(database: &str, left: &[String]) -> String {
+    format!(
+        "{database} is NOT up to date: nothing to apply now, but another runner has {} in hand (it applies them; run `stepmigrate up` again once it is done)",
+        left.join(", ")
+    )
+}
+
 fn summary(plan: &Plan) -> Value {
     json!({
         "applied": plan.count(State::Applied),
-        "pending": plan.pending().count(),
+        // Pending whoever applies them: this run, or another runner's build.
+        "pending": plan.pending().count() + plan.entries.iter().filter(|e| e.waits_for_build).count(),
         "failed": plan.count(State::Failed),
         "dirty": plan.count(State::Dirty),
         "in_progress": plan.count(State::InProgress),
@@ -1209,6 +1234,9 @@ fn with_run_details(mut doc: Value, report: &UpReport, error: Option<&Error>) ->
     }
     if !report.deferred.is_empty() {
         doc["deferred"] = json!(report.deferred);
+    }
+    if !report.left_to_another_runner.is_empty() {
+        doc["left_to_another_runner"] = json!(report.left_to_another_runner);
     }
     if let Some(e) = error {
         doc["error"] = error_document(e);

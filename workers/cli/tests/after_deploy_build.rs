@@ -215,6 +215,34 @@ async fn a_third_runner_neither_reruns_the_build_nor_applies_what_requires_it() 
     let third = third.json();
     assert!(versions(&third).is_empty(), "{third}");
     assert!(third.to_string().contains("003_needs_index"), "{third}");
+    assert_eq!(
+        third["left_to_another_runner"],
+        json!(["002_items_index", "003_needs_index"]),
+        "{third}"
+    );
+    // Nothing to apply, but never "up to date": another runner has two migrations in hand.
+    for args in [&["up"][..], &["plan"][..]] {
+        let run = db.cli_env(dir.path(), args, &[("STEPMIGRATE_LOCK_WAIT", "2s")]);
+        run.assert_code(0);
+        assert!(
+            !run.stdout.contains("is up to date"),
+            "{args:?}: {}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("NOT up to date")
+                && run.stdout.contains("002_items_index, 003_needs_index"),
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
+    let planned = db.cli(dir.path(), &["--json", "plan"]).json();
+    assert_eq!(planned["summary"]["pending"], 1, "{planned}");
+    assert_eq!(
+        planned["left_to_another_runner"],
+        json!(["002_items_index", "003_needs_index"]),
+        "{planned}"
+    );
 
     // Asked for them by name (a retried ApplyTask, an ApplyOne of an older plan): refused,
     // nothing run.

@@ -215,3 +215,20 @@ async fn missing_directory() {
         run.stderr
     );
 }
+
+/// `resolve VERSION` with neither finding names both: the usage must not steer an operator
+/// towards recording a dirty migration applied.
+#[test]
+fn resolve_without_a_finding_names_both() {
+    let run = common::run_cli(
+        "postgres://u@127.0.0.1/db",
+        std::path::Path::new("/nonexistent/migrations"),
+        &["resolve", "002"],
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("--applied") && run.stderr.contains("--not-applied"),
+        "{}",
+        run.stderr
+    );
+}

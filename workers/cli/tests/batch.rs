@@ -1716,3 +1716,52 @@ async fn an_insert_that_a_rule_turns_into_an_update_goes_on_until_done() {
         run.stdout
     );
 }
+
+/// An INSERT into a plain table whose BEFORE trigger stores each row in a foreign table and
+/// returns NULL: its count says none and no counter here sees the rows, so the batch cannot
+/// tell whether it copied any. It is never recorded applied with rows left: the batch is
+/// rolled back and the migration fails, naming the foreign table.
+#[tokio::test]
+async fn a_trigger_that_writes_a_foreign_table_never_ends_a_batch_as_applied() {
+    let remote = TestDb::new().await;
+    remote.exec("CREATE TABLE store (id int PRIMARY KEY)").await;
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_setup.sql",
+            &format!(
+                "CREATE EXTENSION postgres_fdw;
+                 CREATE SERVER arch FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', dbname '{}');
+                 CREATE USER MAPPING FOR CURRENT_USER SERVER arch OPTIONS (user 'postgres');
+                 CREATE TABLE src (id int PRIMARY KEY);
+                 INSERT INTO src SELECT generate_series(1, 50);
+                 CREATE FOREIGN TABLE remote_store (id int) SERVER arch OPTIONS (table_name 'store');
+                 CREATE TABLE dst (id int PRIMARY KEY);
+                 CREATE FUNCTION route() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO remote_store VALUES (NEW.id); RETURN NULL; END $$;
+                 CREATE TRIGGER tr BEFORE INSERT ON dst FOR EACH ROW EXECUTE FUNCTION route();
+",
+                remote.name
+            ),
+        ),
+        (
+            "002_copy.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             INSERT INTO dst SELECT s.id FROM src s WHERE NOT EXISTS (SELECT 1 FROM remote_store d WHERE d.id = s.id) ORDER BY s.id LIMIT :batch_size;\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["up"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        format!("{}{}", run.stdout, run.stderr).contains("wrote through the foreign table")
+            && format!("{}{}", run.stdout, run.stderr).contains("remote_store"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!db.applied().await.contains(&"002".to_owned()));
+    // The batch was rolled back: nothing reached the foreign server.
+    assert_eq!(
+        remote.query("SELECT count(*)::text FROM store").await,
+        ["0"]
+    );
+}

@@ -1058,3 +1058,23 @@ async fn a_failed_migration_that_acts_outside_its_transaction_is_not_replayed() 
         ["1"]
     );
 }
+
+/// A migration outside a transaction that leaves `default_transaction_read_only` on: the
+/// session is reset before its outcome is written (in a query of its own: in one with the
+/// reset, the write's transaction would start read-only), so it is recorded applied, not
+/// left dirty, and the next migration runs.
+#[tokio::test]
+async fn a_read_only_default_left_by_a_migration_does_not_leave_it_dirty() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_x.sql",
+            "-- stepmigrate: no-transaction\nCREATE TABLE x (id int);\nSET default_transaction_read_only = on;\n",
+        ),
+        ("002_y.sql", "CREATE TABLE y (id int);\n"),
+    ]);
+    let run = db.cli(dir.path(), &["up"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(db.applied().await, ["001", "002"]);
+    db.cli(dir.path(), &["status"]).assert_code(0);
+}

@@ -430,6 +430,32 @@ async fn an_edit_under_a_moved_directory_is_still_an_edit() {
     assert_eq!(findings.len(), 1, "{doc}");
     assert_eq!(findings[0]["kind"], "edited", "{doc}");
     assert_eq!(doc["report"]["base_migrations_applied"], 1, "{doc}");
+
+    // Copied rather than moved (the old directory stays), the project file pointed at the
+    // copy: the base is read where it kept them all the same.
+    repo.git(&["reset", "-q", "--hard", "main"]);
+    std::fs::create_dir_all(root.join("db/migrations")).unwrap();
+    std::fs::write(
+        root.join("db/migrations/001_init.sql"),
+        "-- stepmigrate: irreversible\nCREATE TABLE t (id int PRIMARY KEY, secret text);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("stepmigrate.toml"),
+        "migrations_dir = \"db/migrations\"\n",
+    )
+    .unwrap();
+    repo.git(&["add", "-A"]);
+    let doc = run_cli(
+        &server.url,
+        &root.join("db/migrations"),
+        &["preview", "--base", "main", "--json"],
+    )
+    .assert_code(1)
+    .json();
+    let findings = doc["report"]["changes"]["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{doc}");
+    assert_eq!(findings[0]["kind"], "edited", "{doc}");
 }
 
 /// A migration that is a symbolic link on the base (the loader follows it on disk) is read

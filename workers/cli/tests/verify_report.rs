@@ -633,3 +633,33 @@ async fn a_copy_that_differs_from_the_target_says_so_and_gives_no_check_mark() {
     let run = db.cli(dir.path(), &["verify"]);
     assert!(run.stdout.contains("\u{2713} 002_t2"), "{}", run.stdout);
 }
+
+/// A `DO` block may read a table's rows or statistics without locking it (`SELECT reltuples
+/// FROM pg_class`), so its ok on an empty copy says nothing of the target where tables hold
+/// rows: unknown, never ✓.
+#[tokio::test]
+async fn a_do_block_is_unknown_on_an_empty_copy_where_the_target_holds_rows() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "-- stepmigrate: irreversible\nCREATE TABLE t (id bigint PRIMARY KEY, v int);\n",
+        ),
+        (
+            "002_guard.sql",
+            "-- stepmigrate: irreversible\nDO $$\nBEGIN\n  IF (SELECT reltuples FROM pg_class WHERE oid = 'public.t'::regclass) > 0 THEN\n    RAISE EXCEPTION 'public.t must be empty';\n  END IF;\nEND $$;\nDROP TABLE t;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO t SELECT g, 1 FROM generate_series(1, 1000) g; ANALYZE t")
+        .await;
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    let m = migration(&doc, "002_guard");
+    assert_eq!(m["unknown_on_empty_copy"], true, "{doc:#}");
+    assert!(
+        m["statements"][0]["depends_on_data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("it runs code")),
+        "{doc:#}"
+    );
+}

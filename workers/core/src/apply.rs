@@ -339,13 +339,12 @@ impl<'a> Attempt<'a> {
         )
     }
 
-    /// Outside a transaction, after the last statement: the session reset and the outcome.
+    /// Outside a transaction, after the last statement and the session's reset (sent on its
+    /// own: in one query with it, the event's implicit transaction would start under what
+    /// the migration set, `default_transaction_read_only` for one): the outcome.
     pub fn finish_outside(&self, elapsed_ms: u64, notices: &[String]) -> String {
-        format!(
-            "{RESET_SESSION}{}",
-            self.event(self.done_kind(), Some(elapsed_ms.to_string()), notices)
-                .insert_sql(self.schema)
-        )
+        self.event(self.done_kind(), Some(elapsed_ms.to_string()), notices)
+            .insert_sql(self.schema)
     }
 
     /// After a transactional migration that raised notices: they follow its `applied` event.
@@ -635,10 +634,14 @@ async fn start_and_run_outside(
         return Ok(outcome);
     }
     let elapsed = started.elapsed().as_millis() as u64;
-    if let Err(e) = sqlx::raw_sql(&attempt.finish_outside(elapsed, &notices))
-        .execute(&mut *conn)
-        .await
-    {
+    let recorded = match sqlx::raw_sql(RESET_SESSION).execute(&mut *conn).await {
+        Ok(_) => sqlx::raw_sql(&attempt.finish_outside(elapsed, &notices))
+            .execute(&mut *conn)
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
         let _ = sqlx::raw_sql(RESET_SESSION).execute(&mut *conn).await;
         return Err(Error::database(
             format!("recording {} as applied (left dirty)", m.name),

@@ -143,6 +143,7 @@ pub async fn run(
         recorded_progress(conn, attempt.schema, m.version.as_str()).await?;
     let statement = statement_text(m);
     let table = target_table(&statement);
+    let statement_target = table.clone();
     let table_rows_estimate = match &table {
         Some(table) => estimate_rows(conn, table).await,
         None => None,
@@ -241,6 +242,35 @@ pub async fn run(
             },
             None => rows,
         };
+        // A trigger that stored the rows in a foreign table (its server counts them, not
+        // ours): a batch that says it changed nothing may have copied rows, and recording
+        // the migration applied would leave the rest undone. Not committed: failed, naming it.
+        if rows == 0 {
+            if let Some(foreign) = foreign_tables_written(conn, statement_target.as_deref()).await {
+                let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
+                    .execute(&mut *conn)
+                    .await;
+                let mut failure = apply::failure_of(
+                    m,
+                    crate::error::SqlError {
+                        sqlstate: RUNAWAY_SQLSTATE.to_owned(),
+                        message: format!(
+                            "batch {} says it changed no row, but it wrote through the foreign table {foreign} (a trigger's write: the foreign server counts those rows, not this one), so whether rows remain cannot be told; that batch is rolled back and the migration is not recorded applied (write the statement so that its own count tells: INSERT into the foreign table itself, or a view over it)",
+                            progress.batches + 1
+                        ),
+                        ..Default::default()
+                    },
+                );
+                failure.notices = notices;
+                if let Some(s) = sql::split_statements(&m.sql).first() {
+                    failure.error.line = Some(s.line);
+                    failure.error.statement = Some(s.text.to_owned());
+                }
+                return Ok(Outcome::Failed {
+                    failure: Box::new(failure),
+                });
+            }
+        }
         lock_timeouts = 0;
         last_batch = batch_started.elapsed();
         let batch_ms = last_batch.as_millis() as u64;
@@ -473,6 +503,36 @@ async fn one_batch(
             ))
         }
     }
+}
+
+/// The foreign tables this transaction wrote (it holds `ROW EXCLUSIVE` on them) other than
+/// the statement's own target and the tables under it, whose writes its count includes.
+/// In a savepoint: a failure (a target name `to_regclass` cannot read) leaves the batch as
+/// it was, and is taken as no foreign table.
+async fn foreign_tables_written(conn: &mut PgConnection, target: Option<&str>) -> Option<String> {
+    sqlx::raw_sql("SAVEPOINT stepmigrate_foreign")
+        .execute(&mut *conn)
+        .await
+        .ok()?;
+    let found = sqlx::query_scalar::<_, Option<String>>(
+        "WITH RECURSIVE own(oid) AS (
+             SELECT pg_catalog.to_regclass($1)::oid WHERE pg_catalog.to_regclass($1) IS NOT NULL
+             UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN own ON i.inhparent = own.oid)
+         SELECT pg_catalog.string_agg(l.relation::regclass::text, ', ' ORDER BY l.relation::regclass::text)
+         FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
+         WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
+           AND c.relkind = 'f' AND l.relation NOT IN (SELECT oid FROM own)",
+    )
+    .bind(target)
+    .fetch_one(&mut *conn)
+    .await;
+    let end = if found.is_ok() {
+        "RELEASE SAVEPOINT stepmigrate_foreign"
+    } else {
+        "ROLLBACK TO SAVEPOINT stepmigrate_foreign; RELEASE SAVEPOINT stepmigrate_foreign"
+    };
+    sqlx::raw_sql(end).execute(&mut *conn).await.ok()?;
+    found.ok().flatten()
 }
 
 /// `view` (as written in the statement) and the rows it holds, when it can be counted.

@@ -1161,12 +1161,18 @@ fn parse_directives(sql: &str) -> Result<Directives, Vec<(usize, String)>> {
                     line_no,
                     format!("a directive is a line comment: write it `-- {DIRECTIVE_PREFIX} ...` (in a /* */ comment it would be ignored)"),
                 ));
+            } else if in_header && trailing_directive(trimmed) {
+                errors.push((line_no, DIRECTIVE_NOT_ALONE.to_owned()));
             }
             in_block_comment = !trimmed.ends_with("*/") || (trimmed == "/*");
             continue;
         }
         if in_header && !trimmed.is_empty() && comment.is_none() {
             in_header = false;
+            // `SELECT 1; -- stepmigrate: batch`: read as the statement's comment, ignored.
+            if trailing_directive(trimmed) {
+                errors.push((line_no, DIRECTIVE_NOT_ALONE.to_owned()));
+            }
         }
         if let Some(text) = comment.filter(|c| directive_body(c).is_none() && directive_like(c)) {
             errors.push((
@@ -1233,6 +1239,19 @@ fn directive_body(comment: &str) -> Option<&str> {
     strip_prefix_ignore_case(comment, name)?
         .trim_start()
         .strip_prefix(':')
+}
+
+const DIRECTIVE_NOT_ALONE: &str = "a directive is a line of its own: after a /* */ comment or SQL on the same line it would be ignored; put it on a line that starts with `--`";
+
+/// A line that ends with a directive (or what looks like one) after something else: `/*
+/// backfill */ -- stepmigrate: after-deploy`.
+fn trailing_directive(line: &str) -> bool {
+    line.match_indices("--").any(|(at, _)| {
+        at > 0 && {
+            let text = line[at..].trim_start_matches('-').trim();
+            directive_body(text).is_some() || directive_like(text)
+        }
+    })
 }
 
 /// A comment that starts like a directive (`stepmigrates: ...`, `stepmigrate-x: ...`):
@@ -1547,6 +1566,16 @@ mod tests {
                 "/* stepmigrate requires = 002 */\nSELECT 1;",
                 1,
                 "a directive is a line comment",
+            ),
+            (
+                "/* backfill */ -- stepmigrate: after-deploy\nSELECT 1;",
+                1,
+                "a directive is a line of its own",
+            ),
+            (
+                "-- x\nSELECT 1; -- stepmigrate: batch\n",
+                2,
+                "a directive is a line of its own",
             ),
         ] {
             let Err(Error::InvalidMigrationSet { problems, .. }) =

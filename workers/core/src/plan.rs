@@ -374,6 +374,17 @@ impl Plan {
         self.entries.iter().filter(|e| e.deferred)
     }
 
+    /// What another runner has in hand, by name: the migrations it is applying (an
+    /// after-deploy build) and the pending ones that require them, which this run leaves to
+    /// it. A set with any is not up to date, though this run has nothing to apply.
+    pub fn left_to_another_runner(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| e.state == State::InProgress || e.waits_for_build)
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
     /// A pending migration that sorts before `version` and must run before it: one not
     /// deferred and not in the after-deploy chain (which the plan puts in order, or leaves
     /// for after the deploy). Apply steps refuse to run past one.
@@ -471,15 +482,23 @@ impl Plan {
                 "which this run applies before it"
             }
         };
+        // Who declares a conflict with a version.
+        let mut conflicts_with: BTreeMap<u64, Vec<&Entry>> = BTreeMap::new();
+        for x in &self.entries {
+            for c in &x.conflicts {
+                conflicts_with.entry(c.number()).or_default().push(x);
+            }
+        }
         let mut reasons = Vec::new();
         // Applied now, a migration that conflicts with one left for after the deploy would
         // keep that one from ever being applied.
-        let left = self
+        let left: Vec<&Entry> = self
             .entries
             .iter()
-            .filter(|d| d.deferred || d.waits_for_build || d.state == State::InProgress);
+            .filter(|d| d.deferred || d.waits_for_build || d.state == State::InProgress)
+            .collect();
         for e in self.pending() {
-            for d in left.clone() {
+            for d in &left {
                 if e.conflicts.iter().any(|c| c.number() == d.version.number())
                     || d.conflicts.iter().any(|c| c.number() == e.version.number())
                 {
@@ -510,20 +529,28 @@ impl Plan {
                     ));
                 }
             }
-            // Either way round: an applied migration may declare the conflict.
-            for other in applied.values() {
-                if other
-                    .conflicts
-                    .iter()
-                    .any(|c| c.number() == e.version.number())
-                {
-                    reasons.push(format!(
-                        "{} conflicts with {}, {}",
-                        e.name,
-                        other.name,
-                        how(other.version.number())
-                    ));
-                }
+            // Either way round: an applied migration may declare the conflict (looked up by
+            // the version it names: a set of 10,000 must not compare every pair).
+            let mut declared: Vec<&Entry> = conflicts_with
+                .get(&e.version.number())
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|other| {
+                    applied
+                        .get(&other.version.number())
+                        .is_some_and(|a| std::ptr::eq(*a, *other))
+                })
+                .collect();
+            declared.sort_by_key(|other| other.version.number());
+            declared.dedup_by(|a, b| std::ptr::eq(*a, *b));
+            for other in declared {
+                reasons.push(format!(
+                    "{} conflicts with {}, {}",
+                    e.name,
+                    other.name,
+                    how(other.version.number())
+                ));
             }
             applied.insert(e.version.number(), e);
         }

@@ -273,9 +273,11 @@ fn is_tree(repo: &Path, commit: &str, rel: &str) -> bool {
         .is_ok_and(|kind| String::from_utf8_lossy(&kind).trim() == "tree")
 }
 
-/// The directory the working tree's migrations were moved from since `commit`, if they
-/// were: where most of the `.sql` files deleted since then carry a version of the working
-/// set. `None` when nothing was moved (a base without migrations).
+/// The directory the working tree's migrations were moved (or copied) from since `commit`,
+/// if they were: where most of the `.sql` files deleted since then carry a version of the
+/// working set, else where the base's project file kept them when the change points one at
+/// a new directory. `None` when nothing was moved (a base without migrations, or a new set
+/// of its own beside the base's).
 fn moved_from(
     repo: &Path,
     commit: &str,
@@ -296,15 +298,35 @@ fn moved_from(
         .map(|f| String::from_utf8_lossy(f).into_owned())
         .collect();
     let mut moved: BTreeMap<String, usize> = BTreeMap::new();
-    for pair in fields.chunks(2) {
-        let [status, path] = pair else { continue };
-        if status != "D" || !path.to_ascii_lowercase().ends_with(".sql") {
-            continue;
+    let count = |path: &str, moved: &mut BTreeMap<String, usize>| {
+        if !path.to_ascii_lowercase().ends_with(".sql") {
+            return;
         }
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
         let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
         if digits.parse::<u64>().is_ok_and(|v| versions.contains(&v)) {
             *moved.entry(dir.to_owned()).or_default() += 1;
+        }
+    };
+    for pair in fields.chunks(2) {
+        let [status, path] = pair else { continue };
+        if status == "D" {
+            count(path, &mut moved);
+        }
+    }
+    // Copied rather than moved (the old directory stays in the tree), with the project file
+    // pointed at the copy: where the base's own project file (or its default) kept them.
+    if moved.is_empty() {
+        for pair in fields.chunks(2) {
+            let [status, path] = pair else { continue };
+            let named = path.rsplit('/').next() == Some(crate::project::FILE_NAME);
+            if !named || !(status == "A" || status == "M") {
+                continue;
+            }
+            let kept = base_migrations_dir(repo, commit, path, status == "M");
+            if let Some(dir) = kept.filter(|d| is_tree(repo, commit, d)) {
+                return Ok(Some(dir));
+            }
         }
     }
     Ok(moved
@@ -312,6 +334,34 @@ fn moved_from(
         .max_by_key(|(_, n)| *n)
         .map(|(dir, _)| dir)
         .filter(|dir| is_tree(repo, commit, dir)))
+}
+
+/// Where the project file at `path` (repository-relative) kept the migrations at `commit`:
+/// its `migrations_dir` there when it existed (`existed`), else `migrations` beside it.
+fn base_migrations_dir(repo: &Path, commit: &str, path: &str, existed: bool) -> Option<String> {
+    let file = Path::new(path);
+    let dir = if existed {
+        let text = git(repo, &["show", &format!("{commit}:{path}")]).ok()?;
+        let project = crate::project::Project::parse(file, &String::from_utf8_lossy(&text)).ok()?;
+        crate::project::migrations_dir(None, Some(&project))
+    } else {
+        // No project file on the base: its runs found `migrations` in the directory they ran
+        // in, which for a project laid out as now is beside the file.
+        file.parent().unwrap_or(Path::new("")).join("migrations")
+    };
+    // Lexically, as git names trees: no `.`, `..` folded into its parent.
+    let mut parts: Vec<String> = Vec::new();
+    for c in dir.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop()?;
+            }
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// The `.sql` files of `rel` at `commit`, as the loader would read them from `dir`.

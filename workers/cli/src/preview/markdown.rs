@@ -415,6 +415,13 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
                         "**Round trip:** ✅ its down gave back the schema before it, and applied again it made the same schema.\n"
                     );
                 }
+                Some(RoundTripReport::UnknownOnTarget { reason }) => {
+                    let _ = writeln!(
+                        body,
+                        "**Round trip:** ❔ unknown on the target's rows: {} (on the empty copy its down gave back the schema before it, and applied again it made the same schema).\n",
+                        inline(reason)
+                    );
+                }
                 Some(RoundTripReport::Skipped { reason }) => {
                     let _ = writeln!(body, "**Round trip:** skipped ({}).\n", inline(reason));
                 }

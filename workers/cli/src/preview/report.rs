@@ -76,6 +76,10 @@ pub enum VerifyOutcome {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RoundTripReport {
     Ok,
+    /// Ok on the empty copy, but a statement of the down depends on the target's rows.
+    UnknownOnTarget {
+        reason: String,
+    },
     /// `irreversible`, or not run (the migration failed).
     Skipped {
         reason: String,
@@ -325,7 +329,9 @@ impl PreviewReport {
                 }
                 s.new_indexes_invalid += v.new_indexes.iter().filter(|i| !i.valid).count();
                 match &v.round_trip {
-                    Some(RoundTripReport::Ok) => s.round_trips += 1,
+                    Some(RoundTripReport::Ok | RoundTripReport::UnknownOnTarget { .. }) => {
+                        s.round_trips += 1
+                    }
                     Some(RoundTripReport::Failed { .. }) => {
                         s.round_trips += 1;
                         s.round_trips_failed += 1;

@@ -253,6 +253,12 @@ fn verification(v: &MigrationVerification) -> Option<Verification> {
             v.mode == Mode::NoTransaction,
         )
         .with_round_trip(v.round_trip.as_ref().map(|r| match r {
+            RoundTrip::Ok {
+                unknown_on_target: Some(why),
+                ..
+            } => RoundTripReport::UnknownOnTarget {
+                reason: why.clone(),
+            },
             RoundTrip::Ok { .. } => RoundTripReport::Ok,
             RoundTrip::Skipped { reason } => RoundTripReport::Skipped {
                 reason: reason.clone(),

@@ -71,6 +71,9 @@ pub struct UpReport {
     /// run after the deploy, by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deferred: Vec<String>,
+    /// What another runner has in hand ([`crate::plan::Plan::left_to_another_runner`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_to_another_runner: Vec<String>,
     pub elapsed_ms: u64,
 }
 

@@ -87,6 +87,7 @@ impl Migrator {
             {
                 // Nothing to do: no lock, no write.
                 report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
+                report.left_to_another_runner = plan.left_to_another_runner();
                 report.warnings = plan.warnings;
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
                 return Ok(report);
@@ -118,6 +119,7 @@ impl Migrator {
                                 .await?;
                             report.warnings = plan.warnings.clone();
                             report.deferred = plan.deferred().map(|e| e.name.clone()).collect();
+                            report.left_to_another_runner = plan.left_to_another_runner();
                             let pending: Vec<&Migration> = plan
                                 .pending()
                                 .filter_map(|e| self.set.get(&e.version))
@@ -236,6 +238,7 @@ impl Migrator {
             failure_progress: None,
             lock_lost: false,
             deferred: Vec::new(),
+            left_to_another_runner: Vec::new(),
             elapsed_ms: 0,
         }
     }

@@ -427,6 +427,11 @@ UNION ALL SELECT 'pg_class'::regclass, c.oid,
                                       WHERE ft.ftrelid = c.oid),
                           'columns', (SELECT jsonb_agg(jsonb_build_array(a.attname, format_type(a.atttypid, a.atttypmod),
                                                                          a.attnotnull, (SELECT jsonb_agg(o ORDER BY o) FROM unnest(a.attfdwoptions) o))
+                                                       -- A collation other than its type's, named.
+                                                       || CASE WHEN a.attcollation <> (SELECT ty.typcollation FROM pg_type ty WHERE ty.oid = a.atttypid)
+                                                               THEN jsonb_build_array((SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
+                                                                                       JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation))
+                                                               ELSE '[]'::jsonb END
                                                         ORDER BY a.attnum)
                                       FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
   FROM pg_class c WHERE c.relkind = 'f'
@@ -440,8 +445,14 @@ UNION ALL SELECT 'pg_operator'::regclass, o.oid,
 UNION ALL SELECT 'pg_opfamily'::regclass, f.oid,
        jsonb_build_object('method', (SELECT am.amname FROM pg_am am WHERE am.oid = f.opfmethod),
                           'operators', (SELECT jsonb_agg(s.m ORDER BY s.m) FROM (
-                              SELECT format('%s %s (%s, %s)', a.amopstrategy, a.amopopr::regoperator,
-                                            a.amoplefttype::regtype, a.amoprighttype::regtype) AS m
+                              SELECT format('%s %s (%s, %s)%s', a.amopstrategy, a.amopopr::regoperator,
+                                            a.amoplefttype::regtype, a.amoprighttype::regtype,
+                                            -- An ordering operator's sort family (`FOR ORDER BY`); a
+                                            -- search operator's entry is as it always was.
+                                            CASE WHEN a.amoppurpose = 'o' THEN ' FOR ORDER BY ' ||
+                                                 (SELECT format('%I.%I', sn.nspname, sf.opfname) FROM pg_opfamily sf
+                                                  JOIN pg_namespace sn ON sn.oid = sf.opfnamespace WHERE sf.oid = a.amopsortfamily)
+                                                 ELSE '' END) AS m
                               FROM pg_amop a WHERE a.amopfamily = f.oid) s),
                           'functions', (SELECT jsonb_agg(s.m ORDER BY s.m) FROM (
                               SELECT format('%s %s (%s, %s)', p.amprocnum, p.amproc::regprocedure,
@@ -469,6 +480,22 @@ UNION ALL SELECT 'pg_publication'::regclass, p.oid,
        (to_jsonb(p) - ARRAY['oid', 'pubname', 'pubowner'])
        || jsonb_build_object('tables', (SELECT jsonb_agg(to_jsonb(pt) - 'pubname' ORDER BY pt.schemaname, pt.tablename)
                                         FROM pg_publication_tables pt WHERE pt.pubname = p.pubname))
+       -- What it was declared for, where the tables it publishes today do not tell: schemas
+       -- (`FOR TABLES IN SCHEMA`, PostgreSQL 15+, found through their dependencies so that the
+       -- query runs on every version), and its tables when one is partitioned or has a column
+       -- list. Absent otherwise, as in snapshots taken before.
+       || jsonb_strip_nulls(jsonb_build_object(
+              'schemas', (SELECT jsonb_agg(d.refobjid::regnamespace::text ORDER BY d.refobjid::regnamespace::text)
+                          FROM pg_depend d
+                          WHERE d.classid = to_regclass('pg_catalog.pg_publication_namespace') AND d.refclassid = 'pg_namespace'::regclass
+                            AND EXISTS (SELECT 1 FROM pg_depend d2 WHERE d2.classid = d.classid AND d2.objid = d.objid
+                                        AND d2.refclassid = 'pg_publication'::regclass AND d2.refobjid = p.oid)),
+              'declared', (SELECT CASE WHEN bool_or(c.relkind = 'p' OR to_jsonb(pr)->>'prattrs' IS NOT NULL) THEN
+                                  jsonb_agg(jsonb_build_array(pr.prrelid::regclass::text,
+                                      (SELECT jsonb_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+                                       WHERE a.attrelid = pr.prrelid AND a.attnum::text = ANY (string_to_array(to_jsonb(pr)->>'prattrs', ' '))))
+                                  ORDER BY pr.prrelid::regclass::text) END
+                           FROM pg_publication_rel pr JOIN pg_class c ON c.oid = pr.prrelid WHERE pr.prpubid = p.oid)))
   FROM pg_publication p
 UNION ALL SELECT 'pg_transform'::regclass, t.oid,
        jsonb_build_object('language', (SELECT l.lanname FROM pg_language l WHERE l.oid = t.trflang),

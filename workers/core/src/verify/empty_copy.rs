@@ -173,12 +173,31 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
         let Some(statement) = lexed.iter().find(|s| s.line == st.line) else {
             continue;
         };
+        // Each relation once: a statement may take several locks on one.
         let held: Vec<&str> = st
             .locks
             .iter()
             .filter(|l| l.existing && holding.contains(&l.relation))
             .map(|l| l.relation.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
+        // Code (`DO`, `CALL`) may read any table's rows or statistics without a lock on it
+        // (`SELECT reltuples FROM pg_class`): with rows on the target, unknown.
+        let code = matches!(
+            statement.keywords.first().map(String::as_str),
+            Some("DO" | "CALL")
+        );
+        if held.is_empty() && code && !holding.is_empty() {
+            st.depends_on_data = Some(DataDependence {
+                kind: DataKind::Outcome,
+                reason: format!(
+                    "it runs code, which may read the rows or statistics of any table ({} hold rows on the target): whether it succeeds there is unknown on an empty copy",
+                    holding.len()
+                ),
+            });
+            continue;
+        }
         if held.is_empty() || sql::reads_no_rows(statement) {
             continue;
         }

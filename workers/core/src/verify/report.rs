@@ -241,7 +241,14 @@ pub const ROUND_TRIP_SQLSTATE: &str = "SM010";
 pub enum RoundTrip {
     /// The down restored the schema before the up, and the up applied again made the same
     /// schema as the first time.
-    Ok { down_ms: f64, reapply_ms: f64 },
+    Ok {
+        down_ms: f64,
+        reapply_ms: f64,
+        /// A statement of the down whose outcome depends on the target's rows (`SET NOT
+        /// NULL` over rows the up made NULL): ok on the empty copy says nothing of the target.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unknown_on_target: Option<String>,
+    },
     /// Not tried: the migration is `irreversible`, failed its verification, or comes after a
     /// failure.
     Skipped { reason: String },
@@ -276,10 +283,32 @@ impl RoundTrip {
         matches!(self, RoundTrip::Failed { .. })
     }
 
+    /// Ok on the empty copy, with a down whose outcome on the target's rows is unknown.
+    pub fn unknown_on_target(&self) -> bool {
+        matches!(
+            self,
+            RoundTrip::Ok {
+                unknown_on_target: Some(_),
+                ..
+            }
+        )
+    }
+
     /// One line for people: `ok`, `skipped: irreversible`, or the failure's message.
     pub fn describe(&self) -> String {
         match self {
-            RoundTrip::Ok { down_ms, reapply_ms } => format!(
+            RoundTrip::Ok {
+                down_ms,
+                reapply_ms,
+                unknown_on_target: Some(why),
+            } => format!(
+                "? unknown on the target's rows: {why}; on the empty copy the down restored the schema ({down_ms:.1} ms), applied again it made the same schema ({reapply_ms:.1} ms)"
+            ),
+            RoundTrip::Ok {
+                down_ms,
+                reapply_ms,
+                unknown_on_target: None,
+            } => format!(
                 "ok: the down restored the schema ({down_ms:.1} ms), applied again it made the same schema ({reapply_ms:.1} ms)"
             ),
             RoundTrip::Skipped { reason } => format!("skipped: {reason}"),

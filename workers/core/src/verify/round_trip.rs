@@ -143,9 +143,25 @@ pub(super) async fn round_trip(
             differences.changes,
         ));
     }
+    // The copy is empty: a down statement whose outcome depends on rows proved nothing.
+    let unknown_on_target = m.down.as_ref().and_then(|down| {
+        sql::split_statements(&down.sql).iter().find_map(|s| {
+            super::depends_on_data(s)
+                .filter(|d| d.kind == super::DataKind::Outcome)
+                .map(|d| {
+                    format!(
+                        "its down file, line {}: {}: {}",
+                        s.line,
+                        summary_of(s.text),
+                        d.reason
+                    )
+                })
+        })
+    });
     Ok(RoundTrip::Ok {
         down_ms,
         reapply_ms,
+        unknown_on_target,
     })
 }
 
