@@ -370,6 +370,16 @@ impl Args {
         })
     }
 
+    /// Where the database URL came from, for its errors: the variable, or the flag when
+    /// it differs from the variable.
+    fn url_source(&self) -> &'static str {
+        if std::env::var("DATABASE_URL").ok().as_deref() == self.database_url.as_deref() {
+            "DATABASE_URL"
+        } else {
+            "--database-url"
+        }
+    }
+
     fn migrator(&self, project: Option<&Project>) -> Result<Migrator, Error> {
         let settings = self.settings(project)?;
         let set = MigrationSet::load(&self.migrations_dir(project))?;
@@ -378,7 +388,7 @@ impl Args {
             reason: "not set; set it or pass --database-url postgres://USER@HOST:PORT/DATABASE"
                 .into(),
         })?;
-        let db = Database::from_url(url, "DATABASE_URL", settings.connect_timeout)?;
+        let db = Database::from_url(url, self.url_source(), settings.connect_timeout)?;
         Ok(Migrator::new(db, set, settings))
     }
 }
@@ -790,7 +800,7 @@ async fn snapshot_command(
         variable: "DATABASE_URL".into(),
         reason: "not set; set it or pass --database-url postgres://USER@HOST:PORT/DATABASE".into(),
     })?;
-    let db = Database::from_url(url, "DATABASE_URL", settings.connect_timeout)?;
+    let db = Database::from_url(url, args.url_source(), settings.connect_timeout)?;
     let result = Snapshot::capture_database(&db, &scope.options(&settings)).await;
     db.close().await;
     let snapshot = result?;
@@ -889,7 +899,7 @@ async fn preview_command(
             settings.connect_timeout,
         )?),
         (None, Some(url)) => {
-            Scratch::CreateOn(Database::from_url(url, "DATABASE_URL", settings.connect_timeout)?)
+            Scratch::CreateOn(Database::from_url(url, args.url_source(), settings.connect_timeout)?)
         }
         (None, None) => {
             return Err(Error::Config {

@@ -129,3 +129,51 @@ async fn drift_against_the_old_runner_checksums_is_detected() {
     );
     assert!(!db.table_exists("b").await);
 }
+
+/// An old table with a key of its own that holds a version more than once (a failed try,
+/// then a success): not adoptable as it is. The error names the versions and what to do,
+/// and nothing changes.
+#[tokio::test]
+async fn an_old_table_with_a_version_twice_is_refused_naming_it() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "CREATE TABLE schema_migrations (id SERIAL PRIMARY KEY, version VARCHAR(255) NOT NULL, name VARCHAR(255) NOT NULL,
+             applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, checksum VARCHAR(64), execution_time_ms INTEGER, success BOOLEAN DEFAULT TRUE);
+         INSERT INTO schema_migrations (version, name, checksum, success) VALUES
+             ('001', '001_a', '{}', true), ('002', '002_b', '{}', true), ('002', '002_b', 'x', false);
+         CREATE TABLE a (id int); CREATE TABLE b (id int);",
+        checksum(A.as_bytes()),
+        checksum(B.as_bytes())
+    ))
+    .await;
+    let dir = Dir::new(&[("001_a.sql", A), ("002_b.sql", B)]);
+    // Read as it is: the try that succeeded is the state, whatever row came last.
+    let status = db.cli(dir.path(), &["--json", "status"]).json();
+    assert_eq!(status["migrations"][1]["state"], "applied", "{status}");
+    let run = db.cli(dir.path(), &["up"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("version(s) 002 more than once")
+            && run.stderr.contains("nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!db.table_exists("schema_migration_events").await);
+}
+
+/// A checksum the old runner wrote in upper-case hex is the same checksum: no drift.
+#[tokio::test]
+async fn an_upper_case_checksum_is_not_drift() {
+    let db = TestDb::new().await;
+    db.exec(&format!(
+        "CREATE TABLE schema_migrations (version VARCHAR(255) PRIMARY KEY, name VARCHAR(255) NOT NULL,
+             applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, checksum VARCHAR(64), execution_time_ms INTEGER, success BOOLEAN DEFAULT TRUE);
+         INSERT INTO schema_migrations VALUES ('001', '001_a', now(), upper('{}'), 5, true);
+         CREATE TABLE a (id int);",
+        checksum(A.as_bytes())
+    ))
+    .await;
+    let dir = Dir::new(&[("001_a.sql", A), ("002_b.sql", B)]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    assert_eq!(db.applied().await, ["001", "002"]);
+}

@@ -232,3 +232,32 @@ fn resolve_without_a_finding_names_both() {
         run.stderr
     );
 }
+
+/// A malformed `--database-url` is named as the flag it came from (the variable is named
+/// when the value is the variable's), once, and its password never shows.
+#[test]
+fn a_bad_database_url_flag_is_named_as_the_flag() {
+    let dir = Dir::new(&[GOOD]);
+    let run = common::Run::from(
+        common::cli_command(
+            "postgres://u@127.0.0.1/db",
+            dir.path(),
+            &[
+                "--database-url",
+                "postgres://u:s3cretpw@127.0.0.1:5432/x?sslmode=bogus",
+                "status",
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    run.assert_code(2);
+    assert!(run.stderr.contains("--database-url"), "{}", run.stderr);
+    assert!(!run.stderr.contains("s3cretpw"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("error with configuration").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}

@@ -1034,8 +1034,9 @@ async fn an_invalid_index_that_cannot_be_dropped_fails_the_build_instead_of_pass
         .unwrap();
 }
 
-/// A failed migration's statements are replayed to find the failing line only when a
-/// rollback undoes them all: a `dblink_exec` that commits elsewhere runs once, not twice.
+/// A failed migration's line is found from the run itself (the server answers statement by
+/// statement), nothing run again: a `dblink_exec` that commits elsewhere runs once, not
+/// twice, and the failing line is still named.
 #[tokio::test]
 async fn a_failed_migration_that_acts_outside_its_transaction_is_not_replayed() {
     let db = TestDb::new().await;
@@ -1052,10 +1053,16 @@ async fn a_failed_migration_that_acts_outside_its_transaction_is_not_replayed() 
             ),
         ),
     ]);
-    db.cli(dir.path(), &["up"]).assert_code(1);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    run.assert_code(1);
     assert_eq!(
         db.query("SELECT count(*)::text FROM remote_log").await,
         ["1"]
+    );
+    let doc = run.json();
+    assert_eq!(
+        doc["error"]["details"]["migration"]["error"]["line"], 2,
+        "{doc:#}"
     );
 }
 

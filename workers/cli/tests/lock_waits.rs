@@ -369,3 +369,51 @@ async fn plan_and_down_say_they_wait_for_a_migration_in_flight() {
     }
     finish(runner, "up").assert_code(0);
 }
+
+/// A batch migration's pause longer than the batch budget is waited without the migration
+/// lock: a deploy's run that waits less than the pause gets the lock and applies its
+/// migration, and the backfill then finishes, each row once.
+#[tokio::test]
+async fn a_pause_longer_than_the_budget_is_waited_without_the_lock() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_items.sql",
+        "CREATE TABLE items (id int PRIMARY KEY, v int);\nINSERT INTO items SELECT g, NULL FROM generate_series(1, 4) g;\n",
+    )]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    dir.write(
+        "002_backfill.sql",
+        "-- stepmigrate: after-deploy\n-- stepmigrate: batch\n-- stepmigrate: batch_size = 2\n-- stepmigrate: pause = 3s\n\
+         UPDATE items SET v = id WHERE id IN (SELECT id FROM items WHERE v IS NULL ORDER BY id LIMIT :batch_size);\n",
+    );
+    let backfill =
+        spawn(cli_command(&db.url, dir.path(), &["up"]).env("STEPMIGRATE_BATCH_BUDGET", "1s"));
+    let started = Instant::now();
+    while db
+        .query("SELECT count(*)::text FROM schema_migration_events WHERE version = '002' AND kind = 'batch'")
+        .await[0]
+        == "0"
+    {
+        assert!(started.elapsed() < HUNG, "the backfill did not get going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dir.write("003_new.sql", "CREATE TABLE deployed (id int);\n");
+    let deploy = finish(
+        spawn(&mut cli_command(
+            &db.url,
+            dir.path(),
+            &["--json", "--lock-wait", "2s", "up", "--skip-after-deploy"],
+        )),
+        "the deploy's run",
+    );
+    deploy.assert_code(0);
+    assert_eq!(deploy.json()["applied"], 1, "{}", deploy.stdout);
+    let run = finish(backfill, "the backfill");
+    run.assert_code(0);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM items WHERE v = id")
+            .await,
+        ["4"]
+    );
+    assert_eq!(db.applied().await, ["001", "002", "003"]);
+}

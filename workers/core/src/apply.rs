@@ -142,6 +142,10 @@ pub struct Attempt<'a> {
 pub struct Transaction {
     pub script: String,
     pub migration_offset_chars: usize,
+    /// How many statements come before the migration's own: the server answers each
+    /// statement of the script in turn, so the answers before an error tell which
+    /// statement of the migration failed.
+    pub prefix_statements: usize,
 }
 
 impl<'a> Attempt<'a> {
@@ -307,6 +311,7 @@ impl<'a> Attempt<'a> {
         // written without one.
         Transaction {
             migration_offset_chars: prefix.chars().count(),
+            prefix_statements: sql::split_statements(&prefix).len(),
             script: format!(
                 "{prefix}{}\n;RELEASE SAVEPOINT {MIGRATION_SAVEPOINT};{}{event};{guard}COMMIT;{RESET_SESSION}",
                 self.migration.sql,
@@ -379,20 +384,22 @@ async fn apply_in_transaction(
     let started = Instant::now();
     // The guard's transaction id comes back as a row among the migration's own, as they are
     // produced: an error later in the script keeps it.
-    let ((sent, guard_xid), notices) = notices::capture(async {
+    let ((sent, guard_xid, completed), notices) = notices::capture(async {
         let mut guard_xid: Option<String> = None;
+        let mut completed = 0usize;
         let mut results = sqlx::raw_sql(&tx.script).fetch_many(&mut *conn);
         let sent = loop {
             match results.try_next().await {
                 Ok(Some(sqlx::Either::Right(row))) if guard_xid.is_none() => {
                     guard_xid = row.try_get::<String, _>("stepmigrate_guard").ok();
                 }
+                Ok(Some(sqlx::Either::Left(_))) => completed += 1,
                 Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
         };
-        (sent, guard_xid)
+        (sent, guard_xid, completed)
     })
     .await;
     match sent {
@@ -438,8 +445,16 @@ async fn apply_in_transaction(
             if let Outcome::Failed { failure } = &mut outcome {
                 failure.dirty = committed;
                 failure.notices = notices;
-                if failure.error.line.is_none() && !committed {
-                    locate_statement(conn, attempt, &mut failure.error).await;
+                if failure.error.line.is_none() {
+                    let failed = completed.checked_sub(tx.prefix_statements);
+                    let statements = sql::split_statements(&m.sql);
+                    if let Some(statement) = failed.and_then(|i| statements.get(i)) {
+                        failure.error.line = Some(statement.line);
+                        failure
+                            .error
+                            .statement
+                            .get_or_insert_with(|| statement.text.to_owned());
+                    }
                 }
             }
             Ok(outcome)
@@ -464,78 +479,6 @@ async fn after_failure(conn: &mut PgConnection, guard_xid: Option<&str>) -> bool
             .any(|r| r.try_get::<bool, _>("committed").unwrap_or(false)),
         Err(_) => false,
     }
-}
-
-/// PostgreSQL gives no position for many errors (a duplicate key, a missing relation inside
-/// a trigger, a RAISE): psql names the line because it sends one statement at a time. So
-/// does this, after the fact: the migration's statements run again one by one in a
-/// transaction that is rolled back, with the same timeouts, and the first one that fails
-/// with the same SQLSTATE is the one. Only for errors a replay reproduces cheaply: never
-/// after a timeout, a cancel or a broken session; and never for a migration with a statement
-/// that acts outside its transaction (`dblink_exec`, `setval`...), whose effect the
-/// rollback would not undo: run again, it would act twice.
-async fn locate_statement(conn: &mut PgConnection, attempt: &Attempt<'_>, error: &mut SqlError) {
-    let statements = sql::split_statements(&attempt.migration.sql);
-    if let [only] = statements.as_slice() {
-        error.line = Some(only.line);
-        error.statement = Some(only.text.to_owned());
-        return;
-    }
-    if statements
-        .iter()
-        .any(|s| sql::acts_outside_transaction(s, true).is_some())
-    {
-        return;
-    }
-    // A trigger or function of an earlier migration may reach dblink (an audit log written
-    // "autonomously"): where such an extension is installed, no statement is replayed.
-    let remote: Result<Option<i32>, _> =
-        sqlx::query_scalar("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = ANY($1) LIMIT 1")
-            .bind(&sql::REMOTE_EXTENSIONS[..])
-            .fetch_optional(&mut *conn)
-            .await;
-    if !matches!(remote, Ok(None)) {
-        return;
-    }
-    let class = error.sqlstate.get(..2).unwrap_or_default();
-    if !matches!(
-        class,
-        "0A" | "21" | "22" | "23" | "2B" | "2F" | "38" | "39" | "3F" | "42" | "44" | "P0"
-    ) {
-        return;
-    }
-    let begin = format!(
-        "BEGIN;SET LOCAL lock_timeout = '{}';SET LOCAL statement_timeout = '{}';",
-        pg_interval(attempt.lock_timeout),
-        pg_interval(attempt.statement_timeout)
-    );
-    if sqlx::raw_sql(&begin).execute(&mut *conn).await.is_err() {
-        let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
-            .execute(&mut *conn)
-            .await;
-        return;
-    }
-    for statement in &statements {
-        match sqlx::raw_sql(statement.text).execute(&mut *conn).await {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(&error.sqlstate) => {
-                error.line = Some(statement.line);
-                error.statement = Some(statement.text.to_owned());
-                break;
-            }
-            Err(_) => break,
-        }
-        // Sent one at a time, the next statement is read with the session as this one left
-        // it: stop unless it is still the transaction, and strings and encoding as the
-        // lexer read them.
-        match session_state(conn).await {
-            Ok(state) if state.in_transaction && state.problem().is_none() => {}
-            _ => break,
-        }
-    }
-    let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
-        .execute(&mut *conn)
-        .await;
 }
 
 /// Whether an error is the runner's savepoint release finding the migration's transaction

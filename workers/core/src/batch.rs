@@ -381,6 +381,14 @@ pub async fn run(
             });
         }
         if !pause.is_zero() {
+            // A pause that would run past the budget is taken without the migration lock:
+            // the runner lets go of it and waits the pause before it takes it again.
+            if run
+                .deadline
+                .is_some_and(|deadline| Instant::now() + pause >= deadline)
+            {
+                return Ok(Outcome::Unfinished { progress });
+            }
             tokio::time::sleep(pause).await;
         }
     }

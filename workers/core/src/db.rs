@@ -46,7 +46,11 @@ impl Database {
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             invalid(format!(
                 "not a valid PostgreSQL URL ({}); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
-                redact_reason(&e.to_string(), url)
+                // sqlx says "error with configuration:" once per layer.
+                redact_reason(&e.to_string(), url).replace(
+                    "error with configuration: error with configuration: ",
+                    "error with configuration: "
+                )
             ))
         })?;
         Ok(Database::from_options(options, connect_timeout))

@@ -602,8 +602,11 @@ pub async fn read(conn: &mut PgConnection, schema: &LedgerSchema) -> Result<Ledg
             "SELECT {columns} FROM {}",
             schema.qualify("schema_migrations_folded")
         ),
+        // One row per version: a table with a key of its own may hold one per try, and a
+        // success among them means the migration was applied (then the newest).
         _ => format!(
-            "SELECT version::text AS version, coalesce(name, version)::text AS name, applied_at::timestamptz AS applied_at, checksum::text AS checksum, execution_time_ms::bigint AS execution_time_ms, coalesce(success, true) AS success, false AS dirty, NULL::text AS run_id, NULL::text AS error, NULL::bigint AS event_id FROM {}",
+            "SELECT DISTINCT ON (version) version::text AS version, coalesce(name, version)::text AS name, applied_at::timestamptz AS applied_at, checksum::text AS checksum, execution_time_ms::bigint AS execution_time_ms, coalesce(success, true) AS success, false AS dirty, NULL::text AS run_id, NULL::text AS error, NULL::bigint AS event_id FROM {}
+             ORDER BY version, coalesce(success, true) DESC, applied_at DESC NULLS LAST",
             schema.qualify("schema_migrations")
         ),
     };
@@ -714,6 +717,25 @@ pub async fn install(
     let script = format!("BEGIN;\n{}\n;{marker};\nCOMMIT;", schema.ddl());
     if let Err(e) = sqlx::raw_sql(&script).execute(&mut *conn).await {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        // The old runner's table holding a version more than once (a key of its own, one
+        // row per try): its unique index cannot be made. Say which, and what to do.
+        if let sqlx::Error::Database(db) = &e {
+            if db.code().as_deref() == Some("23505") {
+                let table = schema.qualify("schema_migrations");
+                let twice: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT string_agg(version, ', ' ORDER BY version) FROM (SELECT version FROM {table} GROUP BY version HAVING count(*) > 1) d"
+                ))
+                .fetch_one(&mut *conn)
+                .await
+                .ok()
+                .flatten();
+                if let Some(twice) = twice {
+                    return Err(Error::InvalidInput(format!(
+                        "{table} holds version(s) {twice} more than once (one row per try?): adopting it needs one row per version; delete the extra rows by hand (those of the failed tries, `success` false, or the older ones), then run again; nothing was changed"
+                    )));
+                }
+            }
+        }
         return Err(Error::database(
             "creating the ledger (schema_migrations)",
             e,

@@ -613,7 +613,8 @@ fn entry_for(
         Some(r) if r.dirty => State::Dirty,
         Some(r) if !r.success => State::Failed,
         Some(r) => match r.checksum.as_deref() {
-            Some(recorded) if recorded == m.checksum => State::Applied,
+            // Hex is hex in either case (a runner that wrote it upper-case).
+            Some(recorded) if recorded.eq_ignore_ascii_case(&m.checksum) => State::Applied,
             Some(recorded) if differs_only_in_line_endings(m.sql.as_bytes(), recorded) => {
                 warnings.push(format!(
                     "{}: only line endings or a byte-order mark changed since it was applied (recorded checksum {recorded}, file now {}); not treated as drift",

@@ -427,7 +427,11 @@ fn revert_of(
             .join("; ")
     })?;
     if let Some(m) = file {
-        if row.checksum.as_deref().is_some_and(|c| c != m.checksum) {
+        if row
+            .checksum
+            .as_deref()
+            .is_some_and(|c| !c.eq_ignore_ascii_case(&m.checksum))
+        {
             warnings.push(format!(
                 "{}: its file changed since it ran here; the down it runs ({}) must revert what ran then",
                 row.name,

@@ -45,18 +45,27 @@ impl Migrator {
         let lock = self.lock(&schema, progress).await?;
         lock.hold(async |_| {
             let ledger = ledger::read(&mut conn, &schema).await?;
-            let row = ledger
-                .migration_rows()
-                .find(|r| {
-                    Version::parse(&r.version).is_some_and(|v| v.number() == version.number())
-                })
-                .filter(|r| r.dirty)
-                .ok_or_else(|| {
-                    Error::InvalidInput(format!(
+            let found = ledger.migration_rows().find(|r| {
+                Version::parse(&r.version).is_some_and(|v| v.number() == version.number())
+            });
+            let row = match found {
+                Some(row) if row.dirty => row.clone(),
+                Some(_) => {
+                    return Err(Error::InvalidInput(format!(
                         "migration {version} is not dirty: there is nothing to resolve"
-                    ))
-                })?
-                .clone();
+                    )))
+                }
+                None => {
+                    let known = if self.set.get(version).is_some() {
+                        "it is in the migration set but the ledger has no row of it (pending)"
+                    } else {
+                        "it is neither in the migration set nor in the ledger"
+                    };
+                    return Err(Error::InvalidInput(format!(
+                        "migration {version}: {known}: there is nothing to resolve"
+                    )));
+                }
+            };
             if ledger.in_progress.contains(&row.version) {
                 return Err(Error::InvalidInput(format!(
                     "a session still runs a statement of {} (a runner at work, or a killed runner's backend running on; it holds the migration's build lock): there is nothing to resolve until it ends",

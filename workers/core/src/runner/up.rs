@@ -209,14 +209,19 @@ impl Migrator {
                     self.settings.batch_budget
                 };
                 paused_at = Some((version.clone(), at));
+                // Its pause between batches is waited here, without the lock, when it is
+                // longer than the moment a waiting runner needs.
+                let mut away = crate::lock::HANDOVER;
                 if let Some(m) = self.set.get(&version) {
                     progress.handing_over(m);
+                    away = away.max(m.directives.pause.unwrap_or_default());
                 }
                 info!(
                     version = version.as_str(),
-                    "batch budget used: letting go of the migration lock for a moment"
+                    away_ms = away.as_millis() as u64,
+                    "batch budget used: letting go of the migration lock"
                 );
-                tokio::time::sleep(crate::lock::HANDOVER).await;
+                tokio::time::sleep(away).await;
             }
             report.elapsed_ms = started.elapsed().as_millis() as u64;
             Ok(report)
