@@ -34,7 +34,10 @@ pub const BAN_TRUNCATE: &str = "ban-truncate";
 /// A `DO` block: its statements are not linted.
 pub const DO_BLOCK_NOT_LINTED: &str = "do-block-not-linted";
 /// `DROP SCHEMA/TYPE/DOMAIN/EXTENSION/COLLATION/ACCESS METHOD ... CASCADE`: what depends on the
-/// object goes too, tables and columns with their rows.
+/// object goes too, tables and columns with their rows. And `DROP FUNCTION/PROCEDURE/ROUTINE/
+/// AGGREGATE/OPERATOR ... CASCADE` (a generated column using it goes with its values, as do
+/// views, indexes, constraints and defaults), `DROP OPERATOR CLASS/FAMILY ... CASCADE` (the
+/// indexes using it, and the constraints they back).
 pub const BAN_DROP_CASCADE: &str = "ban-drop-cascade";
 /// `DROP OWNED BY`: every object the role owns in the database, tables with their rows.
 pub const BAN_DROP_OWNED: &str = "ban-drop-owned";
@@ -704,19 +707,39 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                     if d.behavior == pg_query::protobuf::DropBehavior::DropCascade as i32 =>
                 {
                     use pg_query::protobuf::ObjectType as O;
-                    let what = match O::try_from(d.remove_type) {
-                        Ok(O::ObjectSchema) => "SCHEMA",
-                        Ok(O::ObjectType) => "TYPE",
-                        Ok(O::ObjectDomain) => "DOMAIN",
-                        Ok(O::ObjectExtension) => "EXTENSION",
-                        Ok(O::ObjectCollation) => "COLLATION",
-                        Ok(O::ObjectAccessMethod) => "ACCESS METHOD",
+                    // What goes with it, and what to drop (or change) by name first.
+                    const TABLES: (&str, &str) = (
+                        "tables and columns go with their rows",
+                        "the dependent tables and columns",
+                    );
+                    const USES: (&str, &str) = (
+                        "a generated column that uses it goes with its values, and so do the views, indexes, constraints, defaults and triggers that use it",
+                        "the columns, views, indexes, constraints, defaults and triggers that use it",
+                    );
+                    const INDEXES: (&str, &str) = (
+                        "the indexes that use it go, and the primary key, unique and exclusion constraints they back",
+                        "the indexes and constraints that use it",
+                    );
+                    let (what, (goes, first)) = match O::try_from(d.remove_type) {
+                        Ok(O::ObjectSchema) => ("SCHEMA", TABLES),
+                        Ok(O::ObjectType) => ("TYPE", TABLES),
+                        Ok(O::ObjectDomain) => ("DOMAIN", TABLES),
+                        Ok(O::ObjectExtension) => ("EXTENSION", TABLES),
+                        Ok(O::ObjectCollation) => ("COLLATION", TABLES),
+                        Ok(O::ObjectAccessMethod) => ("ACCESS METHOD", TABLES),
+                        Ok(O::ObjectFunction) => ("FUNCTION", USES),
+                        Ok(O::ObjectProcedure) => ("PROCEDURE", USES),
+                        Ok(O::ObjectRoutine) => ("ROUTINE", USES),
+                        Ok(O::ObjectAggregate) => ("AGGREGATE", USES),
+                        Ok(O::ObjectOperator) => ("OPERATOR", USES),
+                        Ok(O::ObjectOpclass) => ("OPERATOR CLASS", INDEXES),
+                        Ok(O::ObjectOpfamily) => ("OPERATOR FAMILY", INDEXES),
                         _ => continue,
                     };
                     found.push((
                         BAN_DROP_CASCADE,
-                        format!("`DROP {what} ... CASCADE` also drops everything that depends on it, without naming it: tables and columns go with their rows"),
-                        format!("Drop the dependent tables and columns by name first (the lint then judges each), and the {} without CASCADE, which fails if anything still depends on it.", what.to_ascii_lowercase()),
+                        format!("`DROP {what} ... CASCADE` also drops everything that depends on it, without naming it: {goes}"),
+                        format!("Drop {first} by name first (the lint then judges each), and the {} without CASCADE, which fails if anything still depends on it.", what.to_ascii_lowercase()),
                     ));
                 }
                 N::DropOwnedStmt(_) => found.push((

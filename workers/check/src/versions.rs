@@ -30,6 +30,7 @@ const AT_SET_LOGGED: i64 = 30;
 const AT_SET_UNLOGGED: i64 = 31;
 const AT_ALTER_CONSTRAINT: i64 = 20;
 const AT_SET_ACCESS_METHOD: i64 = 33;
+const AT_ATTACH_PARTITION: i64 = 60;
 const AT_DETACH_PARTITION: i64 = 61;
 const AT_DETACH_PARTITION_FINALIZE: i64 = 62;
 const CONSTR_NOTNULL: i64 = 2;
@@ -45,8 +46,13 @@ const OBJECT_LARGEOBJECT: i64 = 23;
 const OBJECT_PARAMETER_ACL: i64 = 28;
 const OBJECT_SEQUENCE: i64 = 38;
 const OBJECT_COLUMN: i64 = 7;
+const OBJECT_INDEX: i64 = 21;
 const OBJECT_VIEW: i64 = 52;
 const ROLESPEC_CURRENT_ROLE: i64 = 2;
+const COERCE_SQL_SYNTAX: i64 = 4;
+const ALTER_SUBSCRIPTION_ADD_PUBLICATION: i64 = 4;
+const ALTER_SUBSCRIPTION_DROP_PUBLICATION: i64 = 5;
+const ALTER_SUBSCRIPTION_SKIP: i64 = 8;
 const REINDEX_OBJECT_SYSTEM: i64 = 4;
 const REINDEX_OBJECT_DATABASE: i64 = 5;
 const CTE_MATERIALIZE_ALWAYS: i64 = 2;
@@ -171,17 +177,54 @@ pub fn newer_than(
                 }
             }
             "CreateSeqStmt" if sequence_unlogged(f) => note("an UNLOGGED sequence", 15, None),
-            "AlterTableStmt" if int(f, "objtype") == OBJECT_SEQUENCE => {
-                let logged = f.get("cmds").and_then(Value::as_array).is_some_and(|cmds| {
-                    cmds.iter().any(|c| {
-                        c.pointer("/node/AlterTableCmd/subtype")
-                            .and_then(Value::as_i64)
-                            .is_some_and(|t| t == AT_SET_LOGGED || t == AT_SET_UNLOGGED)
-                    })
-                });
-                if logged {
-                    note("ALTER SEQUENCE ... SET LOGGED / UNLOGGED", 15, None);
-                }
+            "AlterTableStmt"
+                if int(f, "objtype") == OBJECT_SEQUENCE
+                    && has_subcommand(f, &[AT_SET_LOGGED, AT_SET_UNLOGGED]) =>
+            {
+                note("ALTER SEQUENCE ... SET LOGGED / UNLOGGED", 15, None)
+            }
+            "AlterTableStmt"
+                if int(f, "objtype") == OBJECT_INDEX
+                    && has_subcommand(f, &[AT_ATTACH_PARTITION]) =>
+            {
+                note("ALTER INDEX ... ATTACH PARTITION", 11, None)
+            }
+            // `CREATE ACCESS METHOD ... TYPE TABLE` (before 12, only TYPE INDEX).
+            "CreateAmStmt" if string(f, "amtype") == "t" => {
+                note("CREATE ACCESS METHOD ... TYPE TABLE", 12, None)
+            }
+            // Of the DefineStmt kinds, only AGGREGATE takes OR REPLACE.
+            "DefineStmt" if boolean(f, "replace") => {
+                note("CREATE OR REPLACE AGGREGATE", 12, None)
+            }
+            "AlterObjectDependsStmt" if boolean(f, "remove") => {
+                note("ALTER ... NO DEPENDS ON EXTENSION", 13, None)
+            }
+            "AlterSubscriptionStmt" => match int(f, "kind") {
+                ALTER_SUBSCRIPTION_ADD_PUBLICATION | ALTER_SUBSCRIPTION_DROP_PUBLICATION => note(
+                    "ALTER SUBSCRIPTION ... ADD / DROP PUBLICATION",
+                    14,
+                    None,
+                ),
+                ALTER_SUBSCRIPTION_SKIP => note("ALTER SUBSCRIPTION ... SKIP", 15, None),
+                _ => {}
+            },
+            "AlterDatabaseRefreshCollStmt" => {
+                note("ALTER DATABASE ... REFRESH COLLATION VERSION", 15, None)
+            }
+            "XmlSerialize" if boolean(f, "indent") => note("XMLSERIALIZE ... INDENT", 16, at),
+            // `base_stmt` is a typed CreateStmt, not a node: the walk does not call for it.
+            "CreateForeignTableStmt"
+                if f
+                    .get("base_stmt")
+                    .and_then(|b| b.get("table_elts"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|elts| {
+                        elts.iter()
+                            .any(|e| e.pointer("/node/TableLikeClause").is_some())
+                    }) =>
+            {
+                note("LIKE in CREATE FOREIGN TABLE", 18, None)
             }
             "VacuumRelation" => {
                 // `relation` is a typed RangeVar: `inh` false is `ONLY`.
@@ -338,6 +381,15 @@ pub fn newer_than(
                 if int(f, "objtype") == OBJECT_PARAMETER_ACL {
                     note("GRANT ... ON PARAMETER", 15, None);
                 }
+                // `grantor` is a typed RoleSpec (the walk does not call for it). A role's
+                // GRANT (GrantRoleStmt) took GRANTED BY long before.
+                if present(f, "grantor") {
+                    note(
+                        "GRANTED BY in GRANT / REVOKE of privileges on objects",
+                        14,
+                        None,
+                    );
+                }
                 let maintain = f
                     .get("privileges")
                     .and_then(Value::as_array)
@@ -421,6 +473,16 @@ pub fn newer_than(
                 if name == ["pg_catalog", "system_user"] {
                     note("SYSTEM_USER", 16, at);
                 }
+                // `x AT LOCAL` is `pg_catalog.timezone(x)` in SQL syntax (`AT TIME ZONE z` has
+                // two arguments, a call written out is an explicit call).
+                if name == ["pg_catalog", "timezone"]
+                    && int(f, "funcformat") == COERCE_SQL_SYNTAX
+                    && f.get("args")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.len() == 1)
+                {
+                    note("AT LOCAL", 17, at);
+                }
                 if let Some(over) = f.get("over").and_then(Value::as_object) {
                     window_frame(over, at, &mut note);
                 }
@@ -484,6 +546,17 @@ fn window_frame(
     }
 }
 
+/// Whether an ALTER TABLE / INDEX / SEQUENCE has a subcommand of one of these types.
+fn has_subcommand(f: &Map<String, Value>, subtypes: &[i64]) -> bool {
+    f.get("cmds").and_then(Value::as_array).is_some_and(|cmds| {
+        cmds.iter().any(|c| {
+            c.pointer("/node/AlterTableCmd/subtype")
+                .and_then(Value::as_i64)
+                .is_some_and(|t| subtypes.contains(&t))
+        })
+    })
+}
+
 fn default_bound(f: &Map<String, Value>, field: &str) -> bool {
     f.get(field)
         .and_then(|b| b.get("is_default"))
@@ -541,8 +614,6 @@ fn constraint(
     }
 }
 
-/// Integer literals with `_` separators or in hexadecimal, octal or binary (`1_000`, `0x1F`):
-/// PostgreSQL 16. Before, `1_000` is `1` followed by an alias or an error.
 /// `WITH ADMIN TRUE` or `WITH ADMIN FALSE` among the statement's words.
 fn admin_true_or_false(statement: &str) -> bool {
     let words: Vec<String> = statement
@@ -555,6 +626,8 @@ fn admin_true_or_false(statement: &str) -> bool {
         .any(|w| w[0] == "admin" && (w[1] == "true" || w[1] == "false"))
 }
 
+/// Integer literals with `_` separators or in hexadecimal, octal or binary (`1_000`, `0x1F`):
+/// PostgreSQL 16. Before, `1_000` is `1` followed by an alias or an error.
 fn numeric_literals(statement: &str, note: &mut dyn FnMut(&'static str, u32, Option<usize>)) {
     use pg_query::protobuf::Token;
     let Ok(scanned) = pg_query::scan(statement) else {

@@ -134,11 +134,13 @@ const CASES: &[(&str, Mode, &str, &str)] = &[
     ("do-block-not-linted", TX, "DO $$BEGIN PERFORM 1; END$$;", "SELECT 1;"),
     ("update-without-where", TX, "UPDATE t SET a = 1;", "UPDATE t SET a = 1 WHERE id < 100;"),
     ("ban-drop-cascade", TX, "DROP SCHEMA s CASCADE;", "DROP SCHEMA s;"),
+    ("ban-drop-cascade", TX, "DROP FUNCTION f(bigint) CASCADE;", "DROP FUNCTION f(bigint);"),
     ("ban-drop-owned", TX, "DROP OWNED BY r;", "REASSIGN OWNED BY r TO app;"),
 ];
 
 /// README: the rules that lose data are errors by default. Each statement here drops tables,
-/// columns or rows (the last ones every row, as a WHERE that is always true does).
+/// columns or rows (the last ones every row, as a WHERE that is always true does); an operator
+/// class or family, the indexes and constraints that use it.
 #[test]
 fn data_losing_statements_are_errors_or_named_as_every_row() {
     use stepmigrate_check::Severity;
@@ -155,6 +157,25 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
         ("DROP TYPE e CASCADE;", "ban-drop-cascade"),
         ("DROP DOMAIN d CASCADE;", "ban-drop-cascade"),
         ("DROP EXTENSION x CASCADE;", "ban-drop-cascade"),
+        ("DROP COLLATION c CASCADE;", "ban-drop-cascade"),
+        ("DROP ACCESS METHOD am CASCADE;", "ban-drop-cascade"),
+        ("DROP FUNCTION f(bigint) CASCADE;", "ban-drop-cascade"),
+        (
+            "DROP FUNCTION IF EXISTS f, g(int) CASCADE;",
+            "ban-drop-cascade",
+        ),
+        ("DROP PROCEDURE p(int) CASCADE;", "ban-drop-cascade"),
+        ("DROP ROUTINE r CASCADE;", "ban-drop-cascade"),
+        ("DROP AGGREGATE a(int) CASCADE;", "ban-drop-cascade"),
+        ("DROP OPERATOR === (int, int) CASCADE;", "ban-drop-cascade"),
+        (
+            "DROP OPERATOR CLASS oc USING btree CASCADE;",
+            "ban-drop-cascade",
+        ),
+        (
+            "DROP OPERATOR FAMILY fam USING btree CASCADE;",
+            "ban-drop-cascade",
+        ),
         ("DROP OWNED BY r;", "ban-drop-owned"),
         ("DROP OWNED BY r CASCADE;", "ban-drop-owned"),
     ] {
@@ -198,6 +219,14 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
         "DELETE FROM t WHERE a = a;",
         "DROP SCHEMA s;",
         "DROP VIEW v CASCADE;",
+        "DROP FUNCTION f(bigint);",
+        "DROP FUNCTION f(bigint) RESTRICT;",
+        "DROP PROCEDURE p(int);",
+        "DROP ROUTINE r;",
+        "DROP AGGREGATE a(int);",
+        "DROP OPERATOR === (int, int);",
+        "DROP OPERATOR CLASS oc USING btree;",
+        "DROP OPERATOR FAMILY fam USING btree;",
     ] {
         let found = findings(sql);
         assert!(
@@ -209,6 +238,52 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
             ]
             .contains(&f.rule.as_str())),
             "{sql}: {found:?}"
+        );
+    }
+}
+
+/// `DROP FUNCTION ... CASCADE` and its kin say what goes with them: not tables, but a generated
+/// column using the function (with its values) and the indexes using an operator class.
+#[test]
+fn drop_cascade_of_a_routine_or_operator_class_names_what_goes() {
+    let message = |sql: &str| {
+        let script = Script {
+            path: Path::new("m.sql"),
+            sql,
+            mode: TX,
+        };
+        check_script(&script, &LintRules::default())
+            .into_iter()
+            .find(|f| f.rule == "ban-drop-cascade")
+            .map(|f| f.message)
+            .unwrap_or_default()
+    };
+    for (sql, what, goes) in [
+        (
+            "DROP FUNCTION f(bigint) CASCADE;",
+            "`DROP FUNCTION ... CASCADE`",
+            "a generated column",
+        ),
+        (
+            "DROP ROUTINE r CASCADE;",
+            "`DROP ROUTINE ... CASCADE`",
+            "a generated column",
+        ),
+        (
+            "DROP OPERATOR CLASS oc USING btree CASCADE;",
+            "`DROP OPERATOR CLASS ... CASCADE`",
+            "the indexes",
+        ),
+        (
+            "DROP SCHEMA s CASCADE;",
+            "`DROP SCHEMA ... CASCADE`",
+            "tables and columns",
+        ),
+    ] {
+        let message = message(sql);
+        assert!(
+            message.contains(what) && message.contains(goes),
+            "{sql}: {message}"
         );
     }
 }

@@ -500,6 +500,17 @@ const CASES: &[Case] = &[
          "CREATE TABLE c (n int) WITH (fillfactor = 50); ALTER TABLE c SET (fillfactor = 70); ALTER TABLE c SET UNLOGGED; ALTER TABLE p ATTACH PARTITION c FOR VALUES FROM (0) TO (10);"),
     same(T, "GRANT SELECT ON t TO pg_monitor;", "GRANT SELECT, INSERT ON t TO pg_monitor; REVOKE INSERT ON t FROM pg_monitor;"),
     // Columns.
+    // Inherited only, or declared on the child too: dropped from the parent, they go or stay.
+    differs("CREATE TABLE p (a int, CONSTRAINT ck CHECK (a > 0));", "CREATE TABLE c (a int, CONSTRAINT ck CHECK (a > 0)) INHERITS (p);", "CREATE TABLE c () INHERITS (p);", "~ column app.c.a: inherited_only false → true"),
+    differs("CREATE TABLE p (a int, CONSTRAINT ck CHECK (a > 0));", "CREATE TABLE c (a int, CONSTRAINT ck CHECK (a > 0)) INHERITS (p);", "CREATE TABLE c () INHERITS (p);", "~ constraint app.c.ck: inherited_only false → true"),
+    same("CREATE TABLE p (k int) PARTITION BY RANGE (k);", "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);", "CREATE TABLE p1 (k int); ALTER TABLE p ATTACH PARTITION p1 FOR VALUES FROM (0) TO (10);"),
+    // A partition's index attached to its parent's, or not: one cannot be dropped alone.
+    differs("CREATE TABLE p (a int) PARTITION BY RANGE (a); CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10); CREATE INDEX pi ON ONLY p (a); CREATE INDEX p1i ON p1 (a);",
+            "", "ALTER INDEX pi ATTACH PARTITION p1i;", "~ index app.p1i: attached_to (none) → app.pi"),
+    same("CREATE TABLE p (a int) PARTITION BY RANGE (a); CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);",
+         "CREATE INDEX pi ON p (a);", "CREATE INDEX pi ON ONLY p (a); CREATE INDEX p1_a_idx ON p1 (a); ALTER INDEX pi ATTACH PARTITION p1_a_idx;"),
+    // A function that depends on an extension goes when it does.
+    differs("CREATE EXTENSION citext SCHEMA ext; CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';", "", "ALTER FUNCTION f() DEPENDS ON EXTENSION citext;", "~ function app.f(): depends_on_extensions"),
     differs("", "CREATE TABLE t (a int);", "CREATE TABLE t (a bigint);", "~ column app.t.a: type integer → bigint"),
     differs("", "CREATE TABLE t (a numeric(10,2));", "CREATE TABLE t (a numeric(12,2));", "~ column app.t.a: type numeric(10,2) → numeric(12,2)"),
     differs("", "CREATE TABLE t (a int);", "CREATE TABLE t (a int NOT NULL);", "~ column app.t.a: not_null false → true"),

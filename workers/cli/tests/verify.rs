@@ -443,3 +443,31 @@ async fn the_ledgers_indexes_are_not_the_first_migrations() {
         .collect();
     assert_eq!(names, ["public.x_id_idx"], "{doc:#}");
 }
+
+/// The role's own settings in the target (`ALTER ROLE ... IN DATABASE ... SET search_path`)
+/// are the copy's too: a migration meets them there as `up` will on the target.
+#[tokio::test]
+async fn the_roles_settings_in_the_target_are_the_copys() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_base.sql",
+            "-- stepmigrate: irreversible\nCREATE SCHEMA app;\nCREATE TABLE app.items (id int PRIMARY KEY);\n",
+        ),
+        (
+            "002_items.sql",
+            "-- stepmigrate: irreversible\nCREATE TABLE items (id int PRIMARY KEY, name text);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec(&format!(
+        "ALTER ROLE CURRENT_USER IN DATABASE \"{}\" SET search_path = app, public",
+        db.name
+    ))
+    .await;
+    let run = db.cli(dir.path(), &["verify"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("already exists"), "{}", run.stdout);
+    // As `up` finds it.
+    db.cli(dir.path(), &["up"]).assert_code(1);
+}

@@ -324,6 +324,39 @@ async fn setval_on_the_target_is_not_run_by_in_transaction_verify() {
     assert_eq!(run.code, 0, "{}", run.stdout);
 }
 
+/// `setval` and `pg_terminate_backend` under another name (a function `LANGUAGE internal`
+/// made by the migration): on the target, where no guard judges what it calls, such a
+/// function is not run at all, and the sequence does not move.
+#[tokio::test]
+async fn an_internal_function_alias_is_not_run_by_in_transaction_verify() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t1 (id serial PRIMARY KEY);
+INSERT INTO t1 SELECT FROM generate_series(1, 5);
+",
+        ),
+        (
+            "002_outside.sql",
+            "CREATE FUNCTION app_reset(regclass, bigint) RETURNS bigint LANGUAGE internal STRICT AS 'setval_oid';
+SELECT app_reset('t1_id_seq', 1000000);
+",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    refused_as_outside(
+        &db,
+        &dir,
+        &["--in-transaction-only"],
+        "code in the untrusted language internal, which can call anything under any name",
+    );
+    assert_eq!(
+        db.query("SELECT last_value::text FROM t1_id_seq").await,
+        ["5"]
+    );
+}
+
 #[tokio::test]
 async fn copy_to_a_server_file_is_not_run_on_a_scratch_database() {
     let db = TestDb::new().await;

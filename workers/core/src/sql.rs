@@ -490,6 +490,23 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
                 return Some((*name).to_owned());
             }
         }
+        // On the target, where no guard judges what a function made here calls: one in an
+        // untrusted language can call any built-in under any name (`LANGUAGE internal AS
+        // 'pg_terminate_backend'`, `setval_oid`), and a `DO` in one can do anything.
+        if on_target
+            && *word == "language"
+            && words[..i]
+                .iter()
+                .any(|(_, w)| matches!(*w, "function" | "procedure" | "do"))
+        {
+            if let Some((_, language)) = words.get(i + 1) {
+                if UNTRUSTED_LANGUAGES.contains(language) {
+                    return Some(format!(
+                        "code in the untrusted language {language}, which can call anything under any name"
+                    ));
+                }
+            }
+        }
         // A foreign table that runs a server program when read (file_fdw's `program`): COPY
         // FROM PROGRAM under another name.
         if *word == "program"
@@ -531,6 +548,20 @@ pub fn acts_outside_transaction(statement: &Statement<'_>, on_target: bool) -> O
 }
 
 const COPY_FILE: &str = "COPY to or from a server file or program";
+/// Languages a function or `DO` is untrusted in: only a superuser may use them, and their
+/// code reaches past the database (a built-in under another name, files, the network).
+const UNTRUSTED_LANGUAGES: [&str; 10] = [
+    "c",
+    "internal",
+    "plpython3u",
+    "plpythonu",
+    "plpython2u",
+    "plperlu",
+    "pltclu",
+    "plsh",
+    "pljavau",
+    "plrustu",
+];
 /// Extensions whose functions run SQL in another session, which commits on its own.
 pub const REMOTE_EXTENSIONS: [&str; 2] = ["dblink", "pg_background"];
 

@@ -210,6 +210,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         {} AS identity_sequence,
                         {} AS collation,
                         nullif(a.attstattarget, -1) AS statistics,
+                        (a.attinhcount > 0 AND NOT a.attislocal AND NOT cl.relispartition) AS inherited_only,
                         {} AS comment, {} AS grants
                  FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid
                  JOIN pg_namespace n ON n.oid = cl.relnamespace JOIN pg_type at ON at.oid = a.atttypid
@@ -235,6 +236,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE WHEN con.contype = 'f' THEN con.confrelid::regclass::text END AS references,
                         CASE WHEN con.contype = 'f' THEN {} END AS on_update,
                         CASE WHEN con.contype = 'f' THEN {} END AS on_delete,
+                        (con.coninhcount > 0 AND NOT con.conislocal AND NOT cl.relispartition) AS inherited_only,
                         {} AS comment
                  FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA}
@@ -250,6 +252,9 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                 "SELECT n.nspname AS schema, cl.relname AS table, ic.relname AS name,
                         pg_get_indexdef(i.indexrelid) AS definition, i.indisunique AS unique,
                         i.indisprimary AS primary, i.indisvalid AS valid,
+                        (SELECT format('%I.%I', pn.nspname, pc.relname) FROM pg_inherits ih
+                         JOIN pg_class pc ON pc.oid = ih.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+                         WHERE ih.inhrelid = i.indexrelid) AS attached_to,
                         {} AS comment
                  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class cl ON cl.oid = i.indrelid
                  JOIN pg_namespace n ON n.oid = cl.relnamespace
@@ -332,6 +337,9 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         l.lanname AS language,
                         CASE p.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable' ELSE 'volatile' END AS volatility,
                         p.prosecdef AS security_definer,
+                        coalesce((SELECT json_agg(e.extname::text ORDER BY e.extname) FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                                  WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                    AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'x'), '[]') AS depends_on_extensions,
                         CASE WHEN p.prokind = 'a' THEN
                             (SELECT format('aggregate sfunc=%s stype=%s finalfunc=%s combinefunc=%s initcond=%s sortop=%s',
                                            ag.aggtransfn::regproc, format_type(ag.aggtranstype, NULL), ag.aggfinalfn::regproc,
@@ -570,6 +578,8 @@ struct FunctionRow {
     language: String,
     volatility: Volatility,
     security_definer: bool,
+    #[serde(default)]
+    depends_on_extensions: Vec<String>,
     definition: Option<String>,
     comment: Option<String>,
     grants: Vec<Grant>,
@@ -671,6 +681,7 @@ fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snaps
             language: f.language,
             volatility: f.volatility,
             security_definer: f.security_definer,
+            depends_on_extensions: f.depends_on_extensions,
             comment: f.comment,
             grants: f.grants,
         })

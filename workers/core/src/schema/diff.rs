@@ -748,6 +748,10 @@ fn flatten(s: &Snapshot) -> Flat {
                 ("language", some(&f.language)),
                 ("volatility", some(f.volatility.as_str())),
                 ("security_definer", flag(f.security_definer)),
+                (
+                    "depends_on_extensions",
+                    list(f.depends_on_extensions.clone()),
+                ),
                 ("definition_hash", some(&f.definition_hash)),
                 ("comment", text(&f.comment)),
                 ("grants", grants(&f.grants)),
@@ -874,6 +878,7 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
                 "statistics",
                 c.statistics.map(|n| Value::Text(n.to_string())),
             ),
+            ("inherited_only", flag(c.inherited_only)),
             ("comment", text(&c.comment)),
             ("grants", grants(&c.grants)),
         ]);
@@ -890,6 +895,7 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
                 ("kind", some(c.kind.as_str())),
                 ("definition", some(&c.definition)),
                 ("validated", flag(c.validated)),
+                ("inherited_only", flag(c.inherited_only)),
                 ("comment", text(&c.comment)),
             ],
         );
@@ -1007,6 +1013,7 @@ fn index_attributes(i: &super::snapshot::Index) -> Attributes {
     vec![
         ("definition", some(&i.definition)),
         ("valid", flag(i.valid)),
+        ("attached_to", text(&i.attached_to)),
         ("comment", text(&i.comment)),
     ]
 }
@@ -1059,6 +1066,7 @@ mod tests {
 
     fn column(name: &str, type_: &str) -> Column {
         Column {
+            inherited_only: false,
             name: name.into(),
             type_: type_.into(),
             not_null: false,
@@ -1101,6 +1109,7 @@ mod tests {
 
     fn index(name: &str, definition: &str) -> Index {
         Index {
+            attached_to: None,
             name: name.into(),
             definition: definition.into(),
             unique: false,
@@ -1120,6 +1129,7 @@ mod tests {
             "CREATE INDEX users_email_idx ON public.users USING btree (email)",
         ));
         users.constraints.push(Constraint {
+            inherited_only: false,
             name: "users_email_check".into(),
             kind: ConstraintKind::Check,
             definition: "CHECK ((email <> ''::text))".into(),
@@ -1147,6 +1157,7 @@ mod tests {
                 table("audit", vec![column("at", "timestamp with time zone")]),
             ],
             functions: vec![Function {
+                depends_on_extensions: Vec::new(),
                 schema: "public".into(),
                 name: "add".into(),
                 kind: FunctionKind::Function,

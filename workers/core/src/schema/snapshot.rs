@@ -543,6 +543,11 @@ pub struct Column {
     /// Column privileges (`GRANT SELECT (email) ON ...`); none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<Grant>,
+    /// Inherited only, not also declared on this table (`CREATE TABLE c () INHERITS (p)`
+    /// rather than `CREATE TABLE c (a int) INHERITS (p)`): dropping it from the parent drops
+    /// it here too. A partition's columns are always so, and are not marked.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub inherited_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -562,6 +567,9 @@ pub struct Constraint {
     pub on_delete: Option<ForeignKeyAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Inherited only, not also declared on this table (as for a column).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub inherited_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -578,6 +586,10 @@ pub struct Index {
     pub valid: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The partitioned table's index it is a partition of (`ALTER INDEX ... ATTACH
+    /// PARTITION`, or made with the partition): it cannot be dropped alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -648,6 +660,10 @@ pub struct Function {
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<Grant>,
+    /// The extensions it depends on (`ALTER FUNCTION ... DEPENDS ON EXTENSION`): dropping
+    /// one drops it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on_extensions: Vec<String>,
 }
 
 impl Function {
@@ -1226,6 +1242,7 @@ mod tests {
         let mut t = named_table("public", "orders");
         for name in ["b_check", "a_check"] {
             t.constraints.push(Constraint {
+                inherited_only: false,
                 name: name.into(),
                 kind: ConstraintKind::Check,
                 definition: "CHECK ((total >= 0)) NOT VALID".into(),

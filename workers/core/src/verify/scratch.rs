@@ -43,7 +43,9 @@ const DATABASE_LIKE_SQL: &str = "SELECT CASE WHEN (t.encoding, t.datcollate, t.d
                  WHEN 'b' THEN pg_catalog.format(' LOCALE_PROVIDER builtin BUILTIN_LOCALE %L', to_jsonb(d)->>'datlocale')
                  ELSE '' END
      ELSE '' END,
-     coalesce((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}')
+     coalesce((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}'),
+     coalesce((SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s, pg_catalog.pg_roles r
+               WHERE s.setdatabase = d.oid AND s.setrole = r.oid AND r.rolname = current_user), '{}')
 FROM pg_catalog.pg_database d, pg_catalog.pg_database t WHERE d.datname = pg_catalog.current_database() AND t.datname = 'template1'";
 
 /// A database's encoding and locale, and its own settings, in words: what the copy must share
@@ -52,6 +54,9 @@ const DATABASE_TRAITS_SQL: &str = "SELECT pg_catalog.format('encoding %s, LC_COL
             CASE to_jsonb(d)->>'datlocprovider' WHEN 'i' THEN ', ICU locale ' || coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale')
                  WHEN 'b' THEN ', builtin locale ' || (to_jsonb(d)->>'datlocale') ELSE '' END),
        coalesce((SELECT pg_catalog.array_to_string(s.setconfig, '; ') FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '')
+       || coalesce((SELECT ' (for ' || current_user || ' in it: ' || pg_catalog.array_to_string(s.setconfig, '; ') || ')'
+                    FROM pg_catalog.pg_db_role_setting s, pg_catalog.pg_roles r
+                    WHERE s.setdatabase = d.oid AND s.setrole = r.oid AND r.rolname = current_user), '')
 FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()";
 
 /// What a migration made in `pg_catalog` or `information_schema` (a superuser may): objects from
@@ -304,12 +309,13 @@ impl ScratchDatabase {
         // The target's encoding, locale and settings are the copy's too: a migration's
         // outcome depends on them (`search_path`, a collation's order, a character the
         // encoding lacks).
-        let (like, settings): (String, Vec<String>) = sqlx::query_as(DATABASE_LIKE_SQL)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| {
-                Error::database("reading the target database's encoding and settings", e)
-            })?;
+        let (like, settings, role_settings): (String, Vec<String>, Vec<String>) =
+            sqlx::query_as(DATABASE_LIKE_SQL)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| {
+                    Error::database("reading the target database's encoding and settings", e)
+                })?;
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"{like}"))
             .execute(&mut *conn)
             .await
@@ -325,6 +331,17 @@ impl ScratchDatabase {
                 let _ = sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" SET {key} = {value}"))
                     .execute(&mut *conn)
                     .await;
+            }
+        }
+        // The role's own settings in the target (`ALTER ROLE ... IN DATABASE ... SET`), which
+        // its sessions there meet: for the copy too (dropped with it).
+        for setting in role_settings {
+            if let Some((key, value)) = setting.split_once('=') {
+                let _ = sqlx::raw_sql(&format!(
+                    "ALTER ROLE CURRENT_USER IN DATABASE \"{name}\" SET {key} = {value}"
+                ))
+                .execute(&mut *conn)
+                .await;
             }
         }
         info!(scratch = %name, "created the scratch database");
