@@ -896,14 +896,75 @@ fn constant(node: &pg_query::protobuf::Node) -> Option<bool> {
                 (Val::Boolval(a), Val::Boolval(b)) => a.boolval == b.boolval,
                 _ => return None,
             };
+            let order = match (&l, &r) {
+                (Val::Ival(a), Val::Ival(b)) => Some(a.ival.cmp(&b.ival)),
+                _ => None,
+            };
             match op {
                 "=" => Some(same),
                 "<>" | "!=" => Some(!same),
+                "<" => order.map(|o| o.is_lt()),
+                ">" => order.map(|o| o.is_gt()),
+                "<=" => order.map(|o| o.is_le()),
+                ">=" => order.map(|o| o.is_ge()),
+                _ => None,
+            }
+        }
+        // `true IS TRUE`, `NULL IS UNKNOWN`: a test of a constant.
+        N::BooleanTest(t) => {
+            use pg_query::protobuf::BoolTestType as T;
+            let v = truth(t.arg.as_deref()?)?;
+            match T::try_from(t.booltesttype).ok()? {
+                T::IsTrue => Some(v == Some(true)),
+                T::IsNotTrue => Some(v != Some(true)),
+                T::IsFalse => Some(v == Some(false)),
+                T::IsNotFalse => Some(v != Some(false)),
+                T::IsUnknown => Some(v.is_none()),
+                T::IsNotUnknown => Some(v.is_some()),
+                T::Undefined => None,
+            }
+        }
+        // `NULL IS NULL`
+        N::NullTest(t) => {
+            use pg_query::protobuf::NullTestType as T;
+            let is_null = match t.arg.as_deref()?.node.as_ref()? {
+                N::AConst(c) => c.isnull,
+                _ => return None,
+            };
+            match T::try_from(t.nulltesttype).ok()? {
+                T::IsNull => Some(is_null),
+                T::IsNotNull => Some(!is_null),
+                T::Undefined => None,
+            }
+        }
+        // `coalesce(true, ...)`: its first argument, when that is a constant.
+        N::CoalesceExpr(c) => constant(c.args.first()?),
+        // `EXISTS (SELECT 1)`: a subquery of no table and no condition has a row.
+        N::SubLink(l)
+            if l.sub_link_type == pg_query::protobuf::SubLinkType::ExistsSublink as i32 =>
+        {
+            match l.subselect.as_deref()?.node.as_ref()? {
+                N::SelectStmt(q)
+                    if q.from_clause.is_empty()
+                        && q.where_clause.is_none()
+                        && q.having_clause.is_none()
+                        && q.limit_count.is_none()
+                        && q.values_lists.is_empty()
+                        && q.larg.is_none() =>
+                {
+                    Some(true)
+                }
                 _ => None,
             }
         }
         N::BoolExpr(b) => {
             let args: Vec<Option<bool>> = b.args.iter().map(constant).collect();
+            // `x IS NULL OR x IS NOT NULL` of one column: every row.
+            if BoolExprType::try_from(b.boolop).ok()? == BoolExprType::OrExpr
+                && null_tests_of_one_column(&b.args)
+            {
+                return Some(true);
+            }
             match BoolExprType::try_from(b.boolop).ok()? {
                 BoolExprType::AndExpr if args.iter().all(|a| *a == Some(true)) => Some(true),
                 BoolExprType::AndExpr if args.contains(&Some(false)) => Some(false),
@@ -915,6 +976,47 @@ fn constant(node: &pg_query::protobuf::Node) -> Option<bool> {
         }
         _ => None,
     }
+}
+
+/// A constant's truth, NULL included: `Some(None)` for NULL, `None` when not a constant.
+fn truth(node: &pg_query::protobuf::Node) -> Option<Option<bool>> {
+    use pg_query::protobuf::node::Node as N;
+    match node.node.as_ref()? {
+        N::AConst(c) if c.isnull => Some(None),
+        _ => constant(node).map(Some),
+    }
+}
+
+/// Whether `args` hold both `c IS NULL` and `c IS NOT NULL` of one column `c`.
+fn null_tests_of_one_column(args: &[pg_query::protobuf::Node]) -> bool {
+    use pg_query::protobuf::node::Node as N;
+    use pg_query::protobuf::NullTestType as T;
+    let tests: Vec<(i32, Vec<String>)> = args
+        .iter()
+        .filter_map(|a| match a.node.as_ref()? {
+            N::NullTest(t) => match t.arg.as_deref()?.node.as_ref()? {
+                N::ColumnRef(c) => Some((
+                    t.nulltesttype,
+                    c.fields
+                        .iter()
+                        .filter_map(|f| match f.node.as_ref()? {
+                            N::String(s) => Some(s.sval.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                )),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    tests.iter().any(|(kind, column)| {
+        *kind == T::IsNull as i32
+            && !column.is_empty()
+            && tests
+                .iter()
+                .any(|(other, c)| *other == T::IsNotNull as i32 && c == column)
+    })
 }
 
 /// Whether a `-- squawk-ignore` comment on the lines right above `line` names `rule`, as

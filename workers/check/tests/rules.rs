@@ -190,6 +190,27 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
     for (sql, rule) in [
         ("UPDATE t SET a = 1 WHERE true;", "update-without-where"),
         ("UPDATE t SET a = 1 WHERE 1 = 1;", "update-without-where"),
+        ("UPDATE t SET a = 1 WHERE 2 > 1;", "update-without-where"),
+        (
+            "UPDATE t SET a = 1 WHERE NULL IS NULL;",
+            "update-without-where",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE true IS TRUE;",
+            "update-without-where",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE coalesce(true, a > 0);",
+            "update-without-where",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE a IS NULL OR a IS NOT NULL;",
+            "update-without-where",
+        ),
+        (
+            "DELETE FROM t WHERE EXISTS (SELECT 1);",
+            "delete-without-where",
+        ),
         (
             "UPDATE t SET a = 1 WHERE 'x' = 'x' AND NOT false;",
             "update-without-where",
@@ -217,6 +238,11 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
         "UPDATE t SET a = 1 WHERE 1 = 2;",
         "DELETE FROM t WHERE id = 1 AND true;",
         "DELETE FROM t WHERE a = a;",
+        "UPDATE t SET a = 1 WHERE 1 > 2;",
+        "UPDATE t SET a = 1 WHERE NULL IS NOT NULL;",
+        "UPDATE t SET a = 1 WHERE a IS NULL OR b IS NOT NULL;",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id);",
+        "UPDATE t SET a = 1 WHERE coalesce(a > 0, true);",
         "DROP SCHEMA s;",
         "DROP VIEW v CASCADE;",
         "DROP FUNCTION f(bigint);",
