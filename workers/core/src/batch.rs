@@ -514,33 +514,25 @@ async fn one_batch(
 }
 
 /// The foreign tables this transaction wrote (it holds `ROW EXCLUSIVE` on them) other than
-/// the statement's own target and the tables under it, whose writes its count includes.
-/// In a savepoint: a failure (a target name `to_regclass` cannot read) leaves the batch as
-/// it was, and is taken as no foreign table.
+/// the statement's own target and the tables under it, whose writes its count includes. A
+/// target name `to_regclass` cannot read is taken as no foreign table.
 async fn foreign_tables_written(conn: &mut PgConnection, target: Option<&str>) -> Option<String> {
-    sqlx::raw_sql("SAVEPOINT stepmigrate_foreign")
-        .execute(&mut *conn)
+    in_savepoint(conn, async |conn| {
+        sqlx::query_scalar::<_, Option<String>>(
+            "WITH RECURSIVE own(oid) AS (
+                 SELECT pg_catalog.to_regclass($1)::oid WHERE pg_catalog.to_regclass($1) IS NOT NULL
+                 UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN own ON i.inhparent = own.oid)
+             SELECT pg_catalog.string_agg(l.relation::regclass::text, ', ' ORDER BY l.relation::regclass::text)
+             FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
+             WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
+               AND c.relkind = 'f' AND l.relation NOT IN (SELECT oid FROM own)",
+        )
+        .bind(target)
+        .fetch_one(conn)
         .await
-        .ok()?;
-    let found = sqlx::query_scalar::<_, Option<String>>(
-        "WITH RECURSIVE own(oid) AS (
-             SELECT pg_catalog.to_regclass($1)::oid WHERE pg_catalog.to_regclass($1) IS NOT NULL
-             UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN own ON i.inhparent = own.oid)
-         SELECT pg_catalog.string_agg(l.relation::regclass::text, ', ' ORDER BY l.relation::regclass::text)
-         FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
-         WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.mode = 'RowExclusiveLock'
-           AND c.relkind = 'f' AND l.relation NOT IN (SELECT oid FROM own)",
-    )
-    .bind(target)
-    .fetch_one(&mut *conn)
-    .await;
-    let end = if found.is_ok() {
-        "RELEASE SAVEPOINT stepmigrate_foreign"
-    } else {
-        "ROLLBACK TO SAVEPOINT stepmigrate_foreign; RELEASE SAVEPOINT stepmigrate_foreign"
-    };
-    sqlx::raw_sql(end).execute(&mut *conn).await.ok()?;
-    found.ok().flatten()
+    })
+    .await
+    .flatten()
 }
 
 /// `view` (as written in the statement) and the rows it holds, when it can be counted.
@@ -552,23 +544,34 @@ async fn counted_view(conn: &mut PgConnection, view: String) -> Option<(String, 
     Some((view, rows))
 }
 
-/// The rows `table` holds now, counted inside the batch's transaction (its own rows too), in
-/// a savepoint: a failure to count leaves the batch as it was.
+/// The rows `table` holds now, counted inside the batch's transaction (its own rows too).
 async fn count_rows(conn: &mut PgConnection, table: &str) -> Option<i64> {
-    sqlx::raw_sql("SAVEPOINT stepmigrate_count")
+    in_savepoint(conn, async |conn| {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(conn)
+            .await
+    })
+    .await
+}
+
+/// A read inside the batch's transaction, in a savepoint: a failure leaves the batch as it
+/// was (and is `None`).
+async fn in_savepoint<T>(
+    conn: &mut PgConnection,
+    read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+) -> Option<T> {
+    sqlx::raw_sql("SAVEPOINT stepmigrate_read")
         .execute(&mut *conn)
         .await
         .ok()?;
-    let rows: Result<i64, _> = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&mut *conn)
-        .await;
-    let end = if rows.is_ok() {
-        "RELEASE SAVEPOINT stepmigrate_count"
+    let result = read(&mut *conn).await;
+    let end = if result.is_ok() {
+        "RELEASE SAVEPOINT stepmigrate_read"
     } else {
-        "ROLLBACK TO SAVEPOINT stepmigrate_count; RELEASE SAVEPOINT stepmigrate_count"
+        "ROLLBACK TO SAVEPOINT stepmigrate_read; RELEASE SAVEPOINT stepmigrate_read"
     };
     sqlx::raw_sql(end).execute(&mut *conn).await.ok()?;
-    rows.ok()
+    result.ok()
 }
 
 /// `pg_class.reltuples` of `table` (as written in the statement), when it has been analyzed.
