@@ -341,6 +341,9 @@ pub struct MigrationSet {
     /// Each file's [`content_checksum`] (migrations and down files), by path: what
     /// `migrations.sum` covers.
     content_checksums: std::collections::HashMap<PathBuf, String>,
+    /// [`MigrationSet::digest`], computed once: a warm worker asks for it on every
+    /// invocation, and it hashes the whole set.
+    digest: std::sync::OnceLock<String>,
 }
 
 /// One file as read from disk.
@@ -629,6 +632,7 @@ impl MigrationSet {
                 sum: None,
                 after_deploy_chain,
                 content_checksums,
+                digest: std::sync::OnceLock::new(),
             })
         } else {
             problems.sort_by(|a, b| a.file.cmp(&b.file).then(a.line.cmp(&b.line)));
@@ -712,6 +716,7 @@ impl MigrationSet {
             }
         }
         set.after_deploy_chain = after_deploy_chain(&set.migrations);
+        set.digest = std::sync::OnceLock::new();
         (set, refused)
     }
 
@@ -724,6 +729,7 @@ impl MigrationSet {
             .retain(|m| keep.contains(&m.version.number()));
         set.sum = None;
         set.after_deploy_chain = after_deploy_chain(&set.migrations);
+        set.digest = std::sync::OnceLock::new();
         set
     }
 
@@ -741,14 +747,18 @@ impl MigrationSet {
     /// Down files do not count (the CDK construct computes the same digest; a rollback
     /// execution runs the down scripts the ledger kept, not the packaged files).
     pub fn digest(&self) -> String {
-        let mut all = String::new();
-        for m in &self.migrations {
-            all.push_str(&m.name);
-            all.push(':');
-            all.push_str(&m.checksum);
-            all.push('\n');
-        }
-        checksum(all.as_bytes())
+        self.digest
+            .get_or_init(|| {
+                let mut all = String::new();
+                for m in &self.migrations {
+                    all.push_str(&m.name);
+                    all.push(':');
+                    all.push_str(&m.checksum);
+                    all.push('\n');
+                }
+                checksum(all.as_bytes())
+            })
+            .clone()
     }
 }
 
