@@ -1765,3 +1765,74 @@ async fn a_trigger_that_writes_a_foreign_table_never_ends_a_batch_as_applied() {
         ["0"]
     );
 }
+
+/// A batch that breaks a deferred constraint fails as the migration, not at the runner's
+/// COMMIT of its event: recorded `failed` with the batches committed before it, exit 1.
+#[tokio::test]
+async fn a_batch_that_breaks_a_deferred_constraint_is_recorded_failed() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_a.sql",
+            "CREATE TABLE p (id int PRIMARY KEY);\nINSERT INTO p SELECT g FROM generate_series(1, 100) g;\n\
+             CREATE TABLE c (id int PRIMARY KEY, pid int REFERENCES p DEFERRABLE INITIALLY DEFERRED);\n\
+             INSERT INTO c SELECT g, NULL FROM generate_series(1, 100) g;\n",
+        ),
+        (
+            "002_fill.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             UPDATE c SET pid = CASE WHEN id = 35 THEN 999 ELSE id END WHERE id IN (SELECT id FROM c WHERE pid IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+    ]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["error"]["name"], "SqlFailed", "{doc:#}");
+    let failed = db
+        .query("SELECT (progress->>'batches') || '/' || (progress->>'rows') FROM schema_migration_events WHERE version = '002' AND kind = 'failed'")
+        .await;
+    assert_eq!(failed, ["3/30"], "{doc:#}");
+}
+
+/// Batches committed from one version of the file are not finished by another (a second
+/// runner with an edited file): refused, naming both checksums, and no row of the other
+/// version is written.
+#[tokio::test]
+async fn batches_from_another_version_of_the_file_are_not_finished_by_this_one() {
+    let db = TestDb::new().await;
+    let fill = |v: u32| {
+        format!(
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\n\
+             UPDATE t SET v = {v} WHERE id IN (SELECT id FROM t WHERE v IS NULL ORDER BY id LIMIT :batch_size);\n"
+        )
+    };
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, v int);\nINSERT INTO t SELECT g, NULL FROM generate_series(1, 50) g;\n",
+        ),
+        ("002_fill.sql", &fill(1)),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // Two batches of version 1 committed, then the run stopped (a time budget).
+    db.exec("UPDATE t SET v = 1 WHERE id <= 20").await;
+    let checksum = stepmigrate_core::migration::checksum(fill(1).as_bytes());
+    for (n, rows) in [(1, 10), (2, 20)] {
+        db.exec(&format!(
+            "INSERT INTO schema_migration_events (run_id, version, name, kind, checksum, progress) VALUES ('r', '002', '002_fill', 'batch', '{checksum}', '{{\"batches\": {n}, \"rows\": {rows}, \"batch_rows\": 10}}')"
+        ))
+        .await;
+    }
+    dir.write("002_fill.sql", &fill(2));
+    let run = db.cli(dir.path(), &["up"]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("another version of its file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM t WHERE v = 2").await,
+        ["0"]
+    );
+}

@@ -509,6 +509,9 @@ const CASES: &[Case] = &[
             "", "ALTER INDEX pi ATTACH PARTITION p1i;", "~ index app.p1i: attached_to (none) → app.pi"),
     same("CREATE TABLE p (a int) PARTITION BY RANGE (a); CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);",
          "CREATE INDEX pi ON p (a);", "CREATE INDEX pi ON ONLY p (a); CREATE INDEX p1_a_idx ON p1 (a); ALTER INDEX pi ATTACH PARTITION p1_a_idx;"),
+    // Under a `--schema` scope: a rule on one of its tables, its default privileges.
+    differs("CREATE TABLE t (a int); CREATE TABLE l (a int);", "", "CREATE RULE r AS ON INSERT TO t DO ALSO INSERT INTO l VALUES (new.a);", "+ rule r on app.t"),
+    differs("", "", "ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO pg_monitor;", "+ default privileges "),
     // A function that depends on an extension goes when it does.
     differs("CREATE EXTENSION citext SCHEMA ext; CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';", "", "ALTER FUNCTION f() DEPENDS ON EXTENSION citext;", "~ function app.f(): depends_on_extensions"),
     differs("", "CREATE TABLE t (a int);", "CREATE TABLE t (a bigint);", "~ column app.t.a: type integer → bigint"),

@@ -663,3 +663,29 @@ async fn a_do_block_is_unknown_on_an_empty_copy_where_the_target_holds_rows() {
         "{doc:#}"
     );
 }
+
+/// Outside a transaction no lock is seen, but the index a migration built is: one built on
+/// a table that holds rows on the target is unknown on an empty copy (its expression may
+/// fail on them), never ✓, as `up` then fails on the target's row.
+#[tokio::test]
+async fn an_index_built_outside_a_transaction_on_a_table_with_rows_is_unknown() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_base.sql",
+            "-- stepmigrate: irreversible\nCREATE TABLE t (a int PRIMARY KEY, b text);\n",
+        ),
+        (
+            "002_nt.sql",
+            "-- stepmigrate: no-transaction\n-- stepmigrate: irreversible\nCREATE INDEX CONCURRENTLY t_inv_idx ON t ((1 / (a - 1)));\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO t VALUES (1, 'abc'); ANALYZE t").await;
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    let m = migration(&doc, "002_nt");
+    assert_eq!(m["unknown_on_empty_copy"], true, "{doc:#}");
+    let run = db.cli(dir.path(), &["verify"]);
+    assert!(!run.stdout.contains("\u{2713} 002_nt"), "{}", run.stdout);
+    db.cli(dir.path(), &["up"]).assert_code(1);
+}

@@ -114,6 +114,34 @@ pub async fn recorded_progress(
     Ok((progress, row.1.max(0) as u64))
 }
 
+/// Refuses to go on with batches committed from another version of the file (another
+/// runner's, or the file edited since an interruption): finished with other SQL, the rows
+/// would hold both. After a failure the edit is the fix, and goes on.
+async fn ensure_same_file(conn: &mut PgConnection, attempt: &Attempt<'_>) -> Result<(), Error> {
+    let m = attempt.migration;
+    let events = attempt.schema.qualify("schema_migration_events");
+    // After a failure the file may be the fix (`up` retries a failed migration once its
+    // file is fixed): only batches still going on, or interrupted, hold to their version.
+    let ran: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT CASE WHEN e.kind = 'batch' THEN e.checksum::text END FROM {events} e
+         WHERE e.kind IN ('batch', 'failed') AND {} ORDER BY e.id DESC LIMIT 1",
+        ledger::since_reset_sql(&events, "e", "$1"),
+    ))
+    .bind(m.version.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| Error::database(format!("reading the batches of {}", m.name), e))?
+    .flatten();
+    match ran {
+        Some(ran) if !ran.eq_ignore_ascii_case(&m.checksum) => Err(Error::InvalidInput(format!(
+            "{}: its committed batches ran from another version of its file (checksum {ran}; this one's is {}): going on with other SQL would leave rows of both; run the version they ran from (or roll them back with its down file)",
+            m.path.display(),
+            m.checksum
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What a batch run is allowed and told.
 pub struct BatchRun<'a> {
     /// Stop before a batch that would likely end after this instant (a Lambda's time
@@ -141,6 +169,7 @@ pub async fn run(
     let m = attempt.migration;
     let (mut progress, mut execution_ms) =
         recorded_progress(conn, attempt.schema, m.version.as_str()).await?;
+    ensure_same_file(conn, attempt).await?;
     let statement = statement_text(m);
     let table = target_table(&statement);
     let statement_target = table.clone();
@@ -444,7 +473,14 @@ async fn one_batch(
     );
     // The newline ends a last line comment; an empty statement after the migration's own
     // semicolon is nothing.
-    let script = format!("{prefix}{}\n;{}", m.sql, runaway::EFFECT_SQL);
+    // Deferred constraints are checked inside the batch (after its effect is read, whose
+    // count must stay the statement's): one the batch breaks fails the migration, recorded
+    // `failed` with the batches before it, not the runner's COMMIT of its own event.
+    let script = format!(
+        "{prefix}{}\n;{};SET CONSTRAINTS ALL IMMEDIATE",
+        m.sql,
+        runaway::EFFECT_SQL
+    );
     let (mut count, mut rows) = (0u64, 0u64);
     let mut effects: Vec<String> = Vec::with_capacity(2);
     let sent = {

@@ -1305,8 +1305,10 @@ fn directive_like(comment: &str) -> bool {
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    // `get`: the prefix's length may end inside a character of the text (`-- Миграция`).
+    s.get(..prefix.len())
+        .filter(|head| head.eq_ignore_ascii_case(prefix))
+        .map(|_| &s[prefix.len()..])
 }
 
 fn apply_directive(d: &mut Directives, body: &str) -> Result<(), String> {
@@ -1595,6 +1597,15 @@ mod tests {
             };
             assert_eq!(problems[0].line, Some(line), "{sql}: {problems:?}");
             assert!(problems[0].message.contains(words), "{sql}: {problems:?}");
+        }
+        // Comments in any script: a prefix's length may end inside one of their characters.
+        for sql in [
+            "-- Миграция: таблица\nCREATE TABLE t (id int);",
+            "-- 日本語のコメント\nCREATE TABLE t (id int);",
+            "-- stepmigrate: irreversible\n-- Добавить таблицу\n/* Миграция */ CREATE TABLE t (id int); -- ок",
+        ] {
+            MigrationSet::from_files(Path::new("m"), vec![file("001_a.sql", sql)])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         // A comment that merely names the tool is a comment.
         MigrationSet::from_files(

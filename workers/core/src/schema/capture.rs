@@ -368,6 +368,12 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
             "objects",
             format!(
                 "SELECT o.type AS kind, o.schema AS schema, o.identity AS identity, x.definition::text AS definition,
+                        CASE x.classid
+                            WHEN 'pg_rewrite'::regclass THEN (SELECT n.nspname FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+                                                              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE r.oid = x.objid)
+                            WHEN 'pg_default_acl'::regclass THEN (SELECT n.nspname FROM pg_default_acl d
+                                                                  JOIN pg_namespace n ON n.oid = d.defaclnamespace WHERE d.oid = x.objid)
+                        END AS scope,
                         {} AS comment
                  FROM ({CATALOG_OBJECTS}) x, pg_identify_object(x.classid, x.objid, 0) o
                  WHERE x.objid >= 16384
@@ -690,7 +696,7 @@ fn assemble(docs: &HashMap<String, String>, o: &SnapshotOptions) -> Result<Snaps
     let mut objects: Vec<CatalogObject> = parse(docs, "objects")?;
     // Objects of the whole database (a cast, a language) go with the whole database, not
     // with a `--schema` scope.
-    objects.retain(|x| match &x.schema {
+    objects.retain(|x| match x.schema.as_ref().or(x.scope.as_ref()) {
         Some(schema) => wants(schema),
         None => o.include_schemas.is_empty(),
     });

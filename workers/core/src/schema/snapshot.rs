@@ -134,6 +134,10 @@ pub struct CatalogObject {
     pub definition: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The schema a `--schema` scope keeps it with when it has none of its own: a rule's
+    /// table's, `ALTER DEFAULT PRIVILEGES IN SCHEMA`'s. Not written to the file.
+    #[serde(default, skip_serializing)]
+    pub scope: Option<String>,
 }
 
 impl Default for Snapshot {

@@ -162,6 +162,37 @@ pub(super) fn mark_empty_copy(v: &mut MigrationVerification, m: &Migration) {
 /// ([`sql::reads_no_rows`]): the words list what is known to be safe, not what is risky.
 fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &BTreeSet<String>) {
     let lexed = sql::split_statements(&m.sql);
+    // Outside a transaction no lock is seen: the tables it built an index on or rewrote
+    // (read from the catalog) stand for what its index builds and rewrites read. An index
+    // build over rows can fail on them (an expression, a duplicate, a value too large).
+    if !m.transactional() {
+        let touched: Vec<&str> = v
+            .new_indexes
+            .iter()
+            .map(|i| i.table.as_str())
+            .chain(v.rewrites.iter().map(|r| r.relation.as_str()))
+            .filter(|t| holding.contains(*t))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !touched.is_empty() {
+            for st in &mut v.statements {
+                if st
+                    .depends_on_data
+                    .as_ref()
+                    .is_some_and(|d| d.kind == DataKind::Cost)
+                {
+                    st.depends_on_data = Some(DataDependence {
+                        kind: DataKind::Outcome,
+                        reason: format!(
+                            "it reads every row of {}, which hold rows on the target (an index expression, a duplicate or a value may fail there): whether it succeeds there is unknown on an empty copy",
+                            touched.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+    }
     for st in &mut v.statements {
         if st
             .depends_on_data
