@@ -61,8 +61,10 @@ const PARTITION_STRATEGY_HASH: i64 = 3;
 const PUBLICATIONOBJ_TABLES_IN_SCHEMA: i64 = 2;
 const PUBLICATIONOBJ_TABLES_IN_CUR_SCHEMA: i64 = 3;
 // TableLikeOption bits (parsenodes.h): INCLUDING ALL sets every bit, so bit 30 set means ALL
-// (PostgreSQL 13 accepts it), and COMPRESSION alone is bit 1.
+// (PostgreSQL 13 accepts it), COMPRESSION alone is bit 1 and GENERATED alone bit 4 (protobuf's
+// TableLikeOption numbers them from 1: CREATE_TABLE_LIKE_COMPRESSION = 2, _GENERATED = 5).
 const LIKE_COMPRESSION: i64 = 1 << 1;
+const LIKE_GENERATED: i64 = 1 << 4;
 const LIKE_ALL_MARK: i64 = 1 << 30;
 // WindowDef frame options (parsenodes.h): GROUPS, EXCLUDE and RANGE with an offset came in
 // PostgreSQL 11.
@@ -70,6 +72,7 @@ const FRAMEOPTION_RANGE: i64 = 0x00002;
 const FRAMEOPTION_GROUPS: i64 = 0x00008;
 const FRAMEOPTION_OFFSET: i64 = 0x00800 | 0x01000 | 0x02000 | 0x04000;
 const FRAMEOPTION_EXCLUSION: i64 = 0x08000 | 0x10000 | 0x20000;
+const AEXPR_OP: i64 = 1;
 
 /// The constructs of one parsed statement that need a newer server than `target`.
 pub fn newer_than(
@@ -165,15 +168,37 @@ pub fn newer_than(
                 {
                     note("PARTITION BY HASH", 11, None);
                 }
+                if present(f, "partspec") {
+                    note("PARTITION BY (declarative partitioning)", 10, None);
+                }
+                if present(f, "partbound") {
+                    note("CREATE TABLE ... PARTITION OF", 10, None);
+                }
                 if default_bound(f, "partbound") {
                     note("a DEFAULT partition", 11, None);
                 }
+                if let Some(at) = expression_bound(f, "partbound") {
+                    note("an expression as a partition bound", 12, at);
+                }
             }
-            "PartitionCmd" if default_bound(f, "bound") => note("a DEFAULT partition", 11, None),
+            "PartitionCmd" => {
+                note("ATTACH / DETACH PARTITION", 10, None);
+                if default_bound(f, "bound") {
+                    note("a DEFAULT partition", 11, None);
+                }
+                if let Some(at) = expression_bound(f, "bound") {
+                    note("an expression as a partition bound", 12, at);
+                }
+            }
             "TableLikeClause" => {
                 let options = int(f, "options");
-                if options & LIKE_COMPRESSION != 0 && options & LIKE_ALL_MARK == 0 {
-                    note("LIKE ... INCLUDING COMPRESSION", 14, None);
+                if options & LIKE_ALL_MARK == 0 {
+                    if options & LIKE_COMPRESSION != 0 {
+                        note("LIKE ... INCLUDING COMPRESSION", 14, None);
+                    }
+                    if options & LIKE_GENERATED != 0 {
+                        note("LIKE ... INCLUDING GENERATED", 12, None);
+                    }
                 }
             }
             "CreateSeqStmt" if sequence_unlogged(f) => note("an UNLOGGED sequence", 15, None),
@@ -226,6 +251,23 @@ pub fn newer_than(
             {
                 note("LIKE in CREATE FOREIGN TABLE", 18, None)
             }
+            "VacuumStmt" => {
+                if f.get("rels")
+                    .and_then(Value::as_array)
+                    .is_some_and(|rels| rels.len() > 1)
+                {
+                    note("VACUUM / ANALYZE of more than one table", 11, None);
+                }
+                // `ANALYZE VERBOSE` and `ANALYZE (VERBOSE)` give the same tree: the words tell.
+                if !boolean(f, "is_vacuumcmd") {
+                    use pg_query::protobuf::Token;
+                    if let Some(at) =
+                        token_pair(statement, &[Token::Analyze, Token::Analyse], Token::Ascii40)
+                    {
+                        note("ANALYZE (options in parentheses)", 11, Some(at));
+                    }
+                }
+            }
             "VacuumRelation" => {
                 // `relation` is a typed RangeVar: `inh` false is `ONLY`.
                 let only = f
@@ -237,6 +279,7 @@ pub fn newer_than(
                 }
             }
             "CreateStatsStmt" => {
+                note("CREATE STATISTICS", 10, None);
                 if f.get("defnames")
                     .and_then(Value::as_array)
                     .is_none_or(|names| names.is_empty())
@@ -286,6 +329,9 @@ pub fn newer_than(
                 if present(f, "index_including_params") {
                     note("INCLUDE (covering index)", 11, None);
                 }
+            }
+            "IndexElem" if present(f, "opclassopts") => {
+                note("operator class parameters in an index", 13, None)
             }
             "ReindexStmt" => {
                 let params = def_names(f, "params");
@@ -361,8 +407,19 @@ pub fn newer_than(
                 }
                 _ => {}
             },
-            "CreateTrigStmt" if boolean(f, "replace") => {
-                note("CREATE OR REPLACE TRIGGER", 14, None)
+            "CreateTrigStmt" | "CreateEventTrigStmt" => {
+                if boolean(f, "replace") {
+                    note("CREATE OR REPLACE TRIGGER", 14, None);
+                }
+                // `EXECUTE FUNCTION` and `EXECUTE PROCEDURE` give the same tree: the words tell.
+                use pg_query::protobuf::Token;
+                if let Some(at) = token_pair(statement, &[Token::Execute], Token::Function) {
+                    note(
+                        "EXECUTE FUNCTION in CREATE TRIGGER (before: EXECUTE PROCEDURE)",
+                        11,
+                        Some(at),
+                    );
+                }
             }
             "CreateFunctionStmt" => {
                 if present(f, "sql_body") {
@@ -562,6 +619,75 @@ fn default_bound(f: &Map<String, Value>, field: &str) -> bool {
         .and_then(|b| b.get("is_default"))
         .and_then(Value::as_bool)
         .unwrap_or(false)
+}
+
+/// Where a partition bound (`FOR VALUES ...`) holds an expression rather than a literal:
+/// before PostgreSQL 12, a bound was a string, a number (signed), TRUE / FALSE / NULL, or
+/// MINVALUE / MAXVALUE. `Some(offset)` of the first expression.
+fn expression_bound(f: &Map<String, Value>, field: &str) -> Option<Option<usize>> {
+    let bound = f.get(field).and_then(Value::as_object)?;
+    ["listdatums", "lowerdatums", "upperdatums"]
+        .iter()
+        .filter_map(|list| bound.get(*list).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|d| d.get("node").and_then(Value::as_object))
+        .find_map(|node| {
+            let (kind, fields) = node.iter().next()?;
+            let fields = fields.as_object()?;
+            (!literal_bound(kind, fields)).then(|| tree::location(fields))
+        })
+}
+
+fn literal_bound(kind: &str, f: &Map<String, Value>) -> bool {
+    let numeric = |v: Option<&Value>| {
+        v.and_then(|n| n.pointer("/node/AConst/val"))
+            .and_then(Value::as_object)
+            .is_some_and(|val| val.contains_key("Ival") || val.contains_key("Fval"))
+    };
+    match kind {
+        "AConst" => true,
+        // `-1` is a negative constant already; `+1` is the operator on one.
+        "AExpr" => {
+            int(f, "kind") == AEXPR_OP
+                && !present(f, "lexpr")
+                && f.get("name").and_then(Value::as_array).is_some_and(|n| {
+                    n.len() == 1
+                        && matches!(
+                            n[0].pointer("/node/String/sval").and_then(Value::as_str),
+                            Some("+" | "-")
+                        )
+                })
+                && numeric(f.get("rexpr"))
+        }
+        "ColumnRef" => f.get("fields").and_then(Value::as_array).is_some_and(|fs| {
+            fs.len() == 1
+                && matches!(
+                    fs[0].pointer("/node/String/sval").and_then(Value::as_str),
+                    Some("minvalue" | "maxvalue")
+                )
+        }),
+        _ => false,
+    }
+}
+
+/// The offset of a token of `first` followed by `then` (comments between them aside), by the
+/// scanner: string literals and comments are whole tokens, so their words do not count.
+fn token_pair(
+    statement: &str,
+    first: &[pg_query::protobuf::Token],
+    then: pg_query::protobuf::Token,
+) -> Option<usize> {
+    use pg_query::protobuf::Token;
+    let scanned = pg_query::scan(statement).ok()?;
+    let tokens: Vec<(Token, usize)> = scanned
+        .tokens
+        .iter()
+        .filter_map(|t| Some((Token::try_from(t.token).ok()?, t.start as usize)))
+        .filter(|(t, _)| !matches!(t, Token::SqlComment | Token::CComment))
+        .collect();
+    tokens
+        .windows(2)
+        .find_map(|w| (first.contains(&w[0].0) && w[1].0 == then).then_some(w[0].1))
 }
 
 fn sequence_unlogged(f: &Map<String, Value>) -> bool {

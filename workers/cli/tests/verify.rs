@@ -471,3 +471,29 @@ async fn the_roles_settings_in_the_target_are_the_copys() {
     // As `up` finds it.
     db.cli(dir.path(), &["up"]).assert_code(1);
 }
+
+/// A migration that puts a schema holding a type named `int8` ahead of `pg_catalog`: the
+/// verification's own reads name every type and function with its schema, so the lock and
+/// catalog readers read what they always read, and verify agrees with `up`.
+#[tokio::test]
+async fn a_type_that_shadows_a_built_in_one_does_not_break_the_readers() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_base.sql",
+            "CREATE TABLE t (a int PRIMARY KEY, b text);\nCREATE DOMAIN public.int8 AS bigint CHECK (value > 0);\nCREATE DOMAIN public.text AS varchar(3);\n",
+        ),
+        (
+            "002_x.sql",
+            "SET LOCAL search_path = public, pg_catalog;\nALTER TABLE t ADD COLUMN x int;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    for mode in [&[][..], &["--in-transaction-only"][..]] {
+        let mut args = vec!["verify"];
+        args.extend(mode);
+        let run = db.cli(dir.path(), &args);
+        assert_eq!(run.code, 0, "{mode:?}: {}{}", run.stdout, run.stderr);
+    }
+    db.cli(dir.path(), &["up"]).assert_code(0);
+}

@@ -87,9 +87,9 @@ const BLOCKERS: &str = "WITH ours AS (SELECT unnest($1::int[]) AS pid),
            AND n.nspname = $2 AND c.relname LIKE 'schema\\_migration%'
            AND l.pid NOT IN (SELECT pid FROM ours) AND l.pid <> pg_backend_pid()),
      found AS (SELECT * FROM blocking UNION SELECT * FROM ledger)
-SELECT coalesce(format('%I.%I', n.nspname, c.relname), 'a row or transaction')::text,
-       a.pid, coalesce(a.application_name, '')::text, coalesce(a.state, 'unknown')::text,
-       coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start)), 0)::int8
+SELECT coalesce(format('%I.%I', n.nspname, c.relname), 'a row or transaction')::pg_catalog.text,
+       a.pid, coalesce(a.application_name, '')::pg_catalog.text, coalesce(a.state, 'unknown')::pg_catalog.text,
+       coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start)), 0)::pg_catalog.int8
 FROM found f
 JOIN pg_catalog.pg_stat_activity a ON a.pid = f.holder
 LEFT JOIN pg_catalog.pg_class c ON c.oid = f.relation
@@ -347,7 +347,7 @@ pub async fn builds_in_progress(
         return Ok(Default::default());
     }
     let found: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT v FROM unnest($2::text[]) v WHERE EXISTS (SELECT 1 {})",
+        "SELECT v FROM unnest($2::pg_catalog.text[]) v WHERE EXISTS (SELECT 1 {})",
         holders_of(&build_key("v"))
     ))
     .bind(schema.name())

@@ -23,11 +23,12 @@ type Stats = BTreeMap<i64, (f64, i64, i64)>;
 type RowChanges = BTreeMap<i64, i64>;
 
 const STATS_SQL: &str =
-    "SELECT c.oid::int8, c.reltuples::float8, c.relpages::int8, coalesce(i.indrelid, c.oid)::int8
+    "SELECT c.oid::pg_catalog.int8, c.reltuples::pg_catalog.float8, c.relpages::pg_catalog.int8, coalesce(i.indrelid, c.oid)::pg_catalog.int8
      FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
      WHERE c.oid >= 16384 AND c.relpersistence <> 't' AND c.relkind IN ('r', 'm', 'i')";
 
-const ROW_CHANGES_SQL: &str = "SELECT relid::int8, (n_tup_ins + n_tup_upd + n_tup_del)::int8
+const ROW_CHANGES_SQL: &str =
+    "SELECT relid::pg_catalog.int8, (n_tup_ins + n_tup_upd + n_tup_del)::pg_catalog.int8
      FROM pg_catalog.pg_stat_xact_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0";
 
 /// What the statistics and the row counts were when the verification's transaction began.
@@ -83,9 +84,9 @@ pub async fn overwritten(
     }
     let oids: Vec<i64> = tables.iter().copied().collect();
     let names: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT c.oid::int8, pg_catalog.format('%I.%I', n.nspname, c.relname)
+        "SELECT c.oid::pg_catalog.int8, pg_catalog.format('%I.%I', n.nspname, c.relname)
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.oid::int8 = ANY($1) ORDER BY 2",
+         WHERE c.oid::pg_catalog.int8 = ANY($1) ORDER BY 2",
     )
     .bind(&oids)
     .fetch_all(&mut *conn)

@@ -49,8 +49,8 @@ pub const RUNAWAY_SQLSTATE: &str = "SM011";
 
 /// This transaction's counters per partition root, as one JSON text in a column of its own
 /// name. Everything is qualified: the session's `search_path` is the migration's business.
-pub(crate) const EFFECT_SQL: &str = "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(s.root, s.ins, s.upd, s.del, s.reads))::text, '[]') AS stepmigrate_effect FROM (\
-SELECT coalesce(pg_catalog.pg_partition_root(t.relid), t.relid)::int8 AS root, pg_catalog.sum(t.n_tup_ins)::int8 AS ins, pg_catalog.sum(t.n_tup_upd)::int8 AS upd, pg_catalog.sum(t.n_tup_del)::int8 AS del, pg_catalog.sum(coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0))::int8 AS reads \
+pub(crate) const EFFECT_SQL: &str = "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(s.root, s.ins, s.upd, s.del, s.reads))::pg_catalog.text, '[]') AS stepmigrate_effect FROM (\
+SELECT coalesce(pg_catalog.pg_partition_root(t.relid), t.relid)::pg_catalog.int8 AS root, pg_catalog.sum(t.n_tup_ins)::pg_catalog.int8 AS ins, pg_catalog.sum(t.n_tup_upd)::pg_catalog.int8 AS upd, pg_catalog.sum(t.n_tup_del)::pg_catalog.int8 AS del, pg_catalog.sum(coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0))::pg_catalog.int8 AS reads \
 FROM pg_catalog.pg_stat_xact_user_tables t \
 WHERE t.n_tup_ins + t.n_tup_upd + t.n_tup_del + coalesce(t.seq_scan, 0) + coalesce(t.idx_scan, 0) > 0 GROUP BY 1) s";
 
@@ -154,9 +154,9 @@ impl Target {
             return Target::Unknown;
         };
         let rows: Result<Vec<(i64, String)>, _> = sqlx::query_as(
-            "WITH RECURSIVE own(oid) AS (SELECT pg_catalog.to_regclass($1)::oid
+            "WITH RECURSIVE own(oid) AS (SELECT pg_catalog.to_regclass($1)::pg_catalog.oid
                  UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN own ON i.inhparent = own.oid)
-             SELECT c.oid::int8, c.relkind::text FROM own JOIN pg_catalog.pg_class c ON c.oid = own.oid",
+             SELECT c.oid::pg_catalog.int8, c.relkind::pg_catalog.text FROM own JOIN pg_catalog.pg_class c ON c.oid = own.oid",
         )
         .bind(table)
         .fetch_all(&mut *conn)
@@ -289,13 +289,13 @@ impl Guard {
             return Ok(());
         }
         let rows: Vec<(i64, String, bool, f64)> = sqlx::query_as(
-            "SELECT c.oid::int8, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind = 'p',
+            "SELECT c.oid::pg_catalog.int8, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind = 'p',
                     coalesce(CASE WHEN c.relkind = 'p'
                         THEN (SELECT pg_catalog.sum(greatest(l.reltuples, 0)) FROM pg_catalog.pg_partition_tree(c.oid) p
                               JOIN pg_catalog.pg_class l ON l.oid = p.relid WHERE p.isleaf)
                         ELSE greatest(c.reltuples, 0) END, 0)::float8
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid::int8 = ANY($1)",
+             WHERE c.oid::pg_catalog.int8 = ANY($1)",
         )
         .bind(&new)
         .fetch_all(&mut *conn)
@@ -318,7 +318,7 @@ impl Guard {
             return Ok(());
         };
         let row: Option<(i64, String, bool, f64)> = sqlx::query_as(
-            "SELECT c.oid::int8, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind = 'p', greatest(c.reltuples, 0)::float8
+            "SELECT c.oid::pg_catalog.int8, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind = 'p', greatest(c.reltuples, 0)::float8
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = pg_catalog.to_regclass($1)",
         )
@@ -459,7 +459,8 @@ impl Guard {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let script = format!("BEGIN;{limits}SELECT ARRAY[{counts}]::int8[] AS counts;COMMIT");
+        let script =
+            format!("BEGIN;{limits}SELECT ARRAY[{counts}]::pg_catalog.int8[] AS counts;COMMIT");
         let counted = match sqlx::raw_sql(&script).fetch_all(&mut *conn).await {
             Ok(rows) => rows
                 .first()

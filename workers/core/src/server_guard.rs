@@ -108,7 +108,7 @@ impl SharedWrites {
 const OURS: &str = "pg_catalog.age(x.xmin) <= me.top_age AND pg_catalog.txid_status(me.top + (me.top_age - pg_catalog.age(x.xmin))) = 'in progress'";
 
 /// `me`: our top-level transaction id (assigned here if it was not) and its age.
-const ME: &str = "SELECT t AS top, pg_catalog.age(((t % 4294967296)::text)::xid)::int8 AS top_age FROM pg_catalog.txid_current() t";
+const ME: &str = "SELECT t AS top, pg_catalog.age(((t % 4294967296)::pg_catalog.text)::pg_catalog.xid)::pg_catalog.int8 AS top_age FROM pg_catalog.txid_current() t";
 
 /// The extra condition for one catalog: in `pg_shdepend` only shared objects' rows.
 fn only_shared_objects(catalog: &str) -> &'static str {
@@ -125,8 +125,8 @@ pub async fn read(conn: &mut PgConnection) -> Result<SharedWrites, sqlx::Error> 
     // pg_authid is the superuser's alone: a catalog this role cannot read has only its
     // counts.
     let catalogs: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT c.relname::text, pg_catalog.has_table_privilege(c.oid, 'SELECT') FROM pg_catalog.pg_class c
-         WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::regnamespace
+        "SELECT c.relname::pg_catalog.text, pg_catalog.has_table_privilege(c.oid, 'SELECT') FROM pg_catalog.pg_class c
+         WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::pg_catalog.regnamespace
          ORDER BY 1",
     )
     .fetch_all(&mut *conn)
@@ -138,7 +138,7 @@ pub async fn read(conn: &mut PgConnection) -> Result<SharedWrites, sqlx::Error> 
                 "0".to_owned()
             } else {
                 format!(
-                    "pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.{c}'::regclass) + pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.{c}'::regclass) + pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.{c}'::regclass)"
+                    "pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.{c}'::pg_catalog.regclass) + pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.{c}'::pg_catalog.regclass) + pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.{c}'::pg_catalog.regclass)"
                 )
             };
             let seen = if *readable {
@@ -149,7 +149,7 @@ pub async fn read(conn: &mut PgConnection) -> Result<SharedWrites, sqlx::Error> 
             } else {
                 "0".to_owned()
             };
-            format!("SELECT '{c}'::text, (({counted}) + {seen})::int8")
+            format!("SELECT '{c}'::pg_catalog.text, (({counted}) + {seen})::pg_catalog.int8")
         })
         .collect();
     let sql = format!("WITH me AS ({ME}) {}", parts.join(" UNION ALL "));
@@ -174,13 +174,13 @@ pub fn guard_sql() -> String {
         r#"SET CONSTRAINTS ALL IMMEDIATE;DO $stepmigrate_server_guard$
 DECLARE
     r record;
-    n int8;
-    found text[] := '{{}}';
+    n pg_catalog.int8;
+    found pg_catalog.text[] := '{{}}';
     me record;
-    foreign_written text;
-    outside text;
+    foreign_written pg_catalog.text;
+    outside pg_catalog.text;
 BEGIN
-    SELECT pg_catalog.string_agg(l.relation::regclass::text, ', ') INTO foreign_written
+    SELECT pg_catalog.string_agg(l.relation::regclass::pg_catalog.text, ', ') INTO foreign_written
     FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation
     WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND c.relkind = 'f';
     IF foreign_written IS NOT NULL THEN
@@ -192,22 +192,22 @@ BEGIN
     -- Verify's own guard (an event trigger) turned off, dropped or replaced: no event trigger
     -- fires for a change to an event trigger, so it is judged here, by effect. The counts
     -- hold attempts undone by a subtransaction too.
-    IF pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.pg_event_trigger'::regclass)
-         + pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_event_trigger'::regclass) > 0
+    IF pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.pg_event_trigger'::pg_catalog.regclass)
+         + pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_event_trigger'::pg_catalog.regclass) > 0
        OR EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger x WHERE x.evtname = '{GUARD}' AND (x.evtenabled <> 'A' OR {OURS_RAW}))
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc x WHERE x.proname = '{GUARD}' AND x.pronamespace = 'pg_catalog'::regnamespace AND {OURS_RAW})
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc x WHERE x.proname = '{GUARD}' AND x.pronamespace = 'pg_catalog'::pg_catalog.regnamespace AND {OURS_RAW})
        OR (pg_catalog.current_setting('is_superuser') = 'on' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger x WHERE x.evtname = '{GUARD}')) THEN
         RAISE EXCEPTION USING ERRCODE = '{OUTSIDE}',
             MESSAGE = 'the migration altered, disabled or dropped an event trigger: verify''s own guard against acting outside the transaction ({GUARD}) is one, and no event trigger fires for such a change, so what the migration did outside its transaction while the guard was off is unknown and NOT undone (a write through dblink into another database, the target too, commits on its own: check the target); rolled back here (verify a set that changes event triggers with --in-transaction-only)',
             DETAIL = 'alters, disables or drops an event trigger (verify''s guard is one)';
     END IF;
     -- What the guard refuses, made while it was off.
-    SELECT x.extname::text INTO outside FROM pg_catalog.pg_extension x WHERE x.extname IN ({REMOTE}) AND {OURS_RAW};
+    SELECT x.extname::pg_catalog.text INTO outside FROM pg_catalog.pg_extension x WHERE x.extname IN ({REMOTE}) AND {OURS_RAW};
     IF outside IS NULL THEN
-        SELECT x.oid::pg_catalog.regprocedure::text || ' (LANGUAGE ' || l.lanname || ')' INTO outside
+        SELECT x.oid::pg_catalog.regprocedure::pg_catalog.text || ' (LANGUAGE ' || l.lanname || ')' INTO outside
         FROM pg_catalog.pg_proc x JOIN pg_catalog.pg_language l ON l.oid = x.prolang
         WHERE NOT l.lanpltrusted AND x.prokind <> 'a' AND {OURS_RAW}
-          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = x.oid AND d.deptype IN ('e', 'i'))
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = x.oid AND d.deptype IN ('e', 'i'))
         LIMIT 1;
     END IF;
     IF outside IS NOT NULL THEN
@@ -215,14 +215,14 @@ BEGIN
             MESSAGE = pg_catalog.format('the migration acts outside its transaction: it made %s (an extension that runs SQL in a session of its own, or a function in an untrusted language made outside an extension), which can act where no rollback reaches; rolled back here', outside),
             DETAIL = 'made ' || outside;
     END IF;
-    FOR r IN SELECT c.oid, c.relname::text AS relname FROM pg_catalog.pg_class c
-             WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::regnamespace ORDER BY 2 LOOP
+    FOR r IN SELECT c.oid, c.relname::pg_catalog.text AS relname FROM pg_catalog.pg_class c
+             WHERE c.relisshared AND c.relkind = 'r' AND c.relnamespace = 'pg_catalog'::pg_catalog.regnamespace ORDER BY 2 LOOP
         n := 0;
         IF r.relname <> 'pg_shdepend' THEN
             n := pg_catalog.pg_stat_get_xact_tuples_inserted(r.oid) + pg_catalog.pg_stat_get_xact_tuples_updated(r.oid) + pg_catalog.pg_stat_get_xact_tuples_deleted(r.oid);
         END IF;
         IF n = 0 AND pg_catalog.has_table_privilege(r.oid, 'SELECT') THEN
-            EXECUTE pg_catalog.format('SELECT count(*) FROM pg_catalog.%I x, (SELECT $1::int8 AS top, $2::int8 AS top_age) me WHERE {OURS}%s',
+            EXECUTE pg_catalog.format('SELECT count(*) FROM pg_catalog.%I x, (SELECT $1::pg_catalog.int8 AS top, $2::pg_catalog.int8 AS top_age) me WHERE {OURS}%s',
                 r.relname, CASE WHEN r.relname = 'pg_shdepend' THEN ' AND x.dbid = 0' ELSE '' END)
                 INTO n USING me.top, me.top_age;
         END IF;

@@ -92,15 +92,15 @@ pub(super) async fn read_catalog(
     only: Option<&[i64]>,
 ) -> Result<Catalog, Error> {
     let sql = format!(
-        "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relfilenode::int8,
-                i.indisvalid, CASE WHEN t.oid IS NOT NULL THEN format('%I.%I', tn.nspname, t.relname) END, i.indrelid::int8
+        "SELECT c.oid::pg_catalog.int8, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind::pg_catalog.text, c.relfilenode::pg_catalog.int8,
+                i.indisvalid, CASE WHEN t.oid IS NOT NULL THEN pg_catalog.format('%I.%I', tn.nspname, t.relname) END, i.indrelid::pg_catalog.int8
          FROM pg_catalog.pg_class c
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
          LEFT JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
          LEFT JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
          WHERE {USER_NAMESPACE} AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'm', 'v', 'f'){}",
-        if only.is_some() { " AND c.oid::int8 = ANY($1)" } else { "" }
+        if only.is_some() { " AND c.oid::pg_catalog.int8 = ANY($1)" } else { "" }
     );
     let mut query = sqlx::query_as::<_, CatalogRow>(&sql);
     if let Some(oids) = only {
@@ -117,8 +117,8 @@ pub(super) async fn read_catalog(
 /// joins (a migration late in a long `--in-transaction-only` run sees thousands).
 pub(super) async fn read_storage(conn: &mut PgConnection) -> Result<Catalog, Error> {
     let rows: Vec<CatalogRow> = sqlx::query_as(
-        "SELECT c.oid::int8, c.relnamespace::regnamespace::text || '.' || quote_ident(c.relname), c.relkind::text,
-                c.relfilenode::int8, NULL::bool, NULL::text, i.indrelid::int8
+        "SELECT c.oid::pg_catalog.int8, c.relnamespace::pg_catalog.regnamespace::pg_catalog.text || '.' || pg_catalog.quote_ident(c.relname), c.relkind::pg_catalog.text,
+                c.relfilenode::pg_catalog.int8, NULL::pg_catalog.bool, NULL::pg_catalog.text, i.indrelid::pg_catalog.int8
          FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
          WHERE c.oid >= 16384 AND c.relpersistence <> 't' AND c.relkind IN ('r', 'p', 'i', 'I', 'S', 'm', 'v', 'f')",
     )
@@ -159,7 +159,7 @@ pub(super) async fn statement_rewrites(
         return Ok(Vec::new());
     }
     let now: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT c.oid::int8, c.relfilenode::int8 FROM pg_catalog.pg_class c WHERE c.oid::int8 = ANY($1)",
+        "SELECT c.oid::pg_catalog.int8, c.relfilenode::pg_catalog.int8 FROM pg_catalog.pg_class c WHERE c.oid::pg_catalog.int8 = ANY($1)",
     )
     .bind(locked)
     .fetch_all(&mut *conn)

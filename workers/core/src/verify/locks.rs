@@ -251,7 +251,7 @@ pub(super) async fn read_locks(
     held: Option<&[HeldLock]>,
 ) -> Result<Vec<HeldLock>, sqlx::Error> {
     let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT l.relation::int8, l.mode FROM pg_catalog.pg_locks l
+        "SELECT l.relation::pg_catalog.int8, l.mode FROM pg_catalog.pg_locks l
          WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation >= 16384
            AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
     )
@@ -274,9 +274,9 @@ pub(super) async fn read_locks(
         BTreeMap::new()
     } else {
         let sql = format!(
-            "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname), c.relkind::text
+            "SELECT c.oid::pg_catalog.int8, pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind::pg_catalog.text
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid::int8 = ANY($1) AND {USER_NAMESPACE}"
+             WHERE c.oid::pg_catalog.int8 = ANY($1) AND {USER_NAMESPACE}"
         );
         let named: Vec<(i64, String, String)> = sqlx::query_as(&sql)
             .bind(&unknown)

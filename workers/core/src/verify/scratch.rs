@@ -88,8 +88,9 @@ macro_rules! catalog_objects {
 /// can call it. Enabled ALWAYS: `session_replication_role` does not turn it off; a migration
 /// that names it (to disable it) is refused by its words ([`sql::acts_outside_transaction`]).
 const GUARD_SQL: &str = r#"
-CREATE FUNCTION pg_catalog.stepmigrate_verify_guard() RETURNS event_trigger LANGUAGE plpgsql AS $guard$
-DECLARE name text;
+CREATE FUNCTION pg_catalog.stepmigrate_verify_guard() RETURNS event_trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog AS $guard$
+DECLARE name pg_catalog.text;
 BEGIN
     SELECT e.extname INTO name FROM pg_catalog.pg_event_trigger_ddl_commands() c
       JOIN pg_catalog.pg_extension e ON e.oid = c.objid
