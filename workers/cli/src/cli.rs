@@ -845,13 +845,16 @@ async fn verify(
     use stepmigrate_core::verify::{ScratchDatabase, VerifyOptions, IN_TRANSACTION_LOCK_TIMEOUT};
     let run_id = new_run_id("verify");
     if in_transaction_only {
-        let report = m
-            .verify_in_transaction(
+        // Everything it runs on the target is rolled back: stopped, its backend is
+        // cancelled and nothing stays (its verified events are written only at its end).
+        let report = tokio::select! {
+            r = m.verify_in_transaction(
                 to,
                 lock_timeout.unwrap_or(IN_TRANSACTION_LOCK_TIMEOUT),
                 &run_id,
-            )
-            .await?;
+            ) => r,
+            e = interrupted() => Err(stop_interrupted(m, e, Work::Reads).await),
+        }?;
         return Ok(out.verify(&report));
     }
     let scratch = match dev_url {

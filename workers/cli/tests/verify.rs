@@ -497,3 +497,42 @@ async fn a_type_that_shadows_a_built_in_one_does_not_break_the_readers() {
     }
     db.cli(dir.path(), &["up"]).assert_code(0);
 }
+
+/// A batch migration is one statement per batch: `--in-transaction-only` could run only its
+/// first batch, so it is never ✓ there (a later batch may fail or never end): skipped,
+/// naming why, and so is what comes after it.
+#[tokio::test]
+async fn in_transaction_only_does_not_pass_a_batch_migration_on_its_first_batch() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, w text);\nINSERT INTO t SELECT g, NULL FROM generate_series(1, 1000) g;\n",
+        ),
+        (
+            "002_bf.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 100\n\
+             UPDATE t SET w = (1000 / (id - 500))::text WHERE id IN (SELECT id FROM t WHERE w IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+        ("003_after.sql", "CREATE TABLE after_it (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+    let doc = run.json();
+    let m = migration(&doc, "002_bf");
+    assert_eq!(m["outcome"], "skipped", "{doc:#}");
+    assert!(
+        m["reason"].as_str().unwrap().contains("a batch migration"),
+        "{doc:#}"
+    );
+    assert_eq!(
+        migration(&doc, "003_after")["outcome"],
+        "skipped",
+        "{doc:#}"
+    );
+    let run = db.cli(dir.path(), &["verify", "--in-transaction-only"]);
+    assert!(!run.stdout.contains("\u{2713} 002_bf"), "{}", run.stdout);
+    // Scratch mode runs every batch: the failing one is found.
+    let run = db.cli(dir.path(), &["verify"]);
+    assert!(!run.stdout.contains("\u{2713} 002_bf"), "{}", run.stdout);
+}

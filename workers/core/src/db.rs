@@ -245,10 +245,14 @@ impl Database {
     /// The same database with a setting every session of it starts with (a pool of its own),
     /// e.g. a `lock_timeout` that must hold for every statement a command sends.
     pub fn with_session_setting(&self, name: &str, value: &str) -> Database {
-        Database::from_options(
-            self.options.clone().options([(name, value)]),
-            self.connect_timeout,
-        )
+        Database {
+            // Its sessions are this process's too: an interrupted command cancels them.
+            backends: self.backends.clone(),
+            ..Database::from_options(
+                self.options.clone().options([(name, value)]),
+                self.connect_timeout,
+            )
+        }
     }
 
     /// The database's name, for metrics and messages.

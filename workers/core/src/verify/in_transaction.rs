@@ -131,6 +131,17 @@ impl Migrator {
                 ));
                 continue;
             }
+            // One statement is one batch: the batches after it meet other rows, and its end
+            // (or a runaway stop) comes only when the statement changes none; rolled back,
+            // they cannot run here. A scratch database runs every batch.
+            if m.is_batch() {
+                results.push(skipped(m, "a batch migration: --in-transaction-only would run its statement once, its first batch only; the batches after it, on other rows, and its end are seen only where they commit (verify it on a scratch database, which runs every batch)".into()));
+                stop = Some(format!(
+                    "not verified: it comes after {}, a batch migration not verified here",
+                    m.name
+                ));
+                continue;
+            }
             if let Some(refused) = refused_outside_transaction(m, true) {
                 results.push(refused);
                 stop = Some(format!(
