@@ -114,6 +114,20 @@ pub async fn recorded_progress(
     Ok((progress, row.1.max(0) as u64))
 }
 
+/// The runner's own stop of a batch migration (a runaway, a write it cannot count), at its
+/// statement.
+fn stopped(m: &Migration, error: crate::error::SqlError, notices: Vec<String>) -> Outcome {
+    let mut failure = apply::failure_of(m, error);
+    failure.notices = notices;
+    if let Some(s) = sql::split_statements(&m.sql).first() {
+        failure.error.line = Some(s.line);
+        failure.error.statement = Some(s.text.to_owned());
+    }
+    Outcome::Failed {
+        failure: Box::new(failure),
+    }
+}
+
 /// Refuses to go on with batches committed from another version of the file (another
 /// runner's, or the file edited since an interruption): finished with other SQL, the rows
 /// would hold both. After a failure the edit is the fix, and goes on.
@@ -279,25 +293,15 @@ pub async fn run(
                 let _ = sqlx::raw_sql(&format!("ROLLBACK;{RESET_SESSION}"))
                     .execute(&mut *conn)
                     .await;
-                let mut failure = apply::failure_of(
-                    m,
-                    crate::error::SqlError {
-                        sqlstate: RUNAWAY_SQLSTATE.to_owned(),
-                        message: format!(
-                            "batch {} says it changed no row, but it wrote through the foreign table {foreign} (a trigger's write: the foreign server counts those rows, not this one), so whether rows remain cannot be told; that batch is rolled back and the migration is not recorded applied (write the statement so that its own count tells: INSERT into the foreign table itself, or a view over it)",
-                            progress.batches + 1
-                        ),
-                        ..Default::default()
-                    },
-                );
-                failure.notices = notices;
-                if let Some(s) = sql::split_statements(&m.sql).first() {
-                    failure.error.line = Some(s.line);
-                    failure.error.statement = Some(s.text.to_owned());
-                }
-                return Ok(Outcome::Failed {
-                    failure: Box::new(failure),
-                });
+                let error = crate::error::SqlError {
+                    sqlstate: RUNAWAY_SQLSTATE.to_owned(),
+                    message: format!(
+                        "batch {} says it changed no row, but it wrote through the foreign table {foreign} (a trigger's write: the foreign server counts those rows, not this one), so whether rows remain cannot be told; that batch is rolled back and the migration is not recorded applied (write the statement so that its own count tells: INSERT into the foreign table itself, or a view over it)",
+                        progress.batches + 1
+                    ),
+                    ..Default::default()
+                };
+                return Ok(stopped(m, error, notices));
             }
         }
         lock_timeouts = 0;
@@ -399,15 +403,7 @@ pub async fn run(
             guard.observe(conn, before, after).await?;
         }
         if let Some(error) = guard.judge(conn, progress, &limits(attempt)).await? {
-            let mut failure = apply::failure_of(m, error);
-            failure.notices = notices;
-            if let Some(s) = sql::split_statements(&m.sql).first() {
-                failure.error.line = Some(s.line);
-                failure.error.statement = Some(s.text.to_owned());
-            }
-            return Ok(Outcome::Failed {
-                failure: Box::new(failure),
-            });
+            return Ok(stopped(m, error, notices));
         }
         if !pause.is_zero() {
             // A pause that would run past the budget is taken without the migration lock:
