@@ -211,6 +211,12 @@ impl Output {
                 line.push_str(&format!("  {ms} ms"));
             }
             match (e.batches, e.state) {
+                (Some(b), _) if e.batches_ran_from.is_some() => line.push_str(&format!(
+                    "  {}, {} rows committed from another version of its file (checksum {}): `up` refuses to resume them with this one",
+                    batches_label(b.batches),
+                    thousands(b.rows),
+                    e.batches_ran_from.as_deref().unwrap_or_default()
+                )),
                 (Some(b), State::Failed) => line.push_str(&format!(
                     "  after {} ({} rows committed; `up` resumes)",
                     batches_label(b.batches),
@@ -695,6 +701,9 @@ impl Output {
             }
             for t in &m.target_tables {
                 outln!("      on the target: {}", target_table(t));
+            }
+            if let Some(why) = &m.locks_unseen {
+                outln!("      ? locks unknown on an empty copy: {why}");
             }
             // A lock is held to the COMMIT, not while its statement runs.
             for h in &m.locks_held {

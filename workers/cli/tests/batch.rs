@@ -1823,14 +1823,33 @@ async fn batches_from_another_version_of_the_file_are_not_finished_by_this_one()
         ))
         .await;
     }
-    dir.write("002_fill.sql", &fill(2));
-    let run = db.cli(dir.path(), &["up"]);
-    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // The same SQL with other line endings is the same file: it resumes them.
+    dir.write("002_fill.sql", &fill(1).replace('\n', "\r\n"));
+    let plan = db.cli(dir.path(), &["plan"]);
+    plan.assert_code(0);
     assert!(
-        run.stderr.contains("another version of its file"),
+        plan.stdout.contains("resumes after 2 batches"),
         "{}",
-        run.stderr
+        plan.stdout
     );
+    dir.write("002_fill.sql", &fill(2));
+    // The review commands say what `up` does: it refuses.
+    let status = db.cli(dir.path(), &["status"]);
+    assert!(
+        status.stdout.contains("from another version of its file")
+            && !status.stdout.contains("`up` resumes"),
+        "{}",
+        status.stdout
+    );
+    for args in [&["plan"][..], &["up", "--dry-run"], &["up"]] {
+        let run = db.cli(dir.path(), args);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains("another version of its file"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
     assert_eq!(
         db.query("SELECT count(*)::text FROM t WHERE v = 2").await,
         ["0"]

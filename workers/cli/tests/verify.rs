@@ -536,3 +536,40 @@ async fn in_transaction_only_does_not_pass_a_batch_migration_on_its_first_batch(
     let run = db.cli(dir.path(), &["verify"]);
     assert!(!run.stdout.contains("\u{2713} 002_bf"), "{}", run.stdout);
 }
+
+/// Scratch verify refuses what `up` refuses on the target, and nothing else: the copy's ledger
+/// has none of the target's history, so its judgement of order and dependencies is not the
+/// target's.
+#[tokio::test]
+async fn scratch_mode_refuses_what_up_refuses_on_the_target_and_nothing_else() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        ("002_a.sql", "SELECT 2;\n"),
+        ("003_b.sql", "SELECT 3;\n"),
+        ("004_c.sql", "SELECT 4;\n"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    // A re-run (its row deleted on purpose) is always allowed: `up` and verify agree.
+    db.exec("DELETE FROM schema_migrations WHERE version = '002'")
+        .await;
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    run.assert_code(0);
+    assert_eq!(migration(&run.json(), "002_a")["outcome"], "ok");
+    // 002 now conflicts with 004, applied and with no file here: the copy cannot have 004,
+    // the target has it, and `up` refuses.
+    dir.write("002_a.sql", "-- stepmigrate: conflicts = 004\nSELECT 2;\n");
+    dir.remove("004_c.sql");
+    let up = db.cli(dir.path(), &["up", "--dry-run"]);
+    up.assert_code(12);
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    run.assert_code(12);
+    assert_eq!(
+        run.json()["error"]["name"],
+        "DependencyNotMet",
+        "{}",
+        run.stdout
+    );
+    db.cli(dir.path(), &["verify", "--in-transaction-only"])
+        .assert_code(12);
+}

@@ -689,3 +689,45 @@ async fn an_index_built_outside_a_transaction_on_a_table_with_rows_is_unknown() 
     assert!(!run.stdout.contains("\u{2713} 002_nt"), "{}", run.stdout);
     db.cli(dir.path(), &["up"]).assert_code(1);
 }
+
+/// What runs per row (a row trigger, a foreign key's action) ran for no row on the empty copy,
+/// so the locks it takes on the target are not in the report: it says so, where the target's
+/// table holds rows, and only there.
+#[tokio::test]
+async fn locks_that_run_per_row_are_said_unknown_on_an_empty_copy() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, v int);\nINSERT INTO t SELECT g, g FROM generate_series(1, 50) g;\nCREATE TABLE u (id int);\nCREATE TABLE empty (id int);\n",
+        ),
+        (
+            "002_trigger.sql",
+            "CREATE FUNCTION lk() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN LOCK TABLE u IN ACCESS EXCLUSIVE MODE; RETURN NEW; END$$;\n\
+             CREATE TRIGGER t_lk BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION lk();\n\
+             UPDATE t SET v = v WHERE id = 1;\n",
+        ),
+        ("003_ddl.sql", "ALTER TABLE t ADD COLUMN w int;\nUPDATE empty SET id = id;\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("ANALYZE t; ANALYZE empty").await;
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    let why = migration(&doc, "002_trigger")["locks_unseen"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert!(
+        why.contains("public.t") || why.contains(" t,") || why.contains(" t "),
+        "{why}"
+    );
+    // Not a row of `empty` on the target, and ADD COLUMN runs nothing per row.
+    assert!(
+        migration(&doc, "003_ddl").get("locks_unseen").is_none(),
+        "{doc:#}"
+    );
+    let human = db.cli(dir.path(), &["verify"]);
+    assert!(
+        human.stdout.contains("? locks unknown on an empty copy"),
+        "{}",
+        human.stdout
+    );
+}

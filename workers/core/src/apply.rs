@@ -883,6 +883,7 @@ mod tests {
             name: "002_x".into(),
             path: "002_x.sql".into(),
             sql: "CREATE TABLE x (id int);".into(),
+            as_written: None,
             checksum: "c".into(),
             directives,
             down: None,

@@ -20,7 +20,7 @@ use crate::apply::{self, Attempt, Outcome, RESET_SESSION};
 use crate::config::pg_interval;
 use crate::error::Error;
 use crate::ledger::{self, BatchProgress, EventKind, LedgerSchema};
-use crate::migration::{Migration, DEFAULT_BATCH_SIZE};
+use crate::migration::{Migration, Version, DEFAULT_BATCH_SIZE};
 use crate::runaway::{self, Guard};
 use crate::sql::{self, quote_literal};
 
@@ -133,27 +133,48 @@ fn stopped(m: &Migration, error: crate::error::SqlError, notices: Vec<String>) -
 /// would hold both. After a failure the edit is the fix, and goes on.
 async fn ensure_same_file(conn: &mut PgConnection, attempt: &Attempt<'_>) -> Result<(), Error> {
     let m = attempt.migration;
-    let events = attempt.schema.qualify("schema_migration_events");
-    // After a failure the file may be the fix (`up` retries a failed migration once its
-    // file is fixed): only batches still going on, or interrupted, hold to their version.
-    let ran: Option<String> = sqlx::query_scalar(&format!(
+    match file_batches_hold_to(conn, attempt.schema, &m.version).await? {
+        Some(ran) if ran_from_another_file(&ran, m) => {
+            Err(ran_from_another_file_error(&m.path, &ran, &m.checksum))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The checksum of the file the committed batches of `version` hold to: after a failure the
+/// file may be the fix (`up` retries a failed migration once its file is fixed), so only
+/// batches still going on, or interrupted, hold to their version.
+pub(crate) async fn file_batches_hold_to(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    version: &Version,
+) -> Result<Option<String>, Error> {
+    let events = schema.qualify("schema_migration_events");
+    Ok(sqlx::query_scalar(&format!(
         "SELECT CASE WHEN e.kind = 'batch' THEN e.checksum::text END FROM {events} e
          WHERE e.kind IN ('batch', 'failed') AND {} ORDER BY e.id DESC LIMIT 1",
         ledger::since_reset_sql(&events, "e", "$1"),
     ))
-    .bind(m.version.as_str())
+    .bind(version.as_str())
     .fetch_optional(&mut *conn)
     .await
-    .map_err(|e| Error::database(format!("reading the batches of {}", m.name), e))?
-    .flatten();
-    match ran {
-        Some(ran) if !ran.eq_ignore_ascii_case(&m.checksum) => Err(Error::InvalidInput(format!(
-            "{}: its committed batches ran from another version of its file (checksum {ran}; this one's is {}): going on with other SQL would leave rows of both; run the version they ran from (or roll them back with its down file)",
-            m.path.display(),
-            m.checksum
-        ))),
-        _ => Ok(()),
-    }
+    .map_err(|e| Error::database(format!("reading the batches of {version}"), e))?
+    .flatten())
+}
+
+/// Whether batches that ran with checksum `ran` ran from SQL other than `m`'s (a change of
+/// line endings or a byte-order mark alone is the same SQL, as for the ledger's drift).
+pub fn ran_from_another_file(ran: &str, m: &Migration) -> bool {
+    !ran.eq_ignore_ascii_case(&m.checksum)
+        && !crate::migration::differs_only_in_line_endings(m.text_as_written().as_bytes(), ran)
+}
+
+/// The refusal to go on with batches from another version of their file.
+pub fn ran_from_another_file_error(path: &std::path::Path, ran: &str, now: &str) -> Error {
+    Error::InvalidInput(format!(
+        "{}: its committed batches ran from another version of its file (checksum {ran}; this one's is {now}): going on with other SQL would leave rows of both; run the version they ran from (or roll them back with its down file)",
+        path.display()
+    ))
 }
 
 /// What a batch run is allowed and told.

@@ -296,6 +296,10 @@ pub struct PartlyApplied {
     pub progress: BatchProgress,
     /// Its latest `batch` event: where it stands in the order things ran.
     pub event_id: i64,
+    /// The checksum of the file its batches hold to: they are going on, or were interrupted
+    /// (no failure since), so only that file may resume them. None after a failure (the
+    /// file may be the fix).
+    pub holds_to: Option<String>,
 }
 
 /// What a rollback needs of a migration after its file is gone: its down script, and the

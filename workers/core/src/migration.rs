@@ -253,12 +253,20 @@ pub struct Migration {
     /// The text that runs: the file's, except that a batch migration's `:batch_size` is
     /// bound (padded to the placeholder's width, so every line and column is the file's).
     pub sql: String,
+    /// The file's text where it differs from `sql` (a batch migration's, before
+    /// `:batch_size` is bound): what line-ending comparisons read.
+    pub as_written: Option<String>,
     pub checksum: String,
     pub directives: Directives,
     pub down: Option<DownMigration>,
 }
 
 impl Migration {
+    /// The file's text as written (see [`differs_only_in_line_endings`]).
+    pub fn text_as_written(&self) -> &str {
+        self.as_written.as_deref().unwrap_or(&self.sql)
+    }
+
     /// Whether what it runs is inside a transaction (each batch of a batch migration is): a
     /// failure leaves nothing behind, so it is never dirty.
     pub fn transactional(&self) -> bool {
@@ -550,11 +558,13 @@ impl MigrationSet {
             } else {
                 sql_body.to_owned()
             };
+            let as_written = (runnable != sql_body).then(|| sql_body.to_owned());
             ups.entry(version.number()).or_default().push(Migration {
                 version,
                 name,
                 path: file.path,
                 sql: runnable,
+                as_written,
                 checksum: file_checksum,
                 directives,
                 down: None,

@@ -92,6 +92,11 @@ pub struct Entry {
     /// [`Plan::note_partly_applied`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batches: Option<BatchProgress>,
+    /// Its committed batches hold to another version of its file (they were going on, or
+    /// were interrupted): the checksum they ran with. `up` refuses to resume them with this
+    /// file ([`Plan::ensure_applicable`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches_ran_from: Option<String>,
     /// Pending, but it requires (transitively) a migration in progress: left to the runner
     /// applying that one, which plans again once it is recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -227,6 +232,7 @@ impl Plan {
                     deferred: false,
                     runs_after_deploy: false,
                     batches: None,
+                    batches_ran_from: None,
                     waits_for_build: false,
                     still_running: false,
                 });
@@ -347,7 +353,7 @@ impl Plan {
 
     /// Notes the committed batches of each partly applied batch migration on its entry. One
     /// that no file knows any more (older code) is named in a warning: its rows stay changed.
-    pub fn note_partly_applied(&mut self, partly: &[PartlyApplied]) {
+    pub fn note_partly_applied(&mut self, partly: &[PartlyApplied], set: &MigrationSet) {
         for p in partly {
             let number = Version::parse(&p.version).map(|v| v.number());
             let entry = self
@@ -356,7 +362,11 @@ impl Plan {
                 .find(|e| Some(e.version.number()) == number);
             match entry {
                 Some(e) if matches!(e.state, State::Pending | State::Failed) => {
-                    e.batches = Some(p.progress)
+                    e.batches = Some(p.progress);
+                    e.batches_ran_from = p.holds_to.clone().filter(|ran| {
+                        set.get(&e.version)
+                            .is_some_and(|m| crate::batch::ran_from_another_file(ran, m))
+                    });
                 }
                 // Dirty from a down that began on it: what its batches changed is now the
                 // down's business, and `resolve` says what it is.
@@ -449,7 +459,15 @@ impl Plan {
                 });
             }
         }
-        self.ensure_dependencies()
+        self.ensure_dependencies()?;
+        if let Some(e) = self.pending().find(|e| e.batches_ran_from.is_some()) {
+            return Err(crate::batch::ran_from_another_file_error(
+                e.file.as_deref().unwrap_or(std::path::Path::new(&e.name)),
+                e.batches_ran_from.as_deref().unwrap_or_default(),
+                e.checksum.as_deref().unwrap_or_default(),
+            ));
+        }
+        Ok(())
     }
 
     /// Walks the pending migrations in order over what is applied: a requirement must be
@@ -605,6 +623,7 @@ fn entry_for(
         deferred: false,
         runs_after_deploy,
         batches: None,
+        batches_ran_from: None,
         waits_for_build: false,
         still_running: false,
     };
@@ -615,7 +634,9 @@ fn entry_for(
         Some(r) => match r.checksum.as_deref() {
             // Hex is hex in either case (a runner that wrote it upper-case).
             Some(recorded) if recorded.eq_ignore_ascii_case(&m.checksum) => State::Applied,
-            Some(recorded) if differs_only_in_line_endings(m.sql.as_bytes(), recorded) => {
+            Some(recorded)
+                if differs_only_in_line_endings(m.text_as_written().as_bytes(), recorded) =>
+            {
                 warnings.push(format!(
                     "{}: only line endings or a byte-order mark changed since it was applied (recorded checksum {recorded}, file now {}); not treated as drift",
                     m.path.display(),

@@ -78,6 +78,7 @@ impl Revert {
             name: self.name.clone(),
             path: self.path.clone(),
             sql: self.sql.clone(),
+            as_written: None,
             checksum: self.recorded_checksum.clone(),
             directives: self.directives.clone(),
             down: None,
@@ -695,6 +696,7 @@ mod tests {
             checksum: Some(checksum(backfill.as_bytes())),
             progress,
             event_id: 9,
+            holds_to: None,
         }];
         // A copy kept by an earlier apply (since rolled back) is not what reverts it.
         let recorded: HashMap<String, RecordedDown> = [(

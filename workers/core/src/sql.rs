@@ -741,6 +741,27 @@ pub fn reads_no_rows(statement: &Statement<'_>) -> bool {
     }
 }
 
+/// Whether a statement reads or changes rows one by one, so that what runs per row (row-level
+/// triggers, rules' actions, foreign keys' actions, functions called in its expressions) runs
+/// only where rows are: DML, queries and prepared statements.
+pub fn acts_on_rows(statement: &Statement<'_>) -> bool {
+    matches!(
+        statement.keywords.first().map(String::as_str),
+        Some(
+            "INSERT"
+                | "UPDATE"
+                | "DELETE"
+                | "MERGE"
+                | "WITH"
+                | "SELECT"
+                | "COPY"
+                | "EXECUTE"
+                | "TABLE"
+                | "VALUES"
+        )
+    )
+}
+
 fn upper_words(text: &str) -> Vec<String> {
     Tokens(text)
         .filter(|w| {
@@ -979,6 +1000,9 @@ pub fn unsupported(statement: &Statement<'_>) -> Option<&'static str> {
     }
     if calls(statement, "pg_advisory_unlock_all") {
         return Some("pg_advisory_unlock_all releases the runner's own locks (the build lock that keeps other runners from settling a migration while its statements run); unlock your own keys with pg_advisory_unlock");
+    }
+    if matches!(k.as_slice(), ["DISCARD", "ALL"]) {
+        return Some("DISCARD ALL releases the runner's own locks (the build lock that keeps other runners from settling a migration while its statements run) and drops its prepared statements; DISCARD PLANS, SEQUENCES or TEMP discard one thing each");
     }
     if matches!(
         k.as_slice(),
@@ -1543,6 +1567,8 @@ mod tests {
             "DO $$BEGIN PERFORM set_config('client_encoding', 'SQL_ASCII', false); END$$",
             "SELECT pg_advisory_unlock_all()",
             "DO $$BEGIN PERFORM pg_catalog.PG_ADVISORY_UNLOCK_ALL(); END$$",
+            "DISCARD ALL",
+            "discard all",
         ] {
             assert!(unsupported(&first(sql)).is_some(), "{sql}");
         }
@@ -1553,6 +1579,8 @@ mod tests {
             "SELECT set_config('search_path', 'a, public', false)",
             "SELECT current_setting('client_encoding')",
             "SELECT pg_advisory_unlock(42)",
+            "DISCARD TEMP",
+            "DISCARD PLANS",
         ] {
             assert!(unsupported(&first(sql)).is_none(), "{sql}");
         }

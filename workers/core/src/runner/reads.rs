@@ -46,12 +46,17 @@ pub async fn partly_applied(
         }
         let (progress, _) = batch::recorded_progress(conn, schema, &version).await?;
         if progress.batches > 0 {
+            let holds_to = match crate::migration::Version::parse(&version) {
+                Some(v) => batch::file_batches_hold_to(conn, schema, &v).await?,
+                None => None,
+            };
             partly.push(PartlyApplied {
                 version,
                 name,
                 checksum,
                 progress,
                 event_id,
+                holds_to,
             });
         }
     }
@@ -128,7 +133,10 @@ impl Migrator {
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.settled_ledger(&mut conn, progress).await?;
         let mut plan = Plan::scoped(&self.set, &ledger, scope)?;
-        plan.note_partly_applied(&partly_applied(&mut conn, &schema, &ledger).await?);
+        plan.note_partly_applied(
+            &partly_applied(&mut conn, &schema, &ledger).await?,
+            &self.set,
+        );
         Ok((ledger, plan))
     }
 
@@ -139,7 +147,10 @@ impl Migrator {
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.read_ledger(&mut conn).await?;
         let mut plan = Plan::scoped(&self.set, &ledger, &Scope::default())?;
-        plan.note_partly_applied(&partly_applied(&mut conn, &schema, &ledger).await?);
+        plan.note_partly_applied(
+            &partly_applied(&mut conn, &schema, &ledger).await?,
+            &self.set,
+        );
         if ledger.kind != LedgerKind::Missing {
             if let Some(pid) = crate::lock::migration_in_flight(&mut conn, &schema).await? {
                 plan.warnings.push(format!(

@@ -193,7 +193,27 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
             }
         }
     }
+    let mut unseen: BTreeSet<String> = BTreeSet::new();
     for st in &mut v.statements {
+        let Some(statement) = lexed.iter().find(|s| s.line == st.line) else {
+            continue;
+        };
+        // Row-level triggers, rules' actions and foreign keys' actions run per row: on the
+        // empty copy none ran, so neither did the locks they take on the target.
+        let code = matches!(
+            statement.keywords.first().map(String::as_str),
+            Some("DO" | "CALL")
+        );
+        if code && !holding.is_empty() {
+            unseen.insert("any table its code reaches".to_owned());
+        } else if sql::acts_on_rows(statement) {
+            unseen.extend(
+                st.locks
+                    .iter()
+                    .filter(|l| l.existing && holding.contains(&l.relation))
+                    .map(|l| l.relation.clone()),
+            );
+        }
         if st
             .depends_on_data
             .as_ref()
@@ -201,9 +221,6 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
         {
             continue;
         }
-        let Some(statement) = lexed.iter().find(|s| s.line == st.line) else {
-            continue;
-        };
         // Each relation once: a statement may take several locks on one.
         let held: Vec<&str> = st
             .locks
@@ -215,10 +232,6 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
             .collect();
         // Code (`DO`, `CALL`) may read any table's rows or statistics without a lock on it
         // (`SELECT reltuples FROM pg_class`): with rows on the target, unknown.
-        let code = matches!(
-            statement.keywords.first().map(String::as_str),
-            Some("DO" | "CALL")
-        );
         if held.is_empty() && code && !holding.is_empty() {
             st.depends_on_data = Some(DataDependence {
                 kind: DataKind::Outcome,
@@ -246,6 +259,12 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
                 .as_ref()
                 .is_some_and(|d| d.kind == DataKind::Outcome)
         });
+    if !unseen.is_empty() {
+        v.locks_unseen = Some(format!(
+            "row-level triggers, rules and foreign-key actions run for each row it changes in {}, which hold rows on the target and none here: the locks they take there are not in this report",
+            unseen.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
 }
 
 /// The tables each migration rewrites or scans, as the target's statistics have them, for

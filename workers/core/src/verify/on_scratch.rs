@@ -246,6 +246,7 @@ async fn verify_one_on_scratch(
         locks_held: Vec::new(),
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
+        locks_unseen: None,
         touches_server: None,
         acts_outside_transaction: None,
     }
@@ -279,14 +280,15 @@ pub(super) async fn migrator_apply(
 }
 
 impl Migrator {
-    /// The pending migrations up to `to`, as the target's ledger has them (read only; drift
-    /// and dirty migrations refuse, as `up` would).
+    /// The pending migrations up to `to`, as the target's ledger has them (read only): what
+    /// `up` refuses on the target (drift, dirty, an unmet requirement, an applied conflict,
+    /// out of order) refuses here, and nothing else.
     async fn pending_for_verify(
         &self,
         to: Option<&Version>,
     ) -> Result<(Vec<&Migration>, Vec<String>), Error> {
         let (_, plan) = self.plan(&Scope::up_to(to)).await?;
-        plan.ensure_runnable()?;
+        plan.ensure_applicable(self.settings.allow_out_of_order)?;
         let mut warnings = plan.warnings.clone();
         let unknown = plan.count(State::UnknownApplied);
         if unknown > 0 {

@@ -97,6 +97,10 @@ pub struct MigrationVerification {
     /// target's statistics say they hold, for the real cost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_tables: Vec<TargetTable>,
+    /// On an empty copy: why `locks_held` and the statements' locks may lack locks the target
+    /// will see (what runs per row ran for no row here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks_unseen: Option<String>,
     /// What of the whole server (roles, databases, memberships, settings...) it changes, when
     /// it does: such a migration is failed (or, caught by its words before running, skipped)
     /// and verify exits non-zero; nothing of it committed.
@@ -558,6 +562,7 @@ pub(super) fn skipped(m: &Migration, reason: String) -> MigrationVerification {
         locks_held: Vec::new(),
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
+        locks_unseen: None,
         touches_server: None,
         acts_outside_transaction: None,
     }
@@ -612,6 +617,7 @@ mod tests {
             locks_held: Vec::new(),
             unknown_on_empty_copy: false,
             target_tables: Vec::new(),
+            locks_unseen: None,
             touches_server: None,
             acts_outside_transaction: None,
         };

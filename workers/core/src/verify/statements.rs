@@ -257,6 +257,7 @@ pub(super) async fn verify_in_open_transaction(
         locks_held,
         unknown_on_empty_copy: false,
         target_tables: Vec::new(),
+        locks_unseen: None,
         touches_server,
         acts_outside_transaction: None,
     })
@@ -357,6 +358,7 @@ mod tests {
             name: "001_x".into(),
             path: "001_x.sql".into(),
             sql: "SELECT 1".into(),
+            as_written: None,
             checksum: "c".into(),
             directives: Default::default(),
             down: None,
