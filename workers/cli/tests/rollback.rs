@@ -552,6 +552,60 @@ async fn a_migration_applied_after_the_rollback_was_planned_stops_it_before_anyt
     assert_eq!(db.applied().await, ["001"]);
 }
 
+/// A batch migration's batches committed between the plan (or its confirmation) and the lock
+/// are a migration applied in part since: the rollback stops before anything runs, rather
+/// than report done with those rows above its target.
+#[tokio::test]
+async fn batches_committed_after_the_rollback_was_planned_stop_it_before_anything_runs() {
+    use stepmigrate_core::rollback::RollbackTarget;
+    use stepmigrate_core::runner::Quiet;
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, v int);\nINSERT INTO t SELECT g, NULL FROM generate_series(1, 50) g;\n",
+        ),
+        ("001_t.down.sql", "DROP TABLE t;\n"),
+        ("002_e.sql", "CREATE TABLE e (id int);\n"),
+        ("002_e.down.sql", "DROP TABLE e;\n"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let m = db.migrator(dir.path(), common::settings());
+    let plan = m
+        .rollback_plan(
+            &RollbackTarget::To(stepmigrate_core::migration::Version::parse("001").unwrap()),
+            false,
+            &mut Quiet,
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.reverts.len(), 1, "{plan:?}");
+    // Meanwhile a deploy adds a batch migration and its run commits two batches, then stops.
+    let fill = "-- stepmigrate: batch\n-- stepmigrate: batch_size = 10\nUPDATE t SET v = 1 WHERE id IN (SELECT id FROM t WHERE v IS NULL ORDER BY id LIMIT :batch_size);\n";
+    dir.write("003_fill.sql", fill);
+    dir.write("003_fill.down.sql", "UPDATE t SET v = NULL;\n");
+    db.exec("UPDATE t SET v = 1 WHERE id <= 20").await;
+    let checksum = stepmigrate_core::migration::checksum(fill.as_bytes());
+    for (n, rows) in [(1, 10), (2, 20)] {
+        db.exec(&format!(
+            "INSERT INTO schema_migration_events (run_id, version, name, kind, checksum, progress) VALUES ('r', '003', '003_fill', 'batch', '{checksum}', '{{\"batches\": {n}, \"rows\": {rows}, \"batch_rows\": 10}}')"
+        ))
+        .await;
+    }
+    let m = db.migrator(dir.path(), common::settings());
+    let err = m
+        .down_planned(&plan, false, "run-x", &mut Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), stepmigrate_core::ErrorKind::RollbackRefused);
+    assert!(err.to_string().contains("003_fill (in part"), "{err}");
+    assert_eq!(
+        db.applied().await,
+        ["001", "002"],
+        "nothing was rolled back"
+    );
+}
+
 #[tokio::test]
 async fn older_code_still_refuses_to_revert_a_requirement_and_reverts_dependents_first() {
     let db = TestDb::new().await;

@@ -160,14 +160,25 @@ fn newest_event(ledger: &Ledger) -> Option<i64> {
 /// Under the lock: nothing may have been applied since a plan made earlier (`seen_event`, its
 /// [`RollbackPlan::seen_event`]): an `up` between the plan, or its confirmation, and the lock
 /// would leave a migration applied above a reverted one. Refused, nothing reverted.
-pub fn ensure_nothing_applied_since(ledger: &Ledger, seen_event: Option<i64>) -> Result<(), Error> {
+pub fn ensure_nothing_applied_since(
+    ledger: &Ledger,
+    partly: &[PartlyApplied],
+    seen_event: Option<i64>,
+) -> Result<(), Error> {
     // The old runner's rows become events (run `adopted`) when the ledger is first upgraded,
     // which may be under this very lock: applied before the plan, not since.
-    let since: Vec<&str> = ledger
+    let since: Vec<String> = ledger
         .migration_rows()
         .filter(|r| r.success && r.event_id > seen_event)
         .filter(|r| r.run_id.as_deref() != Some(ADOPTED_RUN))
-        .map(|r| r.name.as_str())
+        .map(|r| r.name.clone())
+        // A batch committed since is applied in part: the plan did not see its rows.
+        .chain(
+            partly
+                .iter()
+                .filter(|p| Some(p.event_id) > seen_event)
+                .map(|p| format!("{} (in part: batches committed)", p.name)),
+        )
         .collect();
     if since.is_empty() {
         return Ok(());

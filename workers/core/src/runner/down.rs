@@ -100,7 +100,8 @@ impl Migrator {
                 let ledger = self
                     .ledger_locked(&mut conn, &schema, &seen, run_id)
                     .await?;
-                rollback::ensure_nothing_applied_since(&ledger, planned.seen_event)?;
+                let partly = partly_applied(&mut conn, &schema, &ledger).await?;
+                rollback::ensure_nothing_applied_since(&ledger, &partly, planned.seen_event)?;
                 let plan = self
                     .plan_rollback(&mut conn, &schema, &ledger, &only, use_file)
                     .await?;
@@ -172,7 +173,8 @@ impl Migrator {
                 let plan = self
                     .plan_rollback(&mut conn, &schema, &ledger, &only, false)
                     .await?;
-                rollback::ensure_nothing_applied_since(&ledger, planned_event)?;
+                let partly = partly_applied(&mut conn, &schema, &ledger).await?;
+                rollback::ensure_nothing_applied_since(&ledger, &partly, planned_event)?;
                 self.revert_in_order(&mut conn, &schema, lock, &plan, run_id, &mut Quiet)
                     .await
             })
