@@ -819,10 +819,43 @@ async fn diff_command(
     let options = scope.options(&settings);
     let mut old = load_schema(from, "FROM", &options, &settings).await?;
     let mut new = load_schema(to, "TO", &options, &settings).await?;
+    let names = |s: &Snapshot| -> std::collections::BTreeSet<String> {
+        s.schemas.iter().map(|x| x.name.clone()).collect()
+    };
+    let loaded: std::collections::BTreeSet<String> = &names(&old) | &names(&new);
+    if let Some(missing) = options
+        .include_schemas
+        .iter()
+        .find(|s| !loaded.contains(s.as_str()))
+    {
+        return Err(Error::Config {
+            variable: "--schema".into(),
+            reason: format!(
+                "no schema {missing:?} in FROM or TO (names are case-sensitive; they hold: {})",
+                loaded.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
     restrict_to_scope_of(&mut old, &new);
     restrict_to_scope_of(&mut new, &old);
+    let compared: std::collections::BTreeSet<String> = &names(&old) | &names(&new);
+    let left_out: Vec<String> = loaded.difference(&compared).cloned().collect();
+    if compared.is_empty() && !loaded.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "FROM and TO were taken with scopes that share no schema ({}): nothing would be compared; take both with the same --schema/--exclude-schema",
+            left_out.join(", ")
+        )));
+    }
+    let warnings: Vec<String> = if left_out.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "not compared (outside the scope the other side was taken with): schema(s) {}",
+            left_out.join(", ")
+        )]
+    };
     let changes = diff(&old, &new);
-    out.schema_diff(&changes);
+    out.schema_diff(&changes, &warnings);
     // Like diff(1): 0 identical, 1 different.
     Ok(if changes.is_empty() {
         ExitCode::SUCCESS

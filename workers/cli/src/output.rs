@@ -1218,10 +1218,17 @@ impl Output {
 
     /// Human: one line per change (nothing when identical, unless verbose enough to say
     /// so); `--json`: `{"changes": [...]}`.
-    pub fn schema_diff(&self, diff: &stepmigrate_core::schema::SchemaDiff) {
+    pub fn schema_diff(&self, diff: &stepmigrate_core::schema::SchemaDiff, warnings: &[String]) {
         if self.json {
-            self.emit(json!(diff));
+            let mut doc = json!(diff);
+            if !warnings.is_empty() {
+                doc["warnings"] = json!(warnings);
+            }
+            self.emit(doc);
             return;
+        }
+        for w in warnings {
+            errln!("warning: {w}");
         }
         if self.quiet {
             return;

@@ -960,3 +960,38 @@ async fn catalog_objects_are_compared_both_ways() {
         .unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Two snapshots taken with scopes that share no schema compare nothing: an error, never
+/// "identical"; a `--schema` that names no schema on either side is an error naming it; what
+/// one side's scope leaves out of the other is said.
+#[tokio::test]
+async fn diff_never_calls_identical_what_it_did_not_compare() {
+    let a = TestDb::new().await;
+    let b = TestDb::new().await;
+    let dir = Dir::new(&[]);
+    a.exec("CREATE SCHEMA a; CREATE TABLE a.t (x int); CREATE SCHEMA b; CREATE TABLE b.u (y int);")
+        .await;
+    b.exec("CREATE SCHEMA a; CREATE TABLE a.t (x bigint); CREATE SCHEMA b; CREATE TABLE b.u (y bigint);")
+        .await;
+    let (fa, fb) = (dir.file("a.json"), dir.file("b.json"));
+    let (fa, fb) = (fa.to_str().unwrap(), fb.to_str().unwrap());
+    a.cli(dir.path(), &["snapshot", "--schema", "a", "--output", fa])
+        .assert_code(0);
+    b.cli(dir.path(), &["snapshot", "--schema", "b", "--output", fb])
+        .assert_code(0);
+    let run = a.cli(dir.path(), &["diff", fa, fb]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("share no schema"), "{}", run.stderr);
+    // A misspelt --schema matches nothing: named, not "identical".
+    let run = a.cli(dir.path(), &["diff", &a.url, &b.url, "--schema", "A"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("--schema"), "{}", run.stderr);
+    // A file of schema a against a whole database compares a alone, and says so.
+    let run = a.cli(dir.path(), &["--json", "diff", fa, &b.url]);
+    run.assert_code(1);
+    let doc = run.json();
+    assert!(
+        doc["warnings"][0].as_str().unwrap().contains("schema(s) b"),
+        "{doc:#}"
+    );
+}
