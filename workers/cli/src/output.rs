@@ -771,7 +771,7 @@ impl Output {
                         .count()
                 };
                 outln!(
-                    "round trip: {} ok, {} unknown on the target's rows, {} failed, {} skipped",
+                    "round trip: {} ok, {} unknown on the target's rows, {} failed, {} skipped (schemas compared as `diff` does: what the README lists as not captured is not checked)",
                     rt(
                         |r| matches!(r, stepmigrate_core::verify::RoundTrip::Ok { .. })
                             && !r.unknown_on_target()

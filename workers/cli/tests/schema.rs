@@ -558,6 +558,18 @@ const CASES: &[Case] = &[
             "", "ALTER TABLE t ENABLE REPLICA TRIGGER g;", "~ trigger app.t.g: enabled enabled → replica"),
     differs("CREATE TABLE t (a int); CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'; CREATE TRIGGER g BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f();",
             "", "COMMENT ON TRIGGER g ON t IS 'x';", "~ trigger app.t.g: comment"),
+    // Storage: replica identity, CLUSTER ON, a column's storage, compression and options,
+    // TOAST storage parameters.
+    differs(T, "", "ALTER TABLE t REPLICA IDENTITY FULL;", "~ table app.t: replica_identity (none) → full"),
+    differs("CREATE TABLE t (a int NOT NULL); CREATE UNIQUE INDEX ui ON t (a);", "", "ALTER TABLE t REPLICA IDENTITY USING INDEX ui;", "~ table app.t: replica_identity (none) → using index ui"),
+    differs("CREATE TABLE t (a int); CREATE INDEX ci ON t (a);", "", "ALTER TABLE t CLUSTER ON ci;", "~ table app.t: clustered_on (none) → ci"),
+    differs(T, "", "ALTER TABLE t SET (toast.autovacuum_enabled = false);", "~ table app.t: toast_options"),
+    differs("CREATE TABLE t (a int, s text);", "", "ALTER TABLE t ALTER s SET STORAGE EXTERNAL;", "~ column app.t.s: storage (none) → external"),
+    differs("CREATE TABLE t (a int, s text);", "", "ALTER TABLE t ALTER s SET COMPRESSION pglz;", "~ column app.t.s: compression (none) → pglz"),
+    differs(T, "", "ALTER TABLE t ALTER a SET (n_distinct = 100);", "~ column app.t.a: options (none) → n_distinct=100"),
+    same("CREATE TABLE t (a int, s text);", "ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY FULL;",
+         "ALTER TABLE t ALTER s SET STORAGE MAIN; ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY NOTHING; ALTER TABLE t REPLICA IDENTITY FULL;"),
+    same("CREATE TABLE t (a int, s text);", "", "ALTER TABLE t ALTER s SET STORAGE EXTENDED; ALTER TABLE t REPLICA IDENTITY DEFAULT; ALTER TABLE t ALTER a SET (n_distinct = 5); ALTER TABLE t ALTER a RESET (n_distinct);"),
     // Statistics objects.
     differs(T, "", "CREATE STATISTICS st ON a, b FROM t;", "+ statistics app.st"),
     differs(T, "CREATE STATISTICS st (ndistinct) ON a, b FROM t;", "CREATE STATISTICS st (dependencies) ON a, b FROM t;", "~ statistics app.st: definition CREATE STATISTICS app.st (ndistinct) ON a, b FROM app.t → CREATE STATISTICS app.st (dependencies) ON a, b FROM app.t"),

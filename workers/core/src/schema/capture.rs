@@ -192,6 +192,12 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         cl.relrowsecurity AS row_security, cl.relforcerowsecurity AS force_row_security,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
                         (SELECT am.amname FROM pg_am am WHERE am.oid = cl.relam AND am.amname <> 'heap') AS access_method,
+                        CASE cl.relreplident WHEN 'n' THEN 'nothing' WHEN 'f' THEN 'full'
+                             WHEN 'i' THEN 'using index ' || coalesce((SELECT quote_ident(ic.relname) FROM pg_index i
+                                  JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = cl.oid AND i.indisreplident), '?') END AS replica_identity,
+                        (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                         WHERE i.indrelid = cl.oid AND i.indisclustered) AS clustered_on,
+                        coalesce((SELECT to_json(tc.reloptions) FROM pg_class tc WHERE tc.oid = cl.reltoastrelid AND tc.reloptions IS NOT NULL), '[]') AS toast_options,
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA} AND {}",
@@ -210,6 +216,13 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         {} AS identity_sequence,
                         {} AS collation,
                         nullif(a.attstattarget, -1) AS statistics,
+                        CASE WHEN a.attstorage <> at.typstorage THEN CASE a.attstorage WHEN 'p' THEN 'plain'
+                             WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' WHEN 'x' THEN 'extended' END END AS storage,
+                        -- attcompression is PostgreSQL 14's: read by name, absent before.
+                        CASE to_jsonb(a) ->> 'attcompression' WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END AS compression,
+                        -- The attribute options PostgreSQL defines (a server may keep others of its own).
+                        coalesce((SELECT json_agg(o ORDER BY o) FROM unnest(a.attoptions) o
+                                  WHERE o ~ '^n_distinct(_inherited)?='), '[]') AS options,
                         (a.attinhcount > 0 AND NOT a.attislocal AND NOT cl.relispartition) AS inherited_only,
                         {} AS comment, {} AS grants
                  FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid

@@ -431,6 +431,16 @@ pub struct Table {
     /// `USING` another table access method than `heap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_method: Option<String>,
+    /// `REPLICA IDENTITY` other than the default: `nothing`, `full`, `using index i`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_identity: Option<String>,
+    /// The index of `CLUSTER ... USING` / `CLUSTER ON`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clustered_on: Option<String>,
+    /// Its TOAST table's storage parameters (`toast.autovacuum_enabled = false` as
+    /// `autovacuum_enabled=false`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toast_options: Vec<String>,
     /// In the table's column order.
     #[serde(default)]
     pub columns: Vec<Column>,
@@ -542,6 +552,16 @@ pub struct Column {
     /// `ALTER COLUMN ... SET STATISTICS n`; absent when it is the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistics: Option<i32>,
+    /// `SET STORAGE` (`plain`, `external`, `main`, `extended`), where it differs from its
+    /// type's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// `SET COMPRESSION` (`pglz`, `lz4`); absent for the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Attribute options (`SET (n_distinct = 100)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     /// Column privileges (`GRANT SELECT (email) ON ...`); none by default.
@@ -1185,6 +1205,9 @@ mod tests {
             of_type: None,
             options: vec![],
             access_method: None,
+            replica_identity: None,
+            clustered_on: None,
+            toast_options: vec![],
             columns: vec![],
             constraints: vec![],
             indexes: vec![],
