@@ -27,6 +27,28 @@ pub(crate) struct Fact {
     anchor: usize,
     /// `None`: the finding is not so (a VIRTUAL generated column rewrites nothing).
     pub(crate) says: Option<(String, Option<String>)>,
+    /// A finding to make even where squawk makes none (its rule misses a volatile call in an
+    /// `ARRAY[...]`, a domain's constraints): what `says` is a rewrite for certain.
+    pub(crate) own: bool,
+}
+
+impl Fact {
+    pub(crate) fn rule(&self) -> &'static str {
+        self.rule
+    }
+
+    /// Where the finding goes: the clause, else the statement's start.
+    pub(crate) fn offset(&self) -> usize {
+        if self.anchor == usize::MAX {
+            self.statement.0
+        } else {
+            self.anchor
+        }
+    }
+
+    pub(crate) fn statement_start(&self) -> usize {
+        self.statement.0
+    }
 }
 
 pub(crate) const CHANGING_COLUMN_TYPE: &str = "changing-column-type";
@@ -35,7 +57,7 @@ pub(crate) const ADDING_FIELD_WITH_DEFAULT: &str = "adding-field-with-default";
 
 /// Volatile functions a default is commonly made of: each gives every row its own value, so
 /// PostgreSQL computes it for every existing row.
-const VOLATILE: &[&str] = &[
+pub(crate) const VOLATILE: &[&str] = &[
     "random",
     "random_normal",
     "gen_random_uuid",
@@ -48,6 +70,9 @@ const VOLATILE: &[&str] = &[
     "clock_timestamp",
     "timeofday",
     "nextval",
+    "currval",
+    "setval",
+    "lastval",
 ];
 
 const LOCK_UNTIL_COMMIT: &str = "blocking its reads and writes until the migration commits";
@@ -109,6 +134,7 @@ pub(crate) fn facts(script: &str, columns: &mut Columns, target: Option<u32>) ->
                                     &rewrite,
                                     index_rebuild(d, new.as_ref()),
                                 )),
+                                own: false,
                             });
                         }
                         (Ok(AlterTableType::AtAddConstraint), Some(N::Constraint(c))) => {
@@ -120,6 +146,7 @@ pub(crate) fn facts(script: &str, columns: &mut Columns, target: Option<u32>) ->
                                 statement: span,
                                 anchor: at(c.location),
                                 says: constraint_message(c, &table),
+                                own: false,
                             });
                         }
                         (Ok(AlterTableType::AtValidateConstraint), _) => {
@@ -129,21 +156,58 @@ pub(crate) fn facts(script: &str, columns: &mut Columns, target: Option<u32>) ->
                                 statement: span,
                                 anchor: usize::MAX,
                                 says: Some(validate_message(&cmd.name, &table, kind)),
+                                own: false,
                             });
                         }
                         (Ok(AlterTableType::AtAddColumn), Some(N::ColumnDef(d))) => {
+                            // From PostgreSQL 19 a default that passes the domain's
+                            // (non-volatile) constraints is stored without a rewrite.
+                            let domain = d
+                                .type_name
+                                .as_ref()
+                                .and_then(|t| columns.constrained_domain(t))
+                                .filter(|_| !foreign && target.is_none_or(|v| v < 19));
+                            let mut defaulted = false;
                             for c in &d.constraints {
                                 let Some(N::Constraint(c)) = c.node.as_ref() else {
                                     continue;
                                 };
-                                if let Some(says) = default_message(c, &d.colname, &table, target) {
+                                if let (Some(domain), Ok(ConstrType::ConstrDefault)) =
+                                    (&domain, ConstrType::try_from(c.contype))
+                                {
+                                    defaulted = true;
+                                    facts.push(Fact {
+                                        rule: ADDING_FIELD_WITH_DEFAULT,
+                                        statement: span,
+                                        anchor: at(c.location),
+                                        says: Some(domain_message(
+                                            &d.colname, domain, &table, target,
+                                        )),
+                                        own: true,
+                                    });
+                                    continue;
+                                }
+                                if let Some((says, own)) =
+                                    default_message(c, &d.colname, &table, target)
+                                {
                                     facts.push(Fact {
                                         rule: ADDING_FIELD_WITH_DEFAULT,
                                         statement: span,
                                         anchor: at(c.location),
                                         says,
+                                        // A foreign table keeps no rows here.
+                                        own: own && !foreign,
                                     });
                                 }
+                            }
+                            if let (Some(domain), false) = (&domain, defaulted) {
+                                facts.push(Fact {
+                                    rule: crate::lint::TABLE_REWRITE,
+                                    statement: span,
+                                    anchor: at(d.location),
+                                    says: Some(domain_message(&d.colname, domain, &table, target)),
+                                    own: true,
+                                });
                             }
                         }
                         _ => {}
@@ -164,6 +228,7 @@ pub(crate) fn revise(
     rule: &str,
     offset: usize,
     message: &str,
+    used: &mut [bool],
 ) -> Option<Option<(String, Option<String>)>> {
     let here: Vec<&Fact> = facts
         .iter()
@@ -190,7 +255,12 @@ pub(crate) fn revise(
         _ => None,
     };
     match fact {
-        Some(f) => f.says.clone().map(Some),
+        Some(f) => {
+            if let Some(i) = facts.iter().position(|g| std::ptr::eq(g, *f)) {
+                used[i] = true;
+            }
+            f.says.clone().map(Some)
+        }
         None => Some(None),
     }
 }
@@ -338,22 +408,43 @@ fn validate_message(name: &str, table: &str, kind: Option<i32>) -> (String, Opti
     )
 }
 
-/// `None`: not a constraint squawk reports on. `Some(None)`: squawk's finding is not so.
+/// `ADD COLUMN` of a domain with constraints: PostgreSQL checks them for every existing row
+/// (even of a NULL column), rewriting the table, whatever the default (through 18).
+fn domain_message(
+    column: &str,
+    domain: &str,
+    table: &str,
+    target: Option<u32>,
+) -> (String, Option<String>) {
+    let later = if target.is_none() {
+        " (through PostgreSQL 18; from 19, a default that passes non-volatile constraints is stored without one)"
+    } else {
+        ""
+    };
+    (
+        format!("`ADD COLUMN {column} {domain}`: {domain} is a domain with constraints, which PostgreSQL checks for every existing row, so it rewrites {table} under an ACCESS EXCLUSIVE lock, {LOCK_UNTIL_COMMIT}, with or without a default{later}."),
+        Some("Add the column with the domain's base type instead (nullable, or with a constant default: no rewrite), fill it in batches, and check it with a table constraint added NOT VALID and validated (`VALIDATE CONSTRAINT`) in a later migration. Changing the column's type to the domain afterwards rewrites the table too.".into()),
+    )
+}
+
+/// `None`: not a constraint squawk reports on. `Some((None, _))`: squawk's finding is not so.
+/// The flag: the finding is a rewrite for certain, to make where squawk makes none.
 #[allow(clippy::type_complexity)]
 fn default_message(
     c: &protobuf::Constraint,
     column: &str,
     table: &str,
     target: Option<u32>,
-) -> Option<Option<(String, Option<String>)>> {
+) -> Option<(Option<(String, Option<String>)>, bool)> {
     let rewrites = format!("rewrites {table} under an ACCESS EXCLUSIVE lock, {LOCK_UNTIL_COMMIT}");
+    let said = |says| Some((says, false));
     match ConstrType::try_from(c.contype).ok()? {
-        ConstrType::ConstrGenerated if c.generated_kind == "v" => Some(None),
-        ConstrType::ConstrGenerated => Some(Some((
+        ConstrType::ConstrGenerated if c.generated_kind == "v" => said(None),
+        ConstrType::ConstrGenerated => said(Some((
             format!("`ADD COLUMN {column} ... GENERATED ALWAYS AS (...) STORED` computes the column for every existing row: it {rewrites}."),
             Some("Add a plain nullable column, fill it in batches and keep it current with a trigger; or, from PostgreSQL 18, make it VIRTUAL (computed when read: nothing is rewritten).".into()),
         ))),
-        ConstrType::ConstrIdentity => Some(Some((
+        ConstrType::ConstrIdentity => said(Some((
             format!("`ADD COLUMN {column} ... GENERATED AS IDENTITY` numbers every existing row: it {rewrites}."),
             Some("On a large table, add it while the table is small or quiet: there is no online way to add an identity column.".into()),
         ))),
@@ -384,23 +475,28 @@ fn default_message(
             }
             let help = Some("Add the column without a default (or with a constant one), give it the volatile default with `ALTER COLUMN ... SET DEFAULT` (new rows only: no rewrite), and backfill the existing rows in batches.".to_owned());
             if let Some(v) = target.filter(|v| *v < 11) {
-                return Some(Some((
-                    format!("Before PostgreSQL 11 (the target is {v}), `ADD COLUMN {column}` with a DEFAULT {rewrites}."),
+                return said(Some((
+                    format!("Before PostgreSQL 11 (the target is {}), `ADD COLUMN {column}` with a DEFAULT {rewrites}.", crate::versions::name(v)),
                     help,
                 )));
             }
+            // Anywhere in the expression (an `ARRAY[...]`, a row, a cast, an argument): squawk
+            // misses some of these, so the finding is made where it does not.
             if let Some(volatile) = functions.iter().find(|f| VOLATILE.contains(&f.as_str())) {
-                return Some(Some((
-                    format!("`DEFAULT {volatile}()` is volatile: `ADD COLUMN {column}` computes it for every existing row, and {rewrites}."),
-                    help,
-                )));
+                return Some((
+                    Some((
+                        format!("`DEFAULT {volatile}()` is volatile: `ADD COLUMN {column}` computes it for every existing row, and {rewrites}."),
+                        help,
+                    )),
+                    true,
+                ));
             }
             let unknown = if functions.is_empty() {
                 "this expression".to_owned()
             } else {
                 functions.iter().map(|f| format!("{f}()")).collect::<Vec<_>>().join(", ")
             };
-            Some(Some((
+            said(Some((
                 format!("If its DEFAULT is volatile, `ADD COLUMN {column}` {rewrites}; a stable or immutable default is evaluated once and no row is rewritten. stepmigrate does not know the volatility of {unknown}."),
                 help,
             )))

@@ -33,11 +33,11 @@ pub const REQUIRE_CONCURRENT_REFRESH: &str = "require-concurrent-refresh";
 pub const BAN_TRUNCATE: &str = "ban-truncate";
 /// A `DO` block: its statements are not linted.
 pub const DO_BLOCK_NOT_LINTED: &str = "do-block-not-linted";
-/// `DROP SCHEMA/TYPE/DOMAIN/EXTENSION/COLLATION/ACCESS METHOD ... CASCADE`: what depends on the
-/// object goes too, tables and columns with their rows. And `DROP FUNCTION/PROCEDURE/ROUTINE/
-/// AGGREGATE/OPERATOR ... CASCADE` (a generated column using it goes with its values, as do
-/// views, indexes, constraints and defaults), `DROP OPERATOR CLASS/FAMILY ... CASCADE` (the
-/// indexes using it, and the constraints they back).
+/// Every `DROP ... CASCADE`, and `ALTER TABLE ... DROP COLUMN / CONSTRAINT ... CASCADE`: what
+/// depends on the object goes too, unnamed. Of a schema, type, domain or extension, tables and
+/// columns with their rows; of a function, cast, operator or text search object, a generated
+/// column using it (with its values), views, indexes, constraints and defaults; of an operator
+/// class, the indexes using it; of a constraint, the foreign keys of other tables.
 pub const BAN_DROP_CASCADE: &str = "ban-drop-cascade";
 /// `DROP OWNED BY`: every object the role owns in the database, tables with their rows.
 pub const BAN_DROP_OWNED: &str = "ban-drop-owned";
@@ -211,6 +211,14 @@ impl LintRules {
         if !(9..=99).contains(&major) {
             return Err(invalid());
         }
+        // Before 10 a major version had two parts; 9.6 is the oldest one known here, and the
+        // only 9.x whose name the messages can give (they say "9.6" for 9).
+        let minor = version.trim().split('.').nth(1).unwrap_or("");
+        if major == 9 && minor != "6" {
+            return Err(format!(
+                "PostgreSQL {version:?} is older than 9.6, the oldest version `check` knows the syntax of: give 9.6 or later"
+            ));
+        }
         // squawk compares versions field by field, and "11" (no minor) is below its "11":
         // its fast-default rule would then call every default on 11 a rewrite. A bare major
         // version means its first release, `.0`.
@@ -220,7 +228,7 @@ impl LintRules {
             format!("{major}.0")
         };
         self.pg_version = Some(full.parse().map_err(|_| invalid())?);
-        // 9.6 is "9": before 10, the major version had two parts, and nothing here is older.
+        // 9.6 is kept as 9 (nothing here is older): `versions::name` gives it back as "9.6".
         self.pg_major = Some(major);
         Ok(())
     }
@@ -294,13 +302,20 @@ pub fn lint(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
 /// [`lint`] with the column types the migrations before the script made, which it updates.
 pub fn lint_with(script: &Script<'_>, rules: &LintRules, columns: &mut Columns) -> Vec<Finding> {
     let facts = advice::facts(script.sql, columns, rules.pg_major());
-    let mut findings = squawk_findings(script, rules, &facts);
+    let mut used = vec![false; facts.len()];
+    let mut findings = squawk_findings(script, rules, &facts, &mut used);
+    findings.extend(own_facts(script, rules, &facts, &used));
     findings.extend(our_findings(script, rules));
     findings.sort_by_key(|f| (f.line, f.column));
     findings
 }
 
-fn squawk_findings(script: &Script<'_>, rules: &LintRules, facts: &[advice::Fact]) -> Vec<Finding> {
+fn squawk_findings(
+    script: &Script<'_>,
+    rules: &LintRules,
+    facts: &[advice::Fact],
+    used: &mut [bool],
+) -> Vec<Finding> {
     let squawk_rules = rules.squawk_rules();
     if squawk_rules.is_empty() {
         return Vec::new();
@@ -324,7 +339,7 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules, facts: &[advice::Fact
             let (line, column) = lines.at(offset);
             let docs = format!("https://squawkhq.com/docs/{rule}");
             // squawk's words where they are true; ours where they depend on the statement.
-            let (message, help) = match advice::revise(facts, &rule, offset, &v.message)? {
+            let (message, help) = match advice::revise(facts, &rule, offset, &v.message, used)? {
                 Some(said) => said,
                 None => (v.message, v.help),
             };
@@ -340,6 +355,47 @@ fn squawk_findings(script: &Script<'_>, rules: &LintRules, facts: &[advice::Fact
                 severity,
                 message,
                 help: Some(help),
+            })
+        })
+        .collect()
+}
+
+/// The rewrites squawk does not report that the facts know for certain (a volatile call in an
+/// `ARRAY[...]` default, a column of a domain with constraints), under the rule they belong to.
+fn own_facts(
+    script: &Script<'_>,
+    rules: &LintRules,
+    facts: &[advice::Fact],
+    used: &[bool],
+) -> Vec<Finding> {
+    let lines = Lines::new(script.sql);
+    let text_lines: Vec<&str> = script.sql.lines().collect();
+    facts
+        .iter()
+        .zip(used)
+        .filter(|(f, used)| f.own && !**used)
+        .filter_map(|(f, _)| {
+            let rule = f.rule();
+            let severity = rules.severity(rule)?;
+            let (message, help) = f.says.clone()?;
+            let statement_line = lines.at(f.statement_start()).0;
+            if ignored_in_file(&text_lines, rule) || ignored(&text_lines, statement_line, rule) {
+                return None;
+            }
+            let (line, column) = lines.at(f.offset());
+            // squawk's rules link their page, as squawk's own findings do.
+            let help = match (help, rule.parse::<Rule>().is_ok()) {
+                (Some(help), true) => Some(format!("{help} (https://squawkhq.com/docs/{rule})")),
+                (help, _) => help,
+            };
+            Some(Finding {
+                file: script.path.to_owned(),
+                line,
+                column,
+                rule: rule.to_owned(),
+                severity,
+                message,
+                help,
             })
         })
         .collect()
@@ -639,6 +695,21 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                         let Some(N::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
                             continue;
                         };
+                        let cascade =
+                            cmd.behavior == pg_query::protobuf::DropBehavior::DropCascade as i32;
+                        match At::try_from(cmd.subtype) {
+                            Ok(At::AtDropColumn) if cascade => found.push((
+                                BAN_DROP_CASCADE,
+                                format!("`DROP COLUMN {} ... CASCADE` also drops everything that depends on the column, without naming it: the views, indexes and constraints that use it, and the foreign keys of other tables that reference it", cmd.name),
+                                "Drop the views, indexes and constraints that use the column by name first (the lint then judges each), and the column without CASCADE, which fails if anything still depends on it.".into(),
+                            )),
+                            Ok(At::AtDropConstraint) if cascade => found.push((
+                                BAN_DROP_CASCADE,
+                                format!("`DROP CONSTRAINT {} ... CASCADE` also drops everything that depends on the constraint, without naming it: the foreign keys of other tables that reference the key it is", cmd.name),
+                                "Drop the foreign keys that reference it by name first (the lint then judges each), and the constraint without CASCADE, which fails if anything still depends on it.".into(),
+                            )),
+                            _ => {}
+                        }
                         let what = match At::try_from(cmd.subtype) {
                             Ok(At::AtSetLogged) => "`SET LOGGED` rewrites",
                             Ok(At::AtSetUnLogged) => "`SET UNLOGGED` rewrites",
@@ -703,39 +774,11 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                         format!("If every row is meant to go, say so with `-- squawk-ignore {BAN_TRUNCATE}` on the line above; on a live table, delete in batches with a batch migration."),
                     ));
                 }
+                // Every DROP ... CASCADE: what depends on the object goes with it unnamed.
                 N::DropStmt(d)
                     if d.behavior == pg_query::protobuf::DropBehavior::DropCascade as i32 =>
                 {
-                    use pg_query::protobuf::ObjectType as O;
-                    // What goes with it, and what to drop (or change) by name first.
-                    const TABLES: (&str, &str) = (
-                        "tables and columns go with their rows",
-                        "the dependent tables and columns",
-                    );
-                    const USES: (&str, &str) = (
-                        "a generated column that uses it goes with its values, and so do the views, indexes, constraints, defaults and triggers that use it",
-                        "the columns, views, indexes, constraints, defaults and triggers that use it",
-                    );
-                    const INDEXES: (&str, &str) = (
-                        "the indexes that use it go, and the primary key, unique and exclusion constraints they back",
-                        "the indexes and constraints that use it",
-                    );
-                    let (what, (goes, first)) = match O::try_from(d.remove_type) {
-                        Ok(O::ObjectSchema) => ("SCHEMA", TABLES),
-                        Ok(O::ObjectType) => ("TYPE", TABLES),
-                        Ok(O::ObjectDomain) => ("DOMAIN", TABLES),
-                        Ok(O::ObjectExtension) => ("EXTENSION", TABLES),
-                        Ok(O::ObjectCollation) => ("COLLATION", TABLES),
-                        Ok(O::ObjectAccessMethod) => ("ACCESS METHOD", TABLES),
-                        Ok(O::ObjectFunction) => ("FUNCTION", USES),
-                        Ok(O::ObjectProcedure) => ("PROCEDURE", USES),
-                        Ok(O::ObjectRoutine) => ("ROUTINE", USES),
-                        Ok(O::ObjectAggregate) => ("AGGREGATE", USES),
-                        Ok(O::ObjectOperator) => ("OPERATOR", USES),
-                        Ok(O::ObjectOpclass) => ("OPERATOR CLASS", INDEXES),
-                        Ok(O::ObjectOpfamily) => ("OPERATOR FAMILY", INDEXES),
-                        _ => continue,
-                    };
+                    let (what, goes, first) = cascade_of(d.remove_type);
                     found.push((
                         BAN_DROP_CASCADE,
                         format!("`DROP {what} ... CASCADE` also drops everything that depends on it, without naming it: {goes}"),
@@ -775,6 +818,79 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     findings
 }
 
+/// What `DROP <kind> ... CASCADE` is called, what goes with it, and what to drop by name first.
+fn cascade_of(kind: i32) -> (String, &'static str, &'static str) {
+    use pg_query::protobuf::ObjectType as O;
+    const TABLES: (&str, &str) = (
+        "tables and columns go with their rows",
+        "the dependent tables and columns",
+    );
+    const USES: (&str, &str) = (
+        "a generated column that uses it goes with its values, and so do the views, indexes, constraints, defaults and triggers that use it",
+        "the columns, views, indexes, constraints, defaults and triggers that use it",
+    );
+    const INDEXES: (&str, &str) = (
+        "the indexes that use it go, and the primary key, unique and exclusion constraints they back",
+        "the indexes and constraints that use it",
+    );
+    const TEXT_SEARCH: (&str, &str) = (
+        "the text search configurations built on it go, and a generated column that uses them goes with its values, and so do the indexes, views, constraints and defaults that use them",
+        "the configurations, columns, indexes, views, constraints and defaults that use it",
+    );
+    const FOREIGN: (&str, &str) = (
+        "the foreign tables on it go (and a wrapper's servers and user mappings), and the views that use them",
+        "the foreign tables, servers and user mappings on it",
+    );
+    const RELATION: (&str, &str) = (
+        "the views built on it go, and the foreign keys of other tables that reference it",
+        "the views and foreign keys that depend on it",
+    );
+    const ANYTHING: (&str, &str) = (
+        "what depends on it goes with it, whatever that is",
+        "what depends on it",
+    );
+    let (what, (goes, first)) = match O::try_from(kind) {
+        Ok(O::ObjectSchema) => ("SCHEMA", TABLES),
+        Ok(O::ObjectType) => ("TYPE", TABLES),
+        Ok(O::ObjectDomain) => ("DOMAIN", TABLES),
+        Ok(O::ObjectExtension) => ("EXTENSION", TABLES),
+        Ok(O::ObjectCollation) => ("COLLATION", TABLES),
+        Ok(O::ObjectAccessMethod) => ("ACCESS METHOD", TABLES),
+        Ok(O::ObjectFunction) => ("FUNCTION", USES),
+        Ok(O::ObjectProcedure) => ("PROCEDURE", USES),
+        Ok(O::ObjectRoutine) => ("ROUTINE", USES),
+        Ok(O::ObjectAggregate) => ("AGGREGATE", USES),
+        Ok(O::ObjectOperator) => ("OPERATOR", USES),
+        Ok(O::ObjectCast) => ("CAST", USES),
+        Ok(O::ObjectTransform) => ("TRANSFORM", USES),
+        Ok(O::ObjectLanguage) => ("LANGUAGE", USES),
+        Ok(O::ObjectConversion) => ("CONVERSION", USES),
+        Ok(O::ObjectOpclass) => ("OPERATOR CLASS", INDEXES),
+        Ok(O::ObjectOpfamily) => ("OPERATOR FAMILY", INDEXES),
+        Ok(O::ObjectTsconfiguration) => ("TEXT SEARCH CONFIGURATION", TEXT_SEARCH),
+        Ok(O::ObjectTsdictionary) => ("TEXT SEARCH DICTIONARY", TEXT_SEARCH),
+        Ok(O::ObjectTsparser) => ("TEXT SEARCH PARSER", TEXT_SEARCH),
+        Ok(O::ObjectTstemplate) => ("TEXT SEARCH TEMPLATE", TEXT_SEARCH),
+        Ok(O::ObjectForeignServer) => ("SERVER", FOREIGN),
+        Ok(O::ObjectFdw) => ("FOREIGN DATA WRAPPER", FOREIGN),
+        Ok(O::ObjectTable) => ("TABLE", RELATION),
+        Ok(O::ObjectForeignTable) => ("FOREIGN TABLE", RELATION),
+        Ok(O::ObjectView) => ("VIEW", RELATION),
+        Ok(O::ObjectMatview) => ("MATERIALIZED VIEW", RELATION),
+        Ok(O::ObjectSequence) => ("SEQUENCE", ("the column defaults that use it go (inserts then get NULL or fail), and the views that use it", "the defaults that use it")),
+        Ok(O::ObjectIndex) => ("INDEX", ("the foreign keys of other tables that rely on it go", "the foreign keys that rely on it")),
+        Ok(other) => {
+            let words = other
+                .as_str_name()
+                .trim_start_matches("OBJECT_")
+                .replace('_', " ");
+            return (words, ANYTHING.0, ANYTHING.1);
+        }
+        Err(_) => ("OBJECT", ANYTHING),
+    };
+    (what.to_owned(), goes, first)
+}
+
 fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     let update = rules.severity(UPDATE_WITHOUT_WHERE);
     let delete = rules.severity(DELETE_WITHOUT_WHERE);
@@ -791,43 +907,51 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
             continue;
         };
         for (node, _, _, _) in parsed.protobuf.nodes() {
-            let (rule, severity, table, verb, has_where) = match node {
-                pg_query::NodeRef::UpdateStmt(u) if every_row(u.where_clause.as_deref()) => (
+            let (rule, severity, relation, verb, clause) = match node {
+                pg_query::NodeRef::UpdateStmt(u) => (
                     UPDATE_WITHOUT_WHERE,
                     update,
-                    u.relation.as_ref().map(|r| r.relname.clone()),
+                    u.relation.as_ref(),
                     "UPDATE",
-                    u.where_clause.is_some(),
+                    u.where_clause.as_deref(),
                 ),
-                pg_query::NodeRef::DeleteStmt(d) if every_row(d.where_clause.as_deref()) => (
+                pg_query::NodeRef::DeleteStmt(d) => (
                     DELETE_WITHOUT_WHERE,
                     delete,
-                    d.relation.as_ref().map(|r| r.relname.clone()),
+                    d.relation.as_ref(),
                     "DELETE",
-                    d.where_clause.is_some(),
+                    d.where_clause.as_deref(),
                 ),
                 _ => continue,
             };
-            let without = if has_where {
-                "whose WHERE is always true"
-            } else {
-                "without WHERE"
+            let table = relation.map(|r| r.relname.clone());
+            let message = match reach(clause, relation) {
+                Reach::Every if clause.is_some() => format!(
+                    "{verb} whose WHERE is always true touches every row of {}: {EVERY_ROW_COST}",
+                    table.as_deref().unwrap_or_default()
+                ),
+                Reach::Every => format!(
+                    "{verb} without WHERE touches every row of {}: {EVERY_ROW_COST}",
+                    table.as_deref().unwrap_or_default()
+                ),
+                Reach::EveryOrNone => format!(
+                    "{verb} of {}: its WHERE does not depend on the row: it selects every row or none (every row: on a large table it runs long, locks every row until the migration commits and leaves as many dead rows)",
+                    table.as_deref().unwrap_or_default()
+                ),
+                Reach::Some => continue,
             };
             let Some(severity) = severity else { continue };
             if ignored(&text_lines, statement.line, rule) {
                 continue;
             }
             let (line, column) = lines.at(statement.offset);
-            let table = table.unwrap_or_default();
             findings.push(Finding {
                 file: script.path.to_owned(),
                 line,
                 column,
                 rule: rule.to_owned(),
                 severity,
-                message: format!(
-                    "{verb} {without} touches every row of {table}: on a large table it runs long, locks every row until the migration commits and leaves as many dead rows"
-                ),
+                message,
                 help: Some(format!(
                     "Add a WHERE clause, or move a backfill of a large table to a batched data migration. If every row is meant, say so with `-- squawk-ignore {rule}` on the line above."
                 )),
@@ -837,14 +961,110 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     findings
 }
 
-/// Whether a WHERE clause (or its absence) lets every row through: none, or one that is true
-/// whatever the row (`true`, `1 = 1`, `'a' = 'a'`, `NOT false`, an AND or OR of such).
-fn every_row(clause: Option<&pg_query::protobuf::Node>) -> bool {
-    clause.is_none_or(always_true)
+const EVERY_ROW_COST: &str = "on a large table it runs long, locks every row until the migration commits and leaves as many dead rows";
+
+/// Which rows of its table a WHERE clause lets through, as far as the statement says.
+enum Reach {
+    /// No WHERE, or one true whatever the row (`true`, `1 = 1`, `NOT false`, `x IS NOT
+    /// DISTINCT FROM x`, an AND or OR of such).
+    Every,
+    /// A WHERE that reads nothing of the row (no column of the table, the whole row, a
+    /// cursor's position or a volatile call): the same for every row.
+    EveryOrNone,
+    /// Some rows, or not known.
+    Some,
 }
 
-fn always_true(node: &pg_query::protobuf::Node) -> bool {
-    constant(node) == Some(true)
+fn reach(
+    clause: Option<&pg_query::protobuf::Node>,
+    table: Option<&pg_query::protobuf::RangeVar>,
+) -> Reach {
+    let Some(clause) = clause else {
+        return Reach::Every;
+    };
+    match constant(clause) {
+        Some(true) => Reach::Every,
+        Some(false) => Reach::Some,
+        None if !reads_the_row(clause, table) => Reach::EveryOrNone,
+        None => Reach::Some,
+    }
+}
+
+/// Whether an expression may differ from row to row of `table`: a column reference that may
+/// be the table's (any unqualified one, at any depth: a correlated subquery's too; or one
+/// qualified by the table's name or alias), `WHERE CURRENT OF`, or a volatile call.
+fn reads_the_row(
+    node: &pg_query::protobuf::Node,
+    table: Option<&pg_query::protobuf::RangeVar>,
+) -> bool {
+    use serde_json::Value;
+    let Some(table) = table else {
+        return true;
+    };
+    let mut names = vec![table.relname.as_str()];
+    if let Some(alias) = &table.alias {
+        names.push(alias.aliasname.as_str());
+    }
+    let json = serde_json::to_value(node).unwrap_or(Value::Null);
+    let mut reads = false;
+    crate::tree::visit(&json, &mut |kind, f| match kind {
+        "ColumnRef" => {
+            let fields: Vec<Option<&str>> = f
+                .get("fields")
+                .and_then(Value::as_array)
+                .map(|fs| {
+                    fs.iter()
+                        .map(|x| x.pointer("/node/String/sval").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            reads |= match fields.as_slice() {
+                // `*` alone is the columns of the subquery's own FROM.
+                [None] => false,
+                // A column, or the whole row `t`.
+                [_] => true,
+                // `x.c`, `s.x.c`, `x.*`: the table's when a qualifier names it.
+                [qualifiers @ .., _] => qualifiers
+                    .iter()
+                    .any(|q| q.is_some_and(|q| names.contains(&q))),
+                [] => true,
+            };
+        }
+        "CurrentOfExpr" => reads = true,
+        "FuncCall" => {
+            let name = f
+                .get("funcname")
+                .and_then(Value::as_array)
+                .and_then(|n| n.last())
+                .and_then(|n| n.pointer("/node/String/sval"))
+                .and_then(Value::as_str);
+            if name.is_some_and(|n| advice::VOLATILE.contains(&n)) {
+                reads = true;
+            }
+        }
+        _ => {}
+    });
+    reads
+}
+
+/// Whether two expressions are the same, wherever they are written.
+fn same_expression(a: &pg_query::protobuf::Node, b: &pg_query::protobuf::Node) -> bool {
+    fn without_locations(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("location");
+                map.values_mut().for_each(without_locations);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(without_locations),
+            _ => {}
+        }
+    }
+    let (Ok(mut a), Ok(mut b)) = (serde_json::to_value(a), serde_json::to_value(b)) else {
+        return false;
+    };
+    without_locations(&mut a);
+    without_locations(&mut b);
+    a == b
 }
 
 /// A WHERE clause's truth when no column or function decides it; `None` when one may.
@@ -861,6 +1081,35 @@ fn constant(node: &pg_query::protobuf::Node) -> Option<bool> {
             Val::Boolval(b) => Some(b.boolval),
             _ => None,
         },
+        // `x IS NOT DISTINCT FROM x` (NULL too, and the whole row `t`): always true; `IS
+        // DISTINCT FROM` always false. Unless a volatile call makes each side its own value.
+        N::AExpr(e)
+            if e.kind == AExprKind::AexprNotDistinct as i32
+                || e.kind == AExprKind::AexprDistinct as i32 =>
+        {
+            let (l, r) = (e.lexpr.as_deref()?, e.rexpr.as_deref()?);
+            let volatile = {
+                let json = serde_json::to_value(l).unwrap_or_default();
+                let mut found = false;
+                crate::tree::visit(&json, &mut |kind, f| {
+                    if kind == "FuncCall" {
+                        let name = f
+                            .get("funcname")
+                            .and_then(serde_json::Value::as_array)
+                            .and_then(|n| n.last())
+                            .and_then(|n| n.pointer("/node/String/sval"))
+                            .and_then(serde_json::Value::as_str);
+                        // Any call: one not known to be stable may be volatile.
+                        found |= name.is_some();
+                    }
+                });
+                found
+            };
+            if volatile || !same_expression(l, r) {
+                return None;
+            }
+            Some(e.kind == AExprKind::AexprNotDistinct as i32)
+        }
         // `'t'::boolean`, `true::bool`
         N::TypeCast(c) => {
             let is_bool = c.type_name.as_ref().is_some_and(|t| {
@@ -1141,6 +1390,12 @@ mod tests {
             assert!(LintRules::default().set_pg_version(bad).is_err(), "{bad}");
         }
         LintRules::default().set_pg_version("9.6").unwrap();
+        LintRules::default().set_pg_version("9.6.24").unwrap();
+        // Before 9.6 nothing is known, and "9" alone is no version of PostgreSQL.
+        for old in ["9", "9.5", "9.0", "9.60"] {
+            let err = LintRules::default().set_pg_version(old).unwrap_err();
+            assert!(err.contains("older than 9.6"), "{old}: {err}");
+        }
         let err = LintRules::default().enable("ban-drop-colum").unwrap_err();
         assert!(err.contains("did you mean \"ban-drop-column\""), "{err}");
     }

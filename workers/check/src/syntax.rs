@@ -410,6 +410,7 @@ fn sql_bodies(parsed: &pg_query::protobuf::ParseResult, statement: &str) -> Vec<
 
 /// The error for syntax newer than the target server.
 fn too_new_message(newer: &versions::Newer, target: u32) -> (String, String) {
+    let target = versions::name(target);
     (
         format!(
             "{} is PostgreSQL {}{NEWER_SYNTAX}{target}, rejects it",

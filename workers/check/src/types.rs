@@ -10,7 +10,7 @@
 //! database, so where the migrations do not say (a table made elsewhere, a column changed in a
 //! `DO` block) the judgement is that it depends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pg_query::protobuf::node::Node as N;
 use pg_query::protobuf::{self, AlterTableType, ObjectType};
@@ -264,6 +264,13 @@ pub fn judge(old: &ColumnType, new: &ColumnType, target: Option<u32>) -> Rewrite
 pub struct Columns {
     /// By table name: the schema it was named with (if any) and its columns' types.
     tables: BTreeMap<String, Table>,
+    /// The domains the migrations made, by name (its last part), with how many CHECK and NOT
+    /// NULL constraints they have (their base domain's included): adding a column of one that
+    /// has any makes PostgreSQL check every existing row, a rewrite.
+    domains: BTreeMap<String, usize>,
+    /// The functions and procedures the migrations made, by name (its last part): a statement
+    /// that calls one may change any table, as a `DO` block may.
+    functions: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -296,13 +303,55 @@ impl Columns {
         }
     }
 
-    /// Forgets everything: after a statement whose effect is unknown (a `DO` block).
+    /// Forgets everything: after a statement whose effect is unknown (a `DO` block). The
+    /// functions made stay made.
     pub fn forget(&mut self) {
         self.tables.clear();
+        self.domains.clear();
+    }
+
+    /// The name of the domain `type_name` is, when the migrations made it with constraints
+    /// (CHECK or NOT NULL) that it still has. Not for an array of it: its values are not
+    /// checked when a column is added.
+    pub fn constrained_domain(&self, type_name: &protobuf::TypeName) -> Option<String> {
+        if !type_name.array_bounds.is_empty() || type_name.pct_type || type_name.setof {
+            return None;
+        }
+        let name = last_name(&type_name.names)?;
+        (self.domains.get(&name).copied().unwrap_or(0) > 0).then_some(name)
+    }
+
+    /// Whether the statement calls a function or procedure the migrations made (beside
+    /// making it): its body may have changed any table.
+    fn calls_a_function_made_here(&self, statement: &N) -> bool {
+        if self.functions.is_empty() || matches!(statement, N::CreateFunctionStmt(_)) {
+            return false;
+        }
+        let json = serde_json::to_value(statement).unwrap_or_default();
+        let mut found = false;
+        crate::tree::visit(&json, &mut |kind, fields| {
+            if kind == "FuncCall" {
+                let name = fields
+                    .get("funcname")
+                    .and_then(serde_json::Value::as_array)
+                    .and_then(|names| names.last())
+                    .and_then(|n| n.pointer("/node/String/sval"))
+                    .and_then(serde_json::Value::as_str);
+                if name.is_some_and(|n| self.functions.contains(n)) {
+                    found = true;
+                }
+            }
+        });
+        found
     }
 
     /// Takes in what one parsed statement does to tables and columns.
     pub fn apply(&mut self, statement: &N) {
+        // A function made by the migrations may do anything (`ALTER TABLE` in its body): after
+        // a call to one, as after a `DO` block or a `CALL`, what the tables are is not known.
+        if self.calls_a_function_made_here(statement) {
+            self.forget();
+        }
         match statement {
             N::CreateStmt(c) => {
                 let Some(r) = &c.relation else { return };
@@ -403,9 +452,69 @@ impl Columns {
             }
             // A DO block or a procedure may change any table.
             N::DoStmt(_) | N::CallStmt(_) => self.forget(),
+            N::CreateFunctionStmt(f) => {
+                if let Some(name) = last_name(&f.funcname) {
+                    self.functions.insert(name);
+                }
+            }
+            N::CreateDomainStmt(d) => {
+                let Some(name) = last_name(&d.domainname) else {
+                    return;
+                };
+                let inherited = d
+                    .type_name
+                    .as_ref()
+                    .and_then(|t| self.constrained_domain(t))
+                    .map_or(0, |base| self.domains[&base]);
+                let own = d.constraints.iter().filter(|c| checks_values(c)).count();
+                self.domains.insert(name, inherited + own);
+            }
+            N::AlterDomainStmt(a) => {
+                let Some(name) = last_name(&a.type_name) else {
+                    return;
+                };
+                let Some(count) = self.domains.get_mut(&name) else {
+                    return;
+                };
+                match a.subtype.as_str() {
+                    // ADD CONSTRAINT, SET NOT NULL
+                    "C" if a.def.as_deref().is_some_and(checks_values) => *count += 1,
+                    "O" => *count += 1,
+                    // DROP CONSTRAINT, DROP NOT NULL
+                    "X" | "N" => *count = count.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            N::DropStmt(d)
+                if ObjectType::try_from(d.remove_type) == Ok(ObjectType::ObjectDomain) =>
+            {
+                for object in &d.objects {
+                    if let Some(N::TypeName(t)) = object.node.as_ref() {
+                        if let Some(name) = last_name(&t.names) {
+                            self.domains.remove(&name);
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
+}
+
+/// The last part of a qualified name (`s.name`).
+fn last_name(names: &[protobuf::Node]) -> Option<String> {
+    match names.last()?.node.as_ref()? {
+        N::String(s) => Some(s.sval.clone()),
+        _ => None,
+    }
+}
+
+/// A domain constraint PostgreSQL checks values against: CHECK or NOT NULL (a DEFAULT or NULL
+/// is not one).
+fn checks_values(node: &protobuf::Node) -> bool {
+    use protobuf::ConstrType;
+    matches!(node.node.as_ref(), Some(N::Constraint(c))
+        if matches!(ConstrType::try_from(c.contype), Ok(ConstrType::ConstrCheck | ConstrType::ConstrNotnull)))
 }
 
 #[cfg(test)]

@@ -11,6 +11,16 @@ use crate::tree::{self, boolean, def_names, int, present, string};
 /// The major version of the PostgreSQL grammar libpg_query embeds (pg_query 18.x).
 pub const EMBEDDED_MAJOR: u32 = 18;
 
+/// How a major version is called: before 10 a major version had two parts, and the only one
+/// of them a target may be (9.6) is kept as 9.
+pub fn name(major: u32) -> String {
+    if major == 9 {
+        "9.6".to_owned()
+    } else {
+        major.to_string()
+    }
+}
+
 /// One construct newer than the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Newer {
@@ -42,12 +52,16 @@ const CONSTR_ATTR_ENFORCED: i64 = 15;
 const CONSTR_ATTR_NOT_ENFORCED: i64 = 16;
 const LIMIT_OPTION_WITH_TIES: i64 = 3;
 const MERGE_WHEN_NOT_MATCHED_BY_SOURCE: i64 = 2;
+const MERGE_WHEN_NOT_MATCHED_BY_TARGET: i64 = 3;
 const OBJECT_LARGEOBJECT: i64 = 23;
 const OBJECT_PARAMETER_ACL: i64 = 28;
 const OBJECT_SEQUENCE: i64 = 38;
 const OBJECT_COLUMN: i64 = 7;
 const OBJECT_INDEX: i64 = 21;
 const OBJECT_VIEW: i64 = 52;
+const OBJECT_PROCEDURE: i64 = 30;
+const OBJECT_ROUTINE: i64 = 35;
+const CONSTR_UNIQUE: i64 = 8;
 const ROLESPEC_CURRENT_ROLE: i64 = 2;
 const COERCE_SQL_SYNTAX: i64 = 4;
 const ALTER_SUBSCRIPTION_ADD_PUBLICATION: i64 = 4;
@@ -102,6 +116,18 @@ pub fn newer_than(
         {
             note("CURRENT_ROLE as a role name", 14, None);
         }
+        // DROP / ALTER / COMMENT ON / GRANT ... ON [ALL] PROCEDURE(S) / ROUTINE(S), and the
+        // like: every statement naming a procedure or routine as an object came with them.
+        let routine = ["remove_type", "objtype", "rename_type", "object_type"]
+            .iter()
+            .any(|field| matches!(int(f, field), OBJECT_PROCEDURE | OBJECT_ROUTINE));
+        if routine {
+            note(
+                "a PROCEDURE or ROUTINE as an object (DROP, ALTER, COMMENT ON, GRANT ...)",
+                11,
+                None,
+            );
+        }
         match kind {
             "MergeStmt" => {
                 note("MERGE", 15, None);
@@ -114,6 +140,17 @@ pub fn newer_than(
             }
             "MergeWhenClause" if int(f, "match_kind") == MERGE_WHEN_NOT_MATCHED_BY_SOURCE => {
                 note("WHEN NOT MATCHED BY SOURCE", 17, None)
+            }
+            // `WHEN NOT MATCHED BY TARGET` is `WHEN NOT MATCHED` spelled out: the same tree, so
+            // the words tell.
+            "MergeWhenClause" if int(f, "match_kind") == MERGE_WHEN_NOT_MATCHED_BY_TARGET => {
+                use pg_query::protobuf::Token;
+                if let Some(at) = token_run(
+                    statement,
+                    &[&[Token::Not], &[Token::Matched], &[Token::By], &[Token::Target]],
+                ) {
+                    note("WHEN NOT MATCHED BY TARGET", 17, Some(at));
+                }
             }
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" if returns_old_or_new(f) => {
                 note("RETURNING old/new", 18, None)
@@ -313,7 +350,7 @@ pub fn newer_than(
                     }
                 }
             }
-            "Constraint" => constraint(f, at, &mut note),
+            "Constraint" => constraint(f, statement, at, &mut note),
             "ColumnDef" => {
                 if !string(f, "compression").is_empty() {
                     note("a column's COMPRESSION", 14, at);
@@ -329,6 +366,17 @@ pub fn newer_than(
                 if present(f, "index_including_params") {
                     note("INCLUDE (covering index)", 11, None);
                 }
+                // `relation` is a typed RangeVar: `inh` false is `ON ONLY`.
+                let only = f
+                    .get("relation")
+                    .and_then(Value::as_object)
+                    .is_some_and(|r| !boolean(r, "inh"));
+                if only {
+                    note("CREATE INDEX ... ON ONLY", 11, None);
+                }
+                if boolean(f, "unique") {
+                    nulls_distinct(statement, &mut note);
+                }
             }
             "IndexElem" if present(f, "opclassopts") => {
                 note("operator class parameters in an index", 13, None)
@@ -337,6 +385,9 @@ pub fn newer_than(
                 let params = def_names(f, "params");
                 if params.iter().any(|p| p == "concurrently") {
                     note("REINDEX CONCURRENTLY", 12, None);
+                    if let Some(at) = reindex_concurrently_in_parentheses(statement) {
+                        note("REINDEX (CONCURRENTLY) (in the option list)", 14, Some(at));
+                    }
                 }
                 if params.iter().any(|p| p == "tablespace") {
                     note("REINDEX (TABLESPACE ...)", 14, None);
@@ -362,6 +413,10 @@ pub fn newer_than(
                 AT_SET_EXPRESSION => note("ALTER COLUMN ... SET EXPRESSION", 17, None),
                 AT_DROP_EXPRESSION => note("ALTER COLUMN ... DROP EXPRESSION", 13, None),
                 AT_SET_STATISTICS if !present(f, "def") => note("SET STATISTICS DEFAULT", 17, None),
+                // `ALTER [INDEX] ... ALTER COLUMN 2 SET STATISTICS`: a column by its number.
+                AT_SET_STATISTICS if int(f, "num") != 0 => {
+                    note("ALTER COLUMN column_number SET STATISTICS", 11, None)
+                }
                 AT_SET_COMPRESSION => note("ALTER COLUMN ... SET COMPRESSION", 14, None),
                 AT_SET_STORAGE
                     if f.get("def")
@@ -480,6 +535,13 @@ pub fn newer_than(
                     == Some(OBJECT_LARGEOBJECT) =>
             {
                 note("ALTER DEFAULT PRIVILEGES ... ON LARGE OBJECTS", 18, None)
+            }
+            // `ON ROUTINES` gives the tree of `ON FUNCTIONS`: the words tell.
+            "AlterDefaultPrivilegesStmt" => {
+                use pg_query::protobuf::Token;
+                if let Some(at) = token_run(statement, &[&[Token::On], &[Token::Routines]]) {
+                    note("ALTER DEFAULT PRIVILEGES ... ON ROUTINES", 11, Some(at));
+                }
             }
             "RangeSubselect" if !present(f, "alias") => {
                 note("a subquery in FROM without an alias", 16, at)
@@ -677,17 +739,50 @@ fn token_pair(
     first: &[pg_query::protobuf::Token],
     then: pg_query::protobuf::Token,
 ) -> Option<usize> {
+    token_run(statement, &[first, &[then]])
+}
+
+/// The statement's tokens with their offsets, comments left out.
+fn tokens(statement: &str) -> Vec<(pg_query::protobuf::Token, usize)> {
     use pg_query::protobuf::Token;
-    let scanned = pg_query::scan(statement).ok()?;
-    let tokens: Vec<(Token, usize)> = scanned
+    let Ok(scanned) = pg_query::scan(statement) else {
+        return Vec::new();
+    };
+    scanned
         .tokens
         .iter()
         .filter_map(|t| Some((Token::try_from(t.token).ok()?, t.start as usize)))
         .filter(|(t, _)| !matches!(t, Token::SqlComment | Token::CComment))
-        .collect();
-    tokens
-        .windows(2)
-        .find_map(|w| (first.contains(&w[0].0) && w[1].0 == then).then_some(w[0].1))
+        .collect()
+}
+
+/// The offset of the first run of tokens, one of each `run[i]` in turn (comments between them
+/// aside).
+fn token_run(statement: &str, run: &[&[pg_query::protobuf::Token]]) -> Option<usize> {
+    tokens(statement).windows(run.len()).find_map(|w| {
+        w.iter()
+            .zip(run)
+            .all(|((t, _), one_of)| one_of.contains(t))
+            .then_some(w[0].1)
+    })
+}
+
+/// `REINDEX (... CONCURRENTLY ...)`: CONCURRENTLY in the parenthesized option list (before 14
+/// that list took VERBOSE only), not after the object kind.
+fn reindex_concurrently_in_parentheses(statement: &str) -> Option<usize> {
+    use pg_query::protobuf::Token;
+    let tokens = tokens(statement);
+    if !matches!(
+        tokens.as_slice(),
+        [(Token::Reindex, _), (Token::Ascii40, _), ..]
+    ) {
+        return None;
+    }
+    tokens[2..]
+        .iter()
+        .take_while(|(t, _)| *t != Token::Ascii41)
+        .find(|(t, _)| *t == Token::Concurrently)
+        .map(|(_, at)| *at)
 }
 
 fn sequence_unlogged(f: &Map<String, Value>) -> bool {
@@ -705,12 +800,16 @@ fn returning(f: &Map<String, Value>) -> bool {
 
 fn constraint(
     f: &Map<String, Value>,
+    statement: &str,
     at: Option<usize>,
     note: &mut dyn FnMut(&'static str, u32, Option<usize>),
 ) {
     let contype = int(f, "contype");
     if boolean(f, "nulls_not_distinct") {
         note("NULLS NOT DISTINCT", 15, at);
+    }
+    if contype == CONSTR_UNIQUE {
+        nulls_distinct(statement, note);
     }
     if boolean(f, "without_overlaps") {
         note("WITHOUT OVERLAPS", 18, at);
@@ -736,7 +835,19 @@ fn constraint(
         }
         // A table constraint `NOT NULL column` (a column's NOT NULL has no keys).
         CONSTR_NOTNULL if present(f, "keys") => note("a NOT NULL table constraint", 18, at),
+        CONSTR_NOTNULL if boolean(f, "is_no_inherit") => {
+            note("a column's NOT NULL ... NO INHERIT", 18, at)
+        }
         _ => {}
+    }
+}
+
+/// `NULLS DISTINCT` spelled out (the default, the tree of its absence) in a UNIQUE constraint or
+/// index: PostgreSQL 15's words, as `NULLS NOT DISTINCT` is.
+fn nulls_distinct(statement: &str, note: &mut dyn FnMut(&'static str, u32, Option<usize>)) {
+    use pg_query::protobuf::Token;
+    if let Some(at) = token_run(statement, &[&[Token::NullsP], &[Token::Distinct]]) {
+        note("NULLS DISTINCT", 15, Some(at));
     }
 }
 

@@ -178,6 +178,31 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
         ),
         ("DROP OWNED BY r;", "ban-drop-owned"),
         ("DROP OWNED BY r CASCADE;", "ban-drop-owned"),
+        // Any DROP ... CASCADE: what goes with it is not named.
+        (
+            "DROP TEXT SEARCH CONFIGURATION c CASCADE;",
+            "ban-drop-cascade",
+        ),
+        ("DROP TEXT SEARCH DICTIONARY d CASCADE;", "ban-drop-cascade"),
+        ("DROP TEXT SEARCH PARSER p CASCADE;", "ban-drop-cascade"),
+        ("DROP TEXT SEARCH TEMPLATE t CASCADE;", "ban-drop-cascade"),
+        ("DROP SERVER s CASCADE;", "ban-drop-cascade"),
+        ("DROP FOREIGN DATA WRAPPER w CASCADE;", "ban-drop-cascade"),
+        ("DROP CAST (text AS int) CASCADE;", "ban-drop-cascade"),
+        ("DROP LANGUAGE plperl CASCADE;", "ban-drop-cascade"),
+        ("DROP VIEW v CASCADE;", "ban-drop-cascade"),
+        ("DROP TABLE t CASCADE;", "ban-drop-cascade"),
+        ("DROP SEQUENCE s CASCADE;", "ban-drop-cascade"),
+        ("DROP POLICY p ON t CASCADE;", "ban-drop-cascade"),
+        (
+            "ALTER TABLE t DROP CONSTRAINT c CASCADE;",
+            "ban-drop-cascade",
+        ),
+        ("ALTER TABLE t DROP COLUMN c CASCADE;", "ban-drop-cascade"),
+        (
+            "ALTER TYPE comp DROP ATTRIBUTE a CASCADE;",
+            "ban-drop-cascade",
+        ),
     ] {
         let found = findings(sql);
         assert!(
@@ -244,7 +269,11 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
         "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id);",
         "UPDATE t SET a = 1 WHERE coalesce(a > 0, true);",
         "DROP SCHEMA s;",
-        "DROP VIEW v CASCADE;",
+        "DROP VIEW v;",
+        "DROP SERVER s;",
+        "DROP TEXT SEARCH CONFIGURATION c RESTRICT;",
+        "ALTER TABLE t DROP CONSTRAINT c;",
+        "ALTER TABLE t DROP COLUMN c;",
         "DROP FUNCTION f(bigint);",
         "DROP FUNCTION f(bigint) RESTRICT;",
         "DROP PROCEDURE p(int);",
@@ -265,6 +294,129 @@ fn data_losing_statements_are_errors_or_named_as_every_row() {
             .contains(&f.rule.as_str())),
             "{sql}: {found:?}"
         );
+    }
+}
+
+/// A WHERE that reads nothing of the row is the same for every row: the statement changes
+/// every row or none, like one without WHERE. Comparing an expression with itself by `IS NOT
+/// DISTINCT FROM` is true of every row.
+#[test]
+fn a_where_that_does_not_depend_on_the_row_selects_every_row_or_none() {
+    let ours = |sql: &str| -> Vec<(String, String)> {
+        let script = Script {
+            path: Path::new("m.sql"),
+            sql,
+            mode: TX,
+        };
+        check_script(&script, &LintRules::default())
+            .into_iter()
+            .filter(|f| f.rule == "update-without-where" || f.rule == "delete-without-where")
+            .map(|f| (f.rule, f.message))
+            .collect()
+    };
+    for (sql, rule, says) in [
+        (
+            "UPDATE t SET a = 1 WHERE null IS NOT DISTINCT FROM null;",
+            "update-without-where",
+            "whose WHERE is always true",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE x IS NOT DISTINCT FROM x;",
+            "update-without-where",
+            "whose WHERE is always true",
+        ),
+        (
+            "DELETE FROM t WHERE t IS NOT DISTINCT FROM t;",
+            "delete-without-where",
+            "whose WHERE is always true",
+        ),
+        (
+            "DELETE FROM t WHERE NOT (t.a IS DISTINCT FROM t.a);",
+            "delete-without-where",
+            "whose WHERE is always true",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE coalesce(null, true);",
+            "update-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "DELETE FROM t WHERE EXISTS (VALUES (1));",
+            "delete-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE 1 IN (1);",
+            "update-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE 1 BETWEEN 0 AND 2;",
+            "update-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE 1::int = 1;",
+            "update-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "DELETE FROM t WHERE CASE WHEN true THEN true END;",
+            "delete-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "DELETE FROM t WHERE current_setting('app.env') = 'test';",
+            "delete-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.done);",
+            "delete-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "UPDATE t AS x SET a = 1 FROM u WHERE u.id = 1;",
+            "update-without-where",
+            "does not depend on the row",
+        ),
+        (
+            "WITH d AS (DELETE FROM t WHERE 2 > (SELECT count(*) FROM u) RETURNING id) SELECT 1;",
+            "delete-without-where",
+            "does not depend on the row",
+        ),
+    ] {
+        let found = ours(sql);
+        assert!(
+            found.len() == 1 && found[0].0 == rule && found[0].1.contains(says),
+            "{sql}: {found:?}"
+        );
+        if says == "does not depend on the row" {
+            assert!(
+                found[0].1.contains("it selects every row or none"),
+                "{sql}: {found:?}"
+            );
+        }
+    }
+    for sql in [
+        "DELETE FROM t WHERE id IN (SELECT id FROM other);",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id);",
+        "DELETE FROM t AS x WHERE EXISTS (SELECT 1 FROM u WHERE u.id = x.id);",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = id);",
+        "DELETE FROM t WHERE public.t.a > 0;",
+        "UPDATE t SET a = 1 FROM u WHERE u.id = t.id;",
+        "UPDATE t SET a = 1 WHERE (t).a > 0;",
+        "DELETE FROM t WHERE t IS NULL;",
+        "UPDATE t SET a = 1 WHERE CURRENT OF c;",
+        "DELETE FROM t WHERE random() < 0.1;",
+        "DELETE FROM t WHERE a = a;",
+        "DELETE FROM t WHERE x IS NOT DISTINCT FROM y;",
+        "DELETE FROM t WHERE random() IS NOT DISTINCT FROM random();",
+        "UPDATE t SET a = 1 WHERE false;",
+        "UPDATE t SET a = 1 WHERE 1 = 2;",
+    ] {
+        let found = ours(sql);
+        assert!(found.is_empty(), "{sql}: {found:?}");
     }
 }
 
@@ -304,6 +456,31 @@ fn drop_cascade_of_a_routine_or_operator_class_names_what_goes() {
             "DROP SCHEMA s CASCADE;",
             "`DROP SCHEMA ... CASCADE`",
             "tables and columns",
+        ),
+        (
+            "DROP TEXT SEARCH CONFIGURATION c CASCADE;",
+            "`DROP TEXT SEARCH CONFIGURATION ... CASCADE`",
+            "a generated column",
+        ),
+        (
+            "DROP CAST (text AS int) CASCADE;",
+            "`DROP CAST ... CASCADE`",
+            "a generated column",
+        ),
+        (
+            "DROP SERVER s CASCADE;",
+            "`DROP SERVER ... CASCADE`",
+            "foreign tables",
+        ),
+        (
+            "ALTER TABLE t DROP CONSTRAINT t_pkey CASCADE;",
+            "`DROP CONSTRAINT t_pkey ... CASCADE`",
+            "the foreign keys of other tables",
+        ),
+        (
+            "DROP POLICY p ON t CASCADE;",
+            "`DROP POLICY ... CASCADE`",
+            "what depends on it goes",
         ),
     ] {
         let message = message(sql);

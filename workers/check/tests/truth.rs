@@ -414,3 +414,196 @@ fn rewrites_and_truncates_under_access_exclusive_are_named() {
     // A rollback may empty a table: not held to it, as DELETE without WHERE.
     assert_eq!(rules().for_down_migrations().severity("ban-truncate"), None);
 }
+
+/// squawk takes any `ARRAY[...]` default for a constant: a volatile call inside one still
+/// computes the default for every row. And the sequence functions are volatile built-ins.
+#[test]
+fn a_volatile_call_anywhere_in_a_default_is_a_rewrite() {
+    for (sql, function) in [
+        (
+            "ALTER TABLE t ADD COLUMN x int[] DEFAULT array[random()::int];",
+            "random()",
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN x int[] DEFAULT array[1, random()::int];",
+            "random()",
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN x int[] DEFAULT array[array[1], array[(random() * 10)::int]];",
+            "random()",
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN x bigint DEFAULT currval('s');",
+            "currval()",
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN x bigint DEFAULT lastval();",
+            "lastval()",
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN x bigint DEFAULT setval('s', 1);",
+            "setval()",
+        ),
+    ] {
+        let found = messages(sql, "adding-field-with-default");
+        assert_eq!(found.len(), 1, "{sql}: {found:?}");
+        assert!(
+            found[0].contains(&format!("`DEFAULT {function}` is volatile")),
+            "{sql}: {found:?}"
+        );
+        assert!(found[0].contains("rewrites t"), "{sql}: {found:?}");
+    }
+    // A constant array is stored once.
+    let constant = messages(
+        "ALTER TABLE t ADD COLUMN x int[] DEFAULT array[1, 2];",
+        "adding-field-with-default",
+    );
+    assert!(constant.is_empty(), "{constant:?}");
+    // squawk-ignore silences the finding check makes where squawk makes none.
+    let ignored = messages(
+        "-- squawk-ignore adding-field-with-default\nALTER TABLE t ADD COLUMN x int[] DEFAULT array[random()::int];",
+        "adding-field-with-default",
+    );
+    assert!(ignored.is_empty(), "{ignored:?}");
+}
+
+/// PostgreSQL (through 18) checks a domain's constraints for every existing row when a column
+/// of it is added, default or not: a rewrite, which no advice may offer a way around that also
+/// rewrites.
+#[test]
+fn a_column_of_a_domain_with_constraints_is_a_rewrite() {
+    let domain = "CREATE DOMAIN posint AS int CHECK (VALUE > 0);\n";
+    let rewrite_of = |sql: &str| -> Vec<String> {
+        let sql = format!("{domain}{sql}");
+        let mut found = messages(&sql, "adding-field-with-default");
+        found.extend(messages(&sql, "table-rewrite"));
+        found
+    };
+    for sql in [
+        "ALTER TABLE t ADD COLUMN y posint DEFAULT 5;",
+        "ALTER TABLE t ADD COLUMN y posint;",
+        "ALTER TABLE t ADD COLUMN y posint NOT NULL DEFAULT 5;",
+        "ALTER TABLE t ADD COLUMN y public.posint DEFAULT abs(-5);",
+    ] {
+        let found = rewrite_of(sql);
+        assert_eq!(found.len(), 1, "{sql}: {found:?}");
+        assert!(
+            found[0].contains("posint is a domain with constraints"),
+            "{sql}: {found:?}"
+        );
+        assert!(found[0].contains("rewrites t"), "{sql}: {found:?}");
+        assert!(
+            !found[0].contains("no row is rewritten"),
+            "{sql}: {found:?}"
+        );
+        // Adding it without a default rewrites too: not the advice.
+        assert!(
+            !found[0].contains("Add the column without a default"),
+            "{sql}: {found:?}"
+        );
+        assert!(found[0].contains("base type"), "{sql}: {found:?}");
+    }
+    // Without a default, the rule is table-rewrite.
+    let none = messages(
+        &format!("{domain}ALTER TABLE t ADD COLUMN y posint;"),
+        "table-rewrite",
+    );
+    assert_eq!(none.len(), 1, "{none:?}");
+    // A stable default is no way around it.
+    let stable = messages(
+        "CREATE DOMAIN since AS timestamptz CHECK (VALUE > '2000-01-01');\nALTER TABLE t ADD COLUMN y since DEFAULT now();",
+        "adding-field-with-default",
+    );
+    assert_eq!(stable.len(), 1, "{stable:?}");
+    assert!(
+        stable[0].contains("since is a domain with constraints"),
+        "{stable:?}"
+    );
+    // A constraint added later, a domain of a constrained domain, a NOT NULL domain; across
+    // the files of a set.
+    let found = set_findings(
+        &[
+            "CREATE DOMAIN d AS int;\nALTER DOMAIN d ADD CONSTRAINT d_pos CHECK (VALUE > 0);\nCREATE DOMAIN nn AS text NOT NULL;\n",
+            "CREATE DOMAIN d2 AS d;\nALTER TABLE t ADD COLUMN a d, ADD COLUMN b d2, ADD COLUMN c nn DEFAULT '';\n",
+        ],
+        &rules(),
+    );
+    let rewrites: Vec<&str> = found
+        .iter()
+        .filter(|f| f.message.contains("is a domain with constraints"))
+        .map(|f| f.rule.as_str())
+        .collect();
+    assert_eq!(
+        rewrites,
+        [
+            "table-rewrite",
+            "table-rewrite",
+            "adding-field-with-default"
+        ],
+        "{found:?}"
+    );
+    // No constraint (or none left), an array of the domain, a target that stores the default.
+    for sql in [
+        "CREATE DOMAIN d AS int;\nALTER TABLE t ADD COLUMN y d;",
+        "CREATE DOMAIN d AS int DEFAULT 1;\nALTER TABLE t ADD COLUMN y d;",
+        "CREATE DOMAIN d AS int CONSTRAINT d_pos CHECK (VALUE > 0);\nALTER DOMAIN d DROP CONSTRAINT d_pos;\nALTER TABLE t ADD COLUMN y d;",
+        "CREATE DOMAIN d AS int CHECK (VALUE > 0);\nDROP DOMAIN d;\nCREATE DOMAIN d AS int;\nALTER TABLE t ADD COLUMN y d;",
+        "CREATE DOMAIN d AS int CHECK (VALUE > 0);\nALTER TABLE t ADD COLUMN y d[];",
+    ] {
+        let mut found = messages(sql, "table-rewrite");
+        found.extend(messages(sql, "adding-field-with-default"));
+        assert!(found.is_empty(), "{sql}: {found:?}");
+    }
+    let script = Script {
+        path: Path::new("m.sql"),
+        sql: "CREATE DOMAIN d AS int CHECK (VALUE > 0);\nALTER TABLE t ADD COLUMN y d DEFAULT 1;",
+        mode: Mode::Transactional,
+    };
+    let mut on_19 = rules();
+    on_19.set_pg_version("19").unwrap();
+    let found = check_script(&script, &on_19);
+    assert!(
+        !found
+            .iter()
+            .any(|f| f.message.contains("is a domain with constraints")),
+        "{found:?}"
+    );
+}
+
+/// A function the migrations made may change any table when it is called (its body may
+/// `ALTER TABLE`): after a call, as after `CALL` or a `DO` block, the column's type is not known.
+#[test]
+fn a_call_of_a_function_made_here_forgets_the_column_types() {
+    let function = "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN ALTER TABLE t ALTER COLUMN c TYPE int USING 0; END$$;\n";
+    for call in [
+        "SELECT f();\n",
+        "SELECT public.f();\n",
+        "SELECT 1 WHERE f() IS NULL;\n",
+        "INSERT INTO log (x) SELECT f();\n",
+    ] {
+        let found = set_findings(
+            &[
+                "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, c varchar(10));\n",
+                function,
+                call,
+                "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+            ],
+            &rules(),
+        );
+        let message = &of_rule(&found, "changing-column-type")[0].message;
+        assert!(message.contains("depends on"), "{call}: {message}");
+        assert!(!message.contains("not rewritten"), "{call}: {message}");
+    }
+    // A built-in function's call changes no table.
+    let found = set_findings(
+        &[
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, c varchar(10));\n",
+            function,
+            "SELECT now();\n",
+            "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+        ],
+        &rules(),
+    );
+    let message = &of_rule(&found, "changing-column-type")[0].message;
+    assert!(message.contains("not rewritten"), "{message}");
+}

@@ -129,6 +129,29 @@ const NEWER: &[(&str, u32)] = &[
     ("ALTER TABLE pt DETACH PARTITION p1;", 10),
     ("CREATE STATISTICS s ON a, b FROM t;", 10),
     ("CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY);", 10),
+    // Spellings of the default that parse to its tree: the words are the newer syntax.
+    ("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED BY TARGET THEN INSERT VALUES (s.id);", 17),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED /* by */ BY TARGET THEN DO NOTHING;", 17),
+    ("CREATE TABLE t (a int NOT NULL NO INHERIT);", 18),
+    ("ALTER TABLE x ADD COLUMN b int NOT NULL NO INHERIT;", 18),
+    ("CREATE TABLE t (a int UNIQUE NULLS DISTINCT);", 15),
+    ("ALTER TABLE t ADD CONSTRAINT u UNIQUE NULLS DISTINCT (a);", 15),
+    ("CREATE UNIQUE INDEX i ON t (a) NULLS DISTINCT;", 15),
+    ("DROP PROCEDURE p;", 11),
+    ("DROP ROUTINE r(int);", 11),
+    ("ALTER PROCEDURE p() SET search_path = public;", 11),
+    ("ALTER ROUTINE r RENAME TO r2;", 11),
+    ("ALTER PROCEDURE p() OWNER TO app;", 11),
+    ("COMMENT ON ROUTINE r IS 'x';", 11),
+    ("COMMENT ON PROCEDURE p() IS 'x';", 11),
+    ("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA s TO app;", 11),
+    ("GRANT EXECUTE ON ALL ROUTINES IN SCHEMA s TO app;", 11),
+    ("REVOKE EXECUTE ON PROCEDURE p() FROM app;", 11),
+    ("ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON ROUTINES TO app;", 11),
+    ("CREATE INDEX i ON ONLY t (a);", 11),
+    ("ALTER INDEX i ALTER COLUMN 1 SET STATISTICS 100;", 11),
+    ("REINDEX (CONCURRENTLY) INDEX i;", 14),
+    ("REINDEX (VERBOSE, CONCURRENTLY) TABLE t;", 14),
     // Inside a LANGUAGE sql body, which PostgreSQL parses at CREATE FUNCTION.
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE; SELECT 1 $$;", 15),
 ];
@@ -144,7 +167,8 @@ fn syntax_newer_than_the_target_is_an_error_naming_its_version() {
                 problems.push(format!("{sql} on {version:?}: {found:?}"));
             }
         }
-        // Before 10, a major version had two parts: the one before 10 is 9.6.
+        // Before 10, a major version had two parts: the one before 10 is 9.6, and the
+        // message names it so (not "PostgreSQL 9").
         let before = if *since == 10 {
             "9.6".to_owned()
         } else {
@@ -154,19 +178,13 @@ fn syntax_newer_than_the_target_is_an_error_naming_its_version() {
         let named = found.iter().any(|f| {
             f.message.contains(&format!("is PostgreSQL {since} syntax"))
                 && f.message
-                    .contains(&format!("the target, PostgreSQL {}", major(&before)))
+                    .contains(&format!("the target, PostgreSQL {before}, rejects it"))
         });
         if !named {
             problems.push(format!("{sql} on {before}: {found:?}"));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-/// `9.6` names the target as `PostgreSQL 9` so far (the check crate keeps the major version as
-/// one number): what every message names is the part before the dot.
-fn major(version: &str) -> &str {
-    version.split('.').next().unwrap_or(version)
 }
 
 #[test]
@@ -236,6 +254,31 @@ fn older_syntax_passes_and_the_finding_points_at_the_construct() {
     }
     let found = syntax_on("SELECT 1;\nSELECT a,\n  1_000 FROM t;", Some("15"));
     assert_eq!((found[0].line, found[0].column), (3, 3), "{found:?}");
+}
+
+/// The default left unsaid, or said the old way, passes the versions that know it.
+#[test]
+fn the_old_spelling_of_a_default_passes() {
+    for (sql, version) in [
+        ("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (s.id);", "15"),
+        ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET target = 1 WHEN NOT MATCHED THEN DO NOTHING;", "15"),
+        ("SELECT 1 FROM t ORDER BY target;", "10"),
+        ("CREATE TABLE t (a int NOT NULL, CHECK (a > 0) NO INHERIT);", "17"),
+        ("CREATE TABLE t (a int UNIQUE);", "14"),
+        ("CREATE UNIQUE INDEX i ON t (a);", "14"),
+        ("SELECT DISTINCT a FROM t ORDER BY a NULLS FIRST;", "14"),
+        ("DROP FUNCTION f();", "10"),
+        ("ALTER FUNCTION f() OWNER TO app;", "10"),
+        ("COMMENT ON FUNCTION f() IS 'x';", "10"),
+        ("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA s TO app;", "10"),
+        ("ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO app;", "10"),
+        ("CREATE INDEX i ON t (a);", "10"),
+        ("REINDEX (VERBOSE) INDEX CONCURRENTLY i;", "13"),
+        ("REINDEX INDEX CONCURRENTLY i;", "12"),
+    ] {
+        let found = syntax_on(sql, Some(version));
+        assert!(found.is_empty(), "{sql} on {version}: {found:?}");
+    }
 }
 
 #[test]

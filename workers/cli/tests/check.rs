@@ -663,6 +663,43 @@ fn syntax_newer_than_the_target_fails_the_check() {
     .assert_code(0);
 }
 
+/// Before 10 a major version had two parts: the target 9.6 is named so, and an older one
+/// (whose syntax check does not know) is refused naming the flag.
+#[test]
+fn a_target_before_10_is_named_by_both_its_parts() {
+    let dir = Dir::new(&[(
+        "001_t.sql",
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+",
+    )]);
+    let args = ["check", "--disable", "missing-down"];
+    let run = run_cli(
+        NOWHERE,
+        dir.path(),
+        &[&args[..], &["--pg-version", "9.6"]].concat(),
+    );
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains("is PostgreSQL 10 syntax: the target, PostgreSQL 9.6, rejects it"),
+        "{}",
+        run.stdout
+    );
+    for old in ["9.5", "9"] {
+        let run = run_cli(
+            NOWHERE,
+            dir.path(),
+            &[&args[..], &["--json", "--pg-version", old]].concat(),
+        );
+        run.assert_code(2);
+        let message = run.json()["error"]["message"].to_string();
+        assert!(
+            message.contains("--pg-version") && message.contains("older than 9.6"),
+            "{old}: {message}"
+        );
+    }
+}
+
 /// "checked N files" counts the files whose findings it shows: a file the loader refused is
 /// one of them.
 #[test]

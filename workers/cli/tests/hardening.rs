@@ -21,6 +21,7 @@ fn unvalidated(version: &str, sql: &str, no_transaction: bool) -> Migration {
         name: format!("{version}_unvalidated"),
         path: PathBuf::from(format!("{version}_unvalidated.sql")),
         sql: sql.to_owned(),
+        as_written: None,
         checksum: stepmigrate_core::migration::checksum(sql.as_bytes()),
         directives: Directives {
             mode: if no_transaction {
