@@ -359,7 +359,8 @@ pub fn plan(
         target: target.clone(),
         reverts,
         warnings,
-        seen_event: newest_event(ledger),
+        // The batches it saw count as seen: only those committed later stop the rollback.
+        seen_event: newest_event(ledger).max(partly.iter().map(|p| p.event_id).max()),
     })
 }
 
