@@ -479,15 +479,22 @@ async fn run_on(
     match command {
         Command::Status => {
             let mut progress = out.progress(&m.db);
-            let (ledger, plan) = tokio::select! {
+            let (ledger, mut plan) = tokio::select! {
                 r = m.watching_locks(&mut progress, m.status()) => r?,
                 e = interrupted() => return Err(stop_interrupted(m, e, Work::Reads).await),
             };
+            // What `plan` and `up` refuse, status says, with their exit code.
+            let stale_sum = m.set.ensure_sum_current().err();
+            if let Some(e) = &stale_sum {
+                plan.warnings.push(format!("`up` and `plan` refuse: {e}"));
+            }
             out.status(&m.db, ledger.kind, &plan);
-            Ok(match plan.ensure_runnable() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => out.problem(&e),
-            })
+            Ok(
+                match stale_sum.map_or_else(|| plan.ensure_runnable(), Err) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => out.problem(&e),
+                },
+            )
         }
         Command::Plan { scope }
         | Command::Up {

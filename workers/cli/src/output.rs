@@ -284,6 +284,8 @@ impl Output {
         let left = plan.left_to_another_runner();
         if pending.is_empty() && !left.is_empty() {
             outln!("{}", not_up_to_date(&db.to_string(), &left));
+        } else if pending.is_empty() && plan.deferred().next().is_some() {
+            outln!("{db}: nothing to apply in this run (the deploy's own); what is left for the run after the deploy follows");
         } else if pending.is_empty() {
             outln!("{db} is up to date: nothing to apply");
         } else {
@@ -303,7 +305,9 @@ impl Output {
                 if e.transactional_off {
                     notes.push("outside a transaction".to_owned());
                 }
-                if e.out_of_order {
+                if e.rerun {
+                    notes.push("re-run".to_owned());
+                } else if e.out_of_order {
                     notes.push("out of order".to_owned());
                 }
                 if e.runs_after_deploy {
@@ -556,6 +560,14 @@ impl Output {
                     );
                 }
             }
+            (None, 0) if !report.deferred.is_empty() => {
+                if !self.quiet {
+                    outln!(
+                        "{}: nothing to apply in this run (the deploy's own)",
+                        report.database
+                    );
+                }
+            }
             (None, 0) => {
                 if !self.quiet {
                     outln!("{} is up to date: nothing to apply", report.database);
@@ -563,6 +575,20 @@ impl Output {
             }
             (None, _) => {
                 if !self.quiet {
+                    // Applied meanwhile by another runner (which this one waited for): named,
+                    // as the JSON document's `already_applied` outcome does.
+                    let by_other: Vec<&str> = report
+                        .results
+                        .iter()
+                        .filter(|r| r.outcome == Outcome::AlreadyApplied)
+                        .map(|r| r.name.as_str())
+                        .collect();
+                    if !by_other.is_empty() {
+                        outln!(
+                            "already applied by another runner meanwhile: {}",
+                            by_other.join(", ")
+                        );
+                    }
                     slowest(&report.results);
                     outln!(
                         "applied {} migration(s) in {} ms",

@@ -449,3 +449,31 @@ async fn new_writes_the_next_numbered_file() {
     );
     assert!(!dir.file("011_x.down.sql").exists());
 }
+
+/// `status` and `plan` say what `up` does: a stale `migrations.sum` is refused by `status` too
+/// (`up`'s exit code), and a migration made pending again on purpose is a re-run, not "out of
+/// order".
+#[tokio::test]
+async fn status_and_plan_say_what_up_does() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("002_b.sql", "CREATE TABLE b (id int);\n"),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    db.exec("DELETE FROM schema_migrations WHERE version = '001'; DROP TABLE a")
+        .await;
+    let plan = db.cli(dir.path(), &["plan"]);
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("001_a  (re-run)") && !plan.stdout.contains("out of order"),
+        "{}",
+        plan.stdout
+    );
+    db.cli(dir.path(), &["hash"]).assert_code(0);
+    dir.write("003_c.sql", "CREATE TABLE c (id int);\n");
+    let up = db.cli(dir.path(), &["up", "--dry-run"]);
+    assert_ne!(up.code, 0);
+    let status = db.cli(dir.path(), &["status"]);
+    assert_eq!(status.code, up.code, "{}{}", status.stdout, status.stderr);
+}
