@@ -1210,3 +1210,26 @@ async fn down_refuses_to_pass_over_the_committed_batches_of_a_batch_migration_wi
         run.stdout
     );
 }
+
+/// A second `down` started while the first one's `no-transaction` revert runs waits for it,
+/// as two `up`s do, and finds the work done (it was refused as dirty).
+#[tokio::test]
+async fn a_second_down_waits_for_a_no_transaction_revert_at_work() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int);\n"),
+        (
+            "001_t.down.sql",
+            "-- stepmigrate: no-transaction\nSELECT pg_sleep(1.5);\nDROP TABLE t;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let first = db.spawn_cli(dir.path(), &["down", "--to", "000", "--yes"]);
+    db.wait_for_active_query("pg_sleep(1.5)").await;
+    let second = db.cli(dir.path(), &["down", "--to", "000", "--yes"]);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    second.assert_code(0);
+    assert!(!db.table_exists("t").await);
+    assert_eq!(db.applied().await, Vec::<String>::new());
+}

@@ -27,8 +27,24 @@ impl Migrator {
         self.set.ensure_sum_current()?;
         let mut conn = self.db.connect().await?;
         let (schema, ledger) = self.settled_ledger(&mut conn, progress).await?;
-        self.plan_rollback(&mut conn, &schema, &ledger, target, use_file)
+        match self
+            .plan_rollback(&mut conn, &schema, &ledger, target, use_file)
             .await
+        {
+            // Another runner's statement outside a transaction runs right now (the down of
+            // a `no-transaction` migration, say): wait for that runner's turn to end, as two
+            // `up`s do, then plan from what it left.
+            Err(Error::Dirty { migrations }) if migrations.iter().all(|m| m.still_running) => {
+                self.lock(&schema, progress)
+                    .await?
+                    .hold(async |_| Ok(()))
+                    .await?;
+                let ledger = ledger::read(&mut conn, &schema).await?;
+                self.plan_rollback(&mut conn, &schema, &ledger, target, use_file)
+                    .await
+            }
+            other => other,
+        }
     }
 
     pub(super) async fn plan_rollback(
