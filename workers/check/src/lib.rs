@@ -138,6 +138,21 @@ pub fn check_script_with(
     findings
 }
 
+/// Takes in the column types `script` makes, without reviewing it: a migration before the ones
+/// a review is about (the preview's base), as [`check_script_with`] would have left them.
+pub fn learn_columns(script: &Script<'_>, rules: &LintRules, columns: &mut Columns) {
+    let readable =
+        |f: &Finding| syntax::in_body(&f.message) || f.message.contains(syntax::NEWER_SYNTAX);
+    if syntax::check_for(script.path, script.sql, rules.pg_major())
+        .iter()
+        .all(readable)
+    {
+        advice::facts(script.sql, columns, rules.pg_major());
+    } else {
+        columns.forget();
+    }
+}
+
 /// Reviews every migration of `dir`: the loader's problems (what `up` would refuse), then each
 /// up and down file's syntax and lint findings, in file order. A set the loader refuses is
 /// still read file by file, so one bad name does not hide the other files' findings.

@@ -590,3 +590,32 @@ async fn a_link_through_a_linked_directory_on_the_base_is_followed() {
     .json();
     assert_eq!(doc["report"]["base_migrations_applied"], 1, "{doc}");
 }
+
+/// A new migration is linted on the column types its base's migrations made, as `check` of the
+/// whole directory does: widening a varchar the base created is not "unknown".
+#[tokio::test]
+async fn a_new_migration_is_linted_on_the_bases_columns() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[(
+        "001_users.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE users (id int PRIMARY KEY, email varchar(50));\n",
+    )]);
+    repo.write(
+        "002_widen.sql",
+        "-- stepmigrate: irreversible\nALTER TABLE users ALTER COLUMN email TYPE varchar(100);\n",
+    );
+    let run = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["--json", "preview", "--base", "main"],
+    );
+    let doc = run.json();
+    let text = doc.to_string();
+    assert!(
+        !text.contains("do not show"),
+        "the base's column type is known: {doc:#}"
+    );
+    let check = run_cli("", &repo.dir(), &["--json", "check"]).json();
+    let findings = |d: &serde_json::Value| d.to_string().contains("changing-column-type");
+    assert_eq!(findings(&doc), findings(&check), "{doc:#}\n{check:#}");
+}

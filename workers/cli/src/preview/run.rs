@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use stepmigrate_check::{check_script, LintRules, Script, Severity};
+use stepmigrate_check::{check_script_with, learn_columns, Columns, LintRules, Script, Severity};
 use stepmigrate_core::config::Settings;
 use stepmigrate_core::db::Database;
 use stepmigrate_core::migration::{Migration, Mode};
@@ -47,24 +47,36 @@ pub async fn preview(
     // `up` and `check` refuse a stale `migrations.sum`: a preview must not pass what they
     // refuse (two branches that each added a migration).
     sides.working.ensure_sum_current()?;
-    let mut files: Vec<FileReport> = sides
-        .changes
-        .added
-        .iter()
-        .filter_map(|added| {
-            let m = sides.working.get(&added.migration.version)?;
-            Some(FileReport {
-                version: m.version.clone(),
-                name: m.name.clone(),
-                file: added.migration.file.clone(),
-                findings: lint(m, added, rules),
-                verification: None,
-                requires: m.directives.requires.clone(),
-                conflicts: m.directives.conflicts.clone(),
-                irreversible: m.directives.irreversible,
-            })
-        })
-        .collect();
+    // Each new migration is linted on the column types the migrations before it made, as
+    // `check` of the whole directory does.
+    let mut columns = Columns::default();
+    let mut files: Vec<FileReport> = Vec::new();
+    for m in sides.working.migrations() {
+        let script = Script {
+            path: &m.path,
+            sql: &m.sql,
+            mode: m.directives.mode,
+        };
+        let Some(added) = sides
+            .changes
+            .added
+            .iter()
+            .find(|a| a.migration.version.number() == m.version.number())
+        else {
+            learn_columns(&script, rules, &mut columns);
+            continue;
+        };
+        files.push(FileReport {
+            version: m.version.clone(),
+            name: m.name.clone(),
+            file: added.migration.file.clone(),
+            findings: lint(m, added, rules, &mut columns),
+            verification: None,
+            requires: m.directives.requires.clone(),
+            conflicts: m.directives.conflicts.clone(),
+            irreversible: m.directives.irreversible,
+        });
+    }
 
     let scratch = match scratch {
         Scratch::CreateOn(server) => {
@@ -181,13 +193,18 @@ fn base_failed(base: &str, e: Error) -> Error {
     ))
 }
 
-fn lint(m: &Migration, added: &AddedMigration, rules: &LintRules) -> Vec<LintFinding> {
+fn lint(
+    m: &Migration,
+    added: &AddedMigration,
+    rules: &LintRules,
+    columns: &mut Columns,
+) -> Vec<LintFinding> {
     let script = Script {
         path: &m.path,
         sql: &m.sql,
         mode: m.directives.mode,
     };
-    check_script(&script, rules)
+    check_script_with(&script, rules, columns)
         .into_iter()
         .chain(stepmigrate_check::lint::after_deploy_findings(m, rules))
         .map(|f| LintFinding {
