@@ -626,6 +626,12 @@ const CASES: &[Case] = &[
             "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint);", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, msfunc = f, minvfunc = g, mstype = bigint);", "~ aggregate app.ag(integer): definition_hash"),
     differs("CREATE FUNCTION f(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s + x';",
             "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint);", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, parallel = safe);", "~ aggregate app.ag(integer): definition_hash"),
+    differs("CREATE FUNCTION f(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s + x';",
+            "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint);", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, sspace = 100);", "~ aggregate app.ag(integer): definition_hash"),
+    differs("CREATE FUNCTION f(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s + x'; CREATE FUNCTION fin(s bigint) RETURNS bigint LANGUAGE sql AS 'SELECT s';",
+            "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, finalfunc = fin);", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, finalfunc = fin, finalfunc_modify = read_write);", "~ aggregate app.ag(integer): definition_hash"),
+    same("CREATE FUNCTION f(s bigint, x int) RETURNS bigint LANGUAGE sql AS 'SELECT s + x'; CREATE FUNCTION fin(s bigint) RETURNS bigint LANGUAGE sql AS 'SELECT s';",
+         "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, finalfunc = fin);", "CREATE AGGREGATE ag(int) (sfunc = f, stype = bigint, finalfunc = fin, finalfunc_modify = read_only, sspace = 0);"),
     same("", "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql STABLE AS 'SELECT a';",
          "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT 0'; CREATE OR REPLACE FUNCTION f(a int) RETURNS int LANGUAGE sql STABLE AS 'SELECT a'; GRANT EXECUTE ON FUNCTION f(int) TO PUBLIC;"),
 ];

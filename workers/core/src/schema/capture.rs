@@ -365,6 +365,13 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                                     || CASE WHEN ag.aggserialfn <> 0 THEN format(' serialfunc=%s deserialfunc=%s',
                                            ag.aggserialfn::regproc, ag.aggdeserialfn::regproc) ELSE '' END
                                     || CASE WHEN ag.aggfinalextra THEN ' finalfunc_extra' ELSE '' END
+                                    -- READ_ONLY is the default, READ_WRITE for ordered-set ones.
+                                    || CASE WHEN ag.aggfinalmodify <> CASE WHEN ag.aggkind = 'n' THEN 'r' ELSE 'w' END
+                                            THEN ' finalfunc_modify=' || ag.aggfinalmodify::text ELSE '' END
+                                    || CASE WHEN ag.aggmtransfn <> 0 AND ag.aggmfinalmodify <> CASE WHEN ag.aggkind = 'n' THEN 'r' ELSE 'w' END
+                                            THEN ' mfinalfunc_modify=' || ag.aggmfinalmodify::text ELSE '' END
+                                    || CASE WHEN ag.aggtransspace <> 0 THEN ' sspace=' || ag.aggtransspace ELSE '' END
+                                    || CASE WHEN ag.aggmtransspace <> 0 THEN ' msspace=' || ag.aggmtransspace ELSE '' END
                                     || CASE WHEN ag.aggkind <> 'n' THEN ' kind=' || ag.aggkind::text ELSE '' END
                                     || CASE WHEN p.proparallel <> 'u' THEN ' parallel=' || p.proparallel::text ELSE '' END
                              FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid)
