@@ -843,6 +843,11 @@ async fn diff_command(
             ),
         });
     }
+    let without_objects: Vec<&str> = [("FROM", &old), ("TO", &new)]
+        .into_iter()
+        .filter(|(_, s)| !s.options.as_ref().is_some_and(|o| o.objects))
+        .map(|(side, _)| side)
+        .collect();
     restrict_to_scope_of(&mut old, &new);
     restrict_to_scope_of(&mut new, &old);
     let compared: std::collections::BTreeSet<String> = &names(&old) | &names(&new);
@@ -853,14 +858,19 @@ async fn diff_command(
             left_out.join(", ")
         )));
     }
-    let warnings: Vec<String> = if left_out.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!(
+    let mut warnings: Vec<String> = Vec::new();
+    if !left_out.is_empty() {
+        warnings.push(format!(
             "not compared (outside the scope the other side was taken with): schema(s) {}",
             left_out.join(", ")
-        )]
-    };
+        ));
+    }
+    if !without_objects.is_empty() {
+        warnings.push(format!(
+            "catalog objects (collations, text search, casts, publications, default privileges...) not compared: {} was written before they were captured; take it again with `stepmigrate snapshot`",
+            without_objects.join(" and ")
+        ));
+    }
     let changes = diff(&old, &new);
     out.schema_diff(&changes, &warnings);
     // Like diff(1): 0 identical, 1 different.

@@ -604,6 +604,10 @@ const CASES: &[Case] = &[
     differs(T, "CREATE VIEW v AS SELECT a FROM t;", "CREATE VIEW v AS SELECT a FROM t WITH CASCADED CHECK OPTION;", "~ view app.v: options (none) → check_option=cascaded"),
     differs(T, "CREATE VIEW v AS SELECT a FROM t;", "CREATE VIEW v AS SELECT a FROM t; COMMENT ON VIEW v IS 'x';", "~ view app.v: comment"),
     differs(T, "CREATE VIEW v AS SELECT a FROM t;", "CREATE VIEW v AS SELECT a FROM t; GRANT SELECT ON v TO pg_monitor;", "~ view app.v: grants"),
+    differs(T, "CREATE VIEW v AS SELECT a FROM t;", "CREATE VIEW v AS SELECT a FROM t; GRANT UPDATE (a) ON v TO pg_monitor;", "~ view app.v: column_grants (none) → a: pg_monitor UPDATE"),
+    differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a FROM t; GRANT SELECT (a) ON m TO pg_monitor;", "~ materialized view app.m: column_grants"),
+    same(T, "CREATE VIEW v AS SELECT a FROM t; GRANT UPDATE (a) ON v TO pg_monitor;",
+         "CREATE VIEW v AS SELECT a FROM t; GRANT UPDATE (a), SELECT (a) ON v TO pg_monitor; REVOKE SELECT (a) ON v FROM pg_monitor;"),
     differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a FROM t; CREATE INDEX mi ON m (a);", "+ index app.mi"),
     differs(T, "CREATE VIEW m AS SELECT a FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a FROM t;", "+ materialized view app.m"),
     same(T, "CREATE VIEW v AS SELECT a, b FROM t;", "CREATE VIEW v AS SELECT a FROM t; CREATE OR REPLACE VIEW v AS SELECT a, b FROM t;"),
@@ -1011,5 +1015,24 @@ async fn diff_never_calls_identical_what_it_did_not_compare() {
     assert!(
         doc["warnings"][0].as_str().unwrap().contains("schema(s) b"),
         "{doc:#}"
+    );
+    assert_eq!(doc["warnings"].as_array().unwrap().len(), 1, "{doc:#}");
+    // Two databases: everything compared, nothing to warn of.
+    let run = a.cli(dir.path(), &["--json", "diff", &a.url, &b.url]);
+    run.assert_code(1);
+    assert!(run.json().get("warnings").is_none(), "{}", run.stdout);
+    // A file written before catalog objects were captured: said, not silently identical.
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fa).unwrap()).unwrap();
+    old["options"].as_object_mut().unwrap().remove("objects");
+    std::fs::write(fa, old.to_string()).unwrap();
+    let run = a.cli(dir.path(), &["--json", "diff", fa, &a.url]);
+    run.assert_code(0);
+    assert!(
+        run.json()["warnings"]
+            .to_string()
+            .contains("catalog objects"),
+        "{}",
+        run.stdout
     );
 }

@@ -294,7 +294,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                 "SELECT n.nspname AS schema, cl.relname AS name, cl.relkind = 'm' AS materialized,
                         pg_get_viewdef(cl.oid, true) AS definition,
                         coalesce((SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
-                                                           'collation', {}) ORDER BY a.attnum)
+                                                           'collation', {}, 'grants', {}) ORDER BY a.attnum)
                          FROM pg_attribute a JOIN pg_type at ON at.oid = a.atttypid
                          WHERE a.attrelid = cl.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
@@ -302,6 +302,8 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('v', 'm') AND {USER_SCHEMA} AND {}",
                 collation("a.attcollation", "at.typcollation"),
+                // No column privileges unless granted (acldefault of a column is empty).
+                grants(g, "a.attacl", 'c', "cl.relowner"),
                 grants(g, "cl.relacl", 'r', "cl.relowner"),
                 not_in_extension("pg_class", "cl.oid"),
             ),

@@ -1060,6 +1060,23 @@ fn flatten_view(v: &View, put: &mut Put<'_>) {
             ("options", list(v.options.clone())),
             ("comment", text(&v.comment)),
             ("grants", grants(&v.grants)),
+            (
+                "column_grants",
+                list(
+                    v.columns
+                        .iter()
+                        .flat_map(|c| {
+                            let column = quote_ident(&c.name);
+                            match grants(&c.grants) {
+                                Some(Value::List(items)) => items,
+                                _ => Vec::new(),
+                            }
+                            .into_iter()
+                            .map(move |g| format!("{column}: {g}"))
+                        })
+                        .collect(),
+                ),
+            ),
         ],
     );
     flatten_children(&v.schema, &v.name, view_children(v), &parent, put);

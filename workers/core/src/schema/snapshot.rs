@@ -525,6 +525,9 @@ pub struct ViewColumn {
     /// Only where it differs from the type's default collation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collation: Option<String>,
+    /// Column privileges (`GRANT UPDATE (a) ON v ...`); none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -937,7 +940,10 @@ impl Snapshot {
                 t.grants.clear();
                 t.columns.iter_mut().for_each(|c| c.grants.clear());
             }
-            self.views.iter_mut().for_each(|o| o.grants.clear());
+            for v in &mut self.views {
+                v.grants.clear();
+                v.columns.iter_mut().for_each(|c| c.grants.clear());
+            }
             self.functions.iter_mut().for_each(|o| o.grants.clear());
         }
         if !options.comments {
@@ -1032,6 +1038,10 @@ impl Snapshot {
             v.definition_hash = sha256_hex(&v.definition);
             v.grants.sort();
             v.grants.dedup();
+            for c in &mut v.columns {
+                c.grants.sort();
+                c.grants.dedup();
+            }
         }
         for g in self
             .schemas
