@@ -1055,30 +1055,59 @@ fn join_pids(pids: &[i32]) -> String {
         .join(", ")
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM as a CI runner or a
-/// container sends it), as the error the command ends with: the commands that made a scratch
-/// database drop it first. The handlers are installed when this is called, not when the
-/// future is first polled: a signal between the work's first statement and that poll would
-/// otherwise end the process at once, its statement running on in the server.
-fn interrupted() -> impl std::future::Future<Output = Error> {
+/// Whether the process was asked to stop, since [`listen_for_interrupts`]: a watch, so that a
+/// signal that came before anyone waited for it is not lost.
+static STOP: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> = std::sync::OnceLock::new();
+
+/// Installs the handlers of Ctrl-C and SIGTERM (as a CI runner or a container sends it) for
+/// the whole run, first thing: before it, SIGTERM would end the process at once (a scratch
+/// database being created left behind), and a signal between two waits for it would be
+/// lost (the run going on to its end). Must run inside the runtime.
+pub fn listen_for_interrupts() {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    if STOP.set(rx).is_err() {
+        return;
+    }
     #[cfg(unix)]
-    let streams = {
+    {
         use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::interrupt()).ok(),
-            signal(SignalKind::terminate()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        if let (Some(mut int), Some(mut term)) = streams {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            return Error::Interrupted("interrupted".into());
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = tx.send(true);
+            });
+            return;
         }
+    }
+    tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+}
+
+/// Resolves when the process is asked to stop (see [`listen_for_interrupts`]), at once if it
+/// was asked already, as the error the command ends with: the commands that made a scratch
+/// database drop it first.
+fn interrupted() -> impl std::future::Future<Output = Error> {
+    if STOP.get().is_none() {
+        listen_for_interrupts();
+    }
+    let stop = STOP.get().cloned();
+    async move {
+        let signalled = match stop {
+            Some(mut rx) => rx.wait_for(|stopped| *stopped).await.is_ok(),
+            None => false,
+        };
+        if !signalled {
+            // The sender gone without a signal (no handler could be installed): never.
+            std::future::pending::<()>().await
+        }
         Error::Interrupted("interrupted".into())
     }
 }

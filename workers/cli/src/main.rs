@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let out = output::Output::new(args.json || args.command.wants_json(), args.quiet);
     let command = args.command.name();
-    match runtime.block_on(cli::run(args, &out)) {
+    match runtime.block_on(async {
+        cli::listen_for_interrupts();
+        cli::run(args, &out).await
+    }) {
         Ok(code) => code,
         Err(error) => out.error(command, &error),
     }

@@ -1854,4 +1854,17 @@ async fn batches_from_another_version_of_the_file_are_not_finished_by_this_one()
         db.query("SELECT count(*)::text FROM t WHERE v = 2").await,
         ["0"]
     );
+    // Nor by a file that is no batch migration any more: `up` refuses what `plan` refuses,
+    // rather than apply it and lose sight of the committed batches.
+    dir.write("002_fill.sql", "CREATE TABLE marker (id int);\n");
+    for args in [&["plan"][..], &["up"]] {
+        let run = db.cli(dir.path(), args);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains("another version of its file"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(!db.table_exists("marker").await);
 }

@@ -477,3 +477,36 @@ async fn status_and_plan_say_what_up_does() {
     let status = db.cli(dir.path(), &["status"]);
     assert_eq!(status.code, up.code, "{}{}", status.stdout, status.stderr);
 }
+
+/// Two first runs at once, set to different ledger schemas, make one ledger and apply each
+/// migration once: the other is refused as a ledger elsewhere would refuse it.
+#[tokio::test]
+async fn concurrent_first_runs_with_different_ledger_schemas_make_one_ledger() {
+    for _ in 0..3 {
+        let db = TestDb::new().await;
+        let dir = Dir::new(&[(
+            "001_a.sql",
+            "CREATE TABLE IF NOT EXISTS t (id int);\nINSERT INTO t VALUES (1);\n",
+        )]);
+        let mut a = common::cli_command(&db.url, dir.path(), &["up"]);
+        let mut b = common::cli_command(&db.url, dir.path(), &["up"]);
+        b.env("STEPMIGRATE_LEDGER_SCHEMA", "lb");
+        let quiet = |c: &mut std::process::Command| {
+            c.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let (mut a, mut b) = (quiet(&mut a), quiet(&mut b));
+        let codes = (a.wait().unwrap().code(), b.wait().unwrap().code());
+        assert!(codes.0 == Some(0) || codes.1 == Some(0), "{codes:?}");
+        assert_eq!(db.query("SELECT count(*)::text FROM t").await, ["1"]);
+        assert_eq!(
+            db.query(
+                "SELECT count(*)::text FROM pg_class WHERE relname = 'schema_migration_events'"
+            )
+            .await,
+            ["1"]
+        );
+    }
+}

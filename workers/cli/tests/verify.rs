@@ -573,3 +573,28 @@ async fn scratch_mode_refuses_what_up_refuses_on_the_target_and_nothing_else() {
     db.cli(dir.path(), &["verify", "--in-transaction-only"])
         .assert_code(12);
 }
+
+/// SIGTERM at any moment of a verify, the first milliseconds too, is handled (exit 130 and the
+/// scratch database dropped), never the process's default death with its scratch database
+/// left on the server.
+#[tokio::test]
+async fn a_signal_at_once_is_handled_not_fatal() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_a.sql", "SELECT pg_sleep(1);\n")]);
+    for delay_ms in [15, 40, 80] {
+        let child = db.spawn_cli(dir.path(), &["verify"]);
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "after {delay_ms} ms: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -718,7 +718,8 @@ pub async fn install(
         progress: None,
     }
     .insert_sql(schema);
-    let script = format!("BEGIN;\n{}\n;{marker};\nCOMMIT;", schema.ddl());
+    ensure_no_other_ledger(conn, schema).await?;
+    let script = format!("{}\n;{marker};\nCOMMIT;", schema.ddl());
     if let Err(e) = sqlx::raw_sql(&script).execute(&mut *conn).await {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
         // The old runner's table holding a version more than once (a key of its own, one
@@ -747,6 +748,53 @@ pub async fn install(
     }
     Ok(())
 }
+
+/// Begins the install's transaction: two first runs set to different schemas hold different
+/// migration locks, so each would make a ledger of its own and apply every migration again.
+/// One lock for the whole database, and under it: a new ledger only where no other schema
+/// holds one (what [`LedgerSchema::locate`] refuses, checked again where it cannot race).
+async fn ensure_no_other_ledger(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+) -> Result<(), Error> {
+    let context = "creating the ledger (schema_migrations)";
+    sqlx::raw_sql(&format!(
+        "BEGIN; SELECT pg_catalog.pg_advisory_xact_lock({INSTALL_LOCK_KEY})"
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| Error::database(context, e))?;
+    let others: Result<Vec<String>, Error> = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relname = 'schema_migration_events' AND c.relkind IN ('r', 'p')
+           AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> $1
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class o JOIN pg_catalog.pg_namespace on_ ON on_.oid = o.relnamespace
+                           WHERE on_.nspname = $1 AND o.relname = 'schema_migration_events')
+         ORDER BY 1",
+    )
+    .bind(schema.name())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::database(context, e));
+    match others {
+        Ok(others) if others.is_empty() => Ok(()),
+        result => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            let others = result?;
+            Err(Error::Config {
+                variable: crate::config::ENV_LEDGER_SCHEMA.to_owned(),
+                reason: format!(
+                    "`{}` holds no ledger, but {} does (made by a run at the same time): a new ledger there would make every migration pending again. Unset it to use that one, or move the ledger first",
+                    schema.name(),
+                    others.join(", ")
+                ),
+            })
+        }
+    }
+}
+
+/// The advisory lock of a ledger's creation, whatever its schema ("stepmigrate" in ASCII).
+const INSTALL_LOCK_KEY: i64 = 0x7374_6570_6d69_6772;
 
 /// Whether the event `event_id` is a down that began while its migration was not applied
 /// (a partly applied batch migration: its down reverts the committed batches). Such a

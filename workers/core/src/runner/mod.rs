@@ -122,7 +122,10 @@ impl Migrator {
         run_id: &str,
     ) -> Result<Plan, Error> {
         let ledger = self.ledger_locked(conn, schema, &seen, run_id).await?;
-        let plan = Plan::scoped(&self.set, &ledger, scope)?;
+        let mut plan = Plan::scoped(&self.set, &ledger, scope)?;
+        // What `plan` refuses, refused here too: batches committed from another file at a
+        // version whose file is no longer a batch migration would otherwise be passed over.
+        plan.note_partly_applied(&partly_applied(conn, schema, &ledger).await?, &self.set);
         plan.ensure_applicable(self.settings.allow_out_of_order)?;
         Ok(plan)
     }
