@@ -731,3 +731,30 @@ async fn locks_that_run_per_row_are_said_unknown_on_an_empty_copy() {
         human.stdout
     );
 }
+
+/// Outside a transaction no lock is seen: a statement of a no-transaction migration that reads
+/// rows (a query, DML, code) is unknown on an empty copy, not ✓ (`up` then fails on the
+/// target's rows and leaves it dirty).
+#[tokio::test]
+async fn a_no_transaction_statement_that_reads_rows_is_unknown_on_an_empty_copy() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (x int);\n"),
+        (
+            "002_check.sql",
+            "-- stepmigrate: no-transaction\nDO $$ BEGIN PERFORM 1/x FROM t; END $$;\nSELECT 1/x FROM t;\n",
+        ),
+        ("003_plain.sql", "-- stepmigrate: no-transaction\nSELECT 1;\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO t VALUES (0); ANALYZE t").await;
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    let m = migration(&doc, "002_check");
+    assert_eq!(m["unknown_on_empty_copy"], true, "{doc:#}");
+    assert!(
+        migration(&doc, "003_plain")
+            .get("unknown_on_empty_copy")
+            .is_none(),
+        "{doc:#}"
+    );
+}

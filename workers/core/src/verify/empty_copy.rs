@@ -142,12 +142,33 @@ pub(super) fn mark_empty_copy(v: &mut MigrationVerification, m: &Migration) {
         let truncates =
             statement.is_some_and(|s| s.keywords.first().map(String::as_str) == Some("TRUNCATE"));
         let costly = !truncates && st.rewrites.iter().any(|r| r.relkind != "sequence");
-        st.depends_on_data = by_words.or_else(|| {
-            costly.then(|| DataDependence {
-                kind: DataKind::Cost,
-                reason: "it rewrites the table: its time is the target's rows'".to_owned(),
+        // Outside a transaction no lock is seen, so which tables it reads is not known: code,
+        // and a query or DML that reads a table, may meet rows on the target that fail it.
+        let reads_outside_transaction = !m.transactional()
+            && statement.is_some_and(|s| {
+                matches!(s.keywords.first().map(String::as_str), Some("DO" | "CALL"))
+                    || (sql::acts_on_rows(s)
+                        && s.text
+                            .split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .any(|w| {
+                                ["FROM", "UPDATE", "DELETE", "MERGE", "USING"]
+                                    .iter()
+                                    .any(|k| w.eq_ignore_ascii_case(k))
+                            }))
+            });
+        st.depends_on_data = by_words
+            .or_else(|| {
+                reads_outside_transaction.then(|| DataDependence {
+                    kind: DataKind::Outcome,
+                    reason: "it runs outside a transaction, where the tables it reads are not seen, and reads or changes rows (or runs code): whether it succeeds on the target's rows is unknown on an empty copy".to_owned(),
+                })
             })
-        });
+            .or_else(|| {
+                costly.then(|| DataDependence {
+                    kind: DataKind::Cost,
+                    reason: "it rewrites the table: its time is the target's rows'".to_owned(),
+                })
+            });
     }
     v.unknown_on_empty_copy = v.outcome == VerifyOutcome::Ok
         && v.statements.iter().any(|s| {
