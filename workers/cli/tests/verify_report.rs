@@ -758,3 +758,53 @@ async fn a_no_transaction_statement_that_reads_rows_is_unknown_on_an_empty_copy(
         "{doc:#}"
     );
 }
+
+/// A table renamed or moved by a pending migration is judged by the target's rows under its
+/// name there; a table that a pending migration filled from the target's rows holds rows too.
+#[tokio::test]
+async fn a_renamed_or_filled_table_is_judged_by_the_targets_rows() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_src.sql",
+            "CREATE TABLE src (x bigint);\nCREATE TABLE other (x bigint);\n",
+        ),
+        ("002_rename.sql", "ALTER TABLE src RENAME TO t;\n"),
+        ("003_narrow.sql", "ALTER TABLE t ALTER COLUMN x TYPE int;\n"),
+        (
+            "004_copy.sql",
+            "CREATE TABLE t2 AS SELECT x FROM other;\nALTER TABLE t2 ALTER COLUMN x TYPE int;\n",
+        ),
+        (
+            "005_later.sql",
+            "ALTER TABLE t2 ALTER COLUMN x TYPE smallint;\n",
+        ),
+        (
+            "006_fresh.sql",
+            "CREATE TABLE fresh (x bigint);\nALTER TABLE fresh ALTER COLUMN x TYPE int;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO src VALUES (5000000000); INSERT INTO other VALUES (5000000000); ANALYZE src; ANALYZE other")
+        .await;
+    let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+    for name in ["003_narrow", "004_copy", "005_later"] {
+        assert_eq!(
+            migration(&doc, name)["unknown_on_empty_copy"],
+            true,
+            "{name}: {doc:#}"
+        );
+    }
+    let narrow = migration(&doc, "003_narrow");
+    assert!(
+        narrow["target_tables"].to_string().contains("public.src"),
+        "{narrow:#}"
+    );
+    // A table made and changed by the pending migrations, filled from nothing of the target's.
+    assert!(
+        migration(&doc, "006_fresh")
+            .get("unknown_on_empty_copy")
+            .is_none(),
+        "{doc:#}"
+    );
+}

@@ -288,6 +288,77 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
     }
 }
 
+/// The copy's relations by name before the pending migrations ran and after, matched by oid:
+/// what a relation renamed or moved by a pending migration is called on the target, and which
+/// relations the pending migrations made (none of the target's rows).
+#[derive(Debug, Default)]
+pub(super) struct CopyNames {
+    /// Its name on the copy now → its name before the pending migrations (the target's).
+    target_name: BTreeMap<String, String>,
+    /// Every name before the pending migrations.
+    before: BTreeSet<String>,
+    /// Made by the pending migrations.
+    made: BTreeSet<String>,
+}
+
+/// A relation of the copy as the target knows it.
+enum OnTarget {
+    Named(String),
+    /// Made by a pending migration: empty on the target, unless rows of the target's went in.
+    Made,
+    /// Renamed, then renamed or dropped again: which of the target's it is, is not known.
+    Unknown,
+}
+
+impl CopyNames {
+    /// `before` and `after`: (oid, qualified name) of the copy's relations.
+    pub(super) fn new(before: &[(u32, String)], after: &[(u32, String)]) -> CopyNames {
+        let by_oid: BTreeMap<u32, &String> = before.iter().map(|(o, n)| (*o, n)).collect();
+        let mut names = CopyNames {
+            before: before.iter().map(|(_, n)| n.clone()).collect(),
+            ..CopyNames::default()
+        };
+        for (oid, name) in after {
+            match by_oid.get(oid) {
+                Some(old) => {
+                    names.target_name.insert(name.clone(), (*old).clone());
+                }
+                None => {
+                    names.made.insert(name.clone());
+                }
+            }
+        }
+        names
+    }
+
+    fn on_target(&self, name: &str) -> OnTarget {
+        if let Some(old) = self.target_name.get(name) {
+            OnTarget::Named(old.clone())
+        } else if self.made.contains(name) {
+            OnTarget::Made
+        } else if self.before.contains(name) || self.before.is_empty() {
+            OnTarget::Named(name.to_owned())
+        } else {
+            OnTarget::Unknown
+        }
+    }
+}
+
+/// The copy's relations, (oid, qualified name), to match before and after with [`CopyNames`].
+pub(super) async fn copy_relations(copy: &Database) -> Result<Vec<(u32, String)>, Error> {
+    let mut conn = copy.connect().await?;
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT c.oid::int8, pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'm', 'S', 'i', 'I', 'v', 'f')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading the copy's relations", e))?;
+    Ok(rows.into_iter().map(|(o, n)| (o as u32, n)).collect())
+}
+
 /// The tables each migration rewrites or scans, as the target's statistics have them, for
 /// the migrations whose result depends on data. Read by name (the scratch database's oids
 /// are not the target's), in a transaction with a short lock_timeout (the sizes take a
@@ -297,6 +368,7 @@ pub(super) async fn fill_target_tables(
     pending: &[&Migration],
     migrations: &mut [MigrationVerification],
     warnings: &mut Vec<String>,
+    copy_names: &CopyNames,
 ) {
     // A sequence's value is data too: `ALTER SEQUENCE ... MAXVALUE` or a CHECK over
     // `nextval` depends on where the target's sequence stands.
@@ -330,15 +402,34 @@ pub(super) async fn fill_target_tables(
         }
         candidates(m)
     };
-    let names: Vec<String> = migrations
-        .iter()
-        .flat_map(candidates)
+    let copy_side: BTreeSet<String> = migrations.iter().flat_map(candidates).collect();
+    if copy_side.is_empty() {
+        return;
+    }
+    // Each is read on the target under the name it has there (before the pending migrations
+    // renamed or moved it); a relation they made holds none of the target's rows.
+    let mut unknown: BTreeSet<String> = BTreeSet::new();
+    let mut made: BTreeSet<String> = BTreeSet::new();
+    let mut target_name: BTreeMap<String, String> = BTreeMap::new();
+    for n in &copy_side {
+        match copy_names.on_target(n) {
+            OnTarget::Named(t) => {
+                target_name.insert(n.clone(), t);
+            }
+            OnTarget::Made => {
+                made.insert(n.clone());
+            }
+            OnTarget::Unknown => {
+                unknown.insert(n.clone());
+            }
+        }
+    }
+    let names: Vec<String> = target_name
+        .values()
+        .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if names.is_empty() {
-        return;
-    }
     type Row = (
         String,
         Option<f64>,
@@ -382,7 +473,7 @@ pub(super) async fn fill_target_tables(
                 "could not read the sizes of the tables the migrations rewrite or scan on the target (so each is taken to hold rows): {e}"
             ));
             // Unknown is not empty: a statement that reads them is unknown too.
-            let all: BTreeSet<String> = names.into_iter().collect();
+            let all: BTreeSet<String> = copy_side;
             for m in migrations.iter_mut() {
                 if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
                     mark_by_target_rows(m, migration, &all);
@@ -394,14 +485,21 @@ pub(super) async fn fill_target_tables(
     // A table holds rows when its statistics say so or its heap has pages (statistics can be
     // stale or missing; pages stay until a vacuum truncates them): either way the copy's
     // empty table answers nothing about it.
-    let holding: BTreeSet<String> = rows
+    let holding_on_target: BTreeSet<String> = rows
         .iter()
         .filter(|(_, rows, _, _, heap)| {
             rows.is_some_and(|r| r > 0.0) || heap.is_some_and(|h| h > 0)
         })
         .map(|(name, ..)| name.clone())
         .collect();
-    let stats: BTreeMap<String, TargetTable> = rows
+    // In the copy's names: what holds rows on the target, and what cannot be told apart.
+    let mut holding: BTreeSet<String> = target_name
+        .iter()
+        .filter(|(_, t)| holding_on_target.contains(*t))
+        .map(|(copy, _)| copy.clone())
+        .chain(unknown.iter().cloned())
+        .collect();
+    let by_target: BTreeMap<String, TargetTable> = rows
         .into_iter()
         .map(|(name, rows, bytes, relkind, _)| {
             let note = match (&relkind, rows) {
@@ -420,13 +518,70 @@ pub(super) async fn fill_target_tables(
             (name, table)
         })
         .collect();
+    let stats = |copy: &str| -> Option<TargetTable> {
+        if unknown.contains(copy) {
+            return Some(TargetTable {
+                relation: copy.to_owned(),
+                rows: None,
+                bytes: None,
+                note: Some("renamed by the pending migrations more than once (or dropped since): which of the target's tables it is, and its rows, are unknown".to_owned()),
+            });
+        }
+        if made.contains(copy) {
+            return Some(TargetTable {
+                relation: copy.to_owned(),
+                rows: None,
+                bytes: None,
+                note: Some(
+                    "made by a pending migration: none of its rows are on the target yet"
+                        .to_owned(),
+                ),
+            });
+        }
+        let target = target_name.get(copy)?;
+        let mut table = by_target.get(target)?.clone();
+        if target != copy {
+            table.note = Some(match table.note {
+                Some(n) => format!("{copy} on the copy; {n}"),
+                None => format!("{copy} on the copy"),
+            });
+        }
+        Some(table)
+    };
     for m in migrations.iter_mut() {
         if let Some(migration) = pending.iter().find(|p| p.version == m.version) {
-            mark_by_target_rows(m, migration, &holding);
+            // Rows of the target's that a statement put in a table a pending migration made
+            // (an INSERT ... SELECT, a CREATE TABLE AS, unknown on an empty copy) are on the
+            // target too: that table holds rows for what follows.
+            loop {
+                mark_by_target_rows(m, migration, &holding);
+                let filled: Vec<String> = m
+                    .statements
+                    .iter()
+                    .filter(|s| {
+                        s.depends_on_data
+                            .as_ref()
+                            .is_some_and(|d| d.kind == DataKind::Outcome)
+                    })
+                    .flat_map(|s| &s.locks)
+                    .filter(|l| {
+                        matches!(
+                            l.mode.as_str(),
+                            "RowExclusiveLock"
+                                | "ShareRowExclusiveLock"
+                                | "ExclusiveLock"
+                                | "AccessExclusiveLock"
+                        )
+                    })
+                    .map(|l| l.relation.trim_end_matches(" (dropped)").to_owned())
+                    .filter(|r| !holding.contains(r) && copy_names.made.contains(r))
+                    .collect();
+                if filled.is_empty() {
+                    break;
+                }
+                holding.extend(filled);
+            }
         }
-        m.target_tables = wanted(m)
-            .into_iter()
-            .filter_map(|n| stats.get(&n).cloned())
-            .collect();
+        m.target_tables = wanted(m).into_iter().filter_map(|n| stats(&n)).collect();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::{info_span, Instrument};
 
 use super::catalog::{compare_catalogs, read_catalog, read_storage};
-use super::empty_copy::{fill_target_tables, mark_empty_copy};
+use super::empty_copy::{copy_relations, fill_target_tables, mark_empty_copy, CopyNames};
 use super::report::{
     flags, ms, skipped, summary_of, Method, MigrationVerification, RoundTrip, StatementReport,
     VerifyOptions, VerifyOutcome, VerifyReport,
@@ -331,10 +331,19 @@ impl Migrator {
         } else {
             copy_differences(self, &migrator, run_id).await?
         };
+        let before = copy_relations(&migrator.db).await?;
         let mut migrations =
             verify_pending_with(&migrator, scratch, &pending, run_id, options).await?;
         let mut warnings = warnings;
-        fill_target_tables(&self.db, &pending, &mut migrations, &mut warnings).await;
+        let copy_names = CopyNames::new(&before, &copy_relations(&migrator.db).await?);
+        fill_target_tables(
+            &self.db,
+            &pending,
+            &mut migrations,
+            &mut warnings,
+            &copy_names,
+        )
+        .await;
         Ok(VerifyReport {
             run_id: run_id.to_owned(),
             method: Method::Scratch,
