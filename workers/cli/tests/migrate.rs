@@ -510,3 +510,24 @@ async fn concurrent_first_runs_with_different_ledger_schemas_make_one_ledger() {
         );
     }
 }
+
+/// While another runner applies a `no-transaction` migration, `plan` waits for its turn to
+/// end, as `up` does, rather than call the migration dirty (exit 4).
+#[tokio::test]
+async fn plan_waits_for_a_no_transaction_migration_at_work() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE t1 (id int);\n"),
+        (
+            "002_idx.sql",
+            "-- stepmigrate: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i1 ON t1 (id);\nSELECT pg_sleep(1.5);\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let up = db.spawn_cli(dir.path(), &["up"]);
+    db.wait_for_active_query("pg_sleep(1.5)").await;
+    let plan = db.cli(dir.path(), &["plan"]);
+    assert!(up.wait_with_output().unwrap().status.success());
+    plan.assert_code(0);
+    assert!(plan.stdout.contains("up to date"), "{}", plan.stdout);
+}

@@ -10,7 +10,7 @@ use super::{Migrator, Progress, Quiet};
 use crate::batch::{self};
 use crate::error::Error;
 use crate::ledger::{self, Ledger, LedgerKind, LedgerSchema, PartlyApplied};
-use crate::plan::{Plan, Scope};
+use crate::plan::{Plan, Scope, State};
 
 /// How often a command watching its lock waits ([`Migrator::watching_locks`]) looks for the
 /// sessions in its way: the first look comes after this long, so a wait of a moment says
@@ -131,8 +131,23 @@ impl Migrator {
         progress: &mut dyn Progress,
     ) -> Result<(Ledger, Plan), Error> {
         let mut conn = self.db.connect().await?;
-        let (schema, ledger) = self.settled_ledger(&mut conn, progress).await?;
+        let (schema, mut ledger) = self.settled_ledger(&mut conn, progress).await?;
         let mut plan = Plan::scoped(&self.set, &ledger, scope)?;
+        let mut dirty = plan
+            .entries
+            .iter()
+            .filter(|e| e.state == State::Dirty)
+            .peekable();
+        if dirty.peek().is_some() && dirty.all(|e| e.still_running) {
+            // Another runner's statement outside a transaction runs right now: `up` waits
+            // for that runner's turn to end, and so does its plan.
+            self.lock(&schema, progress)
+                .await?
+                .hold(async |_| Ok(()))
+                .await?;
+            ledger = ledger::read(&mut conn, &schema).await?;
+            plan = Plan::scoped(&self.set, &ledger, scope)?;
+        }
         plan.note_partly_applied(
             &partly_applied(&mut conn, &schema, &ledger).await?,
             &self.set,
