@@ -390,7 +390,9 @@ impl Output {
             return;
         }
         if plan.reverts.is_empty() {
-            outln!("nothing to roll back in {db}");
+            if !self.quiet {
+                outln!("nothing to roll back in {db}");
+            }
         } else {
             outln!(
                 "would roll back {} migration(s) of {db}, in this order:",
