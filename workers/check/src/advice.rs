@@ -8,7 +8,7 @@
 //! grammar and says what it does. Each of squawk's findings is matched to the clause it is
 //! about by offset within its statement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pg_query::protobuf::node::Node as N;
 use pg_query::protobuf::{self, AlterTableType, ConstrType, ObjectType};
@@ -54,6 +54,179 @@ impl Fact {
 pub(crate) const CHANGING_COLUMN_TYPE: &str = "changing-column-type";
 pub(crate) const CONSTRAINT_MISSING_NOT_VALID: &str = "constraint-missing-not-valid";
 pub(crate) const ADDING_FIELD_WITH_DEFAULT: &str = "adding-field-with-default";
+pub(crate) const ADDING_FOREIGN_KEY_CONSTRAINT: &str = "adding-foreign-key-constraint";
+pub(crate) const REQUIRE_CONCURRENT_INDEX_CREATION: &str = "require-concurrent-index-creation";
+pub(crate) const REQUIRE_CONCURRENT_PARTITION_DETACH: &str = "require-concurrent-partition-detach";
+
+fn held(in_transaction: bool) -> &'static str {
+    if in_transaction {
+        "until the migration commits"
+    } else {
+        "until the statement ends"
+    }
+}
+
+/// A partition added to a table with a DEFAULT partition: PostgreSQL locks the default one
+/// ACCESS EXCLUSIVE and scans it for rows that belong to the new partition.
+fn default_partition_scan(
+    statement: (usize, usize),
+    what: &str,
+    table: &str,
+    default: &str,
+    held: &str,
+) -> Fact {
+    Fact {
+        rule: crate::lint::DEFAULT_PARTITION_SCAN,
+        statement,
+        anchor: usize::MAX,
+        says: Some((
+            format!("{what}: {table} has a DEFAULT partition ({default}), which PostgreSQL locks ACCESS EXCLUSIVE (blocking its reads and writes {held}) and scans for rows that belong to the new partition (they must move first): as long as {default} is large."),
+            Some(format!("Give {default} a CHECK constraint that excludes the new partition's bounds, added NOT VALID and validated in an earlier migration: PostgreSQL then skips the scan (the lock stays, briefly).")),
+        )),
+        own: true,
+    }
+}
+
+/// `CREATE INDEX` of a partitioned table: every partition's index is built under a SHARE
+/// lock, and CONCURRENTLY is refused.
+fn partitioned_index_message(
+    i: &protobuf::IndexStmt,
+    r: &protobuf::RangeVar,
+) -> (String, Option<String>) {
+    let table = table_name(r);
+    let index = if i.idxname.is_empty() {
+        "the index".to_owned()
+    } else {
+        i.idxname.clone()
+    };
+    (
+        format!("`CREATE INDEX` on the partitioned table {table} builds an index on every partition, each under a SHARE lock that blocks its writes until the migration commits; PostgreSQL refuses CONCURRENTLY on a partitioned table."),
+        Some(format!("Create {index} on the parent alone with `CREATE INDEX ... ON ONLY {table} (...)` (invalid until every partition has one), build each partition's index with `CREATE INDEX CONCURRENTLY` in a no-transaction migration, then `ALTER INDEX {index} ATTACH PARTITION` each of them: {index} is valid once the last is attached.")),
+    )
+}
+
+/// A foreign key added to a partitioned table: before PostgreSQL 18 it cannot be added NOT
+/// VALID there.
+fn partitioned_key_message(
+    c: &protobuf::Constraint,
+    table: &str,
+    target: Option<u32>,
+) -> (String, Option<String>) {
+    let name = if c.conname.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", c.conname)
+    };
+    let referenced = c
+        .pktable
+        .as_ref()
+        .map_or_else(|| "the referenced table".to_owned(), table_name);
+    let refused = match target {
+        Some(v) => format!("PostgreSQL {} refuses NOT VALID for a foreign key of a partitioned table (18 accepts it)", crate::versions::name(v)),
+        None => "PostgreSQL before 18 refuses NOT VALID for a foreign key of a partitioned table".to_owned(),
+    };
+    (
+        format!("`ADD CONSTRAINT {name}FOREIGN KEY` on the partitioned table {table} takes SHARE ROW EXCLUSIVE locks on its partitions and {referenced}, blocking writes to both until the migration commits, and scans every partition under them; {refused}."),
+        Some(format!("Add the foreign key to each partition NOT VALID and `VALIDATE CONSTRAINT` it there in a later migration; then adding it to {table} takes the partitions' validated keys as its own instead of scanning them.")),
+    )
+}
+
+/// The name PostgreSQL gives an unnamed CHECK or foreign key of `table`, where it is sure:
+/// `<table>_<column>_check` for a CHECK of one column (`<table>_check` for none or several),
+/// `<table>_<columns>_fkey` for a foreign key; not when the name would be cut to 63 bytes.
+fn chosen_name(c: &protobuf::Constraint, table: &str) -> Option<String> {
+    let name = match ConstrType::try_from(c.contype).ok()? {
+        ConstrType::ConstrCheck => {
+            let json = serde_json::to_value(c.raw_expr.as_deref()?).unwrap_or_default();
+            let mut columns: BTreeSet<String> = BTreeSet::new();
+            let mut unsure = false;
+            tree::visit(&json, &mut |kind, fields| {
+                if kind == "ColumnRef" {
+                    match fields
+                        .get("fields")
+                        .and_then(serde_json::Value::as_array)
+                        .and_then(|f| f.last())
+                        .and_then(|n| n.pointer("/node/String/sval"))
+                        .and_then(serde_json::Value::as_str)
+                    {
+                        Some(column) => {
+                            columns.insert(column.to_owned());
+                        }
+                        None => unsure = true,
+                    }
+                }
+                // A subquery is refused in a CHECK; a whole-row reference is not a column.
+                if kind == "SubLink" {
+                    unsure = true;
+                }
+            });
+            if unsure {
+                return None;
+            }
+            match columns.len() {
+                1 => format!("{table}_{}_check", columns.first()?),
+                _ => format!("{table}_check"),
+            }
+        }
+        ConstrType::ConstrForeign => {
+            let columns: Vec<String> = c
+                .fk_attrs
+                .iter()
+                .filter_map(|a| match a.node.as_ref()? {
+                    N::String(s) => Some(s.sval.clone()),
+                    _ => None,
+                })
+                .collect();
+            if columns.is_empty() {
+                return None;
+            }
+            format!("{table}_{}_fkey", columns.join("_"))
+        }
+        _ => return None,
+    };
+    (name.len() <= 63).then_some(name)
+}
+
+/// squawk's words for the findings it makes, for those it misses (its message, its help).
+const SQUAWK_INDEX: (&str, &str) = (
+    "During normal index creation, table updates are blocked, but reads are still allowed.",
+    "Use `concurrently` to avoid blocking writes.",
+);
+const SQUAWK_FOREIGN_KEY: (&str, &str) = (
+    "Adding a foreign key constraint requires a table scan and a `SHARE ROW EXCLUSIVE` lock on both tables, which blocks writes to each table.",
+    "Add `NOT VALID` to the constraint in one transaction and then VALIDATE the constraint in a separate transaction.",
+);
+
+/// The tables squawk takes as made in the script's transaction: the last part of the name of
+/// every `CREATE TABLE` inside a transaction, anywhere in the script.
+fn squawk_new_tables(script: &str, in_transaction: bool) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut in_tx = in_transaction;
+    for statement in sql::lex(script).statements {
+        let Ok(parsed) = pg_query::parse(statement.text, 0) else {
+            continue;
+        };
+        for raw in &parsed.protobuf.stmts {
+            match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+                Some(N::TransactionStmt(t)) => {
+                    use protobuf::TransactionStmtKind as K;
+                    match K::try_from(t.kind) {
+                        Ok(K::TransStmtBegin | K::TransStmtStart) => in_tx = true,
+                        Ok(K::TransStmtCommit) => in_tx = false,
+                        _ => {}
+                    }
+                }
+                Some(N::CreateStmt(c)) if in_tx => {
+                    if let Some(r) = &c.relation {
+                        names.insert(r.relname.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
 
 /// Volatile functions a default is commonly made of: each gives every row its own value, so
 /// PostgreSQL computes it for every existing row.
@@ -87,11 +260,24 @@ fn table_name(r: &protobuf::RangeVar) -> String {
 
 /// The facts of a script, in order; `columns` is the set's knowledge of column types before
 /// the script, and after it on return.
-pub(crate) fn facts(script: &str, columns: &mut Columns, target: Option<u32>) -> Vec<Fact> {
+/// `in_transaction`: the runner wraps the script in a transaction.
+pub(crate) fn facts(
+    script: &str,
+    in_transaction: bool,
+    columns: &mut Columns,
+    target: Option<u32>,
+) -> Vec<Fact> {
     let mut facts = Vec::new();
+    columns.start_script();
     // Constraints added NOT VALID in this file, by name: what a VALIDATE in the same
     // transaction validates under.
     let mut not_valid: BTreeMap<String, (i32, String)> = BTreeMap::new();
+    // squawk takes a table named by a `CREATE TABLE` anywhere in the file's transaction as
+    // new there, whatever its schema and whether it existed: the tables truly new here (by
+    // schema and name) are known, and what squawk lets pass on the others is said here.
+    let squawk_new = squawk_new_tables(script, in_transaction);
+    let mut new_tables: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut in_tx = in_transaction;
     for statement in sql::lex(script).statements {
         let Ok(parsed) = pg_query::parse(statement.text, 0) else {
             continue;
@@ -102,10 +288,115 @@ pub(crate) fn facts(script: &str, columns: &mut Columns, target: Option<u32>) ->
             let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
                 continue;
             };
+            // Whether squawk takes the table as made in this transaction, and it is not.
+            let passed_as_new =
+                |r: &protobuf::RangeVar, columns: &Columns, new: &BTreeSet<(String, String)>| {
+                    squawk_new.contains(&r.relname) && !new.contains(&columns.key(r))
+                };
+            match node {
+                N::TransactionStmt(t) => {
+                    use protobuf::TransactionStmtKind as K;
+                    match K::try_from(t.kind) {
+                        Ok(K::TransStmtBegin | K::TransStmtStart) => {
+                            if !in_tx {
+                                not_valid.clear();
+                            }
+                            in_tx = true;
+                        }
+                        Ok(K::TransStmtCommit | K::TransStmtRollback) => {
+                            in_tx = false;
+                            not_valid.clear();
+                        }
+                        _ => {}
+                    }
+                }
+                N::CreateStmt(c) => {
+                    if let Some(r) = c.relation.as_ref().filter(|_| in_tx) {
+                        let (key, exists) = columns.created(r);
+                        if !(c.if_not_exists && exists) {
+                            new_tables.insert(key);
+                        }
+                    }
+                    // A partition beside a DEFAULT one.
+                    if let (Some(bound), Some(Some(N::RangeVar(parent)))) = (
+                        &c.partbound,
+                        c.inh_relations.first().map(|p| p.node.as_ref()),
+                    ) {
+                        // A DEFAULT partition made in this transaction is empty.
+                        let default = columns
+                            .partitioning(parent)
+                            .flatten()
+                            .filter(|d| !new_tables.iter().any(|(_, n)| n == d));
+                        if let (false, Some(default)) = (bound.is_default, default) {
+                            let new = c.relation.as_ref().map(table_name).unwrap_or_default();
+                            facts.push(default_partition_scan(
+                                span,
+                                &format!(
+                                    "`CREATE TABLE {new} PARTITION OF {}`",
+                                    table_name(parent)
+                                ),
+                                &table_name(parent),
+                                default,
+                                held(in_tx),
+                            ));
+                        }
+                    }
+                }
+                // An index of a partitioned table: PostgreSQL refuses CONCURRENTLY there.
+                N::IndexStmt(i)
+                    if !i.concurrent
+                        && i.relation
+                            .as_ref()
+                            .is_some_and(|r| columns.partitioning(r).is_some()) =>
+                {
+                    let r = i.relation.as_ref().expect("checked above");
+                    facts.push(Fact {
+                        rule: REQUIRE_CONCURRENT_INDEX_CREATION,
+                        statement: span,
+                        anchor: usize::MAX,
+                        // `ON ONLY`: the parent's index alone, built from nothing.
+                        says: r.inh.then(|| partitioned_index_message(i, r)),
+                        own: r.inh && passed_as_new(r, columns, &new_tables),
+                    });
+                }
+                N::IndexStmt(i) if !i.concurrent => {
+                    if let Some(r) = i
+                        .relation
+                        .as_ref()
+                        .filter(|r| passed_as_new(r, columns, &new_tables))
+                    {
+                        facts.push(Fact {
+                            rule: REQUIRE_CONCURRENT_INDEX_CREATION,
+                            statement: span,
+                            anchor: usize::MAX,
+                            says: Some((
+                                format!(
+                                    "{} ({} is not new: the CREATE TABLE of its name in this migration made another table, or none as it existed.)",
+                                    SQUAWK_INDEX.0,
+                                    table_name(r)
+                                ),
+                                Some(SQUAWK_INDEX.1.to_owned()),
+                            )),
+                            own: true,
+                        });
+                    }
+                }
+                // The name a constraint added NOT VALID here is validated by.
+                N::RenameStmt(rename)
+                    if ObjectType::try_from(rename.rename_type)
+                        == Ok(ObjectType::ObjectTabconstraint) =>
+                {
+                    if let Some(kind) = not_valid.remove(&rename.subname) {
+                        not_valid.insert(rename.newname.clone(), kind);
+                    }
+                }
+                _ => {}
+            }
             if let N::AlterTableStmt(a) = node {
                 let Some(r) = &a.relation else { continue };
                 let foreign = ObjectType::try_from(a.objtype) == Ok(ObjectType::ObjectForeignTable);
                 let table = table_name(r);
+                let not_new = passed_as_new(r, columns, &new_tables);
                 for cmd in &a.cmds {
                     let Some(N::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
                         continue;
@@ -138,26 +429,109 @@ pub(crate) fn facts(script: &str, columns: &mut Columns, target: Option<u32>) ->
                             });
                         }
                         (Ok(AlterTableType::AtAddConstraint), Some(N::Constraint(c))) => {
-                            if c.skip_validation {
-                                not_valid.insert(c.conname.clone(), (c.contype, table.clone()));
+                            if c.skip_validation && in_tx {
+                                let name = if c.conname.is_empty() {
+                                    chosen_name(c, &r.relname)
+                                        .filter(|name| !not_valid.contains_key(name))
+                                } else {
+                                    Some(c.conname.clone())
+                                };
+                                if let Some(name) = name {
+                                    not_valid.insert(name, (c.contype, table.clone()));
+                                }
                             }
+                            let partitioned_key = c.contype == ConstrType::ConstrForeign as i32
+                                && columns.partitioning(r).is_some()
+                                && target.is_none_or(|v| v < 18);
+                            // What squawk lets pass as a table made here.
+                            let missed = not_new && !c.skip_validation && c.indexname.is_empty();
                             facts.push(Fact {
                                 rule: CONSTRAINT_MISSING_NOT_VALID,
                                 statement: span,
                                 anchor: at(c.location),
-                                says: constraint_message(c, &table),
-                                own: false,
+                                says: if partitioned_key {
+                                    Some(partitioned_key_message(c, &table, target))
+                                } else {
+                                    constraint_message(c, &table)
+                                },
+                                own: missed,
                             });
+                            if c.contype == ConstrType::ConstrForeign as i32 {
+                                facts.push(Fact {
+                                    rule: ADDING_FOREIGN_KEY_CONSTRAINT,
+                                    statement: span,
+                                    anchor: at(c.location),
+                                    says: Some(if partitioned_key {
+                                        partitioned_key_message(c, &table, target)
+                                    } else {
+                                        (
+                                            SQUAWK_FOREIGN_KEY.0.to_owned(),
+                                            Some(SQUAWK_FOREIGN_KEY.1.to_owned()),
+                                        )
+                                    }),
+                                    own: missed,
+                                });
+                            }
                         }
+                        // A constraint added NOT VALID in this transaction, by the name it has
+                        // (after a rename, or the one PostgreSQL chose): the validation runs under
+                        // the lock that took. A name not known here (renamed since) is not one.
                         (Ok(AlterTableType::AtValidateConstraint), _) => {
                             let kind = not_valid.get(&cmd.name).map(|(k, _)| *k);
                             facts.push(Fact {
                                 rule: CONSTRAINT_MISSING_NOT_VALID,
                                 statement: span,
                                 anchor: usize::MAX,
-                                says: Some(validate_message(&cmd.name, &table, kind)),
-                                own: false,
+                                says: kind
+                                    .map(|kind| validate_message(&cmd.name, &table, Some(kind))),
+                                own: in_tx && kind.is_some(),
                             });
+                        }
+                        (Ok(AlterTableType::AtDetachPartition), Some(N::PartitionCmd(p)))
+                            if !p.concurrent =>
+                        {
+                            let default = columns.partitioning(r).flatten();
+                            let partition = p.name.as_ref().map(table_name).unwrap_or_default();
+                            let head = format!("`DETACH PARTITION {partition}` takes an ACCESS EXCLUSIVE lock on {table}, {LOCK_UNTIL_COMMIT}");
+                            let says = match (target.filter(|v| *v < 14), default) {
+                                (Some(v), _) => Some((
+                                    format!("{head}; DETACH PARTITION ... CONCURRENTLY, which does not, is PostgreSQL 14 syntax (the target is {}).", crate::versions::name(v)),
+                                    Some("Before PostgreSQL 14 there is no online way to detach a partition: detach it when the table is quiet, and keep the migration short (the runner's lock_timeout bounds the wait).".to_owned()),
+                                )),
+                                (None, Some(default)) => Some((
+                                    format!("{head}; PostgreSQL refuses DETACH PARTITION ... CONCURRENTLY while {table} has a DEFAULT partition ({default})."),
+                                    Some(format!("Detach it when the table is quiet and keep the migration short, or detach the DEFAULT partition {default} first (which takes the same lock) so that the others can be detached CONCURRENTLY.")),
+                                )),
+                                // squawk's advice stands.
+                                (None, None) => None,
+                            };
+                            if let Some(says) = says {
+                                facts.push(Fact {
+                                    rule: REQUIRE_CONCURRENT_PARTITION_DETACH,
+                                    statement: span,
+                                    anchor: usize::MAX,
+                                    says: Some(says),
+                                    own: false,
+                                });
+                            }
+                        }
+                        (Ok(AlterTableType::AtAttachPartition), Some(N::PartitionCmd(p))) => {
+                            let default = columns
+                                .partitioning(r)
+                                .flatten()
+                                .filter(|d| !new_tables.iter().any(|(_, n)| n == d));
+                            if let (Some(default), false) =
+                                (default, p.bound.as_ref().is_some_and(|b| b.is_default))
+                            {
+                                let partition = p.name.as_ref().map(table_name).unwrap_or_default();
+                                facts.push(default_partition_scan(
+                                    span,
+                                    &format!("`ATTACH PARTITION {partition}`"),
+                                    &table,
+                                    default,
+                                    held(in_tx),
+                                ));
+                            }
                         }
                         (Ok(AlterTableType::AtAddColumn), Some(N::ColumnDef(d))) => {
                             // From PostgreSQL 19 a default that passes the domain's
@@ -252,7 +626,11 @@ pub(crate) fn revise(
             .iter()
             .filter(|f| f.anchor <= offset)
             .max_by_key(|f| f.anchor),
-        _ => None,
+        // The clause squawk points at, or the statement.
+        _ => here
+            .iter()
+            .filter(|f| f.anchor >= offset)
+            .min_by_key(|f| f.anchor),
     };
     match fact {
         Some(f) => {
@@ -477,7 +855,7 @@ fn default_message(
             if let Some(v) = target.filter(|v| *v < 11) {
                 return said(Some((
                     format!("Before PostgreSQL 11 (the target is {}), `ADD COLUMN {column}` with a DEFAULT {rewrites}.", crate::versions::name(v)),
-                    help,
+                    Some("Add the column without a default (before 11 any DEFAULT given with ADD COLUMN rewrites, even 0 or another literal), give it its default with `ALTER COLUMN ... SET DEFAULT` (new rows only: no rewrite), and backfill the existing rows in batches.".to_owned()),
                 )));
             }
             // Anywhere in the expression (an `ARRAY[...]`, a row, a cast, an argument): squawk

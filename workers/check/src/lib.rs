@@ -147,7 +147,12 @@ pub fn learn_columns(script: &Script<'_>, rules: &LintRules, columns: &mut Colum
         .iter()
         .all(readable)
     {
-        advice::facts(script.sql, columns, rules.pg_major());
+        advice::facts(
+            script.sql,
+            script.mode != Mode::NoTransaction,
+            columns,
+            rules.pg_major(),
+        );
     } else {
         columns.forget();
     }
@@ -200,7 +205,7 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                     .extend(lint::after_deploy_findings(m, rules));
                 if let Some(down) = &m.down {
                     files.insert(down.path.clone());
-                    let rules = &rules.for_down_migrations();
+                    let rules = &rules.for_down_of(&m.sql);
                     let down = Script {
                         path: &down.path,
                         sql: &down.sql,
@@ -284,11 +289,13 @@ fn check_dir_here(dir: &Path, rules: &LintRules) -> Result<CheckReport, Error> {
                     sql: &sql,
                     mode,
                 };
-                let down = path.to_string_lossy().ends_with(".down.sql");
-                let rules = if down {
-                    &rules.for_down_migrations()
-                } else {
-                    rules
+                let down = path
+                    .to_string_lossy()
+                    .strip_suffix(".down.sql")
+                    .map(|stem| std::fs::read_to_string(format!("{stem}.sql")).unwrap_or_default());
+                let rules = match &down {
+                    Some(up) => &rules.for_down_of(up),
+                    None => rules,
                 };
                 report
                     .findings
@@ -344,6 +351,17 @@ impl<'a> Lines<'a> {
             i += 1;
         }
         Lines { text, starts }
+    }
+
+    /// The text's lines, ended as [`Lines::new`] ends them.
+    pub(crate) fn split(text: &'a str) -> Vec<&'a str> {
+        let lines = Lines::new(text);
+        let mut out = Vec::with_capacity(lines.starts.len());
+        for (i, start) in lines.starts.iter().enumerate() {
+            let end = lines.starts.get(i + 1).copied().unwrap_or(text.len());
+            out.push(text[*start..end].trim_end_matches(['\r', '\n']));
+        }
+        out
     }
 
     /// 1-based line and column (in characters) of a byte offset.

@@ -10,7 +10,7 @@ use stepmigrate_core::migration::{Migration, Mode};
 use stepmigrate_core::sql;
 
 use crate::types::Columns;
-use crate::{advice, Finding, Lines, Script, Severity};
+use crate::{advice, tree, Finding, Lines, Script, Severity};
 
 /// Our rules, for what squawk does not look at.
 pub const UPDATE_WITHOUT_WHERE: &str = "update-without-where";
@@ -41,7 +41,15 @@ pub const DO_BLOCK_NOT_LINTED: &str = "do-block-not-linted";
 pub const BAN_DROP_CASCADE: &str = "ban-drop-cascade";
 /// `DROP OWNED BY`: every object the role owns in the database, tables with their rows.
 pub const BAN_DROP_OWNED: &str = "ban-drop-owned";
-const OUR_RULES: [&str; 12] = [
+/// A partition added (`ATTACH PARTITION`, `CREATE TABLE ... PARTITION OF`) to a table with a
+/// DEFAULT partition: the default one is locked ACCESS EXCLUSIVE and scanned.
+pub const DEFAULT_PARTITION_SCAN: &str = "default-partition-scan";
+/// `ALTER TYPE ... ADD VALUE` inside a transaction block, which PostgreSQL before 12 refuses
+/// (unless the type was made in it).
+pub const ENUM_VALUE_IN_TRANSACTION: &str = "enum-value-in-transaction";
+/// A `-- squawk-ignore` comment naming a rule that does not exist: it silences nothing.
+pub const UNKNOWN_IGNORED_RULE: &str = "unknown-ignored-rule";
+const OUR_RULES: [&str; 15] = [
     UPDATE_WITHOUT_WHERE,
     DELETE_WITHOUT_WHERE,
     MISSING_DOWN,
@@ -54,10 +62,18 @@ const OUR_RULES: [&str; 12] = [
     DO_BLOCK_NOT_LINTED,
     BAN_DROP_CASCADE,
     BAN_DROP_OWNED,
+    DEFAULT_PARTITION_SCAN,
+    ENUM_VALUE_IN_TRANSACTION,
+    UNKNOWN_IGNORED_RULE,
 ];
 /// Our rules that fail the check unless configured otherwise (the data-losing ones, like
-/// squawk's below).
-const OUR_ERRORS: [&str; 3] = [BATCH_NOT_IDEMPOTENT, BAN_DROP_CASCADE, BAN_DROP_OWNED];
+/// squawk's below, and what the target refuses).
+const OUR_ERRORS: [&str; 4] = [
+    BATCH_NOT_IDEMPOTENT,
+    BAN_DROP_CASCADE,
+    BAN_DROP_OWNED,
+    ENUM_VALUE_IN_TRANSACTION,
+];
 
 /// squawk rules that fail the check unless configured otherwise: they lose data, or they break
 /// the runner's all-or-nothing promise for the file.
@@ -103,6 +119,9 @@ pub struct LintRules {
     pg_version: Option<squawk_linter::Version>,
     /// The target's major version, when given: syntax newer than it is an error.
     pg_major: Option<u32>,
+    /// For a down file: the objects its up file made (`kind:name`), which it may drop with
+    /// CASCADE (what depends on them was made with them, or after them).
+    made_by_up: Option<BTreeSet<String>>,
 }
 
 impl Default for LintRules {
@@ -138,6 +157,7 @@ impl Default for LintRules {
             enabled,
             pg_version: None,
             pg_major: None,
+            made_by_up: None,
         }
     }
 }
@@ -211,6 +231,13 @@ impl LintRules {
         if !(9..=99).contains(&major) {
             return Err(invalid());
         }
+        // A major version after the next one is a typo ("95" for 9.5, "150" for 15).
+        let newest = crate::versions::EMBEDDED_MAJOR + 1;
+        if major > newest {
+            return Err(format!(
+                "PostgreSQL {version:?} is newer than any `check` knows ({newest} is the newest it accepts): give the server's major version, e.g. \"15\" or \"9.6\""
+            ));
+        }
         // Before 10 a major version had two parts; 9.6 is the oldest one known here, and the
         // only 9.x whose name the messages can give (they say "9.6" for 9).
         let minor = version.trim().split('.').nth(1).unwrap_or("");
@@ -241,17 +268,27 @@ impl LintRules {
     }
 
     /// The rules for down migrations: undoing is dropping and renaming back, so the rules
-    /// against those are off; the rest (locks, rewrites, transactions) still hold for a
-    /// rollback run in production.
+    /// against those (squawk's `ban-drop-*` and `renaming-*`, `ban-truncate`) are off; the
+    /// rest (locks, rewrites, transactions) still hold for a rollback run in production, and
+    /// so do the ones against losing what the up file did not make: `delete-without-where`,
+    /// `ban-drop-owned` and `ban-drop-cascade` (of an object its up file did not make, see
+    /// [`LintRules::for_down_of`]).
     pub fn for_down_migrations(&self) -> LintRules {
         let mut rules = self.clone();
         rules.enabled.retain(|name, _| {
-            !(name.starts_with("ban-drop-")
+            !((name.starts_with("ban-drop-") && name != BAN_DROP_CASCADE && name != BAN_DROP_OWNED)
                 || name.starts_with("renaming-")
                 || name == "ban-truncate-cascade"
-                || name == BAN_TRUNCATE
-                || name == DELETE_WITHOUT_WHERE)
+                || name == BAN_TRUNCATE)
         });
+        rules
+    }
+
+    /// [`LintRules::for_down_migrations`] for the down file of `up_sql`: a `DROP ... CASCADE`
+    /// of what the up file made (a schema, a type, a column) is its undoing, not a finding.
+    pub fn for_down_of(&self, up_sql: &str) -> LintRules {
+        let mut rules = self.for_down_migrations();
+        rules.made_by_up = Some(made_objects(up_sql));
         rules
     }
 
@@ -301,7 +338,12 @@ pub fn lint(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
 
 /// [`lint`] with the column types the migrations before the script made, which it updates.
 pub fn lint_with(script: &Script<'_>, rules: &LintRules, columns: &mut Columns) -> Vec<Finding> {
-    let facts = advice::facts(script.sql, columns, rules.pg_major());
+    let facts = advice::facts(
+        script.sql,
+        script.mode != Mode::NoTransaction,
+        columns,
+        rules.pg_major(),
+    );
     let mut used = vec![false; facts.len()];
     let mut findings = squawk_findings(script, rules, &facts, &mut used);
     findings.extend(own_facts(script, rules, &facts, &used));
@@ -430,21 +472,6 @@ fn batch_findings(script: &Script<'_>, severity: Severity) -> Vec<Finding> {
         else {
             continue;
         };
-        let column_refs = |node: Option<&pg_query::protobuf::Node>| -> BTreeSet<String> {
-            let mut names = BTreeSet::new();
-            if let Some(n) = node.and_then(|n| n.node.as_ref()) {
-                for (inner, _, _, _) in n.nodes() {
-                    if let NodeRef::ColumnRef(c) = inner {
-                        if let Some(pg_query::protobuf::node::Node::String(s)) =
-                            c.fields.last().and_then(|f| f.node.as_ref())
-                        {
-                            names.insert(s.sval.clone());
-                        }
-                    }
-                }
-            }
-            names
-        };
         let everything = top.nodes();
         // The subqueries that pick a batch: those with a LIMIT (`LIMIT :batch_size`).
         let pickers: Vec<&pg_query::protobuf::SelectStmt> = everything
@@ -470,15 +497,17 @@ fn batch_findings(script: &Script<'_>, severity: Severity) -> Vec<Finding> {
                 let list = set.iter().cloned().collect::<Vec<_>>().join(", ");
                 if u.where_clause.is_none() && pickers.is_empty() {
                     Some("the UPDATE has no WHERE: every batch would change the whole table again, and it would never change no row".to_owned())
-                } else if let Some(_blind) = pickers
-                    .iter()
-                    .find(|p| set.is_disjoint(&column_refs(p.where_clause.as_deref())))
-                {
+                } else if batch_pickers_blind(top, u, &set) {
                     Some(format!(
                         "the subquery that picks a batch (its LIMIT) does not filter on what the UPDATE sets ({list}): it picks rows already done, so the migration stops early or never ends"
                     ))
                 } else if pickers.is_empty()
-                    && set.is_disjoint(&column_refs(u.where_clause.as_deref()))
+                    && !reads_own_column(
+                        u.where_clause.as_deref(),
+                        &mut vec![update_scope(u)],
+                        u.relation.as_ref(),
+                        &set,
+                    )
                 {
                     Some(format!(
                         "the UPDATE's WHERE does not read what it sets ({list}): a row done by one batch is selected again by the next, so the migration changes rows twice and never ends"
@@ -518,6 +547,213 @@ fn batch_findings(script: &Script<'_>, severity: Severity) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// The relations a query's FROM names, each by the name it is referred to with (its alias,
+/// else its name), and whether it is the batch's target table.
+type Scope = Vec<(String, bool)>;
+
+/// The scope of an UPDATE's own WHERE: its table and its FROM's.
+fn update_scope(u: &pg_query::protobuf::UpdateStmt) -> Scope {
+    let mut scope = Scope::new();
+    if let Some(r) = &u.relation {
+        let name = r.alias.as_ref().map_or(&r.relname, |a| &a.aliasname);
+        scope.push((name.clone(), true));
+        for f in &u.from_clause {
+            from_items(f, r, &mut scope);
+        }
+    }
+    scope
+}
+
+fn from_items(
+    node: &pg_query::protobuf::Node,
+    target: &pg_query::protobuf::RangeVar,
+    scope: &mut Scope,
+) {
+    let json = serde_json::to_value(node).unwrap_or_default();
+    from_items_of(&json, target, scope);
+}
+
+/// The relations of one FROM item, as JSON (`{"node": {"RangeVar": ...}}`).
+fn from_items_of(
+    item: &serde_json::Value,
+    target: &pg_query::protobuf::RangeVar,
+    scope: &mut Scope,
+) {
+    use serde_json::Value;
+    let Some(Value::Object(node)) = item.get("node") else {
+        return;
+    };
+    let Some((kind, Value::Object(f))) = node.iter().next() else {
+        return;
+    };
+    let alias = f
+        .get("alias")
+        .and_then(|a| a.get("aliasname"))
+        .and_then(Value::as_str);
+    match kind.as_str() {
+        "RangeVar" => {
+            let relname = tree::string(f, "relname");
+            let schema = tree::string(f, "schemaname");
+            let is = relname == target.relname
+                && (schema.is_empty()
+                    || target.schemaname.is_empty()
+                    || schema == target.schemaname);
+            scope.push((alias.unwrap_or(relname).to_owned(), is));
+        }
+        "JoinExpr" => {
+            for side in ["larg", "rarg"] {
+                if let Some(side) = f.get(side) {
+                    from_items_of(side, target, scope);
+                }
+            }
+        }
+        "RangeSubselect" | "RangeFunction" | "RangeTableFunc" => {
+            scope.push((alias.unwrap_or_default().to_owned(), false));
+        }
+        _ => {}
+    }
+}
+
+/// Whether `node` reads one of the columns `set` of the target table: a column reference that
+/// resolves to it (an unqualified one to the innermost query's FROM that has any relation, a
+/// qualified one to the innermost relation of that name), at any depth.
+fn reads_own_column(
+    node: Option<&pg_query::protobuf::Node>,
+    scopes: &mut Vec<Scope>,
+    target: Option<&pg_query::protobuf::RangeVar>,
+    set: &BTreeSet<String>,
+) -> bool {
+    let (Some(node), Some(target)) = (node, target) else {
+        return false;
+    };
+    let json = serde_json::to_value(node).unwrap_or_default();
+    reads_in(&json, scopes, target, set)
+}
+
+fn reads_in(
+    value: &serde_json::Value,
+    scopes: &mut Vec<Scope>,
+    target: &pg_query::protobuf::RangeVar,
+    set: &BTreeSet<String>,
+) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items.iter().any(|v| reads_in(v, scopes, target, set)),
+        Value::Object(map) => {
+            if let Some(Value::Object(node)) = map.get("node") {
+                if let Some(Value::Object(c)) = node.get("ColumnRef") {
+                    let fields: Vec<Option<&str>> = c
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .map(|fs| {
+                            fs.iter()
+                                .map(|x| x.pointer("/node/String/sval").and_then(Value::as_str))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return match fields.as_slice() {
+                        [Some(column)] => {
+                            set.contains(*column)
+                                && scopes
+                                    .iter()
+                                    .rev()
+                                    .find(|s| !s.is_empty())
+                                    .is_some_and(|s| s.iter().any(|(_, t)| *t))
+                        }
+                        [.., Some(q), Some(column)] => {
+                            set.contains(*column)
+                                && scopes
+                                    .iter()
+                                    .rev()
+                                    .find_map(|s| s.iter().find(|(n, _)| n == q))
+                                    .is_some_and(|(_, t)| *t)
+                        }
+                        _ => false,
+                    };
+                }
+                if let Some(Value::Object(select)) = node.get("SelectStmt") {
+                    let scope = select_scope(select, target);
+                    scopes.push(scope);
+                    let found = select.values().any(|v| reads_in(v, scopes, target, set));
+                    scopes.pop();
+                    return found;
+                }
+            }
+            map.values().any(|v| reads_in(v, scopes, target, set))
+        }
+        _ => false,
+    }
+}
+
+fn select_scope(
+    select: &serde_json::Map<String, serde_json::Value>,
+    target: &pg_query::protobuf::RangeVar,
+) -> Scope {
+    let mut scope = Scope::new();
+    if let Some(serde_json::Value::Array(items)) = select.get("from_clause") {
+        for item in items {
+            from_items_of(item, target, &mut scope);
+        }
+    }
+    scope
+}
+
+/// Whether a subquery that picks a batch (one with a LIMIT) of an UPDATE does not read what
+/// the UPDATE sets of its own table in its WHERE.
+fn batch_pickers_blind(
+    top: &pg_query::NodeEnum,
+    u: &pg_query::protobuf::UpdateStmt,
+    set: &BTreeSet<String>,
+) -> bool {
+    use serde_json::Value;
+    let Some(target) = &u.relation else {
+        return false;
+    };
+    // Walks the statement keeping the scopes, and judges each picker's WHERE in them.
+    fn walk(
+        value: &Value,
+        scopes: &mut Vec<Scope>,
+        target: &pg_query::protobuf::RangeVar,
+        set: &BTreeSet<String>,
+        blind: &mut bool,
+    ) {
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .for_each(|v| walk(v, scopes, target, set, blind)),
+            Value::Object(map) => {
+                if let Some(Value::Object(select)) =
+                    map.get("node").and_then(|n| n.get("SelectStmt"))
+                {
+                    scopes.push(select_scope(select, target));
+                    let picks = select.get("limit_count").is_some_and(|l| !l.is_null());
+                    if picks {
+                        let reads = select
+                            .get("where_clause")
+                            .is_some_and(|w| reads_in(w, scopes, target, set));
+                        *blind |= !reads;
+                    }
+                    select
+                        .values()
+                        .for_each(|v| walk(v, scopes, target, set, blind));
+                    scopes.pop();
+                    return;
+                }
+                map.values()
+                    .for_each(|v| walk(v, scopes, target, set, blind));
+            }
+            _ => {}
+        }
+    }
+    let json = match top {
+        pg_query::NodeEnum::UpdateStmt(u) => serde_json::to_value(u).unwrap_or_default(),
+        _ => return false,
+    };
+    let mut blind = false;
+    walk(&json, &mut vec![update_scope(u)], target, set, &mut blind);
+    blind
 }
 
 /// An `after-deploy` migration runs after the deployed code started, and newer migrations may
@@ -597,6 +833,121 @@ fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     };
     findings.extend(without_where(script, rules));
     findings.extend(locks_and_rewrites(script, rules));
+    findings.extend(enum_values_in_transaction(script, rules));
+    findings.extend(unknown_ignored_rules(script, rules));
+    findings
+}
+
+/// `-- squawk-ignore RULE` and `-- squawk-ignore-file RULE` of a rule no one has: a typo
+/// (`ban-drop-columns`) that silences nothing, while the author thinks it does.
+fn unknown_ignored_rules(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    let Some(severity) = rules.severity(UNKNOWN_IGNORED_RULE) else {
+        return Vec::new();
+    };
+    let known = LintRules::known_rules();
+    let mut findings = Vec::new();
+    for (i, line) in Lines::split(script.sql).into_iter().enumerate() {
+        let Some(comment) = line.trim_start().strip_prefix("--") else {
+            continue;
+        };
+        let comment = comment.trim_start();
+        let Some(rest) = comment
+            .strip_prefix("squawk-ignore-file")
+            .or_else(|| comment.strip_prefix("squawk-ignore"))
+        else {
+            continue;
+        };
+        let list = rest.split("--").next().unwrap_or("");
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            // squawk's own `unused-ignore` and the rules that expand to others are names too.
+            if known.contains(name) || name.parse::<Rule>().is_ok() {
+                continue;
+            }
+            let column = line
+                .find(name)
+                .map_or(1, |at| line[..at].chars().count() + 1);
+            findings.push(Finding {
+                file: script.path.to_owned(),
+                line: i + 1,
+                column,
+                rule: UNKNOWN_IGNORED_RULE.to_owned(),
+                severity,
+                message: format!("`squawk-ignore` names no rule here: {}", unknown_rule(name)),
+                help: Some("Name the rule as `stepmigrate check --list-rules` lists it: a misspelled one silences nothing.".into()),
+            });
+        }
+    }
+    findings
+}
+
+/// Before PostgreSQL 12, `ALTER TYPE ... ADD VALUE` cannot run inside a transaction block,
+/// unless the type was made in that transaction.
+fn enum_values_in_transaction(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+    use pg_query::protobuf::node::Node as N;
+    use pg_query::protobuf::TransactionStmtKind as K;
+    let (Some(severity), Some(target)) = (
+        rules.severity(ENUM_VALUE_IN_TRANSACTION),
+        rules.pg_major().filter(|v| *v < 12),
+    ) else {
+        return Vec::new();
+    };
+    let lines = Lines::new(script.sql);
+    let text_lines: Vec<&str> = script.sql.lines().collect();
+    if ignored_in_file(&text_lines, ENUM_VALUE_IN_TRANSACTION) {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    let mut in_tx = script.mode != Mode::NoTransaction;
+    // The enum types made in the transaction block that is open.
+    let mut made: BTreeSet<String> = BTreeSet::new();
+    let last = |names: &[pg_query::protobuf::Node]| match names.last().and_then(|n| n.node.as_ref())
+    {
+        Some(N::String(s)) => s.sval.clone(),
+        _ => String::new(),
+    };
+    for statement in sql::lex(script.sql).statements {
+        let Ok(parsed) = pg_query::parse(statement.text, 0) else {
+            continue;
+        };
+        for raw in &parsed.protobuf.stmts {
+            match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+                Some(N::TransactionStmt(t)) => match K::try_from(t.kind) {
+                    Ok(K::TransStmtBegin | K::TransStmtStart) => in_tx = true,
+                    Ok(K::TransStmtCommit | K::TransStmtRollback) => {
+                        in_tx = false;
+                        made.clear();
+                    }
+                    _ => {}
+                },
+                Some(N::CreateEnumStmt(e)) if in_tx => {
+                    made.insert(last(&e.type_name));
+                }
+                // `ADD VALUE` (a RENAME VALUE names the old one).
+                Some(N::AlterEnumStmt(e)) if in_tx && e.old_val.is_empty() => {
+                    let name = last(&e.type_name);
+                    if made.contains(&name)
+                        || ignored(&text_lines, statement.line, ENUM_VALUE_IN_TRANSACTION)
+                    {
+                        continue;
+                    }
+                    let (line, column) = lines.at(statement.offset);
+                    findings.push(Finding {
+                        file: script.path.to_owned(),
+                        line,
+                        column,
+                        rule: ENUM_VALUE_IN_TRANSACTION.to_owned(),
+                        severity,
+                        message: format!(
+                            "`ALTER TYPE {name} ADD VALUE` inside a transaction block: PostgreSQL {} refuses it (\"ALTER TYPE ... ADD cannot run inside a transaction block\"; from 12 it is accepted)",
+                            crate::versions::name(target)
+                        ),
+                        help: Some("Move it to a migration of its own that starts with `-- stepmigrate: no-transaction` (each statement then runs on its own, outside a transaction block).".into()),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
     findings
 }
 
@@ -697,13 +1048,19 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                         };
                         let cascade =
                             cmd.behavior == pg_query::protobuf::DropBehavior::DropCascade as i32;
+                        let made_by_up = |kind: &str| {
+                            rules
+                                .made_by_up
+                                .as_ref()
+                                .is_some_and(|made| made.contains(&format!("{kind}:{}", cmd.name)))
+                        };
                         match At::try_from(cmd.subtype) {
-                            Ok(At::AtDropColumn) if cascade => found.push((
+                            Ok(At::AtDropColumn) if cascade && !made_by_up("column") => found.push((
                                 BAN_DROP_CASCADE,
                                 format!("`DROP COLUMN {} ... CASCADE` also drops everything that depends on the column, without naming it: the views, indexes and constraints that use it, and the foreign keys of other tables that reference it", cmd.name),
                                 "Drop the views, indexes and constraints that use the column by name first (the lint then judges each), and the column without CASCADE, which fails if anything still depends on it.".into(),
                             )),
-                            Ok(At::AtDropConstraint) if cascade => found.push((
+                            Ok(At::AtDropConstraint) if cascade && !made_by_up("constraint") => found.push((
                                 BAN_DROP_CASCADE,
                                 format!("`DROP CONSTRAINT {} ... CASCADE` also drops everything that depends on the constraint, without naming it: the foreign keys of other tables that reference the key it is", cmd.name),
                                 "Drop the foreign keys that reference it by name first (the lint then judges each), and the constraint without CASCADE, which fails if anything still depends on it.".into(),
@@ -714,7 +1071,20 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                             Ok(At::AtSetLogged) => "`SET LOGGED` rewrites",
                             Ok(At::AtSetUnLogged) => "`SET UNLOGGED` rewrites",
                             Ok(At::AtSetAccessMethod) => "`SET ACCESS METHOD` rewrites",
-                            Ok(At::AtSetTableSpace) => "`SET TABLESPACE` copies",
+                            // The relation named only: a table's indexes stay where they are.
+                            Ok(At::AtSetTableSpace) => {
+                                let (relation, rest) = match pg_query::protobuf::ObjectType::try_from(a.objtype) {
+                                    Ok(pg_query::protobuf::ObjectType::ObjectIndex) => ("the index ", ""),
+                                    Ok(pg_query::protobuf::ObjectType::ObjectMatview) => ("the materialized view ", " (its indexes stay where they are)"),
+                                    _ => ("", " (its indexes stay where they are: move them with `ALTER INDEX ... SET TABLESPACE`)"),
+                                };
+                                found.push((
+                                    TABLE_REWRITE,
+                                    format!("`SET TABLESPACE` copies {relation}{table} under an ACCESS EXCLUSIVE lock, {blocks}{rest}"),
+                                    rewrite_help.clone(),
+                                ));
+                                continue;
+                            }
                             Ok(At::AtAddColumn) => {
                                 let serial = match cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
                                     Some(N::ColumnDef(d)) => d.type_name.as_ref().and_then(|t| {
@@ -748,6 +1118,36 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                         ));
                     }
                 }
+                // Every table (index, materialized view) of the tablespace, each locked ACCESS
+                // EXCLUSIVE (all before the first is copied) and copied.
+                N::AlterTableMoveAllStmt(m) => {
+                    use pg_query::protobuf::ObjectType as O;
+                    let (statement, kind) = match O::try_from(m.objtype) {
+                        Ok(O::ObjectIndex) => ("ALTER INDEX", "index"),
+                        Ok(O::ObjectMatview) => ("ALTER MATERIALIZED VIEW", "materialized view"),
+                        _ => ("ALTER TABLE", "table"),
+                    };
+                    let roles: Vec<String> = m
+                        .roles
+                        .iter()
+                        .filter_map(|r| match r.node.as_ref() {
+                            Some(N::RoleSpec(r)) if !r.rolename.is_empty() => Some(r.rolename.clone()),
+                            Some(N::RoleSpec(_)) => Some("the current user".to_owned()),
+                            _ => None,
+                        })
+                        .collect();
+                    let owned = if roles.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" owned by {}", roles.join(", "))
+                    };
+                    let (from, to) = (&m.orig_tablespacename, &m.new_tablespacename);
+                    found.push((
+                        TABLE_REWRITE,
+                        format!("`{statement} ALL IN TABLESPACE {from} SET TABLESPACE {to}` copies every {kind} in tablespace {from}{owned} of this database, each under an ACCESS EXCLUSIVE lock taken before the first is copied, blocking their reads and writes {held}"),
+                        format!("Move the {kind}s one at a time in migrations of their own (`SET TABLESPACE` of each, when it is small or quiet), or with an online tool (pg_repack's --tablespace)."),
+                    ));
+                }
                 N::RefreshMatViewStmt(r) if !r.concurrent => found.push((
                     REQUIRE_CONCURRENT_REFRESH,
                     format!(
@@ -774,9 +1174,16 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                         format!("If every row is meant to go, say so with `-- squawk-ignore {BAN_TRUNCATE}` on the line above; on a live table, delete in batches with a batch migration."),
                     ));
                 }
-                // Every DROP ... CASCADE: what depends on the object goes with it unnamed.
+                // Every DROP ... CASCADE: what depends on the object goes with it unnamed. A
+                // down file may drop so what its up file made.
                 N::DropStmt(d)
-                    if d.behavior == pg_query::protobuf::DropBehavior::DropCascade as i32 =>
+                    if d.behavior == pg_query::protobuf::DropBehavior::DropCascade as i32
+                        && !rules.made_by_up.as_ref().is_some_and(|made| {
+                            let names = dropped_names(d);
+                            !names.is_empty()
+                                && names.len() == d.objects.len()
+                                && names.iter().all(|n| made.contains(&format!("{}:{n}", d.remove_type)))
+                        }) =>
                 {
                     let (what, goes, first) = cascade_of(d.remove_type);
                     found.push((
@@ -816,6 +1223,120 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// The last part of the name of each object a DROP names, where it has one.
+fn dropped_names(d: &pg_query::protobuf::DropStmt) -> Vec<String> {
+    use pg_query::protobuf::node::Node as N;
+    let last = |names: &[pg_query::protobuf::Node]| match names.last()?.node.as_ref()? {
+        N::String(s) => Some(s.sval.clone()),
+        _ => None,
+    };
+    d.objects
+        .iter()
+        .filter_map(|o| match o.node.as_ref()? {
+            N::String(s) => Some(s.sval.clone()),
+            N::List(l) => last(&l.items),
+            N::TypeName(t) => last(&t.names),
+            N::ObjectWithArgs(o) => last(&o.objname),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The objects a script makes, as `kind:name` (the kind as a DROP of it numbers it, the last
+/// part of the name; `column:name` and `constraint:name` for what ALTER TABLE adds).
+fn made_objects(script: &str) -> BTreeSet<String> {
+    use pg_query::protobuf::node::Node as N;
+    use pg_query::protobuf::ObjectType as O;
+    let mut made = BTreeSet::new();
+    let last = |names: &[pg_query::protobuf::Node]| match names.last().and_then(|n| n.node.as_ref())
+    {
+        Some(N::String(s)) => s.sval.clone(),
+        _ => String::new(),
+    };
+    for statement in sql::lex(script).statements {
+        let Ok(parsed) = pg_query::parse(statement.text, 0) else {
+            continue;
+        };
+        for raw in &parsed.protobuf.stmts {
+            let mut add = |kinds: &[O], name: String| {
+                for kind in kinds {
+                    made.insert(format!("{}:{name}", *kind as i32));
+                }
+            };
+            match raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+                Some(N::CreateSchemaStmt(c)) => add(&[O::ObjectSchema], c.schemaname.clone()),
+                Some(N::CreateStmt(c)) => {
+                    if let Some(r) = &c.relation {
+                        add(&[O::ObjectTable], r.relname.clone());
+                    }
+                }
+                Some(N::CreateForeignTableStmt(c)) => {
+                    if let Some(r) = c.base_stmt.as_ref().and_then(|b| b.relation.as_ref()) {
+                        add(&[O::ObjectForeignTable], r.relname.clone());
+                    }
+                }
+                Some(N::CreateTableAsStmt(c)) => {
+                    if let Some(r) = c.into.as_ref().and_then(|i| i.rel.as_ref()) {
+                        add(&[O::ObjectTable, O::ObjectMatview], r.relname.clone());
+                    }
+                }
+                Some(N::ViewStmt(v)) => {
+                    if let Some(r) = &v.view {
+                        add(&[O::ObjectView], r.relname.clone());
+                    }
+                }
+                Some(N::CreateEnumStmt(e)) => add(&[O::ObjectType], last(&e.type_name)),
+                Some(N::CreateRangeStmt(e)) => add(&[O::ObjectType], last(&e.type_name)),
+                Some(N::CompositeTypeStmt(c)) => {
+                    if let Some(r) = &c.typevar {
+                        add(&[O::ObjectType], r.relname.clone());
+                    }
+                }
+                Some(N::CreateDomainStmt(d)) => {
+                    add(&[O::ObjectDomain, O::ObjectType], last(&d.domainname));
+                }
+                Some(N::CreateExtensionStmt(e)) => add(&[O::ObjectExtension], e.extname.clone()),
+                Some(N::CreateFunctionStmt(f)) => add(
+                    &[O::ObjectFunction, O::ObjectProcedure, O::ObjectRoutine],
+                    last(&f.funcname),
+                ),
+                Some(N::CreateSeqStmt(q)) => {
+                    if let Some(r) = &q.sequence {
+                        add(&[O::ObjectSequence], r.relname.clone());
+                    }
+                }
+                Some(N::IndexStmt(i)) => add(&[O::ObjectIndex], i.idxname.clone()),
+                Some(N::DefineStmt(d)) => {
+                    if let Ok(kind) = O::try_from(d.kind) {
+                        add(&[kind], last(&d.defnames));
+                    }
+                }
+                Some(N::AlterTableStmt(a)) => {
+                    for cmd in &a.cmds {
+                        let Some(N::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
+                            continue;
+                        };
+                        match cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
+                            Some(N::ColumnDef(d))
+                                if cmd.subtype
+                                    == pg_query::protobuf::AlterTableType::AtAddColumn as i32 =>
+                            {
+                                made.insert(format!("column:{}", d.colname));
+                            }
+                            Some(N::Constraint(c)) if !c.conname.is_empty() => {
+                                made.insert(format!("constraint:{}", c.conname));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    made
 }
 
 /// What `DROP <kind> ... CASCADE` is called, what goes with it, and what to drop by name first.

@@ -262,45 +262,111 @@ pub fn judge(old: &ColumnType, new: &ColumnType, target: Option<u32>) -> Rewrite
 /// column's type before an `ALTER COLUMN ... TYPE`.
 #[derive(Debug, Clone, Default)]
 pub struct Columns {
-    /// By table name: the schema it was named with (if any) and its columns' types.
-    tables: BTreeMap<String, Table>,
-    /// The domains the migrations made, by name (its last part), with how many CHECK and NOT
-    /// NULL constraints they have (their base domain's included): adding a column of one that
-    /// has any makes PostgreSQL check every existing row, a rewrite.
-    domains: BTreeMap<String, usize>,
+    /// By schema and name (an unqualified name in the schema `search_path` gives it): its
+    /// columns' types and partitioning.
+    tables: BTreeMap<(String, String), Table>,
+    /// The script's `search_path` as far as it set one (`public` until it does): the runner
+    /// resets the session after each migration.
+    search_path: Vec<String>,
+    /// The domains the migrations made, by name (its last part, as renamed since), with their
+    /// CHECK and NOT NULL constraints and their base domain: adding a column of one that has
+    /// any (its base's included) makes PostgreSQL check every existing row, a rewrite.
+    domains: BTreeMap<String, Domain>,
     /// The functions and procedures the migrations made, by name (its last part): a statement
     /// that calls one may change any table, as a `DO` block may.
     functions: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone)]
-struct Table {
-    schema: Option<String>,
-    /// `None` for a column whose type is not known.
-    columns: BTreeMap<String, Option<ColumnType>>,
+/// A domain the migrations made.
+#[derive(Debug, Clone, Default)]
+struct Domain {
+    /// The domain it is made over, when that is one the migrations made.
+    base: Option<String>,
+    /// Its CHECK constraints by name (PostgreSQL's name for an unnamed one, `<domain>_check`).
+    checks: BTreeSet<String>,
+    not_null: bool,
 }
 
-fn schema_of(r: &protobuf::RangeVar) -> Option<String> {
-    (!r.schemaname.is_empty()).then(|| r.schemaname.clone())
+#[derive(Debug, Clone, Default)]
+struct Table {
+    /// `None` for a column whose type is not known.
+    columns: BTreeMap<String, Option<ColumnType>>,
+    /// Made with `PARTITION BY`.
+    partitioned: bool,
+    /// Of a partitioned table: the name of its DEFAULT partition, when it has one.
+    default_partition: Option<String>,
 }
+
+/// The schema temporary tables are in: searched first for an unqualified name.
+const TEMP: &str = "pg_temp";
 
 impl Columns {
     /// The type of `table.column` before the statement being judged, if the migrations say.
     pub fn type_of(&self, table: &protobuf::RangeVar, column: &str) -> Option<&ColumnType> {
-        let t = self.tables.get(&table.relname)?;
-        match (&t.schema, schema_of(table)) {
-            (Some(a), Some(b)) if *a != b => None,
-            _ => t.columns.get(column)?.as_ref(),
+        self.tables
+            .get(&self.key(table))?
+            .columns
+            .get(column)?
+            .as_ref()
+    }
+
+    /// Where a new table of this name goes: its schema, else the first of `search_path`.
+    fn creates(&self, r: &protobuf::RangeVar) -> (String, String) {
+        let schema = if r.relpersistence == "t" {
+            TEMP.to_owned()
+        } else if r.schemaname.is_empty() {
+            self.search_path
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "public".to_owned())
+        } else {
+            r.schemaname.clone()
+        };
+        (schema, r.relname.clone())
+    }
+
+    /// The table a name refers to: its schema, else the first schema of `search_path` (after
+    /// the temporary tables) that has a table of that name the migrations made, else the
+    /// first schema of `search_path`.
+    pub(crate) fn key(&self, r: &protobuf::RangeVar) -> (String, String) {
+        if !r.schemaname.is_empty() {
+            return (r.schemaname.clone(), r.relname.clone());
         }
+        let public = ["public".to_owned()];
+        let path = if self.search_path.is_empty() {
+            &public[..]
+        } else {
+            &self.search_path[..]
+        };
+        std::iter::once(TEMP)
+            .chain(path.iter().map(String::as_str))
+            .map(|schema| (schema.to_owned(), r.relname.clone()))
+            .find(|key| self.tables.contains_key(key))
+            .unwrap_or_else(|| (path[0].clone(), r.relname.clone()))
+    }
+
+    /// The table a `CREATE TABLE` of this name makes, and whether the migrations before
+    /// made it already (as far as they are known).
+    pub(crate) fn created(&self, r: &protobuf::RangeVar) -> ((String, String), bool) {
+        let key = self.creates(r);
+        let exists = self.tables.contains_key(&key);
+        (key, exists)
+    }
+
+    /// Whether the table is partitioned, and the name of its DEFAULT partition.
+    pub(crate) fn partitioning(&self, r: &protobuf::RangeVar) -> Option<Option<&str>> {
+        let t = self.tables.get(&self.key(r))?;
+        t.partitioned.then_some(t.default_partition.as_deref())
     }
 
     fn table_mut(&mut self, r: &protobuf::RangeVar) -> Option<&mut Table> {
-        let schema = schema_of(r);
-        let t = self.tables.get_mut(&r.relname)?;
-        match (&t.schema, schema) {
-            (Some(a), Some(b)) if *a != b => None,
-            _ => Some(t),
-        }
+        let key = self.key(r);
+        self.tables.get_mut(&key)
+    }
+
+    /// A new script: the session's settings are the runner's again.
+    pub(crate) fn start_script(&mut self) {
+        self.search_path.clear();
     }
 
     /// Forgets everything: after a statement whose effect is unknown (a `DO` block). The
@@ -318,7 +384,23 @@ impl Columns {
             return None;
         }
         let name = last_name(&type_name.names)?;
-        (self.domains.get(&name).copied().unwrap_or(0) > 0).then_some(name)
+        self.domain_checks(&name).then_some(name)
+    }
+
+    /// Whether the domain `name` (or a domain it is made over) has a CHECK or NOT NULL.
+    fn domain_checks(&self, name: &str) -> bool {
+        let mut next = Some(name);
+        // A chain of bases is finite; the bound guards against a cycle a rename could make.
+        for _ in 0..=self.domains.len() {
+            let Some(d) = next.and_then(|n| self.domains.get(n)) else {
+                return false;
+            };
+            if d.not_null || !d.checks.is_empty() {
+                return true;
+            }
+            next = d.base.as_deref();
+        }
+        false
     }
 
     /// Whether the statement calls a function or procedure the migrations made (beside
@@ -365,17 +447,29 @@ impl Columns {
                         );
                     }
                 }
-                let schema = schema_of(r);
-                match self.tables.get(&r.relname) {
-                    // Two tables of one name in two schemas: neither is judged.
-                    Some(t) if t.schema != schema => {
-                        self.tables.remove(&r.relname);
-                    }
-                    _ => {
-                        self.tables
-                            .insert(r.relname.clone(), Table { schema, columns });
+                let key = self.creates(r);
+                // `IF NOT EXISTS` of a table that is there: nothing changes.
+                if c.if_not_exists && self.tables.contains_key(&key) {
+                    return;
+                }
+                // A partition: the DEFAULT one of its parent.
+                if let (Some(bound), Some(parent)) = (&c.partbound, c.inh_relations.first()) {
+                    if let Some(N::RangeVar(parent)) = parent.node.as_ref() {
+                        if bound.is_default {
+                            if let Some(p) = self.table_mut(parent) {
+                                p.default_partition = Some(r.relname.clone());
+                            }
+                        }
                     }
                 }
+                self.tables.insert(
+                    key,
+                    Table {
+                        columns,
+                        partitioned: c.partspec.is_some(),
+                        default_partition: None,
+                    },
+                );
             }
             N::AlterTableStmt(a) => {
                 let Some(r) = &a.relation else { return };
@@ -386,6 +480,24 @@ impl Columns {
                     };
                     let def = match cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
                         Some(N::ColumnDef(d)) => Some(d),
+                        // Its DEFAULT partition attached or detached.
+                        Some(N::PartitionCmd(p)) => {
+                            let name = p.name.as_ref().map(|n| n.relname.clone());
+                            match AlterTableType::try_from(cmd.subtype) {
+                                Ok(AlterTableType::AtAttachPartition)
+                                    if p.bound.as_ref().is_some_and(|b| b.is_default) =>
+                                {
+                                    t.default_partition = name;
+                                }
+                                Ok(AlterTableType::AtDetachPartition)
+                                    if t.default_partition == name =>
+                                {
+                                    t.default_partition = None;
+                                }
+                                _ => {}
+                            }
+                            None
+                        }
                         _ => None,
                     };
                     match AlterTableType::try_from(cmd.subtype) {
@@ -411,6 +523,35 @@ impl Columns {
                 }
             }
             N::RenameStmt(rename) => {
+                let object = match rename.object.as_deref().and_then(|o| o.node.as_ref()) {
+                    Some(N::List(l)) => last_name(&l.items),
+                    Some(N::TypeName(t)) => last_name(&t.names),
+                    _ => None,
+                };
+                match (ObjectType::try_from(rename.rename_type), object) {
+                    // `ALTER DOMAIN d RENAME TO e`, `ALTER TYPE d RENAME TO e`: its constraints
+                    // keep their names.
+                    (Ok(ObjectType::ObjectDomain | ObjectType::ObjectType), Some(old)) => {
+                        if let Some(domain) = self.domains.remove(&old) {
+                            for other in self.domains.values_mut() {
+                                if other.base.as_deref() == Some(old.as_str()) {
+                                    other.base = Some(rename.newname.clone());
+                                }
+                            }
+                            self.domains.insert(rename.newname.clone(), domain);
+                        }
+                        return;
+                    }
+                    (Ok(ObjectType::ObjectDomconstraint), Some(domain)) => {
+                        if let Some(d) = self.domains.get_mut(&domain) {
+                            if d.checks.remove(&rename.subname) {
+                                d.checks.insert(rename.newname.clone());
+                            }
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
                 let Some(r) = &rename.relation else { return };
                 match ObjectType::try_from(rename.rename_type) {
                     Ok(ObjectType::ObjectColumn) => {
@@ -419,9 +560,15 @@ impl Columns {
                             t.columns.insert(rename.newname.clone(), column);
                         }
                     }
-                    Ok(ObjectType::ObjectTable) if self.table_mut(r).is_some() => {
-                        if let Some(t) = self.tables.remove(&r.relname) {
-                            self.tables.insert(rename.newname.clone(), t);
+                    Ok(ObjectType::ObjectTable) => {
+                        let key = self.key(r);
+                        if let Some(t) = self.tables.remove(&key) {
+                            for other in self.tables.values_mut() {
+                                if other.default_partition.as_deref() == Some(r.relname.as_str()) {
+                                    other.default_partition = Some(rename.newname.clone());
+                                }
+                            }
+                            self.tables.insert((key.0, rename.newname.clone()), t);
                         }
                     }
                     _ => {}
@@ -432,9 +579,25 @@ impl Columns {
             {
                 for object in &d.objects {
                     if let Some(N::List(l)) = object.node.as_ref() {
-                        if let Some(N::String(name)) = l.items.last().and_then(|n| n.node.as_ref())
-                        {
-                            self.tables.remove(&name.sval);
+                        let names: Vec<&str> = l
+                            .items
+                            .iter()
+                            .filter_map(|n| match n.node.as_ref() {
+                                Some(N::String(s)) => Some(s.sval.as_str()),
+                                _ => None,
+                            })
+                            .collect();
+                        let r = match names.as_slice() {
+                            [name] => range_var("", name),
+                            [.., schema, name] => range_var(schema, name),
+                            [] => continue,
+                        };
+                        let key = self.key(&r);
+                        self.tables.remove(&key);
+                        for other in self.tables.values_mut() {
+                            if other.default_partition.as_deref() == Some(r.relname.as_str()) {
+                                other.default_partition = None;
+                            }
                         }
                     }
                 }
@@ -442,13 +605,35 @@ impl Columns {
             // Moved to another schema, or made from a query: its columns are not known here.
             N::AlterObjectSchemaStmt(s) => {
                 if let Some(r) = &s.relation {
-                    self.tables.remove(&r.relname);
+                    let key = self.key(r);
+                    if let Some(t) = self.tables.remove(&key) {
+                        self.tables.insert((s.newschema.clone(), key.1), t);
+                    }
                 }
             }
             N::CreateTableAsStmt(c) => {
                 if let Some(r) = c.into.as_ref().and_then(|i| i.rel.as_ref()) {
-                    self.tables.remove(&r.relname);
+                    let key = self.creates(r);
+                    if !(c.if_not_exists && self.tables.contains_key(&key)) {
+                        self.tables.insert(key, Table::default());
+                    }
                 }
+            }
+            // `SET [LOCAL] search_path TO a, b`; `RESET search_path`, `SET ... TO DEFAULT`.
+            N::VariableSetStmt(v) if v.name.eq_ignore_ascii_case("search_path") => {
+                self.search_path = v
+                    .args
+                    .iter()
+                    .filter_map(|a| match a.node.as_ref()? {
+                        N::AConst(c) => match c.val.as_ref()? {
+                            protobuf::a_const::Val::Sval(s) => Some(s.sval.clone()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    // `$user` is a schema only where one has the role's name.
+                    .filter(|s| s != "$user" && s != "pg_catalog")
+                    .collect();
             }
             // A DO block or a procedure may change any table.
             N::DoStmt(_) | N::CallStmt(_) => self.forget(),
@@ -461,27 +646,44 @@ impl Columns {
                 let Some(name) = last_name(&d.domainname) else {
                     return;
                 };
-                let inherited = d
-                    .type_name
-                    .as_ref()
-                    .and_then(|t| self.constrained_domain(t))
-                    .map_or(0, |base| self.domains[&base]);
-                let own = d.constraints.iter().filter(|c| checks_values(c)).count();
-                self.domains.insert(name, inherited + own);
+                let mut domain = Domain {
+                    base: d
+                        .type_name
+                        .as_ref()
+                        .filter(|t| t.array_bounds.is_empty())
+                        .and_then(|t| last_name(&t.names))
+                        .filter(|base| self.domains.contains_key(base)),
+                    ..Domain::default()
+                };
+                for c in &d.constraints {
+                    domain.add(&name, c);
+                }
+                self.domains.insert(name, domain);
             }
             N::AlterDomainStmt(a) => {
                 let Some(name) = last_name(&a.type_name) else {
                     return;
                 };
-                let Some(count) = self.domains.get_mut(&name) else {
+                let Some(domain) = self.domains.get_mut(&name) else {
                     return;
                 };
                 match a.subtype.as_str() {
-                    // ADD CONSTRAINT, SET NOT NULL
-                    "C" if a.def.as_deref().is_some_and(checks_values) => *count += 1,
-                    "O" => *count += 1,
-                    // DROP CONSTRAINT, DROP NOT NULL
-                    "X" | "N" => *count = count.saturating_sub(1),
+                    // ADD CONSTRAINT
+                    "C" => {
+                        if let Some(c) = a.def.as_deref() {
+                            domain.add(&name, c);
+                        }
+                    }
+                    // SET NOT NULL, DROP NOT NULL
+                    "O" => domain.not_null = true,
+                    "N" => domain.not_null = false,
+                    // DROP CONSTRAINT [IF EXISTS]: one not known here lowers nothing (from 17
+                    // its NOT NULL is a constraint too, named `<domain>_not_null`).
+                    "X" if !domain.checks.remove(&a.name)
+                        && a.name == format!("{name}_not_null") =>
+                    {
+                        domain.not_null = false;
+                    }
                     _ => {}
                 }
             }
@@ -501,6 +703,17 @@ impl Columns {
     }
 }
 
+/// A table's name as a statement would give it.
+fn range_var(schema: &str, name: &str) -> protobuf::RangeVar {
+    protobuf::RangeVar {
+        schemaname: schema.to_owned(),
+        relname: name.to_owned(),
+        inh: true,
+        relpersistence: "p".to_owned(),
+        ..protobuf::RangeVar::default()
+    }
+}
+
 /// The last part of a qualified name (`s.name`).
 fn last_name(names: &[protobuf::Node]) -> Option<String> {
     match names.last()?.node.as_ref()? {
@@ -509,12 +722,33 @@ fn last_name(names: &[protobuf::Node]) -> Option<String> {
     }
 }
 
-/// A domain constraint PostgreSQL checks values against: CHECK or NOT NULL (a DEFAULT or NULL
-/// is not one).
-fn checks_values(node: &protobuf::Node) -> bool {
-    use protobuf::ConstrType;
-    matches!(node.node.as_ref(), Some(N::Constraint(c))
-        if matches!(ConstrType::try_from(c.contype), Ok(ConstrType::ConstrCheck | ConstrType::ConstrNotnull)))
+impl Domain {
+    /// Takes in one of its constraints: a CHECK under its name (PostgreSQL's
+    /// `<domain>_check`, `<domain>_check1`, ... for an unnamed one), a NOT NULL.
+    fn add(&mut self, domain: &str, node: &protobuf::Node) {
+        use protobuf::ConstrType;
+        let Some(N::Constraint(c)) = node.node.as_ref() else {
+            return;
+        };
+        match ConstrType::try_from(c.contype) {
+            Ok(ConstrType::ConstrCheck) => {
+                let name = if c.conname.is_empty() {
+                    let mut name = format!("{domain}_check");
+                    let mut n = 0;
+                    while self.checks.contains(&name) {
+                        n += 1;
+                        name = format!("{domain}_check{n}");
+                    }
+                    name
+                } else {
+                    c.conname.clone()
+                };
+                self.checks.insert(name);
+            }
+            Ok(ConstrType::ConstrNotnull) => self.not_null = true,
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -800,3 +800,43 @@ fn check_at_the_edges_of_input_and_output() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// A down file may drop what its up file made, but DROP OWNED BY, DELETE without WHERE and
+/// DROP SCHEMA ... CASCADE of a schema its up file did not make are findings there too.
+#[test]
+fn a_down_file_is_held_to_what_its_up_file_did_not_make() {
+    let dir = Dir::new(&[
+        (
+            "001_app.sql",
+            "CREATE SCHEMA app;\nCREATE TABLE app.t (id bigint GENERATED ALWAYS AS IDENTITY);\n",
+        ),
+        (
+            "001_app.down.sql",
+            "DROP SCHEMA app CASCADE;\nDROP SCHEMA public CASCADE;\nDROP OWNED BY postgres;\nDELETE FROM u;\n",
+        ),
+    ]);
+    let doc = run_cli(NOWHERE, dir.path(), &["check", "--json"])
+        .assert_code(1)
+        .json();
+    let found: Vec<(u64, String)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["file"].as_str().unwrap().ends_with(".down.sql"))
+        .map(|f| {
+            (
+                f["line"].as_u64().unwrap(),
+                f["rule"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (2, "ban-drop-cascade".to_owned()),
+            (3, "ban-drop-owned".to_owned()),
+            (4, "delete-without-where".to_owned()),
+        ],
+        "{doc}"
+    );
+}

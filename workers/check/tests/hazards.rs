@@ -1,0 +1,572 @@
+//! The second round of places where `check` said "safe" and PostgreSQL does not agree: what a
+//! migration set makes (a renamed domain, a table that already exists, a partitioned table) is
+//! followed across statements and files, and the advice given is one PostgreSQL accepts.
+
+use std::path::Path;
+
+use stepmigrate_check::{check_dir, check_script, Finding, LintRules, Script};
+use stepmigrate_core::migration::Mode;
+
+fn rules() -> LintRules {
+    let mut rules = LintRules::default();
+    rules.disable("missing-down").unwrap();
+    rules
+}
+
+/// The findings of a migration set made of `files`, in order.
+fn set_findings(files: &[&str], rules: &LintRules) -> Vec<Finding> {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, sql) in files.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{:03}_m{i}.sql", i + 1)), sql).unwrap();
+    }
+    check_dir(dir.path(), rules).unwrap().findings
+}
+
+fn of_rule<'a>(findings: &'a [Finding], rule: &str) -> Vec<&'a Finding> {
+    findings.iter().filter(|f| f.rule == rule).collect()
+}
+
+fn script_findings(sql: &str, mode: Mode, rules: &LintRules) -> Vec<Finding> {
+    let script = Script {
+        path: Path::new("m.sql"),
+        sql,
+        mode,
+    };
+    check_script(&script, rules)
+}
+
+/// The rules found in one transactional file.
+fn rules_in(sql: &str) -> Vec<String> {
+    script_findings(sql, Mode::Transactional, &rules())
+        .into_iter()
+        .map(|f| f.rule)
+        .collect()
+}
+
+#[test]
+fn a_renamed_domain_keeps_its_constraints() {
+    let domain = "CREATE DOMAIN d2 AS text CHECK (VALUE <> '');\n";
+    for rename in [
+        "ALTER DOMAIN d2 RENAME TO d3;\n",
+        "ALTER TYPE d2 RENAME TO d3;\n",
+        "ALTER DOMAIN d2 RENAME TO d9;\nALTER TYPE public.d9 RENAME TO d3;\n",
+        // Unknown constraints dropped IF EXISTS lower nothing; the renamed one is still there.
+        "ALTER DOMAIN d2 DROP CONSTRAINT IF EXISTS nope;\nALTER DOMAIN d2 RENAME CONSTRAINT d2_check TO d2_nonempty;\nALTER DOMAIN d2 RENAME TO d3;\n",
+    ] {
+        for (add, rule) in [
+            ("ALTER TABLE t ADD COLUMN c3 d3;\n", "table-rewrite"),
+            (
+                "ALTER TABLE t ADD COLUMN c3 d3 DEFAULT 'x';\n",
+                "adding-field-with-default",
+            ),
+        ] {
+            // In one file, and across the files of a set.
+            let found = script_findings(
+                &format!("{domain}{rename}{add}"),
+                Mode::Transactional,
+                &rules(),
+            );
+            let rewrites = of_rule(&found, rule);
+            assert_eq!(rewrites.len(), 1, "{rename}{add}: {found:?}");
+            assert!(
+                rewrites[0].message.contains("d3 is a domain with constraints"),
+                "{rewrites:?}"
+            );
+            let found = set_findings(&[domain, rename, add], &rules());
+            assert_eq!(of_rule(&found, rule).len(), 1, "{rename}{add}: {found:?}");
+        }
+    }
+    // A domain over a renamed constrained domain; the old name is no longer it.
+    let found = rules_in(&format!(
+        "{domain}CREATE DOMAIN e AS d2;\nALTER DOMAIN d2 RENAME TO d3;\nCREATE DOMAIN d2 AS text;\nALTER TABLE t ADD COLUMN a e, ADD COLUMN b d2;\n"
+    ));
+    assert_eq!(
+        found.iter().filter(|r| *r == "table-rewrite").count(),
+        1,
+        "{found:?}"
+    );
+    // Its auto-named constraint dropped by PostgreSQL's name: no constraint left.
+    for drop in [
+        "ALTER DOMAIN d2 DROP CONSTRAINT d2_check;\n",
+        "ALTER DOMAIN d2 RENAME CONSTRAINT d2_check TO x;\nALTER DOMAIN d2 DROP CONSTRAINT x;\n",
+    ] {
+        let found = rules_in(&format!("{domain}{drop}ALTER TABLE t ADD COLUMN c d2;\n"));
+        assert!(
+            !found.contains(&"table-rewrite".to_owned()),
+            "{drop}: {found:?}"
+        );
+    }
+}
+
+/// A table is new in a migration only if it did not exist before it: `CREATE TABLE IF NOT
+/// EXISTS` of a table an earlier migration made, or a table of the same name in another
+/// schema, does not make the statements on it safe.
+#[test]
+fn a_table_is_new_only_if_it_did_not_exist() {
+    let earlier = "CREATE TABLE t (id bigint PRIMARY KEY, u bigint, n int, name varchar(10));\nCREATE TABLE u (id bigint PRIMARY KEY, n int);\n";
+    let statements = [
+        (
+            "CREATE INDEX ti ON t (n);\n",
+            "require-concurrent-index-creation",
+        ),
+        (
+            "ALTER TABLE t ADD CONSTRAINT t_pos CHECK (n > 0);\n",
+            "constraint-missing-not-valid",
+        ),
+        (
+            "ALTER TABLE t ADD CONSTRAINT t_u FOREIGN KEY (u) REFERENCES u (id);\n",
+            "adding-foreign-key-constraint",
+        ),
+        (
+            "ALTER TABLE t ADD CONSTRAINT t_name UNIQUE (name);\n",
+            "constraint-missing-not-valid",
+        ),
+    ];
+    for (statement, rule) in statements {
+        let found = set_findings(
+            &[
+                earlier,
+                &format!("CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY);\n{statement}"),
+            ],
+            &rules(),
+        );
+        assert_eq!(of_rule(&found, rule).len(), 1, "{statement}: {found:?}");
+        // Another schema's table of the name does not make public's new.
+        for other in [
+            "CREATE SCHEMA s;\nCREATE TABLE s.t (id bigint PRIMARY KEY);\n",
+            "CREATE SCHEMA s;\nSET search_path TO s, public;\nCREATE TABLE t (id bigint PRIMARY KEY);\nRESET search_path;\n",
+        ] {
+            let found = set_findings(&[earlier, &format!("{other}{statement}")], &rules());
+            assert_eq!(of_rule(&found, rule).len(), 1, "{other}{statement}: {found:?}");
+            let qualified = statement.replacen(" t ", " public.t ", 1);
+            let found = set_findings(&[earlier, &format!("{other}{qualified}")], &rules());
+            assert_eq!(of_rule(&found, rule).len(), 1, "{other}{qualified}: {found:?}");
+        }
+        // A table this migration made is new: nothing to say (squawk's judgement).
+        let found = set_findings(
+            &[&format!(
+                "CREATE TABLE u (id bigint PRIMARY KEY);\nCREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, u bigint, n int, name text);\n{statement}"
+            )],
+            &rules(),
+        );
+        assert!(of_rule(&found, rule).is_empty(), "{statement}: {found:?}");
+        let found = set_findings(
+            &[
+                earlier,
+                &format!(
+                    "CREATE SCHEMA s;\nCREATE TABLE s.t (id bigint PRIMARY KEY, u bigint, n int, name text);\n{}",
+                    statement.replacen(" t ", " s.t ", 1)
+                ),
+            ],
+            &rules(),
+        );
+        assert!(of_rule(&found, rule).is_empty(), "{statement}: {found:?}");
+    }
+    // After the IF NOT EXISTS, t's columns are the ones it had.
+    let found = set_findings(
+        &[
+            earlier,
+            "CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, name text);\nALTER TABLE t ALTER COLUMN name TYPE varchar(20);\n",
+        ],
+        &rules(),
+    );
+    let change = of_rule(&found, "changing-column-type");
+    assert!(
+        change[0].message.contains("the table is not rewritten"),
+        "{change:?}"
+    );
+}
+
+/// `ALTER ... ALL IN TABLESPACE x SET TABLESPACE y` copies every such relation under ACCESS
+/// EXCLUSIVE; `SET TABLESPACE` moves the relation named, not its indexes.
+#[test]
+fn moving_to_a_tablespace_is_named_for_what_it_copies() {
+    for (sql, says) in [
+        (
+            "ALTER TABLE ALL IN TABLESPACE slow SET TABLESPACE fast;",
+            "every table in tablespace slow",
+        ),
+        (
+            "ALTER TABLE ALL IN TABLESPACE slow OWNED BY app SET TABLESPACE fast NOWAIT;",
+            "every table in tablespace slow owned by app",
+        ),
+        (
+            "ALTER INDEX ALL IN TABLESPACE slow SET TABLESPACE fast;",
+            "every index in tablespace slow",
+        ),
+        (
+            "ALTER MATERIALIZED VIEW ALL IN TABLESPACE slow SET TABLESPACE fast;",
+            "every materialized view in tablespace slow",
+        ),
+        ("ALTER TABLE t SET TABLESPACE fast;", "copies t under"),
+        (
+            "ALTER INDEX ti SET TABLESPACE fast;",
+            "copies the index ti under",
+        ),
+        (
+            "ALTER MATERIALIZED VIEW mv SET TABLESPACE fast;",
+            "copies the materialized view mv under",
+        ),
+    ] {
+        let found = script_findings(sql, Mode::Transactional, &rules());
+        let rewrites = of_rule(&found, "table-rewrite");
+        assert_eq!(rewrites.len(), 1, "{sql}: {found:?}");
+        let message = &rewrites[0].message;
+        assert!(message.contains(says), "{sql}: {message}");
+        assert!(message.contains("ACCESS EXCLUSIVE"), "{sql}: {message}");
+        assert!(!message.contains("and its indexes"), "{sql}: {message}");
+    }
+    let found = script_findings(
+        "ALTER TABLE t SET TABLESPACE fast;",
+        Mode::Transactional,
+        &rules(),
+    );
+    let message = &of_rule(&found, "table-rewrite")[0].message;
+    assert!(message.contains("its indexes stay"), "{message}");
+}
+
+/// A batch UPDATE's filter must read the column it sets of its own table: another table's
+/// column of the same name does not change as the batches go.
+#[test]
+fn a_batch_filter_must_read_the_set_column_of_its_own_table() {
+    let batch = |sql: &str| {
+        of_rule(
+            &script_findings(sql, Mode::Batch, &rules()),
+            "batch-not-idempotent",
+        )
+        .len()
+    };
+    for bad in [
+        "UPDATE t SET a = 'x' WHERE id IN (SELECT id FROM u WHERE u.a IS NULL LIMIT 1000);",
+        "UPDATE t SET a = 'x' WHERE id IN (SELECT id FROM u WHERE a IS NULL LIMIT 1000);",
+        "UPDATE t SET a = 'x' WHERE id IN (SELECT u.id FROM u JOIN v ON v.id = u.id WHERE v.a IS NULL LIMIT 1000);",
+        "UPDATE t AS x SET a = 'x' WHERE id IN (SELECT id FROM t WHERE EXISTS (SELECT 1 FROM u t WHERE t.a IS NULL) LIMIT 1000);",
+        "UPDATE t SET a = 'x' FROM u WHERE t.id = u.id AND u.a IS NULL;",
+    ] {
+        assert_eq!(batch(bad), 1, "{bad}");
+    }
+    for good in [
+        "UPDATE t SET a = 'x' WHERE id IN (SELECT id FROM t WHERE a IS NULL LIMIT 1000);",
+        "UPDATE t SET a = 'x' WHERE id IN (SELECT id FROM t WHERE t.a IS NULL LIMIT 1000);",
+        "UPDATE t SET a = 'x' WHERE id IN (SELECT s.id FROM public.t s WHERE s.a IS NULL LIMIT 1000);",
+        "UPDATE t SET a = 'x' WHERE id IN (SELECT id FROM u WHERE u.id = t.id AND t.a IS NULL LIMIT 1000);",
+        "UPDATE t x SET a = 'x' FROM u WHERE x.id = u.id AND x.a IS NULL;",
+        "UPDATE t SET a = 'x' WHERE a IS NULL AND id < 1000;",
+    ] {
+        assert_eq!(batch(good), 0, "{good}");
+    }
+}
+
+/// `VALIDATE CONSTRAINT` in the transaction that added the constraint NOT VALID, found by the
+/// name PostgreSQL gives it: after a rename, or the one it chooses for an unnamed constraint.
+#[test]
+fn validating_in_the_same_transaction_is_found_by_the_constraints_real_name() {
+    let table = "CREATE TABLE IF NOT EXISTS t (id bigint, n int, m int, u bigint);\n";
+    let validates = |sql: &str, mode: Mode| -> usize {
+        script_findings(sql, mode, &rules())
+            .iter()
+            .filter(|f| {
+                f.rule == "constraint-missing-not-valid"
+                    && f.message
+                        .contains("in the transaction that added it NOT VALID")
+            })
+            .count()
+    };
+    for sql in [
+        "ALTER TABLE t ADD CONSTRAINT n_pos CHECK (n > 0) NOT VALID;\nALTER TABLE t RENAME CONSTRAINT n_pos TO n_positive;\nALTER TABLE t VALIDATE CONSTRAINT n_positive;\n",
+        "ALTER TABLE t ADD CHECK (n < 1000) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT t_n_check;\n",
+        "ALTER TABLE t ADD CHECK (n > 0 AND n < 1000) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT t_n_check;\n",
+        "ALTER TABLE t ADD CHECK (n > m) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT t_check;\n",
+        "ALTER TABLE t ADD FOREIGN KEY (u) REFERENCES users (id) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT t_u_fkey;\n",
+        "ALTER TABLE t ADD FOREIGN KEY (u, m) REFERENCES users (id, x) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT t_u_m_fkey;\n",
+    ] {
+        let sql = format!("{table}{sql}");
+        assert_eq!(validates(&sql, Mode::Transactional), 1, "{sql}");
+        // Each statement its own transaction: nothing to say.
+        assert_eq!(validates(&sql, Mode::NoTransaction), 0, "{sql}");
+    }
+    // Another constraint's name, the old name after a rename.
+    for sql in [
+        "ALTER TABLE t ADD CHECK (n < 1000) NOT VALID;\nALTER TABLE t VALIDATE CONSTRAINT t_m_check;\n",
+        "ALTER TABLE t ADD CONSTRAINT n_pos CHECK (n > 0) NOT VALID;\nALTER TABLE t RENAME CONSTRAINT n_pos TO n_positive;\nALTER TABLE t VALIDATE CONSTRAINT n_pos;\n",
+    ] {
+        let sql = format!("{table}{sql}");
+        assert_eq!(validates(&sql, Mode::Transactional), 0, "{sql}");
+    }
+}
+
+/// What PostgreSQL refuses on a partitioned table is not the advice: NOT VALID foreign keys
+/// (before 18), CREATE INDEX CONCURRENTLY, DETACH CONCURRENTLY with a DEFAULT partition (or
+/// before 14). A DEFAULT partition is locked and scanned when a partition is added.
+#[test]
+fn advice_for_a_partitioned_table_is_what_postgresql_accepts() {
+    let earlier = "CREATE TABLE u (id bigint PRIMARY KEY);\nCREATE TABLE pt (id bigint, a bigint) PARTITION BY RANGE (id);\nCREATE TABLE p1 PARTITION OF pt FOR VALUES FROM (0) TO (10);\n";
+    let with_default = "CREATE TABLE pd PARTITION OF pt DEFAULT;\n";
+    let on = |version: Option<&str>| {
+        let mut rules = rules();
+        if let Some(v) = version {
+            rules.set_pg_version(v).unwrap();
+        }
+        rules
+    };
+    // A foreign key: not "add it NOT VALID" before 18.
+    for version in [None, Some("15"), Some("11")] {
+        let found = set_findings(
+            &[
+                earlier,
+                "ALTER TABLE pt ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id);\n",
+            ],
+            &on(version),
+        );
+        for rule in [
+            "constraint-missing-not-valid",
+            "adding-foreign-key-constraint",
+        ] {
+            let hits = of_rule(&found, rule);
+            assert_eq!(hits.len(), 1, "{version:?} {rule}: {found:?}");
+            let help = hits[0].help.as_deref().unwrap_or_default();
+            assert!(hits[0].message.contains("partitioned"), "{hits:?}");
+            assert!(help.contains("each partition"), "{help}");
+            assert!(!help.starts_with("Add it NOT VALID"), "{help}");
+            assert!(!help.starts_with("Add `NOT VALID`"), "{help}");
+        }
+    }
+    // On 18 NOT VALID is accepted: squawk's advice stands.
+    let found = set_findings(
+        &[
+            earlier,
+            "ALTER TABLE pt ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id);\n",
+        ],
+        &on(Some("18")),
+    );
+    let hits = of_rule(&found, "constraint-missing-not-valid");
+    assert!(
+        hits[0].help.as_deref().unwrap().contains("NOT VALID"),
+        "{hits:?}"
+    );
+    // An index: not "use CONCURRENTLY"; ON ONLY builds nothing.
+    let found = set_findings(&[earlier, "CREATE INDEX pti ON pt (id);\n"], &rules());
+    let hits = of_rule(&found, "require-concurrent-index-creation");
+    assert_eq!(hits.len(), 1, "{found:?}");
+    let help = hits[0].help.as_deref().unwrap();
+    assert!(hits[0].message.contains("refuses CONCURRENTLY"), "{hits:?}");
+    assert!(help.contains("ON ONLY pt"), "{help}");
+    assert!(help.contains("ATTACH PARTITION"), "{help}");
+    let found = set_findings(&[earlier, "CREATE INDEX pti ON ONLY pt (id);\n"], &rules());
+    assert!(
+        of_rule(&found, "require-concurrent-index-creation").is_empty(),
+        "{found:?}"
+    );
+    // A plain table's index keeps squawk's advice.
+    let found = set_findings(&[earlier, "CREATE INDEX ui ON u (id);\n"], &rules());
+    let hits = of_rule(&found, "require-concurrent-index-creation");
+    assert!(hits[0].help.as_deref().unwrap().contains("concurrently"));
+    // DETACH: CONCURRENTLY is refused with a DEFAULT partition, and is 14's.
+    let detach = "ALTER TABLE pt DETACH PARTITION p1;\n";
+    let found = set_findings(&[earlier, with_default, detach], &rules());
+    let hits = of_rule(&found, "require-concurrent-partition-detach");
+    assert_eq!(hits.len(), 1, "{found:?}");
+    assert!(
+        hits[0].message.contains("DEFAULT partition (pd)"),
+        "{hits:?}"
+    );
+    let found = set_findings(&[earlier, detach], &on(Some("13")));
+    let hits = of_rule(&found, "require-concurrent-partition-detach");
+    assert_eq!(hits.len(), 1, "{found:?}");
+    assert!(hits[0].message.contains("PostgreSQL 14"), "{hits:?}");
+    assert!(
+        !hits[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .starts_with("Detach the partition `CONCURRENTLY`"),
+        "{hits:?}"
+    );
+    let found = set_findings(&[earlier, detach], &on(Some("14")));
+    let hits = of_rule(&found, "require-concurrent-partition-detach");
+    assert!(hits[0].help.as_deref().unwrap().contains("CONCURRENTLY"));
+    // A new partition beside a DEFAULT one: the default partition is locked and scanned.
+    for add in [
+        "CREATE TABLE p3 PARTITION OF pt FOR VALUES FROM (20) TO (30);\n",
+        "CREATE TABLE p2 (id bigint, a bigint);\nALTER TABLE pt ATTACH PARTITION p2 FOR VALUES FROM (10) TO (20);\n",
+    ] {
+        let found = set_findings(&[earlier, with_default, add], &rules());
+        let hits = of_rule(&found, "default-partition-scan");
+        assert_eq!(hits.len(), 1, "{add}: {found:?}");
+        assert!(hits[0].message.contains("pd"), "{hits:?}");
+        assert!(hits[0].message.contains("ACCESS EXCLUSIVE"), "{hits:?}");
+        // Without a default partition (or after it is detached), nothing.
+        let found = set_findings(&[earlier, add], &rules());
+        assert!(of_rule(&found, "default-partition-scan").is_empty(), "{found:?}");
+        let found = set_findings(
+            &[earlier, with_default, "ALTER TABLE pt DETACH PARTITION pd;\n", add],
+            &rules(),
+        );
+        assert!(of_rule(&found, "default-partition-scan").is_empty(), "{found:?}");
+    }
+}
+
+/// Before PostgreSQL 11 any DEFAULT rewrites: the help does not offer a constant one, nor call
+/// it volatile.
+#[test]
+fn the_help_for_a_default_before_11_offers_no_constant_default() {
+    for version in ["9.6", "10"] {
+        let mut on = rules();
+        on.set_pg_version(version).unwrap();
+        let found = script_findings(
+            "ALTER TABLE t ADD COLUMN x bigint DEFAULT 0;",
+            Mode::Transactional,
+            &on,
+        );
+        let hits = of_rule(&found, "adding-field-with-default");
+        assert_eq!(hits.len(), 1, "{version}: {found:?}");
+        let help = hits[0].help.as_deref().unwrap();
+        assert!(hits[0].message.contains("Before PostgreSQL 11"), "{hits:?}");
+        assert!(!help.contains("constant one"), "{version}: {help}");
+        assert!(!help.contains("volatile"), "{version}: {help}");
+        assert!(help.contains("SET DEFAULT"), "{version}: {help}");
+    }
+}
+
+/// Before PostgreSQL 12, `ALTER TYPE ... ADD VALUE` is refused inside a transaction block
+/// (unless the type was made in it).
+#[test]
+fn adding_an_enum_value_in_a_transaction_before_12_is_an_error() {
+    let add = "ALTER TYPE mood ADD VALUE 'c';";
+    let found_on = |version: Option<&str>, sql: &str, mode: Mode| -> Vec<Finding> {
+        let mut on = rules();
+        if let Some(v) = version {
+            on.set_pg_version(v).unwrap();
+        }
+        script_findings(sql, mode, &on)
+            .into_iter()
+            .filter(|f| f.rule == "enum-value-in-transaction")
+            .collect()
+    };
+    for version in ["9.6", "10", "11"] {
+        let found = found_on(Some(version), add, Mode::Transactional);
+        assert_eq!(found.len(), 1, "{version}: {found:?}");
+        assert_eq!(found[0].severity, stepmigrate_check::Severity::Error);
+        assert!(
+            found[0].message.contains(&format!("PostgreSQL {version}")),
+            "{found:?}"
+        );
+        assert!(
+            found[0].help.as_deref().unwrap().contains("no-transaction"),
+            "{found:?}"
+        );
+        // Outside a transaction, or for a type made in the same transaction: accepted.
+        assert!(found_on(Some(version), add, Mode::NoTransaction).is_empty());
+        assert!(found_on(
+            Some(version),
+            &format!("CREATE TYPE mood AS ENUM ('a');\n{add}"),
+            Mode::Transactional
+        )
+        .is_empty());
+        // A BEGIN in a no-transaction file is a transaction block.
+        assert_eq!(
+            found_on(
+                Some(version),
+                &format!("BEGIN;\n{add}\nCOMMIT;"),
+                Mode::NoTransaction
+            )
+            .len(),
+            1
+        );
+    }
+    for version in [None, Some("12"), Some("15")] {
+        assert!(found_on(version, add, Mode::Transactional).is_empty());
+    }
+}
+
+/// A down file drops what its up file made; DROP OWNED BY, DELETE without WHERE and a
+/// CASCADE of what the up file did not make lose what it did not make, and are findings.
+#[test]
+fn a_down_file_is_held_to_what_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("001_app.sql"),
+        "CREATE SCHEMA app;\nCREATE TABLE app.t (id int);\nCREATE TYPE mood AS ENUM ('a');\nALTER TABLE u ADD COLUMN c int;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("001_app.down.sql"),
+        "DROP SCHEMA app CASCADE;\nDROP TYPE mood CASCADE;\nALTER TABLE u DROP COLUMN c CASCADE;\nDROP SCHEMA public CASCADE;\nDROP OWNED BY postgres;\nDELETE FROM u;\nDROP TABLE app.t;\nTRUNCATE u;\n",
+    )
+    .unwrap();
+    let found: Vec<(usize, String)> = check_dir(dir.path(), &rules())
+        .unwrap()
+        .findings
+        .into_iter()
+        .filter(|f| f.file.to_string_lossy().ends_with(".down.sql"))
+        .map(|f| (f.line, f.rule))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (4, "ban-drop-cascade".to_owned()),
+            (5, "ban-drop-owned".to_owned()),
+            (6, "delete-without-where".to_owned()),
+        ],
+        "{found:?}"
+    );
+    let down = rules().for_down_migrations();
+    for rule in ["delete-without-where", "ban-drop-owned", "ban-drop-cascade"] {
+        assert!(down.severity(rule).is_some(), "{rule}");
+    }
+    for rule in [
+        "ban-drop-table",
+        "ban-drop-schema",
+        "ban-truncate",
+        "renaming-table",
+    ] {
+        assert!(down.severity(rule).is_none(), "{rule}");
+    }
+}
+
+/// A target version that is no PostgreSQL release (`95` for 9.5) is refused.
+#[test]
+fn a_version_that_is_no_release_is_refused() {
+    for bad in ["95", "20", "96", "25.1"] {
+        let err = LintRules::default().set_pg_version(bad).unwrap_err();
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+    for good in ["9.6", "10", "14.0", "18", "19"] {
+        LintRules::default().set_pg_version(good).unwrap();
+    }
+}
+
+/// An ignore comment naming no rule silences nothing: it is named, with the nearest rule.
+#[test]
+fn an_ignore_comment_of_an_unknown_rule_is_a_warning() {
+    let found = script_findings(
+        "-- squawk-ignore ban-drop-columns\nALTER TABLE t DROP COLUMN c;\n-- squawk-ignore-file update-without-where, ban-truncat\nSELECT 1;\n",
+        Mode::Transactional,
+        &rules(),
+    );
+    let unknown = of_rule(&found, "unknown-ignored-rule");
+    assert_eq!(unknown.len(), 2, "{found:?}");
+    assert_eq!((unknown[0].line, unknown[0].column), (1, 18), "{unknown:?}");
+    assert!(
+        unknown[0]
+            .message
+            .contains("did you mean \"ban-drop-column\""),
+        "{unknown:?}"
+    );
+    assert_eq!(unknown[1].line, 3, "{unknown:?}");
+    assert!(
+        unknown[1].message.contains("\"ban-truncat\""),
+        "{unknown:?}"
+    );
+    // The typo silenced nothing.
+    assert_eq!(of_rule(&found, "ban-drop-column").len(), 1, "{found:?}");
+    assert!(of_rule(
+        &script_findings(
+            "-- squawk-ignore\n-- squawk-ignore-file\nSELECT 1;\n",
+            Mode::Transactional,
+            &rules()
+        ),
+        "unknown-ignored-rule"
+    )
+    .is_empty());
+}
