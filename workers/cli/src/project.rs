@@ -420,6 +420,8 @@ fn lint_config(
             let text = match v.get_ref() {
                 RawPgVersion::Text(t) => t.clone(),
                 RawPgVersion::Number(n) => n.to_string(),
+                // A float prints its shortest form: 14.0 as "14", 9.6 as "9.6".
+                RawPgVersion::Float(f) => f.to_string(),
             };
             text.parse::<PgVersion>()
                 .map_err(|reason| here(v.span(), reason))
@@ -498,6 +500,8 @@ struct RawLint {
 enum RawPgVersion {
     Text(String),
     Number(u32),
+    /// `14.0` or `9.6` written as a TOML float.
+    Float(f64),
 }
 
 /// The nearest `stepmigrate.toml` in `start` or a parent, up to the filesystem root.

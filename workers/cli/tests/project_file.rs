@@ -280,3 +280,34 @@ fn the_dev_url_password_is_never_shown() {
         assert!(!run.stderr.contains("admin"), "{run:?}");
     }
 }
+
+/// `pg_version` written as a TOML float is the version it reads as (`14.0` is 14, `9.6` is
+/// 9.6), and a number that is no release is refused naming the key.
+#[test]
+fn pg_version_may_be_a_float_and_must_be_a_release() {
+    for (value, ok) in [
+        ("14.0", true),
+        ("9.6", true),
+        ("\"15\"", true),
+        ("95", false),
+    ] {
+        let p = ProjectDir::new(&format!(
+            "migrations_dir = \"db/migrations\"\n[lint]\npg_version = {value}\n"
+        ));
+        let run = p.run(None, &["check"], &[]);
+        if ok {
+            assert!(
+                !run.stderr.contains("ConfigError"),
+                "{value}: {}",
+                run.stderr
+            );
+        } else {
+            run.assert_code(2);
+            assert!(
+                run.stderr.contains("lint.pg_version"),
+                "{value}: {}",
+                run.stderr
+            );
+        }
+    }
+}
