@@ -268,7 +268,7 @@ pub(crate) fn facts(
     target: Option<u32>,
 ) -> Vec<Fact> {
     let mut facts = Vec::new();
-    columns.start_script();
+    columns.start_script(in_transaction);
     // Constraints added NOT VALID in this file, by name: what a VALIDATE in the same
     // transaction validates under.
     let mut not_valid: BTreeMap<String, (i32, String)> = BTreeMap::new();

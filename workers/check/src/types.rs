@@ -268,6 +268,9 @@ pub struct Columns {
     /// The script's `search_path` as far as it set one (`public` until it does): the runner
     /// resets the session after each migration.
     search_path: Vec<String>,
+    /// The script runs in one transaction (`SET LOCAL` lasts to its end; outside one it does
+    /// nothing).
+    in_transaction: bool,
     /// The domains the migrations made, by name (its last part, as renamed since), with their
     /// CHECK and NOT NULL constraints and their base domain: adding a column of one that has
     /// any (its base's included) makes PostgreSQL check every existing row, a rewrite.
@@ -365,8 +368,9 @@ impl Columns {
     }
 
     /// A new script: the session's settings are the runner's again.
-    pub(crate) fn start_script(&mut self) {
+    pub(crate) fn start_script(&mut self, in_transaction: bool) {
         self.search_path.clear();
+        self.in_transaction = in_transaction;
     }
 
     /// Forgets everything: after a statement whose effect is unknown (a `DO` block). The
@@ -427,12 +431,108 @@ impl Columns {
         found
     }
 
+    /// `set_config('search_path', value, is_local)` called by `statement`: the schemas it
+    /// sets (`None` where the value is not a constant) and whether only for the transaction.
+    fn search_path_by_call(statement: &N) -> Vec<(Option<Vec<String>>, bool)> {
+        let json = serde_json::to_value(statement).unwrap_or_default();
+        fn string_in(v: &serde_json::Value) -> Option<String> {
+            match v {
+                serde_json::Value::Object(o) => o
+                    .get("sval")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| o.values().find_map(string_in)),
+                serde_json::Value::Array(a) => a.iter().find_map(string_in),
+                _ => None,
+            }
+        }
+        fn is_constant(v: &serde_json::Value) -> bool {
+            v.to_string().contains("\"AConst\"")
+                && !v.to_string().contains("ColumnRef")
+                && !v.to_string().contains("FuncCall")
+        }
+        let mut found = Vec::new();
+        crate::tree::visit(&json, &mut |kind, fields| {
+            if kind != "FuncCall" {
+                return;
+            }
+            let name = fields
+                .get("funcname")
+                .and_then(serde_json::Value::as_array)
+                .and_then(|names| names.last())
+                .and_then(string_in);
+            if !name.is_some_and(|n| n.eq_ignore_ascii_case("set_config")) {
+                return;
+            }
+            let args: Vec<serde_json::Value> = fields
+                .get("args")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let setting = args.first().filter(|a| is_constant(a)).and_then(string_in);
+            match &setting {
+                Some(s) if s.eq_ignore_ascii_case("search_path") => {}
+                // A setting named at run time may be the search_path too.
+                None if !args.is_empty() => {}
+                _ => return,
+            }
+            let value = args
+                .get(1)
+                .filter(|a| is_constant(a))
+                .and_then(string_in)
+                .filter(|_| setting.is_some())
+                .map(|v| {
+                    v.split(',')
+                        .map(|p| p.trim().trim_matches('"').to_owned())
+                        .filter(|p| !p.is_empty() && p != "$user" && p != "pg_catalog")
+                        .collect()
+                });
+            fn bool_in(v: &serde_json::Value) -> Option<bool> {
+                match v {
+                    serde_json::Value::Object(o) => match o.get("boolval") {
+                        Some(serde_json::Value::Bool(b)) => Some(*b),
+                        // Protobuf's default (false) may be left out.
+                        Some(serde_json::Value::Object(inner)) => Some(
+                            inner
+                                .get("boolval")
+                                .and_then(serde_json::Value::as_bool)
+                                .unwrap_or(false),
+                        ),
+                        _ => o.values().find_map(bool_in),
+                    },
+                    serde_json::Value::Array(a) => a.iter().find_map(bool_in),
+                    _ => None,
+                }
+            }
+            // Only a constant false (or `'off'`) is not local; anything else may be.
+            let local = args.get(2).is_none_or(|a| {
+                bool_in(a) != Some(false)
+                    && !string_in(a).is_some_and(|t| {
+                        ["false", "off", "f", "no", "0"].contains(&t.to_ascii_lowercase().as_str())
+                    })
+            });
+            found.push((value, local));
+        });
+        found
+    }
+
     /// Takes in what one parsed statement does to tables and columns.
     pub fn apply(&mut self, statement: &N) {
         // A function made by the migrations may do anything (`ALTER TABLE` in its body): after
         // a call to one, as after a `DO` block or a `CALL`, what the tables are is not known.
         if self.calls_a_function_made_here(statement) {
             self.forget();
+        }
+        // `SELECT set_config('search_path', ...)`: as `SET`; a value not known here leaves
+        // every unqualified name unknown.
+        for (value, local) in Self::search_path_by_call(statement) {
+            if local && !self.in_transaction {
+                continue;
+            }
+            match value {
+                Some(path) => self.search_path = path,
+                None => self.forget(),
+            }
         }
         match statement {
             N::CreateStmt(c) => {
@@ -620,6 +720,8 @@ impl Columns {
                 }
             }
             // `SET [LOCAL] search_path TO a, b`; `RESET search_path`, `SET ... TO DEFAULT`.
+            // `SET LOCAL` outside a transaction block does nothing (PostgreSQL warns).
+            N::VariableSetStmt(v) if v.is_local && !self.in_transaction => {}
             N::VariableSetStmt(v) if v.name.eq_ignore_ascii_case("search_path") => {
                 self.search_path = v
                     .args

@@ -607,3 +607,40 @@ fn a_call_of_a_function_made_here_forgets_the_column_types() {
     let message = &of_rule(&found, "changing-column-type")[0].message;
     assert!(message.contains("not rewritten"), "{message}");
 }
+
+/// `set_config('search_path', ...)` moves unqualified names as `SET search_path` does; a
+/// `SET LOCAL` (or a local `set_config`) in a migration outside a transaction does nothing.
+#[test]
+fn the_search_path_is_followed_through_set_config_and_not_through_a_lost_set_local() {
+    let base =
+        "CREATE SCHEMA a;\nCREATE TABLE public.p (x varchar(10));\nCREATE TABLE a.p (x integer);\n";
+    let verdict = |second: &str| {
+        let found = set_findings(&[base, second], &rules());
+        of_rule(&found, "changing-column-type")
+            .iter()
+            .map(|f| f.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // a.p is an integer: to varchar it is rewritten.
+    for call in [
+        "SELECT set_config('search_path', 'a', false);",
+        "SELECT pg_catalog.set_config('search_path', 'a', true);",
+        "SELECT 1, set_config('search_path', 'a, public', false);",
+    ] {
+        let message = verdict(&format!(
+            "{call}\nALTER TABLE p ALTER COLUMN x TYPE varchar(20);\n"
+        ));
+        assert!(!message.contains("not rewritten"), "{call}: {message}");
+    }
+    // Outside a transaction SET LOCAL does nothing: p is public.p, a varchar widened.
+    let message = verdict(
+        "-- stepmigrate: no-transaction\nSET LOCAL search_path = a;\nALTER TABLE p ALTER COLUMN x TYPE varchar(20);\n",
+    );
+    assert!(message.contains("not rewritten"), "{message}");
+    // A value not known here: unknown, never "not rewritten".
+    let message = verdict(
+        "SELECT set_config('search_path', current_setting('x.y'), false);\nALTER TABLE p ALTER COLUMN x TYPE varchar(20);\n",
+    );
+    assert!(!message.contains("not rewritten"), "{message}");
+}

@@ -160,6 +160,20 @@ fn choose_schema(found: &[Found], configured: Option<&str>) -> Result<String, Er
                     ours.join(", ")
                 )));
             }
+            // The old runner's table elsewhere is this database's history as much.
+            let old_elsewhere: Vec<&str> = found
+                .iter()
+                .filter(|f| f.old_runner && f.schema != name)
+                .map(|f| f.schema.as_str())
+                .collect();
+            let old_here = found.iter().any(|f| f.old_runner && f.schema == name);
+            if ours.is_empty() && !old_here && !old_elsewhere.is_empty() {
+                return Err(config(format!(
+                    "`{name}` holds no ledger, but the old runner's schema_migrations in {} does: a new ledger in `{name}` would apply every migration it recorded again. Unset it to adopt that table where it is, or set it to {}",
+                    old_elsewhere.join(", "),
+                    old_elsewhere.join(" or ")
+                )));
+            }
             name.to_owned()
         }
         None => {
@@ -1087,6 +1101,22 @@ mod tests {
         assert_eq!(
             f(&[("public", true, true)], Some("public")).unwrap(),
             "public"
+        );
+        // A setting that would hide the old runner's table: its history would run again.
+        let err = f(&[("public", false, true)], Some("migrations"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("old runner's schema_migrations in public"),
+            "{err}"
+        );
+        assert_eq!(
+            f(
+                &[("public", false, true), ("app", false, true)],
+                Some("app")
+            )
+            .unwrap(),
+            "app"
         );
     }
 }

@@ -215,10 +215,26 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
         }
     }
     let mut unseen: BTreeSet<String> = BTreeSet::new();
+    // Relations holding rows on the target that earlier statements of this transaction
+    // locked: a later statement taking no stronger lock on one adds no row to `pg_locks`,
+    // so what it reads of them is found by its words (it names the relation).
+    let mut locked_before: BTreeSet<String> = BTreeSet::new();
     for st in &mut v.statements {
         let Some(statement) = lexed.iter().find(|s| s.line == st.line) else {
             continue;
         };
+        let names_it = |relation: &str| mentions_relation(statement.text, relation);
+        let held_already: Vec<String> = locked_before
+            .iter()
+            .filter(|r| names_it(r))
+            .cloned()
+            .collect();
+        locked_before.extend(
+            st.locks
+                .iter()
+                .filter(|l| l.existing && holding.contains(&l.relation))
+                .map(|l| l.relation.clone()),
+        );
         // Row-level triggers, rules' actions and foreign keys' actions run per row: on the
         // empty copy none ran, so neither did the locks they take on the target.
         let code = matches!(
@@ -248,6 +264,7 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
             .iter()
             .filter(|l| l.existing && holding.contains(&l.relation))
             .map(|l| l.relation.as_str())
+            .chain(held_already.iter().map(String::as_str))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -286,6 +303,33 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
             unseen.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
+}
+
+/// Whether `text` names `relation` (`schema.name` as the lock report writes it, quoted where
+/// needed): by its bare name as a word, case-insensitively unless quoted. A word that is also
+/// a column's name counts too: unknown is the safe answer.
+fn mentions_relation(text: &str, relation: &str) -> bool {
+    let bare = relation
+        .rsplit_once('.')
+        .map_or(relation, |(_, name)| name)
+        .trim_matches('"');
+    let quoted = relation.ends_with('"');
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    let hay = if quoted {
+        text.to_owned()
+    } else {
+        text.to_lowercase()
+    };
+    let needle = if quoted {
+        bare.to_owned()
+    } else {
+        bare.to_lowercase()
+    };
+    hay.match_indices(&needle).any(|(at, _)| {
+        let before = hay[..at].chars().next_back();
+        let after = hay[at + needle.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
 }
 
 /// The copy's relations by name before the pending migrations ran and after, matched by oid:
