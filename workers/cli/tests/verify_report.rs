@@ -808,3 +808,25 @@ async fn a_renamed_or_filled_table_is_judged_by_the_targets_rows() {
         "{doc:#}"
     );
 }
+
+/// A statement that takes no lock an earlier statement of its migration did not take already
+/// adds nothing to `pg_locks`: what it reads of a table holding rows is found by its words.
+#[tokio::test]
+async fn a_lock_taken_before_in_the_same_migration_does_not_hide_a_read() {
+    for body in [
+        "CREATE VIEW v AS SELECT x FROM t;\nCREATE TABLE t2 AS SELECT 1/x AS y FROM t;\n",
+        "ALTER TABLE t ADD COLUMN note text;\nALTER TABLE t ADD COLUMN g int NOT NULL DEFAULT NULL::int;\n",
+        "LOCK TABLE t IN ACCESS SHARE MODE;\nSELECT 1/x FROM t;\n",
+    ] {
+        let db = TestDb::new().await;
+        let dir = Dir::new(&[("001_t.sql", "CREATE TABLE t (x int);\n"), ("002_s.sql", body)]);
+        db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+        db.exec("INSERT INTO t VALUES (0); ANALYZE t").await;
+        let doc = db.cli(dir.path(), &["--json", "verify"]).json();
+        assert_eq!(
+            migration(&doc, "002_s")["unknown_on_empty_copy"],
+            true,
+            "{body}: {doc:#}"
+        );
+    }
+}
