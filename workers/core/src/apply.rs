@@ -587,7 +587,14 @@ async fn start_and_run_outside(
     if let Err(e) = recorded {
         let _ = sqlx::raw_sql(RESET_SESSION).execute(&mut *conn).await;
         return Err(Error::database(
-            format!("recording {} as applied (left dirty)", m.name),
+            format!(
+                "recording {} as {} (its statements ran; its row stays dirty where the ledger can still be written)",
+                m.name,
+                match attempt.direction {
+                    Direction::Up => "applied",
+                    Direction::Down => "rolled back",
+                }
+            ),
             e,
         ));
     }
