@@ -281,6 +281,9 @@ impl Output {
             }));
             return;
         }
+        if self.quiet {
+            return;
+        }
         let left = plan.left_to_another_runner();
         if pending.is_empty() && !left.is_empty() {
             outln!("{}", not_up_to_date(&db.to_string(), &left));
