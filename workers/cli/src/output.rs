@@ -792,6 +792,12 @@ impl Output {
                 report.count("skipped"),
                 report.elapsed_ms,
             );
+            if report.count("skipped") > 0 && error.is_none() {
+                outln!(
+                    "\u{26a0} {} migration(s) NOT verified (skipped, listed above): the exit code is 0 because none failed, not because they were checked",
+                    report.count("skipped")
+                );
+            }
             if report.migrations.iter().any(|m| m.round_trip.is_some()) {
                 let rt = |f: fn(&stepmigrate_core::verify::RoundTrip) -> bool| {
                     report

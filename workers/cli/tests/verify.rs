@@ -598,3 +598,32 @@ async fn a_signal_at_once_is_handled_not_fatal() {
         );
     }
 }
+
+/// `--in-transaction-only` runs the pending migrations in one transaction: what reads the
+/// time there reads one value for all, and the run says so; a set of which nothing could be
+/// verified says that too.
+#[tokio::test]
+async fn in_transaction_only_says_what_one_transaction_cannot_tell() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_t.sql",
+            "CREATE TABLE b (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());\n",
+        ),
+        ("002_row.sql", "INSERT INTO b (id) VALUES (1);\n"),
+        (
+            "003_c.sql",
+            "ALTER TABLE b ADD CONSTRAINT recent CHECK (at >= now());\n",
+        ),
+        ("004_nt.sql", "-- stepmigrate: no-transaction\nSELECT 1;\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = db.cli(dir.path(), &["verify", "--in-transaction-only"]);
+    assert!(
+        run.stderr.contains("003_c read the time"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.contains("NOT verified"), "{}", run.stdout);
+}

@@ -82,7 +82,9 @@ impl Migrator {
                         &verified_events(&migrations, &pending, run_id),
                     )
                     .await?;
-                    Ok((migrations, plan.warnings, statistics))
+                    let mut warnings = plan.warnings;
+                    warnings.extend(one_transaction_values(&pending));
+                    Ok((migrations, warnings, statistics))
                 })
                 .await?;
             Ok(VerifyReport {
@@ -253,4 +255,39 @@ fn verified_events<'a>(
             })
         })
         .collect()
+}
+
+/// The values PostgreSQL fixes per transaction (`now()`, the transaction id): in this mode's
+/// one transaction they are the same in every migration, where `up` gives each migration its
+/// own. A migration after the first that reads one was verified with a value `up` will not
+/// give it: said, since its result may differ (a `CHECK (t >= now())` over rows an earlier
+/// migration wrote passes here and fails there).
+fn one_transaction_values(pending: &[&Migration]) -> Option<String> {
+    const PER_TRANSACTION: [&str; 9] = [
+        "now",
+        "current_timestamp",
+        "transaction_timestamp",
+        "localtimestamp",
+        "current_date",
+        "current_time",
+        "localtime",
+        "txid_current",
+        "pg_current_xact_id",
+    ];
+    let reads: Vec<&str> = pending
+        .iter()
+        .skip(1)
+        .filter(|m| {
+            m.sql
+                .split(|c: char| !c.is_alphanumeric() && c != '_')
+                .any(|w| PER_TRANSACTION.iter().any(|f| w.eq_ignore_ascii_case(f)))
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    (!reads.is_empty()).then(|| {
+        format!(
+            "{} read the time or the transaction id (now(), current_timestamp, txid_current...): in this one transaction they are the same in every migration, while `up` runs each in its own; where that matters, verify on a scratch copy (without --in-transaction-only)",
+            reads.join(", ")
+        )
+    })
 }
