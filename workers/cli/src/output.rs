@@ -290,7 +290,17 @@ impl Output {
         } else if pending.is_empty() && plan.deferred().next().is_some() {
             outln!("{db}: nothing to apply in this run (the deploy's own); what is left for the run after the deploy follows");
         } else if pending.is_empty() {
-            outln!("{db} is up to date: nothing to apply");
+            let above = plan
+                .entries
+                .iter()
+                .filter(|e| matches!(e.state, State::Pending | State::Failed))
+                .count();
+            match &plan.target {
+                Some(target) if above > 0 => {
+                    outln!("{db}: nothing to apply up to {target} ({above} pending above it)")
+                }
+                _ => outln!("{db} is up to date: nothing to apply"),
+            }
         } else {
             outln!("would apply {} migration(s) to {db}:", pending.len());
             for e in &pending {
