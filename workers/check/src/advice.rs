@@ -126,8 +126,34 @@ fn partitioned_key_message(
         None => "PostgreSQL before 18 refuses NOT VALID for a foreign key of a partitioned table".to_owned(),
     };
     (
-        format!("`ADD CONSTRAINT {name}FOREIGN KEY` on the partitioned table {table} takes SHARE ROW EXCLUSIVE locks on its partitions and {referenced}, blocking writes to both until the migration commits, and scans every partition under them; {refused}."),
-        Some(format!("Add the foreign key to each partition NOT VALID and `VALIDATE CONSTRAINT` it there in a later migration; then adding it to {table} takes the partitions' validated keys as its own instead of scanning them.")),
+        format!("`ADD CONSTRAINT {name}FOREIGN KEY` on the partitioned table {table} takes SHARE ROW EXCLUSIVE locks on its partitions and {referenced}, blocking writes to both until the migration commits, and scans every partition that has no matching key under them; where a partition already has a matching foreign key it takes that key as its own without scanning, but then takes an ACCESS EXCLUSIVE lock on {referenced} (blocking its reads too) until the migration commits; {refused}."),
+        Some(format!("Add the foreign key to each partition NOT VALID and `VALIDATE CONSTRAINT` it there in a later migration (SHARE UPDATE EXCLUSIVE on the partition, ROW SHARE on {referenced}: writes go on); then adding it to {table} takes the partitions' validated keys as its own instead of scanning them, but holds an ACCESS EXCLUSIVE lock on {referenced}, blocking its reads and writes, from that `ADD` until the migration commits: put the `ADD` alone in its migration, with a `lock_timeout`, so the lock is brief. Adding it to {table} with no partition keyed scans instead, under SHARE ROW EXCLUSIVE locks that let {referenced} be read.")),
+    )
+}
+
+/// A UNIQUE or PRIMARY KEY added to a partitioned table: PostgreSQL refuses both `CREATE
+/// UNIQUE INDEX CONCURRENTLY` and `ADD CONSTRAINT ... USING INDEX` there, and builds the
+/// partitions' indexes unless each partition has a matching constraint of its own, which it
+/// then takes (an index alone, even one attached to the parent's, it does not).
+fn partitioned_unique_message(c: &protobuf::Constraint, table: &str) -> (String, Option<String>) {
+    let name = if c.conname.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", c.conname)
+    };
+    let kind = if c.contype == ConstrType::ConstrUnique as i32 {
+        "UNIQUE"
+    } else {
+        "PRIMARY KEY"
+    };
+    let not_null = if kind == "PRIMARY KEY" {
+        " (its columns NOT NULL first: setting them scans each partition)"
+    } else {
+        ""
+    };
+    (
+        format!("`ADD CONSTRAINT {name}{kind}` on the partitioned table {table} takes an ACCESS EXCLUSIVE lock on {table}, {LOCK_UNTIL_COMMIT}, and builds an index on every partition under a SHARE lock that blocks its writes; PostgreSQL refuses `CREATE UNIQUE INDEX CONCURRENTLY` and `ADD CONSTRAINT ... USING INDEX` on a partitioned table."),
+        Some(format!("There is no way to add a {kind} to a partitioned table without an ACCESS EXCLUSIVE lock on it, but the index builds can be taken out from under it: on each partition `CREATE UNIQUE INDEX CONCURRENTLY` in a no-transaction migration, then `ALTER TABLE <partition> ADD CONSTRAINT ... {kind} USING INDEX` (a brief ACCESS EXCLUSIVE lock on that partition){not_null}; then `ADD CONSTRAINT ... {kind}` on {table} takes the partitions' constraints as its own and builds nothing, holding its locks only briefly if it is alone in its migration. A unique index on the partitions alone (not a constraint, even one attached to an index `ON ONLY {table}`) is not taken: it is built again. If a unique index is enough (it enforces uniqueness and serves foreign keys and `ON CONFLICT`), `CREATE UNIQUE INDEX ... ON ONLY {table}`, each partition's `CREATE UNIQUE INDEX CONCURRENTLY` and `ALTER INDEX ... ATTACH PARTITION` make one without blocking writes.")),
     )
 }
 
@@ -443,6 +469,10 @@ pub(crate) fn facts(
                             let partitioned_key = c.contype == ConstrType::ConstrForeign as i32
                                 && columns.partitioning(r).is_some()
                                 && target.is_none_or(|v| v < 18);
+                            let partitioned_unique = (c.contype == ConstrType::ConstrUnique as i32
+                                || c.contype == ConstrType::ConstrPrimary as i32)
+                                && c.indexname.is_empty()
+                                && columns.partitioning(r).is_some();
                             // What squawk lets pass as a table made here.
                             let missed = not_new && !c.skip_validation && c.indexname.is_empty();
                             facts.push(Fact {
@@ -451,11 +481,29 @@ pub(crate) fn facts(
                                 anchor: at(c.location),
                                 says: if partitioned_key {
                                     Some(partitioned_key_message(c, &table, target))
+                                } else if partitioned_unique {
+                                    Some(partitioned_unique_message(c, &table))
                                 } else {
                                     constraint_message(c, &table)
                                 },
                                 own: missed,
                             });
+                            // squawk's other rules on it advise `USING INDEX`, which
+                            // PostgreSQL refuses on a partitioned table.
+                            if partitioned_unique {
+                                for rule in [
+                                    "disallowed-unique-constraint",
+                                    "adding-serial-primary-key-field",
+                                ] {
+                                    facts.push(Fact {
+                                        rule,
+                                        statement: span,
+                                        anchor: at(c.location),
+                                        says: Some(partitioned_unique_message(c, &table)),
+                                        own: false,
+                                    });
+                                }
+                            }
                             if c.contype == ConstrType::ConstrForeign as i32 {
                                 facts.push(Fact {
                                     rule: ADDING_FOREIGN_KEY_CONSTRAINT,

@@ -338,6 +338,9 @@ pub fn lint(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
 
 /// [`lint`] with the column types the migrations before the script made, which it updates.
 pub fn lint_with(script: &Script<'_>, rules: &LintRules, columns: &mut Columns) -> Vec<Finding> {
+    // The tables as the migrations before this script left them: the rules that follow the
+    // script statement by statement learn its own from them.
+    let before = columns.clone();
     let facts = advice::facts(
         script.sql,
         script.mode != Mode::NoTransaction,
@@ -347,7 +350,7 @@ pub fn lint_with(script: &Script<'_>, rules: &LintRules, columns: &mut Columns) 
     let mut used = vec![false; facts.len()];
     let mut findings = squawk_findings(script, rules, &facts, &mut used);
     findings.extend(own_facts(script, rules, &facts, &used));
-    findings.extend(our_findings(script, rules));
+    findings.extend(our_findings(script, rules, &before));
     findings.sort_by_key(|f| (f.line, f.column));
     findings
 }
@@ -826,12 +829,12 @@ fn head(text: &str) -> String {
     }
 }
 
-fn our_findings(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+fn our_findings(script: &Script<'_>, rules: &LintRules, columns: &Columns) -> Vec<Finding> {
     let mut findings = match (script.mode, rules.severity(BATCH_NOT_IDEMPOTENT)) {
         (Mode::Batch, Some(severity)) => batch_findings(script, severity),
         _ => Vec::new(),
     };
-    findings.extend(without_where(script, rules));
+    findings.extend(without_where(script, rules, columns));
     findings.extend(locks_and_rewrites(script, rules));
     findings.extend(enum_values_in_transaction(script, rules));
     findings.extend(unknown_ignored_rules(script, rules));
@@ -1412,7 +1415,7 @@ fn cascade_of(kind: i32) -> (String, &'static str, &'static str) {
     (what.to_owned(), goes, first)
 }
 
-fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
+fn without_where(script: &Script<'_>, rules: &LintRules, before: &Columns) -> Vec<Finding> {
     let update = rules.severity(UPDATE_WITHOUT_WHERE);
     let delete = rules.severity(DELETE_WITHOUT_WHERE);
     if update.is_none() && delete.is_none() {
@@ -1423,11 +1426,29 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     let text_lines: Vec<&str> = script.sql.lines().collect();
     let update = update.filter(|_| !ignored_in_file(&text_lines, UPDATE_WITHOUT_WHERE));
     let delete = delete.filter(|_| !ignored_in_file(&text_lines, DELETE_WITHOUT_WHERE));
+    // The columns each statement sees: the earlier migrations' and this script's before it.
+    let mut columns = before.clone();
+    columns.start_script(script.mode != Mode::NoTransaction);
     for statement in sql::lex(script.sql).statements {
         let Ok(parsed) = pg_query::parse(statement.text, 0) else {
             continue;
         };
-        for (node, _, _, _) in parsed.protobuf.nodes() {
+        let mut nodes: Vec<pg_query::NodeRef<'_>> =
+            parsed.protobuf.nodes().into_iter().map(|n| n.0).collect();
+        // libpg_query's walk does not enter a PREPARE's query: it runs at each EXECUTE.
+        let prepared: Vec<&pg_query::NodeEnum> = nodes
+            .iter()
+            .filter_map(|n| match n {
+                pg_query::NodeRef::PrepareStmt(p) => p.query.as_ref()?.node.as_ref(),
+                _ => None,
+            })
+            .collect();
+        for query in prepared {
+            nodes.extend(query.nodes().into_iter().map(|n| n.0));
+        }
+        // Names a WITH gives: a subquery's FROM that names one does not read the table.
+        let ctes = cte_names(&parsed.protobuf);
+        for node in nodes {
             let (rule, severity, relation, verb, clause) = match node {
                 pg_query::NodeRef::UpdateStmt(u) => (
                     UPDATE_WITHOUT_WHERE,
@@ -1446,7 +1467,7 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                 _ => continue,
             };
             let table = relation.map(|r| r.relname.clone());
-            let message = match reach(clause, relation) {
+            let message = match reach(clause, relation, &columns, &ctes) {
                 Reach::Every if clause.is_some() => format!(
                     "{verb} whose WHERE is always true touches every row of {}: {EVERY_ROW_COST}",
                     table.as_deref().unwrap_or_default()
@@ -1478,8 +1499,24 @@ fn without_where(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                 )),
             });
         }
+        for raw in &parsed.protobuf.stmts {
+            if let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+                columns.apply(node);
+            }
+        }
     }
     findings
+}
+
+/// The names the WITH clauses of a statement give, at any depth.
+fn cte_names(parsed: &pg_query::protobuf::ParseResult) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    tree::visit(&tree::json_of(parsed), &mut |kind, f| {
+        if kind == "CommonTableExpr" {
+            names.insert(tree::string(f, "ctename").to_owned());
+        }
+    });
+    names
 }
 
 const EVERY_ROW_COST: &str = "on a large table it runs long, locks every row until the migration commits and leaves as many dead rows";
@@ -1499,6 +1536,8 @@ enum Reach {
 fn reach(
     clause: Option<&pg_query::protobuf::Node>,
     table: Option<&pg_query::protobuf::RangeVar>,
+    columns: &Columns,
+    ctes: &BTreeSet<String>,
 ) -> Reach {
     let Some(clause) = clause else {
         return Reach::Every;
@@ -1506,19 +1545,26 @@ fn reach(
     match constant(clause) {
         Some(true) => Reach::Every,
         Some(false) => Reach::Some,
-        None if !reads_the_row(clause, table) => Reach::EveryOrNone,
+        None if !reads_the_row(clause, table, columns, ctes) => Reach::EveryOrNone,
         None => Reach::Some,
     }
 }
 
+/// The relations of a subquery's FROM, each with its columns when the migrations say what
+/// they are (`None`: a subquery, a function, a table not known, a WITH's name, columns
+/// renamed by an alias).
+type Known = Vec<Option<BTreeSet<String>>>;
+
 /// Whether an expression may differ from row to row of `table`: a column reference that may
-/// be the table's (any unqualified one, at any depth: a correlated subquery's too; or one
-/// qualified by the table's name or alias), `WHERE CURRENT OF`, or a volatile call.
+/// be the table's (an unqualified one that no subquery's FROM between it and the statement
+/// is known to have, at any depth: a correlated subquery's too; or one qualified by the
+/// table's name or alias), `WHERE CURRENT OF`, or a volatile call.
 fn reads_the_row(
     node: &pg_query::protobuf::Node,
     table: Option<&pg_query::protobuf::RangeVar>,
+    columns: &Columns,
+    ctes: &BTreeSet<String>,
 ) -> bool {
-    use serde_json::Value;
     let Some(table) = table else {
         return true;
     };
@@ -1526,9 +1572,38 @@ fn reads_the_row(
     if let Some(alias) = &table.alias {
         names.push(alias.aliasname.as_str());
     }
-    let json = serde_json::to_value(node).unwrap_or(Value::Null);
-    let mut reads = false;
-    crate::tree::visit(&json, &mut |kind, f| match kind {
+    let json = serde_json::to_value(node).unwrap_or(serde_json::Value::Null);
+    let mut scopes: Vec<Known> = Vec::new();
+    reads_row_in(&json, &names, columns, ctes, &mut scopes)
+}
+
+fn reads_row_in(
+    value: &serde_json::Value,
+    names: &[&str],
+    columns: &Columns,
+    ctes: &BTreeSet<String>,
+    scopes: &mut Vec<Known>,
+) -> bool {
+    use serde_json::Value;
+    let map = match value {
+        Value::Array(items) => {
+            return items
+                .iter()
+                .any(|v| reads_row_in(v, names, columns, ctes, scopes))
+        }
+        Value::Object(map) => map,
+        _ => return false,
+    };
+    let node = match map.get("node") {
+        Some(Value::Object(node)) if node.len() == 1 => node.iter().next(),
+        _ => None,
+    };
+    let Some((kind, Value::Object(f))) = node else {
+        return map
+            .values()
+            .any(|v| reads_row_in(v, names, columns, ctes, scopes));
+    };
+    match kind.as_str() {
         "ColumnRef" => {
             let fields: Vec<Option<&str>> = f
                 .get("fields")
@@ -1539,19 +1614,34 @@ fn reads_the_row(
                         .collect()
                 })
                 .unwrap_or_default();
-            reads |= match fields.as_slice() {
+            match fields.as_slice() {
                 // `*` alone is the columns of the subquery's own FROM.
                 [None] => false,
-                // A column, or the whole row `t`.
-                [_] => true,
+                // A column, or the whole row `t`: the innermost FROM that has such a column
+                // has it; the statement's table when none is known to.
+                [Some(column)] => {
+                    for scope in scopes.iter().rev() {
+                        if scope.is_empty() {
+                            continue;
+                        }
+                        if scope
+                            .iter()
+                            .any(|r| r.as_ref().is_none_or(|c| c.contains(*column)))
+                        {
+                            // Known to be there, unless some relation's columns are unknown.
+                            return scope.iter().any(Option::is_none);
+                        }
+                    }
+                    true
+                }
                 // `x.c`, `s.x.c`, `x.*`: the table's when a qualifier names it.
                 [qualifiers @ .., _] => qualifiers
                     .iter()
                     .any(|q| q.is_some_and(|q| names.contains(&q))),
                 [] => true,
-            };
+            }
         }
-        "CurrentOfExpr" => reads = true,
+        "CurrentOfExpr" => true,
         "FuncCall" => {
             let name = f
                 .get("funcname")
@@ -1559,13 +1649,84 @@ fn reads_the_row(
                 .and_then(|n| n.last())
                 .and_then(|n| n.pointer("/node/String/sval"))
                 .and_then(Value::as_str);
-            if name.is_some_and(|n| advice::VOLATILE.contains(&n)) {
-                reads = true;
+            name.is_some_and(|n| advice::VOLATILE.contains(&n))
+                || f.values()
+                    .any(|v| reads_row_in(v, names, columns, ctes, scopes))
+        }
+        "SelectStmt" => {
+            // Its FROM and WITH are read in the scopes outside it (a JOIN's ON as not
+            // resolved: as reading the row); the rest in its FROM's.
+            let mut scope = Known::new();
+            if let Some(Value::Array(items)) = f.get("from_clause") {
+                for item in items {
+                    known_relations(item, columns, ctes, &mut scope);
+                }
+            }
+            let outside = ["from_clause", "with_clause"];
+            if outside.iter().any(|k| {
+                f.get(*k)
+                    .is_some_and(|v| reads_row_in(v, names, columns, ctes, scopes))
+            }) {
+                return true;
+            }
+            scopes.push(scope);
+            let found = f
+                .iter()
+                .filter(|(k, _)| !outside.contains(&k.as_str()))
+                .any(|(_, v)| reads_row_in(v, names, columns, ctes, scopes));
+            scopes.pop();
+            found
+        }
+        _ => f
+            .values()
+            .any(|v| reads_row_in(v, names, columns, ctes, scopes)),
+    }
+}
+
+/// The relations of one FROM item, as JSON, with their columns where known.
+fn known_relations(
+    item: &serde_json::Value,
+    columns: &Columns,
+    ctes: &BTreeSet<String>,
+    scope: &mut Known,
+) {
+    use serde_json::Value;
+    let Some(Value::Object(node)) = item.get("node") else {
+        return;
+    };
+    let Some((kind, Value::Object(f))) = node.iter().next() else {
+        return;
+    };
+    match kind.as_str() {
+        "RangeVar" => {
+            let relname = tree::string(f, "relname");
+            let schema = tree::string(f, "schemaname");
+            let renamed = f.get("alias").is_some_and(|a| {
+                a.get("colnames")
+                    .is_some_and(|c| c.as_array().is_some_and(|c| !c.is_empty()))
+            });
+            let known = if renamed || (schema.is_empty() && ctes.contains(relname)) {
+                None
+            } else {
+                let r = pg_query::protobuf::RangeVar {
+                    schemaname: schema.to_owned(),
+                    relname: relname.to_owned(),
+                    relpersistence: "p".to_owned(),
+                    ..Default::default()
+                };
+                columns.columns_of(&r)
+            };
+            scope.push(known);
+        }
+        "JoinExpr" => {
+            for side in ["larg", "rarg"] {
+                if let Some(side) = f.get(side) {
+                    known_relations(side, columns, ctes, scope);
+                }
             }
         }
-        _ => {}
-    });
-    reads
+        _ => scope.push(None),
+    }
 }
 
 /// Whether two expressions are the same, wherever they are written.

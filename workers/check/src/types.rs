@@ -313,6 +313,12 @@ impl Columns {
             .as_ref()
     }
 
+    /// The names of a table's columns, if the migrations made it (and say what they are).
+    pub(crate) fn columns_of(&self, table: &protobuf::RangeVar) -> Option<BTreeSet<String>> {
+        let t = self.tables.get(&self.key(table))?;
+        Some(t.columns.keys().cloned().collect())
+    }
+
     /// Where a new table of this name goes: its schema, else the first of `search_path`.
     fn creates(&self, r: &protobuf::RangeVar) -> (String, String) {
         let schema = if r.relpersistence == "t" {

@@ -644,3 +644,173 @@ fn the_search_path_is_followed_through_set_config_and_not_through_a_lost_set_loc
     );
     assert!(!message.contains("not rewritten"), "{message}");
 }
+
+/// The query of a `PREPARE` runs at each `EXECUTE`: a DELETE or UPDATE in it is judged as one
+/// written alone is (as one in `EXPLAIN ANALYZE`, a `WITH` or `COPY (...) TO` is).
+#[test]
+fn a_prepared_statement_is_judged_as_its_query() {
+    for (sql, rule) in [
+        ("PREPARE p AS DELETE FROM t;\nEXECUTE p;\n", "delete-without-where"),
+        ("PREPARE p AS UPDATE t SET a = 1;\n", "update-without-where"),
+        (
+            "PREPARE p (bigint) AS WITH d AS (DELETE FROM t RETURNING id) SELECT count(*) FROM d;\n",
+            "delete-without-where",
+        ),
+        ("EXPLAIN ANALYZE DELETE FROM t;\n", "delete-without-where"),
+    ] {
+        let found = set_findings(&[sql], &rules());
+        assert_eq!(of_rule(&found, rule).len(), 1, "{sql}: {found:?}");
+    }
+    let found = set_findings(&["PREPARE p AS DELETE FROM t WHERE id = $1;\n"], &rules());
+    assert!(
+        of_rule(&found, "delete-without-where").is_empty(),
+        "{found:?}"
+    );
+}
+
+/// An unqualified column in a subquery is the innermost FROM's that has such a column: where
+/// the migrations say the subquery's table has it, the WHERE reads nothing of the row. Where
+/// they do not say, it may be the row's, as before.
+#[test]
+fn an_unqualified_column_is_the_innermost_tables_that_has_it() {
+    let made = "CREATE TABLE t (id bigint, a bigint);\ncreate table o(id bigint, x bigint);\n";
+    for (sql, rule) in [
+        (
+            "DELETE FROM t WHERE EXISTS (SELECT 1 FROM o WHERE o.id = id);\n",
+            "delete-without-where",
+        ),
+        (
+            "UPDATE t SET a = 1 WHERE EXISTS (SELECT 1 FROM o WHERE x = 1 AND id = o.id);\n",
+            "update-without-where",
+        ),
+        (
+            "DELETE FROM t WHERE EXISTS (SELECT 1 FROM o JOIN o AS o2 USING (x) WHERE id IS NULL);\n",
+            "delete-without-where",
+        ),
+    ] {
+        let found = set_findings(&[made, sql], &rules());
+        let said = of_rule(&found, rule);
+        assert!(
+            said.len() == 1 && said[0].message.contains("does not depend on the row"),
+            "{sql}: {found:?}"
+        );
+    }
+    // A column of the row, a table not known, a WITH's name, a subquery, renamed columns:
+    // the name may be the row's.
+    for sql in [
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM o WHERE o.id = a);\n",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = id);\n",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM o, u WHERE o.x = id);\n",
+        "WITH o AS (SELECT 1 AS z) DELETE FROM t WHERE EXISTS (SELECT 1 FROM o WHERE z = id);\n",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM (SELECT 1 AS k) s WHERE k = id);\n",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM o AS q(i, j) WHERE i = id);\n",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM o JOIN u ON u.k = id);\n",
+    ] {
+        let found = set_findings(&[made, sql], &rules());
+        assert!(
+            of_rule(&found, "delete-without-where").is_empty(),
+            "{sql}: {found:?}"
+        );
+    }
+    // A column the script itself drops from the subquery's table, before the statement.
+    let found = set_findings(
+        &[
+            made,
+            "ALTER TABLE o DROP COLUMN id;\nDELETE FROM t WHERE EXISTS (SELECT 1 FROM o WHERE x = id);\n",
+        ],
+        &rules(),
+    );
+    assert!(
+        of_rule(&found, "delete-without-where").is_empty(),
+        "{found:?}"
+    );
+}
+
+/// On a partitioned table, the path the foreign key advice gives (the partitions keyed first)
+/// scans nothing but takes an ACCESS EXCLUSIVE lock on the referenced table (PostgreSQL 15,
+/// seen in `pg_locks`): the message and the help say so.
+#[test]
+fn the_partitioned_foreign_key_advice_says_what_its_path_locks() {
+    let earlier = "CREATE TABLE t (id bigint PRIMARY KEY);\nCREATE TABLE p (id bigint, k bigint) PARTITION BY RANGE (id);\nCREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);\n";
+    let mut on_15 = rules();
+    on_15.set_pg_version("15").unwrap();
+    let found = set_findings(
+        &[
+            earlier,
+            "ALTER TABLE p ADD CONSTRAINT p_k_fkey FOREIGN KEY (k) REFERENCES t(id);\n",
+        ],
+        &on_15,
+    );
+    for rule in [
+        "constraint-missing-not-valid",
+        "adding-foreign-key-constraint",
+    ] {
+        let hits = of_rule(&found, rule);
+        assert_eq!(hits.len(), 1, "{rule}: {found:?}");
+        let help = hits[0].help.as_deref().unwrap_or_default();
+        assert!(
+            hits[0]
+                .message
+                .contains("already has a matching foreign key")
+                && hits[0].message.contains("ACCESS EXCLUSIVE lock on t"),
+            "{hits:?}"
+        );
+        assert!(help.contains("each partition"), "{help}");
+        assert!(
+            help.contains("instead of scanning") && help.contains("ACCESS EXCLUSIVE lock on t"),
+            "{help}"
+        );
+    }
+}
+
+/// On a partitioned table, a UNIQUE or PRIMARY KEY cannot be built from an index made
+/// CONCURRENTLY on it (`USING INDEX` and `CONCURRENTLY` are refused there): the advice is what
+/// PostgreSQL 15 accepts, with the lock it cannot avoid.
+#[test]
+fn a_unique_key_on_a_partitioned_table_gets_advice_postgresql_accepts() {
+    let earlier = "CREATE TABLE p (id bigint NOT NULL, k bigint NOT NULL) PARTITION BY RANGE (k);\nCREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);\n";
+    for (sql, rules_hit) in [
+        (
+            "ALTER TABLE p ADD CONSTRAINT pu UNIQUE (id, k);\n",
+            &[
+                "constraint-missing-not-valid",
+                "disallowed-unique-constraint",
+            ][..],
+        ),
+        (
+            "ALTER TABLE p ADD PRIMARY KEY (id, k);\n",
+            &[
+                "constraint-missing-not-valid",
+                "adding-serial-primary-key-field",
+            ][..],
+        ),
+    ] {
+        let found = set_findings(&[earlier, sql], &rules());
+        for rule in rules_hit {
+            let hits = of_rule(&found, rule);
+            assert_eq!(hits.len(), 1, "{sql} {rule}: {found:?}");
+            let help = hits[0].help.as_deref().unwrap_or_default();
+            assert!(hits[0].message.contains("partitioned table p"), "{hits:?}");
+            assert!(help.starts_with("There is no way"), "{help}");
+            assert!(
+                help.contains("ALTER TABLE <partition> ADD CONSTRAINT"),
+                "{help}"
+            );
+            assert!(help.contains("ON ONLY p"), "{help}");
+            assert!(!help.starts_with("Build the index first"), "{help}");
+        }
+    }
+    // A plain table keeps the USING INDEX advice.
+    let found = set_findings(
+        &[
+            "CREATE TABLE u (id bigint NOT NULL);\n",
+            "ALTER TABLE u ADD CONSTRAINT uu UNIQUE (id);\n",
+        ],
+        &rules(),
+    );
+    let hits = of_rule(&found, "constraint-missing-not-valid");
+    assert!(
+        hits[0].help.as_deref().unwrap().contains("USING INDEX"),
+        "{hits:?}"
+    );
+}
