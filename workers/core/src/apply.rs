@@ -801,7 +801,8 @@ pub(crate) fn failure_of(m: &Migration, error: SqlError) -> MigrationFailure {
         name: m.name.clone(),
         file: m.path.clone(),
         transactional: m.transactional(),
-        dirty: false,
+        // Outside a transaction part of it may have run: dirty, and said so in its JSON.
+        dirty: !m.transactional(),
         error,
         notices: Vec::new(),
         rollback: false,
