@@ -387,10 +387,13 @@ fn non_transactional_locks_are_not_claimed_absent() {
     r.files.retain(|f| f.name == "009_index_answers");
     let md = render(&r, RenderOptions::default());
     assert!(
-        md.contains("| Locks | 0 taken (not observed for `009_index_answers`: it runs outside a transaction); none observed on existing tables |"),
+        md.contains("| Locks | 0 taken (not observed for `009_index_answers`: it runs outside a transaction); no ACCESS EXCLUSIVE observed on existing tables |"),
         "{md}"
     );
-    assert!(!md.contains("none on existing tables"), "{md}");
+    assert!(
+        !md.contains("no ACCESS EXCLUSIVE on existing tables"),
+        "{md}"
+    );
 }
 
 #[test]

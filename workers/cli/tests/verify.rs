@@ -627,3 +627,34 @@ async fn in_transaction_only_says_what_one_transaction_cannot_tell() {
     );
     assert!(run.stdout.contains("NOT verified"), "{}", run.stdout);
 }
+
+/// The session the target's URL gives (`options=-c search_path=app`) is compared with the
+/// copy's: a --dev-url without it resolves the migration's names elsewhere, and says so
+/// rather than give a check mark.
+#[tokio::test]
+async fn a_dev_database_whose_sessions_differ_from_the_targets_says_so() {
+    let db = TestDb::new().await;
+    let dev = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_base.sql",
+            "CREATE SCHEMA app;\nCREATE TABLE app.t (id int, x int);\nCREATE TABLE public.t (id int);\n",
+        ),
+        ("002_next.sql", "ALTER TABLE t ADD COLUMN x int;\n"),
+    ]);
+    let join = if db.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{join}options=-c%20search_path%3Dapp", db.url);
+    common::run_cli(&url, dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let run = common::run_cli(
+        &url,
+        dir.path(),
+        &["--json", "verify", "--dev-url", &dev.url],
+    );
+    let doc = run.json();
+    assert!(
+        doc["report"]["copy_differs"]
+            .to_string()
+            .contains("search_path"),
+        "{doc:#}"
+    );
+}

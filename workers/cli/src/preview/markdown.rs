@@ -196,9 +196,19 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
     if s.round_trips > 0 {
         let mut cell = format!(
             "{} of {} passed",
-            s.round_trips - s.round_trips_failed - s.round_trips_without_down,
+            s.round_trips
+                - s.round_trips_failed
+                - s.round_trips_without_down
+                - s.round_trips_unknown,
             s.round_trips
         );
+        if s.round_trips_unknown > 0 {
+            let _ = write!(
+                cell,
+                "; ❔ {} unknown on the target's rows",
+                s.round_trips_unknown
+            );
+        }
         if s.round_trips_failed > 0 {
             let _ = write!(cell, "; ❌ {} failed", s.round_trips_failed);
         }
@@ -230,8 +240,10 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
         s.access_exclusive_on_existing.is_empty(),
         s.non_transactional.is_empty(),
     ) {
-        (true, true) => "none on existing tables".to_owned(),
-        (true, false) => "none observed on existing tables".to_owned(),
+        // Other locks on existing tables (SHARE ROW EXCLUSIVE for a foreign key, blocking
+        // writes) are in each migration's table: "none" here is of ACCESS EXCLUSIVE only.
+        (true, true) => "no ACCESS EXCLUSIVE on existing tables".to_owned(),
+        (true, false) => "no ACCESS EXCLUSIVE observed on existing tables".to_owned(),
         (false, _) => format!(
             "⚠️ ACCESS EXCLUSIVE on existing {}",
             list_cell(&s.access_exclusive_on_existing)

@@ -281,6 +281,8 @@ pub struct Summary {
     pub round_trips: usize,
     pub round_trips_failed: usize,
     pub round_trips_without_down: usize,
+    /// Passed on the empty copy, but their down depends on the target's rows.
+    pub round_trips_unknown: usize,
 }
 
 impl PreviewReport {
@@ -329,8 +331,10 @@ impl PreviewReport {
                 }
                 s.new_indexes_invalid += v.new_indexes.iter().filter(|i| !i.valid).count();
                 match &v.round_trip {
-                    Some(RoundTripReport::Ok | RoundTripReport::UnknownOnTarget { .. }) => {
-                        s.round_trips += 1
+                    Some(RoundTripReport::Ok) => s.round_trips += 1,
+                    Some(RoundTripReport::UnknownOnTarget { .. }) => {
+                        s.round_trips += 1;
+                        s.round_trips_unknown += 1;
                     }
                     Some(RoundTripReport::Failed { .. }) => {
                         s.round_trips += 1;

@@ -59,6 +59,11 @@ const DATABASE_TRAITS_SQL: &str = "SELECT pg_catalog.format('encoding %s, LC_COL
                     WHERE s.setdatabase = d.oid AND s.setrole = r.oid AND r.rolname = current_user), '')
 FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()";
 
+/// The settings of a session that change what a migration's statements mean.
+const SESSION_SETTINGS_SQL: &str = "SELECT pg_catalog.string_agg(name || '=' || setting, '; ' ORDER BY name)
+FROM pg_catalog.pg_settings WHERE name IN ('search_path', 'TimeZone', 'DateStyle', 'IntervalStyle',
+    'default_table_access_method', 'default_toast_compression', 'default_tablespace', 'check_function_bodies')";
+
 /// What a migration made in `pg_catalog` or `information_schema` (a superuser may): objects from
 /// `FirstNormalObjectId` (16384) on that no extension owns, as `(classid, objid)`.
 macro_rules! catalog_objects {
@@ -560,6 +565,21 @@ pub(super) async fn copy_differences(
             "the database's own settings (ALTER DATABASE ... SET) differ: the target's {}, the copy's {}",
             shown(&target_settings),
             shown(&copy_settings)
+        ));
+    }
+    // What a session sees, whatever set it (the URL's `options`, the role's or the database's
+    // settings): the names a migration's statements resolve and how its values read.
+    let session = async |db: &Database| -> Result<String, Error> {
+        let mut conn = db.connect().await?;
+        sqlx::query_scalar(SESSION_SETTINGS_SQL)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::database("reading the session's settings", e))
+    };
+    let (target_session, copy_session) = (session(&target.db).await?, session(&copy.db).await?);
+    if target_session != copy_session {
+        differs.push(format!(
+            "a session's settings differ (the connection's options, the role's or the database's settings): the target's {target_session}, the copy's {copy_session}"
         ));
     }
     Ok(differs
