@@ -577,3 +577,48 @@ async fn a_down_that_depends_on_the_targets_rows_is_unknown_not_ok() {
     );
     assert!(!run.stdout.contains("round trip: ok"), "{}", run.stdout);
 }
+
+/// A down is judged by the target's rows as an up is: one that changes a column's type, or
+/// builds an index, on a table holding rows there is unknown on the target, not "ok".
+#[tokio::test]
+async fn a_down_on_a_table_holding_rows_is_unknown_on_the_target() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_base.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, c text NOT NULL);\n",
+        ),
+        ("001_base.down.sql", "DROP TABLE t;\n"),
+        (
+            "002_widen.sql",
+            "ALTER TABLE t ALTER COLUMN id TYPE bigint;\n",
+        ),
+        (
+            "002_widen.down.sql",
+            "ALTER TABLE t ALTER COLUMN id TYPE int;\n",
+        ),
+        ("003_note.sql", "CREATE TABLE other (id int);\n"),
+        (
+            "003_note.down.sql",
+            "CREATE INDEX t_e ON t ((10 / (id - 1)));\nDROP INDEX t_e;\nDROP TABLE other;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    db.exec("INSERT INTO t VALUES (1, 'x'), (2, 'y'); ANALYZE t")
+        .await;
+    let doc = db
+        .cli(dir.path(), &["--json", "verify", "--round-trip"])
+        .json();
+    for name in ["002_widen", "003_note"] {
+        let m = doc["report"]["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap();
+        assert!(
+            m["round_trip"]["unknown_on_target"].is_string(),
+            "{name}: {m:#}"
+        );
+    }
+}

@@ -446,7 +446,52 @@ pub(super) async fn fill_target_tables(
         }
         candidates(m)
     };
-    let copy_side: BTreeSet<String> = migrations.iter().flat_map(candidates).collect();
+    // The down files whose round trip passed on the copy: each statement that may read rows,
+    // with the copy's relations it names (their rows on the target decide it, as for an up).
+    let mut downs: BTreeMap<String, Vec<(usize, String, Vec<String>)>> = BTreeMap::new();
+    for m in migrations.iter() {
+        let Some(super::RoundTrip::Ok {
+            unknown_on_target: None,
+            ..
+        }) = &m.round_trip
+        else {
+            continue;
+        };
+        let Some(down) = pending
+            .iter()
+            .find(|p| p.version == m.version)
+            .and_then(|p| p.down.as_ref())
+        else {
+            continue;
+        };
+        let reads: Vec<(usize, String, Vec<String>)> = sql::split_statements(&down.sql)
+            .iter()
+            .filter(|st| !sql::reads_no_rows(st))
+            .filter_map(|st| {
+                let named: Vec<String> = copy_names
+                    .before
+                    .iter()
+                    .chain(&copy_names.made)
+                    .filter(|r| mentions_relation(st.text, r))
+                    .cloned()
+                    .collect();
+                (!named.is_empty()).then(|| (st.line, super::report::summary_of(st.text), named))
+            })
+            .collect();
+        if !reads.is_empty() {
+            downs.insert(m.version.to_string(), reads);
+        }
+    }
+    let copy_side: BTreeSet<String> = migrations
+        .iter()
+        .flat_map(candidates)
+        .chain(
+            downs
+                .values()
+                .flatten()
+                .flat_map(|(_, _, n)| n.iter().cloned()),
+        )
+        .collect();
     if copy_side.is_empty() {
         return;
     }
@@ -627,5 +672,30 @@ pub(super) async fn fill_target_tables(
             }
         }
         m.target_tables = wanted(m).into_iter().filter_map(|n| stats(&n)).collect();
+    }
+    // A down that reads a table holding rows on the target proved nothing on the copy.
+    for m in migrations.iter_mut() {
+        let Some(reads) = downs.get(&m.version.to_string()) else {
+            continue;
+        };
+        let Some(super::RoundTrip::Ok {
+            unknown_on_target, ..
+        }) = &mut m.round_trip
+        else {
+            continue;
+        };
+        *unknown_on_target = reads.iter().find_map(|(line, summary, named)| {
+            let held: Vec<&str> = named
+                .iter()
+                .filter(|n| holding.contains(*n))
+                .map(String::as_str)
+                .collect();
+            (!held.is_empty()).then(|| {
+                format!(
+                    "its down file, line {line}: {summary}: it reads or checks the rows of {}, which hold rows on the target: whether it succeeds there is unknown on an empty copy",
+                    held.join(", ")
+                )
+            })
+        });
     }
 }
