@@ -1036,3 +1036,31 @@ async fn diff_never_calls_identical_what_it_did_not_compare() {
         run.stdout
     );
 }
+
+/// Base, shell and range types are catalog objects: a difference in one is reported, and
+/// the same type made alike is identical.
+#[tokio::test]
+async fn base_shell_and_range_types_are_compared() {
+    const BT: &str = "CREATE TYPE bt;
+        CREATE FUNCTION bt_in(cstring) RETURNS bt LANGUAGE internal IMMUTABLE STRICT AS 'int4in';
+        CREATE FUNCTION bt_out(bt) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out';";
+    let dir = Dir::new(&[]);
+    for (a, b) in [
+        ("", "CREATE TYPE s;"),
+        (
+            "CREATE TYPE bt (input = bt_in, output = bt_out, internallength = 4, passedbyvalue, alignment = int4);",
+            "CREATE TYPE bt (input = bt_in, output = bt_out, internallength = 4, passedbyvalue, alignment = int4, category = 'N');",
+        ),
+        (
+            "CREATE TYPE bt (input = bt_in, output = bt_out, internallength = 4, passedbyvalue, alignment = int4);",
+            "CREATE TYPE bt (input = bt_in, output = bt_out, internallength = 4, passedbyvalue, alignment = int4); COMMENT ON TYPE bt IS 'x';",
+        ),
+        ("CREATE TYPE r AS RANGE (subtype = int4);", "CREATE TYPE r AS RANGE (subtype = int8);"),
+    ] {
+        let (da, db) = (TestDb::new().await, TestDb::new().await);
+        da.exec(&format!("{BT}\n{a}")).await;
+        db.exec(&format!("{BT}\n{b}")).await;
+        da.cli(dir.path(), &["diff", &da.url, &db.url]).assert_code(1);
+        da.cli(dir.path(), &["diff", &da.url, &da.url]).assert_code(0);
+    }
+}

@@ -541,7 +541,27 @@ UNION ALL SELECT 'pg_rewrite'::regclass, r.oid,
        jsonb_build_object('definition', pg_get_ruledef(r.oid), 'enabled', r.ev_enabled)
   FROM pg_rewrite r WHERE r.rulename <> '_RETURN'
 UNION ALL SELECT 'pg_default_acl'::regclass, d.oid, to_jsonb(d.defaclacl::text)
-  FROM pg_default_acl d";
+  FROM pg_default_acl d
+UNION ALL SELECT 'pg_type'::regclass, t.oid,
+       jsonb_build_object('type', t.typtype, 'input', t.typinput::regprocedure::text, 'output', t.typoutput::regprocedure::text,
+                          'receive', t.typreceive::regprocedure::text, 'send', t.typsend::regprocedure::text,
+                          'typmod_in', t.typmodin::regprocedure::text, 'typmod_out', t.typmodout::regprocedure::text,
+                          'analyze', t.typanalyze::regprocedure::text, 'length', t.typlen, 'by_value', t.typbyval,
+                          'align', t.typalign, 'storage', t.typstorage, 'category', t.typcategory,
+                          'preferred', t.typispreferred, 'delimiter', t.typdelim,
+                          'element', CASE WHEN t.typelem <> 0 THEN t.typelem::regtype::text END,
+                          'default', t.typdefault, 'collatable', t.typcollation <> 0,
+                          'range', (SELECT jsonb_build_object('subtype', r.rngsubtype::regtype::text,
+                                       'opclass', (SELECT format('%I.%I', n.nspname, c.opcname) FROM pg_opclass c
+                                                   JOIN pg_namespace n ON n.oid = c.opcnamespace WHERE c.oid = r.rngsubopc),
+                                       'collation', (SELECT format('%I.%I', n.nspname, c.collname) FROM pg_collation c
+                                                     JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = r.rngcollation),
+                                       'canonical', r.rngcanonical::regprocedure::text, 'subdiff', r.rngsubdiff::regprocedure::text)
+                                    FROM pg_range r WHERE r.rngtypid = t.oid))
+  -- Base, shell and range types (enums, domains and composites have their own sections; an
+  -- array or a multirange type comes with the type it is of).
+  FROM pg_type t WHERE t.typtype IN ('b', 'p', 'r')
+   AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)";
 
 /// Grants on a type (enum, domain, composite): `acldefault` gives PUBLIC's `USAGE`, so a
 /// `REVOKE USAGE ON TYPE ... FROM PUBLIC` shows as what it removed.
