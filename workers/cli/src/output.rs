@@ -795,8 +795,21 @@ impl Output {
                     report.database
                 ),
             };
+            let unknown = report
+                .migrations
+                .iter()
+                .filter(|m| {
+                    matches!(m.outcome, VerifyOutcome::Ok)
+                        && (m.unknown_on_empty_copy || !report.copy_differs.is_empty())
+                })
+                .count();
+            let unknown = if unknown > 0 {
+                format!(" ({unknown} of them ? unknown on the target)")
+            } else {
+                String::new()
+            };
             outln!(
-                "{} verified, {} failed, {} skipped in {} ms; {committed}",
+                "{} ran without error{unknown}, {} failed, {} skipped in {} ms; {committed}",
                 report.count("ok"),
                 report.count("failed"),
                 report.count("skipped"),
