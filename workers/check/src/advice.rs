@@ -315,10 +315,11 @@ pub(crate) fn facts(
                 continue;
             };
             // Whether squawk takes the table as made in this transaction, and it is not.
-            let passed_as_new =
-                |r: &protobuf::RangeVar, columns: &Columns, new: &BTreeSet<(String, String)>| {
-                    squawk_new.contains(&r.relname) && !new.contains(&columns.key(r))
-                };
+            let passed_as_new = |r: &protobuf::RangeVar,
+                                 columns: &Columns,
+                                 new: &BTreeSet<(String, String)>| {
+                squawk_new.contains(&r.relname) && columns.key(r).is_none_or(|k| !new.contains(&k))
+            };
             match node {
                 N::TransactionStmt(t) => {
                     use protobuf::TransactionStmtKind as K;

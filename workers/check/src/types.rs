@@ -278,6 +278,8 @@ pub struct Columns {
     /// The functions and procedures the migrations made, by name (its last part): a statement
     /// that calls one may change any table, as a `DO` block may.
     functions: BTreeSet<String>,
+    /// The migrations made or renamed a schema: it may be the one named like the role.
+    schema_made: bool,
 }
 
 /// A domain the migrations made.
@@ -298,16 +300,25 @@ struct Table {
     partitioned: bool,
     /// Of a partitioned table: the name of its DEFAULT partition, when it has one.
     default_partition: Option<String>,
+    /// Its columns are all listed (made from a column list alone, without LIKE, INHERITS,
+    /// OF or PARTITION OF): a column not listed is not there.
+    complete: bool,
 }
 
 /// The schema temporary tables are in: searched first for an unqualified name.
 const TEMP: &str = "pg_temp";
 
+/// The schema named like the role, which PostgreSQL's default `search_path`
+/// (`"$user", public`) puts before `public` where it exists: its name is not known here. A
+/// table made with an unqualified name under the default `search_path` while `public` has
+/// one of that name is there (PostgreSQL made it, so it is not in `public`).
+const USER: &str = "$user";
+
 impl Columns {
     /// The type of `table.column` before the statement being judged, if the migrations say.
     pub fn type_of(&self, table: &protobuf::RangeVar, column: &str) -> Option<&ColumnType> {
         self.tables
-            .get(&self.key(table))?
+            .get(&self.key(table)?)?
             .columns
             .get(column)?
             .as_ref()
@@ -315,7 +326,7 @@ impl Columns {
 
     /// The names of a table's columns, if the migrations made it (and say what they are).
     pub(crate) fn columns_of(&self, table: &protobuf::RangeVar) -> Option<BTreeSet<String>> {
-        let t = self.tables.get(&self.key(table))?;
+        let t = self.tables.get(&self.key(table)?)?;
         Some(t.columns.keys().cloned().collect())
     }
 
@@ -324,10 +335,19 @@ impl Columns {
         let schema = if r.relpersistence == "t" {
             TEMP.to_owned()
         } else if r.schemaname.is_empty() {
-            self.search_path
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "public".to_owned())
+            match self.search_path.first() {
+                Some(first) => first.clone(),
+                // The default `"$user", public`: where `public` has the name already, or
+                // the role's schema is known to be there, the table is made in that one.
+                None if self
+                    .tables
+                    .keys()
+                    .any(|(s, n)| s == USER || (s == "public" && *n == r.relname)) =>
+                {
+                    USER.to_owned()
+                }
+                None => "public".to_owned(),
+            }
         } else {
             r.schemaname.clone()
         };
@@ -336,41 +356,104 @@ impl Columns {
 
     /// The table a name refers to: its schema, else the first schema of `search_path` (after
     /// the temporary tables) that has a table of that name the migrations made, else the
-    /// first schema of `search_path`.
-    pub(crate) fn key(&self, r: &protobuf::RangeVar) -> (String, String) {
+    /// first schema of `search_path`. `None` for an unqualified name under the default
+    /// `search_path` (`"$user", public`) that tables in two schemas have: the one named like
+    /// the role, whose name is not known here, may be either.
+    pub(crate) fn key(&self, r: &protobuf::RangeVar) -> Option<(String, String)> {
         if !r.schemaname.is_empty() {
-            return (r.schemaname.clone(), r.relname.clone());
+            return Some((r.schemaname.clone(), r.relname.clone()));
         }
-        let public = ["public".to_owned()];
-        let path = if self.search_path.is_empty() {
-            &public[..]
-        } else {
-            &self.search_path[..]
-        };
-        std::iter::once(TEMP)
-            .chain(path.iter().map(String::as_str))
-            .map(|schema| (schema.to_owned(), r.relname.clone()))
-            .find(|key| self.tables.contains_key(key))
-            .unwrap_or_else(|| (path[0].clone(), r.relname.clone()))
+        let temp = (TEMP.to_owned(), r.relname.clone());
+        if self.tables.contains_key(&temp) {
+            return Some(temp);
+        }
+        if self.search_path.is_empty() {
+            let homes: Vec<&String> = self
+                .tables
+                .keys()
+                .filter(|(s, n)| *n == r.relname && s != TEMP)
+                .map(|(s, _)| s)
+                .collect();
+            return match homes.as_slice() {
+                [_, _, ..] => None,
+                [home] if *home == USER => Some((USER.to_owned(), r.relname.clone())),
+                _ => Some(("public".to_owned(), r.relname.clone())),
+            };
+        }
+        let path = &self.search_path[..];
+        Some(
+            path.iter()
+                .map(|schema| (schema.clone(), r.relname.clone()))
+                .find(|key| self.tables.contains_key(key))
+                .unwrap_or_else(|| (path[0].clone(), r.relname.clone())),
+        )
+    }
+
+    /// As [`Columns::key`], for a statement that changes the table: where the name is
+    /// ambiguous, the tables it may be are forgotten.
+    fn key_or_forget(&mut self, r: &protobuf::RangeVar) -> Option<(String, String)> {
+        let key = self.key(r);
+        if key.is_none() {
+            self.tables.retain(|(s, n), _| *n != r.relname || s == TEMP);
+        }
+        key
     }
 
     /// The table a `CREATE TABLE` of this name makes, and whether the migrations before
     /// made it already (as far as they are known).
     pub(crate) fn created(&self, r: &protobuf::RangeVar) -> ((String, String), bool) {
         let key = self.creates(r);
-        let exists = self.tables.contains_key(&key);
+        let exists = self.if_not_exists_does_nothing(r, &key);
         (key, exists)
     }
 
     /// Whether the table is partitioned, and the name of its DEFAULT partition.
     pub(crate) fn partitioning(&self, r: &protobuf::RangeVar) -> Option<Option<&str>> {
-        let t = self.tables.get(&self.key(r))?;
+        let t = self.tables.get(&self.key(r)?)?;
         t.partitioned.then_some(t.default_partition.as_deref())
     }
 
     fn table_mut(&mut self, r: &protobuf::RangeVar) -> Option<&mut Table> {
-        let key = self.key(r);
+        let key = self.key_or_forget(r)?;
         self.tables.get_mut(&key)
+    }
+
+    /// Whether `CREATE TABLE IF NOT EXISTS` of `r`, made as `key`, finds it there. Under the
+    /// default `search_path`, of a name `public` has: unless the migrations made a schema
+    /// since (it may be the role's, where the table is then made), it is that one.
+    fn if_not_exists_does_nothing(&self, r: &protobuf::RangeVar, key: &(String, String)) -> bool {
+        self.tables.contains_key(key)
+            || (key.0 == USER
+                && !self.schema_made
+                && !self.tables.keys().any(|(s, _)| s == USER)
+                && self
+                    .tables
+                    .contains_key(&("public".to_owned(), r.relname.clone())))
+    }
+
+    /// `ALTER SCHEMA old RENAME TO new`: the tables of `old` are `new`'s. Where the role's
+    /// schema has tables, `old` or `new` may be it (its name is not known here): the tables
+    /// of those names are forgotten.
+    fn rename_schema(&mut self, old: &str, new: &str) {
+        self.schema_made = true;
+        let in_user: BTreeSet<String> = self
+            .tables
+            .keys()
+            .filter(|(s, _)| s == USER)
+            .map(|(_, n)| n.clone())
+            .collect();
+        let moved: Vec<(String, String)> = self
+            .tables
+            .keys()
+            .filter(|(s, _)| s == old)
+            .cloned()
+            .collect();
+        for key in moved {
+            if let Some(t) = self.tables.remove(&key) {
+                self.tables.insert((new.to_owned(), key.1), t);
+            }
+        }
+        self.tables.retain(|(_, n), _| !in_user.contains(n));
     }
 
     /// A new script: the session's settings are the runner's again.
@@ -555,7 +638,7 @@ impl Columns {
                 }
                 let key = self.creates(r);
                 // `IF NOT EXISTS` of a table that is there: nothing changes.
-                if c.if_not_exists && self.tables.contains_key(&key) {
+                if c.if_not_exists && self.if_not_exists_does_nothing(r, &key) {
                     return;
                 }
                 // A partition: the DEFAULT one of its parent.
@@ -574,6 +657,12 @@ impl Columns {
                         columns,
                         partitioned: c.partspec.is_some(),
                         default_partition: None,
+                        complete: c.inh_relations.is_empty()
+                            && c.of_typename.is_none()
+                            && c.partbound.is_none()
+                            && c.table_elts
+                                .iter()
+                                .all(|e| !matches!(e.node.as_ref(), Some(N::TableLikeClause(_)))),
                     },
                 );
             }
@@ -609,10 +698,18 @@ impl Columns {
                     match AlterTableType::try_from(cmd.subtype) {
                         Ok(AlterTableType::AtAddColumn) => {
                             if let Some(d) = def {
-                                t.columns.insert(
-                                    d.colname.clone(),
-                                    d.type_name.as_ref().and_then(ColumnType::of),
-                                );
+                                // `ADD COLUMN IF NOT EXISTS` of a column that is there does
+                                // nothing; of one that may be (not listed), it is not known.
+                                let ty = if !cmd.missing_ok {
+                                    d.type_name.as_ref().and_then(ColumnType::of)
+                                } else if t.columns.contains_key(&d.colname) {
+                                    continue;
+                                } else if t.complete {
+                                    d.type_name.as_ref().and_then(ColumnType::of)
+                                } else {
+                                    None
+                                };
+                                t.columns.insert(d.colname.clone(), ty);
                             }
                         }
                         Ok(AlterTableType::AtAlterColumnType) => {
@@ -658,6 +755,11 @@ impl Columns {
                     }
                     _ => {}
                 }
+                // `ALTER SCHEMA s RENAME TO s2`: its tables are s2's.
+                if ObjectType::try_from(rename.rename_type) == Ok(ObjectType::ObjectSchema) {
+                    self.rename_schema(&rename.subname, &rename.newname);
+                    return;
+                }
                 let Some(r) = &rename.relation else { return };
                 match ObjectType::try_from(rename.rename_type) {
                     Ok(ObjectType::ObjectColumn) => {
@@ -666,8 +768,20 @@ impl Columns {
                             t.columns.insert(rename.newname.clone(), column);
                         }
                     }
-                    Ok(ObjectType::ObjectTable) => {
-                        let key = self.key(r);
+                    // PostgreSQL renames a table named in `ALTER INDEX`, `ALTER VIEW`,
+                    // `ALTER SEQUENCE` or `ALTER MATERIALIZED VIEW ... RENAME` as in `ALTER
+                    // TABLE`.
+                    Ok(
+                        ObjectType::ObjectTable
+                        | ObjectType::ObjectIndex
+                        | ObjectType::ObjectView
+                        | ObjectType::ObjectSequence
+                        | ObjectType::ObjectMatview
+                        | ObjectType::ObjectForeignTable,
+                    ) => {
+                        let Some(key) = self.key_or_forget(r) else {
+                            return;
+                        };
                         if let Some(t) = self.tables.remove(&key) {
                             for other in self.tables.values_mut() {
                                 if other.default_partition.as_deref() == Some(r.relname.as_str()) {
@@ -698,8 +812,9 @@ impl Columns {
                             [.., schema, name] => range_var(schema, name),
                             [] => continue,
                         };
-                        let key = self.key(&r);
-                        self.tables.remove(&key);
+                        if let Some(key) = self.key_or_forget(&r) {
+                            self.tables.remove(&key);
+                        }
                         for other in self.tables.values_mut() {
                             if other.default_partition.as_deref() == Some(r.relname.as_str()) {
                                 other.default_partition = None;
@@ -710,8 +825,7 @@ impl Columns {
             }
             // Moved to another schema, or made from a query: its columns are not known here.
             N::AlterObjectSchemaStmt(s) => {
-                if let Some(r) = &s.relation {
-                    let key = self.key(r);
+                if let Some(key) = s.relation.as_ref().and_then(|r| self.key_or_forget(r)) {
                     if let Some(t) = self.tables.remove(&key) {
                         self.tables.insert((s.newschema.clone(), key.1), t);
                     }
@@ -720,7 +834,7 @@ impl Columns {
             N::CreateTableAsStmt(c) => {
                 if let Some(r) = c.into.as_ref().and_then(|i| i.rel.as_ref()) {
                     let key = self.creates(r);
-                    if !(c.if_not_exists && self.tables.contains_key(&key)) {
+                    if !(c.if_not_exists && self.if_not_exists_does_nothing(r, &key)) {
                         self.tables.insert(key, Table::default());
                     }
                 }
@@ -743,6 +857,7 @@ impl Columns {
                     .filter(|s| s != "$user" && s != "pg_catalog")
                     .collect();
             }
+            N::CreateSchemaStmt(_) => self.schema_made = true,
             // A DO block or a procedure may change any table.
             N::DoStmt(_) | N::CallStmt(_) => self.forget(),
             N::CreateFunctionStmt(f) => {

@@ -633,9 +633,10 @@ fn the_search_path_is_followed_through_set_config_and_not_through_a_lost_set_loc
         ));
         assert!(!message.contains("not rewritten"), "{call}: {message}");
     }
-    // Outside a transaction SET LOCAL does nothing: p is public.p, a varchar widened.
+    // Outside a transaction SET LOCAL does nothing: p is public.p, a varchar widened. (The
+    // path is set first: under the default one, `"$user", public`, a may be the role's schema.)
     let message = verdict(
-        "-- stepmigrate: no-transaction\nSET LOCAL search_path = a;\nALTER TABLE p ALTER COLUMN x TYPE varchar(20);\n",
+        "-- stepmigrate: no-transaction\nSET search_path = public;\nSET LOCAL search_path = a;\nALTER TABLE p ALTER COLUMN x TYPE varchar(20);\n",
     );
     assert!(message.contains("not rewritten"), "{message}");
     // A value not known here: unknown, never "not rewritten".
@@ -813,4 +814,143 @@ fn a_unique_key_on_a_partitioned_table_gets_advice_postgresql_accepts() {
         hits[0].help.as_deref().unwrap().contains("USING INDEX"),
         "{hits:?}"
     );
+}
+
+/// The `changing-column-type` messages of a migration set, joined.
+fn type_changes(files: &[&str]) -> String {
+    let found = set_findings(files, &rules());
+    let changes = of_rule(&found, "changing-column-type");
+    assert!(!changes.is_empty(), "{files:?}: {found:?}");
+    changes
+        .iter()
+        .map(|f| f.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `ADD COLUMN IF NOT EXISTS` of a column that is there does nothing: its type stays.
+#[test]
+fn add_column_if_not_exists_of_a_column_there_keeps_its_type() {
+    let message = type_changes(&[
+        "CREATE TABLE t (c int);\nALTER TABLE t ADD COLUMN IF NOT EXISTS c varchar(10);\n",
+        "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(!message.contains("not rewritten"), "{message}");
+    assert!(message.contains("integer"), "{message}");
+    // A column not there is added with its type.
+    let message = type_changes(&[
+        "CREATE TABLE t (id int);\nALTER TABLE t ADD COLUMN IF NOT EXISTS c varchar(10);\n",
+        "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(message.contains("not rewritten"), "{message}");
+    // A table whose columns are not all listed (LIKE) may have it: not known.
+    let message = type_changes(&[
+        "CREATE TABLE s (c int);\nCREATE TABLE t (LIKE s);\nALTER TABLE t ADD COLUMN IF NOT EXISTS c varchar(10);\n",
+        "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(!message.contains("not rewritten"), "{message}");
+}
+
+/// PostgreSQL's default `search_path` is `"$user", public`: a schema named like the role
+/// (which check cannot know) comes first, so an unqualified name two schemas have is not judged.
+#[test]
+fn an_unqualified_name_in_two_schemas_under_the_default_search_path_is_not_judged() {
+    let made =
+        "CREATE TABLE t (c int);\nCREATE SCHEMA postgres;\nCREATE TABLE t (c varchar(10));\n";
+    for sql in [
+        "ALTER TABLE public.t ALTER COLUMN c TYPE varchar(20);\n",
+        "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+    ] {
+        let message = type_changes(&[made, sql]);
+        assert!(!message.contains("not rewritten"), "{sql}: {message}");
+    }
+    // Swapped: public.t is the varchar, the role's schema's t an integer.
+    let made = "CREATE SCHEMA postgres;\nCREATE TABLE postgres.t (c int);\nCREATE TABLE public.t (c varchar(10));\n";
+    let message = type_changes(&[made, "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n"]);
+    assert!(!message.contains("not rewritten"), "{message}");
+    assert!(message.contains("depends"), "{message}");
+    let message = type_changes(&[
+        made,
+        "ALTER TABLE public.t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(message.contains("not rewritten"), "{message}");
+    // A change through the ambiguous name forgets both.
+    let message = type_changes(&[
+        made,
+        "ALTER TABLE t ALTER COLUMN c TYPE bigint;\nALTER TABLE public.t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(!message.contains("not rewritten"), "{message}");
+    // With a search_path set, the first schema that has it.
+    let message = type_changes(&[
+        made,
+        "SET search_path = public;\nALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(message.contains("not rewritten"), "{message}");
+    // A name in one schema only is judged.
+    let message = type_changes(&[
+        "CREATE SCHEMA postgres;\nCREATE TABLE u (c varchar(10));\n",
+        "ALTER TABLE u ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(message.contains("not rewritten"), "{message}");
+}
+
+/// `ALTER SCHEMA s RENAME TO s2` moves its tables (a swap through a third name too), and
+/// their DEFAULT partitions.
+#[test]
+fn a_schema_rename_moves_its_tables() {
+    let made = "CREATE SCHEMA a;\nCREATE SCHEMA b;\nCREATE TABLE a.t (c int);\nCREATE TABLE b.t (c varchar(10));\n";
+    let swap = "ALTER SCHEMA a RENAME TO tmp;\nALTER SCHEMA b RENAME TO a;\nALTER SCHEMA tmp RENAME TO b;\n";
+    let message = type_changes(&[
+        made,
+        swap,
+        "ALTER TABLE a.t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(message.contains("not rewritten"), "{message}");
+    let message = type_changes(&[
+        made,
+        swap,
+        "ALTER TABLE b.t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(!message.contains("not rewritten"), "{message}");
+    assert!(message.contains("integer"), "{message}");
+    let message = type_changes(&[
+        made,
+        "ALTER SCHEMA a RENAME TO s2;\n",
+        "ALTER TABLE s2.t ALTER COLUMN c TYPE varchar(20);\n",
+    ]);
+    assert!(message.contains("integer"), "{message}");
+    // The DEFAULT partition goes with its table.
+    let found = set_findings(
+        &[
+            "CREATE SCHEMA s;\nCREATE TABLE s.p (k int) PARTITION BY RANGE (k);\nCREATE TABLE s.pd PARTITION OF s.p DEFAULT;\n",
+            "ALTER SCHEMA s RENAME TO s2;\n",
+            "CREATE TABLE s2.p2 PARTITION OF s2.p FOR VALUES FROM (0) TO (10);\n",
+        ],
+        &rules(),
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| f.message.contains("DEFAULT partition (pd)")),
+        "{found:?}"
+    );
+}
+
+/// `ALTER INDEX`, `ALTER VIEW`, `ALTER SEQUENCE`, `ALTER MATERIALIZED VIEW ... RENAME` of a
+/// table renames it, as `ALTER TABLE` does.
+#[test]
+fn a_table_renamed_through_another_kinds_alter_is_followed() {
+    for kind in ["INDEX", "VIEW", "SEQUENCE", "MATERIALIZED VIEW"] {
+        let message = type_changes(&[
+            "CREATE TABLE t (c int);\nCREATE TABLE u (c varchar(10));\n",
+            &format!(
+                "ALTER {kind} t RENAME TO tmp;\nALTER TABLE u RENAME TO t;\nALTER TABLE tmp RENAME TO u;\n"
+            ),
+            "ALTER TABLE t ALTER COLUMN c TYPE varchar(20);\nALTER TABLE u ALTER COLUMN c TYPE varchar(20);\n",
+        ]);
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 2, "{kind}: {message}");
+        assert!(lines[0].contains("not rewritten"), "{kind}: {message}");
+        assert!(!lines[1].contains("not rewritten"), "{kind}: {message}");
+    }
 }
