@@ -911,7 +911,7 @@ async fn verify(
         Some(dev) => {
             let dev =
                 Database::from_url(dev.url.expose(), &dev.source, m.settings.connect_timeout)?;
-            ScratchDatabase::dev(dev).await?
+            ScratchDatabase::dev_for(dev, &m.db).await?
         }
         None => ScratchDatabase::create(&m.db, "stepmigrate_verify").await?,
     };

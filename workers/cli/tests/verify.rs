@@ -240,9 +240,11 @@ async fn in_transaction_only_skips_what_runs_outside_a_transaction_and_waits_bri
 async fn a_dev_database_must_be_empty_and_is_emptied_again() {
     let (db, dir) = fixture().await;
     let dev = TestDb::new().await;
+    let used = TestDb::new().await;
+    used.exec("CREATE TABLE t (id int)").await;
     let run = db.cli(
         dir.path(),
-        &["--json", "verify", "--to", "003", "--dev-url", &db.url],
+        &["--json", "verify", "--to", "003", "--dev-url", &used.url],
     );
     run.assert_code(2);
     assert!(
@@ -615,7 +617,11 @@ async fn in_transaction_only_says_what_one_transaction_cannot_tell() {
             "003_c.sql",
             "ALTER TABLE b ADD CONSTRAINT recent CHECK (at >= now());\n",
         ),
-        ("004_nt.sql", "-- stepmigrate: no-transaction\nSELECT 1;\n"),
+        (
+            "004_defer.sql",
+            "SET CONSTRAINTS ALL DEFERRED;\nCREATE TABLE x (id int);\n",
+        ),
+        ("005_nt.sql", "-- stepmigrate: no-transaction\nSELECT 1;\n"),
     ]);
     db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
     let run = db.cli(dir.path(), &["verify", "--in-transaction-only"]);
@@ -623,6 +629,11 @@ async fn in_transaction_only_says_what_one_transaction_cannot_tell() {
         run.stderr.contains("003_c read the time"),
         "{}{}",
         run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("004_defer set constraints"),
+        "{}",
         run.stderr
     );
     assert!(run.stdout.contains("NOT verified"), "{}", run.stdout);
@@ -656,5 +667,38 @@ async fn a_dev_database_whose_sessions_differ_from_the_targets_says_so() {
             .to_string()
             .contains("search_path"),
         "{doc:#}"
+    );
+}
+
+/// A --dev-url that is the target itself (any spelling of its URL) is refused before anything
+/// runs there: verify would apply the migrations on it and empty it afterwards.
+#[tokio::test]
+async fn a_dev_url_that_is_the_target_is_refused_and_the_target_untouched() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_a.sql", "CREATE TABLE a (id int);\n")]);
+    db.exec(&format!(
+        "COMMENT ON DATABASE {} IS 'prod db'; ALTER DATABASE {} SET statement_timeout = '7s'",
+        db.name, db.name
+    ))
+    .await;
+    let other_spelling = db.url.replace("127.0.0.1", "localhost");
+    for dev in [db.url.as_str(), other_spelling.as_str()] {
+        let run = db.cli(dir.path(), &["verify", "--dev-url", dev]);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains("the target database itself"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        db.query("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()")
+            .await,
+        ["prod db"]
+    );
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()")
+            .await,
+        ["1"]
     );
 }

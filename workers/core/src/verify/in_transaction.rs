@@ -84,6 +84,7 @@ impl Migrator {
                     .await?;
                     let mut warnings = plan.warnings;
                     warnings.extend(one_transaction_values(&pending));
+                    warnings.extend(outlasting_the_migration(&pending));
                     Ok((migrations, warnings, statistics))
                 })
                 .await?;
@@ -288,6 +289,29 @@ fn one_transaction_values(pending: &[&Migration]) -> Option<String> {
         format!(
             "{} read the time or the transaction id (now(), current_timestamp, txid_current...): in this one transaction they are the same in every migration, while `up` runs each in its own; where that matters, verify on a scratch copy (without --in-transaction-only)",
             reads.join(", ")
+        )
+    })
+}
+
+/// What a migration leaves for the rest of its transaction (`SET CONSTRAINTS`, an open cursor
+/// of `DECLARE`): in this mode's one transaction it reaches the migrations after it, where
+/// `up` ends it at the migration's COMMIT. Said, since what follows was verified under it.
+fn outlasting_the_migration(pending: &[&Migration]) -> Option<String> {
+    let last = pending.len().saturating_sub(1);
+    let leaves: Vec<&str> = pending[..last]
+        .iter()
+        .filter(|m| {
+            crate::sql::split_statements(&m.sql).iter().any(|st| {
+                let k: Vec<&str> = st.keywords.iter().map(String::as_str).collect();
+                matches!(k.as_slice(), ["SET", "CONSTRAINTS", ..] | ["DECLARE", ..])
+            })
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    (!leaves.is_empty()).then(|| {
+        format!(
+            "{} set constraints' timing or open a cursor for the rest of the transaction: in this one transaction that reaches the migrations after them, while `up` ends it at each COMMIT; verify what follows on a scratch copy (without --in-transaction-only)",
+            leaves.join(", ")
         )
     })
 }

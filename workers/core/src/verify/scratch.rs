@@ -385,6 +385,40 @@ impl ScratchDatabase {
         })
     }
 
+    /// [`ScratchDatabase::dev`] for verifying `target`: refused when it is the target itself
+    /// (another spelling of its URL: `localhost` for `127.0.0.1`, a socket), which verify
+    /// would change and then empty. Told apart by a session: the target's, seen from the
+    /// dev database's `pg_stat_activity` in that very database.
+    pub async fn dev_for(db: Database, target: &Database) -> Result<ScratchDatabase, Error> {
+        let context = "checking that the dev database is not the target";
+        let mut on_target = target.connect().await?;
+        let (pid, started): (i32, String) =
+            sqlx::query_as("SELECT pg_catalog.pg_backend_pid(), pg_catalog.now()::text")
+                .fetch_one(&mut *on_target)
+                .await
+                .map_err(|e| Error::database(context, e))?;
+        let mut on_dev = db.connect().await?;
+        let same: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+                            WHERE pid = $1 AND backend_start <= $2::timestamptz
+                              AND datname = pg_catalog.current_database())",
+        )
+        .bind(pid)
+        .bind(&started)
+        .fetch_one(&mut *on_dev)
+        .await
+        .map_err(|e| Error::database(context, e))?;
+        drop(on_dev);
+        drop(on_target);
+        if same {
+            db.close().await;
+            return Err(Error::InvalidInput(format!(
+                "--dev-url: {db} is the target database itself; verify applies the migrations there and empties it afterwards: give it an empty database of its own"
+            )));
+        }
+        ScratchDatabase::dev(db).await
+    }
+
     pub fn database(&self) -> &Database {
         &self.db
     }
