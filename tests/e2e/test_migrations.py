@@ -191,12 +191,28 @@ def test_a_held_lock_makes_the_migration_retry_then_succeed(workers, fresh_datab
                    STEPMIGRATE_LOCK_RETRIES="0")
     holder = fresh_database.connect()
     holder.execute("LOCK TABLE users IN ACCESS SHARE MODE")  # the application reading, in a transaction
-    release = threading.Timer(3.0, holder.rollback)
+    stop = threading.Event()
+
+    def release_after_the_first_wait():
+        # Released once the worker has waited on it (and, 200 ms later, timed out), however
+        # long the workers took to start: a fixed delay let a slow start miss the lock.
+        deadline = time.monotonic() + 150
+        while not stop.is_set() and time.monotonic() < deadline:
+            waiting = fresh_database.query(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
+            if waiting[0][0] > 0:
+                time.sleep(1.0)
+                break
+            time.sleep(0.05)
+        holder.rollback()
+
+    release = threading.Thread(target=release_after_the_first_wait, daemon=True)
     release.start()
     try:
         run = run_execution(state_machine, {}, timeout=180)
     finally:
-        release.cancel()
+        stop.set()
+        release.join(timeout=10)
         holder.close()
     assert run.status == "SUCCEEDED", run.dump()
     lock_timeouts = [d for d in run.details("LambdaFunctionFailed", "TaskFailed") if d.get("error") == "LockTimeout"]
