@@ -4,27 +4,11 @@
 
 use std::path::Path;
 
+mod common;
+
+use common::{of_rule, rules, set_findings};
 use stepmigrate_check::{check_dir, check_script, Finding, LintRules, Script};
 use stepmigrate_core::migration::Mode;
-
-fn rules() -> LintRules {
-    let mut rules = LintRules::default();
-    rules.disable("missing-down").unwrap();
-    rules
-}
-
-/// The findings of a migration set made of `files`, in order.
-fn set_findings(files: &[&str], rules: &LintRules) -> Vec<Finding> {
-    let dir = tempfile::tempdir().unwrap();
-    for (i, sql) in files.iter().enumerate() {
-        std::fs::write(dir.path().join(format!("{:03}_m{i}.sql", i + 1)), sql).unwrap();
-    }
-    check_dir(dir.path(), rules).unwrap().findings
-}
-
-fn of_rule<'a>(findings: &'a [Finding], rule: &str) -> Vec<&'a Finding> {
-    findings.iter().filter(|f| f.rule == rule).collect()
-}
 
 fn script_findings(sql: &str, mode: Mode, rules: &LintRules) -> Vec<Finding> {
     let script = Script {

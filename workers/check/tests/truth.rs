@@ -5,27 +5,11 @@
 
 use std::path::Path;
 
-use stepmigrate_check::{check_dir, check_script, Finding, LintRules, Script};
+mod common;
+
+use common::{of_rule, rules, set_findings};
+use stepmigrate_check::{check_script, Finding, Script};
 use stepmigrate_core::migration::Mode;
-
-fn rules() -> LintRules {
-    let mut rules = LintRules::default();
-    rules.disable("missing-down").unwrap();
-    rules
-}
-
-/// The findings of a migration set made of `files`, in order.
-fn set_findings(files: &[&str], rules: &LintRules) -> Vec<Finding> {
-    let dir = tempfile::tempdir().unwrap();
-    for (i, sql) in files.iter().enumerate() {
-        std::fs::write(dir.path().join(format!("{:03}_m{i}.sql", i + 1)), sql).unwrap();
-    }
-    check_dir(dir.path(), rules).unwrap().findings
-}
-
-fn of_rule<'a>(findings: &'a [Finding], rule: &str) -> Vec<&'a Finding> {
-    findings.iter().filter(|f| f.rule == rule).collect()
-}
 
 /// The `changing-column-type` message for a column created as `old` and changed to `new`.
 fn type_change(old: &str, new: &str) -> String {

@@ -35,11 +35,9 @@ impl Migrator {
             // a `no-transaction` migration, say): wait for that runner's turn to end, as two
             // `up`s do, then plan from what it left.
             Err(Error::Dirty { migrations }) if migrations.iter().all(|m| m.still_running) => {
-                self.lock(&schema, progress)
-                    .await?
-                    .hold(async |_| Ok(()))
+                let ledger = self
+                    .ledger_after_the_runners_turn(&mut conn, &schema, progress)
                     .await?;
-                let ledger = ledger::read(&mut conn, &schema).await?;
                 self.plan_rollback(&mut conn, &schema, &ledger, target, use_file)
                     .await
             }

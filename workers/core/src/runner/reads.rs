@@ -141,11 +141,9 @@ impl Migrator {
         if dirty.peek().is_some() && dirty.all(|e| e.still_running) {
             // Another runner's statement outside a transaction runs right now: `up` waits
             // for that runner's turn to end, and so does its plan.
-            self.lock(&schema, progress)
-                .await?
-                .hold(async |_| Ok(()))
+            ledger = self
+                .ledger_after_the_runners_turn(&mut conn, &schema, progress)
                 .await?;
-            ledger = ledger::read(&mut conn, &schema).await?;
             plan = Plan::scoped(&self.set, &ledger, scope)?;
         }
         plan.note_partly_applied(
@@ -174,6 +172,22 @@ impl Migrator {
             }
         }
         Ok((ledger, plan))
+    }
+
+    /// The ledger once the runner holding the migration lock has let it go (waiting for it as
+    /// `up` does, up to the lock wait): what another runner's statement outside a transaction,
+    /// running now, leaves.
+    pub(crate) async fn ledger_after_the_runners_turn(
+        &self,
+        conn: &mut PgConnection,
+        schema: &LedgerSchema,
+        progress: &mut dyn Progress,
+    ) -> Result<Ledger, Error> {
+        self.lock(schema, progress)
+            .await?
+            .hold(async |_| Ok(()))
+            .await?;
+        ledger::read(conn, schema).await
     }
 
     /// The ledger once no session is inside a migration's transaction on it (waiting up to
