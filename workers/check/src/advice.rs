@@ -398,7 +398,7 @@ pub(crate) fn facts(
                             anchor: usize::MAX,
                             says: Some((
                                 format!(
-                                    "{} ({} is not new: the CREATE TABLE of its name in this migration made another table, or none as it existed.)",
+                                    "{} ({} is not known to be new: the CREATE TABLE of its name in this migration made another table, or none as one may have existed.)",
                                     SQUAWK_INDEX.0,
                                     table_name(r)
                                 ),

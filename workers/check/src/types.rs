@@ -280,6 +280,15 @@ pub struct Columns {
     functions: BTreeSet<String>,
     /// The migrations made or renamed a schema: it may be the one named like the role.
     schema_made: bool,
+    /// Tables the migrations dropped (and did not make again): `CREATE TABLE IF NOT EXISTS`
+    /// of one makes it. Of any other table not known here, it may find one there already,
+    /// whose columns are not known.
+    absent: BTreeSet<(String, String)>,
+    /// The migrations made a trigger or a rule: an `INSERT`, `UPDATE`, `DELETE` may then run
+    /// any statement (a trigger's function may change a table).
+    triggers: bool,
+    /// The migrations made an event trigger: any statement may then run any other.
+    event_triggers: bool,
 }
 
 /// A domain the migrations made.
@@ -303,6 +312,9 @@ struct Table {
     /// Its columns are all listed (made from a column list alone, without LIKE, INHERITS,
     /// OF or PARTITION OF): a column not listed is not there.
     complete: bool,
+    /// The tables it inherits from or is a partition of: dropping one drops it, and a
+    /// column type changed on one changes here.
+    parents: Vec<(String, String)>,
 }
 
 /// The schema temporary tables are in: searched first for an unqualified name.
@@ -399,12 +411,12 @@ impl Columns {
         key
     }
 
-    /// The table a `CREATE TABLE` of this name makes, and whether the migrations before
-    /// made it already (as far as they are known).
+    /// The table a `CREATE TABLE` of this name makes, and whether a table of that name may
+    /// be there already (the migrations made it, or they do not say it is not there).
     pub(crate) fn created(&self, r: &protobuf::RangeVar) -> ((String, String), bool) {
         let key = self.creates(r);
-        let exists = self.if_not_exists_does_nothing(r, &key);
-        (key, exists)
+        let may_exist = self.may_exist(r, &key);
+        (key, may_exist)
     }
 
     /// Whether the table is partitioned, and the name of its DEFAULT partition.
@@ -418,11 +430,13 @@ impl Columns {
         self.tables.get_mut(&key)
     }
 
-    /// Whether `CREATE TABLE IF NOT EXISTS` of `r`, made as `key`, finds it there. Under the
-    /// default `search_path`, of a name `public` has: unless the migrations made a schema
-    /// since (it may be the role's, where the table is then made), it is that one.
-    fn if_not_exists_does_nothing(&self, r: &protobuf::RangeVar, key: &(String, String)) -> bool {
-        self.tables.contains_key(key)
+    /// Whether `CREATE TABLE IF NOT EXISTS` of `r`, made as `key`, may find a table there:
+    /// one the migrations made, or one they do not know of (a table made before them, by a
+    /// statement not followed here), unless they dropped it. Under the default
+    /// `search_path`, of a name `public` has: unless the migrations made a schema since (it
+    /// may be the role's, where the table is then made), it is that one.
+    fn may_exist(&self, r: &protobuf::RangeVar, key: &(String, String)) -> bool {
+        !self.absent.contains(key)
             || (key.0 == USER
                 && !self.schema_made
                 && !self.tables.keys().any(|(s, _)| s == USER)
@@ -448,10 +462,20 @@ impl Columns {
             .filter(|(s, _)| s == old)
             .cloned()
             .collect();
+        // What was dropped from `old` is not in `new` (rekey then marks the old names).
+        self.absent = std::mem::take(&mut self.absent)
+            .into_iter()
+            .map(|(s, n)| {
+                if s == old {
+                    (new.to_owned(), n)
+                } else {
+                    (s, n)
+                }
+            })
+            .collect();
         for key in moved {
-            if let Some(t) = self.tables.remove(&key) {
-                self.tables.insert((new.to_owned(), key.1), t);
-            }
+            let to = (new.to_owned(), key.1.clone());
+            self.rekey(&key, to);
         }
         self.tables.retain(|(_, n), _| !in_user.contains(n));
     }
@@ -467,6 +491,59 @@ impl Columns {
     pub fn forget(&mut self) {
         self.tables.clear();
         self.domains.clear();
+        self.absent.clear();
+    }
+
+    /// Drops a table and every table that inherits from it or is its partition (PostgreSQL
+    /// drops partitions with their table; inheriting tables go with CASCADE).
+    fn drop_table(&mut self, key: &(String, String)) {
+        let mut gone = vec![key.clone()];
+        while let Some(next) = gone.pop() {
+            self.tables.remove(&next);
+            for other in self.tables.values_mut() {
+                if other.default_partition.as_deref() == Some(next.1.as_str()) {
+                    other.default_partition = None;
+                }
+            }
+            gone.extend(
+                self.tables
+                    .iter()
+                    .filter(|(_, t)| t.parents.contains(&next))
+                    .map(|(k, _)| k.clone()),
+            );
+            self.absent.insert(next);
+        }
+    }
+
+    /// The tables that inherit from `key` or are its partitions, at any depth.
+    fn descendants(&self, key: &(String, String)) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        let mut next = vec![key.clone()];
+        while let Some(parent) = next.pop() {
+            for (k, t) in &self.tables {
+                if t.parents.contains(&parent) && !found.contains(k) {
+                    found.push(k.clone());
+                    next.push(k.clone());
+                }
+            }
+        }
+        found
+    }
+
+    /// A table known here renamed or moved: its partitions and children follow it.
+    fn rekey(&mut self, old: &(String, String), new: (String, String)) {
+        if let Some(t) = self.tables.remove(old) {
+            for other in self.tables.values_mut() {
+                for parent in &mut other.parents {
+                    if parent == old {
+                        *parent = new.clone();
+                    }
+                }
+            }
+            self.absent.remove(&new);
+            self.absent.insert(old.clone());
+            self.tables.insert(new, t);
+        }
     }
 
     /// The name of the domain `type_name` is, when the migrations made it with constraints
@@ -637,10 +714,19 @@ impl Columns {
                     }
                 }
                 let key = self.creates(r);
-                // `IF NOT EXISTS` of a table that is there: nothing changes.
-                if c.if_not_exists && self.if_not_exists_does_nothing(r, &key) {
+                // `IF NOT EXISTS` of a table that is there does nothing; of one that may be
+                // (not made here, nor dropped), what the table is is not known.
+                if c.if_not_exists && self.may_exist(r, &key) {
                     return;
                 }
+                let parents = c
+                    .inh_relations
+                    .iter()
+                    .filter_map(|p| match p.node.as_ref() {
+                        Some(N::RangeVar(p)) => self.key(p),
+                        _ => None,
+                    })
+                    .collect();
                 // A partition: the DEFAULT one of its parent.
                 if let (Some(bound), Some(parent)) = (&c.partbound, c.inh_relations.first()) {
                     if let Some(N::RangeVar(parent)) = parent.node.as_ref() {
@@ -651,10 +737,12 @@ impl Columns {
                         }
                     }
                 }
+                self.absent.remove(&key);
                 self.tables.insert(
                     key,
                     Table {
                         columns,
+                        parents,
                         partitioned: c.partspec.is_some(),
                         default_partition: None,
                         complete: c.inh_relations.is_empty()
@@ -668,6 +756,15 @@ impl Columns {
             }
             N::AlterTableStmt(a) => {
                 let Some(r) = &a.relation else { return };
+                // A column's type changed or a column dropped on a table changes its
+                // partitions and children too (unless `ONLY`): they are no longer known.
+                if r.inh && self.changes_columns(a) {
+                    if let Some(key) = self.key(r) {
+                        for child in self.descendants(&key) {
+                            self.tables.remove(&child);
+                        }
+                    }
+                }
                 let Some(t) = self.table_mut(r) else { return };
                 for cmd in &a.cmds {
                     let Some(N::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
@@ -782,59 +879,41 @@ impl Columns {
                         let Some(key) = self.key_or_forget(r) else {
                             return;
                         };
-                        if let Some(t) = self.tables.remove(&key) {
+                        if self.tables.contains_key(&key) {
                             for other in self.tables.values_mut() {
                                 if other.default_partition.as_deref() == Some(r.relname.as_str()) {
                                     other.default_partition = Some(rename.newname.clone());
                                 }
                             }
-                            self.tables.insert((key.0, rename.newname.clone()), t);
+                            let new = (key.0.clone(), rename.newname.clone());
+                            self.rekey(&key, new);
+                        } else {
+                            // Renamed from a table not known here: the new name is not known.
+                            self.tables.remove(&(key.0.clone(), rename.newname.clone()));
+                            self.absent.insert(key);
                         }
                     }
                     _ => {}
                 }
             }
-            N::DropStmt(d)
-                if ObjectType::try_from(d.remove_type) == Ok(ObjectType::ObjectTable) =>
-            {
-                for object in &d.objects {
-                    if let Some(N::List(l)) = object.node.as_ref() {
-                        let names: Vec<&str> = l
-                            .items
-                            .iter()
-                            .filter_map(|n| match n.node.as_ref() {
-                                Some(N::String(s)) => Some(s.sval.as_str()),
-                                _ => None,
-                            })
-                            .collect();
-                        let r = match names.as_slice() {
-                            [name] => range_var("", name),
-                            [.., schema, name] => range_var(schema, name),
-                            [] => continue,
-                        };
-                        if let Some(key) = self.key_or_forget(&r) {
-                            self.tables.remove(&key);
-                        }
-                        for other in self.tables.values_mut() {
-                            if other.default_partition.as_deref() == Some(r.relname.as_str()) {
-                                other.default_partition = None;
-                            }
-                        }
-                    }
-                }
-            }
+            N::DropStmt(d) => self.drop(d),
             // Moved to another schema, or made from a query: its columns are not known here.
             N::AlterObjectSchemaStmt(s) => {
                 if let Some(key) = s.relation.as_ref().and_then(|r| self.key_or_forget(r)) {
-                    if let Some(t) = self.tables.remove(&key) {
-                        self.tables.insert((s.newschema.clone(), key.1), t);
+                    let new = (s.newschema.clone(), key.1.clone());
+                    if self.tables.contains_key(&key) {
+                        self.rekey(&key, new);
+                    } else {
+                        self.tables.remove(&new);
+                        self.absent.insert(key);
                     }
                 }
             }
             N::CreateTableAsStmt(c) => {
                 if let Some(r) = c.into.as_ref().and_then(|i| i.rel.as_ref()) {
                     let key = self.creates(r);
-                    if !(c.if_not_exists && self.if_not_exists_does_nothing(r, &key)) {
+                    if !(c.if_not_exists && self.may_exist(r, &key)) {
+                        self.absent.remove(&key);
                         self.tables.insert(key, Table::default());
                     }
                 }
@@ -857,7 +936,25 @@ impl Columns {
                     .filter(|s| s != "$user" && s != "pg_catalog")
                     .collect();
             }
-            N::CreateSchemaStmt(_) => self.schema_made = true,
+            N::CreateSchemaStmt(c) => {
+                self.schema_made = true;
+                self.create_schema_elements(c);
+            }
+            N::CreateTrigStmt(_) | N::RuleStmt(_) => self.triggers = true,
+            N::CreateEventTrigStmt(_) => self.event_triggers = true,
+            // A trigger or rule the migrations made may run any statement on a change of rows.
+            N::InsertStmt(_)
+            | N::UpdateStmt(_)
+            | N::DeleteStmt(_)
+            | N::MergeStmt(_)
+            | N::CopyStmt(_)
+            | N::TruncateStmt(_)
+            | N::ExecuteStmt(_)
+            | N::ExplainStmt(_)
+                if self.triggers =>
+            {
+                self.forget();
+            }
             // A DO block or a procedure may change any table.
             N::DoStmt(_) | N::CallStmt(_) => self.forget(),
             N::CreateFunctionStmt(f) => {
@@ -910,9 +1007,137 @@ impl Columns {
                     _ => {}
                 }
             }
-            N::DropStmt(d)
-                if ObjectType::try_from(d.remove_type) == Ok(ObjectType::ObjectDomain) =>
-            {
+            // What follows here is known not to change a table's columns; any other
+            // statement may (an extension's script, `DROP OWNED`, `IMPORT FOREIGN SCHEMA`, a
+            // statement this model does not follow): what the tables are is then not known.
+            N::SelectStmt(_)
+            | N::InsertStmt(_)
+            | N::UpdateStmt(_)
+            | N::DeleteStmt(_)
+            | N::MergeStmt(_)
+            | N::CopyStmt(_)
+            | N::TruncateStmt(_)
+            | N::ExecuteStmt(_)
+            | N::ExplainStmt(_)
+            | N::PrepareStmt(_)
+            | N::DeallocateStmt(_)
+            | N::IndexStmt(_)
+            | N::ReindexStmt(_)
+            | N::ClusterStmt(_)
+            | N::VacuumStmt(_)
+            | N::LockStmt(_)
+            | N::CommentStmt(_)
+            | N::SecLabelStmt(_)
+            | N::GrantStmt(_)
+            | N::GrantRoleStmt(_)
+            | N::AlterDefaultPrivilegesStmt(_)
+            | N::AlterOwnerStmt(_)
+            | N::CreateRoleStmt(_)
+            | N::AlterRoleStmt(_)
+            | N::AlterRoleSetStmt(_)
+            | N::DropRoleStmt(_)
+            | N::CreateSeqStmt(_)
+            | N::AlterSeqStmt(_)
+            | N::ViewStmt(_)
+            | N::RefreshMatViewStmt(_)
+            | N::CreateEnumStmt(_)
+            | N::AlterEnumStmt(_)
+            | N::CompositeTypeStmt(_)
+            | N::CreateRangeStmt(_)
+            | N::DefineStmt(_)
+            | N::CreateCastStmt(_)
+            | N::CreateOpClassStmt(_)
+            | N::CreateOpFamilyStmt(_)
+            | N::AlterOpFamilyStmt(_)
+            | N::AlterOperatorStmt(_)
+            | N::CreateConversionStmt(_)
+            | N::CreatePolicyStmt(_)
+            | N::AlterPolicyStmt(_)
+            | N::CreateStatsStmt(_)
+            | N::AlterStatsStmt(_)
+            | N::AlterFunctionStmt(_)
+            | N::AlterCollationStmt(_)
+            | N::AlterTableMoveAllStmt(_)
+            | N::ReplicaIdentityStmt(_)
+            | N::CreatePublicationStmt(_)
+            | N::AlterPublicationStmt(_)
+            | N::TransactionStmt(_)
+            | N::VariableSetStmt(_)
+            | N::VariableShowStmt(_)
+            | N::ConstraintsSetStmt(_)
+            | N::DeclareCursorStmt(_)
+            | N::FetchStmt(_)
+            | N::ClosePortalStmt(_)
+            | N::NotifyStmt(_)
+            | N::ListenStmt(_)
+            | N::UnlistenStmt(_)
+            | N::CheckPointStmt(_)
+            | N::DiscardStmt(_)
+            | N::AlterTsdictionaryStmt(_)
+            | N::AlterTsconfigurationStmt(_) => {}
+            _ => self.forget(),
+        }
+        // An event trigger the migrations made may run any statement after any other.
+        if self.event_triggers {
+            self.forget();
+        }
+    }
+
+    /// Whether an `ALTER TABLE` changes a column's type or drops a column.
+    fn changes_columns(&self, a: &protobuf::AlterTableStmt) -> bool {
+        a.cmds.iter().any(|cmd| {
+            matches!(
+                cmd.node.as_ref(),
+                Some(N::AlterTableCmd(c)) if matches!(
+                    AlterTableType::try_from(c.subtype),
+                    Ok(AlterTableType::AtAlterColumnType | AlterTableType::AtDropColumn)
+                )
+            )
+        })
+    }
+
+    /// `DROP ...`: a table (with its partitions, and with CASCADE its children) or a
+    /// domain is gone; with CASCADE anything else may take columns with it (`DROP TYPE`,
+    /// `DROP COLLATION`, `DROP FUNCTION` of a column's default or generated expression), and
+    /// `DROP SCHEMA` or `DROP EXTENSION` take their tables: what the tables are is then not
+    /// known.
+    fn drop(&mut self, d: &protobuf::DropStmt) {
+        let cascade = d.behavior == protobuf::DropBehavior::DropCascade as i32;
+        match ObjectType::try_from(d.remove_type) {
+            Ok(
+                ObjectType::ObjectTable
+                | ObjectType::ObjectMatview
+                | ObjectType::ObjectForeignTable
+                | ObjectType::ObjectView,
+            ) => {
+                if cascade {
+                    self.forget();
+                }
+                for object in &d.objects {
+                    let Some(N::List(l)) = object.node.as_ref() else {
+                        continue;
+                    };
+                    let names: Vec<&str> = l
+                        .items
+                        .iter()
+                        .filter_map(|n| match n.node.as_ref() {
+                            Some(N::String(s)) => Some(s.sval.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    let r = match names.as_slice() {
+                        [name] => range_var("", name),
+                        [.., schema, name] => range_var(schema, name),
+                        [] => continue,
+                    };
+                    match self.key_or_forget(&r) {
+                        Some(key) => self.drop_table(&key),
+                        // Which table is dropped is not known: nor are its partitions.
+                        None => self.forget(),
+                    }
+                }
+            }
+            Ok(ObjectType::ObjectDomain) if !cascade => {
                 for object in &d.objects {
                     if let Some(N::TypeName(t)) = object.node.as_ref() {
                         if let Some(name) = last_name(&t.names) {
@@ -921,8 +1146,30 @@ impl Columns {
                     }
                 }
             }
+            Ok(ObjectType::ObjectSchema | ObjectType::ObjectExtension) => self.forget(),
+            _ if cascade => self.forget(),
+            // Anything else dropped without CASCADE: nothing that holds a column depends on it.
             _ => {}
         }
+    }
+
+    /// `CREATE SCHEMA s CREATE TABLE t ...`: the elements are made in `s`.
+    fn create_schema_elements(&mut self, c: &protobuf::CreateSchemaStmt) {
+        if c.schema_elts.is_empty() {
+            return;
+        }
+        // `CREATE SCHEMA AUTHORIZATION role`: the schema is named like a role not known here.
+        if c.schemaname.is_empty() {
+            self.forget();
+            return;
+        }
+        let path = std::mem::replace(&mut self.search_path, vec![c.schemaname.clone()]);
+        for element in &c.schema_elts {
+            if let Some(node) = element.node.as_ref() {
+                self.apply(node);
+            }
+        }
+        self.search_path = path;
     }
 }
 

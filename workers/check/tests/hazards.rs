@@ -127,13 +127,27 @@ fn a_table_is_new_only_if_it_did_not_exist() {
             assert_eq!(of_rule(&found, rule).len(), 1, "{other}{qualified}: {found:?}");
         }
         // A table this migration made is new: nothing to say (squawk's judgement).
+        for made in [
+            "CREATE TABLE t (id bigint PRIMARY KEY, u bigint, n int, name text);",
+            "DROP TABLE IF EXISTS t;\nCREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, u bigint, n int, name text);",
+        ] {
+            let found = set_findings(
+                &[&format!(
+                    "CREATE TABLE u (id bigint PRIMARY KEY);\n{made}\n{statement}"
+                )],
+                &rules(),
+            );
+            assert!(of_rule(&found, rule).is_empty(), "{made}{statement}: {found:?}");
+        }
+        // `IF NOT EXISTS` of a table the migrations neither made nor dropped: it may be
+        // there already, made before them, with rows.
         let found = set_findings(
             &[&format!(
                 "CREATE TABLE u (id bigint PRIMARY KEY);\nCREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, u bigint, n int, name text);\n{statement}"
             )],
             &rules(),
         );
-        assert!(of_rule(&found, rule).is_empty(), "{statement}: {found:?}");
+        assert_eq!(of_rule(&found, rule).len(), 1, "{statement}: {found:?}");
         let found = set_findings(
             &[
                 earlier,
@@ -553,4 +567,57 @@ fn an_ignore_comment_of_an_unknown_rule_is_a_warning() {
         "unknown-ignored-rule"
     )
     .is_empty());
+}
+
+/// What a statement does to tables the model does not follow (a CASCADE, a schema's
+/// elements, a trigger's function) leaves their columns unknown: a type change after it is
+/// not judged from what the table was before. Each case makes `s.t` with `c varchar(10)`,
+/// does something that drops or remakes it out of the model's sight, makes it again with
+/// `IF NOT EXISTS` as `c int`, and widens `c` to varchar(20): from int that rewrites.
+#[test]
+fn a_table_changed_out_of_sight_is_not_judged_from_what_it_was() {
+    let earlier = "CREATE SCHEMA s;\nCREATE TABLE s.t (c varchar(10));\n";
+    let widen = "CREATE TABLE IF NOT EXISTS s.t (c int);\nALTER TABLE s.t ALTER COLUMN c TYPE varchar(20);\n";
+    for between in [
+        "DROP SCHEMA s CASCADE;\nCREATE SCHEMA s;\n",
+        "CREATE TABLE s.p (id int);\nDROP TABLE s.t;\nCREATE TABLE s.t (c varchar(10)) INHERITS (s.p);\nDROP TABLE s.p CASCADE;\n",
+        "CREATE COLLATION s.k (provider = icu, locale = 'und');\nALTER TABLE s.t ALTER COLUMN c TYPE varchar(10) COLLATE s.k;\nDROP COLLATION s.k CASCADE;\nALTER TABLE s.t DROP COLUMN IF EXISTS c;\nALTER TABLE s.t ADD COLUMN IF NOT EXISTS c int;\n",
+        "CREATE FUNCTION s.f() RETURNS int LANGUAGE sql AS 'SELECT 1';\nALTER TABLE s.t ADD COLUMN d int DEFAULT s.f();\nDROP FUNCTION s.f() CASCADE;\nDROP TABLE s.t;\nSELECT 1;\n",
+        "DROP SCHEMA s CASCADE;\nCREATE SCHEMA s CREATE TABLE t (c int);\n",
+        "CREATE TABLE s.log (x int);\nCREATE FUNCTION s.g() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN DROP TABLE s.t; CREATE TABLE s.t (c int); RETURN NEW; END$$;\nCREATE TRIGGER tg AFTER INSERT ON s.log FOR EACH ROW EXECUTE FUNCTION s.g();\nINSERT INTO s.log VALUES (1);\n",
+        "DROP OWNED BY CURRENT_USER;\nCREATE SCHEMA s;\n",
+        "CREATE EXTENSION IF NOT EXISTS some_extension SCHEMA s;\n",
+    ] {
+        let found = set_findings(&[earlier, &format!("{between}{widen}")], &rules());
+        let change = of_rule(&found, "changing-column-type");
+        let widened = change.last().expect("the widening is judged");
+        assert!(widened.message.contains("varchar(20)"), "{between}: {found:?}");
+        assert!(
+            !widened.message.contains("not rewritten"),
+            "{between}: {widened:?}"
+        );
+    }
+    // Partitions go with their table, without CASCADE.
+    let found = set_findings(
+        &[
+            "CREATE SCHEMA s;\nCREATE TABLE s.p (c varchar(10)) PARTITION BY LIST (c);\nCREATE TABLE s.t (c varchar(10), d varchar(10));\nALTER TABLE s.p ATTACH PARTITION s.t FOR VALUES IN ('a');\n",
+            "CREATE TABLE s.q (c varchar(10)) PARTITION BY LIST (c);\nCREATE TABLE s.u PARTITION OF s.q (c) FOR VALUES IN ('a');\nALTER TABLE s.u ADD COLUMN d varchar(10);\nDROP TABLE s.q;\nCREATE TABLE IF NOT EXISTS s.u (c int, d int);\nALTER TABLE s.u ALTER COLUMN d TYPE varchar(20);\n",
+        ],
+        &rules(),
+    );
+    let change = of_rule(&found, "changing-column-type");
+    assert!(
+        change.iter().all(|f| !f.message.contains("not rewritten")),
+        "{change:?}"
+    );
+    // What the model follows stays known: a plain widening after a DROP TABLE and CREATE.
+    let found = set_findings(
+        &[
+            earlier,
+            "DROP TABLE s.t;\nCREATE TABLE IF NOT EXISTS s.t (c varchar(10));\nINSERT INTO s.t VALUES ('x');\nALTER TABLE s.t ALTER COLUMN c TYPE varchar(20);\n",
+        ],
+        &rules(),
+    );
+    let change = of_rule(&found, "changing-column-type");
+    assert!(change[0].message.contains("not rewritten"), "{change:?}");
 }
