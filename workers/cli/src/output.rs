@@ -652,7 +652,7 @@ impl Output {
                         report.verified_on
                     );
                     if report.copy_differs.is_empty() {
-                        outln!("  it has the target's schema as `diff` compares it (owners and the README's other uncaptured attributes unchecked) and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
+                        outln!("  it has the target's schema as `diff` compares it (grants, owners and the README's other uncaptured attributes unchecked: the copy's objects are the verifying role's) and none of its data: what depends on the rows is unknown there (marked ?), and times are an empty table's");
                     } else {
                         outln!("  \u{26a0} it does NOT have the target's schema: replaying the applied migrations' files gave a schema that differs from the target's, so the results below are the replayed schema's (marked ?), not the target's:");
                         for d in &report.copy_differs {
@@ -831,12 +831,14 @@ impl Output {
                         .count()
                 };
                 outln!(
-                    "round trip: {} ok, {} unknown on the target's rows, {} failed, {} skipped (schemas compared as `diff` does: what the README lists as not captured is not checked)",
+                    "round trip: {} ok, {} losing data, {} unknown on the target's rows, {} failed, {} skipped (schemas compared as `diff` does: what the README lists as not captured is not checked)",
                     rt(
                         |r| matches!(r, stepmigrate_core::verify::RoundTrip::Ok { .. })
                             && !r.unknown_on_target()
+                            && !r.loses_data()
                     ),
-                    rt(|r| r.unknown_on_target()),
+                    rt(|r| r.loses_data()),
+                    rt(|r| r.unknown_on_target() && !r.loses_data()),
                     rt(|r| r.failed()),
                     rt(|r| matches!(r, stepmigrate_core::verify::RoundTrip::Skipped { .. })),
                 );

@@ -199,9 +199,17 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
             s.round_trips
                 - s.round_trips_failed
                 - s.round_trips_without_down
-                - s.round_trips_unknown,
+                - s.round_trips_unknown
+                - s.round_trips_losing_data,
             s.round_trips
         );
+        if s.round_trips_losing_data > 0 {
+            let _ = write!(
+                cell,
+                "; ⚠️ {} losing data (schema restored, rows not)",
+                s.round_trips_losing_data
+            );
+        }
         if s.round_trips_unknown > 0 {
             let _ = write!(
                 cell,
@@ -425,6 +433,13 @@ fn file_block(f: &FileReport, options: RenderOptions, budget: usize) -> String {
                     let _ = writeln!(
                         body,
                         "**Round trip:** ✅ its down gave back the schema before it, and applied again it made the same schema.\n"
+                    );
+                }
+                Some(RoundTripReport::LosesData { what }) => {
+                    let _ = writeln!(
+                        body,
+                        "**Round trip:** ⚠️ its down gave back the schema before it, but not the data: it drops and makes again {}, so what they held is lost (on the target too).\n",
+                        inline(&what.join(", "))
                     );
                 }
                 Some(RoundTripReport::UnknownOnTarget { reason }) => {

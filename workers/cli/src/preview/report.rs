@@ -76,6 +76,11 @@ pub enum VerifyOutcome {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RoundTripReport {
     Ok,
+    /// The schema came back, but the down drops and makes again what held data: the
+    /// tables, columns and sequences named.
+    LosesData {
+        what: Vec<String>,
+    },
     /// Ok on the empty copy, but a statement of the down depends on the target's rows.
     UnknownOnTarget {
         reason: String,
@@ -283,6 +288,8 @@ pub struct Summary {
     pub round_trips_without_down: usize,
     /// Passed on the empty copy, but their down depends on the target's rows.
     pub round_trips_unknown: usize,
+    /// The schema came back, but their down drops and makes again what held data.
+    pub round_trips_losing_data: usize,
 }
 
 impl PreviewReport {
@@ -332,6 +339,10 @@ impl PreviewReport {
                 s.new_indexes_invalid += v.new_indexes.iter().filter(|i| !i.valid).count();
                 match &v.round_trip {
                     Some(RoundTripReport::Ok) => s.round_trips += 1,
+                    Some(RoundTripReport::LosesData { .. }) => {
+                        s.round_trips += 1;
+                        s.round_trips_losing_data += 1;
+                    }
                     Some(RoundTripReport::UnknownOnTarget { .. }) => {
                         s.round_trips += 1;
                         s.round_trips_unknown += 1;

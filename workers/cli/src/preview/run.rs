@@ -270,6 +270,11 @@ fn verification(v: &MigrationVerification) -> Option<Verification> {
             v.mode == Mode::NoTransaction,
         )
         .with_round_trip(v.round_trip.as_ref().map(|r| match r {
+            RoundTrip::Ok { loses_data, .. } if !loses_data.is_empty() => {
+                RoundTripReport::LosesData {
+                    what: loses_data.clone(),
+                }
+            }
             RoundTrip::Ok {
                 unknown_on_target: Some(why),
                 ..

@@ -82,8 +82,10 @@ pub fn is_system_schema(schema: &str) -> bool {
 }
 
 /// A database's schema. Every list is sorted by schema and name (byte order), columns and
-/// labels keep their order in the database.
+/// labels keep their order in the database. A key a snapshot of this format does not have is
+/// refused (here and in every part): a misspelt attribute would otherwise compare as absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Snapshot {
     pub format: u32,
     /// What it was taken with; absent from files written before it was recorded (read as
@@ -121,6 +123,7 @@ pub struct Snapshot {
 /// A user object of a kind the snapshot has no structure for: what `pg_identify_object`
 /// calls it, and its defining attributes as the catalog has them (names, never OIDs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CatalogObject {
     /// `collation`, `operator family`, `text search dictionary`, `foreign table`, ...
     pub kind: String,
@@ -249,6 +252,7 @@ named_enum!(
 /// What a snapshot file was taken with (`options` in the document): a diff that asks for
 /// more than a file holds (grants, comments) must not read the absence as a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Scope {
     pub grants: bool,
     pub comments: bool,
@@ -281,6 +285,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Grant {
     /// A role name, or `PUBLIC`.
     pub grantee: String,
@@ -291,6 +296,7 @@ pub struct Grant {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Schema {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -300,6 +306,7 @@ pub struct Schema {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Extension {
     pub name: String,
     pub version: String,
@@ -307,6 +314,7 @@ pub struct Extension {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Enum {
     pub schema: String,
     pub name: String,
@@ -319,6 +327,7 @@ pub struct Enum {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DomainConstraint {
     pub name: String,
     pub definition: String,
@@ -333,6 +342,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Domain {
     pub schema: String,
     pub name: String,
@@ -354,6 +364,7 @@ pub struct Domain {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CompositeAttribute {
     pub name: String,
     #[serde(rename = "type")]
@@ -363,6 +374,7 @@ pub struct CompositeAttribute {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CompositeType {
     pub schema: String,
     pub name: String,
@@ -376,6 +388,7 @@ pub struct CompositeType {
 /// A sequence's definition; never its current value (that is data, and differs between any
 /// two databases that were ever used).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sequence {
     pub schema: String,
     pub name: String,
@@ -401,6 +414,7 @@ pub struct Sequence {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Table {
     pub schema: String,
     pub name: String,
@@ -465,6 +479,7 @@ pub struct Table {
 /// The sequence behind an identity column: its options are the column's (`GENERATED ... AS
 /// IDENTITY (MAXVALUE 100 CYCLE)`, `ALTER COLUMN ... SET INCREMENT BY 5`), never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IdentitySequence {
     /// Qualified, each part `quote_ident`ed (`SEQUENCE NAME`).
     pub name: String,
@@ -485,6 +500,7 @@ pub struct IdentitySequence {
 /// view) it is on; its name is unique in its own schema, which may be another than the
 /// table's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Statistics {
     pub schema: String,
     pub name: String,
@@ -499,6 +515,7 @@ pub struct Statistics {
 
 /// A row-level security policy of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub name: String,
     /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
@@ -518,6 +535,7 @@ pub struct Policy {
 /// A view's result column, from the view's own `pg_attribute`: what it returns, whichever
 /// schema the tables it reads are in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ViewColumn {
     pub name: String,
     #[serde(rename = "type")]
@@ -531,6 +549,7 @@ pub struct ViewColumn {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Column {
     pub name: String,
     /// As `format_type` writes it: `character varying(320)`, `public.mood`.
@@ -578,6 +597,7 @@ pub struct Column {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Constraint {
     pub name: String,
     pub kind: ConstraintKind,
@@ -600,6 +620,7 @@ pub struct Constraint {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Index {
     /// Unique within the schema.
     pub name: String,
@@ -620,6 +641,7 @@ pub struct Index {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Trigger {
     pub name: String,
     /// `pg_get_triggerdef`.
@@ -631,6 +653,7 @@ pub struct Trigger {
 
 /// A view or a materialized view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct View {
     pub schema: String,
     pub name: String,
@@ -666,6 +689,7 @@ pub struct View {
 /// A function, procedure, aggregate or window function. Its identity is its name and input
 /// argument types (`public.add(integer, integer)`), as in PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Function {
     pub schema: String,
     pub name: String,
@@ -1314,6 +1338,19 @@ mod tests {
         let doc =
             |tables: &[String]| format!("{{\"format\": 2,\n\"tables\": [{}]}}", tables.join(",\n"));
         assert!(read(doc(&[table_json("")])).is_ok());
+        // A key this format does not have (a misspelt attribute) would compare as if the
+        // attribute were absent: refused, named with its place.
+        let err = read(doc(&[table_json(r#", "comemnt": "x""#)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field `comemnt`") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = read("{\"format\": 2, \"tabels\": []}".to_owned())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `tabels`"), "{err}");
         let t = table_json("");
         let err = read(doc(&[t.clone(), t])).unwrap_err().to_string();
         assert_eq!(err, "s.json: relation public.t appears twice");

@@ -252,6 +252,11 @@ pub enum RoundTrip {
         /// NULL` over rows the up made NULL): ok on the empty copy says nothing of the target.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unknown_on_target: Option<String>,
+        /// What the down dropped and made again (a table, a column, a sequence that existed
+        /// before the up): the schema is restored, but what it held is lost, on the target
+        /// as on the copy.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        loses_data: Vec<String>,
     },
     /// Not tried: the migration is `irreversible`, failed its verification, or comes after a
     /// failure.
@@ -298,23 +303,41 @@ impl RoundTrip {
         )
     }
 
+    /// Ok on the schema, with a down that drops and makes again what held data.
+    pub fn loses_data(&self) -> bool {
+        matches!(self, RoundTrip::Ok { loses_data, .. } if !loses_data.is_empty())
+    }
+
     /// One line for people: `ok`, `skipped: irreversible`, or the failure's message.
     pub fn describe(&self) -> String {
         match self {
             RoundTrip::Ok {
                 down_ms,
                 reapply_ms,
-                unknown_on_target: Some(why),
-            } => format!(
-                "? unknown on the target's rows: {why}; on the empty copy the down restored the schema ({down_ms:.1} ms), applied again it made the same schema ({reapply_ms:.1} ms)"
-            ),
-            RoundTrip::Ok {
-                down_ms,
-                reapply_ms,
-                unknown_on_target: None,
-            } => format!(
-                "ok: the down restored the schema ({down_ms:.1} ms), applied again it made the same schema ({reapply_ms:.1} ms)"
-            ),
+                unknown_on_target,
+                loses_data,
+            } => {
+                let mut parts = Vec::new();
+                if !loses_data.is_empty() {
+                    parts.push(format!(
+                        "\u{26a0} the down loses data: it drops and makes again {} (what was there before the up): the schema comes back, the rows and values do not, on the target too",
+                        loses_data.join(", ")
+                    ));
+                }
+                if let Some(why) = unknown_on_target {
+                    parts.push(format!("? unknown on the target's rows: {why}"));
+                }
+                let restored = format!(
+                    "the down restored the schema ({down_ms:.1} ms), applied again it made the same schema ({reapply_ms:.1} ms)"
+                );
+                if parts.is_empty() {
+                    format!("ok: {restored}")
+                } else if unknown_on_target.is_some() {
+                    format!("{}; on the empty copy {restored}", parts.join("; "))
+                } else {
+                    format!("{}; {restored}", parts.join("; "))
+                }
+            }
             RoundTrip::Skipped { reason } => format!("skipped: {reason}"),
             RoundTrip::Failed { message, .. } => format!("FAILED: {message}"),
         }

@@ -72,6 +72,7 @@ pub(super) async fn round_trip(
         }
     }
     let applied = round_trip_snapshot(migrator).await?;
+    let holders_before = data_holders(migrator).await?;
     let started = Instant::now();
     let target = RollbackTarget::Only(vec![m.version.clone()]);
     let report = match migrator.down(&target, true, run_id, &mut Quiet).await {
@@ -101,6 +102,7 @@ pub(super) async fn round_trip(
         ));
     }
     let reverted = round_trip_snapshot(migrator).await?;
+    let loses_data = remade(&holders_before, &data_holders(migrator).await?);
     let differences = crate::schema::diff(before, &reverted);
     if !differences.is_empty() {
         // Applied again, so that the scratch database holds what the migration makes (what
@@ -162,7 +164,72 @@ pub(super) async fn round_trip(
         down_ms,
         reapply_ms,
         unknown_on_target,
+        loses_data,
     })
+}
+
+/// What holds data on the scratch database, by name: each table's and materialized view's
+/// oid and its columns' numbers, each sequence's oid. A down that drops and makes again an
+/// object gives it a new oid (a column, a new number) while the schema compares equal.
+type Holders = std::collections::BTreeMap<String, (i64, String, Vec<(String, i16)>)>;
+
+async fn data_holders(migrator: &Migrator) -> Result<Holders, Error> {
+    let mut conn = migrator.db.connect().await?;
+    type Row = (String, i64, String, Vec<String>, Vec<i16>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
+                c.oid::int8,
+                c.relkind::text,
+                COALESCE(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
+                COALESCE(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}')
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped
+         WHERE c.relkind IN ('r', 'm', 'S')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+         GROUP BY 1, 2, 3",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::database("reading the scratch database's tables", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, oid, kind, columns, numbers)| {
+            (
+                name,
+                (oid, kind, columns.into_iter().zip(numbers).collect()),
+            )
+        })
+        .collect())
+}
+
+/// What is there before and after the down, but not the same: tables, materialized views
+/// and sequences made again, and columns added again to a table that stayed.
+fn remade(before: &Holders, after: &Holders) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, (oid, kind, columns)) in before {
+        let Some((oid_after, _, columns_after)) = after.get(name) else {
+            continue;
+        };
+        let what = match kind.as_str() {
+            "m" => "materialized view",
+            "S" => "sequence",
+            _ => "table",
+        };
+        if oid != oid_after {
+            found.push(format!("{what} {name}"));
+            continue;
+        }
+        for (column, number) in columns {
+            if columns_after
+                .iter()
+                .any(|(c, n)| c == column && n != number)
+            {
+                found.push(format!("column {name}.{column}"));
+            }
+        }
+    }
+    found
 }
 
 /// Which comparison a difference comes from.
