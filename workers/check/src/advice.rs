@@ -435,6 +435,28 @@ pub(crate) fn facts(
                                 continue;
                             };
                             let new = ColumnType::of(type_name);
+                            // `ALTER TYPE t ALTER ATTRIBUTE a TYPE x`: the composite type
+                            // changes, and with CASCADE every table of that type (and every
+                            // column of it) with it, which are not named here.
+                            if ObjectType::try_from(a.objtype) == Ok(ObjectType::ObjectType) {
+                                let new = new
+                                    .as_ref()
+                                    .map_or_else(|| "...".to_owned(), ToString::to_string);
+                                facts.push(Fact {
+                                    rule: CHANGING_COLUMN_TYPE,
+                                    statement: span,
+                                    anchor: at(type_name.location),
+                                    says: Some((
+                                        format!(
+                                            "`ALTER ATTRIBUTE {} TYPE {new}` of the composite type {table}: with CASCADE it changes every table made `OF {table}` and every column of type {table} too, each under an ACCESS EXCLUSIVE lock held until the migration commits, and may rewrite them (as `ALTER COLUMN ... TYPE` does); without CASCADE it fails if any table uses the type.",
+                                            cmd.name
+                                        ),
+                                        Some("Find the tables that use the type first (`pg_class.reloftype`, `pg_attribute.atttypid`): on a large one, prefer a new column of the new type, backfilled in batches.".into()),
+                                    )),
+                                    own: false,
+                                });
+                                continue;
+                            }
                             let old = columns.type_of(r, &cmd.name).cloned();
                             let rewrite = if foreign {
                                 Rewrite::No("a foreign table keeps no rows here".into())

@@ -621,3 +621,20 @@ fn a_table_changed_out_of_sight_is_not_judged_from_what_it_was() {
     let change = of_rule(&found, "changing-column-type");
     assert!(change[0].message.contains("not rewritten"), "{change:?}");
 }
+
+/// `ALTER TYPE ... ALTER ATTRIBUTE ... TYPE`: the finding is about the tables of that type,
+/// which CASCADE changes with it, not a lock on the type as if it were a table.
+#[test]
+fn altering_a_composite_types_attribute_names_the_tables_of_that_type() {
+    let found = set_findings(
+        &["CREATE TYPE pair AS (a varchar(10), b int);\nCREATE TABLE t OF pair;\nALTER TYPE pair ALTER ATTRIBUTE a TYPE varchar(20) CASCADE;\n"],
+        &rules(),
+    );
+    let change = of_rule(&found, "changing-column-type");
+    assert_eq!(change.len(), 1, "{found:?}");
+    assert!(
+        change[0].message.contains("every table made `OF pair`")
+            && !change[0].message.contains("not rewritten"),
+        "{change:?}"
+    );
+}
