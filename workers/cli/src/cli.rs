@@ -523,7 +523,10 @@ async fn run_on(
             let scope = scope.scope();
             let report = tokio::select! {
                 r = m.up(&scope, &run_id, &mut progress) => r?,
-                e = interrupted() => return Err(stop_interrupted(m, e, Work::Writes).await),
+                e = interrupted() => {
+                    let e = stop_interrupted(m, e, Work::Writes).await;
+                    return Err(naming_done(e, &progress.done, "applied"));
+                }
             };
             Ok(out.up(&report))
         }
@@ -560,7 +563,10 @@ async fn run_on(
             let run_id = new_run_id("down");
             let report = tokio::select! {
                 r = m.down_planned(&plan, *use_file, &run_id, &mut progress) => r?,
-                e = interrupted() => return Err(stop_interrupted(m, e, Work::Writes).await),
+                e = interrupted() => {
+                    let e = stop_interrupted(m, e, Work::Writes).await;
+                    return Err(naming_done(e, &progress.done, "rolled back"));
+                }
             };
             Ok(out.down(&report))
         }
@@ -1044,6 +1050,23 @@ async fn stop_interrupted(m: &Migrator, interrupted: Error, work: Work) -> Error
     };
     match interrupted {
         Error::Interrupted(text) => Error::Interrupted(format!("{text}: {what}")),
+        other => other,
+    }
+}
+
+/// An interrupt drops the run's report: its error names what the run committed before it.
+fn naming_done(interrupted: Error, done: &[String], verb: &str) -> Error {
+    let done = if done.is_empty() {
+        format!("this run {verb} nothing before the interrupt")
+    } else {
+        format!(
+            "this run {verb} {} before the interrupt ({})",
+            done.len(),
+            done.join(", ")
+        )
+    };
+    match interrupted {
+        Error::Interrupted(text) => Error::Interrupted(format!("{text}; {done}")),
         other => other,
     }
 }

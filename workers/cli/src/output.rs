@@ -353,14 +353,14 @@ impl Output {
             verb: ("applying", "to"),
             line: String::new(),
             batch_line_at: None,
+            done: Vec::new(),
         }
     }
 
     pub fn rollback_progress(&self, db: &Database) -> HumanProgress {
-        HumanProgress {
-            verb: ("rolling back", "of"),
-            ..self.progress(db)
-        }
+        let mut progress = self.progress(db);
+        progress.verb = ("rolling back", "of");
+        progress
     }
 
     /// `hash`: where migrations.sum is, and whether it changed.
@@ -1003,6 +1003,19 @@ pub struct HumanProgress {
     /// When the last progress line of a batch migration was printed (not on a terminal:
     /// one line every few seconds, not one per batch).
     batch_line_at: Option<std::time::Instant>,
+    /// The migrations this run applied or rolled back, in order: what an interrupt that
+    /// drops the run's report must still name (with `--json` too).
+    pub done: Vec<String>,
+}
+
+impl Drop for HumanProgress {
+    /// A run cut short (an interrupt) leaves the current migration's line open on a
+    /// terminal: end it, so that the error after it starts a line of its own.
+    fn drop(&mut self) {
+        if self.enabled && self.tty && !self.line.is_empty() {
+            outln!();
+        }
+    }
 }
 
 /// Between two progress lines of a batch migration in a log.
@@ -1144,6 +1157,12 @@ impl Progress for HumanProgress {
     }
 
     fn finished(&mut self, index: usize, total: usize, r: &MigrationResult) {
+        if matches!(
+            r.outcome,
+            Outcome::Applied { .. } | Outcome::RolledBack { .. }
+        ) {
+            self.done.push(r.name.clone());
+        }
         if !self.enabled {
             return;
         }
@@ -1179,6 +1198,7 @@ impl Progress for HumanProgress {
         if self.tty {
             // Over a batch migration's progress, if any was drawn.
             outln!("\r\x1b[2K{}{what}", self.line);
+            self.line.clear();
         } else {
             outln!(
                 "  [{:>w$}/{total}] {} ... {what}",

@@ -710,6 +710,12 @@ async fn ctrl_c_during_a_down_cancels_the_revert_on_the_server_and_says_so() {
         run.stderr
     );
     assert!(run.stderr.contains("cancelled"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("this run rolled back nothing before the interrupt"),
+        "{}",
+        run.stderr
+    );
     // Nothing of the revert committed after the interrupt: `plan` reads the ledger once no
     // migration's transaction is open, and 003 is still applied, its table there.
     db.cli(dir.path(), &["plan"]).assert_code(0);
@@ -1232,4 +1238,34 @@ async fn a_second_down_waits_for_a_no_transaction_revert_at_work() {
     second.assert_code(0);
     assert!(!db.table_exists("t").await);
     assert_eq!(db.applied().await, Vec::<String>::new());
+}
+
+/// An interrupted `up --json` still names what the run committed before the interrupt (the
+/// run's report is dropped with it): the error document says which migrations it applied.
+#[tokio::test]
+async fn an_interrupted_up_names_what_it_applied_before() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_a.sql", "CREATE TABLE a (id int);\n"),
+        (
+            "002_b.sql",
+            "CREATE TABLE b (id int);\nSELECT pg_sleep(30);\n",
+        ),
+    ]);
+    let child = db.spawn_cli(dir.path(), &["--json", "up"]);
+    db.wait_for_active_query("pg_sleep(30)").await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 130, "{}", run.stdout);
+    let doc = run.json();
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("this run applied 1 before the interrupt (001_a)"),
+        "{doc:#}"
+    );
+    assert_eq!(db.applied().await, ["001"]);
 }
