@@ -12,7 +12,7 @@ use super::report::{
     flags, ms, skipped, summary_of, Method, MigrationVerification, RoundTrip, StatementReport,
     VerifyOptions, VerifyOutcome, VerifyReport,
 };
-use super::round_trip::{round_trip, round_trip_snapshot};
+use super::round_trip::{before_up, round_trip};
 use super::scratch::{copy_differences, ScratchDatabase};
 use super::statements::{refused_outside_transaction, timeouts, verify_in_open_transaction};
 use crate::apply::RESET_SESSION;
@@ -95,7 +95,7 @@ pub async fn verify_pending_with(
             if let Some(previous) = migrator.set.previous(&m.version) {
                 migrator_apply(migrator, &previous.version, run_id).await?;
             }
-            Some(round_trip_snapshot(migrator).await?)
+            Some(before_up(migrator).await?)
         } else {
             None
         };

@@ -252,9 +252,9 @@ pub enum RoundTrip {
         /// NULL` over rows the up made NULL): ok on the empty copy says nothing of the target.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unknown_on_target: Option<String>,
-        /// What the down dropped and made again (a table, a column, a sequence that existed
-        /// before the up): the schema is restored, but what it held is lost, on the target
-        /// as on the copy.
+        /// What was there before the up and is not the same after its down (a table, a
+        /// column, a sequence made again; a table the down truncates): the schema is
+        /// restored, but what it held is lost, on the target as on the copy.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         loses_data: Vec<String>,
     },
@@ -320,7 +320,7 @@ impl RoundTrip {
                 let mut parts = Vec::new();
                 if !loses_data.is_empty() {
                     parts.push(format!(
-                        "\u{26a0} the down loses data: it drops and makes again {} (what was there before the up): the schema comes back, the rows and values do not, on the target too",
+                        "\u{26a0} loses data: after the up and its down, {}: the schema comes back, the rows and values do not (on the target too)",
                         loses_data.join(", ")
                     ));
                 }

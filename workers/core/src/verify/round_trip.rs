@@ -28,14 +28,28 @@ pub(super) async fn round_trip_snapshot(migrator: &Migrator) -> Result<Snapshot,
     Snapshot::capture_database(&migrator.db, &options).await
 }
 
-/// The round trip of `m`, applied on the scratch database with `before` the schema before
+/// The scratch database before a migration's up: its schema, and what holds data in it.
+pub(super) struct BeforeUp {
+    schema: Snapshot,
+    holders: Holders,
+}
+
+pub(super) async fn before_up(migrator: &Migrator) -> Result<BeforeUp, Error> {
+    Ok(BeforeUp {
+        schema: round_trip_snapshot(migrator).await?,
+        holders: data_holders(migrator).await?,
+    })
+}
+
+/// The round trip of `m`, applied on the scratch database with `before` the database before
 /// it: down (its down file), compare with `before`, up again, compare with the first apply.
 pub(super) async fn round_trip(
     migrator: &Migrator,
     m: &Migration,
-    before: &Snapshot,
+    before: &BeforeUp,
     run_id: &str,
 ) -> Result<RoundTrip, Error> {
+    let (holders_before, before) = (&before.holders, &before.schema);
     let failed = |step, message: String, differences: Vec<Change>| RoundTrip::Failed {
         step,
         message: format!("{}: {message}", m.name),
@@ -72,7 +86,6 @@ pub(super) async fn round_trip(
         }
     }
     let applied = round_trip_snapshot(migrator).await?;
-    let holders_before = data_holders(migrator).await?;
     let started = Instant::now();
     let target = RollbackTarget::Only(vec![m.version.clone()]);
     let report = match migrator.down(&target, true, run_id, &mut Quiet).await {
@@ -102,7 +115,17 @@ pub(super) async fn round_trip(
         ));
     }
     let reverted = round_trip_snapshot(migrator).await?;
-    let loses_data = remade(&holders_before, &data_holders(migrator).await?);
+    let down_statements = m
+        .down
+        .as_ref()
+        .map(|down| sql::split_statements(&down.sql))
+        .unwrap_or_default();
+    let (mut loses_data, refilled) = remade(
+        holders_before,
+        &data_holders(migrator).await?,
+        &down_statements,
+    );
+    loses_data.extend(truncated(holders_before, &down_statements));
     let differences = crate::schema::diff(before, &reverted);
     if !differences.is_empty() {
         // Applied again, so that the scratch database holds what the migration makes (what
@@ -146,18 +169,25 @@ pub(super) async fn round_trip(
         ));
     }
     // The copy is empty: a down statement whose outcome depends on rows proved nothing.
-    let unknown_on_target = m.down.as_ref().and_then(|down| {
-        sql::split_statements(&down.sql).iter().find_map(|s| {
-            super::depends_on_data(s)
-                .filter(|d| d.kind == super::DataKind::Outcome)
-                .map(|d| {
-                    format!(
-                        "its down file, line {}: {}: {}",
-                        s.line,
-                        summary_of(s.text),
-                        d.reason
-                    )
-                })
+    let refilled = refilled.first().map(|(what, line)| {
+        format!(
+            "its down file, line {line}: it makes {what} again (a new one, where the one before the up is dropped) and fills it with INSERT: whether every row and value comes back depends on the target's rows"
+        )
+    });
+    let unknown_on_target = refilled.or_else(|| {
+        m.down.as_ref().and_then(|down| {
+            sql::split_statements(&down.sql).iter().find_map(|s| {
+                super::depends_on_data(s)
+                    .filter(|d| d.kind == super::DataKind::Outcome)
+                    .map(|d| {
+                        format!(
+                            "its down file, line {}: {}: {}",
+                            s.line,
+                            summary_of(s.text),
+                            d.reason
+                        )
+                    })
+            })
         })
     });
     Ok(RoundTrip::Ok {
@@ -203,10 +233,18 @@ async fn data_holders(migrator: &Migrator) -> Result<Holders, Error> {
         .collect())
 }
 
-/// What is there before and after the down, but not the same: tables, materialized views
-/// and sequences made again, and columns added again to a table that stayed.
-fn remade(before: &Holders, after: &Holders) -> Vec<String> {
-    let mut found = Vec::new();
+/// What is there before the up and after the down, but not the same one: tables,
+/// materialized views and sequences made again, and columns added again to a table that
+/// stayed (whatever the up did to them: renamed, dropped). Those the down fills with an
+/// `INSERT` (a copy of the rows, perhaps) come second, with the line of the INSERT: their
+/// loss depends on the rows.
+#[allow(clippy::type_complexity)]
+fn remade(
+    before: &Holders,
+    after: &Holders,
+    down: &[sql::Statement<'_>],
+) -> (Vec<String>, Vec<(String, usize)>) {
+    let (mut lost, mut refilled) = (Vec::new(), Vec::new());
     for (name, (oid, kind, columns)) in before {
         let Some((oid_after, _, columns_after)) = after.get(name) else {
             continue;
@@ -217,7 +255,13 @@ fn remade(before: &Holders, after: &Holders) -> Vec<String> {
             _ => "table",
         };
         if oid != oid_after {
-            found.push(format!("{what} {name}"));
+            let filled = down.iter().find(|s| {
+                s.main_verb.as_deref() == Some("INSERT") && names_relation(s.text, last_part(name))
+            });
+            match filled {
+                Some(s) => refilled.push((format!("{what} {name}"), s.line)),
+                None => lost.push(format!("{what} {name} is made again")),
+            }
             continue;
         }
         for (column, number) in columns {
@@ -225,11 +269,67 @@ fn remade(before: &Holders, after: &Holders) -> Vec<String> {
                 .iter()
                 .any(|(c, n)| c == column && n != number)
             {
-                found.push(format!("column {name}.{column}"));
+                lost.push(format!("column {name}.{column} is added again"));
+            }
+        }
+    }
+    (lost, refilled)
+}
+
+/// The tables that were there before the up and that a `TRUNCATE` of the down empties
+/// (matched by name, whatever the schema: a `TRUNCATE` of one of that name is enough to
+/// say so).
+fn truncated(before: &Holders, down: &[sql::Statement<'_>]) -> Vec<String> {
+    let mut found = Vec::new();
+    for s in down {
+        if s.main_verb.as_deref() != Some("TRUNCATE") {
+            continue;
+        }
+        for (name, (_, kind, _)) in before {
+            if kind == "r"
+                && names_relation(s.text, last_part(name))
+                && !found.iter().any(|f: &String| f.ends_with(name.as_str()))
+            {
+                found.push(format!("line {}: TRUNCATE empties table {name}", s.line));
             }
         }
     }
     found
+}
+
+/// The last part of a qualified, quoted name, unquoted: `public."Odd"` → `Odd`.
+fn last_part(name: &str) -> String {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    match last.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => last.to_owned(),
+    }
+}
+
+/// Whether the statement's words name a relation called `name` (as an identifier, quoted or
+/// folded to lower case), after its verb.
+fn names_relation(text: &str, name: String) -> bool {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if quoted => current.push(c),
+            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+                current.extend(c.to_lowercase());
+            }
+            _ => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words.iter().skip(1).any(|w| *w == name)
 }
 
 /// Which comparison a difference comes from.
