@@ -409,7 +409,7 @@ async fn a_dev_database_with_types_is_refused_and_everything_is_emptied() {
     let dev = TestDb::new().await;
     dir.write(
         "002_rewrite.sql",
-        "CREATE COLLATION c2 (provider = icu, locale = 'und');\nCREATE TEXT SEARCH CONFIGURATION tsc2 (COPY = english);\nCREATE PUBLICATION pub2;\nCREATE TYPE mood AS ENUM ('ok');\nCREATE TABLE w (id int GENERATED ALWAYS AS IDENTITY, m mood);\nCOMMENT ON SCHEMA public IS 'changed';\n",
+        "CREATE COLLATION c2 (provider = icu, locale = 'und');\nCREATE TEXT SEARCH CONFIGURATION tsc2 (COPY = english);\nCREATE PUBLICATION pub2;\nCREATE TYPE mood AS ENUM ('ok');\nCREATE TABLE w (id int GENERATED ALWAYS AS IDENTITY, m mood);\nCOMMENT ON SCHEMA public IS 'changed';\nCREATE TRANSFORM FOR point LANGUAGE plpgsql (FROM SQL WITH FUNCTION gist_point_compress(internal));\n",
     );
     for _ in 0..2 {
         db.cli(
@@ -419,7 +419,7 @@ async fn a_dev_database_with_types_is_refused_and_everything_is_emptied() {
         .assert_code(0);
     }
     assert_eq!(
-        dev.query("SELECT ((SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_collation WHERE collname = 'c2') + (SELECT count(*) FROM pg_type WHERE typname = 'mood'))::text").await,
+        dev.query("SELECT ((SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_collation WHERE collname = 'c2') + (SELECT count(*) FROM pg_type WHERE typname = 'mood') + (SELECT count(*) FROM pg_transform))::text").await,
         ["0"]
     );
 }

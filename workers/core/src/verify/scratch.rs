@@ -178,6 +178,8 @@ const USER_OBJECTS: &str = concat!("SELECT coalesce(string_agg(what, ', '), '') 
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_language'::regclass AND d.objid = l.oid AND d.deptype = 'e')
     UNION ALL SELECT 'default privileges of ' || defaclrole::regrole::text FROM pg_catalog.pg_default_acl
     UNION ALL SELECT 'large object ' || oid::text FROM pg_catalog.pg_largeobject_metadata
+    UNION ALL SELECT 'transform for ' || t.trftype::regtype::text || ' language ' || quote_ident(l.lanname)
+      FROM pg_catalog.pg_transform t JOIN pg_catalog.pg_language l ON l.oid = t.trflang
     LIMIT 5) objects");
 
 /// Empties a dev database again: everything verify's migrations may have made in it, and
@@ -194,6 +196,10 @@ BEGIN
     END LOOP;
     FOR r IN SELECT oid FROM pg_catalog.pg_largeobject_metadata LOOP
         PERFORM pg_catalog.lo_unlink(r.oid);
+    END LOOP;
+    FOR r IN SELECT t.trftype::regtype::text AS typ, l.lanname FROM pg_catalog.pg_transform t
+             JOIN pg_catalog.pg_language l ON l.oid = t.trflang LOOP
+        EXECUTE format('DROP TRANSFORM IF EXISTS FOR %s LANGUAGE %I CASCADE', r.typ, r.lanname);
     END LOOP;
     FOR r IN SELECT l.lanname FROM pg_catalog.pg_language l WHERE l.oid >= 16384
              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_language'::regclass AND d.objid = l.oid AND d.deptype = 'e') LOOP
