@@ -587,6 +587,23 @@ pub(crate) fn facts(
                             }
                         }
                         (Ok(AlterTableType::AtAttachPartition), Some(N::PartitionCmd(p))) => {
+                            // The table attached: its every row is checked for the bounds.
+                            let attached = p.name.as_ref().filter(|n| {
+                                columns.key(n).is_none_or(|k| !new_tables.contains(&k))
+                            });
+                            if let (Some(attached), false) = (attached, foreign) {
+                                let name = table_name(attached);
+                                facts.push(Fact {
+                                    rule: crate::lint::ATTACH_PARTITION_SCAN,
+                                    statement: span,
+                                    anchor: usize::MAX,
+                                    says: Some((
+                                        format!("`ATTACH PARTITION {name}` locks {name} ACCESS EXCLUSIVE (blocking its reads and writes {}) and scans every row of it for the partition's bounds, unless a valid CHECK constraint on it already implies them: as long as {name} is large.", held(in_tx)),
+                                        Some(format!("In an earlier migration, add to {name} a CHECK constraint that matches the bounds, NOT VALID, and `VALIDATE CONSTRAINT` it (SHARE UPDATE EXCLUSIVE: reads and writes go on); the attach then skips the scan (drop the constraint after it).")),
+                                    )),
+                                    own: true,
+                                });
+                            }
                             let default = columns
                                 .partitioning(r)
                                 .flatten()
@@ -653,6 +670,23 @@ pub(crate) fn facts(
                                     says: Some(domain_message(&d.colname, domain, &table, target)),
                                     own: true,
                                 });
+                            } else if !defaulted && !foreign && !has_default(d) {
+                                // No DEFAULT given: the column gets its domain's.
+                                let inherited =
+                                    d.type_name.as_ref().and_then(|t| columns.domain_default(t));
+                                if let Some((domain, calls)) = inherited {
+                                    if let Some(says) = domain_default_message(
+                                        &d.colname, &domain, &calls, &table, target,
+                                    ) {
+                                        facts.push(Fact {
+                                            rule: crate::lint::TABLE_REWRITE,
+                                            statement: span,
+                                            anchor: at(d.location),
+                                            says: Some(says),
+                                            own: true,
+                                        });
+                                    }
+                                }
                             }
                         }
                         _ => {}
@@ -859,6 +893,52 @@ fn validate_message(name: &str, table: &str, kind: Option<i32>) -> (String, Opti
 
 /// `ADD COLUMN` of a domain with constraints: PostgreSQL checks them for every existing row
 /// (even of a NULL column), rewriting the table, whatever the default (through 18).
+/// Whether the column is given a DEFAULT of its own.
+fn has_default(d: &protobuf::ColumnDef) -> bool {
+    d.constraints.iter().any(|c| {
+        matches!(c.node.as_ref(), Some(N::Constraint(c))
+            if ConstrType::try_from(c.contype) == Ok(ConstrType::ConstrDefault))
+    })
+}
+
+/// `ADD COLUMN c d` where the domain `d` has a DEFAULT: one that calls a volatile function
+/// gives every row its own value (a rewrite); one of a volatility not known here may; a
+/// constant one rewrites only before PostgreSQL 11.
+fn domain_default_message(
+    column: &str,
+    domain: &str,
+    calls: &[String],
+    table: &str,
+    target: Option<u32>,
+) -> Option<(String, Option<String>)> {
+    let rewrites = format!("rewrites {table} under an ACCESS EXCLUSIVE lock, {LOCK_UNTIL_COMMIT}");
+    let help = Some(format!("Add the column with {domain}'s base type, or give it `DEFAULT NULL` (no rewrite), set its default for new rows with `ALTER COLUMN ... SET DEFAULT`, and backfill the existing rows in batches."));
+    if let Some(v) = target.filter(|v| *v < 11) {
+        return Some((
+            format!("Before PostgreSQL 11 (the target is {}), `ADD COLUMN {column} {domain}` with the domain's DEFAULT {rewrites}.", crate::versions::name(v)),
+            help,
+        ));
+    }
+    if calls.is_empty() {
+        return None;
+    }
+    if let Some(volatile) = calls.iter().find(|f| VOLATILE.contains(&f.as_str())) {
+        return Some((
+            format!("`ADD COLUMN {column} {domain}` gives every existing row the domain's DEFAULT, and {volatile}() in it is volatile: computed for every row, it {rewrites}."),
+            help,
+        ));
+    }
+    let unknown = calls
+        .iter()
+        .map(|f| format!("{f}()"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some((
+        format!("`ADD COLUMN {column} {domain}` gives every existing row the domain's DEFAULT: if it is volatile, it {rewrites}; a stable or immutable default is evaluated once and no row is rewritten. stepmigrate does not know the volatility of {unknown}."),
+        help,
+    ))
+}
+
 fn domain_message(
     column: &str,
     domain: &str,
@@ -898,30 +978,7 @@ fn default_message(
             Some("On a large table, add it while the table is small or quiet: there is no online way to add an identity column.".into()),
         ))),
         ConstrType::ConstrDefault => {
-            let expr = c.raw_expr.as_deref()?;
-            let mut functions = Vec::new();
-            let json = serde_json::to_value(expr).unwrap_or_default();
-            tree::visit(&json, &mut |kind, fields| {
-                if kind == "FuncCall" {
-                    if let Some(serde_json::Value::Array(names)) = fields.get("funcname") {
-                        if let Some(name) = names
-                            .last()
-                            .and_then(|n| n.pointer("/node/String/sval"))
-                            .and_then(|s| s.as_str())
-                        {
-                            functions.push(name.to_owned());
-                        }
-                    }
-                }
-            });
-            // The node itself, when the expression is a call.
-            if let Some(N::FuncCall(f)) = expr.node.as_ref() {
-                if let Some(Some(N::String(s))) = f.funcname.last().map(|n| n.node.as_ref()) {
-                    if !functions.contains(&s.sval) {
-                        functions.push(s.sval.clone());
-                    }
-                }
-            }
+            let functions = crate::types::called_functions(c.raw_expr.as_deref()?);
             let help = Some("Add the column without a default (or with a constant one), give it the volatile default with `ALTER COLUMN ... SET DEFAULT` (new rows only: no rewrite), and backfill the existing rows in batches.".to_owned());
             if let Some(v) = target.filter(|v| *v < 11) {
                 return said(Some((

@@ -44,12 +44,16 @@ pub const BAN_DROP_OWNED: &str = "ban-drop-owned";
 /// A partition added (`ATTACH PARTITION`, `CREATE TABLE ... PARTITION OF`) to a table with a
 /// DEFAULT partition: the default one is locked ACCESS EXCLUSIVE and scanned.
 pub const DEFAULT_PARTITION_SCAN: &str = "default-partition-scan";
+/// `ATTACH PARTITION` of a table the migration did not make: PostgreSQL locks it ACCESS
+/// EXCLUSIVE and scans every row for the partition bounds (unless a valid CHECK constraint
+/// already implies them).
+pub const ATTACH_PARTITION_SCAN: &str = "attach-partition-scan";
 /// `ALTER TYPE ... ADD VALUE` inside a transaction block, which PostgreSQL before 12 refuses
 /// (unless the type was made in it).
 pub const ENUM_VALUE_IN_TRANSACTION: &str = "enum-value-in-transaction";
 /// A `-- squawk-ignore` comment naming a rule that does not exist: it silences nothing.
 pub const UNKNOWN_IGNORED_RULE: &str = "unknown-ignored-rule";
-const OUR_RULES: [&str; 15] = [
+const OUR_RULES: [&str; 16] = [
     UPDATE_WITHOUT_WHERE,
     DELETE_WITHOUT_WHERE,
     MISSING_DOWN,
@@ -63,6 +67,7 @@ const OUR_RULES: [&str; 15] = [
     BAN_DROP_CASCADE,
     BAN_DROP_OWNED,
     DEFAULT_PARTITION_SCAN,
+    ATTACH_PARTITION_SCAN,
     ENUM_VALUE_IN_TRANSACTION,
     UNKNOWN_IGNORED_RULE,
 ];

@@ -299,6 +299,8 @@ struct Domain {
     /// Its CHECK constraints by name (PostgreSQL's name for an unnamed one, `<domain>_check`).
     checks: BTreeSet<String>,
     not_null: bool,
+    /// Its DEFAULT, when it has one: the functions the expression calls (none: a constant).
+    default_calls: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -557,6 +559,25 @@ impl Columns {
         self.domain_checks(&name).then_some(name)
     }
 
+    /// The DEFAULT a column of `type_name` gets when `ADD COLUMN` gives none: the domain's
+    /// own, else its base domain's, when the migrations made it. The domain's name and the
+    /// functions the default calls.
+    pub fn domain_default(&self, type_name: &protobuf::TypeName) -> Option<(String, Vec<String>)> {
+        if !type_name.array_bounds.is_empty() || type_name.pct_type || type_name.setof {
+            return None;
+        }
+        let mut next = last_name(&type_name.names);
+        for _ in 0..=self.domains.len() {
+            let name = next?;
+            let d = self.domains.get(&name)?;
+            if let Some(calls) = &d.default_calls {
+                return Some((name, calls.clone()));
+            }
+            next = d.base.clone();
+        }
+        None
+    }
+
     /// Whether the domain `name` (or a domain it is made over) has a CHECK or NOT NULL.
     fn domain_checks(&self, name: &str) -> bool {
         let mut next = Some(name);
@@ -756,6 +777,11 @@ impl Columns {
             }
             N::AlterTableStmt(a) => {
                 let Some(r) = &a.relation else { return };
+                // `ALTER TYPE t ALTER ATTRIBUTE ...`: a composite type, not a table of its
+                // name (the tables made `OF` it list no column types here).
+                if ObjectType::try_from(a.objtype) == Ok(ObjectType::ObjectType) {
+                    return;
+                }
                 // A column's type changed or a column dropped on a table changes its
                 // partitions and children too (unless `ONLY`): they are no longer known.
                 if r.inh && self.changes_columns(a) {
@@ -994,6 +1020,8 @@ impl Columns {
                             domain.add(&name, c);
                         }
                     }
+                    // SET DEFAULT, DROP DEFAULT
+                    "T" => domain.default_calls = a.def.as_deref().map(called_functions),
                     // SET NOT NULL, DROP NOT NULL
                     "O" => domain.not_null = true,
                     "N" => domain.not_null = false,
@@ -1216,9 +1244,42 @@ impl Domain {
                 self.checks.insert(name);
             }
             Ok(ConstrType::ConstrNotnull) => self.not_null = true,
+            Ok(ConstrType::ConstrDefault) => {
+                self.default_calls = c.raw_expr.as_deref().map(called_functions);
+            }
             _ => {}
         }
     }
+}
+
+/// The names (last part) of the functions an expression calls, at any depth.
+pub(crate) fn called_functions(expr: &protobuf::Node) -> Vec<String> {
+    let mut functions = Vec::new();
+    let json = serde_json::to_value(expr).unwrap_or_default();
+    crate::tree::visit(&json, &mut |kind, fields| {
+        if kind == "FuncCall" {
+            if let Some(name) = fields
+                .get("funcname")
+                .and_then(serde_json::Value::as_array)
+                .and_then(|names| names.last())
+                .and_then(|n| n.pointer("/node/String/sval"))
+                .and_then(serde_json::Value::as_str)
+            {
+                if !functions.iter().any(|f| f == name) {
+                    functions.push(name.to_owned());
+                }
+            }
+        }
+    });
+    // The node itself, when the expression is a call.
+    if let Some(N::FuncCall(f)) = expr.node.as_ref() {
+        if let Some(N::String(s)) = f.funcname.last().and_then(|n| n.node.as_ref()) {
+            if !functions.contains(&s.sval) {
+                functions.push(s.sval.clone());
+            }
+        }
+    }
+    functions
 }
 
 #[cfg(test)]

@@ -637,4 +637,98 @@ fn altering_a_composite_types_attribute_names_the_tables_of_that_type() {
             && !change[0].message.contains("not rewritten"),
         "{change:?}"
     );
+    // A table named like the type, elsewhere on the search_path, is not the type.
+    let found = set_findings(
+        &[
+            "CREATE SCHEMA s;\nCREATE TABLE s.comp (a varchar(10));\nCREATE TYPE public.comp AS (a integer);\nCREATE TABLE t OF public.comp;\n",
+            "SET search_path = public, s;\nALTER TYPE comp ALTER ATTRIBUTE a TYPE varchar(20) CASCADE;\nALTER TABLE comp ALTER COLUMN a TYPE varchar(30);\n",
+        ],
+        &rules(),
+    );
+    let change = of_rule(&found, "changing-column-type");
+    assert!(
+        change[0].message.contains("of the composite type comp")
+            && !change[0].message.contains("not rewritten"),
+        "{change:?}"
+    );
+}
+
+/// A column added without a DEFAULT of its own gets its domain's: a volatile one is computed
+/// for every existing row (a rewrite), one of unknown volatility may be; a constant one, or
+/// the column's own `DEFAULT NULL`, is not.
+#[test]
+fn a_columns_default_from_its_domain_is_judged() {
+    let finding = |domain: &str, add: &str| -> Vec<String> {
+        let found = set_findings(
+            &[
+                &format!("CREATE TABLE t (c text);\n{domain}\n"),
+                &format!("ALTER TABLE t ADD COLUMN {add};\n"),
+            ],
+            &rules(),
+        );
+        found
+            .iter()
+            .filter(|f| f.file.ends_with("002_m1.sql") && f.rule == "table-rewrite")
+            .map(|f| f.message.clone())
+            .collect()
+    };
+    let volatile = finding("CREATE DOMAIN d AS float8 DEFAULT random();", "x d");
+    assert!(
+        volatile.len() == 1 && volatile[0].contains("random() in it is volatile"),
+        "{volatile:?}"
+    );
+    // Set later, through a base domain.
+    let later = finding(
+        "CREATE DOMAIN b AS float8;\nALTER DOMAIN b SET DEFAULT clock_timestamp();\nCREATE DOMAIN d AS b;",
+        "x d",
+    );
+    assert!(
+        later.len() == 1 && later[0].contains("volatile"),
+        "{later:?}"
+    );
+    let unknown = finding("CREATE DOMAIN d AS int DEFAULT my_counter();", "x d");
+    assert!(
+        unknown.len() == 1 && unknown[0].contains("does not know the volatility of my_counter()"),
+        "{unknown:?}"
+    );
+    for (domain, add) in [
+        ("CREATE DOMAIN d AS int DEFAULT 0;", "x d"),
+        (
+            "CREATE DOMAIN d AS float8 DEFAULT random();",
+            "x d DEFAULT NULL",
+        ),
+        (
+            "CREATE DOMAIN d AS float8 DEFAULT random();\nALTER DOMAIN d DROP DEFAULT;",
+            "x d",
+        ),
+    ] {
+        assert!(finding(domain, add).is_empty(), "{domain} {add}");
+    }
+}
+
+/// `ATTACH PARTITION` of an existing table locks it and scans every row; of a table made in
+/// the same transaction (empty), nothing to say.
+#[test]
+fn attaching_an_existing_table_as_a_partition_is_a_scan() {
+    let base =
+        "CREATE TABLE t (c integer) PARTITION BY RANGE (c);\nCREATE TABLE big (c integer);\n";
+    for attach in [
+        "ALTER TABLE t ATTACH PARTITION big FOR VALUES FROM (0) TO (100);\n",
+        "ALTER TABLE t ATTACH PARTITION big DEFAULT;\n",
+    ] {
+        let found = set_findings(&[base, attach], &rules());
+        let scan = of_rule(&found, "attach-partition-scan");
+        assert!(
+            scan.len() == 1 && scan[0].message.contains("scans every row of it"),
+            "{attach}: {found:?}"
+        );
+    }
+    let found = set_findings(
+        &[&format!("{base}CREATE TABLE small (c integer);\nALTER TABLE t ATTACH PARTITION small FOR VALUES FROM (0) TO (100);\n")],
+        &rules(),
+    );
+    assert!(
+        of_rule(&found, "attach-partition-scan").is_empty(),
+        "{found:?}"
+    );
 }
