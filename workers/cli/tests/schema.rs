@@ -570,6 +570,13 @@ const CASES: &[Case] = &[
     same("CREATE TABLE t (a int, s text);", "ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY FULL;",
          "ALTER TABLE t ALTER s SET STORAGE MAIN; ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY NOTHING; ALTER TABLE t REPLICA IDENTITY FULL;"),
     same("CREATE TABLE t (a int, s text);", "", "ALTER TABLE t ALTER s SET STORAGE EXTENDED; ALTER TABLE t REPLICA IDENTITY DEFAULT; ALTER TABLE t ALTER a SET (n_distinct = 5); ALTER TABLE t ALTER a RESET (n_distinct);"),
+    // A constraint whose internal triggers do not fire (`DISABLE TRIGGER ALL`): not enforced.
+    differs("CREATE TABLE p (c int PRIMARY KEY); CREATE TABLE k (id int, p_c int CONSTRAINT fk REFERENCES p (c));", "",
+            "ALTER TABLE k DISABLE TRIGGER ALL;", "~ constraint app.k.fk: triggers (none) → disabled"),
+    differs("CREATE TABLE p (c int PRIMARY KEY); CREATE TABLE k (id int, p_c int CONSTRAINT fk REFERENCES p (c));", "",
+            "ALTER TABLE p DISABLE TRIGGER ALL;", "~ constraint app.k.fk: triggers (none) → disabled"),
+    same("CREATE TABLE p (c int PRIMARY KEY); CREATE TABLE k (id int, p_c int CONSTRAINT fk REFERENCES p (c));", "",
+         "ALTER TABLE k DISABLE TRIGGER ALL; ALTER TABLE p DISABLE TRIGGER ALL; ALTER TABLE k ENABLE TRIGGER ALL; ALTER TABLE p ENABLE TRIGGER ALL;"),
     // Statistics objects.
     differs(T, "", "CREATE STATISTICS st ON a, b FROM t;", "+ statistics app.st"),
     differs(T, "CREATE STATISTICS st (ndistinct) ON a, b FROM t;", "CREATE STATISTICS st (dependencies) ON a, b FROM t;", "~ statistics app.st: definition CREATE STATISTICS app.st (ndistinct) ON a, b FROM app.t → CREATE STATISTICS app.st (dependencies) ON a, b FROM app.t"),

@@ -250,6 +250,8 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE WHEN con.contype = 'f' THEN {} END AS on_update,
                         CASE WHEN con.contype = 'f' THEN {} END AS on_delete,
                         (con.coninhcount > 0 AND NOT con.conislocal AND NOT cl.relispartition) AS inherited_only,
+                        (SELECT string_agg(DISTINCT CASE tg.tgenabled WHEN 'D' THEN 'disabled' WHEN 'R' THEN 'replica' ELSE 'always' END, ', ')
+                           FROM pg_trigger tg WHERE tg.tgconstraint = con.oid AND tg.tgisinternal AND tg.tgenabled <> 'O') AS triggers,
                         {} AS comment
                  FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA}

@@ -902,6 +902,7 @@ fn flatten_table(t: &Table, put: &mut Put<'_>) {
                 ("definition", some(&c.definition)),
                 ("validated", flag(c.validated)),
                 ("inherited_only", flag(c.inherited_only)),
+                ("triggers", text(&c.triggers)),
                 ("comment", text(&c.comment)),
             ],
         );
@@ -1159,6 +1160,7 @@ mod tests {
         ));
         users.constraints.push(Constraint {
             inherited_only: false,
+            triggers: None,
             name: "users_email_check".into(),
             kind: ConstraintKind::Check,
             definition: "CHECK ((email <> ''::text))".into(),

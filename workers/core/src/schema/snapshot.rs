@@ -617,6 +617,12 @@ pub struct Constraint {
     /// Inherited only, not also declared on this table (as for a column).
     #[serde(default, skip_serializing_if = "is_false")]
     pub inherited_only: bool,
+    /// How the internal triggers that enforce it (a foreign key's, on both tables; a
+    /// deferrable key's) fire, when not as usual: `disabled` after `ALTER TABLE ... DISABLE
+    /// TRIGGER ALL` (the constraint is then not enforced), `replica`, `always`. Absent when
+    /// they all fire as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1304,6 +1310,7 @@ mod tests {
         for name in ["b_check", "a_check"] {
             t.constraints.push(Constraint {
                 inherited_only: false,
+                triggers: None,
                 name: name.into(),
                 kind: ConstraintKind::Check,
                 definition: "CHECK ((total >= 0)) NOT VALID".into(),
