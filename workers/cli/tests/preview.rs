@@ -641,3 +641,31 @@ async fn the_summary_claims_no_more_than_the_details() {
     assert!(md.contains("1 of 2 passed; ❔ 1 unknown"), "{md}");
     assert!(!md.contains("none on existing tables"), "{md}");
 }
+
+/// Code that branches on rows (a `DO` block) does on the empty scratch database what it
+/// does on no rows: "Rewrites: none" and "No change to the schema" are then the empty copy's,
+/// and the preview says which migration they are unknown for.
+#[tokio::test]
+async fn code_that_branches_on_rows_is_unknown_not_none() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[(
+        "001_u.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE u (id int PRIMARY KEY, c text);\n",
+    )]);
+    repo.write(
+        "002_maybe.sql",
+        "-- stepmigrate: irreversible\nDO $$ BEGIN IF (SELECT count(*) FROM u) > 0 THEN ALTER TABLE u ALTER COLUMN c TYPE integer USING length(c); END IF; END $$;\n",
+    );
+    let run = run_cli(&server.url, &repo.dir(), &["preview", "--base", "main"]);
+    let md = &run.stdout;
+    assert!(
+        md.contains("| Rewrites | none on the empty copy; ❔ unknown for `002_maybe`"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "❔ What `002_maybe` changes depends on rows the scratch database does not hold"
+        ),
+        "{md}"
+    );
+}

@@ -257,14 +257,28 @@ fn head(report: &PreviewReport, s: &Summary, options: RenderOptions) -> String {
             list_cell(&s.access_exclusive_on_existing)
         ),
     };
-    let _ = writeln!(out, "| Locks | {} taken{unobserved}; {blocking} |", s.locks);
+    // On an empty copy, a migration whose statements depend on rows did what it does on no
+    // rows: "none" is then only the copy's.
+    let on_data = if s.depends_on_data.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " on the empty copy; ❔ unknown for {} (what it does depends on the rows)",
+            list_cell(&s.depends_on_data)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "| Locks | {} taken{unobserved}; {blocking}{on_data} |",
+        s.locks
+    );
     let _ = writeln!(
         out,
         "| Rewrites | {} |",
         if s.rewrites.is_empty() {
-            "none".to_owned()
+            format!("none{on_data}")
         } else {
-            format!("⚠️ {}", list_cell(&s.rewrites))
+            format!("⚠️ {}{on_data}", list_cell(&s.rewrites))
         }
     );
     let _ = writeln!(
@@ -564,6 +578,19 @@ fn schema_section(report: &PreviewReport, budget: usize) -> (String, usize) {
             report.files.len()
         );
     }
+    let on_data: Vec<String> = report
+        .files
+        .iter()
+        .filter(|f| f.verification.as_ref().is_some_and(|v| v.depends_on_data))
+        .map(|f| f.name.clone())
+        .collect();
+    if !on_data.is_empty() {
+        let _ = writeln!(
+            out,
+            "❔ What {} changes depends on rows the scratch database does not hold: the changes below are an empty copy's.\n",
+            list_cell(&on_data)
+        );
+    }
     if report.schema_diff.is_empty() {
         out.push_str("No change to the schema.\n\n");
         let n = chars(&out);
@@ -612,6 +639,9 @@ fn cannot_know() -> String {
      - **Lock waits under real traffic.** The locks are the ones taken; how long they wait \
      behind, and block, the application's queries depends on production's load. Each \
      migration's `lock_timeout` bounds the wait.\n\
+     - **Statements that depend on rows.** A `DO` block or function that branches on the \
+     rows, an `UPDATE` that only some rows reach: on the empty scratch database they do what \
+     they do on no rows, and the locks, rewrites and schema changes shown are that (marked ❔).\n\
      - **Production-sized durations.** Times here are on empty tables: a rewrite or an index \
      build takes time in proportion to the table's size.\n"
         .to_owned()

@@ -117,6 +117,11 @@ pub struct Verification {
     pub non_transactional: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub round_trip: Option<RoundTripReport>,
+    /// What a statement of it does depends on rows the scratch database does not hold (a
+    /// `DO` block that branches on them, a `NOT NULL` over them): its locks, rewrites and
+    /// schema changes here are an empty table's, not the target's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub depends_on_data: bool,
 }
 
 impl Verification {
@@ -147,6 +152,14 @@ impl Verification {
             new_indexes,
             non_transactional,
             round_trip: None,
+            depends_on_data: false,
+        }
+    }
+
+    pub fn depending_on_data(self, depends_on_data: bool) -> Verification {
+        Verification {
+            depends_on_data,
+            ..self
         }
     }
 
@@ -290,6 +303,8 @@ pub struct Summary {
     pub round_trips_unknown: usize,
     /// The schema came back, but their down drops and makes again what held data.
     pub round_trips_losing_data: usize,
+    /// Names of the migrations whose outcome depends on rows the scratch database lacks.
+    pub depends_on_data: Vec<String>,
 }
 
 impl PreviewReport {
@@ -332,6 +347,9 @@ impl PreviewReport {
                         .map(|l| l.relation.clone()),
                 );
                 s.rewrites.extend(v.rewrites.iter().cloned());
+                if v.depends_on_data {
+                    s.depends_on_data.push(f.name.clone());
+                }
                 s.failed += usize::from(v.failed());
                 if v.non_transactional {
                     s.non_transactional.push(f.name.clone());

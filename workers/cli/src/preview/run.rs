@@ -269,6 +269,22 @@ fn verification(v: &MigrationVerification) -> Option<Verification> {
                 .collect(),
             v.mode == Mode::NoTransaction,
         )
+        // Code (a `DO` block, a procedure or function called) may branch on rows: what it
+        // did on the empty copy may not be what it does where rows are. Other statements
+        // that depend on data may fail there (what the preview cannot know, said in words)
+        // but do what they do.
+        .depending_on_data(v.statements.iter().any(|s| {
+            let verb = s
+                .summary
+                .split_whitespace()
+                .next()
+                .map(str::to_ascii_uppercase);
+            match verb.as_deref() {
+                Some("DO" | "CALL") => true,
+                Some("SELECT" | "EXECUTE") => s.depends_on_data.is_some(),
+                _ => false,
+            }
+        }))
         .with_round_trip(v.round_trip.as_ref().map(|r| match r {
             RoundTrip::Ok { loses_data, .. } if !loses_data.is_empty() => {
                 RoundTripReport::LosesData {
