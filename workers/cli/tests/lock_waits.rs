@@ -428,3 +428,56 @@ async fn a_pause_longer_than_the_budget_is_waited_without_the_lock() {
     );
     assert_eq!(db.applied().await, ["001", "002", "003"]);
 }
+
+/// A `down` that reverts a backfill while its `up` waits out a pause without the lock: the
+/// `up` takes the lock again, finds the migration rolled back and stops, saying so (it
+/// applied it again, undoing the rollback without a word).
+#[tokio::test]
+async fn a_backfill_rolled_back_during_its_pause_is_not_applied_again() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_items.sql",
+        "CREATE TABLE items (id int PRIMARY KEY, v int);\nINSERT INTO items SELECT g, NULL FROM generate_series(1, 8) g;\n",
+    )]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    dir.write(
+        "002_backfill.sql",
+        "-- stepmigrate: batch\n-- stepmigrate: batch_size = 2\n-- stepmigrate: pause = 3s\n\
+         UPDATE items SET v = id WHERE id IN (SELECT id FROM items WHERE v IS NULL ORDER BY id LIMIT :batch_size);\n",
+    );
+    dir.write("002_backfill.down.sql", "UPDATE items SET v = NULL;\n");
+    let backfill = spawn(
+        cli_command(&db.url, dir.path(), &["--json", "up"]).env("STEPMIGRATE_BATCH_BUDGET", "1s"),
+    );
+    let started = Instant::now();
+    while db
+        .query("SELECT count(*)::text FROM schema_migration_events WHERE version = '002' AND kind = 'batch'")
+        .await[0]
+        == "0"
+    {
+        assert!(started.elapsed() < HUNG, "the backfill did not get going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down = finish(
+        spawn(&mut cli_command(
+            &db.url,
+            dir.path(),
+            &["--lock-wait", "2s", "down", "--to", "001", "--yes"],
+        )),
+        "the down",
+    );
+    down.assert_code(0);
+    let run = finish(backfill, "the backfill");
+    run.assert_code(0);
+    let doc = run.json();
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.contains("was rolled back by another runner")))),
+        "{doc:#}"
+    );
+    assert_eq!(db.applied().await, ["001"]);
+    assert_eq!(db.query("SELECT count(v)::text FROM items").await, ["0"]);
+}

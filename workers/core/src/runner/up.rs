@@ -10,7 +10,7 @@ use super::{Applied, MigrationResult, Migrator, Progress, Quiet, UpReport};
 use crate::apply::{self, Attempt, Commit, Direction, Outcome};
 use crate::batch::{self, BatchEvent, BatchRun};
 use crate::error::{Error, MigrationFailure, SqlError};
-use crate::ledger::{Ledger, LedgerSchema};
+use crate::ledger::{BatchProgress, Ledger, LedgerSchema};
 use crate::lock::{backoff, lock_retry_delay, MigrationLock};
 use crate::migration::{Migration, Version};
 use crate::plan::{Plan, Scope, State};
@@ -100,7 +100,7 @@ impl Migrator {
             // included) and goes on where the events say.
             let mut seen = Some(ledger);
             let mut budget = self.settings.batch_budget;
-            let mut paused_at = None;
+            let mut paused_at: Option<(Version, BatchProgress)> = None;
             loop {
                 let seen_now = match seen.take() {
                     Some(ledger) => ledger,
@@ -127,8 +127,23 @@ impl Migrator {
                             match &paused_at {
                                 None if report.results.is_empty() => report.pending = pending.len(),
                                 None => {}
-                                // The runner that went first may have finished the backfill.
-                                Some((version, _)) if first => {
+                                // The runner that went first may have finished the backfill,
+                                // or rolled it back: its down ran, and its batches are gone
+                                // from the ledger. Applied again here, the rollback would be
+                                // undone without a word: the run stops, and says so.
+                                Some((version, at)) if first => {
+                                    let rolled_back = plan.entries.iter().any(|e| {
+                                        &e.version == version
+                                            && e.state == State::Pending
+                                            && e.batches.is_none_or(|b| b.batches < at.batches)
+                                    });
+                                    if let (true, Some(m)) = (rolled_back, self.set.get(version)) {
+                                        report.warnings.push(format!(
+                                            "{} was rolled back by another runner while this run let go of the migration lock (after {} batch(es)): not applied again; run `up` again to apply it",
+                                            m.name, at.batches
+                                        ));
+                                        return Ok(None);
+                                    }
                                     let finished = plan.entries.iter().any(|e| {
                                         &e.version == version && e.state == State::Applied
                                     });
