@@ -382,7 +382,17 @@ impl Args {
 
     fn migrator(&self, project: Option<&Project>) -> Result<Migrator, Error> {
         let settings = self.settings(project)?;
-        let set = MigrationSet::load(&self.migrations_dir(project))?;
+        let dir = self.migrations_dir(project);
+        // The ledger's own commands compare and rebuild the ledger from its events: no file
+        // is needed (an empty set where the directory is not there).
+        let set = match &self.command {
+            Command::Ledger { .. } if !dir.exists() => {
+                let mut set = MigrationSet::default();
+                set.dir = dir.clone();
+                set
+            }
+            _ => MigrationSet::load(&dir)?,
+        };
         let url = self.database_url.as_deref().ok_or_else(|| Error::Config {
             variable: "DATABASE_URL".into(),
             reason: "not set; set it or pass --database-url postgres://USER@HOST:PORT/DATABASE"

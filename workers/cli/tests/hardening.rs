@@ -1086,3 +1086,22 @@ async fn a_read_only_default_left_by_a_migration_does_not_leave_it_dirty() {
     assert_eq!(db.applied().await, ["001", "002"]);
     db.cli(dir.path(), &["status"]).assert_code(0);
 }
+
+/// `ledger check` compares the ledger with its own events: it needs no migration files, and a
+/// missing directory is no reason to refuse it.
+#[tokio::test]
+async fn the_ledger_check_needs_no_migration_files() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[("001_a.sql", "CREATE TABLE a (id int);\n")]);
+    db.cli(dir.path(), &["up"]).assert_code(0);
+    let missing = dir.path().join("gone");
+    let run = common::run_cli(&db.url, &missing, &["ledger", "check"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("the ledger is consistent"),
+        "{}",
+        run.stdout
+    );
+    // Commands that read the files still refuse it.
+    common::run_cli(&db.url, &missing, &["status"]).assert_code(3);
+}
