@@ -1269,3 +1269,44 @@ async fn an_interrupted_up_names_what_it_applied_before() {
     );
     assert_eq!(db.applied().await, ["001"]);
 }
+
+/// A batch migration killed part way, whose files are then deleted: `down` refuses it and
+/// says what to restore (it guessed the migration was applied by newer code).
+#[tokio::test]
+async fn a_partly_applied_batch_migration_without_files_says_what_to_restore() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        (
+            "001_items.sql",
+            "CREATE TABLE items (id int PRIMARY KEY, v int);\nINSERT INTO items SELECT g, NULL FROM generate_series(1, 20) g;\n",
+        ),
+        (
+            "002_bf.sql",
+            "-- stepmigrate: batch\n-- stepmigrate: batch_size = 2\n-- stepmigrate: pause = 10s\nUPDATE items SET v = id WHERE id IN (SELECT id FROM items WHERE v IS NULL ORDER BY id LIMIT :batch_size);\n",
+        ),
+        ("002_bf.down.sql", "UPDATE items SET v = NULL;\n"),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let mut child = db.spawn_cli(dir.path(), &["up"]);
+    let started = std::time::Instant::now();
+    while db
+        .query("SELECT count(*)::text FROM schema_migration_events WHERE version = '002' AND kind = 'batch'")
+        .await[0]
+        == "0"
+    {
+        assert!(started.elapsed().as_secs() < 60, "the backfill did not get going");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(dir.path().join("002_bf.sql")).unwrap();
+    std::fs::remove_file(dir.path().join("002_bf.down.sql")).unwrap();
+    let run = db.cli(dir.path(), &["down", "--to", "001", "--yes"]);
+    run.assert_code(11);
+    assert!(
+        run.stderr.contains("restore its file and its down file")
+            && !run.stderr.contains("newer code"),
+        "{}",
+        run.stderr
+    );
+}

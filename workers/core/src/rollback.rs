@@ -427,6 +427,9 @@ fn revert_of(
         (None, None) => {
             return Err(if file.is_some() {
                 "has no down script: no down file, and none was kept when it was applied (write one, or mark it `irreversible`)".into()
+            } else if !row.success {
+                // Batches committed, never applied: the down is kept only when it is applied.
+                "has no file any more and no down script kept in the ledger (a batch migration not yet applied keeps none): restore its file and its down file to roll back its committed batches".into()
             } else {
                 "has no file and no down script kept in the ledger (applied by newer code before it kept them?)".into()
             })
