@@ -179,6 +179,14 @@ impl Plan {
                     ));
                     continue;
                 }
+                // Applied under another name: the version and checksum are what match, but
+                // what the ledger and the alerts call it is the old name.
+                if row.success && row.name != m.name {
+                    warnings.push(format!(
+                        "{}: the ledger records it as {} (the file was renamed since it was applied; its version and checksum are what count)",
+                        m.name, row.name
+                    ));
+                }
             }
             let mut entry = entry_for(
                 m,
@@ -798,8 +806,29 @@ mod tests {
         )]);
         let p = Plan::new(&s, &l, None).unwrap();
         assert_eq!(p.entries[0].state, State::Applied);
-        assert!(p.warnings[0].contains("line endings"), "{:?}", p.warnings);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("line endings")),
+            "{:?}",
+            p.warnings
+        );
         p.ensure_runnable().unwrap();
+    }
+
+    #[test]
+    fn a_file_renamed_since_it_was_applied_is_named_with_its_recorded_name() {
+        let s = set(&[
+            ("001_x.sql", "SELECT 1;\n"),
+            ("002_new_name.sql", "SELECT 2;\n"),
+        ]);
+        let l = ledger(vec![
+            row("001", "SELECT 1;\n", true, false),
+            row("002", "SELECT 2;\n", true, false),
+        ]);
+        let p = Plan::new(&s, &l, None).unwrap();
+        assert_eq!(
+            p.warnings,
+            ["002_new_name: the ledger records it as 002_x (the file was renamed since it was applied; its version and checksum are what count)"]
+        );
     }
 
     #[test]
@@ -1011,7 +1040,14 @@ mod tests {
         assert_eq!(names(p.deferred()), ["003"]);
         p.ensure_applicable(false).unwrap();
         assert!(!p.entries[2].out_of_order && p.entries[2].runs_after_deploy);
-        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        // (The helper's rows are named `<version>_x`: renamed, for the plan.)
+        assert!(
+            p.warnings
+                .iter()
+                .all(|w| w.contains("the file was renamed")),
+            "{:?}",
+            p.warnings
+        );
         assert_eq!(
             names(Plan::new(&s, &l, None).unwrap().pending()),
             ["003", "004"]
