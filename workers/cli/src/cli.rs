@@ -962,11 +962,11 @@ async fn preview_command(
     let dir = args.migrations_dir(project.as_ref());
     let dev = project::dev_url(dev_url, |v| std::env::var(v).ok(), project.as_ref());
     let scratch = match (&dev, args.database_url.as_deref()) {
-        (Some(dev), _) => Scratch::Dev(Database::from_url(
-            dev.url.expose(),
-            &dev.source,
-            settings.connect_timeout,
-        )?),
+        (Some(dev), url) => Scratch::Dev(
+            Database::from_url(dev.url.expose(), &dev.source, settings.connect_timeout)?,
+            url.map(|url| Database::from_url(url, args.url_source(), settings.connect_timeout))
+                .transpose()?,
+        ),
         (None, Some(url)) => {
             Scratch::CreateOn(Database::from_url(url, args.url_source(), settings.connect_timeout)?)
         }

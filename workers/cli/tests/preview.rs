@@ -669,3 +669,29 @@ async fn code_that_branches_on_rows_is_unknown_not_none() {
         "{md}"
     );
 }
+
+/// `--dev-url` naming DATABASE_URL's own database is refused before anything runs there (the
+/// preview emptied it: its tables, settings and comment gone).
+#[tokio::test]
+async fn a_dev_url_that_is_the_database_urls_own_database_is_refused() {
+    let server = TestDb::new().await;
+    server.exec("CREATE TABLE precious (id int)").await;
+    let repo = pull_request();
+    let run = run_cli(
+        &server.url,
+        &repo.dir(),
+        &["preview", "--base", "main", "--dev-url", &server.url],
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("is the target database itself"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        server
+            .query("SELECT count(*)::text FROM pg_tables WHERE tablename = 'precious'")
+            .await,
+        ["1"]
+    );
+}

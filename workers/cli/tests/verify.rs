@@ -406,6 +406,27 @@ async fn a_dev_database_with_types_is_refused_and_everything_is_emptied() {
         ["1"]
     );
 
+    // Objects of the kinds only a catalog of their own lists: refused, and kept.
+    for object in [
+        "CREATE TEXT SEARCH DICTIONARY public.mydict (TEMPLATE = simple)",
+        "CREATE TEXT SEARCH TEMPLATE public.mytmpl (LEXIZE = dsimple_lexize)",
+        "CREATE CONVERSION public.myconv FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8",
+        "CREATE OPERATOR FAMILY public.myfam USING btree",
+    ] {
+        let dev = TestDb::new().await;
+        dev.exec(object).await;
+        let run = db.cli(
+            dir.path(),
+            &["--json", "verify", "--to", "002", "--dev-url", &dev.url],
+        );
+        assert_eq!(run.code, 2, "{object}: {}", run.stdout);
+        assert!(
+            run.stdout.contains("must hold no user objects") || run.stdout.contains("my"),
+            "{object}: {}",
+            run.stdout
+        );
+    }
+
     let dev = TestDb::new().await;
     dir.write(
         "002_rewrite.sql",

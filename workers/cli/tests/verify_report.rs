@@ -566,8 +566,9 @@ async fn the_copy_has_the_target_databases_own_settings() {
         ),
     ]);
     db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    // A list, and values that are not words (they must be quoted to be set again).
     db.exec(&format!(
-        "ALTER DATABASE {} SET search_path = app, public",
+        "ALTER DATABASE {0} SET search_path = app, public; ALTER DATABASE {0} SET TimeZone = 'America/New_York'; ALTER DATABASE {0} SET log_statement = 'all'",
         db.name
     ))
     .await;

@@ -29,8 +29,9 @@ use super::report::{
 pub enum Scratch {
     /// Created (and dropped) on this database's server.
     CreateOn(Database),
-    /// An empty database of the user's (`--dev-url`), emptied again afterwards.
-    Dev(Database),
+    /// An empty database of the user's (`--dev-url`), emptied again afterwards; with the
+    /// database `DATABASE_URL` names, which it must not be.
+    Dev(Database, Option<Database>),
 }
 
 /// Builds the whole preview of the working tree's `migrations_dir` against `base`.
@@ -82,7 +83,17 @@ pub async fn preview(
         Scratch::CreateOn(server) => {
             ScratchDatabase::create(&server, "stepmigrate_preview").await?
         }
-        Scratch::Dev(db) => ScratchDatabase::dev(db).await?,
+        // Where DATABASE_URL's database cannot be reached, it cannot be the dev one either
+        // (whose own errors then come from opening it).
+        Scratch::Dev(db, Some(target)) => match ScratchDatabase::dev_for(db.clone(), &target).await
+        {
+            Ok(scratch) => scratch,
+            Err(e) if e.kind() == stepmigrate_core::error::ErrorKind::InvalidInput => {
+                return Err(e)
+            }
+            Err(_) => ScratchDatabase::dev(db).await?,
+        },
+        Scratch::Dev(db, None) => ScratchDatabase::dev(db).await?,
     };
     // Stopped part way, it still drops what it made.
     let outcome = tokio::select! {

@@ -150,6 +150,20 @@ async fn install_guard(db: &Database) -> Result<(), Error> {
     }
 }
 
+/// `ALTER <what> SET key = value` with a value as the catalog keeps it: a list
+/// (`search_path`) as written, which a quoted string would make one element; a value that is
+/// not a word or list (`America/New_York`, `all`) as a quoted string. Best effort: a setting
+/// the copy does not get is reported by the copy's comparison.
+async fn set_like_target(conn: &mut sqlx::PgConnection, what: &str, key: &str, value: &str) {
+    let quoted = format!("'{}'", value.replace('\'', "''"));
+    for value in [value, quoted.as_str()] {
+        let statement = format!("ALTER {what} SET {key} = {value}");
+        if sqlx::raw_sql(&statement).execute(&mut *conn).await.is_ok() {
+            return;
+        }
+    }
+}
+
 /// Counts and names user objects: a dev database must have none.
 const USER_OBJECTS: &str = concat!("SELECT coalesce(string_agg(what, ', '), '') FROM (
     SELECT 'relation ' || format('%I.%I', n.nspname, c.relname) AS what FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -164,6 +178,16 @@ const USER_OBJECTS: &str = concat!("SELECT coalesce(string_agg(what, ', '), '') 
     UNION ALL SELECT 'text search configuration ' || c.oid::regconfig::text FROM pg_catalog.pg_ts_config c JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace
       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
     UNION ALL SELECT 'operator ' || o.oid::regoperator::text FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    UNION ALL SELECT o.type || ' ' || o.identity FROM (
+        SELECT 'pg_catalog.pg_conversion'::regclass AS classid, oid AS objid, connamespace AS nsp FROM pg_catalog.pg_conversion
+        UNION ALL SELECT 'pg_catalog.pg_opclass'::regclass, oid, opcnamespace FROM pg_catalog.pg_opclass
+        UNION ALL SELECT 'pg_catalog.pg_opfamily'::regclass, oid, opfnamespace FROM pg_catalog.pg_opfamily
+        UNION ALL SELECT 'pg_catalog.pg_ts_dict'::regclass, oid, dictnamespace FROM pg_catalog.pg_ts_dict
+        UNION ALL SELECT 'pg_catalog.pg_ts_parser'::regclass, oid, prsnamespace FROM pg_catalog.pg_ts_parser
+        UNION ALL SELECT 'pg_catalog.pg_ts_template'::regclass, oid, tmplnamespace FROM pg_catalog.pg_ts_template
+        UNION ALL SELECT 'pg_catalog.pg_statistic_ext'::regclass, oid, stxnamespace FROM pg_catalog.pg_statistic_ext) x
+      JOIN pg_catalog.pg_namespace n ON n.oid = x.nsp, pg_catalog.pg_identify_object(x.classid, x.objid, 0) o
       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
     UNION ALL SELECT 'schema ' || quote_ident(nspname) FROM pg_catalog.pg_namespace
       WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname NOT LIKE 'pg\\_%'
@@ -340,20 +364,15 @@ impl ScratchDatabase {
         for setting in settings {
             if let Some((key, value)) = setting.split_once('=') {
                 // One that cannot be set here is reported by the copy's comparison.
-                let _ = sqlx::raw_sql(&format!("ALTER DATABASE \"{name}\" SET {key} = {value}"))
-                    .execute(&mut *conn)
-                    .await;
+                set_like_target(&mut conn, &format!("DATABASE \"{name}\""), key, value).await;
             }
         }
         // The role's own settings in the target (`ALTER ROLE ... IN DATABASE ... SET`), which
         // its sessions there meet: for the copy too (dropped with it).
         for setting in role_settings {
             if let Some((key, value)) = setting.split_once('=') {
-                let _ = sqlx::raw_sql(&format!(
-                    "ALTER ROLE CURRENT_USER IN DATABASE \"{name}\" SET {key} = {value}"
-                ))
-                .execute(&mut *conn)
-                .await;
+                let what = format!("ROLE CURRENT_USER IN DATABASE \"{name}\"");
+                set_like_target(&mut conn, &what, key, value).await;
             }
         }
         info!(scratch = %name, "created the scratch database");
@@ -419,7 +438,7 @@ impl ScratchDatabase {
         if same {
             db.close().await;
             return Err(Error::InvalidInput(format!(
-                "--dev-url: {db} is the target database itself; verify applies the migrations there and empties it afterwards: give it an empty database of its own"
+                "--dev-url: {db} is the target database itself (DATABASE_URL's); the migrations would be applied there and it emptied afterwards: give it an empty database of its own"
             )));
         }
         ScratchDatabase::dev(db).await
