@@ -965,7 +965,8 @@ async fn preview_command(
         (Some(dev), url) => Scratch::Dev(
             Database::from_url(dev.url.expose(), &dev.source, settings.connect_timeout)?,
             url.map(|url| Database::from_url(url, args.url_source(), settings.connect_timeout))
-                .transpose()?,
+                .transpose()?
+                .map(Box::new),
         ),
         (None, Some(url)) => {
             Scratch::CreateOn(Database::from_url(url, args.url_source(), settings.connect_timeout)?)

@@ -31,7 +31,7 @@ pub enum Scratch {
     CreateOn(Database),
     /// An empty database of the user's (`--dev-url`), emptied again afterwards; with the
     /// database `DATABASE_URL` names, which it must not be.
-    Dev(Database, Option<Database>),
+    Dev(Database, Option<Box<Database>>),
 }
 
 /// Builds the whole preview of the working tree's `migrations_dir` against `base`.
