@@ -695,3 +695,29 @@ async fn a_dev_url_that_is_the_database_urls_own_database_is_refused() {
         ["1"]
     );
 }
+
+/// New migrations the deploy's run applies in another order than the preview ran them (a
+/// new after-deploy one first in version order): a warning on the later one.
+#[tokio::test]
+async fn a_new_migration_the_deploy_runs_before_an_after_deploy_one_is_named() {
+    let server = TestDb::new().await;
+    let repo = Repo::new(&[(
+        "001_t.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE t (id int PRIMARY KEY, a int);\n",
+    )]);
+    repo.write(
+        "002_ad.sql",
+        "-- stepmigrate: after-deploy\n-- stepmigrate: irreversible\nCREATE INDEX ta ON t (a);\n",
+    );
+    repo.write(
+        "003_use.sql",
+        "-- stepmigrate: irreversible\nALTER INDEX ta RENAME TO ta2;\n",
+    );
+    let run = run_cli(&server.url, &repo.dir(), &["preview", "--base", "main"]);
+    assert!(
+        run.stdout
+            .contains("**deploy order** `migrations/003_use.sql`"),
+        "{}",
+        run.stdout
+    );
+}

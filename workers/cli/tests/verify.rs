@@ -723,3 +723,34 @@ async fn a_dev_url_that_is_the_target_is_refused_and_the_target_untouched() {
         ["1"]
     );
 }
+
+/// A migration the deploy's run applies before a pending after-deploy one that comes first
+/// in version order: verify (which runs them in version order) says so, in both modes.
+#[tokio::test]
+async fn verify_names_what_the_deploys_run_applies_in_another_order() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_t.sql", "CREATE TABLE t (id int PRIMARY KEY, a int);\n"),
+        (
+            "002_ad.sql",
+            "-- stepmigrate: after-deploy\n-- stepmigrate: irreversible\nCREATE INDEX ta ON t (a);\n",
+        ),
+        (
+            "003_use.sql",
+            "-- stepmigrate: irreversible\nALTER INDEX ta RENAME TO ta2;\n",
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    for mode in [
+        &["--json", "verify"][..],
+        &["--json", "verify", "--in-transaction-only"],
+    ] {
+        let doc = db.cli(dir.path(), mode).json();
+        let warnings = doc["report"]["warnings"].to_string();
+        assert!(
+            warnings
+                .contains("the deploy's run (--skip-after-deploy) applies 003_use before 002_ad"),
+            "{mode:?}: {doc:#}"
+        );
+    }
+}

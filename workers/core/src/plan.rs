@@ -359,6 +359,35 @@ impl Plan {
         }
     }
 
+    /// What the deploy's own run (`--skip-after-deploy`, the CDK trigger's) applies in another
+    /// order than this plan: each pending migration it applies before a pending after-deploy
+    /// one (or one that requires it) that comes first here, in words. A review that runs them
+    /// in version order says nothing of that order.
+    pub fn deploy_order_warnings(&self) -> Vec<String> {
+        let mut deploy = self.clone();
+        deploy.defer_after_deploy();
+        let deferred: Vec<&Entry> = deploy.entries.iter().filter(|e| e.deferred).collect();
+        deploy
+            .pending()
+            .filter_map(|e| {
+                let before: Vec<&str> = deferred
+                    .iter()
+                    .filter(|d| d.version < e.version)
+                    .map(|d| d.name.as_str())
+                    .collect();
+                (!before.is_empty()).then(|| {
+                    format!(
+                        "the deploy's run (--skip-after-deploy) applies {} before {}, which it leaves for the run after the deploy: checked here in version order, after {}; if it needs {}, give it `requires`",
+                        e.name,
+                        before.join(", "),
+                        if before.len() == 1 { "it" } else { "them" },
+                        if before.len() == 1 { "it" } else { "them" },
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Notes the committed batches of each partly applied batch migration on its entry. One
     /// that no file knows any more (older code) is named in a warning: its rows stay changed.
     pub fn note_partly_applied(&mut self, partly: &[PartlyApplied], set: &MigrationSet) {

@@ -119,6 +119,9 @@ pub enum ChangeFindingKind {
     OutOfOrder,
     /// The down file of a migration of the base was added, changed or deleted.
     DownChanged,
+    /// A new migration that the deploy's run (`--skip-after-deploy`) applies before a new
+    /// after-deploy one that comes first in version order (the preview runs them in that).
+    DeployOrder,
 }
 
 /// One finding about the change itself (not about a migration's SQL).
@@ -817,6 +820,31 @@ pub fn compare(
                     ),
                 ));
             }
+        }
+    }
+    // The deploy's run leaves the after-deploy chain pending and applies the rest first.
+    let chain = |a: &&AddedMigration| {
+        working
+            .get(&a.migration.version)
+            .is_some_and(|m| working.in_after_deploy_chain(m))
+    };
+    for a in added.iter().filter(|a| !chain(a)) {
+        let before: Vec<&str> = added
+            .iter()
+            .filter(|d| chain(d) && d.migration.version < a.migration.version)
+            .map(|d| d.migration.name.as_str())
+            .collect();
+        if !before.is_empty() {
+            findings.push(finding(
+                ChangeFindingKind::DeployOrder,
+                FindingSeverity::Warning,
+                &a.migration,
+                format!(
+                    "the deploy's run (--skip-after-deploy) applies it before {}, which it leaves for the run after the deploy: the scratch database ran them in version order, so what it shows of {} holds only after them; if it needs them, give it `requires`",
+                    before.join(", "),
+                    a.migration.name
+                ),
+            ));
         }
     }
     findings.sort_by(|a, b| {

@@ -327,6 +327,7 @@ fn changes_section(report: &PreviewReport, budget: usize) -> (String, usize) {
             ChangeFindingKind::Renumbered => "renumbered",
             ChangeFindingKind::OutOfOrder => "out of order",
             ChangeFindingKind::DownChanged => "down file",
+            ChangeFindingKind::DeployOrder => "deploy order",
         };
         let line = format!(
             "- {icon} **{what}** {}: {}\n",

@@ -82,7 +82,8 @@ impl Migrator {
                         &verified_events(&migrations, &pending, run_id),
                     )
                     .await?;
-                    let mut warnings = plan.warnings;
+                    let mut warnings = plan.deploy_order_warnings();
+                    warnings.splice(0..0, plan.warnings);
                     warnings.extend(one_transaction_values(&pending));
                     warnings.extend(outlasting_the_migration(&pending));
                     Ok((migrations, warnings, statistics))

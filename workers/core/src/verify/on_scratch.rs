@@ -290,6 +290,7 @@ impl Migrator {
         let (_, plan) = self.plan(&Scope::up_to(to)).await?;
         plan.ensure_applicable(self.settings.allow_out_of_order)?;
         let mut warnings = plan.warnings.clone();
+        warnings.extend(plan.deploy_order_warnings());
         let unknown = plan.count(State::UnknownApplied);
         if unknown > 0 {
             warnings.push(format!("{unknown} applied migration(s) have no file here: the scratch database cannot have them"));
