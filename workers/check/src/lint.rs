@@ -419,7 +419,7 @@ fn own_facts(
     used: &[bool],
 ) -> Vec<Finding> {
     let lines = Lines::new(script.sql);
-    let text_lines: Vec<&str> = script.sql.lines().collect();
+    let text_lines = comment_lines(script.sql);
     facts
         .iter()
         .zip(used)
@@ -460,7 +460,7 @@ fn batch_findings(script: &Script<'_>, severity: Severity) -> Vec<Finding> {
     use pg_query::NodeRef;
     let mut findings = Vec::new();
     let lines = Lines::new(script.sql);
-    let text_lines: Vec<&str> = script.sql.lines().collect();
+    let text_lines = comment_lines(script.sql);
     if ignored_in_file(&text_lines, BATCH_NOT_IDEMPOTENT) {
         return findings;
     }
@@ -774,7 +774,7 @@ pub fn after_deploy_findings(m: &Migration, rules: &LintRules) -> Vec<Finding> {
     else {
         return Vec::new();
     };
-    let text_lines: Vec<&str> = m.sql.lines().collect();
+    let text_lines = comment_lines(&m.sql);
     if ignored_in_file(&text_lines, AFTER_DEPLOY_SCHEMA_CHANGE) {
         return Vec::new();
     }
@@ -900,7 +900,7 @@ fn enum_values_in_transaction(script: &Script<'_>, rules: &LintRules) -> Vec<Fin
         return Vec::new();
     };
     let lines = Lines::new(script.sql);
-    let text_lines: Vec<&str> = script.sql.lines().collect();
+    let text_lines = comment_lines(script.sql);
     if ignored_in_file(&text_lines, ENUM_VALUE_IN_TRANSACTION) {
         return Vec::new();
     }
@@ -975,7 +975,7 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
     use pg_query::protobuf::node::Node as N;
     use pg_query::protobuf::AlterTableType as At;
     let lines = Lines::new(script.sql);
-    let text_lines: Vec<&str> = script.sql.lines().collect();
+    let text_lines = comment_lines(script.sql);
     let on = |rule: &str| {
         rules
             .severity(rule)
@@ -1428,7 +1428,7 @@ fn without_where(script: &Script<'_>, rules: &LintRules, before: &Columns) -> Ve
     }
     let mut findings = Vec::new();
     let lines = Lines::new(script.sql);
-    let text_lines: Vec<&str> = script.sql.lines().collect();
+    let text_lines = comment_lines(script.sql);
     let update = update.filter(|_| !ignored_in_file(&text_lines, UPDATE_WITHOUT_WHERE));
     let delete = delete.filter(|_| !ignored_in_file(&text_lines, DELETE_WITHOUT_WHERE));
     // The columns each statement sees: the earlier migrations' and this script's before it.
@@ -1953,6 +1953,42 @@ fn null_tests_of_one_column(args: &[pg_query::protobuf::Node]) -> bool {
                 .iter()
                 .any(|(other, c)| *other == T::IsNotNull as i32 && c == column)
     })
+}
+
+/// The script's lines, each line that starts with `--` inside a string, a quoted identifier,
+/// a dollar-quoted body or a block comment blanked: text that is not a comment is no ignore
+/// comment (a `-- squawk-ignore-file` in a string silenced every rule of the file).
+fn comment_lines(sql: &str) -> Vec<&str> {
+    let lines: Vec<&str> = sql.lines().collect();
+    let Ok(scanned) = pg_query::scan(sql) else {
+        return lines;
+    };
+    let mut starts = Vec::with_capacity(lines.len());
+    let mut at = 0;
+    for piece in sql.split_inclusive('\n') {
+        starts.push(at);
+        at += piece.len();
+    }
+    let mut comment = vec![false; lines.len()];
+    for token in &scanned.tokens {
+        if token.token == pg_query::protobuf::Token::SqlComment as i32 {
+            let line = starts.partition_point(|s| *s <= token.start as usize);
+            if let Some(c) = line.checked_sub(1).and_then(|l| comment.get_mut(l)) {
+                *c = true;
+            }
+        }
+    }
+    lines
+        .into_iter()
+        .zip(comment)
+        .map(|(line, comment)| {
+            if comment || !line.trim_start().starts_with("--") {
+                line
+            } else {
+                ""
+            }
+        })
+        .collect()
 }
 
 /// Whether a `-- squawk-ignore` comment on the lines right above `line` names `rule`, as

@@ -732,3 +732,35 @@ fn attaching_an_existing_table_as_a_partition_is_a_scan() {
         "{found:?}"
     );
 }
+
+/// An ignore comment is a comment: the same words inside a string, a quoted identifier or a
+/// function's body silence nothing.
+#[test]
+fn an_ignore_comment_inside_a_string_or_a_body_silences_nothing() {
+    let base = "CREATE TABLE t (id bigint PRIMARY KEY, a int NOT NULL);\nCREATE TABLE p (id bigint PRIMARY KEY);\n";
+    for fake in [
+        "COMMENT ON TABLE t IS '\n-- squawk-ignore-file\n';\n",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n-- squawk-ignore-file table-rewrite, ban-truncate, ban-drop-cascade\nRETURN 1;\nEND $$;\n",
+        "COMMENT ON TABLE t IS '\n-- squawk-ignore table-rewrite\n';\n",
+    ] {
+        let found = set_findings(
+            &[
+                base,
+                &format!("{fake}ALTER TABLE t ADD COLUMN s bigserial;\nCLUSTER t USING t_pkey;\nTRUNCATE t;\nDROP TABLE p CASCADE;\n"),
+            ],
+            &rules(),
+        );
+        for rule in ["table-rewrite", "ban-truncate", "ban-drop-cascade"] {
+            assert!(!of_rule(&found, rule).is_empty(), "{fake} {rule}: {found:?}");
+        }
+    }
+    // A real one still does.
+    let found = set_findings(
+        &[
+            base,
+            "-- squawk-ignore-file table-rewrite\nCLUSTER t USING t_pkey;\n",
+        ],
+        &rules(),
+    );
+    assert!(of_rule(&found, "table-rewrite").is_empty(), "{found:?}");
+}
