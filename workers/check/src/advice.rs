@@ -788,7 +788,7 @@ fn index_rebuild(def: &protobuf::ColumnDef, new: Option<&ColumnType>) -> Option<
         None => "to the new type's default, as no COLLATE is given".to_owned(),
     };
     Some(format!(
-        ", but the indexes on the column are rebuilt under it if its collation changes (here {collation}), which takes as long as they are large"
+        "; and every index on the column if its collation changes (here {collation})"
     ))
 }
 
@@ -822,9 +822,11 @@ fn column_type_message(
     let clients = "Changing a column's type may also break clients that read or write it.";
     let long_help = "On a large table, add a column of the new type, backfill it in batches and move readers and writers to it. `stepmigrate verify` shows whether the statement rewrites the table.";
     match rewrite {
+        // Not rewritten is not brief: a CHECK that reads the column is checked again over
+        // every row, and an index that depends on the type's details is built again.
         Rewrite::No(why) => (
             format!(
-                "{head}; the table is not rewritten ({why}){}. {clients}",
+                "{head}; the table is not rewritten ({why}), but under the lock PostgreSQL still scans it to check again each CHECK constraint that reads the column, and builds again each index whose expression or WHERE uses the column, each index on it whose operator class differs for the new type{}: as long as the table and those indexes are large. {clients}",
                 indexes.unwrap_or_default()
             ),
             Some("No row is rewritten, but the lock waits behind every open transaction on the table and then blocks everything queued behind it: keep the migration short (the runner's lock_timeout bounds the wait).".into()),
