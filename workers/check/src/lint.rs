@@ -48,12 +48,16 @@ pub const DEFAULT_PARTITION_SCAN: &str = "default-partition-scan";
 /// EXCLUSIVE and scans every row for the partition bounds (unless a valid CHECK constraint
 /// already implies them).
 pub const ATTACH_PARTITION_SCAN: &str = "attach-partition-scan";
+/// A statement that reads every row of a table under a lock that blocks its writes, with no
+/// rewrite to show for it: `ADD COLUMN ... CHECK`, `PRIMARY KEY USING INDEX` of a nullable
+/// column (made NOT NULL first), `ALTER DOMAIN ... SET NOT NULL` / `VALIDATE CONSTRAINT`.
+pub const BLOCKING_SCAN: &str = "blocking-scan";
 /// `ALTER TYPE ... ADD VALUE` inside a transaction block, which PostgreSQL before 12 refuses
 /// (unless the type was made in it).
 pub const ENUM_VALUE_IN_TRANSACTION: &str = "enum-value-in-transaction";
 /// A `-- squawk-ignore` comment naming a rule that does not exist: it silences nothing.
 pub const UNKNOWN_IGNORED_RULE: &str = "unknown-ignored-rule";
-const OUR_RULES: [&str; 16] = [
+const OUR_RULES: [&str; 17] = [
     UPDATE_WITHOUT_WHERE,
     DELETE_WITHOUT_WHERE,
     MISSING_DOWN,
@@ -68,6 +72,7 @@ const OUR_RULES: [&str; 16] = [
     BAN_DROP_OWNED,
     DEFAULT_PARTITION_SCAN,
     ATTACH_PARTITION_SCAN,
+    BLOCKING_SCAN,
     ENUM_VALUE_IN_TRANSACTION,
     UNKNOWN_IGNORED_RULE,
 ];
@@ -1068,6 +1073,17 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                                 format!("`DROP COLUMN {} ... CASCADE` also drops everything that depends on the column, without naming it: the views, indexes and constraints that use it, and the foreign keys of other tables that reference it", cmd.name),
                                 "Drop the views, indexes and constraints that use the column by name first (the lint then judges each), and the column without CASCADE, which fails if anything still depends on it.".into(),
                             )),
+                            Ok(At::AtAddConstraint) => {
+                                if let Some(N::Constraint(c)) = cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
+                                    if c.contype == pg_query::protobuf::ConstrType::ConstrPrimary as i32 && !c.indexname.is_empty() {
+                                        found.push((
+                                            BLOCKING_SCAN,
+                                            format!("`ADD {}PRIMARY KEY USING INDEX {}` first makes each column of the index NOT NULL that is not already: a full scan of {table} under an ACCESS EXCLUSIVE lock, {blocks}", if c.conname.is_empty() { String::new() } else { format!("CONSTRAINT {} ", c.conname) }, c.indexname),
+                                            "Make the columns NOT NULL first without a long lock: `ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID`, `VALIDATE CONSTRAINT` in a later migration, then `ALTER COLUMN col SET NOT NULL` (from PostgreSQL 12 the valid CHECK spares the scan) and drop the CHECK.".into(),
+                                        ));
+                                    }
+                                }
+                            }
                             Ok(At::AtDropConstraint) if cascade && !made_by_up("constraint") => found.push((
                                 BAN_DROP_CASCADE,
                                 format!("`DROP CONSTRAINT {} ... CASCADE` also drops everything that depends on the constraint, without naming it: the foreign keys of other tables that reference the key it is", cmd.name),
@@ -1108,6 +1124,18 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                                     }),
                                     _ => None,
                                 };
+                                // A CHECK given with the column is checked over every row.
+                                if let Some(N::ColumnDef(d)) = cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
+                                    let checked = d.constraints.iter().any(|c| matches!(c.node.as_ref(),
+                                        Some(N::Constraint(c)) if c.contype == pg_query::protobuf::ConstrType::ConstrCheck as i32));
+                                    if checked {
+                                        found.push((
+                                            BLOCKING_SCAN,
+                                            format!("`ADD COLUMN {} ... CHECK (...)` checks the constraint over every existing row: a full scan of {table} under its ACCESS EXCLUSIVE lock, {blocks}", d.colname),
+                                            "Add the column without the CHECK, then `ADD CONSTRAINT ... CHECK (...) NOT VALID` and `VALIDATE CONSTRAINT` in a later migration (SHARE UPDATE EXCLUSIVE: reads and writes go on).".into(),
+                                        ));
+                                    }
+                                }
                                 if let Some((column, ty)) = serial {
                                     found.push((
                                         ADDING_SERIAL_FIELD,
@@ -1205,6 +1233,30 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                     "`DROP OWNED BY` drops every object the role owns in this database, without naming them: tables go with their rows".into(),
                     "Drop the role's objects by name (the lint then judges each), or `REASSIGN OWNED BY` them to another role first.".into(),
                 )),
+                // A domain's new NOT NULL or validated constraint is checked in every column of
+                // it, in every table, under a SHARE lock (writes wait), not the SHARE UPDATE
+                // EXCLUSIVE of a table's VALIDATE.
+                N::AlterDomainStmt(a) if matches!(a.subtype.as_str(), "O" | "V") => {
+                    let domain = a
+                        .type_name
+                        .iter()
+                        .filter_map(|n| match n.node.as_ref() {
+                            Some(N::String(s)) => Some(s.sval.clone()),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                        .join(".");
+                    let what = if a.subtype == "O" {
+                        format!("`ALTER DOMAIN {domain} SET NOT NULL`")
+                    } else {
+                        format!("`ALTER DOMAIN {domain} VALIDATE CONSTRAINT {}`", a.name)
+                    };
+                    found.push((
+                        BLOCKING_SCAN,
+                        format!("{what} checks every column of type {domain} in every table that has one: a full scan of each under a SHARE lock, which blocks their writes {held} (a table's VALIDATE CONSTRAINT lets writes go on; a domain's does not)"),
+                        "Find the tables that use the domain (`pg_attribute.atttypid`); on large ones, run it when their writes can wait, or check the rows with a table constraint (NOT VALID, then VALIDATE CONSTRAINT) instead.".into(),
+                    ));
+                }
                 N::DoStmt(_) => found.push((
                     DO_BLOCK_NOT_LINTED,
                     "a DO block is not linted: the statements it runs (their locks, rewrites and lost rows) are not judged by `check`".into(),

@@ -764,3 +764,23 @@ fn an_ignore_comment_inside_a_string_or_a_body_silences_nothing() {
     );
     assert!(of_rule(&found, "table-rewrite").is_empty(), "{found:?}");
 }
+
+/// What reads every row under a lock that blocks writes, with no rewrite: a finding each.
+#[test]
+fn a_scan_under_a_blocking_lock_is_a_finding() {
+    let base = "CREATE DOMAIN posint AS int;\nCREATE TABLE t (id bigint PRIMARY KEY, b text, v posint);\nCREATE UNIQUE INDEX t_b_idx ON t (b);\nALTER DOMAIN posint ADD CONSTRAINT posint_check CHECK (VALUE > 0) NOT VALID;\n";
+    for (statement, says) in [
+        ("ALTER DOMAIN posint SET NOT NULL;", "SHARE lock"),
+        ("ALTER DOMAIN posint VALIDATE CONSTRAINT posint_check;", "SHARE lock"),
+        ("ALTER TABLE t ADD COLUMN f bigint CHECK (f >= 0);", "full scan of t"),
+        ("ALTER TABLE t ADD COLUMN f bigint NOT NULL DEFAULT 0 CONSTRAINT f_pos CHECK (f >= 0);", "full scan of t"),
+        ("ALTER TABLE t DROP CONSTRAINT t_pkey;\nALTER TABLE t ADD CONSTRAINT t_pk2 PRIMARY KEY USING INDEX t_b_idx;", "NOT NULL"),
+    ] {
+        let found = set_findings(&[base, &format!("{statement}\n")], &rules());
+        let scan = of_rule(&found, "blocking-scan");
+        assert!(
+            scan.len() == 1 && scan[0].message.contains(says),
+            "{statement}: {found:?}"
+        );
+    }
+}
