@@ -570,6 +570,13 @@ const CASES: &[Case] = &[
     same("CREATE TABLE t (a int, s text);", "ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY FULL;",
          "ALTER TABLE t ALTER s SET STORAGE MAIN; ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY NOTHING; ALTER TABLE t REPLICA IDENTITY FULL;"),
     same("CREATE TABLE t (a int, s text);", "", "ALTER TABLE t ALTER s SET STORAGE EXTENDED; ALTER TABLE t REPLICA IDENTITY DEFAULT; ALTER TABLE t ALTER a SET (n_distinct = 5); ALTER TABLE t ALTER a RESET (n_distinct);"),
+    // A materialized view never filled: reading it fails.
+    differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a FROM t WITH NO DATA;", "~ materialized view app.m: not_populated false → true"),
+    // A base type's subscripting handler.
+    differs("CREATE TYPE b; CREATE FUNCTION b_in(cstring) RETURNS b LANGUAGE internal IMMUTABLE STRICT AS 'int4in'; CREATE FUNCTION b_out(b) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'int4out';",
+            "CREATE TYPE b (input = b_in, output = b_out, internallength = 4, passedbyvalue, alignment = int4);",
+            "CREATE TYPE b (input = b_in, output = b_out, internallength = 4, passedbyvalue, alignment = int4, subscript = jsonb_subscript_handler);",
+            "~ object type app.b: definition"),
     // A constraint whose internal triggers do not fire (`DISABLE TRIGGER ALL`): not enforced.
     differs("CREATE TABLE p (c int PRIMARY KEY); CREATE TABLE k (id int, p_c int CONSTRAINT fk REFERENCES p (c));", "",
             "ALTER TABLE k DISABLE TRIGGER ALL;", "~ constraint app.k.fk: triggers (none) → disabled"),

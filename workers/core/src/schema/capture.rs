@@ -294,6 +294,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
             "views",
             format!(
                 "SELECT n.nspname AS schema, cl.relname AS name, cl.relkind = 'm' AS materialized,
+                        NOT cl.relispopulated AS not_populated,
                         pg_get_viewdef(cl.oid, true) AS definition,
                         coalesce((SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
                                                            'collation', {}, 'grants', {}) ORDER BY a.attnum)
@@ -560,6 +561,10 @@ UNION ALL SELECT 'pg_type'::regclass, t.oid,
                                                      JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = r.rngcollation),
                                        'canonical', r.rngcanonical::regprocedure::text, 'subdiff', r.rngsubdiff::regprocedure::text)
                                     FROM pg_range r WHERE r.rngtypid = t.oid))
+       -- Its subscripting handler (PostgreSQL 14 and later; read through the row so that the
+       -- query runs on older servers), only where it has one.
+       || CASE WHEN coalesce(to_jsonb(t) ->> 'typsubscript', '-') NOT IN ('-', '0')
+               THEN jsonb_build_object('subscript', to_jsonb(t) ->> 'typsubscript') ELSE '{}'::jsonb END
   -- Base, shell and range types (enums, domains and composites have their own sections; an
   -- array or a multirange type comes with the type it is of).
   FROM pg_type t WHERE t.typtype IN ('b', 'p', 'r')

@@ -1049,6 +1049,7 @@ fn flatten_view(v: &View, put: &mut Put<'_>) {
         None,
         vec![
             ("definition", some(&v.definition)),
+            ("not_populated", flag(v.not_populated)),
             (
                 "columns",
                 list(
@@ -1296,6 +1297,7 @@ mod tests {
             schema: "public".into(),
             name: "active_users".into(),
             materialized: false,
+            not_populated: false,
             definition_hash: String::new(),
             definition: definition.into(),
             columns: vec![],
@@ -1328,6 +1330,7 @@ mod tests {
             schema: "public".into(),
             name: "totals".into(),
             materialized: false,
+            not_populated: false,
             definition_hash: String::new(),
             definition: "SELECT 1".into(),
             columns: vec![],

@@ -665,6 +665,9 @@ pub struct View {
     pub name: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub materialized: bool,
+    /// A materialized view made `WITH NO DATA` and not refreshed since: reading it fails.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub not_populated: bool,
     /// SHA-256 of `definition`, lowercase hex.
     #[serde(default)]
     pub definition_hash: String,
