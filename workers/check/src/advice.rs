@@ -305,6 +305,7 @@ pub(crate) fn facts(
     let mut new_tables: BTreeSet<(String, String)> = BTreeSet::new();
     let mut in_tx = in_transaction;
     for statement in sql::lex(script).statements {
+        let first_fact = facts.len();
         let Ok(parsed) = pg_query::parse(statement.text, 0) else {
             continue;
         };
@@ -694,6 +695,14 @@ pub(crate) fn facts(
                 }
             }
             columns.apply(node);
+        }
+        // Outside a transaction block a lock ends with its statement, not with a commit.
+        if !in_tx {
+            for fact in &mut facts[first_fact..] {
+                if let Some((says, _)) = &mut fact.says {
+                    *says = says.replace("until the migration commits", "until the statement ends");
+                }
+            }
         }
     }
     facts

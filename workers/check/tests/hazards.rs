@@ -784,3 +784,22 @@ fn a_scan_under_a_blocking_lock_is_a_finding() {
         );
     }
 }
+
+/// In a no-transaction migration a lock ends with its statement: the words say so.
+#[test]
+fn outside_a_transaction_a_lock_lasts_the_statement() {
+    let found = set_findings(
+        &[
+            "CREATE TABLE t (id bigint PRIMARY KEY, c varchar(10));\n",
+            "-- stepmigrate: no-transaction\nALTER TABLE t ALTER COLUMN c TYPE varchar(20);\n",
+        ],
+        &rules(),
+    );
+    let change = of_rule(&found, "changing-column-type");
+    assert!(
+        change.len() == 1
+            && change[0].message.contains("until the statement ends")
+            && !change[0].message.contains("until the migration commits"),
+        "{change:?}"
+    );
+}
