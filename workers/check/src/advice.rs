@@ -420,6 +420,23 @@ pub(crate) fn facts(
                 }
                 _ => {}
             }
+            // squawk takes any clause of `CREATE DOMAIN` for a constraint: a DEFAULT alone
+            // (or NULL) constrains nothing, and checks no row.
+            if let N::CreateDomainStmt(d) = node {
+                let constrains = d.constraints.iter().any(|c| {
+                    !matches!(c.node.as_ref(), Some(N::Constraint(c))
+                        if matches!(ConstrType::try_from(c.contype), Ok(ConstrType::ConstrDefault | ConstrType::ConstrNull)))
+                });
+                if !constrains {
+                    facts.push(Fact {
+                        rule: "ban-create-domain-with-constraint",
+                        statement: span,
+                        anchor: usize::MAX,
+                        says: None,
+                        own: false,
+                    });
+                }
+            }
             if let N::AlterTableStmt(a) = node {
                 let Some(r) = &a.relation else { continue };
                 let foreign = ObjectType::try_from(a.objtype) == Ok(ObjectType::ObjectForeignTable);

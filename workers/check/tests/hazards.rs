@@ -803,3 +803,23 @@ fn outside_a_transaction_a_lock_lasts_the_statement() {
         "{change:?}"
     );
 }
+
+/// A domain with a DEFAULT alone has no constraint: squawk's finding about constraints is
+/// not made; one with a CHECK still is.
+#[test]
+fn a_domain_with_only_a_default_is_not_a_constrained_domain() {
+    let found = set_findings(&["CREATE DOMAIN d AS float8 DEFAULT 0;\n"], &rules());
+    assert!(
+        of_rule(&found, "ban-create-domain-with-constraint").is_empty(),
+        "{found:?}"
+    );
+    let found = set_findings(
+        &["CREATE DOMAIN d AS float8 DEFAULT 0 CHECK (VALUE > 0);\n"],
+        &rules(),
+    );
+    assert_eq!(
+        of_rule(&found, "ban-create-domain-with-constraint").len(),
+        1,
+        "{found:?}"
+    );
+}
