@@ -1105,3 +1105,26 @@ async fn the_ledger_check_needs_no_migration_files() {
     // Commands that read the files still refuse it.
     common::run_cli(&db.url, &missing, &["status"]).assert_code(3);
 }
+
+/// A migration that drops the ledger's own machinery with it (`DROP EXTENSION plpgsql
+/// CASCADE` takes the trigger that keeps `schema_migrations`): its event would commit with no
+/// row, and the next run apply it again. The runner checks the row in the same transaction:
+/// nothing of it commits, and the failure says why (SM016).
+#[tokio::test]
+async fn a_migration_that_breaks_the_ledger_is_rolled_back_whole() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_base.sql",
+        "-- stepmigrate: irreversible\nDROP EXTENSION plpgsql CASCADE;\nCREATE TABLE t (id int);\n",
+    )]);
+    let run = db.cli(dir.path(), &["--json", "up"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let doc = run.json();
+    assert_eq!(doc["error"]["details"]["migration"]["error"]["sqlstate"], "SM016", "{doc:#}");
+    assert!(!db.table_exists("t").await);
+    assert_eq!(
+        db.query("SELECT count(*)::text FROM pg_extension WHERE extname = 'plpgsql'").await,
+        ["1"]
+    );
+    db.cli(dir.path(), &["ledger", "check"]).assert_code(0);
+}

@@ -296,16 +296,19 @@ impl<'a> Attempt<'a> {
             pg_interval(self.statement_timeout),
             self.guard()
         );
-        let event = self
-            .event(
-                self.done_kind(),
-                Some(
-                    "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint"
-                        .into(),
-                ),
-                &[],
-            )
-            .insert_sql(self.schema);
+        let event = self.event(
+            self.done_kind(),
+            Some(
+                "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint"
+                    .into(),
+            ),
+            &[],
+        );
+        let recorded = event
+            .projection_check_sql(self.schema)
+            .map(|check| format!(";{check}"))
+            .unwrap_or_default();
+        let event = format!("{}{recorded}", event.insert_sql(self.schema));
         let guard = self.server_guard();
         // The newline ends a trailing `--` comment of the file; the `;` a last statement
         // written without one.
@@ -827,6 +830,19 @@ pub(crate) fn classify(
         Some("SM009") => return Outcome::AlreadyRolledBack,
         _ => {}
     }
+    // The ledger's own check after the migration fails as a cast of its message (see
+    // `Event::projection_check_sql`): said as itself, under the runner's own SQLSTATE.
+    let ledger_broken = (code == Some("22P02"))
+        .then(|| {
+            message
+                .split_once("\"stepmigrate: ")
+                .map(|(_, rest)| rest.trim_end_matches('"').to_owned())
+        })
+        .flatten();
+    let (code, message) = match &ledger_broken {
+        Some(said) => (Some(crate::ledger::LEDGER_BROKEN_SQLSTATE), said.as_str()),
+        None => (code, message),
+    };
     let mut error = SqlError {
         sqlstate: code.unwrap_or("XX000").to_owned(),
         message: message.to_owned(),

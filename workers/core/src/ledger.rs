@@ -330,6 +330,32 @@ impl NewEvent<'_> {
     /// the migration it records. Only the runner's own values are inlined (versions, names,
     /// checksums, run ids; `standard_conforming_strings` is checked to be on); a database's
     /// error text is bound as a parameter instead (see [`record_failure`]).
+    /// A statement that fails (and so rolls the transaction back) unless the projection shows
+    /// what this event (`applied`, `rolled_back`) made of the migration: a migration that
+    /// dropped the ledger's trigger or its language (`DROP EXTENSION plpgsql CASCADE`) would
+    /// otherwise commit with its event and no row, and be run again. Plain SQL: a value cast
+    /// that fails carries the message (a function may be what is gone); the subquery keeps
+    /// the cast from being folded at planning time.
+    pub fn projection_check_sql(&self, schema: &LedgerSchema) -> Option<String> {
+        let applied = match self.kind {
+            EventKind::Applied => true,
+            EventKind::RolledBack => false,
+            _ => return None,
+        };
+        let message = format!(
+            "stepmigrate: the ledger did not record {} {}: the migration changed the ledger's own objects (its trigger, its functions, their language); everything it did is rolled back",
+            self.name,
+            if applied { "as applied" } else { "as rolled back" }
+        );
+        Some(format!(
+            "SELECT (SELECT {} WHERE {}EXISTS (SELECT 1 FROM {} WHERE version = {} AND success))::int AS stepmigrate_recorded",
+            quote_literal(&message),
+            if applied { "NOT " } else { "" },
+            schema.qualify("schema_migrations"),
+            quote_literal(self.version),
+        ))
+    }
+
     pub fn insert_sql(&self, schema: &LedgerSchema) -> String {
         let opt = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), quote_literal);
         format!(
@@ -408,6 +434,9 @@ pub(crate) fn batch_progress_sql(events: &str, version: &str) -> String {
 /// The SQLSTATE the runner records when a migration's transaction did not survive to its
 /// ledger event.
 pub const LOST_TRANSACTION_SQLSTATE: &str = "SM005";
+
+/// A migration changed the ledger's own objects, so its event left no row: rolled back.
+pub const LEDGER_BROKEN_SQLSTATE: &str = "SM016";
 pub const LOST_TRANSACTION_MESSAGE: &str = "the migration's transaction ended before its ledger entry (transaction control inside the migration, e.g. a COMMIT the validator did not see): part of it may be committed";
 pub const ROLLED_BACK_TRANSACTION_MESSAGE: &str = "the migration's transaction was rolled back inside it (a ROLLBACK the validator did not see): nothing of it remains";
 
