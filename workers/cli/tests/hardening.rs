@@ -1120,10 +1120,14 @@ async fn a_migration_that_breaks_the_ledger_is_rolled_back_whole() {
     let run = db.cli(dir.path(), &["--json", "up"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     let doc = run.json();
-    assert_eq!(doc["error"]["details"]["migration"]["error"]["sqlstate"], "SM016", "{doc:#}");
+    assert_eq!(
+        doc["error"]["details"]["migration"]["error"]["sqlstate"], "SM016",
+        "{doc:#}"
+    );
     assert!(!db.table_exists("t").await);
     assert_eq!(
-        db.query("SELECT count(*)::text FROM pg_extension WHERE extname = 'plpgsql'").await,
+        db.query("SELECT count(*)::text FROM pg_extension WHERE extname = 'plpgsql'")
+            .await,
         ["1"]
     );
     db.cli(dir.path(), &["ledger", "check"]).assert_code(0);

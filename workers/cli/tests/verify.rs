@@ -754,3 +754,54 @@ async fn verify_names_what_the_deploys_run_applies_in_another_order() {
         );
     }
 }
+
+/// `--in-transaction-only` makes, after each migration, the ledger write `up` makes at its
+/// end (rolled back): a migration that drops the ledger's tables or machinery fails here as
+/// it fails in `up` (it got a ✓).
+#[tokio::test]
+async fn in_one_transaction_a_migration_that_breaks_the_ledger_fails() {
+    for (breaks, says) in [
+        (
+            "DROP SCHEMA public CASCADE;\nCREATE SCHEMA public;\n",
+            "schema_migration_events",
+        ),
+        (
+            "DROP EXTENSION plpgsql CASCADE;\n",
+            "the ledger did not record",
+        ),
+    ] {
+        let db = TestDb::new().await;
+        let dir = Dir::new(&[
+            ("001_base.sql", "CREATE TABLE t (id int);\n"),
+            (
+                "002_reset.sql",
+                &format!("-- stepmigrate: irreversible\n{breaks}CREATE TABLE t2 (id int);\n"),
+            ),
+            (
+                "003_after.sql",
+                "-- stepmigrate: irreversible\nCREATE TABLE t3 (id int);\n",
+            ),
+        ]);
+        db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+        let run = db.cli(dir.path(), &["--json", "verify", "--in-transaction-only"]);
+        assert_eq!(run.code, 1, "{breaks}: {}", run.stdout);
+        let doc = run.json();
+        let m = migration(&doc, "002_reset");
+        assert_eq!(m["outcome"], "failed", "{breaks}: {doc:#}");
+        assert!(
+            m["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{breaks}: {doc:#}"
+        );
+        assert_eq!(
+            migration(&doc, "003_after")["outcome"],
+            "skipped",
+            "{doc:#}"
+        );
+        // Nothing of it stayed, and `up` agrees.
+        assert!(!db.table_exists("t2").await);
+        db.cli(dir.path(), &["up"]).assert_code(1);
+    }
+}

@@ -13,8 +13,8 @@ use super::report::{
 use super::statements::{refused_outside_transaction, timeouts, verify_in_open_transaction};
 use crate::apply::RESET_SESSION;
 use crate::config::pg_interval;
-use crate::error::Error;
-use crate::ledger::{self, EventKind, NewEvent};
+use crate::error::{Error, SqlError};
+use crate::ledger::{self, EventKind, LedgerSchema, NewEvent};
 use crate::migration::{Migration, Version};
 use crate::plan::{Scope, State};
 use crate::runner::{Migrator, Quiet};
@@ -74,7 +74,12 @@ impl Migrator {
                         .filter_map(|e| self.set.get(&e.version))
                         .collect();
                     let (migrations, statistics) = self
-                        .verify_pending_in_one_transaction(&mut conn, &pending, lock_timeout)
+                        .verify_pending_in_one_transaction(
+                            &mut conn,
+                            &schema,
+                            &pending,
+                            lock_timeout,
+                        )
                         .await?;
                     ledger::append_all(
                         &mut conn,
@@ -109,6 +114,7 @@ impl Migrator {
     async fn verify_pending_in_one_transaction(
         &self,
         conn: &mut PgConnection,
+        schema: &LedgerSchema,
         pending: &[&Migration],
         lock_timeout: Duration,
     ) -> Result<(Vec<MigrationVerification>, Option<StatisticsRestored>), Error> {
@@ -177,7 +183,12 @@ impl Migrator {
                     results.push(skipped(m, crate::deadline::OUT_OF_TIME.into()));
                     stop = Some(crate::deadline::OUT_OF_TIME_AFTER.into());
                 }
-                Ok(v) => {
+                Ok(mut v) => {
+                    if matches!(v.outcome, VerifyOutcome::Ok) {
+                        if let Some(error) = ledger_write_fails(conn, schema, m).await? {
+                            v.outcome = VerifyOutcome::Failed { error };
+                        }
+                    }
                     if matches!(v.outcome, VerifyOutcome::Failed { .. }) {
                         stop = Some(format!("not verified: {} failed before it", m.name));
                     }
@@ -226,6 +237,64 @@ impl Migrator {
 }
 
 /// One `verified` event per migration that ran (skipped ones have none).
+/// After a migration, in its transaction: the ledger write `up` makes at its end (its event,
+/// and the check that the event left its row), in a savepoint rolled back at once. A migration
+/// that dropped the ledger's tables (`DROP SCHEMA public CASCADE`) or its machinery (`DROP
+/// EXTENSION plpgsql CASCADE`) fails there, as `up` would: the error, else `None`.
+async fn ledger_write_fails(
+    conn: &mut PgConnection,
+    schema: &LedgerSchema,
+    m: &Migration,
+) -> Result<Option<SqlError>, Error> {
+    let event = NewEvent {
+        run_id: "verify",
+        version: m.version.as_str(),
+        name: &m.name,
+        kind: EventKind::Applied,
+        checksum: Some(m.checksum.as_str()),
+        execution_time_ms: Some("0".into()),
+        dirty: false,
+        error: None,
+        notices: &[],
+        down: None,
+        progress: None,
+    };
+    let check = event
+        .projection_check_sql(schema)
+        .map(|c| format!("{c};"))
+        .unwrap_or_default();
+    let probe = format!(
+        "SAVEPOINT stepmigrate_ledger_probe;{};{check}ROLLBACK TO SAVEPOINT stepmigrate_ledger_probe;RELEASE SAVEPOINT stepmigrate_ledger_probe",
+        event.insert_sql(schema)
+    );
+    let failed = match sqlx::raw_sql(&probe).execute(&mut *conn).await {
+        Ok(_) => return Ok(None),
+        Err(sqlx::Error::Database(db)) => db.message().to_owned(),
+        Err(e) => {
+            return Err(Error::database(
+                "writing the ledger's event after a migration (rolled back)",
+                e,
+            ))
+        }
+    };
+    sqlx::raw_sql(
+        "ROLLBACK TO SAVEPOINT stepmigrate_ledger_probe;RELEASE SAVEPOINT stepmigrate_ledger_probe",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| Error::database("rolling back the ledger's event after a migration", e))?;
+    let said = failed
+        .split_once("\"stepmigrate: ")
+        .map_or(failed.as_str(), |(_, rest)| rest.trim_end_matches('"'));
+    Ok(Some(SqlError {
+        sqlstate: crate::ledger::LEDGER_BROKEN_SQLSTATE.into(),
+        message: format!(
+            "after it, the ledger's own write fails ({said}): `up` would roll it back and record it failed"
+        ),
+        ..SqlError::default()
+    }))
+}
+
 fn verified_events<'a>(
     migrations: &'a [MigrationVerification],
     pending: &[&'a Migration],
