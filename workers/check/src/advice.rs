@@ -420,6 +420,23 @@ pub(crate) fn facts(
                 }
                 _ => {}
             }
+            // `REINDEX (CONCURRENTLY false)`: squawk sees the word; PostgreSQL, the value.
+            if let N::ReindexStmt(_) = node {
+                if statement.keywords.iter().any(|k| k == "CONCURRENTLY")
+                    && !sql::reindexes_concurrently(&statement)
+                {
+                    facts.push(Fact {
+                        rule: "require-concurrent-reindex",
+                        statement: span,
+                        anchor: usize::MAX,
+                        says: Some((
+                            "`REINDEX` with `CONCURRENTLY false` (or off, 0) in its option list is not concurrent: it rebuilds each index under a lock that blocks the table's writes and the index's reads.".into(),
+                            Some("Say `REINDEX (CONCURRENTLY) ...` in a no-transaction migration.".into()),
+                        )),
+                        own: true,
+                    });
+                }
+            }
             // squawk takes any clause of `CREATE DOMAIN` for a constraint: a DEFAULT alone
             // (or NULL) constrains nothing, and checks no row.
             if let N::CreateDomainStmt(d) = node {

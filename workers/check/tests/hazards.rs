@@ -823,3 +823,23 @@ fn a_domain_with_only_a_default_is_not_a_constrained_domain() {
         "{found:?}"
     );
 }
+
+/// `REINDEX (CONCURRENTLY false)` is a blocking reindex: a finding, and no refusal in a
+/// transaction (PostgreSQL runs it there).
+#[test]
+fn reindex_with_concurrently_false_is_not_concurrent() {
+    for option in ["false", "0", "off"] {
+        let found = set_findings(
+            &[
+                "CREATE TABLE t (id bigint PRIMARY KEY);\n",
+                &format!("REINDEX (CONCURRENTLY {option}) TABLE t;\n"),
+            ],
+            &rules(),
+        );
+        assert!(
+            !of_rule(&found, "require-concurrent-reindex").is_empty()
+                && of_rule(&found, "migration-set").is_empty(),
+            "{option}: {found:?}"
+        );
+    }
+}

@@ -316,6 +316,26 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// Whether a `REINDEX` is concurrent: `CONCURRENTLY`, or `(CONCURRENTLY)` /
+/// `(CONCURRENTLY true)` in its option list, not `(CONCURRENTLY false)` (or off, 0, no). By
+/// its keywords: a quoted `"concurrently"` is a name.
+pub fn reindexes_concurrently(statement: &Statement<'_>) -> bool {
+    if !statement.keywords.iter().any(|w| w == "CONCURRENTLY") {
+        return false;
+    }
+    // The value after it, as written (a number is not a keyword).
+    let upper = statement.text.to_ascii_uppercase();
+    let after: String = upper
+        .split("CONCURRENTLY")
+        .nth(1)
+        .unwrap_or_default()
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric())
+        .collect();
+    !matches!(after.as_str(), "FALSE" | "OFF" | "0" | "NO")
+}
+
 /// Why a statement cannot run inside a transaction block, if it cannot.
 pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str> {
     let k: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
@@ -323,7 +343,7 @@ pub fn requires_no_transaction(statement: &Statement<'_>) -> Option<&'static str
         ["CREATE", "INDEX", "CONCURRENTLY", ..]
         | ["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY", ..]
         | ["DROP", "INDEX", "CONCURRENTLY", ..] => Some("an index built or dropped CONCURRENTLY"),
-        ["REINDEX", ..] if k.contains(&"CONCURRENTLY") => Some("REINDEX CONCURRENTLY"),
+        ["REINDEX", ..] if reindexes_concurrently(statement) => Some("REINDEX CONCURRENTLY"),
         ["REINDEX", ..] if reindexes_many(&k) => Some("REINDEX DATABASE/SYSTEM"),
         ["VACUUM", ..] => Some("VACUUM"),
         ["CREATE", "DATABASE", ..] | ["DROP", "DATABASE", ..] => Some("CREATE/DROP DATABASE"),
