@@ -1095,6 +1095,8 @@ fn locks_and_rewrites(script: &Script<'_>, rules: &LintRules) -> Vec<Finding> {
                             Ok(At::AtSetLogged) => "`SET LOGGED` rewrites",
                             Ok(At::AtSetUnLogged) => "`SET UNLOGGED` rewrites",
                             Ok(At::AtSetAccessMethod) => "`SET ACCESS METHOD` rewrites",
+                            // A stored generated column computed again for every row (17+).
+                            Ok(At::AtSetExpression) => "`ALTER COLUMN ... SET EXPRESSION` computes the generated column again for every row: it rewrites",
                             // The relation named only: a table's indexes stay where they are.
                             Ok(At::AtSetTableSpace) => {
                                 let (relation, rest) = match pg_query::protobuf::ObjectType::try_from(a.objtype) {

@@ -843,3 +843,20 @@ fn reindex_with_concurrently_false_is_not_concurrent() {
         );
     }
 }
+
+/// `SET EXPRESSION` of a stored generated column rewrites the table (PostgreSQL 17).
+#[test]
+fn setting_a_generated_columns_expression_rewrites() {
+    let found = set_findings(
+        &[
+            "CREATE TABLE o (id bigint PRIMARY KEY, amount int, g int GENERATED ALWAYS AS (amount * 2) STORED);\n",
+            "ALTER TABLE o ALTER COLUMN g SET EXPRESSION AS (amount * 3);\n",
+        ],
+        &rules(),
+    );
+    let rewrite = of_rule(&found, "table-rewrite");
+    assert!(
+        rewrite.len() == 1 && rewrite[0].message.contains("SET EXPRESSION"),
+        "{found:?}"
+    );
+}
