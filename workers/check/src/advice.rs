@@ -420,6 +420,20 @@ pub(crate) fn facts(
                 }
                 _ => {}
             }
+            // A function or procedure the migrations made runs its body here, which no rule
+            // reads (as a DO block's).
+            if columns.calls_a_function_made_here(node) {
+                facts.push(Fact {
+                    rule: crate::lint::DO_BLOCK_NOT_LINTED,
+                    statement: span,
+                    anchor: usize::MAX,
+                    says: Some((
+                        "this statement calls a function or procedure the migrations made: the statements in its body (their locks, rewrites and lost rows) are not judged by `check`".into(),
+                        Some("Write the statements in the migration itself where they can be (check reads them then); `stepmigrate verify` runs the call and reports its locks and rewrites.".into()),
+                    )),
+                    own: true,
+                });
+            }
             // `REINDEX (CONCURRENTLY false)`: squawk sees the word; PostgreSQL, the value.
             if let N::ReindexStmt(_) = node {
                 if statement.keywords.iter().any(|k| k == "CONCURRENTLY")

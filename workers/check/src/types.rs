@@ -596,9 +596,19 @@ impl Columns {
 
     /// Whether the statement calls a function or procedure the migrations made (beside
     /// making it): its body may have changed any table.
-    fn calls_a_function_made_here(&self, statement: &N) -> bool {
+    pub(crate) fn calls_a_function_made_here(&self, statement: &N) -> bool {
         if self.functions.is_empty() || matches!(statement, N::CreateFunctionStmt(_)) {
             return false;
+        }
+        // `CALL p()`: its call is a field of the statement, not a node of the tree.
+        if let N::CallStmt(c) = statement {
+            if c.funccall
+                .as_ref()
+                .and_then(|f| last_name(&f.funcname))
+                .is_some_and(|name| self.functions.contains(&name))
+            {
+                return true;
+            }
         }
         let json = serde_json::to_value(statement).unwrap_or_default();
         let mut found = false;

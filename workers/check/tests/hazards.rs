@@ -860,3 +860,23 @@ fn setting_a_generated_columns_expression_rewrites() {
         "{found:?}"
     );
 }
+
+/// A call of a function or procedure the migrations made runs a body no rule reads: said,
+/// as for a DO block.
+#[test]
+fn calling_code_the_migrations_made_is_not_linted_and_says_so() {
+    for call in ["CALL widen();", "SELECT widen2();"] {
+        let found = set_findings(
+            &[
+                "CREATE TABLE users (id bigint PRIMARY KEY, a int);\n",
+                &format!("CREATE PROCEDURE widen() LANGUAGE sql AS $$ ALTER TABLE users ALTER COLUMN a TYPE bigint $$;\nCREATE FUNCTION widen2() RETURNS void LANGUAGE plpgsql AS $$ BEGIN ALTER TABLE users ALTER COLUMN a TYPE bigint; END $$;\n{call}\n"),
+            ],
+            &rules(),
+        );
+        assert_eq!(
+            of_rule(&found, "do-block-not-linted").len(),
+            1,
+            "{call}: {found:?}"
+        );
+    }
+}
