@@ -303,6 +303,8 @@ pub(crate) fn facts(
     // schema and name) are known, and what squawk lets pass on the others is said here.
     let squawk_new = squawk_new_tables(script, in_transaction);
     let mut new_tables: BTreeSet<(String, String)> = BTreeSet::new();
+    // The tables (not new) locked ACCESS EXCLUSIVE so far in the open transaction: by whom.
+    let mut locked: BTreeMap<(String, String), (usize, String)> = BTreeMap::new();
     let mut in_tx = in_transaction;
     for statement in sql::lex(script).statements {
         let first_fact = facts.len();
@@ -334,6 +336,7 @@ pub(crate) fn facts(
                         Ok(K::TransStmtCommit | K::TransStmtRollback) => {
                             in_tx = false;
                             not_valid.clear();
+                            locked.clear();
                         }
                         _ => {}
                     }
@@ -419,6 +422,49 @@ pub(crate) fn facts(
                     }
                 }
                 _ => {}
+            }
+            // Work over the rows of a table held ACCESS EXCLUSIVE since an earlier statement of
+            // the transaction (or by another clause of this ALTER): it blocks reads throughout.
+            if in_tx {
+                if let Some((verb, r, same)) = works_over_rows(node) {
+                    let key = columns.key(r).filter(|k| !new_tables.contains(k));
+                    let by = match (same, key.as_ref().and_then(|k| locked.get(k))) {
+                        (Some(clause), _) => Some(format!("the {clause} of the same ALTER TABLE")),
+                        (None, Some((line, what))) => Some(format!("line {line} ({what})")),
+                        (None, None) => None,
+                    };
+                    if let (Some(by), Some(_)) = (by, &key) {
+                        let table = table_name(r);
+                        facts.push(Fact {
+                            rule: crate::lint::SCAN_UNDER_HELD_LOCK,
+                            statement: span,
+                            anchor: usize::MAX,
+                            says: Some((
+                                format!("{verb} works over the rows of {table} while {table} is locked ACCESS EXCLUSIVE by {by}, a lock held until the migration commits: every read and write of {table} waits for this statement too, as long as it takes"),
+                                Some(format!("Move {verb} to a migration of its own, before the one that takes ACCESS EXCLUSIVE on {table} or after it, so that the lock is held only for the moment that statement takes.")),
+                            )),
+                            own: true,
+                        });
+                    }
+                }
+                if let Some(r) = takes_access_exclusive(node) {
+                    if let Some(key) = columns.key(r).filter(|k| !new_tables.contains(k)) {
+                        locked.entry(key).or_insert_with(|| {
+                            let words: String = statement
+                                .text
+                                .split_whitespace()
+                                .collect::<Vec<_>>()
+                                .join(" ");
+                            let short: String = words.chars().take(60).collect();
+                            let more = if words.chars().count() > 60 {
+                                "..."
+                            } else {
+                                ""
+                            };
+                            (statement.line, format!("`{short}{more}`"))
+                        });
+                    }
+                }
             }
             // A function or procedure the migrations made runs its body here, which no rule
             // reads (as a DO block's).
@@ -754,6 +800,129 @@ pub(crate) fn facts(
         }
     }
     facts
+}
+
+/// A statement that reads or writes every row it reaches of a table, which a lock held on it
+/// makes everyone wait for: what it is, its table, and, for an `ALTER TABLE` that validates
+/// while another of its clauses takes ACCESS EXCLUSIVE, that clause.
+fn works_over_rows(node: &N) -> Option<(String, &protobuf::RangeVar, Option<String>)> {
+    match node {
+        N::UpdateStmt(u) => Some(("`UPDATE`".into(), u.relation.as_ref()?, None)),
+        N::DeleteStmt(d) => Some(("`DELETE`".into(), d.relation.as_ref()?, None)),
+        N::MergeStmt(m) => Some(("`MERGE`".into(), m.relation.as_ref()?, None)),
+        N::InsertStmt(i)
+            if matches!(i.select_stmt.as_deref().and_then(|s| s.node.as_ref()),
+                Some(N::SelectStmt(s)) if !s.from_clause.is_empty()) =>
+        {
+            Some(("`INSERT ... SELECT`".into(), i.relation.as_ref()?, None))
+        }
+        N::IndexStmt(i) if !i.concurrent => {
+            Some(("`CREATE INDEX`".into(), i.relation.as_ref()?, None))
+        }
+        N::AlterTableStmt(a) => {
+            let r = a.relation.as_ref()?;
+            let cmds: Vec<&protobuf::AlterTableCmd> = a
+                .cmds
+                .iter()
+                .filter_map(|c| match c.node.as_ref() {
+                    Some(N::AlterTableCmd(c)) => Some(c.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            let validate = cmds.iter().find(|c| {
+                AlterTableType::try_from(c.subtype) == Ok(AlterTableType::AtValidateConstraint)
+            })?;
+            let verb = format!("`VALIDATE CONSTRAINT {}`", validate.name);
+            let exclusive = cmds
+                .iter()
+                .find(|c| cmd_takes_access_exclusive(c))
+                .map(|c| clause_name(c));
+            Some((verb, r, exclusive))
+        }
+        _ => None,
+    }
+}
+
+/// The table a statement locks ACCESS EXCLUSIVE (and keeps locked to the end of its
+/// transaction), when it does.
+fn takes_access_exclusive(node: &N) -> Option<&protobuf::RangeVar> {
+    match node {
+        N::AlterTableStmt(a)
+            if matches!(ObjectType::try_from(a.objtype), Ok(ObjectType::ObjectTable))
+                && a.cmds.iter().any(|c| {
+                    matches!(c.node.as_ref(), Some(N::AlterTableCmd(c)) if cmd_takes_access_exclusive(c))
+                }) =>
+        {
+            a.relation.as_ref()
+        }
+        N::RenameStmt(r)
+            if matches!(
+                ObjectType::try_from(r.rename_type),
+                Ok(ObjectType::ObjectColumn | ObjectType::ObjectTable | ObjectType::ObjectTabconstraint)
+            ) =>
+        {
+            r.relation.as_ref()
+        }
+        // LOCK TABLE without a mode is ACCESS EXCLUSIVE (mode 8).
+        N::LockStmt(l) if l.mode == 8 => l.relations.iter().find_map(|r| match r.node.as_ref() {
+            Some(N::RangeVar(r)) => Some(r),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether an `ALTER TABLE` clause takes ACCESS EXCLUSIVE: all but those PostgreSQL runs
+/// under a weaker lock (validating, statistics and options, clustering mark, triggers,
+/// partitions attached or detached, a foreign key).
+fn cmd_takes_access_exclusive(c: &protobuf::AlterTableCmd) -> bool {
+    use AlterTableType as T;
+    let foreign_key = matches!(c.def.as_deref().and_then(|d| d.node.as_ref()),
+        Some(N::Constraint(k)) if k.contype == ConstrType::ConstrForeign as i32);
+    match T::try_from(c.subtype) {
+        Ok(
+            T::AtValidateConstraint
+            | T::AtSetStatistics
+            | T::AtSetOptions
+            | T::AtResetOptions
+            | T::AtClusterOn
+            | T::AtDropCluster
+            | T::AtSetRelOptions
+            | T::AtResetRelOptions
+            | T::AtReplaceRelOptions
+            | T::AtEnableTrig
+            | T::AtEnableAlwaysTrig
+            | T::AtEnableReplicaTrig
+            | T::AtDisableTrig
+            | T::AtEnableTrigAll
+            | T::AtDisableTrigAll
+            | T::AtEnableTrigUser
+            | T::AtDisableTrigUser
+            | T::AtAttachPartition
+            | T::AtDetachPartition
+            | T::AtDetachPartitionFinalize
+            | T::AtChangeOwner,
+        ) => false,
+        Ok(T::AtAddConstraint) => !foreign_key,
+        _ => true,
+    }
+}
+
+/// An `ALTER TABLE` clause in words: `ADD COLUMN z`, `ALTER COLUMN a TYPE`.
+fn clause_name(c: &protobuf::AlterTableCmd) -> String {
+    use AlterTableType as T;
+    let column = match c.def.as_deref().and_then(|d| d.node.as_ref()) {
+        Some(N::ColumnDef(d)) => d.colname.clone(),
+        _ => c.name.clone(),
+    };
+    match T::try_from(c.subtype) {
+        Ok(T::AtAddColumn) => format!("`ADD COLUMN {column}`"),
+        Ok(T::AtDropColumn) => format!("`DROP COLUMN {column}`"),
+        Ok(T::AtAlterColumnType) => format!("`ALTER COLUMN {column} TYPE`"),
+        Ok(T::AtAddConstraint) => "`ADD CONSTRAINT`".into(),
+        Ok(T::AtDropConstraint) => format!("`DROP CONSTRAINT {column}`"),
+        _ => "clause that takes ACCESS EXCLUSIVE".into(),
+    }
 }
 
 /// Puts true words on a squawk finding of one of the three rules at `offset`: `None` to drop

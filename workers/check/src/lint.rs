@@ -52,12 +52,16 @@ pub const ATTACH_PARTITION_SCAN: &str = "attach-partition-scan";
 /// rewrite to show for it: `ADD COLUMN ... CHECK`, `PRIMARY KEY USING INDEX` of a nullable
 /// column (made NOT NULL first), `ALTER DOMAIN ... SET NOT NULL` / `VALIDATE CONSTRAINT`.
 pub const BLOCKING_SCAN: &str = "blocking-scan";
+/// A statement that reads or writes the rows of a table an earlier statement of the same
+/// transaction locked ACCESS EXCLUSIVE (or the same `ALTER TABLE`): the lock, held to the
+/// commit, makes every read and write of the table wait for it too.
+pub const SCAN_UNDER_HELD_LOCK: &str = "scan-under-held-lock";
 /// `ALTER TYPE ... ADD VALUE` inside a transaction block, which PostgreSQL before 12 refuses
 /// (unless the type was made in it).
 pub const ENUM_VALUE_IN_TRANSACTION: &str = "enum-value-in-transaction";
 /// A `-- squawk-ignore` comment naming a rule that does not exist: it silences nothing.
 pub const UNKNOWN_IGNORED_RULE: &str = "unknown-ignored-rule";
-const OUR_RULES: [&str; 17] = [
+const OUR_RULES: [&str; 18] = [
     UPDATE_WITHOUT_WHERE,
     DELETE_WITHOUT_WHERE,
     MISSING_DOWN,
@@ -73,6 +77,7 @@ const OUR_RULES: [&str; 17] = [
     DEFAULT_PARTITION_SCAN,
     ATTACH_PARTITION_SCAN,
     BLOCKING_SCAN,
+    SCAN_UNDER_HELD_LOCK,
     ENUM_VALUE_IN_TRANSACTION,
     UNKNOWN_IGNORED_RULE,
 ];

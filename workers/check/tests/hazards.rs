@@ -504,6 +504,8 @@ fn a_down_file_is_held_to_what_it_did_not_make() {
         [
             (4, "ban-drop-cascade".to_owned()),
             (5, "ban-drop-owned".to_owned()),
+            // DELETE under the ACCESS EXCLUSIVE lock of line 3's DROP COLUMN.
+            (6, "scan-under-held-lock".to_owned()),
             (6, "delete-without-where".to_owned()),
         ],
         "{found:?}"
@@ -878,5 +880,37 @@ fn calling_code_the_migrations_made_is_not_linted_and_says_so() {
             1,
             "{call}: {found:?}"
         );
+    }
+}
+
+/// A statement that works over the rows of a table an earlier statement of the transaction
+/// locked ACCESS EXCLUSIVE (or the same ALTER TABLE does) runs under that lock: reads wait for
+/// it too. Not in another transaction, not on a new table, not before the lock.
+#[test]
+fn work_over_rows_under_a_held_lock_is_a_finding() {
+    let base = "CREATE TABLE users (id bigint PRIMARY KEY, a int, t text);\nCREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint);\nALTER TABLE users ADD CONSTRAINT a_pos CHECK (a > 0) NOT VALID;\n";
+    for (statements, says) in [
+        ("ALTER TABLE users VALIDATE CONSTRAINT a_pos, ADD COLUMN z int;", "the `ADD COLUMN z` of the same ALTER TABLE"),
+        ("ALTER TABLE users ADD COLUMN z int;\nALTER TABLE users VALIDATE CONSTRAINT a_pos;", "line 1"),
+        ("LOCK TABLE users IN ACCESS EXCLUSIVE MODE;\nALTER TABLE users VALIDATE CONSTRAINT a_pos;", "line 1"),
+        ("ALTER TABLE users ADD COLUMN z int;\nUPDATE users SET z = a WHERE z IS NULL;", "line 1"),
+        ("ALTER TABLE users RENAME COLUMN t TO t2;\nCREATE INDEX ua ON users (a);", "line 1"),
+        ("ALTER TABLE users ADD COLUMN z int;\nINSERT INTO orders SELECT id, id FROM users;\nDELETE FROM users WHERE a < 0;", "line 1"),
+    ] {
+        let found = set_findings(&[base, &format!("{statements}\n")], &rules());
+        let held = of_rule(&found, "scan-under-held-lock");
+        assert!(
+            !held.is_empty() && held[0].message.contains(says),
+            "{statements}: {found:?}"
+        );
+    }
+    for statements in [
+        "UPDATE users SET a = 1 WHERE id > 5;\nALTER TABLE users ADD COLUMN z int;",
+        "CREATE TABLE fresh (id int);\nALTER TABLE fresh ADD COLUMN z int;\nUPDATE fresh SET z = 1 WHERE id > 0;",
+        "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orders (id) NOT VALID;\nUPDATE users SET a = 1 WHERE id > 5;",
+        "-- stepmigrate: no-transaction\nALTER TABLE users ADD COLUMN z int;\nUPDATE users SET z = 1 WHERE id > 0;",
+    ] {
+        let found = set_findings(&[base, &format!("{statements}\n")], &rules());
+        assert!(of_rule(&found, "scan-under-held-lock").is_empty(), "{statements}: {found:?}");
     }
 }
