@@ -656,7 +656,7 @@ impl Output {
                     } else {
                         outln!("  \u{26a0} it does NOT have the target's schema: replaying the applied migrations' files gave a schema that differs from the target's, so the results below are the replayed schema's (marked ?), not the target's:");
                         for d in &report.copy_differs {
-                            outln!("    {d}");
+                            outln!("    {}", shown(d));
                         }
                         outln!("  and it has none of the target's data: what depends on the rows is unknown there too, and times are an empty table's");
                     }
@@ -721,7 +721,7 @@ impl Output {
                         "        {} on {} {}{new}: blocks {}{mark}",
                         l.mode,
                         l.relkind,
-                        l.relation,
+                        shown(&l.relation),
                         l.blocks
                     );
                 }
@@ -729,22 +729,22 @@ impl Output {
                     outln!(
                         "        \u{26a0} rewrites {} {} here",
                         r.relkind,
-                        r.relation
+                        shown(&r.relation)
                     );
                 }
                 match &st.depends_on_data {
                     Some(d) if d.kind == DataKind::Outcome => {
-                        outln!("        ? unknown on an empty copy: {}", d.reason)
+                        outln!("        ? unknown on an empty copy: {}", shown(&d.reason))
                     }
-                    Some(d) => outln!("        time on an empty copy: {}", d.reason),
+                    Some(d) => outln!("        time on an empty copy: {}", shown(&d.reason)),
                     None => {}
                 }
             }
             for t in &m.target_tables {
-                outln!("      on the target: {}", target_table(t));
+                outln!("      on the target: {}", shown(&target_table(t)));
             }
             if let Some(why) = &m.locks_unseen {
-                outln!("      ? locks unknown on an empty copy: {why}");
+                outln!("      ? locks unknown on an empty copy: {}", shown(why));
             }
             // A lock is held to the COMMIT, not while its statement runs.
             for h in &m.locks_held {
@@ -752,21 +752,29 @@ impl Output {
                     "      held until COMMIT: {} on {} {} from line {}, {:.1} ms: blocks {}",
                     h.mode,
                     h.relkind,
-                    h.relation,
+                    shown(&h.relation),
                     h.from_line,
                     h.held_ms,
                     h.blocks
                 );
             }
             for r in &m.rewrites {
-                outln!("      \u{26a0} rewrites {} {}", r.relkind, r.relation);
+                outln!(
+                    "      \u{26a0} rewrites {} {}",
+                    r.relkind,
+                    shown(&r.relation)
+                );
             }
             for i in &m.new_indexes {
                 let valid = if i.valid { "valid" } else { "\u{26a0} INVALID" };
-                outln!("      new index {} on {} ({valid})", i.name, i.table);
+                outln!(
+                    "      new index {} on {} ({valid})",
+                    shown(&i.name),
+                    shown(&i.table)
+                );
             }
             if let Some(round_trip) = &m.round_trip {
-                outln!("      round trip: {}", round_trip.describe());
+                outln!("      round trip: {}", shown(&round_trip.describe()));
             }
         }
         if let Some(stats) = &report.statistics {
@@ -949,7 +957,7 @@ fn ledger_label(kind: LedgerKind) -> &'static str {
 
 fn warnings(list: &[String]) {
     for w in list {
-        errln!("warning: {w}");
+        errln!("warning: {}", shown(w));
     }
 }
 

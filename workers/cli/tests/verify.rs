@@ -805,3 +805,24 @@ async fn in_one_transaction_a_migration_that_breaks_the_ledger_fails() {
         db.cli(dir.path(), &["up"]).assert_code(1);
     }
 }
+
+/// A relation's name holds what the migration put in it: in the human report it is escaped,
+/// so it cannot forge a line (`✓ 009_fake`) or move the cursor.
+#[tokio::test]
+async fn names_from_the_database_cannot_forge_a_line_of_the_report() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_odd.sql",
+        "-- stepmigrate: irreversible\nCREATE TABLE \"a\n  \u{2713} 009_fake  1.0 ms\u{1b}[2K\" (id int);\n",
+    )]);
+    let run = db.cli(dir.path(), &["verify"]);
+    run.assert_code(0);
+    assert!(
+        !run.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("\u{2713} 009_fake")),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('\u{1b}'), "{}", run.stdout);
+}
