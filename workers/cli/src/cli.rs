@@ -535,7 +535,8 @@ async fn run_on(
                 r = m.up(&scope, &run_id, &mut progress) => r?,
                 e = interrupted() => {
                     let e = stop_interrupted(m, e, Work::Writes).await;
-                    return Err(naming_done(e, &progress.done, "applied"));
+                    let e = naming_done(e, &progress.done, "applied");
+                    return Err(naming_batches(e, progress.batches.as_ref()));
                 }
             };
             Ok(out.up(&report))
@@ -1062,6 +1063,16 @@ async fn stop_interrupted(m: &Migrator, interrupted: Error, work: Work) -> Error
     match interrupted {
         Error::Interrupted(text) => Error::Interrupted(format!("{text}: {what}")),
         other => other,
+    }
+}
+
+/// A batch migration the run did not finish: the batches it committed stay.
+fn naming_batches(interrupted: Error, batches: Option<&(String, u64, u64)>) -> Error {
+    match (interrupted, batches) {
+        (Error::Interrupted(text), Some((name, batches, rows))) => Error::Interrupted(format!(
+            "{text}; and it committed {batches} batch(es) of {name} ({rows} rows), which stay changed: the next `up` resumes after them"
+        )),
+        (other, _) => other,
     }
 }
 

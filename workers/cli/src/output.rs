@@ -354,6 +354,7 @@ impl Output {
             line: String::new(),
             batch_line_at: None,
             done: Vec::new(),
+            batches: None,
         }
     }
 
@@ -1014,6 +1015,9 @@ pub struct HumanProgress {
     /// The migrations this run applied or rolled back, in order: what an interrupt that
     /// drops the run's report must still name (with `--json` too).
     pub done: Vec<String>,
+    /// The batches this run committed of a batch migration it has not finished: its name,
+    /// batches and rows.
+    pub batches: Option<(String, u64, u64)>,
 }
 
 impl Drop for HumanProgress {
@@ -1135,6 +1139,7 @@ impl Progress for HumanProgress {
     }
 
     fn batch(&mut self, m: &Migration, report: &stepmigrate_core::batch::BatchReport) {
+        self.batches = Some((m.name.clone(), report.run_batches, report.run_rows));
         if !self.enabled {
             return;
         }
@@ -1170,6 +1175,13 @@ impl Progress for HumanProgress {
             Outcome::Applied { .. } | Outcome::RolledBack { .. }
         ) {
             self.done.push(r.name.clone());
+            if self
+                .batches
+                .as_ref()
+                .is_some_and(|(name, _, _)| *name == r.name)
+            {
+                self.batches = None;
+            }
         }
         if !self.enabled {
             return;

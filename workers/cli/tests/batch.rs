@@ -1868,3 +1868,42 @@ async fn batches_from_another_version_of_the_file_are_not_finished_by_this_one()
     }
     assert!(!db.table_exists("marker").await);
 }
+
+/// Interrupted in a backfill's pause, `up` says the batches it committed stay (it said the
+/// run applied nothing).
+#[tokio::test]
+async fn an_interrupted_backfill_names_the_batches_it_committed() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[
+        ("001_items.sql", &with_items(5_000)),
+        (
+            "002_backfill.sql",
+            &BACKFILL.replace(
+                "-- stepmigrate: batch\n",
+                "-- stepmigrate: batch\n-- stepmigrate: pause = 1h\n",
+            ),
+        ),
+    ]);
+    db.cli(dir.path(), &["up", "--to", "001"]).assert_code(0);
+    let child = db.spawn_cli(dir.path(), &["--json", "up"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while batch_events(&db, "002").await.is_empty() {
+        assert!(Instant::now() < deadline, "no batch committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let run = common::Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 130, "{}", run.stdout);
+    let message = run.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("committed 1 batch(es) of 002_backfill (1000 rows), which stay changed"),
+        "{message}"
+    );
+}
