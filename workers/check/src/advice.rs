@@ -519,6 +519,14 @@ pub(crate) fn facts(
                 let foreign = ObjectType::try_from(a.objtype) == Ok(ObjectType::ObjectForeignTable);
                 let table = table_name(r);
                 let not_new = passed_as_new(r, columns, &new_tables);
+                // A clause of this ALTER that locks the table ACCESS EXCLUSIVE: the whole
+                // statement, a foreign key's check included, runs under it.
+                let exclusive = a.cmds.iter().find_map(|c| match c.node.as_ref() {
+                    Some(N::AlterTableCmd(c)) if cmd_takes_access_exclusive(c) => {
+                        Some(clause_name(c))
+                    }
+                    _ => None,
+                });
                 for cmd in &a.cmds {
                     let Some(N::AlterTableCmd(cmd)) = cmd.node.as_ref() else {
                         continue;
@@ -622,6 +630,22 @@ pub(crate) fn facts(
                                     });
                                 }
                             }
+                            // Checked under the ACCESS EXCLUSIVE another clause takes: reads
+                            // wait too, whatever the key's own lock.
+                            let under_exclusive = exclusive
+                                .as_ref()
+                                .filter(|_| c.contype == ConstrType::ConstrForeign as i32 && !c.skip_validation)
+                                .map(|clause| (
+                                    format!("`ADD CONSTRAINT ... FOREIGN KEY` checks every row of {table} against the table it references, and the {clause} of the same ALTER TABLE locks {table} ACCESS EXCLUSIVE meanwhile, until the migration commits: its reads and writes wait for the whole check"),
+                                    Some("Add the foreign key in an ALTER TABLE of its own, NOT VALID, and VALIDATE CONSTRAINT it in a later migration (SHARE UPDATE EXCLUSIVE on the table: reads and writes go on).".to_owned()),
+                                ));
+                            if let Some(says) = &under_exclusive {
+                                if let Some(f) = facts.last_mut().filter(|f| {
+                                    f.rule == CONSTRAINT_MISSING_NOT_VALID && f.statement == span
+                                }) {
+                                    f.says = Some(says.clone());
+                                }
+                            }
                             if c.contype == ConstrType::ConstrForeign as i32 {
                                 facts.push(Fact {
                                     rule: ADDING_FOREIGN_KEY_CONSTRAINT,
@@ -629,6 +653,8 @@ pub(crate) fn facts(
                                     anchor: at(c.location),
                                     says: Some(if partitioned_key {
                                         partitioned_key_message(c, &table, target)
+                                    } else if let Some(says) = under_exclusive {
+                                        says
                                     } else {
                                         (
                                             SQUAWK_FOREIGN_KEY.0.to_owned(),
@@ -729,6 +755,23 @@ pub(crate) fn facts(
                                 let Some(N::Constraint(c)) = c.node.as_ref() else {
                                     continue;
                                 };
+                                // A column's REFERENCES: checked over every row under the
+                                // ACCESS EXCLUSIVE of ADD COLUMN, and it cannot be NOT VALID.
+                                if c.contype == ConstrType::ConstrForeign as i32 && !foreign {
+                                    let referenced =
+                                        c.pktable.as_ref().map(table_name).unwrap_or_default();
+                                    facts.push(Fact {
+                                        rule: ADDING_FOREIGN_KEY_CONSTRAINT,
+                                        statement: span,
+                                        anchor: at(c.location),
+                                        says: Some((
+                                            format!("`ADD COLUMN {} ... REFERENCES {referenced}` checks every existing row of {table} against {referenced} under the ACCESS EXCLUSIVE lock ADD COLUMN takes, until the migration commits: reads and writes of {table} wait for the whole check (a column's REFERENCES cannot be NOT VALID)", d.colname),
+                                            Some("Add the column without REFERENCES, then `ADD CONSTRAINT ... FOREIGN KEY (...) REFERENCES ... NOT VALID` and `VALIDATE CONSTRAINT` in a later migration.".into()),
+                                        )),
+                                        own: true,
+                                    });
+                                    continue;
+                                }
                                 if let (Some(domain), Ok(ConstrType::ConstrDefault)) =
                                     (&domain, ConstrType::try_from(c.contype))
                                 {

@@ -914,3 +914,46 @@ fn work_over_rows_under_a_held_lock_is_a_finding() {
         assert!(of_rule(&found, "scan-under-held-lock").is_empty(), "{statements}: {found:?}");
     }
 }
+
+/// A foreign key checked under the ACCESS EXCLUSIVE lock another clause of the same ALTER
+/// takes (or ADD COLUMN's, for a column's REFERENCES) blocks reads too: the words say so, and
+/// the advice is one PostgreSQL accepts.
+#[test]
+fn a_foreign_key_checked_under_access_exclusive_says_so() {
+    let base = "CREATE TABLE users (id bigint PRIMARY KEY);\nCREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, amount int);\n";
+    let found = set_findings(
+        &[base, "ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id), ALTER COLUMN amount SET DEFAULT 0;\n"],
+        &rules(),
+    );
+    for rule in [
+        "adding-foreign-key-constraint",
+        "constraint-missing-not-valid",
+    ] {
+        let f = of_rule(&found, rule);
+        assert!(
+            !f.is_empty()
+                && f.iter().all(|f| f.message.contains("ACCESS EXCLUSIVE")
+                    && !f.message.contains("SHARE ROW EXCLUSIVE")),
+            "{rule}: {found:?}"
+        );
+    }
+    let found = set_findings(
+        &[
+            base,
+            "ALTER TABLE orders ADD COLUMN g bigint DEFAULT 1 REFERENCES users (id);\n",
+        ],
+        &rules(),
+    );
+    let f = of_rule(&found, "adding-foreign-key-constraint");
+    assert!(
+        f.len() == 1
+            && f[0]
+                .message
+                .contains("under the ACCESS EXCLUSIVE lock ADD COLUMN takes")
+            && f[0]
+                .help
+                .as_deref()
+                .is_some_and(|h| h.contains("without REFERENCES")),
+        "{found:?}"
+    );
+}
