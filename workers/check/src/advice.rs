@@ -872,15 +872,34 @@ fn works_over_rows(node: &N) -> Option<(String, &protobuf::RangeVar, Option<Stri
                     _ => None,
                 })
                 .collect();
-            let validate = cmds.iter().find(|c| {
+            if let Some(validate) = cmds.iter().find(|c| {
                 AlterTableType::try_from(c.subtype) == Ok(AlterTableType::AtValidateConstraint)
-            })?;
-            let verb = format!("`VALIDATE CONSTRAINT {}`", validate.name);
-            let exclusive = cmds
-                .iter()
-                .find(|c| cmd_takes_access_exclusive(c))
-                .map(|c| clause_name(c));
-            Some((verb, r, exclusive))
+            }) {
+                let verb = format!("`VALIDATE CONSTRAINT {}`", validate.name);
+                let exclusive = cmds
+                    .iter()
+                    .find(|c| cmd_takes_access_exclusive(c))
+                    .map(|c| clause_name(c));
+                return Some((verb, r, exclusive));
+            }
+            // A constraint added valid checks (or indexes) every row: under a lock an earlier
+            // statement holds, reads wait for it. Its own clause's lock is its own finding.
+            cmds.iter().find_map(|c| {
+                let Some(N::Constraint(k)) = c.def.as_deref().and_then(|d| d.node.as_ref()) else {
+                    return None;
+                };
+                (AlterTableType::try_from(c.subtype) == Ok(AlterTableType::AtAddConstraint)
+                    && !k.skip_validation
+                    && matches!(
+                        ConstrType::try_from(k.contype),
+                        Ok(ConstrType::ConstrForeign
+                            | ConstrType::ConstrCheck
+                            | ConstrType::ConstrUnique
+                            | ConstrType::ConstrPrimary
+                            | ConstrType::ConstrExclusion)
+                    ))
+                .then(|| ("`ADD CONSTRAINT`".to_owned(), r, None))
+            })
         }
         _ => None,
     }

@@ -896,6 +896,7 @@ fn work_over_rows_under_a_held_lock_is_a_finding() {
         ("ALTER TABLE users ADD COLUMN z int;\nUPDATE users SET z = a WHERE z IS NULL;", "line 1"),
         ("ALTER TABLE users RENAME COLUMN t TO t2;\nCREATE INDEX ua ON users (a);", "line 1"),
         ("ALTER TABLE users ADD COLUMN z int;\nINSERT INTO orders SELECT id, id FROM users;\nDELETE FROM users WHERE a < 0;", "line 1"),
+        ("ALTER TABLE users ALTER COLUMN t SET DEFAULT 'a';\nALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orders (id);", "line 1"),
     ] {
         let found = set_findings(&[base, &format!("{statements}\n")], &rules());
         let held = of_rule(&found, "scan-under-held-lock");

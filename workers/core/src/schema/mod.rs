@@ -21,5 +21,5 @@ pub use snapshot::{
     DomainConstraint, Enum, Extension, ForeignKeyAction, Function, FunctionKind, Grant, Identity,
     IdentitySequence, Index, LedgerFilter, Persistence, Policy, Schema, Scope, Sequence, Snapshot,
     SnapshotOptions, Statistics, Table, TableKind, Trigger, TriggerEnabled, View, ViewColumn,
-    Volatility, FORMAT_VERSION, LEDGER_PREFIX,
+    Volatility, FORMAT_VERSION, LEDGER_OBJECTS,
 };

@@ -22,7 +22,25 @@ const OLDER_FORMATS: &[(u64, &str)] = &[(
 
 /// Every object of the ledger is named with this prefix (tables, their indexes, sequence,
 /// triggers, functions, view): see `ledger.sql`.
-pub const LEDGER_PREFIX: &str = "schema_migration";
+/// The ledger's own objects, by name, as every version of its installer made them: tables,
+/// view, sequence and functions. Only these are left out of a ledger schema's snapshot: a
+/// user's `schema_migrations_archive` is the user's.
+pub const LEDGER_OBJECTS: &[&str] = &[
+    "schema_migrations",
+    "schema_migration_events",
+    "schema_migration_events_id_seq",
+    "schema_migrations_folded",
+    "schema_migration_event_is_state",
+    "schema_migration_events_append_only",
+    "schema_migration_events_project",
+    "schema_migrations_guard",
+    "schema_migrations_in_guarded_transaction",
+    "schema_migrations_record_delete",
+    "schema_migrations_record_truncate",
+    "schema_migrations_revert_guard",
+    "schema_migrations_row",
+    "schema_migrations_written_by_the_fold",
+];
 
 /// Which schemas hold the ledger, whose objects a snapshot leaves out.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1091,7 +1109,7 @@ impl Snapshot {
         }
     }
 
-    /// Leaves out the ledger's objects (named `schema_migration*` in a ledger schema), and a
+    /// Leaves out the ledger's objects ([`LEDGER_OBJECTS`] in a ledger schema), and a
     /// ledger schema other than `public` that holds nothing else: a database before its
     /// first run and after it differ by what the migrations did, not by the ledger.
     pub(crate) fn remove_ledger(&mut self, filter: &LedgerFilter) {
@@ -1106,7 +1124,7 @@ impl Snapshot {
                 .collect(),
         };
         let ledger =
-            |schema: &str, name: &str| schemas.contains(schema) && name.starts_with(LEDGER_PREFIX);
+            |schema: &str, name: &str| schemas.contains(schema) && LEDGER_OBJECTS.contains(&name);
         self.tables.retain(|o| !ledger(&o.schema, &o.name));
         self.views.retain(|o| !ledger(&o.schema, &o.name));
         self.sequences.retain(|o| !ledger(&o.schema, &o.name));
@@ -1300,11 +1318,20 @@ mod tests {
         let mut keep = s.clone();
         keep.remove_ledger(&LedgerFilter::Keep);
         assert_eq!(keep, s);
-        // The ledger in public: public stays.
+        // The ledger in public: public stays, and so does the application's table whose
+        // name begins like the ledger's (only the ledger's own objects are left out).
         s.tables[0].schema = "public".into();
         s.tables[1].schema = "public".into();
         s.remove_ledger(&LedgerFilter::Schema("public".into()));
-        assert_eq!(names(&s), ["ops", "public", "public.users"]);
+        assert_eq!(
+            names(&s),
+            [
+                "ops",
+                "public",
+                "public.schema_migrations_archive",
+                "public.users"
+            ]
+        );
     }
 
     #[test]
