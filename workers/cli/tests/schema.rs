@@ -570,6 +570,11 @@ const CASES: &[Case] = &[
     same("CREATE TABLE t (a int, s text);", "ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY FULL;",
          "ALTER TABLE t ALTER s SET STORAGE MAIN; ALTER TABLE t ALTER s SET STORAGE EXTERNAL; ALTER TABLE t REPLICA IDENTITY NOTHING; ALTER TABLE t REPLICA IDENTITY FULL;"),
     same("CREATE TABLE t (a int, s text);", "", "ALTER TABLE t ALTER s SET STORAGE EXTENDED; ALTER TABLE t REPLICA IDENTITY DEFAULT; ALTER TABLE t ALTER a SET (n_distinct = 5); ALTER TABLE t ALTER a RESET (n_distinct);"),
+    // A materialized view's column settings and CLUSTER ON, as a table's.
+    differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; CREATE UNIQUE INDEX mi ON m (a);", "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; CREATE UNIQUE INDEX mi ON m (a); ALTER MATERIALIZED VIEW m CLUSTER ON mi;", "~ materialized view app.m: clustered_on (none) → mi"),
+    differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; ALTER MATERIALIZED VIEW m ALTER COLUMN b SET STATISTICS 500;", "~ materialized view app.m: column_settings (none) → b: statistics=500"),
+    differs("CREATE TABLE t (a int, c text);", "CREATE MATERIALIZED VIEW m AS SELECT a, c FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a, c FROM t; ALTER MATERIALIZED VIEW m ALTER COLUMN c SET STORAGE MAIN; ALTER MATERIALIZED VIEW m ALTER COLUMN c SET COMPRESSION pglz; ALTER MATERIALIZED VIEW m ALTER COLUMN c SET (n_distinct = 5);", "~ materialized view app.m: column_settings (none) → c: storage=main compression=pglz n_distinct=5"),
+    same(T, "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; ALTER MATERIALIZED VIEW m ALTER COLUMN b SET STATISTICS 500; ALTER MATERIALIZED VIEW m ALTER COLUMN b SET STATISTICS -1;"),
     // A materialized view never filled: reading it fails.
     differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a FROM t WITH NO DATA;", "~ materialized view app.m: not_populated false → true"),
     // A base type's subscripting handler.

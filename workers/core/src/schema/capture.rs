@@ -296,10 +296,18 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                 "SELECT n.nspname AS schema, cl.relname AS name, cl.relkind = 'm' AS materialized,
                         NOT cl.relispopulated AS not_populated,
                         pg_get_viewdef(cl.oid, true) AS definition,
-                        coalesce((SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
-                                                           'collation', {}, 'grants', {}) ORDER BY a.attnum)
+                        coalesce((SELECT json_agg(json_strip_nulls(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
+                                                           'collation', {}, 'grants', {},
+                                                           'statistics', nullif(a.attstattarget, -1),
+                                                           'storage', CASE WHEN a.attstorage <> at.typstorage THEN CASE a.attstorage WHEN 'p' THEN 'plain'
+                                                                WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' WHEN 'x' THEN 'extended' END END,
+                                                           'compression', CASE to_jsonb(a) ->> 'attcompression' WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END,
+                                                           'options', (SELECT json_agg(o ORDER BY o) FROM unnest(a.attoptions) o
+                                                                       WHERE o ~ '^n_distinct(_inherited)?='))) ORDER BY a.attnum)
                          FROM pg_attribute a JOIN pg_type at ON at.oid = a.atttypid
                          WHERE a.attrelid = cl.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
+                        (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                         WHERE i.indrelid = cl.oid AND i.indisclustered) AS clustered_on,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace

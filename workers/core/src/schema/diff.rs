@@ -1059,6 +1059,30 @@ fn flatten_view(v: &View, put: &mut Put<'_>) {
                         .collect(),
                 ),
             ),
+            (
+                "column_settings",
+                list(
+                    v.columns
+                        .iter()
+                        .filter_map(|c| {
+                            let mut parts = Vec::new();
+                            if let Some(n) = c.statistics {
+                                parts.push(format!("statistics={n}"));
+                            }
+                            if let Some(s) = &c.storage {
+                                parts.push(format!("storage={s}"));
+                            }
+                            if let Some(s) = &c.compression {
+                                parts.push(format!("compression={s}"));
+                            }
+                            parts.extend(c.options.iter().cloned());
+                            (!parts.is_empty())
+                                .then(|| format!("{}: {}", quote_ident(&c.name), parts.join(" ")))
+                        })
+                        .collect(),
+                ),
+            ),
+            ("clustered_on", text(&v.clustered_on)),
             ("options", list(v.options.clone())),
             ("comment", text(&v.comment)),
             ("grants", grants(&v.grants)),
@@ -1298,6 +1322,7 @@ mod tests {
             name: "active_users".into(),
             materialized: false,
             not_populated: false,
+            clustered_on: None,
             definition_hash: String::new(),
             definition: definition.into(),
             columns: vec![],
@@ -1331,6 +1356,7 @@ mod tests {
             name: "totals".into(),
             materialized: false,
             not_populated: false,
+            clustered_on: None,
             definition_hash: String::new(),
             definition: "SELECT 1".into(),
             columns: vec![],

@@ -564,6 +564,16 @@ pub struct ViewColumn {
     /// Column privileges (`GRANT UPDATE (a) ON v ...`); none by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<Grant>,
+    /// A materialized view's column settings, as a table's (`ALTER MATERIALIZED VIEW ...
+    /// ALTER COLUMN ... SET STATISTICS / STORAGE / COMPRESSION / (n_distinct = ...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -701,6 +711,10 @@ pub struct View {
     /// A materialized view's indexes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<Index>,
+    /// A materialized view's index marked for `CLUSTER` (`ALTER MATERIALIZED VIEW ... CLUSTER
+    /// ON`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clustered_on: Option<String>,
     /// A view's `INSTEAD OF` triggers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<Trigger>,
