@@ -878,3 +878,17 @@ async fn a_guard_turned_off_by_a_name_read_at_run_time_fails_verify() {
         db.exec("DELETE FROM remote_log").await;
     }
 }
+
+/// Hardening a built-in function (REVOKE EXECUTE ... FROM PUBLIC) makes no function: verify
+/// passes it, as `up` does (it was refused as a function made in an untrusted language).
+#[tokio::test]
+async fn revoking_a_builtin_function_is_not_making_one() {
+    let db = TestDb::new().await;
+    let dir = Dir::new(&[(
+        "001_harden.sql",
+        "-- stepmigrate: irreversible\nREVOKE EXECUTE ON FUNCTION pg_catalog.pg_sleep(double precision) FROM PUBLIC;\n",
+    )]);
+    let run = db.cli(dir.path(), &["--json", "verify"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["report"]["migrations"][0]["outcome"], "ok", "{}", run.stdout);
+}

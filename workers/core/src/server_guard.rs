@@ -206,7 +206,9 @@ BEGIN
     IF outside IS NULL THEN
         SELECT x.oid::pg_catalog.regprocedure::pg_catalog.text || ' (LANGUAGE ' || l.lanname || ')' INTO outside
         FROM pg_catalog.pg_proc x JOIN pg_catalog.pg_language l ON l.oid = x.prolang
-        WHERE NOT l.lanpltrusted AND x.prokind <> 'a' AND {OURS_RAW}
+        -- A built-in's row written by GRANT or REVOKE is not a function made (its oid is below
+        -- the first a database object gets).
+        WHERE NOT l.lanpltrusted AND x.prokind <> 'a' AND {OURS_RAW} AND x.oid >= 16384
           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = x.oid AND d.deptype IN ('e', 'i'))
         LIMIT 1;
     END IF;
