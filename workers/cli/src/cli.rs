@@ -137,13 +137,9 @@ pub enum Command {
         to: Option<Version>,
         /// An empty database to verify on instead of a scratch one created on the target's
         /// server (like Atlas' dev database); emptied again afterwards.
-        #[arg(
-            long,
-            value_name = "URL",
-            env = "STEPMIGRATE_DEV_URL",
-            hide_env_values = true,
-            conflicts_with = "in_transaction_only"
-        )]
+        /// (STEPMIGRATE_DEV_URL or the project file's `dev_url` stand in for it; they do not
+        /// apply to --in-transaction-only.)
+        #[arg(long, value_name = "URL", conflicts_with = "in_transaction_only")]
         dev_url: Option<String>,
         /// Verify on the target itself (meant for staging): all pending transactional
         /// migrations in one transaction, rolled back; a short lock_timeout (2s unless
@@ -169,12 +165,8 @@ pub enum Command {
         format: String,
         /// An empty database for the scratch work, instead of one created (and dropped) on
         /// DATABASE_URL's server; emptied again afterwards.
-        #[arg(
-            long,
-            value_name = "URL",
-            env = "STEPMIGRATE_DEV_URL",
-            hide_env_values = true
-        )]
+        /// (STEPMIGRATE_DEV_URL or the project file's `dev_url` stand in for it.)
+        #[arg(long, value_name = "URL")]
         dev_url: Option<String>,
         /// Leave durations out (for output compared byte for byte).
         #[arg(long)]

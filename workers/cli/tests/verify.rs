@@ -826,3 +826,19 @@ async fn names_from_the_database_cannot_forge_a_line_of_the_report() {
     );
     assert!(!run.stdout.contains('\u{1b}'), "{}", run.stdout);
 }
+
+/// STEPMIGRATE_DEV_URL (exported for preview and scratch verify) does not stop
+/// `--in-transaction-only`, which has no use for it (clap took it for a `--dev-url`).
+#[tokio::test]
+async fn the_dev_url_variable_does_not_block_the_in_transaction_check() {
+    let db = TestDb::new().await;
+    let dev = TestDb::new().await;
+    let dir = Dir::new(&[("001_t.sql", "CREATE TABLE t (id int);\n")]);
+    let run = common::run_cli_env(
+        &db.url,
+        dir.path(),
+        &["verify", "--in-transaction-only"],
+        &[("STEPMIGRATE_DEV_URL", dev.url.as_str())],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}

@@ -890,5 +890,10 @@ async fn revoking_a_builtin_function_is_not_making_one() {
     )]);
     let run = db.cli(dir.path(), &["--json", "verify"]);
     run.assert_code(0);
-    assert_eq!(run.json()["report"]["migrations"][0]["outcome"], "ok", "{}", run.stdout);
+    assert_eq!(
+        run.json()["report"]["migrations"][0]["outcome"],
+        "ok",
+        "{}",
+        run.stdout
+    );
 }
