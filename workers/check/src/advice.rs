@@ -304,7 +304,7 @@ pub(crate) fn facts(
     let squawk_new = squawk_new_tables(script, in_transaction);
     let mut new_tables: BTreeSet<(String, String)> = BTreeSet::new();
     // The tables (not new) locked ACCESS EXCLUSIVE so far in the open transaction: by whom.
-    let mut locked: BTreeMap<(String, String), (usize, String)> = BTreeMap::new();
+    let mut locked: BTreeMap<(String, String), (usize, String, String)> = BTreeMap::new();
     let mut in_tx = in_transaction;
     for statement in sql::lex(script).statements {
         let first_fact = facts.len();
@@ -423,25 +423,38 @@ pub(crate) fn facts(
                 }
                 _ => {}
             }
-            // Work over the rows of a table held ACCESS EXCLUSIVE since an earlier statement of
-            // the transaction (or by another clause of this ALTER): it blocks reads throughout.
+            // Work over rows (of any table) while a table is held ACCESS EXCLUSIVE since an
+            // earlier statement of the transaction, or by another clause of this ALTER: reads of
+            // the held table wait throughout.
             if in_tx {
                 if let Some((verb, r, same)) = works_over_rows(node) {
                     let key = columns.key(r).filter(|k| !new_tables.contains(k));
-                    let by = match (same, key.as_ref().and_then(|k| locked.get(k))) {
-                        (Some(clause), _) => Some(format!("the {clause} of the same ALTER TABLE")),
-                        (None, Some((line, what))) => Some(format!("line {line} ({what})")),
-                        (None, None) => None,
+                    let table = table_name(r);
+                    // The statement's own table first, else the first table held.
+                    let held = match (&same, key.as_ref().and_then(|k| locked.get(k))) {
+                        (Some(clause), _) => Some((
+                            table.clone(),
+                            format!("the {clause} of the same ALTER TABLE"),
+                        )),
+                        (None, Some((line, what, _))) => {
+                            Some((table.clone(), format!("line {line} ({what})")))
+                        }
+                        (None, None) => locked
+                            .iter()
+                            .filter(|(k, _)| Some(*k) != key.as_ref())
+                            .min_by_key(|(_, (line, _, _))| *line)
+                            .map(|(_, (line, what, name))| {
+                                (name.clone(), format!("line {line} ({what})"))
+                            }),
                     };
-                    if let (Some(by), Some(_)) = (by, &key) {
-                        let table = table_name(r);
+                    if let Some((held_table, by)) = held {
                         facts.push(Fact {
                             rule: crate::lint::SCAN_UNDER_HELD_LOCK,
                             statement: span,
                             anchor: usize::MAX,
                             says: Some((
-                                format!("{verb} works over the rows of {table} while {table} is locked ACCESS EXCLUSIVE by {by}, a lock held until the migration commits: every read and write of {table} waits for this statement too, as long as it takes"),
-                                Some(format!("Move {verb} to a migration of its own, before the one that takes ACCESS EXCLUSIVE on {table} or after it, so that the lock is held only for the moment that statement takes.")),
+                                format!("{verb} works over the rows of {table} while {held_table} is locked ACCESS EXCLUSIVE by {by}, a lock held until the migration commits: every read and write of {held_table} waits for this statement too, as long as it takes"),
+                                Some(format!("Move {verb} to a migration of its own, before the one that takes ACCESS EXCLUSIVE on {held_table} or after it, so that the lock is held only for the moment that statement takes.")),
                             )),
                             own: true,
                         });
@@ -461,7 +474,7 @@ pub(crate) fn facts(
                             } else {
                                 ""
                             };
-                            (statement.line, format!("`{short}{more}`"))
+                            (statement.line, format!("`{short}{more}`"), table_name(r))
                         });
                     }
                 }
@@ -862,6 +875,28 @@ fn works_over_rows(node: &N) -> Option<(String, &protobuf::RangeVar, Option<Stri
         N::IndexStmt(i) if !i.concurrent => {
             Some(("`CREATE INDEX`".into(), i.relation.as_ref()?, None))
         }
+        // What a query reads: named by its first table (the lock held is what is said).
+        N::CreateTableAsStmt(c) => {
+            let from = match c.query.as_deref().and_then(|q| q.node.as_ref()) {
+                Some(N::SelectStmt(s)) => first_table(&s.from_clause),
+                _ => None,
+            };
+            Some((
+                "`CREATE TABLE/MATERIALIZED VIEW ... AS`".into(),
+                from.or(c.into.as_ref()?.rel.as_ref())?,
+                None,
+            ))
+        }
+        N::RefreshMatViewStmt(r) => Some((
+            "`REFRESH MATERIALIZED VIEW`".into(),
+            r.relation.as_ref()?,
+            None,
+        )),
+        N::SelectStmt(s) if !s.from_clause.is_empty() => Some((
+            "a `SELECT` that reads a table".into(),
+            first_table(&s.from_clause)?,
+            None,
+        )),
         N::AlterTableStmt(a) => {
             let r = a.relation.as_ref()?;
             let cmds: Vec<&protobuf::AlterTableCmd> = a
@@ -903,6 +938,23 @@ fn works_over_rows(node: &N) -> Option<(String, &protobuf::RangeVar, Option<Stri
         }
         _ => None,
     }
+}
+
+/// The first table a FROM list names (directly, or in a join).
+fn first_table(from: &[protobuf::Node]) -> Option<&protobuf::RangeVar> {
+    from.iter().find_map(|n| match n.node.as_ref()? {
+        N::RangeVar(r) => Some(r),
+        N::JoinExpr(j) => j
+            .larg
+            .as_deref()
+            .and_then(|l| first_table(std::slice::from_ref(l)))
+            .or_else(|| {
+                j.rarg
+                    .as_deref()
+                    .and_then(|r| first_table(std::slice::from_ref(r)))
+            }),
+        _ => None,
+    })
 }
 
 /// The table a statement locks ACCESS EXCLUSIVE (and keeps locked to the end of its

@@ -897,6 +897,11 @@ fn work_over_rows_under_a_held_lock_is_a_finding() {
         ("ALTER TABLE users RENAME COLUMN t TO t2;\nCREATE INDEX ua ON users (a);", "line 1"),
         ("ALTER TABLE users ADD COLUMN z int;\nINSERT INTO orders SELECT id, id FROM users;\nDELETE FROM users WHERE a < 0;", "line 1"),
         ("ALTER TABLE users ALTER COLUMN t SET DEFAULT 'a';\nALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orders (id);", "line 1"),
+        // Work on another table, or a read of the held one, while it is held.
+        ("ALTER TABLE users ADD COLUMN x bigint;\nUPDATE orders SET user_id = user_id + 1 WHERE id > 0;", "while users is locked ACCESS EXCLUSIVE by line 1"),
+        ("ALTER TABLE users ADD COLUMN q bigint;\nCREATE TABLE users_copy AS SELECT * FROM users;", "while users is locked"),
+        ("ALTER TABLE users ADD COLUMN x2 bigint;\nCREATE INDEX orders_u ON orders (user_id);", "while users is locked"),
+        ("ALTER TABLE users ADD COLUMN x3 bigint;\nSELECT count(*) FROM orders JOIN users ON users.id = orders.user_id;", "while users is locked"),
     ] {
         let found = set_findings(&[base, &format!("{statements}\n")], &rules());
         let held = of_rule(&found, "scan-under-held-lock");
@@ -910,6 +915,7 @@ fn work_over_rows_under_a_held_lock_is_a_finding() {
         "CREATE TABLE fresh (id int);\nALTER TABLE fresh ADD COLUMN z int;\nUPDATE fresh SET z = 1 WHERE id > 0;",
         "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orders (id) NOT VALID;\nUPDATE users SET a = 1 WHERE id > 5;",
         "-- stepmigrate: no-transaction\nALTER TABLE users ADD COLUMN z int;\nUPDATE users SET z = 1 WHERE id > 0;",
+        "SELECT setval('s', 5);\nALTER TABLE users ADD COLUMN z int;\nSELECT pg_catalog.set_config('a.b', 'c', true);",
     ] {
         let found = set_findings(&[base, &format!("{statements}\n")], &rules());
         assert!(of_rule(&found, "scan-under-held-lock").is_empty(), "{statements}: {found:?}");
