@@ -957,8 +957,11 @@ fn ledger_label(kind: LedgerKind) -> &'static str {
 }
 
 fn warnings(list: &[String]) {
+    // A warning's own line breaks (a list of problems) stay; any other control character
+    // (from a name in the database) is shown escaped.
     for w in list {
-        errln!("warning: {}", shown(w));
+        let lines: Vec<String> = w.split('\n').map(shown).collect();
+        errln!("warning: {}", lines.join("\n"));
     }
 }
 

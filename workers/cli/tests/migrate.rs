@@ -476,6 +476,8 @@ async fn status_and_plan_say_what_up_does() {
     assert_ne!(up.code, 0);
     let status = db.cli(dir.path(), &["status"]);
     assert_eq!(status.code, up.code, "{}{}", status.stdout, status.stderr);
+    // Its warning keeps its own line breaks (it printed `\n`).
+    assert!(!status.stderr.contains("\\n"), "{}", status.stderr);
 }
 
 /// Two first runs at once, set to different ledger schemas, make one ledger and apply each

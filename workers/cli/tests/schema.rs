@@ -575,6 +575,10 @@ const CASES: &[Case] = &[
     differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; ALTER MATERIALIZED VIEW m ALTER COLUMN b SET STATISTICS 500;", "~ materialized view app.m: column_settings (none) → b: statistics=500"),
     differs("CREATE TABLE t (a int, c text);", "CREATE MATERIALIZED VIEW m AS SELECT a, c FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a, c FROM t; ALTER MATERIALIZED VIEW m ALTER COLUMN c SET STORAGE MAIN; ALTER MATERIALIZED VIEW m ALTER COLUMN c SET COMPRESSION pglz; ALTER MATERIALIZED VIEW m ALTER COLUMN c SET (n_distinct = 5);", "~ materialized view app.m: column_settings (none) → c: storage=main compression=pglz n_distinct=5"),
     same(T, "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; ALTER MATERIALIZED VIEW m ALTER COLUMN b SET STATISTICS 500; ALTER MATERIALIZED VIEW m ALTER COLUMN b SET STATISTICS -1;"),
+    differs("CREATE TABLE t (a int, b text);", "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a, b FROM t; ALTER MATERIALIZED VIEW m SET (toast.autovacuum_enabled = false);", "~ materialized view app.m: toast_options (none) → autovacuum_enabled=false"),
+    // A foreign key to a partitioned table, its clone on a partition not enforcing it.
+    differs("CREATE TABLE pt (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k); CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (10); CREATE TABLE r (id int PRIMARY KEY, pid int, pk int, CONSTRAINT fk FOREIGN KEY (pid, pk) REFERENCES pt (id, k));",
+            "", "ALTER TABLE pt1 DISABLE TRIGGER ALL;", "~ constraint app.r.fk: triggers (none) → disabled"),
     // A materialized view never filled: reading it fails.
     differs(T, "CREATE MATERIALIZED VIEW m AS SELECT a FROM t;", "CREATE MATERIALIZED VIEW m AS SELECT a FROM t WITH NO DATA;", "~ materialized view app.m: not_populated false → true"),
     // A base type's subscripting handler.

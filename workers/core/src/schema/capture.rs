@@ -250,8 +250,15 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE WHEN con.contype = 'f' THEN {} END AS on_update,
                         CASE WHEN con.contype = 'f' THEN {} END AS on_delete,
                         (con.coninhcount > 0 AND NOT con.conislocal AND NOT cl.relispartition) AS inherited_only,
+                        -- Its clones' too (a foreign key to a partitioned table has one per
+                        -- partition, whose triggers enforce it there).
                         (SELECT string_agg(DISTINCT CASE tg.tgenabled WHEN 'D' THEN 'disabled' WHEN 'R' THEN 'replica' ELSE 'always' END, ', ')
-                           FROM pg_trigger tg WHERE tg.tgconstraint = con.oid AND tg.tgisinternal AND tg.tgenabled <> 'O') AS triggers,
+                           FROM pg_trigger tg
+                          WHERE tg.tgconstraint IN (WITH RECURSIVE clones(oid) AS (
+                                    SELECT con.oid
+                                    UNION ALL SELECT c2.oid FROM pg_constraint c2 JOIN clones ON c2.conparentid = clones.oid)
+                                SELECT oid FROM clones)
+                            AND tg.tgisinternal AND tg.tgenabled <> 'O') AS triggers,
                         {} AS comment
                  FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA}
@@ -308,6 +315,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                          WHERE a.attrelid = cl.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
                         (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
                          WHERE i.indrelid = cl.oid AND i.indisclustered) AS clustered_on,
+                        coalesce((SELECT to_json(tc.reloptions) FROM pg_class tc WHERE tc.oid = cl.reltoastrelid AND tc.reloptions IS NOT NULL), '[]') AS toast_options,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace

@@ -715,6 +715,10 @@ pub struct View {
     /// ON`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clustered_on: Option<String>,
+    /// A materialized view's TOAST table's storage parameters (`SET (toast.autovacuum_enabled
+    /// = false)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toast_options: Vec<String>,
     /// A view's `INSTEAD OF` triggers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<Trigger>,
