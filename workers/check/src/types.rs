@@ -978,7 +978,8 @@ impl Columns {
             }
             N::CreateTrigStmt(_) | N::RuleStmt(_) => self.triggers = true,
             N::CreateEventTrigStmt(_) => self.event_triggers = true,
-            // A trigger or rule the migrations made may run any statement on a change of rows.
+            // A change of rows changes no column, unless a trigger or rule the migrations made
+            // runs on it: that may run any statement.
             N::InsertStmt(_)
             | N::UpdateStmt(_)
             | N::DeleteStmt(_)
@@ -986,10 +987,10 @@ impl Columns {
             | N::CopyStmt(_)
             | N::TruncateStmt(_)
             | N::ExecuteStmt(_)
-            | N::ExplainStmt(_)
-                if self.triggers =>
-            {
-                self.forget();
+            | N::ExplainStmt(_) => {
+                if self.triggers {
+                    self.forget();
+                }
             }
             // A DO block or a procedure may change any table.
             N::DoStmt(_) | N::CallStmt(_) => self.forget(),
@@ -1049,14 +1050,6 @@ impl Columns {
             // statement may (an extension's script, `DROP OWNED`, `IMPORT FOREIGN SCHEMA`, a
             // statement this model does not follow): what the tables are is then not known.
             N::SelectStmt(_)
-            | N::InsertStmt(_)
-            | N::UpdateStmt(_)
-            | N::DeleteStmt(_)
-            | N::MergeStmt(_)
-            | N::CopyStmt(_)
-            | N::TruncateStmt(_)
-            | N::ExecuteStmt(_)
-            | N::ExplainStmt(_)
             | N::PrepareStmt(_)
             | N::DeallocateStmt(_)
             | N::IndexStmt(_)

@@ -832,13 +832,7 @@ pub(crate) fn classify(
     }
     // The ledger's own check after the migration fails as a cast of its message (see
     // `Event::projection_check_sql`): said as itself, under the runner's own SQLSTATE.
-    let ledger_broken = (code == Some("22P02"))
-        .then(|| {
-            message
-                .split_once("\"stepmigrate: ")
-                .map(|(_, rest)| rest.trim_end_matches('"').to_owned())
-        })
-        .flatten();
+    let ledger_broken = crate::ledger::ledger_broken(code, message);
     let (code, message) = match &ledger_broken {
         Some(said) => (Some(crate::ledger::LEDGER_BROKEN_SQLSTATE), said.as_str()),
         None => (code, message),

@@ -437,6 +437,18 @@ pub const LOST_TRANSACTION_SQLSTATE: &str = "SM005";
 
 /// A migration changed the ledger's own objects, so its event left no row: rolled back.
 pub const LEDGER_BROKEN_SQLSTATE: &str = "SM016";
+
+/// The words of [`NewEvent::projection_check_sql`]'s failure, out of the cast error that
+/// carries them (`invalid input syntax for type integer: "stepmigrate: ..."`, SQLSTATE
+/// 22P02); `None` for any other error.
+pub fn ledger_broken(sqlstate: Option<&str>, message: &str) -> Option<String> {
+    if sqlstate != Some("22P02") {
+        return None;
+    }
+    message
+        .split_once("\"stepmigrate: ")
+        .map(|(_, rest)| rest.trim_end_matches('"').to_owned())
+}
 pub const LOST_TRANSACTION_MESSAGE: &str = "the migration's transaction ended before its ledger entry (transaction control inside the migration, e.g. a COMMIT the validator did not see): part of it may be committed";
 pub const ROLLED_BACK_TRANSACTION_MESSAGE: &str = "the migration's transaction was rolled back inside it (a ROLLBACK the validator did not see): nothing of it remains";
 

@@ -53,6 +53,19 @@ fn grants(enabled: bool, acl: &str, kind: char, owner: &str) -> String {
 }
 
 /// A collation other than the type's default, named as `COLLATE` takes it.
+// What a table's and a materialized view's columns and storage share (`a` the attribute,
+// `at` its type, `cl` the relation).
+const COLUMN_STATISTICS: &str = "nullif(a.attstattarget, -1)";
+const COLUMN_STORAGE: &str = "CASE WHEN a.attstorage <> at.typstorage THEN CASE a.attstorage WHEN 'p' THEN 'plain' WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' WHEN 'x' THEN 'extended' END END";
+/// `attcompression` is PostgreSQL 14's: read by name, absent before.
+const COLUMN_COMPRESSION: &str =
+    "CASE to_jsonb(a) ->> 'attcompression' WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END";
+/// The attribute options PostgreSQL defines (a server may keep others of its own); NULL for
+/// none.
+const COLUMN_OPTIONS: &str = "(SELECT json_agg(o ORDER BY o) FROM unnest(a.attoptions) o WHERE o ~ '^n_distinct(_inherited)?=')";
+const CLUSTERED_ON: &str = "(SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = cl.oid AND i.indisclustered)";
+const TOAST_OPTIONS: &str = "coalesce((SELECT to_json(tc.reloptions) FROM pg_class tc WHERE tc.oid = cl.reltoastrelid AND tc.reloptions IS NOT NULL), '[]')";
+
 fn collation(coll: &str, type_coll: &str) -> String {
     format!(
         "(SELECT CASE WHEN cn.nspname = 'pg_catalog' THEN quote_ident(co.collname)
@@ -195,9 +208,7 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE cl.relreplident WHEN 'n' THEN 'nothing' WHEN 'f' THEN 'full'
                              WHEN 'i' THEN 'using index ' || coalesce((SELECT quote_ident(ic.relname) FROM pg_index i
                                   JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = cl.oid AND i.indisreplident), '?') END AS replica_identity,
-                        (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-                         WHERE i.indrelid = cl.oid AND i.indisclustered) AS clustered_on,
-                        coalesce((SELECT to_json(tc.reloptions) FROM pg_class tc WHERE tc.oid = cl.reltoastrelid AND tc.reloptions IS NOT NULL), '[]') AS toast_options,
+                        {CLUSTERED_ON} AS clustered_on, {TOAST_OPTIONS} AS toast_options,
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
                  WHERE cl.relkind IN ('r', 'p') AND {USER_SCHEMA} AND {}",
@@ -215,14 +226,8 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         CASE WHEN a.attgenerated = 's' THEN pg_get_expr(ad.adbin, ad.adrelid) END AS generated,
                         {} AS identity_sequence,
                         {} AS collation,
-                        nullif(a.attstattarget, -1) AS statistics,
-                        CASE WHEN a.attstorage <> at.typstorage THEN CASE a.attstorage WHEN 'p' THEN 'plain'
-                             WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' WHEN 'x' THEN 'extended' END END AS storage,
-                        -- attcompression is PostgreSQL 14's: read by name, absent before.
-                        CASE to_jsonb(a) ->> 'attcompression' WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END AS compression,
-                        -- The attribute options PostgreSQL defines (a server may keep others of its own).
-                        coalesce((SELECT json_agg(o ORDER BY o) FROM unnest(a.attoptions) o
-                                  WHERE o ~ '^n_distinct(_inherited)?='), '[]') AS options,
+                        {COLUMN_STATISTICS} AS statistics, {COLUMN_STORAGE} AS storage,
+                        {COLUMN_COMPRESSION} AS compression, coalesce({COLUMN_OPTIONS}, '[]') AS options,
                         (a.attinhcount > 0 AND NOT a.attislocal AND NOT cl.relispartition) AS inherited_only,
                         {} AS comment, {} AS grants
                  FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid
@@ -305,17 +310,11 @@ fn queries(o: &SnapshotOptions) -> Vec<(&'static str, String)> {
                         pg_get_viewdef(cl.oid, true) AS definition,
                         coalesce((SELECT json_agg(json_strip_nulls(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
                                                            'collation', {}, 'grants', {},
-                                                           'statistics', nullif(a.attstattarget, -1),
-                                                           'storage', CASE WHEN a.attstorage <> at.typstorage THEN CASE a.attstorage WHEN 'p' THEN 'plain'
-                                                                WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' WHEN 'x' THEN 'extended' END END,
-                                                           'compression', CASE to_jsonb(a) ->> 'attcompression' WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END,
-                                                           'options', (SELECT json_agg(o ORDER BY o) FROM unnest(a.attoptions) o
-                                                                       WHERE o ~ '^n_distinct(_inherited)?='))) ORDER BY a.attnum)
+                                                           'statistics', {COLUMN_STATISTICS}, 'storage', {COLUMN_STORAGE},
+                                                           'compression', {COLUMN_COMPRESSION}, 'options', {COLUMN_OPTIONS})) ORDER BY a.attnum)
                          FROM pg_attribute a JOIN pg_type at ON at.oid = a.atttypid
                          WHERE a.attrelid = cl.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
-                        (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-                         WHERE i.indrelid = cl.oid AND i.indisclustered) AS clustered_on,
-                        coalesce((SELECT to_json(tc.reloptions) FROM pg_class tc WHERE tc.oid = cl.reltoastrelid AND tc.reloptions IS NOT NULL), '[]') AS toast_options,
+                        {CLUSTERED_ON} AS clustered_on, {TOAST_OPTIONS} AS toast_options,
                         coalesce(to_json(cl.reloptions), '[]') AS options,
                         {rel_comment} AS comment, {} AS grants
                  FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace

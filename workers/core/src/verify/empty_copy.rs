@@ -308,7 +308,7 @@ fn mark_by_target_rows(v: &mut MigrationVerification, m: &Migration, holding: &B
 /// Whether `text` names `relation` (`schema.name` as the lock report writes it, quoted where
 /// needed): by its bare name as a word, case-insensitively unless quoted. A word that is also
 /// a column's name counts too: unknown is the safe answer.
-fn mentions_relation(text: &str, relation: &str) -> bool {
+pub(super) fn mentions_relation(text: &str, relation: &str) -> bool {
     let bare = relation
         .rsplit_once('.')
         .map_or(relation, |(_, name)| name)

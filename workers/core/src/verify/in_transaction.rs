@@ -267,9 +267,10 @@ async fn ledger_write_fails(
         "SAVEPOINT stepmigrate_ledger_probe;{};{check}ROLLBACK TO SAVEPOINT stepmigrate_ledger_probe;RELEASE SAVEPOINT stepmigrate_ledger_probe",
         event.insert_sql(schema)
     );
-    let failed = match sqlx::raw_sql(&probe).execute(&mut *conn).await {
+    let said = match sqlx::raw_sql(&probe).execute(&mut *conn).await {
         Ok(_) => return Ok(None),
-        Err(sqlx::Error::Database(db)) => db.message().to_owned(),
+        Err(sqlx::Error::Database(db)) => ledger::ledger_broken(db.code().as_deref(), db.message())
+            .unwrap_or_else(|| db.message().to_owned()),
         Err(e) => {
             return Err(Error::database(
                 "writing the ledger's event after a migration (rolled back)",
@@ -283,9 +284,6 @@ async fn ledger_write_fails(
     .execute(&mut *conn)
     .await
     .map_err(|e| Error::database("rolling back the ledger's event after a migration", e))?;
-    let said = failed
-        .split_once("\"stepmigrate: ")
-        .map_or(failed.as_str(), |(_, rest)| rest.trim_end_matches('"'));
     Ok(Some(SqlError {
         sqlstate: crate::ledger::LEDGER_BROKEN_SQLSTATE.into(),
         message: format!(

@@ -256,7 +256,8 @@ fn remade(
         };
         if oid != oid_after {
             let filled = down.iter().find(|s| {
-                s.main_verb.as_deref() == Some("INSERT") && names_relation(s.text, last_part(name))
+                s.main_verb.as_deref() == Some("INSERT")
+                    && super::empty_copy::mentions_relation(s.text, name)
             });
             match filled {
                 Some(s) => refilled.push((format!("{what} {name}"), s.line)),
@@ -287,7 +288,7 @@ fn truncated(before: &Holders, down: &[sql::Statement<'_>]) -> Vec<String> {
         }
         for (name, (_, kind, _)) in before {
             if kind == "r"
-                && names_relation(s.text, last_part(name))
+                && super::empty_copy::mentions_relation(s.text, name)
                 && !found.iter().any(|f: &String| f.ends_with(name.as_str()))
             {
                 found.push(format!("line {}: TRUNCATE empties table {name}", s.line));
@@ -295,41 +296,6 @@ fn truncated(before: &Holders, down: &[sql::Statement<'_>]) -> Vec<String> {
         }
     }
     found
-}
-
-/// The last part of a qualified, quoted name, unquoted: `public."Odd"` → `Odd`.
-fn last_part(name: &str) -> String {
-    let last = name.rsplit('.').next().unwrap_or(name);
-    match last.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
-        Some(quoted) => quoted.replace("\"\"", "\""),
-        None => last.to_owned(),
-    }
-}
-
-/// Whether the statement's words name a relation called `name` (as an identifier, quoted or
-/// folded to lower case), after its verb.
-fn names_relation(text: &str, name: String) -> bool {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in text.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            c if quoted => current.push(c),
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
-                current.extend(c.to_lowercase());
-            }
-            _ => {
-                if !current.is_empty() {
-                    words.push(std::mem::take(&mut current));
-                }
-            }
-        }
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
-    words.iter().skip(1).any(|w| *w == name)
 }
 
 /// Which comparison a difference comes from.
